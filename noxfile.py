@@ -1,0 +1,81 @@
+"""The one entry point for checks, locally and in CI: ``nox`` runs lint, typecheck and tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "typecheck", "docs", "tests"]
+nox.options.error_on_external_run = True
+
+ROOT = Path(__file__).parent
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+SCHEMA_FILE = ROOT / "docs" / "reference" / "manifest.schema.json"
+
+
+def _group(name: str) -> list[str]:
+    return list(nox.project.dependency_groups(PYPROJECT, name))
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite with coverage (pass pytest options after ``--``)."""
+    session.install("-e", ".[testing]", *_group("test"))
+    session.run(
+        "pytest",
+        "--cov",
+        "--cov-report=term-missing:skip-covered",
+        *session.posargs,
+    )
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style and formatting with ruff."""
+    session.install(*_group("lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Run mypy --strict on the package, the testing package and the benchmarks."""
+    session.install("-e", ".[testing]", *_group("typecheck"))
+    session.run("mypy", "src", "benchmarks")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Regenerate the reference files in docs/ from the code.
+
+    tests/test_schema.py fails when a committed file no longer matches the code.
+    """
+    session.install("-e", ".")
+    schema = session.run("python", "-m", "services_ai_plugins", "schema", silent=True, log=False)
+    assert isinstance(schema, str)
+    SCHEMA_FILE.parent.mkdir(parents=True, exist_ok=True)
+    SCHEMA_FILE.write_text(json.dumps(json.loads(schema), indent=2) + "\n", encoding="utf-8")
+    session.log(f"wrote {SCHEMA_FILE.relative_to(ROOT)}")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run every benchmark against its baseline; figures go to benchmarks/results.json.
+
+    Pass pyperf options after ``--`` (default ``--fast``; ``--rigorous`` for release figures).
+    """
+    session.install("-e", ".", *_group("bench"))
+    options = session.posargs or ["--fast"]
+    for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
+        session.run("python", str(script), *options)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Run the demo (examples/demo.py) in a fresh environment."""
+    session.install(".")
+    session.run("python", "examples/demo.py")

@@ -1,0 +1,79 @@
+"""Shared fixtures: the bundled example plugin and a writer of plugin folders."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_PLUGIN = ROOT / "examples" / "hello-plugin"
+
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+#: The example manifest of the original system the SDK grows out of: no id,
+#: a display name, the original permissions and settings.
+ORIGINAL_MANIFEST: dict[str, Any] = {
+    "name": "Plugin Name",
+    "version": "1.0.0",
+    "description": "Plugin description",
+    "author": "Author Name",
+    "email": "author@example.com",
+    "entry_point": "main.py",
+    "plugin_class": "PluginClass",
+    "permissions": ["read_leads", "send_notifications"],
+    "settings": [
+        {"name": "api_key", "type": "string", "required": True, "description": "API key"},
+        {"name": "enabled", "type": "boolean", "default": True},
+    ],
+}
+
+#: The smallest valid plugin manifest whose entry module defines MyPlugin.
+MINIMAL_PLUGIN: dict[str, Any] = {
+    "id": "my-plugin",
+    "name": "My Plugin",
+    "version": "1.0.0",
+    "entry_point": "main.py",
+    "plugin_class": "MyPlugin",
+}
+
+PluginWriter = Callable[..., Path]
+
+
+@pytest.fixture
+def example_plugin() -> Path:
+    """The bundled example plugin folder (read-only: copy it before changing it)."""
+    return EXAMPLE_PLUGIN
+
+
+@pytest.fixture
+def write_plugin(tmp_path: Path) -> PluginWriter:
+    """Write a plugin folder: a manifest (dict or raw text) and extra files."""
+
+    def write(
+        manifest: Mapping[str, Any] | str,
+        files: Mapping[str, str | bytes] | None = None,
+        *,
+        name: str = "plugin",
+    ) -> Path:
+        folder = tmp_path / name
+        folder.mkdir(parents=True)
+        text = manifest if isinstance(manifest, str) else json.dumps(manifest, indent=2)
+        (folder / "manifest.json").write_text(text, encoding="utf-8")
+        for relative, content in (files or {}).items():
+            path = folder / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content, encoding="utf-8")
+        return folder
+
+    return write

@@ -1,0 +1,82 @@
+"""The public API is exactly what ``services_ai_plugins.__all__`` lists."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import services_ai_plugins
+import services_ai_plugins_testing
+
+
+def test_all_is_sorted_and_complete() -> None:
+    """Every public name is exported, listed once, and resolves (ruff keeps the order)."""
+    exported = services_ai_plugins.__all__
+    assert len(set(exported)) == len(exported)
+    public = {
+        name
+        for name in vars(services_ai_plugins)
+        if not name.startswith("_") or name == "__version__"
+    }
+    public -= {module.name for module in pkgutil.iter_modules(services_ai_plugins.__path__)}
+    assert set(exported) == public
+    for name in exported:
+        assert getattr(services_ai_plugins, name) is not None
+
+
+def test_public_api_is_pinned() -> None:
+    """Changing the public API is a deliberate act: this list changes with it."""
+    assert services_ai_plugins.__all__ == [
+        "HOST_API_VERSION",
+        "MAX_MANIFEST_BYTES",
+        "Isolation",
+        "Manifest",
+        "ManifestError",
+        "PackResult",
+        "PackageError",
+        "PluginError",
+        "Problem",
+        "ScaffoldResult",
+        "SettingSpec",
+        "SettingType",
+        "SettingsError",
+        "ValidatedPlugin",
+        "__version__",
+        "hookimpl",
+        "manifest_json_schema",
+        "pack_plugin",
+        "scaffold_plugin",
+        "validate_plugin",
+        "validate_settings",
+    ]
+
+
+def test_modules_are_private() -> None:
+    """Every module of the package is private; the package __init__ is the contract."""
+    for package in (services_ai_plugins,):
+        for module in pkgutil.iter_modules(package.__path__):
+            assert module.name.startswith("_"), module.name
+            importlib.import_module(f"{package.__name__}.{module.name}")
+
+
+def test_errors_share_one_root() -> None:
+    """Every exception the SDK raises on purpose is a PluginError."""
+    from services_ai_plugins import ManifestError, PackageError, PluginError, SettingsError
+
+    for error in (ManifestError, PackageError, SettingsError):
+        assert issubclass(error, PluginError)
+    assert issubclass(ManifestError, ValueError)
+    assert issubclass(SettingsError, ValueError)
+
+
+def test_versions_are_pep440() -> None:
+    """The SDK and host API versions parse, so plugins can pin against them."""
+    from packaging.version import Version
+
+    Version(services_ai_plugins.__version__)
+    Version(services_ai_plugins.HOST_API_VERSION)
+
+
+def test_testing_package_is_importable() -> None:
+    """The testing package ships with the SDK."""
+    assert services_ai_plugins_testing.__doc__
