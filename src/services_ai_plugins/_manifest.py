@@ -24,6 +24,7 @@ from packaging.version import InvalidVersion, Version
 from ._errors import ManifestError, Problem
 from ._settings import SettingSpec, SettingType, validate_settings
 from ._types import (
+    MAX_INT_DIGITS,
     RULES,
     ClassName,
     Count,
@@ -237,11 +238,16 @@ def _parse_json(text: str | bytes, source: str | None, max_bytes: int) -> object
                 source=source,
             ) from exc
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+        return json.loads(
+            text,
+            object_pairs_hook=_no_duplicate_keys,
+            parse_constant=_no_constant,
+            parse_int=_bounded_int,
+        )
     except json.JSONDecodeError as exc:
         message = f"is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
         raise ManifestError([Problem("", message)], source=source) from exc
-    except _DuplicateKeyError as exc:
+    except _JSONRuleError as exc:
         raise ManifestError([Problem("", f"is not valid: {exc.message}")], source=source) from exc
     except RecursionError as exc:
         raise ManifestError(
@@ -249,7 +255,7 @@ def _parse_json(text: str | bytes, source: str | None, max_bytes: int) -> object
         ) from exc
 
 
-class _DuplicateKeyError(ValueError):
+class _JSONRuleError(ValueError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
@@ -259,13 +265,20 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise _DuplicateKeyError(f"the key {key!r} appears twice in one object")
+            raise _JSONRuleError(f"the key {key!r} appears twice in one object")
         result[key] = value
     return result
 
 
+def _bounded_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise _JSONRuleError(f"an integer has {digits} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
 def _no_constant(name: str) -> object:
-    raise _DuplicateKeyError(f"{name} is not a JSON number")
+    raise _JSONRuleError(f"{name} is not a JSON number")
 
 
 def derive_id(name: str) -> str | None:
@@ -295,7 +308,9 @@ def _load(data: object, source: str | None) -> Manifest:
     extensions: dict[str, JSONValue] = {}
     known = {field.name for field in attrs.fields(Manifest)} - {"extensions", "notes"}
     for key, value in data.items():
-        if key in known:
+        if not isinstance(key, str):
+            problems.append(Problem(f"[{key!r}]", "keys must be strings"))
+        elif key in known:
             fields[key] = value
         elif key == _SCHEMA_KEY and not isinstance(value, str):
             problems.append(

@@ -18,6 +18,7 @@ from ._types import (
     JSONValue,
     Number,
     SettingName,
+    check_int,
     check_json,
     described,
     json_type_name,
@@ -132,7 +133,7 @@ def _coerce(spec: SettingSpec, value: object, *, strict: bool) -> JSONValue:
 
 def _to_integer(value: object, *, strict: bool) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return check_int(value)
     if isinstance(value, float) and value.is_integer():
         return int(value)  # JSON has one number type: 5.0 is the integer 5
     if not strict and isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
@@ -141,8 +142,10 @@ def _to_integer(value: object, *, strict: bool) -> int:
 
 
 def _to_number(value: object, *, strict: bool) -> int | float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number: int | float = value
+    if isinstance(value, int) and not isinstance(value, bool):
+        number: int | float = check_int(value)
+    elif isinstance(value, float):
+        number = value
     elif not strict and isinstance(value, str) and _NUMBER_TEXT.fullmatch(value):
         number = float(value)
     else:
@@ -233,7 +236,7 @@ def _spec_problems(spec: SettingSpec) -> Iterable[Problem]:
             yield Problem(
                 bound, f"only integer and number settings take bounds, not '{kind.value}'"
             )
-        elif kind is SettingType.INTEGER and not float(limit).is_integer():
+        elif kind is SettingType.INTEGER and isinstance(limit, float) and not limit.is_integer():
             yield Problem(bound, f"must be a whole number for an integer setting (got {limit})")
     if spec.min is not None and spec.max is not None and spec.max < spec.min:
         yield Problem("max", f"must not be less than min ({spec.min})")

@@ -21,6 +21,10 @@ JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, J
 
 #: How deeply JSON values in a manifest or a setting may nest.
 MAX_JSON_DEPTH: Final = 64
+#: The most decimal digits a JSON integer may have (Python refuses to print
+#: integers past ``sys.get_int_max_str_digits()``; JSON peers give up far sooner).
+MAX_INT_DIGITS: Final = 1000
+_MAX_INT_BITS: Final = 3321  # 2**3321 < 10**1000 < 2**3322
 
 PluginId = NewType("PluginId", str)
 DisplayName = NewType("DisplayName", str)
@@ -188,7 +192,9 @@ def check_json(value: object, *, depth: int = 0) -> JSONValue:
     """Return a deep copy of ``value`` if JSON can carry it, else raise ValueError."""
     if depth > MAX_JSON_DEPTH:
         raise ValueError(f"nests deeper than {MAX_JSON_DEPTH} levels")
-    if value is None or isinstance(value, (bool, int, str)):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return check_int(value)
+    if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -204,6 +210,13 @@ def check_json(value: object, *, depth: int = 0) -> JSONValue:
             copy[key] = check_json(item, depth=depth + 1)
         return copy
     raise ValueError(f"must be a JSON value (got {type(value).__name__})")
+
+
+def check_int(value: int) -> int:
+    """Return ``value`` if JSON text can carry it, else raise ValueError."""
+    if value.bit_length() > _MAX_INT_BITS:
+        raise ValueError(f"is too large an integer (over {MAX_INT_DIGITS} digits)")
+    return value
 
 
 def json_type_name(value: object) -> str:
