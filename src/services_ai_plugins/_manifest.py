@@ -38,6 +38,7 @@ from ._types import (
     PluginId,
     RelativePath,
     Url,
+    check_int,
     check_json,
     described,
     json_type_name,
@@ -447,13 +448,11 @@ def _number(value: object, _: Any) -> float:
 
 
 def _count(value: object, _: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(
-            f"must be a non-negative integer (got {json_type_name(value)} {value!r})"
-            if isinstance(value, int) and not isinstance(value, bool)
-            else f"must be a non-negative integer (got {json_type_name(value)})"
-        )
-    return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be a non-negative integer (got {json_type_name(value)})")
+    if value < 0:
+        raise ValueError(f"must be a non-negative integer (got {value})")
+    return check_int(value)
 
 
 def _version(value: object, _: Any) -> Version:

@@ -84,8 +84,8 @@ def validate_plugin(path: str | os.PathLike[str]) -> ValidatedPlugin:
 
     Example::
 
-        >>> validate_plugin("examples/hello-plugin").manifest.id  # doctest: +SKIP
-        'hello-plugin'
+        checked = validate_plugin("examples/hello-plugin")
+        checked.kind, checked.manifest.id  # ("folder", "hello-plugin")
     """
     target = Path(path)
     if target.is_dir():

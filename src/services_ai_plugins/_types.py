@@ -24,7 +24,7 @@ MAX_JSON_DEPTH: Final = 64
 #: The most decimal digits a JSON integer may have (Python refuses to print
 #: integers past ``sys.get_int_max_str_digits()``; JSON peers give up far sooner).
 MAX_INT_DIGITS: Final = 1000
-_MAX_INT_BITS: Final = 3321  # 2**3321 < 10**1000 < 2**3322
+_INT_LIMIT: Final = 10**MAX_INT_DIGITS
 
 PluginId = NewType("PluginId", str)
 DisplayName = NewType("DisplayName", str)
@@ -214,7 +214,7 @@ def check_json(value: object, *, depth: int = 0) -> JSONValue:
 
 def check_int(value: int) -> int:
     """Return ``value`` if JSON text can carry it, else raise ValueError."""
-    if value.bit_length() > _MAX_INT_BITS:
+    if abs(value) >= _INT_LIMIT:
         raise ValueError(f"is too large an integer (over {MAX_INT_DIGITS} digits)")
     return value
 

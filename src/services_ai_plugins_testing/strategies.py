@@ -11,25 +11,36 @@ reads manifests or setting values::
     def test_my_admin_screen_renders_every_manifest(manifest):
         render(manifest)
 
-Every strategy here draws *valid* input (a manifest loads without a
-:class:`~services_ai_plugins.ManifestError`, a setting value passes
-:func:`~services_ai_plugins.validate_settings`), except
-:func:`mutated_manifest_dicts`, which corrupts valid documents on purpose.
+Two kinds of strategy live here:
+
+* *valid* input: :func:`manifest_dicts` and :func:`manifests` load without a
+  :class:`~services_ai_plugins.ManifestError`; :func:`setting_specs` are
+  consistent; :func:`setting_values` pass
+  :func:`~services_ai_plugins.validate_settings`; the strings (:func:`plugin_ids`,
+  :func:`versions`, :func:`specifiers`, :func:`dependencies`, ...) follow the
+  manifest's rules;
+* *fuzzing* input, mostly invalid: :func:`json_values`,
+  :func:`manifest_like_dicts`, :func:`mutated_manifest_dicts`,
+  :func:`json_texts` and :func:`json_bytes`, for checking that a loader
+  refuses bad input with its own error and nothing else.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import keyword
 import math
-from typing import TYPE_CHECKING, Final
+import sys
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from hypothesis import strategies as st
 
 from services_ai_plugins import Isolation, Manifest, SettingSpec, SettingType
+from services_ai_plugins._types import MAX_INT_DIGITS
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
     from services_ai_plugins._types import JSONValue
 
@@ -40,8 +51,11 @@ __all__ = [
     "display_names",
     "entry_points",
     "hook_names",
+    "json_bytes",
+    "json_texts",
     "json_values",
     "manifest_dicts",
+    "manifest_like_dicts",
     "manifests",
     "mutated_manifest_dicts",
     "permission_names",
@@ -92,6 +106,8 @@ SETTING_KEYS: Final = (
     "max_length",
 )
 
+_T = TypeVar("_T")
+
 # Strategies are built once and cached: building one costs far more than
 # drawing from it, and the composites below draw hundreds of values each.
 _cached = functools.cache
@@ -99,7 +115,11 @@ _cached = functools.cache
 # Bounds of number settings stay within the integers a float holds exactly, so
 # a float drawn between two bounds is never rounded outside them.
 _EXACT: Final = 2**53
-_IDENT: Final = r"[A-Za-z_][A-Za-z0-9_]{0,15}"
+#: Integers of arbitrary JSON get up to this many digits: past the SDK's limit
+#: (MAX_INT_DIGITS) but within what Python writes as text by default (4300).
+_ANY_DIGITS: Final = 1100
+#: Integers of valid documents have up to the SDK's limit of digits.
+_VALID_DIGITS: Final = MAX_INT_DIGITS
 _ALL_TYPES: Final = tuple(SettingType)
 _MARKERS: Final = (
     'python_version >= "3.10"',
@@ -143,23 +163,38 @@ def _dotted(
 # -- JSON ----------------------------------------------------------------------------------------
 
 
-@_cached
-def _json_integers() -> st.SearchStrategy[int]:
-    huge = st.integers(min_value=2**1024, max_value=10**400)  # beyond the range of a float
-    return st.one_of(
-        st.integers(min_value=-(2**63), max_value=2**63),
-        st.integers(),
-        huge,
-        huge.map(lambda value: -value),
-    )
+def _negated(value: int) -> int:
+    return -value
+
+
+def _offset(parts: tuple[int, int]) -> int:
+    return parts[0] + parts[1]
 
 
 @_cached
-def _json_values(max_leaves: int) -> st.SearchStrategy[JSONValue]:
+def _json_integers(max_digits: int = _ANY_DIGITS) -> st.SearchStrategy[int]:
+    top = 10**max_digits - 1
+    # Every branch is bounded: Hypothesis may carry a drawn integer from one branch to
+    # another (and replays saved ones), so an unbounded branch could exceed ``top``.
+    parts = [
+        st.integers(min_value=-min(top, 2**63), max_value=min(top, 2**63)),
+        st.integers(min_value=-min(top, 2**128), max_value=min(top, 2**128)),
+    ]
+    # Near the edges: past the float range, and either side of the SDK's digit limit.
+    edges = [2**1024, 10**400, 10 ** (MAX_INT_DIGITS - 1), 10**MAX_INT_DIGITS, top - 1000]
+    edges = sorted({edge for edge in edges if edge > 0 and edge + 1000 <= top})
+    if edges:
+        huge = st.tuples(st.sampled_from(edges), st.integers(min_value=-1000, max_value=1000))
+        parts += [huge.map(_offset), huge.map(_offset).map(_negated)]
+    return st.one_of(parts)
+
+
+@_cached
+def _json_values(max_leaves: int, max_digits: int = _ANY_DIGITS) -> st.SearchStrategy[JSONValue]:
     scalars: st.SearchStrategy[JSONValue] = st.one_of(
         st.none(),
         st.booleans(),
-        _json_integers(),
+        _json_integers(max_digits),
         st.floats(allow_nan=False, allow_infinity=False),
         st.text(max_size=20),
     )
@@ -178,18 +213,25 @@ def _is_set(value: JSONValue) -> bool:
 
 
 @_cached
-def _set_json_values(max_leaves: int) -> st.SearchStrategy[JSONValue]:
-    return _json_values(max_leaves).filter(_is_set)
+def _valid_json_values(max_leaves: int) -> st.SearchStrategy[JSONValue]:
+    """JSON values that a manifest or a json setting accepts, never None."""
+    return _json_values(max_leaves, _VALID_DIGITS).filter(_is_set)
 
 
-def json_values(*, max_leaves: int = 20) -> st.SearchStrategy[JSONValue]:
+def json_values(
+    *, max_leaves: int = 20, max_digits: int = _ANY_DIGITS
+) -> st.SearchStrategy[JSONValue]:
     """Arbitrary JSON values: ``None``, booleans, numbers, text, arrays and objects.
 
-    Integers include huge ones (beyond the range of a float); floats are
-    finite; object keys are strings. ``max_leaves`` bounds the number of
-    scalars in one value, and so its size and depth.
+    Integers include huge ones, beyond the range of a float and up to
+    ``max_digits`` digits: by default more than the SDK accepts (it refuses
+    integers over ``MAX_INT_DIGITS``, 1000), but few enough for ``json.dumps``
+    to write. Floats are finite; object keys are strings. ``max_leaves``
+    bounds the number of scalars in one value, and so its size and depth.
     """
-    return _json_values(max_leaves)
+    if max_digits < 1:
+        raise ValueError("max_digits must be at least 1")
+    return _json_values(max_leaves, max_digits)
 
 
 # -- strings of the manifest -----------------------------------------------------------------
@@ -290,14 +332,33 @@ def specifiers() -> st.SearchStrategy[str]:
     return _specifiers()
 
 
+@_cached
+def _distribution_names() -> st.SearchStrategy[str]:
+    alphanumeric = _LOWER + _UPPER + _DIGITS
+    return st.sampled_from(alphanumeric) | _word(
+        alphanumeric, alphanumeric + "._-", 0, 14, alphanumeric
+    )
+
+
+@_cached
+def _extras() -> st.SearchStrategy[list[str]]:
+    return st.lists(_word(_LOWER, _LOWER + _DIGITS + "_", 0, 7), max_size=2)
+
+
+@_cached
+def _sampled(options: tuple[str, ...]) -> st.SearchStrategy[str]:
+    return st.sampled_from(options)
+
+
+def _pick(draw: st.DrawFn, options: Sequence[_T]) -> _T:
+    """One of ``options`` (not empty), without building a strategy for each draw."""
+    return options[draw(st.integers(min_value=0, max_value=len(options) - 1))]
+
+
 @st.composite
 def _dependencies(draw: st.DrawFn) -> str:
-    alphanumeric = _LOWER + _UPPER + _DIGITS
-    name = draw(
-        st.sampled_from(alphanumeric)
-        | _word(alphanumeric, alphanumeric + "._-", 0, 14, alphanumeric)
-    )
-    extras = draw(st.lists(_word(_LOWER, _LOWER + _DIGITS + "_", 0, 7), max_size=2))
+    name = draw(_distribution_names())
+    extras = draw(_extras())
     text = f"{name}[{','.join(extras)}]" if extras else name
     separator = "; "
     if draw(st.booleans()):
@@ -306,7 +367,7 @@ def _dependencies(draw: st.DrawFn) -> str:
     elif draw(st.booleans()):
         text += draw(_specifiers())
     if draw(st.booleans()):
-        text += separator + draw(st.sampled_from(_MARKERS))
+        text += separator + draw(_sampled(_MARKERS))
     return text
 
 
@@ -453,24 +514,45 @@ def _draw_bounds(
 
 
 def _integers_between(low: float | None, high: float | None) -> st.SearchStrategy[int]:
-    return st.integers(
-        min_value=None if low is None else math.ceil(low),
-        max_value=None if high is None else math.floor(high),
+    """Integers within the bounds (inclusive) that JSON and the SDK carry."""
+    if low is None and high is None:
+        return _json_integers(_VALID_DIGITS)
+    largest = 10**_VALID_DIGITS - 1
+    lowest = -largest if low is None else max(math.ceil(low), -largest)
+    highest = largest if high is None else min(math.floor(high), largest)
+    if lowest > highest:
+        return st.nothing()
+    parts = [st.integers(min_value=lowest, max_value=highest)]
+    # Uniform draws between far-apart bounds are all huge: also draw near each bound.
+    if low is not None:
+        parts.append(st.integers(min_value=lowest, max_value=min(highest, lowest + 1000)))
+    if high is not None:
+        parts.append(st.integers(min_value=max(lowest, highest - 1000), max_value=highest))
+    return st.one_of(parts)
+
+
+def _floats_between(low: float | None, high: float | None) -> st.SearchStrategy[float]:
+    """Finite floats within the bounds (inclusive), which may be ints of any size."""
+    largest = sys.float_info.max
+    if (low is not None and low > largest) or (high is not None and high < -largest):
+        return st.nothing()
+    float_low = None if low is None or low < -largest else float(low)
+    float_high = None if high is None or high > largest else float(high)
+    # A large int bound may round outwards when made a float: step back inside.
+    if float_low is not None and low is not None and float_low < low:
+        float_low = math.nextafter(float_low, math.inf)
+    if float_high is not None and high is not None and float_high > high:
+        float_high = math.nextafter(float_high, -math.inf)
+    if float_low is not None and float_high is not None and float_low > float_high:
+        return st.nothing()
+    return st.floats(
+        min_value=float_low, max_value=float_high, allow_nan=False, allow_infinity=False
     )
 
 
 def _numbers_between(low: float | None, high: float | None) -> st.SearchStrategy[float]:
-    floats = st.floats(
-        min_value=None if low is None else float(low),
-        max_value=None if high is None else float(high),
-        allow_nan=False,
-        allow_infinity=False,
-    )
-    lowest = None if low is None else math.ceil(low)
-    highest = None if high is None else math.floor(high)
-    if lowest is not None and highest is not None and lowest > highest:
-        return floats
-    return floats | st.integers(min_value=lowest, max_value=highest)
+    """Floats and integers within the bounds (inclusive)."""
+    return _floats_between(low, high) | _integers_between(low, high)
 
 
 @_cached
@@ -478,8 +560,23 @@ def _text_up_to(max_length: int, min_length: int = 0) -> st.SearchStrategy[str]:
     return st.text(min_size=min_length, max_size=max_length)
 
 
+@_cached
+def _max_lengths() -> st.SearchStrategy[int | None]:
+    return st.none() | st.integers(min_value=0, max_value=40)
+
+
+@_cached
+def _null_keys() -> st.SearchStrategy[list[str]]:
+    return st.lists(st.sampled_from(["label", "default", "choices", "min", "max"]), max_size=3)
+
+
+@_cached
+def _types(types: tuple[SettingType, ...]) -> st.SearchStrategy[SettingType]:
+    return st.sampled_from(types)
+
+
 def _draw_max_length(draw: st.DrawFn, spec: dict[str, JSONValue]) -> int | None:
-    max_length = draw(st.none() | st.integers(min_value=0, max_value=40))
+    max_length = draw(_max_lengths())
     if max_length is not None:
         spec["max_length"] = max_length
     return max_length
@@ -488,7 +585,7 @@ def _draw_max_length(draw: st.DrawFn, spec: dict[str, JSONValue]) -> int | None:
 def _draw_setting_spec(
     draw: st.DrawFn, types: tuple[SettingType, ...], name: str | None
 ) -> dict[str, JSONValue]:
-    kind = draw(st.sampled_from(types))
+    kind = draw(_types(types))
     spec: dict[str, JSONValue] = {
         "name": draw(_identifiers()) if name is None else name,
         "type": kind.value,
@@ -518,11 +615,11 @@ def _draw_setting_spec(
         spec["choices"] = choices
         default = st.sampled_from(choices)
     else:
-        default = _set_json_values(8)
+        default = _valid_json_values(6)
     if default is not None and draw(st.booleans()):
         spec["default"] = draw(default)
     # A null is the same as an absent key for these (an absent default is null).
-    for key in draw(st.lists(st.sampled_from(["label", "default", "choices", "min", "max"]))):
+    for key in draw(_null_keys()):
         spec.setdefault(key, None)
     return spec
 
@@ -556,13 +653,16 @@ def setting_values(spec: SettingSpec) -> st.SearchStrategy[JSONValue]:
     """Values that ``spec`` accepts, in their proper type.
 
     Never ``None``, which means "not set", nor an empty string for a required
-    text setting, which counts as missing. :func:`validate_settings` returns
-    them unchanged.
+    text setting, which counts as missing (so a required text setting with a
+    ``max_length`` of 0 has no values: the strategy is empty).
+    :func:`~services_ai_plugins.validate_settings` returns them unchanged.
     """
     kind = spec.type
     if kind in (SettingType.STRING, SettingType.SECRET):
         top = 40 if spec.max_length is None else spec.max_length
-        return _text_up_to(top, 1 if spec.required and top else 0)
+        if spec.required and top == 0:
+            return st.nothing()
+        return _text_up_to(top, 1 if spec.required else 0)
     if kind is SettingType.INTEGER:
         return _integers_between(spec.min, spec.max)
     if kind is SettingType.NUMBER:
@@ -571,7 +671,7 @@ def setting_values(spec: SettingSpec) -> st.SearchStrategy[JSONValue]:
         return st.booleans()
     if kind is SettingType.CHOICE:
         return st.sampled_from(spec.choices or ())
-    return _set_json_values(8)
+    return _valid_json_values(6)
 
 
 # -- manifests ---------------------------------------------------------------------------------
@@ -629,9 +729,11 @@ def _extension_keys() -> st.SearchStrategy[list[str]]:
     return st.lists(st.text(max_size=10).map(lambda key: "x-" + key), max_size=3)
 
 
-def _draw_manifest_dict(draw: st.DrawFn) -> dict[str, JSONValue]:
+def _draw_manifest_dict(draw: st.DrawFn, with_id: bool | None = None) -> dict[str, JSONValue]:
     document: dict[str, JSONValue] = {}
-    if draw(st.integers(min_value=0, max_value=4)):
+    if with_id is None:
+        with_id = draw(st.integers(min_value=0, max_value=4)) > 0
+    if with_id:
         document["id"] = draw(_plugin_ids())
         document["name"] = draw(_display_names())
     else:
@@ -647,40 +749,65 @@ def _draw_manifest_dict(draw: st.DrawFn) -> dict[str, JSONValue]:
         if split < len(names) or draw(st.booleans()):
             document["optional_permissions"] = names[split:]
     for key in draw(_extension_keys()):
-        document[key] = draw(_json_values(10))
+        document[key] = draw(_json_values(6, _VALID_DIGITS))
     if draw(st.integers(min_value=0, max_value=9)) == 0:
         document["$schema"] = "https://example.com/manifest.schema.json"
     return document
 
 
 @st.composite
-def _manifest_dicts(draw: st.DrawFn) -> dict[str, JSONValue]:
-    return _draw_manifest_dict(draw)
+def _manifest_dicts_of(draw: st.DrawFn, with_id: bool | None) -> dict[str, JSONValue]:
+    return _draw_manifest_dict(draw, with_id)
 
 
-def manifest_dicts() -> st.SearchStrategy[dict[str, JSONValue]]:
+@_cached
+def _manifest_dicts(with_id: bool | None = None) -> st.SearchStrategy[dict[str, JSONValue]]:
+    return _manifest_dicts_of(with_id)
+
+
+def manifest_dicts(*, with_id: bool | None = None) -> st.SearchStrategy[dict[str, JSONValue]]:
     """JSON objects that are valid manifests.
 
     Each draws a random subset of the optional fields (entry points in every
     form, unique and disjoint permissions, settings with unique names,
     specifiers, PEP 508 dependencies, plugin requirements including ``""``
-    and ``"*"``, unique hooks, an icon path, explicit nulls), some ``x-``
-    vendor keys with JSON values, and sometimes no ``id`` but a ``name`` it
-    derives from.
+    and ``"*"``, unique hooks, an icon path, explicit nulls) and some ``x-``
+    vendor keys with JSON values. Some have no ``id`` but a ``name`` it
+    derives from; ``with_id=True`` or ``False`` asks for always or never.
     """
-    return _manifest_dicts()
+    return _manifest_dicts(with_id)
 
 
-def manifests() -> st.SearchStrategy[Manifest]:
+def manifests(*, with_id: bool | None = None) -> st.SearchStrategy[Manifest]:
     """Valid :class:`~services_ai_plugins.Manifest` objects (``manifest_dicts`` loaded)."""
-    return _manifest_dicts().map(Manifest.from_dict)
+    return _manifest_dicts(with_id).map(Manifest.from_dict)
+
+
+# -- manifest-shaped JSON ---------------------------------------------------------------------
+
+
+@_cached
+def _manifest_like_dicts() -> st.SearchStrategy[dict[str, JSONValue]]:
+    keys = st.sampled_from(MANIFEST_KEYS) | st.text(max_size=12)
+    return st.dictionaries(keys, _json_values(4), max_size=6)
+
+
+def manifest_like_dicts() -> st.SearchStrategy[dict[str, JSONValue]]:
+    """JSON objects with mostly manifest keys and random JSON values: nearly always invalid.
+
+    Cheap to draw; random values reach the check of each field rather than
+    only "unknown key". See :func:`mutated_manifest_dicts` for documents
+    that get past the first checks.
+    """
+    return _manifest_like_dicts()
 
 
 # -- corrupted manifests -----------------------------------------------------------------------
 
 
-#: Values at the edges of the manifest's rules: bounds of numbers, lengths and emptiness.
-_EDGE_VALUES: Final[tuple[JSONValue, ...]] = (
+#: Numbers at the edges: zero, signs, fractions, beyond 64 bits and the float range, and
+#: integers of 1001 and 5001 digits (the SDK's limit is 1000; Python writes at most 4300).
+_EDGE_NUMBERS: Final[tuple[JSONValue, ...]] = (
     0,
     -1,
     1,
@@ -689,10 +816,16 @@ _EDGE_VALUES: Final[tuple[JSONValue, ...]] = (
     2**63,
     2**1024,
     -(2**1024),
-    10**400,
+    10**1000,
+    -(10**1000),
+    10**5000,
     1e308,
     -1e308,
     5e-324,
+)
+#: Other values at the edges of the manifest's rules: lengths, emptiness, nulls.
+_EDGE_VALUES: Final[tuple[JSONValue, ...]] = (
+    *_EDGE_NUMBERS,
     "",
     " ",
     "a" * 65,
@@ -708,37 +841,73 @@ _EDGE_VALUES: Final[tuple[JSONValue, ...]] = (
 
 @_cached
 def _mutation_values() -> st.SearchStrategy[JSONValue]:
-    return _json_values(10) | st.sampled_from(_EDGE_VALUES)
+    return _json_values(6) | st.sampled_from(_EDGE_VALUES)
+
+
+@_cached
+def _numbers_like() -> st.SearchStrategy[JSONValue]:
+    return (
+        st.sampled_from(_EDGE_NUMBERS)
+        | _json_integers()
+        | st.floats(allow_nan=False, allow_infinity=False)
+    )
+
+
+@_cached
+def _text_like() -> st.SearchStrategy[JSONValue]:
+    return st.sampled_from(["", " ", "a" * 65, "a" * 3000]) | st.text(max_size=20)
+
+
+@_cached
+def _short_lists() -> st.SearchStrategy[list[JSONValue]]:
+    return st.lists(_mutation_values(), max_size=3)
+
+
+def _draw_like(draw: st.DrawFn, value: JSONValue) -> JSONValue:
+    """A random value of the same JSON type as ``value``: it gets past the type checks."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return draw(_numbers_like())
+    if isinstance(value, str):
+        return draw(_text_like())
+    if isinstance(value, list):
+        return draw(_short_lists())
+    return draw(_mutation_values())
 
 
 def _draw_source(draw: st.DrawFn, target: dict[str, JSONValue]) -> JSONValue:
     """A random value, or one already in ``target`` (a key's value or an array's item)."""
     found: list[JSONValue] = list(target.values())
     found.extend(item for value in target.values() if isinstance(value, list) for item in value)
-    if found and draw(st.booleans()):
-        return draw(st.sampled_from(found))
+    reuse = draw(st.booleans())
+    if found and reuse:
+        return _pick(draw, found)
     return draw(_mutation_values())
 
 
 def _draw_mutation(draw: st.DrawFn, target: dict[str, JSONValue], known: tuple[str, ...]) -> None:
     """Replace, delete, insert or append to one key of ``target``, in place."""
-    action = draw(st.sampled_from(["replace", "delete", "insert", "append"]))
+    action = draw(_sampled(("replace", "delete", "insert", "append")))
     present = sorted(target)
     arrays = [key for key in present if isinstance(target[key], list)]
     if action == "append" and arrays:
-        key = draw(st.sampled_from(arrays))
+        key = _pick(draw, arrays)
         array = target[key]
         assert isinstance(array, list)  # for mypy: arrays holds the keys of lists
         position = draw(st.integers(min_value=0, max_value=len(array)))
         target[key] = [*array[:position], _draw_source(draw, target), *array[position:]]
     elif action in ("replace", "delete") and present:
-        key = draw(st.sampled_from(present))
+        key = _pick(draw, present)
         if action == "delete":
             del target[key]
+        elif draw(st.booleans()):
+            target[key] = _draw_like(draw, target[key])
         else:
             target[key] = _draw_source(draw, target)
     else:
-        key = draw(st.sampled_from(sorted({*present, *known})) | st.text(max_size=12))
+        invent = draw(st.booleans())
+        key = draw(_text_up_to(12)) if invent else _pick(draw, sorted({*present, *known}))
         target[key] = _draw_source(draw, target)
 
 
@@ -766,8 +935,59 @@ def mutated_manifest_dicts() -> st.SearchStrategy[dict[str, JSONValue]]:
     Each mutation replaces, deletes or inserts a key, or inserts an item into
     an array, at the top level or in an item of ``settings``. The new value
     is random JSON, a value at the edge of a rule (huge numbers, long or empty
-    strings), or a value taken from elsewhere in the same object. The result
-    is close enough to valid to reach the checks that a random JSON object
-    never gets to.
+    strings), a value of the same JSON type as the old one, or a value taken
+    from elsewhere in the same object. The result is close enough to valid to
+    reach the checks that a random JSON object never gets to.
     """
     return _mutated_manifest_dicts()
+
+
+# -- text and bytes for parsers ----------------------------------------------------------------
+
+_JSON_ALPHABET: Final = '{}[]":,.-+0123456789eEtrufalsnNIiy \\/\n\t'
+
+
+def _truncate(parts: tuple[str, float]) -> str:
+    text, fraction = parts
+    return text[: int(len(text) * fraction)]
+
+
+@_cached
+def _json_texts() -> st.SearchStrategy[str]:
+    documents = st.one_of(
+        _json_values(8).map(json.dumps),
+        _manifest_like_dicts().map(json.dumps),
+    )
+    return st.one_of(
+        st.text(),
+        st.text(alphabet=_JSON_ALPHABET, max_size=80),
+        documents,
+        st.tuples(documents, st.floats(min_value=0, max_value=1)).map(_truncate),
+    )
+
+
+def json_texts() -> st.SearchStrategy[str]:
+    """Text for fuzzing a JSON parser: arbitrary, JSON-like, JSON, and (cut) manifests.
+
+    It mixes any text, text over JSON's punctuation, JSON documents (among
+    them :func:`manifest_like_dicts`) and prefixes of them.
+    """
+    return _json_texts()
+
+
+def _with_bom(data: bytes) -> bytes:
+    return b"\xef\xbb\xbf" + data
+
+
+@_cached
+def _json_bytes() -> st.SearchStrategy[bytes]:
+    encoded = _json_texts().map(lambda text: text.encode("utf-8", "surrogatepass"))
+    return st.one_of(st.binary(), encoded, encoded.map(_with_bom))
+
+
+def json_bytes() -> st.SearchStrategy[bytes]:
+    """Bytes for fuzzing a JSON reader: arbitrary bytes, and :func:`json_texts` as UTF-8.
+
+    Encoded texts sometimes start with a UTF-8 byte order mark.
+    """
+    return _json_bytes()
