@@ -14,7 +14,7 @@ from typing import Any, Final, TypeVar, get_args, get_origin
 
 import attrs
 import cattrs
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from cattrs.errors import ClassValidationError, IterableValidationError
 from cattrs.errors import IterableValidationNote as _IndexNote
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from packaging.requirements import InvalidRequirement, Requirement
@@ -345,7 +345,7 @@ def _load(data: object, source: str | None) -> Manifest:
         problems.append(Problem("", "nests too deeply"))
         raise ManifestError(problems, source=source) from exc
     if problems or manifest is None:
-        if "id" not in fields:  # already explained: it could not be derived
+        if "id" not in fields:  # optional: derived from name, whose problems are reported
             problems = [p for p in problems if p != Problem("id", "is required")]
         raise ManifestError(_dedupe(problems), source=source)
     return attrs.evolve(manifest, extensions=extensions, notes=tuple(notes))
@@ -391,9 +391,6 @@ def _problems(exc: BaseException, path: str) -> Iterator[Problem]:
             yield from _problems(sub, _join(path, attribute_note.name))
         for sub in others:
             yield from _problems(sub, path)
-    elif isinstance(exc, ForbiddenExtraKeysError):
-        for key in sorted(exc.extra_fields):
-            yield Problem(_join(path, key), "unknown key")
     elif isinstance(exc, _Problems):
         for problem in exc.problems:
             yield Problem(_join_path(path, problem.path), problem.message)

@@ -103,7 +103,8 @@ class SettingSpec:
         """
         if self.default is None or self.type is SettingType.SECRET:
             return self
-        return attrs.evolve(self, default=_coerce(self, self.default, strict=True))
+        default = _coerce(self, self.default, strict=True)
+        return self if default is self.default else attrs.evolve(self, default=default)
 
     def problems(self) -> list[Problem]:
         """List what is inconsistent in this spec, with paths relative to it."""
