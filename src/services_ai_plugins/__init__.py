@@ -3,30 +3,78 @@
 The public API is what ``__all__`` lists; every module is private.
 """
 
-from ._errors import ManifestError, PackageError, PluginError, Problem, SettingsError
+from ._errors import (
+    ConflictError,
+    DependencyError,
+    ManifestError,
+    PackageError,
+    PluginError,
+    PluginNotFound,
+    Problem,
+    SettingsError,
+    StorageError,
+    TransitionError,
+)
 from ._manifest import MAX_MANIFEST_BYTES, Isolation, Manifest
 from ._markers import hookimpl
+from ._memory import MemoryStorage
 from ._package import PackResult, ValidatedPlugin, pack_plugin, validate_plugin
+from ._registry import Registry
 from ._scaffold import ScaffoldResult, scaffold_plugin
 from ._schema import manifest_json_schema
 from ._settings import SettingSpec, SettingType, validate_settings
+from ._sqlite import SQLiteStorage
+from ._storage import (
+    AuditEvent,
+    AuditQuery,
+    Change,
+    FailureRecord,
+    HookMetrics,
+    MetricsDelta,
+    PluginRecord,
+    PluginStatus,
+    SourceKind,
+    Storage,
+    TenantRecord,
+    VersionRecord,
+)
 from ._version import HOST_API_VERSION, __version__
 
 __all__ = [
     "HOST_API_VERSION",
     "MAX_MANIFEST_BYTES",
+    "AuditEvent",
+    "AuditQuery",
+    "Change",
+    "ConflictError",
+    "DependencyError",
+    "FailureRecord",
+    "HookMetrics",
     "Isolation",
     "Manifest",
     "ManifestError",
+    "MemoryStorage",
+    "MetricsDelta",
     "PackResult",
     "PackageError",
     "PluginError",
+    "PluginNotFound",
+    "PluginRecord",
+    "PluginStatus",
     "Problem",
+    "Registry",
+    "SQLiteStorage",
     "ScaffoldResult",
     "SettingSpec",
     "SettingType",
     "SettingsError",
+    "SourceKind",
+    "Storage",
+    "StorageError",
+    "TenantRecord",
+    "TransitionError",
     "ValidatedPlugin",
+    "VersionRecord",
     "__version__",
     "hookimpl",
     "manifest_json_schema",

@@ -6,7 +6,12 @@ Everything the SDK raises on purpose derives from one root, so a host can catch
     PluginError
     ├── ManifestError      (also ValueError) a manifest was refused: every problem, by JSON path
     ├── SettingsError      (also ValueError) setting values were refused; every problem, per field
-    └── PackageError       a plugin folder or archive cannot be read, validated or packed
+    ├── PackageError       a plugin folder or archive cannot be read, validated or packed
+    ├── PluginNotFound     (also LookupError) no plugin with that id is installed
+    ├── TransitionError    a lifecycle step is not allowed in the plugin's current state
+    ├── DependencyError    other enabled plugins still need this one
+    └── StorageError       the storage backend failed (the driver's error is the __cause__)
+        └── ConflictError  another writer changed the record first: re-read and retry
 
 Each exception carries the fields a handler needs, not only a message.
 """
@@ -17,7 +22,18 @@ from collections.abc import Iterable
 
 import attrs
 
-__all__ = ["ManifestError", "PackageError", "PluginError", "Problem", "SettingsError"]
+__all__ = [
+    "ConflictError",
+    "DependencyError",
+    "ManifestError",
+    "PackageError",
+    "PluginError",
+    "PluginNotFound",
+    "Problem",
+    "SettingsError",
+    "StorageError",
+    "TransitionError",
+]
 
 
 @attrs.frozen
@@ -97,3 +113,72 @@ class PackageError(PluginError):
         self.member = member
         where = f"{path}!{member}" if member else path
         super().__init__(f"{where}: {message}")
+
+
+class PluginNotFound(PluginError, LookupError):
+    """No plugin with this id is installed (or it was uninstalled)."""
+
+    def __init__(self, plugin_id: str) -> None:
+        self.plugin_id = plugin_id
+        super().__init__(f"no plugin {plugin_id!r} is installed")
+
+
+class TransitionError(PluginError):
+    """A lifecycle step is not allowed in the plugin's current state.
+
+    ``status`` is the state the plugin is in, ``action`` what was asked, and
+    ``allowed`` the actions that state allows.
+    """
+
+    def __init__(
+        self,
+        plugin_id: str,
+        action: str,
+        status: str,
+        allowed: Iterable[str],
+        *,
+        reason: str | None = None,
+    ) -> None:
+        self.plugin_id = plugin_id
+        self.action = action
+        self.status = status
+        self.allowed = tuple(allowed)
+        choices = ", ".join(self.allowed) or "nothing"
+        why = f": {reason}" if reason else ""
+        super().__init__(
+            f"cannot {action} plugin {plugin_id!r}: it is {status}{why} (allowed: {choices})"
+        )
+
+
+class DependencyError(PluginError):
+    """A plugin cannot be removed while other enabled plugins require it."""
+
+    def __init__(self, plugin_id: str, dependents: Iterable[str]) -> None:
+        self.plugin_id = plugin_id
+        self.dependents = tuple(sorted(dependents))
+        super().__init__(
+            f"cannot uninstall plugin {plugin_id!r}: enabled plugins require it "
+            f"({', '.join(self.dependents)}); disable or uninstall them first"
+        )
+
+
+class StorageError(PluginError):
+    """The storage backend failed; the driver's own exception is ``__cause__``."""
+
+
+class ConflictError(StorageError):
+    """Another writer changed a record since it was read: nothing was written.
+
+    Re-read the record and retry the operation. ``record`` names what
+    conflicted, ``expected`` the revision the write was based on and
+    ``actual`` the revision found (0 when the record does not exist).
+    """
+
+    def __init__(self, record: str, *, expected: int, actual: int) -> None:
+        self.record = record
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"{record} changed since it was read (expected revision {expected}, "
+            f"found {actual}): re-read and retry"
+        )

@@ -1,0 +1,185 @@
+"""An in-memory storage backend, for tests and for trying things out."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Sequence
+from typing import final
+
+import attrs
+
+from ._storage import (
+    AuditEvent,
+    AuditQuery,
+    Change,
+    FailureRecord,
+    HookMetrics,
+    MetricsDelta,
+    PluginRecord,
+    PluginStatus,
+    TenantRecord,
+    VersionRecord,
+)
+
+__all__ = ["MemoryStorage"]
+
+
+@final
+class MemoryStorage:
+    """Keeps everything in dictionaries, behind one lock; nothing survives the process.
+
+    It follows the same contract as the database backends (revisions,
+    conflicts, the change counter), so tests written against it hold for them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._plugins: dict[str, PluginRecord] = {}
+        self._tenants: dict[tuple[str, str], TenantRecord] = {}
+        self._versions: list[VersionRecord] = []
+        self._audit: list[AuditEvent] = []
+        self._failures: list[FailureRecord] = []
+        self._metrics: dict[tuple[str, str], HookMetrics] = {}
+        self._ids = itertools.count(1)
+
+    def generation(self) -> int:
+        return self._generation
+
+    def commit(self, change: Change) -> int:
+        with self._lock:
+            key = (change.plugin_id, change.tenant.tenant) if change.tenant else None
+            plugin = self._plugins.get(change.plugin_id)
+            tenant = self._tenants.get(key) if key is not None else None
+            change.check(
+                plugin.revision if plugin is not None else 0,
+                tenant.revision if tenant is not None else 0,
+            )
+            if change.clear_tenants:
+                for stale in [k for k in self._tenants if k[0] == change.plugin_id]:
+                    del self._tenants[stale]
+            if change.plugin is not None:
+                self._plugins[change.plugin_id] = change.plugin
+            if change.tenant is not None and key is not None:
+                self._tenants[key] = change.tenant
+            if change.version is not None:
+                self._versions.append(change.version)
+            self._audit.append(attrs.evolve(change.audit, id=next(self._ids)))
+            self._generation += 1
+            return self._generation
+
+    def get_plugin(self, plugin_id: str) -> PluginRecord | None:
+        return self._plugins.get(plugin_id)
+
+    def list_plugins(self, status: PluginStatus | None = None) -> list[PluginRecord]:
+        with self._lock:
+            plugins = sorted(self._plugins.values(), key=lambda p: p.id)
+        return [p for p in plugins if status is None or p.status is status]
+
+    def get_tenant(self, plugin_id: str, tenant: str) -> TenantRecord | None:
+        return self._tenants.get((plugin_id, tenant))
+
+    def list_tenants(self, plugin_id: str) -> list[TenantRecord]:
+        with self._lock:
+            records = [r for (p, _), r in self._tenants.items() if p == plugin_id]
+        return sorted(records, key=lambda r: r.tenant)
+
+    def enabled_plugins(self, tenant: str) -> list[str]:
+        with self._lock:
+            return sorted(
+                plugin_id
+                for (plugin_id, name), record in self._tenants.items()
+                if name == tenant
+                and record.enabled
+                and self._plugins[plugin_id].status is PluginStatus.APPROVED
+            )
+
+    def versions(self, plugin_id: str) -> list[VersionRecord]:
+        with self._lock:
+            return [v for v in self._versions if v.plugin_id == plugin_id]
+
+    def audit(self, query: AuditQuery) -> list[AuditEvent]:
+        with self._lock:
+            events = list(reversed(self._audit))
+        found = [e for e in events if _matches(e, query)]
+        return found[: query.limit]
+
+    def record_failures(self, failures: Sequence[FailureRecord]) -> None:
+        with self._lock:
+            self._failures.extend(attrs.evolve(f, id=next(self._ids)) for f in failures)
+
+    def failures(
+        self, plugin_id: str | None = None, *, unresolved_only: bool = False, limit: int = 1000
+    ) -> list[FailureRecord]:
+        with self._lock:
+            found = [
+                f
+                for f in reversed(self._failures)
+                if (plugin_id is None or f.plugin_id == plugin_id)
+                and not (unresolved_only and f.resolved)
+            ]
+        return found[:limit]
+
+    def resolve_failures(self, plugin_id: str, tenant: str | None = None) -> int:
+        with self._lock:
+            count = 0
+            for index, failure in enumerate(self._failures):
+                if (
+                    failure.plugin_id == plugin_id
+                    and not failure.resolved
+                    and (tenant is None or failure.tenant == tenant)
+                ):
+                    self._failures[index] = attrs.evolve(failure, resolved=True)
+                    count += 1
+            return count
+
+    def record_metrics(self, deltas: Sequence[MetricsDelta]) -> None:
+        with self._lock:
+            for delta in deltas:
+                key = (delta.plugin_id, delta.hook)
+                self._metrics[key] = add_metrics(self._metrics.get(key), delta)
+
+    def metrics(self, plugin_id: str | None = None) -> list[HookMetrics]:
+        with self._lock:
+            return [
+                m
+                for key, m in sorted(self._metrics.items())
+                if plugin_id is None or key[0] == plugin_id
+            ]
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def add_metrics(total: HookMetrics | None, delta: MetricsDelta) -> HookMetrics:
+    """Add one delta to a running total (None: the first)."""
+    if total is None:
+        return HookMetrics(
+            plugin_id=delta.plugin_id,
+            hook=delta.hook,
+            calls=delta.calls,
+            errors=delta.errors,
+            total_duration=delta.total_duration,
+            max_duration=delta.max_duration,
+            last_call=delta.last_call,
+        )
+    return attrs.evolve(
+        total,
+        calls=total.calls + delta.calls,
+        errors=total.errors + delta.errors,
+        total_duration=total.total_duration + delta.total_duration,
+        max_duration=max(total.max_duration, delta.max_duration),
+        last_call=max(total.last_call, delta.last_call),
+    )
+
+
+def _matches(event: AuditEvent, query: AuditQuery) -> bool:
+    return (
+        (query.plugin_id is None or event.plugin_id == query.plugin_id)
+        and (query.tenant is None or event.tenant == query.tenant)
+        and (query.actor is None or event.actor == query.actor)
+        and (query.action is None or event.action == query.action)
+        and (query.since is None or event.at >= query.since)
+        and (query.until is None or event.at < query.until)
+    )

@@ -1,0 +1,566 @@
+"""The plugin lifecycle over a storage backend: every step checked, audited and atomic."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any, Final, final
+
+import attrs
+
+from ._errors import DependencyError, PluginNotFound, TransitionError
+from ._manifest import Manifest
+from ._settings import SettingType
+from ._storage import (
+    AuditEvent,
+    AuditQuery,
+    Change,
+    PluginRecord,
+    PluginStatus,
+    SourceKind,
+    Storage,
+    TenantRecord,
+    VersionRecord,
+)
+from ._types import JSONValue
+
+__all__ = ["Registry"]
+
+#: What a secret setting's value is replaced with in audit records.
+MASK: Final = "********"
+
+Clock = Callable[[], datetime]
+
+# The actions each status allows; TransitionError lists them.
+_ALLOWED: Final[Mapping[PluginStatus, tuple[str, ...]]] = {
+    PluginStatus.PENDING: (
+        "approve", "reject", "reinstall", "uninstall", "set settings", "grant", "revoke", "disable",
+    ),
+    PluginStatus.APPROVED: (
+        "enable", "disable", "suspend", "reinstall", "uninstall", "set settings", "grant", "revoke",
+    ),
+    PluginStatus.SUSPENDED: (
+        "resume", "disable", "reinstall", "uninstall", "set settings", "grant", "revoke",
+    ),
+    PluginStatus.REJECTED: ("install", "uninstall"),
+    PluginStatus.UNINSTALLED: ("install",),
+}  # fmt: skip
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@final
+class Registry:
+    """The lifecycle state machine of plugins, over any :class:`Storage`.
+
+    ::
+
+        install ─▶ pending ─approve─▶ approved ─suspend─▶ suspended
+                      │                 │  ▲                 │
+                      └─reject─▶ rejected  └─────resume──────┘
+        enable/disable per tenant: approved only (disable: always)
+        uninstall: any state ─▶ uninstalled (history and audit kept)
+
+    Every method that changes something takes the ``actor`` (who asks) and
+    writes exactly one audit event in the same transaction as the change. A
+    step that would change nothing (enabling an enabled plugin) writes
+    nothing. Concurrent writers never overwrite each other: a step decided on
+    a stale read raises :class:`ConflictError`; re-read and retry.
+
+    :raises PluginNotFound: for an id that was never installed.
+    :raises TransitionError: for a step the plugin's state does not allow.
+    """
+
+    def __init__(self, storage: Storage, *, clock: Clock = _utcnow) -> None:
+        self._storage: Final = storage
+        self._clock: Final = clock
+        self._manifests: dict[tuple[str, int], Manifest] = {}
+
+    @property
+    def storage(self) -> Storage:
+        """The storage backend."""
+        return self._storage
+
+    # -- plugin-level steps ----------------------------------------------------------------------
+
+    def install(
+        self,
+        manifest: Manifest,
+        *,
+        actor: str,
+        code_hash: str,
+        source: SourceKind = SourceKind.FOLDER,
+        package_path: str | None = None,
+        reinstall: bool = False,
+    ) -> PluginRecord:
+        """Record a new plugin, or a new version of one, as pending approval.
+
+        A plugin that is pending, approved or suspended is replaced only with
+        ``reinstall=True`` (an upgrade); it then waits for approval again, and
+        its tenants' settings and activations are kept for when it is approved.
+        A rejected or uninstalled plugin may be installed again at any time.
+        """
+        now = self._clock()
+        current = self._storage.get_plugin(manifest.id)
+        replaceable = (PluginStatus.REJECTED, PluginStatus.UNINSTALLED)
+        if current is not None and current.status not in replaceable and not reinstall:
+            raise TransitionError(
+                manifest.id,
+                "install",
+                current.status.value,
+                _ALLOWED[current.status],
+                reason="it is already installed; pass reinstall=True to replace it",
+            )
+        version = str(manifest.version)
+        record = PluginRecord(
+            id=manifest.id,
+            name=manifest.name,
+            version=version,
+            status=PluginStatus.PENDING,
+            manifest=manifest.to_dict(),
+            code_hash=code_hash,
+            source=source,
+            package_path=package_path,
+            installed_at=now,
+            installed_by=actor,
+            revision=current.revision + 1 if current is not None else 1,
+        )
+        before: dict[str, JSONValue] | None = None
+        if current is not None:
+            before = {"status": current.status.value, "version": current.version}
+        action = "reinstall" if current is not None and reinstall else "install"
+        self._commit(
+            Change(
+                plugin_id=manifest.id,
+                plugin=record,
+                version=VersionRecord(
+                    plugin_id=manifest.id,
+                    version=version,
+                    code_hash=code_hash,
+                    changelog=manifest.changelog,
+                    installed_at=now,
+                    installed_by=actor,
+                ),
+                audit=self._audit(
+                    now,
+                    actor,
+                    action,
+                    manifest.id,
+                    before=before,
+                    after={"status": "pending", "version": version, "code_hash": code_hash},
+                ),
+            )
+        )
+        return record
+
+    def approve(self, plugin_id: str, *, actor: str) -> PluginRecord:
+        """Approve a pending plugin, granting the permissions its manifest declares."""
+        current = self._require(plugin_id, "approve", PluginStatus.PENDING)
+        now = self._clock()
+        granted = tuple(self._manifest(current).permissions)
+        return self._set_status(
+            current,
+            PluginStatus.APPROVED,
+            actor=actor,
+            action="approve",
+            now=now,
+            approved_at=now,
+            approved_by=actor,
+            granted_permissions=granted,
+            status_reason=None,
+            extra={"granted_permissions": list(granted)},
+        )
+
+    def reject(self, plugin_id: str, *, actor: str, reason: str) -> PluginRecord:
+        """Refuse a pending plugin, saying why; only a new install brings it back."""
+        _require_text(reason, "reason")
+        current = self._require(plugin_id, "reject", PluginStatus.PENDING)
+        return self._set_status(
+            current, PluginStatus.REJECTED, actor=actor, action="reject", status_reason=reason
+        )
+
+    def suspend(self, plugin_id: str, *, actor: str, reason: str) -> PluginRecord:
+        """Stop an approved plugin everywhere until :meth:`resume`."""
+        _require_text(reason, "reason")
+        current = self._require(plugin_id, "suspend", PluginStatus.APPROVED)
+        return self._set_status(
+            current, PluginStatus.SUSPENDED, actor=actor, action="suspend", status_reason=reason
+        )
+
+    def resume(self, plugin_id: str, *, actor: str) -> PluginRecord:
+        """Let a suspended plugin run again where it is enabled."""
+        current = self._require(plugin_id, "resume", PluginStatus.SUSPENDED)
+        return self._set_status(
+            current, PluginStatus.APPROVED, actor=actor, action="resume", status_reason=None
+        )
+
+    def uninstall(self, plugin_id: str, *, actor: str) -> PluginRecord:
+        """Remove a plugin: its tenant data goes, its history and audit trail stay.
+
+        :raises DependencyError: while approved plugins enabled for some tenant
+            require it.
+        """
+        current = self._require(plugin_id, "uninstall", *_INSTALLED)
+        dependents = [
+            other.id
+            for other in self._storage.list_plugins(PluginStatus.APPROVED)
+            if other.id != plugin_id
+            and plugin_id in self._manifest(other).requires_plugins
+            and any(t.enabled for t in self._storage.list_tenants(other.id))
+        ]
+        if dependents:
+            raise DependencyError(plugin_id, dependents)
+        return self._set_status(
+            current,
+            PluginStatus.UNINSTALLED,
+            actor=actor,
+            action="uninstall",
+            granted_permissions=(),
+            status_reason=None,
+            clear_tenants=True,
+        )
+
+    # -- tenant-level steps ----------------------------------------------------------------------
+
+    def enable(self, plugin_id: str, tenant: str, *, actor: str) -> TenantRecord:
+        """Turn an approved plugin on for one tenant."""
+        return self._set_enabled(plugin_id, tenant, True, actor=actor)
+
+    def disable(self, plugin_id: str, tenant: str, *, actor: str) -> TenantRecord:
+        """Turn a plugin off for one tenant (allowed in every installed state)."""
+        return self._set_enabled(plugin_id, tenant, False, actor=actor)
+
+    def get_settings(self, plugin_id: str, tenant: str) -> dict[str, JSONValue]:
+        """The tenant's settings, every one of the schema: set values, else defaults.
+
+        A stored value that no longer fits the schema (after an upgrade) gives
+        way to the default.
+        """
+        plugin = self.plugin(plugin_id)
+        stored = self._storage.get_tenant(plugin_id, tenant)
+        values = stored.settings if stored is not None else {}
+        result: dict[str, JSONValue] = {}
+        for spec in self._manifest(plugin).settings:
+            value = values.get(spec.name)
+            try:
+                result[spec.name] = spec.coerce(value) if value is not None else None
+            except ValueError:
+                result[spec.name] = None
+            if result[spec.name] is None:
+                result[spec.name] = copy.deepcopy(spec.default)
+        return result
+
+    def set_settings(
+        self,
+        plugin_id: str,
+        tenant: str,
+        values: Mapping[str, object],
+        *,
+        actor: str,
+        partial: bool = True,
+    ) -> dict[str, JSONValue]:
+        """Check, coerce and store setting values for one tenant; return them all.
+
+        With ``partial=True`` (the default) only the given settings change, and
+        ``None`` resets one to its default. With ``partial=False`` the values
+        replace every setting and required ones must be present. Secret values
+        are masked in the audit event.
+
+        :raises SettingsError: listing every refused value; nothing is stored.
+        """
+        plugin = self._require(plugin_id, "set settings", *_CONFIGURABLE)
+        manifest = self._manifest(plugin)
+        checked = manifest.validate_settings(values, partial=partial)
+        stored = self._storage.get_tenant(plugin_id, tenant)
+        old = dict(stored.settings) if stored is not None else {}
+        new = {**old, **checked} if partial else dict(checked)
+        new = {key: value for key, value in new.items() if value is not None}
+        if new != old:
+            changed = sorted(set(old) | set(new))
+            secrets = {str(s.name) for s in manifest.settings if s.type is SettingType.SECRET}
+            now = self._clock()
+            record = self._tenant_record(stored, plugin_id, tenant, now, actor, settings=new)
+            self._commit(
+                Change(
+                    plugin_id=plugin_id,
+                    plugin_revision=plugin.revision,
+                    tenant=record,
+                    audit=self._audit(
+                        now,
+                        actor,
+                        "set settings",
+                        plugin_id,
+                        tenant=tenant,
+                        before={"settings": _masked(old, changed, secrets)},
+                        after={"settings": _masked(new, changed, secrets)},
+                    ),
+                )
+            )
+        return self.get_settings(plugin_id, tenant)
+
+    def grant(self, plugin_id: str, tenant: str, permission: str, *, actor: str) -> TenantRecord:
+        """Grant one of the plugin's optional permissions for one tenant."""
+        return self._set_grant(plugin_id, tenant, permission, True, actor=actor)
+
+    def revoke(self, plugin_id: str, tenant: str, permission: str, *, actor: str) -> TenantRecord:
+        """Take back an optional permission for one tenant."""
+        return self._set_grant(plugin_id, tenant, permission, False, actor=actor)
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def plugin(self, plugin_id: str) -> PluginRecord:
+        """The plugin's record (also when uninstalled).
+
+        :raises PluginNotFound: when it was never installed.
+        """
+        record = self._storage.get_plugin(plugin_id)
+        if record is None:
+            raise PluginNotFound(plugin_id)
+        return record
+
+    def manifest(self, plugin_id: str) -> Manifest:
+        """The installed manifest of the plugin."""
+        return self._manifest(self.plugin(plugin_id))
+
+    def plugins(self, status: PluginStatus | None = None) -> list[PluginRecord]:
+        """Every plugin, or those in ``status``, by id."""
+        return self._storage.list_plugins(status)
+
+    def enabled_plugins(self, tenant: str) -> list[str]:
+        """Ids of the plugins that run for ``tenant``: approved and enabled there."""
+        return self._storage.enabled_plugins(tenant)
+
+    def tenant(self, plugin_id: str, tenant: str) -> TenantRecord | None:
+        """The plugin's record for ``tenant`` (activation, grants, settings), if any."""
+        return self._storage.get_tenant(plugin_id, tenant)
+
+    def history(self, plugin_id: str) -> list[VersionRecord]:
+        """Every version of the plugin ever installed, oldest first."""
+        return self._storage.versions(plugin_id)
+
+    def audit_log(
+        self,
+        *,
+        plugin_id: str | None = None,
+        tenant: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[AuditEvent]:
+        """Audit events, newest first, filtered by every argument given."""
+        query = AuditQuery(
+            plugin_id=plugin_id,
+            tenant=tenant,
+            actor=actor,
+            action=action,
+            since=since,
+            until=until,
+            limit=limit,
+        )
+        return self._storage.audit(query)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _commit(self, change: Change) -> None:
+        self._storage.commit(change)
+
+    def _require(self, plugin_id: str, action: str, *states: PluginStatus) -> PluginRecord:
+        record = self.plugin(plugin_id)
+        if record.status not in states:
+            raise TransitionError(plugin_id, action, record.status.value, _ALLOWED[record.status])
+        return record
+
+    def _manifest(self, record: PluginRecord) -> Manifest:
+        key = (record.id, record.revision)
+        manifest = self._manifests.get(key)
+        if manifest is None:
+            if len(self._manifests) > 1024:
+                self._manifests.clear()
+            manifest = self._manifests[key] = Manifest.from_dict(dict(record.manifest))
+        return manifest
+
+    def _audit(
+        self,
+        now: datetime,
+        actor: str,
+        action: str,
+        plugin_id: str,
+        *,
+        tenant: str | None = None,
+        before: Mapping[str, JSONValue] | None = None,
+        after: Mapping[str, JSONValue] | None = None,
+    ) -> AuditEvent:
+        _require_text(actor, "actor")
+        return AuditEvent(
+            at=now,
+            actor=actor,
+            action=action,
+            plugin_id=plugin_id,
+            tenant=tenant,
+            before=before,
+            after=after,
+        )
+
+    def _set_status(
+        self,
+        current: PluginRecord,
+        status: PluginStatus,
+        *,
+        actor: str,
+        action: str,
+        now: datetime | None = None,
+        clear_tenants: bool = False,
+        extra: Mapping[str, JSONValue] | None = None,
+        **changes: Any,
+    ) -> PluginRecord:
+        now = now or self._clock()
+        record = attrs.evolve(current, status=status, revision=current.revision + 1, **changes)
+        after: dict[str, JSONValue] = {"status": status.value}
+        if record.status_reason is not None:
+            after["reason"] = record.status_reason
+        after.update(extra or {})
+        self._commit(
+            Change(
+                plugin_id=current.id,
+                plugin=record,
+                clear_tenants=clear_tenants,
+                audit=self._audit(
+                    now,
+                    actor,
+                    action,
+                    current.id,
+                    before={"status": current.status.value},
+                    after=after,
+                ),
+            )
+        )
+        return record
+
+    def _tenant_record(
+        self,
+        stored: TenantRecord | None,
+        plugin_id: str,
+        tenant: str,
+        now: datetime,
+        actor: str,
+        **changes: Any,
+    ) -> TenantRecord:
+        _require_text(tenant, "tenant")
+        if stored is None:
+            stored = TenantRecord(
+                plugin_id=plugin_id, tenant=tenant, changed_at=now, changed_by=actor, revision=0
+            )
+        return attrs.evolve(
+            stored, changed_at=now, changed_by=actor, revision=stored.revision + 1, **changes
+        )
+
+    def _unstored(self, plugin_id: str, tenant: str, actor: str) -> TenantRecord:
+        """What a tenant that was never configured looks like (revision 0: not stored)."""
+        _require_text(tenant, "tenant")
+        return TenantRecord(
+            plugin_id=plugin_id,
+            tenant=tenant,
+            changed_at=self._clock(),
+            changed_by=actor,
+            revision=0,
+        )
+
+    def _set_enabled(
+        self, plugin_id: str, tenant: str, enabled: bool, *, actor: str
+    ) -> TenantRecord:
+        action = "enable" if enabled else "disable"
+        allowed = (PluginStatus.APPROVED,) if enabled else _CONFIGURABLE
+        plugin = self._require(plugin_id, action, *allowed)
+        stored = self._storage.get_tenant(plugin_id, tenant)
+        if stored is not None and stored.enabled is enabled:
+            return stored
+        if stored is None and not enabled:
+            return self._unstored(plugin_id, tenant, actor)
+        now = self._clock()
+        record = self._tenant_record(stored, plugin_id, tenant, now, actor, enabled=enabled)
+        self._commit(
+            Change(
+                plugin_id=plugin_id,
+                plugin_revision=plugin.revision,
+                tenant=record,
+                audit=self._audit(
+                    now,
+                    actor,
+                    action,
+                    plugin_id,
+                    tenant=tenant,
+                    before={"enabled": not enabled},
+                    after={"enabled": enabled},
+                ),
+            )
+        )
+        return record
+
+    def _set_grant(
+        self, plugin_id: str, tenant: str, permission: str, granted: bool, *, actor: str
+    ) -> TenantRecord:
+        action = "grant" if granted else "revoke"
+        plugin = self._require(plugin_id, action, *_CONFIGURABLE)
+        optional = self._manifest(plugin).optional_permissions
+        if permission not in optional:
+            listed = ", ".join(optional) or "none"
+            raise ValueError(
+                f"{permission!r} is not an optional permission of plugin {plugin_id!r} "
+                f"(optional permissions: {listed})"
+            )
+        stored = self._storage.get_tenant(plugin_id, tenant)
+        old = stored.optional_grants if stored is not None else ()
+        new = (
+            tuple(sorted({*old, permission}))
+            if granted
+            else tuple(p for p in old if p != permission)
+        )
+        if new == old:
+            return stored or self._unstored(plugin_id, tenant, actor)
+        now = self._clock()
+        record = self._tenant_record(stored, plugin_id, tenant, now, actor, optional_grants=new)
+        self._commit(
+            Change(
+                plugin_id=plugin_id,
+                plugin_revision=plugin.revision,
+                tenant=record,
+                audit=self._audit(
+                    now,
+                    actor,
+                    action,
+                    plugin_id,
+                    tenant=tenant,
+                    before={"optional_grants": list(old)},
+                    after={"optional_grants": list(new)},
+                ),
+            )
+        )
+        return record
+
+
+_INSTALLED: Final = (
+    PluginStatus.PENDING,
+    PluginStatus.APPROVED,
+    PluginStatus.SUSPENDED,
+    PluginStatus.REJECTED,
+)
+_CONFIGURABLE: Final = (PluginStatus.PENDING, PluginStatus.APPROVED, PluginStatus.SUSPENDED)
+
+
+def _require_text(value: object, name: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty string (got {value!r})")
+
+
+def _masked(
+    values: Mapping[str, JSONValue], keys: list[str], secrets: set[str]
+) -> dict[str, JSONValue]:
+    return {
+        key: (MASK if key in secrets and values.get(key) is not None else values.get(key))
+        for key in keys
+    }

@@ -1,0 +1,829 @@
+"""The embedded default storage backend: one SQLite file in WAL mode, with a versioned schema.
+
+Every write is one ``BEGIN IMMEDIATE`` transaction, so writers in other threads
+and processes queue on SQLite's write lock and the revision check of a
+:class:`Change` runs while that lock is held. Reads are single autocommit
+SELECTs. Datetimes are stored as fixed-width ISO-8601 UTC text (so text order is
+time order) and JSON as compact UTF-8 text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Final, cast, final
+
+import attrs
+
+from ._errors import StorageError
+from ._storage import (
+    AuditEvent,
+    AuditQuery,
+    Change,
+    FailureRecord,
+    HookMetrics,
+    MetricsDelta,
+    PluginRecord,
+    PluginStatus,
+    SourceKind,
+    TenantRecord,
+    VersionRecord,
+)
+from ._types import JSONValue
+
+__all__ = ["SQLiteStorage"]
+
+_logger = logging.getLogger("services_ai_plugins.storage")
+
+#: What the driver (or the text/number conversions around it) raises; these
+#: become StorageError at this seam. ValueError covers undecodable UTF-8, bad
+#: JSON and unknown enum values in a damaged database.
+_DRIVER_ERRORS: Final = (sqlite3.Error, OverflowError, ValueError)
+
+_MEMORY: Final = ":memory:"
+
+
+@attrs.frozen
+class _Migration:
+    """One step of the schema: applied once, in one transaction, in version order."""
+
+    version: int
+    description: str
+    #: SQL statements separated by semicolons (no PRAGMAs: they are ignored
+    #: inside a transaction).
+    script: str
+
+
+_SCHEMA_1: Final = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT INTO meta (key, value) VALUES ('generation', 0);
+
+CREATE TABLE plugins (
+    id                  TEXT PRIMARY KEY,
+    name                TEXT NOT NULL,
+    version             TEXT NOT NULL,
+    status              TEXT NOT NULL,
+    manifest            TEXT NOT NULL,
+    code_hash           TEXT NOT NULL,
+    source              TEXT NOT NULL,
+    package_path        TEXT,
+    installed_at        TEXT NOT NULL,
+    installed_by        TEXT NOT NULL,
+    approved_at         TEXT,
+    approved_by         TEXT,
+    status_reason       TEXT,
+    granted_permissions TEXT NOT NULL,
+    revision            INTEGER NOT NULL
+);
+CREATE INDEX plugins_status ON plugins (status, id);
+
+CREATE TABLE plugin_tenants (
+    plugin_id       TEXT NOT NULL REFERENCES plugins (id),
+    tenant          TEXT NOT NULL,
+    enabled         INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+    optional_grants TEXT NOT NULL,
+    settings        TEXT NOT NULL,
+    changed_at      TEXT NOT NULL,
+    changed_by      TEXT NOT NULL,
+    revision        INTEGER NOT NULL,
+    PRIMARY KEY (plugin_id, tenant)
+);
+CREATE INDEX plugin_tenants_enabled ON plugin_tenants (tenant, enabled, plugin_id);
+
+-- History tables carry no foreign key: they outlive the plugin's row.
+CREATE TABLE plugin_versions (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    plugin_id    TEXT NOT NULL,
+    version      TEXT NOT NULL,
+    code_hash    TEXT NOT NULL,
+    changelog    TEXT,
+    installed_at TEXT NOT NULL,
+    installed_by TEXT NOT NULL
+);
+CREATE INDEX plugin_versions_plugin ON plugin_versions (plugin_id, id);
+
+CREATE TABLE audit_events (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    plugin_id   TEXT NOT NULL,
+    tenant      TEXT,
+    before_json TEXT,
+    after_json  TEXT
+);
+CREATE INDEX audit_events_plugin ON audit_events (plugin_id, id);
+CREATE INDEX audit_events_tenant ON audit_events (tenant, id);
+CREATE INDEX audit_events_actor ON audit_events (actor, id);
+CREATE INDEX audit_events_at ON audit_events (at);
+
+CREATE TABLE failures (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    plugin_id TEXT NOT NULL,
+    tenant    TEXT,
+    hook      TEXT NOT NULL,
+    exc_type  TEXT NOT NULL,
+    message   TEXT NOT NULL,
+    traceback TEXT NOT NULL,
+    at        TEXT NOT NULL,
+    resolved  INTEGER NOT NULL CHECK (resolved IN (0, 1))
+);
+CREATE INDEX failures_plugin ON failures (plugin_id, resolved, id);
+
+CREATE TABLE hook_metrics (
+    plugin_id      TEXT NOT NULL,
+    hook           TEXT NOT NULL,
+    calls          INTEGER NOT NULL,
+    errors         INTEGER NOT NULL,
+    total_duration REAL NOT NULL,
+    max_duration   REAL NOT NULL,
+    last_call      TEXT NOT NULL,
+    PRIMARY KEY (plugin_id, hook)
+);
+"""
+
+#: The schema, step by step. Append-only: a release that changes the schema
+#: adds the next version at the end and never edits a published step, since
+#: databases in the field have already applied it.
+_MIGRATIONS: tuple[_Migration, ...] = (
+    _Migration(1, "plugins, tenants, versions, audit, failures and metrics", _SCHEMA_1),
+)
+
+_CREATE_MIGRATIONS: Final = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    applied_at TEXT NOT NULL
+)
+"""
+
+_UPSERT_PLUGIN: Final = """
+INSERT INTO plugins (
+    id, name, version, status, manifest, code_hash, source, package_path, installed_at,
+    installed_by, approved_at, approved_by, status_reason, granted_permissions, revision
+) VALUES (
+    :id, :name, :version, :status, :manifest, :code_hash, :source, :package_path, :installed_at,
+    :installed_by, :approved_at, :approved_by, :status_reason, :granted_permissions, :revision
+)
+ON CONFLICT (id) DO UPDATE SET
+    name = excluded.name,
+    version = excluded.version,
+    status = excluded.status,
+    manifest = excluded.manifest,
+    code_hash = excluded.code_hash,
+    source = excluded.source,
+    package_path = excluded.package_path,
+    installed_at = excluded.installed_at,
+    installed_by = excluded.installed_by,
+    approved_at = excluded.approved_at,
+    approved_by = excluded.approved_by,
+    status_reason = excluded.status_reason,
+    granted_permissions = excluded.granted_permissions,
+    revision = excluded.revision
+"""
+
+_UPSERT_TENANT: Final = """
+INSERT INTO plugin_tenants (
+    plugin_id, tenant, enabled, optional_grants, settings, changed_at, changed_by, revision
+) VALUES (
+    :plugin_id, :tenant, :enabled, :optional_grants, :settings, :changed_at, :changed_by,
+    :revision
+)
+ON CONFLICT (plugin_id, tenant) DO UPDATE SET
+    enabled = excluded.enabled,
+    optional_grants = excluded.optional_grants,
+    settings = excluded.settings,
+    changed_at = excluded.changed_at,
+    changed_by = excluded.changed_by,
+    revision = excluded.revision
+"""
+
+_INSERT_VERSION: Final = """
+INSERT INTO plugin_versions (plugin_id, version, code_hash, changelog, installed_at, installed_by)
+VALUES (:plugin_id, :version, :code_hash, :changelog, :installed_at, :installed_by)
+"""
+
+_INSERT_AUDIT: Final = """
+INSERT INTO audit_events (at, actor, action, plugin_id, tenant, before_json, after_json)
+VALUES (:at, :actor, :action, :plugin_id, :tenant, :before_json, :after_json)
+"""
+
+_INSERT_FAILURE: Final = """
+INSERT INTO failures (plugin_id, tenant, hook, exc_type, message, traceback, at, resolved)
+VALUES (:plugin_id, :tenant, :hook, :exc_type, :message, :traceback, :at, :resolved)
+"""
+
+# Python's max() and SQLite's scalar max() agree here: durations are REALs and
+# fixed-width UTC text sorts in time order.
+_ADD_METRICS: Final = """
+INSERT INTO hook_metrics (
+    plugin_id, hook, calls, errors, total_duration, max_duration, last_call
+) VALUES (
+    :plugin_id, :hook, :calls, :errors, :total_duration, :max_duration, :last_call
+)
+ON CONFLICT (plugin_id, hook) DO UPDATE SET
+    calls = calls + excluded.calls,
+    errors = errors + excluded.errors,
+    total_duration = total_duration + excluded.total_duration,
+    max_duration = max(max_duration, excluded.max_duration),
+    last_call = max(last_call, excluded.last_call)
+"""
+
+_NEXT_GENERATION: Final = "UPDATE meta SET value = value + 1 WHERE key = 'generation'"
+_GENERATION: Final = "SELECT value FROM meta WHERE key = 'generation'"
+
+_Params = dict[str, object]
+
+
+@final
+class SQLiteStorage:
+    """Storage in one SQLite database file: the embedded default backend.
+
+    Safe to share between threads (one connection behind a lock) and between
+    processes on one machine (WAL mode; writers queue on SQLite's write lock
+    for up to ``timeout`` seconds). Opening a database creates its tables, or
+    brings an older schema up to date in one transaction. The parent folder
+    must exist; ``":memory:"`` gives a private database that lives as long as
+    the object.
+
+    :raises StorageError: when the file cannot be opened, is not a database,
+        or has a schema newer than this release knows. Every method raises it
+        for a database failure (the ``sqlite3`` error is its ``__cause__``) and
+        once the storage is closed.
+
+    >>> storage = SQLiteStorage(":memory:")
+    >>> storage.generation()
+    0
+    >>> storage.close()
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 10.0) -> None:
+        if timeout < 0:
+            raise ValueError(f"timeout must not be negative, got {timeout!r}")
+        self._path: Final = os.fspath(path)
+        #: Serialises every use of the one connection (sqlite3 connections are
+        #: not safe to use from two threads at once).
+        self._lock: Final = threading.Lock()
+        self._conn: sqlite3.Connection | None = _open(self._path, timeout)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStorage({self._path!r})"
+
+    def generation(self) -> int:
+        with self._using() as conn:
+            return _generation(conn)
+
+    def commit(self, change: Change) -> int:
+        plugin = _plugin_params(change.plugin) if change.plugin is not None else None
+        tenant = _tenant_params(change.tenant) if change.tenant is not None else None
+        version = _version_params(change.version) if change.version is not None else None
+        audit = _audit_params(change.audit)
+        with self._transaction() as conn:
+            change.check(
+                _revision(conn, "SELECT revision FROM plugins WHERE id = ?", change.plugin_id),
+                _revision(
+                    conn,
+                    "SELECT revision FROM plugin_tenants WHERE plugin_id = ? AND tenant = ?",
+                    change.plugin_id,
+                    change.tenant.tenant,
+                )
+                if change.tenant is not None
+                else 0,
+            )
+            if change.clear_tenants:
+                conn.execute("DELETE FROM plugin_tenants WHERE plugin_id = ?", (change.plugin_id,))
+            if plugin is not None:
+                conn.execute(_UPSERT_PLUGIN, plugin)
+            if tenant is not None:
+                conn.execute(_UPSERT_TENANT, tenant)
+            if version is not None:
+                conn.execute(_INSERT_VERSION, version)
+            conn.execute(_INSERT_AUDIT, audit)
+            conn.execute(_NEXT_GENERATION)
+            return _generation(conn)
+
+    def get_plugin(self, plugin_id: str) -> PluginRecord | None:
+        with self._using() as conn:
+            return _fetch_plugin(conn, plugin_id)
+
+    def list_plugins(self, status: PluginStatus | None = None) -> list[PluginRecord]:
+        with self._using() as conn:
+            if status is None:
+                rows = conn.execute("SELECT * FROM plugins ORDER BY id").fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT * FROM plugins WHERE status = ? ORDER BY id", (status.value,)
+                ).fetchall()
+            return [_plugin(row) for row in rows]
+
+    def get_tenant(self, plugin_id: str, tenant: str) -> TenantRecord | None:
+        with self._using() as conn:
+            return _fetch_tenant(conn, plugin_id, tenant)
+
+    def list_tenants(self, plugin_id: str) -> list[TenantRecord]:
+        with self._using() as conn:
+            rows = conn.execute(
+                "SELECT * FROM plugin_tenants WHERE plugin_id = ? ORDER BY tenant", (plugin_id,)
+            ).fetchall()
+            return [_tenant(row) for row in rows]
+
+    def enabled_plugins(self, tenant: str) -> list[str]:
+        with self._using() as conn:
+            rows = conn.execute(
+                """
+                SELECT t.plugin_id FROM plugin_tenants AS t
+                JOIN plugins AS p ON p.id = t.plugin_id
+                WHERE t.tenant = ? AND t.enabled = 1 AND p.status = ?
+                ORDER BY t.plugin_id
+                """,
+                (tenant, PluginStatus.APPROVED.value),
+            ).fetchall()
+            return [str(row[0]) for row in rows]
+
+    def versions(self, plugin_id: str) -> list[VersionRecord]:
+        with self._using() as conn:
+            rows = conn.execute(
+                "SELECT * FROM plugin_versions WHERE plugin_id = ? ORDER BY id", (plugin_id,)
+            ).fetchall()
+            return [_version(row) for row in rows]
+
+    def audit(self, query: AuditQuery) -> list[AuditEvent]:
+        where: list[str] = []
+        params: list[object] = []
+        for column, value in (
+            ("plugin_id", query.plugin_id),
+            ("tenant", query.tenant),
+            ("actor", query.actor),
+            ("action", query.action),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if query.since is not None:
+            where.append("at >= ?")
+            params.append(_text(query.since))
+        if query.until is not None:
+            where.append("at < ?")
+            params.append(_text(query.until))
+        sql = "SELECT * FROM audit_events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._using() as conn:
+            rows = _newest_first(conn, sql, params, query.limit)
+            return [_audit(row) for row in rows]
+
+    def record_failures(self, failures: Sequence[FailureRecord]) -> None:
+        params = [_failure_params(failure) for failure in failures]
+        if not params:
+            with self._using():
+                return
+        with self._transaction() as conn:
+            conn.executemany(_INSERT_FAILURE, params)
+
+    def failures(
+        self, plugin_id: str | None = None, *, unresolved_only: bool = False, limit: int = 1000
+    ) -> list[FailureRecord]:
+        where: list[str] = []
+        params: list[object] = []
+        if plugin_id is not None:
+            where.append("plugin_id = ?")
+            params.append(plugin_id)
+        if unresolved_only:
+            where.append("resolved = 0")
+        sql = "SELECT * FROM failures"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._using() as conn:
+            rows = _newest_first(conn, sql, params, limit)
+            return [_failure(row) for row in rows]
+
+    def resolve_failures(self, plugin_id: str, tenant: str | None = None) -> int:
+        with self._transaction() as conn:
+            if tenant is None:
+                cursor = conn.execute(
+                    "UPDATE failures SET resolved = 1 WHERE plugin_id = ? AND resolved = 0",
+                    (plugin_id,),
+                )
+            else:
+                cursor = conn.execute(
+                    "UPDATE failures SET resolved = 1"
+                    " WHERE plugin_id = ? AND tenant = ? AND resolved = 0",
+                    (plugin_id, tenant),
+                )
+            return cursor.rowcount
+
+    def record_metrics(self, deltas: Sequence[MetricsDelta]) -> None:
+        params = [_metrics_params(delta) for delta in deltas]
+        if not params:
+            with self._using():
+                return
+        with self._transaction() as conn:
+            # One row at a time, in order: a batch may hold one (plugin, hook) twice.
+            conn.executemany(_ADD_METRICS, params)
+
+    def metrics(self, plugin_id: str | None = None) -> list[HookMetrics]:
+        with self._using() as conn:
+            if plugin_id is None:
+                rows = conn.execute("SELECT * FROM hook_metrics ORDER BY plugin_id, hook")
+            else:
+                rows = conn.execute(
+                    "SELECT * FROM hook_metrics WHERE plugin_id = ? ORDER BY hook", (plugin_id,)
+                )
+            return [_metrics(row) for row in rows.fetchall()]
+
+    def close(self) -> None:
+        """Close the connection; closing twice is harmless."""
+        with self._lock:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                try:
+                    conn.close()
+                except sqlite3.Error as exc:
+                    raise StorageError(f"{self._path}: cannot close the database: {exc}") from exc
+
+    @contextmanager
+    def _using(self) -> Iterator[sqlite3.Connection]:
+        """The open connection, held for this thread; driver errors become StorageError."""
+        with self._lock:
+            if self._conn is None:
+                raise StorageError(f"{self!r} is closed")
+            try:
+                yield self._conn
+            except _DRIVER_ERRORS as exc:
+                raise StorageError(f"{self._path}: {exc}") from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed if the block returns, rolled back if it raises."""
+        with self._using() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+
+
+def _open(path: str, timeout: float) -> sqlite3.Connection:
+    """Connect, refuse a newer schema, switch to WAL and apply pending migrations."""
+    if path != _MEMORY:
+        folder = Path(path).parent
+        if not folder.is_dir():
+            raise StorageError(f"{path}: cannot open the database: folder {folder} does not exist")
+    try:
+        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StorageError(f"{path}: cannot open the database: {exc}") from exc
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {round(timeout * 1000)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        # Refuse a newer schema before anything (such as the journal mode) is written.
+        pending = _pending_migrations(conn, path)
+        mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        if mode != "wal" and path != _MEMORY:
+            _logger.warning("%s: WAL journal mode unavailable, using %r", path, mode)
+        conn.execute("PRAGMA synchronous = NORMAL")
+        if pending:
+            _migrate(conn, path)
+    except BaseException as exc:
+        conn.close()
+        if isinstance(exc, _DRIVER_ERRORS):
+            raise StorageError(f"{path}: cannot open the database: {exc}") from exc
+        raise
+    return conn
+
+
+def _applied_versions(conn: sqlite3.Connection) -> set[int]:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    ).fetchone()
+    if exists is None:
+        return set()
+    return {int(row[0]) for row in conn.execute("SELECT version FROM schema_migrations")}
+
+
+def _pending_migrations(conn: sqlite3.Connection, path: str) -> list[_Migration]:
+    """The migrations not applied yet; StorageError if the schema is newer than the code."""
+    applied = _applied_versions(conn)
+    known = _MIGRATIONS[-1].version if _MIGRATIONS else 0
+    newest = max(applied, default=0)
+    if newest > known:
+        raise StorageError(
+            f"{path}: the database schema is at version {newest}, newer than this release "
+            f"of services-ai-plugins knows (up to {known}); upgrade services-ai-plugins to use it"
+        )
+    return [m for m in _MIGRATIONS if m.version not in applied]
+
+
+def _migrate(conn: sqlite3.Connection, path: str) -> None:
+    """Apply every pending migration in one write transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(_CREATE_MIGRATIONS)
+        # Another process may have migrated since the first look: decide under the lock.
+        for migration in _pending_migrations(conn, path):
+            for statement in _statements(migration.script):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                (migration.version, _text(datetime.now(timezone.utc))),
+            )
+            _logger.info(
+                "%s: applied schema migration %d (%s)",
+                path,
+                migration.version,
+                migration.description,
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a script into statements (``executescript`` would commit our transaction)."""
+    buffer = ""
+    for piece in script.split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \t\r\n;"):
+                yield buffer
+            buffer = ""
+    if buffer.strip(" \t\r\n;"):
+        raise StorageError(f"incomplete SQL statement in a migration: {buffer.strip()!r}")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # SQLite rolls back by itself after some errors (disk full, I/O): then there is nothing to do.
+    if conn.in_transaction:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _generation(conn: sqlite3.Connection) -> int:
+    return int(conn.execute(_GENERATION).fetchone()[0])
+
+
+def _newest_first(
+    conn: sqlite3.Connection, sql: str, params: list[object], limit: int
+) -> list[sqlite3.Row]:
+    """Rows of ``sql`` by id, newest first, cut to ``limit`` as a Python slice would."""
+    sql += " ORDER BY id DESC"
+    if limit >= 0:
+        sql += " LIMIT ?"
+        rows = conn.execute(sql, (*params, limit)).fetchall()
+    else:
+        rows = conn.execute(sql, params).fetchall()[:limit]
+    return rows
+
+
+# Encoding: records to parameters.
+
+
+def _text(value: datetime) -> str:
+    """Fixed-width ISO-8601 UTC text, so that text order is time order."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise StorageError(
+            f"cannot store the naive datetime {value.isoformat()}: "
+            "records carry timezone-aware UTC datetimes"
+        )
+    try:
+        return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    except OverflowError as exc:
+        raise StorageError(f"cannot store the datetime {value.isoformat()}: {exc}") from exc
+
+
+def _optional_text(value: datetime | None) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _dumps(value: object, what: str) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise StorageError(f"cannot store {what} as JSON: {exc}") from exc
+
+
+def _plugin_params(record: PluginRecord) -> _Params:
+    return {
+        "id": record.id,
+        "name": record.name,
+        "version": record.version,
+        "status": PluginStatus(record.status).value,
+        "manifest": _dumps(record.manifest, f"the manifest of plugin {record.id!r}"),
+        "code_hash": record.code_hash,
+        "source": SourceKind(record.source).value,
+        "package_path": record.package_path,
+        "installed_at": _text(record.installed_at),
+        "installed_by": record.installed_by,
+        "approved_at": _optional_text(record.approved_at),
+        "approved_by": record.approved_by,
+        "status_reason": record.status_reason,
+        "granted_permissions": _dumps(
+            list(record.granted_permissions), f"the permissions of plugin {record.id!r}"
+        ),
+        "revision": record.revision,
+    }
+
+
+def _tenant_params(record: TenantRecord) -> _Params:
+    where = f"plugin {record.plugin_id!r} for tenant {record.tenant!r}"
+    return {
+        "plugin_id": record.plugin_id,
+        "tenant": record.tenant,
+        "enabled": int(record.enabled),
+        "optional_grants": _dumps(list(record.optional_grants), f"the grants of {where}"),
+        "settings": _dumps(dict(record.settings), f"the settings of {where}"),
+        "changed_at": _text(record.changed_at),
+        "changed_by": record.changed_by,
+        "revision": record.revision,
+    }
+
+
+def _version_params(record: VersionRecord) -> _Params:
+    return {
+        "plugin_id": record.plugin_id,
+        "version": record.version,
+        "code_hash": record.code_hash,
+        "changelog": record.changelog,
+        "installed_at": _text(record.installed_at),
+        "installed_by": record.installed_by,
+    }
+
+
+def _audit_params(event: AuditEvent) -> _Params:
+    return {
+        "at": _text(event.at),
+        "actor": event.actor,
+        "action": event.action,
+        "plugin_id": event.plugin_id,
+        "tenant": event.tenant,
+        "before_json": None
+        if event.before is None
+        else _dumps(dict(event.before), "an audit event's 'before'"),
+        "after_json": None
+        if event.after is None
+        else _dumps(dict(event.after), "an audit event's 'after'"),
+    }
+
+
+def _failure_params(failure: FailureRecord) -> _Params:
+    return {
+        "plugin_id": failure.plugin_id,
+        "tenant": failure.tenant,
+        "hook": failure.hook,
+        "exc_type": failure.exc_type,
+        "message": failure.message,
+        "traceback": failure.traceback,
+        "at": _text(failure.at),
+        "resolved": int(failure.resolved),
+    }
+
+
+def _metrics_params(delta: MetricsDelta) -> _Params:
+    return {
+        "plugin_id": delta.plugin_id,
+        "hook": delta.hook,
+        "calls": delta.calls,
+        "errors": delta.errors,
+        "total_duration": delta.total_duration,
+        "max_duration": delta.max_duration,
+        "last_call": _text(delta.last_call),
+    }
+
+
+# Decoding: rows to records.
+
+
+def _revision(conn: sqlite3.Connection, sql: str, *params: str) -> int:
+    """The stored revision a query finds, or 0 when the record does not exist."""
+    row = conn.execute(sql, params).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _fetch_plugin(conn: sqlite3.Connection, plugin_id: str) -> PluginRecord | None:
+    row = conn.execute("SELECT * FROM plugins WHERE id = ?", (plugin_id,)).fetchone()
+    return None if row is None else _plugin(row)
+
+
+def _fetch_tenant(conn: sqlite3.Connection, plugin_id: str, tenant: str) -> TenantRecord | None:
+    row = conn.execute(
+        "SELECT * FROM plugin_tenants WHERE plugin_id = ? AND tenant = ?", (plugin_id, tenant)
+    ).fetchone()
+    return None if row is None else _tenant(row)
+
+
+def _time(text: object) -> datetime:
+    return datetime.fromisoformat(str(text))
+
+
+def _optional_time(text: object) -> datetime | None:
+    return None if text is None else _time(text)
+
+
+def _object(text: object) -> dict[str, JSONValue]:
+    return cast("dict[str, JSONValue]", json.loads(str(text)))
+
+
+def _optional_object(text: object) -> dict[str, JSONValue] | None:
+    return None if text is None else _object(text)
+
+
+def _strings(text: object) -> tuple[str, ...]:
+    return tuple(cast("list[str]", json.loads(str(text))))
+
+
+def _plugin(row: sqlite3.Row) -> PluginRecord:
+    return PluginRecord(
+        id=row["id"],
+        name=row["name"],
+        version=row["version"],
+        status=PluginStatus(row["status"]),
+        manifest=_object(row["manifest"]),
+        code_hash=row["code_hash"],
+        source=SourceKind(row["source"]),
+        package_path=row["package_path"],
+        installed_at=_time(row["installed_at"]),
+        installed_by=row["installed_by"],
+        approved_at=_optional_time(row["approved_at"]),
+        approved_by=row["approved_by"],
+        status_reason=row["status_reason"],
+        granted_permissions=_strings(row["granted_permissions"]),
+        revision=row["revision"],
+    )
+
+
+def _tenant(row: sqlite3.Row) -> TenantRecord:
+    return TenantRecord(
+        plugin_id=row["plugin_id"],
+        tenant=row["tenant"],
+        enabled=bool(row["enabled"]),
+        optional_grants=_strings(row["optional_grants"]),
+        settings=_object(row["settings"]),
+        changed_at=_time(row["changed_at"]),
+        changed_by=row["changed_by"],
+        revision=row["revision"],
+    )
+
+
+def _version(row: sqlite3.Row) -> VersionRecord:
+    return VersionRecord(
+        plugin_id=row["plugin_id"],
+        version=row["version"],
+        code_hash=row["code_hash"],
+        changelog=row["changelog"],
+        installed_at=_time(row["installed_at"]),
+        installed_by=row["installed_by"],
+    )
+
+
+def _audit(row: sqlite3.Row) -> AuditEvent:
+    return AuditEvent(
+        id=row["id"],
+        at=_time(row["at"]),
+        actor=row["actor"],
+        action=row["action"],
+        plugin_id=row["plugin_id"],
+        tenant=row["tenant"],
+        before=_optional_object(row["before_json"]),
+        after=_optional_object(row["after_json"]),
+    )
+
+
+def _failure(row: sqlite3.Row) -> FailureRecord:
+    return FailureRecord(
+        id=row["id"],
+        plugin_id=row["plugin_id"],
+        tenant=row["tenant"],
+        hook=row["hook"],
+        exc_type=row["exc_type"],
+        message=row["message"],
+        traceback=row["traceback"],
+        at=_time(row["at"]),
+        resolved=bool(row["resolved"]),
+    )
+
+
+def _metrics(row: sqlite3.Row) -> HookMetrics:
+    return HookMetrics(
+        plugin_id=row["plugin_id"],
+        hook=row["hook"],
+        calls=row["calls"],
+        errors=row["errors"],
+        total_duration=row["total_duration"],
+        max_duration=row["max_duration"],
+        last_call=_time(row["last_call"]),
+    )

@@ -1,0 +1,348 @@
+"""The storage seam: the records the registry keeps, and the protocol a backend implements.
+
+A backend stores six kinds of record and applies every lifecycle change as one
+:class:`Change` in one transaction. It never decides anything: the registry
+computes the new records, the backend checks their revisions and writes them
+with their audit event, or raises :class:`ConflictError` and writes nothing.
+
+The revision rule is the same for every versioned record: a record written with
+revision ``r`` requires the stored one to have revision ``r - 1`` (``r == 1``:
+that there is none).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from ._errors import ConflictError
+from ._types import JSONValue
+
+__all__ = [
+    "AuditEvent",
+    "AuditQuery",
+    "Change",
+    "FailureRecord",
+    "HookMetrics",
+    "MetricsDelta",
+    "PluginRecord",
+    "PluginStatus",
+    "SourceKind",
+    "Storage",
+    "TenantRecord",
+    "VersionRecord",
+]
+
+
+def _aware(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        raise ValueError(f"{attribute.name} must be timezone-aware (got {value!r})")
+
+
+class PluginStatus(str, enum.Enum):
+    """Where a plugin is in its lifecycle."""
+
+    #: Installed and waiting for an admin's decision; runs nowhere.
+    PENDING = "pending"
+    #: Approved by an admin: tenants may enable it.
+    APPROVED = "approved"
+    #: Refused by an admin (with a reason); only a re-install brings it back.
+    REJECTED = "rejected"
+    #: Stopped everywhere (by an admin or after repeated failures) until resumed.
+    SUSPENDED = "suspended"
+    #: Removed; its history and audit trail are kept, and it may be installed again.
+    UNINSTALLED = "uninstalled"
+
+
+class SourceKind(str, enum.Enum):
+    """Where a plugin's code came from."""
+
+    ENTRY_POINT = "entry_point"
+    FOLDER = "folder"
+    ARCHIVE = "archive"
+
+
+@attrs.frozen(kw_only=True)
+class PluginRecord:
+    """One installed plugin: what the original system's ``Plugin`` model held, and more."""
+
+    #: The plugin id (the manifest's ``id``).
+    id: str
+    #: The display name.
+    name: str
+    #: The installed version, normalised (PEP 440).
+    version: str
+    status: PluginStatus
+    #: The manifest document (``Manifest.to_dict()``).
+    manifest: Mapping[str, JSONValue] = attrs.field(repr=False)
+    #: SHA-256 of the plugin's code (hex), checked before every import.
+    code_hash: str
+    source: SourceKind
+    #: Where the code lives (a folder), or None for entry-point plugins.
+    package_path: str | None = None
+    installed_at: datetime = attrs.field(validator=_aware)
+    installed_by: str
+    approved_at: datetime | None = attrs.field(default=None, validator=_aware)
+    approved_by: str | None = None
+    #: Why an admin rejected or suspended it.
+    status_reason: str | None = None
+    #: The permissions granted at approval (the manifest's ``permissions``).
+    granted_permissions: tuple[str, ...] = ()
+    #: Grows by one with every change to this record; see the module docstring.
+    revision: int = 1
+
+
+def _mask_settings(settings: Mapping[str, JSONValue]) -> str:
+    return "{" + ", ".join(f"{key!r}: ..." for key in settings) + "}"
+
+
+@attrs.frozen(kw_only=True)
+class TenantRecord:
+    """One plugin for one tenant: activation, optional grants and settings."""
+
+    plugin_id: str
+    tenant: str
+    enabled: bool = False
+    #: Optional permissions an admin granted for this tenant.
+    optional_grants: tuple[str, ...] = ()
+    #: Setting values (already validated); shown as keys only, never values.
+    settings: Mapping[str, JSONValue] = attrs.field(factory=dict, repr=_mask_settings)
+    changed_at: datetime = attrs.field(validator=_aware)
+    changed_by: str
+    revision: int = 1
+
+
+@attrs.frozen(kw_only=True)
+class VersionRecord:
+    """One install of one version: every version ever installed is kept."""
+
+    plugin_id: str
+    version: str
+    code_hash: str
+    changelog: str | None
+    installed_at: datetime = attrs.field(validator=_aware)
+    installed_by: str
+
+
+@attrs.frozen(kw_only=True)
+class AuditEvent:
+    """One state change: who did what, to which plugin and tenant, and what changed.
+
+    ``before`` and ``after`` hold the changed fields (secret settings masked).
+    ``id`` is given by the storage and grows with every event.
+    """
+
+    at: datetime = attrs.field(validator=_aware)
+    actor: str
+    action: str
+    plugin_id: str
+    tenant: str | None = None
+    before: Mapping[str, JSONValue] | None = None
+    after: Mapping[str, JSONValue] | None = None
+    id: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AuditQuery:
+    """Which audit events to list: every given field must match (newest first)."""
+
+    plugin_id: str | None = None
+    tenant: str | None = None
+    actor: str | None = None
+    action: str | None = None
+    #: Events at or after this moment.
+    since: datetime | None = None
+    #: Events before this moment.
+    until: datetime | None = None
+    limit: int = attrs.field(default=1000, validator=attrs.validators.ge(0))
+
+
+@attrs.frozen(kw_only=True)
+class FailureRecord:
+    """One exception a plugin raised in one hook call."""
+
+    plugin_id: str
+    tenant: str | None
+    hook: str
+    exc_type: str
+    message: str
+    traceback: str
+    at: datetime = attrs.field(validator=_aware)
+    resolved: bool = False
+    id: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class MetricsDelta:
+    """Counts gathered in one process since its last flush, for one (plugin, hook)."""
+
+    plugin_id: str
+    hook: str
+    calls: int
+    errors: int
+    total_duration: float
+    max_duration: float
+    last_call: datetime = attrs.field(validator=_aware)
+
+
+@attrs.frozen(kw_only=True)
+class HookMetrics:
+    """The running totals for one (plugin, hook)."""
+
+    plugin_id: str
+    hook: str
+    calls: int
+    errors: int
+    #: Seconds spent in the hook, all calls together.
+    total_duration: float
+    #: The slowest single call, in seconds.
+    max_duration: float
+    last_call: datetime = attrs.field(validator=_aware)
+
+
+@attrs.frozen(kw_only=True)
+class Change:
+    """Everything one lifecycle step writes, applied in one transaction.
+
+    ``plugin`` is the plugin's new record (its revision checked as in the module
+    docstring). When the step changes only tenant data, ``plugin`` is None and
+    ``plugin_revision`` is the revision the step was decided on: the backend
+    checks that the plugin is still at it, so a decision never rests on a stale
+    status. ``clear_tenants`` removes every tenant record of the plugin first
+    (uninstall). ``audit`` is always written, and the change counter moves.
+    """
+
+    plugin_id: str
+    audit: AuditEvent
+    plugin: PluginRecord | None = None
+    plugin_revision: int | None = None
+    tenant: TenantRecord | None = None
+    version: VersionRecord | None = None
+    clear_tenants: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        owners = {
+            "plugin": self.plugin.id if self.plugin is not None else None,
+            "tenant": self.tenant.plugin_id if self.tenant is not None else None,
+            "version": self.version.plugin_id if self.version is not None else None,
+            "audit": self.audit.plugin_id,
+        }
+        for what, owner in owners.items():
+            if owner is not None and owner != self.plugin_id:
+                raise ValueError(
+                    f"a change of plugin {self.plugin_id!r} carries a {what} record "
+                    f"of plugin {owner!r}"
+                )
+        if self.tenant is not None and self.plugin is None and not self.plugin_revision:
+            raise ValueError(
+                "a change that writes tenant data must give the plugin's revision "
+                "(plugin_revision >= 1) or its record: tenant data needs a stored plugin"
+            )
+
+    def check(self, plugin_revision: int, tenant_revision: int) -> None:
+        """Check this change against the stored revisions, inside the transaction.
+
+        Backends call it before writing anything, with the stored revision of
+        the plugin's record and of the tenant record the change writes (0 for a
+        record that does not exist; ``tenant_revision`` is ignored when the
+        change writes no tenant record).
+
+        :raises ConflictError: when a revision does not match.
+        """
+        actual = plugin_revision
+        expected = self.plugin.revision - 1 if self.plugin is not None else self.plugin_revision
+        if expected is not None and actual != expected:
+            raise ConflictError(f"plugin {self.plugin_id!r}", expected=expected, actual=actual)
+        if self.tenant is not None:
+            stored = 0 if self.clear_tenants else tenant_revision
+            if stored != self.tenant.revision - 1:
+                raise ConflictError(
+                    f"plugin {self.plugin_id!r} for tenant {self.tenant.tenant!r}",
+                    expected=self.tenant.revision - 1,
+                    actual=stored,
+                )
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """What the registry needs from a backend.
+
+    Implement it over your own database or ORM; run
+    ``services_ai_plugins_testing.storage_contract.StorageContract`` against it.
+    Every method may raise :class:`StorageError` (wrapping the driver's error).
+    A storage object is used from several threads at once and must be safe
+    for that. "Sorted" means by Python's string order (code points), as
+    ``COLLATE "C"`` in SQL.
+    """
+
+    def generation(self) -> int:
+        """The change counter: it grows by exactly one with every committed :class:`Change`.
+
+        One cheap read, so another process can tell whether anything changed.
+        """
+        ...
+
+    def commit(self, change: Change) -> int:
+        """Apply ``change`` atomically and return the new generation.
+
+        :raises ConflictError: when a revision does not match; nothing is written.
+        """
+        ...
+
+    def get_plugin(self, plugin_id: str) -> PluginRecord | None:
+        """The plugin's record, or None."""
+        ...
+
+    def list_plugins(self, status: PluginStatus | None = None) -> list[PluginRecord]:
+        """Every plugin (or those with ``status``), by id."""
+        ...
+
+    def get_tenant(self, plugin_id: str, tenant: str) -> TenantRecord | None:
+        """The plugin's record for ``tenant``, or None."""
+        ...
+
+    def list_tenants(self, plugin_id: str) -> list[TenantRecord]:
+        """The plugin's tenant records, by tenant."""
+        ...
+
+    def enabled_plugins(self, tenant: str) -> list[str]:
+        """Ids of the plugins that are approved and enabled for ``tenant``, sorted."""
+        ...
+
+    def versions(self, plugin_id: str) -> list[VersionRecord]:
+        """Every install of the plugin, oldest first."""
+        ...
+
+    def audit(self, query: AuditQuery) -> list[AuditEvent]:
+        """Audit events matching ``query``, newest first (by ``id``)."""
+        ...
+
+    def record_failures(self, failures: Sequence[FailureRecord]) -> None:
+        """Store a batch of failures in one transaction (does not move the counter)."""
+        ...
+
+    def failures(
+        self, plugin_id: str | None = None, *, unresolved_only: bool = False, limit: int = 1000
+    ) -> list[FailureRecord]:
+        """Failures, newest first (by ``id``)."""
+        ...
+
+    def resolve_failures(self, plugin_id: str, tenant: str | None = None) -> int:
+        """Mark the plugin's failures (for one tenant, or all) resolved; return how many."""
+        ...
+
+    def record_metrics(self, deltas: Sequence[MetricsDelta]) -> None:
+        """Add a batch of counts to the totals in one transaction (does not move the counter)."""
+        ...
+
+    def metrics(self, plugin_id: str | None = None) -> list[HookMetrics]:
+        """Totals per (plugin, hook), sorted by plugin then hook."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the storage is not used afterwards."""
+        ...

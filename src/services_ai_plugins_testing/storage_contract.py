@@ -1,0 +1,1666 @@
+"""The storage contract: one pytest suite that every :class:`~services_ai_plugins.Storage` passes.
+
+Write a backend over your own database or ORM (Django, SQLAlchemy, ...), then
+subclass :class:`StorageContract` in a test module and give it a ``storage``
+fixture that yields a fresh, empty instance::
+
+    import pytest
+    from collections.abc import Iterator
+
+    from services_ai_plugins import Storage
+    from services_ai_plugins_testing.storage_contract import StorageContract
+
+
+    class TestMyStorage(StorageContract):
+        @pytest.fixture
+        def storage(self) -> Iterator[Storage]:
+            store = MyStorage(...)
+            yield store
+            store.close()
+
+Every ``test_*`` method then runs against your backend. Each states in its
+docstring the behaviour it checks, and each failure says what the storage
+returned and what the contract expects. The bundled memory and SQLite
+backends pass the same suite.
+
+The suite checks, for each part of the protocol:
+
+* commits: every field of every record round-trips; the revision rule of
+  :class:`~services_ai_plugins.Change` (``ConflictError`` with ``expected`` and
+  ``actual``); a failed commit writes nothing; the generation grows by one per
+  commit and ``commit`` returns it;
+* queries: ``list_plugins``, ``list_tenants``, ``enabled_plugins``,
+  ``versions`` and ``audit`` (every filter of
+  :class:`~services_ai_plugins.AuditQuery`), with their orders;
+* failures and metrics: stored in batches, queried, resolved and summed,
+  without moving the generation;
+* concurrency: the storage is used from several threads at once; commits to
+  different records all apply, and of two writers racing for one record
+  exactly one wins.
+
+Records are built with :func:`make_plugin`, :func:`make_tenant`,
+:func:`make_audit`, :func:`make_version`, :func:`make_failure` and
+:func:`make_metrics`: each has defaults for every field and takes any of them
+as a keyword. They are public, for extra tests of your own.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
+
+import attrs
+import pytest
+
+from services_ai_plugins import (
+    AuditEvent,
+    AuditQuery,
+    Change,
+    ConflictError,
+    FailureRecord,
+    HookMetrics,
+    MetricsDelta,
+    PluginRecord,
+    PluginStatus,
+    SourceKind,
+    Storage,
+    StorageError,
+    TenantRecord,
+    VersionRecord,
+)
+
+if TYPE_CHECKING:
+    from services_ai_plugins._types import JSONValue
+
+__all__ = [
+    "BASE_TIME",
+    "StorageContract",
+    "make_audit",
+    "make_failure",
+    "make_metrics",
+    "make_plugin",
+    "make_tenant",
+    "make_version",
+]
+
+#: The default moment of every record the helpers build (timezone-aware, UTC).
+BASE_TIME: Final = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+
+#: How long a thread of the concurrency tests may take before the test gives up.
+_THREAD_TIMEOUT: Final = 30.0
+
+_T = TypeVar("_T")
+
+
+def make_plugin(
+    plugin_id: str = "example-plugin",
+    *,
+    name: str | None = None,
+    version: str = "1.0.0",
+    status: PluginStatus = PluginStatus.PENDING,
+    manifest: Mapping[str, JSONValue] | None = None,
+    code_hash: str | None = None,
+    source: SourceKind = SourceKind.FOLDER,
+    package_path: str | None = None,
+    installed_at: datetime = BASE_TIME,
+    installed_by: str = "admin",
+    approved_at: datetime | None = None,
+    approved_by: str | None = None,
+    status_reason: str | None = None,
+    granted_permissions: Iterable[str] = (),
+    revision: int = 1,
+) -> PluginRecord:
+    """Build a :class:`~services_ai_plugins.PluginRecord`; every field can be given.
+
+    By default: a pending plugin installed from a folder at :data:`BASE_TIME`,
+    revision 1. ``name`` defaults to a title made of the id, ``manifest`` to a
+    minimal manifest with the id, name and version, and ``code_hash`` to a
+    SHA-256 of the id and version.
+
+    >>> make_plugin("crm-sync", status=PluginStatus.APPROVED).name
+    'Crm Sync'
+    """
+    title = name if name is not None else plugin_id.replace("-", " ").title()
+    return PluginRecord(
+        id=plugin_id,
+        name=title,
+        version=version,
+        status=status,
+        manifest=(
+            manifest
+            if manifest is not None
+            else {
+                "id": plugin_id,
+                "name": title,
+                "version": version,
+                "entry_point": "main.py",
+                "plugin_class": "Plugin",
+            }
+        ),
+        code_hash=code_hash if code_hash is not None else _sha256(f"{plugin_id}=={version}"),
+        source=source,
+        package_path=package_path,
+        installed_at=installed_at,
+        installed_by=installed_by,
+        approved_at=approved_at,
+        approved_by=approved_by,
+        status_reason=status_reason,
+        granted_permissions=tuple(granted_permissions),
+        revision=revision,
+    )
+
+
+def make_tenant(
+    plugin_id: str = "example-plugin",
+    tenant: str = "acme",
+    *,
+    enabled: bool = False,
+    optional_grants: Iterable[str] = (),
+    settings: Mapping[str, JSONValue] | None = None,
+    changed_at: datetime = BASE_TIME,
+    changed_by: str = "admin",
+    revision: int = 1,
+) -> TenantRecord:
+    """Build a :class:`~services_ai_plugins.TenantRecord`; every field can be given.
+
+    By default: disabled, no grants, no settings, changed at :data:`BASE_TIME`,
+    revision 1.
+    """
+    return TenantRecord(
+        plugin_id=plugin_id,
+        tenant=tenant,
+        enabled=enabled,
+        optional_grants=tuple(optional_grants),
+        settings=settings if settings is not None else {},
+        changed_at=changed_at,
+        changed_by=changed_by,
+        revision=revision,
+    )
+
+
+def make_audit(
+    plugin_id: str = "example-plugin",
+    action: str = "install",
+    *,
+    actor: str = "admin",
+    at: datetime = BASE_TIME,
+    tenant: str | None = None,
+    before: Mapping[str, JSONValue] | None = None,
+    after: Mapping[str, JSONValue] | None = None,
+) -> AuditEvent:
+    """Build an :class:`~services_ai_plugins.AuditEvent` without an id (the storage gives it)."""
+    return AuditEvent(
+        at=at,
+        actor=actor,
+        action=action,
+        plugin_id=plugin_id,
+        tenant=tenant,
+        before=before,
+        after=after,
+    )
+
+
+def make_version(
+    plugin_id: str = "example-plugin",
+    version: str = "1.0.0",
+    *,
+    code_hash: str | None = None,
+    changelog: str | None = None,
+    installed_at: datetime = BASE_TIME,
+    installed_by: str = "admin",
+) -> VersionRecord:
+    """Build a :class:`~services_ai_plugins.VersionRecord`; ``code_hash`` as in :func:`make_plugin`.
+
+    By default: version 1.0.0 without a changelog, installed at :data:`BASE_TIME`.
+    """
+    return VersionRecord(
+        plugin_id=plugin_id,
+        version=version,
+        code_hash=code_hash if code_hash is not None else _sha256(f"{plugin_id}=={version}"),
+        changelog=changelog,
+        installed_at=installed_at,
+        installed_by=installed_by,
+    )
+
+
+def make_failure(
+    plugin_id: str = "example-plugin",
+    *,
+    tenant: str | None = "acme",
+    hook: str = "lead_created",
+    exc_type: str = "ValueError",
+    message: str = "boom",
+    traceback: str = 'Traceback (most recent call last):\n  File "main.py"\nValueError: boom',
+    at: datetime = BASE_TIME,
+    resolved: bool = False,
+) -> FailureRecord:
+    """Build a :class:`~services_ai_plugins.FailureRecord` without an id (the storage gives it)."""
+    return FailureRecord(
+        plugin_id=plugin_id,
+        tenant=tenant,
+        hook=hook,
+        exc_type=exc_type,
+        message=message,
+        traceback=traceback,
+        at=at,
+        resolved=resolved,
+    )
+
+
+def make_metrics(
+    plugin_id: str = "example-plugin",
+    hook: str = "lead_created",
+    *,
+    calls: int = 1,
+    errors: int = 0,
+    total_duration: float = 0.5,
+    max_duration: float = 0.5,
+    last_call: datetime = BASE_TIME,
+) -> MetricsDelta:
+    """Build a :class:`~services_ai_plugins.MetricsDelta`: by default one call of half a second."""
+    return MetricsDelta(
+        plugin_id=plugin_id,
+        hook=hook,
+        calls=calls,
+        errors=errors,
+        total_duration=total_duration,
+        max_duration=max_duration,
+        last_call=last_call,
+    )
+
+
+class StorageContract:
+    """The behaviour every :class:`~services_ai_plugins.Storage` backend must have.
+
+    Subclass it in a test module (its name starting with ``Test``) and override
+    the ``storage`` fixture to yield a fresh, empty backend, closing it
+    afterwards; see the module docstring. Each test gets its own instance.
+
+    The backend is used from several threads at once by the concurrency tests,
+    as a web application's request threads use it.
+
+    This base class is never collected on its own, even when imported under a
+    ``Test*`` name: subclasses are collected unless they set ``__test__ = False``
+    themselves (an abstract intermediate class, say).
+    """
+
+    __test__: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__test__" not in cls.__dict__:
+            cls.__test__ = True
+
+    @pytest.fixture
+    def storage(self) -> Iterator[Storage]:
+        """The backend under test: override this fixture to yield a fresh, empty instance."""
+        pytest.fail(
+            f"{type(self).__name__} runs the storage contract but does not define the "
+            "`storage` fixture: override it in the class to yield a fresh, empty "
+            "instance of your backend (and close it afterwards), e.g.\n\n"
+            "    @pytest.fixture\n"
+            "    def storage(self) -> Iterator[Storage]:\n"
+            "        store = MyStorage(...)\n"
+            "        yield store\n"
+            "        store.close()",
+            pytrace=False,
+        )
+
+    # -- a new storage ---------------------------------------------------------------------
+
+    def test_is_a_storage(self, storage: Storage) -> None:
+        """The backend satisfies the runtime-checkable Storage protocol."""
+        assert isinstance(storage, Storage), (
+            f"{type(storage).__name__} lacks a method of the Storage protocol: "
+            f"{', '.join(_missing_methods(storage))}"
+        )
+
+    def test_new_storage_is_empty(self, storage: Storage) -> None:
+        """A new storage is at generation 0 and every query returns nothing."""
+        _expect_same(storage.generation(), 0, "generation() of a new storage")
+        _expect_same(storage.get_plugin("example-plugin"), None, "get_plugin() of a new storage")
+        _expect_same(
+            storage.get_tenant("example-plugin", "acme"), None, "get_tenant() of a new storage"
+        )
+        _expect_same(storage.list_plugins(), [], "list_plugins() of a new storage")
+        _expect_same(
+            storage.list_plugins(PluginStatus.APPROVED),
+            [],
+            "list_plugins(APPROVED) of a new storage",
+        )
+        _expect_same(storage.list_tenants("example-plugin"), [], "list_tenants() of a new storage")
+        _expect_same(storage.enabled_plugins("acme"), [], "enabled_plugins() of a new storage")
+        _expect_same(storage.versions("example-plugin"), [], "versions() of a new storage")
+        _expect_same(storage.audit(AuditQuery()), [], "audit() of a new storage")
+        _expect_same(storage.failures(), [], "failures() of a new storage")
+        _expect_same(storage.metrics(), [], "metrics() of a new storage")
+
+    # -- plugin records --------------------------------------------------------------------
+
+    def test_new_plugin_round_trips_every_field(self, storage: Storage) -> None:
+        """A plugin committed at revision 1 reads back equal, field by field and type by type."""
+        plugin = make_plugin(
+            "unicode-plugin",
+            name="Ünïcødé 插件 “quotes” 🚀",
+            version="2.0.0rc1",
+            status=PluginStatus.APPROVED,
+            manifest=_NESTED_JSON,
+            source=SourceKind.ARCHIVE,
+            package_path="/srv/plugins/unicode-plugin/2.0.0rc1",
+            installed_at=BASE_TIME,
+            installed_by="ådmin@example.com",
+            # Another offset than UTC: the same instant must come back.
+            approved_at=datetime(2024, 5, 2, 9, 30, 0, 1, tzinfo=timezone(timedelta(hours=5.5))),
+            approved_by="root",
+            status_reason="looks fine ✓",
+            granted_permissions=("read_leads", "send_notifications"),
+        )
+        storage.commit(Change(plugin_id=plugin.id, plugin=plugin, audit=make_audit(plugin.id)))
+        _expect_same(storage.get_plugin(plugin.id), plugin, "get_plugin() after committing it")
+        _expect_same(storage.list_plugins(), [plugin], "list_plugins() after committing it")
+
+    def test_minimal_plugin_keeps_empty_and_none_fields(self, storage: Storage) -> None:
+        """Optional fields left None and an empty permission tuple read back as None and ()."""
+        plugin = make_plugin(source=SourceKind.ENTRY_POINT, manifest={"id": "example-plugin"})
+        storage.commit(Change(plugin_id=plugin.id, plugin=plugin, audit=make_audit(plugin.id)))
+        _expect_same(storage.get_plugin(plugin.id), plugin, "get_plugin() of a minimal plugin")
+
+    def test_commit_returns_the_generation_which_grows_by_one(self, storage: Storage) -> None:
+        """Each commit moves the generation by exactly one and returns the new value."""
+        for number, plugin_id in enumerate(("alpha", "beta", "gamma"), start=1):
+            plugin = make_plugin(plugin_id)
+            returned = storage.commit(
+                Change(plugin_id=plugin_id, plugin=plugin, audit=make_audit(plugin_id))
+            )
+            _expect_same(returned, number, f"commit() #{number} must return the new generation")
+            _expect_same(storage.generation(), number, f"generation() after {number} commit(s)")
+        # A change may write only its audit event (and check the plugin's revision).
+        returned = storage.commit(
+            Change(plugin_id="alpha", plugin_revision=1, audit=make_audit("alpha", "inspect"))
+        )
+        _expect_same(returned, 4, "commit() of an audit-only change must return the new generation")
+        _expect_same(storage.generation(), 4, "generation() after an audit-only change")
+
+    def test_next_revision_replaces_the_plugin(self, storage: Storage) -> None:
+        """A plugin record at revision r + 1 replaces the stored one at revision r."""
+        pending = make_plugin()
+        _commit_plugin(storage, pending)
+        approved = attrs.evolve(
+            pending,
+            status=PluginStatus.APPROVED,
+            approved_at=BASE_TIME + timedelta(hours=1),
+            approved_by="root",
+            granted_permissions=("read_leads",),
+            revision=2,
+        )
+        _commit_plugin(storage, approved, action="approve")
+        suspended = attrs.evolve(
+            approved, status=PluginStatus.SUSPENDED, status_reason="too many failures", revision=3
+        )
+        _commit_plugin(storage, suspended, action="suspend")
+        _expect_same(storage.get_plugin(pending.id), suspended, "get_plugin() after two updates")
+        _expect_same(storage.list_plugins(), [suspended], "list_plugins() after two updates")
+
+    def test_list_plugins_is_sorted_by_id(self, storage: Storage) -> None:
+        """list_plugins() returns the plugins by id, whatever the order they were written in."""
+        for plugin_id in ("zeta", "alpha", "mid"):
+            _commit_plugin(storage, make_plugin(plugin_id))
+        _expect_same(
+            [p.id for p in storage.list_plugins()], ["alpha", "mid", "zeta"], "list_plugins() ids"
+        )
+
+    def test_list_plugins_filters_by_status(self, storage: Storage) -> None:
+        """list_plugins(status) returns only the plugins with that status, by id."""
+        statuses = {
+            "epsilon": PluginStatus.APPROVED,
+            "delta": PluginStatus.PENDING,
+            "gamma": PluginStatus.APPROVED,
+            "beta": PluginStatus.SUSPENDED,
+            "alpha": PluginStatus.UNINSTALLED,
+        }
+        for plugin_id, status in statuses.items():
+            _commit_plugin(storage, make_plugin(plugin_id, status=status))
+        for status in PluginStatus:
+            expected = sorted(p for p, s in statuses.items() if s is status)
+            _expect_same(
+                [p.id for p in storage.list_plugins(status)],
+                expected,
+                f"list_plugins({status}) ids",
+            )
+        _expect_same(
+            [p.id for p in storage.list_plugins()],
+            sorted(statuses),
+            "list_plugins() ids without a status filter",
+        )
+
+    # -- revisions and conflicts -----------------------------------------------------------
+
+    def test_new_plugin_over_an_existing_one_conflicts(self, storage: Storage) -> None:
+        """Writing revision 1 of a plugin that exists raises ConflictError(expected=0, actual=1)."""
+        _commit_plugin(storage, make_plugin())
+        again = make_plugin(version="2.0.0")
+        _expect_conflict(
+            storage,
+            Change(plugin_id=again.id, plugin=again, audit=make_audit(again.id)),
+            expected=0,
+            actual=1,
+            what="installing a plugin id that is already stored",
+        )
+
+    def test_skipped_revision_conflicts(self, storage: Storage) -> None:
+        """Writing revision 3 over stored revision 1 raises ConflictError(expected=2, actual=1)."""
+        _commit_plugin(storage, make_plugin())
+        skipped = make_plugin(status=PluginStatus.APPROVED, revision=3)
+        _expect_conflict(
+            storage,
+            Change(plugin_id=skipped.id, plugin=skipped, audit=make_audit(skipped.id, "approve")),
+            expected=2,
+            actual=1,
+            what="writing revision 3 over revision 1",
+        )
+
+    def test_update_of_a_missing_plugin_conflicts(self, storage: Storage) -> None:
+        """Writing revision 2 of a plugin not stored raises ConflictError(expected=1, actual=0)."""
+        update = make_plugin(status=PluginStatus.APPROVED, revision=2)
+        _expect_conflict(
+            storage,
+            Change(plugin_id=update.id, plugin=update, audit=make_audit(update.id, "approve")),
+            expected=1,
+            actual=0,
+            what="writing revision 2 of a plugin that is not stored",
+        )
+
+    def test_stale_plugin_revision_conflicts(self, storage: Storage) -> None:
+        """A plugin_revision that is not the stored one raises ConflictError with both revisions."""
+        plugin = make_plugin()
+        _commit_plugin(storage, plugin)
+        _commit_plugin(storage, attrs.evolve(plugin, status=PluginStatus.APPROVED, revision=2))
+        _expect_conflict(
+            storage,
+            Change(plugin_id=plugin.id, plugin_revision=1, audit=make_audit(plugin.id, "inspect")),
+            expected=1,
+            actual=2,
+            what="a change decided on revision 1 of a plugin now at revision 2",
+        )
+        _expect_conflict(
+            storage,
+            Change(plugin_id="missing", plugin_revision=1, audit=make_audit("missing", "inspect")),
+            expected=1,
+            actual=0,
+            what="a change decided on revision 1 of a plugin that is not stored",
+        )
+
+    def test_plugin_conflict_writes_nothing(self, storage: Storage) -> None:
+        """A change whose plugin revision conflicts writes none of its parts, not even its audit."""
+        plugin = make_plugin(status=PluginStatus.APPROVED)
+        _commit_plugin(storage, plugin)
+        _commit_tenant(storage, make_tenant(enabled=True))
+        before = _observe(storage, plugin.id)
+        stale = attrs.evolve(plugin, version="2.0.0", revision=3)
+        change = Change(
+            plugin_id=plugin.id,
+            plugin=stale,
+            tenant=make_tenant(tenant="globex", enabled=True),
+            version=make_version(version="2.0.0"),
+            clear_tenants=True,
+            audit=make_audit(plugin.id, "upgrade"),
+        )
+        _expect_conflict(storage, change, expected=2, actual=1, what="a stale plugin record")
+        _expect_unchanged(storage, plugin.id, before, "a change that raised ConflictError")
+
+    def test_tenant_conflict_writes_nothing(self, storage: Storage) -> None:
+        """A change whose tenant revision conflicts writes nothing, not even its plugin record."""
+        plugin = make_plugin(status=PluginStatus.APPROVED)
+        _commit_plugin(storage, plugin)
+        _commit_tenant(storage, make_tenant(enabled=True))
+        before = _observe(storage, plugin.id)
+        change = Change(
+            plugin_id=plugin.id,
+            plugin=attrs.evolve(plugin, version="2.0.0", revision=2),
+            tenant=make_tenant(enabled=False, revision=3),
+            version=make_version(version="2.0.0"),
+            audit=make_audit(plugin.id, "upgrade"),
+        )
+        _expect_conflict(storage, change, expected=2, actual=1, what="a stale tenant record")
+        _expect_unchanged(storage, plugin.id, before, "a change that raised ConflictError")
+
+    def test_conflict_after_clear_tenants_writes_nothing(self, storage: Storage) -> None:
+        """A conflicting change with clear_tenants leaves every tenant record in place."""
+        plugin = make_plugin(status=PluginStatus.APPROVED)
+        _commit_plugin(storage, plugin)
+        _commit_tenant(storage, make_tenant(tenant="acme", enabled=True))
+        _commit_tenant(storage, make_tenant(tenant="globex", enabled=True))
+        before = _observe(storage, plugin.id)
+        # clear_tenants removes the stored records first, so only revision 1 may follow it.
+        change = Change(
+            plugin_id=plugin.id,
+            plugin=attrs.evolve(plugin, status=PluginStatus.UNINSTALLED, revision=2),
+            tenant=make_tenant(tenant="acme", revision=2),
+            clear_tenants=True,
+            audit=make_audit(plugin.id, "uninstall"),
+        )
+        _expect_conflict(
+            storage,
+            change,
+            expected=1,
+            actual=0,
+            what="a tenant record at revision 2 in a change that clears the tenants",
+        )
+        _expect_unchanged(storage, plugin.id, before, "a change that raised ConflictError")
+
+    # -- tenant records --------------------------------------------------------------------
+
+    def test_tenant_create_and_update_round_trip(self, storage: Storage) -> None:
+        """A tenant record is created at revision 1, updated at revision 2, and reads back equal."""
+        plugin = make_plugin(status=PluginStatus.APPROVED)
+        _commit_plugin(storage, plugin)
+        created = make_tenant(
+            tenant="café-東京",
+            enabled=True,
+            optional_grants=("send_email", "read_invoices"),
+            settings={
+                "api_key": "s3cr3t ✓",
+                "retries": 3,
+                "ratio": 0.25,
+                "verbose": False,
+                "nothing": None,
+                "tags": ["a", "ü", 1, 2.5, True, None, []],
+                "nested": {"deep": {"deeper": [{"x": 1}], "empty": {}}},
+            },
+            changed_by="ådmin",
+        )
+        _commit_tenant(storage, created)
+        _expect_same(
+            storage.get_tenant(plugin.id, created.tenant), created, "get_tenant() after creating it"
+        )
+        updated = attrs.evolve(
+            created,
+            enabled=False,
+            optional_grants=(),
+            settings={"api_key": "new"},
+            changed_at=BASE_TIME + timedelta(days=1),
+            changed_by="someone else",
+            revision=2,
+        )
+        _commit_tenant(storage, updated, action="disable")
+        _expect_same(
+            storage.get_tenant(plugin.id, created.tenant), updated, "get_tenant() after updating it"
+        )
+        _expect_same(storage.list_tenants(plugin.id), [updated], "list_tenants() after the update")
+        _expect_same(
+            storage.get_tenant(plugin.id, "other"), None, "get_tenant() of a tenant never written"
+        )
+
+    def test_new_tenant_over_an_existing_one_conflicts(self, storage: Storage) -> None:
+        """Creating a stored tenant record again raises ConflictError(expected=0, actual=1)."""
+        _commit_plugin(storage, make_plugin())
+        _commit_tenant(storage, make_tenant(enabled=True))
+        before = _observe(storage, "example-plugin")
+        _expect_conflict(
+            storage,
+            _tenant_change(make_tenant(enabled=False)),
+            expected=0,
+            actual=1,
+            what="creating a tenant record that is already stored",
+        )
+        _expect_unchanged(storage, "example-plugin", before, "a change that raised ConflictError")
+
+    def test_stale_tenant_update_conflicts(self, storage: Storage) -> None:
+        """Writing a tenant record at a revision other than stored + 1 raises ConflictError."""
+        _commit_plugin(storage, make_plugin())
+        _commit_tenant(storage, make_tenant())
+        _commit_tenant(storage, make_tenant(enabled=True, revision=2))
+        _expect_conflict(
+            storage,
+            _tenant_change(make_tenant(settings={"lost": "update"}, revision=2)),
+            expected=1,
+            actual=2,
+            what="a second writer of revision 2 of a tenant record",
+        )
+        _expect_conflict(
+            storage,
+            _tenant_change(make_tenant(revision=4)),
+            expected=3,
+            actual=2,
+            what="writing revision 4 of a tenant record at revision 2",
+        )
+        _expect_conflict(
+            storage,
+            _tenant_change(make_tenant(tenant="globex", revision=2)),
+            expected=1,
+            actual=0,
+            what="writing revision 2 of a tenant record that is not stored",
+        )
+        _expect_same(
+            storage.get_tenant("example-plugin", "acme"),
+            make_tenant(enabled=True, revision=2),
+            "get_tenant() after conflicting writes",
+        )
+
+    def test_tenant_write_checks_the_plugin_revision(self, storage: Storage) -> None:
+        """A tenant write based on a stale plugin revision raises ConflictError, writing nothing."""
+        plugin = make_plugin()
+        _commit_plugin(storage, plugin)
+        _commit_plugin(storage, attrs.evolve(plugin, status=PluginStatus.SUSPENDED, revision=2))
+        before = _observe(storage, plugin.id)
+        _expect_conflict(
+            storage,
+            _tenant_change(make_tenant(enabled=True), plugin_revision=1),
+            expected=1,
+            actual=2,
+            what="enabling a tenant on the strength of revision 1 of a plugin now at revision 2",
+        )
+        _expect_unchanged(storage, plugin.id, before, "a change that raised ConflictError")
+        _commit_tenant(storage, make_tenant(enabled=True), plugin_revision=2)
+        _expect_same(
+            storage.get_tenant(plugin.id, "acme"),
+            make_tenant(enabled=True),
+            "get_tenant() after a write checked against the current plugin revision",
+        )
+
+    def test_plugin_and_tenant_written_in_one_change(self, storage: Storage) -> None:
+        """A change with a plugin and a tenant record writes both, moving the generation once."""
+        plugin = make_plugin()
+        _commit_plugin(storage, plugin)
+        approved = attrs.evolve(plugin, status=PluginStatus.APPROVED, revision=2)
+        tenant = make_tenant(enabled=True)
+        generation = storage.commit(
+            Change(
+                plugin_id=plugin.id,
+                plugin=approved,
+                tenant=tenant,
+                audit=make_audit(plugin.id, "approve"),
+            )
+        )
+        _expect_same(generation, 2, "commit() of a plugin and a tenant record together")
+        _expect_same(storage.get_plugin(plugin.id), approved, "get_plugin() after the change")
+        _expect_same(storage.get_tenant(plugin.id, "acme"), tenant, "get_tenant() after the change")
+
+    def test_list_tenants_is_sorted_and_per_plugin(self, storage: Storage) -> None:
+        """list_tenants(plugin) returns that plugin's tenant records only, by tenant."""
+        for plugin_id in ("alpha", "beta"):
+            _commit_plugin(storage, make_plugin(plugin_id))
+        for tenant in ("zulu", "alpha", "mike"):
+            _commit_tenant(storage, make_tenant("alpha", tenant, enabled=tenant != "mike"))
+        _commit_tenant(storage, make_tenant("beta", "bravo"))
+        _expect_same(
+            storage.list_tenants("alpha"),
+            [
+                make_tenant("alpha", "alpha", enabled=True),
+                make_tenant("alpha", "mike"),
+                make_tenant("alpha", "zulu", enabled=True),
+            ],
+            "list_tenants('alpha')",
+        )
+        _expect_same(
+            storage.list_tenants("beta"), [make_tenant("beta", "bravo")], "list_tenants('beta')"
+        )
+        _expect_same(storage.list_tenants("gamma"), [], "list_tenants() of an unknown plugin")
+
+    # -- clear_tenants ---------------------------------------------------------------------
+
+    def test_clear_tenants_removes_only_that_plugins_records(self, storage: Storage) -> None:
+        """clear_tenants removes every tenant record of the plugin and none of other plugins."""
+        for plugin_id in ("alpha", "beta"):
+            _commit_plugin(storage, make_plugin(plugin_id, status=PluginStatus.APPROVED))
+            for tenant in ("acme", "globex"):
+                _commit_tenant(storage, make_tenant(plugin_id, tenant, enabled=True))
+        _commit_tenant(storage, make_tenant("alpha", "acme", revision=2))
+        storage.commit(
+            Change(
+                plugin_id="alpha",
+                plugin=make_plugin("alpha", status=PluginStatus.UNINSTALLED, revision=2),
+                clear_tenants=True,
+                audit=make_audit("alpha", "uninstall"),
+            )
+        )
+        _expect_same(storage.list_tenants("alpha"), [], "list_tenants() of a cleared plugin")
+        _expect_same(storage.get_tenant("alpha", "acme"), None, "get_tenant() of a cleared plugin")
+        _expect_same(
+            storage.list_tenants("beta"),
+            [
+                make_tenant("beta", "acme", enabled=True),
+                make_tenant("beta", "globex", enabled=True),
+            ],
+            "list_tenants() of another plugin after clearing one",
+        )
+        _expect_same(storage.enabled_plugins("acme"), ["beta"], "enabled_plugins() after clearing")
+
+    def test_clear_tenants_keeps_the_tenant_written_with_it(self, storage: Storage) -> None:
+        """A tenant record at revision 1 in a change that clears the tenants survives it."""
+        plugin = make_plugin(status=PluginStatus.APPROVED)
+        _commit_plugin(storage, plugin)
+        _commit_tenant(storage, make_tenant(tenant="acme", enabled=True))
+        _commit_tenant(storage, make_tenant(tenant="acme", enabled=True, revision=2))
+        _commit_tenant(storage, make_tenant(tenant="globex", enabled=True))
+        fresh = make_tenant(tenant="acme", settings={"fresh": True})
+        storage.commit(
+            Change(
+                plugin_id=plugin.id,
+                plugin=attrs.evolve(plugin, version="2.0.0", revision=2),
+                tenant=fresh,
+                clear_tenants=True,
+                audit=make_audit(plugin.id, "reinstall"),
+            )
+        )
+        _expect_same(
+            storage.list_tenants(plugin.id),
+            [fresh],
+            "list_tenants() after a change that cleared the tenants and wrote one",
+        )
+
+    # -- enabled_plugins -------------------------------------------------------------------
+
+    def test_enabled_plugins_are_approved_enabled_and_sorted(self, storage: Storage) -> None:
+        """enabled_plugins(tenant) lists the approved plugins enabled for that tenant, by id."""
+        plugins = {
+            "zeta": (PluginStatus.APPROVED, {"acme": True}),
+            "alpha": (PluginStatus.APPROVED, {"acme": True, "globex": True}),
+            "mid": (PluginStatus.APPROVED, {"acme": True, "globex": False}),
+            "disabled": (PluginStatus.APPROVED, {"acme": False}),
+            "pending": (PluginStatus.PENDING, {"acme": True}),
+            "suspended": (PluginStatus.SUSPENDED, {"acme": True}),
+            "rejected": (PluginStatus.REJECTED, {"acme": True}),
+            "uninstalled": (PluginStatus.UNINSTALLED, {"acme": True}),
+            "other": (PluginStatus.APPROVED, {"globex": True}),
+            "nobody": (PluginStatus.APPROVED, {}),
+        }
+        for plugin_id, (status, tenants) in plugins.items():
+            _commit_plugin(storage, make_plugin(plugin_id, status=status))
+            for tenant, enabled in tenants.items():
+                _commit_tenant(storage, make_tenant(plugin_id, tenant, enabled=enabled))
+        _expect_same(
+            storage.enabled_plugins("acme"), ["alpha", "mid", "zeta"], "enabled_plugins('acme')"
+        )
+        _expect_same(
+            storage.enabled_plugins("globex"), ["alpha", "other"], "enabled_plugins('globex')"
+        )
+        _expect_same(
+            storage.enabled_plugins("initech"), [], "enabled_plugins() of a tenant with none"
+        )
+
+    def test_enabled_plugins_follow_status_and_activation(self, storage: Storage) -> None:
+        """enabled_plugins() follows each change of the plugin's status and the tenant's flag."""
+        pending = make_plugin()
+        _commit_plugin(storage, pending)
+        _commit_tenant(storage, make_tenant(enabled=True))
+        _expect_same(storage.enabled_plugins("acme"), [], "enabled_plugins() while pending")
+        approved = attrs.evolve(pending, status=PluginStatus.APPROVED, revision=2)
+        _commit_plugin(storage, approved, action="approve")
+        _expect_same(
+            storage.enabled_plugins("acme"), [pending.id], "enabled_plugins() once approved"
+        )
+        _commit_tenant(storage, make_tenant(revision=2), plugin_revision=2)
+        _expect_same(storage.enabled_plugins("acme"), [], "enabled_plugins() once disabled")
+        _commit_tenant(storage, make_tenant(enabled=True, revision=3), plugin_revision=2)
+        _expect_same(
+            storage.enabled_plugins("acme"), [pending.id], "enabled_plugins() once re-enabled"
+        )
+        suspended = attrs.evolve(approved, status=PluginStatus.SUSPENDED, revision=3)
+        _commit_plugin(storage, suspended, action="suspend")
+        _expect_same(storage.enabled_plugins("acme"), [], "enabled_plugins() once suspended")
+
+    # -- versions --------------------------------------------------------------------------
+
+    def test_versions_are_kept_in_order_per_plugin(self, storage: Storage) -> None:
+        """Every version record is kept, even a repeated version, oldest first, per plugin."""
+        history = [
+            make_version("alpha", "1.0.0", changelog=None),
+            make_version("beta", "0.1.0", installed_at=BASE_TIME + timedelta(minutes=1)),
+            make_version(
+                "alpha",
+                "2.0.0",
+                changelog="## 2.0.0\n\n* Ünïcødé ✓",
+                installed_at=BASE_TIME + timedelta(minutes=2),
+                installed_by="root",
+            ),
+            # A rollback installs 1.0.0 again: a third record, not a replaced first one.
+            make_version("alpha", "1.0.0", installed_at=BASE_TIME + timedelta(minutes=3)),
+        ]
+        revisions: dict[str, int] = {}
+        for record in history:
+            revision = revisions.get(record.plugin_id, 0) + 1
+            revisions[record.plugin_id] = revision
+            plugin = make_plugin(record.plugin_id, version=record.version, revision=revision)
+            _commit_plugin(storage, plugin, action="install", version=record)
+        _expect_same(
+            storage.versions("alpha"),
+            [r for r in history if r.plugin_id == "alpha"],
+            "versions('alpha')",
+        )
+        _expect_same(storage.versions("beta"), [history[1]], "versions('beta')")
+        _expect_same(storage.versions("gamma"), [], "versions() of an unknown plugin")
+
+    # -- audit -----------------------------------------------------------------------------
+
+    def test_each_commit_writes_exactly_its_audit_event(self, storage: Storage) -> None:
+        """Each commit stores its audit event once, with an int id the storage assigns."""
+        plugin = make_plugin()
+        events = [
+            make_audit(plugin.id, "install", after={"status": "pending", "version": "1.0.0"}),
+            make_audit(
+                plugin.id,
+                "configure",
+                actor="ådmin",
+                tenant="café-東京",
+                at=BASE_TIME + timedelta(seconds=1),
+                before={"settings": {"api_key": "***", "retries": 3}, "enabled": False},
+                after=_NESTED_JSON,
+            ),
+            make_audit(plugin.id, "inspect", at=BASE_TIME + timedelta(seconds=2), before={}),
+        ]
+        _commit_plugin(storage, plugin, audit=events[0])
+        storage.commit(
+            Change(
+                plugin_id=plugin.id,
+                plugin_revision=1,
+                tenant=make_tenant(tenant="café-東京"),
+                audit=events[1],
+            )
+        )
+        storage.commit(Change(plugin_id=plugin.id, plugin_revision=1, audit=events[2]))
+        stored = storage.audit(AuditQuery())
+        _expect_same(len(stored), 3, "number of audit events after three commits")
+        _expect_ids([e.id for e in stored], "audit()")
+        expected = [attrs.evolve(e, id=s.id) for e, s in zip(reversed(events), stored, strict=True)]
+        _expect_same(stored, expected, "audit() after three commits (newest first)")
+
+    def test_audit_ids_grow_and_order_newest_first(self, storage: Storage) -> None:
+        """Audit ids strictly grow with each commit, and audit() orders by id, not by time."""
+        _commit_plugin(storage, make_plugin(), audit=make_audit(after={"seq": 1}))
+        # The events' own times go backwards: the order must still follow the commits.
+        for seq in range(2, 6):
+            at = BASE_TIME - timedelta(minutes=seq)
+            _log(storage, make_audit(action="inspect", at=at, after={"seq": seq}))
+        stored = storage.audit(AuditQuery())
+        _expect_same(
+            _seqs(stored), [5, 4, 3, 2, 1], "audit() order, by after['seq'] (newest commit first)"
+        )
+        ids = _expect_ids([e.id for e in stored], "audit()")
+        assert ids == sorted(set(ids), reverse=True), (
+            f"audit() ids must strictly grow with each commit; newest first they are {ids}"
+        )
+
+    def test_audit_filters_by_plugin_tenant_actor_and_action(self, storage: Storage) -> None:
+        """Each AuditQuery field filters the events, and given together they must all match."""
+        _audit_history(storage)
+        cases: list[tuple[AuditQuery, list[int]]] = [
+            (AuditQuery(), [6, 5, 4, 3, 2, 1]),
+            (AuditQuery(plugin_id="alpha"), [6, 5, 3, 1]),
+            (AuditQuery(plugin_id="beta"), [4, 2]),
+            (AuditQuery(plugin_id="gamma"), []),
+            (AuditQuery(tenant="acme"), [6, 4, 3]),
+            (AuditQuery(tenant="globex"), [5]),
+            (AuditQuery(actor="bob"), [5, 4, 2]),
+            (AuditQuery(action="enable"), [4, 3]),
+            (AuditQuery(plugin_id="alpha", tenant="acme"), [6, 3]),
+            (AuditQuery(plugin_id="alpha", tenant="acme", actor="alice", action="enable"), [3]),
+            (AuditQuery(plugin_id="beta", actor="alice"), []),
+        ]
+        for query, expected in cases:
+            _expect_same(
+                _seqs(storage.audit(query)), expected, f"events (by after['seq']) of {_call(query)}"
+            )
+
+    def test_audit_since_is_inclusive_and_until_exclusive(self, storage: Storage) -> None:
+        """AuditQuery.since keeps events at that moment; until drops them."""
+        _audit_history(storage)
+        minute = timedelta(minutes=1)
+        cases: list[tuple[AuditQuery, list[int]]] = [
+            (AuditQuery(since=BASE_TIME + 2 * minute), [6, 5, 4, 3]),
+            (AuditQuery(until=BASE_TIME + 2 * minute), [2, 1]),
+            (AuditQuery(since=BASE_TIME + minute, until=BASE_TIME + 4 * minute), [4, 3, 2]),
+            (AuditQuery(since=BASE_TIME + 2 * minute, until=BASE_TIME + 2 * minute), []),
+            (AuditQuery(since=BASE_TIME + 10 * minute), []),
+            (AuditQuery(plugin_id="alpha", since=BASE_TIME + minute), [6, 5, 3]),
+        ]
+        for query, expected in cases:
+            _expect_same(
+                _seqs(storage.audit(query)), expected, f"events (by after['seq']) of {_call(query)}"
+            )
+
+    def test_audit_time_filters_compare_instants(self, storage: Storage) -> None:
+        """since and until given in another UTC offset select the same instants."""
+        _audit_history(storage)
+        since = (BASE_TIME + timedelta(minutes=2)).astimezone(timezone(timedelta(hours=-5)))
+        until = (BASE_TIME + timedelta(minutes=5)).astimezone(timezone(timedelta(hours=9)))
+        query = AuditQuery(since=since, until=until)
+        _expect_same(
+            _seqs(storage.audit(query)), [5, 4, 3], f"events (by after['seq']) of {_call(query)}"
+        )
+
+    def test_audit_limit_keeps_the_newest(self, storage: Storage) -> None:
+        """AuditQuery.limit returns at most that many events, the newest ones."""
+        _audit_history(storage)
+        cases: list[tuple[AuditQuery, list[int]]] = [
+            (AuditQuery(limit=2), [6, 5]),
+            (AuditQuery(limit=1), [6]),
+            (AuditQuery(limit=0), []),
+            (AuditQuery(limit=6), [6, 5, 4, 3, 2, 1]),
+            (AuditQuery(limit=100), [6, 5, 4, 3, 2, 1]),
+            (AuditQuery(plugin_id="alpha", limit=3), [6, 5, 3]),
+            (AuditQuery(tenant="acme", until=BASE_TIME + timedelta(minutes=5), limit=1), [4]),
+        ]
+        for query, expected in cases:
+            _expect_same(
+                _seqs(storage.audit(query)), expected, f"events (by after['seq']) of {_call(query)}"
+            )
+
+    # -- failures --------------------------------------------------------------------------
+
+    def test_record_failures_stores_the_batch_newest_first(self, storage: Storage) -> None:
+        """record_failures() stores each failure with an id; failures() lists them newest first."""
+        first = [
+            make_failure("alpha", message="one", at=BASE_TIME),
+            make_failure(
+                "alpha",
+                tenant=None,
+                hook="invoice_paid",
+                exc_type="builtins.KeyError",
+                message="two: ünïcødé ✓",
+                traceback="Traceback …\n  two\n",
+                at=BASE_TIME + timedelta(seconds=1),
+            ),
+        ]
+        second = [make_failure("beta", message="three", at=BASE_TIME + timedelta(seconds=2))]
+        storage.record_failures(first)
+        storage.record_failures(second)
+        storage.record_failures([])
+        stored = storage.failures()
+        _expect_same(_messages(stored), ["three", "two: ünïcødé ✓", "one"], "failures() order")
+        _expect_ids([f.id for f in stored], "failures()")
+        expected = [
+            attrs.evolve(f, id=s.id)
+            for f, s in zip([*second, *reversed(first)], stored, strict=True)
+        ]
+        _expect_same(stored, expected, "failures() after two batches")
+
+    def test_failures_filter_by_plugin_unresolved_and_limit(self, storage: Storage) -> None:
+        """failures() filters by plugin and unresolved_only, and limit keeps the newest."""
+        storage.record_failures(
+            [
+                make_failure("alpha", message="a1", at=BASE_TIME),
+                make_failure("beta", message="b1", at=BASE_TIME + timedelta(seconds=1)),
+                make_failure(
+                    "alpha", message="a2", resolved=True, at=BASE_TIME + timedelta(seconds=2)
+                ),
+                make_failure("alpha", message="a3", at=BASE_TIME + timedelta(seconds=3)),
+            ]
+        )
+        cases: list[tuple[str, list[str], list[str]]] = [
+            ("failures()", _messages(storage.failures()), ["a3", "a2", "b1", "a1"]),
+            ("failures('alpha')", _messages(storage.failures("alpha")), ["a3", "a2", "a1"]),
+            ("failures('beta')", _messages(storage.failures("beta")), ["b1"]),
+            ("failures('gamma')", _messages(storage.failures("gamma")), []),
+            (
+                "failures(unresolved_only=True)",
+                _messages(storage.failures(unresolved_only=True)),
+                ["a3", "b1", "a1"],
+            ),
+            (
+                "failures('alpha', unresolved_only=True)",
+                _messages(storage.failures("alpha", unresolved_only=True)),
+                ["a3", "a1"],
+            ),
+            ("failures(limit=2)", _messages(storage.failures(limit=2)), ["a3", "a2"]),
+            (
+                "failures('alpha', unresolved_only=True, limit=1)",
+                _messages(storage.failures("alpha", unresolved_only=True, limit=1)),
+                ["a3"],
+            ),
+        ]
+        for call, got, expected in cases:
+            _expect_same(got, expected, f"messages of {call}")
+
+    def test_resolve_failures_for_one_tenant(self, storage: Storage) -> None:
+        """resolve_failures(plugin, tenant) resolves only that tenant's unresolved failures."""
+        storage.record_failures(
+            [
+                make_failure("alpha", tenant="acme", message="a-acme-1"),
+                make_failure("alpha", tenant="acme", message="a-acme-old", resolved=True),
+                make_failure("alpha", tenant="globex", message="a-globex"),
+                make_failure("alpha", tenant=None, message="a-none"),
+                make_failure("beta", tenant="acme", message="b-acme"),
+                make_failure("alpha", tenant="acme", message="a-acme-2"),
+            ]
+        )
+        _expect_same(
+            storage.resolve_failures("alpha", "acme"),
+            2,
+            "resolve_failures('alpha', 'acme') count (already resolved ones do not count)",
+        )
+        _expect_same(
+            sorted(_messages(storage.failures(unresolved_only=True))),
+            ["a-globex", "a-none", "b-acme"],
+            "unresolved failures after resolve_failures('alpha', 'acme')",
+        )
+        _expect_same(
+            storage.resolve_failures("alpha", "acme"), 0, "resolve_failures() a second time"
+        )
+
+    def test_resolve_failures_for_every_tenant(self, storage: Storage) -> None:
+        """resolve_failures(plugin) resolves the plugin's failures for every tenant, no others."""
+        storage.record_failures(
+            [
+                make_failure("alpha", tenant="acme", message="a-acme"),
+                make_failure("alpha", tenant=None, message="a-none"),
+                make_failure("alpha", tenant="globex", message="a-globex", resolved=True),
+                make_failure("beta", tenant="acme", message="b-acme"),
+            ]
+        )
+        _expect_same(storage.resolve_failures("alpha"), 2, "resolve_failures('alpha') count")
+        _expect_same(
+            _messages(storage.failures(unresolved_only=True)),
+            ["b-acme"],
+            "unresolved failures after resolve_failures('alpha')",
+        )
+        resolved = {f.message: f.resolved for f in storage.failures()}
+        _expect_same(
+            resolved,
+            {"a-acme": True, "a-none": True, "a-globex": True, "b-acme": False},
+            "resolved flags after resolve_failures('alpha')",
+        )
+        _expect_same(storage.resolve_failures("gamma"), 0, "resolve_failures() of another plugin")
+
+    def test_failures_do_not_move_the_generation(self, storage: Storage) -> None:
+        """Recording and resolving failures leave the generation and the audit trail alone."""
+        _commit_plugin(storage, make_plugin())
+        storage.record_failures([make_failure(), make_failure(tenant=None)])
+        storage.resolve_failures("example-plugin")
+        _expect_same(storage.generation(), 1, "generation() after recording failures")
+        _expect_same(len(storage.audit(AuditQuery())), 1, "audit events after recording failures")
+
+    # -- metrics ---------------------------------------------------------------------------
+
+    def test_record_metrics_adds_up_across_batches(self, storage: Storage) -> None:
+        """Calls, errors and durations add up; max_duration and last_call keep the maximum."""
+        # Durations are exact binary fractions, so any order of addition gives the same sum.
+        storage.record_metrics(
+            [
+                make_metrics(
+                    calls=2,
+                    errors=1,
+                    total_duration=0.5,
+                    max_duration=0.375,
+                    last_call=BASE_TIME + timedelta(minutes=1),
+                ),
+            ]
+        )
+        storage.record_metrics(
+            [
+                make_metrics(
+                    calls=4,
+                    errors=0,
+                    total_duration=1.25,
+                    max_duration=0.75,
+                    last_call=BASE_TIME,  # older than the stored last call
+                ),
+            ]
+        )
+        storage.record_metrics(
+            [
+                make_metrics(
+                    calls=1,
+                    errors=1,
+                    total_duration=0.125,
+                    max_duration=0.125,
+                    last_call=BASE_TIME + timedelta(minutes=5),
+                ),
+            ]
+        )
+        storage.record_metrics([])
+        expected = HookMetrics(
+            plugin_id="example-plugin",
+            hook="lead_created",
+            calls=7,
+            errors=2,
+            total_duration=1.875,
+            max_duration=0.75,
+            last_call=BASE_TIME + timedelta(minutes=5),
+        )
+        _expect_same(storage.metrics(), [expected], "metrics() after three batches")
+
+    def test_record_metrics_adds_up_within_one_batch(self, storage: Storage) -> None:
+        """Several deltas for one (plugin, hook) in one batch all count."""
+        storage.record_metrics(
+            [
+                make_metrics(calls=1, total_duration=0.25, max_duration=0.25),
+                make_metrics(hook="invoice_paid", calls=5, errors=5),
+                make_metrics(
+                    calls=3,
+                    errors=2,
+                    total_duration=1.5,
+                    max_duration=1.0,
+                    last_call=BASE_TIME - timedelta(seconds=1),
+                ),
+                make_metrics(
+                    calls=2,
+                    total_duration=0.5,
+                    max_duration=0.5,
+                    last_call=BASE_TIME + timedelta(seconds=1),
+                ),
+            ]
+        )
+        expected = [
+            HookMetrics(
+                plugin_id="example-plugin",
+                hook="invoice_paid",
+                calls=5,
+                errors=5,
+                total_duration=0.5,
+                max_duration=0.5,
+                last_call=BASE_TIME,
+            ),
+            HookMetrics(
+                plugin_id="example-plugin",
+                hook="lead_created",
+                calls=6,
+                errors=2,
+                total_duration=2.25,
+                max_duration=1.0,
+                last_call=BASE_TIME + timedelta(seconds=1),
+            ),
+        ]
+        _expect_same(storage.metrics(), expected, "metrics() after one batch")
+
+    def test_metrics_are_sorted_and_filtered_by_plugin(self, storage: Storage) -> None:
+        """metrics() is sorted by plugin then hook; metrics(plugin) returns only that plugin's."""
+        storage.record_metrics(
+            [
+                make_metrics("beta", "zeta_hook"),
+                make_metrics("alpha", "yankee_hook"),
+                make_metrics("beta", "alpha_hook"),
+            ]
+        )
+        storage.record_metrics([make_metrics("alpha", "bravo_hook")])
+
+        def keys(metrics: list[HookMetrics]) -> list[tuple[str, str]]:
+            return [(m.plugin_id, m.hook) for m in metrics]
+
+        _expect_same(
+            keys(storage.metrics()),
+            [
+                ("alpha", "bravo_hook"),
+                ("alpha", "yankee_hook"),
+                ("beta", "alpha_hook"),
+                ("beta", "zeta_hook"),
+            ],
+            "metrics() keys",
+        )
+        _expect_same(
+            keys(storage.metrics("beta")),
+            [("beta", "alpha_hook"), ("beta", "zeta_hook")],
+            "metrics('beta') keys",
+        )
+        _expect_same(storage.metrics("gamma"), [], "metrics() of a plugin without any")
+
+    def test_metrics_do_not_move_the_generation(self, storage: Storage) -> None:
+        """Recording metrics leaves the generation and the audit trail alone."""
+        _commit_plugin(storage, make_plugin())
+        storage.record_metrics([make_metrics(), make_metrics(hook="other")])
+        _expect_same(storage.generation(), 1, "generation() after recording metrics")
+        _expect_same(len(storage.audit(AuditQuery())), 1, "audit events after recording metrics")
+
+    # -- concurrency -----------------------------------------------------------------------
+
+    def test_concurrent_commits_to_different_tenants_all_apply(self, storage: Storage) -> None:
+        """Threads committing to different tenants of one plugin at once all succeed, none lost."""
+        plugin = make_plugin(status=PluginStatus.APPROVED)
+        _commit_plugin(storage, plugin)
+        threads, updates = 8, 4
+        barrier = threading.Barrier(threads)
+
+        def writer(tenant: str) -> Callable[[], list[int]]:
+            def run() -> list[int]:
+                barrier.wait(_THREAD_TIMEOUT)
+                generations = []
+                for revision in range(1, updates + 1):
+                    record = make_tenant(
+                        tenant=tenant,
+                        enabled=revision % 2 == 1,
+                        settings={"revision": revision},
+                        revision=revision,
+                    )
+                    generations.append(storage.commit(_tenant_change(record)))
+                return generations
+
+            return run
+
+        tenants = [f"tenant-{i:02d}" for i in range(threads)]
+        outcomes = _run_in_threads([writer(t) for t in tenants], "concurrent commits")
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:
+            pytest.fail(
+                f"{len(failed)} of {threads} threads committing to different tenant records "
+                f"failed, first with {type(failed[0]).__name__}: {failed[0]}. Writes to "
+                "different records never conflict: the backend must serialise concurrent "
+                "transactions (wait for locks) rather than fail them",
+                pytrace=False,
+            )
+        total = threads * updates
+        returned = sorted(g for o in outcomes if not isinstance(o, BaseException) for g in o)
+        _expect_same(
+            returned,
+            list(range(2, total + 2)),
+            "generations returned by concurrent commits (each must get its own)",
+        )
+        _expect_same(storage.generation(), total + 1, f"generation() after {total + 1} commits")
+        _expect_same(
+            storage.list_tenants(plugin.id),
+            [
+                make_tenant(tenant=t, settings={"revision": updates}, revision=updates)
+                for t in tenants
+            ],
+            "list_tenants() after concurrent commits",
+        )
+        events = storage.audit(AuditQuery())
+        _expect_same(len(events), total + 1, "audit events after concurrent commits")
+        _expect_same(
+            len({e.id for e in events}), total + 1, "distinct audit ids after concurrent commits"
+        )
+
+    def test_racing_writers_of_one_tenant_record(self, storage: Storage) -> None:
+        """Of two threads writing one tenant record at the same revision, exactly one wins."""
+        _commit_plugin(storage, make_plugin(status=PluginStatus.APPROVED))
+        for revision in range(1, 6):
+            records = [
+                make_tenant(changed_by=f"writer-{w}", enabled=w == 0, revision=revision)
+                for w in range(2)
+            ]
+            winner = _race(storage, [_tenant_change(r) for r in records], revision)
+            _expect_same(
+                storage.get_tenant("example-plugin", "acme"),
+                records[winner],
+                f"get_tenant() after the race for revision {revision}",
+            )
+
+    def test_racing_writers_of_one_plugin_record(self, storage: Storage) -> None:
+        """Of two threads writing one plugin record at the same revision, exactly one wins."""
+        for revision in range(1, 6):
+            records = [
+                make_plugin(
+                    installed_by=f"writer-{w}", version=f"{revision}.{w}", revision=revision
+                )
+                for w in range(2)
+            ]
+            changes = [
+                Change(
+                    plugin_id=r.id,
+                    plugin=r,
+                    version=make_version(version=r.version),
+                    audit=make_audit(actor=r.installed_by, action="upgrade"),
+                )
+                for r in records
+            ]
+            winner = _race(storage, changes, revision)
+            _expect_same(
+                storage.get_plugin("example-plugin"),
+                records[winner],
+                f"get_plugin() after the race for revision {revision}",
+            )
+        _expect_same(
+            len(storage.versions("example-plugin")),
+            5,
+            "versions() after five races (one per winner)",
+        )
+
+
+# -- test data -------------------------------------------------------------------------------
+
+#: JSON with every kind of value, nested: manifests, settings and audit snapshots carry it.
+_NESTED_JSON: Final[Mapping[str, JSONValue]] = {
+    "id": "unicode-plugin",
+    "name": "Ünïcødé 插件",
+    "description": 'Line one\nline two \t "quoted" \\ back\u00a0slash 🚀',
+    "permissions": ["read_leads", "send_notifications"],
+    "settings": [
+        {"name": "api_key", "type": "string", "required": True},
+        {
+            "name": "limits",
+            "type": "json",
+            "default": {"max": 2**40, "ratio": 0.125, "negative": -7, "flags": [True, False]},
+        },
+    ],
+    "hooks": {},
+    "empty_list": [],
+    "nothing": None,
+    "x-nested": {"a": {"b": {"c": [[1, 2], [3, [4, {"d": "deep"}]]]}}},
+}
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# -- committing ------------------------------------------------------------------------------
+
+
+def _commit_plugin(
+    storage: Storage,
+    plugin: PluginRecord,
+    *,
+    action: str = "install",
+    version: VersionRecord | None = None,
+    audit: AuditEvent | None = None,
+) -> int:
+    return storage.commit(
+        Change(
+            plugin_id=plugin.id,
+            plugin=plugin,
+            version=version,
+            audit=audit if audit is not None else make_audit(plugin.id, action),
+        )
+    )
+
+
+def _tenant_change(
+    tenant: TenantRecord, *, plugin_revision: int = 1, action: str = "enable"
+) -> Change:
+    return Change(
+        plugin_id=tenant.plugin_id,
+        plugin_revision=plugin_revision,
+        tenant=tenant,
+        audit=make_audit(tenant.plugin_id, action, actor=tenant.changed_by, tenant=tenant.tenant),
+    )
+
+
+def _commit_tenant(
+    storage: Storage, tenant: TenantRecord, *, plugin_revision: int = 1, action: str = "enable"
+) -> int:
+    return storage.commit(_tenant_change(tenant, plugin_revision=plugin_revision, action=action))
+
+
+def _log(storage: Storage, event: AuditEvent, plugin_revision: int = 1) -> int:
+    """Commit a change that only writes ``event`` (after checking the plugin's revision)."""
+    return storage.commit(
+        Change(plugin_id=event.plugin_id, plugin_revision=plugin_revision, audit=event)
+    )
+
+
+def _audit_history(storage: Storage) -> None:
+    """Six events, a minute apart, numbered by ``after["seq"]`` (1 is the oldest)."""
+    minute = timedelta(minutes=1)
+    _commit_plugin(
+        storage,
+        make_plugin("alpha"),
+        audit=make_audit("alpha", actor="alice", at=BASE_TIME, after={"seq": 1}),
+    )
+    _commit_plugin(
+        storage,
+        make_plugin("beta"),
+        audit=make_audit("beta", actor="bob", at=BASE_TIME + minute, after={"seq": 2}),
+    )
+    for seq, plugin_id, actor, action, tenant in [
+        (3, "alpha", "alice", "enable", "acme"),
+        (4, "beta", "bob", "enable", "acme"),
+        (5, "alpha", "bob", "configure", "globex"),
+        (6, "alpha", "alice", "disable", "acme"),
+    ]:
+        event = make_audit(
+            plugin_id,
+            action,
+            actor=actor,
+            tenant=tenant,
+            at=BASE_TIME + (seq - 1) * minute,
+            after={"seq": seq},
+        )
+        _log(storage, event)
+
+
+def _seqs(events: Sequence[AuditEvent]) -> list[object]:
+    return [e.after.get("seq") if e.after is not None else None for e in events]
+
+
+def _messages(failures: Sequence[FailureRecord]) -> list[str]:
+    return [f.message for f in failures]
+
+
+# -- checking --------------------------------------------------------------------------------
+
+
+def _expect_same(got: object, expected: object, what: str) -> None:
+    """Fail, listing every difference by its path, unless ``got`` is ``expected``.
+
+    Stricter than ``==`` where a backend could fool it: a ``bool`` must not come
+    back as ``1``, an enum member as its plain value, a tuple as a list, or a
+    timezone-aware datetime as a naive one.
+    """
+    problems = _differences(got, expected, "")
+    if problems:
+        pytest.fail(f"{what}:\n  " + "\n  ".join(problems), pytrace=False)
+
+
+def _differences(got: object, expected: object, path: str) -> list[str]:
+    where = f"{path}: " if path else ""
+    cls = type(expected)
+    if attrs.has(cls):
+        if type(got) is not cls:
+            return [f"{where}expected a {cls.__name__}, got {got!r}"]
+        problems: list[str] = []
+        for field in attrs.fields(cls):
+            name = f"{path}.{field.name}" if path else field.name
+            problems += _differences(getattr(got, field.name), getattr(expected, field.name), name)
+        return problems
+    if isinstance(expected, Mapping):
+        if not isinstance(got, Mapping):
+            return [f"{where}expected a mapping {expected!r}, got {_describe(got)}"]
+        problems = []
+        missing = [k for k in expected if k not in got]
+        extra = [k for k in got if k not in expected]
+        if missing:
+            problems.append(f"{where}keys missing: {missing!r} (got {dict(got)!r})")
+        if extra:
+            problems.append(f"{where}unexpected keys: {extra!r} (got {dict(got)!r})")
+        for key in expected:
+            if key in got:
+                problems += _differences(got[key], expected[key], f"{path}[{key!r}]")
+        return problems
+    if isinstance(expected, (list, tuple)):
+        if type(got) is not cls:
+            return [f"{where}expected {_describe(expected)}, got {_describe(got)}"]
+        assert isinstance(got, (list, tuple))
+        if len(got) != len(expected):
+            return [
+                f"{where}expected {len(expected)} item(s), got {len(got)}:\n"
+                f"    expected: {expected!r}\n    got:      {got!r}"
+            ]
+        problems = []
+        for index, (item, wanted) in enumerate(zip(got, expected, strict=True)):
+            problems += _differences(item, wanted, f"{path}[{index}]")
+        return problems
+    if isinstance(expected, enum.Enum):
+        if not isinstance(got, cls) or got != expected:
+            return [f"{where}expected {expected!r}, got {_describe(got)}"]
+        return []
+    if isinstance(expected, datetime):
+        if not isinstance(got, datetime):
+            return [f"{where}expected the datetime {expected!r}, got {_describe(got)}"]
+        if got.utcoffset() is None:
+            return [
+                f"{where}expected the aware datetime {expected.isoformat()}, got the naive "
+                f"{got.isoformat()}: datetimes must come back timezone-aware"
+            ]
+        if got != expected:
+            return [f"{where}expected {expected.isoformat()}, got {got.isoformat()}"]
+        return []
+    if isinstance(expected, bool) or isinstance(got, bool):
+        if type(got) is not type(expected) or got != expected:
+            return [f"{where}expected {expected!r}, got {_describe(got)}"]
+        return []
+    if isinstance(expected, (int, float)):
+        if not isinstance(got, (int, float)) or got != expected:
+            return [f"{where}expected {expected!r}, got {_describe(got)}"]
+        return []
+    if got != expected or type(got) is not cls:
+        return [f"{where}expected {expected!r}, got {_describe(got)}"]
+    return []
+
+
+def _describe(value: object) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _call(query: AuditQuery) -> str:
+    """``audit(AuditQuery(...))`` with only the fields given, datetimes in ISO format."""
+    fields = []
+    for field in attrs.fields(AuditQuery):
+        value = getattr(query, field.name)
+        if value != field.default:
+            shown = value.isoformat() if isinstance(value, datetime) else repr(value)
+            fields.append(f"{field.name}={shown}")
+    return f"audit(AuditQuery({', '.join(fields)}))"
+
+
+def _expect_ids(ids: Sequence[int | None], call: str) -> list[int]:
+    """Fail unless every id is a distinct int; return them."""
+    found = [i for i in ids if isinstance(i, int) and not isinstance(i, bool)]
+    if len(found) != len(ids) or len(set(found)) != len(found):
+        pytest.fail(
+            f"{call} returned the ids {list(ids)}: the storage must give each record a "
+            "distinct int id when it stores it",
+            pytrace=False,
+        )
+    return found
+
+
+def _missing_methods(storage: object) -> list[str]:
+    wanted = [
+        name
+        for name in dir(Storage)
+        if not name.startswith("_") and callable(getattr(Storage, name, None))
+    ]
+    return [name for name in wanted if not callable(getattr(storage, name, None))]
+
+
+def _expect_conflict(
+    storage: Storage, change: Change, *, expected: int, actual: int, what: str
+) -> ConflictError:
+    try:
+        storage.commit(change)
+    except ConflictError as exc:
+        _expect_same(
+            (exc.expected, exc.actual),
+            (expected, actual),
+            f"(expected, actual) revisions of the ConflictError raised by {what}",
+        )
+        return exc
+    except StorageError as exc:
+        pytest.fail(
+            f"{what}: commit() raised {type(exc).__name__}({exc}), but a revision mismatch "
+            "must raise ConflictError; call Change.check() before writing",
+            pytrace=False,
+        )
+    pytest.fail(
+        f"{what}: commit() succeeded, but must raise ConflictError (expected revision "
+        f"{expected}, found {actual}) and write nothing; call Change.check() with the "
+        "stored records inside the transaction",
+        pytrace=False,
+    )
+
+
+def _observe(storage: Storage, plugin_id: str) -> dict[str, object]:
+    """Everything a commit to ``plugin_id`` could change, by the call that reads it."""
+    return {
+        "generation()": storage.generation(),
+        "list_plugins()": storage.list_plugins(),
+        f"list_tenants({plugin_id!r})": storage.list_tenants(plugin_id),
+        f"versions({plugin_id!r})": storage.versions(plugin_id),
+        "audit(AuditQuery())": storage.audit(AuditQuery()),
+        "enabled_plugins('acme')": storage.enabled_plugins("acme"),
+        "enabled_plugins('globex')": storage.enabled_plugins("globex"),
+    }
+
+
+def _expect_unchanged(
+    storage: Storage, plugin_id: str, before: dict[str, object], after: str
+) -> None:
+    now = _observe(storage, plugin_id)
+    problems = [
+        f"{call} changed:\n    " + "\n    ".join(diffs)
+        for call, value in before.items()
+        if (diffs := _differences(now[call], value, ""))
+    ]
+    if problems:
+        pytest.fail(
+            f"{after} must write nothing (the commit is atomic), yet:\n  " + "\n  ".join(problems),
+            pytrace=False,
+        )
+
+
+# -- threads ---------------------------------------------------------------------------------
+
+
+def _run_in_threads(tasks: Sequence[Callable[[], _T]], what: str) -> list[_T | BaseException]:
+    """Run each task in its own thread; return each one's result or exception, in order."""
+    outcomes: dict[int, _T | BaseException] = {}
+
+    def run(index: int) -> None:
+        try:
+            outcomes[index] = tasks[index]()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread, which reports it
+            outcomes[index] = exc
+
+    # Daemon threads: a backend that deadlocks fails the test instead of hanging the run.
+    threads = [
+        threading.Thread(target=run, args=(i,), name=f"storage-contract-{i}", daemon=True)
+        for i in range(len(tasks))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(_THREAD_TIMEOUT)
+    stuck = [t.name for t in threads if t.is_alive()]
+    if stuck:
+        pytest.fail(
+            f"{what}: {len(stuck)} of {len(threads)} threads were still running after "
+            f"{_THREAD_TIMEOUT:.0f} s (a deadlock, or a lock that is never released?)",
+            pytrace=False,
+        )
+    return [outcomes[i] for i in range(len(tasks))]
+
+
+def _race(storage: Storage, changes: Sequence[Change], revision: int) -> int:
+    """Commit ``changes`` from one thread each, all at once; return the index of the winner."""
+    barrier = threading.Barrier(len(changes))
+    start = storage.generation()
+
+    def racer(change: Change) -> Callable[[], int]:
+        def run() -> int:
+            barrier.wait(_THREAD_TIMEOUT)
+            return storage.commit(change)
+
+        return run
+
+    what = f"{len(changes)} threads writing revision {revision} of one record"
+    outcomes = _run_in_threads([racer(c) for c in changes], what)
+    winners = [i for i, o in enumerate(outcomes) if not isinstance(o, BaseException)]
+    conflicts = [o for o in outcomes if isinstance(o, ConflictError)]
+    others = [
+        o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, ConflictError)
+    ]
+    if others:
+        pytest.fail(
+            f"{what}: a writer failed with {type(others[0]).__name__}: {others[0]}; the "
+            "loser must get ConflictError (the backend must serialise the transactions)",
+            pytrace=False,
+        )
+    if len(winners) != 1:
+        pytest.fail(
+            f"{what}: {len(winners)} writers succeeded, exactly one must; the others must "
+            "get ConflictError (check the revision and write in one transaction, holding "
+            "a write lock, or update only where the stored revision is still r - 1)",
+            pytrace=False,
+        )
+    for conflict in conflicts:
+        _expect_same(
+            (conflict.expected, conflict.actual),
+            (revision - 1, revision),
+            f"{what}: (expected, actual) revisions of the loser's ConflictError",
+        )
+    _expect_same(outcomes[winners[0]], start + 1, f"{what}: the generation the winner got")
+    _expect_same(storage.generation(), start + 1, f"{what}: generation() after the race")
+    return winners[0]

@@ -1,0 +1,352 @@
+"""The registry: the plugin lifecycle, each step checked, audited and atomic."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services_ai_plugins import (
+    ConflictError,
+    DependencyError,
+    Manifest,
+    MemoryStorage,
+    PluginNotFound,
+    PluginStatus,
+    Registry,
+    SettingsError,
+    SQLiteStorage,
+    Storage,
+    TransitionError,
+)
+
+HASH = "0" * 64
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def manifest(plugin_id: str = "crm-sync", version: str = "1.0.0", **extra: Any) -> Manifest:
+    document: dict[str, Any] = {
+        "id": plugin_id,
+        "name": plugin_id.replace("-", " ").title(),
+        "version": version,
+        "permissions": ["read_leads"],
+        "optional_permissions": ["export_leads"],
+        "settings": [
+            {"name": "token", "type": "secret"},
+            {"name": "limit", "type": "integer", "default": 10, "min": 1},
+            {"name": "label", "type": "string", "required": True},
+        ],
+        **extra,
+    }
+    return Manifest.from_dict(document)
+
+
+class Clock:
+    """A clock that moves one minute per reading."""
+
+    def __init__(self) -> None:
+        self.ticks = itertools.count()
+
+    def __call__(self) -> datetime:
+        return START + timedelta(minutes=next(self.ticks))
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    store: Storage = (
+        MemoryStorage() if request.param == "memory" else SQLiteStorage(tmp_path / "r.db")
+    )
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def registry(storage: Storage) -> Registry:
+    return Registry(storage, clock=Clock())
+
+
+def approved(registry: Registry, plugin_id: str = "crm-sync", **extra: Any) -> None:
+    registry.install(manifest(plugin_id, **extra), actor="dev", code_hash=HASH)
+    registry.approve(plugin_id, actor="admin")
+
+
+def audit_count(registry: Registry) -> int:
+    return len(registry.audit_log(limit=100_000))
+
+
+def test_install_records_a_pending_plugin_with_history_and_audit(registry: Registry) -> None:
+    """install: pending, one version in the history, one audit event naming the hash."""
+    record = registry.install(manifest(), actor="dev", code_hash=HASH, package_path="/p/crm")
+    assert (record.status, record.revision, record.installed_by) == (PluginStatus.PENDING, 1, "dev")
+    assert registry.plugin("crm-sync") == record
+    assert registry.manifest("crm-sync") == manifest()
+    assert [(v.version, v.code_hash) for v in registry.history("crm-sync")] == [("1.0.0", HASH)]
+    [event] = registry.audit_log()
+    assert (event.action, event.actor, event.plugin_id) == ("install", "dev", "crm-sync")
+    assert event.after == {"status": "pending", "version": "1.0.0", "code_hash": HASH}
+
+
+def test_a_second_install_needs_reinstall(registry: Registry) -> None:
+    """Installing over an installed plugin is refused unless it is a reinstall."""
+    registry.install(manifest(), actor="dev", code_hash=HASH)
+    with pytest.raises(TransitionError, match="reinstall=True") as caught:
+        registry.install(manifest(), actor="dev", code_hash=HASH)
+    assert caught.value.status == "pending"
+    assert audit_count(registry) == 1
+
+
+def test_approve_grants_declared_permissions_and_records_who(registry: Registry) -> None:
+    """approve: approved, the manifest's permissions granted, who and when recorded."""
+    registry.install(manifest(), actor="dev", code_hash=HASH)
+    record = registry.approve("crm-sync", actor="admin")
+    assert record.status is PluginStatus.APPROVED
+    assert record.granted_permissions == ("read_leads",)
+    assert record.approved_by == "admin"
+    assert record.approved_at == START + timedelta(minutes=1)
+    assert registry.audit_log(action="approve")[0].after == {
+        "status": "approved",
+        "granted_permissions": ["read_leads"],
+    }
+
+
+def test_a_rejected_plugin_needs_a_new_install(registry: Registry) -> None:
+    """reject needs a reason; a rejected plugin cannot be approved, only installed again."""
+    registry.install(manifest(), actor="dev", code_hash=HASH)
+    with pytest.raises(ValueError, match="reason"):
+        registry.reject("crm-sync", actor="admin", reason=" ")
+    record = registry.reject("crm-sync", actor="admin", reason="phones home")
+    assert (record.status, record.status_reason) == (PluginStatus.REJECTED, "phones home")
+    with pytest.raises(TransitionError) as caught:
+        registry.approve("crm-sync", actor="admin")
+    assert (caught.value.status, caught.value.allowed) == ("rejected", ("install", "uninstall"))
+    assert "cannot approve plugin 'crm-sync': it is rejected" in str(caught.value)
+    again = registry.install(manifest(version="1.0.1"), actor="dev", code_hash=HASH)
+    assert (again.status, again.revision, again.status_reason) == (PluginStatus.PENDING, 3, None)
+
+
+def test_enable_only_when_approved(registry: Registry) -> None:
+    """A pending plugin cannot be enabled; an approved one can, per tenant."""
+    registry.install(manifest(), actor="dev", code_hash=HASH)
+    with pytest.raises(TransitionError, match="it is pending"):
+        registry.enable("crm-sync", "acme", actor="owner")
+    registry.approve("crm-sync", actor="admin")
+    record = registry.enable("crm-sync", "acme", actor="owner")
+    assert (record.enabled, record.revision, record.changed_by) == (True, 1, "owner")
+    assert registry.enabled_plugins("acme") == ["crm-sync"]
+    assert registry.enabled_plugins("globex") == []
+
+
+def test_repeating_a_step_writes_nothing(registry: Registry) -> None:
+    """Enabling an enabled plugin, or disabling one never enabled, is not a change."""
+    approved(registry)
+    registry.enable("crm-sync", "acme", actor="owner")
+    count = audit_count(registry)
+    assert registry.enable("crm-sync", "acme", actor="owner").revision == 1
+    assert registry.disable("crm-sync", "globex", actor="owner").revision == 0
+    assert registry.tenant("crm-sync", "globex") is None
+    assert audit_count(registry) == count
+
+
+def test_suspended_plugins_run_nowhere_until_resumed(registry: Registry) -> None:
+    """suspend takes a plugin out of every tenant; resume brings it back."""
+    approved(registry)
+    for tenant in ("acme", "globex"):
+        registry.enable("crm-sync", tenant, actor="owner")
+    registry.suspend("crm-sync", actor="breaker", reason="5 failures in a row")
+    assert registry.enabled_plugins("acme") == registry.enabled_plugins("globex") == []
+    with pytest.raises(TransitionError):
+        registry.enable("crm-sync", "initech", actor="owner")
+    registry.disable("crm-sync", "globex", actor="owner")
+    registry.resume("crm-sync", actor="admin")
+    assert registry.enabled_plugins("acme") == ["crm-sync"]
+    assert registry.enabled_plugins("globex") == []
+
+
+def test_settings_are_validated_coerced_and_defaulted(registry: Registry) -> None:
+    """set_settings coerces form text; get_settings fills in defaults."""
+    approved(registry)
+    assert registry.get_settings("crm-sync", "acme") == {"token": None, "limit": 10, "label": None}
+    values = registry.set_settings("crm-sync", "acme", {"limit": "25", "label": "Sales"}, actor="o")
+    assert values == {"token": None, "limit": 25, "label": "Sales"}
+    assert registry.set_settings("crm-sync", "acme", {"limit": None}, actor="o")["limit"] == 10
+
+
+def test_refused_settings_store_nothing(registry: Registry) -> None:
+    """Invalid values raise SettingsError naming each setting, and nothing is written."""
+    approved(registry)
+    count = audit_count(registry)
+    with pytest.raises(SettingsError) as caught:
+        registry.set_settings("crm-sync", "acme", {"limit": 0, "colour": "red"}, actor="o")
+    assert {p.path for p in caught.value.problems} == {"limit", "colour"}
+    with pytest.raises(SettingsError, match="label: is required"):
+        registry.set_settings("crm-sync", "acme", {"limit": 5}, actor="o", partial=False)
+    assert audit_count(registry) == count
+    assert registry.tenant("crm-sync", "acme") is None
+
+
+def test_secrets_never_reach_the_audit_trail_or_reprs(registry: Registry) -> None:
+    """A secret's value is masked in audit events and left out of the record's repr."""
+    approved(registry)
+    registry.set_settings("crm-sync", "acme", {"token": "hunter2", "label": "x"}, actor="o")
+    [event] = registry.audit_log(action="set settings")
+    assert event.after == {"settings": {"label": "x", "token": "********"}}
+    assert event.before == {"settings": {"label": None, "token": None}}
+    record = registry.tenant("crm-sync", "acme")
+    assert record is not None
+    assert record.settings["token"] == "hunter2"
+    assert "hunter2" not in repr(record)
+    assert "hunter2" not in repr(registry.audit_log())
+    assert registry.get_settings("crm-sync", "acme")["token"] == "hunter2"
+
+
+def test_optional_permissions_are_granted_per_tenant(registry: Registry) -> None:
+    """grant/revoke change one tenant's optional grants; other permissions are refused."""
+    approved(registry)
+    assert registry.grant("crm-sync", "acme", "export_leads", actor="admin").optional_grants == (
+        "export_leads",
+    )
+    assert registry.tenant("crm-sync", "globex") is None
+    with pytest.raises(ValueError, match="not an optional permission"):
+        registry.grant("crm-sync", "acme", "delete_everything", actor="admin")
+    count = audit_count(registry)
+    registry.grant("crm-sync", "acme", "export_leads", actor="admin")
+    assert audit_count(registry) == count
+    assert registry.revoke("crm-sync", "acme", "export_leads", actor="admin").optional_grants == ()
+
+
+def test_uninstall_is_refused_while_enabled_plugins_depend_on_it(registry: Registry) -> None:
+    """uninstall names the enabled dependents; once they are off it proceeds."""
+    approved(registry)
+    approved(registry, "lead-scorer", requires_plugins={"crm-sync": ">=1"})
+    registry.enable("crm-sync", "acme", actor="owner")
+    registry.enable("lead-scorer", "acme", actor="owner")
+    with pytest.raises(DependencyError) as caught:
+        registry.uninstall("crm-sync", actor="admin")
+    assert caught.value.dependents == ("lead-scorer",)
+    registry.disable("lead-scorer", "acme", actor="owner")
+    record = registry.uninstall("crm-sync", actor="admin")
+    assert record.status is PluginStatus.UNINSTALLED
+    assert registry.tenant("crm-sync", "acme") is None
+    assert registry.enabled_plugins("acme") == []
+    assert len(registry.history("crm-sync")) == 1
+    assert registry.audit_log(plugin_id="crm-sync")[0].action == "uninstall"
+    with pytest.raises(TransitionError, match="allowed: install"):
+        registry.enable("crm-sync", "acme", actor="owner")
+    assert registry.install(manifest(), actor="dev", code_hash=HASH).revision == record.revision + 1
+
+
+def test_reinstall_waits_for_approval_and_keeps_tenants(registry: Registry) -> None:
+    """An upgrade goes back to pending; tenants' data waits for the new approval."""
+    approved(registry)
+    registry.enable("crm-sync", "acme", actor="owner")
+    registry.set_settings("crm-sync", "acme", {"label": "Sales"}, actor="owner")
+    registry.install(manifest(version="2.0.0"), actor="dev", code_hash="f" * 64, reinstall=True)
+    assert registry.enabled_plugins("acme") == []
+    registry.approve("crm-sync", actor="admin")
+    assert registry.enabled_plugins("acme") == ["crm-sync"]
+    assert registry.get_settings("crm-sync", "acme")["label"] == "Sales"
+    assert [v.version for v in registry.history("crm-sync")] == ["1.0.0", "2.0.0"]
+    assert registry.audit_log(action="reinstall")[0].before == {
+        "status": "approved",
+        "version": "1.0.0",
+    }
+
+
+def test_the_audit_log_filters(registry: Registry) -> None:
+    """audit_log filters by plugin, tenant, actor, action and time, newest first."""
+    approved(registry)
+    approved(registry, "mailer")
+    registry.enable("crm-sync", "acme", actor="owner")
+    registry.enable("mailer", "globex", actor="other")
+    events = registry.audit_log()
+    assert [e.action for e in events] == [
+        "enable",
+        "enable",
+        "approve",
+        "install",
+        "approve",
+        "install",
+    ]
+    assert [e.id for e in events] == sorted((e.id for e in events), reverse=True)
+    assert [e.plugin_id for e in registry.audit_log(tenant="acme")] == ["crm-sync"]
+    assert [e.tenant for e in registry.audit_log(actor="other")] == ["globex"]
+    assert len(registry.audit_log(plugin_id="mailer")) == 3
+    middle = START + timedelta(minutes=2)
+    assert {
+        e.at for e in registry.audit_log(since=middle, until=middle + timedelta(minutes=2))
+    } == {
+        middle,
+        middle + timedelta(minutes=1),
+    }
+    assert len(registry.audit_log(limit=2)) == 2
+
+
+def test_every_change_writes_exactly_one_audit_event(registry: Registry) -> None:
+    """Each state change adds one audit event, in the same commit as the change."""
+    steps = [
+        lambda: registry.install(manifest(), actor="dev", code_hash=HASH),
+        lambda: registry.approve("crm-sync", actor="admin"),
+        lambda: registry.enable("crm-sync", "acme", actor="owner"),
+        lambda: registry.set_settings("crm-sync", "acme", {"label": "x"}, actor="owner"),
+        lambda: registry.grant("crm-sync", "acme", "export_leads", actor="admin"),
+        lambda: registry.revoke("crm-sync", "acme", "export_leads", actor="admin"),
+        lambda: registry.suspend("crm-sync", actor="admin", reason="r"),
+        lambda: registry.resume("crm-sync", actor="admin"),
+        lambda: registry.disable("crm-sync", "acme", actor="owner"),
+        lambda: registry.uninstall("crm-sync", actor="admin"),
+    ]
+    for number, step in enumerate(steps, start=1):
+        generation = registry.storage.generation()
+        step()
+        assert audit_count(registry) == number
+        assert registry.storage.generation() == generation + 1
+
+
+def test_unknown_plugins_and_bad_arguments(registry: Registry) -> None:
+    """Unknown ids raise PluginNotFound; empty actors and tenants are refused."""
+    with pytest.raises(PluginNotFound, match="no plugin 'ghost'"):
+        registry.approve("ghost", actor="admin")
+    with pytest.raises(LookupError):
+        registry.plugin("ghost")
+    with pytest.raises(ValueError, match="actor"):
+        registry.install(manifest(), actor="", code_hash=HASH)
+    approved(registry)
+    with pytest.raises(ValueError, match="tenant"):
+        registry.enable("crm-sync", "", actor="owner")
+
+
+class Interfering:
+    """A storage that lets another writer commit just before the first commit."""
+
+    def __init__(self, inner: Storage, interfere: Any) -> None:
+        self.inner = inner
+        self.interfere = interfere
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def commit(self, change: Any) -> int:
+        interfere, self.interfere = self.interfere, None
+        if interfere is not None:
+            interfere()
+        return self.inner.commit(change)
+
+
+def test_a_decision_on_a_stale_read_is_a_conflict(storage: Storage) -> None:
+    """A step decided on a state another writer changed raises ConflictError, writes nothing."""
+    other = Registry(storage, clock=Clock())
+    approved(other)
+    racing = Registry(
+        Interfering(storage, lambda: other.suspend("crm-sync", actor="x", reason="r")),  # type: ignore[arg-type]
+        clock=Clock(),
+    )
+    count = audit_count(other)
+    with pytest.raises(ConflictError) as caught:
+        racing.enable("crm-sync", "acme", actor="owner")
+    assert (caught.value.expected, caught.value.actual) == (2, 3)
+    assert audit_count(other) == count + 1  # only the suspension
+    assert other.tenant("crm-sync", "acme") is None

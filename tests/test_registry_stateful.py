@@ -1,0 +1,260 @@
+"""A Hypothesis state machine drives the registry with random steps and checks its invariants."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import hypothesis.strategies as st
+from hypothesis import settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from services_ai_plugins import (
+    DependencyError,
+    Manifest,
+    MemoryStorage,
+    PluginNotFound,
+    PluginStatus,
+    Registry,
+    SQLiteStorage,
+    Storage,
+    TransitionError,
+)
+
+PLUGINS = ("alpha", "bravo", "charlie")
+TENANTS = ("acme", "globex")
+HASH = "a" * 64
+CONFIGURABLE = {PluginStatus.PENDING, PluginStatus.APPROVED, PluginStatus.SUSPENDED}
+
+
+def manifest(plugin_id: str) -> Manifest:
+    document: dict[str, Any] = {
+        "id": plugin_id,
+        "name": plugin_id.title(),
+        "version": "1.0",
+        "optional_permissions": ["export"],
+        "settings": [{"name": "limit", "type": "integer", "default": 1, "min": 0}],
+    }
+    if plugin_id == "bravo":
+        document["requires_plugins"] = {"alpha": ""}
+    return Manifest.from_dict(document)
+
+
+MANIFESTS = {plugin_id: manifest(plugin_id) for plugin_id in PLUGINS}
+
+
+class RegistryMachine(RuleBasedStateMachine):
+    """The model: each plugin's status, and what each tenant has set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.storage = self.make_storage()
+        self.registry = Registry(self.storage)
+        self.status: dict[str, PluginStatus] = {}
+        self.enabled: set[tuple[str, str]] = set()
+        self.grants: set[tuple[str, str]] = set()
+        self.limits: dict[tuple[str, str], int] = {}
+        self.changes = 0
+        self.revisions: dict[str, int] = {}
+        self.generation = 0
+
+    def make_storage(self) -> Storage:
+        return MemoryStorage()
+
+    def teardown(self) -> None:
+        self.storage.close()
+
+    # -- the model's predictions ----------------------------------------------------------------
+
+    def expect(self, allowed: bool, call: Any, *, changes: bool = True) -> bool:
+        """Run ``call``; it must succeed exactly when the model allows it."""
+        before = self.audit_count()
+        try:
+            call()
+        except (TransitionError, DependencyError, PluginNotFound) as error:
+            assert not allowed, f"refused a step the model allows: {error}"
+            assert self.audit_count() == before, "a refused step wrote an audit event"
+            return False
+        assert allowed, "performed a step the model forbids"
+        if changes:
+            self.changes += 1
+        return True
+
+    def audit_count(self) -> int:
+        return len(self.registry.audit_log(limit=1_000_000))
+
+    def dependents(self, plugin_id: str) -> bool:
+        return (
+            plugin_id == "alpha"
+            and self.status.get("bravo") is PluginStatus.APPROVED
+            and any((p, t) in self.enabled for p, t in self.enabled if p == "bravo")
+        )
+
+    # -- rules ----------------------------------------------------------------------------------
+
+    @rule(plugin_id=st.sampled_from(PLUGINS), reinstall=st.booleans())
+    def install(self, plugin_id: str, reinstall: bool) -> None:
+        status = self.status.get(plugin_id)
+        fresh = status in (None, PluginStatus.REJECTED, PluginStatus.UNINSTALLED)
+        call = lambda: self.registry.install(  # noqa: E731 - a deferred call
+            MANIFESTS[plugin_id], actor="dev", code_hash=HASH, reinstall=reinstall
+        )
+        if self.expect(fresh or reinstall, call):
+            self.status[plugin_id] = PluginStatus.PENDING
+
+    @rule(plugin_id=st.sampled_from(PLUGINS))
+    def approve(self, plugin_id: str) -> None:
+        allowed = self.status.get(plugin_id) is PluginStatus.PENDING
+        if self.expect(allowed, lambda: self.registry.approve(plugin_id, actor="admin")):
+            self.status[plugin_id] = PluginStatus.APPROVED
+
+    @precondition(lambda self: bool(self.status))
+    @rule(plugin_id=st.sampled_from(PLUGINS))
+    def reject(self, plugin_id: str) -> None:
+        allowed = self.status.get(plugin_id) is PluginStatus.PENDING
+        call = lambda: self.registry.reject(plugin_id, actor="admin", reason="no")  # noqa: E731
+        if self.expect(allowed, call):
+            self.status[plugin_id] = PluginStatus.REJECTED
+
+    @rule(plugin_id=st.sampled_from(PLUGINS))
+    def suspend(self, plugin_id: str) -> None:
+        allowed = self.status.get(plugin_id) is PluginStatus.APPROVED
+        call = lambda: self.registry.suspend(plugin_id, actor="breaker", reason="fails")  # noqa: E731
+        if self.expect(allowed, call):
+            self.status[plugin_id] = PluginStatus.SUSPENDED
+
+    @rule(plugin_id=st.sampled_from(PLUGINS))
+    def resume(self, plugin_id: str) -> None:
+        allowed = self.status.get(plugin_id) is PluginStatus.SUSPENDED
+        if self.expect(allowed, lambda: self.registry.resume(plugin_id, actor="admin")):
+            self.status[plugin_id] = PluginStatus.APPROVED
+
+    @rule(plugin_id=st.sampled_from(PLUGINS), tenant=st.sampled_from(TENANTS))
+    def enable(self, plugin_id: str, tenant: str) -> None:
+        allowed = self.status.get(plugin_id) is PluginStatus.APPROVED
+        new = (plugin_id, tenant) not in self.enabled
+        call = lambda: self.registry.enable(plugin_id, tenant, actor="owner")  # noqa: E731
+        if self.expect(allowed, call, changes=new):
+            self.enabled.add((plugin_id, tenant))
+
+    @rule(plugin_id=st.sampled_from(PLUGINS), tenant=st.sampled_from(TENANTS))
+    def disable(self, plugin_id: str, tenant: str) -> None:
+        allowed = self.status.get(plugin_id) in CONFIGURABLE
+        new = (plugin_id, tenant) in self.enabled
+        call = lambda: self.registry.disable(plugin_id, tenant, actor="owner")  # noqa: E731
+        if self.expect(allowed, call, changes=new):
+            self.enabled.discard((plugin_id, tenant))
+
+    @rule(
+        plugin_id=st.sampled_from(PLUGINS),
+        tenant=st.sampled_from(TENANTS),
+        grant=st.booleans(),
+    )
+    def grant_or_revoke(self, plugin_id: str, tenant: str, grant: bool) -> None:
+        allowed = self.status.get(plugin_id) in CONFIGURABLE
+        key = (plugin_id, tenant)
+        new = (key not in self.grants) if grant else (key in self.grants)
+        step = self.registry.grant if grant else self.registry.revoke
+        call = lambda: step(plugin_id, tenant, "export", actor="admin")  # noqa: E731
+        if self.expect(allowed, call, changes=new):
+            (self.grants.add if grant else self.grants.discard)(key)
+
+    @rule(
+        plugin_id=st.sampled_from(PLUGINS),
+        tenant=st.sampled_from(TENANTS),
+        limit=st.integers(0, 3),
+    )
+    def set_limit(self, plugin_id: str, tenant: str, limit: int) -> None:
+        allowed = self.status.get(plugin_id) in CONFIGURABLE
+        key = (plugin_id, tenant)
+        new = self.limits.get(key) != limit
+        call = lambda: self.registry.set_settings(  # noqa: E731
+            plugin_id, tenant, {"limit": limit}, actor="owner"
+        )
+        if self.expect(allowed, call, changes=new):
+            self.limits[key] = limit
+
+    @rule(plugin_id=st.sampled_from(PLUGINS))
+    def uninstall(self, plugin_id: str) -> None:
+        status = self.status.get(plugin_id)
+        allowed = status is not None and status is not PluginStatus.UNINSTALLED
+        if allowed and self.dependents(plugin_id):
+            try:
+                self.registry.uninstall(plugin_id, actor="admin")
+            except DependencyError as error:
+                assert error.dependents == ("bravo",)
+                return
+            raise AssertionError("uninstalled a plugin that enabled plugins require")
+        if self.expect(allowed, lambda: self.registry.uninstall(plugin_id, actor="admin")):
+            self.status[plugin_id] = PluginStatus.UNINSTALLED
+            for table in (self.enabled, self.grants):
+                table.difference_update({(plugin_id, t) for t in TENANTS})
+            for tenant in TENANTS:
+                self.limits.pop((plugin_id, tenant), None)
+
+    # -- invariants -----------------------------------------------------------------------------
+
+    @invariant()
+    def only_approved_enabled_plugins_run(self) -> None:
+        """enabled_plugins lists exactly the approved plugins enabled for the tenant."""
+        for tenant in TENANTS:
+            running = self.registry.enabled_plugins(tenant)
+            expected = sorted(
+                p
+                for p, t in self.enabled
+                if t == tenant and self.status[p] is PluginStatus.APPROVED
+            )
+            assert running == expected
+            for plugin_id in running:
+                assert self.registry.plugin(plugin_id).status is PluginStatus.APPROVED
+
+    @invariant()
+    def every_change_has_its_audit_event(self) -> None:
+        """The audit trail holds exactly one event per change made."""
+        assert self.audit_count() == self.changes
+
+    @invariant()
+    def revisions_and_the_counter_only_grow(self) -> None:
+        """Plugin revisions never go back; the change counter moves with every change."""
+        for record in self.registry.plugins():
+            assert record.revision >= self.revisions.get(record.id, 0)
+            self.revisions[record.id] = record.revision
+            assert record.status is self.status[record.id]
+        generation = self.storage.generation()
+        assert generation == self.changes
+        assert generation >= self.generation
+        self.generation = generation
+
+    @invariant()
+    def settings_match_the_model(self) -> None:
+        """Stored settings and grants are what the successful steps set."""
+        for plugin_id, status in self.status.items():
+            if status is PluginStatus.UNINSTALLED:
+                continue
+            for tenant in TENANTS:
+                limit = self.limits.get((plugin_id, tenant), 1)
+                assert self.registry.get_settings(plugin_id, tenant) == {"limit": limit}
+                record = self.registry.tenant(plugin_id, tenant)
+                grants = record.optional_grants if record is not None else ()
+                assert grants == (("export",) if (plugin_id, tenant) in self.grants else ())
+
+
+class SQLiteRegistryMachine(RegistryMachine):
+    """The same machine over a SQLite file."""
+
+    def make_storage(self) -> Storage:
+        self.folder = tempfile.TemporaryDirectory()
+        return SQLiteStorage(Path(self.folder.name) / "registry.db")
+
+    def teardown(self) -> None:
+        super().teardown()
+        self.folder.cleanup()
+
+
+TestRegistryMachine = RegistryMachine.TestCase
+TestRegistryMachine.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
+TestSQLiteRegistryMachine = SQLiteRegistryMachine.TestCase
+TestSQLiteRegistryMachine.settings = settings(
+    max_examples=25, stateful_step_count=30, deadline=None
+)
