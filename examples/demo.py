@@ -2,8 +2,10 @@
 
 Run it with ``bash scripts/demo.sh`` (or ``python examples/demo.py`` where the SDK
 is installed). It grows as the SDK does: today it validates the bundled example
-plugin, checks tenant settings against its schema, packs it reproducibly and
-validates the archive an admin would upload.
+plugin, checks tenant settings against its schema, packs it reproducibly,
+validates the archive an admin would upload, and takes the plugin through its
+lifecycle in a registry on the embedded SQLite default: install, approve,
+enable for a tenant, configure, suspend, with the audit trail that records it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ from pathlib import Path
 from services_ai_plugins import (
     HOST_API_VERSION,
     PluginError,
+    Registry,
     SettingsError,
+    SourceKind,
+    SQLiteStorage,
+    TransitionError,
     __version__,
     pack_plugin,
     validate_plugin,
@@ -50,6 +56,33 @@ def main() -> int:
         print(f"3. packed twice: {len(first.files)} files, sha256 {first.sha256[:16]}... ({same})")
         uploaded = validate_plugin(first.path).manifest
         print(f"4. the archive validates as an upload: {uploaded.id} {uploaded.version}")
+
+        registry = Registry(SQLiteStorage(Path(scratch) / "plugins.db"))
+        registry.install(
+            uploaded,
+            actor="ada@ops",
+            code_hash=first.sha256,
+            source=SourceKind.ARCHIVE,
+            package_path=str(first.path),
+        )
+        print(f"5. installed in a SQLite registry: {registry.plugin(uploaded.id).status.value}")
+        try:
+            registry.enable(uploaded.id, "acme", actor="owner@acme")
+        except TransitionError as exc:
+            print(f"   enabling before approval is refused: {exc}")
+        registry.approve(uploaded.id, actor="grace@admin")
+        registry.enable(uploaded.id, "acme", actor="owner@acme")
+        registry.set_settings(uploaded.id, "acme", {"min_value": "100"}, actor="owner@acme")
+        running = registry.enabled_plugins("acme")
+        print(f"6. approved and enabled: plugins running for acme = {running}")
+        print(f"   acme's settings: {registry.get_settings(uploaded.id, 'acme')}")
+        registry.suspend(uploaded.id, actor="grace@admin", reason="investigating a report")
+        print(f"7. suspended: plugins running for acme = {registry.enabled_plugins('acme')}")
+        print("8. the audit trail, newest first:")
+        for event in registry.audit_log(plugin_id=uploaded.id):
+            where = f" for {event.tenant}" if event.tenant else ""
+            print(f"     {event.action}{where} by {event.actor}: {event.before} -> {event.after}")
+        registry.storage.close()
     return 0 if same == "identical" else 1
 
 
