@@ -3,22 +3,26 @@
 The public API is what ``__all__`` lists; every module is private.
 """
 
+from ._api import DeniedCall, HostServices, PluginAPI, requires
 from ._errors import (
     ConflictError,
     DependencyError,
     ManifestError,
     PackageError,
+    PermissionDenied,
     PluginError,
     PluginNotFound,
     Problem,
     SettingsError,
     StorageError,
+    TenantScopeError,
     TransitionError,
 )
 from ._manifest import MAX_MANIFEST_BYTES, Isolation, Manifest
 from ._markers import hookimpl
 from ._memory import MemoryStorage
 from ._package import PackResult, ValidatedPlugin, pack_plugin, validate_plugin
+from ._permissions import DEFAULT_PERMISSIONS, Permission, PermissionCatalogue, Risk
 from ._registry import Registry
 from ._scaffold import ScaffoldResult, scaffold_plugin
 from ._schema import manifest_json_schema
@@ -41,15 +45,18 @@ from ._storage import (
 from ._version import HOST_API_VERSION, __version__
 
 __all__ = [
+    "DEFAULT_PERMISSIONS",
     "HOST_API_VERSION",
     "MAX_MANIFEST_BYTES",
     "AuditEvent",
     "AuditQuery",
     "Change",
     "ConflictError",
+    "DeniedCall",
     "DependencyError",
     "FailureRecord",
     "HookMetrics",
+    "HostServices",
     "Isolation",
     "Manifest",
     "ManifestError",
@@ -57,12 +64,17 @@ __all__ = [
     "MetricsDelta",
     "PackResult",
     "PackageError",
+    "Permission",
+    "PermissionCatalogue",
+    "PermissionDenied",
+    "PluginAPI",
     "PluginError",
     "PluginNotFound",
     "PluginRecord",
     "PluginStatus",
     "Problem",
     "Registry",
+    "Risk",
     "SQLiteStorage",
     "ScaffoldResult",
     "SettingSpec",
@@ -72,6 +84,7 @@ __all__ = [
     "Storage",
     "StorageError",
     "TenantRecord",
+    "TenantScopeError",
     "TransitionError",
     "ValidatedPlugin",
     "VersionRecord",
@@ -79,6 +92,7 @@ __all__ = [
     "hookimpl",
     "manifest_json_schema",
     "pack_plugin",
+    "requires",
     "scaffold_plugin",
     "validate_plugin",
     "validate_settings",

@@ -10,6 +10,8 @@ Everything the SDK raises on purpose derives from one root, so a host can catch
     ├── PluginNotFound     (also LookupError) no plugin with that id is installed
     ├── TransitionError    a lifecycle step is not allowed in the plugin's current state
     ├── DependencyError    other enabled plugins still need this one
+    ├── PermissionDenied   (also PermissionError) a plugin called an API method it has no grant for
+    ├── TenantScopeError   host services returned another tenant's data, or a call needs a tenant
     └── StorageError       the storage backend failed (the driver's error is the __cause__)
         └── ConflictError  another writer changed the record first: re-read and retry
 
@@ -27,11 +29,13 @@ __all__ = [
     "DependencyError",
     "ManifestError",
     "PackageError",
+    "PermissionDenied",
     "PluginError",
     "PluginNotFound",
     "Problem",
     "SettingsError",
     "StorageError",
+    "TenantScopeError",
     "TransitionError",
 ]
 
@@ -182,3 +186,46 @@ class ConflictError(StorageError):
             f"{record} changed since it was read (expected revision {expected}, "
             f"found {actual}): re-read and retry"
         )
+
+
+class PermissionDenied(PluginError, PermissionError):
+    """A plugin called an API method its grants do not allow.
+
+    ``permission`` is what the method needs; nothing was done.
+    """
+
+    def __init__(self, plugin_id: str, permission: str, method: str, tenant: str | None) -> None:
+        self.plugin_id = plugin_id
+        self.permission = permission
+        self.method = method
+        self.tenant = tenant
+        where = f" for tenant {tenant!r}" if tenant else ""
+        super().__init__(
+            f"plugin {plugin_id!r} may not call {method}(){where}: "
+            f"it needs the {permission!r} permission"
+        )
+
+
+class TenantScopeError(PluginError):
+    """A call crossed a tenant boundary: refused, whichever side caused it.
+
+    Raised when host services hand back another tenant's record (a faulty
+    adapter), or when a tenant-scoped method is called from a hook that has no
+    tenant (such as ``register_routes``).
+    """
+
+    def __init__(
+        self, plugin_id: str, method: str, expected: str | None, actual: str | None
+    ) -> None:
+        self.plugin_id = plugin_id
+        self.method = method
+        self.expected = expected
+        self.actual = actual
+        if expected is None:
+            message = f"plugin {plugin_id!r} called {method}() where there is no tenant"
+        else:
+            message = (
+                f"{method}() for plugin {plugin_id!r} returned data of tenant {actual!r} "
+                f"in a call for tenant {expected!r}: refused"
+            )
+        super().__init__(message)

@@ -337,6 +337,19 @@ class Registry:
         """The plugin's record for ``tenant`` (activation, grants, settings), if any."""
         return self._storage.get_tenant(plugin_id, tenant)
 
+    def grants(self, plugin_id: str, tenant: str) -> frozenset[str]:
+        """The permissions the plugin holds for ``tenant``: none unless it is approved.
+
+        The approved permissions of its manifest plus the optional ones granted
+        for this tenant; the snapshot a host gives the plugin's ``PluginAPI``.
+        """
+        plugin = self._storage.get_plugin(plugin_id)
+        if plugin is None or plugin.status is not PluginStatus.APPROVED:
+            return frozenset()
+        record = self._storage.get_tenant(plugin_id, tenant)
+        optional = record.optional_grants if record is not None else ()
+        return frozenset(plugin.granted_permissions) | frozenset(optional)
+
     def history(self, plugin_id: str) -> list[VersionRecord]:
         """Every version of the plugin ever installed, oldest first."""
         return self._storage.versions(plugin_id)

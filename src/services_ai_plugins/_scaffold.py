@@ -143,46 +143,48 @@ _TEST = '''\
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
-from services_ai_plugins import Manifest
+import pytest
+
+from services_ai_plugins import Manifest, PermissionDenied, PluginAPI
+from services_ai_plugins_testing.fakes import FakeHostServices
 
 from main import {cls}
 
-PLUGIN_DIR = Path(__file__).resolve().parent.parent
+MANIFEST = Manifest.from_file(Path(__file__).resolve().parent.parent / "manifest.json")
 
 
-class RecordingAPI:
-    """Stands in for the host's API: records notifications, serves settings."""
-
-    def __init__(self, settings: dict[str, Any]) -> None:
-        self.settings = settings
-        self.notifications: list[str] = []
-
-    def get_setting(self, name: str) -> Any:
-        return self.settings[name]
-
-    def send_notification(self, message: str) -> None:
-        self.notifications.append(message)
+def api_for(services: FakeHostServices, grants: frozenset[str]) -> PluginAPI:
+    """The API the host would hand the plugin for tenant "acme"."""
+    services.settings[("acme", MANIFEST.id)] = MANIFEST.validate_settings({{}})
+    return PluginAPI(MANIFEST.id, services, tenant="acme", grants=grants)
 
 
-def test_manifest_is_valid() -> None:
-    """The manifest parses and declares the hook the plugin implements."""
-    manifest = Manifest.from_file(PLUGIN_DIR / "manifest.json")
-    assert manifest.plugin_class == {cls}.__name__
-    assert manifest.hooks == ("lead_created",)
+def test_manifest_declares_the_hook() -> None:
+    """The manifest names the class and the hook the plugin implements."""
+    assert MANIFEST.plugin_class == {cls}.__name__
+    assert MANIFEST.hooks == ("lead_created",)
 
 
 def test_lead_created_sends_a_notification() -> None:
     """A new lead produces one notification that starts with the greeting."""
-    manifest = Manifest.from_file(PLUGIN_DIR / "manifest.json")
-    api = RecordingAPI(manifest.validate_settings({{}}))
-    lead = SimpleNamespace(name="Ada Lovelace")
+    services = FakeHostServices()
+    lead = services.add_lead("acme", name="Ada Lovelace")
+    api = api_for(services, frozenset(MANIFEST.permissions))
 
     {cls}().lead_created(lead=lead, context=None, api=api)
 
-    assert api.notifications == ["New lead: Ada Lovelace"]
+    assert [n.message for n in services.sent_notifications] == ["New lead: Ada Lovelace"]
+
+
+def test_without_the_permission_nothing_is_sent() -> None:
+    """Without send_notifications the host refuses the call."""
+    services = FakeHostServices()
+    lead = services.add_lead("acme", name="Ada Lovelace")
+
+    with pytest.raises(PermissionDenied):
+        {cls}().lead_created(lead=lead, context=None, api=api_for(services, frozenset()))
+    assert services.sent_notifications == []
 '''
 
 _PYTEST_INI = """\

@@ -1,0 +1,637 @@
+"""Event payloads: records, examples, routes and the wire format."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, get_type_hints
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services_ai_plugins import PluginError
+from services_ai_plugins._types import MAX_INT_DIGITS
+from services_ai_plugins.events import (
+    HTTP_METHODS,
+    PAYLOAD_TYPES,
+    ApiRequest,
+    ApiResponse,
+    Booking,
+    Context,
+    Email,
+    HtmlFragment,
+    Invoice,
+    InvoiceLine,
+    Lead,
+    Notification,
+    PayloadError,
+    Report,
+    Route,
+    Sms,
+    User,
+    Widget,
+    example,
+    from_wire,
+    normalise_routes,
+    to_wire,
+)
+from services_ai_plugins_testing.strategies import json_values
+
+WIRE_TYPES = [cls for cls in PAYLOAD_TYPES if cls is not Route]
+#: The payloads that are parts of others or not tenant data, and so carry no tenant.
+UNTENANTED = {InvoiceLine, Route}
+#: Every datetime field of the payloads.
+DATETIME_FIELDS = [
+    (Lead, "created_at"),
+    (Booking, "starts_at"),
+    (Booking, "ends_at"),
+    (Invoice, "paid_at"),
+    (Report, "generated_at"),
+]
+
+
+def _ids(cls: type[Any]) -> str:
+    return cls.__name__
+
+
+def _wrong(value: object) -> Any:
+    """``value``, typed so that a test may pass a value of the wrong type on purpose."""
+    return value
+
+
+def _view(request: ApiRequest) -> ApiResponse:
+    return ApiResponse(tenant=request.tenant)
+
+
+def _roundtrip(payload: Any) -> Any:
+    """Through the wire and JSON text, as the sandbox sends it."""
+    text = json.dumps(to_wire(payload))
+    return from_wire(type(payload), json.loads(text))
+
+
+# -- the records -------------------------------------------------------------------------------
+
+
+def test_payload_types_are_the_agreed_names() -> None:
+    """PAYLOAD_TYPES lists exactly the agreed records, and __all__ names each of them."""
+    from services_ai_plugins import events
+
+    names = {cls.__name__ for cls in PAYLOAD_TYPES}
+    assert names == {
+        "Context",
+        "User",
+        "Lead",
+        "Booking",
+        "Invoice",
+        "InvoiceLine",
+        "Email",
+        "Sms",
+        "Notification",
+        "Report",
+        "Widget",
+        "Route",
+        "HtmlFragment",
+        "ApiRequest",
+        "ApiResponse",
+    }
+    assert names <= set(events.__all__)
+    for name in events.__all__:
+        assert getattr(events, name) is not None
+
+
+@pytest.mark.parametrize("cls", PAYLOAD_TYPES, ids=_ids)
+def test_every_payload_type_has_a_fresh_example(cls: type[Any]) -> None:
+    """example(cls) builds an instance of cls, a new one on every call."""
+    first, second = example(cls), example(cls)
+    assert type(first) is cls
+    assert first == second
+    assert first is not second
+
+
+def test_example_refuses_other_types() -> None:
+    """example() of a type that is not a payload raises TypeError."""
+    with pytest.raises(TypeError, match="not an event payload type"):
+        example(dict)
+
+
+@pytest.mark.parametrize("cls", PAYLOAD_TYPES, ids=_ids)
+def test_records_are_frozen_slotted_and_documented(cls: type[Any]) -> None:
+    """Every payload is a frozen, slotted, keyword-only attrs class with a docstring."""
+    instance = example(cls)
+    assert attrs.has(cls)
+    assert "__slots__" in vars(cls)
+    assert not hasattr(instance, "__dict__")
+    first = attrs.fields(cls)[0].name
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        setattr(instance, first, getattr(instance, first))
+    assert all(field.kw_only for field in attrs.fields(cls))
+    assert cls.__doc__
+    assert cls.__doc__.strip()
+
+
+@pytest.mark.parametrize("cls", PAYLOAD_TYPES, ids=_ids)
+def test_top_level_payloads_carry_a_tenant(cls: type[Any]) -> None:
+    """Every payload but InvoiceLine and Route has a required str tenant; the others have none."""
+    fields = attrs.fields_dict(cls)
+    if cls in UNTENANTED:
+        assert "tenant" not in fields
+        return
+    assert get_type_hints(cls)["tenant"] is str
+    assert fields["tenant"].default is attrs.NOTHING
+    assert example(cls).tenant == "acme"
+    with pytest.raises(ValueError, match=r"\.tenant must not be empty"):
+        attrs.evolve(example(cls), tenant=" ")
+
+
+@pytest.mark.parametrize("cls", [User, Lead, Booking, Invoice, Report], ids=_ids)
+def test_records_with_an_identity_have_an_id(cls: type[Any]) -> None:
+    """User, Lead, Booking, Invoice and Report have a required str id."""
+    assert get_type_hints(cls)["id"] is str
+    assert attrs.fields_dict(cls)["id"].default is attrs.NOTHING
+
+
+@pytest.mark.parametrize(("cls", "name"), DATETIME_FIELDS, ids=lambda v: getattr(v, "__name__", v))
+def test_naive_datetimes_are_refused(cls: type[Any], name: str) -> None:
+    """Each datetime field refuses a naive datetime with a ValueError naming the field."""
+    naive = datetime(2024, 5, 14, 10, 0)
+    with pytest.raises(ValueError, match=rf"{cls.__name__}\.{name} must be timezone-aware"):
+        attrs.evolve(example(cls), **{name: naive})
+
+
+def test_optional_datetimes_may_be_none_required_ones_may_not() -> None:
+    """None is accepted for optional datetimes and refused for required ones."""
+    assert attrs.evolve(example(Lead), created_at=None).created_at is None
+    with pytest.raises(TypeError, match=r"Report\.generated_at must be a datetime"):
+        attrs.evolve(example(Report), generated_at=_wrong(None))
+
+
+def test_booking_must_not_end_before_it_starts() -> None:
+    """A booking ending before it starts is refused; a zero-length one is allowed."""
+    booking = example(Booking)
+    with pytest.raises(ValueError, match="must not be before starts_at"):
+        attrs.evolve(booking, ends_at=booking.starts_at - timedelta(minutes=1))
+    assert attrs.evolve(booking, ends_at=booking.starts_at).ends_at == booking.starts_at
+
+
+def test_date_fields_refuse_datetimes() -> None:
+    """Invoice.issued_on takes a date; a datetime (which would lose its time) is refused."""
+    with pytest.raises(TypeError, match=r"Invoice\.issued_on must be a date"):
+        attrs.evolve(example(Invoice), issued_on=datetime(2024, 5, 31, tzinfo=timezone.utc))
+
+
+def test_amounts_are_decimals() -> None:
+    """Amounts take Decimal or int; floats and non-finite numbers are refused."""
+    line = InvoiceLine(description="Seats", quantity=3, unit_price=Decimal("9.99"))
+    assert line.quantity == Decimal(3)
+    assert isinstance(line.quantity, Decimal)
+    with pytest.raises(TypeError, match=r"write Decimal\('0\.1'\)"):
+        InvoiceLine(description="x", quantity=Decimal(1), unit_price=_wrong(0.1))
+    with pytest.raises(ValueError, match="finite"):
+        attrs.evolve(example(Lead), value=Decimal("Infinity"))
+
+
+def test_invoice_totals() -> None:
+    """A line's total is quantity x unit price; an invoice's total sums its lines (0 if none)."""
+    invoice = example(Invoice)
+    assert invoice.lines[0].total == Decimal("1800.00")
+    assert invoice.total == Decimal("1950.00")
+    assert attrs.evolve(invoice, lines=()).total == Decimal(0)
+
+
+def test_invoice_lines_and_currency_are_checked() -> None:
+    """Invoice.lines holds InvoiceLine records and currency is an ISO 4217 code."""
+    with pytest.raises(TypeError, match="InvoiceLine records"):
+        attrs.evolve(example(Invoice), lines=_wrong(({"description": "x"},)))
+    with pytest.raises(ValueError, match="ISO 4217"):
+        attrs.evolve(example(Invoice), currency="euro")
+
+
+def test_collections_are_copied() -> None:
+    """Lists and dicts given to a record are copied, so later changes to them do not leak in."""
+    data: dict[str, Any] = {"tags": ["vip"]}
+    roles = ["sales"]
+    lead = attrs.evolve(example(Lead), data=data)
+    user = attrs.evolve(example(User), roles=roles)
+    data["tags"].append("changed")
+    roles.append("admin")
+    assert lead.data == {"tags": ["vip"]}
+    assert user.roles == ("sales",)
+    assert type(lead.data) is dict
+
+
+def test_a_single_string_is_not_a_tuple_of_strings() -> None:
+    """Email.to given one address as a string is refused, not split into characters."""
+    with pytest.raises(TypeError, match="not a single string"):
+        Email(tenant="acme", to="a@example.com", subject="s", body="b")
+    with pytest.raises(ValueError, match="at least one address"):
+        Email(tenant="acme", to=(), subject="s", body="b")
+
+
+def test_json_values_only_in_json_fields() -> None:
+    """Lead.data and Context.extras refuse values that JSON cannot carry."""
+    with pytest.raises(ValueError, match="JSON value"):
+        attrs.evolve(example(Lead), data=_wrong({"when": date(2024, 1, 1)}))
+    with pytest.raises(ValueError, match="finite"):
+        attrs.evolve(example(Context), extras={"ratio": float("nan")})
+
+
+def test_html_fragment_placement() -> None:
+    """HtmlFragment.placement is 'head' or 'footer'."""
+    assert attrs.evolve(example(HtmlFragment), placement="footer").placement == "footer"
+    with pytest.raises(ValueError, match="'head' or 'footer'"):
+        attrs.evolve(example(HtmlFragment), placement=_wrong("body"))
+
+
+def test_api_request_and_response_are_checked() -> None:
+    """Requests need an upper-case method and a '/' path; responses a 100-599 status and bytes."""
+    request = example(ApiRequest)
+    with pytest.raises(ValueError, match="upper-case method"):
+        attrs.evolve(request, method="get")
+    with pytest.raises(ValueError, match="starting with '/'"):
+        attrs.evolve(request, path="stats")
+    with pytest.raises(ValueError, match="100-599"):
+        ApiResponse(tenant="acme", status=700)
+    with pytest.raises(TypeError, match="encode text first"):
+        ApiResponse(tenant="acme", body=_wrong("text"))
+    with pytest.raises(TypeError, match="strings as keys and values"):
+        ApiResponse(tenant="acme", headers=_wrong({"x-count": 3}))
+
+
+def test_api_response_json() -> None:
+    """ApiResponse.json writes compact UTF-8 JSON, keeps extra headers and refuses NaN."""
+    data: Any = {"name": "Zoë", "n": (1, 2)}  # a tuple, which JSON writes as an array
+    response = ApiResponse.json("acme", data, 201, headers={"x-a": "1"})
+    assert response.status == 201
+    assert response.headers == {"content-type": "application/json", "x-a": "1"}
+    assert json.loads(response.body) == {"name": "Zoë", "n": [1, 2]}
+    assert "Zoë".encode() in response.body
+    with pytest.raises(ValueError, match=r"ApiResponse\.json: data must be a finite number"):
+        ApiResponse.json("acme", {"ratio": float("nan")})
+
+
+# -- routes ------------------------------------------------------------------------------------
+
+
+def test_route_defaults_to_get() -> None:
+    """A Route serves GET unless told otherwise and keeps the handler it was given."""
+    route = Route(path="/leads/<id>", handler=_view, name="lead")
+    assert route.methods == ("GET",)
+    assert route.handler is _view
+    assert Route(path="/", handler=_view, name="home", methods=["POST", "PUT"]).methods == (
+        "POST",
+        "PUT",
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("stats", "must start with '/'"),
+        ("", "must start with '/'"),
+        ("/stats?x=1", "must not contain spaces, '\\?' or '#'"),
+        ("/a b", "must not contain spaces"),
+        ("/a/../b", "'.' or '..' segments"),
+        ("/a/./b", "'.' or '..' segments"),
+    ],
+)
+def test_route_path_is_checked(path: str, message: str) -> None:
+    """A route path must start with '/' and hold no spaces, query, fragment or dot segments."""
+    with pytest.raises(ValueError, match=message):
+        Route(path=path, handler=_view, name="r")
+
+
+@pytest.mark.parametrize(
+    ("methods", "error", "message"),
+    [
+        (("get",), ValueError, "upper-case HTTP methods.*got 'get'; write 'GET'"),
+        (("FETCH",), ValueError, "got 'FETCH'$"),
+        ((), ValueError, "at least one HTTP method"),
+        (("GET", "GET"), ValueError, "names a method twice"),
+        ("GET", TypeError, "not a single string"),
+        ((1,), TypeError, "strings only"),
+    ],
+)
+def test_route_methods_are_checked(methods: Any, error: type[Exception], message: str) -> None:
+    """Route methods must be a non-empty tuple of distinct upper-case HTTP methods."""
+    with pytest.raises(error, match=message):
+        Route(path="/r", handler=_view, name="r", methods=methods)
+
+
+def test_route_needs_a_callable_handler_and_a_name() -> None:
+    """A Route refuses a handler that is not callable and an empty name."""
+    with pytest.raises(TypeError, match="handler must be callable"):
+        Route(path="/r", handler=_wrong("views.stats"), name="r")
+    with pytest.raises(ValueError, match="name must be a non-empty string"):
+        Route(path="/r", handler=_view, name="")
+
+
+def test_every_allowed_method_makes_a_route() -> None:
+    """Every method in HTTP_METHODS is accepted."""
+    route = Route(path="/r", handler=_view, name="r", methods=tuple(sorted(HTTP_METHODS)))
+    assert set(route.methods) == HTTP_METHODS
+
+
+def _generated() -> Iterator[object]:
+    yield ("one/", _view, "one")
+    yield Route(path="/two", handler=_view, name="two", methods=("POST",))
+
+
+@pytest.mark.parametrize(
+    ("returned", "expected"),
+    [
+        (None, []),
+        ([], []),
+        (Route(path="/a", handler=_view, name="a"), [("/a", "a", ("GET",))]),
+        (("/a", _view, "a"), [("/a", "a", ("GET",))]),
+        (("a/", _view, "a"), [("/a/", "a", ("GET",))]),
+        ([("a", _view, "a"), ("b", _view, "b")], [("/a", "a", ("GET",)), ("/b", "b", ("GET",))]),
+        (
+            (("a", _view, "a"), ("b", _view, "b"), ("c", _view, "c")),
+            [("/a", "a", ("GET",)), ("/b", "b", ("GET",)), ("/c", "c", ("GET",))],
+        ),
+        (_generated(), [("/one/", "one", ("GET",)), ("/two", "two", ("POST",))]),
+    ],
+    ids=["none", "empty", "route", "tuple", "relative", "list", "tuple-of-tuples", "generator"],
+)
+def test_normalise_routes_accepts_every_shape(returned: object, expected: list[Any]) -> None:
+    """None, a Route, a (path, view, name) tuple and iterables of those become Routes."""
+    routes = normalise_routes("crm-sync", returned)
+    assert all(isinstance(route, Route) for route in routes)
+    assert [(r.path, r.name, r.methods) for r in routes] == expected
+    assert all(route.handler is _view for route in routes)
+
+
+@pytest.mark.parametrize(
+    ("returned", "message"),
+    [
+        ("/a", "returned str '/a'"),
+        (b"/a", "returned bytes"),
+        (42, "returned int 42"),
+        ({"/a": _view}, "returned dict"),
+        ([("/a", _view, "a"), 42], "item 1 is int 42"),
+        ([("/a", _view)], r"item 0 is tuple \('/a', "),
+        ([("/a", _view, "a", "extra")], "item 0 is tuple"),
+        ([("/a", "views.stats", "a")], "with a callable view"),
+        ([["/a", _view, "a"]], "item 0 is list"),
+    ],
+)
+def test_normalise_routes_refuses_other_shapes(returned: object, message: str) -> None:
+    """Anything else is a TypeError naming the plugin and the offending item."""
+    with pytest.raises(TypeError, match=message) as caught:
+        normalise_routes("crm-sync", returned)
+    assert "plugin 'crm-sync'" in str(caught.value)
+
+
+def test_normalise_routes_reports_invalid_routes_by_plugin() -> None:
+    """A bad route from a tuple, or two routes with one name, is a ValueError naming the plugin."""
+    with pytest.raises(ValueError, match=r"plugin 'crm-sync': register_routes item 0: .*spaces"):
+        normalise_routes("crm-sync", ("a b", _view, "a"))
+    with pytest.raises(ValueError, match=r"plugin 'crm-sync'.*two routes named 'a'"):
+        normalise_routes("crm-sync", [("a", _view, "a"), ("b", _view, "a")])
+
+
+# -- the wire ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", WIRE_TYPES, ids=_ids)
+def test_examples_round_trip_through_the_wire(cls: type[Any]) -> None:
+    """from_wire(cls, to_wire(x)) == x for every example, also through JSON text."""
+    payload = example(cls)
+    wire = to_wire(payload)
+    assert from_wire(cls, wire) == payload
+    assert _roundtrip(payload) == payload
+    assert json.loads(json.dumps(wire)) == wire  # JSON-ready: nothing but JSON types
+
+
+def test_wire_types() -> None:
+    """Decimals are strings, datetimes and dates ISO 8601, bytes base64, tuples arrays."""
+    invoice = attrs.evolve(
+        example(Invoice), paid_at=datetime(2024, 6, 3, 12, 0, tzinfo=timezone.utc)
+    )
+    wire = to_wire(invoice)
+    assert wire["lines"] == [
+        {"description": "Consulting (hours)", "quantity": "12", "unit_price": "150.00"},
+        {"description": "Setup fee", "quantity": "1", "unit_price": "150.00"},
+    ]
+    assert wire["issued_on"] == "2024-05-31"
+    assert wire["paid_at"] == "2024-06-03T12:00:00+00:00"
+    request = attrs.evolve(example(ApiRequest), body=b"\x00\xffhi")
+    assert to_wire(request)["body"] == "AP9oaQ=="
+    assert to_wire(example(User))["roles"] == ["sales"]
+
+
+def test_datetimes_keep_their_offset_on_the_wire() -> None:
+    """A datetime comes back as the same instant with the same UTC offset; 'Z' reads as UTC."""
+    booking = example(Booking)
+    back = from_wire(Booking, to_wire(booking))
+    assert back.starts_at.utcoffset() == timedelta(hours=2)
+    wire = to_wire(example(Report))
+    wire["generated_at"] = "2024-06-01T06:00:00Z"
+    assert from_wire(Report, wire) == example(Report)
+
+
+def test_route_wire_leaves_the_handler_out_and_is_not_read_back() -> None:
+    """to_wire(Route) drops the handler; from_wire(Route, ...) is refused with a TypeError."""
+    assert to_wire(example(Route)) == {"path": "/stats", "name": "lead-stats", "methods": ["GET"]}
+    with pytest.raises(TypeError, match="handler is code, not data"):
+        from_wire(Route, to_wire(example(Route)))
+
+
+def test_wire_refuses_what_is_not_a_payload() -> None:
+    """to_wire and from_wire refuse types outside PAYLOAD_TYPES with a TypeError."""
+    with pytest.raises(TypeError, match="not an event payload"):
+        to_wire({"tenant": "acme"})
+    with pytest.raises(TypeError, match="not an event payload type"):
+        from_wire(dict, {})
+
+
+def _problems(cls: type[Any], data: object) -> dict[str, str]:
+    with pytest.raises(PayloadError) as caught:
+        from_wire(cls, data)
+    error = caught.value
+    assert error.payload_type is cls
+    for problem in error.problems:
+        assert f"{problem.path}: {problem.message}" in str(error) or not problem.path
+    return {problem.path: problem.message for problem in error.problems}
+
+
+def test_payload_error_is_a_value_error_and_a_plugin_error() -> None:
+    """PayloadError is caught as ValueError and as PluginError, and names the payload type."""
+    with pytest.raises(ValueError, match="invalid Sms payload: text: is required") as caught:
+        from_wire(Sms, {"tenant": "acme", "to": "+15550100"})
+    assert isinstance(caught.value, PluginError)
+
+
+def test_from_wire_refuses_unknown_keys_with_their_path() -> None:
+    """Unknown keys are reported by path, nested ones too, with a suggestion when one is close."""
+    wire: Any = to_wire(example(Invoice))
+    wire["colour"] = "red"
+    wire["lines"][1]["price"] = "1.00"
+    wire["x"] = 1
+    assert _problems(Invoice, wire) == {
+        "colour": "unknown key",
+        "x": "unknown key",
+        "lines[1].price": "unknown key; did you mean 'unit_price'?",
+    }
+
+
+@pytest.mark.parametrize(
+    ("cls", "change", "path", "message"),
+    [
+        (Lead, {"tenant": 7}, "tenant", "must be a string (got number)"),
+        (Lead, {"value": 4800.0}, "value", "must be a decimal number as a string"),
+        (Lead, {"value": "4,800"}, "value", "got '4,800'"),
+        (Lead, {"value": "1_000"}, "value", "got '1_000'"),
+        (Lead, {"value": "\u0663"}, "value", "must be a decimal number as a string"),
+        (Lead, {"value": "NaN"}, "value", "got 'NaN'"),
+        (Lead, {"created_at": "2024-05-06T09:30"}, "created_at", "must include a UTC offset"),
+        (Lead, {"created_at": "yesterday"}, "created_at", "ISO 8601 date-time"),
+        (Lead, {"data": []}, "data", "must be an object (got array)"),
+        (Lead, {"data": {"n": float("inf")}}, "data.n", "finite"),
+        (Invoice, {"issued_on": "31/05/2024"}, "issued_on", "ISO 8601 date"),
+        (Invoice, {"lines": {}}, "lines", "must be an array (got object)"),
+        (Invoice, {"lines": [None]}, "lines[0]", "must be an object (got null)"),
+        (User, {"roles": "sales"}, "roles", "must be an array (got string)"),
+        (User, {"roles": ["sales", 1]}, "roles[1]", "must be a string (got number)"),
+        (Report, {"rows": True}, "rows", "must be an integer (got boolean)"),
+        (Report, {"rows": "42"}, "rows", "must be an integer (got string)"),
+        (Widget, {"order": 1.5}, "order", "must be an integer"),
+        (HtmlFragment, {"placement": "body"}, "placement", "must be one of 'head', 'footer'"),
+        (ApiRequest, {"body": "not base64!"}, "body", "must be base64 text"),
+        (ApiRequest, {"headers": {"accept": ["a"]}}, "headers.accept", "must be a string"),
+        (ApiRequest, {"query": {"a b": 1}}, "query['a b']", "must be a string"),
+        (ApiRequest, {"user": {"id": "u"}}, "user.tenant", "is required"),
+        (Context, {"user": "ada"}, "user", "must be an object (got string)"),
+        (Email, {"to": "a@example.com"}, "to", "must be an array (got string)"),
+        (Notification, {"level": None}, "level", "must be a string (got null)"),
+    ],
+)
+def test_from_wire_refuses_wrong_types_with_their_path(
+    cls: type[Any], change: dict[str, Any], path: str, message: str
+) -> None:
+    """A value of the wrong wire type is reported at its path, in words."""
+    wire = {**to_wire(example(cls)), **change}
+    problems = _problems(cls, wire)
+    assert path in problems, problems
+    assert message in problems[path]
+
+
+def test_from_wire_reports_every_problem_and_missing_keys() -> None:
+    """Missing keys read 'is required'; all problems come in one error."""
+    problems = _problems(Booking, {"tenant": "acme", "starts_at": 1, "status": None})
+    assert problems["id"] == "is required"
+    assert problems["ends_at"] == "is required"
+    assert problems["starts_at"].startswith("must be an ISO 8601 date-time string")
+    assert problems["status"] == "must be a string (got null)"
+
+
+def test_from_wire_refuses_what_is_not_an_object() -> None:
+    """A payload must be a JSON object."""
+    assert _problems(Lead, ["lead-2041"]) == {"": "must be a JSON object (got array)"}
+
+
+def test_from_wire_refuses_keys_that_are_not_strings() -> None:
+    """Keys that JSON could not carry are a PayloadError, at any depth."""
+    sms: dict[Any, str] = {"tenant": "acme", "to": "+15550100", "text": "Hi"}
+    assert _problems(Sms, {**sms, 1: "x"}) == {"": "keys must be strings (got 1)"}
+    wire: dict[Any, Any] = to_wire(example(Context))
+    wire["user"][None] = "x"
+    wire["extras"][2] = "x"
+    assert _problems(Context, wire) == {
+        "user": "keys must be strings (got None)",
+        "extras": "keys must be strings (got 2)",
+    }
+
+
+def test_from_wire_runs_the_records_own_checks() -> None:
+    """Checks made when a record is built also apply to data from the wire."""
+    wire = to_wire(example(Booking))
+    wire["ends_at"] = "2024-05-14T09:00:00+02:00"
+    with pytest.raises(PayloadError, match="must not be before starts_at"):
+        from_wire(Booking, wire)
+
+
+# -- properties --------------------------------------------------------------------------------
+
+# Whole-second offsets: CPython reads "+00:00:00.000001" back as UTC, and no zone uses those.
+_offsets = st.integers(min_value=-86399, max_value=86399).map(
+    lambda seconds: timezone(timedelta(seconds=seconds))
+)
+_aware = st.datetimes(timezones=_offsets)
+_amounts = st.decimals(allow_nan=False, allow_infinity=False)
+_tenants = st.text(min_size=1).filter(str.strip)
+_json_objects = st.dictionaries(
+    st.text(), json_values(max_leaves=10, max_digits=MAX_INT_DIGITS), max_size=4
+)
+
+leads = st.builds(
+    Lead,
+    id=st.text(),
+    tenant=_tenants,
+    name=st.text(),
+    email=st.none() | st.emails(),
+    phone=st.none() | st.text(),
+    company=st.none() | st.text(),
+    source=st.none() | st.sampled_from(["website", "referral", "import"]),
+    status=st.text(),
+    value=st.none() | _amounts,
+    created_at=st.none() | _aware,
+    data=_json_objects,
+)
+
+invoices = st.builds(
+    Invoice,
+    id=st.text(),
+    tenant=_tenants,
+    number=st.text(),
+    customer_name=st.text(),
+    currency=st.from_regex(r"[A-Z]{3}", fullmatch=True),
+    lines=st.lists(
+        st.builds(InvoiceLine, description=st.text(), quantity=_amounts, unit_price=_amounts),
+        max_size=4,
+    ),
+    status=st.sampled_from(["draft", "sent", "paid", "void"]),
+    customer_email=st.none() | st.emails(),
+    issued_on=st.none() | st.dates(),
+    due_on=st.none() | st.dates(),
+    paid_at=st.none() | _aware,
+)
+
+
+@given(leads)
+def test_random_leads_round_trip(lead: Lead) -> None:
+    """Any valid Lead survives the wire and JSON text unchanged."""
+    assert _roundtrip(lead) == lead
+
+
+@given(invoices)
+def test_random_invoices_round_trip(invoice: Invoice) -> None:
+    """Any valid Invoice survives the wire and JSON text unchanged, total included."""
+    back = _roundtrip(invoice)
+    assert back == invoice
+    assert back.total == invoice.total
+
+
+@given(
+    st.sampled_from(WIRE_TYPES),
+    st.data(),
+    json_values(max_leaves=5, max_digits=MAX_INT_DIGITS),
+)
+def test_from_wire_fails_only_with_payload_error(
+    cls: type[Any], data: st.DataObject, value: Any
+) -> None:
+    """Replacing one field of an example by any JSON value reads back or raises PayloadError."""
+    wire = to_wire(example(cls))
+    key = data.draw(st.sampled_from([*wire, "unknown"]))
+    wire[key] = value
+    try:
+        payload: object = from_wire(cls, wire)
+    except PayloadError as exc:
+        assert exc.problems
+    else:
+        assert key != "unknown"
+        assert type(payload) is cls
