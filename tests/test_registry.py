@@ -350,3 +350,17 @@ def test_a_decision_on_a_stale_read_is_a_conflict(storage: Storage) -> None:
     assert (caught.value.expected, caught.value.actual) == (2, 3)
     assert audit_count(other) == count + 1  # only the suspension
     assert other.tenant("crm-sync", "acme") is None
+
+
+def test_grants_are_the_snapshot_a_plugin_api_receives(registry: Registry) -> None:
+    """grants(): nothing until approved, then the approved and the tenant's optional ones."""
+    registry.install(manifest(), actor="dev", code_hash=HASH)
+    assert registry.grants("crm-sync", "acme") == frozenset()
+    registry.approve("crm-sync", actor="admin")
+    assert registry.grants("crm-sync", "acme") == {"read_leads"}
+    registry.grant("crm-sync", "acme", "export_leads", actor="admin")
+    assert registry.grants("crm-sync", "acme") == {"read_leads", "export_leads"}
+    assert registry.grants("crm-sync", "globex") == {"read_leads"}
+    registry.suspend("crm-sync", actor="admin", reason="r")
+    assert registry.grants("crm-sync", "acme") == frozenset()
+    assert registry.grants("ghost", "acme") == frozenset()
