@@ -18,6 +18,7 @@ from services_ai_plugins import (
     PluginNotFound,
     PluginStatus,
     Registry,
+    RequirementsError,
     SettingsError,
     SQLiteStorage,
     Storage,
@@ -364,3 +365,44 @@ def test_grants_are_the_snapshot_a_plugin_api_receives(registry: Registry) -> No
     registry.suspend("crm-sync", actor="admin", reason="r")
     assert registry.grants("crm-sync", "acme") == frozenset()
     assert registry.grants("ghost", "acme") == frozenset()
+
+
+def test_enabling_needs_the_required_plugins_running(registry: Registry) -> None:
+    """A plugin runs for a tenant only where its required plugins run, in a version it accepts."""
+    approved(registry)
+    approved(registry, "lead-scorer", requires_plugins={"crm-sync": ">=1"})
+    with pytest.raises(RequirementsError) as caught:
+        registry.enable("lead-scorer", "acme", actor="owner")
+    assert [(p.path, p.message) for p in caught.value.problems] == [
+        ("requires_plugins.crm-sync", "crm-sync is not enabled for tenant 'acme'")
+    ]
+    assert registry.tenant("lead-scorer", "acme") is None
+    registry.enable("lead-scorer", "acme", actor="owner", with_requirements=True)
+    assert registry.enabled_plugins("acme") == ["crm-sync", "lead-scorer"]
+    assert [e.plugin_id for e in registry.audit_log(action="enable")] == ["lead-scorer", "crm-sync"]
+
+
+def test_a_version_the_dependant_does_not_accept_is_refused(registry: Registry) -> None:
+    """The running version of a required plugin must satisfy the specifier."""
+    approved(registry)
+    approved(registry, "lead-scorer", requires_plugins={"crm-sync": ">=2"})
+    registry.enable("crm-sync", "acme", actor="owner")
+    with pytest.raises(RequirementsError, match=r"crm-sync is version 1.0.0, not >=2"):
+        registry.enable("lead-scorer", "acme", actor="owner")
+
+
+def test_disabling_a_plugin_that_enabled_dependants_need_is_refused(registry: Registry) -> None:
+    """disable names the dependants that still run for the tenant; other tenants are free."""
+    approved(registry)
+    approved(registry, "lead-scorer", requires_plugins={"crm-sync": ""})
+    registry.enable("lead-scorer", "acme", actor="owner", with_requirements=True)
+    registry.enable("crm-sync", "globex", actor="owner")
+    with pytest.raises(
+        DependencyError, match="cannot disable plugin 'crm-sync' for tenant 'acme'"
+    ) as caught:
+        registry.disable("crm-sync", "acme", actor="owner")
+    assert caught.value.dependents == ("lead-scorer",)
+    registry.disable("crm-sync", "globex", actor="owner")
+    registry.disable("lead-scorer", "acme", actor="owner")
+    registry.disable("crm-sync", "acme", actor="owner")
+    assert registry.enabled_plugins("acme") == []

@@ -17,6 +17,7 @@ from services_ai_plugins import (
     PluginNotFound,
     PluginStatus,
     Registry,
+    RequirementsError,
     SQLiteStorage,
     Storage,
     TransitionError,
@@ -72,7 +73,7 @@ class RegistryMachine(RuleBasedStateMachine):
         before = self.audit_count()
         try:
             call()
-        except (TransitionError, DependencyError, PluginNotFound) as error:
+        except (TransitionError, DependencyError, PluginNotFound, RequirementsError) as error:
             assert not allowed, f"refused a step the model allows: {error}"
             assert self.audit_count() == before, "a refused step wrote an audit event"
             return False
@@ -83,6 +84,11 @@ class RegistryMachine(RuleBasedStateMachine):
 
     def audit_count(self) -> int:
         return len(self.registry.audit_log(limit=1_000_000))
+
+    def running(self, plugin_id: str, tenant: str) -> bool:
+        return (plugin_id, tenant) in self.enabled and self.status[
+            plugin_id
+        ] is PluginStatus.APPROVED
 
     def dependents(self, plugin_id: str) -> bool:
         return (
@@ -132,7 +138,9 @@ class RegistryMachine(RuleBasedStateMachine):
 
     @rule(plugin_id=st.sampled_from(PLUGINS), tenant=st.sampled_from(TENANTS))
     def enable(self, plugin_id: str, tenant: str) -> None:
-        allowed = self.status.get(plugin_id) is PluginStatus.APPROVED
+        # bravo requires alpha: it may run for a tenant only where alpha runs.
+        requirements_met = plugin_id != "bravo" or self.running("alpha", tenant)
+        allowed = self.status.get(plugin_id) is PluginStatus.APPROVED and requirements_met
         new = (plugin_id, tenant) not in self.enabled
         call = lambda: self.registry.enable(plugin_id, tenant, actor="owner")  # noqa: E731
         if self.expect(allowed, call, changes=new):
@@ -140,7 +148,8 @@ class RegistryMachine(RuleBasedStateMachine):
 
     @rule(plugin_id=st.sampled_from(PLUGINS), tenant=st.sampled_from(TENANTS))
     def disable(self, plugin_id: str, tenant: str) -> None:
-        allowed = self.status.get(plugin_id) in CONFIGURABLE
+        needed = plugin_id == "alpha" and self.running("bravo", tenant)
+        allowed = self.status.get(plugin_id) in CONFIGURABLE and not needed
         new = (plugin_id, tenant) in self.enabled
         call = lambda: self.registry.disable(plugin_id, tenant, actor="owner")  # noqa: E731
         if self.expect(allowed, call, changes=new):

@@ -4,6 +4,15 @@ The public API is what ``__all__`` lists; every module is private.
 """
 
 from ._api import DeniedCall, HostServices, PluginAPI, requires
+from ._archive import (
+    ArchiveError,
+    ArchiveLimits,
+    ExtractedPlugin,
+    code_hash,
+    extract_plugin,
+    install_archive,
+)
+from ._dependencies import check_environment, check_plugins, load_order
 from ._errors import (
     ConflictError,
     DependencyError,
@@ -13,11 +22,13 @@ from ._errors import (
     PluginError,
     PluginNotFound,
     Problem,
+    RequirementsError,
     SettingsError,
     StorageError,
     TenantScopeError,
     TransitionError,
 )
+from ._loader import IntegrityError, LoadedPlugin, load_plugin, unload_plugin
 from ._manifest import MAX_MANIFEST_BYTES, Isolation, Manifest
 from ._markers import hookimpl
 from ._memory import MemoryStorage
@@ -48,16 +59,21 @@ __all__ = [
     "DEFAULT_PERMISSIONS",
     "HOST_API_VERSION",
     "MAX_MANIFEST_BYTES",
+    "ArchiveError",
+    "ArchiveLimits",
     "AuditEvent",
     "AuditQuery",
     "Change",
     "ConflictError",
     "DeniedCall",
     "DependencyError",
+    "ExtractedPlugin",
     "FailureRecord",
     "HookMetrics",
     "HostServices",
+    "IntegrityError",
     "Isolation",
+    "LoadedPlugin",
     "Manifest",
     "ManifestError",
     "MemoryStorage",
@@ -74,6 +90,7 @@ __all__ = [
     "PluginStatus",
     "Problem",
     "Registry",
+    "RequirementsError",
     "Risk",
     "SQLiteStorage",
     "ScaffoldResult",
@@ -89,11 +106,19 @@ __all__ = [
     "ValidatedPlugin",
     "VersionRecord",
     "__version__",
+    "check_environment",
+    "check_plugins",
+    "code_hash",
+    "extract_plugin",
     "hookimpl",
+    "install_archive",
+    "load_order",
+    "load_plugin",
     "manifest_json_schema",
     "pack_plugin",
     "requires",
     "scaffold_plugin",
+    "unload_plugin",
     "validate_plugin",
     "validate_settings",
 ]

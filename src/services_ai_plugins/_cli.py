@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Final, NoReturn, TextIO
 
 from ._errors import ManifestError, PackageError, PluginError
+from ._operator_cli import add_operator_commands
 from ._package import pack_plugin, validate_plugin
 from ._scaffold import scaffold_plugin
 from ._schema import manifest_json_schema
@@ -123,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print one JSON document")
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Validate, pack and scaffold services-ai-plugins plugins.",
+        description="Validate, pack, scaffold and operate services-ai-plugins plugins.",
         epilog="exit codes: 0 success, 1 input refused, 2 usage error",
     )
     parser.add_argument(
@@ -155,6 +156,8 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument("--author", help="the author's name for the manifest")
     new.add_argument("--email", help="the author's e-mail for the manifest")
     new.set_defaults(handler=_new)
+
+    add_operator_commands(commands, common, PROG)
     return parser
 
 

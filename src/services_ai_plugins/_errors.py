@@ -10,6 +10,7 @@ Everything the SDK raises on purpose derives from one root, so a host can catch
     ├── PluginNotFound     (also LookupError) no plugin with that id is installed
     ├── TransitionError    a lifecycle step is not allowed in the plugin's current state
     ├── DependencyError    other enabled plugins still need this one
+    ├── RequirementsError  a plugin's requirements (Python, host API, packages, plugins) are not met
     ├── PermissionDenied   (also PermissionError) a plugin called an API method it has no grant for
     ├── TenantScopeError   host services returned another tenant's data, or a call needs a tenant
     └── StorageError       the storage backend failed (the driver's error is the __cause__)
@@ -33,6 +34,7 @@ __all__ = [
     "PluginError",
     "PluginNotFound",
     "Problem",
+    "RequirementsError",
     "SettingsError",
     "StorageError",
     "TenantScopeError",
@@ -155,15 +157,48 @@ class TransitionError(PluginError):
 
 
 class DependencyError(PluginError):
-    """A plugin cannot be removed while other enabled plugins require it."""
+    """A plugin cannot be removed or disabled while other enabled plugins require it."""
 
-    def __init__(self, plugin_id: str, dependents: Iterable[str]) -> None:
+    def __init__(
+        self,
+        plugin_id: str,
+        dependents: Iterable[str],
+        *,
+        action: str = "uninstall",
+        tenant: str | None = None,
+    ) -> None:
         self.plugin_id = plugin_id
         self.dependents = tuple(sorted(dependents))
+        self.action = action
+        self.tenant = tenant
+        where = f" for tenant {tenant!r}" if tenant else ""
         super().__init__(
-            f"cannot uninstall plugin {plugin_id!r}: enabled plugins require it "
-            f"({', '.join(self.dependents)}); disable or uninstall them first"
+            f"cannot {action} plugin {plugin_id!r}{where}: enabled plugins require it "
+            f"({', '.join(self.dependents)}); disable them first"
         )
+
+
+class RequirementsError(PluginError):
+    """A plugin's requirements are not met, or its plugin requirements form a cycle.
+
+    ``plugin_id`` names the plugin refused; ``problems`` lists every problem,
+    each located by its manifest field (``requires_python``,
+    ``dependencies[2]``, ``requires_plugins.crm-sync``) and, for plugin
+    requirements, naming the chain of plugins that leads to it.
+    """
+
+    def __init__(self, plugin_id: str, problems: Iterable[Problem]) -> None:
+        self.plugin_id = plugin_id
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        count = len(self.problems)
+        if count == 1:
+            message = f"requirements of plugin {plugin_id!r} are not met: {self.problems[0]}"
+        else:
+            lines = "\n".join(f"  {problem}" for problem in self.problems)
+            message = (
+                f"requirements of plugin {plugin_id!r} are not met ({count} problems):\n{lines}"
+            )
+        super().__init__(message)
 
 
 class StorageError(PluginError):

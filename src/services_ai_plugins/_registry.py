@@ -9,7 +9,14 @@ from typing import Any, Final, final
 
 import attrs
 
-from ._errors import DependencyError, PluginNotFound, TransitionError
+from ._dependencies import enable_order
+from ._errors import (
+    DependencyError,
+    PluginNotFound,
+    Problem,
+    RequirementsError,
+    TransitionError,
+)
 from ._manifest import Manifest
 from ._settings import SettingType
 from ._storage import (
@@ -225,13 +232,59 @@ class Registry:
 
     # -- tenant-level steps ----------------------------------------------------------------------
 
-    def enable(self, plugin_id: str, tenant: str, *, actor: str) -> TenantRecord:
-        """Turn an approved plugin on for one tenant."""
+    def enable(
+        self, plugin_id: str, tenant: str, *, actor: str, with_requirements: bool = False
+    ) -> TenantRecord:
+        """Turn an approved plugin on for one tenant.
+
+        The plugins it requires (``requires_plugins``) must already run for the
+        tenant, in a version its specifiers accept. With
+        ``with_requirements=True`` they are enabled first (requirements before
+        dependants, each step with its own audit event).
+
+        :raises RequirementsError: listing every requirement not met.
+        """
+        plugin = self._require(plugin_id, "enable", PluginStatus.APPROVED)
+        missing = self._unmet_requirements(plugin, tenant)
+        if missing and with_requirements:
+            manifests = {
+                p.id: self._manifest(p)
+                for p in self._storage.list_plugins()
+                if p.status is not PluginStatus.UNINSTALLED
+            }
+            for required in enable_order(plugin_id, manifests)[:-1]:
+                self.enable(required, tenant, actor=actor)
+            missing = self._unmet_requirements(plugin, tenant)
+        if missing:
+            raise RequirementsError(plugin_id, missing)
         return self._set_enabled(plugin_id, tenant, True, actor=actor)
 
     def disable(self, plugin_id: str, tenant: str, *, actor: str) -> TenantRecord:
-        """Turn a plugin off for one tenant (allowed in every installed state)."""
+        """Turn a plugin off for one tenant (allowed in every installed state).
+
+        :raises DependencyError: while plugins running for the tenant require it.
+        """
+        dependents = [
+            other
+            for other in self._storage.enabled_plugins(tenant)
+            if other != plugin_id and plugin_id in self.manifest(other).requires_plugins
+        ]
+        if dependents:
+            raise DependencyError(plugin_id, dependents, action="disable", tenant=tenant)
         return self._set_enabled(plugin_id, tenant, False, actor=actor)
+
+    def _unmet_requirements(self, plugin: PluginRecord, tenant: str) -> list[Problem]:
+        running = set(self._storage.enabled_plugins(tenant))
+        problems: list[Problem] = []
+        for required, specifier in self._manifest(plugin).requires_plugins.items():
+            path = f"requires_plugins.{required}"
+            if required not in running:
+                problems.append(Problem(path, f"{required} is not enabled for tenant {tenant!r}"))
+                continue
+            version = self.plugin(required).version
+            if not specifier.contains(version, prereleases=True):
+                problems.append(Problem(path, f"{required} is version {version}, not {specifier}"))
+        return problems
 
     def get_settings(self, plugin_id: str, tenant: str) -> dict[str, JSONValue]:
         """The tenant's settings, every one of the schema: set values, else defaults.

@@ -1,0 +1,107 @@
+"""Loading installed plugins: verified by hash, each under its own module namespace."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from services_ai_plugins import MemoryStorage, PackageError, PluginStatus, Registry, pack_plugin
+from services_ai_plugins._archive import install_archive
+from services_ai_plugins._loader import IntegrityError, load_plugin, namespace, unload_plugin
+
+
+def make_plugin(root: Path, plugin_id: str, answer: str, main: str | None = None) -> Path:
+    folder = root / plugin_id
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(
+        json.dumps(
+            {
+                "id": plugin_id,
+                "name": plugin_id.title(),
+                "version": "1.0.0",
+                "entry_point": "main.py",
+                "plugin_class": "Plugin",
+            }
+        )
+    )
+    (folder / "utils.py").write_text(f"ANSWER = {answer!r}\n")
+    (folder / "main.py").write_text(
+        main
+        or (
+            "from . import utils\n\n"
+            "class Plugin:\n"
+            "    def answer(self):\n"
+            "        return utils.ANSWER\n"
+        )
+    )
+    return folder
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return Registry(MemoryStorage())
+
+
+def install(tmp_path: Path, registry: Registry, folder: Path) -> None:
+    archive = pack_plugin(folder, tmp_path / f"{folder.name}.zip").path
+    (tmp_path / "plugins").mkdir(exist_ok=True)
+    install_archive(archive, tmp_path / "plugins", registry, actor="ops")
+    registry.approve(folder.name, actor="admin")
+
+
+def test_two_plugins_with_the_same_module_names_load_side_by_side(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """Both ship main.py and utils.py; each sees only its own."""
+    for plugin_id, answer in (("alpha", "from alpha"), ("bravo", "from bravo")):
+        install(tmp_path, registry, make_plugin(tmp_path / "src", plugin_id, answer))
+    alpha = load_plugin(registry.plugin("alpha"))
+    bravo = load_plugin(registry.plugin("bravo"))
+    assert alpha.plugin.answer() == "from alpha"  # type: ignore[attr-defined]
+    assert bravo.plugin.answer() == "from bravo"  # type: ignore[attr-defined]
+    assert alpha.module is not bravo.module
+    assert "utils" not in sys.modules
+    assert "main" not in sys.modules
+    assert f"{namespace('alpha')}.utils" in sys.modules
+    assert unload_plugin("alpha") == 3
+    assert f"{namespace('alpha')}.utils" not in sys.modules
+    assert f"{namespace('bravo')}.utils" in sys.modules
+    unload_plugin("bravo")
+
+
+def test_one_changed_byte_is_detected_at_the_next_load(tmp_path: Path, registry: Registry) -> None:
+    """Tampering with an installed file refuses the load, records it and suspends the plugin."""
+    install(tmp_path, registry, make_plugin(tmp_path / "src", "alpha", "ok"))
+    record = registry.plugin("alpha")
+    load_plugin(record)
+    unload_plugin("alpha")
+    installed = Path(str(record.package_path)) / "utils.py"
+    installed.write_bytes(installed.read_bytes().replace(b"ok", b"oK"))
+    with pytest.raises(IntegrityError) as caught:
+        load_plugin(record, registry=registry)
+    assert caught.value.expected == record.code_hash
+    assert namespace("alpha") not in sys.modules
+    [failure] = registry.storage.failures("alpha")
+    assert (failure.hook, failure.exc_type) == ("load", "IntegrityError")
+    assert registry.plugin("alpha").status is PluginStatus.SUSPENDED
+    assert registry.audit_log(plugin_id="alpha")[0].action == "suspend"
+
+
+def test_an_import_error_is_recorded_and_the_host_carries_on(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """A plugin whose import fails is recorded with its traceback; others still load."""
+    crash = "class Plugin: ...\nraise RuntimeError('boom')\n"
+    broken = make_plugin(tmp_path / "src", "alpha", "x", main=crash)
+    install(tmp_path, registry, broken)
+    install(tmp_path, registry, make_plugin(tmp_path / "src", "bravo", "fine"))
+    with pytest.raises(PackageError, match="failed to load: RuntimeError: boom"):
+        load_plugin(registry.plugin("alpha"), registry=registry)
+    [failure] = registry.storage.failures("alpha")
+    assert "RuntimeError: boom" in failure.traceback
+    assert namespace("alpha") not in sys.modules
+    assert load_plugin(registry.plugin("bravo")).plugin.answer() == "fine"  # type: ignore[attr-defined]
+    unload_plugin("bravo")
