@@ -29,6 +29,7 @@ def test_public_api_is_pinned() -> None:
     """Changing the public API is a deliberate act: this list changes with it."""
     assert services_ai_plugins.__all__ == [
         "DEFAULT_PERMISSIONS",
+        "ENTRY_POINT_GROUP",
         "HOST_API_VERSION",
         "MAX_MANIFEST_BYTES",
         "ArchiveError",
@@ -39,6 +40,8 @@ def test_public_api_is_pinned() -> None:
         "ConflictError",
         "DeniedCall",
         "DependencyError",
+        "DiscoveredPlugin",
+        "Discovery",
         "ExtractedPlugin",
         "FailureRecord",
         "HookMetrics",
@@ -81,6 +84,8 @@ def test_public_api_is_pinned() -> None:
         "check_environment",
         "check_plugins",
         "code_hash",
+        "discover_entry_points",
+        "discover_folders",
         "extract_plugin",
         "hookimpl",
         "install_archive",
@@ -88,6 +93,7 @@ def test_public_api_is_pinned() -> None:
         "load_plugin",
         "manifest_json_schema",
         "pack_plugin",
+        "register_discovered",
         "requires",
         "scaffold_plugin",
         "unload_plugin",

@@ -13,6 +13,14 @@ from ._archive import (
     install_archive,
 )
 from ._dependencies import check_environment, check_plugins, load_order
+from ._discovery import (
+    ENTRY_POINT_GROUP,
+    DiscoveredPlugin,
+    Discovery,
+    discover_entry_points,
+    discover_folders,
+    register_discovered,
+)
 from ._errors import (
     ConflictError,
     DependencyError,
@@ -57,6 +65,7 @@ from ._version import HOST_API_VERSION, __version__
 
 __all__ = [
     "DEFAULT_PERMISSIONS",
+    "ENTRY_POINT_GROUP",
     "HOST_API_VERSION",
     "MAX_MANIFEST_BYTES",
     "ArchiveError",
@@ -67,6 +76,8 @@ __all__ = [
     "ConflictError",
     "DeniedCall",
     "DependencyError",
+    "DiscoveredPlugin",
+    "Discovery",
     "ExtractedPlugin",
     "FailureRecord",
     "HookMetrics",
@@ -109,6 +120,8 @@ __all__ = [
     "check_environment",
     "check_plugins",
     "code_hash",
+    "discover_entry_points",
+    "discover_folders",
     "extract_plugin",
     "hookimpl",
     "install_archive",
@@ -116,6 +129,7 @@ __all__ = [
     "load_plugin",
     "manifest_json_schema",
     "pack_plugin",
+    "register_discovered",
     "requires",
     "scaffold_plugin",
     "unload_plugin",

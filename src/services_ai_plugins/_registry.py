@@ -334,23 +334,15 @@ class Registry:
         if new != old:
             changed = sorted(set(old) | set(new))
             secrets = {str(s.name) for s in manifest.settings if s.type is SettingType.SECRET}
-            now = self._clock()
-            record = self._tenant_record(stored, plugin_id, tenant, now, actor, settings=new)
-            self._commit(
-                Change(
-                    plugin_id=plugin_id,
-                    plugin_revision=plugin.revision,
-                    tenant=record,
-                    audit=self._audit(
-                        now,
-                        actor,
-                        "set settings",
-                        plugin_id,
-                        tenant=tenant,
-                        before={"settings": _masked(old, changed, secrets)},
-                        after={"settings": _masked(new, changed, secrets)},
-                    ),
-                )
+            self._write_tenant(
+                plugin,
+                stored,
+                tenant,
+                actor,
+                "set settings",
+                before={"settings": _masked(old, changed, secrets)},
+                after={"settings": _masked(new, changed, secrets)},
+                settings=new,
             )
         return self.get_settings(plugin_id, tenant)
 
@@ -507,23 +499,39 @@ class Registry:
         )
         return record
 
-    def _tenant_record(
+    def _write_tenant(
         self,
+        plugin: PluginRecord,
         stored: TenantRecord | None,
-        plugin_id: str,
         tenant: str,
-        now: datetime,
         actor: str,
+        action: str,
+        *,
+        before: Mapping[str, JSONValue],
+        after: Mapping[str, JSONValue],
         **changes: Any,
     ) -> TenantRecord:
+        """Commit a change to the plugin's tenant record, with its audit event.
+
+        The change is pinned to the plugin's revision, so a decision taken on a
+        status another writer has changed since raises ConflictError.
+        """
         _require_text(tenant, "tenant")
+        now = self._clock()
         if stored is None:
             stored = TenantRecord(
-                plugin_id=plugin_id, tenant=tenant, changed_at=now, changed_by=actor, revision=0
+                plugin_id=plugin.id, tenant=tenant, changed_at=now, changed_by=actor, revision=0
             )
-        return attrs.evolve(
+        record = attrs.evolve(
             stored, changed_at=now, changed_by=actor, revision=stored.revision + 1, **changes
         )
+        audit = self._audit(
+            now, actor, action, plugin.id, tenant=tenant, before=before, after=after
+        )
+        self._commit(
+            Change(plugin_id=plugin.id, plugin_revision=plugin.revision, tenant=record, audit=audit)
+        )
+        return record
 
     def _unstored(self, plugin_id: str, tenant: str, actor: str) -> TenantRecord:
         """What a tenant that was never configured looks like (revision 0: not stored)."""
@@ -547,25 +555,16 @@ class Registry:
             return stored
         if stored is None and not enabled:
             return self._unstored(plugin_id, tenant, actor)
-        now = self._clock()
-        record = self._tenant_record(stored, plugin_id, tenant, now, actor, enabled=enabled)
-        self._commit(
-            Change(
-                plugin_id=plugin_id,
-                plugin_revision=plugin.revision,
-                tenant=record,
-                audit=self._audit(
-                    now,
-                    actor,
-                    action,
-                    plugin_id,
-                    tenant=tenant,
-                    before={"enabled": not enabled},
-                    after={"enabled": enabled},
-                ),
-            )
+        return self._write_tenant(
+            plugin,
+            stored,
+            tenant,
+            actor,
+            action,
+            before={"enabled": not enabled},
+            after={"enabled": enabled},
+            enabled=enabled,
         )
-        return record
 
     def _set_grant(
         self, plugin_id: str, tenant: str, permission: str, granted: bool, *, actor: str
@@ -588,25 +587,16 @@ class Registry:
         )
         if new == old:
             return stored or self._unstored(plugin_id, tenant, actor)
-        now = self._clock()
-        record = self._tenant_record(stored, plugin_id, tenant, now, actor, optional_grants=new)
-        self._commit(
-            Change(
-                plugin_id=plugin_id,
-                plugin_revision=plugin.revision,
-                tenant=record,
-                audit=self._audit(
-                    now,
-                    actor,
-                    action,
-                    plugin_id,
-                    tenant=tenant,
-                    before={"optional_grants": list(old)},
-                    after={"optional_grants": list(new)},
-                ),
-            )
+        return self._write_tenant(
+            plugin,
+            stored,
+            tenant,
+            actor,
+            action,
+            before={"optional_grants": list(old)},
+            after={"optional_grants": list(new)},
+            optional_grants=new,
         )
-        return record
 
 
 _INSTALLED: Final = (
