@@ -4,25 +4,43 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import subprocess
+import sys
+
+import pytest
 
 import services_ai_plugins
 import services_ai_plugins_testing
 
 
 def test_all_is_sorted_and_complete() -> None:
-    """Every public name is exported, listed once, and resolves (ruff keeps the order)."""
+    """Every public name is exported, listed once, resolves, and names what it is."""
     exported = services_ai_plugins.__all__
     assert len(set(exported)) == len(exported)
-    public = {
-        name
-        for name in vars(services_ai_plugins)
-        if not name.startswith("_") or name == "__version__"
-    }
-    public -= {module.name for module in pkgutil.iter_modules(services_ai_plugins.__path__)}
-    public -= PUBLIC_MODULES
-    assert set(exported) == public
+    lazy = set(services_ai_plugins._LAZY)
+    assert set(exported) == lazy | {"hookimpl", "HOST_API_VERSION", "__version__"}
     for name in exported:
-        assert getattr(services_ai_plugins, name) is not None
+        value = getattr(services_ai_plugins, name)
+        assert value is not None
+        if isinstance(value, type) or callable(value):
+            assert getattr(value, "__name__", name) == name
+    assert set(exported) <= set(dir(services_ai_plugins))
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        services_ai_plugins.nothing  # noqa: B018 - the lookup is the test
+
+
+def test_importing_the_package_is_cheap() -> None:
+    """A plain import loads none of the heavy modules; names load on first use."""
+    code = (
+        "import sys, services_ai_plugins; "
+        "print(sorted(m for m in sys.modules if m.startswith('services_ai_plugins')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    loaded = result.stdout.strip()
+    for heavy in ("_manifest", "_sqlite", "_registry", "events", "_archive", "cattrs"):
+        assert heavy not in loaded, loaded
 
 
 def test_public_api_is_pinned() -> None:

@@ -105,3 +105,14 @@ def test_an_import_error_is_recorded_and_the_host_carries_on(
     assert namespace("alpha") not in sys.modules
     assert load_plugin(registry.plugin("bravo")).plugin.answer() == "fine"  # type: ignore[attr-defined]
     unload_plugin("bravo")
+
+
+def test_loading_leaves_the_plugin_folder_as_installed(tmp_path: Path, registry: Registry) -> None:
+    """Importing writes no bytecode into the plugin, so the next load verifies again."""
+    install(tmp_path, registry, make_plugin(tmp_path / "src", "alpha", "ok"))
+    record = registry.plugin("alpha")
+    for _ in range(3):
+        assert load_plugin(record, registry=registry).plugin.answer() == "ok"  # type: ignore[attr-defined]
+    assert not (Path(str(record.package_path)) / "__pycache__").exists()
+    assert registry.plugin("alpha").status is PluginStatus.APPROVED
+    unload_plugin("alpha")

@@ -1,67 +1,162 @@
 """services-ai-plugins: a safe, testable plugin SDK for multi-tenant business web apps.
 
-The public API is what ``__all__`` lists; every module is private.
+The public API is what ``__all__`` lists; every module is private. Names are
+imported on first use, so ``import services_ai_plugins`` (and a plugin's
+``from services_ai_plugins import hookimpl``) stays cheap.
 """
 
-from ._api import DeniedCall, HostServices, PluginAPI, requires
-from ._archive import (
-    ArchiveError,
-    ArchiveLimits,
-    ExtractedPlugin,
-    code_hash,
-    extract_plugin,
-    install_archive,
-)
-from ._dependencies import check_environment, check_plugins, load_order
-from ._discovery import (
-    ENTRY_POINT_GROUP,
-    DiscoveredPlugin,
-    Discovery,
-    discover_entry_points,
-    discover_folders,
-    register_discovered,
-)
-from ._errors import (
-    ConflictError,
-    DependencyError,
-    ManifestError,
-    PackageError,
-    PermissionDenied,
-    PluginError,
-    PluginNotFound,
-    Problem,
-    RequirementsError,
-    SettingsError,
-    StorageError,
-    TenantScopeError,
-    TransitionError,
-)
-from ._loader import IntegrityError, LoadedPlugin, load_plugin, unload_plugin
-from ._manifest import MAX_MANIFEST_BYTES, Isolation, Manifest
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._markers import hookimpl
-from ._memory import MemoryStorage
-from ._package import PackResult, ValidatedPlugin, pack_plugin, validate_plugin
-from ._permissions import DEFAULT_PERMISSIONS, Permission, PermissionCatalogue, Risk
-from ._registry import Registry
-from ._scaffold import ScaffoldResult, scaffold_plugin
-from ._schema import manifest_json_schema
-from ._settings import SettingSpec, SettingType, validate_settings
-from ._sqlite import SQLiteStorage
-from ._storage import (
-    AuditEvent,
-    AuditQuery,
-    Change,
-    FailureRecord,
-    HookMetrics,
-    MetricsDelta,
-    PluginRecord,
-    PluginStatus,
-    SourceKind,
-    Storage,
-    TenantRecord,
-    VersionRecord,
-)
 from ._version import HOST_API_VERSION, __version__
+
+if TYPE_CHECKING:
+    from ._api import DeniedCall, HostServices, PluginAPI, requires
+    from ._archive import (
+        ArchiveError,
+        ArchiveLimits,
+        ExtractedPlugin,
+        code_hash,
+        extract_plugin,
+        install_archive,
+    )
+    from ._dependencies import check_environment, check_plugins, load_order
+    from ._discovery import (
+        ENTRY_POINT_GROUP,
+        DiscoveredPlugin,
+        Discovery,
+        discover_entry_points,
+        discover_folders,
+        register_discovered,
+    )
+    from ._errors import (
+        ConflictError,
+        DependencyError,
+        ManifestError,
+        PackageError,
+        PermissionDenied,
+        PluginError,
+        PluginNotFound,
+        Problem,
+        RequirementsError,
+        SettingsError,
+        StorageError,
+        TenantScopeError,
+        TransitionError,
+    )
+    from ._loader import IntegrityError, LoadedPlugin, load_plugin, unload_plugin
+    from ._manifest import MAX_MANIFEST_BYTES, Isolation, Manifest
+    from ._memory import MemoryStorage
+    from ._package import PackResult, ValidatedPlugin, pack_plugin, validate_plugin
+    from ._permissions import DEFAULT_PERMISSIONS, Permission, PermissionCatalogue, Risk
+    from ._registry import Registry
+    from ._scaffold import ScaffoldResult, scaffold_plugin
+    from ._schema import manifest_json_schema
+    from ._settings import SettingSpec, SettingType, validate_settings
+    from ._sqlite import SQLiteStorage
+    from ._storage import (
+        AuditEvent,
+        AuditQuery,
+        Change,
+        FailureRecord,
+        HookMetrics,
+        MetricsDelta,
+        PluginRecord,
+        PluginStatus,
+        SourceKind,
+        Storage,
+        TenantRecord,
+        VersionRecord,
+    )
+
+# Where each lazily imported name lives.
+_LAZY: dict[str, str] = {
+    "ArchiveError": "._archive",
+    "ArchiveLimits": "._archive",
+    "AuditEvent": "._storage",
+    "AuditQuery": "._storage",
+    "Change": "._storage",
+    "ConflictError": "._errors",
+    "DEFAULT_PERMISSIONS": "._permissions",
+    "DeniedCall": "._api",
+    "DependencyError": "._errors",
+    "DiscoveredPlugin": "._discovery",
+    "Discovery": "._discovery",
+    "ENTRY_POINT_GROUP": "._discovery",
+    "ExtractedPlugin": "._archive",
+    "FailureRecord": "._storage",
+    "HookMetrics": "._storage",
+    "HostServices": "._api",
+    "IntegrityError": "._loader",
+    "Isolation": "._manifest",
+    "LoadedPlugin": "._loader",
+    "MAX_MANIFEST_BYTES": "._manifest",
+    "Manifest": "._manifest",
+    "ManifestError": "._errors",
+    "MemoryStorage": "._memory",
+    "MetricsDelta": "._storage",
+    "PackResult": "._package",
+    "PackageError": "._errors",
+    "Permission": "._permissions",
+    "PermissionCatalogue": "._permissions",
+    "PermissionDenied": "._errors",
+    "PluginAPI": "._api",
+    "PluginError": "._errors",
+    "PluginNotFound": "._errors",
+    "PluginRecord": "._storage",
+    "PluginStatus": "._storage",
+    "Problem": "._errors",
+    "Registry": "._registry",
+    "RequirementsError": "._errors",
+    "Risk": "._permissions",
+    "SQLiteStorage": "._sqlite",
+    "ScaffoldResult": "._scaffold",
+    "SettingSpec": "._settings",
+    "SettingType": "._settings",
+    "SettingsError": "._errors",
+    "SourceKind": "._storage",
+    "Storage": "._storage",
+    "StorageError": "._errors",
+    "TenantRecord": "._storage",
+    "TenantScopeError": "._errors",
+    "TransitionError": "._errors",
+    "ValidatedPlugin": "._package",
+    "VersionRecord": "._storage",
+    "check_environment": "._dependencies",
+    "check_plugins": "._dependencies",
+    "code_hash": "._archive",
+    "discover_entry_points": "._discovery",
+    "discover_folders": "._discovery",
+    "extract_plugin": "._archive",
+    "install_archive": "._archive",
+    "load_order": "._dependencies",
+    "load_plugin": "._loader",
+    "manifest_json_schema": "._schema",
+    "pack_plugin": "._package",
+    "register_discovered": "._discovery",
+    "requires": "._api",
+    "scaffold_plugin": "._scaffold",
+    "unload_plugin": "._loader",
+    "validate_plugin": "._package",
+    "validate_settings": "._settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "DEFAULT_PERMISSIONS",

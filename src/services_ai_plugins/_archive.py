@@ -33,6 +33,8 @@ from typing import BinaryIO, Final, TypeAlias
 import attrs
 
 from ._errors import ManifestError, PackageError, Problem
+from ._hashing import code_hash
+from ._hashing import hash_header as _hash_header
 from ._manifest import MAX_MANIFEST_BYTES, Manifest
 from ._package import MANIFEST_NAME, _content_problems, _Folder
 from ._registry import Registry
@@ -166,53 +168,6 @@ class _Placed:
         elif self.created_parent:
             with suppress(OSError):
                 self.extracted.path.parent.rmdir()
-
-
-def code_hash(folder: str | os.PathLike[str]) -> str:
-    """The SHA-256 of a plugin's code, as lowercase hex, independent of any ZIP metadata.
-
-    Every regular file under ``folder`` counts (dotfiles and ``__pycache__``
-    too; folders themselves do not). Take each file's path relative to
-    ``folder`` with ``/`` separators, sort them by their UTF-8 bytes, and feed
-    one SHA-256 with, for each file in that order::
-
-        path.encode("utf-8") + b"\\0" + len(content).to_bytes(8, "big") + content
-
-    A publisher can compute it with this function on the folder they packed.
-
-    :raises PackageError: when the folder holds a symbolic link or a file that
-        is not regular.
-
-    Example::
-
-        code_hash("examples/hello-plugin")  # '3f1c...'
-    """
-    root = Path(folder)
-    if not root.is_dir():
-        raise PackageError("is not a folder", path=str(root))
-    files: list[str] = []
-    for directory, dirnames, filenames in os.walk(root):
-        base = Path(directory)
-        for name in (*dirnames, *filenames):
-            path = base / name
-            mode = path.lstat().st_mode
-            relative = path.relative_to(root).as_posix()
-            if stat.S_ISLNK(mode):
-                raise PackageError("is a symbolic link", path=str(root), member=relative)
-            if stat.S_ISREG(mode):
-                files.append(relative)
-            elif not stat.S_ISDIR(mode):
-                raise PackageError("is not a regular file", path=str(root), member=relative)
-    digest = hashlib.sha256()
-    for relative in sorted(files, key=lambda name: name.encode("utf-8")):
-        content = (root / relative).read_bytes()
-        digest.update(_hash_header(relative, len(content)))
-        digest.update(content)
-    return digest.hexdigest()
-
-
-def _hash_header(relative: str, size: int) -> bytes:
-    return relative.encode("utf-8") + b"\0" + size.to_bytes(8, "big")
 
 
 def extract_plugin(

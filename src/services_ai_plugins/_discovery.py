@@ -14,16 +14,17 @@ import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ._archive import code_hash
 from ._errors import ManifestError, PackageError, PluginError, Problem
-from ._manifest import Manifest
-from ._package import MANIFEST_NAME, validate_plugin
-from ._registry import Registry
+from ._hashing import code_hash, hash_files
+from ._manifest import MANIFEST_NAME, Manifest
 from ._storage import PluginRecord, PluginStatus, SourceKind
+
+if TYPE_CHECKING:
+    from ._registry import Registry
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -71,6 +72,8 @@ def discover_folders(plugins_dir: str | os.PathLike[str]) -> Discovery:
     ``<id>/<version>/`` folders that installed archives live in (they have no
     manifest at their top). Each folder is validated as ``validate`` does.
     """
+    from ._package import validate_plugin  # noqa: PLC0415 - parsing modules load on demand
+
     root = Path(plugins_dir)
     found: list[DiscoveredPlugin] = []
     refused: list[tuple[str, PluginError]] = []
@@ -114,7 +117,7 @@ def discover_entry_points(group: str = ENTRY_POINT_GROUP) -> Discovery:
             if dist is not None:
                 document.setdefault("version", dist.version)
             manifest = Manifest.from_dict(document, source=where)
-            digest = code_hash(_code_folder(module, where))
+            digest = _source_hash(module, where)
         except PluginError as error:
             refused.append((where, error))
             continue
@@ -154,12 +157,25 @@ def _manifest_document(plugin: object, module: Any, where: str) -> dict[str, Any
     )
 
 
-def _code_folder(module: Any, where: str) -> Path:
+def _source_hash(module: Any, where: str) -> str:
+    """The code hash of an entry-point plugin's own sources: its package, or its module file.
+
+    Compiled files are left out: the interpreter rewrites them, and entry-point
+    plugins are not verified before import (they were installed by the operator).
+    """
     path = getattr(module, "__file__", None)
     if path is None:
         raise PackageError("has no source files to hash", path=where)
     file = Path(path)
-    return file.parent
+    if not hasattr(module, "__path__"):
+        return hash_files(file.parent, [file.name])
+    root = file.parent
+    sources = [
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo")
+    ]
+    return hash_files(root, sources)
 
 
 def register_discovered(

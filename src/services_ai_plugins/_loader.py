@@ -23,8 +23,8 @@ from typing import Final
 
 import attrs
 
-from ._archive import code_hash
 from ._errors import PackageError
+from ._hashing import code_hash
 from ._manifest import Manifest
 from ._registry import Registry
 from ._storage import FailureRecord, PluginRecord, PluginStatus
@@ -109,6 +109,10 @@ def load_plugin(
     package = importlib.util.module_from_spec(spec)
     package.__path__ = [str(folder)]
     sys.modules[name] = package
+    # Importing must not write bytecode into the plugin's folder: that would
+    # change its code hash, and a compiled file there would be read, not hashed.
+    writes_bytecode = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
     try:
         module = importlib.import_module(f"{name}.{manifest.entry_module}")
         plugin: object = module
@@ -121,6 +125,8 @@ def load_plugin(
         raise PackageError(
             f"plugin {record.id!r} failed to load: {type(exc).__name__}: {exc}", path=str(folder)
         ) from exc
+    finally:
+        sys.dont_write_bytecode = writes_bytecode
     return LoadedPlugin(record.id, module, plugin, name)
 
 

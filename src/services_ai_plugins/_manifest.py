@@ -46,6 +46,9 @@ from ._types import (
 
 __all__ = ["MAX_MANIFEST_BYTES", "Isolation", "Manifest"]
 
+#: The manifest's file name inside a plugin folder or archive.
+MANIFEST_NAME: Final = "manifest.json"
+
 #: The largest manifest accepted, in bytes (256 KiB).
 MAX_MANIFEST_BYTES: Final = 256 * 1024
 

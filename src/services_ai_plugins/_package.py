@@ -17,12 +17,10 @@ from typing import Final, Literal
 import attrs
 
 from ._errors import ManifestError, PackageError, Problem
-from ._manifest import MAX_MANIFEST_BYTES, Manifest
+from ._manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest
 
 __all__ = ["MANIFEST_NAME", "PackResult", "ValidatedPlugin", "pack_plugin", "validate_plugin"]
 
-#: The manifest's file name inside a plugin folder or archive.
-MANIFEST_NAME: Final = "manifest.json"
 #: The largest entry module whose source ``validate`` reads to look for ``plugin_class``.
 _MAX_SOURCE_BYTES: Final = 4 * 1024 * 1024
 #: Every packed file gets this timestamp (the earliest a ZIP can hold), so packing is reproducible.
