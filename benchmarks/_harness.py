@@ -20,7 +20,7 @@ import json
 import os
 import platform
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,7 +46,9 @@ class Contender:
     #: What the call does, in a few words, for the printed summary.
     description: str
     #: The call to time; its result is ignored.
-    func: Callable[[], object]
+    func: Callable[[], object] | None = None
+    #: Or a whole command to time, each run in a fresh process.
+    command: Sequence[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,8 @@ def compare(question: str, sdk: Contender, baseline: Contender) -> Outcome | Non
         help=f"merge the outcome into this JSON file (default: ${RESULTS_ENV}, "
         f"else {_DEFAULT_RESULTS})",
     )
-    sdk_bench = runner.bench_func(f"{question}: sdk {sdk.name}", sdk.func)
-    baseline_bench = runner.bench_func(f"{question}: baseline {baseline.name}", baseline.func)
+    sdk_bench = _bench(runner, f"{question}: sdk {sdk.name}", sdk)
+    baseline_bench = _bench(runner, f"{question}: baseline {baseline.name}", baseline)
     args = runner.parse_args()
     # In a worker, bench_func returns the one benchmark that worker ran (and
     # None for the others): nothing there is a complete comparison.
@@ -118,6 +120,14 @@ def compare(question: str, sdk: Contender, baseline: Contender) -> Outcome | Non
     outcome = Outcome(question, sdk_timing, baseline_timing, ratio, results)
     _report(outcome, sdk, baseline, sdk_bench)
     return outcome
+
+
+def _bench(runner: Any, label: str, contender: Contender) -> Any:
+    if contender.command is not None:
+        return runner.bench_command(label, list(contender.command))
+    if contender.func is None:
+        raise ValueError(f"{contender.name}: give a func or a command")
+    return runner.bench_func(label, contender.func)
 
 
 def _timing(name: str, bench: Any) -> Timing:
