@@ -27,7 +27,7 @@ import pluggy
 from services_ai_plugins._discovery import discover_entry_points
 manager = pluggy.PluginManager("services_ai")
 for plugin in discover_entry_points().found:
-    manager.register(plugin.plugin, name=plugin.manifest.id)
+    manager.register(plugin.plugin, name=plugin.plugin_id)
 assert len(manager.get_plugins()) == {plugins}
 """
 

@@ -110,9 +110,9 @@ def test_a_broken_entry_point_is_refused_and_discovery_goes_on(site: Path) -> No
     )
     discovery = discover_entry_points(GROUP)
     assert [p.manifest.id for p in discovery.found] == ["good"]
-    reasons = {where.split()[0]: str(error) for where, error in discovery.refused}
-    assert "ImportError: no deps" in reasons["sai-test-bad"]
-    assert "no manifest" in reasons["sai-test-bare"]
+    reasons = {where.split()[2]: str(error) for where, error in discovery.refused}
+    assert "ImportError: no deps" in reasons["broken"]
+    assert "no manifest" in reasons["bare"]
 
 
 def test_plugin_folders_are_found_and_installed_as_pending(tmp_path: Path) -> None:

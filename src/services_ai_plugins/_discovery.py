@@ -7,24 +7,23 @@ approve entry-point plugins at once, since they installed those themselves.
 
 from __future__ import annotations
 
-import importlib.resources
-import inspect
-import json
 import os
 import sys
+import types
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-import attrs
-
-from ._errors import ManifestError, PackageError, PluginError, Problem
-from ._hashing import code_hash, hash_files
-from ._manifest import MANIFEST_NAME, Manifest
-from ._storage import PluginRecord, PluginStatus, SourceKind
+from ._kinds import MANIFEST_NAME, PluginStatus, SourceKind
 
 if TYPE_CHECKING:
+    from ._errors import PluginError
+    from ._manifest import Manifest
     from ._registry import Registry
+    from ._storage import PluginRecord
+
+# Discovery runs when a web worker boots: this module imports nothing heavy
+# (no attrs, cattrs or packaging), and manifests are parsed when first needed.
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -40,24 +39,81 @@ __all__ = [
 ENTRY_POINT_GROUP: Final = "services_ai.plugins"
 
 
-@attrs.frozen
 class DiscoveredPlugin:
-    """A plugin found by discovery, not yet in the registry."""
+    """A plugin found by discovery, not yet in the registry.
 
-    manifest: Manifest
-    source: SourceKind
-    #: Where it was found: a folder, or ``distribution version (module:attr)``.
-    location: str
-    #: The folder holding its code (folder plugins), else None.
-    package_path: str | None
-    #: The hash of its code (see :func:`code_hash`).
-    code_hash: str
-    #: The loaded entry-point object (entry-point plugins only).
-    plugin: object = attrs.field(default=None, eq=False, repr=False)
+    :attr:`manifest` is parsed from :attr:`document` on first use and raises
+    :class:`ManifestError` then if the document is invalid.
+    """
+
+    __slots__ = (
+        "_code_hash",
+        "_distribution",
+        "_manifest",
+        "_module",
+        "document",
+        "location",
+        "package_path",
+        "plugin",
+        "source",
+    )
+
+    def __init__(
+        self,
+        document: dict[str, Any],
+        source: SourceKind,
+        location: str,
+        *,
+        package_path: str | None,
+        code_hash: str | None = None,
+        plugin: object = None,
+        manifest: Manifest | None = None,
+        distribution: Any = None,
+        module: Any = None,
+    ) -> None:
+        #: The manifest document as found (JSON-ready).
+        self.document = document
+        self.source = source
+        #: Where it was found: a folder, or ``distribution version (module:attr)``.
+        self.location = location
+        #: The folder holding its code (folder plugins), else None.
+        self.package_path = package_path
+        self._code_hash = code_hash
+        self._module = module
+        #: The loaded entry-point object (entry-point plugins only).
+        self.plugin = plugin
+        self._manifest = manifest
+        # Read for its version only if the manifest has none (reading it parses METADATA).
+        self._distribution = distribution
+
+    @property
+    def manifest(self) -> Manifest:
+        """The plugin's manifest, parsed on first use."""
+        if self._manifest is None:
+            from ._manifest import Manifest  # noqa: PLC0415 - parsed only when needed
+
+            if "version" not in self.document and self._distribution is not None:
+                self.document["version"] = self._distribution.version
+            self._manifest = Manifest.from_dict(self.document, source=self.location)
+        return self._manifest
+
+    @property
+    def code_hash(self) -> str:
+        """The hash of its code (see :func:`code_hash`), computed on first use."""
+        if self._code_hash is None:
+            self._code_hash = _source_hash(self._module, self.location)
+        return self._code_hash
+
+    @property
+    def plugin_id(self) -> str:
+        """The plugin's id, without parsing the whole manifest."""
+        return str(self.document.get("id") or self.manifest.id)
+
+    def __repr__(self) -> str:
+        return f"DiscoveredPlugin({self.plugin_id!r}, {self.source.value}, {self.location!r})"
 
 
-@attrs.frozen
-class Discovery:
+class Discovery(NamedTuple):
     """What one discovery pass found, and what it could not use (with why)."""
 
     found: tuple[DiscoveredPlugin, ...]
@@ -72,7 +128,9 @@ def discover_folders(plugins_dir: str | os.PathLike[str]) -> Discovery:
     ``<id>/<version>/`` folders that installed archives live in (they have no
     manifest at their top). Each folder is validated as ``validate`` does.
     """
-    from ._package import validate_plugin  # noqa: PLC0415 - parsing modules load on demand
+    from ._errors import PluginError  # noqa: PLC0415 - folders are validated: parsing loads anyway
+    from ._hashing import code_hash  # noqa: PLC0415
+    from ._package import validate_plugin  # noqa: PLC0415
 
     root = Path(plugins_dir)
     found: list[DiscoveredPlugin] = []
@@ -88,7 +146,16 @@ def discover_folders(plugins_dir: str | os.PathLike[str]) -> Discovery:
         except PluginError as error:
             refused.append((str(child), error))
             continue
-        found.append(DiscoveredPlugin(manifest, SourceKind.FOLDER, str(child), str(child), digest))
+        found.append(
+            DiscoveredPlugin(
+                manifest.to_dict(),
+                SourceKind.FOLDER,
+                str(child),
+                package_path=str(child),
+                code_hash=digest,
+                manifest=manifest,
+            )
+        )
     return Discovery(tuple(found), tuple(refused))
 
 
@@ -100,57 +167,84 @@ def discover_entry_points(group: str = ENTRY_POINT_GROUP) -> Discovery:
     ``manifest`` attribute (a ``Manifest``, a dict or JSON text), or else the
     module's; failing that, a ``manifest.json`` resource beside the module.
     A manifest without a version takes the distribution's; without an id,
-    the entry point's name.
+    the entry point's name. Entry points are read with the standard library's
+    ``importlib.metadata`` (the same data ``importlib_metadata`` reads).
     """
-    import importlib_metadata  # noqa: PLC0415 - costly, and only discovery needs it
+    import importlib.metadata  # noqa: PLC0415 - only discovery needs it
 
     found: list[DiscoveredPlugin] = []
     refused: list[tuple[str, PluginError]] = []
-    for entry in sorted(importlib_metadata.entry_points(group=group), key=lambda e: e.name):
-        dist = entry.dist
-        where = f"{dist.name if dist else '?'} {dist.version if dist else '?'} ({entry.value})"
+    for entry in sorted(importlib.metadata.entry_points(group=group), key=lambda e: e.name):
+        where = f"entry point {entry.name} = {entry.value}"
         try:
             plugin = entry.load()
-            module = inspect.getmodule(plugin) or sys.modules.get(entry.module)
+            module = _module_of(plugin, entry.module)
             document = _manifest_document(plugin, module, where)
             document.setdefault("id", entry.name)
-            if dist is not None:
-                document.setdefault("version", dist.version)
-            manifest = Manifest.from_dict(document, source=where)
-            digest = _source_hash(module, where)
-        except PluginError as error:
-            refused.append((where, error))
-            continue
-        except Exception as exc:  # noqa: BLE001 - a plugin that fails to import is refused, not fatal
-            failed = PackageError(
-                f"cannot load the entry point: {type(exc).__name__}: {exc}", path=where
-            )
-            failed.__cause__ = exc
-            refused.append((where, failed))
+            if getattr(module, "__file__", None) is None:
+                raise ValueError(f"{where}: the plugin has no source files to hash")
+        except Exception as exc:  # noqa: BLE001 - a plugin that fails to load is refused, not fatal
+            refused.append((where, _refusal(where, exc)))
             continue
         found.append(
-            DiscoveredPlugin(manifest, SourceKind.ENTRY_POINT, where, None, digest, plugin)
+            DiscoveredPlugin(
+                document,
+                SourceKind.ENTRY_POINT,
+                where,
+                package_path=None,
+                plugin=plugin,
+                distribution=entry.dist,
+                module=module,
+            )
         )
     return Discovery(tuple(found), tuple(refused))
+
+
+def _module_of(plugin: object, module_name: str) -> Any:
+    if isinstance(plugin, types.ModuleType):
+        return plugin
+    return sys.modules.get(getattr(plugin, "__module__", None) or module_name)
+
+
+def _refusal(where: str, exc: Exception) -> PluginError:
+    from ._errors import PackageError, PluginError  # noqa: PLC0415 - the refusal path only
+
+    if isinstance(exc, PluginError):
+        return exc
+    failed = PackageError(f"cannot load the entry point: {type(exc).__name__}: {exc}", path=where)
+    failed.__cause__ = exc
+    return failed
 
 
 def _manifest_document(plugin: object, module: Any, where: str) -> dict[str, Any]:
     for owner in (plugin, module):
         value = getattr(owner, "manifest", None)
-        if isinstance(value, Manifest):
-            return value.to_dict()
+        to_dict = getattr(value, "to_dict", None)
+        if callable(to_dict):  # a Manifest
+            document = to_dict()
+            if isinstance(document, dict):
+                return document
         if isinstance(value, dict):
             return dict(value)
         if isinstance(value, (str, bytes)):
+            import json  # noqa: PLC0415 - only for manifests given as JSON text
+
             parsed = json.loads(value)
             if isinstance(parsed, dict):
                 return parsed
     package = getattr(module, "__package__", None) or getattr(module, "__name__", "")
     if package:
+        import importlib.resources  # noqa: PLC0415 - only for plugins that ship manifest.json
+
         resource = importlib.resources.files(package).joinpath(MANIFEST_NAME)
         if resource.is_file():
-            text = resource.read_bytes()
-            return Manifest.from_json(text, source=f"{where}: manifest.json").to_dict()
+            import json  # noqa: PLC0415
+
+            parsed = json.loads(resource.read_bytes())
+            if isinstance(parsed, dict):
+                return parsed
+    from ._errors import ManifestError, Problem  # noqa: PLC0415 - the refusal path only
+
     raise ManifestError(
         [Problem("", "no manifest: give the plugin a `manifest` attribute or ship manifest.json")],
         source=where,
@@ -163,9 +257,11 @@ def _source_hash(module: Any, where: str) -> str:
     Compiled files are left out: the interpreter rewrites them, and entry-point
     plugins are not verified before import (they were installed by the operator).
     """
+    from ._hashing import hash_files  # noqa: PLC0415 - hashing loads when a hash is asked for
+
     path = getattr(module, "__file__", None)
     if path is None:
-        raise PackageError("has no source files to hash", path=where)
+        raise ValueError(f"{where}: the plugin has no source files to hash")
     file = Path(path)
     if not hasattr(module, "__path__"):
         return hash_files(file.parent, [file.name])

@@ -8,8 +8,6 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from ._errors import PackageError
-
 __all__ = ["code_hash", "hash_files", "hash_header"]
 
 
@@ -32,6 +30,8 @@ def code_hash(folder: str | os.PathLike[str]) -> str:
 
         code_hash("examples/hello-plugin")  # '3f1c...'
     """
+    from ._errors import PackageError  # noqa: PLC0415 - only on the refusal paths; keeps import light
+
     root = Path(folder)
     if not root.is_dir():
         raise PackageError("is not a folder", path=str(root))

@@ -22,6 +22,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from ._errors import ManifestError, Problem
+from ._kinds import MANIFEST_NAME
 from ._settings import SettingSpec, SettingType, validate_settings
 from ._types import (
     MAX_INT_DIGITS,
@@ -44,10 +45,7 @@ from ._types import (
     json_type_name,
 )
 
-__all__ = ["MAX_MANIFEST_BYTES", "Isolation", "Manifest"]
-
-#: The manifest's file name inside a plugin folder or archive.
-MANIFEST_NAME: Final = "manifest.json"
+__all__ = ["MANIFEST_NAME", "MAX_MANIFEST_BYTES", "Isolation", "Manifest"]
 
 #: The largest manifest accepted, in bytes (256 KiB).
 MAX_MANIFEST_BYTES: Final = 256 * 1024

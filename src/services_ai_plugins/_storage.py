@@ -12,7 +12,6 @@ that there is none).
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -20,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from ._errors import ConflictError
+from ._kinds import PluginStatus, SourceKind
 from ._types import JSONValue
 
 __all__ = [
@@ -41,29 +41,6 @@ __all__ = [
 def _aware(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, datetime) and value.tzinfo is None:
         raise ValueError(f"{attribute.name} must be timezone-aware (got {value!r})")
-
-
-class PluginStatus(str, enum.Enum):
-    """Where a plugin is in its lifecycle."""
-
-    #: Installed and waiting for an admin's decision; runs nowhere.
-    PENDING = "pending"
-    #: Approved by an admin: tenants may enable it.
-    APPROVED = "approved"
-    #: Refused by an admin (with a reason); only a re-install brings it back.
-    REJECTED = "rejected"
-    #: Stopped everywhere (by an admin or after repeated failures) until resumed.
-    SUSPENDED = "suspended"
-    #: Removed; its history and audit trail are kept, and it may be installed again.
-    UNINSTALLED = "uninstalled"
-
-
-class SourceKind(str, enum.Enum):
-    """Where a plugin's code came from."""
-
-    ENTRY_POINT = "entry_point"
-    FOLDER = "folder"
-    ARCHIVE = "archive"
 
 
 @attrs.frozen(kw_only=True)
