@@ -14,10 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from ._kinds import MANIFEST_NAME, PluginStatus, SourceKind
-
 if TYPE_CHECKING:
     from ._errors import PluginError
+    from ._kinds import SourceKind
     from ._manifest import Manifest
     from ._registry import Registry
     from ._storage import PluginRecord
@@ -51,17 +50,17 @@ class DiscoveredPlugin:
         "_distribution",
         "_manifest",
         "_module",
+        "_source",
         "document",
         "location",
         "package_path",
         "plugin",
-        "source",
     )
 
     def __init__(
         self,
         document: dict[str, Any],
-        source: SourceKind,
+        source: SourceKind | str,
         location: str,
         *,
         package_path: str | None,
@@ -73,7 +72,8 @@ class DiscoveredPlugin:
     ) -> None:
         #: The manifest document as found (JSON-ready).
         self.document = document
-        self.source = source
+        # Kept as its value: the enum module loads only when ``source`` is read.
+        self._source = str(getattr(source, "value", source))
         #: Where it was found: a folder, or ``distribution version (module:attr)``.
         self.location = location
         #: The folder holding its code (folder plugins), else None.
@@ -98,6 +98,13 @@ class DiscoveredPlugin:
         return self._manifest
 
     @property
+    def source(self) -> SourceKind:
+        """Where the code came from: an entry point or a folder."""
+        from ._kinds import SourceKind  # noqa: PLC0415
+
+        return SourceKind(self._source)
+
+    @property
     def code_hash(self) -> str:
         """The hash of its code (see :func:`code_hash`), computed on first use."""
         if self._code_hash is None:
@@ -110,7 +117,7 @@ class DiscoveredPlugin:
         return str(self.document.get("id") or self.manifest.id)
 
     def __repr__(self) -> str:
-        return f"DiscoveredPlugin({self.plugin_id!r}, {self.source.value}, {self.location!r})"
+        return f"DiscoveredPlugin({self.plugin_id!r}, {self._source}, {self.location!r})"
 
 
 class Discovery(NamedTuple):
@@ -130,6 +137,7 @@ def discover_folders(plugins_dir: str | os.PathLike[str]) -> Discovery:
     """
     from ._errors import PluginError  # noqa: PLC0415 - folders are validated: parsing loads anyway
     from ._hashing import code_hash  # noqa: PLC0415
+    from ._kinds import MANIFEST_NAME, SourceKind  # noqa: PLC0415
     from ._package import validate_plugin  # noqa: PLC0415
 
     root = Path(plugins_dir)
@@ -189,7 +197,7 @@ def discover_entry_points(group: str = ENTRY_POINT_GROUP) -> Discovery:
         found.append(
             DiscoveredPlugin(
                 document,
-                SourceKind.ENTRY_POINT,
+                "entry_point",
                 where,
                 package_path=None,
                 plugin=plugin,
@@ -235,6 +243,8 @@ def _manifest_document(plugin: object, module: Any, where: str) -> dict[str, Any
     package = getattr(module, "__package__", None) or getattr(module, "__name__", "")
     if package:
         import importlib.resources  # noqa: PLC0415 - only for plugins that ship manifest.json
+
+        from ._kinds import MANIFEST_NAME  # noqa: PLC0415
 
         resource = importlib.resources.files(package).joinpath(MANIFEST_NAME)
         if resource.is_file():
@@ -287,6 +297,8 @@ def register_discovered(
     is. With ``approve_entry_points=True`` entry-point plugins are approved at
     once (an operator installed them with pip).
     """
+    from ._kinds import PluginStatus, SourceKind  # noqa: PLC0415
+
     records: list[PluginRecord] = []
     for plugin in found:
         manifest = plugin.manifest
