@@ -139,3 +139,17 @@ def test_unmet_requirements_refuse_the_install(operator: Operator, tmp_path: Pat
     assert "surely-not-installed-anywhere" in err
     assert tree(operator.plugins) in ([], [".staging"])
     assert operator.json("list")["plugins"] == []
+
+
+def test_bad_input_is_refused_without_side_effects(operator: Operator) -> None:
+    """A missing source creates nothing; a bad --limit is a usage error; an empty reason exits 1."""
+    code, _, err = operator("install", operator.db.parent / "missing.zip")
+    assert code == EXIT_REFUSED
+    assert "no such file or folder" in err
+    assert not operator.db.exists()
+    assert not operator.plugins.exists()
+    assert operator("audit", "--limit", "-5")[0] == 2
+    operator("install", EXAMPLE_PLUGIN)
+    code, _, err = operator("reject", "hello-plugin", "--reason", " ")
+    assert code == EXIT_REFUSED
+    assert "reason must be a non-empty string" in err

@@ -180,6 +180,9 @@ def main(
     except PluginError as exc:
         output.refused(exc)
         return EXIT_REFUSED
+    except ValueError as exc:  # a bad argument value the library refused (an empty reason, ...)
+        output.refused(exc)
+        return EXIT_REFUSED
     except OSError as exc:
         output.refused(PackageError(exc.strerror or str(exc), path=str(exc.filename or "")))
         return EXIT_REFUSED

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from ._archive import install_archive
 from ._dependencies import check_environment
-from ._errors import RequirementsError
+from ._errors import PackageError, RequirementsError
 from ._manifest import Manifest
 from ._package import pack_plugin
 from ._registry import Registry
@@ -113,6 +113,9 @@ def _check_environment(manifest: Manifest) -> None:
 
 def _install(args: argparse.Namespace) -> Result:
     source = Path(args.source)
+    if not source.exists():
+        # Refuse before the database or the plugins folder is created.
+        raise PackageError("no such file or folder", path=str(source))
     plugins_dir = _plugins_dir(args)
     plugins_dir.mkdir(parents=True, exist_ok=True)
     with _registry(args) as registry:
@@ -195,6 +198,16 @@ def _step(
     return handler
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number (got {text!r})")
+    return value
+
+
 def _enable(registry: Registry, args: argparse.Namespace, actor: str) -> TenantRecord:
     return registry.enable(args.name, args.tenant, actor=actor)
 
@@ -273,4 +286,4 @@ def add_operator_commands(commands: Any, common: argparse.ArgumentParser, prog: 
     audit.add_argument("--plugin")
     audit.add_argument("--tenant")
     audit.add_argument("--by", help="only events by this actor")
-    audit.add_argument("--limit", type=int, default=50)
+    audit.add_argument("--limit", type=_positive, default=50, help="at most this many (default 50)")
