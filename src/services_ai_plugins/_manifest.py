@@ -10,17 +10,17 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Final, TypeVar, get_args, get_origin
+from typing import Any, Final, TypeVar
 
 import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, IterableValidationError
-from cattrs.errors import IterableValidationNote as _IndexNote
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from ._converting import is_variadic_tuple, locate, strict_tuple_hooks
 from ._errors import ManifestError, Problem
 from ._kinds import MANIFEST_NAME
 from ._settings import SettingSpec, SettingType, validate_settings
@@ -518,45 +518,9 @@ def _brief(value: object) -> str:
     return json_type_name(value)
 
 
-def _is_variadic_tuple(kind: Any) -> bool:
-    args = get_args(kind)
-    return get_origin(kind) is tuple and len(args) == 2 and args[1] is Ellipsis
-
-
-def _tuple_hook_factory(
-    converter: cattrs.Converter,
-) -> Callable[[Any], Callable[[object, Any], Any]]:
-    def factory(kind: Any) -> Callable[[object, Any], Any]:
-        item_kind = get_args(kind)[0]
-        unique = item_kind in UNIQUE_ITEMS
-
-        def hook(value: object, _: Any) -> tuple[Any, ...]:
-            if not isinstance(value, list):
-                raise ValueError(f"must be an array (got {json_type_name(value)})")
-            items: list[Any] = []
-            errors: list[Exception] = []
-            for index, item in enumerate(value):
-                try:
-                    items.append(converter.structure(item, item_kind))
-                except Exception as exc:  # noqa: BLE001 - collected and reported by path
-                    _note(exc, _IndexNote(f"@ index {index}", index, item_kind))
-                    errors.append(exc)
-            if unique:
-                errors.extend(_repeats(value))
-            if errors:
-                raise IterableValidationError("invalid items", errors, kind)
-            return tuple(items)
-
-        return hook
-
-    return factory
-
-
-def _note(exc: Exception, note: _IndexNote) -> None:
-    """Locate ``exc`` the way cattrs does, so :func:`_problems` can report its path."""
-    notes = [*getattr(exc, "__notes__", []), note]
-    # ``__notes__`` is typed for Python 3.11+ only; cattrs reads it on 3.10 too.
-    setattr(exc, "__notes__", notes)  # noqa: B010
+def _repeated_items(item_kind: Any, value: list[Any]) -> list[Exception]:
+    """Repeats in the arrays whose items must be unique (permissions, hooks)."""
+    return _repeats(value) if item_kind in UNIQUE_ITEMS else []
 
 
 def _repeats(value: list[Any]) -> list[Exception]:
@@ -564,9 +528,7 @@ def _repeats(value: list[Any]) -> list[Exception]:
     errors: list[Exception] = []
     for index, item in enumerate(value):
         if isinstance(item, str) and item in seen:
-            exc = ValueError(f"repeats {item!r}")
-            _note(exc, _IndexNote(f"@ index {index}", index, str))
-            errors.append(exc)
+            errors.append(locate(ValueError(f"repeats {item!r}"), index, str))
         seen.add(item if isinstance(item, str) else None)
     return errors
 
@@ -586,8 +548,7 @@ def _requires_plugins(
                 converter.structure(key, PluginId)
                 result[key] = _plugin_specifier(item, None)
             except ValueError as exc:
-                _note(exc, _IndexNote(f"@ key {key!r}", key, SpecifierSet))
-                errors.append(exc)
+                errors.append(locate(exc, key, SpecifierSet))
         if errors:
             raise IterableValidationError("invalid plugin requirements", errors, dict)
         return result
@@ -631,8 +592,7 @@ def _settings_hook(converter: cattrs.Converter) -> Callable[[object, Any], tuple
             try:
                 specs.append(spec_hook(item, SettingSpec))
             except Exception as exc:  # noqa: BLE001 - collected and reported by path
-                _note(exc, _IndexNote(f"@ index {index}", index, SettingSpec))
-                errors.append(exc)
+                errors.append(locate(exc, index, SettingSpec))
             name = item.get("name") if isinstance(item, dict) else None
             if isinstance(name, str):
                 if name in names:
@@ -725,7 +685,9 @@ def make_converter() -> cattrs.Converter:
     for enum_kind in (Isolation, SettingType):
         converter.register_structure_hook(enum_kind, _enum_hook(enum_kind))
         converter.register_unstructure_hook(enum_kind, _enum_value)
-    converter.register_structure_hook_factory(_is_variadic_tuple, _tuple_hook_factory(converter))
+    converter.register_structure_hook_factory(
+        is_variadic_tuple, strict_tuple_hooks(converter, _repeated_items)
+    )
     for text_kind in (Version, SpecifierSet, Requirement):
         converter.register_unstructure_hook(text_kind, str)
     _manifest_hooks(converter)

@@ -48,10 +48,10 @@ from cattrs.errors import (
     ClassValidationError,
     ForbiddenExtraKeysError,
     IterableValidationError,
-    IterableValidationNote,
 )
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from ._converting import is_variadic_tuple, locate, strict_tuple_hooks
 from ._errors import Problem, _ProblemsError
 from ._types import JSONValue, check_int, check_json, json_type_name
 
@@ -846,14 +846,6 @@ def _join(path: str, part: str | int) -> str:
     return f"{path}[{part!r}]"
 
 
-def _note(exc: Exception, index: int | str, kind: Any) -> Exception:
-    """Locate ``exc`` inside a collection the way cattrs does, for :func:`_problems`."""
-    notes = [*getattr(exc, "__notes__", []), IterableValidationNote(f"@ {index!r}", index, kind)]
-    # ``__notes__`` is typed for Python 3.11+ only; cattrs reads it on 3.10 too.
-    setattr(exc, "__notes__", notes)  # noqa: B010
-    return exc
-
-
 def _string(value: object, _: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"must be a string (got {json_type_name(value)})")
@@ -914,42 +906,12 @@ def _bytes_to_wire(value: bytes) -> str:
     return base64.b64encode(value).decode("ascii")
 
 
-def _is_variadic_tuple(kind: Any) -> bool:
-    args = get_args(kind)
-    return get_origin(kind) is tuple and len(args) == 2 and args[1] is Ellipsis
-
-
 def _is_mapping(kind: Any) -> bool:
     return get_origin(kind) is Mapping
 
 
 def _is_literal(kind: Any) -> bool:
     return get_origin(kind) is Literal
-
-
-def _tuple_hooks(
-    converter: cattrs.Converter,
-) -> Callable[[Any], Callable[[object, Any], tuple[Any, ...]]]:
-    def factory(kind: Any) -> Callable[[object, Any], tuple[Any, ...]]:
-        item_kind = get_args(kind)[0]
-
-        def hook(value: object, _: Any) -> tuple[Any, ...]:
-            if not isinstance(value, list):
-                raise ValueError(f"must be an array (got {json_type_name(value)})")
-            items: list[Any] = []
-            errors: list[Exception] = []
-            for index, item in enumerate(value):
-                try:
-                    items.append(converter.structure(item, item_kind))
-                except Exception as exc:  # noqa: BLE001 - collected and reported by path
-                    errors.append(_note(exc, index, item_kind))
-            if errors:
-                raise IterableValidationError("invalid items", errors, kind)
-            return tuple(items)
-
-        return hook
-
-    return factory
 
 
 def _tuple_to_wire(
@@ -983,7 +945,7 @@ def _mapping_hook(kind: Any) -> Callable[[object, Any], dict[str, Any]]:
             try:
                 copy[key] = _string(item, str) if strings else check_json(item)
             except ValueError as exc:
-                errors.append(_note(exc, key, str if strings else object))
+                errors.append(locate(exc, key, str if strings else object))
         if errors:
             raise IterableValidationError("invalid entries", errors, dict)
         return copy
@@ -1048,8 +1010,8 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(bytes, _bytes_from_wire)
     converter.register_unstructure_hook(bytes, _bytes_to_wire)
     converter.register_structure_hook_factory(_is_literal, _literal_hook)
-    converter.register_structure_hook_factory(_is_variadic_tuple, _tuple_hooks(converter))
-    converter.register_unstructure_hook_factory(_is_variadic_tuple, _tuple_to_wire(converter))
+    converter.register_structure_hook_factory(is_variadic_tuple, strict_tuple_hooks(converter))
+    converter.register_unstructure_hook_factory(is_variadic_tuple, _tuple_to_wire(converter))
     converter.register_structure_hook_factory(_is_mapping, _mapping_hook)
     converter.register_unstructure_hook_factory(_is_mapping, _mapping_to_wire)
     converter.register_structure_hook_factory(attrs.has, _record_hooks(converter))
