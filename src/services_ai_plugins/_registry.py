@@ -274,9 +274,12 @@ class Registry:
         return self._set_enabled(plugin_id, tenant, False, actor=actor)
 
     def _unmet_requirements(self, plugin: PluginRecord, tenant: str) -> list[Problem]:
+        requirements = self._manifest(plugin).requires_plugins
+        if not requirements:
+            return []
         running = set(self._storage.enabled_plugins(tenant))
         problems: list[Problem] = []
-        for required, specifier in self._manifest(plugin).requires_plugins.items():
+        for required, specifier in requirements.items():
             path = f"requires_plugins.{required}"
             if required not in running:
                 problems.append(Problem(path, f"{required} is not enabled for tenant {tenant!r}"))
