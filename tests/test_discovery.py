@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -152,3 +153,76 @@ def test_entry_point_plugins_may_be_approved_at_once(site: Path) -> None:
     [record] = register_discovered(registry, found, actor="ops", approve_entry_points=True)
     assert record.status is PluginStatus.APPROVED
     assert [e.action for e in registry.audit_log()] == ["approve", "install"]
+
+
+def _keys(entries: object) -> list[tuple[str, str, str]]:
+    return sorted((e.name, e.value, e.dist.version) for e in entries)  # type: ignore[attr-defined]
+
+
+def test_entry_point_reading_agrees_with_the_standard_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast reader gives what `importlib.metadata.entry_points(group=...)` gives.
+
+    Covered: a distribution installed twice on sys.path (the first one wins,
+    even when the later copy publishes more), the group's name appearing in
+    another section only, names that differ in case and separators, and
+    distributions without entry points.
+    """
+    import importlib.metadata
+
+    from services_ai_plugins._discovery import _entry_points
+
+    first, second = tmp_path / "first", tmp_path / "second"
+
+    def write(site: Path, folder: str, name: str, version: str, text: str | None) -> None:
+        info = site / folder
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        if text is not None:
+            (info / "entry_points.txt").write_text(text)
+
+    write(
+        first, "Sai.Test_Twice-2.0.dist-info", "Sai.Test_Twice", "2.0", f"[{GROUP}]\nnew = m:New\n"
+    )
+    write(
+        second,
+        "sai_test_twice-1.0.dist-info",
+        "sai-test-twice",
+        "1.0",
+        f"[{GROUP}]\nnew = m:Old\nonly-old = m:Gone\n",
+    )
+    write(
+        first,
+        "sai_test_mention-1.0.dist-info",
+        "sai-test-mention",
+        "1.0",
+        f"[console_scripts]\nx = {GROUP}:main\n",
+    )
+    write(first, "sai_test_none-1.0.dist-info", "sai-test-none", "1.0", None)
+    write(
+        second, "sai_test_other-3.0.dist-info", "sai-test-other", "3.0", f"[{GROUP}]\nother = o:P\n"
+    )
+    monkeypatch.setattr(sys, "path", [str(first), str(second)])
+
+    ours = _keys(_entry_points(GROUP))
+    assert ours == _keys(importlib.metadata.entry_points(group=GROUP))
+    assert ours == [("new", "m:New", "2.0"), ("other", "o:P", "3.0")]
+
+
+def test_a_distribution_without_a_folder_name_is_named_from_its_metadata() -> None:
+    """A distribution from another finder (no `*.dist-info` folder) is named by METADATA."""
+    import importlib.metadata
+
+    from services_ai_plugins._discovery import _distribution_name
+
+    class InMemory(importlib.metadata.Distribution):
+        def read_text(self, filename: str) -> str | None:
+            if filename == "METADATA":
+                return "Metadata-Version: 2.1\nName: Sai.Test__Memory\nVersion: 1.0\n"
+            return None
+
+        def locate_file(self, path: str | os.PathLike[str]) -> Path:
+            return Path(path)
+
+    assert _distribution_name(InMemory()) == "sai_test_memory"

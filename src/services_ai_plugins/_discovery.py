@@ -178,11 +178,9 @@ def discover_entry_points(group: str = ENTRY_POINT_GROUP) -> Discovery:
     the entry point's name. Entry points are read with the standard library's
     ``importlib.metadata`` (the same data ``importlib_metadata`` reads).
     """
-    import importlib.metadata  # noqa: PLC0415 - only discovery needs it
-
     found: list[DiscoveredPlugin] = []
     refused: list[tuple[str, PluginError]] = []
-    for entry in sorted(importlib.metadata.entry_points(group=group), key=lambda e: e.name):
+    for entry in sorted(_entry_points(group), key=lambda e: e.name):
         where = f"entry point {entry.name} = {entry.value}"
         try:
             plugin = entry.load()
@@ -206,6 +204,45 @@ def discover_entry_points(group: str = ENTRY_POINT_GROUP) -> Discovery:
             )
         )
     return Discovery(tuple(found), tuple(refused))
+
+
+def _entry_points(group: str) -> list[Any]:
+    """The entry points in ``group``, as ``importlib.metadata.entry_points(group=...)`` gives them.
+
+    Cheaper on a large environment: a distribution's ``entry_points.txt`` is
+    parsed only if the group's name occurs in it (a section header names the
+    group literally), and only those distributions are checked for duplicates
+    (the same distribution twice on ``sys.path``: the first one wins).
+    """
+    import importlib.metadata  # noqa: PLC0415 - only discovery needs it
+
+    seen: set[str] = set()
+    entries: list[Any] = []
+    for dist in importlib.metadata.distributions():
+        text = dist.read_text("entry_points.txt")
+        if not text or group not in text:
+            continue
+        name = _distribution_name(dist)
+        if name in seen:
+            continue
+        seen.add(name)
+        entries.extend(dist.entry_points.select(group=group))
+    return entries
+
+
+def _distribution_name(dist: Any) -> str:
+    """A distribution's normalised name (PEP 503, with underscores as the standard library has it).
+
+    Read from its ``*.dist-info`` folder name when there is one, else from METADATA.
+    """
+    # The standard library's own de-duplication reads the name from the
+    # ``*.dist-info`` folder, not from METADATA; use it when it is there.
+    name = getattr(dist, "_normalized_name", None)
+    if isinstance(name, str) and name:
+        return name
+    import re  # noqa: PLC0415
+
+    return re.sub(r"[-_.]+", "_", str(dist.metadata["Name"] or "")).lower()
 
 
 def _module_of(plugin: object, module_name: str) -> Any:
