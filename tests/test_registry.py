@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from services_ai_plugins import (
+    AuditEvent,
+    Change,
     ConflictError,
     DependencyError,
     Manifest,
@@ -22,6 +26,7 @@ from services_ai_plugins import (
     SettingsError,
     SQLiteStorage,
     Storage,
+    Suspension,
     TransitionError,
 )
 
@@ -295,6 +300,8 @@ def test_every_change_writes_exactly_one_audit_event(registry: Registry) -> None
         lambda: registry.set_settings("crm-sync", "acme", {"label": "x"}, actor="owner"),
         lambda: registry.grant("crm-sync", "acme", "export_leads", actor="admin"),
         lambda: registry.revoke("crm-sync", "acme", "export_leads", actor="admin"),
+        lambda: registry.suspend("crm-sync", actor="admin", reason="r", tenant="acme"),
+        lambda: registry.resume("crm-sync", actor="admin", tenant="acme"),
         lambda: registry.suspend("crm-sync", actor="admin", reason="r"),
         lambda: registry.resume("crm-sync", actor="admin"),
         lambda: registry.disable("crm-sync", "acme", actor="owner"),
@@ -406,3 +413,313 @@ def test_disabling_a_plugin_that_enabled_dependants_need_is_refused(registry: Re
     registry.disable("lead-scorer", "acme", actor="owner")
     registry.disable("crm-sync", "acme", actor="owner")
     assert registry.enabled_plugins("acme") == []
+
+
+# -- suspension for one tenant ---------------------------------------------------------------
+
+
+def test_a_tenant_suspension_stops_the_plugin_for_that_tenant_only(registry: Registry) -> None:
+    """suspend(tenant=...) stops the plugin for one tenant; resume(tenant=...) brings it back."""
+    approved(registry)
+    for tenant in ("acme", "globex"):
+        registry.enable("crm-sync", tenant, actor="owner")
+    record = registry.suspend("crm-sync", actor="breaker", reason="5 failures", tenant="acme")
+    assert (record.tenant, record.enabled, record.suspended_reason) == ("acme", True, "5 failures")
+    assert (record.revision, record.changed_by) == (2, "breaker")
+    assert registry.tenant("crm-sync", "acme") == record
+    assert registry.plugin("crm-sync").status is PluginStatus.APPROVED
+    assert registry.enabled_plugins("acme") == []
+    assert registry.enabled_plugins("globex") == ["crm-sync"]
+    [event] = registry.audit_log(action="suspend")
+    assert (event.actor, event.tenant) == ("breaker", "acme")
+    assert (event.before, event.after) == (
+        {"suspended_reason": None},
+        {"suspended_reason": "5 failures"},
+    )
+
+    resumed = registry.resume("crm-sync", actor="admin", tenant="acme")
+    assert (resumed.suspended_reason, resumed.enabled, resumed.revision) == (None, True, 3)
+    assert registry.enabled_plugins("acme") == ["crm-sync"]
+    [event] = registry.audit_log(action="resume")
+    assert (event.actor, event.tenant) == ("admin", "acme")
+    assert (event.before, event.after) == (
+        {"suspended_reason": "5 failures"},
+        {"suspended_reason": None},
+    )
+
+
+def test_a_tenant_that_was_never_configured_can_be_suspended(registry: Registry) -> None:
+    """Suspending a tenant with no record creates one, disabled and suspended."""
+    approved(registry)
+    record = registry.suspend("crm-sync", actor="admin", reason="abuse", tenant="initech")
+    assert (record.enabled, record.suspended_reason, record.revision) == (False, "abuse", 1)
+    registry.enable("crm-sync", "initech", actor="owner")
+    assert registry.enabled_plugins("initech") == []
+
+
+def test_tenant_suspension_needs_an_approved_plugin(registry: Registry) -> None:
+    """Suspending or resuming for a tenant is a TransitionError unless the plugin is approved."""
+    registry.install(manifest(), actor="dev", code_hash=HASH)
+    count = audit_count(registry)
+    with pytest.raises(TransitionError, match="it is pending: suspend for tenant 'acme'") as caught:
+        registry.suspend("crm-sync", actor="admin", reason="r", tenant="acme")
+    assert (caught.value.action, caught.value.status) == ("suspend", "pending")
+    with pytest.raises(TransitionError, match="it is pending"):
+        registry.resume("crm-sync", actor="admin", tenant="acme")
+    registry.approve("crm-sync", actor="admin")
+    registry.suspend("crm-sync", actor="admin", reason="r", tenant="acme")
+    registry.suspend("crm-sync", actor="admin", reason="everywhere")
+    count = audit_count(registry)
+    with pytest.raises(TransitionError, match="it is suspended: resume for tenant 'acme'"):
+        registry.resume("crm-sync", actor="admin", tenant="acme")
+    with pytest.raises(TransitionError, match="it is suspended"):
+        registry.suspend("crm-sync", actor="admin", reason="r", tenant="globex")
+    with pytest.raises(PluginNotFound):
+        registry.suspend("ghost", actor="admin", reason="r", tenant="acme")
+    assert audit_count(registry) == count
+    assert registry.tenant("crm-sync", "globex") is None
+
+
+def test_tenant_suspension_refuses_empty_reason_and_tenant(registry: Registry) -> None:
+    """An empty reason or tenant is a ValueError, and nothing is written."""
+    approved(registry)
+    count = audit_count(registry)
+    with pytest.raises(ValueError, match="reason"):
+        registry.suspend("crm-sync", actor="admin", reason=" ", tenant="acme")
+    with pytest.raises(ValueError, match="tenant"):
+        registry.suspend("crm-sync", actor="admin", reason="r", tenant="")
+    with pytest.raises(ValueError, match="tenant"):
+        registry.resume("crm-sync", actor="admin", tenant=" ")
+    assert audit_count(registry) == count
+
+
+def test_repeated_tenant_suspension_steps_write_nothing(registry: Registry) -> None:
+    """Resuming a tenant not suspended, or suspending a suspended one, writes nothing."""
+    approved(registry)
+    registry.enable("crm-sync", "acme", actor="owner")
+    count, generation = audit_count(registry), registry.storage.generation()
+    stored = registry.tenant("crm-sync", "acme")
+    assert registry.resume("crm-sync", actor="admin", tenant="acme") == stored
+    unstored = registry.resume("crm-sync", actor="admin", tenant="globex")
+    assert (unstored.tenant, unstored.revision, unstored.suspended_reason) == ("globex", 0, None)
+    assert registry.tenant("crm-sync", "globex") is None
+    assert (audit_count(registry), registry.storage.generation()) == (count, generation)
+
+    first = registry.suspend("crm-sync", actor="breaker", reason="first", tenant="acme")
+    again = registry.suspend("crm-sync", actor="admin", reason="second", tenant="acme")
+    assert again == first
+    assert again.suspended_reason == "first"
+    assert audit_count(registry) == count + 1
+
+
+def test_only_resume_lifts_a_tenant_suspension(registry: Registry) -> None:
+    """Disable, enable, settings, a plugin-wide suspension and a reinstall keep it in place."""
+    approved(registry)
+    registry.enable("crm-sync", "acme", actor="owner")
+    registry.suspend("crm-sync", actor="breaker", reason="timeouts", tenant="acme")
+    registry.disable("crm-sync", "acme", actor="owner")
+    registry.enable("crm-sync", "acme", actor="owner")
+    registry.set_settings("crm-sync", "acme", {"label": "Sales"}, actor="owner")
+    registry.grant("crm-sync", "acme", "export_leads", actor="admin")
+    registry.suspend("crm-sync", actor="admin", reason="everywhere")
+    registry.resume("crm-sync", actor="admin")
+    registry.install(manifest(version="2.0.0"), actor="dev", code_hash=HASH, reinstall=True)
+    registry.approve("crm-sync", actor="admin")
+    record = registry.tenant("crm-sync", "acme")
+    assert record is not None
+    assert (record.enabled, record.suspended_reason) == (True, "timeouts")
+    assert registry.enabled_plugins("acme") == []
+    registry.resume("crm-sync", actor="admin", tenant="acme")
+    assert registry.enabled_plugins("acme") == ["crm-sync"]
+
+
+def test_uninstall_drops_tenant_suspensions(registry: Registry) -> None:
+    """Uninstalling removes the tenant records, and with them their suspensions."""
+    approved(registry)
+    registry.suspend("crm-sync", actor="admin", reason="r", tenant="acme")
+    registry.uninstall("crm-sync", actor="admin")
+    assert registry.suspensions() == []
+    approved(registry)
+    assert registry.tenant("crm-sync", "acme") is None
+
+
+def test_a_tenant_suspension_decided_on_a_stale_status_is_a_conflict(storage: Storage) -> None:
+    """A tenant suspension decided before another writer suspended the plugin is refused."""
+    other = Registry(storage, clock=Clock())
+    approved(other)
+    racing = Registry(
+        Interfering(storage, lambda: other.suspend("crm-sync", actor="x", reason="r")),  # type: ignore[arg-type]
+        clock=Clock(),
+    )
+    with pytest.raises(ConflictError):
+        racing.suspend("crm-sync", actor="breaker", reason="r", tenant="acme")
+    assert other.tenant("crm-sync", "acme") is None
+
+
+# -- suspensions() ---------------------------------------------------------------------------
+
+
+def test_suspensions_lists_plugin_wide_and_tenant_ones_sorted(storage: Storage) -> None:
+    """suspensions(): by plugin, the plugin-wide one first, with the reason, time and actor."""
+    clock = Clock()
+    registry = Registry(storage, clock=clock)
+    approved(registry, "mailer")
+    approved(registry)
+    registry.suspend("mailer", actor="breaker", reason="timeouts", tenant="globex")
+    registry.suspend("mailer", actor="admin", reason="quota", tenant="acme")
+    registry.suspend("crm-sync", actor="grace", reason="investigating")
+    when = START + timedelta(minutes=next(clock.ticks) - 1)
+    # A newer tenant-level suspend event must not be taken for the plugin-wide one.
+    approved(registry, "zeta")
+    registry.suspend("zeta", actor="breaker", reason="z", tenant="acme")
+    registry.set_settings("mailer", "acme", {"label": "x"}, actor="owner")
+    found = registry.suspensions()
+    assert [(s.plugin_id, s.tenant, s.reason, s.by) for s in found] == [
+        ("crm-sync", None, "investigating", "grace"),
+        ("mailer", "acme", "quota", "owner"),  # the record's last change: the settings
+        ("mailer", "globex", "timeouts", "breaker"),
+        ("zeta", "acme", "z", "breaker"),
+    ]
+    assert found[0].since == when
+    assert found[0].since == registry.audit_log(action="suspend", plugin_id="crm-sync")[0].at
+    globex = registry.tenant("mailer", "globex")
+    assert globex is not None
+    assert found[2].since == globex.changed_at
+    assert registry.suspensions("mailer") == found[1:3]
+    assert registry.suspensions("ghost") == []
+    registry.resume("mailer", actor="admin", tenant="acme")
+    registry.resume("crm-sync", actor="admin")
+    assert [(s.plugin_id, s.tenant) for s in registry.suspensions()] == [
+        ("mailer", "globex"),
+        ("zeta", "acme"),
+    ]
+
+
+def test_suspensions_of_a_plugin_suspended_with_and_without_tenants(registry: Registry) -> None:
+    """A plugin suspended everywhere and for a tenant lists both, the plugin-wide one first."""
+    approved(registry)
+    registry.suspend("crm-sync", actor="breaker", reason="for acme", tenant="acme")
+    registry.suspend("crm-sync", actor="admin", reason="everywhere")
+    assert [(s.tenant, s.reason, s.by) for s in registry.suspensions("crm-sync")] == [
+        (None, "everywhere", "admin"),
+        ("acme", "for acme", "breaker"),
+    ]
+
+
+def test_a_suspension_without_its_audit_event_falls_back_to_the_install(storage: Storage) -> None:
+    """A plugin stored as suspended with no suspend event dates from its install."""
+    registry = Registry(storage, clock=Clock())
+    approved(registry)
+    record = registry.plugin("crm-sync")
+    storage.commit(
+        Change(
+            plugin_id="crm-sync",
+            plugin=attrs.evolve(
+                record, status=PluginStatus.SUSPENDED, status_reason="imported", revision=3
+            ),
+            audit=AuditEvent(at=START, actor="migration", action="import", plugin_id="crm-sync"),
+        )
+    )
+    assert registry.suspensions() == [
+        Suspension(
+            plugin_id="crm-sync",
+            tenant=None,
+            reason="imported",
+            since=record.installed_at,
+            by=record.installed_by,
+        )
+    ]
+
+
+def test_a_suspension_dates_from_the_newest_plugin_wide_suspend_event(storage: Storage) -> None:
+    """since/by skip newer tenant-level "suspend" events, however many an audit trail holds."""
+    registry = Registry(storage, clock=Clock())
+    approved(registry)
+    registry.suspend("crm-sync", actor="breaker", reason="old")
+    registry.resume("crm-sync", actor="admin")
+    record = registry.suspend("crm-sync", actor="grace", reason="current")
+    [event] = registry.audit_log(action="suspend", limit=1)
+    # Events another tool wrote afterwards, tagged with tenants: more than one page of them.
+    for minute in range(40):
+        storage.commit(
+            Change(
+                plugin_id="crm-sync",
+                plugin_revision=record.revision,
+                audit=AuditEvent(
+                    at=START + timedelta(hours=1, minutes=minute),
+                    actor="tool",
+                    action="suspend",
+                    plugin_id="crm-sync",
+                    tenant=f"tenant-{minute}",
+                ),
+            )
+        )
+    [found] = registry.suspensions()
+    assert (found.reason, found.by, found.since) == ("current", "grace", event.at)
+
+
+def test_suspension_is_a_frozen_record() -> None:
+    """Suspension records compare by value and cannot be changed."""
+    one = Suspension(plugin_id="p", tenant=None, reason="r", since=START, by="admin")
+    assert one == Suspension(plugin_id="p", tenant=None, reason="r", since=START, by="admin")
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        one.reason = "other"  # type: ignore[misc]
+
+
+# -- on_change -------------------------------------------------------------------------------
+
+
+def test_on_change_is_called_after_every_commit(storage: Storage) -> None:
+    """on_change runs once per committed change, after it is stored; not for no-ops or refusals."""
+    seen: list[int] = []
+    registry = Registry(storage, clock=Clock(), on_change=lambda: seen.append(storage.generation()))
+    approved(registry)
+    registry.enable("crm-sync", "acme", actor="owner")
+    registry.suspend("crm-sync", actor="breaker", reason="r", tenant="acme")
+    assert seen == [1, 2, 3, 4]
+    registry.enable("crm-sync", "acme", actor="owner")
+    registry.resume("crm-sync", actor="admin", tenant="globex")
+    with pytest.raises(TransitionError):
+        registry.approve("crm-sync", actor="admin")
+    with pytest.raises(SettingsError):
+        registry.set_settings("crm-sync", "acme", {"limit": 0}, actor="owner")
+    assert seen == [1, 2, 3, 4]
+
+
+def test_on_change_is_not_called_when_the_commit_fails(storage: Storage) -> None:
+    """A commit refused with ConflictError does not call on_change."""
+    other = Registry(storage, clock=Clock())
+    approved(other)
+    calls: list[None] = []
+    racing = Registry(
+        Interfering(storage, lambda: other.suspend("crm-sync", actor="x", reason="r")),  # type: ignore[arg-type]
+        clock=Clock(),
+        on_change=lambda: calls.append(None),
+    )
+    with pytest.raises(ConflictError):
+        racing.enable("crm-sync", "acme", actor="owner")
+    assert calls == []
+
+
+def test_a_failing_on_change_neither_undoes_nor_hides_the_change(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failing on_change is logged with its traceback; the step returns and the change stays."""
+
+    def broken() -> None:
+        raise RuntimeError("cache server down")
+
+    registry = Registry(storage, clock=Clock(), on_change=broken)
+    with caplog.at_level(logging.ERROR, logger="services_ai_plugins.registry"):
+        record = registry.install(manifest(), actor="dev", code_hash=HASH)
+        approved_record = registry.approve("crm-sync", actor="admin")
+    assert record.status is PluginStatus.PENDING
+    assert approved_record.status is PluginStatus.APPROVED
+    assert registry.plugin("crm-sync") == approved_record
+    assert storage.generation() == 2
+    failures = [r for r in caplog.records if r.name == "services_ai_plugins.registry"]
+    assert len(failures) == 2
+    assert failures[0].levelno == logging.ERROR
+    assert failures[0].exc_info is not None
+    assert "cache server down" in str(failures[0].exc_info[1])
+    assert "'install' of plugin 'crm-sync'" in failures[0].getMessage()

@@ -25,6 +25,7 @@ from services_ai_plugins import (
 
 PLUGINS = ("alpha", "bravo", "charlie")
 TENANTS = ("acme", "globex")
+REASONS = ("timeouts", "5 failures")
 HASH = "a" * 64
 CONFIGURABLE = {PluginStatus.PENDING, PluginStatus.APPROVED, PluginStatus.SUSPENDED}
 
@@ -46,7 +47,7 @@ MANIFESTS = {plugin_id: manifest(plugin_id) for plugin_id in PLUGINS}
 
 
 class RegistryMachine(RuleBasedStateMachine):
-    """The model: each plugin's status, and what each tenant has set."""
+    """The model: each plugin's status, and what each tenant has set or had suspended."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -56,6 +57,8 @@ class RegistryMachine(RuleBasedStateMachine):
         self.enabled: set[tuple[str, str]] = set()
         self.grants: set[tuple[str, str]] = set()
         self.limits: dict[tuple[str, str], int] = {}
+        #: (plugin, tenant) -> the reason it is suspended for that tenant.
+        self.suspended: dict[tuple[str, str], str] = {}
         self.changes = 0
         self.revisions: dict[str, int] = {}
         self.generation = 0
@@ -86,9 +89,11 @@ class RegistryMachine(RuleBasedStateMachine):
         return len(self.registry.audit_log(limit=1_000_000))
 
     def running(self, plugin_id: str, tenant: str) -> bool:
-        return (plugin_id, tenant) in self.enabled and self.status[
-            plugin_id
-        ] is PluginStatus.APPROVED
+        return (
+            (plugin_id, tenant) in self.enabled
+            and (plugin_id, tenant) not in self.suspended
+            and self.status[plugin_id] is PluginStatus.APPROVED
+        )
 
     def dependents(self, plugin_id: str) -> bool:
         return (
@@ -135,6 +140,29 @@ class RegistryMachine(RuleBasedStateMachine):
         allowed = self.status.get(plugin_id) is PluginStatus.SUSPENDED
         if self.expect(allowed, lambda: self.registry.resume(plugin_id, actor="admin")):
             self.status[plugin_id] = PluginStatus.APPROVED
+
+    @rule(
+        plugin_id=st.sampled_from(PLUGINS),
+        tenant=st.sampled_from(TENANTS),
+        reason=st.sampled_from(REASONS),
+    )
+    def suspend_for_tenant(self, plugin_id: str, tenant: str, reason: str) -> None:
+        allowed = self.status.get(plugin_id) is PluginStatus.APPROVED
+        key = (plugin_id, tenant)
+        new = key not in self.suspended
+        call = lambda: self.registry.suspend(  # noqa: E731 - a deferred call
+            plugin_id, actor="breaker", reason=reason, tenant=tenant
+        )
+        if self.expect(allowed, call, changes=new):
+            self.suspended.setdefault(key, reason)  # a second suspension keeps the first reason
+
+    @rule(plugin_id=st.sampled_from(PLUGINS), tenant=st.sampled_from(TENANTS))
+    def resume_for_tenant(self, plugin_id: str, tenant: str) -> None:
+        allowed = self.status.get(plugin_id) is PluginStatus.APPROVED
+        key = (plugin_id, tenant)
+        call = lambda: self.registry.resume(plugin_id, actor="admin", tenant=tenant)  # noqa: E731
+        if self.expect(allowed, call, changes=key in self.suspended):
+            self.suspended.pop(key, None)
 
     @rule(plugin_id=st.sampled_from(PLUGINS), tenant=st.sampled_from(TENANTS))
     def enable(self, plugin_id: str, tenant: str) -> None:
@@ -201,22 +229,41 @@ class RegistryMachine(RuleBasedStateMachine):
                 table.difference_update({(plugin_id, t) for t in TENANTS})
             for tenant in TENANTS:
                 self.limits.pop((plugin_id, tenant), None)
+                self.suspended.pop((plugin_id, tenant), None)
 
     # -- invariants -----------------------------------------------------------------------------
 
     @invariant()
-    def only_approved_enabled_plugins_run(self) -> None:
-        """enabled_plugins lists exactly the approved plugins enabled for the tenant."""
+    def only_approved_enabled_unsuspended_plugins_run(self) -> None:
+        """enabled_plugins(t) is exactly approved & enabled for t & not suspended for t."""
         for tenant in TENANTS:
             running = self.registry.enabled_plugins(tenant)
             expected = sorted(
                 p
                 for p, t in self.enabled
-                if t == tenant and self.status[p] is PluginStatus.APPROVED
+                if t == tenant
+                and self.status[p] is PluginStatus.APPROVED
+                and (p, t) not in self.suspended
             )
             assert running == expected
             for plugin_id in running:
                 assert self.registry.plugin(plugin_id).status is PluginStatus.APPROVED
+                record = self.registry.tenant(plugin_id, tenant)
+                assert record is not None
+                assert record.suspended_reason is None
+
+    @invariant()
+    def suspensions_match_the_model(self) -> None:
+        """suspensions() lists the suspended plugins and the tenant suspensions, sorted."""
+        expected = [
+            (p, None, "fails")
+            for p, s in sorted(self.status.items())
+            if s is PluginStatus.SUSPENDED
+        ]
+        expected += [(p, t, reason) for (p, t), reason in self.suspended.items()]
+        expected.sort(key=lambda e: (e[0], e[1] is not None, e[1] or ""))
+        found = [(s.plugin_id, s.tenant, s.reason) for s in self.registry.suspensions()]
+        assert found == expected
 
     @invariant()
     def every_change_has_its_audit_event(self) -> None:
@@ -247,6 +294,8 @@ class RegistryMachine(RuleBasedStateMachine):
                 record = self.registry.tenant(plugin_id, tenant)
                 grants = record.optional_grants if record is not None else ()
                 assert grants == (("export",) if (plugin_id, tenant) in self.grants else ())
+                reason = record.suspended_reason if record is not None else None
+                assert reason == self.suspended.get((plugin_id, tenant))
 
 
 class SQLiteRegistryMachine(RegistryMachine):

@@ -16,6 +16,8 @@ from typing import Any, cast
 
 import attrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services_ai_plugins import _sqlite
 from services_ai_plugins._errors import ConflictError, StorageError
@@ -98,6 +100,7 @@ def tenant_change(
     enabled: bool = True,
     plugin_revision: int | None = 1,
     when: datetime = T0,
+    suspended_reason: str | None = None,
 ) -> Change:
     """A change writing the plugin's record for ``tenant`` at ``revision``."""
     return Change(
@@ -107,6 +110,7 @@ def tenant_change(
             plugin_id=plugin_id,
             tenant=tenant,
             enabled=enabled,
+            suspended_reason=suspended_reason,
             changed_at=when,
             changed_by="owner",
             revision=revision,
@@ -224,7 +228,9 @@ def test_foreign_key_refuses_tenant_of_unknown_plugin(
         conn.execute("PRAGMA foreign_keys = ON")
         with pytest.raises(sqlite3.IntegrityError):
             conn.execute(
-                "INSERT INTO plugin_tenants VALUES ('ghost', 'acme', 1, '[]', '{}', 'x', 'x', 1)"
+                "INSERT INTO plugin_tenants (plugin_id, tenant, enabled, optional_grants,"
+                " settings, changed_at, changed_by, revision)"
+                " VALUES ('ghost', 'acme', 1, '[]', '{}', 'x', 'x', 1)"
             )
     assert storage.get_tenant("ghost", "acme") is None
     assert storage.audit(AuditQuery()) == []
@@ -333,6 +339,58 @@ def test_failed_migration_rolls_back(
     assert "homepage" not in columns
     assert applied == [m.version for m in _sqlite._MIGRATIONS]
     assert opener().get_plugin("crm-sync") == plugin()
+
+
+def test_schema_1_database_migrates_to_tenant_suspension(
+    opener: Callable[..., SQLiteStorage], db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database of the first schema (no suspended_reason) opens, migrates and keeps its data."""
+    with monkeypatch.context() as patch:
+        patch.setattr(_sqlite, "_MIGRATIONS", _sqlite._MIGRATIONS[:1])
+        old = opener()
+        approved = attrs.evolve(install(old), status=PluginStatus.APPROVED, revision=2)
+        old.commit(Change(plugin_id="crm-sync", plugin=approved, audit=event("crm-sync", "a")))
+        old.close()
+    # A tenant row as the first schema holds it: eight columns, none for a suspension.
+    with raw(db_path) as conn, conn:
+        before = [row[1] for row in conn.execute("PRAGMA table_info(plugin_tenants)")]
+        conn.execute(
+            "INSERT INTO plugin_tenants VALUES ('crm-sync', 'acme', 1, '[\"x\"]', '{\"n\":1}',"
+            " ?, 'owner', 1)",
+            (_sqlite._text(T0),),
+        )
+    assert "suspended_reason" not in before
+
+    new = opener()
+    with raw(db_path) as conn:
+        applied = [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
+        after = [row[1] for row in conn.execute("PRAGMA table_info(plugin_tenants)")]
+    assert applied == [m.version for m in _sqlite._MIGRATIONS]
+    assert after == [*before, "suspended_reason"]
+    kept = TenantRecord(
+        plugin_id="crm-sync",
+        tenant="acme",
+        enabled=True,
+        optional_grants=("x",),
+        settings={"n": 1},
+        changed_at=T0,
+        changed_by="owner",
+    )
+    assert new.get_tenant("crm-sync", "acme") == kept
+    assert new.get_plugin("crm-sync") == approved
+    assert new.enabled_plugins("acme") == ["crm-sync"]
+    suspended = attrs.evolve(kept, suspended_reason="timeouts", revision=2)
+    new.commit(
+        Change(
+            plugin_id="crm-sync",
+            plugin_revision=2,
+            tenant=suspended,
+            audit=event("crm-sync", "suspend", tenant="acme"),
+        )
+    )
+    assert new.enabled_plugins("acme") == []
+    new.close()
+    assert opener().get_tenant("crm-sync", "acme") == suspended
 
 
 # Atomic commits.
@@ -551,6 +609,8 @@ def test_closed_storage_raises(opener: Callable[..., SQLiteStorage]) -> None:
         lambda: storage.record_failures([]),
         storage.failures,
         lambda: storage.resolve_failures("crm-sync"),
+        lambda: storage.resolve_failures("crm-sync", ids=[1]),
+        lambda: storage.resolve_failures("crm-sync", ids=[]),
         lambda: storage.record_metrics([]),
         storage.metrics,
     ]
@@ -693,6 +753,8 @@ def scenario(storage: Storage) -> dict[str, object]:
         tenant_change("b", "acme", 2, plugin_revision=2, enabled=False, when=at(24)),
         tenant_change("b", "acme", 2, plugin_revision=2, when=at(25)),  # stale
         tenant_change("b", "acme", 3, plugin_revision=2, when=at(26)),
+        tenant_change("a", "globex", 2, plugin_revision=2, when=at(27), suspended_reason="slow"),
+        tenant_change("a", "globex", 3, plugin_revision=2, when=at(28), enabled=False),
     ]
     outcomes: list[object] = []
     seen["generations"] = outcomes
@@ -702,6 +764,7 @@ def scenario(storage: Storage) -> dict[str, object]:
         except ConflictError as exc:
             outcomes.append((exc.expected, exc.actual))
     seen["enabled before"] = storage.enabled_plugins("acme")
+    seen["enabled globex before"] = storage.enabled_plugins("globex")
     records["a"] = attrs.evolve(
         records["a"], status=PluginStatus.SUSPENDED, status_reason="5 failures", revision=3
     )
@@ -738,6 +801,14 @@ def scenario(storage: Storage) -> dict[str, object]:
         storage.resolve_failures("a", "acme"),
         storage.resolve_failures("b"),
     ]
+    storage.record_failures(
+        [failure("a", "globex", at(43)), failure("a", None, at(44)), failure("b", None, at(45))]
+    )
+    newest = storage.failures(limit=3)
+    seen["resolved by id"] = [
+        storage.resolve_failures("a", ids=[f.id for f in newest if f.id is not None]),
+        storage.resolve_failures("a", "acme", ids=[f.id for f in newest if f.id is not None]),
+    ]
     storage.record_metrics(
         [
             delta("b", "lead_created", 3, at(50)),
@@ -771,16 +842,17 @@ def scenario(storage: Storage) -> dict[str, object]:
     ]
     for query in queries:
         seen[f"audit {query}"] = [attrs.evolve(e, id=None) for e in storage.audit(query)]
-    for plugin_id, unresolved_only, limit in [
+    for plugin_id, resolved, limit in [
+        (None, None, 1000),
+        ("a", None, 1000),
         (None, False, 1000),
-        ("a", False, 1000),
         (None, True, 1000),
-        (None, False, 1),
+        ("a", True, 1),
+        (None, None, 1),
+        (None, None, 0),
     ]:
-        found = storage.failures(plugin_id, unresolved_only=unresolved_only, limit=limit)
-        seen[f"failures {plugin_id} {unresolved_only} {limit}"] = [
-            attrs.evolve(f, id=None) for f in found
-        ]
+        found = storage.failures(plugin_id, resolved=resolved, limit=limit)
+        seen[f"failures {plugin_id} {resolved} {limit}"] = [attrs.evolve(f, id=None) for f in found]
     for plugin_id in [None, "a", "b", "zz"]:
         seen[f"metrics {plugin_id}"] = storage.metrics(plugin_id)
     seen["generation"] = storage.generation()
@@ -794,6 +866,80 @@ def test_matches_memory_storage(storage: SQLiteStorage) -> None:
     assert actual.keys() == expected.keys()
     for key, value in expected.items():
         assert actual[key] == value, key
+
+
+PLUGINS_OF_FAILURES = st.sampled_from(["a", "b"])
+TENANTS_OF_FAILURES = st.sampled_from([None, "acme", "globex"])
+
+
+@given(
+    recorded=st.lists(
+        st.tuples(PLUGINS_OF_FAILURES, TENANTS_OF_FAILURES, st.booleans()), max_size=10
+    ),
+    resolutions=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "zz"]),
+            TENANTS_OF_FAILURES,
+            st.none() | st.lists(st.integers(0, 12), max_size=5),
+        ),
+        max_size=4,
+    ),
+    resolved=st.sampled_from([None, False, True]),
+    limit=st.integers(0, 12),
+)
+def test_failures_follow_the_model_in_both_backends(
+    recorded: list[tuple[str, str | None, bool]],
+    resolutions: list[tuple[str, str | None, list[int] | None]],
+    resolved: bool | None,
+    limit: int,
+) -> None:
+    """Resolving failures (by plugin, tenant and ids) and listing them (by resolved and limit)
+    give what a list model predicts, in SQLiteStorage and MemoryStorage alike."""
+    # The model: each failure by its position in ``recorded``, with its resolved flag.
+    flags = [done for _, _, done in recorded]
+    expected_counts: list[int] = []
+    for plugin_id, tenant, positions in resolutions:
+        chosen = set(range(len(recorded))) if positions is None else set(positions)
+        hits = [
+            n
+            for n, (owner, where, _) in enumerate(recorded)
+            if owner == plugin_id
+            and (tenant is None or where == tenant)
+            and n in chosen
+            and not flags[n]
+        ]
+        for n in hits:
+            flags[n] = True
+        expected_counts.append(len(hits))
+    newest_first = [n for n in reversed(range(len(recorded))) if resolved in (None, flags[n])]
+
+    for storage in (MemoryStorage(), SQLiteStorage(":memory:")):
+        try:
+            storage.record_failures(
+                [
+                    attrs.evolve(failure(p, t, at(n)), message=str(n), resolved=done)
+                    for n, (p, t, done) in enumerate(recorded)
+                ]
+            )
+            ids = [f.id for f in reversed(storage.failures(limit=100))]
+            known = [i for i in ids if i is not None]
+            unknown = max(known, default=0) + 1
+            counts = [
+                storage.resolve_failures(
+                    plugin_id,
+                    tenant,
+                    ids=None
+                    if positions is None
+                    else [known[n] if n < len(known) else unknown + n for n in positions],
+                )
+                for plugin_id, tenant, positions in resolutions
+            ]
+            assert counts == expected_counts, storage
+            listed = storage.failures(resolved=resolved, limit=limit)
+            assert [int(f.message) for f in listed] == newest_first[:limit], storage
+            assert [f.resolved for f in listed] == [flags[int(f.message)] for f in listed]
+        finally:
+            storage.close()
 
 
 def test_ids_newest_first(storage: SQLiteStorage) -> None:

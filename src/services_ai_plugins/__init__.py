@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         discover_folders,
         register_discovered,
     )
+    from ._dispatch import BreakerPolicy, HookTrace, HostHook, PluginOutcome
     from ._errors import (
         ConflictError,
         DependencyError,
@@ -42,17 +43,19 @@ if TYPE_CHECKING:
         PluginNotFound,
         Problem,
         RequirementsError,
+        ResultRefused,
         SettingsError,
         StorageError,
         TenantScopeError,
         TransitionError,
     )
+    from ._host import PluginHealth, PluginHost
     from ._loader import IntegrityError, LoadedPlugin, load_plugin, unload_plugin
     from ._manifest import MAX_MANIFEST_BYTES, Isolation, Manifest
     from ._memory import MemoryStorage
     from ._package import PackResult, ValidatedPlugin, pack_plugin, validate_plugin
     from ._permissions import DEFAULT_PERMISSIONS, Permission, PermissionCatalogue, Risk
-    from ._registry import Registry
+    from ._registry import Registry, Suspension
     from ._scaffold import ScaffoldResult, scaffold_plugin
     from ._schema import manifest_json_schema
     from ._settings import SettingSpec, SettingType, validate_settings
@@ -78,6 +81,7 @@ _LAZY: dict[str, str] = {
     "ArchiveLimits": "._archive",
     "AuditEvent": "._storage",
     "AuditQuery": "._storage",
+    "BreakerPolicy": "._dispatch",
     "Change": "._storage",
     "ConflictError": "._errors",
     "DEFAULT_PERMISSIONS": "._permissions",
@@ -89,6 +93,8 @@ _LAZY: dict[str, str] = {
     "ExtractedPlugin": "._archive",
     "FailureRecord": "._storage",
     "HookMetrics": "._storage",
+    "HookTrace": "._dispatch",
+    "HostHook": "._dispatch",
     "HostServices": "._api",
     "IntegrityError": "._loader",
     "Isolation": "._manifest",
@@ -105,12 +111,16 @@ _LAZY: dict[str, str] = {
     "PermissionDenied": "._errors",
     "PluginAPI": "._api",
     "PluginError": "._errors",
+    "PluginHealth": "._host",
+    "PluginHost": "._host",
     "PluginNotFound": "._errors",
+    "PluginOutcome": "._dispatch",
     "PluginRecord": "._storage",
     "PluginStatus": "._storage",
     "Problem": "._errors",
     "Registry": "._registry",
     "RequirementsError": "._errors",
+    "ResultRefused": "._errors",
     "Risk": "._permissions",
     "SQLiteStorage": "._sqlite",
     "ScaffoldResult": "._scaffold",
@@ -120,6 +130,7 @@ _LAZY: dict[str, str] = {
     "SourceKind": "._storage",
     "Storage": "._storage",
     "StorageError": "._errors",
+    "Suspension": "._registry",
     "TenantRecord": "._storage",
     "TenantScopeError": "._errors",
     "TransitionError": "._errors",
@@ -167,6 +178,7 @@ __all__ = [
     "ArchiveLimits",
     "AuditEvent",
     "AuditQuery",
+    "BreakerPolicy",
     "Change",
     "ConflictError",
     "DeniedCall",
@@ -176,6 +188,8 @@ __all__ = [
     "ExtractedPlugin",
     "FailureRecord",
     "HookMetrics",
+    "HookTrace",
+    "HostHook",
     "HostServices",
     "IntegrityError",
     "Isolation",
@@ -191,12 +205,16 @@ __all__ = [
     "PermissionDenied",
     "PluginAPI",
     "PluginError",
+    "PluginHealth",
+    "PluginHost",
     "PluginNotFound",
+    "PluginOutcome",
     "PluginRecord",
     "PluginStatus",
     "Problem",
     "Registry",
     "RequirementsError",
+    "ResultRefused",
     "Risk",
     "SQLiteStorage",
     "ScaffoldResult",
@@ -206,6 +224,7 @@ __all__ = [
     "SourceKind",
     "Storage",
     "StorageError",
+    "Suspension",
     "TenantRecord",
     "TenantScopeError",
     "TransitionError",

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
+from types import CodeType, FrameType
 from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
 import attrs
@@ -40,6 +42,14 @@ MAX_STORE_KEY_LENGTH: Final = 200
 MAX_LIST_LIMIT: Final = 1000
 
 _logger = logging.getLogger("services_ai_plugins.api")
+
+#: The code objects of the host's call loops. ``PluginAPI.context`` looks for the
+#: nearest of their frames on the current thread's stack and reads the call's
+#: ``context`` there: a hook call pays nothing for it, one per (plugin, tenant)
+#: ``PluginAPI`` serves every call, and only reading ``api.context`` costs a
+#: short walk up the stack (nested calls find their own; threads have their own
+#: stacks).
+CALL_LOOPS: Final[set[CodeType]] = set()
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -235,8 +245,22 @@ class PluginAPI:
 
     @property
     def context(self) -> Context | None:
-        """The hook call's context: tenant, acting user, request metadata."""
-        return self._context
+        """The hook call's context: tenant, acting user, request metadata.
+
+        The context given when the API was built, else the context of the hook
+        call running now for this API's tenant (None outside such a call).
+        """
+        if self._context is not None:
+            return self._context
+        frame: FrameType | None = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code in CALL_LOOPS:
+                current = frame.f_locals.get("context")
+                if isinstance(current, Context) and current.tenant == self._tenant:
+                    return current
+                return None
+            frame = frame.f_back
+        return None
 
     def has_permission(self, permission: str) -> bool:
         """Whether this plugin holds ``permission`` here (to skip work it may not do)."""

@@ -13,6 +13,7 @@ Everything the SDK raises on purpose derives from one root, so a host can catch
     ├── RequirementsError  a plugin's requirements (Python, host API, packages, plugins) are not met
     ├── PermissionDenied   (also PermissionError) a plugin called an API method it has no grant for
     ├── TenantScopeError   host services returned another tenant's data, or a call needs a tenant
+    ├── ResultRefused      a plugin's hook returned a value the host does not accept
     └── StorageError       the storage backend failed (the driver's error is the __cause__)
         └── ConflictError  another writer changed the record first: re-read and retry
 
@@ -35,6 +36,7 @@ __all__ = [
     "PluginNotFound",
     "Problem",
     "RequirementsError",
+    "ResultRefused",
     "SettingsError",
     "StorageError",
     "TenantScopeError",
@@ -264,3 +266,18 @@ class TenantScopeError(PluginError):
                 f"in a call for tenant {expected!r}: refused"
             )
         super().__init__(message)
+
+
+class ResultRefused(PluginError):
+    """A plugin's hook implementation returned a value the host does not accept.
+
+    The value is dropped (a filter passes the value it got on unchanged) and the
+    refusal is recorded as the plugin's failure, like an exception it raised:
+    another tenant's record, or a filter that changed the type of its value.
+    """
+
+    def __init__(self, plugin_id: str, hook: str, reason: str) -> None:
+        self.plugin_id = plugin_id
+        self.hook = hook
+        self.reason = reason
+        super().__init__(f"plugin {plugin_id!r} returned from {hook}(): {reason}")

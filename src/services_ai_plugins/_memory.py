@@ -20,6 +20,8 @@ from ._storage import (
     PluginStatus,
     TenantRecord,
     VersionRecord,
+    check_ids,
+    check_limit,
 )
 
 __all__ = ["MemoryStorage"]
@@ -92,6 +94,7 @@ class MemoryStorage:
                 for (plugin_id, name), record in self._tenants.items()
                 if name == tenant
                 and record.enabled
+                and record.suspended_reason is None
                 and self._plugins[plugin_id].status is PluginStatus.APPROVED
             )
 
@@ -110,18 +113,22 @@ class MemoryStorage:
             self._failures.extend(attrs.evolve(f, id=next(self._ids)) for f in failures)
 
     def failures(
-        self, plugin_id: str | None = None, *, unresolved_only: bool = False, limit: int = 1000
+        self, plugin_id: str | None = None, *, resolved: bool | None = None, limit: int = 1000
     ) -> list[FailureRecord]:
+        check_limit(limit)
         with self._lock:
             found = [
                 f
                 for f in reversed(self._failures)
                 if (plugin_id is None or f.plugin_id == plugin_id)
-                and not (unresolved_only and f.resolved)
+                and (resolved is None or f.resolved == resolved)
             ]
         return found[:limit]
 
-    def resolve_failures(self, plugin_id: str, tenant: str | None = None) -> int:
+    def resolve_failures(
+        self, plugin_id: str, tenant: str | None = None, *, ids: Sequence[int] | None = None
+    ) -> int:
+        wanted = set(check_ids(ids)) if ids is not None else None
         with self._lock:
             count = 0
             for index, failure in enumerate(self._failures):
@@ -129,6 +136,7 @@ class MemoryStorage:
                     failure.plugin_id == plugin_id
                     and not failure.resolved
                     and (tenant is None or failure.tenant == tenant)
+                    and (wanted is None or failure.id in wanted)
                 ):
                     self._failures[index] = attrs.evolve(failure, resolved=True)
                     count += 1

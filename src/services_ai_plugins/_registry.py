@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
-from typing import Any, Final, final
+from typing import Any, Final, final, overload
 
 import attrs
 
@@ -32,12 +33,17 @@ from ._storage import (
 )
 from ._types import JSONValue
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "Suspension"]
+
+_logger = logging.getLogger("services_ai_plugins.registry")
 
 #: What a secret setting's value is replaced with in audit records.
 MASK: Final = "********"
 
+#: Where the registry reads the time of each change (timezone-aware).
 Clock = Callable[[], datetime]
+#: Called with no arguments after each change the registry commits.
+ChangeCallback = Callable[[], None]
 
 # The actions each status allows; TransitionError lists them.
 _ALLOWED: Final[Mapping[PluginStatus, tuple[str, ...]]] = {
@@ -59,6 +65,24 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+@attrs.frozen(kw_only=True)
+class Suspension:
+    """One suspension in force: a plugin stopped everywhere, or for one tenant.
+
+    :meth:`Registry.suspensions` lists them, for an admin page.
+    """
+
+    plugin_id: str
+    #: The tenant the plugin is suspended for, or None: suspended everywhere.
+    tenant: str | None
+    #: Why it was suspended.
+    reason: str
+    #: When it was suspended.
+    since: datetime
+    #: Who suspended it (the ``actor`` of the step).
+    by: str
+
+
 @final
 class Registry:
     """The lifecycle state machine of plugins, over any :class:`Storage`.
@@ -69,7 +93,11 @@ class Registry:
                       │                 │  ▲                 │
                       └─reject─▶ rejected  └─────resume──────┘
         enable/disable per tenant: approved only (disable: always)
+        suspend/resume per tenant (tenant=...): approved only
         uninstall: any state ─▶ uninstalled (history and audit kept)
+
+    A plugin runs for a tenant while it is approved, enabled for the tenant
+    and not suspended for it.
 
     Every method that changes something takes the ``actor`` (who asks) and
     writes exactly one audit event in the same transaction as the change. A
@@ -77,13 +105,27 @@ class Registry:
     nothing. Concurrent writers never overwrite each other: a step decided on
     a stale read raises :class:`ConflictError`; re-read and retry.
 
+    ``clock`` gives the time of each change (timezone-aware). ``on_change``,
+    if given, is called with no arguments after every change the registry
+    commits (not after a step that writes nothing or fails), so a host can
+    mark its caches stale at once. An exception it raises is logged on the
+    ``services_ai_plugins.registry`` logger; it neither undoes nor hides the
+    committed change, and the step returns as usual.
+
     :raises PluginNotFound: for an id that was never installed.
     :raises TransitionError: for a step the plugin's state does not allow.
     """
 
-    def __init__(self, storage: Storage, *, clock: Clock = _utcnow) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        clock: Clock = _utcnow,
+        on_change: ChangeCallback | None = None,
+    ) -> None:
         self._storage: Final = storage
         self._clock: Final = clock
+        self._on_change: Final = on_change
         self._manifests: dict[tuple[str, int], Manifest] = {}
 
     @property
@@ -189,16 +231,114 @@ class Registry:
             current, PluginStatus.REJECTED, actor=actor, action="reject", status_reason=reason
         )
 
-    def suspend(self, plugin_id: str, *, actor: str, reason: str) -> PluginRecord:
-        """Stop an approved plugin everywhere until :meth:`resume`."""
+    @overload
+    def suspend(
+        self, plugin_id: str, *, actor: str, reason: str, tenant: None = None
+    ) -> PluginRecord: ...
+
+    @overload
+    def suspend(self, plugin_id: str, *, actor: str, reason: str, tenant: str) -> TenantRecord: ...
+
+    @overload
+    def suspend(
+        self, plugin_id: str, *, actor: str, reason: str, tenant: str | None = None
+    ) -> PluginRecord | TenantRecord: ...
+
+    def suspend(
+        self, plugin_id: str, *, actor: str, reason: str, tenant: str | None = None
+    ) -> PluginRecord | TenantRecord:
+        """Stop an approved plugin everywhere, or for one ``tenant``, until :meth:`resume`.
+
+        Without ``tenant`` the plugin's status becomes suspended (``reason`` in
+        its ``status_reason``): it runs nowhere, and its tenants' activations
+        and settings wait for :meth:`resume`. Returns the plugin's record.
+
+        With ``tenant`` the plugin stays approved and stops for that tenant
+        only: the tenant's record gets ``suspended_reason`` (it is created if
+        the tenant has none). Enabling or disabling the plugin for the tenant
+        leaves the suspension in place; only ``resume(..., tenant=...)``
+        lifts it. Returns the tenant's record. Suspending a tenant that is
+        already suspended writes nothing and keeps the first reason.
+
+        A circuit breaker stopping a plugin for the tenant it fails for::
+
+            registry.suspend("crm-sync", actor="breaker", reason="5 failures", tenant="acme")
+            registry.enabled_plugins("acme")  # no 'crm-sync' until resumed for acme
+
+        :raises ValueError: for an empty ``reason``, ``actor`` or ``tenant``.
+        :raises TransitionError: unless the plugin is approved.
+        :raises PluginNotFound: for an id that was never installed.
+        """
         _require_text(reason, "reason")
+        if tenant is not None:
+            _require_text(actor, "actor")
+            _require_text(tenant, "tenant")
+            plugin = self._require_for_tenant(plugin_id, "suspend", tenant)
+            stored = self._storage.get_tenant(plugin_id, tenant)
+            if stored is not None and stored.suspended_reason is not None:
+                return stored
+            return self._write_tenant(
+                plugin,
+                stored,
+                tenant,
+                actor,
+                "suspend",
+                before={"suspended_reason": None},
+                after={"suspended_reason": reason},
+                suspended_reason=reason,
+            )
         current = self._require(plugin_id, "suspend", PluginStatus.APPROVED)
         return self._set_status(
             current, PluginStatus.SUSPENDED, actor=actor, action="suspend", status_reason=reason
         )
 
-    def resume(self, plugin_id: str, *, actor: str) -> PluginRecord:
-        """Let a suspended plugin run again where it is enabled."""
+    @overload
+    def resume(self, plugin_id: str, *, actor: str, tenant: None = None) -> PluginRecord: ...
+
+    @overload
+    def resume(self, plugin_id: str, *, actor: str, tenant: str) -> TenantRecord: ...
+
+    @overload
+    def resume(
+        self, plugin_id: str, *, actor: str, tenant: str | None = None
+    ) -> PluginRecord | TenantRecord: ...
+
+    def resume(
+        self, plugin_id: str, *, actor: str, tenant: str | None = None
+    ) -> PluginRecord | TenantRecord:
+        """Let a suspended plugin run again where it is enabled, or lift one tenant's suspension.
+
+        Without ``tenant`` the plugin must be suspended; it becomes approved
+        again and runs where it is enabled and not suspended for the tenant.
+        Returns the plugin's record.
+
+        With ``tenant`` the plugin must be approved; the tenant's
+        ``suspended_reason`` is cleared and the plugin runs there again if it
+        is enabled. Returns the tenant's record: unchanged, with nothing
+        written, when the tenant was not suspended.
+
+        :raises ValueError: for an empty ``actor`` or ``tenant``.
+        :raises TransitionError: unless the plugin is suspended (without
+            ``tenant``) or approved (with ``tenant``).
+        :raises PluginNotFound: for an id that was never installed.
+        """
+        if tenant is not None:
+            _require_text(actor, "actor")
+            _require_text(tenant, "tenant")
+            plugin = self._require_for_tenant(plugin_id, "resume", tenant)
+            stored = self._storage.get_tenant(plugin_id, tenant)
+            if stored is None or stored.suspended_reason is None:
+                return stored or self._unstored(plugin_id, tenant, actor)
+            return self._write_tenant(
+                plugin,
+                stored,
+                tenant,
+                actor,
+                "resume",
+                before={"suspended_reason": stored.suspended_reason},
+                after={"suspended_reason": None},
+                suspended_reason=None,
+            )
         current = self._require(plugin_id, "resume", PluginStatus.SUSPENDED)
         return self._set_status(
             current, PluginStatus.APPROVED, actor=actor, action="resume", status_reason=None
@@ -237,6 +377,9 @@ class Registry:
     ) -> TenantRecord:
         """Turn an approved plugin on for one tenant.
 
+        A suspension for the tenant (:meth:`suspend` with ``tenant``) stays in
+        place: the plugin runs there only once it is resumed.
+
         The plugins it requires (``requires_plugins``) must already run for the
         tenant, in a version its specifiers accept. With
         ``with_requirements=True`` they are enabled first (requirements before
@@ -261,6 +404,8 @@ class Registry:
 
     def disable(self, plugin_id: str, tenant: str, *, actor: str) -> TenantRecord:
         """Turn a plugin off for one tenant (allowed in every installed state).
+
+        A suspension for the tenant stays in place (only :meth:`resume` lifts it).
 
         :raises DependencyError: while plugins running for the tenant require it.
         """
@@ -378,7 +523,10 @@ class Registry:
         return self._storage.list_plugins(status)
 
     def enabled_plugins(self, tenant: str) -> list[str]:
-        """Ids of the plugins that run for ``tenant``: approved and enabled there."""
+        """Ids of the plugins that run for ``tenant``, sorted.
+
+        Those that are approved, enabled there and not suspended for it.
+        """
         return self._storage.enabled_plugins(tenant)
 
     def tenant(self, plugin_id: str, tenant: str) -> TenantRecord | None:
@@ -397,6 +545,48 @@ class Registry:
         record = self._storage.get_tenant(plugin_id, tenant)
         optional = record.optional_grants if record is not None else ()
         return frozenset(plugin.granted_permissions) | frozenset(optional)
+
+    def suspensions(self, plugin_id: str | None = None) -> list[Suspension]:
+        """Every suspension in force (of one plugin, or of all), for an admin page.
+
+        A plugin whose status is suspended gives one :class:`Suspension` with
+        ``tenant=None`` and its ``status_reason``; ``since`` and ``by`` come
+        from the newest plugin-wide ``suspend`` event of its audit trail (the
+        install's time and actor when there is none). Each tenant the plugin
+        is suspended for gives one with that tenant and its
+        ``suspended_reason``; ``since`` and ``by`` are the last change of the
+        tenant's record, which is the suspension unless the tenant's
+        activation, settings or grants changed since. The list is sorted by
+        plugin id, then tenant (the plugin-wide one first). An id that was
+        never installed has none.
+        """
+        if plugin_id is None:
+            plugins = self._storage.list_plugins()
+        else:
+            record = self._storage.get_plugin(plugin_id)
+            plugins = [record] if record is not None else []
+        found: list[Suspension] = []
+        for plugin in plugins:
+            if plugin.status is PluginStatus.SUSPENDED:
+                since, by = self._suspended_since(plugin)
+                reason = plugin.status_reason or ""
+                found.append(
+                    Suspension(plugin_id=plugin.id, tenant=None, reason=reason, since=since, by=by)
+                )
+            if plugin.status is PluginStatus.UNINSTALLED:
+                continue  # uninstall removed its tenant records
+            found.extend(
+                Suspension(
+                    plugin_id=plugin.id,
+                    tenant=record.tenant,
+                    reason=record.suspended_reason,
+                    since=record.changed_at,
+                    by=record.changed_by,
+                )
+                for record in self._storage.list_tenants(plugin.id)
+                if record.suspended_reason is not None
+            )
+        return sorted(found, key=lambda s: (s.plugin_id, s.tenant is not None, s.tenant or ""))
 
     def history(self, plugin_id: str) -> list[VersionRecord]:
         """Every version of the plugin ever installed, oldest first."""
@@ -429,6 +619,41 @@ class Registry:
 
     def _commit(self, change: Change) -> None:
         self._storage.commit(change)
+        if self._on_change is not None:
+            try:
+                self._on_change()
+            except Exception:
+                # The change is committed: a failing listener must not make it look undone.
+                _logger.exception(
+                    "on_change callback failed after %r of plugin %r",
+                    change.audit.action,
+                    change.plugin_id,
+                )
+
+    def _suspended_since(self, plugin: PluginRecord) -> tuple[datetime, str]:
+        """When and by whom the plugin was suspended: its newest plugin-wide suspend event."""
+        limit = 16
+        while True:
+            query = AuditQuery(plugin_id=plugin.id, action="suspend", limit=limit)
+            events = self._storage.audit(query)
+            for event in events:
+                if event.tenant is None:  # tenant suspensions are logged as "suspend" too
+                    return event.at, event.actor
+            if len(events) < limit:
+                return plugin.installed_at, plugin.installed_by
+            limit *= 4
+
+    def _require_for_tenant(self, plugin_id: str, action: str, tenant: str) -> PluginRecord:
+        record = self.plugin(plugin_id)
+        if record.status is not PluginStatus.APPROVED:
+            raise TransitionError(
+                plugin_id,
+                action,
+                record.status.value,
+                _ALLOWED[record.status],
+                reason=f"{action} for tenant {tenant!r} needs an approved plugin",
+            )
+        return record
 
     def _require(self, plugin_id: str, action: str, *states: PluginStatus) -> PluginRecord:
         record = self.plugin(plugin_id)

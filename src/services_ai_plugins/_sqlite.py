@@ -35,6 +35,8 @@ from ._storage import (
     SourceKind,
     TenantRecord,
     VersionRecord,
+    check_ids,
+    check_limit,
 )
 from ._types import JSONValue
 
@@ -157,6 +159,11 @@ CREATE TABLE hook_metrics (
 #: databases in the field have already applied it.
 _MIGRATIONS: tuple[_Migration, ...] = (
     _Migration(1, "plugins, tenants, versions, audit, failures and metrics", _SCHEMA_1),
+    _Migration(
+        2,
+        "tenant records get a suspension reason",
+        "ALTER TABLE plugin_tenants ADD COLUMN suspended_reason TEXT;",
+    ),
 )
 
 _CREATE_MIGRATIONS: Final = """
@@ -193,13 +200,15 @@ ON CONFLICT (id) DO UPDATE SET
 
 _UPSERT_TENANT: Final = """
 INSERT INTO plugin_tenants (
-    plugin_id, tenant, enabled, optional_grants, settings, changed_at, changed_by, revision
+    plugin_id, tenant, enabled, suspended_reason, optional_grants, settings, changed_at,
+    changed_by, revision
 ) VALUES (
-    :plugin_id, :tenant, :enabled, :optional_grants, :settings, :changed_at, :changed_by,
-    :revision
+    :plugin_id, :tenant, :enabled, :suspended_reason, :optional_grants, :settings, :changed_at,
+    :changed_by, :revision
 )
 ON CONFLICT (plugin_id, tenant) DO UPDATE SET
     enabled = excluded.enabled,
+    suspended_reason = excluded.suspended_reason,
     optional_grants = excluded.optional_grants,
     settings = excluded.settings,
     changed_at = excluded.changed_at,
@@ -242,6 +251,9 @@ _NEXT_GENERATION: Final = "UPDATE meta SET value = value + 1 WHERE key = 'genera
 _GENERATION: Final = "SELECT value FROM meta WHERE key = 'generation'"
 
 _Params = dict[str, object]
+
+#: How many failure ids one UPDATE names (SQLite allows 999 parameters before 3.32).
+_IDS_PER_STATEMENT: Final = 500
 
 
 @final
@@ -344,7 +356,8 @@ class SQLiteStorage:
                 """
                 SELECT t.plugin_id FROM plugin_tenants AS t
                 JOIN plugins AS p ON p.id = t.plugin_id
-                WHERE t.tenant = ? AND t.enabled = 1 AND p.status = ?
+                WHERE t.tenant = ? AND t.enabled = 1 AND t.suspended_reason IS NULL
+                AND p.status = ?
                 ORDER BY t.plugin_id
                 """,
                 (tenant, PluginStatus.APPROVED.value),
@@ -392,15 +405,17 @@ class SQLiteStorage:
             conn.executemany(_INSERT_FAILURE, params)
 
     def failures(
-        self, plugin_id: str | None = None, *, unresolved_only: bool = False, limit: int = 1000
+        self, plugin_id: str | None = None, *, resolved: bool | None = None, limit: int = 1000
     ) -> list[FailureRecord]:
+        check_limit(limit)
         where: list[str] = []
         params: list[object] = []
         if plugin_id is not None:
             where.append("plugin_id = ?")
             params.append(plugin_id)
-        if unresolved_only:
-            where.append("resolved = 0")
+        if resolved is not None:
+            where.append("resolved = ?")
+            params.append(int(resolved))
         sql = "SELECT * FROM failures"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -408,20 +423,29 @@ class SQLiteStorage:
             rows = _newest_first(conn, sql, params, limit)
             return [_failure(row) for row in rows]
 
-    def resolve_failures(self, plugin_id: str, tenant: str | None = None) -> int:
+    def resolve_failures(
+        self, plugin_id: str, tenant: str | None = None, *, ids: Sequence[int] | None = None
+    ) -> int:
+        sql = "UPDATE failures SET resolved = 1 WHERE plugin_id = ? AND resolved = 0"
+        params: list[object] = [plugin_id]
+        if tenant is not None:
+            sql += " AND tenant = ?"
+            params.append(tenant)
+        if ids is None:
+            with self._transaction() as conn:
+                return conn.execute(sql, params).rowcount
+        wanted = check_ids(ids)
+        if not wanted:
+            with self._using():
+                return 0
+        count = 0
         with self._transaction() as conn:
-            if tenant is None:
-                cursor = conn.execute(
-                    "UPDATE failures SET resolved = 1 WHERE plugin_id = ? AND resolved = 0",
-                    (plugin_id,),
-                )
-            else:
-                cursor = conn.execute(
-                    "UPDATE failures SET resolved = 1"
-                    " WHERE plugin_id = ? AND tenant = ? AND resolved = 0",
-                    (plugin_id, tenant),
-                )
-            return cursor.rowcount
+            # In chunks: SQLite limits the number of parameters of one statement.
+            for start in range(0, len(wanted), _IDS_PER_STATEMENT):
+                chunk = wanted[start : start + _IDS_PER_STATEMENT]
+                marks = ", ".join("?" * len(chunk))
+                count += conn.execute(f"{sql} AND id IN ({marks})", [*params, *chunk]).rowcount
+        return count
 
     def record_metrics(self, deltas: Sequence[MetricsDelta]) -> None:
         params = [_metrics_params(delta) for delta in deltas]
@@ -580,14 +604,9 @@ def _generation(conn: sqlite3.Connection) -> int:
 def _newest_first(
     conn: sqlite3.Connection, sql: str, params: list[object], limit: int
 ) -> list[sqlite3.Row]:
-    """Rows of ``sql`` by id, newest first, cut to ``limit`` as a Python slice would."""
-    sql += " ORDER BY id DESC"
-    if limit >= 0:
-        sql += " LIMIT ?"
-        rows = conn.execute(sql, (*params, limit)).fetchall()
-    else:
-        rows = conn.execute(sql, params).fetchall()[:limit]
-    return rows
+    """Rows of ``sql`` by id, newest first, at most ``limit`` (not negative) of them."""
+    sql += " ORDER BY id DESC LIMIT ?"
+    return conn.execute(sql, (*params, limit)).fetchall()
 
 
 # Encoding: records to parameters.
@@ -645,6 +664,7 @@ def _tenant_params(record: TenantRecord) -> _Params:
         "plugin_id": record.plugin_id,
         "tenant": record.tenant,
         "enabled": int(record.enabled),
+        "suspended_reason": record.suspended_reason,
         "optional_grants": _dumps(list(record.optional_grants), f"the grants of {where}"),
         "settings": _dumps(dict(record.settings), f"the settings of {where}"),
         "changed_at": _text(record.changed_at),
@@ -771,6 +791,7 @@ def _tenant(row: sqlite3.Row) -> TenantRecord:
         plugin_id=row["plugin_id"],
         tenant=row["tenant"],
         enabled=bool(row["enabled"]),
+        suspended_reason=row["suspended_reason"],
         optional_grants=_strings(row["optional_grants"]),
         settings=_object(row["settings"]),
         changed_at=_time(row["changed_at"]),

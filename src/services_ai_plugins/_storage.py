@@ -43,6 +43,29 @@ def _aware(instance: object, attribute: attrs.Attribute[Any], value: Any) -> Non
         raise ValueError(f"{attribute.name} must be timezone-aware (got {value!r})")
 
 
+def check_limit(limit: object) -> int:
+    """Return ``limit`` if it is a non-negative ``int`` (not a ``bool``); backends call it.
+
+    :raises ValueError: naming ``limit`` otherwise.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be a non-negative int (got {limit!r})")
+    return limit
+
+
+def check_ids(ids: Sequence[int]) -> list[int]:
+    """The distinct failure ids of ``ids``, sorted; backends call it.
+
+    :raises ValueError: naming ``ids`` when one is not an ``int`` (or is a ``bool``).
+    """
+    if isinstance(ids, (str, bytes)):
+        raise ValueError(f"ids must be a sequence of int failure ids (got {ids!r})")
+    wrong = [i for i in ids if isinstance(i, bool) or not isinstance(i, int)]
+    if wrong:
+        raise ValueError(f"ids must be int failure ids (got {wrong[0]!r})")
+    return sorted(set(ids))
+
+
 @attrs.frozen(kw_only=True)
 class PluginRecord:
     """One installed plugin: what the original system's ``Plugin`` model held, and more."""
@@ -79,11 +102,14 @@ def _mask_settings(settings: Mapping[str, JSONValue]) -> str:
 
 @attrs.frozen(kw_only=True)
 class TenantRecord:
-    """One plugin for one tenant: activation, optional grants and settings."""
+    """One plugin for one tenant: activation, suspension, optional grants and settings."""
 
     plugin_id: str
     tenant: str
     enabled: bool = False
+    #: Why the plugin is suspended for this tenant, or None when it is not: a
+    #: suspended plugin does not run for the tenant, even while enabled there.
+    suspended_reason: str | None = None
     #: Optional permissions an admin granted for this tenant.
     optional_grants: tuple[str, ...] = ()
     #: Setting values (already validated); shown as keys only, never values.
@@ -287,7 +313,12 @@ class Storage(Protocol):
         ...
 
     def enabled_plugins(self, tenant: str) -> list[str]:
-        """Ids of the plugins that are approved and enabled for ``tenant``, sorted."""
+        """Ids of the plugins that run for ``tenant``, sorted.
+
+        A plugin runs for a tenant when its status is approved, its record for
+        the tenant is enabled, and that record is not suspended
+        (``suspended_reason`` is None).
+        """
         ...
 
     def versions(self, plugin_id: str) -> list[VersionRecord]:
@@ -303,13 +334,30 @@ class Storage(Protocol):
         ...
 
     def failures(
-        self, plugin_id: str | None = None, *, unresolved_only: bool = False, limit: int = 1000
+        self, plugin_id: str | None = None, *, resolved: bool | None = None, limit: int = 1000
     ) -> list[FailureRecord]:
-        """Failures, newest first (by ``id``)."""
+        """At most ``limit`` failures, newest first (by ``id``): the plugin's, or every one.
+
+        ``resolved=None`` lists every failure, ``False`` the unresolved ones only
+        and ``True`` the resolved ones only.
+
+        :raises ValueError: naming ``limit`` when it is not a non-negative
+            ``int`` (a ``bool`` is refused too).
+        """
         ...
 
-    def resolve_failures(self, plugin_id: str, tenant: str | None = None) -> int:
-        """Mark the plugin's failures (for one tenant, or all) resolved; return how many."""
+    def resolve_failures(
+        self, plugin_id: str, tenant: str | None = None, *, ids: Sequence[int] | None = None
+    ) -> int:
+        """Mark the plugin's unresolved failures resolved; return how many changed.
+
+        Every one of the plugin's failures, or those of one ``tenant``; with
+        ``ids``, only the failures with those ids among them (ids of another
+        plugin's failures, or of no failure, are ignored; no ids: none).
+        Failures already resolved do not count.
+
+        :raises ValueError: when an id is not an ``int`` (or is a ``bool``).
+        """
         ...
 
     def record_metrics(self, deltas: Sequence[MetricsDelta]) -> None:

@@ -36,8 +36,22 @@ hook's :class:`HookInfo`):
   *tenant-scoped*: they run only for the plugins enabled for ``context.tenant``.
 - ``api`` (:class:`~services_ai_plugins._api.PluginAPI`): the receiving plugin's
   **own** API, bound to that plugin and the call's tenant. Every method checks
-  the plugin's grants, so the *Permission* line of each hook below names what a
-  plugin typically asks for to make use of it.
+  the plugin's grants.
+- ``settings``: the receiving plugin's own settings for ``context.tenant``
+  (every setting of its manifest, defaults filled in; read-only).
+
+The host fills ``api``, ``settings`` and ``plugin_id`` for each implementation
+with the receiving plugin's own values, where the hook's specification has the
+name and the caller did not pass it (``register_routes`` gets the plugin's own
+id this way; lifecycle hooks pass the id of the plugin concerned).
+As everywhere in pluggy, an implementation asks for the arguments it wants by
+naming them; it may leave out any.
+
+**Permissions.** The *Permission* line of each hook names what a plugin needs
+to make use of it. Where the payload itself is guarded data or a channel
+(a lead, an e-mail, the page's HTML), :attr:`HookInfo.permissions` lists the
+permissions a plugin must hold for the call's tenant to receive the hook at
+all: the host does not call the implementations of plugins that lack one.
 
 Hooks without a tenant (``register_routes`` and the lifecycle of a plugin as a
 whole: installed, approved, upgraded, uninstalled) run for every approved
@@ -147,6 +161,10 @@ class HookKind(str, enum.Enum):
     FILTER = "filter"
 
 
+def _names(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
 @attrs.frozen
 class HookInfo:
     """What the host needs to know to call one hook.
@@ -167,6 +185,10 @@ class HookInfo:
     #: True for the host's own notices (``plugin_suspended``): only implementations
     #: the host registers itself are called, never plugins' ones.
     host_only: bool = False
+    #: The permissions a plugin must hold (for the call's tenant) to receive the
+    #: hook at all: its payload is data or a channel those permissions guard. The
+    #: host does not call the implementations of plugins that lack one.
+    permissions: tuple[str, ...] = attrs.field(default=(), converter=_names)
 
     def __attrs_post_init__(self) -> None:
         if self.kind is HookKind.FILTER and self.filtered is None:
@@ -184,6 +206,7 @@ def spec(
     tenant_scoped: bool = True,
     filtered: str | None = None,
     host_only: bool = False,
+    permissions: Iterable[str] = (),
 ) -> Callable[[_F], _F]:
     """Declare a hook specification of the given kind.
 
@@ -192,7 +215,9 @@ def spec(
     :func:`hook_info` finds it. Hosts and plugins use it for their own hooks::
 
         @spec(HookKind.FILTER, filtered="quote")
-        def quotes_filter_quote(quote: Quote, context: Context, api: PluginAPI) -> Quote: ...
+        def quotes_filter_quote(
+            quote: Quote, context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+        ) -> Quote: ...
 
     :raises ValueError: when the declaration contradicts the signature: a
         tenant-scoped hook without a ``context`` parameter, a ``FILTER`` without
@@ -208,6 +233,7 @@ def spec(
             tenant_scoped=tenant_scoped,
             filtered=filtered,
             host_only=host_only,
+            permissions=tuple(permissions),
         )
         parameters = inspect.signature(function).parameters
         if tenant_scoped and "context" not in parameters:
@@ -291,14 +317,17 @@ def _unknown(name: str, known: Iterable[str]) -> str:
 # Leads ---------------------------------------------------------------------------------
 
 
-@spec(HookKind.NOTIFY)
-def lead_created(lead: Lead, context: Context, api: PluginAPI) -> None:
+@spec(HookKind.NOTIFY, permissions=("read_leads",))
+def lead_created(
+    lead: Lead, context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+) -> None:
     """A lead was created.
 
     Fires: after a new lead is saved, once per lead (after ``filter_lead_data`` and
     ``resolve_lead_owner``).
 
-    Receives: the saved ``lead``, the ``context`` of the call and the plugin's ``api``.
+    Receives: the saved ``lead``, the ``context`` of the call and the plugin's ``api``
+    and ``settings``.
 
     Returns: nothing; a return value is ignored.
 
@@ -306,9 +335,13 @@ def lead_created(lead: Lead, context: Context, api: PluginAPI) -> None:
     """
 
 
-@spec(HookKind.NOTIFY)
+@spec(HookKind.NOTIFY, permissions=("read_leads",))
 def lead_updated(
-    lead: Lead, changes: Mapping[str, JSONValue], context: Context, api: PluginAPI
+    lead: Lead,
+    changes: Mapping[str, JSONValue],
+    context: Context,
+    api: PluginAPI,
+    settings: Mapping[str, JSONValue],
 ) -> None:
     """A lead was changed.
 
@@ -316,7 +349,7 @@ def lead_updated(
 
     Receives: the ``lead`` as saved; ``changes``, which maps the name of each changed
     field to its value *before* the update (the new values are on ``lead``); the
-    ``context`` and the plugin's ``api``.
+    ``context`` and the plugin's ``api`` and ``settings``.
 
     Returns: nothing; a return value is ignored.
 
@@ -324,13 +357,16 @@ def lead_updated(
     """
 
 
-@spec(HookKind.NOTIFY)
-def lead_deleted(lead: Lead, context: Context, api: PluginAPI) -> None:
+@spec(HookKind.NOTIFY, permissions=("read_leads",))
+def lead_deleted(
+    lead: Lead, context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+) -> None:
     """A lead was deleted.
 
     Fires: after the lead is deleted; it can no longer be read through ``api``.
 
-    Receives: the ``lead`` as it was last saved, the ``context`` and the plugin's ``api``.
+    Receives: the ``lead`` as it was last saved, the ``context`` and the plugin's
+    ``api`` and ``settings``.
 
     Returns: nothing; a return value is ignored.
 
@@ -338,14 +374,17 @@ def lead_deleted(lead: Lead, context: Context, api: PluginAPI) -> None:
     """
 
 
-@spec(HookKind.FIRST_RESULT)
-def resolve_lead_owner(lead: Lead, context: Context, api: PluginAPI) -> User | None:
+@spec(HookKind.FIRST_RESULT, permissions=("read_leads", "read_users"))
+def resolve_lead_owner(
+    lead: Lead, context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+) -> User | None:
     """Choose who owns a new lead.
 
     Fires: when a new lead is saved without an owner, before ``lead_created``.
     Implementations are asked in pluggy's order until one answers.
 
-    Receives: the saved ``lead`` (no owner yet), the ``context`` and the plugin's ``api``.
+    Receives: the saved ``lead`` (no owner yet), the ``context`` and the plugin's
+    ``api`` and ``settings``.
 
     Returns: the :class:`~services_ai_plugins.events.User` who will own the lead (a
     user of ``context.tenant``; the host refuses anyone else and records the
@@ -356,9 +395,12 @@ def resolve_lead_owner(lead: Lead, context: Context, api: PluginAPI) -> User | N
     """
 
 
-@spec(HookKind.FILTER, filtered="data")
+@spec(HookKind.FILTER, filtered="data", permissions=("write_leads",))
 def filter_lead_data(
-    data: Mapping[str, JSONValue], context: Context, api: PluginAPI
+    data: Mapping[str, JSONValue],
+    context: Context,
+    api: PluginAPI,
+    settings: Mapping[str, JSONValue],
 ) -> Mapping[str, JSONValue]:
     """Change a lead's fields before it is saved.
 
@@ -366,7 +408,7 @@ def filter_lead_data(
     about to save (from a form, an import or the API), before they are validated.
 
     Receives: ``data``, field name to value as JSON (the current value of the
-    chain); the ``context`` and the plugin's ``api``.
+    chain); the ``context`` and the plugin's ``api`` and ``settings``.
 
     Returns: return the new value; return the value unchanged to pass. The host
     validates the final value like any other input, so a filter cannot save what
@@ -379,13 +421,15 @@ def filter_lead_data(
 # Bookings ------------------------------------------------------------------------------
 
 
-@spec(HookKind.NOTIFY)
-def booking_created(booking: Booking, context: Context, api: PluginAPI) -> None:
+@spec(HookKind.NOTIFY, permissions=("read_bookings",))
+def booking_created(
+    booking: Booking, context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+) -> None:
     """A booking was created.
 
     Fires: after a new booking is saved, once per booking.
 
-    Receives: the saved ``booking``, the ``context`` and the plugin's ``api``.
+    Receives: the saved ``booking``, the ``context`` and the plugin's ``api`` and ``settings``.
 
     Returns: nothing; a return value is ignored.
 
@@ -393,9 +437,13 @@ def booking_created(booking: Booking, context: Context, api: PluginAPI) -> None:
     """
 
 
-@spec(HookKind.NOTIFY)
+@spec(HookKind.NOTIFY, permissions=("read_bookings",))
 def booking_updated(
-    booking: Booking, changes: Mapping[str, JSONValue], context: Context, api: PluginAPI
+    booking: Booking,
+    changes: Mapping[str, JSONValue],
+    context: Context,
+    api: PluginAPI,
+    settings: Mapping[str, JSONValue],
 ) -> None:
     """A booking was changed.
 
@@ -403,7 +451,7 @@ def booking_updated(
     then also fires ``booking_confirmed`` or ``booking_cancelled``, after this hook).
 
     Receives: the ``booking`` as saved; ``changes``, which maps the name of each changed
-    field to its value before the update; the ``context`` and the plugin's ``api``.
+    field to its value before the update; the ``context`` and the plugin's ``api`` and ``settings``.
 
     Returns: nothing; a return value is ignored.
 
@@ -411,13 +459,15 @@ def booking_updated(
     """
 
 
-@spec(HookKind.NOTIFY)
-def booking_confirmed(booking: Booking, context: Context, api: PluginAPI) -> None:
+@spec(HookKind.NOTIFY, permissions=("read_bookings",))
+def booking_confirmed(
+    booking: Booking, context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+) -> None:
     """A booking was confirmed.
 
     Fires: after a booking's confirmation is saved (after ``booking_updated``).
 
-    Receives: the confirmed ``booking``, the ``context`` and the plugin's ``api``.
+    Receives: the confirmed ``booking``, the ``context`` and the plugin's ``api`` and ``settings``.
 
     Returns: nothing; a return value is ignored.
 
@@ -425,14 +475,16 @@ def booking_confirmed(booking: Booking, context: Context, api: PluginAPI) -> Non
     """
 
 
-@spec(HookKind.NOTIFY)
-def booking_cancelled(booking: Booking, context: Context, api: PluginAPI) -> None:
+@spec(HookKind.NOTIFY, permissions=("read_bookings",))
+def booking_cancelled(
+    booking: Booking, context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+) -> None:
     """A booking was cancelled.
 
     Fires: after a booking's cancellation is saved (after ``booking_updated``), whoever
     cancelled it (``context.user`` says who, when a person did).
 
-    Receives: the cancelled ``booking``, the ``context`` and the plugin's ``api``.
+    Receives: the cancelled ``booking``, the ``context`` and the plugin's ``api`` and ``settings``.
 
     Returns: nothing; a return value is ignored.
 
@@ -443,14 +495,16 @@ def booking_cancelled(booking: Booking, context: Context, api: PluginAPI) -> Non
 # Invoices ------------------------------------------------------------------------------
 
 
-@spec(HookKind.NOTIFY)
-def invoice_created(invoice: Invoice, context: Context, api: PluginAPI) -> None:
+@spec(HookKind.NOTIFY, permissions=("read_invoices",))
+def invoice_created(
+    invoice: Invoice, context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+) -> None:
     """An invoice was created.
 
     Fires: after a new invoice is saved with its lines and totals (after
     ``filter_invoice_lines``).
 
-    Receives: the saved ``invoice``, the ``context`` and the plugin's ``api``.
+    Receives: the saved ``invoice``, the ``context`` and the plugin's ``api`` and ``settings``.
 
     Returns: nothing; a return value is ignored.
 
@@ -458,9 +512,13 @@ def invoice_created(invoice: Invoice, context: Context, api: PluginAPI) -> None:
     """
 
 
-@spec(HookKind.NOTIFY)
+@spec(HookKind.NOTIFY, permissions=("read_invoices",))
 def invoice_updated(
-    invoice: Invoice, changes: Mapping[str, JSONValue], context: Context, api: PluginAPI
+    invoice: Invoice,
+    changes: Mapping[str, JSONValue],
+    context: Context,
+    api: PluginAPI,
+    settings: Mapping[str, JSONValue],
 ) -> None:
     """An invoice was changed.
 
@@ -468,7 +526,7 @@ def invoice_updated(
     also fires ``invoice_paid``, after this hook).
 
     Receives: the ``invoice`` as saved; ``changes``, which maps the name of each changed
-    field to its value before the update; the ``context`` and the plugin's ``api``.
+    field to its value before the update; the ``context`` and the plugin's ``api`` and ``settings``.
 
     Returns: nothing; a return value is ignored.
 
@@ -476,14 +534,16 @@ def invoice_updated(
     """
 
 
-@spec(HookKind.NOTIFY)
-def invoice_paid(invoice: Invoice, context: Context, api: PluginAPI) -> None:
+@spec(HookKind.NOTIFY, permissions=("read_invoices",))
+def invoice_paid(
+    invoice: Invoice, context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+) -> None:
     """An invoice was paid in full.
 
     Fires: after the payment that settles the invoice is saved (after
     ``invoice_updated``), once per invoice.
 
-    Receives: the paid ``invoice``, the ``context`` and the plugin's ``api``.
+    Receives: the paid ``invoice``, the ``context`` and the plugin's ``api`` and ``settings``.
 
     Returns: nothing; a return value is ignored.
 
@@ -491,9 +551,13 @@ def invoice_paid(invoice: Invoice, context: Context, api: PluginAPI) -> None:
     """
 
 
-@spec(HookKind.FILTER, filtered="lines")
+@spec(HookKind.FILTER, filtered="lines", permissions=("read_invoices",))
 def filter_invoice_lines(
-    lines: tuple[InvoiceLine, ...], invoice: Invoice, context: Context, api: PluginAPI
+    lines: tuple[InvoiceLine, ...],
+    invoice: Invoice,
+    context: Context,
+    api: PluginAPI,
+    settings: Mapping[str, JSONValue],
 ) -> tuple[InvoiceLine, ...]:
     """Change an invoice's lines before its totals are computed.
 
@@ -501,7 +565,7 @@ def filter_invoice_lines(
     taxes and totals from the lines; use it to add a fee, a discount or a note line.
 
     Receives: ``lines``, the current value of the chain; the ``invoice`` they belong
-    to (its totals are not final yet); the ``context`` and the plugin's ``api``.
+    to (its totals are not final yet); the ``context`` and the plugin's ``api`` and ``settings``.
 
     Returns: return the new value; return the value unchanged to pass. The host
     computes the totals from the final lines.
@@ -514,14 +578,16 @@ def filter_invoice_lines(
 # Users ---------------------------------------------------------------------------------
 
 
-@spec(HookKind.NOTIFY)
-def user_registered(user: User, context: Context, api: PluginAPI) -> None:
+@spec(HookKind.NOTIFY, permissions=("read_users",))
+def user_registered(
+    user: User, context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+) -> None:
     """A user account was created for the tenant.
 
     Fires: after the account is saved, whether the person signed up or an admin
     added them (``context.user`` is whoever acted).
 
-    Receives: the new ``user``, the ``context`` and the plugin's ``api``.
+    Receives: the new ``user``, the ``context`` and the plugin's ``api`` and ``settings``.
 
     Returns: nothing; a return value is ignored.
 
@@ -529,13 +595,15 @@ def user_registered(user: User, context: Context, api: PluginAPI) -> None:
     """
 
 
-@spec(HookKind.NOTIFY)
-def user_login(user: User, context: Context, api: PluginAPI) -> None:
+@spec(HookKind.NOTIFY, permissions=("read_users",))
+def user_login(
+    user: User, context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+) -> None:
     """A user logged in.
 
     Fires: after a successful login, once the session exists.
 
-    Receives: the ``user`` who logged in, the ``context`` and the plugin's ``api``.
+    Receives: the ``user`` who logged in, the ``context`` and the plugin's ``api`` and ``settings``.
 
     Returns: nothing; a return value is ignored.
 
@@ -543,13 +611,16 @@ def user_login(user: User, context: Context, api: PluginAPI) -> None:
     """
 
 
-@spec(HookKind.NOTIFY)
-def user_logout(user: User, context: Context, api: PluginAPI) -> None:
+@spec(HookKind.NOTIFY, permissions=("read_users",))
+def user_logout(
+    user: User, context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+) -> None:
     """A user logged out.
 
     Fires: after the user's session ended by logging out (not when it expired).
 
-    Receives: the ``user`` who logged out, the ``context`` and the plugin's ``api``.
+    Receives: the ``user`` who logged out, the ``context`` and the plugin's ``api`` and
+    ``settings``.
 
     Returns: nothing; a return value is ignored.
 
@@ -560,15 +631,17 @@ def user_logout(user: User, context: Context, api: PluginAPI) -> None:
 # Messaging and reports -----------------------------------------------------------------
 
 
-@spec(HookKind.FILTER, filtered="email")
-def filter_email(email: Email, context: Context, api: PluginAPI) -> Email:
+@spec(HookKind.FILTER, filtered="email", permissions=("send_email",))
+def filter_email(
+    email: Email, context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+) -> Email:
     """Change an e-mail before it is sent.
 
     Fires: for every e-mail the app sends on the tenant's behalf, before it is handed
     to the mail service (and before ``email_sent``).
 
     Receives: ``email``, the current value of the chain; the ``context`` and the
-    plugin's ``api``.
+    plugin's ``api`` and ``settings``.
 
     Returns: return the new value; return the value unchanged to pass. A filter
     cannot stop an e-mail; the host sends the final value.
@@ -577,14 +650,16 @@ def filter_email(email: Email, context: Context, api: PluginAPI) -> Email:
     """
 
 
-@spec(HookKind.NOTIFY)
-def email_sent(email: Email, context: Context, api: PluginAPI) -> None:
+@spec(HookKind.NOTIFY, permissions=("send_email",))
+def email_sent(
+    email: Email, context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+) -> None:
     """An e-mail was sent.
 
     Fires: after the mail service accepted the e-mail (delivery is not confirmed).
 
     Receives: the ``email`` as sent (after ``filter_email``), the ``context`` and the
-    plugin's ``api``.
+    plugin's ``api`` and ``settings``.
 
     Returns: nothing; a return value is ignored.
 
@@ -592,15 +667,17 @@ def email_sent(email: Email, context: Context, api: PluginAPI) -> None:
     """
 
 
-@spec(HookKind.FILTER, filtered="sms")
-def filter_sms(sms: Sms, context: Context, api: PluginAPI) -> Sms:
+@spec(HookKind.FILTER, filtered="sms", permissions=("send_sms",))
+def filter_sms(
+    sms: Sms, context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+) -> Sms:
     """Change a text message before it is sent.
 
     Fires: for every text message the app sends on the tenant's behalf, before it is
     handed to the SMS gateway (and before ``sms_sent``).
 
     Receives: ``sms``, the current value of the chain; the ``context`` and the
-    plugin's ``api``.
+    plugin's ``api`` and ``settings``.
 
     Returns: return the new value; return the value unchanged to pass. A filter
     cannot stop a message; the host sends the final value.
@@ -609,14 +686,14 @@ def filter_sms(sms: Sms, context: Context, api: PluginAPI) -> Sms:
     """
 
 
-@spec(HookKind.NOTIFY)
-def sms_sent(sms: Sms, context: Context, api: PluginAPI) -> None:
+@spec(HookKind.NOTIFY, permissions=("send_sms",))
+def sms_sent(sms: Sms, context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]) -> None:
     """A text message was sent.
 
     Fires: after the SMS gateway accepted the message (delivery is not confirmed).
 
     Receives: the ``sms`` as sent (after ``filter_sms``), the ``context`` and the
-    plugin's ``api``.
+    plugin's ``api`` and ``settings``.
 
     Returns: nothing; a return value is ignored.
 
@@ -624,14 +701,16 @@ def sms_sent(sms: Sms, context: Context, api: PluginAPI) -> None:
     """
 
 
-@spec(HookKind.NOTIFY)
-def notification_sent(notification: Notification, context: Context, api: PluginAPI) -> None:
+@spec(HookKind.NOTIFY, permissions=("send_notifications",))
+def notification_sent(
+    notification: Notification, context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+) -> None:
     """A notification was sent to the tenant's staff.
 
     Fires: after the host delivered an in-app notification, including those plugins
     send through ``api``; a plugin that sends one from this hook must not loop.
 
-    Receives: the ``notification``, the ``context`` and the plugin's ``api``.
+    Receives: the ``notification``, the ``context`` and the plugin's ``api`` and ``settings``.
 
     Returns: nothing; a return value is ignored.
 
@@ -640,13 +719,15 @@ def notification_sent(notification: Notification, context: Context, api: PluginA
 
 
 @spec(HookKind.NOTIFY)
-def report_generated(report: Report, context: Context, api: PluginAPI) -> None:
+def report_generated(
+    report: Report, context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+) -> None:
     """A report was generated.
 
     Fires: after the host generated a report for the tenant, on request or on schedule
     (a scheduled run has no ``context.user``).
 
-    Receives: the ``report``, the ``context`` and the plugin's ``api``.
+    Receives: the ``report``, the ``context`` and the plugin's ``api`` and ``settings``.
 
     Returns: nothing; a return value is ignored.
 
@@ -658,14 +739,16 @@ def report_generated(report: Report, context: Context, api: PluginAPI) -> None:
 # User interface and HTTP ---------------------------------------------------------------
 
 
-@spec(HookKind.COLLECT)
-def dashboard_widget(context: Context, api: PluginAPI) -> Widget | None:
+@spec(HookKind.COLLECT, permissions=("dashboard_widgets",))
+def dashboard_widget(
+    context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+) -> Widget | None:
     """Add a widget to the dashboard.
 
     Fires: each time the dashboard is shown to ``context.user``, so keep it quick
     (the host's time limit applies, and a plugin that times out shows nothing).
 
-    Receives: the ``context`` and the plugin's ``api``.
+    Receives: the ``context`` and the plugin's ``api`` and ``settings``.
 
     Returns: a :class:`~services_ai_plugins.events.Widget` to show, or None to show
     nothing; the host lays out the widgets it collects.
@@ -675,7 +758,7 @@ def dashboard_widget(context: Context, api: PluginAPI) -> Widget | None:
     """
 
 
-@spec(HookKind.COLLECT, tenant_scoped=False)
+@spec(HookKind.COLLECT, tenant_scoped=False, permissions=("register_routes",))
 def register_routes(
     plugin_id: str, api: PluginAPI
 ) -> Iterable[Route | tuple[str, object, str]] | None:
@@ -700,13 +783,15 @@ def register_routes(
     """
 
 
-@spec(HookKind.COLLECT)
-def inject_head(context: Context, api: PluginAPI) -> HtmlFragment | str | None:
+@spec(HookKind.COLLECT, permissions=("inject_html",))
+def inject_head(
+    context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+) -> HtmlFragment | str | None:
     """Add HTML to the ``<head>`` of every page.
 
     Fires: each time the app renders a page for ``context.tenant``, so keep it quick.
 
-    Receives: the ``context`` and the plugin's ``api``.
+    Receives: the ``context`` and the plugin's ``api`` and ``settings``.
 
     Returns: an :class:`~services_ai_plugins.events.HtmlFragment`, or a ``str`` of
     HTML as in the original system, which the host wraps in a fragment placed in the
@@ -717,13 +802,15 @@ def inject_head(context: Context, api: PluginAPI) -> HtmlFragment | str | None:
     """
 
 
-@spec(HookKind.COLLECT)
-def inject_footer(context: Context, api: PluginAPI) -> HtmlFragment | str | None:
+@spec(HookKind.COLLECT, permissions=("inject_html",))
+def inject_footer(
+    context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+) -> HtmlFragment | str | None:
     """Add HTML at the end of the ``<body>`` of every page.
 
     Fires: each time the app renders a page for ``context.tenant``, so keep it quick.
 
-    Receives: the ``context`` and the plugin's ``api``.
+    Receives: the ``context`` and the plugin's ``api`` and ``settings``.
 
     Returns: an :class:`~services_ai_plugins.events.HtmlFragment`, or a ``str`` of
     HTML as in the original system, which the host wraps in a fragment placed in the
@@ -734,15 +821,17 @@ def inject_footer(context: Context, api: PluginAPI) -> HtmlFragment | str | None
     """
 
 
-@spec(HookKind.FILTER, filtered="request")
-def api_request(request: ApiRequest, context: Context, api: PluginAPI) -> ApiRequest | None:
+@spec(HookKind.FILTER, filtered="request", permissions=("api_hooks",))
+def api_request(
+    request: ApiRequest, context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+) -> ApiRequest | None:
     """Change a request to the app's API before it is handled.
 
     Fires: for every request to the app's API, after authentication (so ``context``
     names the tenant and user) and before the host handles it.
 
     Receives: ``request``, the current value of the chain; the ``context`` and the
-    plugin's ``api``.
+    plugin's ``api`` and ``settings``.
 
     Returns: return the new value; return the value unchanged to pass (None also
     passes it on unchanged). A filter cannot refuse a request.
@@ -751,9 +840,13 @@ def api_request(request: ApiRequest, context: Context, api: PluginAPI) -> ApiReq
     """
 
 
-@spec(HookKind.FILTER, filtered="response")
+@spec(HookKind.FILTER, filtered="response", permissions=("api_hooks",))
 def api_response(
-    request: ApiRequest, response: ApiResponse, context: Context, api: PluginAPI
+    request: ApiRequest,
+    response: ApiResponse,
+    context: Context,
+    api: PluginAPI,
+    settings: Mapping[str, JSONValue],
 ) -> ApiResponse | None:
     """Change a response of the app's API before it is sent.
 
@@ -761,7 +854,7 @@ def api_response(
     the response and before it is sent.
 
     Receives: the ``request`` as handled (after ``api_request``); ``response``, the
-    current value of the chain; the ``context`` and the plugin's ``api``.
+    current value of the chain; the ``context`` and the plugin's ``api`` and ``settings``.
 
     Returns: return the new value; return the value unchanged to pass (None also
     passes it on unchanged).
@@ -808,7 +901,9 @@ def plugin_approved(plugin_id: str, api: PluginAPI) -> None:
 
 
 @spec(HookKind.NOTIFY)
-def plugin_enabled(plugin_id: str, context: Context, api: PluginAPI) -> None:
+def plugin_enabled(
+    plugin_id: str, context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+) -> None:
     """A plugin was enabled for a tenant.
 
     Fires: after the plugin is enabled for ``context.tenant``. For that plugin it is
@@ -816,7 +911,7 @@ def plugin_enabled(plugin_id: str, context: Context, api: PluginAPI) -> None:
     enabled for the tenant receive it as observers.
 
     Receives: the enabled plugin's ``plugin_id``, the ``context`` (``context.user`` is
-    the admin who enabled it) and the receiving plugin's ``api``.
+    the admin who enabled it) and the receiving plugin's ``api`` and ``settings``.
 
     Returns: nothing; a return value is ignored.
 
@@ -825,7 +920,9 @@ def plugin_enabled(plugin_id: str, context: Context, api: PluginAPI) -> None:
 
 
 @spec(HookKind.NOTIFY)
-def plugin_disabled(plugin_id: str, context: Context, api: PluginAPI) -> None:
+def plugin_disabled(
+    plugin_id: str, context: Context, api: PluginAPI, settings: Mapping[str, JSONValue]
+) -> None:
     """A plugin was disabled for a tenant.
 
     Fires: after the plugin is disabled for ``context.tenant``. The disabled plugin
@@ -834,7 +931,7 @@ def plugin_disabled(plugin_id: str, context: Context, api: PluginAPI) -> None:
     observers. Raising does not undo the change.
 
     Receives: the disabled plugin's ``plugin_id``, the ``context`` and the receiving
-    plugin's ``api``.
+    plugin's ``api`` and ``settings``.
 
     Returns: nothing; a return value is ignored.
 
@@ -844,7 +941,11 @@ def plugin_disabled(plugin_id: str, context: Context, api: PluginAPI) -> None:
 
 @spec(HookKind.NOTIFY)
 def plugin_settings_changed(
-    plugin_id: str, changed: Mapping[str, JSONValue], context: Context, api: PluginAPI
+    plugin_id: str,
+    changed: Mapping[str, JSONValue],
+    context: Context,
+    api: PluginAPI,
+    settings: Mapping[str, JSONValue],
 ) -> None:
     """A plugin's settings were changed for a tenant.
 
@@ -853,7 +954,7 @@ def plugin_settings_changed(
     Receives: the plugin's ``plugin_id``; ``changed``, which maps each changed setting
     to its new value, with the values of ``secret`` settings masked as
     ``"********"`` (a plugin reads its own secrets with ``api.get_setting``); the ``context``
-    and the receiving plugin's ``api``.
+    and the receiving plugin's ``api`` and ``settings``.
 
     Returns: nothing; a return value is ignored.
 
@@ -904,15 +1005,20 @@ def plugin_uninstalled(plugin_id: str, api: PluginAPI) -> None:
 
 
 @spec(HookKind.NOTIFY, tenant_scoped=False, host_only=True)
-def plugin_suspended(plugin_id: str, reason: str, context: Context | None) -> None:
+def plugin_suspended(
+    plugin_id: str, reason: str, tenant: str | None, context: Context | None
+) -> None:
     """The host suspended a plugin that kept failing (a host notification).
 
     Fires: when the circuit breaker suspends a plugin after repeated failures; its
-    code then runs for no tenant until an admin resumes it.
+    code then runs no more for ``tenant`` (or for any tenant, when ``tenant`` is
+    None) until an admin resumes it.
 
     Receives: the suspended plugin's ``plugin_id``; ``reason``, a sentence saying
-    why (the failures that tripped the breaker); ``context``, the call in which the
-    last failure happened, or None when it happened outside a tenant's call.
+    why (the failures that tripped the breaker); ``tenant``, the tenant it is
+    suspended for, or None when it is suspended everywhere; ``context``, the call
+    in which the last failure happened, or None when it happened outside a
+    tenant's call.
 
     Returns: nothing; a return value is ignored.
 

@@ -29,10 +29,11 @@ The suite checks, for each part of the protocol:
   :class:`~services_ai_plugins.Change` (``ConflictError`` with ``expected`` and
   ``actual``); a failed commit writes nothing; the generation grows by one per
   commit and ``commit`` returns it;
-* queries: ``list_plugins``, ``list_tenants``, ``enabled_plugins``,
-  ``versions`` and ``audit`` (every filter of
-  :class:`~services_ai_plugins.AuditQuery`), with their orders;
-* failures and metrics: stored in batches, queried, resolved and summed,
+* queries: ``list_plugins``, ``list_tenants``, ``enabled_plugins`` (approved,
+  enabled and not suspended for the tenant), ``versions`` and ``audit`` (every
+  filter of :class:`~services_ai_plugins.AuditQuery`), with their orders;
+* failures and metrics: stored in batches, queried (by plugin, by resolved,
+  with a checked ``limit``), resolved (all, per tenant, or by id) and summed,
   without moving the generation;
 * concurrency: the storage is used from several threads at once; commits to
   different records all apply, and of two writers racing for one record
@@ -159,6 +160,7 @@ def make_tenant(
     tenant: str = "acme",
     *,
     enabled: bool = False,
+    suspended_reason: str | None = None,
     optional_grants: Iterable[str] = (),
     settings: Mapping[str, JSONValue] | None = None,
     changed_at: datetime = BASE_TIME,
@@ -167,13 +169,14 @@ def make_tenant(
 ) -> TenantRecord:
     """Build a :class:`~services_ai_plugins.TenantRecord`; every field can be given.
 
-    By default: disabled, no grants, no settings, changed at :data:`BASE_TIME`,
-    revision 1.
+    By default: disabled, not suspended, no grants, no settings, changed at
+    :data:`BASE_TIME`, revision 1.
     """
     return TenantRecord(
         plugin_id=plugin_id,
         tenant=tenant,
         enabled=enabled,
+        suspended_reason=suspended_reason,
         optional_grants=tuple(optional_grants),
         settings=settings if settings is not None else {},
         changed_at=changed_at,
@@ -595,6 +598,36 @@ class StorageContract:
             storage.get_tenant(plugin.id, "other"), None, "get_tenant() of a tenant never written"
         )
 
+    def test_tenant_suspension_round_trips(self, storage: Storage) -> None:
+        """suspended_reason reads back as written: set, replaced, and cleared to None."""
+        _commit_plugin(storage, make_plugin(status=PluginStatus.APPROVED))
+        suspended = make_tenant(enabled=True, suspended_reason="5 failures in a row: “boom” ✓")
+        _commit_tenant(storage, suspended, action="suspend")
+        _expect_same(
+            storage.get_tenant("example-plugin", "acme"),
+            suspended,
+            "get_tenant() of a tenant record with a suspended_reason",
+        )
+        _expect_same(
+            storage.list_tenants("example-plugin"),
+            [suspended],
+            "list_tenants() with a suspended tenant record",
+        )
+        resumed = attrs.evolve(suspended, suspended_reason=None, revision=2)
+        _commit_tenant(storage, resumed, action="resume")
+        _expect_same(
+            storage.get_tenant("example-plugin", "acme"),
+            resumed,
+            "get_tenant() after clearing suspended_reason (it must read back as None)",
+        )
+        again = attrs.evolve(resumed, suspended_reason="again", revision=3)
+        _commit_tenant(storage, again, action="suspend")
+        _expect_same(
+            storage.get_tenant("example-plugin", "acme"),
+            again,
+            "get_tenant() after suspending the tenant a second time",
+        )
+
     def test_new_tenant_over_an_existing_one_conflicts(self, storage: Storage) -> None:
         """Creating a stored tenant record again raises ConflictError(expected=0, actual=1)."""
         _commit_plugin(storage, make_plugin())
@@ -783,6 +816,30 @@ class StorageContract:
             storage.enabled_plugins("initech"), [], "enabled_plugins() of a tenant with none"
         )
 
+    def test_enabled_plugins_leave_out_suspended_tenants(self, storage: Storage) -> None:
+        """A plugin suspended for a tenant is not listed for it, but is for its other tenants."""
+        tenants: dict[str, dict[str, tuple[bool, str | None]]] = {
+            "alpha": {"acme": (True, None), "globex": (True, "5 failures")},
+            "beta": {"acme": (True, "timeouts"), "globex": (True, None)},
+            "gamma": {"acme": (False, "disabled and suspended")},
+            "delta": {"acme": (True, None)},
+        }
+        for plugin_id, records in tenants.items():
+            _commit_plugin(storage, make_plugin(plugin_id, status=PluginStatus.APPROVED))
+            for tenant, (enabled, reason) in records.items():
+                record = make_tenant(plugin_id, tenant, enabled=enabled, suspended_reason=reason)
+                _commit_tenant(storage, record)
+        _expect_same(
+            storage.enabled_plugins("acme"),
+            ["alpha", "delta"],
+            "enabled_plugins('acme') (beta and gamma are suspended for acme)",
+        )
+        _expect_same(
+            storage.enabled_plugins("globex"),
+            ["beta"],
+            "enabled_plugins('globex') (alpha is suspended for globex)",
+        )
+
     def test_enabled_plugins_follow_status_and_activation(self, storage: Storage) -> None:
         """enabled_plugins() follows each change of the plugin's status and the tenant's flag."""
         pending = make_plugin()
@@ -799,6 +856,21 @@ class StorageContract:
         _commit_tenant(storage, make_tenant(enabled=True, revision=3), plugin_revision=2)
         _expect_same(
             storage.enabled_plugins("acme"), [pending.id], "enabled_plugins() once re-enabled"
+        )
+        _commit_tenant(
+            storage,
+            make_tenant(enabled=True, suspended_reason="timeouts", revision=4),
+            plugin_revision=2,
+            action="suspend",
+        )
+        _expect_same(
+            storage.enabled_plugins("acme"), [], "enabled_plugins() once suspended for the tenant"
+        )
+        _commit_tenant(storage, make_tenant(enabled=True, revision=5), plugin_revision=2)
+        _expect_same(
+            storage.enabled_plugins("acme"),
+            [pending.id],
+            "enabled_plugins() once the tenant's suspension is lifted",
         )
         suspended = attrs.evolve(approved, status=PluginStatus.SUSPENDED, revision=3)
         _commit_plugin(storage, suspended, action="suspend")
@@ -979,8 +1051,8 @@ class StorageContract:
         ]
         _expect_same(stored, expected, "failures() after two batches")
 
-    def test_failures_filter_by_plugin_unresolved_and_limit(self, storage: Storage) -> None:
-        """failures() filters by plugin and unresolved_only, and limit keeps the newest."""
+    def test_failures_filter_by_plugin_resolved_and_limit(self, storage: Storage) -> None:
+        """failures() filters by plugin and resolved (None, False, True); limit keeps the newest."""
         storage.record_failures(
             [
                 make_failure("alpha", message="a1", at=BASE_TIME),
@@ -989,32 +1061,80 @@ class StorageContract:
                     "alpha", message="a2", resolved=True, at=BASE_TIME + timedelta(seconds=2)
                 ),
                 make_failure("alpha", message="a3", at=BASE_TIME + timedelta(seconds=3)),
+                make_failure(
+                    "beta", message="b2", resolved=True, at=BASE_TIME + timedelta(seconds=4)
+                ),
             ]
         )
         cases: list[tuple[str, list[str], list[str]]] = [
-            ("failures()", _messages(storage.failures()), ["a3", "a2", "b1", "a1"]),
+            ("failures()", _messages(storage.failures()), ["b2", "a3", "a2", "b1", "a1"]),
             ("failures('alpha')", _messages(storage.failures("alpha")), ["a3", "a2", "a1"]),
-            ("failures('beta')", _messages(storage.failures("beta")), ["b1"]),
+            ("failures('beta')", _messages(storage.failures("beta")), ["b2", "b1"]),
             ("failures('gamma')", _messages(storage.failures("gamma")), []),
             (
-                "failures(unresolved_only=True)",
-                _messages(storage.failures(unresolved_only=True)),
+                "failures(resolved=None)",
+                _messages(storage.failures(resolved=None)),
+                ["b2", "a3", "a2", "b1", "a1"],
+            ),
+            (
+                "failures(resolved=False)",
+                _messages(storage.failures(resolved=False)),
                 ["a3", "b1", "a1"],
             ),
+            ("failures(resolved=True)", _messages(storage.failures(resolved=True)), ["b2", "a2"]),
             (
-                "failures('alpha', unresolved_only=True)",
-                _messages(storage.failures("alpha", unresolved_only=True)),
+                "failures('alpha', resolved=False)",
+                _messages(storage.failures("alpha", resolved=False)),
                 ["a3", "a1"],
             ),
-            ("failures(limit=2)", _messages(storage.failures(limit=2)), ["a3", "a2"]),
             (
-                "failures('alpha', unresolved_only=True, limit=1)",
-                _messages(storage.failures("alpha", unresolved_only=True, limit=1)),
+                "failures('alpha', resolved=True)",
+                _messages(storage.failures("alpha", resolved=True)),
+                ["a2"],
+            ),
+            ("failures(limit=2)", _messages(storage.failures(limit=2)), ["b2", "a3"]),
+            ("failures(limit=0)", _messages(storage.failures(limit=0)), []),
+            (
+                "failures('alpha', resolved=False, limit=1)",
+                _messages(storage.failures("alpha", resolved=False, limit=1)),
                 ["a3"],
+            ),
+            (
+                "failures(resolved=True, limit=1)",
+                _messages(storage.failures(resolved=True, limit=1)),
+                ["b2"],
             ),
         ]
         for call, got, expected in cases:
             _expect_same(got, expected, f"messages of {call}")
+        resolved_flags = [f.resolved for f in storage.failures(resolved=True)]
+        _expect_same(resolved_flags, [True, True], "resolved flags of failures(resolved=True)")
+
+    def test_failures_refuse_a_bad_limit(self, storage: Storage) -> None:
+        """failures(limit=...) raises ValueError naming limit unless it is an int >= 0 (no bool)."""
+        storage.record_failures([make_failure()])
+        for bad in (-1, -1000, True, False, 1.5, "3", None):
+            try:
+                storage.failures(limit=bad)  # type: ignore[arg-type]  # refused on purpose
+            except ValueError as exc:
+                if "limit" not in str(exc):
+                    pytest.fail(
+                        f"failures(limit={bad!r}) raised ValueError({exc}), which must name "
+                        "`limit`",
+                        pytrace=False,
+                    )
+            except Exception as exc:  # noqa: BLE001 - any other error is reported as wrong
+                pytest.fail(
+                    f"failures(limit={bad!r}) raised {type(exc).__name__}({exc}); it must raise "
+                    "ValueError naming `limit`",
+                    pytrace=False,
+                )
+            else:
+                pytest.fail(
+                    f"failures(limit={bad!r}) returned instead of raising ValueError: limit "
+                    "must be a non-negative int, and a bool is not one",
+                    pytrace=False,
+                )
 
     def test_resolve_failures_for_one_tenant(self, storage: Storage) -> None:
         """resolve_failures(plugin, tenant) resolves only that tenant's unresolved failures."""
@@ -1034,7 +1154,7 @@ class StorageContract:
             "resolve_failures('alpha', 'acme') count (already resolved ones do not count)",
         )
         _expect_same(
-            sorted(_messages(storage.failures(unresolved_only=True))),
+            sorted(_messages(storage.failures(resolved=False))),
             ["a-globex", "a-none", "b-acme"],
             "unresolved failures after resolve_failures('alpha', 'acme')",
         )
@@ -1054,7 +1174,7 @@ class StorageContract:
         )
         _expect_same(storage.resolve_failures("alpha"), 2, "resolve_failures('alpha') count")
         _expect_same(
-            _messages(storage.failures(unresolved_only=True)),
+            _messages(storage.failures(resolved=False)),
             ["b-acme"],
             "unresolved failures after resolve_failures('alpha')",
         )
@@ -1065,6 +1185,92 @@ class StorageContract:
             "resolved flags after resolve_failures('alpha')",
         )
         _expect_same(storage.resolve_failures("gamma"), 0, "resolve_failures() of another plugin")
+
+    def test_resolve_failures_by_id(self, storage: Storage) -> None:
+        """resolve_failures(plugin, ids=...) resolves only those of the plugin's failures."""
+        storage.record_failures(
+            [
+                make_failure("alpha", tenant="acme", message="a1"),
+                make_failure("alpha", tenant="globex", message="a2"),
+                make_failure("alpha", tenant="acme", message="a3"),
+                make_failure("alpha", tenant="acme", message="a4", resolved=True),
+                make_failure("beta", tenant="acme", message="b1"),
+            ]
+        )
+        ids = _ids_by_message(storage.failures())
+        missing = max(ids.values()) + 1000
+        chosen = [ids["a1"], ids["a2"], ids["a4"], ids["b1"], missing]
+        _expect_same(
+            storage.resolve_failures("alpha", ids=chosen),
+            2,
+            "resolve_failures('alpha', ids=[a1, a2, a4 (resolved), b1 (beta), unknown]) count",
+        )
+        flags = {f.message: f.resolved for f in storage.failures()}
+        _expect_same(
+            flags,
+            {"a1": True, "a2": True, "a3": False, "a4": True, "b1": False},
+            "resolved flags after resolving a1, a2, a4 and b1 by id as plugin alpha "
+            "(b1 is beta's and must stay unresolved)",
+        )
+        _expect_same(storage.resolve_failures("alpha", ids=[]), 0, "resolve_failures() with no ids")
+        _expect_same(
+            [f.message for f in storage.failures(resolved=False)],
+            ["b1", "a3"],
+            "unresolved failures after resolve_failures(ids=[])",
+        )
+
+    def test_resolve_failures_by_id_and_tenant(self, storage: Storage) -> None:
+        """With both a tenant and ids, only the given failures of that tenant are resolved."""
+        storage.record_failures(
+            [
+                make_failure("alpha", tenant="acme", message="acme-1"),
+                make_failure("alpha", tenant="globex", message="globex-1"),
+                make_failure("alpha", tenant="acme", message="acme-2"),
+            ]
+        )
+        ids = _ids_by_message(storage.failures())
+        chosen = [ids["acme-1"], ids["globex-1"], ids["acme-1"]]
+        _expect_same(
+            storage.resolve_failures("alpha", "acme", ids=chosen),
+            1,
+            "resolve_failures('alpha', 'acme', ids=[acme-1, globex-1, acme-1]) count "
+            "(an id given twice counts once)",
+        )
+        _expect_same(
+            [f.message for f in storage.failures(resolved=False)],
+            ["acme-2", "globex-1"],
+            "unresolved failures after resolving acme-1 and globex-1 for tenant acme only",
+        )
+
+    def test_resolve_failures_refuses_ids_that_are_not_ints(self, storage: Storage) -> None:
+        """resolve_failures(ids=...) raises ValueError naming ids for a non-int or bool id."""
+        storage.record_failures([make_failure()])
+        for bad in (["1"], [True], [1.0], "1"):
+            try:
+                storage.resolve_failures("example-plugin", ids=bad)  # type: ignore[arg-type]
+            except ValueError as exc:
+                if "ids" not in str(exc):
+                    pytest.fail(
+                        f"resolve_failures(ids={bad!r}) raised ValueError({exc}), which must "
+                        "name `ids`",
+                        pytrace=False,
+                    )
+            except Exception as exc:  # noqa: BLE001 - any other error is reported as wrong
+                pytest.fail(
+                    f"resolve_failures(ids={bad!r}) raised {type(exc).__name__}({exc}); it "
+                    "must raise ValueError naming `ids`",
+                    pytrace=False,
+                )
+            else:
+                pytest.fail(
+                    f"resolve_failures(ids={bad!r}) returned instead of raising ValueError",
+                    pytrace=False,
+                )
+        _expect_same(
+            [f.resolved for f in storage.failures()],
+            [False],
+            "resolved flags after resolve_failures() calls that were refused",
+        )
 
     def test_failures_do_not_move_the_generation(self, storage: Storage) -> None:
         """Recording and resolving failures leave the generation and the audit trail alone."""
@@ -1417,6 +1623,12 @@ def _seqs(events: Sequence[AuditEvent]) -> list[object]:
 
 def _messages(failures: Sequence[FailureRecord]) -> list[str]:
     return [f.message for f in failures]
+
+
+def _ids_by_message(failures: Sequence[FailureRecord]) -> dict[str, int]:
+    """Each failure's id by its message, failing unless every failure has a distinct int id."""
+    ids = _expect_ids([f.id for f in failures], "failures()")
+    return dict(zip(_messages(failures), ids, strict=True))
 
 
 # -- checking --------------------------------------------------------------------------------

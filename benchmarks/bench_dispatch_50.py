@@ -1,0 +1,6 @@
+"""Question "dispatch_50": one hook call with 50 plugin(s) through the host against bare pluggy."""
+
+from _dispatch_bench import main
+
+if __name__ == "__main__":
+    main(50)

@@ -1,0 +1,750 @@
+"""PluginHost: the one object a host adapter holds.
+
+It wires storage, registry, sources, hook specifications, the permission
+layer and the call loop together. It loads the plugins that are approved and
+verified, keeps an in-memory snapshot of which plugins are active for which
+tenant and what each may do, and rebuilds it when the storage's change
+counter moves (so a decision taken in another process applies here without a
+restart). Hooks are called as ``host.hook.<name>(...)`` or
+``host.call_hook("<name>", ...)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import traceback
+import types
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from time import perf_counter_ns
+from typing import Any, Final, NamedTuple, final
+
+import attrs
+import pluggy
+
+from ._api import DeniedHook, HostServices, PluginAPI
+from ._archive import ArchiveSource, install_archive
+from ._dependencies import load_order
+from ._discovery import DiscoveredPlugin, discover_entry_points, register_discovered
+from ._dispatch import (
+    INJECTED,
+    BreakerPolicy,
+    Dispatcher,
+    Entry,
+    HookTrace,
+    HostHook,
+    Plan,
+    PluginOutcome,
+    entry,
+)
+from ._errors import (
+    ConflictError,
+    PackageError,
+    PluginError,
+    PluginNotFound,
+    StorageError,
+    TransitionError,
+)
+from ._loader import load_plugin, unload_plugin
+from ._manifest import Manifest
+from ._registry import Registry, Suspension
+from ._storage import FailureRecord, HookMetrics, PluginRecord, PluginStatus, SourceKind, Storage
+from .events import Context
+from .hookspecs import HookInfo, hook_info, plugin_manager
+
+__all__ = ["DEFAULT_DB", "DEFAULT_PLUGINS_DIR", "PluginHealth", "PluginHost"]
+
+#: The SQLite file a host (and the CLI) uses when given no storage.
+DEFAULT_DB: Final = "services-ai-plugins.db"
+#: The folder installed plugin code lives in when none is given.
+DEFAULT_PLUGINS_DIR: Final = "plugins"
+
+#: The actor of the breaker's suspensions in the audit trail.
+BREAKER_ACTOR: Final = "circuit-breaker"
+
+# Tenant views are per snapshot; this bounds them for hosts with very many tenants.
+_MAX_VIEWS: Final = 2048
+
+_logger = logging.getLogger("services_ai_plugins.host")
+_NO_SETTINGS: Final[Mapping[str, Any]] = types.MappingProxyType({})
+
+
+@attrs.frozen(kw_only=True)
+class PluginHealth:
+    """One plugin's row on an error dashboard (:meth:`PluginHost.dashboard`)."""
+
+    plugin: PluginRecord
+    #: Its newest unresolved failures, newest first.
+    failures: tuple[FailureRecord, ...]
+    #: How many unresolved failures it has (``failures`` may show fewer).
+    unresolved: int
+    #: Its counters per hook, all processes together.
+    metrics: tuple[HookMetrics, ...]
+    #: Where and why it is suspended (empty: it runs wherever it is enabled).
+    suspensions: tuple[Suspension, ...]
+
+    @property
+    def calls(self) -> int:
+        """Calls of all its hooks."""
+        return sum(m.calls for m in self.metrics)
+
+    @property
+    def errors(self) -> int:
+        """Failed calls of all its hooks."""
+        return sum(m.errors for m in self.metrics)
+
+    @property
+    def error_rate(self) -> float:
+        """Failed calls per call (0.0 before the first call)."""
+        return self.errors / self.calls if self.calls else 0.0
+
+
+class _Loaded(NamedTuple):
+    record: PluginRecord
+    plugin: object
+
+
+class _View(NamedTuple):
+    """What one tenant's calls need: who runs there, with which grants, settings and API."""
+
+    active: frozenset[str]
+    grants: Mapping[str, frozenset[str]]
+    values: Mapping[str, Mapping[str, Any]]
+
+
+class _Snapshot:
+    """The loaded plugins at one generation, with caches built from it on demand."""
+
+    __slots__ = ("generation", "plugins", "views")
+
+    def __init__(self, generation: int, plugins: Mapping[str, _Loaded]) -> None:
+        self.generation = generation
+        self.plugins = plugins
+        self.views: dict[str | None, _View] = {}
+
+
+@final
+class PluginHost:
+    """Loads approved plugins and runs their hooks, safely, for many tenants.
+
+    ::
+
+        host = PluginHost(services=MyServices())  # SQLite file + ./plugins
+        host.hook.lead_created(lead=lead, context=Context(tenant="acme"))
+        widgets = host.call_hook("dashboard_widget", context=Context(tenant="acme"))
+
+    Only plugins enabled for ``context.tenant`` run (hooks without a tenant run
+    for every approved plugin); each implementation gets its own plugin's
+    ``api`` and ``settings``. An exception in one implementation is recorded
+    as that plugin's failure (and logged on ``services_ai_plugins.plugins.<id>``)
+    and the others still run; with ``strict=True`` it is raised once recorded.
+    Each call is timed into per-(plugin, hook) metrics, flushed to storage in
+    batches. A plugin that keeps failing is suspended by the circuit breaker
+    (:class:`BreakerPolicy`) for the tenant, or everywhere, and the host's own
+    ``plugin_suspended`` listeners hear of it.
+
+    :param services: the adapter's :class:`HostServices` (its data and channels).
+    :param storage: where the registry lives; default: a SQLite file
+        ``services-ai-plugins.db`` in the current folder (closed with the host).
+    :param plugins_dir: where installed plugin code lives; default ``./plugins``.
+    :param entry_points: discover plugins installed with pip (entry points in
+        ``services_ai.plugins``) and record them in the registry.
+    :param approve_entry_points: approve newly discovered entry-point plugins at once.
+    :param hookspecs: modules or classes of the host's own hook specifications.
+    :param refresh_interval: seconds between two looks at the storage's change
+        counter (a change made through this host's registry applies at once).
+    :param flush_interval: seconds between two writes of metrics and failures.
+    :param api_class: the :class:`PluginAPI` subclass plugins receive.
+    :param on_denied: called with each refused API call (see :class:`PluginAPI`).
+    """
+
+    def __init__(
+        self,
+        services: HostServices,
+        *,
+        storage: Storage | None = None,
+        plugins_dir: str | os.PathLike[str] | None = None,
+        breaker: BreakerPolicy | None = None,
+        strict: bool = False,
+        entry_points: bool = True,
+        approve_entry_points: bool = False,
+        hookspecs: Iterable[types.ModuleType | type] = (),
+        refresh_interval: float = 1.0,
+        flush_interval: float = 5.0,
+        api_class: type[PluginAPI] = PluginAPI,
+        on_denied: DeniedHook | None = None,
+        actor: str = "host",
+    ) -> None:
+        if refresh_interval < 0 or flush_interval < 0:
+            raise ValueError("refresh_interval and flush_interval must be >= 0 seconds")
+        self._owns_storage = storage is None
+        if storage is None:
+            from ._sqlite import SQLiteStorage  # noqa: PLC0415 - only when no storage is given
+
+            storage = SQLiteStorage(DEFAULT_DB)
+        self._storage: Final = storage
+        #: Where installed plugin code lives.
+        self.plugins_dir: Final = Path(
+            plugins_dir if plugins_dir is not None else DEFAULT_PLUGINS_DIR
+        )
+        self._services: Final = services
+        self._api_class: Final = api_class
+        self._on_denied: Final = on_denied
+        self._actor: Final = actor
+        #: The registry over the host's storage; changes made through it apply here at once.
+        self.registry: Final = Registry(storage, on_change=self._changed)
+        #: The pluggy manager (specifications and registered implementations).
+        self.pm: Final = plugin_manager()
+        for specs in hookspecs:
+            self.pm.add_hookspecs(specs)
+        self._dispatcher: Final = Dispatcher(
+            policy=breaker or BreakerPolicy(), strict=strict, on_trip=self._trip
+        )
+        self._refresh_ns: Final = int(refresh_interval * 1e9)
+        self._flush_ns: Final = int(flush_interval * 1e9)
+        self._next_refresh = 0
+        self._next_flush = perf_counter_ns() + self._flush_ns
+        #: When the next call must do housekeeping (refresh, flush).
+        self._due = 0
+        self._tick_lock = threading.Lock()
+        self._refresh_lock = threading.RLock()
+        self._infos: dict[str, HookInfo] = {}
+        self._listeners: dict[str, object] = {}
+        self._loaded: dict[str, _Loaded] = {}
+        self._failed_loads: dict[str, int] = {}
+        self._manifests: dict[tuple[str, int], Manifest] = {}
+        self._entry_points: dict[str, DiscoveredPlugin] = {}
+        self._closed = False
+        #: Entry points that could not be used: (where, error).
+        self.refused: list[tuple[str, PluginError]] = []
+        if entry_points:
+            self._discover(approve_entry_points)
+        self._snapshot = _Snapshot(-1, {})
+        #: ``host.hook.lead_created(...)``: every hook, called through the host.
+        self.hook: Final = _HookRelay(self)
+        self.refresh()
+
+    # -- hooks -----------------------------------------------------------------------------------
+
+    def call_hook(self, name: str, /, **kwargs: Any) -> Any:
+        """Call the hook ``name`` as ``host.hook.<name>(**kwargs)`` does.
+
+        :raises KeyError: for a hook nobody specified (with a close name, if any).
+        :raises TypeError: when arguments of the specification are missing or unknown.
+        """
+        return self.hook[name](**kwargs)
+
+    def trace_hook(self, name: str, /, **kwargs: Any) -> HookTrace:
+        """Call the hook and report what each plugin returned or how it failed.
+
+        The call is a real one (failures are recorded, metrics counted); it is
+        how an operator reproduces a report (``services-ai-plugins call``).
+        """
+        outcomes: list[PluginOutcome] = []
+        caller = self.hook[name]
+        try:
+            result = caller(_trace=outcomes, **kwargs)
+        finally:
+            self._dispatcher.end_trace()
+        tenant = kwargs["context"].tenant if caller.scoped else None
+        return HookTrace(hook=name, tenant=tenant, result=result, outcomes=tuple(outcomes))
+
+    def add_listener(self, listener: object, *, name: str | None = None) -> str:
+        """Register the host's own implementations of host-only hooks (``plugin_suspended``).
+
+        Plugins never receive these hooks; listeners receive nothing else.
+        Returns the name it is registered under.
+
+        :raises ValueError: when the listener implements a hook that is not host-only.
+        """
+        registered = self.pm.register(listener, name=f"host:{name or id(listener)}")
+        assert registered is not None
+        for caller in self.pm.get_hookcallers(listener) or ():
+            info = self._info(caller.name)
+            if not info.host_only:
+                self.pm.unregister(name=registered)
+                raise ValueError(
+                    f"listener {registered!r} implements {caller.name!r}, which plugins "
+                    "receive: a host listener implements host-only hooks only"
+                )
+        self._listeners[registered] = listener
+        self._invalidate()
+        return registered
+
+    def install(
+        self, source: ArchiveSource, *, actor: str, reinstall: bool = False
+    ) -> PluginRecord:
+        """Install an uploaded plugin archive into the plugins folder, as pending approval.
+
+        See :func:`install_archive` for the checks and the errors. The plugins
+        folder is created if it does not exist yet.
+        """
+        self.plugins_dir.mkdir(parents=True, exist_ok=True)
+        return install_archive(
+            source, self.plugins_dir, self.registry, actor=actor, reinstall=reinstall
+        )
+
+    # -- the snapshot ------------------------------------------------------------------------------
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Rebuild the snapshot if the storage changed since it was built (or if ``force``).
+
+        Loads newly approved plugins (verifying their code first), unloads
+        those no longer approved or whose code changed. Returns True when it
+        rebuilt. Called by the host itself every ``refresh_interval`` seconds.
+        """
+        with self._refresh_lock:
+            self._next_refresh = perf_counter_ns() + self._refresh_ns
+            self._reschedule()
+            generation = self._storage.generation()
+            if not force and generation == self._snapshot.generation:
+                return False
+            approved = {r.id: r for r in self._storage.list_plugins(PluginStatus.APPROVED)}
+            changed = False
+            for plugin_id, loaded in list(self._loaded.items()):
+                record = approved.get(plugin_id)
+                if record is None or _code_changed(loaded.record, record):
+                    self._unload(plugin_id)
+                    changed = True
+                elif record != loaded.record:
+                    self._loaded[plugin_id] = loaded._replace(record=record)
+            for plugin_id in self._in_load_order(approved):
+                if plugin_id not in self._loaded and self._load(approved[plugin_id]):
+                    changed = True
+            if changed:
+                self._reregister()
+            self._snapshot = _Snapshot(generation, dict(self._loaded))
+            return True
+
+    def _changed(self) -> None:
+        """The registry committed a change: look at the storage at the next call."""
+        self._next_refresh = 0
+        self._due = 0
+
+    def _invalidate(self) -> None:
+        with self._refresh_lock:
+            self._snapshot = _Snapshot(self._snapshot.generation, dict(self._loaded))
+
+    def _reschedule(self) -> None:
+        self._due = min(self._next_refresh, self._next_flush)
+
+    def _tick(self) -> None:
+        """Housekeeping on the call path, at most one thread at a time and never blocking."""
+        if not self._tick_lock.acquire(blocking=False):
+            return
+        try:
+            now = perf_counter_ns()
+            if now >= self._next_refresh:
+                try:
+                    self.refresh()
+                except StorageError:
+                    _logger.exception("cannot refresh the plugin snapshot; keeping the current one")
+                    self._next_refresh = now + self._refresh_ns
+            if now >= self._next_flush:
+                self.flush()
+            self._reschedule()
+        finally:
+            self._tick_lock.release()
+
+    def _view(self, snapshot: _Snapshot, tenant: str | None) -> _View:
+        view = snapshot.views.get(tenant)
+        if view is not None:
+            return view
+        if len(snapshot.views) >= _MAX_VIEWS:
+            snapshot.views.clear()
+        plugins = snapshot.plugins
+        if tenant is None:
+            active = frozenset(plugins)
+            grants = {pid: frozenset(p.record.granted_permissions) for pid, p in plugins.items()}
+            settings: dict[str, Mapping[str, Any]] = dict.fromkeys(plugins, _NO_SETTINGS)
+        else:
+            active = frozenset(self._storage.enabled_plugins(tenant)) & frozenset(plugins)
+            grants = {pid: self.registry.grants(pid, tenant) for pid in active}
+            settings = {
+                pid: types.MappingProxyType(self.registry.get_settings(pid, tenant))
+                for pid in active
+            }
+        values = {
+            pid: {
+                "api": self._api_class(
+                    pid,
+                    self._services,
+                    tenant=tenant,
+                    grants=grants[pid],
+                    on_denied=self._on_denied,
+                ),
+                "settings": settings[pid],
+                "plugin_id": pid,
+            }
+            for pid in active
+        }
+        view = snapshot.views[tenant] = _View(active, grants, values)
+        return view
+
+    def _plan(
+        self, snapshot: _Snapshot, info: HookInfo, tenant: str | None, provided: frozenset[str]
+    ) -> Plan:
+        """Which implementations run for (hook, tenant), in pluggy's call order, prepared."""
+        caller: pluggy.HookCaller = getattr(self.pm.hook, info.name)
+        implementations = list(reversed(caller.get_hookimpls()))
+        entries: list[Entry] = []
+        if info.host_only:
+            for impl in implementations:
+                if impl.plugin_name in self._listeners:
+                    entries.append(
+                        entry(
+                            impl.plugin_name,
+                            impl.function,
+                            impl.argnames,
+                            {},
+                            self._dispatcher.stats(impl.plugin_name, info.name),
+                        )
+                    )
+        else:
+            view = self._view(snapshot, tenant)
+            for impl in implementations:
+                plugin_id = impl.plugin_name
+                if plugin_id not in view.active:
+                    continue
+                held = view.grants[plugin_id]
+                if any(permission not in held for permission in info.permissions):
+                    continue
+                own = view.values[plugin_id]
+                inject: dict[str, Any] = {
+                    name: own[name]
+                    for name in INJECTED
+                    if name in impl.argnames and name not in provided
+                }
+                entries.append(
+                    entry(
+                        plugin_id,
+                        impl.function,
+                        impl.argnames,
+                        inject,
+                        self._dispatcher.stats(plugin_id, info.name),
+                    )
+                )
+        return Plan(info, tenant, tuple(entries))
+
+    def _info(self, name: str) -> HookInfo:
+        info = self._infos.get(name)
+        if info is None:
+            info = self._infos[name] = hook_info(name, self.pm)
+        return info
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    def _discover(self, approve: bool) -> None:
+        discovery = discover_entry_points()
+        self.refused.extend(discovery.refused)
+        for where, error in discovery.refused:
+            _logger.warning("entry point refused: %s: %s", where, error)
+        for found in discovery.found:
+            try:
+                register_discovered(
+                    self.registry, [found], actor=self._actor, approve_entry_points=approve
+                )
+            except PluginError as error:
+                self.refused.append((found.location, error))
+                _logger.warning("entry point refused: %s: %s", found.location, error)
+                continue
+            self._entry_points[found.plugin_id] = found
+
+    def _load(self, record: PluginRecord) -> bool:
+        """Import one approved plugin and check its hooks; False (recorded) when it cannot run."""
+        if self._failed_loads.get(record.id) == record.revision:
+            return False  # failed at this revision already: wait for a new install or approval
+        plugin: object = None
+        try:
+            if record.source is not SourceKind.ENTRY_POINT:
+                # Verifies the code hash first; records its own failures (and
+                # suspends a plugin whose code changed).
+                plugin = load_plugin(record, registry=self.registry, actor=self._actor).plugin
+        except PluginError as error:
+            self._failed_loads[record.id] = record.revision
+            _logger.error("plugin %r not loaded: %s", record.id, error)
+            return False
+        try:
+            if record.source is SourceKind.ENTRY_POINT:
+                found = self._entry_points.get(record.id)
+                if found is None:
+                    raise PackageError(
+                        "its entry point is not installed in this environment", path=record.id
+                    )
+                plugin = found.plugin
+            self._check_implementations(record, plugin)
+        except PluginError as error:
+            self._failed_loads[record.id] = record.revision
+            if record.source is not SourceKind.ENTRY_POINT:
+                unload_plugin(record.id)
+            self._record_load_failure(record.id, error)
+            _logger.error("plugin %r not loaded: %s", record.id, error)
+            return False
+        self._loaded[record.id] = _Loaded(record, plugin)
+        return True
+
+    def _check_implementations(self, record: PluginRecord, plugin: object) -> None:
+        """Register with pluggy to check the implementations at the door, then take it out again.
+
+        Refused: arguments a specification does not have (pluggy's check), hooks
+        nobody specified, wrappers (a plugin would see and change the others'
+        results), and host-only hooks.
+        """
+        try:
+            self.pm.register(plugin, name=record.id)
+        except (pluggy.PluginValidationError, ValueError) as error:
+            raise PackageError(f"its hooks are refused: {error}", path=record.id) from None
+        try:
+            problems: list[str] = []
+            for caller in self.pm.get_hookcallers(plugin) or ():
+                impl = next(i for i in caller.get_hookimpls() if i.plugin is plugin)
+                if caller.spec is None:
+                    if not impl.optionalhook:
+                        problems.append(f"{caller.name}: no such hook is specified")
+                elif impl.hookwrapper or impl.wrapper:
+                    problems.append(f"{caller.name}: plugins may not wrap other plugins' calls")
+                elif self._info(caller.name).host_only:
+                    problems.append(f"{caller.name}: only the host receives this hook")
+            if problems:
+                raise PackageError("its hooks are refused: " + "; ".join(problems), path=record.id)
+        finally:
+            self.pm.unregister(name=record.id)
+
+    def _record_load_failure(self, plugin_id: str, error: PluginError) -> None:
+        try:
+            self._storage.record_failures(
+                [
+                    FailureRecord(
+                        plugin_id=plugin_id,
+                        tenant=None,
+                        hook="load",
+                        exc_type=type(error).__name__,
+                        message=str(error),
+                        traceback="".join(traceback.format_exception(error)),
+                        at=datetime.now(timezone.utc),
+                    )
+                ]
+            )
+        except StorageError:
+            _logger.exception("cannot record the load failure of plugin %r", plugin_id)
+
+    def _unload(self, plugin_id: str) -> None:
+        loaded = self._loaded.pop(plugin_id, None)
+        if loaded is not None and self.pm.get_plugin(plugin_id) is not None:
+            self.pm.unregister(name=plugin_id)
+        if loaded is not None and loaded.record.source is not SourceKind.ENTRY_POINT:
+            unload_plugin(plugin_id)
+
+    def _reregister(self) -> None:
+        """Register every loaded plugin again in load order: call order never depends on history."""
+        for plugin_id in list(self._loaded):
+            if self.pm.get_plugin(plugin_id) is not None:
+                self.pm.unregister(name=plugin_id)
+        for plugin_id in self._in_load_order({p: x.record for p, x in self._loaded.items()}):
+            self.pm.register(self._loaded[plugin_id].plugin, name=plugin_id)
+
+    def _in_load_order(self, records: Mapping[str, PluginRecord]) -> list[str]:
+        """Ids with each plugin after those it requires (else by id); a cycle falls back to ids."""
+        manifests: dict[str, Manifest] = {}
+        for plugin_id, record in records.items():
+            key = (plugin_id, record.revision)
+            manifest = self._manifests.get(key)
+            if manifest is None:
+                try:
+                    manifest = self._manifests[key] = Manifest.from_dict(dict(record.manifest))
+                except PluginError:
+                    continue
+            manifests[plugin_id] = manifest
+        try:
+            ordered = load_order(manifests)
+        except PluginError:
+            ordered = sorted(manifests)
+        return ordered + sorted(set(records) - set(ordered))
+
+    # -- the breaker -----------------------------------------------------------------------------
+
+    def _trip(
+        self, plugin_id: str, tenant: str | None, reason: str, context: Context | None
+    ) -> None:
+        if plugin_id in self._listeners:  # the host's own listener keeps failing: only log it
+            _logger.error("host listener %r keeps failing: %s", plugin_id, reason)
+            return
+        for attempt in (1, 2):
+            try:
+                self.registry.suspend(plugin_id, actor=BREAKER_ACTOR, reason=reason, tenant=tenant)
+            except ConflictError:
+                if attempt == 2:
+                    _logger.exception("cannot suspend plugin %r: storage conflict", plugin_id)
+                continue
+            except (TransitionError, PluginNotFound):
+                pass  # suspended meanwhile, or no longer approved: nothing to do
+            except StorageError:
+                _logger.exception("cannot suspend plugin %r", plugin_id)
+            break
+        _logger.warning(
+            "plugin %r suspended%s: %s",
+            plugin_id,
+            f" for tenant {tenant!r}" if tenant is not None else " everywhere",
+            reason,
+        )
+        self.flush()
+        self.hook.plugin_suspended(
+            plugin_id=plugin_id, reason=reason, tenant=tenant, context=context
+        )
+
+    def suspend(
+        self, plugin_id: str, *, actor: str, reason: str, tenant: str | None = None
+    ) -> None:
+        """Suspend a plugin for one tenant, or everywhere, by an admin's decision."""
+        self.registry.suspend(plugin_id, actor=actor, reason=reason, tenant=tenant)
+
+    def resume(self, plugin_id: str, *, actor: str, tenant: str | None = None) -> None:
+        """Let a suspended plugin run again (for one tenant, or everywhere), its counts reset."""
+        self.registry.resume(plugin_id, actor=actor, tenant=tenant)
+        self._dispatcher.reset(plugin_id, tenant)
+
+    # -- the error dashboard ---------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write the failures and metrics gathered since the last flush (one batch each)."""
+        self._next_flush = perf_counter_ns() + self._flush_ns
+        self._reschedule()
+        failures, dropped = self._dispatcher.take_failures()
+        if dropped:
+            _logger.warning("%d plugin failures were not kept (more than could wait)", dropped)
+        if failures:
+            try:
+                self._storage.record_failures(failures)
+            except StorageError:
+                _logger.exception("cannot store %d plugin failures; will retry", len(failures))
+                self._dispatcher.put_back_failures(failures)
+        deltas = self._dispatcher.take_metrics()
+        if deltas:
+            try:
+                self._storage.record_metrics(deltas)
+            except StorageError:
+                _logger.exception("cannot store plugin metrics; will retry")
+                self._dispatcher.put_back_metrics(deltas)
+
+    def failures(
+        self, plugin_id: str | None = None, *, resolved: bool | None = None, limit: int = 100
+    ) -> list[FailureRecord]:
+        """Failures, newest first, of one plugin or all (``resolved``: filter by it)."""
+        self.flush()
+        return self._storage.failures(plugin_id, resolved=resolved, limit=limit)
+
+    def resolve_failures(
+        self, plugin_id: str, *, tenant: str | None = None, ids: Iterable[int] | None = None
+    ) -> int:
+        """Mark the plugin's failures resolved (of one tenant, or only ``ids``); return how many."""
+        self.flush()
+        return self._storage.resolve_failures(
+            plugin_id, tenant, ids=list(ids) if ids is not None else None
+        )
+
+    def metrics(self, plugin_id: str | None = None) -> list[HookMetrics]:
+        """Counters per (plugin, hook), every process together (this one's flushed first)."""
+        self.flush()
+        return self._storage.metrics(plugin_id)
+
+    def suspensions(self, plugin_id: str | None = None) -> list[Suspension]:
+        """Which plugins are suspended, where (a tenant, or everywhere) and why."""
+        return self.registry.suspensions(plugin_id)
+
+    def dashboard(self, *, failures_per_plugin: int = 10) -> list[PluginHealth]:
+        """Everything an admin's error page shows, one row per installed plugin, by id."""
+        self.flush()
+        metrics: dict[str, list[HookMetrics]] = {}
+        for row in self._storage.metrics():
+            metrics.setdefault(row.plugin_id, []).append(row)
+        suspensions: dict[str, list[Suspension]] = {}
+        for suspension in self.registry.suspensions():
+            suspensions.setdefault(suspension.plugin_id, []).append(suspension)
+        rows = []
+        for record in self._storage.list_plugins():
+            if record.status is PluginStatus.UNINSTALLED:
+                continue
+            unresolved = self._storage.failures(record.id, resolved=False, limit=1000)
+            rows.append(
+                PluginHealth(
+                    plugin=record,
+                    failures=tuple(unresolved[:failures_per_plugin]),
+                    unresolved=len(unresolved),
+                    metrics=tuple(metrics.get(record.id, ())),
+                    suspensions=tuple(suspensions.get(record.id, ())),
+                )
+            )
+        return rows
+
+    # -- life ------------------------------------------------------------------------------------
+
+    def plugins(self) -> dict[str, object]:
+        """The loaded plugins (id to the object registered with pluggy)."""
+        return {plugin_id: loaded.plugin for plugin_id, loaded in self._loaded.items()}
+
+    def close(self) -> None:
+        """Flush, unload every plugin and close the storage if the host opened it."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.flush()
+        finally:
+            for plugin_id in list(self._loaded):
+                self._unload(plugin_id)
+            if self._owns_storage:
+                self._storage.close()
+
+    def __enter__(self) -> PluginHost:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<PluginHost {len(self._loaded)} plugins, generation {self._snapshot.generation}>"
+
+
+@final
+class _HookRelay:
+    """``host.hook``: one :class:`HostHook` per specified hook, built on first use."""
+
+    def __init__(self, host: PluginHost) -> None:
+        self._host = host
+
+    def __getattr__(self, name: str) -> HostHook:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError as error:
+            raise AttributeError(str(error.args[0])) from None
+
+    def __getitem__(self, name: str) -> HostHook:
+        known = self.__dict__.get(name)
+        if isinstance(known, HostHook):
+            return known
+        host = self._host
+        info = host._info(name)
+        caller: pluggy.HookCaller = getattr(host.pm.hook, name)
+        assert caller.spec is not None
+        injected = INJECTED if not info.host_only else ()
+        hook = HostHook(host, host._dispatcher, info, caller.spec.argnames, injected)
+        setattr(self, name, hook)  # found as an attribute from now on
+        return hook
+
+    def __dir__(self) -> list[str]:
+        return sorted(
+            n for n, c in vars(self._host.pm.hook).items() if isinstance(c, pluggy.HookCaller)
+        )
+
+
+def _code_changed(old: PluginRecord, new: PluginRecord) -> bool:
+    return (old.code_hash, old.version, old.package_path) != (
+        new.code_hash,
+        new.version,
+        new.package_path,
+    )
