@@ -263,6 +263,10 @@ class Dispatcher:
                 tripped.clear()
             else:
                 tripped.discard(tenant)
+        self._forget(plugin_id, tenant)
+
+    def _forget(self, plugin_id: str, tenant: str | None) -> None:
+        """Drop the failure counts of the plugin's hooks (for one tenant, or every tenant)."""
         for stats in list(self._stats.values()):
             if stats.plugin_id == plugin_id and stats.failing:
                 if tenant is None:
@@ -302,13 +306,17 @@ class Dispatcher:
             stats.total_ns += elapsed
             stats.max_ns = max(stats.max_ns, elapsed)
             stats.last_ns = now
+        # The plugin's frames only: the loop's own frames say nothing to its author.
+        frames = exc.__traceback__
+        while frames is not None and frames.tb_frame.f_code in _LOOP_CODES:
+            frames = frames.tb_next
         failure = FailureRecord(
             plugin_id=plugin_id,
             tenant=tenant,
             hook=info.name,
             exc_type=type(exc).__name__,
             message=str(exc),
-            traceback="".join(traceback.format_exception(exc)),
+            traceback="".join(traceback.format_exception(type(exc), exc, frames)),
             at=datetime.now(timezone.utc),
         )
         logging.getLogger(f"services_ai_plugins.plugins.{plugin_id}").error(
@@ -317,7 +325,7 @@ class Dispatcher:
             tenant,
             failure.exc_type,
             failure.message,
-            exc_info=exc,
+            exc_info=(type(exc), exc, frames),
         )
         traced: list[PluginOutcome] | None = getattr(self._trace, "outcomes", None)
         if traced and traced[-1].plugin_id == plugin_id:
@@ -363,8 +371,8 @@ class Dispatcher:
         everywhere = tenant is None or len(tripped) >= self.policy.tenants_for_global
         if everywhere and tenant is not None:
             reason = f"{reason}; suspended for {len(tripped)} tenants, so everywhere"
+        self._forget(plugin_id, None if everywhere else tenant)
         self._on_trip(plugin_id, None if everywhere else tenant, reason, context)
-        self.reset(plugin_id, None if everywhere else tenant)
 
     # -- batches for storage -----------------------------------------------------------------------
 
@@ -645,3 +653,4 @@ def _refusal(kind: HookKind, result: Any, value: Any, tenant: str | None) -> str
 
 
 CALL_LOOPS.add(HostHook.__call__.__code__)
+_LOOP_CODES: Final = frozenset({HostHook.__call__.__code__, _Traced.__call__.__code__})

@@ -682,7 +682,9 @@ class PluginHost:
     # -- life ------------------------------------------------------------------------------------
 
     def plugins(self) -> dict[str, object]:
-        """The loaded plugins (id to the object registered with pluggy)."""
+        """The loaded plugins (id to the object registered with pluggy), the snapshot refreshed first."""
+        if perf_counter_ns() >= self._due:
+            self._tick()
         return {plugin_id: loaded.plugin for plugin_id, loaded in self._loaded.items()}
 
     def close(self) -> None:
