@@ -723,3 +723,95 @@ def test_the_dashboard_has_one_row_per_plugin_with_failures_metrics_and_suspensi
     assert len(host.failures("flaky", resolved=False)) == 4
     assert host.resolve_failures("flaky") == 4
     assert host.dashboard()[0].unresolved == 0
+
+
+# -- construction and sources --------------------------------------------------------------------
+
+
+def test_a_host_needs_nothing_but_services(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, install: Installer
+) -> None:
+    """Defaults: the SQLite file and the plugins folder of the current folder."""
+    monkeypatch.chdir(tmp_path)
+    with PluginHost(FakeHostServices(), entry_points=False) as host:
+        install(host, "alpha", RECORDING)
+        host.hook.lead_created(lead=lead(), context=Context(tenant="acme"))
+        assert len(host.plugins()["alpha"].seen) == 1  # type: ignore[attr-defined]
+    assert (tmp_path / "services-ai-plugins.db").is_file()
+    assert (tmp_path / "plugins" / "alpha" / "1.0.0" / "main.py").is_file()
+    storage = SQLiteStorage(tmp_path / "services-ai-plugins.db")
+    try:
+        [metrics] = storage.metrics("alpha")
+    finally:
+        storage.close()
+    assert metrics.calls == 1
+
+
+def test_pip_installed_plugins_are_discovered_and_run_once_approved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, services: FakeHostServices
+) -> None:
+    """An entry point in services_ai.plugins: pending at first, running when approved at once."""
+    site = tmp_path / "site"
+    info = site / "sai_host_test-2.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sai-host-test\nVersion: 2.0\n")
+    (info / "entry_points.txt").write_text(
+        "[services_ai.plugins]\nhost-test = sai_host_test:Plugin\n"
+    )
+    (site / "sai_host_test.py").write_text(
+        plugin_source(
+            "manifest = {'name': 'Host Test', 'permissions': ['read_leads']}\n" + RECORDING
+        )
+    )
+    monkeypatch.syspath_prepend(str(site))
+    storage = MemoryStorage()
+    try:
+        pending = PluginHost(services, storage=storage, plugins_dir=tmp_path / "plugins")
+        assert pending.registry.plugin("host-test").status is PluginStatus.PENDING
+        assert pending.plugins() == {}
+        host = PluginHost(
+            services, storage=storage, plugins_dir=tmp_path / "plugins", approve_entry_points=True
+        )
+        record = host.registry.plugin("host-test")
+        assert record.status is PluginStatus.APPROVED
+        assert record.version == "2.0"
+        host.registry.enable("host-test", "acme", actor="admin")
+        host.hook.lead_created(lead=lead(), context=Context(tenant="acme"))
+        assert len(host.plugins()["host-test"].seen) == 1  # type: ignore[attr-defined]
+    finally:
+        sys.modules.pop("sai_host_test", None)
+
+
+def test_listeners_receive_host_only_hooks_and_nothing_else(make_host: HostFactory) -> None:
+    """add_listener refuses an object implementing a hook plugins receive."""
+    host = make_host()
+
+    class Nosy:
+        @hookimpl
+        def lead_created(self, lead: Lead) -> None:
+            pass
+
+    with pytest.raises(ValueError, match="lead_created"):
+        host.add_listener(Nosy())
+    name = host.add_listener(Listener(), name="alerts")
+    assert name == "host:alerts"
+    assert host.pm.get_plugin("host:alerts") is not None
+
+
+def test_a_failing_listener_is_logged_not_suspended(
+    make_host: HostFactory, install: Installer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The host's own listener raising never stops the suspension or the call."""
+    host = make_host()
+
+    class Broken:
+        @hookimpl
+        def plugin_suspended(self, plugin_id: str) -> None:
+            raise RuntimeError("pager down")
+
+    host.add_listener(Broken())
+    install(host, "flaky", FLAKY)
+    for _ in range(5):
+        host.hook.lead_created(lead=lead(), context=Context(tenant="acme"))
+    assert [s.plugin_id for s in host.suspensions()] == ["flaky"]
+    assert "pager down" in caplog.text

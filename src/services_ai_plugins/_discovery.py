@@ -331,8 +331,9 @@ def register_discovered(
     """Record what discovery found: new plugins and new versions go in as pending.
 
     A plugin already installed at the same version and code hash is left as it
-    is. With ``approve_entry_points=True`` entry-point plugins are approved at
-    once (an operator installed them with pip).
+    is. With ``approve_entry_points=True`` entry-point plugins that are
+    pending (new, or found earlier) are approved at once (an operator installed
+    them with pip); rejected or suspended ones stay as they are.
     """
     from ._kinds import PluginStatus, SourceKind  # noqa: PLC0415
 
@@ -359,7 +360,11 @@ def register_discovered(
                 package_path=plugin.package_path,
                 reinstall=replace,
             )
-            if approve_entry_points and plugin.source is SourceKind.ENTRY_POINT:
-                registry.approve(manifest.id, actor=actor)
+        if (
+            approve_entry_points
+            and plugin.source is SourceKind.ENTRY_POINT
+            and registry.plugin(manifest.id).status is PluginStatus.PENDING
+        ):
+            registry.approve(manifest.id, actor=actor)
         records.append(registry.plugin(manifest.id))
     return records

@@ -475,6 +475,8 @@ class PluginHost:
                         "its entry point is not installed in this environment", path=record.id
                     )
                 plugin = found.plugin
+                if isinstance(plugin, type):  # an entry point naming a class: one instance
+                    plugin = _instantiate(record.id, plugin)
             self._check_implementations(record, plugin)
         except PluginError as error:
             self._failed_loads[record.id] = record.revision
@@ -682,7 +684,7 @@ class PluginHost:
     # -- life ------------------------------------------------------------------------------------
 
     def plugins(self) -> dict[str, object]:
-        """The loaded plugins (id to the object registered with pluggy), the snapshot refreshed first."""
+        """The loaded plugins (id to the object registered with pluggy), after a due refresh."""
         if perf_counter_ns() >= self._due:
             self._tick()
         return {plugin_id: loaded.plugin for plugin_id, loaded in self._loaded.items()}
@@ -750,3 +752,12 @@ def _code_changed(old: PluginRecord, new: PluginRecord) -> bool:
         new.version,
         new.package_path,
     )
+
+
+def _instantiate(plugin_id: str, plugin_class: type) -> object:
+    try:
+        return plugin_class()
+    except Exception as exc:  # the plugin's own code failed
+        raise PackageError(
+            f"cannot create its plugin object: {type(exc).__name__}: {exc}", path=plugin_id
+        ) from exc

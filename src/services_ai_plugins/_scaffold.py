@@ -71,7 +71,7 @@ def scaffold_plugin(
         "description": "Sends a notification when a lead is created.",
         "entry_point": "main.py",
         "plugin_class": _class_name(plugin_id),
-        "permissions": ["send_notifications"],
+        "permissions": ["read_leads", "send_notifications"],
         "settings": [
             {
                 "name": "greeting",
