@@ -195,6 +195,9 @@ class PluginAPI:
         snapshot; the host builds a new API object when grants change).
     :param on_denied: called with a :class:`DeniedCall` for every refusal,
         so the host can record it; refusals are also logged on the plugin's logger.
+    :param settings: the plugin's settings for the tenant, when the host keeps
+        them (a :class:`PluginHost` passes the registry's); otherwise
+        :meth:`get_settings` asks the host services.
     """
 
     __slots__ = (
@@ -203,6 +206,7 @@ class PluginAPI:
         "_on_denied",
         "_plugin_id",
         "_services",
+        "_settings",
         "_tenant",
         "logger",
     )
@@ -216,6 +220,7 @@ class PluginAPI:
         grants: frozenset[str],
         context: Context | None = None,
         on_denied: DeniedHook | None = None,
+        settings: Mapping[str, JSONValue] | None = None,
     ) -> None:
         if context is not None and tenant is not None and context.tenant != tenant:
             raise TenantScopeError(plugin_id, "PluginAPI", tenant, context.tenant)
@@ -225,6 +230,7 @@ class PluginAPI:
         self._grants: Final = frozenset(grants)
         self._context: Final = context
         self._on_denied: Final = on_denied
+        self._settings: Final = settings
         #: The plugin's own logger (``services_ai_plugins.plugins.<id>``).
         self.logger: Final = logging.getLogger(f"services_ai_plugins.plugins.{plugin_id}")
 
@@ -390,6 +396,8 @@ class PluginAPI:
     def get_settings(self) -> dict[str, JSONValue]:
         """This plugin's settings for the tenant, defaults filled in."""
         tenant = self._scope("get_settings")
+        if self._settings is not None:
+            return dict(self._settings)
         return dict(self._services.get_settings(tenant, self._plugin_id))
 
     @requires(None)

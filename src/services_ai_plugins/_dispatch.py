@@ -492,15 +492,14 @@ class HostHook:
     """
 
     __slots__ = (
+        "_cache",
         "_dispatcher",
         "_filtered",
         "_info",
         "_kind",
         "_name",
         "_planner",
-        "_plans",
         "_required",
-        "_snapshot",
         "scoped",
     )
 
@@ -521,9 +520,8 @@ class HostHook:
         #: True: the hook runs for ``context.tenant``'s plugins only.
         self.scoped = info.tenant_scoped
         self._required = frozenset(argnames) - frozenset(injected)
-        # The plans of the snapshot last seen, by tenant (or (tenant, provided)).
-        self._snapshot: object = None
-        self._plans: dict[Any, Plan] = {}
+        # The snapshot last seen and its plans, by tenant (or (tenant, provided)).
+        self._cache: tuple[object, dict[Any, Plan]] = (None, {})
 
     def __call__(  # noqa: PLR0915 - the hot path is one loop on purpose
         self, *, _trace: list[PluginOutcome] | None = None, **kwargs: Any
@@ -542,15 +540,18 @@ class HostHook:
         else:
             context = tenant = None
         snapshot = planner._snapshot
-        if snapshot is not self._snapshot:
-            self._snapshot = snapshot
-            self._plans = {}
-        plan = self._plans.get(tenant if provided is NO_NAMES else (tenant, provided))
+        # (snapshot, its plans) as one object: a thread still on an older snapshot
+        # never leaves its plans where a newer snapshot's are looked up.
+        cache = self._cache
+        if cache[0] is not snapshot:
+            cache = self._cache = (snapshot, {})
+        plans = cache[1]
+        plan = plans.get(tenant if provided is NO_NAMES else (tenant, provided))
         if plan is None:
             plan = planner._plan(snapshot, self._info, tenant, provided)
-            if len(self._plans) >= MAX_PLANS:
-                self._plans.clear()
-            self._plans[tenant if provided is NO_NAMES else (tenant, provided)] = plan
+            if len(plans) >= MAX_PLANS:
+                plans.clear()
+            plans[tenant if provided is NO_NAMES else (tenant, provided)] = plan
         dispatcher = self._dispatcher
         if _trace is not None:
             plan = dispatcher.traced(plan, _trace)

@@ -375,6 +375,7 @@ class PluginHost:
                     tenant=tenant,
                     grants=grants[pid],
                     on_denied=self._on_denied,
+                    settings=settings[pid] if tenant is not None else None,
                 ),
                 "settings": settings[pid],
                 "plugin_id": pid,
