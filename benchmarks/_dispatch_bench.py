@@ -1,4 +1,4 @@
-"""Shared set-up of the ``dispatch_<n>`` questions: one hook call through the host against bare pluggy.
+"""Set-up of the ``dispatch_<n>`` questions: one hook call through the host against bare pluggy.
 
 The host has ``n`` archive plugins enabled for tenant ``acme`` and five more
 enabled only for ``globex`` (so the tenant filter has work to do). Each plugin

@@ -890,3 +890,79 @@ def test_calls_from_many_threads_lose_no_call_and_no_failure(
         thread.join()
     assert host.plugins()["counter"].count == 800  # type: ignore[attr-defined]
     assert len(host.failures("bad", limit=1000)) == 800
+
+
+def test_collected_results_name_their_plugin_and_html_text_becomes_a_fragment(
+    make_host: HostFactory, install: Installer
+) -> None:
+    """inject_head: a str is wrapped in an HtmlFragment; records get their plugin_id filled."""
+    from services_ai_plugins.events import HtmlFragment
+
+    host = make_host()
+    perms = ["inject_html"]
+    install(
+        host,
+        "text",
+        "@hookimpl\ndef inject_head(self):\n    return '<meta a>'\n",
+        permissions=perms,
+    )
+    record = "HtmlFragment(tenant=context.tenant, html='<meta b>', placement='head')"
+    install(
+        host,
+        "record",
+        "@hookimpl\ndef inject_head(self, context):\n"
+        "    from services_ai_plugins.events import HtmlFragment\n\n"
+        f"    return {record}\n",
+        permissions=perms,
+    )
+    fragments = host.hook.inject_head(context=Context(tenant="acme"))
+    assert sorted((f.plugin_id, f.html) for f in fragments) == [
+        ("record", "<meta b>"),
+        ("text", "<meta a>"),
+    ]
+    assert all(isinstance(f, HtmlFragment) for f in fragments)
+    assert all((f.tenant, f.placement) == ("acme", "head") for f in fragments)
+
+
+def test_a_suspension_lifted_elsewhere_no_longer_counts_towards_everywhere(
+    make_host: HostFactory, install: Installer
+) -> None:
+    """Tripped for t1, resumed through the registry; tripping for t2 stays a tenant suspension."""
+    host = make_host(breaker=BreakerPolicy(consecutive_failures=1, tenants_for_global=2))
+    install(host, "flaky", FLAKY, tenants=["t1", "t2"])
+    host.hook.lead_created(lead=lead("t1"), context=Context(tenant="t1"))
+    host.registry.resume("flaky", actor="admin", tenant="t1")
+    host.hook.lead_created(lead=lead("t2"), context=Context(tenant="t2"))
+    assert host.registry.plugin("flaky").status is PluginStatus.APPROVED
+    assert [s.tenant for s in host.suspensions()] == ["t2"]
+
+
+def test_a_hook_the_plugin_can_never_receive_is_reported_at_load(
+    make_host: HostFactory, install: Installer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """dashboard_widget without dashboard_widgets in the manifest: a warning names both."""
+    host = make_host()
+    install(
+        host, "nowidget", "@hookimpl\ndef dashboard_widget(self):\n    return 'w'\n", permissions=[]
+    )
+    host.refresh()
+    assert "nowidget" in host.plugins()
+    assert "dashboard_widget" in caplog.text
+    assert "dashboard_widgets" in caplog.text
+    assert host.breaker == BreakerPolicy()
+
+
+def test_a_plugin_installed_with_a_relative_folder_loads_from_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, install: Installer
+) -> None:
+    """install with plugins_dir='plugins' records an absolute folder: another cwd still loads it."""
+    monkeypatch.chdir(tmp_path)
+    storage = MemoryStorage()
+    with PluginHost(FakeHostServices(), storage=storage, entry_points=False) as host:
+        install(host, "alpha", RECORDING)
+    assert Path(host.registry.plugin("alpha").package_path or "").is_absolute()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with PluginHost(FakeHostServices(), storage=storage, entry_points=False) as moved:
+        assert set(moved.plugins()) == {"alpha"}

@@ -206,7 +206,7 @@ def extract_plugin(
         plugin = extract_plugin(upload_bytes, "/srv/plugins")
         plugin.path  # PosixPath('/srv/plugins/lead-notifier/1.0.0')
     """
-    placed = _place(source, Path(plugins_dir), limits, reinstall, check)
+    placed = _place(source, Path(plugins_dir).absolute(), limits, reinstall, check)
     placed.commit()
     return placed.extracted
 
@@ -224,14 +224,15 @@ def install_archive(
     """Extract an uploaded plugin ZIP (see :func:`extract_plugin`) and record it as pending.
 
     The registry records the plugin's code hash, ``SourceKind.ARCHIVE`` and the
-    folder. If the registry refuses (a plugin already installed without
-    ``reinstall``, a storage failure, ...), the extracted folder is removed
-    again, the replaced version's folder is restored, and the error re-raised.
+    folder (as an absolute path, so a host started elsewhere finds it). If the
+    registry refuses (a plugin already installed without ``reinstall``, a
+    storage failure, ...), the extracted folder is removed again, the replaced
+    version's folder is restored, and the error re-raised.
 
     :raises ArchiveError, ManifestError, PackageError: as :func:`extract_plugin`.
     :raises TransitionError: the registry does not allow the install.
     """
-    placed = _place(source, Path(plugins_dir), limits, reinstall, check)
+    placed = _place(source, Path(plugins_dir).absolute(), limits, reinstall, check)
     extracted = placed.extracted
     try:
         record = registry.install(

@@ -4,7 +4,7 @@ Exit codes are part of the interface:
 
 * ``0`` — success;
 * ``1`` — the input was refused (a manifest, folder or archive broke a rule, a
-  file could not be read or written);
+  file could not be read or written), or a plugin failed in ``call``;
 * ``2`` — usage error (unknown command or option, missing argument).
 """
 
@@ -17,7 +17,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Final, NoReturn, TextIO
 
-from ._errors import ManifestError, PackageError, PluginError
+from ._demo import add_demo_command
+from ._errors import PackageError, PluginError, _ProblemsError
+from ._host_cli import add_host_commands
 from ._operator_cli import add_operator_commands
 from ._package import pack_plugin, validate_plugin
 from ._scaffold import scaffold_plugin
@@ -41,9 +43,9 @@ class _Output:
         self.stdout = stdout
         self.stderr = stderr
 
-    def result(self, document: dict[str, Any], lines: Sequence[str]) -> None:
+    def result(self, document: dict[str, Any], lines: Sequence[str], *, ok: bool = True) -> None:
         if self.as_json:
-            self.stdout.write(json.dumps({"ok": True, **document}, indent=2) + "\n")
+            self.stdout.write(json.dumps({"ok": ok, **document}, indent=2) + "\n")
         else:
             for line in lines:
                 self.stdout.write(line + "\n")
@@ -54,7 +56,7 @@ class _Output:
             "error": type(error).__name__,
             "message": str(error),
         }
-        if isinstance(error, ManifestError):
+        if isinstance(error, _ProblemsError):  # ManifestError, and call's HookCallError
             document["source"] = error.source
             document["problems"] = [{"path": p.path, "message": p.message} for p in error.problems]
         elif isinstance(error, PackageError):
@@ -125,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Validate, pack, scaffold and operate services-ai-plugins plugins.",
-        epilog="exit codes: 0 success, 1 input refused, 2 usage error",
+        epilog="exit codes: 0 success, 1 refused or a plugin failed, 2 usage error",
     )
     parser.add_argument(
         "--version", action="version", version=f"{PROG} {__version__} (host API {HOST_API_VERSION})"
@@ -157,7 +159,9 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument("--email", help="the author's e-mail for the manifest")
     new.set_defaults(handler=_new)
 
+    add_demo_command(commands)
     add_operator_commands(commands, common, PROG)
+    add_host_commands(commands, common, PROG)
     return parser
 
 
@@ -176,7 +180,9 @@ def main(
         return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
     output = _Output(args.json, out, err)
     try:
-        document, lines = args.handler(args)
+        # What a command (or a plugin it runs) writes to standard error goes to ``err``.
+        with contextlib.redirect_stderr(err):
+            document, lines, *code = args.handler(args)
     except PluginError as exc:
         output.refused(exc)
         return EXIT_REFUSED
@@ -186,8 +192,9 @@ def main(
     except OSError as exc:
         output.refused(PackageError(exc.strerror or str(exc), path=str(exc.filename or "")))
         return EXIT_REFUSED
-    output.result(document, lines)
-    return EXIT_OK
+    exit_code = code[0] if code else EXIT_OK
+    output.result(document, lines, ok=exit_code == EXIT_OK)
+    return int(exit_code)
 
 
 def run() -> NoReturn:

@@ -27,7 +27,7 @@ import attrs
 from ._api import CALL_LOOPS
 from ._errors import ResultRefused
 from ._storage import FailureRecord, MetricsDelta
-from .events import Context
+from .events import Context, HtmlFragment, Placement
 from .hookspecs import HookInfo, HookKind
 
 __all__ = ["BreakerPolicy", "Dispatcher", "HookTrace", "HostHook", "PluginOutcome"]
@@ -248,7 +248,13 @@ class Dispatcher:
         self._trace.outcomes = None
 
     def stats(self, plugin_id: str, hook: str) -> Stats:
-        """The counters of (plugin, hook) in this process, created on first use."""
+        """The counters of (plugin, hook) in this process, created on first use.
+
+        Host listeners (ids starting with ``host:``) get counters that are never
+        flushed: metrics are about plugins.
+        """
+        if plugin_id.startswith("host:"):
+            return Stats(plugin_id, hook)
         key = (plugin_id, hook)
         found = self._stats.get(key)
         if found is None:
@@ -264,6 +270,16 @@ class Dispatcher:
             else:
                 tripped.discard(tenant)
         self._forget(plugin_id, tenant)
+
+    def tripped(self) -> dict[str, set[str | None]]:
+        """Where this process's breaker suspended each plugin (None: everywhere), for the host."""
+        return {plugin_id: set(tenants) for plugin_id, tenants in self._tripped.items() if tenants}
+
+    def forget_trip(self, plugin_id: str, tenant: str | None) -> None:
+        """The suspension was lifted elsewhere (an admin, another process): stop counting it."""
+        tripped = self._tripped.get(plugin_id)
+        if tripped is not None:
+            tripped.discard(tenant)
 
     def _forget(self, plugin_id: str, tenant: str | None) -> None:
         """Drop the failure counts of the plugin's hooks (for one tenant, or every tenant)."""
@@ -605,7 +621,7 @@ class HostHook:
                 before = perf_counter_ns()
                 continue
             if kind is _COLLECT:
-                results.append(result)
+                results.append(_completed(result, plugin_id, info.name, tenant))
             elif kind is _FILTER:
                 value = result
             else:  # FIRST_RESULT
@@ -631,6 +647,21 @@ class HostHook:
 
     def __repr__(self) -> str:
         return f"<HostHook {self._name}>"
+
+
+#: Hooks whose plugins may return plain HTML text, and where the host places it.
+_PLACEMENTS: Final[Mapping[str, Placement]] = {"inject_head": "head", "inject_footer": "footer"}
+
+
+def _completed(result: Any, plugin_id: str, hook: str, tenant: str | None) -> Any:
+    """A collected result as the host hands it on: text of HTML hooks wrapped, the maker named."""
+    if type(result) is str and hook in _PLACEMENTS and tenant is not None:
+        return HtmlFragment(
+            tenant=tenant, html=result, placement=_PLACEMENTS[hook], plugin_id=plugin_id
+        )
+    if getattr(result, "plugin_id", "") is None and attrs.has(type(result)):
+        return attrs.evolve(result, plugin_id=plugin_id)
+    return result
 
 
 def _refusal(kind: HookKind, result: Any, value: Any, tenant: str | None) -> str | None:

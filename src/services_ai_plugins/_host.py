@@ -48,6 +48,7 @@ from ._errors import (
     StorageError,
     TransitionError,
 )
+from ._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
 from ._loader import load_plugin, unload_plugin
 from ._manifest import Manifest
 from ._registry import Registry, Suspension
@@ -55,12 +56,8 @@ from ._storage import FailureRecord, HookMetrics, PluginRecord, PluginStatus, So
 from .events import Context
 from .hookspecs import HookInfo, hook_info, plugin_manager
 
-__all__ = ["DEFAULT_DB", "DEFAULT_PLUGINS_DIR", "PluginHealth", "PluginHost"]
+__all__ = ["PluginHealth", "PluginHost"]
 
-#: The SQLite file a host (and the CLI) uses when given no storage.
-DEFAULT_DB: Final = "services-ai-plugins.db"
-#: The folder installed plugin code lives in when none is given.
-DEFAULT_PLUGINS_DIR: Final = "plugins"
 
 #: The actor of the breaker's suspensions in the audit trail.
 BREAKER_ACTOR: Final = "circuit-breaker"
@@ -79,7 +76,7 @@ class PluginHealth:
     plugin: PluginRecord
     #: Its newest unresolved failures, newest first.
     failures: tuple[FailureRecord, ...]
-    #: How many unresolved failures it has (``failures`` may show fewer).
+    #: How many unresolved failures it has, counted up to 1000 (``failures`` may show fewer).
     unresolved: int
     #: Its counters per hook, all processes together.
     metrics: tuple[HookMetrics, ...]
@@ -227,6 +224,11 @@ class PluginHost:
         self.hook: Final = _HookRelay(self)
         self.refresh()
 
+    @property
+    def breaker(self) -> BreakerPolicy:
+        """When the circuit breaker suspends a failing plugin."""
+        return self._dispatcher.policy
+
     # -- hooks -----------------------------------------------------------------------------------
 
     def call_hook(self, name: str, /, **kwargs: Any) -> Any:
@@ -316,8 +318,24 @@ class PluginHost:
                     changed = True
             if changed:
                 self._reregister()
+            self._reconcile_trips(approved)
             self._snapshot = _Snapshot(generation, dict(self._loaded))
             return True
+
+    def _reconcile_trips(self, approved: Mapping[str, PluginRecord]) -> None:
+        """Forget the breaker's suspensions that were lifted elsewhere (another process, an admin).
+
+        Only plugins this process suspended are looked at: a query per such tenant.
+        """
+        for plugin_id, tenants in self._dispatcher.tripped().items():
+            for tenant in tenants:
+                if tenant is None:
+                    lifted = plugin_id in approved
+                else:
+                    record = self._storage.get_tenant(plugin_id, tenant)
+                    lifted = record is None or record.suspended_reason is None
+                if lifted:
+                    self._dispatcher.forget_trip(plugin_id, tenant)
 
     def _changed(self) -> None:
         """The registry committed a change: look at the storage at the next call."""
@@ -513,8 +531,36 @@ class PluginHost:
                     problems.append(f"{caller.name}: only the host receives this hook")
             if problems:
                 raise PackageError("its hooks are refused: " + "; ".join(problems), path=record.id)
+            self._warn_ungranted(record, plugin)
         finally:
             self.pm.unregister(name=record.id)
+
+    def _warn_ungranted(self, record: PluginRecord, plugin: object) -> None:
+        """Log the hooks a plugin implements but may never receive (a permission it cannot hold)."""
+        manifest = self._manifest(record)
+        if manifest is None:
+            return
+        possible = set(manifest.permissions) | set(manifest.optional_permissions)
+        for caller in self.pm.get_hookcallers(plugin) or ():
+            missing = [p for p in self._info(caller.name).permissions if p not in possible]
+            if missing:
+                _logger.warning(
+                    "plugin %r implements %s but can never receive it: it needs %s, "
+                    "which its manifest does not ask for",
+                    record.id,
+                    caller.name,
+                    ", ".join(missing),
+                )
+
+    def _manifest(self, record: PluginRecord) -> Manifest | None:
+        key = (record.id, record.revision)
+        manifest = self._manifests.get(key)
+        if manifest is None:
+            try:
+                manifest = self._manifests[key] = Manifest.from_dict(dict(record.manifest))
+            except PluginError:
+                return None
+        return manifest
 
     def _record_load_failure(self, plugin_id: str, error: PluginError) -> None:
         try:
@@ -553,14 +599,9 @@ class PluginHost:
         """Ids with each plugin after those it requires (else by id); a cycle falls back to ids."""
         manifests: dict[str, Manifest] = {}
         for plugin_id, record in records.items():
-            key = (plugin_id, record.revision)
-            manifest = self._manifests.get(key)
-            if manifest is None:
-                try:
-                    manifest = self._manifests[key] = Manifest.from_dict(dict(record.manifest))
-                except PluginError:
-                    continue
-            manifests[plugin_id] = manifest
+            manifest = self._manifest(record)
+            if manifest is not None:
+                manifests[plugin_id] = manifest
         try:
             ordered = load_order(manifests)
         except PluginError:
@@ -575,25 +616,29 @@ class PluginHost:
         if plugin_id in self._listeners:  # the host's own listener keeps failing: only log it
             _logger.error("host listener %r keeps failing: %s", plugin_id, reason)
             return
+        suspended = False
         for attempt in (1, 2):
             try:
                 self.registry.suspend(plugin_id, actor=BREAKER_ACTOR, reason=reason, tenant=tenant)
+                suspended = True
             except ConflictError:
-                if attempt == 2:
-                    _logger.exception("cannot suspend plugin %r: storage conflict", plugin_id)
-                continue
+                if attempt == 1:
+                    continue  # another writer came first: read again and retry once
+                _logger.exception("cannot suspend plugin %r: storage conflict", plugin_id)
             except (TransitionError, PluginNotFound):
                 pass  # suspended meanwhile, or no longer approved: nothing to do
             except StorageError:
                 _logger.exception("cannot suspend plugin %r", plugin_id)
             break
+        self.flush()
+        if not suspended:
+            return
         _logger.warning(
             "plugin %r suspended%s: %s",
             plugin_id,
             f" for tenant {tenant!r}" if tenant is not None else " everywhere",
             reason,
         )
-        self.flush()
         self.hook.plugin_suspended(
             plugin_id=plugin_id, reason=reason, tenant=tenant, context=context
         )

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["MANIFEST_NAME", "PluginStatus", "SourceKind"]
+__all__ = ["DEFAULT_DB", "DEFAULT_PLUGINS_DIR", "MANIFEST_NAME", "PluginStatus", "SourceKind"]
 
 #: The manifest's file name inside a plugin folder or archive.
 MANIFEST_NAME = "manifest.json"
+#: The SQLite file a host and the command line use when given none.
+DEFAULT_DB = "services-ai-plugins.db"
+#: The folder installed plugin code lives in when none is given.
+DEFAULT_PLUGINS_DIR = "plugins"
 
 
 class PluginStatus(str, enum.Enum):

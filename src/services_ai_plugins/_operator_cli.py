@@ -19,31 +19,44 @@ from typing import Any, Final
 from ._archive import install_archive
 from ._dependencies import check_environment
 from ._errors import PackageError, RequirementsError
+from ._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
 from ._manifest import Manifest
 from ._package import pack_plugin
 from ._registry import Registry
 from ._sqlite import SQLiteStorage
 from ._storage import AuditEvent, PluginRecord, PluginStatus, TenantRecord
 
-__all__ = ["add_operator_commands"]
+__all__ = [
+    "DB_ENV",
+    "Handler",
+    "Result",
+    "ResultWithCode",
+    "actor_name",
+    "add_operator_commands",
+    "command_adder",
+    "db_path",
+    "plugins_path",
+    "positive",
+]
 
 DB_ENV: Final = "SERVICES_AI_PLUGINS_DB"
 DIR_ENV: Final = "SERVICES_AI_PLUGINS_DIR"
-DEFAULT_DB: Final = "services-ai-plugins.db"
-DEFAULT_DIR: Final = "plugins"
 
+#: What a command returns: its JSON fields (``ok`` is added) and its lines for people.
 Result = tuple[dict[str, Any], list[str]]
 
 
-def _db(args: argparse.Namespace) -> Path:
+def db_path(args: argparse.Namespace) -> Path:
     return Path(getattr(args, "db", None) or os.environ.get(DB_ENV) or DEFAULT_DB)
 
 
-def _plugins_dir(args: argparse.Namespace) -> Path:
-    return Path(getattr(args, "plugins_dir", None) or os.environ.get(DIR_ENV) or DEFAULT_DIR)
+def plugins_path(args: argparse.Namespace) -> Path:
+    return Path(
+        getattr(args, "plugins_dir", None) or os.environ.get(DIR_ENV) or DEFAULT_PLUGINS_DIR
+    )
 
 
-def _actor(args: argparse.Namespace) -> str:
+def actor_name(args: argparse.Namespace) -> str:
     if getattr(args, "actor", None):
         return str(args.actor)
     try:
@@ -54,7 +67,7 @@ def _actor(args: argparse.Namespace) -> str:
 
 @contextmanager
 def _registry(args: argparse.Namespace) -> Iterator[Registry]:
-    storage = SQLiteStorage(_db(args))
+    storage = SQLiteStorage(db_path(args))
     try:
         yield Registry(storage)
     finally:
@@ -116,7 +129,7 @@ def _install(args: argparse.Namespace) -> Result:
     if not source.exists():
         # Refuse before the database or the plugins folder is created.
         raise PackageError("no such file or folder", path=str(source))
-    plugins_dir = _plugins_dir(args)
+    plugins_dir = plugins_path(args)
     plugins_dir.mkdir(parents=True, exist_ok=True)
     with _registry(args) as registry:
         if source.is_dir():
@@ -127,7 +140,7 @@ def _install(args: argparse.Namespace) -> Result:
                     archive.read_bytes(),
                     plugins_dir,
                     registry,
-                    actor=_actor(args),
+                    actor=actor_name(args),
                     reinstall=args.reinstall,
                     check=_check_environment,
                 )
@@ -136,7 +149,7 @@ def _install(args: argparse.Namespace) -> Result:
                 source,
                 plugins_dir,
                 registry,
-                actor=_actor(args),
+                actor=actor_name(args),
                 reinstall=args.reinstall,
                 check=_check_environment,
             )
@@ -190,7 +203,7 @@ def _step(
 ) -> Callable[[argparse.Namespace], Result]:
     def handler(args: argparse.Namespace) -> Result:
         with _registry(args) as registry:
-            action(registry, args, _actor(args))
+            action(registry, args, actor_name(args))
             record = registry.plugin(args.name)
         where = f" for tenant {args.tenant}" if getattr(args, "tenant", None) else ""
         return _plugin_document(record), [f"{verb} {record.id}{where}: {record.status.value}"]
@@ -198,7 +211,7 @@ def _step(
     return handler
 
 
-def _positive(text: str) -> int:
+def positive(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -229,8 +242,16 @@ def _audit(args: argparse.Namespace) -> Result:
     return {"events": [_event_document(e) for e in events]}, lines or ["no events"]
 
 
-def add_operator_commands(commands: Any, common: argparse.ArgumentParser, prog: str) -> None:
-    """Add the operator commands to the CLI's sub-command parser."""
+#: What a command returns when its exit code is not always 0: its Result and the code.
+ResultWithCode = tuple[dict[str, Any], list[str], int]
+#: A command: its JSON fields and its lines for people (and its exit code, if not always 0).
+Handler = Callable[[argparse.Namespace], Result | ResultWithCode]
+#: Adds one command that takes the registry options: ``add(name, help, handler)``.
+CommandAdder = Callable[[str, str, Handler], Any]
+
+
+def command_adder(commands: Any, common: argparse.ArgumentParser, prog: str) -> CommandAdder:
+    """A function that adds commands taking ``--db``, ``--plugins-dir`` and ``--actor``."""
     registry_options = argparse.ArgumentParser(add_help=False)
     registry_options.add_argument(
         "--db",
@@ -240,17 +261,24 @@ def add_operator_commands(commands: Any, common: argparse.ArgumentParser, prog: 
     registry_options.add_argument(
         "--plugins-dir",
         default=argparse.SUPPRESS,
-        help=f"where plugin code is kept (${DIR_ENV}; default {DEFAULT_DIR})",
+        help=f"where plugin code is kept (${DIR_ENV}; default {DEFAULT_PLUGINS_DIR})",
     )
     registry_options.add_argument(
         "--actor", default=argparse.SUPPRESS, help="who is acting, for the audit trail"
     )
     parents = [common, registry_options]
 
-    def add(name: str, help_text: str, handler: Callable[[argparse.Namespace], Result]) -> Any:
+    def add(name: str, help_text: str, handler: Handler) -> Any:
         sub = commands.add_parser(name, parents=parents, help=help_text)
         sub.set_defaults(handler=handler, prog=prog)
         return sub
+
+    return add
+
+
+def add_operator_commands(commands: Any, common: argparse.ArgumentParser, prog: str) -> None:
+    """Add the operator commands to the CLI's sub-command parser."""
+    add = command_adder(commands, common, prog)
 
     install = add("install", "install a plugin ZIP or folder (pending approval)", _install)
     install.add_argument("source", help="a plugin .zip or folder")
@@ -286,4 +314,4 @@ def add_operator_commands(commands: Any, common: argparse.ArgumentParser, prog: 
     audit.add_argument("--plugin")
     audit.add_argument("--tenant")
     audit.add_argument("--by", help="only events by this actor")
-    audit.add_argument("--limit", type=_positive, default=50, help="at most this many (default 50)")
+    audit.add_argument("--limit", type=positive, default=50, help="at most this many (default 50)")

@@ -746,7 +746,8 @@ def dashboard_widget(
     """Add a widget to the dashboard.
 
     Fires: each time the dashboard is shown to ``context.user``, so keep it quick
-    (the host's time limit applies, and a plugin that times out shows nothing).
+    (a plugin in the process sandbox has a time limit; one that times out shows
+    nothing).
 
     Receives: the ``context`` and the plugin's ``api`` and ``settings``.
 
