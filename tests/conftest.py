@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +78,47 @@ def write_plugin(tmp_path: Path) -> PluginWriter:
         return folder
 
     return write
+
+
+def plugin_folder(
+    root: Path,
+    plugin_id: str,
+    source: str,
+    *,
+    permissions: Sequence[str] = ("read_leads",),
+    settings: Sequence[Mapping[str, Any]] = (),
+) -> Path:
+    """Write ``root/src/<plugin_id>/``: ``main.py`` and a manifest naming its class ``Plugin``."""
+    folder = root / "src" / plugin_id
+    folder.mkdir(parents=True)
+    manifest = {
+        "id": plugin_id,
+        "name": plugin_id.title(),
+        "version": "1.0.0",
+        "entry_point": "main.py",
+        "plugin_class": "Plugin",
+        "permissions": list(permissions),
+        "settings": [dict(setting) for setting in settings],
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "main.py").write_text(source)
+    return folder
+
+
+class CliRunner:
+    """Runs the command line in-process against one database and plugins folder under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.db = root / "registry.db"
+        self.plugins = root / "plugins"
+
+    def __call__(self, *args: str | Path) -> tuple[int, str, str]:
+        """Run one command with ``--db``, ``--plugins-dir``, ``--actor``: (code, stdout, stderr)."""
+        from services_ai_plugins._cli import main
+
+        out, err = io.StringIO(), io.StringIO()
+        options = ["--db", str(self.db), "--plugins-dir", str(self.plugins), "--actor", "ops@test"]
+        argv = [str(a) for a in args]
+        code = main([argv[0], *options, *argv[1:]], stdout=out, stderr=err)
+        return code, out.getvalue(), err.getvalue()

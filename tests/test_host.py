@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import plugin_folder
 from services_ai_plugins import (
     BreakerPolicy,
     MemoryStorage,
@@ -59,19 +59,10 @@ class Installer:
         settings: Sequence[dict[str, Any]] = (),
         approve: bool = True,
     ) -> None:
-        folder = self.root / "src" / plugin_id
-        folder.mkdir(parents=True)
-        manifest = {
-            "id": plugin_id,
-            "name": plugin_id.title(),
-            "version": "1.0.0",
-            "entry_point": "main.py",
-            "plugin_class": "Plugin",
-            "permissions": list(permissions),
-            "settings": list(settings),
-        }
-        (folder / "manifest.json").write_text(json.dumps(manifest))
-        (folder / "main.py").write_text(plugin_source(body))
+        source = plugin_source(body)
+        folder = plugin_folder(
+            self.root, plugin_id, source, permissions=permissions, settings=settings
+        )
         archive = pack_plugin(folder, self.root / f"{plugin_id}.zip").path
         host.install(archive, actor="ops")
         if approve:

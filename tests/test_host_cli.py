@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import subprocess
@@ -13,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from conftest import CliRunner, plugin_folder
 from services_ai_plugins._api import HostServices
-from services_ai_plugins._cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
+from services_ai_plugins._cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from services_ai_plugins._host_cli import NoHostServices, _CommandLineServices
 from services_ai_plugins._registry import Registry
 from services_ai_plugins._sqlite import SQLiteStorage
@@ -79,20 +79,8 @@ class Plugin:
 """
 
 
-class Cli:
+class Cli(CliRunner):
     """Runs the CLI in-process against one database and plugins folder."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.db = root / "registry.db"
-        self.plugins = root / "plugins"
-
-    def __call__(self, *args: str | Path) -> tuple[int, str, str]:
-        out, err = io.StringIO(), io.StringIO()
-        options = ["--db", str(self.db), "--plugins-dir", str(self.plugins), "--actor", "ops@test"]
-        argv = [str(a) for a in args]
-        code = main([argv[0], *options, *argv[1:]], stdout=out, stderr=err)
-        return code, out.getvalue(), err.getvalue()
 
     def json(self, *args: str | Path, code: int = EXIT_OK) -> Any:
         got, out, err = self(*args, "--json")
@@ -108,19 +96,10 @@ class Cli:
         tenants: Sequence[str] = ("acme",),
     ) -> None:
         """Write, install, approve and enable a plugin whose main.py is ``source``."""
-        folder = self.root / "src" / plugin_id
-        folder.mkdir(parents=True)
-        manifest = {
-            "id": plugin_id,
-            "name": plugin_id.title(),
-            "version": "1.0.0",
-            "entry_point": "main.py",
-            "plugin_class": "Plugin",
-            "permissions": list(permissions),
-            "settings": [{"name": "greeting", "type": "string", "default": "Hello"}],
-        }
-        (folder / "manifest.json").write_text(json.dumps(manifest))
-        (folder / "main.py").write_text(source)
+        greeting = {"name": "greeting", "type": "string", "default": "Hello"}
+        folder = plugin_folder(
+            self.root, plugin_id, source, permissions=permissions, settings=[greeting]
+        )
         for step in (("install", folder), ("approve", plugin_id)):
             code, _, err = self(*step)
             assert code == EXIT_OK, err

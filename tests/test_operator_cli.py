@@ -10,23 +10,12 @@ from typing import Any
 
 import pytest
 
-from conftest import EXAMPLE_PLUGIN
+from conftest import EXAMPLE_PLUGIN, CliRunner
 from services_ai_plugins._cli import EXIT_OK, EXIT_REFUSED, main
 
 
-class Operator:
+class Operator(CliRunner):
     """Runs the CLI against one database and plugins folder."""
-
-    def __init__(self, root: Path) -> None:
-        self.db = root / "registry.db"
-        self.plugins = root / "plugins"
-
-    def __call__(self, *args: str | Path) -> tuple[int, str, str]:
-        out, err = io.StringIO(), io.StringIO()
-        options = ["--db", str(self.db), "--plugins-dir", str(self.plugins), "--actor", "ops@test"]
-        argv = [str(a) for a in args]
-        code = main([argv[0], *options, *argv[1:]], stdout=out, stderr=err)
-        return code, out.getvalue(), err.getvalue()
 
     def json(self, *args: str | Path) -> Any:
         code, out, err = self(*args, "--json")

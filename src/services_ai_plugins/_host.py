@@ -14,10 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import traceback
 import types
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from time import perf_counter_ns
 from typing import Any, Final, NamedTuple, final
@@ -49,7 +47,7 @@ from ._errors import (
     TransitionError,
 )
 from ._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
-from ._loader import load_plugin, unload_plugin
+from ._loader import load_failure, load_plugin, unload_plugin
 from ._manifest import Manifest
 from ._registry import Registry, Suspension
 from ._storage import FailureRecord, HookMetrics, PluginRecord, PluginStatus, SourceKind, Storage
@@ -564,19 +562,7 @@ class PluginHost:
 
     def _record_load_failure(self, plugin_id: str, error: PluginError) -> None:
         try:
-            self._storage.record_failures(
-                [
-                    FailureRecord(
-                        plugin_id=plugin_id,
-                        tenant=None,
-                        hook="load",
-                        exc_type=type(error).__name__,
-                        message=str(error),
-                        traceback="".join(traceback.format_exception(error)),
-                        at=datetime.now(timezone.utc),
-                    )
-                ]
-            )
+            self._storage.record_failures([load_failure(plugin_id, error)])
         except StorageError:
             _logger.exception("cannot record the load failure of plugin %r", plugin_id)
 

@@ -29,7 +29,14 @@ from ._manifest import Manifest
 from ._registry import Registry
 from ._storage import FailureRecord, PluginRecord, PluginStatus
 
-__all__ = ["IntegrityError", "LoadedPlugin", "load_plugin", "namespace", "unload_plugin"]
+__all__ = [
+    "IntegrityError",
+    "LoadedPlugin",
+    "load_failure",
+    "load_plugin",
+    "namespace",
+    "unload_plugin",
+]
 
 #: The parent of every loaded plugin's namespace package.
 NAMESPACE_ROOT: Final = "services_ai_plugins.loaded"
@@ -140,16 +147,17 @@ def unload_plugin(plugin_id: str) -> int:
 
 
 def _record_failure(registry: Registry, plugin_id: str, error: BaseException) -> None:
-    registry.storage.record_failures(
-        [
-            FailureRecord(
-                plugin_id=plugin_id,
-                tenant=None,
-                hook="load",
-                exc_type=type(error).__name__,
-                message=str(error),
-                traceback="".join(traceback.format_exception(error)),
-                at=datetime.now(timezone.utc),
-            )
-        ]
+    registry.storage.record_failures([load_failure(plugin_id, error)])
+
+
+def load_failure(plugin_id: str, error: BaseException) -> FailureRecord:
+    """The failure record of a plugin that could not be loaded (hook ``load``, no tenant)."""
+    return FailureRecord(
+        plugin_id=plugin_id,
+        tenant=None,
+        hook="load",
+        exc_type=type(error).__name__,
+        message=str(error),
+        traceback="".join(traceback.format_exception(error)),
+        at=datetime.now(timezone.utc),
     )
