@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import venv
 import zipfile
 from pathlib import Path
 
@@ -262,8 +263,12 @@ def test_the_wheel_ships_the_bundled_plugins(tmp_path: Path) -> None:
     The wheel is installed into a folder of its own and put first on the path,
     so its copy of the SDK (not this checkout's) runs the demo, outside the checkout.
     """
+    # The test environment may have no pip of its own (nox makes it with uv).
+    tools = tmp_path / "tools"
+    venv.EnvBuilder(with_pip=True).create(tools)
+    pip = [tools / "bin" / "python", "-m", "pip", "--disable-pip-version-check"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", tmp_path, ROOT],
+        [*pip, "wheel", "--no-deps", "--quiet", "-w", tmp_path, ROOT],
         check=True,
         capture_output=True,
         text=True,
@@ -281,7 +286,7 @@ def test_the_wheel_ships_the_bundled_plugins(tmp_path: Path) -> None:
 
     site = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", site, wheel],
+        [*pip, "install", "--no-deps", "--quiet", "--target", site, wheel],
         check=True,
         capture_output=True,
         text=True,
