@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, get_type_hints
@@ -12,8 +12,9 @@ import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from packaging.version import Version
 
-from services_ai_plugins import PluginError
+from services_ai_plugins import MemoryStorage, PluginError, PluginHost
 from services_ai_plugins._types import MAX_INT_DIGITS
 from services_ai_plugins.events import (
     HTTP_METHODS,
@@ -39,6 +40,9 @@ from services_ai_plugins.events import (
     normalise_routes,
     to_wire,
 )
+from services_ai_plugins.hookspecs import HOOKS, plugin_manager
+from services_ai_plugins_testing import strategies as sais
+from services_ai_plugins_testing.fakes import FakeHostServices
 from services_ai_plugins_testing.strategies import json_values
 
 WIRE_TYPES = [cls for cls in PAYLOAD_TYPES if cls is not Route]
@@ -557,63 +561,248 @@ def test_from_wire_runs_the_records_own_checks() -> None:
 
 # -- properties --------------------------------------------------------------------------------
 
-# Whole-second offsets: CPython reads "+00:00:00.000001" back as UTC, and no zone uses those.
-_offsets = st.integers(min_value=-86399, max_value=86399).map(
-    lambda seconds: timezone(timedelta(seconds=seconds))
-)
-_aware = st.datetimes(timezones=_offsets)
-_amounts = st.decimals(allow_nan=False, allow_infinity=False)
-_tenants = st.text(min_size=1).filter(str.strip)
-_json_objects = st.dictionaries(
-    st.text(), json_values(max_leaves=10, max_digits=MAX_INT_DIGITS), max_size=4
-)
-
-leads = st.builds(
-    Lead,
-    id=st.text(),
-    tenant=_tenants,
-    name=st.text(),
-    email=st.none() | st.emails(),
-    phone=st.none() | st.text(),
-    company=st.none() | st.text(),
-    source=st.none() | st.sampled_from(["website", "referral", "import"]),
-    status=st.text(),
-    value=st.none() | _amounts,
-    created_at=st.none() | _aware,
-    data=_json_objects,
-)
-
-invoices = st.builds(
-    Invoice,
-    id=st.text(),
-    tenant=_tenants,
-    number=st.text(),
-    customer_name=st.text(),
-    currency=st.from_regex(r"[A-Z]{3}", fullmatch=True),
-    lines=st.lists(
-        st.builds(InvoiceLine, description=st.text(), quantity=_amounts, unit_price=_amounts),
-        max_size=4,
-    ),
-    status=st.sampled_from(["draft", "sent", "paid", "void"]),
-    customer_email=st.none() | st.emails(),
-    issued_on=st.none() | st.dates(),
-    due_on=st.none() | st.dates(),
-    paid_at=st.none() | _aware,
-)
+#: The payload types that carry a tenant.
+TENANTED = [cls for cls in PAYLOAD_TYPES if cls not in UNTENANTED]
+#: The strategy named after each payload type.
+NAMED: dict[type[Any], Callable[..., st.SearchStrategy[Any]]] = {
+    Context: sais.contexts,
+    User: sais.users,
+    Lead: sais.leads,
+    Booking: sais.bookings,
+    Invoice: sais.invoices,
+    InvoiceLine: sais.invoice_lines,
+    Email: sais.emails,
+    Sms: sais.sms,
+    Notification: sais.notifications,
+    Report: sais.reports,
+    Widget: sais.widgets,
+    Route: sais.routes,
+    HtmlFragment: sais.html_fragments,
+    ApiRequest: sais.api_requests,
+    ApiResponse: sais.api_responses,
+}
+#: The hooks plugins receive: hook_arguments() must cover every one.
+PLUGIN_HOOKS = [name for name, info in HOOKS.items() if not info.host_only]
+#: What the host fills in for each plugin, where a specification names it.
+INJECTED = {"api", "settings", "plugin_id"}
 
 
-@given(leads)
-def test_random_leads_round_trip(lead: Lead) -> None:
-    """Any valid Lead survives the wire and JSON text unchanged."""
-    assert _roundtrip(lead) == lead
+def _tenants_in(value: Any) -> set[str]:
+    """The tenant of every record in ``value``, nested records, tuples and dicts included."""
+    found: set[str] = set()
+    if attrs.has(type(value)):
+        if "tenant" in attrs.fields_dict(type(value)):
+            found.add(value.tenant)
+        for field in attrs.fields(type(value)):
+            found |= _tenants_in(getattr(value, field.name))
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            found |= _tenants_in(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            found |= _tenants_in(item)
+    return found
 
 
-@given(invoices)
+def _has_cents(amount: Decimal) -> bool:
+    exponent = amount.as_tuple().exponent
+    return amount.is_finite() and exponent == -2
+
+
+def test_every_payload_type_has_a_strategy() -> None:
+    """services_ai_plugins_testing.strategies has a strategy for each type of PAYLOAD_TYPES."""
+    assert set(NAMED) == set(PAYLOAD_TYPES)
+    assert {strategy.__name__ for strategy in NAMED.values()} <= set(sais.__all__)
+
+
+@pytest.mark.parametrize("cls", PAYLOAD_TYPES, ids=_ids)
+@given(data=st.data())
+def test_strategies_draw_valid_payloads(cls: type[Any], data: st.DataObject) -> None:
+    """The strategy named after each type, and payloads(type), draw instances that pass the
+    type's own checks again when rebuilt."""
+    for strategy in (NAMED[cls](), sais.payloads(cls)):
+        payload = data.draw(strategy)
+        assert type(payload) is cls
+        attrs.validate(payload)
+        assert attrs.evolve(payload) == payload  # the converters and validators run again
+
+
+@pytest.mark.parametrize("cls", WIRE_TYPES, ids=_ids)
+@given(data=st.data())
+def test_generated_payloads_round_trip(cls: type[Any], data: st.DataObject) -> None:
+    """Every generated payload survives the wire and JSON text unchanged."""
+    payload = data.draw(sais.payloads(cls))
+    assert _roundtrip(payload) == payload
+
+
+@pytest.mark.parametrize("cls", TENANTED, ids=_ids)
+@given(data=st.data(), tenant=sais.tenants())
+def test_a_pinned_tenant_is_the_tenant_of_every_record(
+    cls: type[Any], data: st.DataObject, tenant: str
+) -> None:
+    """tenant= pins the tenant of a payload and of the records in it (a context's user, ...);
+    a strategy of tenants picks one per payload; by default nested records share the tenant."""
+    assert _tenants_in(data.draw(NAMED[cls](tenant=tenant))) == {tenant}
+    assert _tenants_in(data.draw(sais.payloads(cls, tenant=tenant))) == {tenant}
+    pinned = data.draw(NAMED[cls](tenant=st.sampled_from(["acme", "globex"])))
+    assert _tenants_in(pinned) in ({"acme"}, {"globex"})
+    assert len(_tenants_in(data.draw(NAMED[cls]()))) == 1
+
+
+@given(sais.leads())
+def test_generated_leads_are_realistic(lead: Lead) -> None:
+    """A lead's value has two decimal places, its time is aware and its address is one."""
+    assert lead.value is None or (_has_cents(lead.value) and lead.value >= 0)
+    assert lead.created_at is None or lead.created_at.utcoffset() is not None
+    assert lead.email is None or lead.email.count("@") == 1
+    assert lead.name.strip()
+
+
+@given(sais.bookings())
+def test_generated_bookings_end_after_they_start(booking: Booking) -> None:
+    """A booking ends 0 minutes to 8 hours after it starts, both times aware."""
+    assert booking.starts_at.utcoffset() is not None
+    assert booking.ends_at.utcoffset() is not None
+    assert timedelta(0) <= booking.ends_at - booking.starts_at <= timedelta(hours=8)
+
+
+@given(sais.invoices())
+def test_generated_invoices_are_consistent(invoice: Invoice) -> None:
+    """Prices have two places, the total is not negative, and the dates follow the status."""
+    assert all(_has_cents(line.unit_price) for line in invoice.lines)
+    assert all(line.quantity > 0 for line in invoice.lines)
+    assert invoice.total >= 0
+    assert (invoice.status == "paid") == (invoice.paid_at is not None)
+    if invoice.status != "draft":
+        assert invoice.issued_on is not None
+        assert invoice.lines
+    if invoice.due_on is not None:
+        assert invoice.issued_on is not None
+        assert invoice.due_on >= invoice.issued_on
+    if invoice.paid_at is not None:
+        assert invoice.issued_on is not None
+        assert invoice.paid_at.utcoffset() is not None
+        assert invoice.paid_at.date() >= invoice.issued_on
+
+
+@given(sais.invoices())
 def test_random_invoices_round_trip(invoice: Invoice) -> None:
-    """Any valid Invoice survives the wire and JSON text unchanged, total included."""
+    """Any generated Invoice survives the wire and JSON text unchanged, total included."""
     back = _roundtrip(invoice)
     assert back == invoice
     assert back.total == invoice.total
+
+
+# Edge values the realistic strategies leave out: any Decimal, and any whole-second UTC offset
+# (CPython reads "+00:00:00.000001" back as UTC, and no zone uses those).
+_offsets = st.integers(min_value=-86399, max_value=86399).map(
+    lambda seconds: timezone(timedelta(seconds=seconds))
+)
+
+
+@given(
+    sais.leads(),
+    st.decimals(allow_nan=False, allow_infinity=False),
+    st.datetimes(timezones=_offsets),
+)
+def test_any_decimal_and_offset_survive_the_wire(
+    lead: Lead, value: Decimal, moment: datetime
+) -> None:
+    """A Decimal of any size and precision, and a datetime at any offset, come back equal."""
+    lead = attrs.evolve(lead, value=value, created_at=moment)
+    back = _roundtrip(lead)
+    assert back == lead
+    assert str(back.value) == str(value)
+
+
+def test_payload_strategies_refuse_what_they_cannot_use() -> None:
+    """payloads() of another type is a TypeError; a blank tenant a ValueError, a number a
+    TypeError."""
+    with pytest.raises(TypeError, match="not an event payload type"):
+        sais.payloads(dict)
+    with pytest.raises(ValueError, match="tenant must be a non-blank string"):
+        sais.leads(tenant=" ")
+    with pytest.raises(TypeError, match="tenant must be a str, a strategy of str, or None"):
+        sais.hook_arguments("lead_created", tenant=_wrong(7))
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PluginHost]:
+    """A host without plugins, over memory storage: it checks a call's arguments all the same."""
+    with PluginHost(
+        FakeHostServices(),
+        storage=MemoryStorage(),
+        plugins_dir=tmp_path_factory.mktemp("plugins"),
+        entry_points=False,
+    ) as plugin_host:
+        yield plugin_host
+
+
+@pytest.mark.parametrize("hook", PLUGIN_HOOKS)
+@given(data=st.data())
+def test_hook_arguments_make_a_valid_call(hook: str, data: st.DataObject, host: PluginHost) -> None:
+    """hook_arguments(hook) holds every argument of the spec but the injected ones, with valid
+    records of the pinned tenant, and the host takes them as a call of the hook."""
+    arguments = data.draw(sais.hook_arguments(hook, tenant="acme"))
+    spec = getattr(plugin_manager().hook, hook).spec
+    assert set(arguments) == set(spec.argnames) - INJECTED
+    assert _tenants_in(arguments) <= {"acme"}
+    if HOOKS[hook].tenant_scoped:
+        assert arguments["context"].tenant == "acme"
+    for value in arguments.values():
+        for item in value if isinstance(value, tuple) else (value,):
+            if attrs.has(type(item)):
+                attrs.validate(item)
+    host.call_hook(hook, **arguments)
+
+
+@given(sais.hook_arguments("plugin_suspended"))
+def test_hook_arguments_of_a_host_only_hook_include_plugin_id(arguments: dict[str, Any]) -> None:
+    """plugin_suspended, which the host calls for itself, gets every argument, plugin_id too."""
+    assert set(arguments) == {"plugin_id", "reason", "tenant", "context"}
+    tenant, context = arguments["tenant"], arguments["context"]
+    assert tenant is None or context is None or context.tenant == tenant
+
+
+@pytest.mark.parametrize(
+    ("hook", "record"),
+    [("lead_updated", Lead), ("booking_updated", Booking), ("invoice_updated", Invoice)],
+)
+@given(data=st.data())
+def test_changes_name_fields_of_the_record_in_wire_form(
+    hook: str, record: type[Any], data: st.DataObject
+) -> None:
+    """The changes of an *_updated hook map some of the record's fields to their values before
+    the update, in wire form: the record as it was before reads back from the wire."""
+    arguments = data.draw(sais.hook_arguments(hook))
+    changes = arguments["changes"]
+    payload = arguments[record.__name__.lower()]
+    assert changes
+    assert set(changes) <= set(attrs.fields_dict(record)) - {"id", "tenant"}
+    assert type(from_wire(record, {**to_wire(payload), **changes})) is record
+
+
+@given(sais.hook_arguments("filter_lead_data"))
+def test_filter_lead_data_gets_lead_fields(arguments: dict[str, Any]) -> None:
+    """filter_lead_data's data maps lead fields (never id or tenant) to wire values."""
+    data = arguments["data"]
+    assert set(data) <= set(attrs.fields_dict(Lead)) - {"id", "tenant"}
+    assert json.loads(json.dumps(data)) == data
+
+
+@given(sais.hook_arguments("filter_invoice_lines"), sais.hook_arguments("plugin_upgraded"))
+def test_hook_arguments_that_belong_together_agree(
+    lines_call: dict[str, Any], upgrade: dict[str, Any]
+) -> None:
+    """A filter chain of lines starts from the invoice's own; an upgrade goes up, not down."""
+    assert lines_call["lines"] == lines_call["invoice"].lines
+    assert Version(upgrade["from_version"]) <= Version(upgrade["to_version"])
+
+
+def test_hook_arguments_of_an_unknown_hook_suggest_a_name() -> None:
+    """An unknown hook name is a KeyError that suggests the closest built-in hook."""
+    with pytest.raises(KeyError, match="did you mean 'lead_created'"):
+        sais.hook_arguments("lead_create")
 
 
 @given(

@@ -65,7 +65,7 @@ def test_the_scaffolded_tests_pass(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 passed" in result.stdout
+    assert "4 passed" in result.stdout
 
 
 def test_new_refuses_an_existing_folder(tmp_path: Path) -> None:

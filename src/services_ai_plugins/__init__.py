@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         extract_plugin,
         install_archive,
     )
+    from ._check import CheckProblem, CheckReport, check_plugin
     from ._dependencies import check_environment, check_plugins, load_order
     from ._discovery import (
         ENTRY_POINT_GROUP,
@@ -83,6 +84,8 @@ _LAZY: dict[str, str] = {
     "AuditQuery": "._storage",
     "BreakerPolicy": "._dispatch",
     "Change": "._storage",
+    "CheckProblem": "._check",
+    "CheckReport": "._check",
     "ConflictError": "._errors",
     "DEFAULT_PERMISSIONS": "._permissions",
     "DeniedCall": "._api",
@@ -137,6 +140,7 @@ _LAZY: dict[str, str] = {
     "ValidatedPlugin": "._package",
     "VersionRecord": "._storage",
     "check_environment": "._dependencies",
+    "check_plugin": "._check",
     "check_plugins": "._dependencies",
     "code_hash": "._archive",
     "discover_entry_points": "._discovery",
@@ -180,6 +184,8 @@ __all__ = [
     "AuditQuery",
     "BreakerPolicy",
     "Change",
+    "CheckProblem",
+    "CheckReport",
     "ConflictError",
     "DeniedCall",
     "DependencyError",
@@ -232,6 +238,7 @@ __all__ = [
     "VersionRecord",
     "__version__",
     "check_environment",
+    "check_plugin",
     "check_plugins",
     "code_hash",
     "discover_entry_points",

@@ -4,7 +4,8 @@ Exit codes are part of the interface:
 
 * ``0`` — success;
 * ``1`` — the input was refused (a manifest, folder or archive broke a rule, a
-  file could not be read or written), or a plugin failed in ``call``;
+  file could not be read or written), a plugin failed in ``call``, or ``check``
+  found errors;
 * ``2`` — usage error (unknown command or option, missing argument).
 """
 
@@ -17,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Final, NoReturn, TextIO
 
+from ._check import add_check_command
 from ._demo import add_demo_command
 from ._errors import PackageError, PluginError, _ProblemsError
 from ._host_cli import add_host_commands
@@ -139,6 +141,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("path", help="a manifest.json, a plugin folder or a .zip")
     validate.set_defaults(handler=_validate)
+
+    add_check_command(commands, common)
 
     schema = commands.add_parser(
         "schema", parents=[common], help="print the manifest's JSON Schema"

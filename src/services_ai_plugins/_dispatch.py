@@ -100,6 +100,45 @@ class HookTrace:
     #: One per implementation that ran, in call order.
     outcomes: tuple[PluginOutcome, ...]
 
+    @property
+    def ran(self) -> tuple[str, ...]:
+        """The ids of the plugins that ran, in call order."""
+        return tuple(outcome.plugin_id for outcome in self.outcomes)
+
+    @property
+    def failed(self) -> tuple[PluginOutcome, ...]:
+        """The outcomes that are failures (an exception, or a refused result)."""
+        return tuple(outcome for outcome in self.outcomes if outcome.failure is not None)
+
+    def outcome(self, plugin_id: str) -> PluginOutcome:
+        """The outcome of one plugin's implementation.
+
+        :raises KeyError: when it did not run (the message says which did).
+        """
+        for outcome in self.outcomes:
+            if outcome.plugin_id == plugin_id:
+                return outcome
+        ran = ", ".join(self.ran) or "none"
+        raise KeyError(f"{plugin_id!r} did not run in {self.hook} (plugins that ran: {ran})")
+
+    def assert_ok(self) -> HookTrace:
+        """Return self when every implementation worked.
+
+        :raises AssertionError: naming each failure with the plugin's traceback.
+        """
+        __tracebackhide__ = True  # pytest shows the test's line, not this one
+        if not self.failed:
+            return self
+        parts = [f"{len(self.failed)} of {len(self.outcomes)} plugins failed in {self.hook}:"]
+        for outcome in self.failed:
+            failure = outcome.failure
+            assert failure is not None
+            parts.append(
+                f"- {outcome.plugin_id}: {failure.exc_type}: {failure.message}\n"
+                + failure.traceback.rstrip()
+            )
+        raise AssertionError("\n".join(parts))
+
 
 class _Health:
     """A (plugin, hook, tenant) that failed lately: what the breaker counts."""

@@ -26,7 +26,13 @@ import pluggy
 from ._api import DeniedHook, HostServices, PluginAPI
 from ._archive import ArchiveSource, install_archive
 from ._dependencies import load_order
-from ._discovery import DiscoveredPlugin, discover_entry_points, register_discovered
+from ._discovery import (
+    DiscoveredPlugin,
+    _manifest_document,
+    _module_of,
+    discover_entry_points,
+    register_discovered,
+)
 from ._dispatch import (
     INJECTED,
     BreakerPolicy,
@@ -286,6 +292,44 @@ class PluginHost:
         return install_archive(
             source, self.plugins_dir, self.registry, actor=actor, reinstall=reinstall
         )
+
+    def install_object(
+        self,
+        plugin: object,
+        *,
+        actor: str,
+        manifest: Manifest | Mapping[str, Any] | None = None,
+    ) -> PluginRecord:
+        """Install a plugin that is already imported (a class, an instance or a module), as pending.
+
+        For plugins a host ships in its own code, and for tests. The manifest is
+        ``manifest``, else the object's (or its module's) ``manifest`` attribute,
+        else a ``manifest.json`` beside its module, as for entry points. It is
+        recorded as an entry-point plugin (its code hash from its module's
+        sources) and runs once approved, like one. A class is instantiated once
+        when it is loaded.
+
+        :raises ManifestError: when the manifest is missing or invalid.
+        """
+        where = f"object {getattr(plugin, '__qualname__', type(plugin).__qualname__)}"
+        module = _module_of(plugin, getattr(plugin, "__module__", "") or "")
+        if manifest is None:
+            document = _manifest_document(plugin, module, where)
+        elif isinstance(manifest, Manifest):
+            document = manifest.to_dict()
+        else:
+            document = dict(manifest)
+        found = DiscoveredPlugin(
+            document,
+            SourceKind.ENTRY_POINT,
+            where,
+            package_path=None,
+            plugin=plugin,
+            module=module,
+        )
+        [record] = register_discovered(self.registry, [found], actor=actor)
+        self._entry_points[record.id] = found
+        return record
 
     # -- the snapshot ------------------------------------------------------------------------------
 

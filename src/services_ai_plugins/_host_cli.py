@@ -20,14 +20,15 @@ import json
 import logging
 import math
 import sys
-import types
-import typing
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn, final
 
+# The hook arguments of --sample are built as ``check`` builds them.
+from . import _check
+from ._check import OPTIONAL, example_values, parameter_types, type_name
 from ._errors import Problem, StorageError, TransitionError, _ProblemsError
 from ._operator_cli import (
     DB_ENV,
@@ -53,9 +54,7 @@ if TYPE_CHECKING:
 __all__ = ["HookCallError", "NoHostServices", "add_host_commands"]
 
 #: The arguments the command fills itself (``context``) or the host fills per plugin.
-FILLED: Final = frozenset({"context", "api", "settings"})
-#: An argument the host fills with each plugin's own id when the caller leaves it out.
-OPTIONAL: Final = frozenset({"plugin_id"})
+FILLED: Final = _check.FILLED
 
 _EXIT_OK: Final = 0
 _EXIT_FAILED: Final = 1
@@ -215,9 +214,9 @@ def _request(args: argparse.Namespace) -> _Request:
         if "context" in spec.argnames:  # pragma: no cover - only host-only built-in hooks
             kwargs["context"] = None
     wanted = [arg for arg in spec.argnames if arg not in FILLED]
-    kinds = _parameter_types(spec.function, wanted)
+    kinds = parameter_types(spec.function, wanted)
     if args.sample:
-        values, found = _samples(name, kinds, tenant)
+        values, found = example_values(name, kinds, tenant)
     else:
         values, found = _given(name, args.data, kinds)
     problems += found
@@ -227,32 +226,6 @@ def _request(args: argparse.Namespace) -> _Request:
         raise HookCallError(problems, source=name)
     kwargs.update(values)
     return _Request(info, tenant, kwargs, notes)
-
-
-def _parameter_types(function: Any, names: Sequence[str]) -> dict[str, Any]:
-    """The annotated types of a hook specification's parameters, resolved against the payloads.
-
-    An annotation that cannot be resolved takes any JSON value.
-    """
-    from . import events  # noqa: PLC0415 - the payloads load only when call runs
-
-    module = sys.modules.get(getattr(function, "__module__", ""), None)
-    namespace = {**vars(events), **(vars(module) if module is not None else {})}
-    annotations: Mapping[str, Any] = getattr(function, "__annotations__", {})
-    kinds: dict[str, Any] = {}
-    for name in names:
-        annotation = annotations.get(name, Any)
-        if isinstance(annotation, str):
-
-            def probe() -> None: ...
-
-            probe.__annotations__ = {"value": annotation}
-            try:
-                annotation = typing.get_type_hints(probe, globalns=namespace)["value"]
-            except Exception:  # noqa: BLE001 - any name we cannot resolve: take the JSON as it is
-                annotation = Any
-        kinds[name] = annotation
-    return kinds
 
 
 def _given(
@@ -293,79 +266,17 @@ def _given(
         if name not in document:
             if name not in OPTIONAL:
                 how = "" if data is not None else ": give it with --data, or use --sample"
-                problems.append(Problem(name, f"is required ({_type_name(kind)}){how}"))
+                problems.append(Problem(name, f"is required ({type_name(kind)}){how}"))
             continue
         try:
             values[name] = _converter().structure(document[name], kind)
         except StructureHandlerNotFoundError:
             problems.append(
-                Problem(name, f"cannot be given on the command line ({_type_name(kind)})")
+                Problem(name, f"cannot be given on the command line ({type_name(kind)})")
             )
         except (ClassValidationError, IterableValidationError, ValueError, TypeError) as error:
             problems += dict.fromkeys(_problems(error, name, kind))
     return values, problems
-
-
-def _samples(
-    hook: str, kinds: Mapping[str, Any], tenant: str | None
-) -> tuple[dict[str, Any], list[Problem]]:
-    """The documented examples for the parameters, at ``tenant``."""
-    values: dict[str, Any] = {}
-    problems: list[Problem] = []
-    for name, kind in kinds.items():
-        if name in OPTIONAL:
-            continue
-        found, value = _sample(kind, tenant)
-        if found:
-            values[name] = value
-        else:
-            problems.append(
-                Problem(
-                    name,
-                    f"has no example ({_type_name(kind)}); give {hook}'s arguments with --data",
-                )
-            )
-    return values, problems
-
-
-def _sample(kind: Any, tenant: str | None) -> tuple[bool, Any]:
-    from ._converting import is_variadic_tuple  # noqa: PLC0415 - only when call runs
-    from .events import PAYLOAD_TYPES, Route, example  # noqa: PLC0415 - as above
-
-    if kind in PAYLOAD_TYPES and kind is not Route:
-        made = example(kind)
-        return True, made if tenant is None else _at_tenant(made, tenant)
-    if is_variadic_tuple(kind):
-        found, item = _sample(typing.get_args(kind)[0], tenant)
-        return found, (item,) if found else None
-    if typing.get_origin(kind) is Mapping:
-        return True, {}
-    arguments = typing.get_args(kind)
-    if typing.get_origin(kind) in (typing.Union, types.UnionType) and type(None) in arguments:
-        for member in arguments:
-            found, value = _sample(member, tenant)
-            if found:
-                return True, value
-        return True, None
-    return False, None
-
-
-def _at_tenant(value: Any, tenant: str) -> Any:
-    """``value`` with every ``tenant`` field of its records (nested ones too) set to ``tenant``."""
-    import attrs  # noqa: PLC0415 - only when call runs
-
-    if isinstance(value, tuple):
-        return tuple(_at_tenant(item, tenant) for item in value)
-    if not attrs.has(type(value)):
-        return value
-    changes: dict[str, Any] = {}
-    for field in attrs.fields(type(value)):
-        current = getattr(value, field.name)
-        if field.name == "tenant" and isinstance(current, str):
-            changes[field.alias or field.name] = tenant
-        elif attrs.has(type(current)) or isinstance(current, tuple):
-            changes[field.alias or field.name] = _at_tenant(current, tenant)
-    return attrs.evolve(value, **changes)
 
 
 def _foreign_tenants(values: Mapping[str, Any], tenant: str) -> list[Problem]:
@@ -394,14 +305,6 @@ def _foreign_tenants(values: Mapping[str, Any], tenant: str) -> list[Problem]:
     for name, value in values.items():
         walk(value, name)
     return problems
-
-
-def _type_name(kind: Any) -> str:
-    if kind is Any:
-        return "any JSON value"
-    if isinstance(kind, type):
-        return f"a {kind.__name__}"
-    return str(kind).replace("collections.abc.", "").replace("services_ai_plugins.events.", "")
 
 
 class _OneLine(logging.Formatter):

@@ -138,53 +138,71 @@ class {cls}:
 '''
 
 _TEST = '''\
-"""Tests for the plugin: run them with ``pytest`` in the plugin folder."""
+"""Tests for the plugin: run them with ``pytest`` in the plugin folder.
+
+The fixtures come with services-ai-plugins (its pytest plugin loads by itself):
+``fake_services`` holds the host's data and what plugins sent, ``mock_api`` is
+the plugin's own API with the permissions its manifest declares, and
+``plugin_host`` runs the plugin in a real host, the way an app will.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-from services_ai_plugins import Manifest, PermissionDenied, PluginAPI
+from hypothesis import given
+from services_ai_plugins import PermissionDenied
+from services_ai_plugins.events import Lead
 from services_ai_plugins_testing.fakes import FakeHostServices
+from services_ai_plugins_testing.harness import MockAPI, PluginHarness
+from services_ai_plugins_testing.strategies import leads
 
 from main import {cls}
 
-MANIFEST = Manifest.from_file(Path(__file__).resolve().parent.parent / "manifest.json")
 
-
-def api_for(services: FakeHostServices, grants: frozenset[str]) -> PluginAPI:
-    """The API the host would hand the plugin for tenant "acme"."""
-    services.settings[("acme", MANIFEST.id)] = MANIFEST.validate_settings({{}})
-    return PluginAPI(MANIFEST.id, services, tenant="acme", grants=grants)
-
-
-def test_manifest_declares_the_hook() -> None:
-    """The manifest names the class and the hook the plugin implements."""
-    assert MANIFEST.plugin_class == {cls}.__name__
-    assert MANIFEST.hooks == ("lead_created",)
-
-
-def test_lead_created_sends_a_notification() -> None:
+def test_lead_created_sends_a_notification(
+    fake_services: FakeHostServices, mock_api: MockAPI
+) -> None:
     """A new lead produces one notification that starts with the greeting."""
-    services = FakeHostServices()
-    lead = services.add_lead("acme", name="Ada Lovelace")
-    api = api_for(services, frozenset(MANIFEST.permissions))
+    lead = fake_services.make_lead(name="Ada Lovelace")
 
-    {cls}().lead_created(lead=lead, context=None, api=api)
+    {cls}().lead_created(lead=lead, context=mock_api.context, api=mock_api)
 
-    assert [n.message for n in services.sent_notifications] == ["New lead: Ada Lovelace"]
+    mock_api.assert_called("send_notification", "New lead: Ada Lovelace")
 
 
-def test_without_the_permission_nothing_is_sent() -> None:
+def test_without_the_permission_nothing_is_sent(
+    fake_services: FakeHostServices, mock_api: MockAPI
+) -> None:
     """Without send_notifications the host refuses the call."""
-    services = FakeHostServices()
-    lead = services.add_lead("acme", name="Ada Lovelace")
+    mock_api.revoke("send_notifications")
+    lead = fake_services.make_lead(name="Ada Lovelace")
 
     with pytest.raises(PermissionDenied):
-        {cls}().lead_created(lead=lead, context=None, api=api_for(services, frozenset()))
-    assert services.sent_notifications == []
+        {cls}().lead_created(lead=lead, context=mock_api.context, api=mock_api)
+    assert fake_services.notifications() == []
+
+
+def test_the_host_runs_it_for_the_tenant_with_its_settings(plugin_host: PluginHarness) -> None:
+    """Installed, approved and enabled like in production, it greets as the tenant set it."""
+    plugin_host.add(settings={{"greeting": "Hot lead"}})
+
+    plugin_host.fire("lead_created").assert_ok()
+
+    [notification] = plugin_host.services.notifications("acme")
+    assert notification.message.startswith("Hot lead: ")
+
+
+@given(lead=leads(tenant="acme"))
+def test_every_lead_is_announced_by_name(lead: Lead) -> None:
+    """Whatever the lead, the notification names it."""
+    services = FakeHostServices()
+    api = MockAPI(
+        services, permissions={{"send_notifications"}}, settings={{"greeting": "New lead"}}
+    )
+
+    {cls}().lead_created(lead=lead, context=api.context, api=api)
+
+    assert api.called("send_notification")[0].args == (f"New lead: {{lead.name}}",)
 '''
 
 _PYTEST_INI = """\
