@@ -957,3 +957,15 @@ def test_a_plugin_installed_with_a_relative_folder_loads_from_anywhere(
     monkeypatch.chdir(elsewhere)
     with PluginHost(FakeHostServices(), storage=storage, entry_points=False) as moved:
         assert set(moved.plugins()) == {"alpha"}
+
+
+def test_a_plugin_that_exits_while_importing_is_a_load_failure(
+    make_host: HostFactory, install: Installer
+) -> None:
+    """sys.exit() at import is recorded and refused; the host and the other plugins carry on."""
+    host = make_host()
+    install(host, "quitter", "import sys\nsys.exit(3)\n")
+    install(host, "alpha", RECORDING)
+    assert set(host.plugins()) == {"alpha"}
+    [failure] = host.failures("quitter")
+    assert (failure.hook, failure.exc_type) == ("load", "SystemExit")

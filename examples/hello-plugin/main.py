@@ -13,7 +13,8 @@ class HelloPlugin:
     @hookimpl
     def lead_created(self, lead: Any, context: Any, api: Any) -> None:
         """Send one notification per new lead that is worth announcing."""
-        if getattr(lead, "value", 0) < api.get_setting("min_value"):
+        value = lead.value if lead.value is not None else 0  # a lead of unknown worth: 0
+        if value < api.get_setting("min_value"):
             return
         greeting = api.get_setting("greeting")
         api.send_notification(f"{greeting}, {lead.name}!", channel=api.get_setting("channel"))

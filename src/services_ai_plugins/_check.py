@@ -494,14 +494,7 @@ class _Check:
         return registry.plugin(record.id)
 
     def load(self, host: PluginHost, record: PluginRecord) -> object | None:
-        from ._loader import unload_plugin  # noqa: PLC0415 - only when a check runs
-
-        try:
-            host.refresh(force=True)
-        except SystemExit as exc:  # the loader isolates Exception only; the check goes further
-            unload_plugin(record.id)
-            self.error("load", f"importing it raised SystemExit({exc.code!r})", hook="load")
-            return None
+        host.refresh(force=True)  # the loader records an import's failure (SystemExit too)
         plugin = host.plugins().get(record.id)
         if plugin is not None:
             self.problems += _implementation_problems(plugin)

@@ -125,7 +125,7 @@ def load_plugin(
         plugin: object = module
         if manifest.plugin_class is not None:
             plugin = getattr(module, manifest.plugin_class)()
-    except Exception as exc:  # any error in plugin code is the plugin's failure
+    except (Exception, SystemExit) as exc:  # any error in plugin code is the plugin's failure
         unload_plugin(record.id)
         if registry is not None:
             _record_failure(registry, record.id, exc)
