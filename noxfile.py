@@ -23,8 +23,12 @@ def _group(name: str) -> list[str]:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite with coverage (pass pytest options after ``--``)."""
-    session.install("-e", ".[testing]", *_group("test"))
+    """Run the test suite with coverage (pass pytest options after ``--``).
+
+    The PostgreSQL tests use ``$SERVICES_AI_PLUGINS_PG_URL`` or start a throwaway
+    cluster; ``.ci/run`` starts one for the whole run.
+    """
+    session.install("-e", ".[testing,postgres]", *_group("test"))
     session.run(
         "pytest",
         "--cov",
@@ -44,7 +48,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Run mypy --strict on the package, the testing package and the benchmarks."""
-    session.install("-e", ".[testing]", *_group("typecheck"))
+    session.install("-e", ".[testing,postgres]", *_group("typecheck"))
     session.run("mypy", "src", "benchmarks")
 
 

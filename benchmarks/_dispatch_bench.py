@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from _harness import Contender, compare
-from services_ai_plugins import PluginAPI, PluginHost, SQLiteStorage, pack_plugin
+from services_ai_plugins import PluginAPI, PluginHost, SQLiteStorage, Storage, pack_plugin
 from services_ai_plugins.events import Context, Lead, example
 from services_ai_plugins.hookspecs import plugin_manager
 from services_ai_plugins_testing.fakes import FakeHostServices
@@ -39,10 +39,13 @@ class Plugin:
 """
 
 
-def _host(count: int, root: Path) -> PluginHost:
-    storage = SQLiteStorage(root / "registry.db")
+def make_host(count: int, root: Path, storage: Storage | None = None) -> PluginHost:
+    """A host with ``count`` plugins enabled for acme and five more for globex."""
     host = PluginHost(
-        FakeHostServices(), storage=storage, plugins_dir=root / "plugins", entry_points=False
+        FakeHostServices(),
+        storage=storage if storage is not None else SQLiteStorage(root / "registry.db"),
+        plugins_dir=root / "plugins",
+        entry_points=False,
     )
     for number in range(count + EXTRA):
         plugin_id = f"bench-{number:03d}"
@@ -67,7 +70,7 @@ def _host(count: int, root: Path) -> PluginHost:
 
 def main(count: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="services-ai-plugins-bench-dispatch-"))
-    host = _host(count, root)
+    host = make_host(count, root)
     lead = example(Lead)
     context = Context(tenant=lead.tenant)
     enabled = [p for pid, p in sorted(host.plugins().items()) if int(pid[-3:]) < count]

@@ -1,6 +1,7 @@
-"""A worker process for test_sqlite_multiprocess.py: random registry steps on a shared file.
+"""A worker process for the multiprocess tests: random registry steps on a shared storage.
 
-Usage: python _registry_worker.py DB GO_FILE WORKER_NUMBER STEPS SEED
+Usage: python _registry_worker.py DB GO_FILE WORKER_NUMBER STEPS SEED [SCHEMA]
+DB is an SQLite file, or a PostgreSQL URL (``postgresql://...``) whose tables are in SCHEMA.
 Prints one JSON document: the actors of the steps that wrote, and counts.
 """
 
@@ -16,8 +17,10 @@ from services_ai_plugins import (
     ConflictError,
     Manifest,
     PluginNotFound,
+    PostgresStorage,
     Registry,
     SQLiteStorage,
+    Storage,
     TransitionError,
 )
 
@@ -36,10 +39,17 @@ def manifest(plugin_id: str, version: str) -> Manifest:
     )
 
 
+def open_storage(db: str, schema: str | None) -> Storage:
+    if db.startswith(("postgresql:", "postgres:")):
+        return PostgresStorage(db, schema=schema or "services_ai_plugins", max_size=2)
+    return SQLiteStorage(db, timeout=30)
+
+
 def main() -> None:
     db, go, number, steps, seed = sys.argv[1:6]
+    schema = sys.argv[6] if len(sys.argv) > 6 else None
     rng = random.Random(int(seed))
-    registry = Registry(SQLiteStorage(db, timeout=30))
+    registry = Registry(open_storage(db, schema))
     while not Path(go).exists():
         time.sleep(0.001)
     wrote: list[str] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,3 +122,37 @@ class CliRunner:
         argv = [str(a) for a in args]
         code = main([argv[0], *options, *argv[1:]], stdout=out, stderr=err)
         return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server for the tests: ``$SERVICES_AI_PLUGINS_PG_URL``, else a throwaway one.
+
+    Outside CI the tests that need it skip, saying why, when no server can be
+    had (psycopg missing, PostgreSQL not installed); in CI (``CI=true``) that
+    is a failure.
+    """
+    import pg_cluster
+
+    given = os.environ.get(pg_cluster.URL_ENV)
+    if given:
+        yield given
+        return
+    import tempfile
+
+    # Not under pytest's temporary folder: its parents are closed to the postgres user.
+    folder = tempfile.mkdtemp(prefix="services-ai-plugins-pg-")
+    try:
+        import psycopg  # noqa: F401
+
+        url = pg_cluster.start(folder)
+    except (ImportError, pg_cluster.ClusterError) as error:
+        pg_cluster.stop(folder)
+        reason = f"no PostgreSQL server for the tests: {error} (set ${pg_cluster.URL_ENV})"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield url
+    finally:
+        pg_cluster.stop(folder)

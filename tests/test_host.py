@@ -511,6 +511,7 @@ class CountingStorage:
         self.inner = MemoryStorage()
         self.metric_batches: list[list[MetricsDelta]] = []
         self.failure_batches = 0
+        self.generation_reads = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -522,6 +523,10 @@ class CountingStorage:
     def record_failures(self, failures: Sequence[Any]) -> None:
         self.failure_batches += 1
         self.inner.record_failures(failures)
+
+    def generation(self) -> int:
+        self.generation_reads += 1
+        return self.inner.generation()
 
 
 def test_metrics_are_counted_per_plugin_and_hook_and_flushed_in_batches(
@@ -969,3 +974,57 @@ def test_a_plugin_that_exits_while_importing_is_a_load_failure(
     assert set(host.plugins()) == {"alpha"}
     [failure] = host.failures("quitter")
     assert (failure.hook, failure.exc_type) == ("load", "SystemExit")
+
+
+class FeedStorage:
+    """Memory storage with a change feed that the test fires by hand."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStorage()
+        self.watchers: list[Callable[[], None]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        self.watchers.append(callback)
+        return lambda: self.watchers.remove(callback)
+
+
+def test_a_change_feed_makes_other_processes_changes_apply_at_the_next_call(
+    make_host: HostFactory, install: Installer
+) -> None:
+    """With a feed, a change written elsewhere applies at once despite a long refresh interval."""
+    from services_ai_plugins import ChangeFeed, Registry
+
+    feed = FeedStorage()
+    assert isinstance(feed, ChangeFeed)
+    host = make_host(storage=cast("Storage", feed), refresh_interval=3600)
+    install(host, "alpha", RECORDING, approve=False)
+    host.hook.lead_created(lead=lead(), context=Context(tenant="acme"))
+    elsewhere = Registry(feed.inner)  # another process's registry: this host's is not told
+    elsewhere.approve("alpha", actor="other")
+    elsewhere.enable("alpha", "acme", actor="other")
+    host.hook.lead_created(lead=lead(), context=Context(tenant="acme"))
+    assert host.plugins() == {}  # not told yet, and no polling for an hour
+    for watcher in list(feed.watchers):
+        watcher()
+    host.hook.lead_created(lead=lead(), context=Context(tenant="acme"))
+    assert len(host.plugins()["alpha"].seen) == 1  # type: ignore[attr-defined]
+    host.close()
+    assert feed.watchers == []
+
+
+def test_hook_calls_do_not_query_the_storage_when_nothing_changed(
+    make_host: HostFactory, install: Installer
+) -> None:
+    """1,000 calls within the refresh interval: the change counter is read at most once."""
+    storage = CountingStorage()
+    host = make_host(storage=cast("Storage", storage), refresh_interval=60, flush_interval=60)
+    install(host, "alpha", RECORDING)
+    host.hook.lead_created(lead=lead(), context=Context(tenant="acme"))  # loads it
+    before = storage.generation_reads
+    for _ in range(1000):
+        host.hook.lead_created(lead=lead(), context=Context(tenant="acme"))
+    assert storage.generation_reads - before == 0
+    assert len(host.plugins()["alpha"].seen) == 1001  # type: ignore[attr-defined]

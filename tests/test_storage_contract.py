@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from services_ai_plugins import PluginStatus, Storage
 from services_ai_plugins._memory import MemoryStorage
+from services_ai_plugins._postgres import PostgresStorage
 from services_ai_plugins._sqlite import SQLiteStorage
 from services_ai_plugins_testing.storage_contract import (
     BASE_TIME,
@@ -25,7 +27,7 @@ from services_ai_plugins_testing.storage_contract import (
 
 pytest_plugins = ["pytester"]
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "postgres"]
 
 
 class TestStorageContract(StorageContract):
@@ -33,6 +35,9 @@ class TestStorageContract(StorageContract):
 
     @pytest.fixture(params=BACKENDS)
     def storage(self, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+        if request.param == "postgres":
+            yield from _postgres_storage(request.getfixturevalue("postgres_url"))
+            return
         store: Storage
         if request.param == "memory":
             store = MemoryStorage()
@@ -40,6 +45,22 @@ class TestStorageContract(StorageContract):
             store = SQLiteStorage(tmp_path / "plugins.db")
         yield store
         store.close()
+
+
+def _postgres_storage(url: str) -> Iterator[Storage]:
+    """A PostgresStorage in a schema of its own, dropped afterwards: tests stay independent."""
+    from psycopg import connect, sql
+
+    schema = f"contract_{uuid.uuid4().hex[:16]}"
+    try:
+        store = PostgresStorage(url, schema=schema)
+        try:
+            yield store
+        finally:
+            store.close()
+    finally:
+        with connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 def test_helpers_build_aware_utc_records() -> None:

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from ._memory import MemoryStorage
     from ._package import PackResult, ValidatedPlugin, pack_plugin, validate_plugin
     from ._permissions import DEFAULT_PERMISSIONS, Permission, PermissionCatalogue, Risk
+    from ._postgres import PostgresStorage
     from ._registry import Registry, Suspension
     from ._scaffold import ScaffoldResult, scaffold_plugin
     from ._schema import manifest_json_schema
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
         AuditEvent,
         AuditQuery,
         Change,
+        ChangeFeed,
         FailureRecord,
         HookMetrics,
         MetricsDelta,
@@ -84,6 +86,7 @@ _LAZY: dict[str, str] = {
     "AuditQuery": "._storage",
     "BreakerPolicy": "._dispatch",
     "Change": "._storage",
+    "ChangeFeed": "._storage",
     "CheckProblem": "._check",
     "CheckReport": "._check",
     "ConflictError": "._errors",
@@ -120,6 +123,7 @@ _LAZY: dict[str, str] = {
     "PluginOutcome": "._dispatch",
     "PluginRecord": "._storage",
     "PluginStatus": "._storage",
+    "PostgresStorage": "._postgres",
     "Problem": "._errors",
     "Registry": "._registry",
     "RequirementsError": "._errors",
@@ -184,6 +188,7 @@ __all__ = [
     "AuditQuery",
     "BreakerPolicy",
     "Change",
+    "ChangeFeed",
     "CheckProblem",
     "CheckReport",
     "ConflictError",
@@ -217,6 +222,7 @@ __all__ = [
     "PluginOutcome",
     "PluginRecord",
     "PluginStatus",
+    "PostgresStorage",
     "Problem",
     "Registry",
     "RequirementsError",

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from time import perf_counter_ns
 from typing import Any, Final, NamedTuple, final
@@ -56,7 +56,15 @@ from ._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
 from ._loader import load_failure, load_plugin, unload_plugin
 from ._manifest import Manifest
 from ._registry import Registry, Suspension
-from ._storage import FailureRecord, HookMetrics, PluginRecord, PluginStatus, SourceKind, Storage
+from ._storage import (
+    ChangeFeed,
+    FailureRecord,
+    HookMetrics,
+    PluginRecord,
+    PluginStatus,
+    SourceKind,
+    Storage,
+)
 from .events import Context
 from .hookspecs import HookInfo, hook_info, plugin_manager
 
@@ -197,6 +205,10 @@ class PluginHost:
         self._actor: Final = actor
         #: The registry over the host's storage; changes made through it apply here at once.
         self.registry: Final = Registry(storage, on_change=self._changed)
+        # Other processes' changes: at once from a change feed, else by polling the counter.
+        self._unwatch: Callable[[], None] | None = None
+        if isinstance(storage, ChangeFeed):
+            self._unwatch = storage.watch(self._changed)
         #: The pluggy manager (specifications and registered implementations).
         self.pm: Final = plugin_manager()
         for specs in hookspecs:
@@ -380,7 +392,10 @@ class PluginHost:
                     self._dispatcher.forget_trip(plugin_id, tenant)
 
     def _changed(self) -> None:
-        """The registry committed a change: look at the storage at the next call."""
+        """Something changed (here, or in another process): look at the storage at the next call.
+
+        Called by the registry, and by the storage's change feed from its own thread.
+        """
         self._next_refresh = 0
         self._due = 0
 
@@ -770,6 +785,8 @@ class PluginHost:
         if self._closed:
             return
         self._closed = True
+        if self._unwatch is not None:
+            self._unwatch()
         try:
             self.flush()
         finally:

@@ -12,7 +12,7 @@ that there is none).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -26,6 +26,7 @@ __all__ = [
     "AuditEvent",
     "AuditQuery",
     "Change",
+    "ChangeFeed",
     "FailureRecord",
     "HookMetrics",
     "MetricsDelta",
@@ -370,4 +371,33 @@ class Storage(Protocol):
 
     def close(self) -> None:
         """Release connections; the storage is not used afterwards."""
+        ...
+
+
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """A storage that reports commits (of every process) as they happen, so caches refresh at once.
+
+    Optional: a backend implements it when its database can push changes
+    (``PostgresStorage`` does, with ``LISTEN``/``NOTIFY``). Without it, a
+    process learns about other processes' changes by polling
+    :meth:`Storage.generation`; with it, it can poll rarely and refresh when
+    called. Check with ``isinstance(storage, ChangeFeed)``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (from another thread, with no arguments) soon after a change is
+        committed by any process; return a function that stops watching.
+
+        The callback is also called when the feed loses its connection, so the
+        watcher refreshes and falls back to polling the change counter
+        (:meth:`Storage.generation`) until the feed is back. It may be called
+        when nothing changed: it is a hint to compare the change counter, not a
+        count of changes. An exception it raises is logged and does not stop
+        the feed. Calling the returned function twice is harmless.
+
+        :raises StorageError: when the storage is closed.
+        """
         ...

@@ -1,0 +1,1331 @@
+"""The PostgreSQL storage backend: a connection pool, a versioned schema of its own, a change feed.
+
+Every commit is one transaction that first locks the row of the change counter
+(``SELECT ... FOR UPDATE``), so writers in every thread and process queue as
+they do on SQLite's write lock; it then reads the stored revisions with row
+locks, checks them, writes, moves the counter and sends ``NOTIFY
+services_ai_plugins_changes``, all before it commits. Reads are single
+autocommit statements. Key columns sort with ``COLLATE "C"`` (code point order,
+as Python sorts strings), datetimes are ``timestamptz`` and JSON is ``jsonb``,
+written so that floats come back as floats.
+
+psycopg and psycopg_pool are imported when a storage is made: neither
+``import services_ai_plugins`` nor ``services_ai_plugins.PostgresStorage`` needs them.
+"""
+
+from __future__ import annotations
+
+import decimal
+import functools
+import itertools
+import json
+import logging
+import math
+import random
+import re
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Final, cast, final
+
+import attrs
+
+from ._errors import StorageError
+from ._storage import (
+    AuditEvent,
+    AuditQuery,
+    Change,
+    FailureRecord,
+    HookMetrics,
+    MetricsDelta,
+    PluginRecord,
+    PluginStatus,
+    SourceKind,
+    TenantRecord,
+    VersionRecord,
+    check_ids,
+    check_limit,
+)
+from ._types import JSONValue
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg.rows import DictRow
+    from psycopg_pool import ConnectionPool
+
+__all__ = ["PostgresStorage"]
+
+_logger = logging.getLogger("services_ai_plugins.storage")
+
+#: The channel every commit notifies; the payload is JSON naming the schema and
+#: the new generation: ``{"schema": "services_ai_plugins", "generation": 42}``.
+CHANNEL: Final = "services_ai_plugins_changes"
+
+_INSTALL_HINT: Final = (
+    "PostgresStorage needs psycopg 3 and psycopg_pool, which are not installed: "
+    'pip install "services-ai-plugins[postgres]"'
+)
+
+#: A schema name we quote ourselves: letters, digits and underscores, at most 63 bytes.
+_SCHEMA_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+#: The first key of the advisory lock that migrations take ("SAIP"); the second
+#: is a hash of the schema name, so schemas migrate independently.
+_LOCK_CLASS: Final = 0x5341_4950
+
+#: What the driver (or the conversions around it) raises; these become
+#: StorageError at this seam. ValueError covers text that cannot be encoded
+#: (lone surrogates), bad JSON and unknown enum values in a damaged database.
+_CONVERSION_ERRORS: Final = (ValueError, OverflowError)
+
+#: How long the change feed waits before reconnecting: doubled after each
+#: failed attempt, up to the maximum (seconds, with jitter).
+_RETRY_FIRST: Final = 0.1
+_RETRY_MAX: Final = 10.0
+
+#: How long close() waits for the change feed's thread to end (seconds).
+_STOP_TIMEOUT: Final = 5.0
+
+#: TCP keepalives of the change feed's connection, unless the connection
+#: string sets them: a dead server or network is noticed within about a minute.
+_KEEPALIVES: Final = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+_BIGINT: Final = range(-(2**63), 2**63)
+
+
+@attrs.frozen
+class _Migration:
+    """One step of the schema: applied once, in one transaction, in version order."""
+
+    version: int
+    description: str
+    #: SQL statements; ``{s}`` stands for the quoted schema name.
+    script: str
+
+
+_SCHEMA_1: Final = """
+CREATE TABLE {s}.meta (
+    key   TEXT COLLATE "C" PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+INSERT INTO {s}.meta (key, value) VALUES ('generation', 0);
+
+CREATE TABLE {s}.plugins (
+    id                  TEXT COLLATE "C" PRIMARY KEY,
+    name                TEXT NOT NULL,
+    version             TEXT NOT NULL,
+    status              TEXT COLLATE "C" NOT NULL,
+    manifest            JSONB NOT NULL,
+    code_hash           TEXT NOT NULL,
+    source              TEXT NOT NULL,
+    package_path        TEXT,
+    installed_at        TIMESTAMPTZ NOT NULL,
+    installed_by        TEXT NOT NULL,
+    approved_at         TIMESTAMPTZ,
+    approved_by         TEXT,
+    status_reason       TEXT,
+    granted_permissions TEXT[] NOT NULL,
+    revision            BIGINT NOT NULL
+);
+CREATE INDEX plugins_status ON {s}.plugins (status, id);
+
+CREATE TABLE {s}.plugin_tenants (
+    plugin_id        TEXT COLLATE "C" NOT NULL REFERENCES {s}.plugins (id),
+    tenant           TEXT COLLATE "C" NOT NULL,
+    enabled          BOOLEAN NOT NULL,
+    suspended_reason TEXT,
+    optional_grants  TEXT[] NOT NULL,
+    settings         JSONB NOT NULL,
+    changed_at       TIMESTAMPTZ NOT NULL,
+    changed_by       TEXT NOT NULL,
+    revision         BIGINT NOT NULL,
+    PRIMARY KEY (plugin_id, tenant)
+);
+CREATE INDEX plugin_tenants_running ON {s}.plugin_tenants (tenant, plugin_id)
+    WHERE enabled AND suspended_reason IS NULL;
+
+-- History tables carry no foreign key: they outlive the plugin's row.
+CREATE TABLE {s}.plugin_versions (
+    id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    plugin_id    TEXT COLLATE "C" NOT NULL,
+    version      TEXT NOT NULL,
+    code_hash    TEXT NOT NULL,
+    changelog    TEXT,
+    installed_at TIMESTAMPTZ NOT NULL,
+    installed_by TEXT NOT NULL
+);
+CREATE INDEX plugin_versions_plugin ON {s}.plugin_versions (plugin_id, id);
+
+CREATE TABLE {s}.audit_events (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at          TIMESTAMPTZ NOT NULL,
+    actor       TEXT COLLATE "C" NOT NULL,
+    action      TEXT COLLATE "C" NOT NULL,
+    plugin_id   TEXT COLLATE "C" NOT NULL,
+    tenant      TEXT COLLATE "C",
+    before_json JSONB,
+    after_json  JSONB
+);
+CREATE INDEX audit_events_plugin ON {s}.audit_events (plugin_id, id);
+CREATE INDEX audit_events_tenant ON {s}.audit_events (tenant, id);
+CREATE INDEX audit_events_actor ON {s}.audit_events (actor, id);
+CREATE INDEX audit_events_at ON {s}.audit_events (at);
+
+CREATE TABLE {s}.failures (
+    id        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    plugin_id TEXT COLLATE "C" NOT NULL,
+    tenant    TEXT COLLATE "C",
+    hook      TEXT COLLATE "C" NOT NULL,
+    exc_type  TEXT NOT NULL,
+    message   TEXT NOT NULL,
+    traceback TEXT NOT NULL,
+    at        TIMESTAMPTZ NOT NULL,
+    resolved  BOOLEAN NOT NULL
+);
+CREATE INDEX failures_plugin ON {s}.failures (plugin_id, resolved, id);
+
+CREATE TABLE {s}.hook_metrics (
+    plugin_id      TEXT COLLATE "C" NOT NULL,
+    hook           TEXT COLLATE "C" NOT NULL,
+    calls          BIGINT NOT NULL,
+    errors         BIGINT NOT NULL,
+    total_duration DOUBLE PRECISION NOT NULL,
+    max_duration   DOUBLE PRECISION NOT NULL,
+    last_call      TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (plugin_id, hook)
+);
+"""
+
+#: The schema, step by step. Append-only: a release that changes the schema
+#: adds the next version at the end and never edits a published step, since
+#: databases in the field have already applied it.
+_MIGRATIONS: tuple[_Migration, ...] = (
+    _Migration(1, "plugins, tenants, versions, audit, failures and metrics", _SCHEMA_1),
+)
+
+_CREATE_MIGRATIONS: Final = """
+CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
+    version     INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at  TIMESTAMPTZ NOT NULL
+)
+"""
+
+_SELECT_PLUGINS: Final = """
+SELECT id, name, version, status, manifest, code_hash, source, package_path, installed_at,
+    installed_by, approved_at, approved_by, status_reason, granted_permissions, revision
+FROM {s}.plugins
+"""
+_SELECT_TENANTS: Final = """
+SELECT plugin_id, tenant, enabled, suspended_reason, optional_grants, settings, changed_at,
+    changed_by, revision
+FROM {s}.plugin_tenants
+"""
+_SELECT_VERSIONS: Final = """
+SELECT plugin_id, version, code_hash, changelog, installed_at, installed_by
+FROM {s}.plugin_versions
+"""
+_SELECT_AUDIT: Final = """
+SELECT id, at, actor, action, plugin_id, tenant, before_json, after_json
+FROM {s}.audit_events
+"""
+_SELECT_FAILURES: Final = """
+SELECT id, plugin_id, tenant, hook, exc_type, message, traceback, at, resolved
+FROM {s}.failures
+"""
+_SELECT_METRICS: Final = """
+SELECT plugin_id, hook, calls, errors, total_duration, max_duration, last_call
+FROM {s}.hook_metrics
+"""
+
+_UPSERT_PLUGIN: Final = """
+INSERT INTO {s}.plugins (
+    id, name, version, status, manifest, code_hash, source, package_path, installed_at,
+    installed_by, approved_at, approved_by, status_reason, granted_permissions, revision
+) VALUES (
+    %(id)s, %(name)s, %(version)s, %(status)s, %(manifest)s::jsonb, %(code_hash)s, %(source)s,
+    %(package_path)s, %(installed_at)s, %(installed_by)s, %(approved_at)s, %(approved_by)s,
+    %(status_reason)s, %(granted_permissions)s::text[], %(revision)s
+)
+ON CONFLICT (id) DO UPDATE SET
+    name = EXCLUDED.name,
+    version = EXCLUDED.version,
+    status = EXCLUDED.status,
+    manifest = EXCLUDED.manifest,
+    code_hash = EXCLUDED.code_hash,
+    source = EXCLUDED.source,
+    package_path = EXCLUDED.package_path,
+    installed_at = EXCLUDED.installed_at,
+    installed_by = EXCLUDED.installed_by,
+    approved_at = EXCLUDED.approved_at,
+    approved_by = EXCLUDED.approved_by,
+    status_reason = EXCLUDED.status_reason,
+    granted_permissions = EXCLUDED.granted_permissions,
+    revision = EXCLUDED.revision
+"""
+
+_UPSERT_TENANT: Final = """
+INSERT INTO {s}.plugin_tenants (
+    plugin_id, tenant, enabled, suspended_reason, optional_grants, settings, changed_at,
+    changed_by, revision
+) VALUES (
+    %(plugin_id)s, %(tenant)s, %(enabled)s, %(suspended_reason)s, %(optional_grants)s::text[],
+    %(settings)s::jsonb, %(changed_at)s, %(changed_by)s, %(revision)s
+)
+ON CONFLICT (plugin_id, tenant) DO UPDATE SET
+    enabled = EXCLUDED.enabled,
+    suspended_reason = EXCLUDED.suspended_reason,
+    optional_grants = EXCLUDED.optional_grants,
+    settings = EXCLUDED.settings,
+    changed_at = EXCLUDED.changed_at,
+    changed_by = EXCLUDED.changed_by,
+    revision = EXCLUDED.revision
+"""
+
+_INSERT_VERSION: Final = """
+INSERT INTO {s}.plugin_versions (
+    plugin_id, version, code_hash, changelog, installed_at, installed_by
+) VALUES (
+    %(plugin_id)s, %(version)s, %(code_hash)s, %(changelog)s, %(installed_at)s, %(installed_by)s
+)
+"""
+
+_INSERT_AUDIT: Final = """
+INSERT INTO {s}.audit_events (
+    at, actor, action, plugin_id, tenant, before_json, after_json
+) VALUES (
+    %(at)s, %(actor)s, %(action)s, %(plugin_id)s, %(tenant)s, %(before_json)s::jsonb,
+    %(after_json)s::jsonb
+)
+"""
+
+_INSERT_FAILURE: Final = """
+INSERT INTO {s}.failures (
+    plugin_id, tenant, hook, exc_type, message, traceback, at, resolved
+) VALUES (
+    %(plugin_id)s, %(tenant)s, %(hook)s, %(exc_type)s, %(message)s, %(traceback)s, %(at)s,
+    %(resolved)s
+)
+"""
+
+_ADD_METRICS: Final = """
+INSERT INTO {s}.hook_metrics (
+    plugin_id, hook, calls, errors, total_duration, max_duration, last_call
+) VALUES (
+    %(plugin_id)s, %(hook)s, %(calls)s, %(errors)s, %(total_duration)s, %(max_duration)s,
+    %(last_call)s
+)
+ON CONFLICT (plugin_id, hook) DO UPDATE SET
+    calls = hook_metrics.calls + EXCLUDED.calls,
+    errors = hook_metrics.errors + EXCLUDED.errors,
+    total_duration = hook_metrics.total_duration + EXCLUDED.total_duration,
+    max_duration = GREATEST(hook_metrics.max_duration, EXCLUDED.max_duration),
+    last_call = GREATEST(hook_metrics.last_call, EXCLUDED.last_call)
+"""
+
+_GENERATION: Final = "SELECT value FROM {s}.meta WHERE key = 'generation'"
+#: Taken first by every commit: commits queue here, as on SQLite's write lock.
+_LOCK_GENERATION: Final = _GENERATION + " FOR UPDATE"
+_PLUGIN_REVISION: Final = "SELECT revision FROM {s}.plugins WHERE id = %s FOR UPDATE"
+_TENANT_REVISION: Final = (
+    "SELECT revision FROM {s}.plugin_tenants WHERE plugin_id = %s AND tenant = %s FOR UPDATE"
+)
+_CLEAR_TENANTS: Final = "DELETE FROM {s}.plugin_tenants WHERE plugin_id = %s"
+#: Moves the counter and notifies the watchers; both take effect at COMMIT.
+_NEXT_GENERATION: Final = """
+WITH moved AS (
+    UPDATE {s}.meta SET value = value + 1 WHERE key = 'generation' RETURNING value
+)
+SELECT value, pg_notify(
+    %(channel)s, json_build_object('schema', %(schema)s::text, 'generation', value)::text
+)
+FROM moved
+"""
+
+_Params = dict[str, object]
+
+
+@final
+class PostgresStorage:
+    """Storage in a PostgreSQL database, for hosts that run on several machines.
+
+    ``url_or_conninfo`` is a libpq connection string, as a URL
+    (``postgresql://user:secret@db.example.com:5432/app``) or as
+    ``key=value`` pairs; what it leaves out comes from the ``PG*`` environment
+    variables, as with ``psql``. The tables live in their own PostgreSQL
+    ``schema`` (created if missing, which needs the ``CREATE`` privilege on the
+    database once), so they never mix with the application's. Opening the
+    storage creates them, or brings an older schema up to date, in one
+    transaction under an advisory lock: several processes may open it at once.
+
+    A pool of ``min_size`` to ``max_size`` connections serves every thread.
+    ``timeout`` (seconds) bounds the wait for a connection (connecting, or a
+    free one from a busy pool) and for another writer's lock.
+
+    It is also a :class:`~services_ai_plugins.ChangeFeed`: :meth:`watch`
+    calls back when any process commits a change, through ``LISTEN``/``NOTIFY``.
+
+    Needs the ``postgres`` extra: ``pip install "services-ai-plugins[postgres]"``.
+    ::
+
+        from services_ai_plugins import PluginHost, PostgresStorage
+
+        storage = PostgresStorage("postgresql://plugins@db.internal/app", max_size=20)
+        host = PluginHost(services, storage=storage)
+
+    :raises ImportError: when psycopg or psycopg_pool is not installed.
+    :raises ValueError: for a bad ``schema``, pool size or ``timeout``.
+    :raises StorageError: when the database cannot be reached or is not UTF-8,
+        or its schema is newer than this release knows. Every method raises it
+        for a database failure (the psycopg error is its ``__cause__``), when
+        no connection is free within ``timeout``, and once the storage is closed.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        url_or_conninfo: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        schema: str = "services_ai_plugins",
+        timeout: float = 30.0,
+    ) -> None:
+        _check_options(schema, min_size, max_size, timeout)
+        try:
+            # The optional dependency is imported here, not at module level: the
+            # package and this class stay importable without it.
+            import psycopg  # noqa: PLC0415 - optional dependency, imported on first use
+            import psycopg_pool  # noqa: PLC0415 - optional dependency, imported on first use
+            from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415 - the same
+            from psycopg.rows import DictRow, dict_row  # noqa: PLC0415 - the same
+        except ImportError as exc:
+            raise ImportError(_INSTALL_HINT, name=exc.name) from exc
+
+        self._schema: Final = schema
+        self._quoted: Final = f'"{schema}"'
+        self._timeout: Final = timeout
+        self._max_size: Final = max_size
+        self._driver_error: Final = psycopg.Error
+        self._errors: Final = (psycopg.Error, *_CONVERSION_ERRORS)
+        self._pool_timeout: Final = psycopg_pool.PoolTimeout
+        self._pool_closed: Final = psycopg_pool.PoolClosed
+        self._lock: Final = threading.Lock()
+        self._closed = False
+        self._listener: _Listener | None = None
+        try:
+            given = conninfo_to_dict(url_or_conninfo)
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot read the connection string: {exc}") from exc
+        #: Where the database is, for messages and the repr: never the password.
+        self._where = _where(given)
+
+        options: dict[str, Any] = {
+            **_unless_given(given, connect_timeout=max(2, math.ceil(timeout))),
+            # Python strings are Unicode: whatever the environment says, talk UTF-8.
+            "client_encoding": "UTF8",
+            # Shown in pg_stat_activity unless the connection string names the application.
+            "fallback_application_name": "services-ai-plugins",
+        }
+        lock_timeout = f"{max(1, round(timeout * 1000))}ms"
+        try:
+            with psycopg.connect(url_or_conninfo, autocommit=True, **options) as conn:
+                self._where = _where(
+                    {
+                        "user": conn.info.user,
+                        "host": conn.info.host,
+                        "port": conn.info.port,
+                        "dbname": conn.info.dbname,
+                    }
+                )
+                _prepare(conn, schema, lock_timeout, self._where)
+        except psycopg.Error as exc:
+            raise StorageError(f"{self._where}: cannot open the database: {exc}") from exc
+
+        def configure(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(
+                "SELECT set_config('lock_timeout', %s, false),"
+                " set_config('TimeZone', 'UTC', false)",
+                (lock_timeout,),
+            )
+
+        self._pool: ConnectionPool[psycopg.Connection[DictRow]] = psycopg_pool.ConnectionPool(
+            url_or_conninfo,
+            connection_class=psycopg.Connection[DictRow],
+            kwargs={**options, "autocommit": True, "row_factory": dict_row},
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            open=False,
+            configure=configure,
+            name=f"services-ai-plugins {self._where} {schema}",
+        )
+        try:
+            self._pool.open(wait=min_size > 0, timeout=timeout)
+        except psycopg.Error as exc:
+            self._pool.close()
+            raise StorageError(
+                f"{self._where}: cannot open {min_size} connection(s) within {timeout:g} s: {exc}"
+            ) from exc
+
+        listen_options = {
+            **options,
+            **_unless_given(given, **_KEEPALIVES),
+            "fallback_application_name": "services-ai-plugins change feed",
+        }
+        self._listen_connect: Final = functools.partial(
+            psycopg.connect, url_or_conninfo, autocommit=True, **listen_options
+        )
+
+    def __repr__(self) -> str:
+        return f"PostgresStorage({self._where!r}, schema={self._schema!r})"
+
+    # -- Storage ---------------------------------------------------------------------------
+
+    def generation(self) -> int:
+        with self._connection() as conn:
+            return _generation(conn.execute(self._sql(_GENERATION)).fetchone())
+
+    def commit(self, change: Change) -> int:
+        plugin = _plugin_params(change.plugin) if change.plugin is not None else None
+        tenant = _tenant_params(change.tenant) if change.tenant is not None else None
+        version = _version_params(change.version) if change.version is not None else None
+        audit = _audit_params(change.audit)
+        with self._transaction() as conn:
+            conn.execute(self._sql(_LOCK_GENERATION))
+            change.check(
+                _revision(conn, self._sql(_PLUGIN_REVISION), change.plugin_id),
+                _revision(conn, self._sql(_TENANT_REVISION), change.plugin_id, change.tenant.tenant)
+                if change.tenant is not None
+                else 0,
+            )
+            if change.clear_tenants:
+                conn.execute(self._sql(_CLEAR_TENANTS), (change.plugin_id,))
+            if plugin is not None:
+                conn.execute(self._sql(_UPSERT_PLUGIN), plugin)
+            if tenant is not None:
+                conn.execute(self._sql(_UPSERT_TENANT), tenant)
+            if version is not None:
+                conn.execute(self._sql(_INSERT_VERSION), version)
+            conn.execute(self._sql(_INSERT_AUDIT), audit)
+            moved = conn.execute(
+                self._sql(_NEXT_GENERATION), {"channel": CHANNEL, "schema": self._schema}
+            ).fetchone()
+            return _generation(moved)
+
+    def get_plugin(self, plugin_id: str) -> PluginRecord | None:
+        with self._connection() as conn:
+            row = conn.execute(self._sql(_SELECT_PLUGINS + " WHERE id = %s"), (plugin_id,))
+            found = row.fetchone()
+            return None if found is None else _plugin(found)
+
+    def list_plugins(self, status: PluginStatus | None = None) -> list[PluginRecord]:
+        with self._connection() as conn:
+            if status is None:
+                cursor = conn.execute(self._sql(_SELECT_PLUGINS + " ORDER BY id"))
+            else:
+                cursor = conn.execute(
+                    self._sql(_SELECT_PLUGINS + " WHERE status = %s ORDER BY id"),
+                    (PluginStatus(status).value,),
+                )
+            return [_plugin(row) for row in cursor.fetchall()]
+
+    def get_tenant(self, plugin_id: str, tenant: str) -> TenantRecord | None:
+        with self._connection() as conn:
+            found = conn.execute(
+                self._sql(_SELECT_TENANTS + " WHERE plugin_id = %s AND tenant = %s"),
+                (plugin_id, tenant),
+            ).fetchone()
+            return None if found is None else _tenant(found)
+
+    def list_tenants(self, plugin_id: str) -> list[TenantRecord]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                self._sql(_SELECT_TENANTS + " WHERE plugin_id = %s ORDER BY tenant"),
+                (plugin_id,),
+            ).fetchall()
+            return [_tenant(row) for row in rows]
+
+    def enabled_plugins(self, tenant: str) -> list[str]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                self._sql(
+                    """
+                    SELECT t.plugin_id FROM {s}.plugin_tenants AS t
+                    JOIN {s}.plugins AS p ON p.id = t.plugin_id
+                    WHERE t.tenant = %s AND t.enabled AND t.suspended_reason IS NULL
+                    AND p.status = %s
+                    ORDER BY t.plugin_id
+                    """
+                ),
+                (tenant, PluginStatus.APPROVED.value),
+            ).fetchall()
+            return [str(row["plugin_id"]) for row in rows]
+
+    def versions(self, plugin_id: str) -> list[VersionRecord]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                self._sql(_SELECT_VERSIONS + " WHERE plugin_id = %s ORDER BY id"), (plugin_id,)
+            ).fetchall()
+            return [_version(row) for row in rows]
+
+    def audit(self, query: AuditQuery) -> list[AuditEvent]:
+        where: list[str] = []
+        params: list[object] = []
+        for column, value in (
+            ("plugin_id", query.plugin_id),
+            ("tenant", query.tenant),
+            ("actor", query.actor),
+            ("action", query.action),
+        ):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+        if query.since is not None:
+            where.append("at >= %s")
+            params.append(_moment(query.since))
+        if query.until is not None:
+            where.append("at < %s")
+            params.append(_moment(query.until))
+        with self._connection() as conn:
+            rows = self._newest_first(conn, _SELECT_AUDIT, where, params, query.limit)
+            return [_audit(row) for row in rows]
+
+    def record_failures(self, failures: Sequence[FailureRecord]) -> None:
+        params = [_failure_params(failure) for failure in failures]
+        if not params:
+            self._check_open()
+            return
+        with self._transaction() as conn, conn.cursor() as cursor:
+            cursor.executemany(self._sql(_INSERT_FAILURE), params)
+
+    def failures(
+        self, plugin_id: str | None = None, *, resolved: bool | None = None, limit: int = 1000
+    ) -> list[FailureRecord]:
+        check_limit(limit)
+        where: list[str] = []
+        params: list[object] = []
+        if plugin_id is not None:
+            where.append("plugin_id = %s")
+            params.append(plugin_id)
+        if resolved is not None:
+            where.append("resolved = %s")
+            params.append(bool(resolved))
+        with self._connection() as conn:
+            rows = self._newest_first(conn, _SELECT_FAILURES, where, params, limit)
+            return [_failure(row) for row in rows]
+
+    def resolve_failures(
+        self, plugin_id: str, tenant: str | None = None, *, ids: Sequence[int] | None = None
+    ) -> int:
+        sql = "UPDATE {s}.failures SET resolved = TRUE WHERE plugin_id = %s AND NOT resolved"
+        params: list[object] = [plugin_id]
+        if tenant is not None:
+            sql += " AND tenant = %s"
+            params.append(tenant)
+        if ids is not None:
+            # An id outside bigint names no failure: leave it out rather than fail the cast.
+            wanted = [i for i in check_ids(ids) if i in _BIGINT]
+            if not wanted:
+                self._check_open()
+                return 0
+            sql += " AND id = ANY(%s::bigint[])"
+            params.append(wanted)
+        with self._connection() as conn:
+            return conn.execute(self._sql(sql), params).rowcount
+
+    def record_metrics(self, deltas: Sequence[MetricsDelta]) -> None:
+        # In key order, so that concurrent batches lock their rows in one order
+        # and never deadlock; a stable sort keeps a key's deltas in batch order.
+        params = [
+            _metrics_params(delta) for delta in sorted(deltas, key=lambda d: (d.plugin_id, d.hook))
+        ]
+        if not params:
+            self._check_open()
+            return
+        with self._transaction() as conn, conn.cursor() as cursor:
+            # One row at a time, in order: a batch may hold one (plugin, hook) twice.
+            cursor.executemany(self._sql(_ADD_METRICS), params)
+
+    def metrics(self, plugin_id: str | None = None) -> list[HookMetrics]:
+        with self._connection() as conn:
+            if plugin_id is None:
+                cursor = conn.execute(self._sql(_SELECT_METRICS + " ORDER BY plugin_id, hook"))
+            else:
+                cursor = conn.execute(
+                    self._sql(_SELECT_METRICS + " WHERE plugin_id = %s ORDER BY hook"),
+                    (plugin_id,),
+                )
+            return [_metrics(row) for row in cursor.fetchall()]
+
+    def close(self) -> None:
+        """Stop the change feed and close every connection; closing twice is harmless."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
+        self._pool.close()
+
+    # -- ChangeFeed ------------------------------------------------------------------------
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` from the feed's thread soon after any process commits a change.
+
+        The first call starts the feed: a daemon thread with a connection of
+        its own (not one of the pool's) that ``LISTEN``\\ s on
+        ``services_ai_plugins_changes``; it returns once the feed listens (or
+        after ``timeout`` if the database cannot be reached). Every callback is
+        called for each commit to this storage's schema, by any process. When
+        the feed loses its connection it calls them once, then reconnects with
+        growing delays (up to 10 s) and calls them once more when it listens
+        again, since changes may have been missed in between. An exception a
+        callback raises is logged on the ``services_ai_plugins.storage``
+        logger. The returned function stops this callback (calling it twice is
+        harmless); :meth:`close` stops the feed.
+
+        :raises StorageError: when the storage is closed.
+        """
+        with self._lock:
+            if self._closed:
+                raise StorageError(f"{self!r} is closed")
+            if self._listener is None:
+                self._listener = _Listener(
+                    self._listen_connect,
+                    self._driver_error,
+                    self._schema,
+                    f"services-ai-plugins change feed ({self._schema})",
+                )
+            listener = self._listener
+        stop = listener.add(callback)
+        listener.wait_ready(self._timeout)
+        return stop
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _sql(self, template: str) -> str:
+        return _render(template, self._quoted)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StorageError(f"{self!r} is closed")
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[DictRow]]:
+        """A connection from the pool, in autocommit mode; driver errors become StorageError."""
+        self._check_open()
+        try:
+            conn = self._live_connection()
+            try:
+                yield conn
+            finally:
+                self._pool.putconn(conn)
+        except self._pool_closed as exc:
+            raise StorageError(f"{self!r} is closed") from exc
+        except self._pool_timeout as exc:
+            raise StorageError(
+                f"{self._where}: no database connection within {self._timeout:g} s (is the "
+                f"server reachable? are all {self._max_size} connections of the pool busy?)"
+            ) from exc
+        except self._errors as exc:
+            raise StorageError(f"{self._where}: {exc}") from exc
+
+    def _live_connection(self) -> psycopg.Connection[DictRow]:
+        """A pooled connection that the server has not closed.
+
+        A connection the server closed (a restart, a failover, an idle timeout,
+        ``pg_terminate_backend``) has data or the end of the stream waiting on
+        its socket: it is closed and handed back, and the pool replaces it. The
+        look costs no round trip, unlike the pool's own check, which also
+        sleeps a growing delay after each dead connection it finds.
+        """
+        deadline = time.monotonic() + self._timeout
+        while True:
+            conn = self._pool.getconn(timeout=max(0.0, deadline - time.monotonic()))
+            if not _closed_by_server(conn):
+                return conn
+            _logger.info("%s: replacing a connection the server closed", self._where)
+            conn.close()
+            self._pool.putconn(conn)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[psycopg.Connection[DictRow]]:
+        """One transaction: committed if the block returns, rolled back if it raises."""
+        with self._connection() as conn, conn.transaction():
+            yield conn
+
+    def _newest_first(
+        self,
+        conn: psycopg.Connection[DictRow],
+        select: str,
+        where: list[str],
+        params: list[object],
+        limit: int,
+    ) -> list[DictRow]:
+        """Rows of ``select`` by id, newest first, at most ``limit`` (not negative) of them."""
+        sql = select
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT %s"
+        return conn.execute(self._sql(sql), [*params, limit]).fetchall()
+
+
+def _check_options(schema: object, min_size: object, max_size: object, timeout: object) -> None:
+    if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
+        raise ValueError(
+            f"schema must be 1 to 63 letters, digits or underscores, not starting with a "
+            f"digit (got {schema!r})"
+        )
+    if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
+        raise ValueError(f"min_size must be an int >= 0 (got {min_size!r})")
+    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < max(1, min_size):
+        raise ValueError(f"max_size must be an int >= 1 and >= min_size (got {max_size!r})")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds (got {timeout!r})")
+
+
+def _closed_by_server(conn: psycopg.Connection[Any]) -> bool:
+    """Whether an idle connection is known dead: closed, or with something to read.
+
+    An idle connection in autocommit mode that is not listening receives
+    nothing unless the server is closing it (a FATAL error, then the end of the
+    stream). At worst a stray notice makes us replace a working connection.
+    """
+    if conn.closed or conn.broken:
+        return True
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(conn.fileno(), selectors.EVENT_READ)
+            return bool(selector.select(timeout=0))
+    except (OSError, ValueError):
+        return True
+
+
+def _unless_given(given: Mapping[str, object], **defaults: object) -> dict[str, object]:
+    """The connection parameters of ``defaults`` that the connection string does not set."""
+    return {key: value for key, value in defaults.items() if key not in given}
+
+
+def _where(parts: Mapping[str, object]) -> str:
+    """``postgresql://user@host:port/dbname`` with the parts that are known; no password."""
+    user = parts.get("user")
+    host = parts.get("host") or ""
+    port = parts.get("port")
+    dbname = parts.get("dbname")
+    text = "postgresql://"
+    if user:
+        text += f"{user}@"
+    text += str(host)
+    if port:
+        text += f":{port}"
+    if dbname:
+        text += f"/{dbname}"
+    return text
+
+
+@functools.lru_cache(maxsize=512)
+def _render(template: str, quoted_schema: str) -> str:
+    """A statement with ``{s}`` replaced by the quoted schema name."""
+    return template.replace("{s}", quoted_schema)
+
+
+# -- opening: the schema and its migrations ------------------------------------------------
+
+
+def _prepare(conn: psycopg.Connection[Any], schema: str, lock_timeout: str, where: str) -> None:
+    """Refuse a non-UTF-8 database or a newer schema; apply pending migrations."""
+    encoding = conn.info.parameter_status("server_encoding")
+    if encoding != "UTF8":
+        raise StorageError(
+            f"{where}: the database encoding is {encoding!r}; PostgresStorage needs a UTF8 "
+            "database (CREATE DATABASE ... ENCODING 'UTF8')"
+        )
+    conn.execute("SELECT set_config('lock_timeout', %s, false)", (lock_timeout,))
+    quoted = f'"{schema}"'
+    # Refuse a newer schema, or see that nothing is to do, before taking any lock.
+    if not _pending_migrations(conn, schema, where):
+        return
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, schema))
+        # Another process may have migrated since the first look: decide under the lock.
+        exists = conn.execute(
+            "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (schema,)
+        ).fetchone()
+        if exists is None:
+            # Not CREATE SCHEMA IF NOT EXISTS: that needs the CREATE privilege even
+            # when the schema is there.
+            conn.execute(_render("CREATE SCHEMA {s}", quoted))
+        conn.execute(_render(_CREATE_MIGRATIONS, quoted))
+        for migration in _pending_migrations(conn, schema, where):
+            conn.execute(_render(migration.script, quoted))
+            conn.execute(
+                _render(
+                    "INSERT INTO {s}.schema_migrations (version, description, applied_at)"
+                    " VALUES (%s, %s, %s)",
+                    quoted,
+                ),
+                (migration.version, migration.description, datetime.now(timezone.utc)),
+            )
+            _logger.info(
+                "%s: applied schema migration %d of schema %s (%s)",
+                where,
+                migration.version,
+                schema,
+                migration.description,
+            )
+
+
+def _pending_migrations(conn: psycopg.Connection[Any], schema: str, where: str) -> list[_Migration]:
+    """The migrations not applied yet; StorageError if the schema is newer than the code."""
+    quoted = f'"{schema}"'
+    table = conn.execute(
+        "SELECT to_regclass(%s)::text", (f"{quoted}.schema_migrations",)
+    ).fetchone()
+    applied: set[int] = set()
+    if table is not None and table[0] is not None:
+        rows = conn.execute(_render("SELECT version FROM {s}.schema_migrations", quoted))
+        applied = {int(row[0]) for row in rows.fetchall()}
+    known = _MIGRATIONS[-1].version if _MIGRATIONS else 0
+    newest = max(applied, default=0)
+    if newest > known:
+        raise StorageError(
+            f"{where}: schema {schema!r} is at version {newest}, newer than this release "
+            f"of services-ai-plugins knows (up to {known}); upgrade services-ai-plugins to use it"
+        )
+    return [m for m in _MIGRATIONS if m.version not in applied]
+
+
+# -- the change feed -----------------------------------------------------------------------
+
+
+class _Listener:
+    """A daemon thread that LISTENs on a connection of its own and calls the watchers back."""
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[Any]],
+        driver_error: type[Exception],
+        schema: str,
+        name: str,
+    ) -> None:
+        self._connect = connect
+        self._driver_error = driver_error
+        self._schema = schema
+        self._lock = threading.Lock()
+        self._callbacks: dict[int, Callable[[], None]] = {}
+        self._keys = itertools.count()
+        self._stopping = threading.Event()
+        #: Set once the first attempt to listen is over, whether it worked or not.
+        self._ready = threading.Event()
+        #: A write to one end wakes the thread from waiting on the server.
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        #: Whether the watchers may have missed changes: a connection was lost
+        #: or could not be made since they were last called.
+        self._missed = False
+        self._listening = False
+        #: The server process of the listening connection, None while there is none.
+        self.backend_pid: int | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def add(self, callback: Callable[[], None]) -> Callable[[], None]:
+        with self._lock:
+            key = next(self._keys)
+            self._callbacks[key] = callback
+
+        def stop() -> None:
+            with self._lock:
+                self._callbacks.pop(key, None)
+
+        return stop
+
+    def wait_ready(self, timeout: float) -> None:
+        self._ready.wait(timeout)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with suppress(OSError):
+            self._wake_writer.send(b"\0")
+        if threading.current_thread() is not self._thread:
+            self._thread.join(_STOP_TIMEOUT)
+        if not self._thread.is_alive():
+            self._wake_reader.close()
+            self._wake_writer.close()
+
+    def _run(self) -> None:
+        delay = _RETRY_FIRST
+        while not self._stopping.is_set():
+            try:
+                self._session()
+            except Exception as exc:
+                if self._stopping.is_set():
+                    break
+                expected = isinstance(exc, self._driver_error)
+                if self._listening:
+                    self._listening = False
+                    self._missed = True
+                    delay = _RETRY_FIRST
+                    _logger.warning(
+                        "change feed of schema %s lost its connection (%s): reconnecting",
+                        self._schema,
+                        exc,
+                        exc_info=not expected,
+                    )
+                    self._call_back()
+                else:
+                    # One warning per outage; the retries that follow are debug noise.
+                    _logger.log(
+                        logging.DEBUG if self._missed else logging.WARNING,
+                        "change feed of schema %s cannot listen (%s): retrying in %.1f s",
+                        self._schema,
+                        exc,
+                        delay,
+                        exc_info=not expected,
+                    )
+                    self._missed = True
+            finally:
+                self.backend_pid = None
+                self._ready.set()
+            # Jitter: processes that lost the server together do not come back in step.
+            if self._stopping.wait(delay * random.uniform(0.5, 1.0)):  # noqa: S311 - jitter, not secrecy
+                break
+            delay = min(delay * 2, _RETRY_MAX)
+
+    def _session(self) -> None:
+        """Connect, listen and dispatch until close() or an error."""
+        with self._connect() as conn:
+            if self._stopping.is_set():
+                return
+            conn.execute("LISTEN " + CHANNEL)
+            self.backend_pid = conn.info.backend_pid
+            self._listening = True
+            self._ready.set()
+            if self._missed:
+                self._missed = False
+                _logger.info("change feed of schema %s listens again", self._schema)
+                self._call_back()
+            with selectors.DefaultSelector() as selector:
+                selector.register(conn.fileno(), selectors.EVENT_READ)
+                selector.register(self._wake_reader, selectors.EVENT_READ)
+                while not self._stopping.is_set():
+                    # Whatever has arrived, without waiting; a lost connection raises here.
+                    for notify in conn.notifies(timeout=0):
+                        if self._concerns_us(notify.payload):
+                            self._call_back()
+                    selector.select()
+        self._listening = False
+
+    def _concerns_us(self, payload: str) -> bool:
+        try:
+            schema = json.loads(payload)["schema"]
+        except (ValueError, TypeError, KeyError):
+            return True  # not our format: refreshing is the safe side
+        return bool(schema == self._schema)
+
+    def _call_back(self) -> None:
+        with self._lock:
+            callbacks = list(self._callbacks.values())
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                _logger.exception("a change feed callback of schema %s raised", self._schema)
+
+
+# -- encoding: records to parameters -------------------------------------------------------
+
+
+def _moment(value: datetime) -> datetime:
+    """An aware datetime, as given: timestamptz keeps the instant."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise StorageError(
+            f"cannot store the naive datetime {value.isoformat()}: "
+            "records carry timezone-aware UTC datetimes"
+        )
+    return value
+
+
+def _optional_moment(value: datetime | None) -> datetime | None:
+    return None if value is None else _moment(value)
+
+
+def _json(value: object, what: str) -> str:
+    """``value`` as compact JSON text for a jsonb column.
+
+    Floats are written with a decimal point and without an exponent: jsonb keeps
+    a number's digits, and ``1e+20`` would come back as the int
+    100000000000000000000, while ``100000000000000000000.0`` comes back a float.
+    """
+    out: list[str] = []
+    try:
+        _encode(value, out)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise StorageError(f"cannot store {what} as JSON: {exc}") from exc
+    return "".join(out)
+
+
+def _encode(value: object, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif isinstance(value, bool):
+        out.append("true" if value else "false")
+    elif isinstance(value, str):
+        out.append(json.dumps(value, ensure_ascii=False))
+    elif isinstance(value, int):
+        out.append(int.__repr__(value))
+    elif isinstance(value, float):
+        out.append(_float(value))
+    elif isinstance(value, Mapping):
+        out.append("{")
+        for number, (key, item) in enumerate(value.items()):
+            if not isinstance(key, str):
+                raise TypeError(f"object keys must be str, not {type(key).__name__} ({key!r})")
+            out.append("," if number else "")
+            out.append(json.dumps(key, ensure_ascii=False))
+            out.append(":")
+            _encode(item, out)
+        out.append("}")
+    elif isinstance(value, (list, tuple)):
+        out.append("[")
+        for number, item in enumerate(value):
+            out.append("," if number else "")
+            _encode(item, out)
+        out.append("]")
+    else:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _float(value: float) -> str:
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a JSON number")
+    text = float.__repr__(value)
+    if "e" in text:
+        text = format(decimal.Decimal(text), "f")
+        if "." not in text:
+            text += ".0"
+    return text
+
+
+def _optional_json(value: Mapping[str, JSONValue] | None, what: str) -> str | None:
+    return None if value is None else _json(dict(value), what)
+
+
+def _plugin_params(record: PluginRecord) -> _Params:
+    return {
+        "id": record.id,
+        "name": record.name,
+        "version": record.version,
+        "status": PluginStatus(record.status).value,
+        "manifest": _json(dict(record.manifest), f"the manifest of plugin {record.id!r}"),
+        "code_hash": record.code_hash,
+        "source": SourceKind(record.source).value,
+        "package_path": record.package_path,
+        "installed_at": _moment(record.installed_at),
+        "installed_by": record.installed_by,
+        "approved_at": _optional_moment(record.approved_at),
+        "approved_by": record.approved_by,
+        "status_reason": record.status_reason,
+        "granted_permissions": list(record.granted_permissions),
+        "revision": record.revision,
+    }
+
+
+def _tenant_params(record: TenantRecord) -> _Params:
+    where = f"plugin {record.plugin_id!r} for tenant {record.tenant!r}"
+    return {
+        "plugin_id": record.plugin_id,
+        "tenant": record.tenant,
+        "enabled": bool(record.enabled),
+        "suspended_reason": record.suspended_reason,
+        "optional_grants": list(record.optional_grants),
+        "settings": _json(dict(record.settings), f"the settings of {where}"),
+        "changed_at": _moment(record.changed_at),
+        "changed_by": record.changed_by,
+        "revision": record.revision,
+    }
+
+
+def _version_params(record: VersionRecord) -> _Params:
+    return {
+        "plugin_id": record.plugin_id,
+        "version": record.version,
+        "code_hash": record.code_hash,
+        "changelog": record.changelog,
+        "installed_at": _moment(record.installed_at),
+        "installed_by": record.installed_by,
+    }
+
+
+def _audit_params(event: AuditEvent) -> _Params:
+    return {
+        "at": _moment(event.at),
+        "actor": event.actor,
+        "action": event.action,
+        "plugin_id": event.plugin_id,
+        "tenant": event.tenant,
+        "before_json": _optional_json(event.before, "an audit event's 'before'"),
+        "after_json": _optional_json(event.after, "an audit event's 'after'"),
+    }
+
+
+def _failure_params(failure: FailureRecord) -> _Params:
+    return {
+        "plugin_id": failure.plugin_id,
+        "tenant": failure.tenant,
+        "hook": failure.hook,
+        "exc_type": failure.exc_type,
+        "message": failure.message,
+        "traceback": failure.traceback,
+        "at": _moment(failure.at),
+        "resolved": bool(failure.resolved),
+    }
+
+
+def _metrics_params(delta: MetricsDelta) -> _Params:
+    return {
+        "plugin_id": delta.plugin_id,
+        "hook": delta.hook,
+        "calls": delta.calls,
+        "errors": delta.errors,
+        "total_duration": float(delta.total_duration),
+        "max_duration": float(delta.max_duration),
+        "last_call": _moment(delta.last_call),
+    }
+
+
+# -- decoding: rows to records -------------------------------------------------------------
+
+
+def _generation(row: DictRow | None) -> int:
+    if row is None:
+        raise StorageError("the change counter is missing: the schema was damaged")
+    return int(row["value"])
+
+
+def _revision(conn: psycopg.Connection[DictRow], sql: str, *params: str) -> int:
+    """The stored revision a query finds (locking its row), or 0 when there is none."""
+    row = conn.execute(sql, params).fetchone()
+    return 0 if row is None else int(row["revision"])
+
+
+def _time(value: datetime) -> datetime:
+    """The instant in UTC, as the other backends return it."""
+    return value.astimezone(timezone.utc)
+
+
+def _optional_time(value: datetime | None) -> datetime | None:
+    return None if value is None else _time(value)
+
+
+def _object(value: object) -> dict[str, JSONValue]:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a JSON object, found {type(value).__name__}")
+    return cast("dict[str, JSONValue]", value)
+
+
+def _optional_object(value: object) -> dict[str, JSONValue] | None:
+    return None if value is None else _object(value)
+
+
+def _strings(value: Sequence[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _plugin(row: DictRow) -> PluginRecord:
+    return PluginRecord(
+        id=row["id"],
+        name=row["name"],
+        version=row["version"],
+        status=PluginStatus(row["status"]),
+        manifest=_object(row["manifest"]),
+        code_hash=row["code_hash"],
+        source=SourceKind(row["source"]),
+        package_path=row["package_path"],
+        installed_at=_time(row["installed_at"]),
+        installed_by=row["installed_by"],
+        approved_at=_optional_time(row["approved_at"]),
+        approved_by=row["approved_by"],
+        status_reason=row["status_reason"],
+        granted_permissions=_strings(row["granted_permissions"]),
+        revision=row["revision"],
+    )
+
+
+def _tenant(row: DictRow) -> TenantRecord:
+    return TenantRecord(
+        plugin_id=row["plugin_id"],
+        tenant=row["tenant"],
+        enabled=bool(row["enabled"]),
+        suspended_reason=row["suspended_reason"],
+        optional_grants=_strings(row["optional_grants"]),
+        settings=_object(row["settings"]),
+        changed_at=_time(row["changed_at"]),
+        changed_by=row["changed_by"],
+        revision=row["revision"],
+    )
+
+
+def _version(row: DictRow) -> VersionRecord:
+    return VersionRecord(
+        plugin_id=row["plugin_id"],
+        version=row["version"],
+        code_hash=row["code_hash"],
+        changelog=row["changelog"],
+        installed_at=_time(row["installed_at"]),
+        installed_by=row["installed_by"],
+    )
+
+
+def _audit(row: DictRow) -> AuditEvent:
+    return AuditEvent(
+        id=row["id"],
+        at=_time(row["at"]),
+        actor=row["actor"],
+        action=row["action"],
+        plugin_id=row["plugin_id"],
+        tenant=row["tenant"],
+        before=_optional_object(row["before_json"]),
+        after=_optional_object(row["after_json"]),
+    )
+
+
+def _failure(row: DictRow) -> FailureRecord:
+    return FailureRecord(
+        id=row["id"],
+        plugin_id=row["plugin_id"],
+        tenant=row["tenant"],
+        hook=row["hook"],
+        exc_type=row["exc_type"],
+        message=row["message"],
+        traceback=row["traceback"],
+        at=_time(row["at"]),
+        resolved=bool(row["resolved"]),
+    )
+
+
+def _metrics(row: DictRow) -> HookMetrics:
+    return HookMetrics(
+        plugin_id=row["plugin_id"],
+        hook=row["hook"],
+        calls=row["calls"],
+        errors=row["errors"],
+        total_duration=row["total_duration"],
+        max_duration=row["max_duration"],
+        last_call=_time(row["last_call"]),
+    )
