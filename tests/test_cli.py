@@ -199,3 +199,27 @@ def test_python_dash_m_runs_the_cli(example_plugin: Path) -> None:
         check=False,
     )
     assert usage.returncode == EXIT_USAGE
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Output into a pipe nobody reads any more (`... | head`): exit 141, no BrokenPipeError."""
+    import os
+
+    from services_ai_plugins._cli import run
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone
+    saved = os.dup(1)
+    with os.fdopen(write_end, "w") as pipe:
+        monkeypatch.setattr("sys.stdout", pipe)
+        monkeypatch.setattr("sys.argv", ["services-ai-plugins", "schema"])
+        try:
+            with pytest.raises(SystemExit) as exited:
+                run()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+    assert exited.value.code == 141
+    assert "Traceback" not in capsys.readouterr().err

@@ -142,3 +142,15 @@ def test_bad_input_is_refused_without_side_effects(operator: Operator) -> None:
     code, _, err = operator("reject", "hello-plugin", "--reason", " ")
     assert code == EXIT_REFUSED
     assert "reason must be a non-empty string" in err
+
+
+def test_reading_a_registry_that_does_not_exist_creates_no_file(operator: Operator) -> None:
+    """list, show and audit on a missing --db: an empty registry shown, no file left behind."""
+    code, out, _ = operator("list")
+    assert code == 0
+    assert "no plugins" in out
+    assert operator("audit")[0] == 0
+    code, _, err = operator("show", "nothing")
+    assert code == 1
+    assert "nothing" in err
+    assert not operator.db.exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, Final, NoReturn, TextIO
@@ -202,5 +203,17 @@ def main(
 
 
 def run() -> NoReturn:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point.
+
+    A reader that stops early (``services-ai-plugins list | head``) ends the
+    command quietly, as other Unix tools do, instead of with a traceback.
+    """
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at nothing first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 141  # 128 + SIGPIPE, what a shell reports for such a pipe
+    sys.exit(code)

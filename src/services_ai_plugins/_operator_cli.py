@@ -66,8 +66,19 @@ def actor_name(args: argparse.Namespace) -> str:
 
 
 @contextmanager
-def _registry(args: argparse.Namespace) -> Iterator[Registry]:
-    storage = SQLiteStorage(db_path(args))
+def _registry(args: argparse.Namespace, *, create: bool = True) -> Iterator[Registry]:
+    """The registry in ``--db``; a read (``create=False``) of a missing file creates none.
+
+    Reading a registry that does not exist shows an empty one (no plugins, no
+    events) instead of leaving an empty database file behind.
+    """
+    db = db_path(args)
+    if not create and not db.exists():
+        from ._memory import MemoryStorage  # noqa: PLC0415 - only for a missing database
+
+        yield Registry(MemoryStorage())
+        return
+    storage = SQLiteStorage(db)
     try:
         yield Registry(storage)
     finally:
@@ -163,10 +174,10 @@ def _install(args: argparse.Namespace) -> Result:
 
 def _list(args: argparse.Namespace) -> Result:
     status = PluginStatus(args.status) if args.status else None
-    with _registry(args) as registry:
+    with _registry(args, create=False) as registry:
         plugins = registry.plugins(status)
     if args.tenant:
-        with _registry(args) as registry:
+        with _registry(args, create=False) as registry:
             enabled = set(registry.enabled_plugins(args.tenant))
         plugins = [p for p in plugins if p.id in enabled]
     lines = [f"{p.id:<30} {p.version:<12} {p.status.value:<12} {p.name}" for p in plugins]
@@ -174,7 +185,7 @@ def _list(args: argparse.Namespace) -> Result:
 
 
 def _show(args: argparse.Namespace) -> Result:
-    with _registry(args) as registry:
+    with _registry(args, create=False) as registry:
         record = registry.plugin(args.name)
         tenants = registry.storage.list_tenants(args.name)
         history = registry.history(args.name)
@@ -230,7 +241,7 @@ def _disable(registry: Registry, args: argparse.Namespace, actor: str) -> Tenant
 
 
 def _audit(args: argparse.Namespace) -> Result:
-    with _registry(args) as registry:
+    with _registry(args, create=False) as registry:
         events = registry.audit_log(
             plugin_id=args.plugin, tenant=args.tenant, actor=args.by, limit=args.limit
         )
