@@ -525,11 +525,19 @@ def test_dropped_pool_connections_are_replaced(
     name = f"test-{schema}"
     storage = opener(url=make_conninfo(postgres_url, application_name=name), min_size=3)
     install(storage)
+    count = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
     with raw(postgres_url) as conn:
+        # The pool opens its connections in the background: wait for all three.
+        deadline = time.monotonic() + 10
+        while conn.execute(count, (name,)).fetchone() != (3,) and time.monotonic() < deadline:
+            time.sleep(0.05)
         killed = conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
             (name,),
         ).fetchall()
+        # ... and for the server to have closed them (the client sees the close then).
+        while conn.execute(count, (name,)).fetchone() != (0,) and time.monotonic() < deadline:
+            time.sleep(0.05)
     assert killed == [(True,)] * 3
     for _ in range(5):
         assert storage.generation() == 1

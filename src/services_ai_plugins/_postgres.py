@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final, cast, final
 import attrs
 
 from ._errors import StorageError
+from ._rows import RowCodec
 from ._storage import (
     AuditEvent,
     AuditQuery,
@@ -44,7 +45,6 @@ from ._storage import (
     MetricsDelta,
     PluginRecord,
     PluginStatus,
-    SourceKind,
     TenantRecord,
     VersionRecord,
     check_ids,
@@ -351,8 +351,6 @@ SELECT value, pg_notify(
 FROM moved
 """
 
-_Params = dict[str, object]
-
 
 @final
 class PostgresStorage:
@@ -497,10 +495,10 @@ class PostgresStorage:
             return _generation(conn.execute(self._sql(_GENERATION)).fetchone())
 
     def commit(self, change: Change) -> int:
-        plugin = _plugin_params(change.plugin) if change.plugin is not None else None
-        tenant = _tenant_params(change.tenant) if change.tenant is not None else None
-        version = _version_params(change.version) if change.version is not None else None
-        audit = _audit_params(change.audit)
+        plugin = _CODEC.plugin_params(change.plugin) if change.plugin is not None else None
+        tenant = _CODEC.tenant_params(change.tenant) if change.tenant is not None else None
+        version = _CODEC.version_params(change.version) if change.version is not None else None
+        audit = _CODEC.audit_params(change.audit)
         with self._transaction() as conn:
             conn.execute(self._sql(_LOCK_GENERATION))
             change.check(
@@ -527,7 +525,7 @@ class PostgresStorage:
         with self._connection() as conn:
             row = conn.execute(self._sql(_SELECT_PLUGINS + " WHERE id = %s"), (plugin_id,))
             found = row.fetchone()
-            return None if found is None else _plugin(found)
+            return None if found is None else _CODEC.plugin(found)
 
     def list_plugins(self, status: PluginStatus | None = None) -> list[PluginRecord]:
         with self._connection() as conn:
@@ -538,7 +536,7 @@ class PostgresStorage:
                     self._sql(_SELECT_PLUGINS + " WHERE status = %s ORDER BY id"),
                     (PluginStatus(status).value,),
                 )
-            return [_plugin(row) for row in cursor.fetchall()]
+            return [_CODEC.plugin(row) for row in cursor.fetchall()]
 
     def get_tenant(self, plugin_id: str, tenant: str) -> TenantRecord | None:
         with self._connection() as conn:
@@ -546,7 +544,7 @@ class PostgresStorage:
                 self._sql(_SELECT_TENANTS + " WHERE plugin_id = %s AND tenant = %s"),
                 (plugin_id, tenant),
             ).fetchone()
-            return None if found is None else _tenant(found)
+            return None if found is None else _CODEC.tenant(found)
 
     def list_tenants(self, plugin_id: str) -> list[TenantRecord]:
         with self._connection() as conn:
@@ -554,7 +552,7 @@ class PostgresStorage:
                 self._sql(_SELECT_TENANTS + " WHERE plugin_id = %s ORDER BY tenant"),
                 (plugin_id,),
             ).fetchall()
-            return [_tenant(row) for row in rows]
+            return [_CODEC.tenant(row) for row in rows]
 
     def enabled_plugins(self, tenant: str) -> list[str]:
         with self._connection() as conn:
@@ -577,7 +575,7 @@ class PostgresStorage:
             rows = conn.execute(
                 self._sql(_SELECT_VERSIONS + " WHERE plugin_id = %s ORDER BY id"), (plugin_id,)
             ).fetchall()
-            return [_version(row) for row in rows]
+            return [_CODEC.version(row) for row in rows]
 
     def audit(self, query: AuditQuery) -> list[AuditEvent]:
         where: list[str] = []
@@ -599,10 +597,10 @@ class PostgresStorage:
             params.append(_moment(query.until))
         with self._connection() as conn:
             rows = self._newest_first(conn, _SELECT_AUDIT, where, params, query.limit)
-            return [_audit(row) for row in rows]
+            return [_CODEC.audit(row) for row in rows]
 
     def record_failures(self, failures: Sequence[FailureRecord]) -> None:
-        params = [_failure_params(failure) for failure in failures]
+        params = [_CODEC.failure_params(failure) for failure in failures]
         if not params:
             self._check_open()
             return
@@ -623,7 +621,7 @@ class PostgresStorage:
             params.append(bool(resolved))
         with self._connection() as conn:
             rows = self._newest_first(conn, _SELECT_FAILURES, where, params, limit)
-            return [_failure(row) for row in rows]
+            return [_CODEC.failure(row) for row in rows]
 
     def resolve_failures(
         self, plugin_id: str, tenant: str | None = None, *, ids: Sequence[int] | None = None
@@ -648,7 +646,8 @@ class PostgresStorage:
         # In key order, so that concurrent batches lock their rows in one order
         # and never deadlock; a stable sort keeps a key's deltas in batch order.
         params = [
-            _metrics_params(delta) for delta in sorted(deltas, key=lambda d: (d.plugin_id, d.hook))
+            _CODEC.metrics_params(delta)
+            for delta in sorted(deltas, key=lambda d: (d.plugin_id, d.hook))
         ]
         if not params:
             self._check_open()
@@ -666,7 +665,7 @@ class PostgresStorage:
                     self._sql(_SELECT_METRICS + " WHERE plugin_id = %s ORDER BY hook"),
                     (plugin_id,),
                 )
-            return [_metrics(row) for row in cursor.fetchall()]
+            return [_CODEC.metrics(row) for row in cursor.fetchall()]
 
     def close(self) -> None:
         """Stop the change feed and close every connection; closing twice is harmless."""
@@ -1061,10 +1060,6 @@ def _moment(value: datetime) -> datetime:
     return value
 
 
-def _optional_moment(value: datetime | None) -> datetime | None:
-    return None if value is None else _moment(value)
-
-
 def _json(value: object, what: str) -> str:
     """``value`` as compact JSON text for a jsonb column.
 
@@ -1122,91 +1117,8 @@ def _float(value: float) -> str:
     return text
 
 
-def _optional_json(value: Mapping[str, JSONValue] | None, what: str) -> str | None:
-    return None if value is None else _json(dict(value), what)
-
-
-def _plugin_params(record: PluginRecord) -> _Params:
-    return {
-        "id": record.id,
-        "name": record.name,
-        "version": record.version,
-        "status": PluginStatus(record.status).value,
-        "manifest": _json(dict(record.manifest), f"the manifest of plugin {record.id!r}"),
-        "code_hash": record.code_hash,
-        "source": SourceKind(record.source).value,
-        "package_path": record.package_path,
-        "installed_at": _moment(record.installed_at),
-        "installed_by": record.installed_by,
-        "approved_at": _optional_moment(record.approved_at),
-        "approved_by": record.approved_by,
-        "status_reason": record.status_reason,
-        "granted_permissions": list(record.granted_permissions),
-        "revision": record.revision,
-    }
-
-
-def _tenant_params(record: TenantRecord) -> _Params:
-    where = f"plugin {record.plugin_id!r} for tenant {record.tenant!r}"
-    return {
-        "plugin_id": record.plugin_id,
-        "tenant": record.tenant,
-        "enabled": bool(record.enabled),
-        "suspended_reason": record.suspended_reason,
-        "optional_grants": list(record.optional_grants),
-        "settings": _json(dict(record.settings), f"the settings of {where}"),
-        "changed_at": _moment(record.changed_at),
-        "changed_by": record.changed_by,
-        "revision": record.revision,
-    }
-
-
-def _version_params(record: VersionRecord) -> _Params:
-    return {
-        "plugin_id": record.plugin_id,
-        "version": record.version,
-        "code_hash": record.code_hash,
-        "changelog": record.changelog,
-        "installed_at": _moment(record.installed_at),
-        "installed_by": record.installed_by,
-    }
-
-
-def _audit_params(event: AuditEvent) -> _Params:
-    return {
-        "at": _moment(event.at),
-        "actor": event.actor,
-        "action": event.action,
-        "plugin_id": event.plugin_id,
-        "tenant": event.tenant,
-        "before_json": _optional_json(event.before, "an audit event's 'before'"),
-        "after_json": _optional_json(event.after, "an audit event's 'after'"),
-    }
-
-
-def _failure_params(failure: FailureRecord) -> _Params:
-    return {
-        "plugin_id": failure.plugin_id,
-        "tenant": failure.tenant,
-        "hook": failure.hook,
-        "exc_type": failure.exc_type,
-        "message": failure.message,
-        "traceback": failure.traceback,
-        "at": _moment(failure.at),
-        "resolved": bool(failure.resolved),
-    }
-
-
-def _metrics_params(delta: MetricsDelta) -> _Params:
-    return {
-        "plugin_id": delta.plugin_id,
-        "hook": delta.hook,
-        "calls": delta.calls,
-        "errors": delta.errors,
-        "total_duration": float(delta.total_duration),
-        "max_duration": float(delta.max_duration),
-        "last_call": _moment(delta.last_call),
-    }
+def _json_object(value: Mapping[str, JSONValue], what: str) -> str:
+    return _json(dict(value), what)
 
 
 # -- decoding: rows to records -------------------------------------------------------------
@@ -1229,103 +1141,20 @@ def _time(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
-def _optional_time(value: datetime | None) -> datetime | None:
-    return None if value is None else _time(value)
-
-
 def _object(value: object) -> dict[str, JSONValue]:
     if not isinstance(value, dict):
         raise ValueError(f"expected a JSON object, found {type(value).__name__}")
     return cast("dict[str, JSONValue]", value)
 
 
-def _optional_object(value: object) -> dict[str, JSONValue] | None:
-    return None if value is None else _object(value)
-
-
-def _strings(value: Sequence[str]) -> tuple[str, ...]:
-    return tuple(value)
-
-
-def _plugin(row: DictRow) -> PluginRecord:
-    return PluginRecord(
-        id=row["id"],
-        name=row["name"],
-        version=row["version"],
-        status=PluginStatus(row["status"]),
-        manifest=_object(row["manifest"]),
-        code_hash=row["code_hash"],
-        source=SourceKind(row["source"]),
-        package_path=row["package_path"],
-        installed_at=_time(row["installed_at"]),
-        installed_by=row["installed_by"],
-        approved_at=_optional_time(row["approved_at"]),
-        approved_by=row["approved_by"],
-        status_reason=row["status_reason"],
-        granted_permissions=_strings(row["granted_permissions"]),
-        revision=row["revision"],
-    )
-
-
-def _tenant(row: DictRow) -> TenantRecord:
-    return TenantRecord(
-        plugin_id=row["plugin_id"],
-        tenant=row["tenant"],
-        enabled=bool(row["enabled"]),
-        suspended_reason=row["suspended_reason"],
-        optional_grants=_strings(row["optional_grants"]),
-        settings=_object(row["settings"]),
-        changed_at=_time(row["changed_at"]),
-        changed_by=row["changed_by"],
-        revision=row["revision"],
-    )
-
-
-def _version(row: DictRow) -> VersionRecord:
-    return VersionRecord(
-        plugin_id=row["plugin_id"],
-        version=row["version"],
-        code_hash=row["code_hash"],
-        changelog=row["changelog"],
-        installed_at=_time(row["installed_at"]),
-        installed_by=row["installed_by"],
-    )
-
-
-def _audit(row: DictRow) -> AuditEvent:
-    return AuditEvent(
-        id=row["id"],
-        at=_time(row["at"]),
-        actor=row["actor"],
-        action=row["action"],
-        plugin_id=row["plugin_id"],
-        tenant=row["tenant"],
-        before=_optional_object(row["before_json"]),
-        after=_optional_object(row["after_json"]),
-    )
-
-
-def _failure(row: DictRow) -> FailureRecord:
-    return FailureRecord(
-        id=row["id"],
-        plugin_id=row["plugin_id"],
-        tenant=row["tenant"],
-        hook=row["hook"],
-        exc_type=row["exc_type"],
-        message=row["message"],
-        traceback=row["traceback"],
-        at=_time(row["at"]),
-        resolved=bool(row["resolved"]),
-    )
-
-
-def _metrics(row: DictRow) -> HookMetrics:
-    return HookMetrics(
-        plugin_id=row["plugin_id"],
-        hook=row["hook"],
-        calls=row["calls"],
-        errors=row["errors"],
-        total_duration=row["total_duration"],
-        max_duration=row["max_duration"],
-        last_call=_time(row["last_call"]),
-    )
+#: Datetimes as timestamptz, JSON objects as jsonb text, tuples of strings as text arrays.
+_CODEC: Final = RowCodec(
+    moment=_moment,
+    json=_json_object,
+    strings=lambda values, what: list(values),
+    flag=bool,
+    number=float,
+    read_time=_time,
+    read_object=_object,
+    read_strings=tuple,
+)

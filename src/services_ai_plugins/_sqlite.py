@@ -23,6 +23,7 @@ from typing import Final, cast, final
 import attrs
 
 from ._errors import StorageError
+from ._rows import RowCodec
 from ._storage import (
     AuditEvent,
     AuditQuery,
@@ -32,7 +33,6 @@ from ._storage import (
     MetricsDelta,
     PluginRecord,
     PluginStatus,
-    SourceKind,
     TenantRecord,
     VersionRecord,
     check_ids,
@@ -250,8 +250,6 @@ ON CONFLICT (plugin_id, hook) DO UPDATE SET
 _NEXT_GENERATION: Final = "UPDATE meta SET value = value + 1 WHERE key = 'generation'"
 _GENERATION: Final = "SELECT value FROM meta WHERE key = 'generation'"
 
-_Params = dict[str, object]
-
 #: How many failure ids one UPDATE names (SQLite allows 999 parameters before 3.32).
 _IDS_PER_STATEMENT: Final = 500
 
@@ -297,10 +295,10 @@ class SQLiteStorage:
             return _generation(conn)
 
     def commit(self, change: Change) -> int:
-        plugin = _plugin_params(change.plugin) if change.plugin is not None else None
-        tenant = _tenant_params(change.tenant) if change.tenant is not None else None
-        version = _version_params(change.version) if change.version is not None else None
-        audit = _audit_params(change.audit)
+        plugin = _CODEC.plugin_params(change.plugin) if change.plugin is not None else None
+        tenant = _CODEC.tenant_params(change.tenant) if change.tenant is not None else None
+        version = _CODEC.version_params(change.version) if change.version is not None else None
+        audit = _CODEC.audit_params(change.audit)
         with self._transaction() as conn:
             change.check(
                 _revision(conn, "SELECT revision FROM plugins WHERE id = ?", change.plugin_id),
@@ -337,7 +335,7 @@ class SQLiteStorage:
                 rows = conn.execute(
                     "SELECT * FROM plugins WHERE status = ? ORDER BY id", (status.value,)
                 ).fetchall()
-            return [_plugin(row) for row in rows]
+            return [_CODEC.plugin(row) for row in rows]
 
     def get_tenant(self, plugin_id: str, tenant: str) -> TenantRecord | None:
         with self._using() as conn:
@@ -348,7 +346,7 @@ class SQLiteStorage:
             rows = conn.execute(
                 "SELECT * FROM plugin_tenants WHERE plugin_id = ? ORDER BY tenant", (plugin_id,)
             ).fetchall()
-            return [_tenant(row) for row in rows]
+            return [_CODEC.tenant(row) for row in rows]
 
     def enabled_plugins(self, tenant: str) -> list[str]:
         with self._using() as conn:
@@ -369,7 +367,7 @@ class SQLiteStorage:
             rows = conn.execute(
                 "SELECT * FROM plugin_versions WHERE plugin_id = ? ORDER BY id", (plugin_id,)
             ).fetchall()
-            return [_version(row) for row in rows]
+            return [_CODEC.version(row) for row in rows]
 
     def audit(self, query: AuditQuery) -> list[AuditEvent]:
         where: list[str] = []
@@ -394,10 +392,10 @@ class SQLiteStorage:
             sql += " WHERE " + " AND ".join(where)
         with self._using() as conn:
             rows = _newest_first(conn, sql, params, query.limit)
-            return [_audit(row) for row in rows]
+            return [_CODEC.audit(row) for row in rows]
 
     def record_failures(self, failures: Sequence[FailureRecord]) -> None:
-        params = [_failure_params(failure) for failure in failures]
+        params = [_CODEC.failure_params(failure) for failure in failures]
         if not params:
             with self._using():
                 return
@@ -421,7 +419,7 @@ class SQLiteStorage:
             sql += " WHERE " + " AND ".join(where)
         with self._using() as conn:
             rows = _newest_first(conn, sql, params, limit)
-            return [_failure(row) for row in rows]
+            return [_CODEC.failure(row) for row in rows]
 
     def resolve_failures(
         self, plugin_id: str, tenant: str | None = None, *, ids: Sequence[int] | None = None
@@ -448,7 +446,7 @@ class SQLiteStorage:
         return count
 
     def record_metrics(self, deltas: Sequence[MetricsDelta]) -> None:
-        params = [_metrics_params(delta) for delta in deltas]
+        params = [_CODEC.metrics_params(delta) for delta in deltas]
         if not params:
             with self._using():
                 return
@@ -464,7 +462,7 @@ class SQLiteStorage:
                 rows = conn.execute(
                     "SELECT * FROM hook_metrics WHERE plugin_id = ? ORDER BY hook", (plugin_id,)
                 )
-            return [_metrics(row) for row in rows.fetchall()]
+            return [_CODEC.metrics(row) for row in rows.fetchall()]
 
     def close(self) -> None:
         """Close the connection; closing twice is harmless."""
@@ -625,104 +623,11 @@ def _text(value: datetime) -> str:
         raise StorageError(f"cannot store the datetime {value.isoformat()}: {exc}") from exc
 
 
-def _optional_text(value: datetime | None) -> str | None:
-    return None if value is None else _text(value)
-
-
 def _dumps(value: object, what: str) -> str:
     try:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise StorageError(f"cannot store {what} as JSON: {exc}") from exc
-
-
-def _plugin_params(record: PluginRecord) -> _Params:
-    return {
-        "id": record.id,
-        "name": record.name,
-        "version": record.version,
-        "status": PluginStatus(record.status).value,
-        "manifest": _dumps(record.manifest, f"the manifest of plugin {record.id!r}"),
-        "code_hash": record.code_hash,
-        "source": SourceKind(record.source).value,
-        "package_path": record.package_path,
-        "installed_at": _text(record.installed_at),
-        "installed_by": record.installed_by,
-        "approved_at": _optional_text(record.approved_at),
-        "approved_by": record.approved_by,
-        "status_reason": record.status_reason,
-        "granted_permissions": _dumps(
-            list(record.granted_permissions), f"the permissions of plugin {record.id!r}"
-        ),
-        "revision": record.revision,
-    }
-
-
-def _tenant_params(record: TenantRecord) -> _Params:
-    where = f"plugin {record.plugin_id!r} for tenant {record.tenant!r}"
-    return {
-        "plugin_id": record.plugin_id,
-        "tenant": record.tenant,
-        "enabled": int(record.enabled),
-        "suspended_reason": record.suspended_reason,
-        "optional_grants": _dumps(list(record.optional_grants), f"the grants of {where}"),
-        "settings": _dumps(dict(record.settings), f"the settings of {where}"),
-        "changed_at": _text(record.changed_at),
-        "changed_by": record.changed_by,
-        "revision": record.revision,
-    }
-
-
-def _version_params(record: VersionRecord) -> _Params:
-    return {
-        "plugin_id": record.plugin_id,
-        "version": record.version,
-        "code_hash": record.code_hash,
-        "changelog": record.changelog,
-        "installed_at": _text(record.installed_at),
-        "installed_by": record.installed_by,
-    }
-
-
-def _audit_params(event: AuditEvent) -> _Params:
-    return {
-        "at": _text(event.at),
-        "actor": event.actor,
-        "action": event.action,
-        "plugin_id": event.plugin_id,
-        "tenant": event.tenant,
-        "before_json": None
-        if event.before is None
-        else _dumps(dict(event.before), "an audit event's 'before'"),
-        "after_json": None
-        if event.after is None
-        else _dumps(dict(event.after), "an audit event's 'after'"),
-    }
-
-
-def _failure_params(failure: FailureRecord) -> _Params:
-    return {
-        "plugin_id": failure.plugin_id,
-        "tenant": failure.tenant,
-        "hook": failure.hook,
-        "exc_type": failure.exc_type,
-        "message": failure.message,
-        "traceback": failure.traceback,
-        "at": _text(failure.at),
-        "resolved": int(failure.resolved),
-    }
-
-
-def _metrics_params(delta: MetricsDelta) -> _Params:
-    return {
-        "plugin_id": delta.plugin_id,
-        "hook": delta.hook,
-        "calls": delta.calls,
-        "errors": delta.errors,
-        "total_duration": delta.total_duration,
-        "max_duration": delta.max_duration,
-        "last_call": _text(delta.last_call),
-    }
 
 
 # Decoding: rows to records.
@@ -736,115 +641,36 @@ def _revision(conn: sqlite3.Connection, sql: str, *params: str) -> int:
 
 def _fetch_plugin(conn: sqlite3.Connection, plugin_id: str) -> PluginRecord | None:
     row = conn.execute("SELECT * FROM plugins WHERE id = ?", (plugin_id,)).fetchone()
-    return None if row is None else _plugin(row)
+    return None if row is None else _CODEC.plugin(row)
 
 
 def _fetch_tenant(conn: sqlite3.Connection, plugin_id: str, tenant: str) -> TenantRecord | None:
     row = conn.execute(
         "SELECT * FROM plugin_tenants WHERE plugin_id = ? AND tenant = ?", (plugin_id, tenant)
     ).fetchone()
-    return None if row is None else _tenant(row)
+    return None if row is None else _CODEC.tenant(row)
 
 
 def _time(text: object) -> datetime:
     return datetime.fromisoformat(str(text))
 
 
-def _optional_time(text: object) -> datetime | None:
-    return None if text is None else _time(text)
-
-
 def _object(text: object) -> dict[str, JSONValue]:
     return cast("dict[str, JSONValue]", json.loads(str(text)))
-
-
-def _optional_object(text: object) -> dict[str, JSONValue] | None:
-    return None if text is None else _object(text)
 
 
 def _strings(text: object) -> tuple[str, ...]:
     return tuple(cast("list[str]", json.loads(str(text))))
 
 
-def _plugin(row: sqlite3.Row) -> PluginRecord:
-    return PluginRecord(
-        id=row["id"],
-        name=row["name"],
-        version=row["version"],
-        status=PluginStatus(row["status"]),
-        manifest=_object(row["manifest"]),
-        code_hash=row["code_hash"],
-        source=SourceKind(row["source"]),
-        package_path=row["package_path"],
-        installed_at=_time(row["installed_at"]),
-        installed_by=row["installed_by"],
-        approved_at=_optional_time(row["approved_at"]),
-        approved_by=row["approved_by"],
-        status_reason=row["status_reason"],
-        granted_permissions=_strings(row["granted_permissions"]),
-        revision=row["revision"],
-    )
-
-
-def _tenant(row: sqlite3.Row) -> TenantRecord:
-    return TenantRecord(
-        plugin_id=row["plugin_id"],
-        tenant=row["tenant"],
-        enabled=bool(row["enabled"]),
-        suspended_reason=row["suspended_reason"],
-        optional_grants=_strings(row["optional_grants"]),
-        settings=_object(row["settings"]),
-        changed_at=_time(row["changed_at"]),
-        changed_by=row["changed_by"],
-        revision=row["revision"],
-    )
-
-
-def _version(row: sqlite3.Row) -> VersionRecord:
-    return VersionRecord(
-        plugin_id=row["plugin_id"],
-        version=row["version"],
-        code_hash=row["code_hash"],
-        changelog=row["changelog"],
-        installed_at=_time(row["installed_at"]),
-        installed_by=row["installed_by"],
-    )
-
-
-def _audit(row: sqlite3.Row) -> AuditEvent:
-    return AuditEvent(
-        id=row["id"],
-        at=_time(row["at"]),
-        actor=row["actor"],
-        action=row["action"],
-        plugin_id=row["plugin_id"],
-        tenant=row["tenant"],
-        before=_optional_object(row["before_json"]),
-        after=_optional_object(row["after_json"]),
-    )
-
-
-def _failure(row: sqlite3.Row) -> FailureRecord:
-    return FailureRecord(
-        id=row["id"],
-        plugin_id=row["plugin_id"],
-        tenant=row["tenant"],
-        hook=row["hook"],
-        exc_type=row["exc_type"],
-        message=row["message"],
-        traceback=row["traceback"],
-        at=_time(row["at"]),
-        resolved=bool(row["resolved"]),
-    )
-
-
-def _metrics(row: sqlite3.Row) -> HookMetrics:
-    return HookMetrics(
-        plugin_id=row["plugin_id"],
-        hook=row["hook"],
-        calls=row["calls"],
-        errors=row["errors"],
-        total_duration=row["total_duration"],
-        max_duration=row["max_duration"],
-        last_call=_time(row["last_call"]),
-    )
+#: Datetimes as ISO text, JSON objects and tuples of strings as JSON text, flags as 0 and 1.
+_CODEC: Final = RowCodec(
+    moment=_text,
+    json=_dumps,
+    strings=lambda values, what: _dumps(list(values), what),
+    flag=int,
+    number=lambda seconds: seconds,
+    read_time=_time,
+    read_object=_object,
+    read_strings=_strings,
+)
