@@ -1,21 +1,20 @@
-"""Four OS processes drive one PostgreSQL registry at once: nothing is lost, conflicts surface,
-and the final state is the one the audit trail describes."""
+"""Four OS processes drive one registry at once, on SQLite and on PostgreSQL: nothing is lost,
+conflicts surface, and the final state is the one the audit trail describes."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from services_ai_plugins import Manifest, PostgresStorage, Registry
-
-psycopg = pytest.importorskip("psycopg")
+from services_ai_plugins import Manifest, Registry, SQLiteStorage, Storage
 
 WORKER = Path(__file__).with_name("_registry_worker.py")
 PROCESSES = 4
@@ -24,25 +23,38 @@ PLUGINS = ("alpha", "bravo", "charlie")
 
 pytestmark = pytest.mark.slow
 
+#: How to open the shared storage here, and what the workers are told to open.
+Target = tuple[Callable[[], Storage], list[str]]
 
-@pytest.fixture
-def schema(postgres_url: str) -> Iterator[str]:
-    """A schema of the test's own, dropped afterwards."""
-    name = f"multiprocess_{uuid.uuid4().hex[:16]}"
-    yield name
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
+    if request.param == "sqlite":
+        db = tmp_path / "registry.db"
+        yield (lambda: SQLiteStorage(db)), [str(db)]
+        with sqlite3.connect(db) as connection:
+            assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        return
+    psycopg = pytest.importorskip("psycopg")
+    from services_ai_plugins import PostgresStorage
+
+    url: str = request.getfixturevalue("postgres_url")
+    schema = f"multiprocess_{uuid.uuid4().hex[:16]}"
+    yield (lambda: PostgresStorage(url, schema=schema)), [url, schema]
+    with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
-            psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(name))
+            psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                psycopg.sql.Identifier(schema)
+            )
         )
 
 
-def test_concurrent_processes_lose_no_update(
-    postgres_url: str, schema: str, tmp_path: Path
-) -> None:
+def test_concurrent_processes_lose_no_update(target: Target, tmp_path: Path) -> None:
     """Audit events match the successful steps one to one, conflicts are raised, and every
     plugin's status, tenant activation and settings are what its newest audit events say."""
+    open_storage, where = target
     go = tmp_path / "go"
-    setup = Registry(PostgresStorage(postgres_url, schema=schema))
+    setup = Registry(open_storage())
     for plugin_id in PLUGINS:
         document = {
             "id": plugin_id,
@@ -52,17 +64,18 @@ def test_concurrent_processes_lose_no_update(
         }
         setup.install(Manifest.from_dict(document), actor="setup", code_hash="c" * 64)
         setup.approve(plugin_id, actor="setup")
+    database, *schema = where
     workers = [
         subprocess.Popen(
             [
                 sys.executable,
                 str(WORKER),
-                postgres_url,
+                database,
                 str(go),
                 str(n),
                 str(STEPS),
                 str(1000 + n),
-                schema,
+                *schema,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
