@@ -361,7 +361,7 @@ def test_a_decision_on_a_stale_read_is_a_conflict(storage: Storage) -> None:
 
 
 def test_grants_are_the_snapshot_a_plugin_api_receives(registry: Registry) -> None:
-    """grants(): nothing until approved, then the approved and the tenant's optional ones."""
+    """grants(): nothing until approved or while suspended, else approved plus optional ones."""
     registry.install(manifest(), actor="dev", code_hash=HASH)
     assert registry.grants("crm-sync", "acme") == frozenset()
     registry.approve("crm-sync", actor="admin")
@@ -369,6 +369,11 @@ def test_grants_are_the_snapshot_a_plugin_api_receives(registry: Registry) -> No
     registry.grant("crm-sync", "acme", "export_leads", actor="admin")
     assert registry.grants("crm-sync", "acme") == {"read_leads", "export_leads"}
     assert registry.grants("crm-sync", "globex") == {"read_leads"}
+    registry.suspend("crm-sync", actor="breaker", reason="failing", tenant="acme")
+    assert registry.grants("crm-sync", "acme") == frozenset()
+    assert registry.grants("crm-sync", "globex") == {"read_leads"}
+    registry.resume("crm-sync", actor="admin", tenant="acme")
+    assert registry.grants("crm-sync", "acme") == {"read_leads", "export_leads"}
     registry.suspend("crm-sync", actor="admin", reason="r")
     assert registry.grants("crm-sync", "acme") == frozenset()
     assert registry.grants("ghost", "acme") == frozenset()

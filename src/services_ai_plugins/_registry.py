@@ -534,7 +534,8 @@ class Registry:
         return self._storage.get_tenant(plugin_id, tenant)
 
     def grants(self, plugin_id: str, tenant: str) -> frozenset[str]:
-        """The permissions the plugin holds for ``tenant``: none unless it is approved.
+        """The permissions the plugin holds for ``tenant``: none unless it is approved and
+        not suspended there.
 
         The approved permissions of its manifest plus the optional ones granted
         for this tenant; the snapshot a host gives the plugin's ``PluginAPI``.
@@ -543,6 +544,8 @@ class Registry:
         if plugin is None or plugin.status is not PluginStatus.APPROVED:
             return frozenset()
         record = self._storage.get_tenant(plugin_id, tenant)
+        if record is not None and record.suspended_reason is not None:
+            return frozenset()  # suspended for this tenant: it may do nothing there
         optional = record.optional_grants if record is not None else ()
         return frozenset(plugin.granted_permissions) | frozenset(optional)
 
