@@ -578,23 +578,7 @@ class PostgresStorage:
             return [_CODEC.version(row) for row in rows]
 
     def audit(self, query: AuditQuery) -> list[AuditEvent]:
-        where: list[str] = []
-        params: list[object] = []
-        for column, value in (
-            ("plugin_id", query.plugin_id),
-            ("tenant", query.tenant),
-            ("actor", query.actor),
-            ("action", query.action),
-        ):
-            if value is not None:
-                where.append(f"{column} = %s")
-                params.append(value)
-        if query.since is not None:
-            where.append("at >= %s")
-            params.append(_moment(query.since))
-        if query.until is not None:
-            where.append("at < %s")
-            params.append(_moment(query.until))
+        where, params = _CODEC.audit_filter(query)
         with self._connection() as conn:
             rows = self._newest_first(conn, _SELECT_AUDIT, where, params, query.limit)
             return [_CODEC.audit(row) for row in rows]
@@ -611,14 +595,7 @@ class PostgresStorage:
         self, plugin_id: str | None = None, *, resolved: bool | None = None, limit: int = 1000
     ) -> list[FailureRecord]:
         check_limit(limit)
-        where: list[str] = []
-        params: list[object] = []
-        if plugin_id is not None:
-            where.append("plugin_id = %s")
-            params.append(plugin_id)
-        if resolved is not None:
-            where.append("resolved = %s")
-            params.append(bool(resolved))
+        where, params = _CODEC.failure_filter(plugin_id, resolved)
         with self._connection() as conn:
             rows = self._newest_first(conn, _SELECT_FAILURES, where, params, limit)
             return [_CODEC.failure(row) for row in rows]
@@ -1157,4 +1134,5 @@ _CODEC: Final = RowCodec(
     read_time=_time,
     read_object=_object,
     read_strings=tuple,
+    marker="%s",
 )

@@ -19,6 +19,7 @@ import attrs
 
 from ._storage import (
     AuditEvent,
+    AuditQuery,
     FailureRecord,
     HookMetrics,
     MetricsDelta,
@@ -63,6 +64,46 @@ class RowCodec:
     read_time: Callable[[Any], datetime]
     read_object: Callable[[Any], dict[str, JSONValue]]
     read_strings: Callable[[Any], tuple[str, ...]]
+
+    #: The driver's positional parameter marker (``?``, ``%s``).
+    marker: str = "?"
+
+    # Filters: the WHERE conditions (joined with AND) and their parameters.
+
+    def audit_filter(self, query: AuditQuery) -> tuple[list[str], list[object]]:
+        """The conditions of an :class:`AuditQuery`: every given field must match."""
+        where: list[str] = []
+        params: list[object] = []
+        for column, value in (
+            ("plugin_id", query.plugin_id),
+            ("tenant", query.tenant),
+            ("actor", query.actor),
+            ("action", query.action),
+        ):
+            if value is not None:
+                where.append(f"{column} = {self.marker}")
+                params.append(value)
+        if query.since is not None:
+            where.append(f"at >= {self.marker}")
+            params.append(self.moment(query.since))
+        if query.until is not None:
+            where.append(f"at < {self.marker}")
+            params.append(self.moment(query.until))
+        return where, params
+
+    def failure_filter(
+        self, plugin_id: str | None, resolved: bool | None
+    ) -> tuple[list[str], list[object]]:
+        """The conditions of ``Storage.failures(plugin_id, resolved=...)``."""
+        where: list[str] = []
+        params: list[object] = []
+        if plugin_id is not None:
+            where.append(f"plugin_id = {self.marker}")
+            params.append(plugin_id)
+        if resolved is not None:
+            where.append(f"resolved = {self.marker}")
+            params.append(self.flag(resolved))
+        return where, params
 
     def plugin_params(self, record: PluginRecord) -> Params:
         return {

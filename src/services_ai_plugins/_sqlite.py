@@ -370,28 +370,9 @@ class SQLiteStorage:
             return [_CODEC.version(row) for row in rows]
 
     def audit(self, query: AuditQuery) -> list[AuditEvent]:
-        where: list[str] = []
-        params: list[object] = []
-        for column, value in (
-            ("plugin_id", query.plugin_id),
-            ("tenant", query.tenant),
-            ("actor", query.actor),
-            ("action", query.action),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if query.since is not None:
-            where.append("at >= ?")
-            params.append(_text(query.since))
-        if query.until is not None:
-            where.append("at < ?")
-            params.append(_text(query.until))
-        sql = "SELECT * FROM audit_events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        where, params = _CODEC.audit_filter(query)
         with self._using() as conn:
-            rows = _newest_first(conn, sql, params, query.limit)
+            rows = _newest_first(conn, "SELECT * FROM audit_events", where, params, query.limit)
             return [_CODEC.audit(row) for row in rows]
 
     def record_failures(self, failures: Sequence[FailureRecord]) -> None:
@@ -406,19 +387,9 @@ class SQLiteStorage:
         self, plugin_id: str | None = None, *, resolved: bool | None = None, limit: int = 1000
     ) -> list[FailureRecord]:
         check_limit(limit)
-        where: list[str] = []
-        params: list[object] = []
-        if plugin_id is not None:
-            where.append("plugin_id = ?")
-            params.append(plugin_id)
-        if resolved is not None:
-            where.append("resolved = ?")
-            params.append(int(resolved))
-        sql = "SELECT * FROM failures"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        where, params = _CODEC.failure_filter(plugin_id, resolved)
         with self._using() as conn:
-            rows = _newest_first(conn, sql, params, limit)
+            rows = _newest_first(conn, "SELECT * FROM failures", where, params, limit)
             return [_CODEC.failure(row) for row in rows]
 
     def resolve_failures(
@@ -600,9 +571,12 @@ def _generation(conn: sqlite3.Connection) -> int:
 
 
 def _newest_first(
-    conn: sqlite3.Connection, sql: str, params: list[object], limit: int
+    conn: sqlite3.Connection, select: str, where: list[str], params: list[object], limit: int
 ) -> list[sqlite3.Row]:
-    """Rows of ``sql`` by id, newest first, at most ``limit`` (not negative) of them."""
+    """Rows of ``select`` by id, newest first, at most ``limit`` (not negative) of them."""
+    sql = select
+    if where:
+        sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY id DESC LIMIT ?"
     return conn.execute(sql, (*params, limit)).fetchall()
 
