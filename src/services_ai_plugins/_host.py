@@ -228,7 +228,6 @@ class PluginHost:
         self._listeners: dict[str, object] = {}
         self._loaded: dict[str, _Loaded] = {}
         self._failed_loads: dict[str, int] = {}
-        self._manifests: dict[tuple[str, int], Manifest] = {}
         self._entry_points: dict[str, DiscoveredPlugin] = {}
         self._closed = False
         #: Entry points that could not be used: (where, error).
@@ -610,14 +609,11 @@ class PluginHost:
                 )
 
     def _manifest(self, record: PluginRecord) -> Manifest | None:
-        key = (record.id, record.revision)
-        manifest = self._manifests.get(key)
-        if manifest is None:
-            try:
-                manifest = self._manifests[key] = Manifest.from_dict(dict(record.manifest))
-            except PluginError:
-                return None
-        return manifest
+        """The record's manifest, from the registry's cache (parsed once per revision)."""
+        try:
+            return self.registry._manifest(record)  # the registry's cache, same package
+        except PluginError:
+            return None
 
     def _record_load_failure(self, plugin_id: str, error: PluginError) -> None:
         try:
