@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import attrs
 
 from ._errors import ManifestError, PackageError, Problem, RequirementsError
+from ._logs import sdk_log_handler
 
 if TYPE_CHECKING:
     import pluggy
@@ -1180,13 +1181,8 @@ def _quiet_logs() -> Iterator[None]:
     The report already holds them; without a handler Python would print them
     with tracebacks on standard error.
     """
-    handler = logging.NullHandler()
-    logger = logging.getLogger("services_ai_plugins")
-    logger.addHandler(handler)
-    try:
+    with sdk_log_handler(logging.NullHandler()):
         yield
-    finally:
-        logger.removeHandler(handler)
 
 
 def _command(args: argparse.Namespace) -> tuple[dict[str, Any], list[str], int]:

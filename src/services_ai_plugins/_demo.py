@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
+from ._logs import sdk_log_handler
 from ._manifest import Manifest
 from ._markers import hookimpl
 from ._package import pack_plugin
@@ -510,18 +511,8 @@ class _LineHandler(logging.Handler):
 @contextlib.contextmanager
 def _one_line_logs(lines: list[str]) -> Iterator[None]:
     """Send the SDK's log records into ``lines`` (one line each) while the demo runs."""
-    logger = logging.getLogger("services_ai_plugins")
-    handler = _LineHandler(lines)
-    level, propagate = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(logging.WARNING)
-    logger.propagate = False
-    try:
+    with sdk_log_handler(_LineHandler(lines), alone=True):
         yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-        logger.propagate = propagate
 
 
 def _effect(method: str, arguments: tuple[Any, ...]) -> str | None:
