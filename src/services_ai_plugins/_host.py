@@ -436,9 +436,12 @@ class PluginHost:
             settings: dict[str, Mapping[str, Any]] = dict.fromkeys(plugins, _NO_SETTINGS)
         else:
             active = frozenset(self._storage.enabled_plugins(tenant)) & frozenset(plugins)
-            grants = {pid: self.registry.grants(pid, tenant) for pid in active}
+            # One read of each plugin's tenant record serves its grants and its settings.
+            registry = self.registry
+            stored = {pid: self._storage.get_tenant(pid, tenant) for pid in active}
+            grants = {pid: registry._grants(plugins[pid].record, stored[pid]) for pid in active}
             settings = {
-                pid: types.MappingProxyType(self.registry.get_settings(pid, tenant))
+                pid: types.MappingProxyType(registry._settings(plugins[pid].record, stored[pid]))
                 for pid in active
             }
         values = {

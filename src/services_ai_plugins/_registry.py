@@ -441,7 +441,10 @@ class Registry:
         way to the default.
         """
         plugin = self.plugin(plugin_id)
-        stored = self._storage.get_tenant(plugin_id, tenant)
+        return self._settings(plugin, self._storage.get_tenant(plugin_id, tenant))
+
+    def _settings(self, plugin: PluginRecord, stored: TenantRecord | None) -> dict[str, JSONValue]:
+        """:meth:`get_settings` from records already read (a host reads them once for both)."""
         values = stored.settings if stored is not None else {}
         result: dict[str, JSONValue] = {}
         for spec in self._manifest(plugin).settings:
@@ -541,9 +544,14 @@ class Registry:
         for this tenant; the snapshot a host gives the plugin's ``PluginAPI``.
         """
         plugin = self._storage.get_plugin(plugin_id)
-        if plugin is None or plugin.status is not PluginStatus.APPROVED:
+        if plugin is None:
             return frozenset()
-        record = self._storage.get_tenant(plugin_id, tenant)
+        return self._grants(plugin, self._storage.get_tenant(plugin_id, tenant))
+
+    def _grants(self, plugin: PluginRecord, record: TenantRecord | None) -> frozenset[str]:
+        """:meth:`grants` from records already read (a host reads them once for both)."""
+        if plugin.status is not PluginStatus.APPROVED:
+            return frozenset()
         if record is not None and record.suspended_reason is not None:
             return frozenset()  # suspended for this tenant: it may do nothing there
         optional = record.optional_grants if record is not None else ()
