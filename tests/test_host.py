@@ -17,9 +17,12 @@ from hypothesis import strategies as st
 from conftest import plugin_folder
 from services_ai_plugins import (
     BreakerPolicy,
+    Isolation,
     MemoryStorage,
     PluginHost,
     PluginStatus,
+    SandboxPolicy,
+    SourceKind,
     SQLiteStorage,
     Storage,
     hookimpl,
@@ -83,12 +86,18 @@ def services() -> FakeHostServices:
 
 HostFactory = Callable[..., PluginHost]
 
+#: Every source in this process.
+IN_PROCESS = SandboxPolicy(isolation=dict.fromkeys(SourceKind, Isolation.INPROCESS))
+
 
 @pytest.fixture
 def make_host(tmp_path: Path, services: FakeHostServices) -> Iterator[HostFactory]:
     hosts: list[PluginHost] = []
 
     def make(storage: Storage | None = None, **options: Any) -> PluginHost:
+        # These tests look at plugin objects: every plugin runs in this process here
+        # (test_sandbox.py runs them in workers).
+        options.setdefault("sandbox", IN_PROCESS)
         host = PluginHost(
             services,
             storage=storage if storage is not None else MemoryStorage(),
@@ -676,6 +685,7 @@ def test_the_breaker_trips_exactly_at_the_first_run_of_n_failures(
         plugins_dir=root / "plugins",
         entry_points=False,
         breaker=BreakerPolicy(consecutive_failures=limit, failure_rate=0),
+        sandbox=IN_PROCESS,
     )
     try:
         Installer(root)(host, "flaky", FLAKY)
@@ -732,7 +742,7 @@ def test_a_host_needs_nothing_but_services(
 ) -> None:
     """Defaults: the SQLite file and the plugins folder of the current folder."""
     monkeypatch.chdir(tmp_path)
-    with PluginHost(FakeHostServices(), entry_points=False) as host:
+    with PluginHost(FakeHostServices(), entry_points=False, sandbox=IN_PROCESS) as host:
         install(host, "alpha", RECORDING)
         host.hook.lead_created(lead=lead(), context=Context(tenant="acme"))
         assert len(host.plugins()["alpha"].seen) == 1  # type: ignore[attr-defined]

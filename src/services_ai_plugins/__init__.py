@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         install_archive,
     )
     from ._check import CheckProblem, CheckReport, check_plugin
+    from ._confine import Capabilities, Layer, Limits
     from ._dependencies import check_environment, check_plugins, load_order
     from ._discovery import (
         ENTRY_POINT_GROUP,
@@ -43,12 +44,16 @@ if TYPE_CHECKING:
         PluginError,
         PluginNotFound,
         Problem,
+        RemoteError,
         RequirementsError,
         ResultRefused,
+        SandboxError,
+        SandboxTimeout,
         SettingsError,
         StorageError,
         TenantScopeError,
         TransitionError,
+        WorkerCrashed,
     )
     from ._host import PluginHealth, PluginHost
     from ._loader import IntegrityError, LoadedPlugin, load_plugin, unload_plugin
@@ -58,6 +63,7 @@ if TYPE_CHECKING:
     from ._permissions import DEFAULT_PERMISSIONS, Permission, PermissionCatalogue, Risk
     from ._postgres import PostgresStorage
     from ._registry import Registry, Suspension
+    from ._sandbox import Sandbox, SandboxedPlugin, SandboxPolicy, WorkerInfo
     from ._scaffold import ScaffoldResult, scaffold_plugin
     from ._schema import manifest_json_schema
     from ._settings import SettingSpec, SettingType, validate_settings
@@ -85,6 +91,7 @@ _LAZY: dict[str, str] = {
     "AuditEvent": "._storage",
     "AuditQuery": "._storage",
     "BreakerPolicy": "._dispatch",
+    "Capabilities": "._confine",
     "Change": "._storage",
     "ChangeFeed": "._storage",
     "CheckProblem": "._check",
@@ -104,6 +111,8 @@ _LAZY: dict[str, str] = {
     "HostServices": "._api",
     "IntegrityError": "._loader",
     "Isolation": "._manifest",
+    "Layer": "._confine",
+    "Limits": "._confine",
     "LoadedPlugin": "._loader",
     "MAX_MANIFEST_BYTES": "._manifest",
     "Manifest": "._manifest",
@@ -126,10 +135,16 @@ _LAZY: dict[str, str] = {
     "PostgresStorage": "._postgres",
     "Problem": "._errors",
     "Registry": "._registry",
+    "RemoteError": "._errors",
     "RequirementsError": "._errors",
     "ResultRefused": "._errors",
     "Risk": "._permissions",
     "SQLiteStorage": "._sqlite",
+    "Sandbox": "._sandbox",
+    "SandboxError": "._errors",
+    "SandboxPolicy": "._sandbox",
+    "SandboxTimeout": "._errors",
+    "SandboxedPlugin": "._sandbox",
     "ScaffoldResult": "._scaffold",
     "SettingSpec": "._settings",
     "SettingType": "._settings",
@@ -143,6 +158,8 @@ _LAZY: dict[str, str] = {
     "TransitionError": "._errors",
     "ValidatedPlugin": "._package",
     "VersionRecord": "._storage",
+    "WorkerCrashed": "._errors",
+    "WorkerInfo": "._sandbox",
     "check_environment": "._dependencies",
     "check_plugin": "._check",
     "check_plugins": "._dependencies",
@@ -187,6 +204,7 @@ __all__ = [
     "AuditEvent",
     "AuditQuery",
     "BreakerPolicy",
+    "Capabilities",
     "Change",
     "ChangeFeed",
     "CheckProblem",
@@ -204,6 +222,8 @@ __all__ = [
     "HostServices",
     "IntegrityError",
     "Isolation",
+    "Layer",
+    "Limits",
     "LoadedPlugin",
     "Manifest",
     "ManifestError",
@@ -225,10 +245,16 @@ __all__ = [
     "PostgresStorage",
     "Problem",
     "Registry",
+    "RemoteError",
     "RequirementsError",
     "ResultRefused",
     "Risk",
     "SQLiteStorage",
+    "Sandbox",
+    "SandboxError",
+    "SandboxPolicy",
+    "SandboxTimeout",
+    "SandboxedPlugin",
     "ScaffoldResult",
     "SettingSpec",
     "SettingType",
@@ -242,6 +268,8 @@ __all__ = [
     "TransitionError",
     "ValidatedPlugin",
     "VersionRecord",
+    "WorkerCrashed",
+    "WorkerInfo",
     "__version__",
     "check_environment",
     "check_plugin",

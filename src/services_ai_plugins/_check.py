@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import attrs
 
 from ._errors import ManifestError, PackageError, Problem, RequirementsError
-from ._logs import sdk_log_handler
+from ._logs import plugin_output, sdk_log_handler
 
 if TYPE_CHECKING:
     import pluggy
@@ -1181,7 +1181,7 @@ def _quiet_logs() -> Iterator[None]:
     The report already holds them; without a handler Python would print them
     with tracebacks on standard error.
     """
-    with sdk_log_handler(logging.NullHandler()):
+    with sdk_log_handler(logging.NullHandler()), plugin_output(sys.stderr):
         yield
 
 

@@ -25,6 +25,7 @@ from ._errors import PackageError, PluginError, _ProblemsError
 from ._host_cli import add_host_commands
 from ._operator_cli import add_operator_commands
 from ._package import pack_plugin, validate_plugin
+from ._sandbox_cli import add_sandbox_commands
 from ._scaffold import scaffold_plugin
 from ._schema import manifest_json_schema
 from ._version import HOST_API_VERSION, __version__
@@ -167,6 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     add_demo_command(commands)
     add_operator_commands(commands, common, PROG)
     add_host_commands(commands, common, PROG)
+    add_sandbox_commands(commands, common, PROG)
     return parser
 
 

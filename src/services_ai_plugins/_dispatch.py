@@ -25,7 +25,7 @@ from typing import Any, Final, NamedTuple, Protocol, final
 import attrs
 
 from ._api import CALL_LOOPS
-from ._errors import ResultRefused
+from ._errors import RemoteError, ResultRefused
 from ._storage import FailureRecord, MetricsDelta
 from .events import Context, HtmlFragment, Placement
 from .hookspecs import HookInfo, HookKind
@@ -365,13 +365,18 @@ class Dispatcher:
         frames = exc.__traceback__
         while frames is not None and frames.tb_frame.f_code in _LOOP_CODES:
             frames = frames.tb_next
+        if isinstance(exc, RemoteError):  # raised in a sandbox worker: its own type and frames
+            exc_type, message, text = exc.remote_type, exc.remote_message, exc.remote_traceback
+        else:
+            exc_type, message = type(exc).__name__, str(exc)
+            text = "".join(traceback.format_exception(type(exc), exc, frames))
         failure = FailureRecord(
             plugin_id=plugin_id,
             tenant=tenant,
             hook=info.name,
-            exc_type=type(exc).__name__,
-            message=str(exc),
-            traceback="".join(traceback.format_exception(type(exc), exc, frames)),
+            exc_type=exc_type,
+            message=message,
+            traceback=text,
             at=datetime.now(timezone.utc),
         )
         logging.getLogger(f"services_ai_plugins.plugins.{plugin_id}").error(

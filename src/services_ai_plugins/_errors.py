@@ -14,6 +14,10 @@ Everything the SDK raises on purpose derives from one root, so a host can catch
     ├── PermissionDenied   (also PermissionError) a plugin called an API method it has no grant for
     ├── TenantScopeError   host services returned another tenant's data, or a call needs a tenant
     ├── ResultRefused      a plugin's hook returned a value the host does not accept
+    ├── SandboxError       a sandboxed plugin's worker broke the protocol or could not start
+    │   ├── SandboxTimeout the worker did not answer in time: it was killed, and restarts
+    │   ├── WorkerCrashed  the worker died: its exit code or signal, and the likely cause
+    │   └── RemoteError    the plugin raised in its worker: its type, message and traceback
     └── StorageError       the storage backend failed (the driver's error is the __cause__)
         └── ConflictError  another writer changed the record first: re-read and retry
 
@@ -35,12 +39,16 @@ __all__ = [
     "PluginError",
     "PluginNotFound",
     "Problem",
+    "RemoteError",
     "RequirementsError",
     "ResultRefused",
+    "SandboxError",
+    "SandboxTimeout",
     "SettingsError",
     "StorageError",
     "TenantScopeError",
     "TransitionError",
+    "WorkerCrashed",
 ]
 
 
@@ -281,3 +289,60 @@ class ResultRefused(PluginError):
         self.hook = hook
         self.reason = reason
         super().__init__(f"plugin {plugin_id!r} returned from {hook}(): {reason}")
+
+
+class SandboxError(PluginError):
+    """A sandboxed plugin could not be run: its worker failed, or broke the protocol.
+
+    Recorded as the plugin's failure, like an exception it raised.
+    """
+
+    def __init__(self, plugin_id: str, message: str) -> None:
+        self.plugin_id = plugin_id
+        super().__init__(f"plugin {plugin_id!r}: {message}")
+
+
+class SandboxTimeout(SandboxError):
+    """A sandboxed plugin did not answer a hook call within its time limit.
+
+    Its worker (and every process it started) was killed; the next call starts
+    a new one.
+    """
+
+    def __init__(self, plugin_id: str, hook: str, timeout: float) -> None:
+        self.hook = hook
+        self.timeout = timeout
+        super().__init__(
+            plugin_id,
+            f"{hook}() did not return within {timeout:g} s; its worker was stopped",
+        )
+
+
+class WorkerCrashed(SandboxError):
+    """A sandboxed plugin's worker process died (``os._exit``, a signal, a limit).
+
+    ``cause`` says how, in words (``exit code 3``, ``killed by SIGABRT``,
+    ``killed by SIGKILL: over its memory or CPU limit?``).
+    """
+
+    def __init__(self, plugin_id: str, hook: str, cause: str) -> None:
+        self.hook = hook
+        self.cause = cause
+        super().__init__(plugin_id, f"its worker died during {hook}(): {cause}")
+
+
+class RemoteError(SandboxError):
+    """A sandboxed plugin raised an exception in its worker.
+
+    ``remote_type`` is the exception's class name there and
+    ``remote_traceback`` its traceback; a failure record shows them as if the
+    plugin had raised in the host's process.
+    """
+
+    def __init__(
+        self, plugin_id: str, remote_type: str, message: str, remote_traceback: str
+    ) -> None:
+        self.remote_type = remote_type
+        self.remote_message = message
+        self.remote_traceback = remote_traceback
+        super().__init__(plugin_id, f"{remote_type}: {message}")

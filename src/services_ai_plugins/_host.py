@@ -53,9 +53,10 @@ from ._errors import (
     TransitionError,
 )
 from ._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
-from ._loader import load_failure, load_plugin, unload_plugin
-from ._manifest import Manifest
+from ._loader import load_failure, load_plugin, unload_plugin, verify_plugin
+from ._manifest import Isolation, Manifest
 from ._registry import Registry, Suspension
+from ._sandbox import Sandbox, SandboxedPlugin, SandboxPolicy
 from ._storage import (
     ChangeFeed,
     FailureRecord,
@@ -66,7 +67,7 @@ from ._storage import (
     Storage,
 )
 from .events import Context
-from .hookspecs import HookInfo, hook_info, plugin_manager
+from .hookspecs import HookInfo, HookKind, hook_info, plugin_manager
 
 __all__ = ["PluginHealth", "PluginHost"]
 
@@ -168,6 +169,8 @@ class PluginHost:
     :param flush_interval: seconds between two writes of metrics and failures.
     :param api_class: the :class:`PluginAPI` subclass plugins receive.
     :param on_denied: called with each refused API call (see :class:`PluginAPI`).
+    :param sandbox: which plugins run in worker processes, with which limits
+        (default :class:`SandboxPolicy`: uploaded archives do, with a 5 s timeout).
     """
 
     def __init__(
@@ -186,6 +189,7 @@ class PluginHost:
         api_class: type[PluginAPI] = PluginAPI,
         on_denied: DeniedHook | None = None,
         actor: str = "host",
+        sandbox: SandboxPolicy | None = None,
     ) -> None:
         if refresh_interval < 0 or flush_interval < 0:
             raise ValueError("refresh_interval and flush_interval must be >= 0 seconds")
@@ -203,6 +207,10 @@ class PluginHost:
         self._api_class: Final = api_class
         self._on_denied: Final = on_denied
         self._actor: Final = actor
+        #: The worker processes sandboxed plugins run in (started on first use).
+        self.sandbox: Final = Sandbox(
+            sandbox or SandboxPolicy(), api_methods={*api_class.permissions(), "has_permission"}
+        )
         #: The registry over the host's storage; changes made through it apply here at once.
         self.registry: Final = Registry(storage, on_change=self._changed)
         # Other processes' changes: at once from a change feed, else by polling the counter.
@@ -535,18 +543,50 @@ class PluginHost:
         """Import one approved plugin and check its hooks; False (recorded) when it cannot run."""
         if self._failed_loads.get(record.id) == record.revision:
             return False  # failed at this revision already: wait for a new install or approval
+        manifest = self._manifest(record)
+        sandboxed = (
+            self.sandbox.policy.isolation_for(
+                record.source, manifest.isolation if manifest is not None else None
+            )
+            is Isolation.PROCESS
+        )
         plugin: object = None
         try:
             if record.source is not SourceKind.ENTRY_POINT:
                 # Verifies the code hash first; records its own failures (and
                 # suspends a plugin whose code changed).
-                plugin = load_plugin(record, registry=self.registry, actor=self._actor).plugin
+                if sandboxed:
+                    folder = verify_plugin(record, registry=self.registry, actor=self._actor)
+                else:
+                    plugin = load_plugin(record, registry=self.registry, actor=self._actor).plugin
         except PluginError as error:
             self._failed_loads[record.id] = record.revision
             _logger.error("plugin %r not loaded: %s", record.id, error)
             return False
         try:
-            if record.source is SourceKind.ENTRY_POINT:
+            if sandboxed:
+                if manifest is None:
+                    raise PackageError("its manifest cannot be read", path=record.id)
+                if record.source is SourceKind.ENTRY_POINT:
+                    module, attribute = self._entry_point_target(record.id)
+                    plugin = self.sandbox.load(
+                        record.id,
+                        manifest,
+                        folder=None,
+                        spec_args=self._spec_args,
+                        ignored=self._notify_hooks(),
+                        module=module,
+                        attribute=attribute,
+                    )
+                else:
+                    plugin = self.sandbox.load(
+                        record.id,
+                        manifest,
+                        folder=folder,
+                        spec_args=self._spec_args,
+                        ignored=self._notify_hooks(),
+                    )
+            elif record.source is SourceKind.ENTRY_POINT:
                 found = self._entry_points.get(record.id)
                 if found is None:
                     raise PackageError(
@@ -558,13 +598,49 @@ class PluginHost:
             self._check_implementations(record, plugin)
         except PluginError as error:
             self._failed_loads[record.id] = record.revision
-            if record.source is not SourceKind.ENTRY_POINT:
+            if sandboxed:
+                self.sandbox.unload(record.id)
+            elif record.source is not SourceKind.ENTRY_POINT:
                 unload_plugin(record.id)
             self._record_load_failure(record.id, error)
             _logger.error("plugin %r not loaded: %s", record.id, error)
             return False
         self._loaded[record.id] = _Loaded(record, plugin)
         return True
+
+    def _entry_point_target(self, plugin_id: str) -> tuple[str, str | None]:
+        """The module (and attribute) a worker imports for an entry-point plugin."""
+        found = self._entry_points.get(plugin_id)
+        if found is None:
+            raise PackageError(
+                "its entry point is not installed in this environment", path=plugin_id
+            )
+        plugin = found.plugin
+        if isinstance(plugin, types.ModuleType):
+            return plugin.__name__, None
+        module = getattr(plugin, "__module__", None)
+        qualname = getattr(plugin, "__qualname__", None)
+        if not module or not qualname or "<" in qualname:
+            raise PackageError(
+                "it cannot run in a sandbox: its entry point is not an importable module or class",
+                path=plugin_id,
+            )
+        return module, qualname
+
+    def _notify_hooks(self) -> frozenset[str]:
+        """The specified hooks whose results are ignored (their sandboxed results are not sent)."""
+        return frozenset(
+            name
+            for name, caller in vars(self.pm.hook).items()
+            if isinstance(caller, pluggy.HookCaller)
+            and caller.spec is not None
+            and self._info(name).kind is HookKind.NOTIFY
+        )
+
+    def _spec_args(self, name: str) -> tuple[str, ...] | None:
+        caller = getattr(self.pm.hook, name, None)
+        spec = getattr(caller, "spec", None)
+        return tuple(spec.argnames) if spec is not None else None
 
     def _check_implementations(self, record: PluginRecord, plugin: object) -> None:
         """Register with pluggy to check the implementations at the door, then take it out again.
@@ -628,7 +704,9 @@ class PluginHost:
         loaded = self._loaded.pop(plugin_id, None)
         if loaded is not None and self.pm.get_plugin(plugin_id) is not None:
             self.pm.unregister(name=plugin_id)
-        if loaded is not None and loaded.record.source is not SourceKind.ENTRY_POINT:
+        if isinstance(loaded and loaded.plugin, SandboxedPlugin):
+            self.sandbox.unload(plugin_id)
+        elif loaded is not None and loaded.record.source is not SourceKind.ENTRY_POINT:
             unload_plugin(plugin_id)
 
     def _reregister(self) -> None:
@@ -791,6 +869,7 @@ class PluginHost:
         finally:
             for plugin_id in list(self._loaded):
                 self._unload(plugin_id)
+            self.sandbox.close()
             if self._owns_storage:
                 self._storage.close()
 

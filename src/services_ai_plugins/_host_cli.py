@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn, final
 from . import _check
 from ._check import OPTIONAL, example_values, parameter_types, type_name
 from ._errors import Problem, StorageError, TransitionError, _ProblemsError
-from ._logs import sdk_log_handler
+from ._logs import plugin_output, sdk_log_handler
 from ._operator_cli import (
     DB_ENV,
     Result,
@@ -321,7 +321,7 @@ def _log_to_stderr() -> Iterator[None]:
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.WARNING)
     handler.setFormatter(_OneLine())
-    with sdk_log_handler(handler):
+    with sdk_log_handler(handler), plugin_output(sys.stderr):
         yield
 
 

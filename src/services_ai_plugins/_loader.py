@@ -23,7 +23,7 @@ from typing import Final
 
 import attrs
 
-from ._errors import PackageError
+from ._errors import PackageError, RemoteError
 from ._hashing import code_hash
 from ._manifest import Manifest
 from ._registry import Registry
@@ -32,10 +32,12 @@ from ._storage import FailureRecord, PluginRecord, PluginStatus
 __all__ = [
     "IntegrityError",
     "LoadedPlugin",
+    "import_plugin",
     "load_failure",
     "load_plugin",
     "namespace",
     "unload_plugin",
+    "verify_plugin",
 ]
 
 #: The parent of every loaded plugin's namespace package.
@@ -95,6 +97,24 @@ def load_plugin(
         import (the original exception is the cause; with ``registry``, it is
         recorded as a failure with its traceback).
     """
+    folder = verify_plugin(record, registry=registry, actor=actor)
+    manifest = Manifest.from_dict(dict(record.manifest))
+    try:
+        return import_plugin(record.id, folder, manifest)
+    except PackageError as error:
+        if registry is not None and error.__cause__ is not None:
+            _record_failure(registry, record.id, error.__cause__)
+        raise
+
+
+def verify_plugin(
+    record: PluginRecord, *, registry: Registry | None = None, actor: str = "loader"
+) -> Path:
+    """The plugin's folder, once its files are checked against the recorded code hash.
+
+    :raises IntegrityError: see :func:`load_plugin`.
+    :raises PackageError: when the plugin has no folder.
+    """
     if record.package_path is None:
         raise PackageError("has no plugin folder to load from", path=record.id)
     folder = Path(record.package_path)
@@ -106,9 +126,16 @@ def load_plugin(
             if record.status is PluginStatus.APPROVED:
                 registry.suspend(record.id, actor=actor, reason=str(error))
         raise error
-    manifest = Manifest.from_dict(dict(record.manifest))
-    name = namespace(record.id)
-    unload_plugin(record.id)
+    return folder
+
+
+def import_plugin(plugin_id: str, folder: Path, manifest: Manifest) -> LoadedPlugin:
+    """Import a plugin folder's entry point under the plugin's own namespace (no hash check).
+
+    :raises PackageError: when its code fails to import (the exception is the cause).
+    """
+    name = namespace(plugin_id)
+    unload_plugin(plugin_id)
     _root()
     spec = importlib.util.spec_from_loader(name, loader=None, is_package=True)
     assert spec is not None
@@ -126,15 +153,13 @@ def load_plugin(
         if manifest.plugin_class is not None:
             plugin = getattr(module, manifest.plugin_class)()
     except (Exception, SystemExit) as exc:  # any error in plugin code is the plugin's failure
-        unload_plugin(record.id)
-        if registry is not None:
-            _record_failure(registry, record.id, exc)
+        unload_plugin(plugin_id)
         raise PackageError(
-            f"plugin {record.id!r} failed to load: {type(exc).__name__}: {exc}", path=str(folder)
+            f"plugin {plugin_id!r} failed to load: {type(exc).__name__}: {exc}", path=str(folder)
         ) from exc
     finally:
         sys.dont_write_bytecode = writes_bytecode
-    return LoadedPlugin(record.id, module, plugin, name)
+    return LoadedPlugin(plugin_id, module, plugin, name)
 
 
 def unload_plugin(plugin_id: str) -> int:
@@ -152,12 +177,17 @@ def _record_failure(registry: Registry, plugin_id: str, error: BaseException) ->
 
 def load_failure(plugin_id: str, error: BaseException) -> FailureRecord:
     """The failure record of a plugin that could not be loaded (hook ``load``, no tenant)."""
+    if isinstance(error, RemoteError):  # it failed to load in its sandbox worker
+        exc_type, message, text = error.remote_type, error.remote_message, error.remote_traceback
+    else:
+        exc_type, message = type(error).__name__, str(error)
+        text = "".join(traceback.format_exception(error))
     return FailureRecord(
         plugin_id=plugin_id,
         tenant=None,
         hook="load",
-        exc_type=type(error).__name__,
-        message=str(error),
-        traceback="".join(traceback.format_exception(error)),
+        exc_type=exc_type,
+        message=message,
+        traceback=text,
         at=datetime.now(timezone.utc),
     )

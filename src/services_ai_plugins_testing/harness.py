@@ -23,11 +23,14 @@ import attrs
 from services_ai_plugins import (
     DeniedCall,
     HookTrace,
+    Isolation,
     Manifest,
     MemoryStorage,
     PluginAPI,
     PluginHost,
     PluginRecord,
+    SandboxPolicy,
+    SourceKind,
     pack_plugin,
 )
 from services_ai_plugins._kinds import MANIFEST_NAME
@@ -246,6 +249,12 @@ def _made(calls: Sequence[APICall]) -> str:
     return "the calls made were:\n" + "\n".join(lines)
 
 
+def _sandbox_policy(sandbox: bool) -> SandboxPolicy:
+    """Every plugin in a worker process (as a host runs uploads), or every one in this process."""
+    where = Isolation.PROCESS if sandbox else Isolation.INPROCESS
+    return SandboxPolicy(isolation=dict.fromkeys(SourceKind, where))
+
+
 class PluginHarness:
     """A real host on memory storage and fake services, for running plugins in tests.
 
@@ -260,6 +269,11 @@ class PluginHarness:
             trace = plugin_host.fire("lead_created")
             trace.assert_ok()
             assert plugin_host.services.notifications("acme")
+
+    Plugins run in the test's process, where a test can look at them
+    (:meth:`plugin`); with ``sandbox=True`` (the marker's ``sandbox=True``)
+    they run in worker processes, as a host runs uploaded archives, so a
+    test sees what the sandbox allows and refuses.
     """
 
     def __init__(
@@ -270,6 +284,7 @@ class PluginHarness:
         tenant: str = DEFAULT_TENANT,
         project: str | os.PathLike[str] | None = None,
         strict: bool = False,
+        sandbox: bool = False,
     ) -> None:
         #: The fake host services plugins act on (``fake_services``).
         self.services: Final = services
@@ -285,6 +300,7 @@ class PluginHarness:
             entry_points=False,
             strict=strict,
             refresh_interval=0,
+            sandbox=_sandbox_policy(sandbox),
         )
 
     def add(

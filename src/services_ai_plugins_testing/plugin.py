@@ -44,19 +44,22 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def _options(request: pytest.FixtureRequest) -> tuple[Path | None, str]:
-    """The plugin folder and tenant for this test: the marker's, else the defaults."""
+def _options(request: pytest.FixtureRequest) -> tuple[Path | None, str, bool]:
+    """The plugin folder, tenant and sandbox choice for this test: the marker's, else defaults."""
     from .harness import DEFAULT_TENANT, find_plugin_folder  # noqa: PLC0415
 
     marker = request.node.get_closest_marker(_MARKER)
     options: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
-    unknown = set(options) - {"path", "tenant"}
+    unknown = set(options) - {"path", "tenant", "sandbox"}
     if unknown:
         raise pytest.UsageError(
             f"@pytest.mark.{_MARKER}: unknown option(s) {', '.join(sorted(unknown))} "
-            "(it takes path= and tenant=)"
+            "(it takes path=, tenant= and sandbox=)"
         )
     tenant = str(options.get("tenant") or DEFAULT_TENANT)
+    sandbox = options.get("sandbox", False)
+    if not isinstance(sandbox, bool):
+        raise pytest.UsageError(f"@pytest.mark.{_MARKER}: sandbox= takes True or False")
     path = options.get("path")
     if path is not None:
         folder = Path(path)
@@ -64,8 +67,8 @@ def _options(request: pytest.FixtureRequest) -> tuple[Path | None, str]:
             folder = request.path.parent / folder
         if not folder.is_dir():
             raise pytest.UsageError(f"@pytest.mark.{_MARKER}: no plugin folder at {folder}")
-        return folder, tenant
-    return find_plugin_folder(request.path.parent), tenant
+        return folder, tenant, sandbox
+    return find_plugin_folder(request.path.parent), tenant, sandbox
 
 
 @pytest.fixture
@@ -87,7 +90,7 @@ def mock_api(request: pytest.FixtureRequest, fake_services: FakeHostServices) ->
 
     from .harness import MockAPI  # noqa: PLC0415
 
-    folder, tenant = _options(request)
+    folder, tenant, _ = _options(request)
     if folder is None:
         return MockAPI(fake_services, tenant=tenant)
     manifest = Manifest.from_file(folder / "manifest.json")
@@ -101,9 +104,13 @@ def plugin_host(
     """A real plugin host on memory storage and ``fake_services``; ``add()`` your plugin to it."""
     from .harness import PluginHarness  # noqa: PLC0415
 
-    folder, tenant = _options(request)
+    folder, tenant, sandbox = _options(request)
     harness = PluginHarness(
-        fake_services, tmp_path / "services-ai-plugins", tenant=tenant, project=folder
+        fake_services,
+        tmp_path / "services-ai-plugins",
+        tenant=tenant,
+        project=folder,
+        sandbox=sandbox,
     )
     yield harness
     harness.close()

@@ -1,0 +1,848 @@
+"""The process sandbox, host side: plugins that run in worker processes.
+
+A sandboxed plugin is registered with pluggy as a *stand-in*: an object whose
+hook implementations have the plugin's names, argument names and ordering
+options, and whose bodies send the call to the plugin's worker and wait for
+the answer. The call loop cannot tell the difference, so isolation, metrics,
+failures and the breaker work as for in-process plugins.
+
+Workers are forked by a zygote (see :mod:`._worker`), started on a plugin's
+first load, reused for every call, and bounded in number (the least recently
+used idle worker makes room). A call waits at most ``timeout`` seconds: a
+worker that overruns is killed with its whole process group, and one that
+dies is reaped and its cause recorded; either way the next call starts a new
+one. While a call runs, the worker may send API requests: the host runs them
+on the plugin's real :class:`PluginAPI` for the call's tenant, so grants are
+never decided in the worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import keyword
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from time import monotonic, perf_counter
+from typing import Any, Final, final
+
+import attrs
+
+from ._confine import Capabilities, Limits
+from ._errors import (
+    PackageError,
+    RemoteError,
+    SandboxError,
+    SandboxTimeout,
+    WorkerCrashed,
+)
+from ._kinds import SourceKind
+from ._logs import OUTPUT_ATTRIBUTE
+from ._manifest import Isolation, Manifest
+from ._markers import PROJECT_NAME
+from ._wire import MAX_FRAME, Channel, WireError, decode, encode
+from .events import ApiRequest, ApiResponse, Route
+
+__all__ = ["Sandbox", "SandboxPolicy", "WorkerInfo"]
+
+_logger = logging.getLogger("services_ai_plugins.sandbox")
+
+#: How deep hook calls may nest through one worker (a hook whose API call fires a hook).
+MAX_DEPTH: Final = 8
+
+_DEFAULT_ISOLATION: Final[Mapping[SourceKind, Isolation]] = {
+    SourceKind.ARCHIVE: Isolation.PROCESS,
+    SourceKind.FOLDER: Isolation.INPROCESS,
+    SourceKind.ENTRY_POINT: Isolation.INPROCESS,
+}
+
+
+def _isolation_map(
+    value: Mapping[SourceKind | str, Isolation | str],
+) -> Mapping[SourceKind, Isolation]:
+    merged = dict(_DEFAULT_ISOLATION)
+    merged.update({SourceKind(k): Isolation(v) for k, v in value.items()})
+    return merged
+
+
+def _limits(value: Limits | Mapping[str, int | None]) -> Limits:
+    return value if isinstance(value, Limits) else Limits(**value)
+
+
+@attrs.frozen(kw_only=True)
+class SandboxPolicy:
+    """Which plugins run in a worker process, and within which limits.
+
+    ``isolation`` maps where a plugin came from to where it runs; uploaded
+    archives run in a worker by default, entry points and folders (placed by
+    an operator) in the host's process. A manifest asking for ``"process"``
+    always gets it; one asking for ``"inprocess"`` cannot loosen the policy.
+
+    >>> SandboxPolicy(timeout=2.0).isolation_for(SourceKind.ARCHIVE, None)
+    <Isolation.PROCESS: 'process'>
+    """
+
+    isolation: Mapping[SourceKind, Isolation] = attrs.field(
+        factory=lambda: dict(_DEFAULT_ISOLATION), converter=_isolation_map
+    )
+    #: Seconds a hook call (API callbacks included) may take before its worker is killed.
+    timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+    #: Seconds a worker may take to start and import its plugin.
+    start_timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    #: The operating-system limits of each worker.
+    limits: Limits = attrs.field(factory=Limits, converter=_limits)
+    #: The most workers alive at once (one per plugin; idle ones make room).
+    max_workers: int = attrs.field(default=16, validator=attrs.validators.ge(1))
+    #: The most characters of printed output and log messages a call may send.
+    output_limit: int = attrs.field(default=64 * 1024, validator=attrs.validators.ge(0))
+    #: The largest message a worker may send, in bytes.
+    max_frame: int = attrs.field(default=MAX_FRAME, validator=attrs.validators.ge(1024))
+    #: The interpreter workers run on (started with ``-I``).
+    python: str = sys.executable
+    #: More paths workers may read (besides the interpreter's, the SDK's and the plugin's).
+    readable: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+    def isolation_for(self, source: SourceKind, asked: Isolation | None) -> Isolation:
+        """Where a plugin from ``source`` whose manifest asks for ``asked`` runs."""
+        if asked is Isolation.PROCESS:
+            return Isolation.PROCESS
+        return self.isolation.get(source, Isolation.PROCESS)
+
+
+@attrs.frozen(kw_only=True)
+class WorkerInfo:
+    """One live worker, for an operator's page (:meth:`Sandbox.workers`)."""
+
+    plugin_id: str
+    pid: int
+    #: Hook calls it answered.
+    calls: int
+    #: Seconds since it started.
+    age: float
+    #: Seconds it took to start and import its plugin.
+    start_time: float
+    #: Its resident memory in bytes (None where ``/proc`` cannot tell).
+    rss: int | None
+    #: The confinement layers applied to it.
+    layers: tuple[str, ...]
+
+
+Invoke = Callable[[str, tuple[str, ...], tuple[Any, ...]], Any]
+
+
+@final
+class Sandbox:
+    """The host's worker processes: started lazily, reused, bounded, killed on overrun.
+
+    One per :class:`PluginHost` (``host.sandbox``). Thread-safe: calls into
+    different plugins run in parallel; calls into one plugin take turns.
+    """
+
+    def __init__(self, policy: SandboxPolicy, *, api_methods: Iterable[str]) -> None:
+        self.policy: Final = policy
+        self._api_methods: Final = frozenset(api_methods)
+        self._lock = threading.Lock()
+        self._zygote: _Zygote | None = None
+        self._plugins: dict[str, _Sandboxed] = {}
+        #: Live workers, by plugin id.
+        self._live: dict[str, _Worker] = {}
+        self._notes: set[str] = set()
+        self._closed = False
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this machine offers the workers (probed by the zygote; starts it if needed)."""
+        return self._ensure_zygote().capabilities
+
+    def load(
+        self,
+        plugin_id: str,
+        manifest: Manifest,
+        *,
+        folder: Path | None,
+        spec_args: Callable[[str], Sequence[str] | None],
+        ignored: frozenset[str] = frozenset(),
+        module: str | None = None,
+        attribute: str | None = None,
+    ) -> object:
+        """Start the plugin's worker, import it there, and return its stand-in for pluggy.
+
+        ``spec_args(hook)`` gives the argument names of a hook's specification
+        (None for a hook nobody specified); ``ignored`` names the hooks whose
+        results the host ignores. Entry-point plugins name their
+        ``module`` (and ``attribute``) instead of a ``folder``.
+
+        :raises PackageError: when the worker cannot start or the plugin cannot
+            be imported there (the message holds its error and traceback).
+        """
+        self.unload(plugin_id)
+        config = {
+            "plugin_id": plugin_id,
+            "folder": str(folder) if folder is not None else str(Path(tempfile.gettempdir())),
+            "manifest": manifest.to_dict(),
+            "module": module,
+            "attribute": attribute,
+            "api_methods": sorted(self._api_methods),
+            "limits": attrs.asdict(self.policy.limits),
+            "output_limit": self.policy.output_limit,
+            "max_frame": self.policy.max_frame,
+            "readable": list(self.policy.readable),
+            "modules": _distribution_modules([r.name for r in manifest.dependencies]),
+        }
+        sandboxed = _Sandboxed(self, plugin_id, config)
+        worker = sandboxed.start()
+        sandboxed.worker = worker
+        self._plugins[plugin_id] = sandboxed
+        return sandboxed.stand_in(worker.hooks, spec_args, ignored)
+
+    def unload(self, plugin_id: str) -> None:
+        """Stop the plugin's worker and forget it (its stand-in then fails every call)."""
+        sandboxed = self._plugins.pop(plugin_id, None)
+        if sandboxed is not None:
+            sandboxed.closed = True
+            sandboxed.stop()
+
+    def workers(self) -> list[WorkerInfo]:
+        """The live workers, by plugin id."""
+        with self._lock:
+            live = list(self._live.values())
+        now = monotonic()
+        return sorted(
+            (
+                WorkerInfo(
+                    plugin_id=w.plugin_id,
+                    pid=w.pid,
+                    calls=w.calls,
+                    age=now - w.started,
+                    start_time=w.start_time,
+                    rss=_rss(w.pid),
+                    layers=w.layers,
+                )
+                for w in live
+            ),
+            key=lambda info: info.plugin_id,
+        )
+
+    def close(self) -> None:
+        """Stop every worker and the zygote."""
+        self._closed = True
+        for plugin_id in list(self._plugins):
+            self.unload(plugin_id)
+        with self._lock:
+            zygote, self._zygote = self._zygote, None
+        if zygote is not None:
+            zygote.close()
+
+    # -- for the workers -------------------------------------------------------------------------
+
+    def _ensure_zygote(self) -> _Zygote:
+        with self._lock:
+            if self._closed:
+                raise SandboxError("sandbox", "the host is closed")
+            zygote = self._zygote
+            if zygote is None or not zygote.alive():
+                if zygote is not None:
+                    _logger.warning("the sandbox's zygote died; starting a new one")
+                    zygote.close()
+                zygote = self._zygote = _Zygote(self.policy)
+            return zygote
+
+    def _note(self, note: str) -> None:
+        """Log what the workers could not get, once per sandbox."""
+        if note not in self._notes:
+            self._notes.add(note)
+            _logger.warning("sandbox: %s", note)
+
+    def _admit(self, worker: _Worker) -> None:
+        """Count a new worker; stop the least recently used idle ones beyond the bound."""
+        with self._lock:
+            self._live[worker.plugin_id] = worker
+            excess = len(self._live) - self.policy.max_workers
+            victims = []
+            for other in sorted(self._live.values(), key=lambda w: w.last_used):
+                if excess <= 0:
+                    break
+                if other is worker or not other.owner.lock.acquire(blocking=False):
+                    continue  # taken by another thread's call
+                try:
+                    if other.depth:  # a call in progress further up this thread's stack
+                        continue
+                    if other.owner.worker is other:
+                        other.owner.worker = None
+                finally:
+                    other.owner.lock.release()
+                del self._live[other.plugin_id]
+                victims.append(other)
+                excess -= 1
+        for victim in victims:
+            victim.stop()
+
+    def _gone(self, worker: _Worker) -> None:
+        with self._lock:
+            if self._live.get(worker.plugin_id) is worker:
+                del self._live[worker.plugin_id]
+
+
+class _Sandboxed:
+    """One sandboxed plugin: its configuration, its worker, and the lock its calls take turns on."""
+
+    def __init__(self, sandbox: Sandbox, plugin_id: str, config: dict[str, Any]) -> None:
+        self.sandbox = sandbox
+        self.plugin_id = plugin_id
+        self.config = config
+        self.lock = threading.RLock()
+        self.worker: _Worker | None = None
+        #: The worker holding the handlers of the routes last returned.
+        self.routed: _Worker | None = None
+        #: Hooks whose results the host ignores (NOTIFY): the worker need not send them.
+        self.ignored: frozenset[str] = frozenset()
+        self.closed = False
+
+    def start(self) -> _Worker:
+        zygote = self.sandbox._ensure_zygote()
+        worker = _Worker.start(self, zygote, self.sandbox.policy)
+        self.sandbox._admit(worker)
+        return worker
+
+    def stop(self) -> None:
+        with self.lock:
+            worker, self.worker = self.worker, None
+        if worker is not None:
+            self.sandbox._gone(worker)
+            worker.stop()
+
+    def invoke(self, hook: str, names: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        """Run ``hook`` in the worker with the stand-in's arguments (in ``names`` order)."""
+        api = None
+        kwargs: dict[str, Any] = {}
+        for name, value in zip(names, args, strict=True):
+            if name == "api":
+                api = value
+            else:
+                kwargs[name] = value
+        context = kwargs.get("context")
+        tenant = api.tenant if api is not None else getattr(context, "tenant", None)
+        return self._run("call", hook, f"{hook}()", tenant, kwargs, api, hook not in self.ignored)
+
+    def route(self, number: int, path: str, request: ApiRequest) -> ApiResponse:
+        """Serve a request with a handler the plugin returned from ``register_routes``."""
+        what = f"route {path}"
+        response = self._run(
+            "route", number, what, request.tenant, {"request": request}, None, True
+        )
+        if not isinstance(response, ApiResponse):
+            raise SandboxError(
+                self.plugin_id,
+                f"{what} returned {type(response).__name__}, not an ApiResponse",
+            )
+        return response
+
+    def _run(  # noqa: PLR0917 - private; one call site per kind
+        self,
+        kind: str,
+        name: str | int,
+        what: str,
+        tenant: str | None,
+        kwargs: dict[str, Any],
+        api: Any,
+        wanted: bool,
+    ) -> Any:
+        try:
+            payload = encode(kwargs)
+        except WireError as exc:
+            raise SandboxError(
+                self.plugin_id, f"cannot send the arguments of {what}: {exc}"
+            ) from None
+        policy = self.sandbox.policy
+        if not self.lock.acquire(timeout=policy.timeout):
+            raise SandboxError(
+                self.plugin_id,
+                f"{what} waited {policy.timeout:g} s for its worker, busy with another call",
+            )
+        try:
+            if self.closed:
+                raise SandboxError(self.plugin_id, "it was unloaded")
+            worker = self.worker
+            if kind == "route" and (worker is None or worker.dead or worker is not self.routed):
+                # Its handlers lived in a worker that has stopped since.
+                raise SandboxError(
+                    self.plugin_id,
+                    f"{what}: the worker that returned this route has stopped; "
+                    "call register_routes again",
+                )
+            if worker is None or worker.dead:
+                worker = self.worker = self.start()
+            try:
+                result = worker.call(
+                    [kind, name, tenant, payload, wanted], what, api, policy.timeout
+                )
+            finally:
+                worker.last_used = monotonic()
+                if worker.dead:
+                    self.worker = None
+                    self.sandbox._gone(worker)
+            if name == "register_routes":
+                self.routed = worker
+            return result
+        finally:
+            self.lock.release()
+
+    def stand_in(
+        self,
+        hooks: Sequence[Mapping[str, Any]],
+        spec_args: Callable[[str], Sequence[str] | None],
+        ignored: frozenset[str],
+    ) -> SandboxedPlugin:
+        self.ignored = ignored
+        functions = {}
+        for hook in hooks:
+            name = hook["name"]
+            argnames = list(hook["argnames"])
+            spec = spec_args(name)
+            # The worker's api.context needs the call's context.
+            if (
+                spec is not None
+                and "api" in argnames
+                and "context" in spec
+                and ("context" not in argnames)
+            ):
+                argnames.append("context")
+            function = _proxy(self.plugin_id, name, tuple(argnames), self.invoke)
+            setattr(
+                function,
+                f"{PROJECT_NAME}_impl",
+                {
+                    option: bool(hook.get(option))
+                    for option in ("tryfirst", "trylast", "optionalhook", "hookwrapper", "wrapper")
+                }
+                | {"specname": None},
+            )
+            functions[name] = function
+        return SandboxedPlugin(self, functions)
+
+
+class SandboxedPlugin:
+    """The stand-in pluggy holds for a plugin that runs in a worker process."""
+
+    def __init__(self, owner: _Sandboxed, functions: Mapping[str, Callable[..., Any]]) -> None:
+        self._owner = owner
+        for name, function in functions.items():
+            setattr(self, name, function)
+
+    @property
+    def plugin_id(self) -> str:
+        """The plugin's id."""
+        return self._owner.plugin_id
+
+    @property
+    def pid(self) -> int | None:
+        """Its worker's process id (None: no worker alive now)."""
+        worker = self._owner.worker
+        return worker.pid if worker is not None and not worker.dead else None
+
+    def __repr__(self) -> str:
+        return f"<sandboxed plugin {self.plugin_id!r}, worker pid {self.pid}>"
+
+
+def _proxy(
+    plugin_id: str, hook: str, argnames: tuple[str, ...], invoke: Invoke
+) -> Callable[..., Any]:
+    """A function named ``hook`` taking ``argnames`` that hands them to ``invoke``."""
+    for name in (hook, *argnames):
+        if not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
+            raise PackageError(
+                f"its worker reported an invalid hook or argument name {name!r}", path=plugin_id
+            )
+    params = ", ".join(argnames)
+    packed = f"({params}{',' if argnames else ''})"
+    source = f"def {hook}({params}):\n    return _invoke({hook!r}, _names, {packed})\n"
+    namespace: dict[str, Any] = {"_invoke": invoke, "_names": argnames}
+    exec(source, namespace)  # noqa: S102 - names checked above: identifiers only
+    function: Callable[..., Any] = namespace[hook]
+    function.__qualname__ = f"<sandboxed {plugin_id}>.{hook}"
+    return function
+
+
+class _Worker:
+    """One live worker process and its channel."""
+
+    def __init__(
+        self, owner: _Sandboxed, zygote: _Zygote, pid: int, channel: Channel, policy: SandboxPolicy
+    ) -> None:
+        self.owner = owner
+        self.plugin_id = owner.plugin_id
+        self.zygote = zygote
+        self.pid = pid
+        self.channel = channel
+        self.policy = policy
+        self.started = self.last_used = monotonic()
+        self.start_time = 0.0
+        self.calls = 0
+        self.depth = 0
+        self.dead = False
+        self.hooks: list[dict[str, Any]] = []
+        self.layers: tuple[str, ...] = ()
+        self.scratch: str | None = None
+        self.logger = logging.getLogger(f"services_ai_plugins.plugins.{owner.plugin_id}")
+
+    @classmethod
+    def start(cls, owner: _Sandboxed, zygote: _Zygote, policy: SandboxPolicy) -> _Worker:
+        began = perf_counter()
+        scratch = tempfile.mkdtemp(prefix=f"services-ai-{owner.plugin_id[:40]}-")
+        config = dict(owner.config)
+        config["scratch"] = scratch
+        config["env"] = {
+            "PATH": "/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "HOME": scratch,
+            "TMPDIR": scratch,
+        }
+        ours, theirs = socket.socketpair()
+        try:
+            pid = zygote.fork(config, theirs.fileno())
+        except BaseException:
+            ours.close()
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        finally:
+            theirs.close()
+        worker = cls(owner, zygote, pid, Channel(ours, limit=policy.max_frame), policy)
+        worker.scratch = scratch
+        try:
+            message = worker.channel.receive(policy.start_timeout)
+        except TimeoutError:
+            worker.stop()
+            raise PackageError(
+                f"its worker did not start within {policy.start_timeout:g} s", path=owner.plugin_id
+            ) from None
+        except (EOFError, OSError, WireError) as exc:
+            cause = worker._end()
+            raise PackageError(
+                f"its worker died while starting ({cause}): {exc}", path=owner.plugin_id
+            ) from None
+        if message[0] != "ready":
+            worker.stop()
+            if message[0] == "failed" and len(message) == 4 and _texts(message[1:]):
+                raise RemoteError(owner.plugin_id, message[1], message[2], message[3])
+            raise PackageError(
+                f"its worker sent {message[0]!r} instead of 'ready'", path=owner.plugin_id
+            )
+        info = message[1] if len(message) > 1 and isinstance(message[1], dict) else {}
+        worker.hooks = [h for h in info.get("hooks", []) if isinstance(h, dict)]
+        worker.layers = tuple(str(layer) for layer in info.get("layers", []))
+        for note in info.get("notes", []):
+            owner.sandbox._note(str(note))
+        worker.start_time = perf_counter() - began
+        return worker
+
+    def call(  # noqa: PLR0915 - one loop serving every frame a call may bring
+        self, request: list[Any], what: str, api: Any, timeout: float
+    ) -> Any:
+        """Send one call (a hook's, or a route handler's) and serve the worker until it answers.
+
+        ``request`` is the frame: ``[kind, hook name or route number, tenant, arguments,
+        whether the result is wanted]``.
+        """
+        kind, name = request[0], request[1]
+        hook = str(name) if kind == "call" else what
+        if self.depth >= MAX_DEPTH:
+            raise SandboxError(
+                self.plugin_id, f"{what}: hook calls nested more than {MAX_DEPTH} deep"
+            )
+        deadline = monotonic() + timeout
+        self.depth += 1
+        self.calls += 1
+        used = dropped = 0
+        try:
+            try:
+                self.channel.send(request)
+            except OSError:
+                raise WorkerCrashed(self.plugin_id, hook, self._end()) from None
+            while True:
+                remaining = deadline - monotonic()
+                try:
+                    if remaining <= 0:
+                        raise TimeoutError
+                    message = self.channel.receive(remaining)
+                except TimeoutError:
+                    self._end(killed=True)
+                    raise SandboxTimeout(self.plugin_id, hook, timeout) from None
+                except (EOFError, OSError):
+                    raise WorkerCrashed(self.plugin_id, hook, self._end()) from None
+                except WireError as exc:
+                    self._end(killed=True)
+                    raise SandboxError(
+                        self.plugin_id, f"{what}: its worker broke the protocol: {exc}"
+                    ) from None
+                answer = message[0]
+                if answer == "ok" and len(message) == 2:
+                    try:
+                        if name == "register_routes" and isinstance(message[1], dict):
+                            return self._routes(message[1].get("$routes"))
+                        return decode(message[1])
+                    except WireError as exc:
+                        raise SandboxError(
+                            self.plugin_id, f"{what} returned a value the host refuses: {exc}"
+                        ) from None
+                if answer == "raise" and len(message) == 4 and _texts(message[1:]):
+                    raise RemoteError(self.plugin_id, message[1], message[2], message[3])
+                if answer == "log" and len(message) == 4:
+                    size = len(str(message[3]))
+                    if used + size > self.policy.output_limit:
+                        dropped += size
+                    else:
+                        used += size
+                        self._log(message[1], message[2], message[3])
+                    continue
+                if answer == "api" and len(message) == 4:
+                    self._serve_api(api, message[1], message[2], message[3])
+                    continue
+                self._end(killed=True)
+                raise SandboxError(
+                    self.plugin_id, f"{what}: its worker sent an unexpected {answer!r} frame"
+                )
+        finally:
+            self.depth -= 1
+            if dropped:
+                self.logger.warning(
+                    "%d characters of output dropped (over %d per call)",
+                    dropped,
+                    self.policy.output_limit,
+                )
+
+    def _routes(self, routes: object) -> list[Route]:
+        """The plugin's routes, each handler a proxy that serves the request in this worker."""
+        if type(routes) is not list:
+            raise WireError("register_routes: expected a list of routes")
+        built = []
+        for item in routes:
+            if type(item) is not dict or type(item.get("handler")) is not int:
+                raise WireError("register_routes: malformed route")
+            data = item.get("route")
+            if type(data) is not dict or set(data) != {"path", "name", "methods"}:
+                raise WireError("register_routes: a route must have path, name and methods")
+            methods = data["methods"]
+            try:
+                route = Route(
+                    path=data["path"],
+                    name=data["name"],
+                    methods=tuple(methods) if type(methods) is list else methods,
+                    handler=functools.partial(self.owner.route, item["handler"], str(data["path"])),
+                )
+            except (TypeError, ValueError) as exc:
+                raise WireError(f"register_routes: {exc}") from None
+            built.append(route)
+        return built
+
+    def _serve_api(self, api: Any, method: object, args: object, kwargs: object) -> None:
+        """Run one API request of the worker on the plugin's real API, and answer it."""
+        answer: list[Any]
+        if api is None or type(method) is not str or method not in self.owner.sandbox._api_methods:
+            answer = ["raise", "AttributeError", f"'PluginAPI' object has no attribute {method!r}"]
+        else:
+            try:
+                positional = decode(args)
+                named = decode(kwargs)
+                if type(positional) is not list or type(named) is not dict:
+                    raise WireError("api arguments must be a list and an object")
+                answer = ["ok", encode(getattr(api, method)(*positional, **named))]
+            except Exception as exc:  # noqa: BLE001 - the plugin's call failed: it gets the error
+                answer = ["raise", type(exc).__name__, str(exc)]
+        with contextlib.suppress(OSError):  # it died: the next receive says how
+            self.channel.send(answer)
+
+    def _log(self, level: object, name: object, text: object) -> None:
+        levelno = level if type(level) is int and 0 < level <= logging.CRITICAL else logging.INFO
+        source = str(name)[:100]
+        extra = None
+        if source in ("stdout", "stderr"):  # printed: marked, for commands that show it
+            extra = {OUTPUT_ATTRIBUTE: source, "output_text": str(text)}
+        self.logger.log(levelno, "[%s] %s", source, str(text), extra=extra)
+
+    def stop(self) -> None:
+        """Ask it to stop; kill it (and its process group) if it does not at once."""
+        if self.dead:
+            return
+        try:
+            self.channel.send(["stop"])
+            self.channel.receive(0.2)
+        except (TimeoutError, EOFError, OSError, WireError):
+            pass
+        self._end(killed=True)
+
+    def _end(self, *, killed: bool = False) -> str:
+        """Kill what is left of it, reap it, and say how it ended."""
+        if self.dead:
+            return "stopped"
+        self.dead = True
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(self.pid, signal.SIGKILL)
+                break
+            except (ProcessLookupError, PermissionError):
+                continue
+        self.channel.close()
+        status = self.zygote.wait(self.pid)
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+        return _describe(status, killed=killed)
+
+
+def _texts(values: Sequence[object]) -> bool:
+    return all(type(value) is str for value in values)
+
+
+def _describe(status: int | None, *, killed: bool) -> str:
+    if status is None:
+        return "its exit status is unknown"
+    code = os.waitstatus_to_exitcode(status)
+    if code >= 0:
+        return f"it exited with code {code}"
+    number = -code
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    if number == signal.SIGKILL and killed:
+        return "killed by the host"
+    hints = {
+        signal.SIGKILL: "the kernel's out-of-memory killer, or killed from outside",
+        signal.SIGXCPU: "over its CPU time limit",
+        signal.SIGXFSZ: "over its file size limit",
+        signal.SIGABRT: "it aborted",
+        signal.SIGSEGV: "it crashed (segmentation fault)",
+        signal.SIGSYS: "a forbidden system call",
+    }
+    hint = hints.get(signal.Signals(number)) if number in signal.valid_signals() else None
+    return f"killed by {name}" + (f": {hint}" if hint else "")
+
+
+class _Zygote:
+    """The clean ``python -I`` process that forks the workers."""
+
+    def __init__(self, policy: SandboxPolicy) -> None:
+        ours, theirs = socket.socketpair()
+        paths = _sdk_paths()
+        code = (
+            f"import sys; sys.path[:0] = {paths!r}; "
+            "from services_ai_plugins._worker import zygote_main; "
+            f"zygote_main({theirs.fileno()})"
+        )
+        try:
+            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and code
+                [policy.python, "-I", "-c", code],
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                cwd="/",
+            )
+        finally:
+            theirs.close()
+        self.channel = Channel(ours)
+        self._lock = threading.Lock()
+        try:
+            hello = self.channel.receive(policy.start_timeout)
+        except (TimeoutError, EOFError, OSError, WireError) as exc:
+            self.process.kill()
+            _, errors = self.process.communicate()
+            detail = errors.decode(errors="replace").strip().splitlines()[-1:] or [repr(exc)]
+            raise SandboxError("sandbox", f"its zygote did not start: {detail[0]}") from None
+        self.pid: Final = self.process.pid
+        found = dict(hello[1]["capabilities"])
+        if found.get("unprivileged") is not None:
+            found["unprivileged"] = tuple(found["unprivileged"])
+        self.capabilities: Final = Capabilities(**found)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def fork(self, config: dict[str, Any], fd: int) -> int:
+        with self._lock:
+            self.channel.send(["fork", config], fds=[fd])
+            message = self.channel.receive(30.0)
+        return int(message[1])
+
+    def wait(self, pid: int) -> int | None:
+        try:
+            with self._lock:
+                self.channel.send(["wait", pid])
+                message = self.channel.receive(30.0)
+        except (TimeoutError, EOFError, OSError, WireError):
+            return None
+        return message[2] if type(message[2]) is int else None
+
+    def close(self) -> None:
+        try:
+            with self._lock:
+                self.channel.send(["exit"])
+        except OSError:
+            pass
+        try:
+            self.process.wait(2.0)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+        self.channel.close()
+
+
+def _sdk_paths() -> list[str]:
+    """The folders holding the SDK and its run-time dependencies, for the zygote's ``sys.path``."""
+    import attr  # noqa: PLC0415
+    import cattrs  # noqa: PLC0415
+    import packaging  # noqa: PLC0415
+    import pluggy  # noqa: PLC0415
+
+    from . import __file__ as sdk  # noqa: PLC0415
+
+    found: dict[str, None] = {}
+    for module_file in (sdk, attr.__file__, cattrs.__file__, pluggy.__file__, packaging.__file__):
+        if module_file:
+            found[str(Path(module_file).resolve().parent.parent)] = None
+    return list(found)
+
+
+def _distribution_modules(requirements: Sequence[str]) -> list[str]:
+    """The top-level modules the installed distributions named in ``requirements`` provide."""
+    import importlib.metadata  # noqa: PLC0415
+
+    wanted = {_canonical(name) for name in requirements}
+    if not wanted:
+        return []
+    return sorted(
+        module
+        for module, distributions in importlib.metadata.packages_distributions().items()
+        if any(_canonical(d) in wanted for d in distributions)
+    )
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _rss(pid: int) -> int | None:
+    try:
+        statm = Path(f"/proc/{pid}/statm").read_bytes()
+        return int(statm.split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def isolation_of(
+    record_source: SourceKind, manifest: Manifest | None, policy: SandboxPolicy
+) -> Isolation:
+    """Where a plugin runs under ``policy`` (the manifest may only make it stricter)."""
+    return policy.isolation_for(record_source, manifest.isolation if manifest is not None else None)

@@ -1,0 +1,557 @@
+"""The sandbox's far side: the zygote, and the worker each sandboxed plugin runs in.
+
+The host starts one *zygote* per sandbox: ``python -I`` with a minimal
+environment, which imports the SDK once and then only forks. Each fork
+becomes one plugin's *worker*: a new session (so the host can kill it and
+everything it started as one process group), standard streams on
+``/dev/null``, every inherited descriptor closed but its channel, its working
+directory in the plugin's folder, the operating-system layers of
+:mod:`._confine` applied, an import guard and an audit hook installed, and only
+then the plugin's code imported. Forking from a zygote that already imported
+the SDK makes a worker start in a few milliseconds instead of the ~100 ms a
+fresh interpreter needs, and its pages are shared with the zygote.
+
+This module runs only in those processes; the host never imports plugin code.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import importlib.abc
+import importlib.machinery
+import io
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import traceback
+import types
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+import attrs
+import pluggy
+
+from . import _confine
+from ._errors import PluginError
+from ._loader import import_plugin
+from ._manifest import Manifest
+from ._markers import PROJECT_NAME
+from ._wire import Channel, WireError, decode, encode
+from .events import Context, normalise_routes, to_wire
+
+__all__ = ["zygote_main"]
+
+#: Modules every worker may import besides the standard library and the plugin's own.
+SDK_MODULES: Final = frozenset(
+    {
+        "services_ai_plugins",
+        "services_ai_plugins_testing",
+        "attr",
+        "attrs",
+        "cattrs",
+        "pluggy",
+        "packaging",
+        "importlib_metadata",
+        "typing_extensions",
+        "exceptiongroup",
+        "zipp",
+    }
+)
+
+#: How deep hook calls may nest (a hook whose API call fires a hook of the same plugin).
+MAX_DEPTH: Final = 8
+
+_CHANNEL_FD: Final = 3
+
+
+def zygote_main(fd: int) -> NoReturn:
+    """Serve the host on the socket ``fd``: fork workers, report their exit status."""
+    sock = socket.socket(fileno=fd)
+    channel = Channel(sock)
+    children: set[int] = set()
+    capabilities = _confine.probe()
+    channel.send(
+        ["hello", {"pid": os.getpid(), "capabilities": attrs.asdict(capabilities, recurse=True)}]
+    )
+    while True:
+        fds: list[int] = []
+        try:
+            message = channel.receive(fds=fds)
+        except (EOFError, OSError, WireError):
+            break
+        kind = message[0]
+        if kind == "fork":
+            pid = os.fork()
+            if pid == 0:  # the worker: never returns into this loop
+                try:
+                    _worker_main(message[1], fds[0], capabilities, sock)
+                finally:
+                    os._exit(70)
+            for received in fds:
+                os.close(received)
+            children.add(pid)
+            channel.send(["forked", pid])
+        elif kind == "wait":
+            pid = int(message[1])
+            status = _reap(pid) if pid in children else None
+            children.discard(pid)
+            channel.send(["status", pid, status])
+        else:  # "exit"
+            break
+    for pid in children:
+        with _quietly():
+            os.killpg(pid, signal.SIGKILL)
+        _reap(pid)
+    os._exit(0)
+
+
+def _reap(pid: int) -> int | None:
+    try:
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return None
+
+
+class _quietly:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, *rest: object) -> bool:
+        return kind is not None and isinstance(kind, type) and issubclass(kind, OSError)
+
+
+# -- the worker ------------------------------------------------------------------------------------
+
+
+def _worker_main(
+    config: dict[str, Any], fd: int, capabilities: _confine.Capabilities, zygote: socket.socket
+) -> NoReturn:
+    os.setsid()
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGCHLD"):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+    zygote.close()
+    if fd != _CHANNEL_FD:
+        os.dup2(fd, _CHANNEL_FD)
+        os.close(fd)
+    null = os.open(os.devnull, os.O_RDWR)
+    for std in (0, 1, 2):
+        os.dup2(null, std)
+    os.closerange(_CHANNEL_FD + 1, 65536)
+    channel = Channel(socket.socket(fileno=_CHANNEL_FD), limit=int(config["max_frame"]))
+    worker = _Worker(channel, config)
+    try:
+        worker.start(capabilities)
+    except BaseException as exc:  # noqa: BLE001 - reported to the host, then the worker ends
+        with _quietly():
+            channel.send(["failed", type(exc).__name__, str(exc), _plugin_traceback(exc)])
+        os._exit(0)
+    worker.serve()
+    os._exit(0)
+
+
+class _Worker:
+    """One plugin, loaded in this process, answering the host's calls."""
+
+    def __init__(self, channel: Channel, config: dict[str, Any]) -> None:
+        self.channel = channel
+        self.config = config
+        self.plugin_id: str = config["plugin_id"]
+        self.methods: frozenset[str] = frozenset(config["api_methods"])
+        self.functions: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {}
+        #: Route handlers returned by ``register_routes``, by the number the host knows them by.
+        self.handlers: list[Callable[..., Any]] = []
+        self.send_lock = threading.Lock()
+        self.calls: list[_Call] = []
+        self.output = _Output(self, int(config["output_limit"]))
+
+    def start(self, capabilities: _confine.Capabilities) -> None:
+        folder = Path(self.config["folder"])
+        scratch = Path(self.config["scratch"]) if self.config.get("scratch") else None
+        readable = [*(Path(p) for p in self.config["readable"]), *_python_paths()]
+        os.environ.clear()
+        os.environ.update(self.config["env"])
+        os.chdir(folder)
+        sys.stdout = self.output.stream("stdout")
+        sys.stderr = self.output.stream("stderr")
+        root = logging.getLogger()
+        root.handlers[:] = [_Forward(self)]
+        root.setLevel(logging.DEBUG)
+        layers = _confine.confine(
+            folder=folder,
+            scratch=scratch,
+            readable=readable,
+            limits=_confine.Limits(**self.config["limits"]),
+            capabilities=capabilities,
+        )
+        allowed = SDK_MODULES | frozenset(self.config["modules"])
+        sys.meta_path.insert(0, _ImportGuard(self.plugin_id, allowed))
+        _confine.install_audit_hook(folder=folder, scratch=scratch, readable=readable)
+        plugin = self._import(folder)
+        # A manager without specifications: it reads the implementations and their options
+        # without judging them; the host checks them against its specifications, as for
+        # a plugin in its own process.
+        pm = pluggy.PluginManager(PROJECT_NAME)
+        pm.register(plugin, name=self.plugin_id)
+        hooks = []
+        for caller in pm.get_hookcallers(plugin) or ():
+            for impl in caller.get_hookimpls():
+                if impl.plugin is not plugin:
+                    continue
+                self.functions[caller.name] = (impl.function, tuple(impl.argnames))
+                hooks.append(
+                    {
+                        "name": caller.name,
+                        "argnames": list(impl.argnames),
+                        "tryfirst": impl.tryfirst,
+                        "trylast": impl.trylast,
+                        "optionalhook": impl.optionalhook,
+                        "hookwrapper": impl.hookwrapper,
+                        "wrapper": impl.wrapper,
+                    }
+                )
+        notes = []
+        if _confine.NO_CAPABILITIES in layers and capabilities.unprivileged is not None:
+            blocked = _confine.unreadable_by(capabilities.unprivileged, [folder, *readable])
+            notes.append(
+                f"the worker stays uid 0, without capabilities: {blocked} is not readable by "
+                f"uid {capabilities.unprivileged[0]}"
+            )
+        applied = [*layers, "import_guard", "audit_hook"]
+        ready = {"pid": os.getpid(), "hooks": hooks, "layers": applied, "notes": notes}
+        self.send(["ready", ready])
+
+    def _import(self, folder: Path) -> object:
+        target = self.config.get("module")
+        if target is None:
+            manifest = Manifest.from_dict(self.config["manifest"])
+            try:
+                return import_plugin(self.plugin_id, folder, manifest).plugin
+            except PluginError as error:
+                if error.__cause__ is not None:
+                    raise error.__cause__ from None
+                raise
+        module = importlib.import_module(target)
+        plugin: Any = module
+        for part in (self.config.get("attribute") or "").split("."):
+            if part:
+                plugin = getattr(plugin, part)
+        return plugin() if isinstance(plugin, type) else plugin
+
+    def send(self, message: list[Any]) -> None:
+        with self.send_lock:
+            self.channel.send(message)
+
+    def serve(self) -> None:
+        while True:
+            try:
+                message = self.channel.receive()
+            except (EOFError, OSError):
+                return
+            kind = message[0]
+            if kind in ("call", "route"):
+                self.call(message)
+            elif kind == "stop":
+                return
+            else:
+                raise WireError(f"unexpected {kind!r} frame from the host")
+
+    def call(self, message: list[Any]) -> None:
+        """Run one hook implementation (or route handler) and send its result, or its exception."""
+        _, hook, tenant, kwargs, wanted = message
+        values = decode(kwargs, trusted=True)
+        if message[0] == "route":  # a route handler: ``hook`` is its number
+            function: Callable[..., Any] = self.handlers[int(hook)]
+            argnames: tuple[str, ...] = ("request",)
+        else:
+            function, argnames = self.functions[hook]
+        if "settings" in values:
+            values["settings"] = types.MappingProxyType(values["settings"])
+        call = _Call(tenant, values.get("context"), threading.get_ident())
+        if "api" in argnames:
+            values["api"] = SandboxAPI(self, call)
+        self.calls.append(call)
+        try:
+            result = function(*[values[name] for name in argnames])
+            if hook == "register_routes" and result is not None:
+                answer = ["ok", {"$routes": self._routes(result)}]
+            else:
+                answer = ["ok", _result(result, wanted)]
+        except BaseException as exc:  # noqa: BLE001 - the plugin's failure, sent to the host
+            answer = ["raise", type(exc).__name__, str(exc), _plugin_traceback(exc)]
+        finally:
+            self.calls.pop()
+            self.output.flush()
+        self.send(answer)
+
+    def _routes(self, returned: object) -> list[dict[str, Any]]:
+        """Routes as data; their handlers stay here, called by number when a request comes."""
+        routes = []
+        for route in normalise_routes(self.plugin_id, returned):
+            self.handlers.append(route.handler)
+            routes.append({"route": to_wire(route), "handler": len(self.handlers) - 1})
+        return routes
+
+    def api_call(
+        self, call: _Call, method: str, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> Any:
+        """Ask the host to run an API method for the running call; serve nested calls meanwhile."""
+        if not self.calls or self.calls[-1] is not call or threading.get_ident() != call.thread:
+            raise RuntimeError(
+                f"api.{method}() can be used only during the hook call that received this api, "
+                "from the thread running it"
+            )
+        self.send(["api", method, encode(list(args)), encode(kwargs)])
+        while True:
+            message = self.channel.receive()
+            kind = message[0]
+            if kind == "ok":
+                return decode(message[1], trusted=True)
+            if kind == "raise":
+                raise _rebuild(message[1], message[2])
+            if kind in ("call", "route") and len(self.calls) < MAX_DEPTH:
+                self.call(message)
+                continue
+            raise WireError(f"unexpected {kind!r} frame while waiting for api.{method}()")
+
+
+@attrs.define
+class _Call:
+    tenant: str | None
+    context: Context | None
+    thread: int
+
+
+class SandboxAPI:
+    """A plugin's ``api`` in its worker: each method call is run by the host.
+
+    The host checks the plugin's grants and scopes the call to the tenant of the
+    hook call in progress; this object holds no grants, no services and no
+    tenant it could change.
+    """
+
+    __slots__ = ("_call", "_worker", "logger")
+
+    def __init__(self, worker: _Worker, call: _Call) -> None:
+        self._worker = worker
+        self._call = call
+        #: The plugin's own logger; records go to the host's logger of the same name.
+        self.logger = logging.getLogger(f"services_ai_plugins.plugins.{worker.plugin_id}")
+
+    @property
+    def plugin_id(self) -> str:
+        """The calling plugin's id."""
+        return self._worker.plugin_id
+
+    @property
+    def tenant(self) -> str | None:
+        """The tenant this call is for."""
+        return self._call.tenant
+
+    @property
+    def context(self) -> Context | None:
+        """The hook call's context."""
+        return self._call.context
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_") or name not in self._worker.methods:
+            raise AttributeError(f"'PluginAPI' object has no attribute {name!r}")
+        worker, call = self._worker, self._call
+
+        def method(*args: Any, **kwargs: Any) -> Any:
+            return worker.api_call(call, name, args, kwargs)
+
+        method.__name__ = name
+        return method
+
+    def __repr__(self) -> str:
+        return f"PluginAPI(plugin_id={self.plugin_id!r}, tenant={self.tenant!r}) [sandboxed]"
+
+
+def _rebuild(type_name: object, message: object) -> BaseException:
+    """The exception the host's API raised, as the same class where the SDK or builtins have it."""
+    from . import _errors  # noqa: PLC0415 - loaded already; imported here for the lookup only
+
+    text = str(message)
+    name = str(type_name)
+    found = getattr(_errors, name, None) or getattr(builtins, name, None)
+    cls: type[Exception] | None = (
+        found if isinstance(found, type) and issubclass(found, Exception) else None
+    )
+    if cls is None:
+        # The host's own exception class: one of the same name, which plugins catch as
+        # RuntimeError (or Exception).
+        cls = _FOREIGN.get(name)
+        if cls is None:
+            label = name if name.isidentifier() else "HostError"
+            cls = _FOREIGN[name] = types.new_class(label, (RuntimeError,))
+    exc = cls.__new__(cls)
+    exc.args = (text,)
+    return exc
+
+
+_FOREIGN: dict[str, type[Exception]] = {}
+
+
+def _result(result: object, wanted: bool) -> Any:
+    """The result as wire data; what cannot cross is None where the host ignores the result."""
+    try:
+        return encode(result)
+    except WireError:
+        if wanted:
+            raise
+        return None
+
+
+def _plugin_traceback(exc: BaseException) -> str:
+    """The traceback without this module's frames (the plugin author's frames only)."""
+    frames = exc.__traceback__
+    while frames is not None and frames.tb_frame.f_globals.get("__name__") == __name__:
+        frames = frames.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, frames))
+
+
+class _Output:
+    """What the plugin prints, sent to the host's plugin logger in lines, capped per call."""
+
+    def __init__(self, worker: _Worker, limit: int) -> None:
+        self.worker = worker
+        self.limit = limit
+        self.used = 0
+        self.dropped = 0
+        self.streams: list[_Lines] = []
+
+    def stream(self, name: str) -> io.TextIOWrapper:
+        lines = _Lines(self, name)
+        self.streams.append(lines)
+        return io.TextIOWrapper(
+            lines,  # type: ignore[arg-type]  # a raw stream: all a TextIOWrapper needs
+            encoding="utf-8",
+            errors="replace",
+            write_through=True,
+        )
+
+    def emit(self, level: int, name: str, text: str) -> None:
+        size = len(text)
+        if self.used + size > self.limit:
+            self.dropped += size
+            return
+        self.used += size
+        with _quietly():
+            self.worker.send(["log", level, name, text])
+
+    def flush(self) -> None:
+        """End of a call: say what was dropped, and start counting again."""
+        for lines in self.streams:
+            if lines.pending:  # a line without its newline yet
+                lines.end()
+        if self.dropped:
+            dropped, self.dropped = self.dropped, 0
+            with _quietly():
+                self.worker.send(
+                    ["log", logging.WARNING, "output", f"{dropped} characters of output dropped"]
+                )
+        self.used = 0
+
+
+class _Lines(io.RawIOBase):
+    def __init__(self, output: _Output, name: str) -> None:
+        self.output = output
+        self.name_ = name
+        self.level = logging.INFO if name == "stdout" else logging.WARNING
+        self.pending = b""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        if self.output.used >= self.output.limit:
+            self.output.dropped += len(chunk)
+            return len(chunk)
+        self.pending += chunk
+        *lines, self.pending = self.pending.split(b"\n")
+        if len(self.pending) > 4096:
+            lines.append(self.pending)
+            self.pending = b""
+        for line in lines:
+            self.output.emit(self.level, self.name_, line.decode("utf-8", "replace"))
+        return len(chunk)
+
+    def end(self) -> None:
+        """Send what is left of a line (the call ended before its newline)."""
+        rest, self.pending = self.pending, b""
+        self.output.emit(self.level, self.name_, rest.decode("utf-8", "replace"))
+
+
+class _Forward(logging.Handler):
+    """Log records of the worker, sent to the host (formatted here, capped with the output)."""
+
+    def __init__(self, worker: _Worker) -> None:
+        super().__init__(logging.DEBUG)
+        self.worker = worker
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.exc_info:
+                text += "\n" + "".join(traceback.format_exception(*record.exc_info))
+        except Exception:  # noqa: BLE001 - a bad log call must not fail the plugin
+            text = str(record.msg)
+        self.worker.output.emit(record.levelno, record.name, text)
+
+
+#: Shared libraries and data an interpreter may need to read (extension modules' libraries, zones).
+_SYSTEM_PATHS: Final = (
+    "/usr/lib",
+    "/usr/lib64",
+    "/lib",
+    "/lib64",
+    "/usr/local/lib",
+    "/usr/share/zoneinfo",
+    "/etc/localtime",
+)
+
+
+def _python_paths() -> list[Path]:
+    """What the interpreter reads to import: its prefixes, ``sys.path``, system libraries."""
+    found: dict[str, None] = {}
+    for entry in (
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        sys.base_exec_prefix,
+        *sys.path,
+        *_SYSTEM_PATHS,
+    ):
+        if entry and Path(entry).exists():
+            found[entry] = None
+    return [Path(entry) for entry in found]
+
+
+class _ImportGuard(importlib.abc.MetaPathFinder):
+    """Refuses top-level imports that are neither the standard library, the SDK nor declared."""
+
+    def __init__(self, plugin_id: str, allowed: frozenset[str]) -> None:
+        self.plugin_id = plugin_id
+        self.allowed = allowed | frozenset(sys.stdlib_module_names) | frozenset(sys.modules)
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        top = fullname.partition(".")[0]
+        if top in self.allowed:
+            return None
+        raise ModuleNotFoundError(
+            f"plugin {self.plugin_id!r} may not import {fullname!r} in its sandbox: it is not "
+            "in the standard library, the SDK, or the plugin's declared requirements",
+            name=fullname,
+        )
+
+
+if __name__ == "__main__":  # pragma: no cover - how the host starts a zygote
+    zygote_main(int(sys.argv[1]))

@@ -1,0 +1,620 @@
+"""The process sandbox: sandboxed plugins work like in-process ones, and hostile ones are contained.
+
+Every plugin here is a real folder packed into a real archive, installed,
+approved and enabled; sandboxed ones run in real worker processes.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import socket
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import plugin_folder
+from services_ai_plugins import (
+    BreakerPolicy,
+    MemoryStorage,
+    PluginHost,
+    SandboxPolicy,
+    pack_plugin,
+)
+from services_ai_plugins._api import DeniedCall
+from services_ai_plugins._confine import NO_CAPABILITIES, probe
+from services_ai_plugins.events import Context, Lead, Widget
+from services_ai_plugins_testing.fakes import FakeHostServices
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the process sandbox needs fork")
+
+HEADER = (
+    "import gc, json, os, socket, subprocess, sys, time\n"
+    "from services_ai_plugins import hookimpl\n"
+    "from services_ai_plugins.events import Widget\n\n\n"
+    "class Plugin:\n"
+)
+
+ACME = Context(tenant="acme")
+
+#: A well-behaved plugin installed beside each hostile one: it must keep working.
+HEALTHY = """
+@hookimpl
+def lead_created(self, lead, api):
+    api.store_set("seen", (api.store_get("seen") or 0) + 1)
+"""
+
+
+class Installer:
+    """Writes plugin folders, packs and installs them; approves and enables them for acme."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __call__(
+        self,
+        host: PluginHost,
+        plugin_id: str,
+        body: str,
+        *,
+        permissions: Sequence[str] = ("read_leads",),
+        manifest: dict[str, Any] | None = None,
+    ) -> None:
+        source = HEADER + textwrap.indent(textwrap.dedent(body), "    ")
+        folder = plugin_folder(self.root, plugin_id, source, permissions=permissions)
+        if manifest:
+            document = json.loads((folder / "manifest.json").read_text())
+            document.update(manifest)
+            (folder / "manifest.json").write_text(json.dumps(document))
+        archive = pack_plugin(folder, self.root / f"{plugin_id}.zip").path
+        host.install(archive, actor="ops")
+        host.registry.approve(plugin_id, actor="admin")
+        host.registry.enable(plugin_id, "acme", actor="admin")
+
+
+@pytest.fixture
+def install(tmp_path: Path) -> Installer:
+    return Installer(tmp_path)
+
+
+@pytest.fixture
+def services() -> FakeHostServices:
+    return FakeHostServices()
+
+
+@pytest.fixture
+def denied() -> list[DeniedCall]:
+    return []
+
+
+@pytest.fixture
+def make_host(
+    tmp_path: Path, services: FakeHostServices, denied: list[DeniedCall]
+) -> Iterator[Callable[..., PluginHost]]:
+    hosts: list[PluginHost] = []
+
+    def make(**policy: Any) -> PluginHost:
+        options: dict[str, Any] = {"timeout": 3.0} | policy
+        host = PluginHost(
+            services,
+            storage=MemoryStorage(),
+            plugins_dir=tmp_path / "plugins",
+            entry_points=False,
+            sandbox=SandboxPolicy(**options),
+            on_denied=denied.append,
+            breaker=BreakerPolicy(consecutive_failures=0, failure_rate=0),
+        )
+        hosts.append(host)
+        return host
+
+    yield make
+    for host in hosts:
+        host.close()
+
+
+def alive(pid: int) -> bool:
+    """Whether the process still exists (a little patience: it may be dying)."""
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def fire(host: PluginHost, services: FakeHostServices) -> Lead:
+    lead = services.make_lead("acme", name="Ada")
+    host.hook.lead_created(lead=lead, context=ACME)
+    return lead
+
+
+def failures(host: PluginHost, plugin_id: str) -> list[Any]:
+    return host.failures(plugin_id)
+
+
+# -- sandboxed plugins work like in-process ones --------------------------------------------------
+
+
+def test_an_uploaded_plugin_runs_in_a_worker_process_with_its_own_api(
+    make_host: Callable[..., PluginHost], install: Installer, services: FakeHostServices
+) -> None:
+    """The worker is another process; the plugin's api calls are run by the host, for its tenant."""
+    host = make_host()
+    install(
+        host,
+        "where",
+        """
+        @hookimpl
+        def lead_created(self, lead, api, context):
+            api.store_set("pid", os.getpid())
+            api.store_set("lead", [lead.id, lead.name, lead.tenant, api.tenant, context.tenant])
+            api.store_set("api", [api.plugin_id, repr(api), api.context.tenant])
+        """,
+    )
+    lead = fire(host, services)
+    stored = services.stored("acme", "where")
+    assert stored["pid"] != os.getpid()
+    assert stored["pid"] == host.plugins()["where"].pid  # type: ignore[attr-defined]
+    assert stored["lead"] == [lead.id, "Ada", "acme", "acme", "acme"]
+    assert stored["api"][0] == "where"
+    assert stored["api"][2] == "acme"
+    assert failures(host, "where") == []
+
+
+def test_collect_and_filter_results_come_back_as_records(
+    make_host: Callable[..., PluginHost], install: Installer
+) -> None:
+    host = make_host()
+    install(
+        host,
+        "widgets",
+        """
+        @hookimpl
+        def dashboard_widget(self, context, settings):
+            return Widget(tenant=context.tenant, title="Pid", html=str(os.getpid()))
+
+        @hookimpl
+        def filter_email(self, email):
+            return email.__class__(**{**email.__dict__, "subject": email.subject + " [checked]"}) \\
+                if hasattr(email, "__dict__") else email
+        """,
+        permissions=("dashboard_widgets", "send_email"),
+    )
+    [widget] = host.hook.dashboard_widget(context=ACME)
+    assert isinstance(widget, Widget)
+    assert widget.plugin_id == "widgets"
+    assert int(widget.html) != os.getpid()
+
+
+def test_a_manifest_asking_for_a_process_gets_one_and_policy_decides_otherwise(
+    make_host: Callable[..., PluginHost], install: Installer, services: FakeHostServices
+) -> None:
+    host = make_host(isolation={"archive": "inprocess"})
+    body = """
+    @hookimpl
+    def lead_created(self, lead, api):
+        api.store_set("pid", os.getpid())
+    """
+    install(host, "trusted", body)
+    install(host, "careful", body, manifest={"isolation": "process"})
+    fire(host, services)
+    assert services.stored("acme", "trusted")["pid"] == os.getpid()
+    assert services.stored("acme", "careful")["pid"] != os.getpid()
+
+
+def test_workers_are_reused_listed_and_stopped_with_the_host(
+    make_host: Callable[..., PluginHost], install: Installer, services: FakeHostServices
+) -> None:
+    host = make_host()
+    install(host, "healthy", HEALTHY)
+    for _ in range(3):
+        fire(host, services)
+    [info] = host.sandbox.workers()
+    assert info.plugin_id == "healthy"
+    assert info.calls == 3
+    assert info.rss is None or info.rss > 1_000_000
+    pid = info.pid
+    os.kill(pid, 0)  # alive
+    host.close()
+    assert not alive(pid)
+
+
+def test_the_number_of_live_workers_is_bounded(
+    make_host: Callable[..., PluginHost], install: Installer, services: FakeHostServices
+) -> None:
+    host = make_host(max_workers=2)
+    for name in ("one", "two", "three"):
+        install(host, name, HEALTHY)
+    fire(host, services)
+    assert len(host.sandbox.workers()) <= 2
+    assert all(services.stored("acme", name)["seen"] == 1 for name in ("one", "two", "three"))
+    fire(host, services)
+    assert all(services.stored("acme", name)["seen"] == 2 for name in ("one", "two", "three"))
+
+
+def test_a_plugin_that_fails_to_import_is_recorded_as_a_load_failure(
+    make_host: Callable[..., PluginHost], install: Installer
+) -> None:
+    host = make_host()
+    install(host, "broken", "x = 1 / 0\n")
+    assert "broken" not in host.plugins()
+    [failure] = failures(host, "broken")
+    assert failure.hook == "load"
+    assert failure.exc_type == "ZeroDivisionError"
+    assert failure.message == "division by zero"
+
+
+def test_imports_outside_the_sdk_and_declared_requirements_are_refused(
+    make_host: Callable[..., PluginHost], install: Installer, services: FakeHostServices
+) -> None:
+    host = make_host()
+    install(
+        host,
+        "importer",
+        """
+        @hookimpl
+        def lead_created(self, lead, api):
+            import psycopg  # installed on the host, not declared
+        """,
+    )
+    fire(host, services)
+    [failure] = failures(host, "importer")
+    assert failure.exc_type == "ModuleNotFoundError"
+    assert "may not import 'psycopg'" in failure.message
+
+
+def test_what_a_plugin_prints_and_logs_reaches_its_logger(
+    make_host: Callable[..., PluginHost],
+    install: Installer,
+    services: FakeHostServices,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    host = make_host()
+    install(
+        host,
+        "talker",
+        """
+        @hookimpl
+        def lead_created(self, lead, api):
+            print("hello from", lead.name)
+            api.logger.warning("careful: %s", lead.id)
+        """,
+    )
+    with caplog.at_level(logging.INFO, logger="services_ai_plugins.plugins.talker"):
+        lead = fire(host, services)
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name.endswith("talker")]
+    assert (logging.INFO, "[stdout] hello from Ada") in messages
+    assert (logging.WARNING, f"[services_ai_plugins.plugins.talker] careful: {lead.id}") in messages
+
+
+def test_a_denied_api_call_raises_the_sdk_error_in_the_worker(
+    make_host: Callable[..., PluginHost],
+    install: Installer,
+    services: FakeHostServices,
+    denied: list[DeniedCall],
+) -> None:
+    host = make_host()
+    install(
+        host,
+        "nosy",
+        """
+        @hookimpl
+        def lead_created(self, lead, api):
+            from services_ai_plugins import PermissionDenied
+            try:
+                api.list_invoices()
+            except PermissionDenied as exc:
+                api.store_set("denied", [type(exc).__name__, str(exc)])
+        """,
+    )
+    fire(host, services)
+    name, message = services.stored("acme", "nosy")["denied"]
+    assert name == "PermissionDenied"
+    assert "read_invoices" in message
+    assert [(d.plugin_id, d.method, d.permission) for d in denied] == [
+        ("nosy", "list_invoices", "read_invoices")
+    ]
+
+
+def test_a_worker_that_dies_is_recorded_and_replaced(
+    make_host: Callable[..., PluginHost], install: Installer, services: FakeHostServices
+) -> None:
+    host = make_host()
+    install(
+        host,
+        "fragile",
+        """
+        @hookimpl
+        def lead_created(self, lead, api):
+            count = (api.store_get("count") or 0) + 1
+            api.store_set("count", count)
+            api.store_set("pid-%d" % count, os.getpid())
+            if count == 1:
+                os._exit(3)
+        """,
+    )
+    fire(host, services)
+    fire(host, services)
+    stored = services.stored("acme", "fragile")
+    assert stored["count"] == 2
+    assert stored["pid-1"] != stored["pid-2"]
+    [failure] = failures(host, "fragile")
+    assert failure.exc_type == "WorkerCrashed"
+    assert "exited with code 3" in failure.message
+
+
+def test_the_breaker_suspends_a_sandboxed_plugin_that_keeps_failing(
+    tmp_path: Path, install: Installer, services: FakeHostServices
+) -> None:
+    with PluginHost(
+        services,
+        storage=MemoryStorage(),
+        plugins_dir=tmp_path / "plugins",
+        entry_points=False,
+        breaker=BreakerPolicy(consecutive_failures=2),
+        sandbox=SandboxPolicy(timeout=3.0),
+    ) as host:
+        install(
+            host, "sour", "@hookimpl\ndef lead_created(self, lead):\n    raise ValueError('no')\n"
+        )
+        for _ in range(3):
+            fire(host, services)
+        assert [(s.plugin_id, s.tenant) for s in host.suspensions()] == [("sour", "acme")]
+        assert len(failures(host, "sour")) == 2
+
+
+def test_trace_hook_shows_a_sandboxed_plugins_part(
+    make_host: Callable[..., PluginHost], install: Installer, services: FakeHostServices
+) -> None:
+    host = make_host()
+    install(host, "sour", "@hookimpl\ndef lead_created(self, lead):\n    raise ValueError('no')\n")
+    trace = host.trace_hook("lead_created", lead=services.make_lead("acme"), context=ACME)
+    outcome = trace.outcome("sour")
+    assert outcome.failure is not None
+    assert outcome.failure.exc_type == "ValueError"
+    assert outcome.failure.message == "no"
+    assert "main.py" in outcome.failure.traceback
+    assert "_worker" not in outcome.failure.traceback
+
+
+def test_nested_calls_through_the_api_reach_the_same_worker(
+    tmp_path: Path, install: Installer
+) -> None:
+    """An API call whose host service fires another hook of the same plugin does not deadlock."""
+
+    class Firing(FakeHostServices):
+        host: PluginHost
+
+        def update_lead(self, tenant: str, lead_id: str, changes: Any) -> Lead:
+            lead = super().update_lead(tenant, lead_id, changes)
+            self.host.hook.lead_updated(lead=lead, changes={}, context=Context(tenant=tenant))
+            return lead
+
+    services = Firing()
+    with PluginHost(
+        services,
+        storage=MemoryStorage(),
+        plugins_dir=tmp_path / "plugins",
+        entry_points=False,
+        sandbox=SandboxPolicy(timeout=5.0),
+    ) as host:
+        services.host = host
+        install(
+            host,
+            "echo",
+            """
+            @hookimpl
+            def lead_created(self, lead, api):
+                api.update_lead(lead.id, {"status": "contacted"})
+                api.store_set("outer", os.getpid())
+
+            @hookimpl
+            def lead_updated(self, lead, api):
+                api.store_set("inner", [os.getpid(), lead.status])
+            """,
+            permissions=("read_leads", "write_leads"),
+        )
+        fire(host, services)
+        stored = services.stored("acme", "echo")
+        assert stored["inner"] == [stored["outer"], "contacted"]
+        assert failures(host, "echo") == []
+
+
+# -- the hostile-plugin suite ------------------------------------------------------------
+
+
+def hostile_cases(
+    marker: Path, port: int
+) -> dict[str, tuple[str, Sequence[str], Callable[[Any], None]]]:
+    """name: (the hook's body, its permissions, a check of the failure it left)."""
+
+    def failed_with(*kinds: str, text: str = "") -> Callable[[Any], None]:
+        def check(failure: Any) -> None:
+            assert failure is not None, "a failure should have been recorded"
+            assert failure.exc_type in kinds, failure
+            assert text in failure.message, failure.message
+
+        return check
+
+    return {
+        "raises": ("raise RuntimeError('boom')", (), failed_with("RuntimeError", text="boom")),
+        "infinite_loop": (
+            "while True:\n    pass",
+            (),
+            failed_with("SandboxTimeout", text="did not return"),
+        ),
+        "sleeps_past_timeout": ("time.sleep(60)", (), failed_with("SandboxTimeout")),
+        "allocates_without_bound": (
+            "hoard = []\nwhile True:\n    hoard.append(bytearray(50 * 2**20))",
+            (),
+            failed_with("MemoryError", "WorkerCrashed"),
+        ),
+        "os_exit": ("os._exit(7)", (), failed_with("WorkerCrashed", text="exited with code 7")),
+        "os_abort": ("os.abort()", (), failed_with("WorkerCrashed", text="SIGABRT")),
+        "floods_stdout": (
+            "chunk = 'x' * 2**20 + '\\n'\nfor _ in range(100):\n    sys.stdout.write(chunk)\n"
+            "os.write(1, b'y' * 2**20)",
+            (),
+            lambda failure: None,  # no failure: the output is capped and dropped
+        ),
+        "opens_a_socket": (
+            f"socket.create_connection(('127.0.0.1', {port}), timeout=1)",
+            (),
+            failed_with("PermissionError", "OSError", "ConnectionRefusedError"),
+        ),
+        "runs_a_subprocess": (
+            f"subprocess.run(['touch', {str(marker)!r}])",
+            (),
+            failed_with("PermissionError", "OSError"),
+        ),
+        "writes_outside_its_folder": (
+            f"open({str(marker)!r}, 'w').write('owned')",
+            (),
+            failed_with("PermissionError", "OSError"),
+        ),
+        "reads_etc_passwd": (
+            "api.store_set('passwd', open('/etc/passwd').read())",
+            (),
+            failed_with("PermissionError", "OSError"),
+        ),
+        "ungranted_api_call": (
+            "api.send_email(to='x@example.com', subject='spam', body='spam')",
+            (),
+            failed_with("PermissionDenied", text="send_email"),
+        ),
+    }
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.1)
+    yield server
+    server.close()
+
+
+HOSTILE = list(hostile_cases(Path("/x"), 1))
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_a_hostile_plugin_is_contained(  # noqa: PLR0917 - pytest passes fixtures by name
+    case: str,
+    make_host: Callable[..., PluginHost],
+    install: Installer,
+    services: FakeHostServices,
+    listener: socket.socket,
+    tmp_path: Path,
+) -> None:
+    """The host survives, keeps serving other plugins, records a clear cause; nothing leaks."""
+    marker = Path(tempfile.gettempdir()) / f"services-ai-hostile-{os.getpid()}-{case}"
+    port = listener.getsockname()[1]
+    body, permissions, check = hostile_cases(marker, port)[case]
+    host = make_host(timeout=2.0, limits={"memory": 400 * 2**20})
+    install(host, "healthy", HEALTHY)
+    code = "@hookimpl\ndef lead_created(self, lead, api):\n" + textwrap.indent(body, "    ") + "\n"
+    install(host, "hostile", code, permissions=("read_leads", *permissions))
+    started = time.monotonic()
+    fire(host, services)
+    assert time.monotonic() - started < 10
+    found = failures(host, "hostile")
+    check(found[0] if found else None)
+    fire(host, services)  # the host and the other plugin keep working
+    assert services.stored("acme", "healthy")["seen"] == 2
+    assert not marker.exists()
+    assert "passwd" not in services.stored("acme", "hostile")
+    assert services.emails() == []
+    with pytest.raises(TimeoutError):
+        listener.accept()  # nobody connected
+
+
+def test_a_plugin_digging_for_host_objects_finds_none(
+    make_host: Callable[..., PluginHost],
+    install: Installer,
+    services: FakeHostServices,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The api proxy, gc and environment hold nothing of the host: no services, grants, secrets."""
+    monkeypatch.setenv("HOST_DATABASE_PASSWORD", "hunter2")
+    host = make_host()
+    install(
+        host,
+        "digger",
+        """
+        @hookimpl
+        def lead_created(self, lead, api):
+            names = {type(o).__name__ for o in gc.get_objects()}
+            wanted = {"FakeHostServices", "PluginHost", "Registry", "MemoryStorage", "PluginAPI",
+                      "SQLiteStorage", "Sandbox"}
+            found = sorted(names & wanted)
+            attributes = sorted(a for a in dir(api) if not a.startswith("__"))
+            env = dict(os.environ)
+            forged = None
+            try:  # a frame of its own making: asks for another tenant's leads
+                api._worker.channel.send(["api", "list_leads", [], {"tenant": "globex"}])
+                while True:
+                    answer = api._worker.channel.receive(5)
+                    if answer[0] in ("ok", "raise"):
+                        forged = answer
+                        break
+            except Exception as exc:
+                forged = repr(exc)
+            api.store_set("dig", {"found": found, "attributes": attributes, "env": env,
+                                  "forged": forged, "uid": os.getuid()})
+        """,
+    )
+    services.make_lead("globex", name="Secret Corp")
+    fire(host, services)
+    dig = services.stored("acme", "digger")["dig"]
+    assert dig["found"] == []
+    assert "hunter2" not in json.dumps(dig["env"])
+    assert not {"_services", "_grants", "_settings"} & set(dig["attributes"])
+    assert "Secret Corp" not in json.dumps(dig["forged"])
+    assert dig["forged"][0] == "raise"  # list_leads() takes no tenant: the host refused it
+
+
+def test_a_plugin_cannot_reach_another_tenants_data_by_id(
+    make_host: Callable[..., PluginHost], install: Installer, services: FakeHostServices
+) -> None:
+    host = make_host()
+    theirs = services.make_lead("globex", name="Globex Lead")
+    install(
+        host,
+        "crosser",
+        f"""
+        @hookimpl
+        def lead_created(self, lead, api):
+            api.store_set("got", repr(api.get_lead({theirs.id!r})))
+            api.update_lead({theirs.id!r}, {{"name": "pwned"}})
+        """,
+        permissions=("read_leads", "write_leads"),
+    )
+    fire(host, services)
+    assert services.stored("acme", "crosser")["got"] == "None"
+    [failure] = failures(host, "crosser")
+    assert failure.exc_type == "LookupError"
+    assert services.get_lead("globex", theirs.id).name == "Globex Lead"  # type: ignore[union-attr]
+
+
+def test_sandbox_layers_reported(
+    make_host: Callable[..., PluginHost], install: Installer, services: FakeHostServices
+) -> None:
+    host = make_host()
+    install(host, "healthy", HEALTHY)
+    fire(host, services)
+    [info] = host.sandbox.workers()
+    capabilities = probe()
+    expected = {layer.name for layer in capabilities.layers() if layer.available}
+    assert set(info.layers) - {"import_guard", "audit_hook", NO_CAPABILITIES} <= expected
+    assert {"import_guard", "audit_hook"} <= set(info.layers)
+    assert host.sandbox.capabilities == capabilities
+    gc.collect()
