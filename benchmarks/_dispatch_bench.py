@@ -18,7 +18,16 @@ import tempfile
 from pathlib import Path
 
 from _harness import Contender, compare
-from services_ai_plugins import PluginAPI, PluginHost, SQLiteStorage, Storage, pack_plugin
+from services_ai_plugins import (
+    Isolation,
+    PluginAPI,
+    PluginHost,
+    SandboxPolicy,
+    SourceKind,
+    SQLiteStorage,
+    Storage,
+    pack_plugin,
+)
 from services_ai_plugins.events import Context, Lead, example
 from services_ai_plugins.hookspecs import plugin_manager
 from services_ai_plugins_testing.fakes import FakeHostServices
@@ -46,6 +55,8 @@ def make_host(count: int, root: Path, storage: Storage | None = None) -> PluginH
         storage=storage if storage is not None else SQLiteStorage(root / "registry.db"),
         plugins_dir=root / "plugins",
         entry_points=False,
+        # The in-process call loop is the question here (bench_sandbox.py times workers).
+        sandbox=SandboxPolicy(isolation=dict.fromkeys(SourceKind, Isolation.INPROCESS)),
     )
     for number in range(count + EXTRA):
         plugin_id = f"bench-{number:03d}"

@@ -7,6 +7,7 @@ approved and enabled; sandboxed ones run in real worker processes.
 from __future__ import annotations
 
 import gc
+import io
 import json
 import logging
 import os
@@ -23,14 +24,17 @@ import pytest
 from conftest import plugin_folder
 from services_ai_plugins import (
     BreakerPolicy,
+    Isolation,
     MemoryStorage,
     PluginHost,
+    SandboxError,
     SandboxPolicy,
+    SourceKind,
     pack_plugin,
 )
 from services_ai_plugins._api import DeniedCall
 from services_ai_plugins._confine import NO_CAPABILITIES, probe
-from services_ai_plugins.events import Context, Lead, Widget
+from services_ai_plugins.events import ApiRequest, Context, Lead, Widget
 from services_ai_plugins_testing.fakes import FakeHostServices
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the process sandbox needs fork")
@@ -444,6 +448,9 @@ def hostile_cases(
 
         return check
 
+    def worked(failure: Any) -> None:
+        assert failure is None, failure
+
     return {
         "raises": ("raise RuntimeError('boom')", (), failed_with("RuntimeError", text="boom")),
         "infinite_loop": (
@@ -463,7 +470,7 @@ def hostile_cases(
             "chunk = 'x' * 2**20 + '\\n'\nfor _ in range(100):\n    sys.stdout.write(chunk)\n"
             "os.write(1, b'y' * 2**20)",
             (),
-            lambda failure: None,  # no failure: the output is capped and dropped
+            worked,  # no failure: the output is capped and the rest dropped
         ),
         "opens_a_socket": (
             f"socket.create_connection(('127.0.0.1', {port}), timeout=1)",
@@ -618,3 +625,214 @@ def test_sandbox_layers_reported(
     assert {"import_guard", "audit_hook"} <= set(info.layers)
     assert host.sandbox.capabilities == capabilities
     gc.collect()
+
+
+# -- the protocol's edges ---------------------------------------------------------------------
+
+
+def test_routes_of_a_sandboxed_plugin_are_served_in_its_worker(
+    make_host: Callable[..., PluginHost], install: Installer
+) -> None:
+    """register_routes returns Route records whose handlers run in the worker."""
+    host = make_host()
+    install(
+        host,
+        "router",
+        """
+        @hookimpl
+        def register_routes(self, plugin_id):
+            from services_ai_plugins.events import ApiResponse
+
+            def stats(request):
+                body = json.dumps([request.tenant, request.path, os.getpid()]).encode()
+                return ApiResponse(tenant=request.tenant, status=200, body=body)
+
+            return [("stats/", stats, "stats")]
+        """,
+        permissions=("register_routes",),
+    )
+    [[route]] = host.hook.register_routes()
+    assert (route.path, route.name, route.methods) == ("/stats/", "stats", ("GET",))
+    response = route.handler(ApiRequest(tenant="acme", method="GET", path="/stats/"))
+    tenant, path, pid = json.loads(response.body)
+    assert (tenant, path) == ("acme", "/stats/")
+    assert pid == host.plugins()["router"].pid  # type: ignore[attr-defined]
+    host.sandbox.unload("router")  # the worker holding the handler is gone
+    with pytest.raises(SandboxError, match="unloaded"):
+        route.handler(ApiRequest(tenant="acme", method="GET", path="/stats/"))
+
+
+@pytest.mark.parametrize(
+    ("frame", "cause"),
+    [
+        ("struct.pack('>I', 2**30)", "over the limit"),
+        ("struct.pack('>I', 5) + b'[1,2]'", "must be a JSON array starting with its kind"),
+        ("struct.pack('>I', 8) + b'[\"boom\"]'", "unexpected 'boom' frame"),
+        ("struct.pack('>I', 4000) + b'[' * 4000", "nested too deeply"),
+    ],
+)
+def test_a_worker_that_breaks_the_protocol_is_stopped(
+    make_host: Callable[..., PluginHost],
+    install: Installer,
+    services: FakeHostServices,
+    frame: str,
+    cause: str,
+) -> None:
+    host = make_host()
+    install(
+        host,
+        "forger",
+        f"""
+        @hookimpl
+        def lead_created(self, lead, api):
+            import struct
+            api._worker.channel.sock.sendall({frame})
+            time.sleep(1)
+        """,
+    )
+    fire(host, services)
+    [failure] = failures(host, "forger")
+    assert failure.exc_type == "SandboxError"
+    assert cause in failure.message
+    assert host.sandbox.workers() == []  # stopped; the next call starts another
+
+
+def test_the_api_works_only_during_its_call_and_on_its_thread(
+    make_host: Callable[..., PluginHost], install: Installer, services: FakeHostServices
+) -> None:
+    host = make_host()
+    install(
+        host,
+        "keeper",
+        """
+        kept = None
+
+        @hookimpl
+        def lead_created(self, lead, api):
+            import threading
+            outcome = {}
+
+            def other():
+                try:
+                    api.store_get("x")
+                except RuntimeError as exc:
+                    outcome["thread"] = str(exc)
+
+            thread = threading.Thread(target=other)
+            thread.start()
+            thread.join()
+            if type(self).kept is not None:
+                try:
+                    type(self).kept.store_get("x")
+                except RuntimeError as exc:
+                    outcome["kept"] = str(exc)
+            type(self).kept = api
+            api.store_set("outcome", outcome)
+        """,
+    )
+    fire(host, services)
+    fire(host, services)
+    outcome = services.stored("acme", "keeper")["outcome"]
+    assert "from the thread running it" in outcome["thread"]
+    assert "only during the hook call that received this api" in outcome["kept"]
+
+
+def test_a_dead_zygote_is_replaced(
+    make_host: Callable[..., PluginHost], install: Installer, services: FakeHostServices
+) -> None:
+    host = make_host()
+    install(host, "healthy", HEALTHY)
+    fire(host, services)
+    zygote = host.sandbox._zygote
+    assert zygote is not None
+    zygote.process.kill()
+    zygote.process.wait()
+    host.sandbox._plugins["healthy"].stop()
+    fire(host, services)  # a new worker, forked by a new zygote
+    assert services.stored("acme", "healthy")["seen"] == 2
+    assert host.sandbox._zygote is not zygote
+
+
+def test_printed_output_is_capped_per_call(
+    make_host: Callable[..., PluginHost],
+    install: Installer,
+    services: FakeHostServices,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    host = make_host(output_limit=1000)
+    install(
+        host,
+        "chatty",
+        """
+        @hookimpl
+        def lead_created(self, lead, api):
+            for number in range(10_000):
+                print("line", number, "x" * 20)
+        """,
+    )
+    with caplog.at_level(logging.INFO, logger="services_ai_plugins.plugins.chatty"):
+        fire(host, services)
+    lines = [r.getMessage() for r in caplog.records if r.name.endswith("chatty")]
+    shown = [line for line in lines if line.startswith("[stdout]")]
+    assert 20 < len(shown) < 50
+    assert sum(len(line) for line in shown) < 1000 + 50 * len("[stdout] ")
+    assert any("characters of output dropped" in line for line in lines)
+    assert failures(host, "chatty") == []
+
+
+def test_policy_isolation_only_ever_gets_stricter() -> None:
+    policy = SandboxPolicy(isolation={"archive": "inprocess", "folder": "process"})
+    assert policy.isolation_for(SourceKind.ARCHIVE, None) is Isolation.INPROCESS
+    assert policy.isolation_for(SourceKind.ARCHIVE, Isolation.PROCESS) is Isolation.PROCESS
+    assert policy.isolation_for(SourceKind.FOLDER, Isolation.INPROCESS) is Isolation.PROCESS
+    assert SandboxPolicy().isolation_for(SourceKind.ENTRY_POINT, None) is Isolation.INPROCESS
+    assert SandboxPolicy(limits={"memory": None}).limits.memory is None
+    with pytest.raises(ValueError, match="timeout"):
+        SandboxPolicy(timeout=0)
+    with pytest.raises(ValueError, match="'thread' is not a valid Isolation"):
+        SandboxPolicy(isolation={"archive": "thread"})
+
+
+def test_sandbox_info_on_the_command_line(tmp_path: Path) -> None:
+    from services_ai_plugins._cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["sandbox-info", "--json", "--plugins-dir", str(tmp_path)], stdout=out, stderr=err)
+    assert code == 0, err.getvalue()
+    document = json.loads(out.getvalue())
+    assert {layer["name"] for layer in document["layers"]} >= {"rlimits", "landlock", "seccomp"}
+    assert document["level"] in ("strong", "partial", "minimal")
+
+
+def test_an_entry_point_plugin_asking_for_a_process_is_imported_there_by_name(
+    make_host: Callable[..., PluginHost], services: FakeHostServices
+) -> None:
+    """A class installed with the host (as pip installs entry points) runs in a worker."""
+    import importlib
+    import json as json_module
+
+    module = importlib.import_module("services_ai_plugins._demo_plugins.flaky.main")
+    folder = Path(module.__file__ or "").parent
+    manifest = json_module.loads((folder / "manifest.json").read_text())
+    host = make_host()
+    host.install_object(
+        module.FlakyCrmSync, actor="ops", manifest={**manifest, "isolation": "process"}
+    )
+    plugin_id = manifest["id"]
+    host.registry.approve(plugin_id, actor="admin")
+    host.registry.enable(plugin_id, "acme", actor="admin")
+    fire(host, services)
+    [failure] = failures(host, plugin_id)
+    assert failure.exc_type == "ConnectionError"
+    assert host.plugins()[plugin_id].pid not in (None, os.getpid())  # type: ignore[attr-defined]
+
+    class Local:  # not importable by name: refused with a reason
+        pass
+
+    host.install_object(
+        Local, actor="ops", manifest={**manifest, "id": "local", "isolation": "process"}
+    )
+    host.registry.approve("local", actor="admin")
+    host.refresh(force=True)
+    [refused] = failures(host, "local")
+    assert "not an importable module or class" in refused.message

@@ -154,3 +154,33 @@ def test_the_plugin_loads_nothing_of_the_sdk_until_a_fixture_is_used() -> None:
     assert (
         Path(ROOT / "pyproject.toml").read_text().count("services_ai_plugins_testing.plugin") == 1
     )
+
+
+def test_the_marker_runs_the_plugin_in_a_sandbox_worker(pytester: pytest.Pytester) -> None:
+    """services_ai_plugin(sandbox=True): the plugin runs as a host runs uploads, in a worker."""
+    write(pytester, {k: v for k, v in guide_files().items() if not k.startswith("tests/")})
+    pytester.makepyfile(
+        test_sandboxed="""
+        import os
+
+        import pytest
+
+        @pytest.mark.services_ai_plugin(sandbox=True)
+        def test_in_a_worker(plugin_host):
+            plugin_host.add()
+            plugin_host.fire("lead_created").assert_ok()
+            assert plugin_host.services.notifications("acme")
+            assert plugin_host.plugin("greeter").pid not in (None, os.getpid())
+
+        def test_in_this_process(plugin_host):
+            plugin_host.add()
+            assert not hasattr(plugin_host.plugin("greeter"), "pid")
+
+        @pytest.mark.services_ai_plugin(sandbox="yes")
+        def test_refused(plugin_host):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*sandbox= takes True or False*"])

@@ -409,8 +409,8 @@ class Capabilities:
             Layer(
                 name=SECCOMP,
                 available=self.seccomp,
-                stops="running programs, starting processes (threads still work), non-Unix "
-                "sockets, signals to other processes, ptrace, namespaces, mounts, bpf, io_uring",
+                stops="running programs, starting processes (threads still work), new sockets, "
+                "signals to other processes, ptrace, namespaces, mounts, bpf, io_uring",
                 missing=None if self.seccomp else self._why(SECCOMP),
             ),
         )
@@ -1213,7 +1213,7 @@ class _AuditGuard:
     def new_socket(self, event: str, args: tuple[Any, ...]) -> None:
         family = args[1]
         # -1: a socket object around an existing descriptor (socket.socket(fileno=...)).
-        if family not in (socket.AF_UNIX, -1):
+        if family != -1:
             try:
                 name = socket.AddressFamily(family).name
             except ValueError:
@@ -1305,7 +1305,7 @@ def install_audit_hook(*, folder: Path, scratch: Path | None, readable: Sequence
     reading (opening, listing) outside ``folder``, ``scratch`` and
     ``readable``; writing (opening for writing, creating, removing,
     renaming, changing) outside ``scratch``; ``/dev/null`` is always
-    allowed. Also: sockets of any family but ``AF_UNIX``, ``connect``,
+    allowed. Also: new sockets (of any family), ``connect``,
     ``bind``, ``sendto`` and host-name look-ups; ``subprocess``,
     ``os.system``, ``os.exec*``, ``os.posix_spawn*``, ``os.spawn*``,
     ``os.fork``, ``os.forkpty``; ``os.kill`` and ``os.killpg``; and

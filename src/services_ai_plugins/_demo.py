@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -303,6 +304,17 @@ class _Demo:
             self.write(
                 f"{_INDENT}  {row.plugin_id:<15} {row.hook:<18} "
                 f"{row.calls:>5} {row.errors:>6} {average:>7.3f}"
+            )
+        workers = self.host.sandbox.workers()
+        self.write(
+            f"{_INDENT}Sandbox workers (host.sandbox.workers(): uploaded archives run in "
+            f"worker processes, this host is pid {os.getpid()}):"
+        )
+        for worker in workers:
+            memory = f"{worker.rss / 2**20:.0f} MiB" if worker.rss else "?"
+            self.write(
+                f"{_INDENT}  {worker.plugin_id:<15} pid {worker.pid:<7} {worker.calls:>3} calls  "
+                f"RSS {memory:<7} {', '.join(worker.layers)}"
             )
         failures = self.host.failures()
         self.write(f"{_INDENT}Failures (host.failures(), newest first): {len(failures)} recorded")

@@ -551,6 +551,7 @@ class PluginHost:
             is Isolation.PROCESS
         )
         plugin: object = None
+        folder: Path | None = None
         try:
             if record.source is not SourceKind.ENTRY_POINT:
                 # Verifies the code hash first; records its own failures (and
@@ -567,25 +568,18 @@ class PluginHost:
             if sandboxed:
                 if manifest is None:
                     raise PackageError("its manifest cannot be read", path=record.id)
+                module = attribute = None
                 if record.source is SourceKind.ENTRY_POINT:
                     module, attribute = self._entry_point_target(record.id)
-                    plugin = self.sandbox.load(
-                        record.id,
-                        manifest,
-                        folder=None,
-                        spec_args=self._spec_args,
-                        ignored=self._notify_hooks(),
-                        module=module,
-                        attribute=attribute,
-                    )
-                else:
-                    plugin = self.sandbox.load(
-                        record.id,
-                        manifest,
-                        folder=folder,
-                        spec_args=self._spec_args,
-                        ignored=self._notify_hooks(),
-                    )
+                plugin = self.sandbox.load(
+                    record.id,
+                    manifest,
+                    folder=folder,
+                    spec_args=self._spec_args,
+                    ignored=self._notify_hooks(),
+                    module=module,
+                    attribute=attribute,
+                )
             elif record.source is SourceKind.ENTRY_POINT:
                 found = self._entry_points.get(record.id)
                 if found is None:

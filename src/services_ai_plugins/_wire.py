@@ -40,6 +40,8 @@ __all__ = ["MAX_FRAME", "Channel", "WireError", "decode", "encode"]
 MAX_FRAME: Final = 16 * 2**20
 
 _HEADER: Final = struct.Struct(">I")
+#: A peer that died makes sending fail with EPIPE, never a SIGPIPE (where the system can say so).
+_NO_SIGNAL: Final = getattr(socket, "MSG_NOSIGNAL", 0)
 #: The most bytes read from the socket at once.
 _CHUNK: Final = 1 << 16
 #: ``struct timeval`` (seconds, microseconds), as the kernel reads SO_RCVTIMEO.
@@ -138,16 +140,23 @@ def decode(data: Any, *, trusted: bool = False) -> Any:
 
     :raises WireError: for an unknown tag or a payload that is not valid.
     """
+    try:
+        return _decode(data, trusted)
+    except RecursionError:
+        raise WireError("a value is nested too deeply") from None
+
+
+def _decode(data: Any, trusted: bool) -> Any:
     kind = type(data)
     if kind is list:
-        return [decode(item, trusted=trusted) for item in data]
+        return [_decode(item, trusted) for item in data]
     if kind is not dict:
         if kind in _SIMPLE:
             return data
         raise WireError(f"unexpected {kind.__name__} in a frame")
     if len(data) <= 2 and data.keys() & _TAGS:
         return _tagged(data, trusted)
-    return {key: decode(item, trusted=trusted) for key, item in data.items()}
+    return {key: _decode(item, trusted) for key, item in data.items()}
 
 
 def _tagged(data: dict[str, Any], trusted: bool) -> Any:
@@ -162,9 +171,9 @@ def _tagged(data: dict[str, Any], trusted: bool) -> Any:
             except (ArithmeticError, ValueError, binascii.Error) as exc:
                 raise WireError(f"malformed {tag} value in a frame: {exc}") from None
     if "$t" in data and len(data) == 1 and type(data["$t"]) is list:
-        return tuple(decode(item, trusted=trusted) for item in data["$t"])
+        return tuple(_decode(item, trusted) for item in data["$t"])
     if "$d" in data and len(data) == 1 and type(data["$d"]) is dict:
-        return {key: decode(item, trusted=trusted) for key, item in data["$d"].items()}
+        return {key: _decode(item, trusted) for key, item in data["$d"].items()}
     if "$r" in data and "v" in data and len(data) == 2:
         cls = _RECORDS.get(data["$r"]) if type(data["$r"]) is str else None
         if cls is None:
@@ -212,7 +221,7 @@ class Channel:
             sent = socket.send_fds(self.sock, [frame], list(fds))
             frame = frame[sent:]
         if frame:
-            self.sock.sendall(frame)
+            self.sock.sendall(frame, _NO_SIGNAL)
 
     def receive(self, timeout: float | None = None, *, fds: list[int] | None = None) -> list[Any]:
         """Read one frame; descriptors passed along are appended to ``fds``.
@@ -234,6 +243,8 @@ class Channel:
                         message = _loads(body)
                     except ValueError as exc:
                         raise WireError(f"a frame is not JSON: {exc}") from None
+                    except RecursionError:
+                        raise WireError("a frame is nested too deeply") from None
                     if type(message) is not list or not message or type(message[0]) is not str:
                         raise WireError("a frame must be a JSON array starting with its kind")
                     return message
