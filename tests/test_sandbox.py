@@ -836,3 +836,55 @@ def test_an_entry_point_plugin_asking_for_a_process_is_imported_there_by_name(
     host.refresh(force=True)
     [refused] = failures(host, "local")
     assert "not an importable module or class" in refused.message
+
+
+def test_a_forked_host_starts_its_own_workers(
+    make_host: Callable[..., PluginHost], install: Installer, services: FakeHostServices
+) -> None:
+    """A host made before a web server forks (preloading): each process gets its own workers."""
+    host = make_host()
+    install(host, "healthy", HEALTHY)
+    fire(host, services)
+    parent_worker = host.plugins()["healthy"].pid  # type: ignore[attr-defined]
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        code = 1
+        try:
+            fire(host, services)
+            pid = host.plugins()["healthy"].pid  # type: ignore[attr-defined]
+            os.write(writer, json.dumps([pid, services.stored("acme", "healthy")]).encode())
+            host.close()
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(writer)
+    with os.fdopen(reader) as stream:
+        report = stream.read()
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, report
+    child_worker, stored = json.loads(report)
+    assert child_worker not in (None, parent_worker)
+    assert stored == {"seen": 2}
+    fire(host, services)  # the parent's worker still serves the parent
+    assert host.plugins()["healthy"].pid == parent_worker  # type: ignore[attr-defined]
+
+
+def test_a_zygote_that_cannot_start_is_a_load_failure_that_says_why(
+    tmp_path: Path, install: Installer, services: FakeHostServices
+) -> None:
+    broken_python = tmp_path / "python"
+    broken_python.write_text("#!/bin/sh\necho 'no interpreter here' >&2\nexit 3\n")
+    broken_python.chmod(0o755)
+    with PluginHost(
+        services,
+        storage=MemoryStorage(),
+        plugins_dir=tmp_path / "plugins",
+        entry_points=False,
+        sandbox=SandboxPolicy(python=str(broken_python)),
+    ) as host:
+        install(host, "healthy", HEALTHY)
+        fire(host, services)
+        [failure] = host.failures("healthy")
+        assert failure.hook == "load"
+        assert "its zygote did not start: no interpreter here" in failure.message

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from time import monotonic, perf_counter
@@ -157,6 +158,26 @@ class Sandbox:
         self._live: dict[str, _Worker] = {}
         self._notes: set[str] = set()
         self._closed = False
+        # A web server that forks after the host was made (gunicorn --preload): each child
+        # must start its own zygote and workers, never talk over its parent's sockets.
+        method = weakref.WeakMethod(self._forked)
+        os.register_at_fork(after_in_child=lambda: _call_if_alive(method))
+
+    def _forked(self) -> None:
+        """In a forked child: forget the parent's zygote and workers (they stay the parent's)."""
+        self._lock = threading.Lock()
+        inherited: list[object] = [self._zygote, *self._live.values()]
+        self._zygote = None
+        self._live = {}
+        for sandboxed in self._plugins.values():
+            sandboxed.lock = threading.RLock()
+            sandboxed.worker = sandboxed.routed = None
+        for thing in inherited:  # close this process's copies of their descriptors only
+            channel = getattr(thing, "channel", None)
+            if channel is not None:
+                with contextlib.suppress(OSError):
+                    channel.close()
+        _INHERITED.extend(inherited)  # their Popen objects must not be waited for here
 
     @property
     def capabilities(self) -> Capabilities:
@@ -254,6 +275,9 @@ class Sandbox:
                     _logger.warning("the sandbox's zygote died; starting a new one")
                     zygote.close()
                 zygote = self._zygote = _Zygote(self.policy)
+                for layer in zygote.capabilities.layers():
+                    if not layer.available:  # degraded: say so, once per process
+                        self._note(f"the {layer.name} layer is missing here: {layer.missing}")
             return zygote
 
     def _note(self, note: str) -> None:
@@ -697,6 +721,16 @@ class _Worker:
         return _describe(status, killed=killed)
 
 
+#: Zygotes and workers of a parent process, kept in a forked child so nothing collects them.
+_INHERITED: list[object] = []
+
+
+def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
+    bound = method()
+    if bound is not None:
+        bound()
+
+
 def _texts(values: Sequence[object]) -> bool:
     return all(type(value) is str for value in values)
 
@@ -737,28 +771,38 @@ class _Zygote:
             "from services_ai_plugins._worker import zygote_main; "
             f"zygote_main({theirs.fileno()})"
         )
-        try:
-            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and code
-                [policy.python, "-I", "-c", code],
-                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-                pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-                cwd="/",
-            )
-        finally:
-            theirs.close()
-        self.channel = Channel(ours)
-        self._lock = threading.Lock()
-        try:
-            hello = self.channel.receive(policy.start_timeout)
-        except (TimeoutError, EOFError, OSError, WireError) as exc:
-            self.process.kill()
-            _, errors = self.process.communicate()
-            detail = errors.decode(errors="replace").strip().splitlines()[-1:] or [repr(exc)]
-            raise SandboxError("sandbox", f"its zygote did not start: {detail[0]}") from None
+        # A file, not a pipe: nobody reads it after the start, and a pipe could fill up.
+        with tempfile.TemporaryFile() as errors:
+            try:
+                self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and code
+                    [policy.python, "-I", "-c", code],
+                    env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                    pass_fds=[theirs.fileno()],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=errors,
+                    start_new_session=True,
+                    cwd="/",
+                )
+            except OSError as exc:
+                ours.close()
+                raise SandboxError(
+                    "sandbox", f"cannot start its zygote ({policy.python}): {exc}"
+                ) from None
+            finally:
+                theirs.close()
+            self.channel = Channel(ours)
+            self._lock = threading.Lock()
+            try:
+                hello = self.channel.receive(policy.start_timeout)
+            except (TimeoutError, EOFError, OSError, WireError) as exc:
+                self.process.kill()
+                self.process.wait()
+                self.channel.close()
+                errors.seek(0)
+                lines = errors.read().decode(errors="replace").strip().splitlines()
+                detail = lines[-1] if lines else repr(exc)
+                raise SandboxError("sandbox", f"its zygote did not start: {detail}") from None
         self.pid: Final = self.process.pid
         found = dict(hello[1]["capabilities"])
         if found.get("unprivileged") is not None:
@@ -794,8 +838,6 @@ class _Zygote:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        if self.process.stderr is not None:
-            self.process.stderr.close()
         self.channel.close()
 
 
