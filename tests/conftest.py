@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,45 @@ def plugin_folder(
     (folder / "manifest.json").write_text(json.dumps(manifest))
     (folder / "main.py").write_text(source)
     return folder
+
+
+class Installer:
+    """Writes plugin folders (``header`` + an indented ``body``), packs and installs them.
+
+    Approves each (its manifest's permissions granted) and enables it for ``tenants``.
+    """
+
+    def __init__(self, root: Path, header: str) -> None:
+        self.root = root
+        self.header = header
+
+    def __call__(
+        self,
+        host: Any,
+        plugin_id: str,
+        body: str,
+        *,
+        permissions: Sequence[str] = ("read_leads",),
+        tenants: Sequence[str] = ("acme",),
+        settings: Sequence[dict[str, Any]] = (),
+        approve: bool = True,
+        manifest: Mapping[str, Any] | None = None,
+    ) -> None:
+        from services_ai_plugins import pack_plugin
+
+        source = self.header + textwrap.indent(textwrap.dedent(body), "    ")
+        folder = plugin_folder(
+            self.root, plugin_id, source, permissions=permissions, settings=settings
+        )
+        if manifest:
+            document = json.loads((folder / "manifest.json").read_text())
+            (folder / "manifest.json").write_text(json.dumps({**document, **manifest}))
+        archive = pack_plugin(folder, self.root / f"{plugin_id}.zip").path
+        host.install(archive, actor="ops")
+        if approve:
+            host.registry.approve(plugin_id, actor="admin")
+            for tenant in tenants:
+                host.registry.enable(plugin_id, tenant, actor="admin")
 
 
 class CliRunner:

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import plugin_folder
+from conftest import Installer
 from services_ai_plugins import (
     BreakerPolicy,
     Isolation,
@@ -26,7 +26,6 @@ from services_ai_plugins import (
     SQLiteStorage,
     Storage,
     hookimpl,
-    pack_plugin,
 )
 from services_ai_plugins._storage import MetricsDelta
 from services_ai_plugins.events import Context, Email, Lead, User, example
@@ -40,43 +39,9 @@ HEADER = (
 )
 
 
-def plugin_source(body: str) -> str:
-    """A plugin module whose class ``Plugin`` has ``body`` (methods, indented by us)."""
-    return HEADER + textwrap.indent(textwrap.dedent(body), "    ")
-
-
-class Installer:
-    """Writes plugin folders, packs them, installs them into a host's registry."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def __call__(
-        self,
-        host: PluginHost,
-        plugin_id: str,
-        body: str,
-        *,
-        permissions: Sequence[str] = ("read_leads",),
-        tenants: Sequence[str] = ("acme",),
-        settings: Sequence[dict[str, Any]] = (),
-        approve: bool = True,
-    ) -> None:
-        source = plugin_source(body)
-        folder = plugin_folder(
-            self.root, plugin_id, source, permissions=permissions, settings=settings
-        )
-        archive = pack_plugin(folder, self.root / f"{plugin_id}.zip").path
-        host.install(archive, actor="ops")
-        if approve:
-            host.registry.approve(plugin_id, actor="admin")
-            for tenant in tenants:
-                host.registry.enable(plugin_id, tenant, actor="admin")
-
-
 @pytest.fixture
 def install(tmp_path: Path) -> Installer:
-    return Installer(tmp_path)
+    return Installer(tmp_path, HEADER)
 
 
 @pytest.fixture
@@ -688,7 +653,7 @@ def test_the_breaker_trips_exactly_at_the_first_run_of_n_failures(
         sandbox=IN_PROCESS,
     )
     try:
-        Installer(root)(host, "flaky", FLAKY)
+        Installer(root, HEADER)(host, "flaky", FLAKY)
         flaky = host.plugins()["flaky"]
         tripped_at = None
         run = 0
@@ -768,8 +733,10 @@ def test_pip_installed_plugins_are_discovered_and_run_once_approved(
         "[services_ai.plugins]\nhost-test = sai_host_test:Plugin\n"
     )
     (site / "sai_host_test.py").write_text(
-        plugin_source(
-            "manifest = {'name': 'Host Test', 'permissions': ['read_leads']}\n" + RECORDING
+        HEADER
+        + textwrap.indent(
+            "manifest = {'name': 'Host Test', 'permissions': ['read_leads']}\n" + RECORDING,
+            "    ",
         )
     )
     monkeypatch.syspath_prepend(str(site))

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from conftest import plugin_folder
+from conftest import Installer
 from services_ai_plugins import (
     BreakerPolicy,
     Isolation,
@@ -30,7 +30,6 @@ from services_ai_plugins import (
     SandboxError,
     SandboxPolicy,
     SourceKind,
-    pack_plugin,
 )
 from services_ai_plugins._api import DeniedCall
 from services_ai_plugins._confine import NO_CAPABILITIES, probe
@@ -56,36 +55,9 @@ def lead_created(self, lead, api):
 """
 
 
-class Installer:
-    """Writes plugin folders, packs and installs them; approves and enables them for acme."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def __call__(
-        self,
-        host: PluginHost,
-        plugin_id: str,
-        body: str,
-        *,
-        permissions: Sequence[str] = ("read_leads",),
-        manifest: dict[str, Any] | None = None,
-    ) -> None:
-        source = HEADER + textwrap.indent(textwrap.dedent(body), "    ")
-        folder = plugin_folder(self.root, plugin_id, source, permissions=permissions)
-        if manifest:
-            document = json.loads((folder / "manifest.json").read_text())
-            document.update(manifest)
-            (folder / "manifest.json").write_text(json.dumps(document))
-        archive = pack_plugin(folder, self.root / f"{plugin_id}.zip").path
-        host.install(archive, actor="ops")
-        host.registry.approve(plugin_id, actor="admin")
-        host.registry.enable(plugin_id, "acme", actor="admin")
-
-
 @pytest.fixture
 def install(tmp_path: Path) -> Installer:
-    return Installer(tmp_path)
+    return Installer(tmp_path, HEADER)
 
 
 @pytest.fixture
