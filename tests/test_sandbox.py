@@ -860,3 +860,35 @@ def test_a_zygote_that_cannot_start_is_a_load_failure_that_says_why(
         [failure] = host.failures("healthy")
         assert failure.hook == "load"
         assert "its zygote did not start: no interpreter here" in failure.message
+
+
+def test_a_worker_starts_on_the_first_call_once_its_hooks_are_known(
+    tmp_path: Path, install: Installer, services: FakeHostServices
+) -> None:
+    """The first load starts a worker to learn the hooks; later hosts start one only when called."""
+    storage = MemoryStorage()
+
+    def host() -> PluginHost:
+        return PluginHost(
+            services,
+            storage=storage,
+            plugins_dir=tmp_path / "plugins",
+            entry_points=False,
+            sandbox=SandboxPolicy(timeout=3.0),
+        )
+
+    with host() as first:
+        install(first, "healthy", HEALTHY)
+        first.refresh()
+        assert [w.plugin_id for w in first.sandbox.workers()] == ["healthy"]
+    [kept] = (tmp_path / "plugins" / ".sandbox-hooks").iterdir()
+    assert kept.name.startswith("healthy-")
+    with host() as second:
+        assert "healthy" in second.plugins()
+        assert second.sandbox.workers() == []  # loaded, no worker yet
+        fire(second, services)
+        assert [w.plugin_id for w in second.sandbox.workers()] == ["healthy"]
+        assert services.stored("acme", "healthy")["seen"] == 1
+    kept.write_text("{not json")  # unusable: the next load asks a worker again
+    with host() as third:
+        assert [w.plugin_id for w in third.sandbox.workers()] == ["healthy"]

@@ -66,11 +66,15 @@ from ._storage import (
     SourceKind,
     Storage,
 )
+from ._version import __version__
 from .events import Context
 from .hookspecs import HookInfo, HookKind, hook_info, plugin_manager
 
 __all__ = ["PluginHealth", "PluginHost"]
 
+
+#: Where the host keeps what sandbox workers reported of their plugins (inside plugins_dir).
+HOOKS_FOLDER: Final = ".sandbox-hooks"
 
 #: The actor of the breaker's suspensions in the audit trail.
 BREAKER_ACTOR: Final = "circuit-breaker"
@@ -579,6 +583,9 @@ class PluginHost:
                     ignored=self._notify_hooks(),
                     module=module,
                     attribute=attribute,
+                    hooks_file=self.plugins_dir
+                    / HOOKS_FOLDER
+                    / f"{record.id}-{record.code_hash[:32]}-{__version__}.json",
                 )
             elif record.source is SourceKind.ENTRY_POINT:
                 found = self._entry_points.get(record.id)

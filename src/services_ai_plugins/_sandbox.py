@@ -6,9 +6,10 @@ options, and whose bodies send the call to the plugin's worker and wait for
 the answer. The call loop cannot tell the difference, so isolation, metrics,
 failures and the breaker work as for in-process plugins.
 
-Workers are forked by a zygote (see :mod:`._worker`), started on a plugin's
-first load, reused for every call, and bounded in number (the least recently
-used idle worker makes room). A call waits at most ``timeout`` seconds: a
+Workers are forked by a zygote (see :mod:`._worker`), started when a call
+needs one (the first load of a plugin's code starts one to learn its
+implementations), reused for every call, and bounded in number (the least
+recently used idle worker makes room). A call waits at most ``timeout`` seconds: a
 worker that overruns is killed with its whole process group, and one that
 dies is reaped and its cause recorded; either way the next call starts a new
 one. While a call runs, the worker may send API requests: the host runs them
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import keyword
 import logging
 import os
@@ -194,9 +196,15 @@ class Sandbox:
         ignored: frozenset[str] = frozenset(),
         module: str | None = None,
         attribute: str | None = None,
+        hooks_file: Path | None = None,
     ) -> object:
-        """Start the plugin's worker, import it there, and return its stand-in for pluggy.
+        """Return the plugin's stand-in for pluggy, from its implementations.
 
+        The implementations are what its worker reported once it imported the
+        plugin: read from ``hooks_file`` when an earlier load wrote it (the
+        worker then starts on the first call), else reported by a worker
+        started now, and written there (a file per code hash: the host's
+        restarts and its other processes start no worker they do not use).
         ``spec_args(hook)`` gives the argument names of a hook's specification
         (None for a hook nobody specified); ``ignored`` names the hooks whose
         results the host ignores. Entry-point plugins name their
@@ -220,10 +228,15 @@ class Sandbox:
             "modules": _distribution_modules([r.name for r in manifest.dependencies]),
         }
         sandboxed = _Sandboxed(self, plugin_id, config)
-        worker = sandboxed.start()
-        sandboxed.worker = worker
+        hooks = _read_hooks(hooks_file) if hooks_file is not None else None
+        if hooks is None:
+            worker = sandboxed.start()
+            sandboxed.worker = worker
+            hooks = worker.hooks
+            if hooks_file is not None:
+                _write_hooks(hooks_file, hooks)
         self._plugins[plugin_id] = sandboxed
-        return sandboxed.stand_in(worker.hooks, spec_args, ignored)
+        return sandboxed.stand_in(hooks, spec_args, ignored)
 
     def unload(self, plugin_id: str) -> None:
         """Stop the plugin's worker and forget it (its stand-in then fails every call)."""
@@ -719,6 +732,35 @@ class _Worker:
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
         return _describe(status, killed=killed)
+
+
+def _read_hooks(path: Path) -> list[dict[str, Any]] | None:
+    """The implementations a worker reported, as an earlier load wrote them (None: none usable)."""
+    try:
+        hooks = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if type(hooks) is not list:
+        return None
+    for hook in hooks:
+        if type(hook) is not dict or type(hook.get("name")) is not str:
+            return None
+        names = hook.get("argnames")
+        if type(names) is not list or not all(type(name) is str for name in names):
+            return None
+    return hooks
+
+
+def _write_hooks(path: Path, hooks: list[dict[str, Any]]) -> None:
+    """Keep what the worker reported for the next load (atomically; a failure only costs time)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(hooks, stream)
+        Path(temporary).replace(path)
+    except OSError as exc:
+        _logger.warning("cannot keep the hooks of a sandboxed plugin in %s: %s", path, exc)
 
 
 #: Zygotes and workers of a parent process, kept in a forked child so nothing collects them.
