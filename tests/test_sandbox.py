@@ -30,6 +30,7 @@ from services_ai_plugins import (
     SandboxError,
     SandboxPolicy,
     SourceKind,
+    _sandbox,
 )
 from services_ai_plugins._api import DeniedCall
 from services_ai_plugins._confine import NO_CAPABILITIES, probe
@@ -892,3 +893,33 @@ def test_a_worker_starts_on_the_first_call_once_its_hooks_are_known(
     kept.write_text("{not json")  # unusable: the next load asks a worker again
     with host() as third:
         assert [w.plugin_id for w in third.sandbox.workers()] == ["healthy"]
+
+
+def test_a_worker_near_its_cpu_limit_is_replaced_between_calls(
+    make_host: Callable[..., PluginHost],
+    install: Installer,
+    services: FakeHostServices,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RLIMIT_CPU counts over a worker's life: the host retires it before the kernel stops it."""
+    monkeypatch.setattr(_sandbox, "_CPU_CHECK_EVERY", 1)  # look after every call, not every 256
+    host = make_host(limits={"cpu": 2})
+    install(
+        host,
+        "busy",
+        """
+        @hookimpl
+        def lead_created(self, lead, api):
+            started = time.process_time()
+            while time.process_time() - started < 0.3:  # CPU, not sleep
+                pass
+            api.store_set("pids", (api.store_get("pids") or []) + [os.getpid()])
+        """,
+    )
+    for _ in range(7):  # 6 x 0.3 s > 80% of 2 s: the seventh call runs in a fresh worker
+        fire(host, services)
+    pids = services.stored("acme", "busy")["pids"]
+    assert len(pids) == 7
+    assert len(set(pids)) == 2
+    assert pids[-1] != pids[0]
+    assert failures(host, "busy") == []

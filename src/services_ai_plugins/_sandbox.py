@@ -61,6 +61,10 @@ _logger = logging.getLogger("services_ai_plugins.sandbox")
 
 #: How deep hook calls may nest through one worker (a hook whose API call fires a hook).
 MAX_DEPTH: Final = 8
+#: Every how many calls the host looks at a worker's CPU time (one read of /proc).
+_CPU_CHECK_EVERY: Final = 256
+#: The share of its lifetime CPU limit after which a worker is replaced between calls.
+_CPU_RETIRE_AT: Final = 0.8
 
 _DEFAULT_ISOLATION: Final[Mapping[SourceKind, Isolation]] = {
     SourceKind.ARCHIVE: Isolation.PROCESS,
@@ -429,9 +433,27 @@ class _Sandboxed:
                     self.sandbox._gone(worker)
             if name == "register_routes":
                 self.routed = worker
+            elif worker.calls % _CPU_CHECK_EVERY == 0 and worker.depth == 0:
+                self._retire_if_spent(worker)
             return result
         finally:
             self.lock.release()
+
+    def _retire_if_spent(self, worker: _Worker) -> None:
+        """Replace a worker near its lifetime CPU limit before the kernel stops it mid-call."""
+        limit = self.sandbox.policy.limits.cpu
+        used = _cpu_seconds(worker.pid)
+        if limit is None or used is None or used < limit * _CPU_RETIRE_AT:
+            return
+        _logger.info(
+            "plugin %r: its worker used %.0f of its %d CPU seconds; starting a fresh one",
+            self.plugin_id,
+            used,
+            limit,
+        )
+        self.worker = None
+        self.sandbox._gone(worker)
+        worker.stop()
 
     def stand_in(
         self,
@@ -915,6 +937,17 @@ def _distribution_modules(requirements: Sequence[str]) -> list[str]:
 
 def _canonical(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """The CPU time a process used so far (user and system), or None where /proc cannot tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        # The command name (field 2) may hold spaces: count the fields after its ")".
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _rss(pid: int) -> int | None:
