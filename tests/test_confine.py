@@ -39,7 +39,9 @@ from services_ai_plugins._confine import (
     LANDLOCK,
     LAYER_NAMES,
     NETWORK_NAMESPACE,
+    NO_CAPABILITIES,
     NO_NEW_PRIVS,
+    PRIVATE_MOUNTS,
     RLIMITS,
     SECCOMP,
     UNPRIVILEGED_USER,
@@ -445,6 +447,70 @@ def test_root_drops_to_the_unprivileged_user(sandbox: Sandbox) -> None:
     assert refused(outcome["shadow"], errno.EACCES)
     assert outcome["raise"]["error"] == "ValueError"
     assert (sandbox.scratch.stat().st_uid, sandbox.scratch.stat().st_gid) == (uid, gid)
+
+
+def test_a_private_folder_above_what_the_worker_needs_is_covered_not_opened(
+    sandbox: Sandbox,
+) -> None:
+    """As root, with the plugin under a folder only root may enter (as Python under /root is):
+    the worker sees, in a mount namespace of its own, only what it needs of that folder, and
+    still becomes nobody; the host's view does not change."""
+    capabilities = only(UNPRIVILEGED_USER)
+    assert capabilities.unprivileged is not None
+    private = sandbox.base / "private"
+    private.mkdir(mode=0o700)
+    plugin = private / "deep" / "plugin"
+    plugin.mkdir(parents=True)
+    plugin.chmod(0o755)
+    (private / "deep").chmod(0o755)
+    (plugin / "main.py").write_text("VALUE = 7\n")
+    (plugin / "main.py").chmod(0o644)
+    (private / "secret.txt").write_text("root only, but readable by its mode\n")
+    (private / "secret.txt").chmod(0o644)
+
+    def body() -> dict[str, Any]:
+        return {
+            "uid": os.getuid(),
+            "plugin": attempt((plugin / "main.py").read_text),
+            "secret": attempt((private / "secret.txt").read_text),
+            "listing": attempt(lambda: sorted(p.name for p in private.iterdir())),
+        }
+
+    outcome = run_confined(sandbox, capabilities, body, folder=plugin)
+    assert outcome["applied"] == [PRIVATE_MOUNTS, UNPRIVILEGED_USER, NO_NEW_PRIVS]
+    assert outcome["uid"] == capabilities.unprivileged[0]
+    assert outcome["plugin"] == {"ok": repr("VALUE = 7\n")}
+    assert refused(outcome["secret"], errno.ENOENT)  # hidden, not just refused
+    assert outcome["listing"] == {"ok": repr(["deep"])}
+    assert sorted(p.name for p in private.iterdir()) == ["deep", "secret.txt"]  # host: all
+
+
+def test_a_file_the_user_may_not_read_keeps_the_worker_root_without_capabilities(
+    sandbox: Sandbox,
+) -> None:
+    """A needed file of mode 0600 cannot be shown to nobody: uid 0 stays, every capability goes."""
+    capabilities = only(UNPRIVILEGED_USER)
+    assert capabilities.unprivileged is not None
+    closed = sandbox.base / "closed.txt"
+    closed.write_text("x\n")
+    closed.chmod(0o600)
+    other = sandbox.base / "others.txt"
+    other.write_text("y\n")
+    os.chown(other, 1, 1)  # someone else's file, its mode 0600
+    other.chmod(0o600)
+
+    def body() -> dict[str, Any]:
+        return {
+            "uid": os.getuid(),
+            "others": attempt(other.read_text),
+            "chown": attempt(lambda: os.chown(closed, 1, 1)),
+        }
+
+    outcome = run_confined(sandbox, capabilities, body, readable=(closed,))
+    assert outcome["applied"] == [NO_CAPABILITIES, NO_NEW_PRIVS]
+    assert outcome["uid"] == 0
+    assert refused(outcome["others"], errno.EACCES)  # no CAP_DAC_OVERRIDE any more
+    assert refused(outcome["chown"], errno.EPERM)  # no CAP_CHOWN
 
 
 # -- network -------------------------------------------------------------------------------------

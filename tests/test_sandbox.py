@@ -33,7 +33,7 @@ from services_ai_plugins import (
     _sandbox,
 )
 from services_ai_plugins._api import DeniedCall
-from services_ai_plugins._confine import NO_CAPABILITIES, probe
+from services_ai_plugins._confine import PRIVATE_MOUNTS, UNPRIVILEGED_USER, probe
 from services_ai_plugins.events import ApiRequest, Context, Lead, Widget
 from services_ai_plugins_testing.fakes import FakeHostServices
 
@@ -560,6 +560,11 @@ def test_a_plugin_digging_for_host_objects_finds_none(
     assert not {"_services", "_grants", "_settings"} & set(dig["attributes"])
     assert "Secret Corp" not in json.dumps(dig["forged"])
     assert dig["forged"][0] == "raise"  # list_leads() takes no tenant: the host refused it
+    capabilities = probe()
+    if capabilities.unprivileged is not None and any(
+        layer.name == UNPRIVILEGED_USER and layer.available for layer in capabilities.layers()
+    ):  # a root host: the plugin runs as nobody, even with Python under /root
+        assert dig["uid"] == capabilities.unprivileged[0]
 
 
 def test_a_plugin_cannot_reach_another_tenants_data_by_id(
@@ -594,7 +599,7 @@ def test_sandbox_layers_reported(
     [info] = host.sandbox.workers()
     capabilities = probe()
     expected = {layer.name for layer in capabilities.layers() if layer.available}
-    assert set(info.layers) - {"import_guard", "audit_hook", NO_CAPABILITIES} <= expected
+    assert set(info.layers) - {"import_guard", "audit_hook", PRIVATE_MOUNTS} <= expected
     assert {"import_guard", "audit_hook"} <= set(info.layers)
     assert host.sandbox.capabilities == capabilities
     gc.collect()

@@ -53,6 +53,18 @@ sandbox. Every layer is one-way: nothing in the worker can undo it.
    (Landlock's scopes and seccomp do). The plugin's folder, the readable
    paths and the Python installation must be readable by that user.
 
+   When a folder *above* them shuts that user out (Python under ``/root``,
+   mode 0700; a private temporary folder), the worker first enters a mount
+   namespace of its own (``private_mounts``), covers each such folder with
+   an empty ``tmpfs`` and mounts back, at their own places, only the paths it
+   needs: it then reaches those, and nothing else of that folder exists for
+   it; no other process's view changes. When a needed path itself is
+   unreadable to that user (a file of mode 0600), the worker keeps uid 0
+   but clears every capability instead (``no_capabilities``): it then cannot
+   override permissions, raise its limits, signal or trace others, or
+   mount, but root's own files stay open to it by their permissions, where
+   Landlock is the fence.
+
 4. ``no_new_privs``: ``prctl(PR_SET_NO_NEW_PRIVS, 1)``.
 
    *Stops*: gaining privileges by running a set-user-id or set-group-id
@@ -166,6 +178,9 @@ LANDLOCK: Final = "landlock"
 SECCOMP: Final = "seccomp"
 #: Applied instead of ``unprivileged_user`` when that user could not read what the worker needs.
 NO_CAPABILITIES: Final = "no_capabilities"
+#: Applied before ``unprivileged_user`` when a folder above what the worker needs shuts that
+#: user out (Python under ``/root``, a private temporary folder): see :func:`_expose`.
+PRIVATE_MOUNTS: Final = "private_mounts"
 
 #: The layers, in the order :func:`confine` applies them.
 LAYER_NAMES: Final = (
@@ -186,6 +201,14 @@ _MiB: Final = 2**20
 _CLONE_NEWUSER: Final = 0x10000000
 _CLONE_NEWNET: Final = 0x40000000
 _CLONE_THREAD: Final = 0x00010000
+_CLONE_NEWNS: Final = 0x00020000
+# <sys/mount.h>
+_MS_NOSUID: Final = 2
+_MS_NODEV: Final = 4
+_MS_BIND: Final = 4096
+_MS_MOVE: Final = 8192
+_MS_REC: Final = 16384
+_MS_PRIVATE: Final = 1 << 18
 # <linux/prctl.h>
 _PR_SET_NO_NEW_PRIVS: Final = 38
 # <linux/capability.h>
@@ -991,6 +1014,92 @@ def unreadable_by(ids: tuple[int, int], paths: Sequence[Path]) -> Path | None:
     return None
 
 
+def _unprivileged(ids: tuple[int, int], needed: Sequence[Path], scratch: Path | None) -> list[str]:
+    """Become user ``ids``, showing it what it needs first; else stay uid 0 without capabilities."""
+    applied = []
+    if scratch is not None and unreadable_by(ids, needed) is not None:
+        with _applying(PRIVATE_MOUNTS):
+            if _expose(ids, needed, scratch):
+                applied.append(PRIVATE_MOUNTS)
+    if unreadable_by(ids, needed) is None:
+        with _applying(UNPRIVILEGED_USER):
+            _drop_user(ids, scratch)
+        applied.append(UNPRIVILEGED_USER)
+    else:
+        # That user could not read Python or the plugin (a file of mode 0600, say): stay
+        # uid 0 without a single capability, fenced in by Landlock and seccomp.
+        with _applying(UNPRIVILEGED_USER):
+            _drop_capabilities()
+        applied.append(NO_CAPABILITIES)
+    return applied
+
+
+def _expose(ids: tuple[int, int], paths: Sequence[Path], stage: Path) -> bool:
+    """Let user ``ids`` reach ``paths`` whose folders above shut it out; True if it did anything.
+
+    In a mount namespace of the worker's own (nothing changes for any other
+    process), each shutting folder (``/root``, mode 0700) is covered with an
+    empty, world-searchable ``tmpfs``, and only the paths the worker needs are
+    mounted back at their own places inside it (bind mounts, staged through
+    ``stage`` since the ``tmpfs`` hides them). Everything else in that folder
+    stays hidden from the worker, whatever its permissions. A path that is
+    itself unreadable (a file of mode 0600) is left as it is.
+    """
+    blocked: dict[Path, list[Path]] = {}
+    for path in paths:
+        target = Path(os.path.realpath(path))
+        shut = unreadable_by(ids, [target])
+        if shut is None or shut == target or not target.exists():
+            continue
+        blocked.setdefault(shut, []).append(target)
+    if not blocked:
+        return False
+    _unshare_or_raise(_CLONE_NEWNS, "unshare(CLONE_NEWNS)")
+    _mount(None, Path("/"), None, _MS_REC | _MS_PRIVATE)
+    staged = 0
+    # Shallow folders first; a shut folder beneath another one's covered tree is covered by it.
+    done: list[Path] = []
+    for shut in sorted(blocked, key=lambda p: len(p.parts)):
+        if any(shut.is_relative_to(top) for top in done):
+            continue
+        targets = sorted(t for top, ts in blocked.items() if top.is_relative_to(shut) for t in ts)
+        tops = [t for t in targets if not any(t != o and t.is_relative_to(o) for o in targets)]
+        stages = []
+        for target in tops:
+            place = stage / f".mount-{staged}"
+            staged += 1
+            if target.is_dir():
+                place.mkdir()
+            else:
+                place.touch()
+            _mount(target, place, None, _MS_BIND | _MS_REC)
+            stages.append((target, place))
+        _mount(Path("tmpfs"), shut, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=1m")
+        for target, place in stages:
+            if place.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.touch()
+            _mount(place, target, None, _MS_MOVE)
+            place.rmdir() if place.is_dir() else place.unlink()
+        done.append(shut)
+    return True
+
+
+def _mount(
+    source: Path | None, target: Path, kind: str | None, flags: int, data: str | None = None
+) -> None:
+    result = _libc().mount(
+        None if source is None else os.fsencode(source),
+        os.fsencode(target),
+        None if kind is None else kind.encode(),
+        ctypes.c_ulong(flags),
+        None if data is None else data.encode(),
+    )
+    _check(result, f"mount {source} on {target}")
+
+
 def _drop_user(ids: tuple[int, int], scratch: Path | None) -> None:
     uid, gid = ids
     if scratch is not None:
@@ -1073,16 +1182,7 @@ def confine(
         applied.append(RLIMITS)
     if UNPRIVILEGED_USER in available:
         assert capabilities.unprivileged is not None
-        if unreadable_by(capabilities.unprivileged, [folder, *readable]) is None:
-            with _applying(UNPRIVILEGED_USER):
-                _drop_user(capabilities.unprivileged, scratch)
-            applied.append(UNPRIVILEGED_USER)
-        else:
-            # That user could not import Python or the plugin (a folder under /root, say):
-            # stay uid 0 without a single capability, fenced in by Landlock and seccomp.
-            with _applying(UNPRIVILEGED_USER):
-                _drop_capabilities()
-            applied.append(NO_CAPABILITIES)
+        applied += _unprivileged(capabilities.unprivileged, [folder, *readable], scratch)
     if NO_NEW_PRIVS in available:
         with _applying(NO_NEW_PRIVS):
             _set_no_new_privs()

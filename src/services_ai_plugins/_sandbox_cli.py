@@ -9,6 +9,7 @@ registry: it only probes the machine.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,14 @@ def _sandbox_info(args: argparse.Namespace) -> Result:
     if capabilities.unprivileged is not None:
         blocked = unreadable_by(capabilities.unprivileged, _worker_reads(args.plugins_dir))
         uid = capabilities.unprivileged[0]
+        reads = [Path(os.path.realpath(path)) for path in _worker_reads(args.plugins_dir)]
         if blocked is None:
             user_line = f"workers drop to uid {uid}"
+        elif all(blocked != path for path in reads) and capabilities.root:
+            user_line = (
+                f"workers drop to uid {uid}; {blocked} shuts that user out, so each worker "
+                "sees, in a mount namespace of its own, only what it needs of it"
+            )
         else:
             user_line = (
                 f"workers stay uid 0 without capabilities: {blocked} is not readable by uid "
