@@ -289,11 +289,12 @@ def test_a_denied_api_call_raises_the_sdk_error_in_the_worker(
             try:
                 api.list_invoices()
             except PermissionDenied as exc:
-                api.store_set("denied", [type(exc).__name__, str(exc)])
+                api.store_set("denied", [type(exc).__name__, str(exc), exc.permission])
         """,
     )
     fire(host, services)
-    name, message = services.stored("acme", "nosy")["denied"]
+    name, message, permission = services.stored("acme", "nosy")["denied"]
+    assert permission == "read_invoices"
     assert name == "PermissionDenied"
     assert "read_invoices" in message
     assert [(d.plugin_id, d.method, d.permission) for d in denied] == [

@@ -715,7 +715,12 @@ class _Worker:
                     raise WireError("api arguments must be a list and an object")
                 answer = ["ok", encode(getattr(api, method)(*positional, **named))]
             except Exception as exc:  # noqa: BLE001 - the plugin's call failed: it gets the error
-                answer = ["raise", type(exc).__name__, str(exc)]
+                fields = {  # what a handler reads: PermissionDenied.permission, ...
+                    key: value
+                    for key, value in vars(exc).items()
+                    if not key.startswith("_") and type(value) in (str, int, float, bool)
+                }
+                answer = ["raise", type(exc).__name__, str(exc), fields]
         with contextlib.suppress(OSError):  # it died: the next receive says how
             self.channel.send(answer)
 

@@ -17,6 +17,7 @@ This module runs only in those processes; the host never imports plugin code.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -104,7 +105,7 @@ def zygote_main(fd: int) -> NoReturn:
         else:  # "exit"
             break
     for pid in children:
-        with _quietly():
+        with contextlib.suppress(OSError):
             os.killpg(pid, signal.SIGKILL)
         _reap(pid)
     os._exit(0)
@@ -115,14 +116,6 @@ def _reap(pid: int) -> int | None:
         return os.waitpid(pid, 0)[1]
     except ChildProcessError:
         return None
-
-
-class _quietly:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, *rest: object) -> bool:
-        return kind is not None and isinstance(kind, type) and issubclass(kind, OSError)
 
 
 # -- the worker ------------------------------------------------------------------------------------
@@ -147,7 +140,7 @@ def _worker_main(
     try:
         worker.start(capabilities)
     except BaseException as exc:  # noqa: BLE001 - reported to the host, then the worker ends
-        with _quietly():
+        with contextlib.suppress(OSError):
             channel.send(["failed", type(exc).__name__, str(exc), _plugin_traceback(exc)])
         os._exit(0)
     worker.serve()
@@ -312,7 +305,7 @@ class _Worker:
             if kind == "ok":
                 return decode(message[1], trusted=True)
             if kind == "raise":
-                raise _rebuild(message[1], message[2])
+                raise _rebuild(message[1], message[2], message[3] if len(message) > 3 else {})
             if kind in ("call", "route") and len(self.calls) < MAX_DEPTH:
                 self.call(message)
                 continue
@@ -372,7 +365,7 @@ class SandboxAPI:
         return f"PluginAPI(plugin_id={self.plugin_id!r}, tenant={self.tenant!r}) [sandboxed]"
 
 
-def _rebuild(type_name: object, message: object) -> BaseException:
+def _rebuild(type_name: object, message: object, fields: object) -> BaseException:
     """The exception the host's API raised, as the same class where the SDK or builtins have it."""
     from . import _errors  # noqa: PLC0415 - loaded already; imported here for the lookup only
 
@@ -391,6 +384,11 @@ def _rebuild(type_name: object, message: object) -> BaseException:
             cls = _FOREIGN[name] = types.new_class(label, (RuntimeError,))
     exc = cls.__new__(cls)
     exc.args = (text,)
+    if isinstance(fields, dict):
+        for key, value in fields.items():
+            if isinstance(key, str) and not key.startswith("_"):
+                with contextlib.suppress(AttributeError, TypeError):
+                    setattr(exc, key, value)
     return exc
 
 
@@ -441,7 +439,7 @@ class _Output:
             self.dropped += size
             return
         self.used += size
-        with _quietly():
+        with contextlib.suppress(OSError):
             self.worker.send(["log", level, name, text])
 
     def flush(self) -> None:
@@ -451,7 +449,7 @@ class _Output:
                 lines.end()
         if self.dropped:
             dropped, self.dropped = self.dropped, 0
-            with _quietly():
+            with contextlib.suppress(OSError):
                 self.worker.send(
                     ["log", logging.WARNING, "output", f"{dropped} characters of output dropped"]
                 )
