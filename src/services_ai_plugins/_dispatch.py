@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from operator import itemgetter
@@ -25,8 +24,8 @@ from typing import Any, Final, NamedTuple, Protocol, final
 import attrs
 
 from ._api import CALL_LOOPS
-from ._errors import RemoteError, ResultRefused
-from ._storage import FailureRecord, MetricsDelta
+from ._errors import ResultRefused
+from ._storage import FailureRecord, MetricsDelta, failure_of
 from .events import Context, HtmlFragment, Placement
 from .hookspecs import HookInfo, HookKind
 
@@ -365,20 +364,7 @@ class Dispatcher:
         frames = exc.__traceback__
         while frames is not None and frames.tb_frame.f_code in _LOOP_CODES:
             frames = frames.tb_next
-        if isinstance(exc, RemoteError):  # raised in a sandbox worker: its own type and frames
-            exc_type, message, text = exc.remote_type, exc.remote_message, exc.remote_traceback
-        else:
-            exc_type, message = type(exc).__name__, str(exc)
-            text = "".join(traceback.format_exception(type(exc), exc, frames))
-        failure = FailureRecord(
-            plugin_id=plugin_id,
-            tenant=tenant,
-            hook=info.name,
-            exc_type=exc_type,
-            message=message,
-            traceback=text,
-            at=datetime.now(timezone.utc),
-        )
+        failure = failure_of(plugin_id, exc, hook=info.name, tenant=tenant, frames=frames)
         logging.getLogger(f"services_ai_plugins.plugins.{plugin_id}").error(
             "hook %s failed for tenant %r: %s: %s",
             info.name,

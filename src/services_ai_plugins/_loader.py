@@ -15,19 +15,17 @@ import importlib
 import importlib.util
 import re
 import sys
-import traceback
 import types
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Final
 
 import attrs
 
-from ._errors import PackageError, RemoteError
+from ._errors import PackageError
 from ._hashing import code_hash
 from ._manifest import Manifest
 from ._registry import Registry
-from ._storage import FailureRecord, PluginRecord, PluginStatus
+from ._storage import FailureRecord, PluginRecord, PluginStatus, failure_of
 
 __all__ = [
     "IntegrityError",
@@ -177,17 +175,4 @@ def _record_failure(registry: Registry, plugin_id: str, error: BaseException) ->
 
 def load_failure(plugin_id: str, error: BaseException) -> FailureRecord:
     """The failure record of a plugin that could not be loaded (hook ``load``, no tenant)."""
-    if isinstance(error, RemoteError):  # it failed to load in its sandbox worker
-        exc_type, message, text = error.remote_type, error.remote_message, error.remote_traceback
-    else:
-        exc_type, message = type(error).__name__, str(error)
-        text = "".join(traceback.format_exception(error))
-    return FailureRecord(
-        plugin_id=plugin_id,
-        tenant=None,
-        hook="load",
-        exc_type=exc_type,
-        message=message,
-        traceback=text,
-        at=datetime.now(timezone.utc),
-    )
+    return failure_of(plugin_id, error, hook="load", tenant=None)

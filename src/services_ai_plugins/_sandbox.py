@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import json
 import keyword
 import logging
@@ -39,6 +40,7 @@ from time import monotonic, perf_counter
 from typing import Any, Final, final
 
 import attrs
+from packaging.utils import canonicalize_name
 
 from ._confine import Capabilities, Limits
 from ._errors import (
@@ -53,6 +55,7 @@ from ._logs import OUTPUT_ATTRIBUTE
 from ._manifest import Isolation, Manifest
 from ._markers import PROJECT_NAME
 from ._wire import MAX_FRAME, Channel, WireError, decode, encode
+from ._worker import SDK_MODULES
 from .events import ApiRequest, ApiResponse, Route
 
 __all__ = ["Sandbox", "SandboxPolicy", "WorkerInfo"]
@@ -451,9 +454,7 @@ class _Sandboxed:
             used,
             limit,
         )
-        self.worker = None
-        self.sandbox._gone(worker)
-        worker.stop()
+        self.stop()
 
     def stand_in(
         self,
@@ -911,18 +912,19 @@ class _Zygote:
 
 
 def _sdk_paths() -> list[str]:
-    """The folders holding the SDK and its run-time dependencies, for the zygote's ``sys.path``."""
-    import attr  # noqa: PLC0415
-    import cattrs  # noqa: PLC0415
-    import packaging  # noqa: PLC0415
-    import pluggy  # noqa: PLC0415
+    """The folders holding the SDK and its run-time dependencies, for the zygote's ``sys.path``.
 
-    from . import __file__ as sdk  # noqa: PLC0415
-
+    The same modules the worker's import guard lets plugins import besides the standard
+    library (:data:`._worker.SDK_MODULES`).
+    """
     found: dict[str, None] = {}
-    for module_file in (sdk, attr.__file__, cattrs.__file__, pluggy.__file__, packaging.__file__):
-        if module_file:
-            found[str(Path(module_file).resolve().parent.parent)] = None
+    for name in sorted(SDK_MODULES):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin:  # a package or module installed here
+            origin = Path(spec.origin).resolve()
+            # A package's origin is its __init__.py: the folder holding it is one more up.
+            holder = origin.parent.parent if spec.submodule_search_locations else origin.parent
+            found[str(holder)] = None
     return list(found)
 
 
@@ -930,18 +932,14 @@ def _distribution_modules(requirements: Sequence[str]) -> list[str]:
     """The top-level modules the installed distributions named in ``requirements`` provide."""
     import importlib.metadata  # noqa: PLC0415
 
-    wanted = {_canonical(name) for name in requirements}
+    wanted = {canonicalize_name(name) for name in requirements}
     if not wanted:
         return []
     return sorted(
         module
         for module, distributions in importlib.metadata.packages_distributions().items()
-        if any(_canonical(d) in wanted for d in distributions)
+        if any(canonicalize_name(d) in wanted for d in distributions)
     )
-
-
-def _canonical(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
 
 
 def _cpu_seconds(pid: int) -> float | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -74,16 +73,10 @@ def _sandbox_info(args: argparse.Namespace) -> Result:
 
 
 def _worker_reads(plugins_dir: str) -> list[Path]:
-    """What a worker must read: the plugins folder, the interpreter and the SDK."""
-    import services_ai_plugins  # noqa: PLC0415 - for its location only
+    """What a worker must read: the plugins folder, and what it needs of the interpreter."""
+    from ._worker import python_paths  # noqa: PLC0415 - the worker's own list, loaded here only
 
-    paths: list[str | Path] = [
-        plugins_dir,
-        sys.prefix,
-        sys.base_prefix,
-        Path(services_ai_plugins.__file__).parent,
-    ]
-    return [Path(path) for path in paths]
+    return [Path(plugins_dir), *python_paths()]
 
 
 def add_sandbox_commands(commands: Any, common: argparse.ArgumentParser, prog: str) -> None:

@@ -12,13 +12,15 @@ that there is none).
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
+from types import EllipsisType, TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from ._errors import ConflictError
+from ._errors import ConflictError, RemoteError
 from ._kinds import PluginStatus, SourceKind
 from ._types import JSONValue
 
@@ -36,6 +38,7 @@ __all__ = [
     "Storage",
     "TenantRecord",
     "VersionRecord",
+    "failure_of",
 ]
 
 
@@ -178,6 +181,36 @@ class FailureRecord:
     at: datetime = attrs.field(validator=_aware)
     resolved: bool = False
     id: int | None = None
+
+
+def failure_of(
+    plugin_id: str,
+    error: BaseException,
+    *,
+    hook: str,
+    tenant: str | None,
+    frames: TracebackType | EllipsisType | None = ...,
+) -> FailureRecord:
+    """The failure record of ``error``, now; ``frames``: the traceback to show (``...``: all).
+
+    An error raised in a sandbox worker (:class:`RemoteError`) is recorded with
+    the plugin's own exception type, message and traceback.
+    """
+    if isinstance(error, RemoteError):
+        exc_type, message, text = error.remote_type, error.remote_message, error.remote_traceback
+    else:
+        exc_type, message = type(error).__name__, str(error)
+        shown = error.__traceback__ if frames is ... else frames
+        text = "".join(traceback.format_exception(type(error), error, shown))
+    return FailureRecord(
+        plugin_id=plugin_id,
+        tenant=tenant,
+        hook=hook,
+        exc_type=exc_type,
+        message=message,
+        traceback=text,
+        at=datetime.now(timezone.utc),
+    )
 
 
 @attrs.frozen(kw_only=True)

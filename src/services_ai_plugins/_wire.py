@@ -48,10 +48,9 @@ _CHUNK: Final = 1 << 16
 _TIMEVAL: Final = struct.Struct("@ll")
 _RECORDS: Final[dict[str, type]] = {cls.__name__: cls for cls in PAYLOAD_TYPES if cls is not Route}
 _SIMPLE: Final = (str, int, float, bool, type(None))
-#: Per payload type, what :func:`to_wire` calls (looked up once, not per value).
-_WRITERS: Final[dict[type, Callable[[Any], Any]]] = {
-    cls: _converter().get_unstructure_hook(cls) for cls in _RECORDS.values()
-}
+#: Per payload type, what :func:`to_wire` calls (looked up on first use, not per value).
+_WRITERS: Final[dict[type, Callable[[Any], Any]]] = {}
+_RECORD_TYPES: Final = frozenset(_RECORDS.values())
 _dumps: Final[Callable[[Any], str]] = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, separators=(",", ":")
 ).encode
@@ -89,6 +88,8 @@ def encode(value: object) -> Any:
     """
     kind = type(value)
     writer = _WRITERS.get(kind)
+    if writer is None and kind in _RECORD_TYPES:
+        writer = _WRITERS[kind] = _converter().get_unstructure_hook(kind)
     if writer is not None:  # an event payload: its converter's own unstructure function
         return {"$r": kind.__name__, "v": writer(value)}
     # Exact types (a subclass could not be rebuilt as itself on the other side),

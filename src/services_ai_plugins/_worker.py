@@ -45,7 +45,7 @@ from ._markers import PROJECT_NAME
 from ._wire import Channel, WireError, decode, encode
 from .events import Context, normalise_routes, to_wire
 
-__all__ = ["zygote_main"]
+__all__ = ["python_paths", "zygote_main"]
 
 #: Modules every worker may import besides the standard library and the plugin's own.
 SDK_MODULES: Final = frozenset(
@@ -165,7 +165,7 @@ class _Worker:
     def start(self, capabilities: _confine.Capabilities) -> None:
         folder = Path(self.config["folder"])
         scratch = Path(self.config["scratch"]) if self.config.get("scratch") else None
-        readable = [*(Path(p) for p in self.config["readable"]), *_python_paths()]
+        readable = [*(Path(p) for p in self.config["readable"]), *python_paths()]
         os.environ.clear()
         os.environ.update(self.config["env"])
         os.chdir(folder)
@@ -515,7 +515,7 @@ _SYSTEM_PATHS: Final = (
 )
 
 
-def _python_paths() -> list[Path]:
+def python_paths() -> list[Path]:
     """What the interpreter reads to import: its prefixes, ``sys.path``, system libraries."""
     found: dict[str, None] = {}
     for entry in (
