@@ -804,6 +804,8 @@ def test_an_entry_point_plugin_asking_for_a_process_is_imported_there_by_name(
     [failure] = failures(host, plugin_id)
     assert failure.exc_type == "ConnectionError"
     assert host.plugins()[plugin_id].pid not in (None, os.getpid())  # type: ignore[attr-defined]
+    # No folder of its own to read: not the temporary folder (other workers' scratch is there).
+    assert host.sandbox._plugins[plugin_id].config["folder"] is None
 
     class Local:  # not importable by name: refused with a reason
         pass

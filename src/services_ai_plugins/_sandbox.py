@@ -223,7 +223,8 @@ class Sandbox:
         self.unload(plugin_id)
         config = {
             "plugin_id": plugin_id,
-            "folder": str(folder) if folder is not None else str(Path(tempfile.gettempdir())),
+            # None (an entry point: code in site-packages): its scratch folder stands in.
+            "folder": str(folder) if folder is not None else None,
             "manifest": manifest.to_dict(),
             "module": module,
             "attribute": attribute,

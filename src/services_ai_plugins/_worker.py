@@ -163,8 +163,9 @@ class _Worker:
         self.output = _Output(self, int(config["output_limit"]))
 
     def start(self, capabilities: _confine.Capabilities) -> None:
-        folder = Path(self.config["folder"])
         scratch = Path(self.config["scratch"]) if self.config.get("scratch") else None
+        # An entry-point plugin has no folder: it reads its code from site-packages.
+        folder = Path(self.config["folder"] or self.config["scratch"])
         readable = [*(Path(p) for p in self.config["readable"]), *python_paths()]
         os.environ.clear()
         os.environ.update(self.config["env"])
