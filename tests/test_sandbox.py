@@ -194,8 +194,9 @@ def test_workers_are_reused_listed_and_stopped_with_the_host(
     install(host, "healthy", HEALTHY)
     for _ in range(3):
         fire(host, services)
-    [info] = host.sandbox.workers()
-    assert info.plugin_id == "healthy"
+    loader, info = host.sandbox.workers()  # the one its load started, and acme's
+    assert (loader.plugin_id, loader.tenant, loader.calls) == ("healthy", None, 0)
+    assert (info.plugin_id, info.tenant) == ("healthy", "acme")
     assert info.calls == 3
     assert info.rss is None or info.rss > 1_000_000
     pid = info.pid
@@ -597,7 +598,7 @@ def test_sandbox_layers_reported(
     host = make_host()
     install(host, "healthy", HEALTHY)
     fire(host, services)
-    [info] = host.sandbox.workers()
+    _, info = host.sandbox.workers()
     capabilities = probe()
     expected = {layer.name for layer in capabilities.layers() if layer.available}
     assert set(info.layers) - {"import_guard", "audit_hook", PRIVATE_MOUNTS} <= expected
@@ -673,7 +674,8 @@ def test_a_worker_that_breaks_the_protocol_is_stopped(
     [failure] = failures(host, "forger")
     assert failure.exc_type == "SandboxError"
     assert cause in failure.message
-    assert host.sandbox.workers() == []  # stopped; the next call starts another
+    # acme's worker is stopped (the next call starts another); the tenant-less one is untouched
+    assert [w.tenant for w in host.sandbox.workers()] == [None]
 
 
 def test_the_api_works_only_during_its_call_and_on_its_thread(

@@ -426,7 +426,7 @@ class PluginHost:
             if now >= self._next_refresh:
                 try:
                     self.refresh()
-                except StorageError:
+                except Exception:  # the caller's call goes on with the snapshot it has
                     _logger.exception("cannot refresh the plugin snapshot; keeping the current one")
                     self._next_refresh = now + self._refresh_ns
             if now >= self._next_flush:
@@ -597,14 +597,21 @@ class PluginHost:
                 if isinstance(plugin, type):  # an entry point naming a class: one instance
                     plugin = _instantiate(record.id, plugin)
             self._check_implementations(record, plugin)
-        except PluginError as error:
+        except Exception as exc:  # noqa: BLE001 - whatever one plugin does fails its own load only
+            refusal = (
+                exc
+                if isinstance(exc, PluginError)
+                else PackageError(
+                    f"it cannot be loaded: {type(exc).__name__}: {exc}", path=record.id
+                )
+            )
             self._failed_loads[record.id] = record.revision
             if sandboxed:
                 self.sandbox.unload(record.id)
             elif record.source is not SourceKind.ENTRY_POINT:
                 unload_plugin(record.id)
-            self._record_load_failure(record.id, error)
-            _logger.error("plugin %r not loaded: %s", record.id, error)
+            self._record_load_failure(record.id, refusal)
+            _logger.error("plugin %r not loaded: %s", record.id, refusal)
             return False
         self._loaded[record.id] = _Loaded(record, plugin)
         return True

@@ -6,15 +6,18 @@ options, and whose bodies send the call to the plugin's worker and wait for
 the answer. The call loop cannot tell the difference, so isolation, metrics,
 failures and the breaker work as for in-process plugins.
 
-Workers are forked by a zygote (see :mod:`._worker`), started when a call
-needs one (the first load of a plugin's code starts one to learn its
-implementations), reused for every call, and bounded in number (the least
-recently used idle worker makes room). A call waits at most ``timeout`` seconds: a
-worker that overruns is killed with its whole process group, and one that
-dies is reaped and its cause recorded; either way the next call starts a new
-one. While a call runs, the worker may send API requests: the host runs them
-on the plugin's real :class:`PluginAPI` for the call's tenant, so grants are
-never decided in the worker.
+Workers are forked by a zygote (see :mod:`._worker`), one per (plugin,
+tenant): a plugin's module globals and scratch folder never hold two tenants'
+data, and hooks bound to no tenant (``register_routes``, plugin-level
+lifecycle) get a worker of their own. A worker starts when a call needs one
+(the first load of a plugin's code starts the tenant-less one to learn its
+implementations), is reused for every call of its tenant, and the workers are
+bounded in number (the least recently used idle one makes room). A call
+waits at most ``timeout`` seconds: a worker that overruns is killed with its
+whole process group, and one that dies is reaped and its cause recorded;
+either way the next call starts a new one. While a call runs, the worker may
+send API requests: the host runs them on the plugin's real :class:`PluginAPI`
+for the call's tenant, so grants are never decided in the worker.
 """
 
 from __future__ import annotations
@@ -133,6 +136,8 @@ class WorkerInfo:
     """One live worker, for an operator's page (:meth:`Sandbox.workers`)."""
 
     plugin_id: str
+    #: The tenant whose calls it serves (None: the hooks bound to no tenant).
+    tenant: str | None
     pid: int
     #: Hook calls it answered.
     calls: int
@@ -163,8 +168,8 @@ class Sandbox:
         self._lock = threading.Lock()
         self._zygote: _Zygote | None = None
         self._plugins: dict[str, _Sandboxed] = {}
-        #: Live workers, by plugin id.
-        self._live: dict[str, _Worker] = {}
+        #: Live workers, by plugin id and tenant.
+        self._live: dict[tuple[str, str | None], _Worker] = {}
         self._notes: set[str] = set()
         self._closed = False
         # A web server that forks after the host was made (gunicorn --preload): each child
@@ -179,8 +184,9 @@ class Sandbox:
         self._zygote = None
         self._live = {}
         for sandboxed in self._plugins.values():
-            sandboxed.lock = threading.RLock()
-            sandboxed.worker = sandboxed.routed = None
+            sandboxed.locks = {}
+            sandboxed.workers = {}
+            sandboxed.recent = None
         for thing in inherited:  # close this process's copies of their descriptors only
             channel = getattr(thing, "channel", None)
             if channel is not None:
@@ -217,8 +223,9 @@ class Sandbox:
         results the host ignores. Entry-point plugins name their
         ``module`` (and ``attribute``) instead of a ``folder``.
 
-        :raises PackageError: when the worker cannot start or the plugin cannot
-            be imported there (the message holds its error and traceback).
+        :raises PackageError: when the worker cannot start, the plugin cannot
+            be imported there (the message holds its error and traceback), or
+            its worker's report of its implementations is not valid.
         """
         self.unload(plugin_id)
         config = {
@@ -235,26 +242,27 @@ class Sandbox:
             "readable": list(self.policy.readable),
             "modules": _distribution_modules([r.name for r in manifest.dependencies]),
         }
-        sandboxed = _Sandboxed(self, plugin_id, config)
-        hooks = _read_hooks(hooks_file) if hooks_file is not None else None
+        sandboxed = _Sandboxed(self, plugin_id, config, spec_args)
+        hooks = _read_hooks(hooks_file, spec_args) if hooks_file is not None else None
         if hooks is None:
-            worker = sandboxed.start()
-            sandboxed.worker = worker
+            worker = sandboxed.start(None)  # the tenant-less worker tells the implementations
+            sandboxed.workers[None] = worker
             hooks = worker.hooks
             if hooks_file is not None:
                 _write_hooks(hooks_file, hooks)
+        sandboxed.hooks = hooks
         self._plugins[plugin_id] = sandboxed
         return sandboxed.stand_in(hooks, spec_args, ignored)
 
     def unload(self, plugin_id: str) -> None:
-        """Stop the plugin's worker and forget it (its stand-in then fails every call)."""
+        """Stop the plugin's workers and forget it (its stand-in then fails every call)."""
         sandboxed = self._plugins.pop(plugin_id, None)
         if sandboxed is not None:
             sandboxed.closed = True
             sandboxed.stop()
 
     def workers(self) -> list[WorkerInfo]:
-        """The live workers, by plugin id."""
+        """The live workers, by plugin id and tenant (the tenant-less one first)."""
         with self._lock:
             live = list(self._live.values())
         now = monotonic()
@@ -262,6 +270,7 @@ class Sandbox:
             (
                 WorkerInfo(
                     plugin_id=w.plugin_id,
+                    tenant=w.tenant,
                     pid=w.pid,
                     calls=w.calls,
                     age=now - w.started,
@@ -271,7 +280,7 @@ class Sandbox:
                 )
                 for w in live
             ),
-            key=lambda info: info.plugin_id,
+            key=lambda info: (info.plugin_id, info.tenant is not None, info.tenant or ""),
         )
 
     def close(self) -> None:
@@ -310,22 +319,23 @@ class Sandbox:
     def _admit(self, worker: _Worker) -> None:
         """Count a new worker; stop the least recently used idle ones beyond the bound."""
         with self._lock:
-            self._live[worker.plugin_id] = worker
+            self._live[worker.key] = worker
             excess = len(self._live) - self.policy.max_workers
             victims = []
             for other in sorted(self._live.values(), key=lambda w: w.last_used):
                 if excess <= 0:
                     break
-                if other is worker or not other.owner.lock.acquire(blocking=False):
+                lock = other.owner.lock_for(other.tenant)
+                if other is worker or not lock.acquire(blocking=False):
                     continue  # taken by another thread's call
                 try:
                     if other.depth:  # a call in progress further up this thread's stack
                         continue
-                    if other.owner.worker is other:
-                        other.owner.worker = None
+                    if other.owner.workers.get(other.tenant) is other:
+                        del other.owner.workers[other.tenant]
                 finally:
-                    other.owner.lock.release()
-                del self._live[other.plugin_id]
+                    lock.release()
+                del self._live[other.key]
                 victims.append(other)
                 excess -= 1
         for victim in victims:
@@ -333,37 +343,73 @@ class Sandbox:
 
     def _gone(self, worker: _Worker) -> None:
         with self._lock:
-            if self._live.get(worker.plugin_id) is worker:
-                del self._live[worker.plugin_id]
+            if self._live.get(worker.key) is worker:
+                del self._live[worker.key]
 
 
 class _Sandboxed:
-    """One sandboxed plugin: its configuration, its worker, and the lock its calls take turns on."""
+    """One sandboxed plugin: its configuration, its workers (one per tenant) and their locks.
 
-    def __init__(self, sandbox: Sandbox, plugin_id: str, config: dict[str, Any]) -> None:
+    Calls for one tenant take turns on that tenant's worker (its lock); calls for
+    different tenants, and hooks bound to no tenant (key ``None``), run in
+    workers of their own, so nothing a plugin keeps in memory or in its scratch
+    folder while serving one tenant is there when it serves another.
+    """
+
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        plugin_id: str,
+        config: dict[str, Any],
+        spec_args: Callable[[str], Sequence[str] | None],
+    ) -> None:
         self.sandbox = sandbox
         self.plugin_id = plugin_id
         self.config = config
-        self.lock = threading.RLock()
-        self.worker: _Worker | None = None
-        #: The worker holding the handlers of the routes last returned.
-        self.routed: _Worker | None = None
+        self.spec_args = spec_args
+        #: The locks calls take turns on, by tenant (made on first use, never removed).
+        self.locks: dict[str | None, threading.RLock] = {}
+        #: The live workers, by tenant (None: the hooks bound to no tenant).
+        self.workers: dict[str | None, _Worker] = {}
+        #: The worker that served the latest call.
+        self.recent: _Worker | None = None
+        #: The implementations its first worker reported (every later worker must agree).
+        self.hooks: list[dict[str, Any]] = []
+        #: Whether the host asked for its routes, and the API that call received (if its
+        #: implementation takes one): a tenant's worker builds its handlers the same way.
+        self.routes_asked = False
+        self.routes_api: Any = None
         #: Hooks whose results the host ignores (NOTIFY): the worker need not send them.
         self.ignored: frozenset[str] = frozenset()
         self.closed = False
 
-    def start(self) -> _Worker:
+    def lock_for(self, tenant: str | None) -> threading.RLock:
+        lock = self.locks.get(tenant)
+        if lock is None:  # setdefault: two threads asking at once get the same lock
+            lock = self.locks.setdefault(tenant, threading.RLock())
+        return lock
+
+    def start(self, tenant: str | None) -> _Worker:
         zygote = self.sandbox._ensure_zygote()
-        worker = _Worker.start(self, zygote, self.sandbox.policy)
+        worker = _Worker.start(self, tenant, zygote, self.sandbox.policy)
+        if self.hooks and worker.hooks != self.hooks:
+            worker.stop()
+            raise SandboxError(
+                self.plugin_id,
+                "a new worker reported other implementations than its first one "
+                "(a plugin must offer the same hooks to every tenant)",
+            )
         self.sandbox._admit(worker)
         return worker
 
     def stop(self) -> None:
-        with self.lock:
-            worker, self.worker = self.worker, None
-        if worker is not None:
-            self.sandbox._gone(worker)
-            worker.stop()
+        """Stop every worker of the plugin."""
+        for tenant in list(self.workers):
+            with self.lock_for(tenant):
+                worker = self.workers.pop(tenant, None)
+            if worker is not None:
+                self.sandbox._gone(worker)
+                worker.stop()
 
     def invoke(self, hook: str, names: tuple[str, ...], args: tuple[Any, ...]) -> Any:
         """Run ``hook`` in the worker with the stand-in's arguments (in ``names`` order)."""
@@ -376,14 +422,19 @@ class _Sandboxed:
                 kwargs[name] = value
         context = kwargs.get("context")
         tenant = api.tenant if api is not None else getattr(context, "tenant", None)
+        if hook == "register_routes" and tenant is None:
+            self.routes_asked, self.routes_api = True, api
         return self._run("call", hook, f"{hook}()", tenant, kwargs, api, hook not in self.ignored)
 
-    def route(self, number: int, path: str, request: ApiRequest) -> ApiResponse:
-        """Serve a request with a handler the plugin returned from ``register_routes``."""
+    def route(self, name: str, path: str, request: ApiRequest) -> ApiResponse:
+        """Serve a request with a handler the plugin returned from ``register_routes``.
+
+        It runs in the worker of the request's tenant, which asks the plugin for
+        its handlers (``register_routes``, bound to no tenant) before its first
+        request.
+        """
         what = f"route {path}"
-        response = self._run(
-            "route", number, what, request.tenant, {"request": request}, None, True
-        )
+        response = self._run("route", name, what, request.tenant, {"request": request}, None, True)
         if not isinstance(response, ApiResponse):
             raise SandboxError(
                 self.plugin_id,
@@ -394,7 +445,7 @@ class _Sandboxed:
     def _run(  # noqa: PLR0917 - private; one call site per kind
         self,
         kind: str,
-        name: str | int,
+        name: str,
         what: str,
         tenant: str | None,
         kwargs: dict[str, Any],
@@ -408,7 +459,8 @@ class _Sandboxed:
                 self.plugin_id, f"cannot send the arguments of {what}: {exc}"
             ) from None
         policy = self.sandbox.policy
-        if not self.lock.acquire(timeout=policy.timeout):
+        lock = self.lock_for(tenant)
+        if not lock.acquire(timeout=policy.timeout):
             raise SandboxError(
                 self.plugin_id,
                 f"{what} waited {policy.timeout:g} s for its worker, busy with another call",
@@ -416,32 +468,46 @@ class _Sandboxed:
         try:
             if self.closed:
                 raise SandboxError(self.plugin_id, "it was unloaded")
-            worker = self.worker
-            if kind == "route" and (worker is None or worker.dead or worker is not self.routed):
-                # Its handlers lived in a worker that has stopped since.
-                raise SandboxError(
-                    self.plugin_id,
-                    f"{what}: the worker that returned this route has stopped; "
-                    "call register_routes again",
-                )
+            worker = self.workers.get(tenant)
             if worker is None or worker.dead:
-                worker = self.worker = self.start()
+                worker = self.workers[tenant] = self.start(tenant)
+            self.recent = worker
             try:
-                result = worker.call(
-                    [kind, name, tenant, payload, wanted], what, api, policy.timeout
-                )
+                if kind == "route":
+                    number = self._handler(worker, name, what)
+                    request = [kind, number, tenant, payload, wanted]
+                else:
+                    request = [kind, name, tenant, payload, wanted]
+                result = worker.call(request, what, api, policy.timeout)
             finally:
                 worker.last_used = monotonic()
                 if worker.dead:
-                    self.worker = None
+                    if self.workers.get(tenant) is worker:
+                        del self.workers[tenant]
                     self.sandbox._gone(worker)
-            if name == "register_routes":
-                self.routed = worker
-            elif worker.calls % _CPU_CHECK_EVERY == 0 and worker.depth == 0:
+            if worker.calls % _CPU_CHECK_EVERY == 0 and worker.depth == 0:
                 self._retire_if_spent(worker)
             return result
         finally:
-            self.lock.release()
+            lock.release()
+
+    def _handler(self, worker: _Worker, name: str, what: str) -> int:
+        """The number ``worker`` knows the route ``name`` by (its handlers built on first use)."""
+        if worker.route_numbers is None:
+            if not self.routes_asked:
+                raise SandboxError(self.plugin_id, f"{what}: register_routes was never called")
+            worker.call(
+                ["call", "register_routes", None, encode({"plugin_id": self.plugin_id}), True],
+                "register_routes()",
+                self.routes_api,
+                self.sandbox.policy.timeout,
+            )
+        number = (worker.route_numbers or {}).get(name)
+        if number is None:
+            raise SandboxError(
+                self.plugin_id, f"{what}: its register_routes no longer returns a route {name!r}"
+            )
+        return number
 
     def _retire_if_spent(self, worker: _Worker) -> None:
         """Replace a worker near its lifetime CPU limit before the kernel stops it mid-call."""
@@ -450,12 +516,16 @@ class _Sandboxed:
         if limit is None or used is None or used < limit * _CPU_RETIRE_AT:
             return
         _logger.info(
-            "plugin %r: its worker used %.0f of its %d CPU seconds; starting a fresh one",
+            "plugin %r: its worker for %s used %.0f of its %d CPU seconds; starting a fresh one",
             self.plugin_id,
+            f"tenant {worker.tenant!r}" if worker.tenant is not None else "no tenant",
             used,
             limit,
         )
-        self.stop()
+        if self.workers.get(worker.tenant) is worker:
+            del self.workers[worker.tenant]
+        self.sandbox._gone(worker)
+        worker.stop()
 
     def stand_in(
         self,
@@ -481,18 +551,14 @@ class _Sandboxed:
             setattr(
                 function,
                 f"{PROJECT_NAME}_impl",
-                {
-                    option: bool(hook.get(option))
-                    for option in ("tryfirst", "trylast", "optionalhook", "hookwrapper", "wrapper")
-                }
-                | {"specname": None},
+                {option: hook[option] for option in _HOOK_OPTIONS} | {"specname": None},
             )
             functions[name] = function
         return SandboxedPlugin(self, functions)
 
 
 class SandboxedPlugin:
-    """The stand-in pluggy holds for a plugin that runs in a worker process."""
+    """The stand-in pluggy holds for a plugin that runs in worker processes (one per tenant)."""
 
     def __init__(self, owner: _Sandboxed, functions: Mapping[str, Callable[..., Any]]) -> None:
         self._owner = owner
@@ -506,12 +572,20 @@ class SandboxedPlugin:
 
     @property
     def pid(self) -> int | None:
-        """Its worker's process id (None: no worker alive now)."""
-        worker = self._owner.worker
+        """The process id of the worker that served its latest call (None: that one is gone)."""
+        worker = self._owner.recent
         return worker.pid if worker is not None and not worker.dead else None
 
+    def pids(self) -> dict[str | None, int]:
+        """Its live workers' process ids, by tenant (None: the hooks bound to no tenant)."""
+        return {
+            tenant: worker.pid
+            for tenant, worker in list(self._owner.workers.items())
+            if not worker.dead
+        }
+
     def __repr__(self) -> str:
-        return f"<sandboxed plugin {self.plugin_id!r}, worker pid {self.pid}>"
+        return f"<sandboxed plugin {self.plugin_id!r}, {len(self.pids())} live workers>"
 
 
 def _proxy(
@@ -536,11 +610,22 @@ def _proxy(
 class _Worker:
     """One live worker process and its channel."""
 
-    def __init__(
-        self, owner: _Sandboxed, zygote: _Zygote, pid: int, channel: Channel, policy: SandboxPolicy
+    def __init__(  # noqa: PLR0917 - private; made by start() only
+        self,
+        owner: _Sandboxed,
+        tenant: str | None,
+        zygote: _Zygote,
+        pid: int,
+        channel: Channel,
+        policy: SandboxPolicy,
     ) -> None:
         self.owner = owner
         self.plugin_id = owner.plugin_id
+        #: The tenant whose calls it serves (None: the hooks bound to no tenant).
+        self.tenant = tenant
+        self.key: Final = (owner.plugin_id, tenant)
+        #: The numbers it knows the plugin's route handlers by, by route name (None: not built).
+        self.route_numbers: dict[str, int] | None = None
         self.zygote = zygote
         self.pid = pid
         self.channel = channel
@@ -556,7 +641,9 @@ class _Worker:
         self.logger = logging.getLogger(f"services_ai_plugins.plugins.{owner.plugin_id}")
 
     @classmethod
-    def start(cls, owner: _Sandboxed, zygote: _Zygote, policy: SandboxPolicy) -> _Worker:
+    def start(
+        cls, owner: _Sandboxed, tenant: str | None, zygote: _Zygote, policy: SandboxPolicy
+    ) -> _Worker:
         began = perf_counter()
         scratch = tempfile.mkdtemp(prefix=f"services-ai-{owner.plugin_id[:40]}-")
         config = dict(owner.config)
@@ -576,10 +663,10 @@ class _Worker:
             raise
         finally:
             theirs.close()
-        worker = cls(owner, zygote, pid, Channel(ours, limit=policy.max_frame), policy)
+        worker = cls(owner, tenant, zygote, pid, Channel(ours, limit=policy.max_frame), policy)
         worker.scratch = scratch
         try:
-            message = worker.channel.receive(policy.start_timeout)
+            message = worker._until_ready(monotonic() + policy.start_timeout)
         except TimeoutError:
             worker.stop()
             raise PackageError(
@@ -597,13 +684,43 @@ class _Worker:
             raise PackageError(
                 f"its worker sent {message[0]!r} instead of 'ready'", path=owner.plugin_id
             )
-        info = message[1] if len(message) > 1 and isinstance(message[1], dict) else {}
-        worker.hooks = [h for h in info.get("hooks", []) if isinstance(h, dict)]
-        worker.layers = tuple(str(layer) for layer in info.get("layers", []))
-        for note in info.get("notes", []):
-            owner.sandbox._note(str(note))
+        try:
+            worker.hooks, worker.layers, notes = _ready_report(message, owner.spec_args)
+        except ValueError as exc:
+            worker.stop()
+            raise PackageError(
+                f"its worker's report of its implementations is refused: {exc}",
+                path=owner.plugin_id,
+            ) from None
+        for note in notes:
+            owner.sandbox._note(note)
         worker.start_time = perf_counter() - began
         return worker
+
+    def _until_ready(self, deadline: float) -> list[Any]:
+        """The first frame after what the plugin printed or logged while it was imported."""
+        used = dropped = 0
+        try:
+            while True:
+                remaining = deadline - monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                message = self.channel.receive(remaining)
+                if message[0] != "log" or len(message) != 4:
+                    return message
+                size = len(str(message[3]))
+                if used + size > self.policy.output_limit:
+                    dropped += size
+                else:
+                    used += size
+                    self._log(message[1], message[2], message[3])
+        finally:
+            if dropped:
+                self.logger.warning(
+                    "%d characters of output dropped while importing (over %d)",
+                    dropped,
+                    self.policy.output_limit,
+                )
 
     def call(  # noqa: PLR0915 - one loop serving every frame a call may bring
         self, request: list[Any], what: str, api: Any, timeout: float
@@ -697,11 +814,15 @@ class _Worker:
                     path=data["path"],
                     name=data["name"],
                     methods=tuple(methods) if type(methods) is list else methods,
-                    handler=functools.partial(self.owner.route, item["handler"], str(data["path"])),
+                    handler=functools.partial(self.owner.route, data["name"], str(data["path"])),
                 )
             except (TypeError, ValueError) as exc:
                 raise WireError(f"register_routes: {exc}") from None
             built.append(route)
+        numbers = {route.name: item["handler"] for route, item in zip(built, routes, strict=True)}
+        if len(numbers) != len(built):
+            raise WireError("register_routes: two routes have the same name")
+        self.route_numbers = numbers  # only once the whole answer is valid
         return built
 
     def _serve_api(self, api: Any, method: object, args: object, kwargs: object) -> None:
@@ -763,21 +884,111 @@ class _Worker:
         return _describe(status, killed=killed)
 
 
-def _read_hooks(path: Path) -> list[dict[str, Any]] | None:
-    """The implementations a worker reported, as an earlier load wrote them (None: none usable)."""
-    try:
-        hooks = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+#: The options a worker reports of each implementation (pluggy's, all booleans).
+_HOOK_OPTIONS: Final = ("tryfirst", "trylast", "optionalhook", "hookwrapper", "wrapper")
+#: The most implementations, arguments, layers and notes a worker's report may hold.
+_MAX_HOOKS: Final = 512
+_MAX_ARGS: Final = 64
+_MAX_NOTES: Final = 16
+_MAX_NOTE: Final = 2000
+
+SpecArgs = Callable[[str], Sequence[str] | None]
+
+
+def _name(value: object, what: str) -> str:
+    """``value`` if it is a plain name: ASCII, an identifier, no keyword, no leading ``_``.
+
+    ASCII only: Python folds other identifiers (NFKC), so a name could be one
+    thing in a report and another in the code made from it.
+    """
+    if (
+        type(value) is not str
+        or not value.isascii()
+        or not value.isidentifier()
+        or keyword.iskeyword(value)
+        or value.startswith("_")
+    ):
+        raise ValueError(f"{what} {value!r} is not a plain ASCII name")
+    return value
+
+
+def _checked_hooks(hooks: object, spec_args: SpecArgs) -> list[dict[str, Any]]:
+    """The implementations a worker reported, checked strictly (``ValueError`` says what is wrong).
+
+    Each must name a specified hook exactly, with distinct argument names the
+    specification has, and boolean options. Implementations of hooks nobody
+    specified are refused, except optional ones (``optionalhook``), which are
+    left out: nothing could call them.
+    """
     if type(hooks) is not list:
+        raise ValueError("its implementations are not a list")
+    if len(hooks) > _MAX_HOOKS:
+        raise ValueError(f"it reported {len(hooks)} implementations (at most {_MAX_HOOKS})")
+    checked: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for index, hook in enumerate(hooks):
+        if type(hook) is not dict or set(hook) != {"name", "argnames", *_HOOK_OPTIONS}:
+            raise ValueError(f"implementation {index} is not a record of name, argnames, options")
+        name = _name(hook["name"], "hook name")
+        if name in seen:
+            raise ValueError(f"hook {name!r} is reported twice")
+        seen.add(name)
+        options = {option: hook[option] for option in _HOOK_OPTIONS}
+        if not all(type(value) is bool for value in options.values()):
+            raise ValueError(f"{name}: its options must be true or false")
+        argnames = hook["argnames"]
+        if type(argnames) is not list or len(argnames) > _MAX_ARGS:
+            raise ValueError(f"{name}: its argument names are not a list (of at most {_MAX_ARGS})")
+        names = [_name(arg, f"{name}: argument") for arg in argnames]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{name}: an argument name is repeated")
+        spec = spec_args(name)
+        if spec is None:
+            if options["optionalhook"]:
+                continue
+            raise ValueError(f"{name}: no such hook is specified")
+        unknown = [arg for arg in names if arg not in spec]
+        if unknown:
+            raise ValueError(f"{name}: the hook has no argument {', '.join(map(repr, unknown))}")
+        checked.append({"name": name, "argnames": names, **options})
+    return checked
+
+
+def _ready_report(
+    message: list[Any], spec_args: SpecArgs
+) -> tuple[list[dict[str, Any]], tuple[str, ...], list[str]]:
+    """A worker's ``ready`` frame read strictly: its implementations, layers and notes."""
+    if len(message) != 2 or type(message[1]) is not dict:
+        raise ValueError("its ready frame is not ['ready', {...}]")
+    info = message[1]
+    if set(info) != {"pid", "hooks", "layers", "notes"}:
+        raise ValueError(f"its ready frame has the fields {sorted(info)}")
+    layers, notes = info["layers"], info["notes"]
+    if type(layers) is not list or len(layers) > _MAX_HOOKS:
+        raise ValueError("its layers are not a list")
+    if type(notes) is not list or len(notes) > _MAX_NOTES:
+        raise ValueError(f"its notes are not a list (of at most {_MAX_NOTES})")
+    if not all(type(note) is str and len(note) <= _MAX_NOTE for note in notes):
+        raise ValueError(f"a note is not a text of at most {_MAX_NOTE} characters")
+    return (
+        _checked_hooks(info["hooks"], spec_args),
+        tuple(_name(layer, "layer") for layer in layers),
+        notes,
+    )
+
+
+def _read_hooks(path: Path, spec_args: SpecArgs) -> list[dict[str, Any]] | None:
+    """The implementations a worker reported, as an earlier load wrote them (None: none usable).
+
+    Checked as strictly as a worker's own report: the file is in the plugins
+    folder, and what a plugin once reported must not fail every later start.
+    """
+    try:
+        return _checked_hooks(json.loads(path.read_text(encoding="utf-8")), spec_args)
+    except (OSError, ValueError, RecursionError) as exc:
+        if path.exists():
+            _logger.warning("ignoring the kept hooks of a sandboxed plugin in %s: %s", path, exc)
         return None
-    for hook in hooks:
-        if type(hook) is not dict or type(hook.get("name")) is not str:
-            return None
-        names = hook.get("argnames")
-        if type(names) is not list or not all(type(name) is str for name in names):
-            return None
-    return hooks
 
 
 def _write_hooks(path: Path, hooks: list[dict[str, Any]]) -> None:

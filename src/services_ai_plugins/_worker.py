@@ -216,6 +216,7 @@ class _Worker:
                 f"uid {capabilities.unprivileged[0]}"
             )
         applied = [*layers, "import_guard", "audit_hook"]
+        self.output.flush()  # what it printed while imported, before it says it is ready
         ready = {"pid": os.getpid(), "hooks": hooks, "layers": applied, "notes": notes}
         self.send(["ready", ready])
 
