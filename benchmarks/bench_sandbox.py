@@ -19,6 +19,12 @@ plugin, the ready message) against spawning ``python -I -c pass``; target <= 3x.
 The zygote's own start (once per host) and each worker's resident memory
 (RSS, and PSS, which counts pages shared with the zygote by share) are reported.
 
+Tenants: every (plugin, tenant) has a worker of its own, so 100 tenants calling
+one sandboxed plugin in turn, with the default pool (``max_workers`` 16), start a
+worker on most calls (the least recently used one makes room). Reported as p50
+and p99 per call, beside the same round with a pool that holds every tenant's
+worker: the price of per-tenant workers, not a target.
+
 Run it with ``.venv/bin/python benchmarks/bench_sandbox.py`` (``--quick`` for
 fewer rounds).
 """
@@ -214,13 +220,53 @@ def measure_cold_start(host: PluginHost, rounds: int) -> dict[str, float]:
     for _ in range(rounds):
         sandboxed.stop()
         began = perf_counter()
-        sandboxed.worker = sandboxed.start()
+        sandboxed.workers["acme"] = sandboxed.start("acme")
         starts.append(perf_counter() - began)
         began = perf_counter()
         subprocess.run([sys.executable, "-I", "-c", "pass"], check=True)
         spawns.append(perf_counter() - began)
     cold, spawn = statistics.median(starts), statistics.median(spawns)
     return {"worker_ms": cold * 1e3, "python_I_pass_ms": spawn * 1e3, "ratio": cold / spawn}
+
+
+def measure_tenants(
+    root: Path, services: QuietServices, rounds: int, tenants: int = 100
+) -> dict[str, dict[str, float]]:
+    """p50 and p99 per call of ``tenants`` tenants calling one plugin in turn, per pool size."""
+    names = [f"tenant-{number:03}" for number in range(tenants)]
+    leads = {name: services.add_lead(name, name="Ada", email="ada@example.com") for name in names}
+    report = {}
+    for label, pool in (("default_pool", SandboxPolicy().max_workers), ("pool_holds_all", None)):
+        folder = root / label
+        host = PluginHost(
+            services,
+            storage=MemoryStorage(),
+            plugins_dir=folder / "plugins",
+            entry_points=False,
+            sandbox=SandboxPolicy(timeout=10.0, max_workers=pool or tenants + 1),
+            flush_interval=3600,
+        )
+        install(host, folder, "round-trip", names[0])
+        for name in names[1:]:
+            host.registry.enable("round-trip", name, actor="bench")
+        hook = host.hook.lead_created
+        contexts = {name: Context(tenant=name) for name in names}
+        samples: list[int] = []
+        for round_number in range(rounds + 1):
+            for name in names:
+                began = perf_counter_ns()
+                hook(lead=leads[name], context=contexts[name])
+                if round_number:  # the first round starts every worker: not counted
+                    samples.append(perf_counter_ns() - began)
+        assert host.failures() == [], host.failures()
+        report[label] = {
+            "max_workers": float(pool or tenants + 1),
+            "p50_us": percentile(samples, 0.5),
+            "p99_us": percentile(samples, 0.99),
+            "calls": float(len(samples)),
+        }
+        host.close()
+    return report
 
 
 def main() -> None:
@@ -245,6 +291,7 @@ def main() -> None:
     cold = measure_cold_start(host, 10 if quick else 30) | {"zygote_ms": zygote_ms}
     memory = [WorkerMemory(w.plugin_id, w.rss or 0, pss(w.pid)) for w in host.sandbox.workers()]
     host.close()
+    tenants = measure_tenants(root, services, 3 if quick else 10)
     results = _results_path(None)
     _record(
         results,
@@ -252,6 +299,7 @@ def main() -> None:
         {
             "calls": calls,
             "cold_start": cold,
+            "tenants": tenants,
             "workers": [vars(row) for row in memory],
             "python": f"{platform.python_implementation()} {platform.python_version()}",
             "sdk_version": services_ai_plugins.__version__,
@@ -277,6 +325,12 @@ def main() -> None:
         f"{cold['python_I_pass_ms']:.1f} ms = {cold['ratio']:.2f}x "
         f"(zygote, once per host: {cold['zygote_ms']:.0f} ms)"
     )
+    for label, timing in tenants.items():
+        print(
+            f"  100 tenants in turn, {label.replace('_', ' ')} "
+            f"(max_workers {timing['max_workers']:.0f}): "
+            f"p50 {timing['p50_us'] / 1e3:.2f} ms  p99 {timing['p99_us'] / 1e3:.2f} ms per call"
+        )
     for row in memory:
         shared = f"{row.pss / 2**20:.1f} MiB" if row.pss is not None else "unknown"
         print(f"  worker {row.plugin}: RSS {row.rss / 2**20:.1f} MiB, PSS {shared}")

@@ -392,3 +392,32 @@ def test_a_plugin_that_prints_and_logs_while_imported_loads_sandboxed(
     assert "logged while imported" in text
     assert "dropped" in text  # the long line is over the output limit
     assert "x" * 500 not in text
+
+
+def test_an_implementation_without_context_or_api_still_runs_in_its_tenants_worker(
+    make_host: Callable[..., PluginHost], install: Installer, services: FakeHostServices
+) -> None:
+    """The tenant picks the worker even when the plugin asks for neither context nor api."""
+    host = make_host()
+    body = """
+    @hookimpl
+    def lead_created(self, lead):
+        KEPT.append(lead.name)
+
+    @hookimpl
+    def dashboard_widget(self, context):
+        return Widget(tenant=context.tenant, title="loot", html=json.dumps(KEPT))
+    """
+    install(
+        host,
+        "quiet",
+        body,
+        permissions=("read_leads", "dashboard_widgets"),
+        tenants=("acme", "evil"),
+    )
+    lead_for(host, services, "acme", "Victim-Lead")
+    [[widget]] = [host.hook.dashboard_widget(context=Context(tenant="evil"))]
+    assert json.loads(widget.html) == []
+    [[own]] = [host.hook.dashboard_widget(context=Context(tenant="acme"))]
+    assert json.loads(own.html) == ["Victim-Lead"]
+    assert set(host.plugins()["quiet"].pids()) == {None, "acme", "evil"}  # type: ignore[attr-defined]

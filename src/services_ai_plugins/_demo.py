@@ -308,13 +308,14 @@ class _Demo:
         workers = self.host.sandbox.workers()
         self.write(
             f"{_INDENT}Sandbox workers (host.sandbox.workers(): uploaded archives run in "
-            f"worker processes, this host is pid {os.getpid()}):"
+            f"a worker process per tenant, this host is pid {os.getpid()}):"
         )
         for worker in workers:
             memory = f"{worker.rss / 2**20:.0f} MiB" if worker.rss else "?"
+            tenant = worker.tenant or "(none)"
             self.write(
-                f"{_INDENT}  {worker.plugin_id:<15} pid {worker.pid:<7} {worker.calls:>3} calls  "
-                f"RSS {memory:<7} {', '.join(worker.layers)}"
+                f"{_INDENT}  {worker.plugin_id:<15} {tenant:<8} pid {worker.pid:<7} "
+                f"{worker.calls:>3} calls  RSS {memory:<7} {', '.join(worker.layers)}"
             )
         failures = self.host.failures()
         self.write(f"{_INDENT}Failures (host.failures(), newest first): {len(failures)} recorded")

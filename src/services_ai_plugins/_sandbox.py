@@ -539,13 +539,10 @@ class _Sandboxed:
             name = hook["name"]
             argnames = list(hook["argnames"])
             spec = spec_args(name)
-            # The worker's api.context needs the call's context.
-            if (
-                spec is not None
-                and "api" in argnames
-                and "context" in spec
-                and ("context" not in argnames)
-            ):
+            # The call's context always travels: its tenant picks the worker (an implementation
+            # not asking for it must not run in a worker shared by every tenant), and the
+            # worker's api.context needs it.
+            if spec is not None and "context" in spec and "context" not in argnames:
                 argnames.append("context")
             function = _proxy(self.plugin_id, name, tuple(argnames), self.invoke)
             setattr(
