@@ -193,6 +193,23 @@ CORPUS: list[tuple[str, Callable[[], bytes], ArchiveLimits]] = [
     ("size-mismatch", central_size_lie, ArchiveLimits()),
     ("overlap", overlapping, ArchiveLimits()),
     ("corrupt", bad_crc, ArchiveLimits()),
+    ("bytecode", lambda: make_zip(good_with(**{"main.pyc": b"x"})), ArchiveLimits()),
+    (
+        "bytecode",
+        lambda: make_zip(good_with(**{"__pycache__/main.cpython-311.pyc": b"x"})),
+        ArchiveLimits(),
+    ),
+    ("bytecode", lambda: make_zip(good_with(**{"lib/__PYCACHE__/": b""})), ArchiveLimits()),
+    ("bytecode", lambda: make_zip(good_with(**{"lib/util.PYO": b"x"})), ArchiveLimits()),
+    (
+        "native-module",
+        lambda: make_zip(good_with(**{"fast.cpython-311-x86_64-linux-gnu.so": b"x"})),
+        ArchiveLimits(),
+    ),
+    ("native-module", lambda: make_zip(good_with(**{"lib/fast.pyd": b"x"})), ArchiveLimits()),
+    ("native-module", lambda: make_zip(good_with(**{"libhelper.so.1": b"x"})), ArchiveLimits()),
+    ("native-module", lambda: make_zip(good_with(**{"helper.DLL": b"x"})), ArchiveLimits()),
+    ("native-module", lambda: make_zip(good_with(**{"helper.dylib": b"x"})), ArchiveLimits()),
     ("no-manifest", lambda: make_zip({"main.py": PLUGIN_CODE.encode()}), ArchiveLimits()),
     (
         "entry-point-outside",

@@ -116,3 +116,84 @@ def test_loading_leaves_the_plugin_folder_as_installed(tmp_path: Path, registry:
     assert not (Path(str(record.package_path)) / "__pycache__").exists()
     assert registry.plugin("alpha").status is PluginStatus.APPROVED
     unload_plugin("alpha")
+
+
+def _bytecode_of(source: str, scratch: Path) -> bytes:
+    """``source`` compiled to an unchecked-hash .pyc (which Python's loader takes on trust)."""
+    import py_compile
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    (scratch / "other.py").write_text(source)
+    py_compile.compile(
+        str(scratch / "other.py"),
+        cfile=str(scratch / "other.pyc"),
+        doraise=True,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
+    return (scratch / "other.pyc").read_bytes()
+
+
+def test_packages_and_namespace_folders_load_from_source_only(tmp_path: Path) -> None:
+    """A package, a folder without __init__.py and their modules: each compiled from source.
+
+    Every one of them has planted bytecode in its __pycache__, which Python's own
+    loader would run instead; none of it runs.
+    """
+    from services_ai_plugins._loader import _SourceLoader, import_plugin
+    from services_ai_plugins._manifest import Manifest
+
+    main = (
+        "from .pkg import mod\n"
+        "from .ns import util\n"
+        "from . import pkg\n\n"
+        "class Plugin:\n"
+        "    def answer(self):\n"
+        "        return [pkg.WHO, mod.WHO, util.WHO]\n"
+    )
+    folder = make_plugin(tmp_path, "layered", "x", main=main)
+    files = {
+        "pkg/__init__.py": "WHO = 'pkg source'\n",
+        "pkg/mod.py": "WHO = 'mod source'\n",
+        "ns/util.py": "WHO = 'util source'\n",
+    }
+    tag = sys.implementation.cache_tag
+    for relative, source in files.items():
+        path = folder / relative
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(source)
+        cached = path.parent / "__pycache__" / f"{path.stem}.{tag}.pyc"
+        cached.parent.mkdir(exist_ok=True)
+        cached.write_bytes(_bytecode_of(source.replace("source", "bytecode"), tmp_path / "s"))
+    cached = folder / "__pycache__" / f"main.{tag}.pyc"
+    cached.parent.mkdir(exist_ok=True)
+    cached.write_bytes(_bytecode_of(main.replace("util.WHO]", "'main bytecode']"), tmp_path / "s"))
+    before = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+    manifest = Manifest.from_file(folder / "manifest.json")
+    loaded = import_plugin("layered", folder, manifest)
+    try:
+        assert loaded.plugin.answer() == ["pkg source", "mod source", "util source"]  # type: ignore[attr-defined]
+        assert isinstance(loaded.module.__loader__, _SourceLoader)
+    finally:
+        unload_plugin("layered")
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == before
+
+
+def test_a_missing_module_is_not_found_as_usual(tmp_path: Path) -> None:
+    """``from . import nothing``: the plugin sees the ImportError Python would raise."""
+    from services_ai_plugins._loader import import_plugin
+    from services_ai_plugins._manifest import Manifest
+
+    main = (
+        "try:\n"
+        "    from . import nothing\n"
+        "except ImportError as error:\n"
+        "    FOUND = type(error).__name__\n\n"
+        "class Plugin:\n"
+        "    found = FOUND\n"
+    )
+    folder = make_plugin(tmp_path, "missing", "x", main=main)
+    loaded = import_plugin("missing", folder, Manifest.from_file(folder / "manifest.json"))
+    try:
+        assert loaded.plugin.found == "ImportError"  # type: ignore[attr-defined]
+    finally:
+        unload_plugin("missing")

@@ -331,3 +331,33 @@ def test_pack_refuses_a_file(tmp_path: Path) -> None:
     path.write_text("{}")
     with pytest.raises(PackageError, match="is not a folder"):
         pack_plugin(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("main.pyc", "bytecode"),
+        ("lib/util.PYO", "bytecode"),
+        ("__pycache__/main.cpython-311.pyc", "bytecode"),
+        ("lib/__pycache__/", "bytecode"),
+        ("lib/__pycache__/notes.txt", "bytecode"),
+        ("fast.cpython-311-x86_64-linux-gnu.so", "native-module"),
+        ("fast.abi3.so", "native-module"),
+        ("lib/fast.pyd", "native-module"),
+        ("libhelper.so.1.2", "native-module"),
+        ("helper.DYLIB", "native-module"),
+        ("helper.dll", "native-module"),
+        ("main.py", None),
+        ("solver.py", None),
+        ("data/so.json", None),
+        ("notes.so.txt", None),
+        ("pycache_notes.md", None),
+        ("lib/", None),
+        ("lib.so/", None),
+    ],
+)
+def test_compiled_code_is_told_from_source_and_data(name: str, kind: str | None) -> None:
+    """What validate and install refuse as compiled code, and what they leave alone."""
+    from services_ai_plugins._package import compiled_kind
+
+    assert compiled_kind(name) == kind

@@ -36,7 +36,7 @@ from ._errors import ManifestError, PackageError, Problem
 from ._hashing import code_hash
 from ._hashing import hash_header as _hash_header
 from ._manifest import MAX_MANIFEST_BYTES, Manifest
-from ._package import MANIFEST_NAME, _content_problems, _Folder
+from ._package import COMPILED_MESSAGES, MANIFEST_NAME, _content_problems, _Folder, compiled_kind
 from ._registry import Registry
 from ._storage import PluginRecord, SourceKind
 
@@ -79,6 +79,10 @@ RULES: Final[dict[str, str]] = {
     "size-mismatch": "a member's real size differs from its declared size (a header that lies)",
     "overlap": "members' data overlap, or run past the central directory",
     "corrupt": "a member's data cannot be decompressed or fails its CRC-32",
+    "bytecode": "a member is compiled Python (*.pyc, *.pyo) or in a __pycache__ folder: "
+    "only the source is reviewed, so only the source may run",
+    "native-module": "a member is native code (*.so, *.pyd, *.dylib, *.dll, ...): "
+    "only Python source is reviewed and run",
     "no-manifest": "no manifest.json at the archive root nor in its one top-level folder",
     "entry-point-outside": "the manifest's entry point module is not in the archive",
     "already-installed": "this id and version are installed; pass reinstall=True to replace it",
@@ -182,7 +186,8 @@ def extract_plugin(
 
     Before anything is written, the central directory is checked against every
     rule in :data:`RULES` that it can show (names, member types, encryption,
-    duplicates, declared sizes against ``limits``). Members are then streamed
+    duplicates, declared sizes against ``limits``, compiled Python and native
+    code: only the source that is reviewed may run). Members are then streamed
     one by one into ``<plugins_dir>/.staging/<random>/``, each read stopping as
     soon as it passes its declared size. The plugin may sit at the archive root
     or inside one top-level folder. The manifest is parsed and the same content
@@ -365,6 +370,9 @@ def _check_members(
             raise refuse("case-collision", f"differs from {other!r} only in case", info)
         folded[key] = info
         _check_kind(info, refuse)
+        compiled = compiled_kind(name)
+        if compiled is not None:
+            raise refuse(compiled, COMPILED_MESSAGES[compiled], info)
         if info.is_dir():
             folders.add(key)
             continue

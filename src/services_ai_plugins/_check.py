@@ -497,11 +497,16 @@ class _Check:
     def load(self, host: PluginHost, record: PluginRecord) -> object | None:
         host.refresh(force=True)  # the loader records an import's failure (SystemExit too)
         plugin = host.plugins().get(record.id)
+        reported = _reported_hooks(host, record)
         if plugin is not None:
-            self.problems += _implementation_problems(plugin)
+            self.problems += _implementation_problems(
+                _implementations(plugin)
+                if reported is None
+                else _reported_implementations(reported)
+            )
             return plugin
         failures = [f for f in host.failures(record.id) if f.hook == "load"]
-        if not self.diagnose(record, failures):
+        if not self.diagnose(reported, failures):
             for failure in reversed(failures):  # oldest first
                 self.error(
                     "load",
@@ -511,26 +516,20 @@ class _Check:
                 )
         return None
 
-    def diagnose(self, record: PluginRecord, failures: Sequence[FailureRecord]) -> bool:
+    def diagnose(
+        self, reported: Sequence[Mapping[str, Any]] | None, failures: Sequence[FailureRecord]
+    ) -> bool:
         """Name each hook and argument the host refused; False when that was not the reason.
 
         The host refuses a plugin at the first implementation that does not fit
-        (pluggy stops there) and records one :class:`PackageError`; an import
-        failure is recorded with the plugin's own exception instead. Only for
-        the former is the plugin imported again, to list every refusal.
+        (pluggy stops there). The implementations are judged again, all of them,
+        from what the plugin's sandbox worker reported once it had imported it:
+        the plugin is never imported here (uploaded code runs in workers only).
+        Without a report (its import failed in the worker), the failures say why.
         """
-        from ._loader import load_plugin, unload_plugin  # noqa: PLC0415 - only when a check runs
-
-        if not failures or any(f.exc_type != "PackageError" for f in failures):
+        if reported is None or not failures:
             return False
-        try:
-            plugin = load_plugin(record).plugin
-        except PackageError:
-            return False
-        try:
-            found = _implementation_problems(plugin)
-        finally:
-            unload_plugin(record.id)
+        found = _implementation_problems(_reported_implementations(reported))
         self.problems += found
         return any(p.severity == "error" for p in found)
 
@@ -869,28 +868,100 @@ def _innermost(frames: Sequence[str]) -> str | None:
     return None
 
 
-def _implementation_problems(plugin: object) -> list[CheckProblem]:
-    """Every implementation of ``plugin`` that does not fit the built-in specifications.
+@attrs.frozen
+class _Implementation:
+    """One hook implementation of a plugin, as pluggy reads it."""
+
+    #: The hook it implements.
+    name: str
+    #: Its ``hookimpl`` options (``optionalhook``, ``hookwrapper``, ``wrapper``, ...).
+    options: Mapping[str, Any]
+    #: The arguments the host passes it.
+    argnames: tuple[str, ...]
+    #: The arguments with defaults, which the host never passes.
+    kwargnames: tuple[str, ...]
+
+
+#: The options a sandbox worker reports of each implementation.
+_REPORTED_OPTIONS: Final = ("tryfirst", "trylast", "optionalhook", "hookwrapper", "wrapper")
+
+
+def _reported_hooks(host: PluginHost, record: PluginRecord) -> list[dict[str, Any]] | None:
+    """What the plugin's sandbox worker reported of its implementations (None: no report).
+
+    The host keeps each report in a file per code hash (named as ``PluginHost``
+    names it when it loads a sandboxed plugin); a report is there once a worker
+    imported the plugin, even when the host then refused its hooks.
+    """
+    from ._host import HOOKS_FOLDER  # noqa: PLC0415 - only when a check runs
+    from ._sandbox import _read_hooks  # noqa: PLC0415 - as above
+    from ._version import __version__  # noqa: PLC0415 - as above
+
+    name = f"{record.id}-{record.code_hash[:32]}-{__version__}.json"
+    return _read_hooks(host.plugins_dir / HOOKS_FOLDER / name)
+
+
+def _reported_implementations(hooks: Iterable[Mapping[str, Any]]) -> list[_Implementation]:
+    """The implementations a sandbox worker reported (its words: it only judges itself)."""
+    found = []
+    for hook in hooks:
+        defaults = hook.get("kwargnames")
+        found.append(
+            _Implementation(
+                name=str(hook["name"]),
+                options={option: bool(hook.get(option)) for option in _REPORTED_OPTIONS},
+                argnames=tuple(str(name) for name in hook["argnames"]),
+                kwargnames=tuple(
+                    name
+                    for name in (defaults if isinstance(defaults, list) else ())
+                    if isinstance(name, str)
+                ),
+            )
+        )
+    return sorted(found, key=lambda implementation: implementation.name)
+
+
+def _implementations(plugin: object) -> list[_Implementation]:
+    """The implementations of a plugin the host loaded (in its process, or a sandbox's stand-in)."""
+    import pluggy  # noqa: PLC0415 - only when a check runs
+
+    from .hookspecs import plugin_manager  # noqa: PLC0415 - as above
+
+    pm = plugin_manager()
+    found = []
+    for name in sorted(dir(plugin)):
+        try:
+            opts = pm.parse_hookimpl_opts(plugin, name)
+            if opts is None:
+                continue
+            impl = pluggy.HookImpl(plugin, "checked", getattr(plugin, name), opts)
+        except Exception:  # noqa: BLE001, S112 - an attribute that cannot be read is no hook
+            continue
+        found.append(
+            _Implementation(
+                name=opts.get("specname") or name,
+                options=dict(opts),
+                argnames=tuple(impl.argnames),
+                kwargnames=tuple(impl.kwargnames),
+            )
+        )
+    return found
+
+
+def _implementation_problems(implementations: Iterable[_Implementation]) -> list[CheckProblem]:
+    """Every implementation that does not fit the built-in specifications.
 
     The host's own check, but complete: pluggy stops at the first refusal.
     Errors where the host refuses the plugin; warnings for what it accepts
     but never uses (an ``optionalhook`` nobody specified, an argument with a
     default, which pluggy never passes).
     """
-    import pluggy  # noqa: PLC0415 - only when a check runs
-
-    from .hookspecs import hook_info, plugin_manager  # noqa: PLC0415 - as above
+    from .hookspecs import hook_info, plugin_manager  # noqa: PLC0415 - only when a check runs
 
     pm = plugin_manager()
     problems: list[CheckProblem] = []
-    for name in sorted(dir(plugin)):
-        try:
-            opts = pm.parse_hookimpl_opts(plugin, name)
-            function = getattr(plugin, name)
-        except Exception:  # noqa: BLE001, S112 - an attribute that cannot be read is no hook
-            continue
-        if opts is None:
-            continue
+    for implementation in implementations:
+        name, opts = implementation.name, implementation.options
         caller: pluggy.HookCaller | None = getattr(pm.hook, name, None)
         spec = caller.spec if caller is not None else None
         if spec is None:
@@ -932,13 +1003,13 @@ def _implementation_problems(plugin: object) -> list[CheckProblem]:
                 )
             )
             continue
-        impl = pluggy.HookImpl(plugin, "checked", function, opts)
         known = (*spec.argnames, *spec.kwargnames)
+        argnames, kwargnames = implementation.argnames, implementation.kwargnames
         detail = (
             f"specification: {name}({', '.join(spec.argnames)})",
-            f"implementation: {name}({', '.join((*impl.argnames, *impl.kwargnames))})",
+            f"implementation: {name}({', '.join((*argnames, *kwargnames))})",
         )
-        for argument in impl.argnames:
+        for argument in argnames:
             if argument not in known:
                 problems.append(
                     CheckProblem(
@@ -952,7 +1023,7 @@ def _implementation_problems(plugin: object) -> list[CheckProblem]:
                         detail=detail,
                     )
                 )
-        for argument in impl.kwargnames:
+        for argument in kwargnames:
             problems.append(
                 CheckProblem(
                     severity="warning",

@@ -7,15 +7,26 @@ never collide: each imports its own modules relatively (``from . import utils``)
 and sees only them. Unloading removes the package and every module under it.
 Before any import the folder's code hash is recomputed and compared with the
 one recorded at install: a plugin whose files changed is not imported.
+
+A plugin's modules are compiled from their source files only, the code that
+was reviewed: a ``__pycache__`` beside them is never read (nor written), a
+``.pyc`` without its source is not a module, and a native module (``.so``) is
+refused. This holds in the host's process and in sandbox workers alike, for
+the imports the plugin makes later (inside a hook) too.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
+import os
 import re
 import sys
+import threading
 import types
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -28,6 +39,7 @@ from ._registry import Registry
 from ._storage import FailureRecord, PluginRecord, PluginStatus, failure_of
 
 __all__ = [
+    "CompiledModuleRefused",
     "IntegrityError",
     "LoadedPlugin",
     "import_plugin",
@@ -75,12 +87,116 @@ def namespace(plugin_id: str) -> str:
 
 
 def _root() -> types.ModuleType:
+    _SourceOnlyFinder.install()
     module = sys.modules.get(NAMESPACE_ROOT)
     if module is None:
         module = types.ModuleType(NAMESPACE_ROOT, "Namespaces of loaded plugins.")
         module.__path__ = []
         sys.modules[NAMESPACE_ROOT] = module
     return module
+
+
+class CompiledModuleRefused(ImportError):
+    """A plugin imported a module that exists only as bytecode or native code in its folder.
+
+    ``path`` (as for any :class:`ImportError`) is the compiled file. Only
+    source is reviewed, so only source is run.
+    """
+
+
+#: What the import system would load besides source: bytecode without its source, and
+#: native modules (the suffixes of this platform's Python).
+_COMPILED_SUFFIXES: Final = (
+    *importlib.machinery.BYTECODE_SUFFIXES,
+    *importlib.machinery.EXTENSION_SUFFIXES,
+)
+
+
+class _SourceLoader(importlib.machinery.SourceFileLoader):
+    """Compiles a plugin's module from its source file: never from bytecode, and writes none."""
+
+    def get_code(self, fullname: str) -> types.CodeType:
+        path = self.get_filename(fullname)
+        return self.source_to_code(self.get_data(path), path)
+
+    def set_data(self, path: str, data: object, *, _mode: int = 0o666) -> None:
+        """Write nothing: a file in the plugin's folder would change its code hash."""
+
+
+class _SourceOnlyFinder(importlib.abc.MetaPathFinder):
+    """Finds the modules of every plugin namespace, from source files only.
+
+    First on ``sys.meta_path``, and the only finder of names under
+    :data:`NAMESPACE_ROOT`: a name it does not find is not found (the path
+    finder, which reads bytecode and native modules, never sees it). A package
+    (``__init__.py``) comes before a module (``name.py``), then a namespace
+    folder, as for the standard finder.
+    """
+
+    _lock: Final = threading.Lock()
+
+    @classmethod
+    def install(cls) -> None:
+        with cls._lock:
+            if not any(isinstance(finder, cls) for finder in sys.meta_path):
+                sys.meta_path.insert(0, cls())
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: types.ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if not fullname.startswith(f"{NAMESPACE_ROOT}."):
+            return None
+        tail = fullname.rpartition(".")[2]
+        portions: list[str] = []
+        for entry in path or ():
+            base = os.path.join(entry, tail)  # noqa: PTH118 - paths as strings, as importlib's
+            for suffix in importlib.machinery.SOURCE_SUFFIXES:
+                init = os.path.join(base, f"__init__{suffix}")  # noqa: PTH118 - as above
+                if os.path.isfile(init):  # noqa: PTH113 - as above
+                    return _source_spec(fullname, init, package=base)
+            for suffix in importlib.machinery.SOURCE_SUFFIXES:
+                if os.path.isfile(base + suffix):  # noqa: PTH113 - as above
+                    return _source_spec(fullname, base + suffix, package=None)
+            compiled = _compiled(base)
+            if compiled is not None:
+                raise CompiledModuleRefused(
+                    f"plugin module {fullname!r} is compiled code ({compiled}), not source: "
+                    "a plugin's modules are run from their source only",
+                    name=fullname,
+                    path=compiled,
+                )
+            if os.path.isdir(base):  # noqa: PTH112 - as above
+                portions.append(base)
+        if portions:
+            spec = importlib.machinery.ModuleSpec(fullname, None, is_package=True)
+            spec.submodule_search_locations = portions
+            return spec
+        raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+
+
+def _source_spec(
+    fullname: str, filename: str, package: str | None
+) -> importlib.machinery.ModuleSpec:
+    spec = importlib.util.spec_from_file_location(
+        fullname,
+        filename,
+        loader=_SourceLoader(fullname, filename),
+        submodule_search_locations=[package] if package is not None else None,
+    )
+    assert spec is not None
+    return spec
+
+
+def _compiled(base: str) -> str | None:
+    """A compiled file the import system would take for the module (or package) at ``base``."""
+    for stem in (base, os.path.join(base, "__init__")):  # noqa: PTH118 - as above
+        for suffix in _COMPILED_SUFFIXES:
+            if os.path.isfile(stem + suffix):  # noqa: PTH113 - as above
+                return stem + suffix
+    return None
 
 
 def load_plugin(
@@ -130,7 +246,11 @@ def verify_plugin(
 def import_plugin(plugin_id: str, folder: Path, manifest: Manifest) -> LoadedPlugin:
     """Import a plugin folder's entry point under the plugin's own namespace (no hash check).
 
-    :raises PackageError: when its code fails to import (the exception is the cause).
+    Its modules are compiled from source only: see the module's description.
+
+    :raises PackageError: when its code fails to import (the exception is the
+        cause; :class:`CompiledModuleRefused` for a module that is only
+        bytecode or native code).
     """
     name = namespace(plugin_id)
     unload_plugin(plugin_id)
@@ -141,10 +261,6 @@ def import_plugin(plugin_id: str, folder: Path, manifest: Manifest) -> LoadedPlu
     package = importlib.util.module_from_spec(spec)
     package.__path__ = [str(folder)]
     sys.modules[name] = package
-    # Importing must not write bytecode into the plugin's folder: that would
-    # change its code hash, and a compiled file there would be read, not hashed.
-    writes_bytecode = sys.dont_write_bytecode
-    sys.dont_write_bytecode = True
     try:
         module = importlib.import_module(f"{name}.{manifest.entry_module}")
         plugin: object = module
@@ -155,8 +271,6 @@ def import_plugin(plugin_id: str, folder: Path, manifest: Manifest) -> LoadedPlu
         raise PackageError(
             f"plugin {plugin_id!r} failed to load: {type(exc).__name__}: {exc}", path=str(folder)
         ) from exc
-    finally:
-        sys.dont_write_bytecode = writes_bytecode
     return LoadedPlugin(plugin_id, module, plugin, name)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import ast
 import fnmatch
 import hashlib
+import importlib.machinery
 import os
+import re
 import stat
 import tempfile
 import zipfile
@@ -25,8 +27,17 @@ __all__ = ["MANIFEST_NAME", "PackResult", "ValidatedPlugin", "pack_plugin", "val
 _MAX_SOURCE_BYTES: Final = 4 * 1024 * 1024
 #: Every packed file gets this timestamp (the earliest a ZIP can hold), so packing is reproducible.
 _ZIP_EPOCH: Final = (1980, 1, 1, 0, 0, 0)
-_SKIPPED_DIRS: Final = frozenset({"__pycache__"})
-_SKIPPED_SUFFIXES: Final = (".pyc", ".pyo")
+#: Compiled Python: never shipped (pack leaves it out, install refuses it) and never loaded.
+BYTECODE_FOLDER: Final = "__pycache__"
+BYTECODE_SUFFIXES: Final = (".pyc", ".pyo")
+#: Native code: the modules any platform's Python imports, and shared libraries. Refused
+#: wherever a plugin is checked: only Python source is reviewed, so only source may run.
+NATIVE_SUFFIXES: Final = tuple(
+    sorted({*importlib.machinery.EXTENSION_SUFFIXES, ".so", ".pyd", ".dylib", ".dll"})
+)
+_VERSIONED_LIBRARY: Final = re.compile(r"\.so(?:\.[0-9]+)+$")
+_SKIPPED_DIRS: Final = frozenset({BYTECODE_FOLDER})
+_SKIPPED_SUFFIXES: Final = BYTECODE_SUFFIXES
 _READ_ERRORS: Final = (
     zipfile.BadZipFile,
     zlib.error,
@@ -37,6 +48,37 @@ _READ_ERRORS: Final = (
 )
 
 SourceKind = Literal["manifest", "folder", "archive"]
+#: Why a file is compiled code (an ``ArchiveError.rule`` at install).
+CompiledKind = Literal["bytecode", "native-module"]
+
+#: What each kind of compiled file is refused with.
+COMPILED_MESSAGES: Final[dict[str, str]] = {
+    "bytecode": "is compiled Python (bytecode): a plugin holds its source only, the code "
+    "that is reviewed and run; leave it out (pack does)",
+    "native-module": "is a native module or library: a plugin may hold Python source only, "
+    "the code that is reviewed and run",
+}
+
+
+def compiled_kind(name: str) -> CompiledKind | None:
+    """Whether a plugin's file (a relative POSIX path; a folder ends in ``/``) is compiled code.
+
+    ``"bytecode"``: a ``*.pyc``/``*.pyo`` file, or anything in (or being) a
+    ``__pycache__`` folder. ``"native-module"``: a file ending in one of
+    :data:`NATIVE_SUFFIXES` or a versioned shared library (``libx.so.1``).
+    Case does not matter (an archive may come from a case-insensitive system).
+    """
+    parts = name.lower().rstrip("/").split("/")
+    if BYTECODE_FOLDER in parts:
+        return "bytecode"
+    if name.endswith("/"):
+        return None
+    last = parts[-1]
+    if last.endswith(BYTECODE_SUFFIXES):
+        return "bytecode"
+    if last.endswith(NATIVE_SUFFIXES) or _VERSIONED_LIBRARY.search(last):
+        return "native-module"
+    return None
 
 
 @attrs.frozen
@@ -77,8 +119,18 @@ def validate_plugin(path: str | os.PathLike[str]) -> ValidatedPlugin:
     icon, and the entry module must
     define ``plugin_class`` at its top level. Nothing is imported or executed.
 
+    What runs must be the source that is reviewed: an archive holding compiled
+    Python (``*.pyc``, ``*.pyo``, a ``__pycache__`` folder) or native code
+    (``*.so``, ``*.pyd``, ``*.dylib``, ``*.dll``, ...) is refused, as install
+    refuses it. A folder holding native code is refused too (pack would ship
+    it); its bytecode is not, since pack leaves it out and the loader never
+    reads it.
+
     :raises ManifestError: listing every problem, each with its JSON path.
-    :raises PackageError: when the path does not exist or an archive cannot be read.
+    :raises ArchiveError: an archive holds compiled code (``rule`` ``"bytecode"``
+        or ``"native-module"``; ``member`` names the file).
+    :raises PackageError: when the path does not exist or an archive cannot be read,
+        or a folder holds native code (``member`` names the file).
 
     Example::
 
@@ -99,6 +151,7 @@ def validate_plugin(path: str | os.PathLike[str]) -> ValidatedPlugin:
         return ValidatedPlugin(manifest, str(target), "manifest", manifest.notes)
     else:
         raise PackageError("no such file or folder", path=str(target))
+    tree.refuse_compiled()
     manifest = tree.manifest()
     problems = list(_content_problems(tree, manifest))
     if problems:
@@ -117,6 +170,10 @@ class _Tree:
 
     def read(self, name: str, limit: int) -> bytes | None:  # pragma: no cover - abstract
         """The file's bytes, or None when it is larger than ``limit``."""
+        raise NotImplementedError
+
+    def refuse_compiled(self) -> None:  # pragma: no cover - abstract
+        """Raise when the plugin holds compiled code it would ship (see :func:`compiled_kind`)."""
         raise NotImplementedError
 
 
@@ -139,6 +196,22 @@ class _Folder(_Tree):
         with (self.root / name).open("rb") as stream:
             data = stream.read(limit + 1)
         return None if len(data) > limit else data
+
+    def refuse_compiled(self) -> None:
+        # What pack ships: dot-entries and bytecode are left out (and never loaded).
+        for directory, dirnames, filenames in os.walk(self.root):
+            base = Path(directory)
+            dirnames[:] = sorted(
+                name for name in dirnames if not name.startswith(".") and name not in _SKIPPED_DIRS
+            )
+            for name in sorted(filenames):
+                if name.startswith(".") or compiled_kind(name) != "native-module":
+                    continue
+                raise PackageError(
+                    COMPILED_MESSAGES["native-module"],
+                    path=str(self.root),
+                    member=(base / name).relative_to(self.root).as_posix(),
+                )
 
 
 class _Archive(_Tree):
@@ -193,6 +266,14 @@ class _Archive(_Tree):
                 f"cannot be read: {exc}", path=str(self.path), member=info.filename
             ) from exc
         return None if len(data) > limit else data
+
+    def refuse_compiled(self) -> None:
+        from ._archive import ArchiveError  # noqa: PLC0415 - _archive imports this module
+
+        for name in sorted(self.infos):
+            kind = compiled_kind(name)
+            if kind is not None:
+                raise ArchiveError(kind, COMPILED_MESSAGES[kind], path=str(self.path), member=name)
 
 
 def _content_problems(tree: _Tree, manifest: Manifest) -> Iterator[Problem]:
@@ -268,8 +349,9 @@ def pack_plugin(
     :param output: the archive to write; by default ``<id>-<version>.zip`` in
         the current folder.
     :raises ManifestError: when the folder does not validate.
-    :raises PackageError: when ``folder`` is not a folder, holds a symbolic link
-        or another file that is not regular, or the archive cannot be written.
+    :raises PackageError: when ``folder`` is not a folder, holds a symbolic link,
+        another file that is not regular or native code (``*.so``, ``*.pyd``,
+        ...: see :func:`validate_plugin`), or the archive cannot be written.
     """
     root = Path(folder)
     if not root.is_dir():

@@ -201,6 +201,7 @@ class _Worker:
                     {
                         "name": caller.name,
                         "argnames": list(impl.argnames),
+                        "kwargnames": list(impl.kwargnames),
                         "tryfirst": impl.tryfirst,
                         "trylast": impl.trylast,
                         "optionalhook": impl.optionalhook,
