@@ -241,23 +241,28 @@ def hook(name: Any, argnames: Any = ("lead",), **options: Any) -> dict[str, Any]
     return {"name": name, "argnames": names, **flags, **options}
 
 
-HOSTILE_REPORTS = {
+#: Malformed reports: refused as such, and never kept.
+MALFORMED_REPORTS = {
     "nfkc name": ([hook("\uff4cead_created")], "plain ASCII name"),
     "non-string name": ([hook(12)], "plain ASCII name"),
     "argnames not a list": ([hook("lead_created", "lead")], "not a list"),
     "repeated argument": ([hook("lead_created", ("lead", "lead"))], "repeated"),
-    "unknown argument": ([hook("lead_created", ("lead", "password"))], "no argument 'password'"),
-    "unknown hook": ([hook("steal_everything")], "no such hook is specified"),
     "hook twice": ([hook("lead_created"), hook("lead_created")], "reported twice"),
     "option not a bool": ([hook("lead_created", tryfirst="yes")], "true or false"),
     "missing fields": ([{"name": "lead_created"}], "not a record"),
+    "extra fields": ([hook("lead_created", code="x")], "not a record"),
     "keyword argument": ([hook("lead_created", ("lambda",))], "plain ASCII name"),
     "dunder argument": ([hook("lead_created", ("__class__",))], "plain ASCII name"),
     "hooks not a list": ({"lead_created": []}, "not a list"),
 }
+#: Well-formed reports the host refuses against its specifications (kept: `check` reads them).
+REFUSED_REPORTS = {
+    "unknown argument": ([hook("lead_created", ("lead", "password"))], "no argument 'password'"),
+    "unknown hook": ([hook("steal_everything")], "no such hook is specified"),
+}
 
 
-@pytest.mark.parametrize("case", sorted(HOSTILE_REPORTS))
+@pytest.mark.parametrize("case", sorted(MALFORMED_REPORTS) + sorted(REFUSED_REPORTS))
 def test_a_forged_report_is_that_plugins_load_failure_only(
     make_host: Callable[..., PluginHost],
     install: Installer,
@@ -266,7 +271,8 @@ def test_a_forged_report_is_that_plugins_load_failure_only(
     case: str,
 ) -> None:
     """Every caller keeps working, a restarted host too; the forger's load failure says why."""
-    hooks, refusal = HOSTILE_REPORTS[case]
+    malformed = case in MALFORMED_REPORTS
+    hooks, refusal = MALFORMED_REPORTS[case] if malformed else REFUSED_REPORTS[case]
     storage = SQLiteStorage(tmp_path / "registry.db")
     host = make_host(storage)
     install(host, "healthy", HEALTHY)
@@ -277,9 +283,11 @@ def test_a_forged_report_is_that_plugins_load_failure_only(
     assert "forger" not in host.plugins()
     [failure] = host.failures("forger")
     assert failure.hook == "load"
-    assert "report of its implementations is refused" in failure.message
+    reason = "report of its implementations is refused" if malformed else "its hooks are refused"
+    assert reason in failure.message
     assert refusal in failure.message
-    assert not list((tmp_path / "plugins" / ".sandbox-hooks").glob("forger-*"))  # not kept
+    kept = list((tmp_path / "plugins" / ".sandbox-hooks").glob("forger-*"))
+    assert len(kept) == (0 if malformed else 1)
     host.close()
     with PluginHost(
         services,
@@ -421,3 +429,17 @@ def test_an_implementation_without_context_or_api_still_runs_in_its_tenants_work
     [[own]] = [host.hook.dashboard_widget(context=Context(tenant="acme"))]
     assert json.loads(own.html) == ["Victim-Lead"]
     assert set(host.plugins()["quiet"].pids()) == {None, "acme", "evil"}  # type: ignore[attr-defined]
+
+
+def test_a_tenants_worker_can_be_started_before_its_first_call(
+    make_host: Callable[..., PluginHost], install: Installer, services: FakeHostServices
+) -> None:
+    host = make_host()
+    install(host, "healthy", HEALTHY)
+    host.refresh()
+    assert host.sandbox.start("healthy", "acme") is True
+    pid = host.plugins()["healthy"].pids()["acme"]  # type: ignore[attr-defined]
+    assert host.sandbox.start("healthy", "acme") is True  # running: left as it is
+    lead_for(host, services, "acme", "A")
+    assert host.plugins()["healthy"].pids()["acme"] == pid  # type: ignore[attr-defined]
+    assert host.sandbox.start("nobody-knows", "acme") is False

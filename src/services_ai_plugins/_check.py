@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 
-from ._errors import ManifestError, PackageError, Problem, RequirementsError
+from ._errors import ManifestError, PackageError, PluginError, Problem, RequirementsError
 from ._logs import plugin_output, sdk_log_handler
 
 if TYPE_CHECKING:
@@ -499,6 +499,9 @@ class _Check:
         plugin = host.plugins().get(record.id)
         reported = _reported_hooks(host, record)
         if plugin is not None:
+            # Its worker for the tenant starts now: a call's time is the plugin's, not a start's.
+            with contextlib.suppress(PluginError):
+                host.sandbox.start(record.id, self.tenant)
             self.problems += _implementation_problems(
                 _implementations(plugin)
                 if reported is None

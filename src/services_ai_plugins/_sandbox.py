@@ -242,17 +242,34 @@ class Sandbox:
             "readable": list(self.policy.readable),
             "modules": _distribution_modules([r.name for r in manifest.dependencies]),
         }
-        sandboxed = _Sandboxed(self, plugin_id, config, spec_args)
-        hooks = _read_hooks(hooks_file, spec_args) if hooks_file is not None else None
+        sandboxed = _Sandboxed(self, plugin_id, config)
+        hooks = _read_hooks(hooks_file) if hooks_file is not None else None
         if hooks is None:
             worker = sandboxed.start(None)  # the tenant-less worker tells the implementations
             sandboxed.workers[None] = worker
             hooks = worker.hooks
-            if hooks_file is not None:
+            if hooks_file is not None:  # well-formed: kept even if judged below (check reads it)
                 _write_hooks(hooks_file, hooks)
         sandboxed.hooks = hooks
         self._plugins[plugin_id] = sandboxed
-        return sandboxed.stand_in(hooks, spec_args, ignored)
+        return sandboxed.stand_in(_judged(plugin_id, hooks, spec_args), spec_args, ignored)
+
+    def start(self, plugin_id: str, tenant: str | None) -> bool:
+        """Start the plugin's worker for ``tenant`` now, unless it runs already.
+
+        An app may start a tenant's workers before its first request; the first
+        call then pays no start. False when the plugin is not sandboxed here.
+
+        :raises PluginError: when the worker cannot start (as the call would).
+        """
+        sandboxed = self._plugins.get(plugin_id)
+        if sandboxed is None:
+            return False
+        with sandboxed.lock_for(tenant):
+            worker = sandboxed.workers.get(tenant)
+            if worker is None or worker.dead:
+                sandboxed.workers[tenant] = sandboxed.start(tenant)
+        return True
 
     def unload(self, plugin_id: str) -> None:
         """Stop the plugin's workers and forget it (its stand-in then fails every call)."""
@@ -361,12 +378,10 @@ class _Sandboxed:
         sandbox: Sandbox,
         plugin_id: str,
         config: dict[str, Any],
-        spec_args: Callable[[str], Sequence[str] | None],
     ) -> None:
         self.sandbox = sandbox
         self.plugin_id = plugin_id
         self.config = config
-        self.spec_args = spec_args
         #: The locks calls take turns on, by tenant (made on first use, never removed).
         self.locks: dict[str | None, threading.RLock] = {}
         #: The live workers, by tenant (None: the hooks bound to no tenant).
@@ -682,7 +697,7 @@ class _Worker:
                 f"its worker sent {message[0]!r} instead of 'ready'", path=owner.plugin_id
             )
         try:
-            worker.hooks, worker.layers, notes = _ready_report(message, owner.spec_args)
+            worker.hooks, worker.layers, notes = _ready_report(message)
         except ValueError as exc:
             worker.stop()
             raise PackageError(
@@ -883,6 +898,7 @@ class _Worker:
 
 #: The options a worker reports of each implementation (pluggy's, all booleans).
 _HOOK_OPTIONS: Final = ("tryfirst", "trylast", "optionalhook", "hookwrapper", "wrapper")
+_HOOK_FIELDS: Final = frozenset({"name", "argnames", *_HOOK_OPTIONS})
 #: The most implementations, arguments, layers and notes a worker's report may hold.
 _MAX_HOOKS: Final = 512
 _MAX_ARGS: Final = 64
@@ -909,13 +925,13 @@ def _name(value: object, what: str) -> str:
     return value
 
 
-def _checked_hooks(hooks: object, spec_args: SpecArgs) -> list[dict[str, Any]]:
+def _well_formed(hooks: object) -> list[dict[str, Any]]:
     """The implementations a worker reported, checked strictly (``ValueError`` says what is wrong).
 
-    Each must name a specified hook exactly, with distinct argument names the
-    specification has, and boolean options. Implementations of hooks nobody
-    specified are refused, except optional ones (``optionalhook``), which are
-    left out: nothing could call them.
+    Each is a record of exactly a plain name, distinct plain argument names
+    (and those with defaults, ``kwargnames``, which the host never passes) and
+    boolean options; no name twice. Whether the hooks and arguments are
+    specified is :func:`_judged`'s question.
     """
     if type(hooks) is not list:
         raise ValueError("its implementations are not a list")
@@ -924,7 +940,7 @@ def _checked_hooks(hooks: object, spec_args: SpecArgs) -> list[dict[str, Any]]:
     checked: list[dict[str, Any]] = []
     seen: set[str] = set()
     for index, hook in enumerate(hooks):
-        if type(hook) is not dict or set(hook) != {"name", "argnames", *_HOOK_OPTIONS}:
+        if type(hook) is not dict or set(hook) - {"kwargnames"} != _HOOK_FIELDS:
             raise ValueError(f"implementation {index} is not a record of name, argnames, options")
         name = _name(hook["name"], "hook name")
         if name in seen:
@@ -933,27 +949,49 @@ def _checked_hooks(hooks: object, spec_args: SpecArgs) -> list[dict[str, Any]]:
         options = {option: hook[option] for option in _HOOK_OPTIONS}
         if not all(type(value) is bool for value in options.values()):
             raise ValueError(f"{name}: its options must be true or false")
-        argnames = hook["argnames"]
-        if type(argnames) is not list or len(argnames) > _MAX_ARGS:
-            raise ValueError(f"{name}: its argument names are not a list (of at most {_MAX_ARGS})")
-        names = [_name(arg, f"{name}: argument") for arg in argnames]
-        if len(set(names)) != len(names):
+        names = _names(hook["argnames"], name)
+        defaults = _names(hook.get("kwargnames", []), name)
+        if len(set(names + defaults)) != len(names) + len(defaults):
             raise ValueError(f"{name}: an argument name is repeated")
-        spec = spec_args(name)
-        if spec is None:
-            if options["optionalhook"]:
-                continue
-            raise ValueError(f"{name}: no such hook is specified")
-        unknown = [arg for arg in names if arg not in spec]
-        if unknown:
-            raise ValueError(f"{name}: the hook has no argument {', '.join(map(repr, unknown))}")
-        checked.append({"name": name, "argnames": names, **options})
+        checked.append({"name": name, "argnames": names, "kwargnames": defaults, **options})
     return checked
 
 
-def _ready_report(
-    message: list[Any], spec_args: SpecArgs
-) -> tuple[list[dict[str, Any]], tuple[str, ...], list[str]]:
+def _names(argnames: object, hook: str) -> list[str]:
+    if type(argnames) is not list or len(argnames) > _MAX_ARGS:
+        raise ValueError(f"{hook}: its argument names are not a list (of at most {_MAX_ARGS})")
+    return [_name(arg, f"{hook}: argument") for arg in argnames]
+
+
+def _judged(
+    plugin_id: str, hooks: list[dict[str, Any]], spec_args: SpecArgs
+) -> list[dict[str, Any]]:
+    """Well-formed implementations held against the specifications: exact hook names only.
+
+    Implementations of hooks nobody specified are refused, except optional
+    ones (``optionalhook``), which are left out: nothing could call them.
+
+    :raises PackageError: naming every refused hook and argument.
+    """
+    problems, kept = [], []
+    for hook in hooks:
+        name = hook["name"]
+        spec = spec_args(name)
+        if spec is None:
+            if not hook["optionalhook"]:
+                problems.append(f"{name}: no such hook is specified")
+            continue
+        unknown = [arg for arg in hook["argnames"] if arg not in spec]
+        if unknown:
+            problems.append(f"{name}: the hook has no argument {', '.join(map(repr, unknown))}")
+            continue
+        kept.append(hook)
+    if problems:
+        raise PackageError("its hooks are refused: " + "; ".join(problems), path=plugin_id)
+    return kept
+
+
+def _ready_report(message: list[Any]) -> tuple[list[dict[str, Any]], tuple[str, ...], list[str]]:
     """A worker's ``ready`` frame read strictly: its implementations, layers and notes."""
     if len(message) != 2 or type(message[1]) is not dict:
         raise ValueError("its ready frame is not ['ready', {...}]")
@@ -968,20 +1006,20 @@ def _ready_report(
     if not all(type(note) is str and len(note) <= _MAX_NOTE for note in notes):
         raise ValueError(f"a note is not a text of at most {_MAX_NOTE} characters")
     return (
-        _checked_hooks(info["hooks"], spec_args),
+        _well_formed(info["hooks"]),
         tuple(_name(layer, "layer") for layer in layers),
         notes,
     )
 
 
-def _read_hooks(path: Path, spec_args: SpecArgs) -> list[dict[str, Any]] | None:
+def _read_hooks(path: Path) -> list[dict[str, Any]] | None:
     """The implementations a worker reported, as an earlier load wrote them (None: none usable).
 
     Checked as strictly as a worker's own report: the file is in the plugins
     folder, and what a plugin once reported must not fail every later start.
     """
     try:
-        return _checked_hooks(json.loads(path.read_text(encoding="utf-8")), spec_args)
+        return _well_formed(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, RecursionError) as exc:
         if path.exists():
             _logger.warning("ignoring the kept hooks of a sandboxed plugin in %s: %s", path, exc)
