@@ -851,6 +851,39 @@ def test_the_worker_uid_range_comes_from_subuid_or_a_free_block(
     assert "overlap lxd's subordinate range" in why
 
 
+def test_worker_uids_must_exist_in_the_hosts_user_namespace() -> None:
+    """In a user namespace that maps only 65536 ids (a container's), the default range is
+    refused with the reason; where every id is mapped, it is taken."""
+    if not probe().root:
+        pytest.skip("maps ids of a new user namespace from outside: needs root")
+    first, count = DEFAULT_WORKER_UIDS
+    assert _confine._mapped(first, count, 32768) == ((first, count), None)
+    ready_read, ready = os.pipe()
+    done, done_write = os.pipe()
+    report_read, report = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - reports through the pipe
+        try:
+            _confine._unshare_or_raise(0x10000000, "unshare(CLONE_NEWUSER)")
+            os.write(ready, b"x")
+            os.read(done, 1)
+            os.write(report, json.dumps(_confine._mapped(first, count, 32768)).encode())
+        finally:
+            os._exit(0)
+    os.read(ready_read, 1)
+    for kind in ("uid", "gid"):
+        Path(f"/proc/{pid}/{kind}_map").write_text("0 100000 65536")
+    os.write(done_write, b"x")
+    os.close(report)
+    with os.fdopen(report_read) as stream:
+        found, why = json.loads(stream.read())
+    os.waitpid(pid, 0)
+    for fd in (ready_read, ready, done, done_write):
+        os.close(fd)
+    assert found is None
+    assert f"does not map the uids {first}-{first + 32767}" in why
+
+
 # -- memory, IPC, scratch --------------------------------------------------------------------
 
 
@@ -987,6 +1020,7 @@ def test_scratch_tmpfs_bounds_the_scratch_folder_and_keeps_it_private(sandbox: S
     limits = roomy_limits(scratch=2 * MiB, file_size=MiB)
 
     def body() -> dict[str, Any]:
+        relative = attempt(lambda: Path("relative").write_text("x"))
         written = []
         error = None
         for number in range(8):
@@ -998,6 +1032,7 @@ def test_scratch_tmpfs_bounds_the_scratch_folder_and_keeps_it_private(sandbox: S
             written.append(number)
         info = os.statvfs(sandbox.scratch)
         return {
+            "relative": relative,
             "written": len(written),
             "errno": error,
             "size": info.f_blocks * info.f_frsize,
@@ -1005,10 +1040,17 @@ def test_scratch_tmpfs_bounds_the_scratch_folder_and_keeps_it_private(sandbox: S
             "owner": sandbox.scratch.stat().st_uid,
         }
 
-    outcome = run_confined(sandbox, only(SCRATCH_TMPFS), body, limits=limits)
+    outcome = run_confined(
+        sandbox,
+        only(SCRATCH_TMPFS),
+        body,
+        limits=limits,
+        before=lambda: os.chdir(sandbox.scratch),  # as an entry-point plugin's worker does
+    )
     assert outcome["applied"] == [SCRATCH_TMPFS, NO_NEW_PRIVS]
+    assert outcome["relative"] == {"ok": "1"}  # into the tmpfs, the working folder now
     assert outcome["errno"] == errno.ENOSPC
-    assert outcome["written"] == 4  # 2 MiB of data, then no more
+    assert outcome["written"] == 3  # 2 MiB: a small file and 1.5 MiB, then no more
     assert outcome["size"] == 2 * MiB
     assert outcome["inodes"] == 2 * MiB // 4096
     assert outcome["owner"] == os.getuid()

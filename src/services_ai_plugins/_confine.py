@@ -845,7 +845,7 @@ def _worker_uid_range() -> tuple[tuple[int, int] | None, str | None]:
     ranges = _subordinate_ranges(Path("/etc/subuid"))
     for owner, first, count in ranges:
         if owner in ("root", "0") and count >= pid_max:
-            return (first, count), None
+            return _mapped(first, count, pid_max)
     first, count = DEFAULT_WORKER_UIDS
     if pid_max > count:
         return None, f"kernel.pid_max ({pid_max}) is larger than the {count} worker uids"
@@ -855,6 +855,25 @@ def _worker_uid_range() -> tuple[tuple[int, int] | None, str | None]:
                 f"the worker uids {first}-{first + count - 1} overlap {owner}'s subordinate range "
                 f"in /etc/subuid ({start}-{start + length - 1}); give root a range of its own of "
                 f"{pid_max} ids (kernel.pid_max) there"
+            )
+    return _mapped(first, count, pid_max)
+
+
+def _mapped(first: int, count: int, needed: int) -> tuple[tuple[int, int] | None, str | None]:
+    """``(first, count)`` if this user namespace maps the ``needed`` ids from ``first`` on as
+    users and as groups (a container's namespace may map only 65536); else None and why."""
+    for kind in ("uid", "gid"):
+        try:
+            lines = Path(f"/proc/self/{kind}_map").read_text().splitlines()
+        except OSError:
+            continue  # no user namespaces: every id exists
+        extents = [tuple(int(field) for field in line.split()[:3]) for line in lines if line]
+        if not any(inside <= first and first + needed <= inside + length
+                   for inside, _, length in extents):  # fmt: skip
+            return None, (
+                f"this user namespace does not map the {kind}s {first}-{first + needed - 1} "
+                f"(/proc/self/{kind}_map); give root a subordinate range of {needed} ids "
+                "(kernel.pid_max) that it maps, in /etc/subuid"
             )
     return (first, count), None
 
@@ -1862,8 +1881,10 @@ def _own_mounts(
     """In a mount namespace of the worker's own (made now as root; else the user namespace's):
     the scratch ``tmpfs`` of ``size`` bytes, and the private mounts. The layers applied and the
     folders covered."""
-    applied = []
+    applied: list[str] = []
     shut_out = _Permissions(ids).shut_out(needed) if ids is not None else []
+    if (scratch is None or size is None) and not shut_out and not hidden:
+        return applied, []
     with _applying(SCRATCH_TMPFS if size is not None else PRIVATE_MOUNTS):
         if root:
             _unshare_or_raise(_CLONE_NEWNS, "unshare(CLONE_NEWNS)")
@@ -1873,10 +1894,15 @@ def _own_mounts(
             applied.append(SCRATCH_TMPFS)
     covered: list[Path] = []
     if shut_out or hidden:
+        wanted = [*needed, scratch] if scratch is not None else needed
         with _applying(PRIVATE_MOUNTS):
-            covered = _private_mounts(shut_out, hidden, needed[1:], scratch)
+            covered = _private_mounts(shut_out, hidden, wanted, scratch)
         if covered:
             applied.append(PRIVATE_MOUNTS)
+    # The working folder as the new mounts show it (the scratch tmpfs, say, not the folder
+    # beneath it); one now hidden stays as it was, where Landlock refuses it.
+    with contextlib.suppress(OSError):
+        os.chdir(Path.cwd())
     return applied, covered
 
 
