@@ -11,6 +11,7 @@ the probe's reason.
 from __future__ import annotations
 
 import errno
+import importlib.metadata
 import os
 import platform
 import shutil
@@ -420,6 +421,39 @@ def test_an_editable_apps_env_and_settings_are_not_readable(
     assert read["raw settings"] in (-errno.EACCES, -errno.ENOENT)
     assert read["raw own file"] == "import"  # the raw route itself works
     assert host.failures("reader") == []
+
+
+def test_a_declared_dependency_is_readable_with_its_metadata_and_nothing_beside_it(
+    make_host: Callable[..., PluginHost], install: Installer, services: FakeHostServices
+) -> None:
+    """A plugin declaring a distribution imports it and reads its metadata (its version, as
+    many packages ask at import); the packages beside it in site-packages stay closed."""
+    needs("landlock")
+    import iniconfig
+    import pygments
+
+    host = make_host()
+    body = f"""
+    @hookimpl
+    def lead_created(self, lead, api):
+        import importlib.metadata
+        import iniconfig
+        other = {pygments.__file__!r}
+        api.store_set("dependency", {{
+            "version": importlib.metadata.version("iniconfig"),
+            "source": open(iniconfig.__file__).read(12),
+            "undeclared": outcome(lambda: open(other).read()),
+            "raw undeclared": raw("openat", -100, ctypes.c_char_p(other.encode()), os.O_RDONLY),
+        }})
+    """
+    install(host, "dependent", body, manifest={"dependencies": ["iniconfig"]})
+    fire(host, services, ACME)
+    assert host.failures("dependent") == []
+    found = services.stored("acme", "dependent")["dependency"]
+    assert found["version"] == importlib.metadata.version("iniconfig")
+    assert found["source"] == Path(iniconfig.__file__).read_text()[:12]
+    assert found["undeclared"] == ["PermissionError", None]
+    assert found["raw undeclared"] == -errno.EACCES
 
 
 # -- 17: the scratch folder ----------------------------------------------------------------------

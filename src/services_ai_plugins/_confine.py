@@ -58,8 +58,9 @@ sandbox. Every layer is one-way: nothing in the worker can undo it.
    limit, ``SIGKILL`` a second later), the size of any file it writes
    (``RLIMIT_FSIZE``), open file descriptors (``RLIMIT_NOFILE``) and no core
    dumps (``RLIMIT_CORE`` 0). In a user namespace of its own (the non-root
-   ``network_namespace`` layer) the worker also gets ``RLIMIT_NPROC`` 64: at
-   most 64 threads and processes counted in that namespace alone.
+   ``network_namespace`` layer), or as a user of its own (the root
+   ``unprivileged_user`` layer, set once it is that user), the worker also
+   gets ``RLIMIT_NPROC`` 64: at most 64 threads and processes, its own alone.
 
    *Stops*: a plugin exhausting memory (a big allocation raises
    ``MemoryError``), spinning forever on the CPU, filling the disk through
@@ -105,11 +106,14 @@ sandbox. Every layer is one-way: nothing in the worker can undo it.
    bits).
 
    When a folder *above* them shuts that user out (Python under ``/root``,
-   mode 0700; a private temporary folder), the worker first enters a mount
-   namespace of its own (``private_mounts``), covers each such folder with
-   an empty ``tmpfs`` and mounts back, at their own places, only the paths it
-   needs: it then reaches those, and nothing else of that folder exists for
-   it; no other process's view changes. When a needed path itself is
+   mode 0700; a private temporary folder), the worker, in its mount
+   namespace (``private_mounts``, wherever ``scratch_tmpfs`` is available),
+   covers each such folder with an empty ``tmpfs`` and mounts back, at their
+   own places, only the paths it needs: it then reaches those, and nothing
+   else of that folder exists for it; no other process's view changes. The
+   same covers the ``hidden`` folders :func:`confine` is given (the
+   ``site-packages`` inside the standard library's folder), the readable
+   paths beneath them mounted back. When a needed path itself is
    unreadable to that user (a file of mode 0600), the worker keeps uid 0
    but clears every capability instead (``no_capabilities``): it then cannot
    override permissions, raise its limits, signal or trace others, or
@@ -146,7 +150,9 @@ sandbox. Every layer is one-way: nothing in the worker can undo it.
    owners, modes, times or extended attributes (the user's permissions
    decide those), connecting to pathname Unix sockets, or UDP and other
    protocols (seccomp and the network namespace do). With ABI 1 every rename
-   or link between two folders fails, even inside ``scratch``.
+   or link between two folders fails, even inside ``scratch``. A ``hidden``
+   folder that no mount namespace covered is left out by allowing, instead of
+   the readable folder holding it, each thing that folder holds beside it.
 
 9. ``seccomp``: a system-call filter (libseccomp through ``ctypes``), allowing
    everything except: ``execve``, ``execveat``, ``fork``, ``vfork``, ``clone``
@@ -250,7 +256,9 @@ SECCOMP: Final = "seccomp"
 #: Applied instead of ``unprivileged_user`` when that user could not read what the worker needs.
 NO_CAPABILITIES: Final = "no_capabilities"
 #: Applied before ``unprivileged_user`` when a folder above what the worker needs shuts that
-#: user out (Python under ``/root``, a private temporary folder): see :func:`_expose`.
+#: user out (Python under ``/root``, a private temporary folder), or when folders beneath the
+#: readable ones are hidden (``site-packages`` in the standard library's folder): see
+#: :func:`_private_mounts`.
 PRIVATE_MOUNTS: Final = "private_mounts"
 
 #: The layers, in the order :func:`confine` applies them.

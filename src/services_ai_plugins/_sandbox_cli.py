@@ -94,7 +94,7 @@ def _worker_reads(plugins_dir: str) -> tuple[list[Path], list[Path]]:
     needs of the interpreter; and the folders beneath those it must not (its own lists)."""
     from ._worker import hidden_paths, python_paths  # noqa: PLC0415 - loaded here only
 
-    readable = [Path(plugins_dir), *python_paths()]
+    readable = [Path(plugins_dir).absolute(), *python_paths()]
     return readable, hidden_paths(readable)
 
 
