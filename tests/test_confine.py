@@ -11,6 +11,8 @@ probe's reason.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import contextlib
 import ctypes
 import encodings.idna  # noqa: F401 - getaddrinfo() imports it: a confined child could not
 import errno
@@ -27,22 +29,29 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
+import pluggy
 import pytest
 
+from services_ai_plugins import _confine
 from services_ai_plugins._confine import (
+    DEFAULT_WORKER_UIDS,
+    IPC_NAMESPACE,
     LANDLOCK,
     LAYER_NAMES,
+    MEMORY_CGROUP,
     NETWORK_NAMESPACE,
     NO_CAPABILITIES,
     NO_NEW_PRIVS,
     PRIVATE_MOUNTS,
     RLIMITS,
+    SCRATCH_TMPFS,
     SECCOMP,
     UNPRIVILEGED_USER,
     Capabilities,
@@ -51,11 +60,16 @@ from services_ai_plugins._confine import (
     confine,
     install_audit_hook,
     probe,
+    release_worker,
 )
 from services_ai_plugins._errors import PluginError
 from services_ai_plugins._sandbox_cli import add_sandbox_commands
+from services_ai_plugins._worker import hidden_paths, python_paths
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox's layers need Linux")
+
+#: <linux/prctl.h>
+PR_SET_DUMPABLE = 4
 
 #: How long a child may take before it is killed and its test fails.
 CHILD_TIMEOUT = 10.0
@@ -116,9 +130,13 @@ def only(*names: str) -> Capabilities:
     found = probe()
     return attrs.evolve(
         found,
+        memory_cgroup=found.memory_cgroup if MEMORY_CGROUP in names else None,
         network_namespace=found.network_namespace and NETWORK_NAMESPACE in names,
+        ipc_namespace=found.ipc_namespace and IPC_NAMESPACE in names,
         rlimits=found.rlimits and RLIMITS in names,
+        mount_namespace=found.mount_namespace and SCRATCH_TMPFS in names,
         unprivileged=found.unprivileged if UNPRIVILEGED_USER in names else None,
+        worker_uids=found.worker_uids if UNPRIVILEGED_USER in names else None,
         landlock_abi=found.landlock_abi if LANDLOCK in names else None,
         seccomp=found.seccomp and SECCOMP in names,
     )
@@ -131,8 +149,9 @@ def address_space() -> int:
 
 
 def roomy_limits(**changes: Any) -> Limits:
-    """The default limits, with room for the address space pytest already uses."""
-    return attrs.evolve(Limits(memory=address_space() + 512 * MiB), **changes)
+    """The default limits, with room for the address space pytest already uses; no scratch tmpfs
+    (the tests look into the scratch folder from outside) unless ``changes`` ask for one."""
+    return attrs.evolve(Limits(memory=address_space() + 512 * MiB, scratch=None), **changes)
 
 
 def attempt(action: Callable[[], object]) -> Outcome:
@@ -155,6 +174,7 @@ def run_confined(
     *,
     limits: Limits | None = None,
     readable: tuple[Path, ...] = (),
+    hidden: tuple[Path, ...] = (),
     audit: bool = False,
     folder: Path | None = None,
     before: Callable[[], object] | None = None,
@@ -166,6 +186,7 @@ def run_confined(
         body,
         limits=limits,
         readable=readable,
+        hidden=hidden,
         audit=audit,
         folder=folder,
         before=before,
@@ -183,6 +204,7 @@ def fork_confined(
     *,
     limits: Limits | None = None,
     readable: tuple[Path, ...] = (),
+    hidden: tuple[Path, ...] = (),
     audit: bool = False,
     folder: Path | None = None,
     before: Callable[[], object] | None = None,
@@ -207,6 +229,7 @@ def fork_confined(
                     readable=readable,
                     limits=limits or roomy_limits(),
                     capabilities=capabilities,
+                    hidden=hidden,
                 )
             except ConfinementError as error:
                 report = {"refused": {"layer": error.layer, "errno": error.errno}}
@@ -214,7 +237,10 @@ def fork_confined(
             else:
                 if audit:
                     install_audit_hook(
-                        folder=folder or sandbox.folder, scratch=sandbox.scratch, readable=readable
+                        folder=folder or sandbox.folder,
+                        scratch=sandbox.scratch,
+                        readable=readable,
+                        hidden=hidden,
                     )
                 report = {"applied": list(applied), **body()}
             child_end.sendall(json.dumps(report).encode())
@@ -238,6 +264,7 @@ def fork_confined(
                 os.kill(pid, signal.SIGKILL)
     finally:
         _, status = os.waitpid(pid, 0)
+        release_worker(pid, capabilities)  # as the zygote does once it reaped a worker
     return (json.loads(b"".join(chunks)) if chunks else None), status
 
 
@@ -316,12 +343,19 @@ def test_level_counts_the_layers_that_apply() -> None:
         landlock_abi=6,
         seccomp=True,
         rlimits=True,
+        ipc_namespace=True,
+        mount_namespace=True,
+        memory_cgroup="/sys/fs/cgroup/services-ai-plugins",
+        cgroup_version=2,
     )
     assert everything.level == "strong"
     assert everything.report == "strong: every sandbox layer is available"
     as_root = attrs.evolve(everything, root=True)
     assert as_root.level == "partial"
     assert "unprivileged_user (no unprivileged user to switch to)" in as_root.report
+    assert attrs.evolve(as_root, worker_uids=DEFAULT_WORKER_UIDS).level == "strong"
+    no_cgroup = attrs.evolve(everything, memory_cgroup=None, reasons={MEMORY_CGROUP: "no v2"})
+    assert no_cgroup.report == "partial: missing memory_cgroup (no v2)"
     no_seccomp = attrs.evolve(everything, seccomp=False, reasons={SECCOMP: "no libseccomp"})
     assert no_seccomp.level == "partial"
     assert no_seccomp.report == "partial: missing seccomp (no libseccomp)"
@@ -424,22 +458,26 @@ def test_cpu_and_core_limits(sandbox: Sandbox) -> None:
 
 
 def test_root_drops_to_the_unprivileged_user(sandbox: Sandbox) -> None:
-    """As root: the worker runs as nobody, without groups, for good; scratch is nobody's; the
-    limits set before cannot be raised again."""
+    """As root: the worker runs as a user of its own (from its pid), without groups, for good;
+    scratch is that user's; the limits set before cannot be raised again; at most 64 tasks."""
     capabilities = only(RLIMITS, UNPRIVILEGED_USER)
     assert capabilities.unprivileged is not None
-    uid, gid = capabilities.unprivileged
 
     def body() -> dict[str, Any]:
         return {
+            "pid": os.getpid(),
             "ids": [os.getuid(), os.geteuid(), os.getgid(), os.getegid()],
             "groups": os.getgroups(),
             "back to root": attempt(lambda: os.setuid(0)),
             "shadow": attempt(lambda: Path("/etc/shadow").read_bytes()),
             "raise": attempt(lambda: resource.setrlimit(resource.RLIMIT_CPU, (30, 31))),
+            "nproc": resource.getrlimit(resource.RLIMIT_NPROC),
         }
 
     outcome = run_confined(sandbox, capabilities, body, limits=roomy_limits(cpu=20))
+    ids = capabilities.worker_ids(outcome["pid"])
+    assert ids is not None
+    uid, gid = ids
     assert outcome["applied"] == [RLIMITS, UNPRIVILEGED_USER, NO_NEW_PRIVS]
     assert outcome["ids"] == [uid, uid, gid, gid]
     assert outcome["groups"] == []
@@ -447,6 +485,12 @@ def test_root_drops_to_the_unprivileged_user(sandbox: Sandbox) -> None:
     assert refused(outcome["shadow"], errno.EACCES)
     assert outcome["raise"]["error"] == "ValueError"
     assert (sandbox.scratch.stat().st_uid, sandbox.scratch.stat().st_gid) == (uid, gid)
+    if capabilities.worker_uids is not None:
+        first, count = capabilities.worker_uids
+        assert uid == first + outcome["pid"] < first + count
+        assert outcome["nproc"] == [64, 64]  # its user's processes are its own alone
+    else:
+        assert uid == capabilities.unprivileged[0]
 
 
 def test_a_private_folder_above_what_the_worker_needs_is_covered_not_opened(
@@ -455,8 +499,7 @@ def test_a_private_folder_above_what_the_worker_needs_is_covered_not_opened(
     """As root, with the plugin under a folder only root may enter (as Python under /root is):
     the worker sees, in a mount namespace of its own, only what it needs of that folder, and
     still becomes nobody; the host's view does not change."""
-    capabilities = only(UNPRIVILEGED_USER)
-    assert capabilities.unprivileged is not None
+    capabilities = only(UNPRIVILEGED_USER, SCRATCH_TMPFS)
     private = sandbox.base / "private"
     private.mkdir(mode=0o700)
     plugin = private / "deep" / "plugin"
@@ -471,6 +514,7 @@ def test_a_private_folder_above_what_the_worker_needs_is_covered_not_opened(
     def body() -> dict[str, Any]:
         return {
             "uid": os.getuid(),
+            "pid": os.getpid(),
             "plugin": attempt((plugin / "main.py").read_text),
             "secret": attempt((private / "secret.txt").read_text),
             "listing": attempt(lambda: sorted(p.name for p in private.iterdir())),
@@ -478,7 +522,7 @@ def test_a_private_folder_above_what_the_worker_needs_is_covered_not_opened(
 
     outcome = run_confined(sandbox, capabilities, body, folder=plugin)
     assert outcome["applied"] == [PRIVATE_MOUNTS, UNPRIVILEGED_USER, NO_NEW_PRIVS]
-    assert outcome["uid"] == capabilities.unprivileged[0]
+    assert (outcome["uid"], outcome["uid"]) == capabilities.worker_ids(outcome["pid"])
     assert outcome["plugin"] == {"ok": repr("VALUE = 7\n")}
     assert refused(outcome["secret"], errno.ENOENT)  # hidden, not just refused
     assert outcome["listing"] == {"ok": repr(["deep"])}
@@ -696,6 +740,402 @@ def test_landlock_scopes_signals_to_the_sandbox(sandbox: Sandbox) -> None:
     assert outcome["itself"] == {"ok": "None"}
 
 
+# -- a user per worker ---------------------------------------------------------------------------
+
+
+def test_workers_have_users_of_their_own_that_cannot_reach_each_other(sandbox: Sandbox) -> None:
+    """As root, two workers get two users: without seccomp, the kernel itself refuses one
+    worker's prlimit, setpriority and sched_setaffinity on the other, whose limits stay."""
+    capabilities = only(RLIMITS, UNPRIVILEGED_USER)
+    if capabilities.worker_uids is None:
+        pytest.skip(f"workers share one user here: {capabilities.uid_scheme}")
+    reader, writer = os.pipe()
+
+    def victim() -> dict[str, Any]:
+        os.read(reader, 1)  # until the attacker is done
+        return {
+            "uid": os.getuid(),
+            "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
+            "nice": os.getpriority(os.PRIO_PROCESS, 0),
+            "cpus": sorted(os.sched_getaffinity(0)),
+        }
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(
+            fork_confined,
+            sandbox,
+            capabilities,
+            victim,
+            limits=roomy_limits(open_files=32),
+            before=lambda: os.close(writer),
+        )
+        target = wait_for_confined_child(capabilities)
+
+        def attacker() -> dict[str, Any]:
+            return {
+                "uid": os.getuid(),
+                "prlimit": attempt(
+                    lambda: resource.prlimit(target, resource.RLIMIT_NOFILE, (3, 3))
+                ),
+                "read limits": attempt(lambda: resource.prlimit(target, resource.RLIMIT_NOFILE)),
+                "nice": attempt(lambda: os.setpriority(os.PRIO_PROCESS, target, 19)),
+                "affinity": attempt(lambda: os.sched_setaffinity(target, {0})),
+                "signal": attempt(lambda: os.kill(target, signal.SIGSTOP)),
+            }
+
+        attack = run_confined(sandbox, capabilities, attacker, limits=roomy_limits())
+        os.write(writer, b"x")
+        outcome, _ = waiting.result(timeout=CHILD_TIMEOUT * 2)
+    os.close(writer)
+    os.close(reader)
+    assert outcome is not None
+    assert attack["uid"] != outcome["uid"]
+    for name in ("prlimit", "read limits", "nice", "affinity", "signal"):
+        assert refused(attack[name], errno.EPERM), (name, attack[name])
+    assert outcome["nofile"] == [32, 32]
+    assert outcome["nice"] == 0
+    assert outcome["cpus"] == sorted(os.sched_getaffinity(0))
+
+
+def wait_for_confined_child(capabilities: Capabilities) -> int:
+    """The pid of the one confined child running as a worker's user (waits until it is)."""
+    assert capabilities.worker_uids is not None
+    first, count = capabilities.worker_uids
+    deadline = time.monotonic() + CHILD_TIMEOUT
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if first <= entry.stat().st_uid < first + count:
+                        return int(entry.name)
+        time.sleep(0.01)
+    pytest.fail("the confined child never became a worker's user")
+
+
+def test_capabilities_cross_the_wire_and_name_each_workers_user() -> None:
+    """Capabilities survive JSON (lists become tuples again); worker_ids() follows the pid."""
+    found = probe()
+    assert Capabilities(**json.loads(json.dumps(attrs.asdict(found)))) == found
+    as_root = attrs.evolve(found, root=True, unprivileged=(65534, 65534))
+    with_range = attrs.evolve(as_root, worker_uids=[100000, 65536])
+    assert with_range.worker_uids == (100000, 65536)
+    assert with_range.worker_ids(1234) == (101234, 101234)
+    assert "root's subordinate range in /etc/subuid" in with_range.uid_scheme
+    shared = attrs.evolve(as_root, worker_uids=None, reasons={"worker_uids": "overlap"})
+    assert shared.worker_ids(1234) == (65534, 65534)
+    assert shared.uid_scheme == "every worker uid 65534: overlap"
+    assert attrs.evolve(found, root=False).worker_ids(1234) is None
+    default = attrs.evolve(as_root, worker_uids=DEFAULT_WORKER_UIDS)
+    assert "a range no distribution hands out" in default.uid_scheme
+
+
+def test_the_worker_uid_range_comes_from_subuid_or_a_free_block(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Root's subordinate range when it holds a uid per pid; else the default block, unless
+    another user's range overlaps it (then workers share nobody, and the reason says so)."""
+    subuid = tmp_path / "subuid"
+    subuid.write_text("# comment\nalice:100000:65536\nroot:200000:5000000\n")
+    assert _confine._subordinate_ranges(subuid)[1] == ("root", 200000, 5000000)
+    ranges: list[tuple[str, int, int]] = []
+    monkeypatch.setattr(_confine, "_subordinate_ranges", lambda path: ranges)
+    monkeypatch.setattr(_confine, "_pid_max", lambda: 4194304)
+    ranges[:] = [("root", 200000, 5000000)]
+    assert _confine._worker_uid_range() == ((200000, 5000000), None)
+    ranges[:] = [("root", 200000, 65536)]  # too short: the default block
+    assert _confine._worker_uid_range() == (DEFAULT_WORKER_UIDS, None)
+    ranges[:] = [("lxd", DEFAULT_WORKER_UIDS[0] + 10, 100)]
+    found, why = _confine._worker_uid_range()
+    assert found is None
+    assert why is not None
+    assert "overlap lxd's subordinate range" in why
+
+
+def test_worker_uids_must_exist_in_the_hosts_user_namespace() -> None:
+    """In a user namespace that maps only 65536 ids (a container's), the default range is
+    refused with the reason; where every id is mapped, it is taken."""
+    if not probe().root:
+        pytest.skip("maps ids of a new user namespace from outside: needs root")
+    first, count = DEFAULT_WORKER_UIDS
+    assert _confine._mapped(first, count, 32768) == ((first, count), None)
+    ready_read, ready = os.pipe()
+    done, done_write = os.pipe()
+    report_read, report = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - reports through the pipe
+        try:
+            _confine._unshare_or_raise(0x10000000, "unshare(CLONE_NEWUSER)")
+            os.write(ready, b"x")
+            os.read(done, 1)
+            os.write(report, json.dumps(_confine._mapped(first, count, 32768)).encode())
+        finally:
+            os._exit(0)
+    os.read(ready_read, 1)
+    for kind in ("uid", "gid"):
+        Path(f"/proc/{pid}/{kind}_map").write_text("0 100000 65536")
+    os.write(done_write, b"x")
+    os.close(report)
+    with os.fdopen(report_read) as stream:
+        found, why = json.loads(stream.read())
+    os.waitpid(pid, 0)
+    for fd in (ready_read, ready, done, done_write):
+        os.close(fd)
+    assert found is None
+    assert f"does not map the uids {first}-{first + 32767}" in why
+
+
+# -- memory, IPC, scratch --------------------------------------------------------------------
+
+
+def fill_memfds(total: int) -> object:
+    """Write ``total`` bytes into memfd files, 4 MiB each, kept open: memory no mapping holds."""
+    chunk = b"x" * (4 * MiB)
+    kept = []
+    for _ in range(total // len(chunk)):
+        fd = os.memfd_create("hoard")
+        os.write(fd, chunk)
+        kept.append(fd)
+    return len(kept)
+
+
+def test_memory_cgroup_bounds_memory_the_address_space_limit_does_not_count(
+    sandbox: Sandbox,
+) -> None:
+    """memfd files filled by write() take no address space: only the worker's memory control
+    group stops them (the kernel ends the worker); its group goes once it is reaped."""
+    capabilities = only(MEMORY_CGROUP)
+    assert capabilities.memory_cgroup is not None
+    limits = Limits(memory=48 * MiB, cpu=None, file_size=None, open_files=None, scratch=None)
+    control = run_confined(
+        sandbox, only(), lambda: {"filled": attempt(lambda: fill_memfds(96 * MiB))}
+    )
+    assert control["filled"] == {"ok": "24"}
+
+    def body() -> dict[str, Any]:
+        membership = Path("/proc/self/cgroup").read_text()
+        os.write(reporter, json.dumps({"cgroup": membership}).encode())
+        return {"filled": attempt(lambda: fill_memfds(96 * MiB))}
+
+    reporter_read, reporter = os.pipe()
+    outcome, status = fork_confined(sandbox, capabilities, body, limits=limits)
+    os.close(reporter)
+    with os.fdopen(reporter_read) as stream:
+        seen = json.loads(stream.read())
+    assert outcome is None, outcome  # it never got to report
+    assert os.WIFSIGNALED(status)
+    assert os.WTERMSIG(status) == signal.SIGKILL  # the out-of-memory killer
+    assert f"/{_confine.CGROUP_FOLDER}/worker-" in seen["cgroup"]
+    assert not [p for p in Path(capabilities.memory_cgroup).iterdir() if "worker-" in p.name]
+
+
+def sysv_ipc() -> dict[str, Any]:
+    """Try each kind of System V IPC object through the C library (IPC_PRIVATE, 0600)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def call(name: str, *args: int) -> object:
+        result = getattr(libc, name)(*args)
+        if result < 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+        return result
+
+    create = 0o1000 | 0o600
+    return {
+        "shm": attempt(lambda: call("shmget", 0, 4096, create)),
+        "msg": attempt(lambda: call("msgget", 0, create)),
+        "sem": attempt(lambda: call("semget", 0, 1, create)),
+    }
+
+
+def test_ipc_namespace_keeps_system_v_objects_apart(sandbox: Sandbox) -> None:
+    """A worker does not see the host's segment under a fixed key, and what it creates is
+    gone with it."""
+    key = 0x5A17_0000 + os.getpid() % 0xFFFF
+    libc = ctypes.CDLL(None, use_errno=True)
+    ours = libc.shmget(key, 4096, 0o1000 | 0o600)
+    assert ours >= 0, os.strerror(ctypes.get_errno())
+    try:
+
+        def body() -> dict[str, Any]:
+            own = ctypes.CDLL(None, use_errno=True)
+            seen = own.shmget(key, 0, 0)
+            made = own.shmget(key + 1, 1 * MiB, 0o1000 | 0o600)
+            return {"seen": [seen, ctypes.get_errno()], "made": made, **sysv_ipc()}
+
+        outcome = run_confined(sandbox, only(IPC_NAMESPACE), body)
+    finally:
+        libc.shmctl(ours, 0, None)  # IPC_RMID
+    assert outcome["applied"] == [IPC_NAMESPACE, NO_NEW_PRIVS]
+    assert outcome["seen"] == [-1, errno.ENOENT]
+    assert outcome["made"] >= 0
+    assert "ok" in outcome["shm"]  # allowed in its own namespace (seccomp refuses it anyway)
+    keys = [line.split()[0] for line in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]]
+    assert str(key + 1) not in keys
+
+
+def test_seccomp_refuses_system_v_ipc_and_calls_on_other_processes(sandbox: Sandbox) -> None:
+    """System V IPC, and prlimit, setpriority, sched_setaffinity, kcmp and pidfd_open on
+    another process fail with EPERM; on the worker itself, by pid 0, they work."""
+    parent = os.getpid()
+    cpus = os.sched_getaffinity(0)
+    kcmp = {"x86_64": 312, "aarch64": 272}.get(platform.machine())
+
+    def body() -> dict[str, Any]:
+        libc = ctypes.CDLL(None, use_errno=True)
+
+        def raw_kcmp() -> object:
+            if kcmp is None or libc.syscall(kcmp, parent, os.getpid(), 0, 0, 0) >= 0:
+                return "allowed"
+            raise OSError(ctypes.get_errno(), "kcmp")
+
+        return {
+            **sysv_ipc(),
+            "prlimit parent": attempt(lambda: resource.prlimit(parent, resource.RLIMIT_NOFILE)),
+            "prlimit itself": attempt(lambda: resource.prlimit(0, resource.RLIMIT_NOFILE)),
+            "setrlimit": attempt(lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0))),
+            "nice parent": attempt(lambda: os.setpriority(os.PRIO_PROCESS, parent, 19)),
+            "nice user": attempt(lambda: os.setpriority(os.PRIO_USER, 0, 19)),
+            "nice itself": attempt(lambda: os.setpriority(os.PRIO_PROCESS, 0, 1)),
+            "nice()": attempt(lambda: os.nice(1)),
+            "affinity parent": attempt(lambda: os.sched_setaffinity(parent, cpus)),
+            "affinity itself": attempt(lambda: os.sched_setaffinity(0, cpus)),
+            "get affinity": attempt(lambda: len(os.sched_getaffinity(0))),
+            "kcmp": attempt(raw_kcmp),
+            "pidfd": attempt(lambda: os.pidfd_open(parent)),
+        }
+
+    outcome = run_confined(sandbox, only(SECCOMP), body)
+    refusals = ("shm", "msg", "sem", "prlimit parent", "nice parent", "nice user")
+    refusals += ("affinity parent", "pidfd") + (("kcmp",) if kcmp else ())
+    for name in refusals:
+        assert refused(outcome[name], errno.EPERM), (name, outcome[name])
+    for name in ("prlimit itself", "setrlimit", "nice itself", "nice()", "affinity itself"):
+        assert "ok" in outcome[name], (name, outcome[name])
+    assert outcome["get affinity"] == {"ok": str(len(cpus))}
+
+
+def test_scratch_tmpfs_bounds_the_scratch_folder_and_keeps_it_private(sandbox: Sandbox) -> None:
+    """Files under the file-size limit fill the scratch tmpfs, then ENOSPC; the host's folder
+    stays empty and the tmpfs goes with the worker."""
+    limits = roomy_limits(scratch=2 * MiB, file_size=MiB)
+
+    def body() -> dict[str, Any]:
+        relative = attempt(lambda: Path("relative").write_text("x"))
+        written = []
+        error = None
+        for number in range(8):
+            try:
+                (sandbox.scratch / f"part-{number}").write_bytes(b"x" * (MiB // 2))
+            except OSError as exc:
+                error = exc.errno
+                break
+            written.append(number)
+        info = os.statvfs(sandbox.scratch)
+        return {
+            "relative": relative,
+            "written": len(written),
+            "errno": error,
+            "size": info.f_blocks * info.f_frsize,
+            "inodes": info.f_files,
+            "owner": sandbox.scratch.stat().st_uid,
+        }
+
+    outcome = run_confined(
+        sandbox,
+        only(SCRATCH_TMPFS),
+        body,
+        limits=limits,
+        before=lambda: os.chdir(sandbox.scratch),  # as an entry-point plugin's worker does
+    )
+    assert outcome["applied"] == [SCRATCH_TMPFS, NO_NEW_PRIVS]
+    assert outcome["relative"] == {"ok": "1"}  # into the tmpfs, the working folder now
+    assert outcome["errno"] == errno.ENOSPC
+    assert outcome["written"] == 3  # 2 MiB: a small file and 1.5 MiB, then no more
+    assert outcome["size"] == 2 * MiB
+    assert outcome["inodes"] == 2 * MiB // 4096
+    assert outcome["owner"] == os.getuid()
+    assert list(sandbox.scratch.iterdir()) == []
+
+
+# -- what a worker may read --------------------------------------------------------------------
+
+
+@pytest.fixture
+def editable_app(sandbox: Sandbox) -> Path:
+    """An application folder as an editable install leaves it: its package beside its .env."""
+    app = sandbox.base / "app"
+    (app / "myapp").mkdir(parents=True)
+    (app / "myapp" / "__init__.py").write_text("NAME = 'myapp'\n")
+    (app / ".env").write_text("DATABASE_PASSWORD=hunter2\n")
+    (app / "settings.py").write_text("SECRET_KEY = 'x'\n")
+    for path in (app, app / "myapp"):
+        path.chmod(0o755)
+    for path in (app / "myapp" / "__init__.py", app / ".env", app / "settings.py"):
+        path.chmod(0o644)
+    return app
+
+
+@pytest.mark.parametrize("how", ["mounts", "landlock"])
+def test_hidden_folders_stay_unreadable_beneath_readable_ones(
+    how: str, sandbox: Sandbox, editable_app: Path
+) -> None:
+    """A hidden folder beneath a readable one is unreadable, but for the readable paths beneath
+    it: covered in a mount namespace of the worker's own, or else left out of Landlock's rules."""
+    package = editable_app / "myapp"
+    layers = (LANDLOCK, SCRATCH_TMPFS) if how == "mounts" else (LANDLOCK,)
+
+    def body() -> dict[str, Any]:
+        return {
+            "env": attempt((editable_app / ".env").read_text),
+            "settings": attempt((editable_app / "settings.py").read_text),
+            "package": attempt((package / "__init__.py").read_text),
+            "shared": attempt(sandbox.shared.read_text),
+            "listing": attempt(lambda: sorted(p.name for p in sandbox.base.iterdir())),
+        }
+
+    outcome = run_confined(
+        sandbox,
+        only(*layers),
+        body,
+        readable=(sandbox.base, package),
+        hidden=(editable_app,),
+    )
+    assert (PRIVATE_MOUNTS in outcome["applied"]) == (how == "mounts")
+    for name in ("env", "settings"):
+        assert "error" in outcome[name], (name, outcome[name])
+    assert outcome["package"] == {"ok": repr("NAME = 'myapp'\n")}
+    assert outcome["shared"] == {"ok": repr("shared\n")}
+    if how == "mounts":  # the folder is there, empty
+        assert outcome["listing"] == {"ok": repr(sorted(p.name for p in sandbox.base.iterdir()))}
+    else:  # Landlock allows what the folder holds beside it, not the folder itself
+        assert refused(outcome["listing"], errno.EACCES), outcome["listing"]
+    assert (editable_app / ".env").read_text() == "DATABASE_PASSWORD=hunter2\n"  # host: as it was
+
+
+def test_python_paths_name_packages_not_whole_sys_path_entries(
+    monkeypatch: pytest.MonkeyPatch, editable_app: Path
+) -> None:
+    """The readable paths hold the standard library, the SDK's packages and the declared
+    dependencies' packages with their metadata: never a sys.path entry whole."""
+    monkeypatch.syspath_prepend(str(editable_app))
+    readable = python_paths(["myapp"], ["myapp"])
+    names = {str(path) for path in readable}
+    assert str(editable_app / "myapp") in names
+    assert str(editable_app) not in names
+    assert not [entry for entry in sys.path if entry.endswith("site-packages") and entry in names]
+    pluggy_folder = Path(pluggy.__file__).parent
+    assert str(pluggy_folder) in names
+    assert any(name.endswith(".dist-info") and "pluggy" in name for name in names)
+    stdlib = str(Path(os.__file__).parent)
+    assert stdlib in names
+    hidden = {str(path) for path in hidden_paths([*readable, editable_app.parent])}
+    assert str(editable_app) in hidden  # a sys.path entry beneath a readable folder
+    stdlib_site = Path(stdlib, "site-packages")
+    if stdlib_site.is_dir():
+        assert str(stdlib_site) in hidden
+    assert not hidden & names
+
+
 # -- everything ----------------------------------------------------------------------------------
 
 
@@ -716,7 +1156,7 @@ def test_full_confinement(sandbox: Sandbox, listener: int) -> None:
             "parent": attempt(lambda: os.kill(os.getppid(), 0)),
         }
 
-    outcome = run_confined(sandbox, found, body)
+    outcome = run_confined(sandbox, found, body, limits=roomy_limits(scratch=16 * MiB))
     assert outcome["applied"] == expected
     assert outcome["threads"] == {"ok": repr(list(range(8)))}
     assert outcome["plugin"] == {"ok": repr("VALUE = 42\n")}
@@ -738,15 +1178,21 @@ def test_a_worker_that_is_not_root(sandbox: Sandbox, listener: int) -> None:
         found,
         root=False,
         unprivileged=None,
+        worker_uids=None,
+        memory_cgroup=None,  # the probe, as root, found one; nobody may not make groups there
         network_namespace=True,
         landlock_abi=None,
         seccomp=False,
     )
+    sandbox.scratch.chmod(0o755)  # the host's folder: the tmpfs covers it
 
     def become_unprivileged() -> None:
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
+        # Changing user made the process undumpable (its /proc files root's); a zygote that a
+        # host of that user starts is dumpable, as after any exec.
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
 
     def many_threads() -> object:
         stop = threading.Event()
@@ -768,9 +1214,12 @@ def test_a_worker_that_is_not_root(sandbox: Sandbox, listener: int) -> None:
         status = Path("/proc/self/status").read_text().splitlines()
         return {
             "capabilities": [line.split()[1] for line in status if line.startswith("CapEff")],
+            "ids": [os.getuid(), os.getgid()],
             "nproc": resource.getrlimit(resource.RLIMIT_NPROC),
             "connect": attempt(connect(listener)),
             "threads": attempt(many_threads),
+            "scratch": attempt(lambda: (sandbox.scratch / "x").write_text("in its tmpfs")),
+            "mount": attempt(lambda: os.statvfs(sandbox.scratch).f_blocks),
         }
 
     outcome = run_confined(
@@ -778,13 +1227,21 @@ def test_a_worker_that_is_not_root(sandbox: Sandbox, listener: int) -> None:
         capabilities,
         body,
         before=become_unprivileged,
-        limits=Limits(memory=None),
+        limits=Limits(memory=None, scratch=MiB),
     )
-    assert outcome["applied"] == [NETWORK_NAMESPACE, RLIMITS, NO_NEW_PRIVS]
+    expected = [NETWORK_NAMESPACE, IPC_NAMESPACE, RLIMITS, SCRATCH_TMPFS, NO_NEW_PRIVS]
+    assert "applied" in outcome, outcome
+    assert outcome["applied"] == [name for name in expected if name in outcome["applied"]]
+    assert {NETWORK_NAMESPACE, RLIMITS, NO_NEW_PRIVS} <= set(outcome["applied"])
     assert outcome["capabilities"] == ["0000000000000000"]
+    assert outcome["ids"] == [uid, gid]  # its user namespace maps its own user to itself
     assert outcome["nproc"] == [64, 64]
     assert "error" in outcome["connect"], outcome["connect"]
     assert outcome["threads"] == {"ok": "63"}
+    if SCRATCH_TMPFS in outcome["applied"]:
+        assert outcome["scratch"] == {"ok": "12"}
+        assert outcome["mount"] == {"ok": str(MiB // os.statvfs(sandbox.scratch).f_frsize)}
+        assert list(sandbox.scratch.iterdir()) == []  # the host's folder stayed empty
 
 
 # -- failures ------------------------------------------------------------------------------------
@@ -846,10 +1303,24 @@ def test_audit_hook_explains_what_the_sandbox_refuses(sandbox: Sandbox) -> None:
             "kill": attempt(lambda: os.kill(os.getppid(), 0)),
             "ctypes": attempt(lambda: ctypes.CDLL(None)),
             "own hook": attempt(lambda: sys.addaudithook(lambda event, args: None)),
+            "prlimit": attempt(lambda: resource.prlimit(os.getppid(), resource.RLIMIT_NOFILE)),
+            "own prlimit": attempt(lambda: resource.prlimit(0, resource.RLIMIT_NOFILE)),
+            "hidden": attempt((sandbox.outside / "secret").read_text),
+            "beneath hidden": attempt((sandbox.outside / "open" / "file").read_text),
         }
 
+    (sandbox.outside / "secret").write_text("secret")
+    (sandbox.outside / "open").mkdir()
+    (sandbox.outside / "open" / "file").write_text("open")
     with spare, _other:
-        outcome = run_confined(sandbox, only(), body, audit=True)
+        outcome = run_confined(
+            sandbox,
+            only(),
+            body,
+            audit=True,
+            readable=(sandbox.base, sandbox.outside / "open"),
+            hidden=(sandbox.outside,),
+        )
     expected = {
         "passwd": "plugin sandbox: reading '/etc/passwd' is not allowed (a plugin reads only",
         "listing /etc": "plugin sandbox: listing '/etc' is not allowed",
@@ -868,14 +1339,17 @@ def test_audit_hook_explains_what_the_sandbox_refuses(sandbox: Sandbox) -> None:
         "kill": "plugin sandbox: sending signals is not allowed (os.kill",
         "ctypes": "plugin sandbox: loading native code with ctypes is not allowed "
         "(ctypes.dlopen None)",
+        "prlimit": "plugin sandbox: changing or reading another process's limits is not allowed",
+        "hidden": f"plugin sandbox: reading '{sandbox.outside / 'secret'}' is not allowed",
     }
     for name, message in expected.items():
         assert outcome[name]["error"] == "PermissionError", (name, outcome[name])
         assert outcome[name]["message"].startswith(message), (name, outcome[name])
     assert f"only in its scratch folder {sandbox.scratch}" in outcome["write plugin"]["message"]
-    for name in ("plugin", "write scratch", "mkdir scratch", "devnull", "own hook"):
+    for name in ("plugin", "write scratch", "mkdir scratch", "devnull", "own hook", "own prlimit"):
         assert "ok" in outcome[name], (name, outcome[name])
     assert (sandbox.folder / "main.py").read_text() == "VALUE = 42\n"
+    assert outcome["beneath hidden"] == {"ok": repr("open")}
 
 
 # -- the command line ----------------------------------------------------------------------------
@@ -894,6 +1368,14 @@ def test_sandbox_info_command_lists_every_layer() -> None:
     assert json.loads(json.dumps(document))["level"] == found.level
     assert [layer["name"] for layer in document["layers"]] == list(LAYER_NAMES)
     assert document["landlock_abi"] == found.landlock_abi
+    assert document["uid_scheme"] == found.uid_scheme
+    assert document["memory_cgroup"] == found.memory_cgroup
+    readable = set(document["readable"])
+    assert str(Path(os.__file__).parent) in readable
+    assert str(Path(pluggy.__file__).parent) in readable
+    assert not readable & {entry for entry in sys.path if entry.endswith("-packages")}
+    assert set(document["hidden"]).isdisjoint(readable)
+    assert any(line.startswith("reads (") for line in lines)
     for layer in found.layers():
         line = next(line for line in lines if f" {layer.name} " in line)
         assert line.lstrip().startswith("available" if layer.available else "missing")

@@ -565,8 +565,9 @@ def test_a_plugin_digging_for_host_objects_finds_none(
     capabilities = probe()
     if capabilities.unprivileged is not None and any(
         layer.name == UNPRIVILEGED_USER and layer.available for layer in capabilities.layers()
-    ):  # a root host: the plugin runs as nobody, even with Python under /root
-        assert dig["uid"] == capabilities.unprivileged[0]
+    ):  # a root host: the plugin runs as its worker's own user, even with Python under /root
+        pid = host.plugins()["digger"].pid  # type: ignore[attr-defined]
+        assert (dig["uid"], dig["uid"]) == capabilities.worker_ids(pid)
 
 
 def test_a_plugin_cannot_reach_another_tenants_data_by_id(

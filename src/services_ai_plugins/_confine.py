@@ -7,9 +7,29 @@ code. :func:`probe` finds out which layers this machine offers;
 ones it applied. Each layer is worth having alone; together they are the
 sandbox. Every layer is one-way: nothing in the worker can undo it.
 
-1. ``network_namespace``: the worker moves into a new, empty network
+1. ``memory_cgroup``: the worker creates a memory control group of its own,
+   ``services-ai-plugins/worker-<pid>`` beneath its zygote's group, bounds it
+   at :attr:`Limits.memory` with no swap (cgroup v2: ``memory.max``,
+   ``memory.swap.max`` 0, ``memory.oom.group``; cgroup v1:
+   ``memory.limit_in_bytes`` and ``memory.memsw.limit_in_bytes``), and moves
+   into it. The zygote removes the group when it reaps the worker, however it
+   ended (:func:`release_worker`); a group left behind by a zygote that was
+   killed is removed by the next :func:`probe` there.
+
+   *Stops*: memory that the address-space limit does not count: shared
+   memory and ``memfd`` files filled with ``write``, the scratch ``tmpfs``,
+   page cache, kernel memory, pipes. Past the limit the kernel's
+   out-of-memory killer ends the worker (``SIGKILL``). *Does not stop*:
+   anything but memory. Needs a memory controller the host may use: a
+   cgroup v1 memory hierarchy it may write to, or a cgroup v2 group whose
+   children get the memory controller (its ``cgroup.subtree_control``; the
+   root group, or a delegated one holding no processes of its own).
+
+2. ``network_namespace``: the worker moves into a new, empty network
    namespace (``unshare(CLONE_NEWNET)`` as root; as any other user inside a
-   new user namespace, whose capabilities it then drops at once).
+   new user namespace that maps only its own user and group, whose
+   capabilities it drops as soon as its namespaces and its scratch mount are
+   in place).
 
    *Stops*: every connection to the network, the host's loopback services
    included (the namespace has only a loopback interface, and it is down),
@@ -21,14 +41,26 @@ sandbox. Every layer is one-way: nothing in the worker can undo it.
    refusing every new socket. Without a user namespace (a non-root host where they
    are disabled) this layer is missing.
 
-2. ``rlimits``: resource limits (``setrlimit``; soft and hard, so the worker
+3. ``ipc_namespace``: the worker moves into a new System V IPC namespace
+   (``unshare(CLONE_NEWIPC)``; in the user namespace of the previous layer
+   when not root).
+
+   *Stops*: System V shared memory, message queues and semaphores, and
+   POSIX message queues, shared with any other process: a fixed key is no
+   channel between two workers, and what a worker creates there goes with
+   it (the namespace ends with its last process). *Does not stop*: the
+   memory such objects take while the worker lives (``memory_cgroup``
+   does); the seccomp layer refuses those calls anyway.
+
+4. ``rlimits``: resource limits (``setrlimit``; soft and hard, so the worker
    cannot raise them again): address space (``RLIMIT_AS``, :attr:`Limits.memory`),
    CPU seconds over the worker's life (``RLIMIT_CPU``: ``SIGXCPU`` at the
    limit, ``SIGKILL`` a second later), the size of any file it writes
    (``RLIMIT_FSIZE``), open file descriptors (``RLIMIT_NOFILE``) and no core
    dumps (``RLIMIT_CORE`` 0). In a user namespace of its own (the non-root
-   ``network_namespace`` layer) the worker also gets ``RLIMIT_NPROC`` 64: at
-   most 64 threads and processes counted in that namespace alone.
+   ``network_namespace`` layer), or as a user of its own (the root
+   ``unprivileged_user`` layer, set once it is that user), the worker also
+   gets ``RLIMIT_NPROC`` 64: at most 64 threads and processes, its own alone.
 
    *Stops*: a plugin exhausting memory (a big allocation raises
    ``MemoryError``), spinning forever on the CPU, filling the disk through
@@ -39,40 +71,66 @@ sandbox. Every layer is one-way: nothing in the worker can undo it.
    its own it is left alone: 0 would stop the worker's own threads too, and
    any other number would be shared with every process of that user.
 
-3. ``unprivileged_user`` (root only): ``scratch`` is handed to the
-   unprivileged user (``nobody``: :attr:`Capabilities.unprivileged`), then
-   the worker drops every group, its group and its user to it
-   (``setgroups([])``, ``setgid``, ``setuid``), and with them every
-   capability.
+5. ``scratch_tmpfs``: in a mount namespace of the worker's own, ``scratch``
+   is covered with a new ``tmpfs`` of at most :attr:`Limits.scratch` bytes
+   (and one file per 4 KiB of it), mode 0700, owned by the worker's user,
+   mounted ``nosuid``, ``nodev`` and ``noexec``.
+
+   *Stops*: filling the host's disk through many files (``RLIMIT_FSIZE``
+   bounds one file): past the size every write fails with ``ENOSPC``;
+   leaving files behind (the ``tmpfs`` goes with the worker). *Does not
+   stop*: use of memory up to that size (it is memory: ``memory_cgroup``
+   counts it). No other process sees the files, the host included.
+
+6. ``unprivileged_user`` (root only): the worker takes a user id of its own,
+   unique among the live workers of the machine: the first id of
+   :attr:`Capabilities.worker_uids` plus its process id (root's subordinate
+   range in ``/etc/subuid`` when it has one at least ``kernel.pid_max``
+   long, else the ids from 0x70000000 (1879048192) on, 2**22 of them, a
+   block that no distribution gives to users); its group id is the same
+   number. ``scratch`` is handed to that user, then the worker drops every
+   group, its group and its user to it (``setgroups([])``, ``setgid``,
+   ``setuid``), and with them every capability. (Where such a range would
+   collide with another user's subordinate range, every worker becomes
+   ``nobody``: :attr:`Capabilities.unprivileged`.)
 
    *Stops*: everything only root may do: reading or writing files by their
    permissions (other users' files, ``/etc/shadow``), signalling or tracing
-   other users' processes, binding low ports, loading modules, mounting.
-   *Does not stop*: reading what everyone may read (Landlock does), nor
-   signalling or tracing the other workers, which run as the same user
-   (Landlock's scopes and seccomp do). The plugin's folder, the readable
-   paths and the Python installation must be readable by that user.
+   other users' processes, binding low ports, loading modules, mounting; and,
+   since no two workers share a user, every call the kernel allows between
+   processes of one user: changing another worker's resource limits
+   (``prlimit``), priority, CPU affinity or scheduling, reading its memory,
+   signalling it. *Does not stop*: reading what everyone may read (Landlock
+   does). The plugin's folder, the readable paths and the Python
+   installation must be readable by that user (by their "other" permission
+   bits).
 
    When a folder *above* them shuts that user out (Python under ``/root``,
-   mode 0700; a private temporary folder), the worker first enters a mount
-   namespace of its own (``private_mounts``), covers each such folder with
-   an empty ``tmpfs`` and mounts back, at their own places, only the paths it
-   needs: it then reaches those, and nothing else of that folder exists for
-   it; no other process's view changes. When a needed path itself is
+   mode 0700; a private temporary folder), the worker, in its mount
+   namespace (``private_mounts``, wherever ``scratch_tmpfs`` is available),
+   covers each such folder with an empty ``tmpfs`` and mounts back, at their
+   own places, only the paths it needs: it then reaches those, and nothing
+   else of that folder exists for it; no other process's view changes. The
+   same covers the ``hidden`` folders :func:`confine` is given (the
+   ``site-packages`` inside the standard library's folder), the readable
+   paths beneath them mounted back. When a needed path itself is
    unreadable to that user (a file of mode 0600), the worker keeps uid 0
    but clears every capability instead (``no_capabilities``): it then cannot
    override permissions, raise its limits, signal or trace others, or
    mount, but root's own files stay open to it by their permissions, where
-   Landlock is the fence.
+   Landlock is the fence; such workers share uid 0, and seccomp alone keeps
+   them off each other. A host that is not root cannot give its workers users
+   of their own either (a user namespace maps only its own user): there too
+   the seccomp layer refuses the calls that reach another process.
 
-4. ``no_new_privs``: ``prctl(PR_SET_NO_NEW_PRIVS, 1)``.
+7. ``no_new_privs``: ``prctl(PR_SET_NO_NEW_PRIVS, 1)``.
 
    *Stops*: gaining privileges by running a set-user-id or set-group-id
    program or one with file capabilities, and it is what lets a process
    that is not root apply Landlock and seccomp. *Does not stop* anything
    else by itself.
 
-5. ``landlock``: a Landlock ruleset that handles every file-system right the
+8. ``landlock``: a Landlock ruleset that handles every file-system right the
    kernel's Landlock ABI knows (reading, writing, executing, listing,
    creating, removing, renaming and linking (``REFER``, ABI 2), truncating
    (ABI 3) and device ioctls (ABI 5)), and allows only: reading (and
@@ -92,9 +150,11 @@ sandbox. Every layer is one-way: nothing in the worker can undo it.
    owners, modes, times or extended attributes (the user's permissions
    decide those), connecting to pathname Unix sockets, or UDP and other
    protocols (seccomp and the network namespace do). With ABI 1 every rename
-   or link between two folders fails, even inside ``scratch``.
+   or link between two folders fails, even inside ``scratch``. A ``hidden``
+   folder that no mount namespace covered is left out by allowing, instead of
+   the readable folder holding it, each thing that folder holds beside it.
 
-6. ``seccomp``: a system-call filter (libseccomp through ``ctypes``), allowing
+9. ``seccomp``: a system-call filter (libseccomp through ``ctypes``), allowing
    everything except: ``execve``, ``execveat``, ``fork``, ``vfork``, ``clone``
    without ``CLONE_THREAD`` (``EPERM``) and ``clone3`` (``ENOSYS``, so the C
    library falls back to ``clone`` for threads); ``socket`` of any domain,
@@ -107,20 +167,32 @@ sandbox. Every layer is one-way: nothing in the worker can undo it.
    ``perf_event_open``, ``userfaultfd``, ``io_uring_*``, the key rings
    (``keyctl``, ``add_key``, ``request_key``), module, ``kexec``, ``reboot``,
    swap, accounting, quota, clock and host-name calls, ``iopl``/``ioperm``,
-   ``syslog``, ``open_by_handle_at``; and the terminal ioctls ``TIOCSTI`` and
-   ``TIOCLINUX`` (typing into a terminal). Each fails with ``EPERM`` unless
-   noted; foreign-architecture system calls (32-bit ones on x86-64) kill
-   the worker.
+   ``syslog``, ``open_by_handle_at``; System V IPC (``shmget``, ``shmat``,
+   ``shmctl``, ``shmdt``, ``msgget``, ``msgsnd``, ``msgrcv``, ``msgctl``,
+   ``semget``, ``semop``, ``semtimedop``, ``semctl``) and POSIX message
+   queues (``mq_*``); ``kcmp``, ``pidfd_open``, ``process_mrelease``; the
+   calls that act on another process named by its id, unless that id is 0
+   (the calling process): ``prlimit64``, ``sched_setaffinity``,
+   ``sched_setscheduler``, ``sched_setparam``, ``sched_setattr``,
+   ``migrate_pages``, ``move_pages``, ``get_robust_list``, and
+   ``setpriority``/``getpriority``/``ioprio_set``/``ioprio_get`` unless they
+   name the calling process (so a worker changes these for itself through
+   id 0 only: its own pid or a thread's id is refused too); and the terminal
+   ioctls ``TIOCSTI`` and ``TIOCLINUX`` (typing into a terminal). Each fails
+   with ``EPERM`` unless noted; foreign-architecture system calls (32-bit
+   ones on x86-64) kill the worker.
 
    *Stops*: running any program, starting processes (Python threads keep
    working), creating any socket (TCP, UDP, raw, packet, netlink, Unix), and so
    DNS look-ups and connections to pathname sockets (a database's, D-Bus);
    signalling other processes; reading or writing another
-   process's memory; most of the kernel's attack surface that plugins never
-   need. *Does not stop*: pairs of connected sockets (``socketpair``), which
-   reach nothing outside the worker; what the allowed calls
-   do (memory, CPU, files: the other layers), or bugs in the kernel behind
-   them.
+   process's memory; changing another process's limits, priority, affinity
+   or scheduling (what uid 0 without capabilities, or a host that is not
+   root, could otherwise do to the other workers); System V IPC; most of the
+   kernel's attack surface that plugins never need. *Does not stop*: pairs
+   of connected sockets (``socketpair``), which reach nothing outside the
+   worker; what the allowed calls do (memory, CPU, files: the other layers),
+   or bugs in the kernel behind them.
 
 :func:`install_audit_hook` adds one more, different kind of guard: a
 ``sys.addaudithook`` hook that turns a plugin's forbidden file, network,
@@ -132,7 +204,7 @@ not files) or a function that raises no audit event all go around it. The
 kernel layers above are the boundary; the hook makes their refusals
 readable.
 
-Only Linux offers layers 1, 4, 5 and 6. The caller must be single-threaded
+Only Linux offers layers 1, 2, 3, 5, 7, 8 and 9. The caller must be single-threaded
 (Landlock and seccomp bind the calling thread; a user namespace needs it).
 """
 
@@ -158,6 +230,7 @@ import attrs
 from ._errors import PluginError
 
 __all__ = [
+    "DEFAULT_WORKER_UIDS",
     "LAYER_NAMES",
     "NO_CAPABILITIES",
     "Capabilities",
@@ -167,11 +240,15 @@ __all__ = [
     "confine",
     "install_audit_hook",
     "probe",
+    "release_worker",
     "unreadable_by",
 ]
 
+MEMORY_CGROUP: Final = "memory_cgroup"
 NETWORK_NAMESPACE: Final = "network_namespace"
+IPC_NAMESPACE: Final = "ipc_namespace"
 RLIMITS: Final = "rlimits"
+SCRATCH_TMPFS: Final = "scratch_tmpfs"
 UNPRIVILEGED_USER: Final = "unprivileged_user"
 NO_NEW_PRIVS: Final = "no_new_privs"
 LANDLOCK: Final = "landlock"
@@ -179,13 +256,18 @@ SECCOMP: Final = "seccomp"
 #: Applied instead of ``unprivileged_user`` when that user could not read what the worker needs.
 NO_CAPABILITIES: Final = "no_capabilities"
 #: Applied before ``unprivileged_user`` when a folder above what the worker needs shuts that
-#: user out (Python under ``/root``, a private temporary folder): see :func:`_expose`.
+#: user out (Python under ``/root``, a private temporary folder), or when folders beneath the
+#: readable ones are hidden (``site-packages`` in the standard library's folder): see
+#: :func:`_private_mounts`.
 PRIVATE_MOUNTS: Final = "private_mounts"
 
 #: The layers, in the order :func:`confine` applies them.
 LAYER_NAMES: Final = (
+    MEMORY_CGROUP,
     NETWORK_NAMESPACE,
+    IPC_NAMESPACE,
     RLIMITS,
+    SCRATCH_TMPFS,
     UNPRIVILEGED_USER,
     NO_NEW_PRIVS,
     LANDLOCK,
@@ -194,17 +276,31 @@ LAYER_NAMES: Final = (
 
 #: The key of :attr:`Capabilities.reasons` for unprivileged user namespaces (not a layer).
 USER_NAMESPACES: Final = "user_namespaces"
+#: The key of :attr:`Capabilities.reasons` saying why workers share one user (root only).
+WORKER_UIDS: Final = "worker_uids"
 
 _MiB: Final = 2**20
+
+#: ``(first uid, how many)`` of workers' user ids when root's subordinate range in
+#: ``/etc/subuid`` cannot hold one per process id: from 0x70000000 (1879048192), a block no
+#: distribution hands out (systemd leaves 0x70000000-0x7FFDFFFF unused), 2**22 ids (the
+#: kernel's largest ``pid_max``). A worker's uid and gid are the first plus its pid.
+DEFAULT_WORKER_UIDS: Final = (0x7000_0000, 2**22)
+#: The folder of workers' memory control groups, made beneath the zygote's own group.
+CGROUP_FOLDER: Final = "services-ai-plugins"
+#: The prefix of one worker's memory control group's name (then its pid).
+_CGROUP_WORKER: Final = "worker-"
 
 # <linux/sched.h>
 _CLONE_NEWUSER: Final = 0x10000000
 _CLONE_NEWNET: Final = 0x40000000
+_CLONE_NEWIPC: Final = 0x08000000
 _CLONE_THREAD: Final = 0x00010000
 _CLONE_NEWNS: Final = 0x00020000
 # <sys/mount.h>
 _MS_NOSUID: Final = 2
 _MS_NODEV: Final = 4
+_MS_NOEXEC: Final = 8
 _MS_BIND: Final = 4096
 _MS_MOVE: Final = 8192
 _MS_REC: Final = 16384
@@ -219,6 +315,10 @@ _LINUX_CAPABILITY_VERSION_3: Final = 0x20080522
 _TASKS: Final = 64
 #: Seconds between SIGXCPU (the soft CPU limit) and SIGKILL (the hard one).
 _CPU_GRACE: Final = 1
+#: Bytes of the scratch tmpfs per file (inode) it may hold.
+_BYTES_PER_INODE: Final = 4096
+#: How the scratch tmpfs is mounted.
+_SCRATCH_FLAGS: Final = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
 
 # Landlock: its system calls (the same numbers on every architecture but alpha), <linux/landlock.h>.
 _SYS_LANDLOCK_CREATE_RULESET: Final = 444
@@ -273,6 +373,9 @@ _SCMP_CMP_MASKED_EQ: Final = 7
 _TIOCSTI: Final = 0x5412
 _TIOCLINUX: Final = 0x541C
 _IOCTL_REQUEST_MASK: Final = 0xFFFFFFFF
+# <linux/resource.h>, <linux/ioprio.h>: whose priority setpriority()/ioprio_set() change.
+_PRIO_PROCESS: Final = 0
+_IOPRIO_WHO_PROCESS: Final = 1
 
 #: A probe child's exit code: the filter loaded, but socket(AF_INET) still worked.
 _FILTER_INEFFECTIVE: Final = 254
@@ -320,6 +423,10 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: object) 
 class Limits:
     """The resource limits :func:`confine` gives a worker; ``None`` keeps the inherited one.
 
+    ``memory`` bounds both the address space (``RLIMIT_AS``) and, where the
+    ``memory_cgroup`` layer is available, the memory the kernel charges to
+    the worker (shared memory, the scratch ``tmpfs``, page cache included).
+
     Example::
 
         >>> Limits(memory=256 * 2**20, cpu=60).file_size
@@ -335,6 +442,10 @@ class Limits:
     file_size: int | None = attrs.field(default=16 * _MiB, validator=_positive)
     #: Open file descriptors (``RLIMIT_NOFILE``): new ones are numbered below it.
     open_files: int | None = attrs.field(default=64, validator=_positive)
+    #: The size of the scratch folder, in bytes: a ``tmpfs`` of the worker's own (the
+    #: ``scratch_tmpfs`` layer), counted as memory. ``None``: the scratch folder stays a folder
+    #: of the host's temporary folder, bounded per file only.
+    scratch: int | None = attrs.field(default=64 * _MiB, validator=_positive)
 
 
 @attrs.frozen(kw_only=True)
@@ -351,6 +462,14 @@ class Layer:
     missing: str | None
 
 
+def _optional_pair(value: Sequence[int] | None) -> tuple[int, int] | None:
+    """A pair of integers, from a tuple or from a list (as JSON gives it back); or None."""
+    if value is None:
+        return None
+    first, second = value
+    return int(first), int(second)
+
+
 @attrs.frozen(kw_only=True)
 class Capabilities:
     """What this machine offers a sandbox, as :func:`probe` found it.
@@ -364,8 +483,9 @@ class Capabilities:
     system: str
     #: Whether the process runs as root (effective user id 0).
     root: bool
-    #: ``(uid, gid)`` of ``nobody`` (65534 when there is none) when root, else ``None``.
-    unprivileged: tuple[int, int] | None
+    #: ``(uid, gid)`` of ``nobody`` (65534 when there is none) when root, else ``None``: the
+    #: user of every worker when :attr:`worker_uids` is ``None``.
+    unprivileged: tuple[int, int] | None = attrs.field(converter=_optional_pair)
     #: Whether an unprivileged user can create a user and network namespace (tried in a child).
     user_namespaces: bool
     #: Whether a new network namespace can be entered: directly as root, else in a user namespace.
@@ -376,8 +496,54 @@ class Capabilities:
     seccomp: bool
     #: Whether the ``resource`` module is present.
     rlimits: bool
+    #: Whether a new System V IPC namespace can be entered (as root, else in a user namespace).
+    ipc_namespace: bool = False
+    #: Whether a mount namespace of its own, with a ``tmpfs``, can be made (the scratch ``tmpfs``).
+    mount_namespace: bool = False
+    #: The folder (``.../services-ai-plugins``) in which each worker makes its memory control
+    #: group, or ``None`` when there is no memory controller this process may use.
+    memory_cgroup: str | None = None
+    #: The version of the cgroup hierarchy of :attr:`memory_cgroup` (1 or 2), or ``None``.
+    cgroup_version: int | None = None
+    #: ``(first uid, how many)``: as root, each worker's uid and gid are the first plus its pid
+    #: (:meth:`worker_ids`); ``None``: every worker is :attr:`unprivileged`.
+    worker_uids: tuple[int, int] | None = attrs.field(default=None, converter=_optional_pair)
     #: Why each missing layer (by name) or :data:`USER_NAMESPACES` is missing, as probed.
     reasons: Mapping[str, str] = attrs.field(factory=dict, hash=False)
+
+    def worker_ids(self, pid: int) -> tuple[int, int] | None:
+        """The ``(uid, gid)`` a worker of process id ``pid`` becomes; ``None`` when not root."""
+        if not self.root:
+            return None
+        if self.worker_uids is not None:
+            first, count = self.worker_uids
+            uid = first + pid % count  # pid < count: probe() checked kernel.pid_max
+            return uid, uid
+        return self.unprivileged
+
+    @property
+    def uid_scheme(self) -> str:
+        """Which user each worker runs as, in words."""
+        if not self.root:
+            return (
+                "workers keep the host's user (a user namespace maps only that one): seccomp "
+                "refuses the calls that reach another worker"
+            )
+        if self.worker_uids is not None:
+            first, count = self.worker_uids
+            source = (
+                "a range no distribution hands out"
+                if self.worker_uids == DEFAULT_WORKER_UIDS
+                else "root's subordinate range in /etc/subuid"
+            )
+            return (
+                f"each worker its own uid and gid: {first} + its pid "
+                f"({first}-{first + count - 1}, {source})"
+            )
+        if self.unprivileged is not None:
+            why = self.reasons.get(WORKER_UIDS)
+            return f"every worker uid {self.unprivileged[0]}" + (f": {why}" if why else "")
+        return "workers keep the host's user"
 
     def layers(self) -> tuple[Layer, ...]:
         """Every layer, in the order :func:`confine` applies them."""
@@ -397,12 +563,36 @@ class Capabilities:
             landlock_stops += ", signals and abstract Unix sockets outside the sandbox"
         if abi:
             landlock_stops += f" (ABI {abi})"
+        cgroup_stops = (
+            "memory the address-space limit does not count: shared memory, memfd files, the "
+            "scratch tmpfs, page cache (a memory control group per worker"
+        )
+        cgroup_stops += f", cgroup v{self.cgroup_version})" if self.cgroup_version else ")"
+        user_stops = "root's powers: other users' files, their processes, privileged calls"
+        if self.worker_uids is not None:
+            user_stops += (
+                "; a uid per worker: no limits, priorities, affinities or signals between workers"
+            )
+        has_cgroup = self.memory_cgroup is not None
         return (
+            Layer(
+                name=MEMORY_CGROUP,
+                available=has_cgroup,
+                stops=cgroup_stops,
+                missing=None if has_cgroup else self._why(MEMORY_CGROUP),
+            ),
             Layer(
                 name=NETWORK_NAMESPACE,
                 available=self.network_namespace,
                 stops=network_stops,
                 missing=None if self.network_namespace else self._why(NETWORK_NAMESPACE),
+            ),
+            Layer(
+                name=IPC_NAMESPACE,
+                available=self.ipc_namespace,
+                stops="System V shared memory, message queues and semaphores shared with other "
+                "processes (a fixed key is no channel between workers; nothing outlives one)",
+                missing=None if self.ipc_namespace else self._why(IPC_NAMESPACE),
             ),
             Layer(
                 name=RLIMITS,
@@ -411,9 +601,16 @@ class Capabilities:
                 missing=None if self.rlimits else self._why(RLIMITS),
             ),
             Layer(
+                name=SCRATCH_TMPFS,
+                available=self.mount_namespace,
+                stops="filling the disk through many files: the scratch folder is a tmpfs of "
+                "Limits.scratch bytes that only the worker sees and that goes with it",
+                missing=None if self.mount_namespace else self._why(SCRATCH_TMPFS),
+            ),
+            Layer(
                 name=UNPRIVILEGED_USER,
                 available=self._drops_user,
-                stops="root's powers: other users' files, their processes, privileged calls",
+                stops=user_stops,
                 missing=None if self._drops_user else self._why(UNPRIVILEGED_USER),
             ),
             Layer(
@@ -433,7 +630,8 @@ class Capabilities:
                 name=SECCOMP,
                 available=self.seccomp,
                 stops="running programs, starting processes (threads still work), new sockets, "
-                "signals to other processes, ptrace, namespaces, mounts, bpf, io_uring",
+                "signals to other processes, ptrace, changing another process's limits, "
+                "priority or affinity, System V IPC, namespaces, mounts, bpf, io_uring",
                 missing=None if self.seccomp else self._why(SECCOMP),
             ),
         )
@@ -464,7 +662,7 @@ class Capabilities:
 
     @property
     def _drops_user(self) -> bool:
-        return self.root and self.unprivileged is not None
+        return self.root and (self.worker_uids is not None or self.unprivileged is not None)
 
     def _missing(self) -> list[Layer]:
         return [
@@ -516,7 +714,9 @@ def probe() -> Capabilities:
         rlimits = True
     if not linux:
         why = f"needs Linux (this is {system or 'an unknown system'})"
-        reasons.update(dict.fromkeys((NETWORK_NAMESPACE, NO_NEW_PRIVS, LANDLOCK, SECCOMP), why))
+        reasons.update(
+            {name: why for name in LAYER_NAMES if name not in (RLIMITS, UNPRIVILEGED_USER)}
+        )
         reasons[USER_NAMESPACES] = why
         return Capabilities(
             system=system,
@@ -530,51 +730,352 @@ def probe() -> Capabilities:
             reasons=reasons,
         )
 
-    code = _in_child(functools.partial(_try_user_namespace, unprivileged))
-    user_namespaces = code == 0
-    if not user_namespaces:
-        reasons[USER_NAMESPACES] = _user_namespace_problem(code)
+    worker_uids = None
     if root:
-        code = _in_child(functools.partial(_unshare, _CLONE_NEWNET))
-        network_namespace = code == 0
-        if not network_namespace:
-            reasons[NETWORK_NAMESPACE] = (
-                f"unshare(CLONE_NEWNET) failed as root: {_child_problem(code)}"
-            )
-    else:
-        network_namespace = user_namespaces
-        if not network_namespace:
-            reasons[NETWORK_NAMESPACE] = reasons[USER_NAMESPACES]
-
+        worker_uids, problem = _worker_uid_range()
+        if problem is not None:
+            reasons[WORKER_UIDS] = problem
+    namespaces = _probe_namespaces(root, unprivileged, reasons)
+    memory_cgroup = cgroup_version = None
+    try:
+        memory_cgroup, cgroup_version = _find_memory_cgroup()
+    except _Unavailable as missing:
+        reasons[MEMORY_CGROUP] = str(missing)
     landlock_abi, problem = _landlock_abi()
     if problem is not None:
         reasons[LANDLOCK] = problem
+    return Capabilities(
+        system=system,
+        root=root,
+        unprivileged=unprivileged,
+        landlock_abi=landlock_abi,
+        seccomp=_probe_seccomp(reasons),
+        rlimits=rlimits,
+        memory_cgroup=memory_cgroup,
+        cgroup_version=cgroup_version,
+        worker_uids=worker_uids,
+        reasons=reasons,
+        **namespaces,
+    )
 
-    seccomp = False
+
+def _probe_namespaces(
+    root: bool, unprivileged: tuple[int, int] | None, reasons: dict[str, str]
+) -> dict[str, bool]:
+    """Which namespaces a worker can enter (each tried in a child), by Capabilities' field."""
+    code = _in_child(functools.partial(_try_user_namespace, unprivileged))
+    found = {"user_namespaces": code == 0}
+    if code != 0:
+        reasons[USER_NAMESPACES] = _user_namespace_problem(code)
+    trials: tuple[tuple[str, str, str, Callable[[], int]], ...]
+    if root:
+        trials = (
+            ("network_namespace", NETWORK_NAMESPACE, "unshare(CLONE_NEWNET) as root",
+             functools.partial(_unshare, _CLONE_NEWNET)),
+            ("ipc_namespace", IPC_NAMESPACE, "unshare(CLONE_NEWIPC) as root",
+             functools.partial(_unshare, _CLONE_NEWIPC)),
+            ("mount_namespace", SCRATCH_TMPFS, "a tmpfs in a mount namespace of its own",
+             functools.partial(_try_tmpfs, None)),
+        )  # fmt: skip
+    elif found["user_namespaces"]:
+        found["network_namespace"] = True
+        ids = (os.getuid(), os.getgid())
+        trials = (
+            ("ipc_namespace", IPC_NAMESPACE, "unshare(CLONE_NEWUSER|CLONE_NEWIPC)",
+             functools.partial(_unshare, _CLONE_NEWUSER | _CLONE_NEWIPC)),
+            ("mount_namespace", SCRATCH_TMPFS, "a tmpfs in a user and mount namespace",
+             functools.partial(_try_tmpfs, ids)),
+        )  # fmt: skip
+    else:
+        for field, name in (
+            ("network_namespace", NETWORK_NAMESPACE),
+            ("ipc_namespace", IPC_NAMESPACE),
+            ("mount_namespace", SCRATCH_TMPFS),
+        ):
+            found[field] = False
+            reasons[name] = reasons[USER_NAMESPACES]
+        return found
+    for field, name, what, trial in trials:
+        code = _in_child(trial)
+        found[field] = code == 0
+        if code != 0:
+            reasons[name] = f"{what} failed: {_child_problem(code)}"
+    return found
+
+
+def _probe_seccomp(reasons: dict[str, str]) -> bool:
+    """Whether libseccomp loads and the worker's filter works (tried in a child)."""
     library = _libseccomp()
     if library is None:
         reasons[SECCOMP] = (
             "libseccomp 2.1+ cannot be loaded (ctypes.util.find_library('seccomp')): "
             "install libseccomp2"
         )
+        return False
+    code = _in_child(functools.partial(_try_seccomp, library))
+    if code == _FILTER_INEFFECTIVE:
+        reasons[SECCOMP] = "a seccomp filter loaded but did not stop socket(AF_INET)"
+    elif code != 0:
+        reasons[SECCOMP] = f"a seccomp filter could not be loaded: {_child_problem(code)}"
+    return code == 0
+
+
+def _pid_max() -> int:
+    try:
+        return int(Path("/proc/sys/kernel/pid_max").read_text())
+    except (OSError, ValueError):
+        return DEFAULT_WORKER_UIDS[1]  # the kernel's largest
+
+
+def _subordinate_ranges(path: Path) -> list[tuple[str, int, int]]:
+    """The ``(owner, first id, count)`` entries of ``/etc/subuid`` (none when it is missing)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    ranges = []
+    for line in text.splitlines():
+        owner, _, rest = line.strip().partition(":")
+        first, _, count = rest.partition(":")
+        if owner and not owner.startswith("#") and first.isdigit() and count.isdigit():
+            ranges.append((owner, int(first), int(count)))
+    return ranges
+
+
+def _worker_uid_range() -> tuple[tuple[int, int] | None, str | None]:
+    """As root: the ``(first, count)`` of workers' uids, or None and why every worker is nobody.
+
+    A worker's uid is the first plus its pid, so the range holds ``kernel.pid_max`` ids:
+    root's own subordinate range when it is that long, else :data:`DEFAULT_WORKER_UIDS`
+    unless another user's subordinate range overlaps it.
+    """
+    pid_max = _pid_max()
+    ranges = _subordinate_ranges(Path("/etc/subuid"))
+    for owner, first, count in ranges:
+        if owner in ("root", "0") and count >= pid_max:
+            return _mapped(first, count, pid_max)
+    first, count = DEFAULT_WORKER_UIDS
+    if pid_max > count:
+        return None, f"kernel.pid_max ({pid_max}) is larger than the {count} worker uids"
+    for owner, start, length in ranges:
+        if start < first + count and first < start + length:
+            return None, (
+                f"the worker uids {first}-{first + count - 1} overlap {owner}'s subordinate range "
+                f"in /etc/subuid ({start}-{start + length - 1}); give root a range of its own of "
+                f"{pid_max} ids (kernel.pid_max) there"
+            )
+    return _mapped(first, count, pid_max)
+
+
+def _mapped(first: int, count: int, needed: int) -> tuple[tuple[int, int] | None, str | None]:
+    """``(first, count)`` if this user namespace maps the ``needed`` ids from ``first`` on as
+    users and as groups (a container's namespace may map only 65536); else None and why."""
+    for kind in ("uid", "gid"):
+        try:
+            lines = Path(f"/proc/self/{kind}_map").read_text().splitlines()
+        except OSError:
+            continue  # no user namespaces: every id exists
+        extents = [tuple(int(field) for field in line.split()[:3]) for line in lines if line]
+        if not any(inside <= first and first + needed <= inside + length
+                   for inside, _, length in extents):  # fmt: skip
+            return None, (
+                f"this user namespace does not map the {kind}s {first}-{first + needed - 1} "
+                f"(/proc/self/{kind}_map); give root a subordinate range of {needed} ids "
+                "(kernel.pid_max) that it maps, in /etc/subuid"
+            )
+    return (first, count), None
+
+
+def _map_ids(uid: int, gid: int) -> None:
+    """In a new user namespace: map the user and group it was made by (only those) to themselves."""
+    with contextlib.suppress(FileNotFoundError):  # kernels before 3.19 have no setgroups file
+        _write_file(Path("/proc/self/setgroups"), "deny")
+    _write_file(Path("/proc/self/uid_map"), f"{uid} {uid} 1")
+    _write_file(Path("/proc/self/gid_map"), f"{gid} {gid} 1")
+
+
+def _write_file(path: Path, text: str) -> None:
+    """Write ``text`` to an existing (kernel) file in one ``write``; raises OSError."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _try_tmpfs(ids: tuple[int, int] | None) -> int:  # pragma: no cover - a probe child
+    """In a probe child: a mount namespace of its own (in a user namespace mapping ``ids``, when
+    not root) with a small ``tmpfs`` mounted in it."""
+    try:
+        if ids is None:
+            _unshare_or_raise(_CLONE_NEWNS, "unshare(CLONE_NEWNS)")
+        else:
+            _unshare_or_raise(_CLONE_NEWUSER | _CLONE_NEWNS, "unshare(CLONE_NEWUSER|CLONE_NEWNS)")
+            _map_ids(*ids)
+        _mount(None, Path("/"), None, _MS_REC | _MS_PRIVATE)
+        target = Path("/tmp") if Path("/tmp").is_dir() else Path("/")  # noqa: S108 - only mounted on
+        _mount(Path("tmpfs"), target, "tmpfs", _SCRATCH_FLAGS, "size=64k,mode=0700")
+    except OSError as error:
+        return error.errno or _CHILD_FAILED
+    return 0
+
+
+# -- memory control groups -----------------------------------------------------------------------
+
+
+def _unescape(field: str) -> str:
+    """A path of /proc/self/mountinfo, whose spaces and such are written as octal escapes."""
+    if "\\" not in field:
+        return field
+    return field.encode().decode("unicode_escape").encode("latin-1").decode(errors="replace")
+
+
+def _own_cgroups() -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+    """This process's group in a cgroup v1 memory hierarchy and in cgroup v2, as
+    ``(mount point, path)``: None for each one that is not there. Raises OSError."""
+    membership = Path("/proc/self/cgroup").read_text()
+    mounts = Path("/proc/self/mountinfo").read_text()
+    paths: dict[int, str] = {}
+    for line in membership.splitlines():
+        number, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if number == "0" and not controllers:
+            paths[2] = path
+        elif "memory" in controllers.split(","):
+            paths[1] = path
+    found: dict[int, tuple[str, str]] = {}
+    for line in mounts.splitlines():
+        fields = line.split(" ")
+        if "-" not in fields:
+            continue
+        dash = fields.index("-")
+        kind = fields[dash + 1] if len(fields) > dash + 1 else ""
+        options = fields[dash + 3] if len(fields) > dash + 3 else ""
+        version = 2 if kind == "cgroup2" else 1 if kind == "cgroup" else 0
+        if kind == "cgroup" and "memory" not in options.split(","):
+            version = 0
+        if version and version in paths and version not in found:
+            root, point = _unescape(fields[3]), _unescape(fields[4])
+            path = paths[version]
+            # The mount shows the hierarchy from ``root`` on (a bind mount, a cgroup namespace).
+            if root != "/" and (path == root or path.startswith(root + "/")):
+                path = path[len(root) :]
+            found[version] = (point, path)
+    return found.get(1), found.get(2)
+
+
+class _Unavailable(Exception):
+    """A layer this machine does not offer; the message says why."""
+
+
+def _find_memory_cgroup() -> tuple[str, int]:
+    """The folder for workers' memory control groups and its cgroup version.
+
+    Beneath this process's own group: in a cgroup v1 memory hierarchy, or in
+    cgroup v2 when its children get the memory controller. Makes the folder
+    (it stays, empty, for later hosts), tries a group in it, and removes the
+    groups of workers that no longer exist. Raises :class:`_Unavailable`.
+    """
+    try:
+        v1, v2 = _own_cgroups()
+    except OSError as error:
+        why = f"cannot read /proc/self/cgroup or /proc/self/mountinfo: {error.strerror}"
+        raise _Unavailable(why) from None
+    if v1 is not None:
+        version, (point, path) = 1, v1
+    elif v2 is not None:
+        version, (point, path) = 2, v2
     else:
-        code = _in_child(functools.partial(_try_seccomp, library))
-        seccomp = code == 0
-        if code == _FILTER_INEFFECTIVE:
-            reasons[SECCOMP] = "a seccomp filter loaded but did not stop socket(AF_INET)"
-        elif not seccomp:
-            reasons[SECCOMP] = f"a seccomp filter could not be loaded: {_child_problem(code)}"
-    return Capabilities(
-        system=system,
-        root=root,
-        unprivileged=unprivileged,
-        user_namespaces=user_namespaces,
-        network_namespace=network_namespace,
-        landlock_abi=landlock_abi,
-        seccomp=seccomp,
-        rlimits=rlimits,
-        reasons=reasons,
+        raise _Unavailable("no cgroup v1 memory hierarchy or cgroup v2 is mounted here")
+    group = Path(point + path.rstrip("/"))
+    if version == 2:
+        try:
+            offered = (group / "cgroup.controllers").read_text().split()
+            enabled = (group / "cgroup.subtree_control").read_text().split()
+        except OSError as error:
+            why = f"cgroup v2: cannot read the controllers of {group}: {error.strerror}"
+            raise _Unavailable(why) from None
+        if "memory" not in offered:
+            raise _Unavailable(f"cgroup v2: the memory controller is not enabled for {group}")
+        if "memory" not in enabled:
+            raise _Unavailable(
+                f"cgroup v2: the memory controller is not enabled for the child groups of "
+                f"{group} (its cgroup.subtree_control), and a group holding processes, as the "
+                "host's does, cannot enable it: only a host in the root group, or in a group "
+                "that delegates memory to its children without holding processes, gets this layer"
+            )
+    folder = group / CGROUP_FOLDER
+    try:
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir()
+        if version == 2 and "memory" not in (folder / "cgroup.subtree_control").read_text().split():
+            _write_file(folder / "cgroup.subtree_control", "+memory")
+        trial = folder / f"probe-{os.getpid()}"
+        with contextlib.suppress(FileExistsError):
+            trial.mkdir()
+        try:
+            _write_file(trial / _MEMORY_LIMIT[version], str(64 * _MiB))
+        finally:
+            trial.rmdir()
+    except OSError as error:
+        raise _Unavailable(
+            f"cgroup v{version}: cannot make a memory control group in {group}: "
+            f"{error.strerror} [{_errno_name(error.errno or 0)}]"
+        ) from None
+    _sweep_cgroups(folder)
+    return str(folder), version
+
+
+#: The file of a memory control group's limit, by cgroup version.
+_MEMORY_LIMIT: Final = {1: "memory.limit_in_bytes", 2: "memory.max"}
+
+
+def _sweep_cgroups(folder: Path) -> None:
+    """Remove the groups of workers (and probes) whose process no longer exists."""
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            _, _, pid = entry.name.rpartition("-")
+            if entry.is_dir() and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                with contextlib.suppress(OSError):
+                    Path(entry.path).rmdir()
+
+
+def _join_memory_cgroup(capabilities: Capabilities, limit: int) -> None:
+    """Make this process's memory control group, bound it at ``limit`` bytes, and move in."""
+    folder, version = capabilities.memory_cgroup, capabilities.cgroup_version
+    assert folder is not None
+    assert version is not None
+    pid = os.getpid()
+    group = Path(folder) / f"{_CGROUP_WORKER}{pid}"
+    with contextlib.suppress(FileExistsError):  # a group a dead process of this pid left
+        group.mkdir()
+    _write_file(group / _MEMORY_LIMIT[version], str(limit))
+    # No swap: what is over the limit is not pushed to disk, the worker is stopped.
+    optional = (
+        {"memory.swap.max": "0", "memory.oom.group": "1"}
+        if version == 2
+        else {"memory.memsw.limit_in_bytes": str(limit)}
     )
+    for name, value in optional.items():
+        with contextlib.suppress(FileNotFoundError):  # no swap accounting (or an older kernel)
+            _write_file(group / name, value)
+    if version == 1 and _threads() == 1:
+        # The calling thread alone, named "0": the kernel then skips the lock that moving a
+        # whole process takes, which costs a scheduler grace period (milliseconds).
+        _write_file(group / "tasks", "0")
+    else:
+        _write_file(group / "cgroup.procs", str(pid))
+
+
+def release_worker(pid: int, capabilities: Capabilities) -> None:
+    """Remove what worker ``pid`` left outside itself, once it is reaped: its memory control group.
+
+    Call it after ``waitpid`` returned for the worker, however it ended; it does
+    nothing when there is nothing to remove.
+    """
+    if capabilities.memory_cgroup is not None:
+        with contextlib.suppress(OSError):
+            (Path(capabilities.memory_cgroup) / f"{_CGROUP_WORKER}{pid}").rmdir()
 
 
 def _unprivileged_ids() -> tuple[int, int]:
@@ -893,9 +1394,34 @@ def _seccomp_rules(pid: int) -> tuple[_Rule, ...]:
         "name_to_handle_at", "open_by_handle_at", "lookup_dcookie", "settimeofday",
         "clock_settime", "clock_adjtime", "adjtimex", "sethostname", "setdomainname", "vhangup",
         "uselib", "personality",
+        # System V IPC (and the i386/s390 multiplexer), POSIX message queues: channels between
+        # processes, and memory the address-space limit does not count.
+        "shmget", "shmat", "shmctl", "shmdt", "msgget", "msgsnd", "msgrcv", "msgctl", "semget",
+        "semop", "semtimedop", "semctl", "ipc", "mq_open", "mq_unlink", "mq_timedsend",
+        "mq_timedreceive", "mq_notify", "mq_getsetattr",
+        # Other processes, by descriptor or comparison.
+        "kcmp", "pidfd_open", "process_mrelease",
     )  # fmt: skip
+    # Calls that act on the process their first argument names: only 0, "the caller", passes.
+    # (libseccomp tests an argument once per rule, so "0 or the worker's pid" cannot be said.)
+    on_itself = (
+        "prlimit64", "sched_setaffinity", "sched_setscheduler", "sched_setparam",
+        "sched_setattr", "migrate_pages", "move_pages", "get_robust_list",
+    )  # fmt: skip
+    not_zero = ((0, _SCMP_CMP_NE, 0, 0),)
+    # setpriority(which, who, ...) and ioprio_set(which, who, ...): the caller alone, as a
+    # process (not its process group, not every process of its user), by who = 0.
+    by_who = (
+        ("setpriority", _PRIO_PROCESS),
+        ("getpriority", _PRIO_PROCESS),
+        ("ioprio_set", _IOPRIO_WHO_PROCESS),
+        ("ioprio_get", _IOPRIO_WHO_PROCESS),
+    )
     return (
         *(_Rule(name, eperm) for name in refused),
+        *(_Rule(name, eperm, not_zero) for name in on_itself),
+        *(_Rule(name, eperm, ((0, _SCMP_CMP_NE, which, 0),)) for name, which in by_who),
+        *(_Rule(name, eperm, ((1, _SCMP_CMP_NE, 0, 0),)) for name, _ in by_who),
         # Threads (CLONE_THREAD) may be started; processes may not.
         _Rule("clone", eperm, ((flags_arg, _SCMP_CMP_MASKED_EQ, _CLONE_THREAD, 0),)),
         # clone3 passes its flags in memory, out of the filter's sight: ENOSYS makes the C
@@ -963,6 +1489,10 @@ def _threads() -> int | None:
         return None
 
 
+#: Limits that leave every limit as it is (for :func:`_apply_rlimits` with ``tasks`` alone).
+_NO_LIMITS: Final = Limits(memory=None, cpu=None, file_size=None, open_files=None, scratch=None)
+
+
 def _apply_rlimits(limits: Limits, *, tasks: int | None) -> None:
     import resource  # noqa: PLC0415 - POSIX only; probe() said it is there
 
@@ -985,6 +1515,99 @@ def _apply_rlimits(limits: Limits, *, tasks: int | None) -> None:
         resource.setrlimit(which, (soft, hard))
 
 
+class _Resolver:
+    """Real paths and ``lstat`` results, each part looked at once (``os.path.realpath`` looks at
+    every part of every path again: with a few hundred paths that adds up)."""
+
+    def __init__(self) -> None:
+        self._real: dict[str, str] = {"/": "/"}
+        self._lstat: dict[str, os.stat_result | None] = {}
+
+    def lstat(self, name: str) -> os.stat_result | None:
+        """``os.lstat(name)``, or None when it does not exist; raises other OSErrors."""
+        if name not in self._lstat:
+            try:
+                self._lstat[name] = os.lstat(name)
+            except (FileNotFoundError, NotADirectoryError):
+                self._lstat[name] = None
+        return self._lstat[name]
+
+    def real(self, path: str | os.PathLike[str]) -> str:
+        """``os.path.realpath(path)``."""
+        name = os.fspath(path)
+        found = self._real.get(name)
+        if found is not None:
+            return found
+        parent, _, base = name.rpartition("/")
+        if not name.startswith("/") or base in ("", ".", "..") or "/./" in name or "/../" in name:
+            found = os.path.realpath(name)
+        else:
+            folder = self.real(parent or "/")
+            joined = (folder if folder != "/" else "") + "/" + base
+            info = self.lstat(joined)
+            found = os.path.realpath(joined) if info and stat.S_ISLNK(info.st_mode) else joined
+        self._real[name] = found
+        return found
+
+
+@final
+class _Permissions(_Resolver):
+    """What user ``ids`` (uid, gid) may reach by permission bits, as the kernel would judge a
+    user without capabilities: search on every folder above a path, read on the path."""
+
+    def __init__(self, ids: tuple[int, int]) -> None:
+        super().__init__()
+        self.uid, self.gid = ids
+        #: A folder: the first folder, itself or above, the user may not search (None: none).
+        self._closed: dict[str, str | None] = {"/": None}
+
+    def _allows(self, info: os.stat_result, needed: int) -> bool:
+        if info.st_uid == self.uid:
+            bits = info.st_mode >> 6
+        elif info.st_gid == self.gid:
+            bits = info.st_mode >> 3
+        else:
+            bits = info.st_mode
+        return bits & needed == needed
+
+    def _shut(self, folder: str) -> str | None:
+        """The first folder from the root down to real ``folder`` that the user may not search."""
+        if folder not in self._closed:
+            parent = folder.rpartition("/")[0] or "/"
+            above = self._shut(parent)
+            if above is None:
+                info = self.lstat(folder)
+                above = folder if info is None or not self._allows(info, 0o1) else None
+            self._closed[folder] = above
+        return self._closed[folder]
+
+    def blocked(self, path: Path) -> Path | None:
+        """``path``, or the folder above it, that shuts the user out; None when it may read it
+        (or when it does not exist)."""
+        try:
+            target = self.real(path)
+            info = self.lstat(target)
+            if info is None:
+                return None
+            shut = self._shut(target.rpartition("/")[0] or "/") if target != "/" else None
+            if shut is not None:
+                return Path(shut)
+            if not self._allows(info, 0o5 if stat.S_ISDIR(info.st_mode) else 0o4):
+                return Path(target)
+        except OSError:
+            return path
+        return None
+
+    def shut_out(self, paths: Sequence[Path]) -> list[tuple[Path, Path]]:
+        """Each of ``paths`` that a folder above it shuts the user out of: (real path, folder)."""
+        found = []
+        for path in paths:
+            blocked = self.blocked(path)
+            if blocked is not None and str(blocked) != self.real(path):
+                found.append((Path(self.real(path)), blocked))
+        return found
+
+
 def unreadable_by(ids: tuple[int, int], paths: Sequence[Path]) -> Path | None:
     """The first existing path of ``paths`` that user ``ids`` (uid, gid) cannot read, or None.
 
@@ -992,70 +1615,53 @@ def unreadable_by(ids: tuple[int, int], paths: Sequence[Path]) -> Path | None:
     above, read on the path itself), as the kernel would for a user without
     capabilities. Paths that do not exist are skipped.
     """
-    uid, gid = ids
+    permissions = _Permissions(ids)
     for path in paths:
-        try:
-            target = Path(os.path.realpath(path))
-            if not target.exists():
-                continue
-            for part in (*reversed(target.parents), target):
-                info = part.stat()
-                if info.st_uid == uid:
-                    bits = info.st_mode >> 6
-                elif info.st_gid == gid:
-                    bits = info.st_mode >> 3
-                else:
-                    bits = info.st_mode
-                needed = 0o1 if part != target else (0o5 if target.is_dir() else 0o4)
-                if bits & needed != needed:
-                    return part
-        except OSError:
-            return Path(path)
+        blocked = permissions.blocked(path)
+        if blocked is not None:
+            return blocked
     return None
 
 
-def _unprivileged(ids: tuple[int, int], needed: Sequence[Path], scratch: Path | None) -> list[str]:
-    """Become user ``ids``, showing it what it needs first; else stay uid 0 without capabilities."""
-    applied = []
-    if scratch is not None and unreadable_by(ids, needed) is not None:
-        with _applying(PRIVATE_MOUNTS):
-            if _expose(ids, needed, scratch):
-                applied.append(PRIVATE_MOUNTS)
-    if unreadable_by(ids, needed) is None:
-        with _applying(UNPRIVILEGED_USER):
-            _drop_user(ids, scratch)
-        applied.append(UNPRIVILEGED_USER)
-    else:
-        # That user could not read Python or the plugin (a file of mode 0600, say): stay
-        # uid 0 without a single capability, fenced in by Landlock and seccomp.
-        with _applying(UNPRIVILEGED_USER):
-            _drop_capabilities()
-        applied.append(NO_CAPABILITIES)
-    return applied
+def _private_mounts(
+    shut_out: Sequence[tuple[Path, Path]],
+    hidden: Sequence[Path],
+    readable: Sequence[Path],
+    stage: Path | None,
+) -> list[Path]:
+    """Cover folders with an empty ``tmpfs``, each path a worker needs beneath mounted back.
 
-
-def _expose(ids: tuple[int, int], paths: Sequence[Path], stage: Path) -> bool:
-    """Let user ``ids`` reach ``paths`` whose folders above shut it out; True if it did anything.
-
-    In a mount namespace of the worker's own (nothing changes for any other
-    process), each shutting folder (``/root``, mode 0700) is covered with an
-    empty, world-searchable ``tmpfs``, and only the paths the worker needs are
-    mounted back at their own places inside it (bind mounts, staged through
-    ``stage`` since the ``tmpfs`` hides them). Everything else in that folder
-    stays hidden from the worker, whatever its permissions. A path that is
-    itself unreadable (a file of mode 0600) is left as it is.
+    In the worker's own mount namespace (nothing changes for any other
+    process): first each folder that shuts the worker's user out of a path it
+    needs (``shut_out``: ``/root``, mode 0700, above Python), then each
+    ``hidden`` folder (``site-packages`` inside the standard library's
+    folder), with the ``readable`` paths beneath it. Everything else in those
+    folders stops existing for the worker, whatever its permissions. Returns
+    the folders covered; without a ``stage`` (a folder the mounts pass
+    through) a folder with paths to mount back is left as it is.
     """
     blocked: dict[Path, list[Path]] = {}
-    for path in paths:
-        target = Path(os.path.realpath(path))
-        shut = unreadable_by(ids, [target])
-        if shut is None or shut == target or not target.exists():
-            continue
+    for target, shut in shut_out:
         blocked.setdefault(shut, []).append(target)
-    if not blocked:
-        return False
-    _unshare_or_raise(_CLONE_NEWNS, "unshare(CLONE_NEWNS)")
-    _mount(None, Path("/"), None, _MS_REC | _MS_PRIVATE)
+    covered = _cover(blocked, stage)
+    # Looked at after the first covers: what they hid is gone, what they mounted back is there.
+    resolver = _Resolver()
+    wanted = [resolver.real(path) for path in readable]
+    hide: dict[Path, list[Path]] = {}
+    for folder in hidden:
+        name = resolver.real(folder)
+        info = resolver.lstat(name)
+        if info is not None and stat.S_ISDIR(info.st_mode) and name not in wanted:
+            hide[Path(name)] = [Path(p) for p in wanted if p.startswith(name + "/")]
+    return covered + _cover(hide, stage)
+
+
+def _cover(blocked: Mapping[Path, Sequence[Path]], stage: Path | None) -> list[Path]:
+    """Cover each folder of ``blocked`` with an empty ``tmpfs`` and mount back its paths there.
+
+    The paths are bind-mounted to ``stage`` first (the ``tmpfs`` hides them),
+    then moved back to their own places. Returns the folders covered.
+    """
     staged = 0
     # Shallow folders first; a shut folder beneath another one's covered tree is covered by it.
     done: list[Path] = []
@@ -1064,8 +1670,11 @@ def _expose(ids: tuple[int, int], paths: Sequence[Path], stage: Path) -> bool:
             continue
         targets = sorted(t for top, ts in blocked.items() if top.is_relative_to(shut) for t in ts)
         tops = [t for t in targets if not any(t != o and t.is_relative_to(o) for o in targets)]
+        if tops and stage is None:
+            continue
         stages = []
         for target in tops:
+            assert stage is not None
             place = stage / f".mount-{staged}"
             staged += 1
             if target.is_dir():
@@ -1084,7 +1693,61 @@ def _expose(ids: tuple[int, int], paths: Sequence[Path], stage: Path) -> bool:
             _mount(place, target, None, _MS_MOVE)
             place.rmdir() if place.is_dir() else place.unlink()
         done.append(shut)
-    return True
+    return done
+
+
+def _become(ids: tuple[int, int], needed: Sequence[Path], scratch: Path | None) -> str:
+    """Become user ``ids`` if it can read what the worker needs; else stay uid 0 without
+    capabilities. The layer applied (:data:`UNPRIVILEGED_USER` or :data:`NO_CAPABILITIES`)."""
+    permissions = _Permissions(ids)  # the view of now, after the private mounts
+    with _applying(UNPRIVILEGED_USER):
+        if all(permissions.blocked(path) is None for path in needed):
+            _drop_user(ids, scratch)
+            return UNPRIVILEGED_USER
+        # That user could not read Python or the plugin (a file of mode 0600, say): stay
+        # uid 0 without a single capability, fenced in by Landlock and seccomp.
+        _drop_capabilities()
+        return NO_CAPABILITIES
+
+
+def _mount_scratch(scratch: Path, size: int, ids: tuple[int, int] | None) -> None:
+    """Cover ``scratch`` with a ``tmpfs`` of ``size`` bytes, owned by ``ids`` (else the caller)."""
+    inodes = max(size // _BYTES_PER_INODE, 64)
+    options = f"size={size},nr_inodes={inodes},mode=0700"
+    if ids is not None:
+        options += f",uid={ids[0]},gid={ids[1]}"
+    _mount(Path("tmpfs"), scratch, "tmpfs", _SCRATCH_FLAGS, options)
+
+
+def _allowed_around(
+    readable: Sequence[Path], hidden: Sequence[Path], covered: Sequence[Path]
+) -> Sequence[Path]:
+    """``readable``, each path that holds ``hidden`` folders not ``covered`` by a mount
+    replaced by what it holds beside them.
+
+    For Landlock, where no mount namespace hid those folders: one rule per
+    remaining entry (a folder of the standard library holds a few hundred).
+    """
+    resolver = _Resolver()
+    done = {str(path) for path in covered}
+    hidden_names = {resolver.real(folder) for folder in hidden} - done
+    if not hidden_names:
+        return readable
+    hidden_names = {name for name in hidden_names if resolver.lstat(name) is not None}
+    hidden_names -= {resolver.real(path) for path in readable}
+
+    def around(name: str) -> list[str]:
+        if name in hidden_names:
+            return []
+        if not any(h.startswith(name.rstrip("/") + "/") for h in hidden_names):
+            return [name]
+        try:
+            children = sorted(str(child) for child in Path(name).iterdir())
+        except OSError:
+            return []
+        return [part for child in children for part in around(child)]
+
+    return [Path(part) for path in readable for part in around(resolver.real(path))]
 
 
 def _mount(
@@ -1118,6 +1781,7 @@ def confine(
     readable: Sequence[Path],
     limits: Limits,
     capabilities: Capabilities,
+    hidden: Sequence[Path] = (),
 ) -> tuple[str, ...]:
     """Confine this process; return the names of the layers applied, in order.
 
@@ -1130,8 +1794,13 @@ def confine(
     it may write (``None``: none), and ``readable`` the other paths it may
     read (Python's installation, its site-packages, CA certificates...);
     those that do not exist, or that the worker's user cannot reach, are
-    skipped. As root, ``scratch`` is handed to the unprivileged user: make
-    it a fresh, empty folder (only the folder itself changes owner).
+    skipped. ``hidden`` are folders beneath ``readable`` paths that the
+    worker must not read all the same (the ``site-packages`` inside the
+    standard library's folder): covered with an empty ``tmpfs`` in the
+    worker's mount namespace (``private_mounts``; the readable paths beneath
+    them mounted back), or, without one, left out of Landlock's rules. As
+    root, ``scratch`` is handed to the worker's user: make it a fresh, empty
+    folder (only the folder itself changes owner).
 
     Raises :class:`ConfinementError` naming the layer, when a layer the
     capabilities offer fails (or when the process has other threads): the
@@ -1148,14 +1817,7 @@ def confine(
         )
     """
     available = {layer.name for layer in capabilities.layers() if layer.available}
-    if available - {RLIMITS, UNPRIVILEGED_USER}:
-        threads = _threads()
-        if threads is not None and threads > 1:
-            raise ConfinementError(
-                min(available - {RLIMITS, UNPRIVILEGED_USER}, key=LAYER_NAMES.index),
-                None,
-                f"the process has {threads} threads; confine() binds only the calling one",
-            )
+    _check_threads(available)
     library = None
     if SECCOMP in available:
         # Loaded now, before the memory limit, and before Landlock hides the library's file.
@@ -1163,26 +1825,37 @@ def confine(
         if library is None:
             raise ConfinementError(SECCOMP, errno.ENOENT, "libseccomp cannot be loaded")
     applied: list[str] = []
-    own_user_namespace = False
-    if NETWORK_NAMESPACE in available:
-        with _applying(NETWORK_NAMESPACE):
-            if capabilities.root:
-                _unshare_or_raise(_CLONE_NEWNET, "unshare(CLONE_NEWNET)")
-            else:
-                _unshare_or_raise(
-                    _CLONE_NEWUSER | _CLONE_NEWNET, "unshare(CLONE_NEWUSER|CLONE_NEWNET)"
-                )
-                # Full capabilities in the new namespaces are attack surface nothing needs.
-                _drop_capabilities()
-                own_user_namespace = True
-        applied.append(NETWORK_NAMESPACE)
+    ids = capabilities.worker_ids(os.getpid()) if UNPRIVILEGED_USER in available else None
+    if MEMORY_CGROUP in available and limits.memory is not None:
+        with _applying(MEMORY_CGROUP):
+            _join_memory_cgroup(capabilities, limits.memory)
+        applied.append(MEMORY_CGROUP)
+    # A mount namespace of the worker's own: for its scratch tmpfs and its private mounts.
+    mounts = SCRATCH_TMPFS in available
+    namespaces = [name for name in (NETWORK_NAMESPACE, IPC_NAMESPACE) if name in available]
+    own_user_namespace = _enter_namespaces(capabilities.root, namespaces, mounts=mounts)
+    applied += namespaces
     if RLIMITS in available:
         with _applying(RLIMITS):
             _apply_rlimits(limits, tasks=_TASKS if own_user_namespace else None)
         applied.append(RLIMITS)
-    if UNPRIVILEGED_USER in available:
-        assert capabilities.unprivileged is not None
-        applied += _unprivileged(capabilities.unprivileged, [folder, *readable], scratch)
+    needed = [folder, *readable]
+    covered: list[Path] = []
+    if mounts:
+        size = limits.scratch if scratch is not None else None
+        layers, covered = _own_mounts(
+            capabilities.root, ids, needed, hidden=hidden, scratch=scratch, size=size
+        )
+        applied += layers
+    if own_user_namespace:
+        with _applying(namespaces[0] if namespaces else SCRATCH_TMPFS):
+            # Full capabilities in the new namespaces are attack surface nothing needs.
+            _drop_capabilities()
+    if ids is not None:
+        applied.append(_become(ids, needed, scratch))
+        if applied[-1] == UNPRIVILEGED_USER and capabilities.worker_uids and RLIMITS in available:
+            with _applying(RLIMITS):  # a user of its own: its processes are the worker's alone
+                _apply_rlimits(_NO_LIMITS, tasks=_TASKS)
     if NO_NEW_PRIVS in available:
         with _applying(NO_NEW_PRIVS):
             _set_no_new_privs()
@@ -1191,7 +1864,10 @@ def confine(
         assert capabilities.landlock_abi is not None
         with _applying(LANDLOCK):
             _apply_landlock(
-                capabilities.landlock_abi, folder=folder, scratch=scratch, readable=readable
+                capabilities.landlock_abi,
+                folder=folder,
+                scratch=scratch,
+                readable=_allowed_around(readable, hidden, covered),
             )
         applied.append(LANDLOCK)
     if library is not None:
@@ -1199,6 +1875,81 @@ def confine(
             _load_seccomp(library)
         applied.append(SECCOMP)
     return tuple(applied)
+
+
+def _own_mounts(
+    root: bool,
+    ids: tuple[int, int] | None,
+    needed: Sequence[Path],
+    *,
+    hidden: Sequence[Path],
+    scratch: Path | None,
+    size: int | None,
+) -> tuple[list[str], list[Path]]:
+    """In a mount namespace of the worker's own (made now as root; else the user namespace's):
+    the scratch ``tmpfs`` of ``size`` bytes, and the private mounts. The layers applied and the
+    folders covered."""
+    applied: list[str] = []
+    shut_out = _Permissions(ids).shut_out(needed) if ids is not None else []
+    if (scratch is None or size is None) and not shut_out and not hidden:
+        return applied, []
+    with _applying(SCRATCH_TMPFS if size is not None else PRIVATE_MOUNTS):
+        if root:
+            _unshare_or_raise(_CLONE_NEWNS, "unshare(CLONE_NEWNS)")
+        _mount(None, Path("/"), None, _MS_REC | _MS_PRIVATE)
+        if scratch is not None and size is not None:
+            _mount_scratch(scratch, size, ids)
+            applied.append(SCRATCH_TMPFS)
+    covered: list[Path] = []
+    if shut_out or hidden:
+        wanted = [*needed, scratch] if scratch is not None else needed
+        with _applying(PRIVATE_MOUNTS):
+            covered = _private_mounts(shut_out, hidden, wanted, scratch)
+        if covered:
+            applied.append(PRIVATE_MOUNTS)
+    # The working folder as the new mounts show it (the scratch tmpfs, say, not the folder
+    # beneath it); one now hidden stays as it was, where Landlock refuses it.
+    with contextlib.suppress(OSError):
+        os.chdir(Path.cwd())
+    return applied, covered
+
+
+def _check_threads(available: set[str]) -> None:
+    """Refuse a threaded process when a layer that binds only the calling thread will apply."""
+    single = available - {RLIMITS, UNPRIVILEGED_USER, MEMORY_CGROUP}
+    if single:
+        threads = _threads()
+        if threads is not None and threads > 1:
+            raise ConfinementError(
+                min(single, key=LAYER_NAMES.index),
+                None,
+                f"the process has {threads} threads; confine() binds only the calling one",
+            )
+
+
+def _enter_namespaces(root: bool, namespaces: Sequence[str], *, mounts: bool) -> bool:
+    """Enter the network and IPC ``namespaces``; whether in a user namespace of the worker's own.
+
+    As root each directly; as any other user all in one new user namespace that
+    maps only the caller's user and group (with a mount namespace when
+    ``mounts``), whose capabilities the caller must drop once its mounts are done.
+    """
+    if root:
+        for name, flag in ((NETWORK_NAMESPACE, _CLONE_NEWNET), (IPC_NAMESPACE, _CLONE_NEWIPC)):
+            if name in namespaces:
+                with _applying(name):
+                    _unshare_or_raise(flag, f"unshare({name})")
+        return False
+    if not namespaces and not mounts:
+        return False
+    flags = _CLONE_NEWUSER | (_CLONE_NEWNS if mounts else 0)
+    flags |= _CLONE_NEWNET if NETWORK_NAMESPACE in namespaces else 0
+    flags |= _CLONE_NEWIPC if IPC_NAMESPACE in namespaces else 0
+    with _applying(namespaces[0] if namespaces else SCRATCH_TMPFS):
+        uid, gid = os.getuid(), os.getgid()
+        _unshare_or_raise(flags, f"unshare(CLONE_NEWUSER|...) (flags {flags:#x})")
+        _map_ids(uid, gid)
+    return True
 
 
 # -- the audit hook ------------------------------------------------------------------------------
@@ -1209,18 +1960,25 @@ class _Roots:
     """Folders and files, matched by name: a path is inside when it is one or lies beneath one."""
 
     def __init__(self, paths: Sequence[Path | str]) -> None:
+        resolver = _Resolver()
         names: set[str] = set()
         for path in paths:
             name = _absolute(path)
             assert name is not None
-            names |= {name, os.path.realpath(name)}
+            names |= {name.rstrip("/") or "/", resolver.real(name)}
         self.names: Final = frozenset(names)
-        self._prefixes: Final = tuple(
-            name if name.endswith(os.sep) else name + os.sep for name in sorted(names)
-        )
+
+    def depth(self, name: str) -> int:
+        """The length of the longest of the names that ``name`` is or lies beneath; -1: none."""
+        end = len(name)
+        while end > 0:
+            if name[:end] in self.names:
+                return end
+            end = name.rfind("/", 0, end)
+        return 0 if "/" in self.names else -1
 
     def __contains__(self, name: str) -> bool:
-        return name in self.names or name.startswith(self._prefixes)
+        return self.depth(name) >= 0
 
 
 #: A check of one audit event: the guard, the event's name and its arguments.
@@ -1250,9 +2008,17 @@ def _absolute(path: object) -> str | None:
 class _AuditGuard:
     """The audit hook: refuses a plugin's forbidden operations with readable errors."""
 
-    def __init__(self, *, folder: Path, scratch: Path | None, readable: Sequence[Path]) -> None:
+    def __init__(
+        self,
+        *,
+        folder: Path,
+        scratch: Path | None,
+        readable: Sequence[Path],
+        hidden: Sequence[Path] = (),
+    ) -> None:
         writable = [] if scratch is None else [scratch]
         self._read: Final = _Roots([folder, *readable, *writable, os.devnull])
+        self._hidden: Final = _Roots(hidden)
         self._write: Final = _Roots([*writable, os.devnull])
         self._write_hint: Final = (
             f" (a plugin writes only in its scratch folder {scratch})"
@@ -1267,7 +2033,8 @@ class _AuditGuard:
 
     def read(self, path: object, operation: str) -> None:
         name = _absolute(path)
-        if name is not None and name not in self._read:
+        # Inside a hidden folder only what a readable path deeper down holds.
+        if name is not None and self._read.depth(name) <= self._hidden.depth(name):
             raise _refuse(
                 f"{operation} {name!r}",
                 " (a plugin reads only its folder, its scratch folder and the paths it is given)",
@@ -1333,6 +2100,10 @@ class _AuditGuard:
     def signals(self, event: str, args: tuple[Any, ...]) -> None:
         raise _refuse("sending signals", f" ({event}{_arguments(args)})")
 
+    def limits(self, event: str, args: tuple[Any, ...]) -> None:
+        if args[0] not in (0, os.getpid()):
+            raise _refuse("changing or reading another process's limits", f" ({event} {args[0]})")
+
     def native(self, event: str, args: tuple[Any, ...]) -> None:
         raise _refuse("loading native code with ctypes", f" ({event}{_arguments(args)})")
 
@@ -1394,21 +2165,26 @@ _AUDIT_CHECKS: Final[Mapping[str, _Check]] = {
         _AuditGuard.processes,
     ),
     **dict.fromkeys(("os.kill", "os.killpg"), _AuditGuard.signals),
+    "resource.prlimit": _AuditGuard.limits,
     **dict.fromkeys(("ctypes.dlopen", "ctypes.dlsym", "ctypes.dlsym/handle"), _AuditGuard.native),
 }
 
 
-def install_audit_hook(*, folder: Path, scratch: Path | None, readable: Sequence[Path]) -> None:
+def install_audit_hook(
+    *, folder: Path, scratch: Path | None, readable: Sequence[Path], hidden: Sequence[Path] = ()
+) -> None:
     """Turn a plugin's forbidden operations into readable ``PermissionError``s, for good.
 
     Adds a ``sys.addaudithook`` hook (it cannot be removed) that refuses:
     reading (opening, listing) outside ``folder``, ``scratch`` and
-    ``readable``; writing (opening for writing, creating, removing,
-    renaming, changing) outside ``scratch``; ``/dev/null`` is always
+    ``readable``, or inside ``hidden`` but outside a readable path beneath
+    it; writing (opening for writing, creating, removing, renaming,
+    changing) outside ``scratch``; ``/dev/null`` is always
     allowed. Also: new sockets (of any family), ``connect``,
     ``bind``, ``sendto`` and host-name look-ups; ``subprocess``,
     ``os.system``, ``os.exec*``, ``os.posix_spawn*``, ``os.spawn*``,
-    ``os.fork``, ``os.forkpty``; ``os.kill`` and ``os.killpg``; and
+    ``os.fork``, ``os.forkpty``; ``os.kill`` and ``os.killpg``;
+    ``resource.prlimit`` on another process; and
     ``ctypes`` loading a library or looking up a symbol. Each message starts
     with ``plugin sandbox:`` and names the operation. Plugins may add audit
     hooks of their own.
@@ -1418,11 +2194,11 @@ def install_audit_hook(*, folder: Path, scratch: Path | None, readable: Sequence
     around it. It is there so that plugin authors read what the kernel
     layers of :func:`confine` refused. Install it after :func:`confine`,
     when the worker's own imports are done; opening an allowed path costs a
-    dictionary look-up and a prefix comparison.
+    set look-up per folder above it.
 
     Example (in a worker)::
 
         install_audit_hook(folder=plugin_folder, scratch=scratch_folder, readable=[])
         open("/etc/passwd")  # PermissionError: plugin sandbox: reading '/etc/passwd' ...
     """
-    sys.addaudithook(_AuditGuard(folder=folder, scratch=scratch, readable=readable))
+    sys.addaudithook(_AuditGuard(folder=folder, scratch=scratch, readable=readable, hidden=hidden))

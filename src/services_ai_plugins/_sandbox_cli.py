@@ -2,7 +2,9 @@
 
 ``sandbox-info`` shows which layers of the plugin sandbox this machine
 offers (the module :mod:`services_ai_plugins._confine` says what each one
-stops and what it does not), and the level they add up to. It reads no
+stops and what it does not), the level they add up to, which user workers
+run as, and what a worker may read (``--json`` lists every path, for the
+plugins folder given and a plugin without dependencies). It reads no
 registry: it only probes the machine.
 """
 
@@ -23,12 +25,17 @@ __all__ = ["add_sandbox_commands"]
 def _sandbox_info(args: argparse.Namespace) -> Result:
     capabilities = probe()
     layers = capabilities.layers()
+    readable, hidden = _worker_reads(args.plugins_dir)
     document: dict[str, Any] = {
         "system": capabilities.system,
         "root": capabilities.root,
         "unprivileged": list(capabilities.unprivileged) if capabilities.unprivileged else None,
+        "worker_uids": list(capabilities.worker_uids) if capabilities.worker_uids else None,
+        "uid_scheme": capabilities.uid_scheme,
         "user_namespaces": capabilities.user_namespaces,
         "landlock_abi": capabilities.landlock_abi,
+        "memory_cgroup": capabilities.memory_cgroup,
+        "cgroup_version": capabilities.cgroup_version,
         "level": capabilities.level,
         "report": capabilities.report,
         "layers": [
@@ -40,6 +47,8 @@ def _sandbox_info(args: argparse.Namespace) -> Result:
             }
             for layer in layers
         ],
+        "readable": [str(path) for path in readable],
+        "hidden": [str(path) for path in hidden],
     }
     user = "root" if capabilities.root else "not root"
     lines = [f"sandbox layers on {capabilities.system or 'an unknown system'} ({user}):"]
@@ -50,33 +59,43 @@ def _sandbox_info(args: argparse.Namespace) -> Result:
         else:
             lines.append(f"  missing    {layer.name:<{width}}  {layer.missing}")
             lines.append(f"             {'':<{width}}  (would stop {layer.stops})")
-    if capabilities.unprivileged is not None:
-        blocked = unreadable_by(capabilities.unprivileged, _worker_reads(args.plugins_dir))
-        uid = capabilities.unprivileged[0]
-        reads = [Path(os.path.realpath(path)) for path in _worker_reads(args.plugins_dir)]
+    ids = capabilities.worker_ids(os.getpid())
+    lines.append(f"users: {capabilities.uid_scheme}")
+    if ids is not None:
+        blocked = unreadable_by(ids, readable)
+        reads = {os.path.realpath(path) for path in readable}
         if blocked is None:
-            user_line = f"workers drop to uid {uid}"
-        elif all(blocked != path for path in reads) and capabilities.root:
+            user_line = "workers drop to their users"
+        elif str(blocked) not in reads and capabilities.mount_namespace:
             user_line = (
-                f"workers drop to uid {uid}; {blocked} shuts that user out, so each worker "
-                "sees, in a mount namespace of its own, only what it needs of it"
+                f"workers drop to their users; {blocked} shuts them out, so each worker sees, "
+                "in a mount namespace of its own, only what it needs of it"
             )
         else:
             user_line = (
-                f"workers stay uid 0 without capabilities: {blocked} is not readable by uid "
-                f"{uid} (keep Python and the plugins folder where that user can read them)"
+                f"workers stay uid 0 without capabilities: {blocked} is not readable by other "
+                "users (keep Python and the plugins folder where every user can read them)"
             )
         document["worker_user"] = user_line
-        lines.append(f"user: {user_line}")
+        if blocked is not None:
+            lines.append(f"  {user_line}")
+    lines.append(
+        f"reads ({len(readable)} paths; --json lists them): {args.plugins_dir}, the standard "
+        "library, the SDK's packages (and a plugin's declared dependencies'), system libraries"
+    )
+    if hidden:
+        lines.append(f"hides, beneath those: {', '.join(str(path) for path in hidden)}")
     lines.append(f"level: {capabilities.report}")
     return document, lines
 
 
-def _worker_reads(plugins_dir: str) -> list[Path]:
-    """What a worker must read: the plugins folder, and what it needs of the interpreter."""
-    from ._worker import python_paths  # noqa: PLC0415 - the worker's own list, loaded here only
+def _worker_reads(plugins_dir: str) -> tuple[list[Path], list[Path]]:
+    """What a worker of a plugin without dependencies may read: the plugins folder, what it
+    needs of the interpreter; and the folders beneath those it must not (its own lists)."""
+    from ._worker import hidden_paths, python_paths  # noqa: PLC0415 - loaded here only
 
-    return [Path(plugins_dir), *python_paths()]
+    readable = [Path(plugins_dir).absolute(), *python_paths()]
+    return readable, hidden_paths(readable)
 
 
 def add_sandbox_commands(commands: Any, common: argparse.ArgumentParser, prog: str) -> None:

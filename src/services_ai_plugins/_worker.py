@@ -21,6 +21,7 @@ import contextlib
 import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import io
 import logging
 import os
@@ -30,12 +31,14 @@ import sys
 import threading
 import traceback
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
 import attrs
 import pluggy
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from . import _confine
 from ._errors import PluginError
@@ -45,7 +48,7 @@ from ._markers import PROJECT_NAME
 from ._wire import Channel, WireError, decode, encode
 from .events import Context, normalise_routes, to_wire
 
-__all__ = ["python_paths", "zygote_main"]
+__all__ = ["hidden_paths", "python_paths", "zygote_main"]
 
 #: Modules every worker may import besides the standard library and the plugin's own.
 SDK_MODULES: Final = frozenset(
@@ -116,6 +119,8 @@ def _reap(pid: int) -> int | None:
         return os.waitpid(pid, 0)[1]
     except ChildProcessError:
         return None
+    finally:  # its memory control group, however it ended (it may have been killed)
+        _confine.release_worker(pid, _confine.probe())
 
 
 # -- the worker ------------------------------------------------------------------------------------
@@ -166,7 +171,12 @@ class _Worker:
         scratch = Path(self.config["scratch"]) if self.config.get("scratch") else None
         # An entry-point plugin has no folder: it reads its code from site-packages.
         folder = Path(self.config["folder"] or self.config["scratch"])
-        readable = [*(Path(p) for p in self.config["readable"]), *python_paths()]
+        dependencies = _requirement_names(self.config["manifest"])
+        readable = [
+            *(Path(p) for p in self.config["readable"]),
+            *python_paths(self.config["modules"], dependencies),
+        ]
+        hidden = hidden_paths(readable)
         os.environ.clear()
         os.environ.update(self.config["env"])
         os.chdir(folder)
@@ -175,16 +185,20 @@ class _Worker:
         root = logging.getLogger()
         root.handlers[:] = [_Forward(self)]
         root.setLevel(logging.DEBUG)
+        _fill_import_caches(with_metadata=bool(dependencies))
         layers = _confine.confine(
             folder=folder,
             scratch=scratch,
             readable=readable,
             limits=_confine.Limits(**self.config["limits"]),
             capabilities=capabilities,
+            hidden=hidden,
         )
         allowed = SDK_MODULES | frozenset(self.config["modules"])
         sys.meta_path.insert(0, _ImportGuard(self.plugin_id, allowed))
-        _confine.install_audit_hook(folder=folder, scratch=scratch, readable=readable)
+        _confine.install_audit_hook(
+            folder=folder, scratch=scratch, readable=readable, hidden=hidden
+        )
         plugin = self._import(folder)
         # A manager without specifications: it reads the implementations and their options
         # without judging them; the host checks them against its specifications, as for
@@ -210,11 +224,12 @@ class _Worker:
                     }
                 )
         notes = []
-        if _confine.NO_CAPABILITIES in layers and capabilities.unprivileged is not None:
-            blocked = _confine.unreadable_by(capabilities.unprivileged, [folder, *readable])
+        ids = capabilities.worker_ids(os.getpid())
+        if _confine.NO_CAPABILITIES in layers and ids is not None:
+            blocked = _confine.unreadable_by(ids, [folder, *readable])
             notes.append(
-                f"the worker stays uid 0, without capabilities: {blocked} is not readable by "
-                f"uid {capabilities.unprivileged[0]}"
+                f"workers stay uid 0, without capabilities: {blocked} is not readable by "
+                "the workers' users (other users: by its 'other' permission bits)"
             )
         applied = [*layers, "import_guard", "audit_hook"]
         self.output.flush()  # what it printed while imported, before it says it is ready
@@ -517,21 +532,145 @@ _SYSTEM_PATHS: Final = (
     "/etc/localtime",
 )
 
+#: The folders of installed distributions, as found inside a standard library's folder.
+_SITE_FOLDERS: Final = ("site-packages", "dist-packages")
+#: How the folders of Python installations among the system libraries are named.
+_PYTHON_FOLDERS: Final = ("python", "pypy")
 
-def python_paths() -> list[Path]:
-    """What the interpreter reads to import: its prefixes, ``sys.path``, system libraries."""
-    found: dict[str, None] = {}
-    for entry in (
-        sys.prefix,
-        sys.base_prefix,
-        sys.exec_prefix,
-        sys.base_exec_prefix,
-        *sys.path,
-        *_SYSTEM_PATHS,
-    ):
-        if entry and Path(entry).exists():
-            found[entry] = None
-    return [Path(entry) for entry in found]
+
+def python_paths(modules: Iterable[str] = (), distributions: Iterable[str] = ()) -> list[Path]:
+    """What a worker may read to import: the standard library, the SDK, ``modules``, libraries.
+
+    The standard library's folders (the ``site-packages`` inside them are
+    among :func:`hidden_paths`); the folder (or file) of each module of the
+    SDK (:data:`SDK_MODULES`) and of ``modules`` (the top-level modules of a
+    plugin's declared dependencies), as this interpreter finds them; the
+    ``.dist-info`` (or ``.egg-info``) folders and ``<name>.libs`` folders of
+    their distributions and of ``distributions``; and the system libraries.
+    Never a whole ``sys.path`` entry: ``site-packages``, or an application
+    installed in editable mode (its ``.env``, its settings), holds much more.
+    """
+    found: dict[str, None] = dict.fromkeys(f for f in _stdlib_folders() if Path(f).exists())
+    names = sorted(SDK_MODULES.union(modules))
+    wanted = {canonicalize_name(name) for name in (*names, *distributions)}
+    for name in names:
+        if name not in sys.stdlib_module_names:
+            found.update(dict.fromkeys(_module_locations(name)))
+    for entry in _site_entries():
+        found.update(dict.fromkeys(_distribution_files(entry, wanted)))
+    for entry in _SYSTEM_PATHS:
+        if Path(entry).exists():
+            found[os.path.realpath(entry)] = None  # /lib is /usr/lib on most systems now
+    return [Path(path) for path in found]
+
+
+def hidden_paths(readable: Sequence[Path]) -> list[Path]:
+    """Folders beneath ``readable`` paths that a worker must not read all the same.
+
+    The ``site-packages`` (``dist-packages``) inside the standard library's
+    folders, the Python folders among the system libraries (other than the
+    standard library's: ``/usr/lib/python3`` holds a distribution's packages),
+    and ``sys.path`` entries beneath a readable folder. The worker covers them
+    (the readable paths beneath them stay); see :func:`._confine.confine`.
+    """
+    stdlib = _stdlib_folders()
+    hidden: dict[str, None] = {}
+    for folder in stdlib:
+        for name in _SITE_FOLDERS:
+            if Path(folder, name).is_dir():
+                hidden[f"{folder}/{name}"] = None
+    for root in dict.fromkeys(os.path.realpath(entry) for entry in _SYSTEM_PATHS):
+        with contextlib.suppress(OSError), os.scandir(root) as children:
+            for child in children:
+                path = child.path
+                if child.name.startswith(_PYTHON_FOLDERS) and not any(
+                    folder == path or folder.startswith(path + "/") for folder in stdlib
+                ):
+                    hidden[path] = None
+    roots = {str(path).rstrip("/") for path in readable}
+    for entry in _site_entries():
+        if entry not in roots and any(entry.startswith(root + "/") for root in roots):
+            hidden[entry] = None
+    return [Path(path) for path in hidden if path not in roots]
+
+
+def _stdlib_folders() -> list[str]:
+    """The standard library's folders: its own, ``lib-dynload``, its zip file when there is one."""
+    own = os.path.dirname(os.__file__)  # noqa: PTH120 - a str, as sys.path's entries are
+    folders = [own]
+    for entry in sys.path:
+        name = entry.rpartition("/")[2]
+        if entry != own and (
+            entry.startswith(own + "/")
+            or name == "lib-dynload"
+            or (name.startswith("python") and name.endswith(".zip"))
+        ):
+            folders.append(entry)
+    return folders
+
+
+def _site_entries() -> list[str]:
+    """The folders of ``sys.path`` that are not the standard library's."""
+    stdlib = _stdlib_folders()
+    return [
+        entry
+        for entry in sys.path
+        if entry and entry not in stdlib and not entry.endswith(".zip") and Path(entry).is_dir()
+    ]
+
+
+def _module_locations(name: str) -> list[str]:
+    """Where top-level module ``name`` is: a package's folders, a module's file; [] if nowhere."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return []
+    if spec is None:
+        return []
+    if spec.submodule_search_locations:  # a package (a namespace one may have several)
+        return list(spec.submodule_search_locations)
+    if spec.origin and os.path.isabs(spec.origin):  # noqa: PTH117 - not "built-in"/"frozen"
+        return [spec.origin]
+    return []
+
+
+def _distribution_files(entry: str, wanted: Collection[str]) -> list[str]:
+    """The metadata (``.dist-info``, ``.egg-info``) and ``.libs`` folders in ``entry`` of the
+    distributions (and modules) named in ``wanted``."""
+    found = []
+    with contextlib.suppress(OSError), os.scandir(entry) as children:
+        for child in children:
+            stem, dot, suffix = child.name.rpartition(".")
+            if dot and suffix in ("dist-info", "egg-info", "libs"):
+                distribution = stem.partition("-")[0] if suffix != "libs" else stem
+                if canonicalize_name(distribution) in wanted:
+                    found.append(child.path)
+    return found
+
+
+def _requirement_names(manifest: Mapping[str, Any]) -> list[str]:
+    """The distributions a manifest (as a dict) declares in ``dependencies``."""
+    names = []
+    for text in manifest.get("dependencies") or ():
+        with contextlib.suppress(InvalidRequirement, TypeError):
+            names.append(Requirement(str(text)).name)
+    return names
+
+
+def _fill_import_caches(*, with_metadata: bool) -> None:
+    """Have the import system list ``sys.path``'s folders now, while the worker still may.
+
+    Landlock lets a worker read the packages it may import but not list the
+    folders holding them (``site-packages``); the finders keep what they
+    listed until a folder changes. With ``with_metadata``, ``importlib.metadata``'s
+    listings too (a dependency asking for its own version).
+    """
+    importlib.machinery.PathFinder.find_spec("services_ai_plugins_no_such_module")
+    if with_metadata:
+        from importlib import metadata  # noqa: PLC0415 - only for plugins with dependencies
+
+        for _ in metadata.distributions(name="services-ai-plugins-no-such-distribution"):
+            pass
 
 
 class _ImportGuard(importlib.abc.MetaPathFinder):
