@@ -249,10 +249,12 @@ def test_settings_are_read_through_the_api() -> None:
         api.get_setting("colour")
 
 
-@pytest.mark.parametrize("limit", [0, 1001, -1, True, "5"])
-def test_list_limits_are_checked(limit: Any) -> None:
-    """List calls take a limit from 1 to 1000."""
-    with pytest.raises(ValueError, match="limit"):
+@pytest.mark.parametrize(
+    ("limit", "error"), [(0, ValueError), (1001, ValueError), (-1, ValueError), (True, TypeError)]
+)
+def test_list_limits_are_checked(limit: Any, error: type[Exception]) -> None:
+    """List calls take an int limit from 1 to 1000 (a bool is no int here)."""
+    with pytest.raises(error, match="limit"):
         World().api(ALL).list_leads(limit=limit)
 
 
