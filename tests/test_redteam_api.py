@@ -429,7 +429,11 @@ def test_a_plugin_flooding_a_channel_is_rate_limited_per_tenant(  # noqa: PLR091
     fire(host, services, "globex")
     assert services.stored("globex", "flooder")["flood"] == expected
     assert len(services.calls_to(method)) == 6
-    fire(host, services)  # acme's rate is still spent: nothing goes out
+    # A change rebuilds the host's snapshot and its API objects: acme's rate is still spent.
+    generation = host.registry.storage.generation()
+    host.registry.disable("flooder", "globex", actor="admin")
+    fire(host, services)
+    assert host._snapshot.generation > generation
     assert services.stored("acme", "flooder")["flood"][0] == 0
     assert len(services.calls_to(method)) == 6
 

@@ -168,6 +168,11 @@ DeniedHook = Callable[[DeniedCall], None]
 
 
 def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{attribute.name} must be a positive int (got {value!r})")
+
+
+def _positive_int_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ValueError(f"{attribute.name} must be a positive int or None (got {value!r})")
 
@@ -228,9 +233,9 @@ class ApiLimits:
     """
 
     #: The most keys a plugin's store may hold for one tenant.
-    store_keys: int | None = attrs.field(default=MAX_STORE_KEYS, validator=_positive_int)
+    store_keys: int | None = attrs.field(default=MAX_STORE_KEYS, validator=_positive_int_or_none)
     #: The most bytes (keys and JSON values) a plugin's store may hold for one tenant.
-    store_bytes: int | None = attrs.field(default=MAX_STORE_BYTES, validator=_positive_int)
+    store_bytes: int | None = attrs.field(default=MAX_STORE_BYTES, validator=_positive_int_or_none)
     #: The largest value under one key, as JSON (``ValueError`` beyond it).
     store_value_bytes: int = attrs.field(default=MAX_STORE_VALUE_BYTES, validator=_positive_int)
     #: Calls per method and (plugin, tenant): 60 notifications, 30 e-mails and 10 text
@@ -374,13 +379,12 @@ def requires(permission: str | None) -> Callable[[F], F]:
     def decorate(method: F) -> F:
         name = method.__name__
         arguments = _Signature(method)
-        check = arguments.check
 
         if permission is None:
 
             def checked(self: PluginAPI, *args: Any, **kwargs: Any) -> Any:
                 if args or kwargs:
-                    check(args, kwargs)
+                    arguments.check(args, kwargs)
                 return method(self, *args, **kwargs)
 
         else:
@@ -389,7 +393,7 @@ def requires(permission: str | None) -> Callable[[F], F]:
                 if permission not in self._grants:
                     self._deny(permission, name)
                 if args or kwargs:
-                    check(args, kwargs)
+                    arguments.check(args, kwargs)
                 return method(self, *args, **kwargs)
 
         checked.__name__ = name
@@ -405,51 +409,47 @@ def requires(permission: str | None) -> Callable[[F], F]:
 
 # -- argument checks -------------------------------------------------------------------------------
 
-#: What one parameter accepts: its name, the types a value must be an instance of, an
-#: extra test (or None) and the words for a message.
-_Param = tuple[str, tuple[type, ...], "Callable[[Any], bool] | None", str]
+
+@attrs.frozen
+class _Accepts:
+    """What one parameter accepts."""
+
+    #: A value must be an instance of one of these...
+    types: tuple[type, ...]
+    #: ... and pass this test, if any.
+    test: Callable[[Any], bool] | None
+    #: The words for a message ("str or None").
+    text: str
+    #: Exact types accepted without more ado (the fast path: ``type(value) in fast``).
+    fast: frozenset[type]
+
+    def __call__(self, value: object) -> bool:
+        return isinstance(value, self.types) and (self.test is None or self.test(value))
 
 
 class _Signature:
-    """The argument checks of one API method, built from its annotations on its first call."""
+    """The argument checks of one API method, built from its annotations on its first call.
 
-    __slots__ = ("_method", "_named", "_positional")
+    ``check(args, kwargs)`` raises TypeError for the first argument of a type the
+    method does not accept. It is generated per method: one exact-type look-up per
+    positional argument, the general check only for other types.
+    """
+
+    __slots__ = ("_method", "check")
 
     def __init__(self, method: Callable[..., Any]) -> None:
         self._method = method
-        self._positional: list[_Param | None] | None = None
-        self._named: dict[str, _Param] = {}
+        self.check: Callable[[tuple[Any, ...], dict[str, Any]], None] = self._first
 
-    def check(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Raise TypeError for the first argument whose type the method does not accept."""
-        positional = self._positional
-        if positional is None:
-            positional = self._build()
-        for value, param in zip(args, positional, strict=False):  # more: the call fails
-            if param is not None and (
-                not isinstance(value, param[1]) or (param[2] is not None and not param[2](value))
-            ):
-                raise self._refuse(param, value)
-        if kwargs:
-            named = self._named
-            for key, value in kwargs.items():
-                param = named.get(key)
-                if param is not None and (
-                    not isinstance(value, param[1])
-                    or (param[2] is not None and not param[2](value))
-                ):
-                    raise self._refuse(param, value)
+    def _first(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.check = check = self._build()
+        check(args, kwargs)
 
-    def _refuse(self, param: _Param, value: object) -> TypeError:
-        return TypeError(
-            f"{self._method.__qualname__}(): {param[0]} must be {param[3]}, "
-            f"not {type(value).__name__}"
-        )
-
-    def _build(self) -> list[_Param | None]:
+    def _build(self) -> Callable[[tuple[Any, ...], dict[str, Any]], None]:
         names = getattr(self._method, "__globals__", {})
-        positional: list[_Param | None] = []
-        named: dict[str, _Param] = {}
+        where = self._method.__qualname__
+        positional: list[tuple[str, _Accepts] | None] = []
+        named: dict[str, tuple[str, _Accepts]] = {}
         parameters = list(inspect.signature(self._method).parameters.values())[1:]  # self
         for parameter in parameters:
             if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
@@ -457,17 +457,48 @@ class _Signature:
             if parameter.kind is inspect.Parameter.VAR_KEYWORD:
                 continue
             accepts = _accepts(_resolve(parameter.annotation, names))
-            param = None if accepts is None else (parameter.name, *accepts)
+            param = None if accepts is None else (parameter.name, accepts)
             if parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
                 positional.append(param)
             if param is not None and parameter.kind is not inspect.Parameter.POSITIONAL_ONLY:
                 named[parameter.name] = param
-        self._named = named
-        self._positional = positional
-        return positional
 
+        def refuse(name: str, accepts: _Accepts, value: object) -> TypeError:
+            return TypeError(
+                f"{where}(): {name} must be {accepts.text}, not {type(value).__name__}"
+            )
 
-_Accepts = tuple[tuple[type, ...], "Callable[[Any], bool] | None", str]
+        def slow(name: str, accepts: _Accepts) -> Callable[[object], None]:
+            def check_one(value: object) -> None:
+                if not accepts(value):
+                    raise refuse(name, accepts, value)
+
+            return check_one
+
+        def check_named(kwargs: dict[str, Any]) -> None:
+            for key, value in kwargs.items():
+                param = named.get(key)
+                if param is not None and type(value) not in param[1].fast and not param[1](value):
+                    raise refuse(param[0], param[1], value)
+
+        scope: dict[str, Any] = {"check_named": check_named}
+        lines = ["def check(args, kwargs):"]
+        if any(param is not None for param in positional):
+            lines.append("    n = len(args)")
+        for index, param in enumerate(positional):
+            if param is not None:
+                scope[f"fast{index}"] = param[1].fast
+                scope[f"slow{index}"] = slow(*param)
+                lines.append(
+                    f"    if n > {index} and type(args[{index}]) not in fast{index}:"
+                    f" slow{index}(args[{index}])"
+                )
+        lines.append("    if kwargs: check_named(kwargs)" if named else "    pass")
+        # As attrs builds __init__: the text holds parameter positions only, no names or
+        # annotations (those stay in the scope), so nothing from the method can inject code.
+        exec("\n".join(lines), scope)  # noqa: S102 - see above
+        check: Callable[[tuple[Any, ...], dict[str, Any]], None] = scope["check"]
+        return check
 
 
 def _resolve(annotation: object, names: Mapping[str, Any]) -> object:
@@ -488,18 +519,23 @@ def _not_bool(value: object) -> bool:
     return type(value) is not bool
 
 
+_NONE: Final = type(None)
+
+
+def _simple(kind: type, text: str | None = None) -> _Accepts:
+    return _Accepts((kind,), None, text or kind.__name__, frozenset({kind}))
+
+
 def _accepts(annotation: object) -> _Accepts | None:
     """How to check a value against ``annotation``; None: anything goes."""
     if annotation is None or annotation is Any or annotation is object:
         return None
-    if annotation is type(None):
-        return (type(None),), None, "None"
-    if annotation is bool:
-        return (bool,), None, "bool"
+    if annotation is _NONE:
+        return _simple(_NONE, "None")
     if annotation is int:
-        return (int,), _not_bool, "int"
+        return _Accepts((int,), _not_bool, "int", frozenset({int}))
     if annotation is float:
-        return (int, float), _not_bool, "float"
+        return _Accepts((int, float), _not_bool, "float", frozenset({int, float}))
     supertype = getattr(annotation, "__supertype__", None)  # a NewType
     if supertype is not None:
         return _accepts(supertype)
@@ -509,22 +545,23 @@ def _accepts(annotation: object) -> _Accepts | None:
         return _union([_accepts(argument) for argument in arguments])
     if origin is typing.Literal:
         allowed = tuple(arguments)
-        return (
+        return _Accepts(
             (object,),
             lambda value: any(type(value) is type(a) and value == a for a in allowed),
             " or ".join(repr(a) for a in allowed),
+            frozenset(),
         )
     if isinstance(origin, type):
         if issubclass(origin, Mapping):
-            return (origin,), None, "a mapping"
+            return _Accepts((origin,), None, "a mapping", frozenset({dict}))
         if issubclass(origin, Iterable) and not issubclass(origin, (str, bytes)):
             homogeneous = len(arguments) == 1 or (len(arguments) == 2 and arguments[1] is ...)
             inner = _accepts(arguments[0]) if arguments and homogeneous else None
-            text = _article(origin) + (f" of {inner[2]}" if inner is not None else "")
-            return (origin,), _items(inner), text
-        return (origin,), None, origin.__name__
+            text = _article(origin) + (f" of {inner.text}" if inner is not None else "")
+            return _Accepts((origin,), _items(inner), text, frozenset())
+        return _simple(origin)
     if isinstance(annotation, type):
-        return (annotation,), None, annotation.__name__
+        return _simple(annotation)
     return None
 
 
@@ -542,27 +579,21 @@ def _items(inner: _Accepts | None) -> Callable[[Any], bool]:
             return False
         if inner is None or not isinstance(value, (list, tuple, set, frozenset)):
             return True  # an iterator is not consumed here: the method checks what it reads
-        kinds, extra, _ = inner
-        return all(isinstance(item, kinds) and (extra is None or extra(item)) for item in value)
+        return all(inner(item) for item in value)
 
     return test
 
 
 def _union(parts: list[_Accepts | None]) -> _Accepts | None:
-    if any(part is None for part in parts):
-        return None
     known = [part for part in parts if part is not None]
-    kinds = tuple(kind for part in known for kind in part[0])
-    text = " or ".join(part[2] for part in known)
-    if all(part[1] is None for part in known):
-        return kinds, None, text
-
-    def test(value: Any) -> bool:
-        return any(
-            isinstance(value, part[0]) and (part[1] is None or part[1](value)) for part in known
-        )
-
-    return kinds, test, text
+    if len(known) < len(parts):
+        return None
+    kinds = tuple(kind for part in known for kind in part.types)
+    text = " or ".join(part.text for part in known)
+    fast = frozenset().union(*(part.fast for part in known))
+    if all(part.test is None for part in known):
+        return _Accepts(kinds, None, text, fast)
+    return _Accepts(kinds, lambda value: any(part(value) for part in known), text, fast)
 
 
 class PluginAPI:
