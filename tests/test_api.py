@@ -574,3 +574,10 @@ def test_limits_are_checked() -> None:
         ApiLimits(rates={"send_sms": 5})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="at most 10"):
         limited(World(), ApiMeter(ApiLimits(store_value_bytes=10))).store_set("k", "x" * 20)
+
+
+def test_a_meter_needs_a_ledger_that_can_keep_store_usage() -> None:
+    """A storage without the store-ledger methods (a backend of an older release) is refused
+    when the meter is made, not at a plugin's first store_set."""
+    with pytest.raises(TypeError, match="no charge_store and no store_usage"):
+        ApiMeter(ledger=object())  # type: ignore[arg-type]

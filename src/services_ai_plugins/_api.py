@@ -288,6 +288,12 @@ class ApiMeter:
         ledger: _Ledger | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        missing = [name for name in ("charge_store", "store_usage") if not hasattr(ledger, name)]
+        if ledger is not None and missing:
+            raise TypeError(
+                f"{ledger!r} cannot keep the plugins' store usage: it has no "
+                f"{' and no '.join(missing)} (methods of the Storage protocol)"
+            )
         #: The limits applied.
         self.limits: Final = limits if limits is not None else ApiLimits()
         self._ledger: Final[_Ledger] = ledger if ledger is not None else StoreLedger()
