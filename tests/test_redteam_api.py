@@ -26,6 +26,7 @@ import pytest
 from conftest import Installer, plugin_folder
 from services_ai_plugins import (
     ApiLimits,
+    AuditEvent,
     BreakerPolicy,
     Change,
     MemoryStorage,
@@ -38,7 +39,6 @@ from services_ai_plugins import (
     pack_plugin,
 )
 from services_ai_plugins._api import DeniedCall
-from services_ai_plugins._storage import AuditEvent
 from services_ai_plugins.events import Context, Lead
 from services_ai_plugins_testing.fakes import FakeHostServices
 
@@ -241,6 +241,7 @@ def test_a_stored_grant_the_manifest_does_not_declare_counts_for_nothing_and_can
         )
     )
     assert host.registry.grants("mailer", "acme") == {"read_leads"}
+    assert host.refresh()  # the host sees the stored grant (as another process wrote it)
 
     fire(host, services)
     assert services.stored("acme", "mailer")["mail"] == [False, "PermissionDenied", "send_email"]
