@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import attrs
 import pytest
 
 from services_ai_plugins import (
     DEFAULT_PERMISSIONS,
+    ApiLimits,
+    ApiMeter,
     DeniedCall,
     HostServices,
     Permission,
     PermissionCatalogue,
     PermissionDenied,
     PluginAPI,
+    QuotaExceeded,
+    Rate,
+    RateLimited,
     Risk,
+    StoreUsage,
     TenantScopeError,
     requires,
 )
@@ -249,10 +255,12 @@ def test_settings_are_read_through_the_api() -> None:
         api.get_setting("colour")
 
 
-@pytest.mark.parametrize("limit", [0, 1001, -1, True, "5"])
-def test_list_limits_are_checked(limit: Any) -> None:
-    """List calls take a limit from 1 to 1000."""
-    with pytest.raises(ValueError, match="limit"):
+@pytest.mark.parametrize(
+    ("limit", "error"), [(0, ValueError), (1001, ValueError), (-1, ValueError), (True, TypeError)]
+)
+def test_list_limits_are_checked(limit: Any, error: type[Exception]) -> None:
+    """List calls take an int limit from 1 to 1000 (a bool is no int here)."""
+    with pytest.raises(error, match="limit"):
         World().api(ALL).list_leads(limit=limit)
 
 
@@ -321,3 +329,255 @@ def test_the_api_exposes_little() -> None:
         api.anything = 1  # type: ignore[attr-defined]
     assert repr(api) == "PluginAPI(plugin_id='crm-sync', tenant='acme')"
     assert isinstance(World().lead, Lead)
+
+
+# -- argument types --------------------------------------------------------------------------
+
+#: (a call with an argument of the wrong type, the TypeError's message)
+WRONG_TYPES: list[tuple[Call, str]] = [
+    (lambda api, w: api.get_lead({"id": w.lead.id}), "get_lead(): lead_id must be str, not dict"),
+    (lambda api, w: api.get_lead(lead_id=7), "get_lead(): lead_id must be str, not int"),
+    (
+        lambda api, w: api.update_lead(w.lead.id, [("status", "won")]),
+        "update_lead(): changes must be a mapping, not list",
+    ),
+    (lambda api, w: api.list_leads(limit=5.0), "list_leads(): limit must be int, not float"),
+    (
+        lambda api, w: api.send_email(["a@example.com", 7], "s", "b"),
+        "send_email(): to must be str or an iterable of str, not list",
+    ),
+    (
+        lambda api, w: api.send_email({"a@example.com": 1}, "s", "b"),
+        "send_email(): to must be str or an iterable of str, not dict",
+    ),
+    (
+        lambda api, w: api.send_email("a@example.com", "s", "b", html=b"<p>"),
+        "send_email(): html must be str or None, not bytes",
+    ),
+    (lambda api, w: api.send_sms("+15550100", None), "send_sms(): text must be str, not NoneType"),
+    (lambda api, w: api.store_set(["k"], 1), "store_set(): key must be str, not list"),
+    (lambda api, w: api.get_setting(("x",)), "get_setting(): name must be str, not tuple"),
+]
+
+
+@pytest.mark.parametrize(("call", "message"), WRONG_TYPES)
+def test_arguments_of_the_wrong_type_are_refused_before_the_services(
+    call: Call, message: str
+) -> None:
+    """Each argument is checked against the method's annotations: a wrong type raises
+    TypeError naming the method and the argument, and no host service is called."""
+    world = World()
+    with pytest.raises(TypeError) as caught:
+        call(world.api(ALL), world)
+    assert str(caught.value) == f"PluginAPI.{message}"
+    assert world.services.calls == []
+
+
+def test_arguments_of_the_declared_types_pass() -> None:
+    """Iterables of strings, None where allowed, and JSON values of any shape go through."""
+    world = World()
+    api = world.api(ALL)
+    api.send_email(["a@example.com", "b@example.com"], "s", "b", reply_to=None)
+    api.send_email(("a@example.com",), "s", "b")
+    api.send_email(iter(["a@example.com"]), "s", "b")
+    api.send_notification("hi", channel=None, recipient="ada", level="warning")
+    api.store_set("k", {"nested": [1, 2.5, None, True]})
+    assert [e.to for e in world.services.emails()] == [
+        ("a@example.com", "b@example.com"),
+        ("a@example.com",),
+        ("a@example.com",),
+    ]
+
+
+def test_a_refused_permission_is_reported_before_a_wrong_type() -> None:
+    """Without the grant the call is a PermissionDenied, whatever its arguments."""
+    world = World()
+    with pytest.raises(PermissionDenied):
+        world.api(frozenset()).get_lead({"id": 1})  # type: ignore[arg-type]
+
+
+class Ticket:
+    """A host's own record type, defined after the API class that names it."""
+
+
+def test_a_hosts_own_methods_get_the_same_argument_checks() -> None:
+    """A subclass's @requires methods are checked from their annotations too: classes named
+    later in the module, Literal, Sequence; a name only a type checker sees is not checked."""
+
+    class TicketAPI(PluginAPI):
+        __slots__ = ()
+
+        @requires("read_tickets")
+        def find(
+            self,
+            number: int,
+            *,
+            status: Literal["open", "closed"] = "open",
+            tags: Sequence[str] = (),
+            like: Ticket | None = None,
+            hint: NotImportedHere | None = None,  # type: ignore[name-defined]  # noqa: F821
+        ) -> str:
+            return f"{number} {status} {list(tags)}"
+
+    api = TicketAPI("p", FakeHostServices(), tenant="a", grants=frozenset({"read_tickets"}))
+    assert api.find(3, status="closed", tags=["vip"], like=Ticket(), hint=object()) == (
+        "3 closed ['vip']"
+    )
+    refused = [
+        (lambda: api.find("3"), "number must be int, not str"),
+        (lambda: api.find(True), "number must be int, not bool"),
+        (lambda: api.find(3, status="pending"), "status must be 'open' or 'closed', not str"),
+        (lambda: api.find(3, tags="vip"), "tags must be a sequence of str, not str"),
+        (lambda: api.find(3, like="t-1"), "like must be Ticket or None, not str"),
+    ]
+    for call, message in refused:
+        with pytest.raises(TypeError) as caught:
+            call()
+        assert str(caught.value).endswith(f"find(): {message}")
+
+
+@pytest.mark.parametrize("key", ["a\x00b", "\ud800"])
+def test_store_keys_that_storage_cannot_hold_are_refused(key: str) -> None:
+    """Keys with NUL or lone surrogates cannot be kept by every database: refused."""
+    world = World()
+    with pytest.raises(ValueError, match="NUL or lone surrogates"):
+        world.api(frozenset()).store_set(key, 1)
+    assert world.services.calls == []
+
+
+# -- limits ----------------------------------------------------------------------------------
+
+
+class Clock:
+    """Seconds that move only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def limited(world: World, meter: ApiMeter, tenant: str = "acme") -> PluginAPI:
+    return PluginAPI(
+        "crm-sync",
+        world.services,
+        tenant=tenant,
+        grants=ALL,
+        on_denied=world.denied.append,
+        meter=meter,
+    )
+
+
+def test_the_store_quota_counts_keys_and_bytes_and_deleting_makes_room() -> None:
+    """A set that would take the store past its keys or bytes raises QuotaExceeded and keeps
+    nothing; replacing or deleting keys makes room; other tenants have their own quota."""
+    world = World()
+    meter = ApiMeter(ApiLimits(store_keys=2, store_bytes=40))
+    api = limited(world, meter)
+    api.store_set("a", "x" * 8)  # 1 + 10 bytes
+    api.store_set("b", "y" * 8)
+    with pytest.raises(QuotaExceeded) as caught:
+        api.store_set("c", 1)
+    assert (caught.value.limit, caught.value.allowed, caught.value.requested) == (
+        "store_keys",
+        2,
+        3,
+    )
+    assert (caught.value.plugin_id, caught.value.tenant) == ("crm-sync", "acme")
+    with pytest.raises(QuotaExceeded, match="at most 40 bytes") as caught:
+        api.store_set("b", "y" * 30)
+    assert caught.value.requested == 11 + 1 + 32
+    assert world.services.stored("acme", "crm-sync") == {"a": "x" * 8, "b": "y" * 8}
+    assert [(d.method, d.permission) for d in world.denied] == [("store_set", None)] * 2
+    api.store_delete("a")
+    api.store_set("c", 1)
+    api.store_set("b", "y" * 20)
+    assert meter.store_usage("crm-sync", "acme") == StoreUsage(keys=2, bytes=2 + 1 + 22)
+    limited(world, meter, "globex").store_set("a", "x" * 8)
+    assert meter.store_usage("crm-sync", "globex") == StoreUsage(keys=1, bytes=11)
+
+
+def test_a_failed_host_write_gives_its_charge_back() -> None:
+    """When the host services fail to keep a value, the store's usage is what it was."""
+
+    class Failing(FakeHostServices):
+        def store_set(self, tenant: str, plugin_id: str, key: str, value: Any) -> None:
+            if value == "boom":
+                raise RuntimeError("database down")
+            super().store_set(tenant, plugin_id, key, value)
+
+    world = World()
+    world.services = Failing()
+    meter = ApiMeter(ApiLimits(store_keys=1))
+    api = limited(world, meter)
+    api.store_set("a", 1)
+    with pytest.raises(RuntimeError, match="database down"):
+        api.store_set("a", "boom")
+    with pytest.raises(RuntimeError, match="database down"):
+        limited(world, meter, "globex").store_set("a", "boom")
+    assert meter.store_usage("crm-sync", "acme") == StoreUsage(keys=1, bytes=2)
+    assert meter.store_usage("crm-sync", "globex") == StoreUsage()
+
+
+def test_send_rates_refill_over_time_and_each_run_of_refusals_is_reported_once() -> None:
+    """A token bucket per (plugin, tenant, method): bursts up to its count, then RateLimited
+    with the seconds to wait; it refills at count / per. The first refusal after an allowed
+    call is reported to on_denied, the rest of that run only raised."""
+    world = World()
+    clock = Clock()
+    meter = ApiMeter(ApiLimits(rates={"send_sms": Rate(2, per=10.0)}), clock=clock)
+    api = limited(world, meter)
+    api.send_sms("+15550100", "1")
+    api.send_sms("+15550100", "2")
+    for _ in range(3):
+        with pytest.raises(RateLimited) as caught:
+            api.send_sms("+15550100", "3")
+    assert (caught.value.limit, caught.value.allowed, caught.value.per) == ("send_sms", 2, 10.0)
+    assert caught.value.retry_after == pytest.approx(5.0)
+    assert len(world.services.sms()) == 2
+    assert [(d.method, d.permission) for d in world.denied] == [("send_sms", None)]
+    clock.now += 5.0
+    api.send_sms("+15550100", "4")
+    with pytest.raises(RateLimited):
+        api.send_sms("+15550100", "5")
+    assert len(world.denied) == 2
+    limited(world, meter, "globex").send_sms("+15550100", "elsewhere")
+    api.send_email("a@example.com", "s", "b")  # not in this meter's rates: unlimited
+    assert len(world.services.sms()) == 4
+
+
+def test_a_meter_shared_by_api_objects_keeps_its_counts() -> None:
+    """API objects built anew (as a host does when its snapshot changes) share one meter."""
+    world = World()
+    meter = ApiMeter(ApiLimits(store_keys=1, rates={"send_notification": Rate(1, per=3600.0)}))
+    limited(world, meter).store_set("a", 1)
+    limited(world, meter).send_notification("hi")
+    with pytest.raises(QuotaExceeded):
+        limited(world, meter).store_set("b", 1)
+    with pytest.raises(RateLimited):
+        limited(world, meter).send_notification("again")
+
+
+def test_limits_are_checked() -> None:
+    """Limits are positive ints (or None: no limit); rates map method names to Rate."""
+    assert ApiLimits(store_keys=None, store_bytes=None).store_keys is None
+    assert ApiLimits().rates["send_sms"] == Rate(10, per=60.0)
+    for bad in ({"store_keys": 0}, {"store_bytes": True}, {"store_value_bytes": None}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ApiLimits(**bad)
+    with pytest.raises(ValueError, match="count"):
+        Rate(0)
+    with pytest.raises(ValueError, match="per"):
+        Rate(1, per=0)
+    with pytest.raises(TypeError, match="Rate"):
+        ApiLimits(rates={"send_sms": 5})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="at most 10"):
+        limited(World(), ApiMeter(ApiLimits(store_value_bytes=10))).store_set("k", "x" * 20)
+
+
+def test_a_meter_needs_a_ledger_that_can_keep_store_usage() -> None:
+    """A storage without the store-ledger methods (a backend of an older release) is refused
+    when the meter is made, not at a plugin's first store_set."""
+    with pytest.raises(TypeError, match="no charge_store and no store_usage"):
+        ApiMeter(ledger=object())  # type: ignore[arg-type]

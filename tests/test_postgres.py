@@ -174,6 +174,8 @@ TABLES = [
     "plugin_versions",
     "plugins",
     "schema_migrations",
+    "store_sizes",
+    "store_totals",
 ]
 
 

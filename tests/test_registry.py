@@ -379,6 +379,79 @@ def test_grants_are_the_snapshot_a_plugin_api_receives(registry: Registry) -> No
     assert registry.grants("ghost", "acme") == frozenset()
 
 
+def test_grants_count_only_what_the_installed_manifest_declares(registry: Registry) -> None:
+    """A grant stored for a permission the installed manifest does not declare (written by an
+    older release, or an upgrade cut short) is no part of grants(); revoke removes it."""
+    approved(registry)
+    stored = registry.grant("crm-sync", "acme", "export_leads", actor="admin")
+    plugin = registry.plugin("crm-sync")
+    registry.storage.commit(
+        Change(
+            plugin_id="crm-sync",
+            plugin_revision=plugin.revision,
+            tenant=attrs.evolve(
+                stored,
+                optional_grants=("delete_everything", "export_leads"),
+                revision=stored.revision + 1,
+            ),
+            audit=AuditEvent(at=START, actor="old-release", action="grant", plugin_id="crm-sync"),
+        )
+    )
+    assert registry.grants("crm-sync", "acme") == {"read_leads", "export_leads"}
+    with pytest.raises(ValueError, match="not an optional permission"):
+        registry.grant("crm-sync", "acme", "delete_everything", actor="admin")
+    record = registry.revoke("crm-sync", "acme", "delete_everything", actor="admin")
+    assert record.optional_grants == ("export_leads",)
+    assert registry.audit_log(action="revoke")[0].after == {"optional_grants": ["export_leads"]}
+    with pytest.raises(ValueError, match="granted for tenant 'acme': export_leads"):
+        registry.revoke("crm-sync", "acme", "delete_everything", actor="admin")
+
+
+def test_an_upgrade_revokes_the_optional_grants_it_no_longer_declares(registry: Registry) -> None:
+    """Reinstalling a version whose manifest drops an optional permission revokes it for every
+    tenant that held it, one audit event each naming what was dropped; grants it still
+    declares stay, and the approval shows them."""
+    approved(registry, optional_permissions=["export_leads", "send_email"])
+    registry.grant("crm-sync", "acme", "export_leads", actor="admin")
+    registry.grant("crm-sync", "acme", "send_email", actor="admin")
+    registry.grant("crm-sync", "globex", "send_email", actor="admin")
+    registry.enable("crm-sync", "initech", actor="admin")
+    registry.install(
+        manifest(version="2.0.0", optional_permissions=["send_email"]),
+        actor="dev",
+        code_hash=HASH,
+        reinstall=True,
+    )
+    [revoke] = registry.audit_log(action="revoke")
+    assert (revoke.actor, revoke.tenant, revoke.before, revoke.after) == (
+        "dev",
+        "acme",
+        {"optional_grants": ["export_leads", "send_email"]},
+        {
+            "optional_grants": ["send_email"],
+            "dropped": ["export_leads"],
+            "reason": "version 2.0.0 does not declare them",
+        },
+    )
+    assert registry.tenant("crm-sync", "acme").optional_grants == ("send_email",)  # type: ignore[union-attr]
+    assert registry.tenant("crm-sync", "globex").optional_grants == ("send_email",)  # type: ignore[union-attr]
+    registry.approve("crm-sync", actor="admin")
+    assert registry.audit_log(action="approve")[0].after == {
+        "status": "approved",
+        "granted_permissions": ["read_leads"],
+        "optional_grants": {"acme": ["send_email"], "globex": ["send_email"]},
+    }
+    assert registry.grants("crm-sync", "acme") == {"read_leads", "send_email"}
+    count = audit_count(registry)
+    registry.install(
+        manifest(version="3.0.0", optional_permissions=["send_email"]),
+        actor="dev",
+        code_hash=HASH,
+        reinstall=True,
+    )
+    assert audit_count(registry) == count + 1  # the reinstall only: nothing to revoke
+
+
 def test_enabling_needs_the_required_plugins_running(registry: Registry) -> None:
     """A plugin runs for a tenant only where its required plugins run, in a version it accepts."""
     approved(registry)

@@ -14,7 +14,7 @@ from ._markers import hookimpl
 from ._version import HOST_API_VERSION, __version__
 
 if TYPE_CHECKING:
-    from ._api import DeniedCall, HostServices, PluginAPI, requires
+    from ._api import ApiLimits, ApiMeter, DeniedCall, HostServices, PluginAPI, Rate, requires
     from ._archive import (
         ArchiveError,
         ArchiveLimits,
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
         PluginError,
         PluginNotFound,
         Problem,
+        QuotaExceeded,
+        RateLimited,
         RemoteError,
         RequirementsError,
         ResultRefused,
@@ -80,12 +82,15 @@ if TYPE_CHECKING:
         PluginStatus,
         SourceKind,
         Storage,
+        StoreUsage,
         TenantRecord,
         VersionRecord,
     )
 
 # Where each lazily imported name lives.
 _LAZY: dict[str, str] = {
+    "ApiLimits": "._api",
+    "ApiMeter": "._api",
     "ArchiveError": "._archive",
     "ArchiveLimits": "._archive",
     "AuditEvent": "._storage",
@@ -134,6 +139,9 @@ _LAZY: dict[str, str] = {
     "PluginStatus": "._storage",
     "PostgresStorage": "._postgres",
     "Problem": "._errors",
+    "QuotaExceeded": "._errors",
+    "Rate": "._api",
+    "RateLimited": "._errors",
     "Registry": "._registry",
     "RemoteError": "._errors",
     "RequirementsError": "._errors",
@@ -152,6 +160,7 @@ _LAZY: dict[str, str] = {
     "SourceKind": "._storage",
     "Storage": "._storage",
     "StorageError": "._errors",
+    "StoreUsage": "._storage",
     "Suspension": "._registry",
     "TenantRecord": "._storage",
     "TenantScopeError": "._errors",
@@ -199,6 +208,8 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "HOST_API_VERSION",
     "MAX_MANIFEST_BYTES",
+    "ApiLimits",
+    "ApiMeter",
     "ArchiveError",
     "ArchiveLimits",
     "AuditEvent",
@@ -244,6 +255,9 @@ __all__ = [
     "PluginStatus",
     "PostgresStorage",
     "Problem",
+    "QuotaExceeded",
+    "Rate",
+    "RateLimited",
     "Registry",
     "RemoteError",
     "RequirementsError",
@@ -262,6 +276,7 @@ __all__ = [
     "SourceKind",
     "Storage",
     "StorageError",
+    "StoreUsage",
     "Suspension",
     "TenantRecord",
     "TenantScopeError",

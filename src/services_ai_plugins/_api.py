@@ -17,25 +17,45 @@ proxy whose calls come back to the host and pass through this same class.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import sys
+import threading
+import time
+import types
+import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from types import CodeType, FrameType
-from typing import Any, Final, Protocol, TypeVar, runtime_checkable
+from typing import Any, Final, Protocol, TypeVar, final, runtime_checkable
 
 import attrs
 
-from ._errors import PermissionDenied, TenantScopeError
+from ._errors import PermissionDenied, QuotaExceeded, RateLimited, TenantScopeError
+from ._memory import StoreLedger
 from ._permissions import PermissionCatalogue
+from ._storage import StoreUsage
 from ._types import JSONValue, check_json
 from .events import Booking, Context, Email, Invoice, Lead, Notification, Sms, User
 
-__all__ = ["DeniedCall", "HostServices", "PluginAPI", "requires"]
+__all__ = [
+    "ApiLimits",
+    "ApiMeter",
+    "DeniedCall",
+    "HostServices",
+    "PluginAPI",
+    "Rate",
+    "requires",
+]
 
-#: The largest value a plugin may keep under one key of its store, as JSON.
+#: The largest value a plugin may keep under one key of its store, as JSON (the default of
+#: :attr:`ApiLimits.store_value_bytes`).
 MAX_STORE_VALUE_BYTES: Final = 64 * 1024
+#: The default of :attr:`ApiLimits.store_keys`.
+MAX_STORE_KEYS: Final = 1000
+#: The default of :attr:`ApiLimits.store_bytes`.
+MAX_STORE_BYTES: Final = 10 * 1024 * 1024
 #: The longest store key.
 MAX_STORE_KEY_LENGTH: Final = 200
 #: The most records one list call returns.
@@ -138,13 +158,208 @@ class DeniedCall:
     plugin_id: str
     tenant: str | None
     method: str
-    #: The permission that was missing, or None for a tenant-scope refusal.
+    #: The permission that was missing, or None for a tenant-scope or limit refusal.
     permission: str | None
     at: datetime
     reason: str
 
 
 DeniedHook = Callable[[DeniedCall], None]
+
+
+def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{attribute.name} must be a positive int (got {value!r})")
+
+
+def _positive_int_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{attribute.name} must be a positive int or None (got {value!r})")
+
+
+def _positive_seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{attribute.name} must be a positive number of seconds (got {value!r})")
+
+
+@attrs.frozen
+class Rate:
+    """At most ``count`` calls per ``per`` seconds, in bursts of up to ``count``.
+
+    A token bucket: it holds ``count`` calls and refills at ``count / per``
+    calls a second.
+    """
+
+    count: int = attrs.field(validator=_positive_int)
+    per: float = attrs.field(default=60.0, validator=_positive_seconds)
+
+
+def _default_rates() -> Mapping[str, Rate]:
+    return types.MappingProxyType(
+        {
+            "send_notification": Rate(60, per=60.0),
+            "send_email": Rate(30, per=60.0),
+            "send_sms": Rate(10, per=60.0),
+        }
+    )
+
+
+def _rates(value: Mapping[object, object]) -> Mapping[str, Rate]:
+    rates: dict[str, Rate] = {}
+    for method, rate in dict(value).items():
+        if isinstance(method, str) and isinstance(rate, Rate):
+            rates[method] = rate
+        else:
+            raise TypeError(f"rates must map API method names to Rate (got {method!r}: {rate!r})")
+    return types.MappingProxyType(rates)
+
+
+@attrs.frozen(kw_only=True)
+class ApiLimits:
+    """How much one plugin may keep and send for one tenant; None lifts a limit.
+
+    ::
+
+        PluginHost(
+            services,
+            limits=ApiLimits(store_bytes=50 * 2**20, rates={"send_email": Rate(100, per=60)}),
+        )
+
+    Store limits count each key's UTF-8 length plus its value's JSON text;
+    ``rates`` maps an API method's name to its :class:`Rate` (methods it does
+    not name are not rate-limited; a host's own methods can use it too, see
+    :meth:`PluginAPI._throttle`). Going over raises :class:`QuotaExceeded`
+    (:class:`RateLimited` for a rate).
+    """
+
+    #: The most keys a plugin's store may hold for one tenant.
+    store_keys: int | None = attrs.field(default=MAX_STORE_KEYS, validator=_positive_int_or_none)
+    #: The most bytes (keys and JSON values) a plugin's store may hold for one tenant.
+    store_bytes: int | None = attrs.field(default=MAX_STORE_BYTES, validator=_positive_int_or_none)
+    #: The largest value under one key, as JSON (``ValueError`` beyond it).
+    store_value_bytes: int = attrs.field(default=MAX_STORE_VALUE_BYTES, validator=_positive_int)
+    #: Calls per method and (plugin, tenant): 60 notifications, 30 e-mails and 10 text
+    #: messages a minute by default.
+    rates: Mapping[str, Rate] = attrs.field(factory=_default_rates, converter=_rates)
+
+
+class _Ledger(Protocol):
+    """Where an :class:`ApiMeter` keeps store usage: a :class:`Storage` has these methods."""
+
+    def charge_store(
+        self,
+        plugin_id: str,
+        tenant: str,
+        key: str,
+        size: int | None,
+        *,
+        max_keys: int | None = None,
+        max_bytes: int | None = None,
+    ) -> int | None: ...
+
+    def store_usage(self, plugin_id: str, tenant: str) -> StoreUsage: ...
+
+
+#: Buckets kept before full ones (as good as new) are dropped.
+_MAX_BUCKETS: Final = 4096
+
+
+@final
+class ApiMeter:
+    """The limits of a host's :class:`PluginAPI` objects, and what plugins used of them.
+
+    A :class:`PluginHost` makes one over its storage and gives it to every API
+    object it builds, so limits hold across the API objects of every snapshot.
+    Store usage is kept in ``ledger`` (:meth:`Storage.charge_store`): with the
+    host's storage it is shared by every process and survives restarts, and
+    concurrent writes cannot take a store past its limits. Without one it is
+    kept in this object's memory. Rates are counted in this process's memory
+    (each process of a host allows the full rate).
+
+    :param limits: the limits (default :class:`ApiLimits`).
+    :param ledger: where store usage is kept (a :class:`Storage`).
+    :param clock: seconds, for the rates (default ``time.monotonic``).
+    """
+
+    def __init__(
+        self,
+        limits: ApiLimits | None = None,
+        *,
+        ledger: _Ledger | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        missing = [name for name in ("charge_store", "store_usage") if not hasattr(ledger, name)]
+        if ledger is not None and missing:
+            raise TypeError(
+                f"{ledger!r} cannot keep the plugins' store usage: it has no "
+                f"{' and no '.join(missing)} (methods of the Storage protocol)"
+            )
+        #: The limits applied.
+        self.limits: Final = limits if limits is not None else ApiLimits()
+        self._ledger: Final[_Ledger] = ledger if ledger is not None else StoreLedger()
+        self._clock: Final = clock
+        self._lock: Final = threading.Lock()
+        # (plugin, tenant, method) -> [tokens, when they were counted, refusing since then]
+        self._buckets: dict[tuple[str, str, str], list[float]] = {}
+
+    def __repr__(self) -> str:
+        return f"ApiMeter({self.limits!r})"
+
+    def store_usage(self, plugin_id: str, tenant: str) -> StoreUsage:
+        """What the plugin keeps in its store for ``tenant``, as charged."""
+        return self._ledger.store_usage(plugin_id, tenant)
+
+    def charge_store(self, plugin_id: str, tenant: str, key: str, size: int | None) -> int | None:
+        """Charge ``size`` bytes for ``key`` (None: its deletion); return the size it had.
+
+        :raises QuotaExceeded: when the store would grow past a limit (nothing charged).
+        """
+        return self._ledger.charge_store(
+            plugin_id,
+            tenant,
+            key,
+            size,
+            max_keys=self.limits.store_keys,
+            max_bytes=self.limits.store_bytes,
+        )
+
+    def refund_store(self, plugin_id: str, tenant: str, key: str, size: int | None) -> None:
+        """Put back the size ``key`` had before a charge whose write failed."""
+        self._ledger.charge_store(plugin_id, tenant, key, size)
+
+    def take(self, plugin_id: str, tenant: str, method: str) -> tuple[float, bool] | None:
+        """Count one call of ``method``: None when its rate allows it, else (seconds until it
+        would, whether this is the first refusal since the last allowed call)."""
+        rate = self.limits.rates.get(method)
+        if rate is None:
+            return None
+        key = (plugin_id, tenant, method)
+        now = self._clock()
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                if len(self._buckets) >= _MAX_BUCKETS:
+                    self._prune(now)
+                bucket = self._buckets[key] = [float(rate.count), now, 0.0]
+            refill = rate.count / rate.per
+            tokens = min(float(rate.count), bucket[0] + (now - bucket[1]) * refill)
+            bucket[1] = now
+            if tokens >= 1.0:
+                bucket[0] = tokens - 1.0
+                bucket[2] = 0.0
+                return None
+            bucket[0] = tokens
+            first = not bucket[2]
+            bucket[2] = 1.0
+            return (1.0 - tokens) / refill, first
+
+    def _prune(self, now: float) -> None:
+        """Drop the buckets that are full again: a new one would be the same."""
+        rates = self.limits.rates
+        for key, (tokens, when, _) in list(self._buckets.items()):
+            rate = rates[key[2]]
+            if tokens + (now - when) * rate.count / rate.per >= rate.count:
+                del self._buckets[key]
 
 
 def requires(permission: str | None) -> Callable[[F], F]:
@@ -154,32 +369,237 @@ def requires(permission: str | None) -> Callable[[F], F]:
 
         class MyAPI(PluginAPI):
             @requires("read_tickets")
-            def list_tickets(self) -> list[Ticket]:
-                return self._services.list_tickets(self._require_tenant("list_tickets"))
+            def list_tickets(self, *, status: str | None = None) -> list[Ticket]:
+                tenant = self._require_tenant("list_tickets")
+                return self._services.list_tickets(tenant, status=status)
 
-    The check runs before the method body; a refusal raises
-    :class:`PermissionDenied` and calls the host's ``on_denied``.
+    Before the method body runs, the permission is checked (a refusal raises
+    :class:`PermissionDenied` and calls the host's ``on_denied``), then each
+    argument against the method's annotations: ``str``, ``int`` (not a
+    ``bool``), ``float``, ``None``, unions, mappings, iterables of a type, and
+    classes. A wrong type raises ``TypeError`` naming the method and the
+    argument, and nothing reaches the host services; annotations that cannot
+    be resolved at run time, and ``JSONValue``, are not checked here.
     """
 
     def decorate(method: F) -> F:
         name = method.__name__
-        if permission is None:
-            method.__services_ai_permission__ = None  # type: ignore[attr-defined]
-            return method
+        arguments = _Signature(method)
 
-        def checked(self: PluginAPI, *args: Any, **kwargs: Any) -> Any:
-            if permission not in self._grants:
-                self._deny(permission, name)
-            return method(self, *args, **kwargs)
+        if permission is None:
+
+            def checked(self: PluginAPI, *args: Any, **kwargs: Any) -> Any:
+                if args or kwargs:
+                    arguments.check(args, kwargs)
+                return method(self, *args, **kwargs)
+
+        else:
+
+            def checked(self: PluginAPI, *args: Any, **kwargs: Any) -> Any:
+                if permission not in self._grants:
+                    self._deny(permission, name)
+                if args or kwargs:
+                    arguments.check(args, kwargs)
+                return method(self, *args, **kwargs)
 
         checked.__name__ = name
         checked.__qualname__ = method.__qualname__
         checked.__doc__ = method.__doc__
+        checked.__module__ = method.__module__
         checked.__wrapped__ = method  # type: ignore[attr-defined]
         checked.__services_ai_permission__ = permission  # type: ignore[attr-defined]
         return checked  # type: ignore[return-value]
 
     return decorate
+
+
+# -- argument checks -------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Accepts:
+    """What one parameter accepts."""
+
+    #: A value must be an instance of one of these...
+    types: tuple[type, ...]
+    #: ... and pass this test, if any.
+    test: Callable[[Any], bool] | None
+    #: The words for a message ("str or None").
+    text: str
+    #: Exact types accepted without more ado (the fast path: ``type(value) in fast``).
+    fast: frozenset[type]
+
+    def __call__(self, value: object) -> bool:
+        return isinstance(value, self.types) and (self.test is None or self.test(value))
+
+
+class _Signature:
+    """The argument checks of one API method, built from its annotations on its first call.
+
+    ``check(args, kwargs)`` raises TypeError for the first argument of a type the
+    method does not accept. It is generated per method: one exact-type look-up per
+    positional argument, the general check only for other types.
+    """
+
+    __slots__ = ("_method", "check")
+
+    def __init__(self, method: Callable[..., Any]) -> None:
+        self._method = method
+        self.check: Callable[[tuple[Any, ...], dict[str, Any]], None] = self._first
+
+    def _first(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.check = check = self._build()
+        check(args, kwargs)
+
+    def _build(self) -> Callable[[tuple[Any, ...], dict[str, Any]], None]:
+        names = getattr(self._method, "__globals__", {})
+        where = self._method.__qualname__
+        positional: list[tuple[str, _Accepts] | None] = []
+        named: dict[str, tuple[str, _Accepts]] = {}
+        parameters = list(inspect.signature(self._method).parameters.values())[1:]  # self
+        for parameter in parameters:
+            if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+                break
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                continue
+            accepts = _accepts(_resolve(parameter.annotation, names))
+            param = None if accepts is None else (parameter.name, accepts)
+            if parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
+                positional.append(param)
+            if param is not None and parameter.kind is not inspect.Parameter.POSITIONAL_ONLY:
+                named[parameter.name] = param
+
+        def refuse(name: str, accepts: _Accepts, value: object) -> TypeError:
+            return TypeError(
+                f"{where}(): {name} must be {accepts.text}, not {type(value).__name__}"
+            )
+
+        def slow(name: str, accepts: _Accepts) -> Callable[[object], None]:
+            def check_one(value: object) -> None:
+                if not accepts(value):
+                    raise refuse(name, accepts, value)
+
+            return check_one
+
+        def check_named(kwargs: dict[str, Any]) -> None:
+            for key, value in kwargs.items():
+                param = named.get(key)
+                if param is not None and type(value) not in param[1].fast and not param[1](value):
+                    raise refuse(param[0], param[1], value)
+
+        scope: dict[str, Any] = {"check_named": check_named}
+        lines = ["def check(args, kwargs):"]
+        if any(param is not None for param in positional):
+            lines.append("    n = len(args)")
+        for index, param in enumerate(positional):
+            if param is not None:
+                scope[f"fast{index}"] = param[1].fast
+                scope[f"slow{index}"] = slow(*param)
+                lines.append(
+                    f"    if n > {index} and type(args[{index}]) not in fast{index}:"
+                    f" slow{index}(args[{index}])"
+                )
+        lines.append("    if kwargs: check_named(kwargs)" if named else "    pass")
+        # As attrs builds __init__: the text holds parameter positions only, no names or
+        # annotations (those stay in the scope), so nothing from the method can inject code.
+        exec("\n".join(lines), scope)  # noqa: S102 - see above
+        check: Callable[[tuple[Any, ...], dict[str, Any]], None] = scope["check"]
+        return check
+
+
+def _resolve(annotation: object, names: Mapping[str, Any]) -> object:
+    """The annotation as an object (None: leave the argument unchecked)."""
+    if annotation is inspect.Parameter.empty:
+        return None
+    if isinstance(annotation, str):
+        try:
+            annotation = eval(annotation, dict(names))  # noqa: S307 - the method's own annotation
+        except Exception:  # noqa: BLE001 - a name only type checkers see: not checked here
+            return None
+        if isinstance(annotation, str):
+            return None  # a string alias (JSONValue): the method checks such values itself
+    return annotation
+
+
+def _not_bool(value: object) -> bool:
+    return type(value) is not bool
+
+
+_NONE: Final = type(None)
+
+
+def _simple(kind: type, text: str | None = None) -> _Accepts:
+    return _Accepts((kind,), None, text or kind.__name__, frozenset({kind}))
+
+
+def _accepts(annotation: object) -> _Accepts | None:
+    """How to check a value against ``annotation``; None: anything goes."""
+    if annotation is None or annotation is Any or annotation is object:
+        return None
+    if annotation is _NONE:
+        return _simple(_NONE, "None")
+    if annotation is int:
+        return _Accepts((int,), _not_bool, "int", frozenset({int}))
+    if annotation is float:
+        return _Accepts((int, float), _not_bool, "float", frozenset({int, float}))
+    supertype = getattr(annotation, "__supertype__", None)  # a NewType
+    if supertype is not None:
+        return _accepts(supertype)
+    origin = typing.get_origin(annotation)
+    arguments = typing.get_args(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return _union([_accepts(argument) for argument in arguments])
+    if origin is typing.Literal:
+        allowed = tuple(arguments)
+        return _Accepts(
+            (object,),
+            lambda value: any(type(value) is type(a) and value == a for a in allowed),
+            " or ".join(repr(a) for a in allowed),
+            frozenset(),
+        )
+    if isinstance(origin, type):
+        if issubclass(origin, Mapping):
+            return _Accepts((origin,), None, "a mapping", frozenset({dict}))
+        if issubclass(origin, Iterable) and not issubclass(origin, (str, bytes)):
+            homogeneous = len(arguments) == 1 or (len(arguments) == 2 and arguments[1] is ...)
+            inner = _accepts(arguments[0]) if arguments and homogeneous else None
+            text = _article(origin) + (f" of {inner.text}" if inner is not None else "")
+            return _Accepts((origin,), _items(inner), text, frozenset())
+        return _simple(origin)
+    if isinstance(annotation, type):
+        return _simple(annotation)
+    return None
+
+
+def _article(origin: type) -> str:
+    return {"Iterable": "an iterable", "Sequence": "a sequence"}.get(
+        origin.__name__, f"a {origin.__name__}"
+    )
+
+
+def _items(inner: _Accepts | None) -> Callable[[Any], bool]:
+    """The test of an iterable: not a string or a mapping, and (if it is a collection) its items."""
+
+    def test(value: Any) -> bool:
+        if isinstance(value, (str, bytes, Mapping)):
+            return False
+        if inner is None or not isinstance(value, (list, tuple, set, frozenset)):
+            return True  # an iterator is not consumed here: the method checks what it reads
+        return all(inner(item) for item in value)
+
+    return test
+
+
+def _union(parts: list[_Accepts | None]) -> _Accepts | None:
+    known = [part for part in parts if part is not None]
+    if len(known) < len(parts):
+        return None
+    kinds = tuple(kind for part in known for kind in part.types)
+    text = " or ".join(part.text for part in known)
+    fast = frozenset().union(*(part.fast for part in known))
+    if all(part.test is None for part in known):
+        return _Accepts(kinds, None, text, fast)
+    return _Accepts(kinds, lambda value: any(part(value) for part in known), text, fast)
 
 
 class PluginAPI:
@@ -198,11 +618,16 @@ class PluginAPI:
     :param settings: the plugin's settings for the tenant, when the host keeps
         them (a :class:`PluginHost` passes the registry's); otherwise
         :meth:`get_settings` asks the host services.
+    :param meter: the limits of the plugin's store and of its messages, and
+        what it used of them (a :class:`PluginHost` passes its own, shared by
+        every API object it builds); default: an :class:`ApiMeter` of this
+        object's own, with the default :class:`ApiLimits`.
     """
 
     __slots__ = (
         "_context",
         "_grants",
+        "_meter",
         "_on_denied",
         "_plugin_id",
         "_services",
@@ -221,9 +646,11 @@ class PluginAPI:
         context: Context | None = None,
         on_denied: DeniedHook | None = None,
         settings: Mapping[str, JSONValue] | None = None,
+        meter: ApiMeter | None = None,
     ) -> None:
         if context is not None and tenant is not None and context.tenant != tenant:
             raise TenantScopeError(plugin_id, "PluginAPI", tenant, context.tenant)
+        self._meter: Final = meter if meter is not None else ApiMeter()
         self._plugin_id: Final = plugin_id
         self._services: Final = services
         self._tenant: Final = tenant
@@ -364,6 +791,7 @@ class PluginAPI:
         notification = Notification(
             tenant=tenant, message=message, channel=channel, recipient=recipient, level=level
         )
+        self._throttle("send_notification", tenant)
         self._services.send_notification(tenant, notification)
 
     @requires("send_email")
@@ -382,13 +810,16 @@ class PluginAPI:
         email = Email(
             tenant=tenant, to=recipients, subject=subject, body=body, html=html, reply_to=reply_to
         )
+        self._throttle("send_email", tenant)
         self._services.send_email(tenant, email)
 
     @requires("send_sms")
     def send_sms(self, to: str, text: str) -> None:
         """Send a text message on the tenant's behalf."""
         tenant = self._scope("send_sms")
-        self._services.send_sms(tenant, Sms(tenant=tenant, to=to, text=text))
+        sms = Sms(tenant=tenant, to=to, text=text)
+        self._throttle("send_sms", tenant)
+        self._services.send_sms(tenant, sms)
 
     # -- the plugin's own data (no permission needed) --------------------------------------------
 
@@ -423,18 +854,43 @@ class PluginAPI:
 
     @requires(None)
     def store_set(self, key: str, value: JSONValue) -> None:
-        """Keep a JSON value for the tenant under ``key`` (up to 64 KiB)."""
+        """Keep a JSON value for the tenant under ``key``.
+
+        The store's limits (:class:`ApiLimits`: by default 64 KiB a value,
+        1000 keys and 10 MiB in all, counting keys and JSON values) hold for
+        every process of the host.
+
+        :raises ValueError: for a bad key, a value JSON cannot carry, or one
+            over ``store_value_bytes``.
+        :raises QuotaExceeded: when the store would hold too many keys or
+            bytes; nothing is kept (deleting keys makes room).
+        """
         tenant = self._scope("store_set")
+        name = _key(key)
         checked = check_json(value)
-        size = len(json.dumps(checked, ensure_ascii=False).encode())
-        if size > MAX_STORE_VALUE_BYTES:
-            raise ValueError(f"value for {key!r} is {size} bytes; at most {MAX_STORE_VALUE_BYTES}")
-        self._services.store_set(tenant, self._plugin_id, _key(key), checked)
+        size = len(json.dumps(checked, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        largest = self._meter.limits.store_value_bytes
+        if size > largest:
+            raise ValueError(f"value for {key!r} is {size} bytes; at most {largest}")
+        size += len(name.encode("utf-8"))
+        try:
+            previous = self._meter.charge_store(self._plugin_id, tenant, name, size)
+        except QuotaExceeded as refused:
+            self._refuse("store_set", None, str(refused))
+            raise
+        try:
+            self._services.store_set(tenant, self._plugin_id, name, checked)
+        except BaseException:
+            self._meter.refund_store(self._plugin_id, tenant, name, previous)
+            raise
 
     @requires(None)
     def store_delete(self, key: str) -> None:
         """Forget ``key`` for the tenant."""
-        self._services.store_delete(self._scope("store_delete"), self._plugin_id, _key(key))
+        tenant = self._scope("store_delete")
+        name = _key(key)
+        self._services.store_delete(tenant, self._plugin_id, name)
+        self._meter.refund_store(self._plugin_id, tenant, name, None)
 
     # -- checks ----------------------------------------------------------------------------------
 
@@ -447,6 +903,34 @@ class PluginAPI:
 
     # Subclasses call it by this name too (see ``requires``).
     _require_tenant = _scope
+
+    def _throttle(self, method: str, tenant: str) -> None:
+        """Count one call of ``method`` against its rate (``ApiLimits.rates``), before it acts.
+
+        A host's own channel methods call it too::
+
+            @requires("send_fax")
+            def send_fax(self, number: str, text: str) -> None:
+                tenant = self._require_tenant("send_fax")
+                self._throttle("send_fax", tenant)  # with ApiLimits(rates={"send_fax": ...})
+                self._services.send_fax(tenant, number, text)
+
+        The first refusal after an allowed call is logged and passed to
+        ``on_denied``; the next ones of the same run are only raised.
+
+        :raises RateLimited: when the rate is used up; nothing is done.
+        """
+        refused = self._meter.take(self._plugin_id, tenant, method)
+        if refused is None:
+            return
+        retry_after, first = refused
+        rate = self._meter.limits.rates[method]
+        error = RateLimited(
+            self._plugin_id, tenant, method, rate.count, per=rate.per, retry_after=retry_after
+        )
+        if first:
+            self._refuse(method, None, f"over its rate of {rate.count} calls per {rate.per:g} s")
+        raise error
 
     def _own(self, method: str, record: T) -> T:
         actual = getattr(record, "tenant", self._tenant)
@@ -486,7 +970,17 @@ def _limit(limit: object) -> int:
 def _key(key: object) -> str:
     if not isinstance(key, str) or not key or len(key) > MAX_STORE_KEY_LENGTH:
         raise ValueError(f"a store key is a string of 1 to {MAX_STORE_KEY_LENGTH} characters")
+    if "\x00" in key or not _encodable(key):
+        raise ValueError(f"a store key may not hold NUL or lone surrogates (got {key!r})")
     return key
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_mapping(changes: object, name: str) -> dict[str, JSONValue]:

@@ -13,6 +13,8 @@ Everything the SDK raises on purpose derives from one root, so a host can catch
     ├── RequirementsError  a plugin's requirements (Python, host API, packages, plugins) are not met
     ├── PermissionDenied   (also PermissionError) a plugin called an API method it has no grant for
     ├── TenantScopeError   host services returned another tenant's data, or a call needs a tenant
+    ├── QuotaExceeded      a plugin's store for a tenant would go over its keys or bytes
+    │   └── RateLimited    a plugin called a rate-limited method (send_email, ...) too often
     ├── ResultRefused      a plugin's hook returned a value the host does not accept
     ├── SandboxError       a sandboxed plugin's worker broke the protocol or could not start
     │   ├── SandboxTimeout the worker did not answer in time: it was killed, and restarts
@@ -39,6 +41,8 @@ __all__ = [
     "PluginError",
     "PluginNotFound",
     "Problem",
+    "QuotaExceeded",
+    "RateLimited",
     "RemoteError",
     "RequirementsError",
     "ResultRefused",
@@ -274,6 +278,71 @@ class TenantScopeError(PluginError):
                 f"in a call for tenant {expected!r}: refused"
             )
         super().__init__(message)
+
+
+class QuotaExceeded(PluginError):
+    """A plugin's call would take its store for a tenant past a limit: nothing was written.
+
+    ``limit`` names the limit (``"store_keys"`` or ``"store_bytes"``, as in
+    :class:`~services_ai_plugins.ApiLimits`), ``allowed`` its value and
+    ``requested`` what the store would have held. Deleting keys makes room.
+    """
+
+    #: Seconds until the call may succeed (:class:`RateLimited` only).
+    retry_after: float | None = None
+
+    def __init__(
+        self,
+        plugin_id: str,
+        tenant: str | None,
+        limit: str,
+        allowed: int,
+        requested: int,
+        *,
+        message: str | None = None,
+    ) -> None:
+        self.plugin_id = plugin_id
+        self.tenant = tenant
+        self.limit = limit
+        self.allowed = allowed
+        self.requested = requested
+        unit = "keys" if limit == "store_keys" else "bytes"
+        super().__init__(
+            message
+            or f"plugin {plugin_id!r} may keep at most {allowed} {unit} in its store for "
+            f"tenant {tenant!r} ({limit}); this call would make it {requested}"
+        )
+
+
+class RateLimited(QuotaExceeded):
+    """A plugin called a rate-limited API method (``send_email``, ...) too often: nothing was sent.
+
+    ``limit`` is the method's name; it may be called ``allowed`` times per
+    ``per`` seconds (in bursts of up to ``allowed``), and may be called again
+    in ``retry_after`` seconds.
+    """
+
+    def __init__(
+        self,
+        plugin_id: str,
+        tenant: str | None,
+        method: str,
+        allowed: int,
+        *,
+        per: float,
+        retry_after: float,
+    ) -> None:
+        self.per = per
+        self.retry_after = retry_after
+        super().__init__(
+            plugin_id,
+            tenant,
+            method,
+            allowed,
+            allowed + 1,
+            message=f"plugin {plugin_id!r} called {method}() more than {allowed} times in "
+            f"{per:g} s for tenant {tenant!r}: try again in {retry_after:.3g} s",
+        )
 
 
 class ResultRefused(PluginError):

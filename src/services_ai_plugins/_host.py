@@ -23,7 +23,7 @@ from typing import Any, Final, NamedTuple, final
 import attrs
 import pluggy
 
-from ._api import DeniedHook, HostServices, PluginAPI
+from ._api import ApiLimits, ApiMeter, DeniedHook, HostServices, PluginAPI
 from ._archive import ArchiveSource, install_archive
 from ._dependencies import load_order
 from ._discovery import (
@@ -175,6 +175,8 @@ class PluginHost:
     :param on_denied: called with each refused API call (see :class:`PluginAPI`).
     :param sandbox: which plugins run in worker processes, with which limits
         (default :class:`SandboxPolicy`: uploaded archives do, with a 5 s timeout).
+    :param limits: what each plugin may keep in its store and send, per tenant
+        (default :class:`ApiLimits`); store usage is kept in ``storage``.
     """
 
     def __init__(
@@ -194,6 +196,7 @@ class PluginHost:
         on_denied: DeniedHook | None = None,
         actor: str = "host",
         sandbox: SandboxPolicy | None = None,
+        limits: ApiLimits | None = None,
     ) -> None:
         if refresh_interval < 0 or flush_interval < 0:
             raise ValueError("refresh_interval and flush_interval must be >= 0 seconds")
@@ -211,6 +214,8 @@ class PluginHost:
         self._api_class: Final = api_class
         self._on_denied: Final = on_denied
         self._actor: Final = actor
+        #: The plugins' store quotas and send rates, shared by every API object built here.
+        self.meter: Final = ApiMeter(limits, ledger=storage)
         #: The worker processes sandboxed plugins run in (started on first use).
         self.sandbox: Final = Sandbox(
             sandbox or SandboxPolicy(), api_methods={*api_class.permissions(), "has_permission"}
@@ -444,7 +449,7 @@ class PluginHost:
         plugins = snapshot.plugins
         if tenant is None:
             active = frozenset(plugins)
-            grants = {pid: frozenset(p.record.granted_permissions) for pid, p in plugins.items()}
+            grants = {pid: self.registry._grants(p.record, None) for pid, p in plugins.items()}
             settings: dict[str, Mapping[str, Any]] = dict.fromkeys(plugins, _NO_SETTINGS)
         else:
             active = frozenset(self._storage.enabled_plugins(tenant)) & frozenset(plugins)
@@ -465,6 +470,7 @@ class PluginHost:
                     grants=grants[pid],
                     on_denied=self._on_denied,
                     settings=settings[pid] if tenant is not None else None,
+                    meter=self.meter,
                 ),
                 "settings": settings[pid],
                 "plugin_id": pid,

@@ -18,10 +18,13 @@ from ._storage import (
     MetricsDelta,
     PluginRecord,
     PluginStatus,
+    StoreUsage,
     TenantRecord,
     VersionRecord,
+    charge,
     check_ids,
     check_limit,
+    check_size,
 )
 
 __all__ = ["MemoryStorage"]
@@ -45,6 +48,7 @@ class MemoryStorage:
         self._failures: list[FailureRecord] = []
         self._metrics: dict[tuple[str, str], HookMetrics] = {}
         self._ids = itertools.count(1)
+        self._ledger = StoreLedger()
 
     def generation(self) -> int:
         return self._generation
@@ -156,8 +160,81 @@ class MemoryStorage:
                 if plugin_id is None or key[0] == plugin_id
             ]
 
+    def charge_store(
+        self,
+        plugin_id: str,
+        tenant: str,
+        key: str,
+        size: int | None,
+        *,
+        max_keys: int | None = None,
+        max_bytes: int | None = None,
+    ) -> int | None:
+        return self._ledger.charge_store(
+            plugin_id, tenant, key, size, max_keys=max_keys, max_bytes=max_bytes
+        )
+
+    def store_usage(self, plugin_id: str, tenant: str) -> StoreUsage:
+        return self._ledger.store_usage(plugin_id, tenant)
+
     def close(self) -> None:
         """Nothing to release."""
+
+
+@final
+class StoreLedger:
+    """The store-quota ledger of :class:`MemoryStorage` (and of an ``ApiMeter`` without storage).
+
+    Sizes per (plugin, tenant, key) and their totals, behind one lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sizes: dict[tuple[str, str], dict[str, int]] = {}
+        self._usage: dict[tuple[str, str], StoreUsage] = {}
+
+    def charge_store(
+        self,
+        plugin_id: str,
+        tenant: str,
+        key: str,
+        size: int | None,
+        *,
+        max_keys: int | None = None,
+        max_bytes: int | None = None,
+    ) -> int | None:
+        check_size(size)
+        owner = (plugin_id, tenant)
+        with self._lock:
+            sizes = self._sizes.get(owner, {})
+            previous = sizes.get(key)
+            usage = charge(
+                plugin_id,
+                tenant,
+                self._usage.get(owner, _EMPTY),
+                previous,
+                size,
+                max_keys=max_keys,
+                max_bytes=max_bytes,
+            )
+            if size is None:
+                sizes.pop(key, None)
+            else:
+                sizes[key] = size
+            if sizes:
+                self._sizes[owner] = sizes
+                self._usage[owner] = usage
+            else:
+                self._sizes.pop(owner, None)
+                self._usage.pop(owner, None)
+            return previous
+
+    def store_usage(self, plugin_id: str, tenant: str) -> StoreUsage:
+        with self._lock:
+            return self._usage.get((plugin_id, tenant), _EMPTY)
+
+
+_EMPTY = StoreUsage()
 
 
 def add_metrics(total: HookMetrics | None, delta: MetricsDelta) -> HookMetrics:

@@ -45,10 +45,13 @@ from ._storage import (
     MetricsDelta,
     PluginRecord,
     PluginStatus,
+    StoreUsage,
     TenantRecord,
     VersionRecord,
+    charge,
     check_ids,
     check_limit,
+    check_size,
 )
 from ._types import JSONValue
 
@@ -205,11 +208,31 @@ CREATE TABLE {s}.hook_metrics (
 );
 """
 
+_STORE_LEDGER: Final = """
+-- What each plugin keeps in its key-value store per tenant (the values live with the
+-- host services); every charge locks the totals row first, so charges of one store queue.
+CREATE TABLE {s}.store_totals (
+    plugin_id TEXT COLLATE "C" NOT NULL,
+    tenant    TEXT COLLATE "C" NOT NULL,
+    keys      BIGINT NOT NULL,
+    bytes     BIGINT NOT NULL,
+    PRIMARY KEY (plugin_id, tenant)
+);
+CREATE TABLE {s}.store_sizes (
+    plugin_id TEXT COLLATE "C" NOT NULL,
+    tenant    TEXT COLLATE "C" NOT NULL,
+    key       TEXT COLLATE "C" NOT NULL,
+    bytes     BIGINT NOT NULL,
+    PRIMARY KEY (plugin_id, tenant, key)
+);
+"""
+
 #: The schema, step by step. Append-only: a release that changes the schema
 #: adds the next version at the end and never edits a published step, since
 #: databases in the field have already applied it.
 _MIGRATIONS: tuple[_Migration, ...] = (
     _Migration(1, "plugins, tenants, versions, audit, failures and metrics", _SCHEMA_1),
+    _Migration(2, "the ledger of plugin store quotas", _STORE_LEDGER),
 )
 
 _CREATE_MIGRATIONS: Final = """
@@ -331,6 +354,27 @@ ON CONFLICT (plugin_id, hook) DO UPDATE SET
     max_duration = GREATEST(hook_metrics.max_duration, EXCLUDED.max_duration),
     last_call = GREATEST(hook_metrics.last_call, EXCLUDED.last_call)
 """
+
+#: Locks (creating it if need be) and reads a store's totals row: charges of one store queue here.
+_LOCK_STORE: Final = """
+INSERT INTO {s}.store_totals (plugin_id, tenant, keys, bytes) VALUES (%s, %s, 0, 0)
+ON CONFLICT (plugin_id, tenant) DO UPDATE SET keys = store_totals.keys
+RETURNING keys, bytes
+"""
+_STORE_SIZE: Final = (
+    "SELECT bytes FROM {s}.store_sizes WHERE plugin_id = %s AND tenant = %s AND key = %s"
+)
+_SET_STORE_SIZE: Final = """
+INSERT INTO {s}.store_sizes (plugin_id, tenant, key, bytes) VALUES (%s, %s, %s, %s)
+ON CONFLICT (plugin_id, tenant, key) DO UPDATE SET bytes = EXCLUDED.bytes
+"""
+_DROP_STORE_SIZE: Final = (
+    "DELETE FROM {s}.store_sizes WHERE plugin_id = %s AND tenant = %s AND key = %s"
+)
+_SET_STORE_TOTALS: Final = (
+    "UPDATE {s}.store_totals SET keys = %s, bytes = %s WHERE plugin_id = %s AND tenant = %s"
+)
+_DROP_STORE_TOTALS: Final = "DELETE FROM {s}.store_totals WHERE plugin_id = %s AND tenant = %s"
 
 _GENERATION: Final = "SELECT value FROM {s}.meta WHERE key = 'generation'"
 #: Taken first by every commit: commits queue here, as on SQLite's write lock.
@@ -643,6 +687,49 @@ class PostgresStorage:
                     (plugin_id,),
                 )
             return [_CODEC.metrics(row) for row in cursor.fetchall()]
+
+    def charge_store(
+        self,
+        plugin_id: str,
+        tenant: str,
+        key: str,
+        size: int | None,
+        *,
+        max_keys: int | None = None,
+        max_bytes: int | None = None,
+    ) -> int | None:
+        check_size(size)
+        if size is not None and size not in _BIGINT:
+            raise StorageError(f"cannot store a size of {size} bytes: it is not a bigint")
+        with self._transaction() as conn:
+            totals = conn.execute(self._sql(_LOCK_STORE), (plugin_id, tenant)).fetchone()
+            usage = _usage(totals)
+            row = conn.execute(self._sql(_STORE_SIZE), (plugin_id, tenant, key)).fetchone()
+            previous = None if row is None else int(row["bytes"])
+            after = charge(
+                plugin_id, tenant, usage, previous, size, max_keys=max_keys, max_bytes=max_bytes
+            )
+            if size is None:
+                conn.execute(self._sql(_DROP_STORE_SIZE), (plugin_id, tenant, key))
+            else:
+                conn.execute(self._sql(_SET_STORE_SIZE), (plugin_id, tenant, key, size))
+            if after.keys:
+                conn.execute(
+                    self._sql(_SET_STORE_TOTALS), (after.keys, after.bytes, plugin_id, tenant)
+                )
+            else:
+                conn.execute(self._sql(_DROP_STORE_TOTALS), (plugin_id, tenant))
+            return previous
+
+    def store_usage(self, plugin_id: str, tenant: str) -> StoreUsage:
+        with self._connection() as conn:
+            row = conn.execute(
+                self._sql(
+                    "SELECT keys, bytes FROM {s}.store_totals WHERE plugin_id = %s AND tenant = %s"
+                ),
+                (plugin_id, tenant),
+            ).fetchone()
+            return _usage(row)
 
     def close(self) -> None:
         """Stop the change feed and close every connection; closing twice is harmless."""
@@ -1105,6 +1192,12 @@ def _generation(row: DictRow | None) -> int:
     if row is None:
         raise StorageError("the change counter is missing: the schema was damaged")
     return int(row["value"])
+
+
+def _usage(row: DictRow | None) -> StoreUsage:
+    return (
+        StoreUsage() if row is None else StoreUsage(keys=int(row["keys"]), bytes=int(row["bytes"]))
+    )
 
 
 def _revision(conn: psycopg.Connection[DictRow], sql: str, *params: str) -> int:

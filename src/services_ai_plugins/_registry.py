@@ -12,7 +12,9 @@ import attrs
 
 from ._dependencies import enable_order
 from ._errors import (
+    ConflictError,
     DependencyError,
+    PluginError,
     PluginNotFound,
     Problem,
     RequirementsError,
@@ -127,6 +129,7 @@ class Registry:
         self._clock: Final = clock
         self._on_change: Final = on_change
         self._manifests: dict[tuple[str, int], Manifest] = {}
+        self._declarations: dict[tuple[str, int], tuple[frozenset[str], frozenset[str]]] = {}
 
     @property
     def storage(self) -> Storage:
@@ -151,6 +154,11 @@ class Registry:
         ``reinstall=True`` (an upgrade); it then waits for approval again, and
         its tenants' settings and activations are kept for when it is approved.
         A rejected or uninstalled plugin may be installed again at any time.
+
+        Optional permissions granted to an earlier version that the new
+        manifest no longer lists in ``optional_permissions`` are revoked for
+        every tenant, each with a ``revoke`` audit event by ``actor`` naming
+        them (``dropped``) and the version that no longer declares them.
         """
         now = self._clock()
         current = self._storage.get_plugin(manifest.id)
@@ -203,13 +211,25 @@ class Registry:
                 ),
             )
         )
+        if current is not None:
+            self._drop_undeclared(manifest.id, actor)
         return record
 
     def approve(self, plugin_id: str, *, actor: str) -> PluginRecord:
         """Approve a pending plugin, granting the permissions its manifest declares."""
         current = self._require(plugin_id, "approve", PluginStatus.PENDING)
         now = self._clock()
-        granted = tuple(self._manifest(current).permissions)
+        manifest = self._manifest(current)
+        granted = tuple(manifest.permissions)
+        extra: dict[str, JSONValue] = {"granted_permissions": list(granted)}
+        # What tenants hold besides, as the plugin will see it: only what this manifest declares.
+        shown: dict[str, JSONValue] = {}
+        for record in self._storage.list_tenants(plugin_id):
+            held = [p for p in record.optional_grants if p in manifest.optional_permissions]
+            if held:
+                shown[record.tenant] = list(held)
+        if shown:
+            extra["optional_grants"] = shown
         return self._set_status(
             current,
             PluginStatus.APPROVED,
@@ -220,7 +240,7 @@ class Registry:
             approved_by=actor,
             granted_permissions=granted,
             status_reason=None,
-            extra={"granted_permissions": list(granted)},
+            extra=extra,
         )
 
     def reject(self, plugin_id: str, *, actor: str, reason: str) -> PluginRecord:
@@ -498,11 +518,22 @@ class Registry:
         return self.get_settings(plugin_id, tenant)
 
     def grant(self, plugin_id: str, tenant: str, permission: str, *, actor: str) -> TenantRecord:
-        """Grant one of the plugin's optional permissions for one tenant."""
+        """Grant one of the plugin's optional permissions for one tenant.
+
+        :raises ValueError: when the installed manifest does not list it in
+            ``optional_permissions``.
+        """
         return self._set_grant(plugin_id, tenant, permission, True, actor=actor)
 
     def revoke(self, plugin_id: str, tenant: str, permission: str, *, actor: str) -> TenantRecord:
-        """Take back an optional permission for one tenant."""
+        """Take back an optional permission for one tenant.
+
+        Any permission stored for the tenant can be revoked, also one the
+        installed manifest no longer declares.
+
+        :raises ValueError: when it is neither stored for the tenant nor an
+            optional permission of the installed manifest.
+        """
         return self._set_grant(plugin_id, tenant, permission, False, actor=actor)
 
     # -- queries ---------------------------------------------------------------------------------
@@ -541,7 +572,9 @@ class Registry:
         not suspended there.
 
         The approved permissions of its manifest plus the optional ones granted
-        for this tenant; the snapshot a host gives the plugin's ``PluginAPI``.
+        for this tenant, only those the installed manifest declares (a grant
+        stored for an earlier version that no longer declares it counts for
+        nothing); the snapshot a host gives the plugin's ``PluginAPI``.
         """
         plugin = self._storage.get_plugin(plugin_id)
         if plugin is None:
@@ -554,8 +587,30 @@ class Registry:
             return frozenset()
         if record is not None and record.suspended_reason is not None:
             return frozenset()  # suspended for this tenant: it may do nothing there
-        optional = record.optional_grants if record is not None else ()
-        return frozenset(plugin.granted_permissions) | frozenset(optional)
+        declared = self._declared(plugin)
+        held = frozenset(plugin.granted_permissions) & declared[0]
+        if record is not None and record.optional_grants:
+            held |= frozenset(record.optional_grants) & declared[1]
+        return held
+
+    def _declared(self, plugin: PluginRecord) -> tuple[frozenset[str], frozenset[str]]:
+        """The permissions and optional permissions the plugin's installed manifest declares
+        (none when it cannot be read)."""
+        key = (plugin.id, plugin.revision)
+        declared = self._declarations.get(key)
+        if declared is None:
+            try:
+                manifest = self._manifest(plugin)
+            except PluginError:
+                _logger.exception("the manifest of plugin %r cannot be read", plugin.id)
+                return frozenset(), frozenset()
+            if len(self._declarations) > 1024:
+                self._declarations.clear()
+            declared = self._declarations[key] = (
+                frozenset(manifest.permissions),
+                frozenset(manifest.optional_permissions),
+            )
+        return declared
 
     def suspensions(self, plugin_id: str | None = None) -> list[Suspension]:
         """Every suspension in force (of one plugin, or of all), for an admin page.
@@ -805,20 +860,67 @@ class Registry:
             enabled=enabled,
         )
 
+    def _drop_undeclared(self, plugin_id: str, actor: str) -> None:
+        """Revoke, tenant by tenant, the optional grants the installed manifest does not declare.
+
+        Each tenant's revocation is its own change with its own audit event.
+        The grants a plugin holds never include them anyway (see
+        :meth:`grants`), so a revocation that keeps conflicting is logged and
+        left for :meth:`revoke`.
+        """
+        for tenant in [t.tenant for t in self._storage.list_tenants(plugin_id)]:
+            for _ in range(_DROP_ATTEMPTS):
+                plugin = self.plugin(plugin_id)
+                stored = self._storage.get_tenant(plugin_id, tenant)
+                if stored is None or plugin.status not in _CONFIGURABLE:
+                    break
+                optional = self._manifest(plugin).optional_permissions
+                kept = tuple(p for p in stored.optional_grants if p in optional)
+                if kept == stored.optional_grants:
+                    break
+                dropped = tuple(p for p in stored.optional_grants if p not in optional)
+                try:
+                    self._write_tenant(
+                        plugin,
+                        stored,
+                        tenant,
+                        actor,
+                        "revoke",
+                        before={"optional_grants": list(stored.optional_grants)},
+                        after={
+                            "optional_grants": list(kept),
+                            "dropped": list(dropped),
+                            "reason": f"version {plugin.version} does not declare them",
+                        },
+                        optional_grants=kept,
+                    )
+                except ConflictError:
+                    continue
+                break
+            else:
+                _logger.warning(
+                    "could not revoke the undeclared grants of plugin %r for tenant %r "
+                    "(they count for nothing; revoke them by hand)",
+                    plugin_id,
+                    tenant,
+                )
+
     def _set_grant(
         self, plugin_id: str, tenant: str, permission: str, granted: bool, *, actor: str
     ) -> TenantRecord:
         action = "grant" if granted else "revoke"
         plugin = self._require(plugin_id, action, *_CONFIGURABLE)
         optional = self._manifest(plugin).optional_permissions
-        if permission not in optional:
-            listed = ", ".join(optional) or "none"
-            raise ValueError(
-                f"{permission!r} is not an optional permission of plugin {plugin_id!r} "
-                f"(optional permissions: {listed})"
-            )
         stored = self._storage.get_tenant(plugin_id, tenant)
         old = stored.optional_grants if stored is not None else ()
+        # Any stored grant can be revoked, also one the installed version no longer declares.
+        if permission not in optional and (granted or permission not in old):
+            listed = ", ".join(optional) or "none"
+            held = f"; granted for tenant {tenant!r}: {', '.join(old)}" if old else ""
+            raise ValueError(
+                f"{permission!r} is not an optional permission of plugin {plugin_id!r} "
+                f"(optional permissions: {listed}{held})"
+            )
         new = (
             tuple(sorted({*old, permission}))
             if granted
@@ -837,6 +939,9 @@ class Registry:
             optional_grants=new,
         )
 
+
+#: How often dropping a tenant's undeclared grants is retried after a ConflictError.
+_DROP_ATTEMPTS: Final = 5
 
 _INSTALLED: Final = (
     PluginStatus.PENDING,

@@ -33,10 +33,13 @@ from ._storage import (
     MetricsDelta,
     PluginRecord,
     PluginStatus,
+    StoreUsage,
     TenantRecord,
     VersionRecord,
+    charge,
     check_ids,
     check_limit,
+    check_size,
 )
 from ._types import JSONValue
 
@@ -154,6 +157,25 @@ CREATE TABLE hook_metrics (
 );
 """
 
+_STORE_LEDGER: Final = """
+-- What each plugin keeps in its key-value store per tenant (the values live with the
+-- host services); the totals row is read and written by every charge.
+CREATE TABLE store_totals (
+    plugin_id TEXT NOT NULL,
+    tenant    TEXT NOT NULL,
+    keys      INTEGER NOT NULL,
+    bytes     INTEGER NOT NULL,
+    PRIMARY KEY (plugin_id, tenant)
+);
+CREATE TABLE store_sizes (
+    plugin_id TEXT NOT NULL,
+    tenant    TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    bytes     INTEGER NOT NULL,
+    PRIMARY KEY (plugin_id, tenant, key)
+);
+"""
+
 #: The schema, step by step. Append-only: a release that changes the schema
 #: adds the next version at the end and never edits a published step, since
 #: databases in the field have already applied it.
@@ -164,6 +186,7 @@ _MIGRATIONS: tuple[_Migration, ...] = (
         "tenant records get a suspension reason",
         "ALTER TABLE plugin_tenants ADD COLUMN suspended_reason TEXT;",
     ),
+    _Migration(3, "the ledger of plugin store quotas", _STORE_LEDGER),
 )
 
 _CREATE_MIGRATIONS: Final = """
@@ -435,6 +458,55 @@ class SQLiteStorage:
                 )
             return [_CODEC.metrics(row) for row in rows.fetchall()]
 
+    def charge_store(
+        self,
+        plugin_id: str,
+        tenant: str,
+        key: str,
+        size: int | None,
+        *,
+        max_keys: int | None = None,
+        max_bytes: int | None = None,
+    ) -> int | None:
+        check_size(size)
+        owner = (plugin_id, tenant)
+        # BEGIN IMMEDIATE holds the write lock from the first read: charges queue.
+        with self._transaction() as conn:
+            usage = _store_usage(conn, plugin_id, tenant)
+            row = conn.execute(
+                "SELECT bytes FROM store_sizes WHERE plugin_id = ? AND tenant = ? AND key = ?",
+                (*owner, key),
+            ).fetchone()
+            previous = None if row is None else int(row[0])
+            after = charge(
+                plugin_id, tenant, usage, previous, size, max_keys=max_keys, max_bytes=max_bytes
+            )
+            if size is None:
+                conn.execute(
+                    "DELETE FROM store_sizes WHERE plugin_id = ? AND tenant = ? AND key = ?",
+                    (*owner, key),
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO store_sizes (plugin_id, tenant, key, bytes) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (plugin_id, tenant, key) DO UPDATE SET bytes = excluded.bytes",
+                    (*owner, key, size),
+                )
+            if after.keys:
+                conn.execute(
+                    "INSERT INTO store_totals (plugin_id, tenant, keys, bytes) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (plugin_id, tenant) DO UPDATE SET"
+                    " keys = excluded.keys, bytes = excluded.bytes",
+                    (*owner, after.keys, after.bytes),
+                )
+            else:
+                conn.execute("DELETE FROM store_totals WHERE plugin_id = ? AND tenant = ?", owner)
+            return previous
+
+    def store_usage(self, plugin_id: str, tenant: str) -> StoreUsage:
+        with self._using() as conn:
+            return _store_usage(conn, plugin_id, tenant)
+
     def close(self) -> None:
         """Close the connection; closing twice is harmless."""
         with self._lock:
@@ -611,6 +683,14 @@ def _revision(conn: sqlite3.Connection, sql: str, *params: str) -> int:
     """The stored revision a query finds, or 0 when the record does not exist."""
     row = conn.execute(sql, params).fetchone()
     return 0 if row is None else int(row[0])
+
+
+def _store_usage(conn: sqlite3.Connection, plugin_id: str, tenant: str) -> StoreUsage:
+    row = conn.execute(
+        "SELECT keys, bytes FROM store_totals WHERE plugin_id = ? AND tenant = ?",
+        (plugin_id, tenant),
+    ).fetchone()
+    return StoreUsage() if row is None else StoreUsage(keys=int(row[0]), bytes=int(row[1]))
 
 
 def _fetch_plugin(conn: sqlite3.Connection, plugin_id: str) -> PluginRecord | None:

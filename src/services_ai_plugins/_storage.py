@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from ._errors import ConflictError, RemoteError
+from ._errors import ConflictError, QuotaExceeded, RemoteError
 from ._kinds import PluginStatus, SourceKind
 from ._types import JSONValue
 
@@ -36,6 +36,7 @@ __all__ = [
     "PluginStatus",
     "SourceKind",
     "Storage",
+    "StoreUsage",
     "TenantRecord",
     "VersionRecord",
     "failure_of",
@@ -68,6 +69,57 @@ def check_ids(ids: Sequence[int]) -> list[int]:
     if wrong:
         raise ValueError(f"ids must be int failure ids (got {wrong[0]!r})")
     return sorted(set(ids))
+
+
+@attrs.frozen(kw_only=True)
+class StoreUsage:
+    """How much one plugin keeps in its key-value store for one tenant.
+
+    ``bytes`` counts each key's UTF-8 length plus its value's JSON text, as
+    :meth:`Storage.charge_store` was told.
+    """
+
+    keys: int = 0
+    bytes: int = 0
+
+
+def check_size(size: object) -> int | None:
+    """Return ``size`` if it is None or a non-negative ``int`` (not a ``bool``); backends call it.
+
+    :raises ValueError: naming ``size`` otherwise.
+    """
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise ValueError(f"size must be None or a non-negative int (got {size!r})")
+    return size
+
+
+def charge(
+    plugin_id: str,
+    tenant: str,
+    usage: StoreUsage,
+    previous: int | None,
+    size: int | None,
+    *,
+    max_keys: int | None,
+    max_bytes: int | None,
+) -> StoreUsage:
+    """The store's usage once ``key`` holds ``size`` bytes instead of ``previous``; backends call it
+    inside their transaction, with the usage and ``previous`` they read there.
+
+    A change may leave a store over a limit only if it does not grow what that
+    limit counts (a store over its limits, since they were lowered, can still
+    shrink).
+
+    :raises QuotaExceeded: when the change grows the keys past ``max_keys`` or
+        the bytes past ``max_bytes``; the backend then writes nothing.
+    """
+    keys = usage.keys + (size is not None) - (previous is not None)
+    total = usage.bytes + (size or 0) - (previous or 0)
+    if max_keys is not None and keys > max_keys and keys > usage.keys:
+        raise QuotaExceeded(plugin_id, tenant, "store_keys", max_keys, keys)
+    if max_bytes is not None and total > max_bytes and total > usage.bytes:
+        raise QuotaExceeded(plugin_id, tenant, "store_bytes", max_bytes, total)
+    return StoreUsage(keys=keys, bytes=total)
 
 
 @attrs.frozen(kw_only=True)
@@ -400,6 +452,39 @@ class Storage(Protocol):
 
     def metrics(self, plugin_id: str | None = None) -> list[HookMetrics]:
         """Totals per (plugin, hook), sorted by plugin then hook."""
+        ...
+
+    def charge_store(
+        self,
+        plugin_id: str,
+        tenant: str,
+        key: str,
+        size: int | None,
+        *,
+        max_keys: int | None = None,
+        max_bytes: int | None = None,
+    ) -> int | None:
+        """Record that the plugin's key-value store for ``tenant`` holds ``size`` bytes under
+        ``key`` (None: that it no longer holds the key); return the size recorded before
+        (None: none).
+
+        The ledger of store quotas: a :class:`~services_ai_plugins.PluginAPI`
+        charges every ``store_set`` here before the host keeps the value, so
+        that a plugin's store stays within its limits across processes.
+        Backends compute the new usage with :func:`charge` from the usage and
+        the key's size they read in the same transaction, which must exclude
+        other charges of the same (plugin, tenant): two concurrent charges
+        never both pass a check that only one of them fits. It does not move
+        the change counter.
+
+        :raises QuotaExceeded: when the store would grow past ``max_keys``
+            keys or ``max_bytes`` bytes; nothing is written.
+        :raises ValueError: for a ``size`` that is not None or a non-negative ``int``.
+        """
+        ...
+
+    def store_usage(self, plugin_id: str, tenant: str) -> StoreUsage:
+        """What :meth:`charge_store` recorded for the plugin's store for ``tenant``."""
         ...
 
     def close(self) -> None:

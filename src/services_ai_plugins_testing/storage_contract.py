@@ -35,9 +35,13 @@ The suite checks, for each part of the protocol:
 * failures and metrics: stored in batches, queried (by plugin, by resolved,
   with a checked ``limit``), resolved (all, per tenant, or by id) and summed,
   without moving the generation;
+* the store quota ledger: ``charge_store`` counts keys and bytes per (plugin,
+  tenant), returns a key's previous size, refuses a charge past ``max_keys``
+  or ``max_bytes`` with ``QuotaExceeded`` (writing nothing) but lets a store
+  over its limits shrink, and ``store_usage`` reports the totals;
 * concurrency: the storage is used from several threads at once; commits to
-  different records all apply, and of two writers racing for one record
-  exactly one wins.
+  different records all apply, of two writers racing for one record exactly
+  one wins, and concurrent store charges never take a store past its limits.
 
 Records are built with :func:`make_plugin`, :func:`make_tenant`,
 :func:`make_audit`, :func:`make_version`, :func:`make_failure` and
@@ -67,9 +71,11 @@ from services_ai_plugins import (
     MetricsDelta,
     PluginRecord,
     PluginStatus,
+    QuotaExceeded,
     SourceKind,
     Storage,
     StorageError,
+    StoreUsage,
     TenantRecord,
     VersionRecord,
 )
@@ -1411,7 +1417,173 @@ class StorageContract:
         _expect_same(storage.generation(), 1, "generation() after recording metrics")
         _expect_same(len(storage.audit(AuditQuery())), 1, "audit events after recording metrics")
 
+    # -- the store quota ledger ------------------------------------------------------------
+
+    def test_store_usage_counts_keys_and_bytes_per_plugin_and_tenant(
+        self, storage: Storage
+    ) -> None:
+        """charge_store records each key's size and returns its previous one; store_usage sums
+        them per (plugin, tenant); a size of None forgets the key."""
+        _expect_same(
+            storage.store_usage("example-plugin", "acme"),
+            StoreUsage(keys=0, bytes=0),
+            "store_usage() of a new storage",
+        )
+        steps: list[tuple[str, str, str, int | None, int | None]] = [
+            # (plugin, tenant, key, size, the previous size charge_store must return)
+            ("example-plugin", "acme", "cursor", 10, None),
+            ("example-plugin", "acme", "seen", 20, None),
+            ("example-plugin", "acme", "cursor", 5, 10),
+            ("example-plugin", "globex", "cursor", 7, None),
+            ("other-plugin", "acme", "cursor", 100, None),
+            ("example-plugin", "acme", "seen", None, 20),
+            ("example-plugin", "acme", "never-set", None, None),
+        ]
+        for plugin_id, tenant, key, size, previous in steps:
+            _expect_same(
+                storage.charge_store(plugin_id, tenant, key, size),
+                previous,
+                f"charge_store({plugin_id!r}, {tenant!r}, {key!r}, {size!r}) (the size before)",
+            )
+        for plugin_id, tenant, usage in [
+            ("example-plugin", "acme", StoreUsage(keys=1, bytes=5)),
+            ("example-plugin", "globex", StoreUsage(keys=1, bytes=7)),
+            ("other-plugin", "acme", StoreUsage(keys=1, bytes=100)),
+            ("other-plugin", "globex", StoreUsage(keys=0, bytes=0)),
+        ]:
+            _expect_same(
+                storage.store_usage(plugin_id, tenant),
+                usage,
+                f"store_usage({plugin_id!r}, {tenant!r})",
+            )
+        storage.charge_store("example-plugin", "acme", "cursor", None)
+        _expect_same(
+            storage.store_usage("example-plugin", "acme"),
+            StoreUsage(keys=0, bytes=0),
+            "store_usage() once every key is forgotten",
+        )
+
+    def test_store_charge_past_a_limit_is_refused_and_writes_nothing(
+        self, storage: Storage
+    ) -> None:
+        """A charge that grows the store past max_keys or max_bytes raises QuotaExceeded
+        (naming the limit, its value and what the store would hold) and records nothing;
+        replacing a key within the limits is allowed."""
+        charge = storage.charge_store
+        charge("example-plugin", "acme", "a", 40, max_keys=2, max_bytes=100)
+        charge("example-plugin", "acme", "b", 40, max_keys=2, max_bytes=100)
+        refusals = [
+            ("c", 1, "store_keys", 2, 3),
+            ("a", 61, "store_bytes", 100, 101),
+        ]
+        for key, size, limit, allowed, requested in refusals:
+            with pytest.raises(QuotaExceeded) as caught:
+                charge("example-plugin", "acme", key, size, max_keys=2, max_bytes=100)
+            refused = caught.value
+            _expect_same(
+                (refused.plugin_id, refused.tenant, refused.limit),
+                ("example-plugin", "acme", limit),
+                f"(plugin_id, tenant, limit) of the QuotaExceeded for key {key!r}",
+            )
+            _expect_same(
+                (refused.allowed, refused.requested),
+                (allowed, requested),
+                f"(allowed, requested) of the QuotaExceeded for key {key!r}",
+            )
+            _expect_same(
+                storage.store_usage("example-plugin", "acme"),
+                StoreUsage(keys=2, bytes=80),
+                f"store_usage() after the refused charge of key {key!r}",
+            )
+        _expect_same(
+            charge("example-plugin", "acme", "c", None),
+            None,
+            "charge_store() forgetting the refused key 'c' (it must never have been recorded)",
+        )
+        _expect_same(
+            charge("example-plugin", "acme", "a", 60, max_keys=2, max_bytes=100),
+            40,
+            "charge_store() replacing key 'a' up to the byte limit",
+        )
+        _expect_same(
+            storage.store_usage("example-plugin", "acme"),
+            StoreUsage(keys=2, bytes=100),
+            "store_usage() at the limits",
+        )
+
+    def test_a_store_over_lowered_limits_may_shrink(self, storage: Storage) -> None:
+        """Once limits are lowered below what a store holds, charges that shrink it still
+        pass; charges that grow it do not."""
+        for key in ("a", "b", "c"):
+            storage.charge_store("example-plugin", "acme", key, 50)
+        storage.charge_store("example-plugin", "acme", "a", 10, max_keys=1, max_bytes=20)
+        storage.charge_store("example-plugin", "acme", "b", None, max_keys=1, max_bytes=20)
+        _expect_same(
+            storage.store_usage("example-plugin", "acme"),
+            StoreUsage(keys=2, bytes=60),
+            "store_usage() after shrinking charges over lowered limits",
+        )
+        with pytest.raises(QuotaExceeded):
+            storage.charge_store("example-plugin", "acme", "a", 11, max_keys=1, max_bytes=20)
+
+    def test_store_charge_refuses_a_bad_size(self, storage: Storage) -> None:
+        """A size that is not None or a non-negative int is refused with ValueError."""
+        for size in (-1, True, "5", 1.5):
+            with pytest.raises(ValueError, match="size"):
+                storage.charge_store("example-plugin", "acme", "k", size)  # type: ignore[arg-type]
+        _expect_same(
+            storage.store_usage("example-plugin", "acme"),
+            StoreUsage(keys=0, bytes=0),
+            "store_usage() after refused sizes",
+        )
+
+    def test_store_charges_do_not_move_the_generation(self, storage: Storage) -> None:
+        """Store charges leave the generation and the audit trail alone."""
+        storage.charge_store("example-plugin", "acme", "k", 3)
+        storage.charge_store("example-plugin", "acme", "k", None)
+        _expect_same(storage.generation(), 0, "generation() after store charges")
+        _expect_same(storage.audit(AuditQuery()), [], "audit events after store charges")
+
     # -- concurrency -----------------------------------------------------------------------
+
+    def test_concurrent_store_charges_never_pass_a_limit(self, storage: Storage) -> None:
+        """Threads charging new keys of one store at once: exactly as many pass as the limit
+        allows, the others get QuotaExceeded, and the totals match the keys recorded."""
+        threads, per_thread, limit = 8, 5, 12
+        barrier = threading.Barrier(threads)
+
+        def writer(number: int) -> Callable[[], int]:
+            def run() -> int:
+                barrier.wait(_THREAD_TIMEOUT)
+                passed = 0
+                for index in range(per_thread):
+                    try:
+                        storage.charge_store(
+                            "example-plugin", "acme", f"k{number}-{index}", 10, max_keys=limit
+                        )
+                    except QuotaExceeded:
+                        continue
+                    passed += 1
+                return passed
+
+            return run
+
+        outcomes = _run_in_threads([writer(n) for n in range(threads)], "concurrent charges")
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:
+            pytest.fail(
+                f"{len(failed)} of {threads} threads charging one store failed, first with "
+                f"{type(failed[0]).__name__}: {failed[0]}. Concurrent charges must queue "
+                "(read the totals and write them in one transaction that excludes the others)",
+                pytrace=False,
+            )
+        passed = sum(o for o in outcomes if not isinstance(o, BaseException))
+        _expect_same(passed, limit, f"charges that passed a limit of {limit} keys, concurrently")
+        _expect_same(
+            storage.store_usage("example-plugin", "acme"),
+            StoreUsage(keys=limit, bytes=10 * limit),
+            "store_usage() after concurrent charges",
+        )
 
     def test_concurrent_commits_to_different_tenants_all_apply(self, storage: Storage) -> None:
         """Threads committing to different tenants of one plugin at once all succeed, none lost."""
