@@ -55,7 +55,7 @@ from ._kinds import SourceKind
 from ._logs import OUTPUT_ATTRIBUTE
 from ._manifest import Isolation, Manifest
 from ._markers import PROJECT_NAME
-from ._wire import MAX_FRAME, Channel, FrameTooLarge, WireError, decode, encode
+from ._wire import IGNORED_RESULT, MAX_FRAME, Channel, FrameTooLarge, WireError, decode, encode
 from ._worker import SDK_MODULES
 from .events import ApiRequest, ApiResponse, Route
 
@@ -71,8 +71,6 @@ _CPU_CHECK_EVERY: Final = 256
 _CPU_RETIRE_AT: Final = 0.8
 #: The ids of hook calls, unique in the host: every frame of a call carries its id.
 _CALL_IDS: Final = itertools.count(1)
-#: The largest answer to a call whose result the host ignores (its worker sends None).
-_IGNORED_RESULT: Final = 256
 #: Seconds the host gives the zygote to take a request, and again to answer it.
 _ZYGOTE_TIMEOUT: Final = 30.0
 
@@ -857,7 +855,7 @@ class _Worker:
 def _frame_kinds(max_frame: int, output_limit: int, wanted: bool) -> Mapping[bytes, int]:
     """The frames a worker may send during a call, each with its largest body in bytes."""
     return {
-        b"ok": max_frame if wanted else _IGNORED_RESULT,
+        b"ok": max_frame if wanted else IGNORED_RESULT,
         b"raise": max_frame,
         b"api": max_frame,
         # At most output_limit characters, each at most 8 bytes in JSON (an escaped surrogate).

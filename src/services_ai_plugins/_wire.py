@@ -44,10 +44,21 @@ from typing import Any, Final, cast
 from ._errors import PluginError
 from .events import PAYLOAD_TYPES, Route, _converter, _from_host, from_wire
 
-__all__ = ["MAX_FRAME", "Channel", "FrameTooLarge", "WireError", "decode", "encode"]
+__all__ = [
+    "IGNORED_RESULT",
+    "MAX_FRAME",
+    "Channel",
+    "FrameTooLarge",
+    "WireError",
+    "decode",
+    "encode",
+]
 
 #: The largest frame accepted by default (16 MiB).
 MAX_FRAME: Final = 16 * 2**20
+#: The largest answer (frame body, in bytes) to a call whose result the host ignores (a
+#: NOTIFY hook's): a worker sends None instead of a bigger result; traces show a smaller one.
+IGNORED_RESULT: Final = 4096
 
 _HEADER: Final = struct.Struct(">I")
 #: A peer that died makes sending fail with EPIPE, never a SIGPIPE (where the system can say so).

@@ -42,7 +42,7 @@ from ._errors import PluginError
 from ._loader import import_plugin
 from ._manifest import Manifest
 from ._markers import PROJECT_NAME
-from ._wire import Channel, WireError, decode, encode
+from ._wire import IGNORED_RESULT, Channel, WireError, decode, encode
 from .events import Context, normalise_routes, to_wire
 
 __all__ = ["python_paths", "zygote_main"]
@@ -296,11 +296,16 @@ class _Worker:
         finally:
             self.calls.pop()
             self.output.flush()
+        ignored = not wanted and answer[0] == "ok"
         try:
             with self.send_lock:
-                self.channel.send(answer, limit=int(self.config["max_frame"]))
+                limit = IGNORED_RESULT if ignored else int(self.config["max_frame"])
+                self.channel.send(answer, limit=limit)
         except WireError as exc:  # nothing was sent: too big, or a string that is not Unicode
-            self.send(["raise", call_id, "WireError", f"the result cannot be sent: {exc}", ""])
+            if ignored:  # the host ignores it anyway: it gets None
+                self.send(["ok", call_id, None])
+            else:
+                self.send(["raise", call_id, "WireError", f"the result cannot be sent: {exc}", ""])
 
     def _routes(self, returned: object) -> list[dict[str, Any]]:
         """Routes as data; their handlers stay here, called by number when a request comes."""
@@ -421,8 +426,13 @@ _FOREIGN: dict[str, type[Exception]] = {}
 
 
 def _result(result: object, wanted: bool) -> Any:
-    """The result as wire data; None where the host ignores it (and refuses more than that)."""
-    return encode(result) if wanted else None
+    """The result as wire data; what cannot cross is None where the host ignores the result."""
+    try:
+        return encode(result)
+    except WireError:
+        if wanted:
+            raise
+        return None
 
 
 def _text(text: str) -> str:
