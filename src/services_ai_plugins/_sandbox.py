@@ -681,7 +681,7 @@ class _Worker:
                         used += size
                         self._log(message[1], message[2], message[3])
                     continue
-                if len(message) > 1 and message[1] != call_id:
+                if len(message) > 1 and (type(message[1]) is not int or message[1] != call_id):
                     raise WireError(
                         f"a {answer!r} frame of call {message[1]!r} came during call {call_id} "
                         "(a thread left running by an earlier call?)"

@@ -305,7 +305,8 @@ class _Worker:
             if ignored:  # the host ignores it anyway: it gets None
                 self.send(["ok", call_id, None])
             else:
-                self.send(["raise", call_id, "WireError", f"the result cannot be sent: {exc}", ""])
+                what = "result" if answer[0] == "ok" else "exception"
+                self.send(["raise", call_id, "WireError", f"the {what} cannot be sent: {exc}", ""])
 
     def _routes(self, returned: object) -> list[dict[str, Any]]:
         """Routes as data; their handlers stay here, called by number when a request comes."""
