@@ -542,7 +542,8 @@ def test_a_plugin_digging_for_host_objects_finds_none(
             env = dict(os.environ)
             forged = None
             try:  # a frame of its own making: asks for another tenant's leads
-                api._worker.channel.send(["api", "list_leads", [], {"tenant": "globex"}])
+                forged = ["api", api._call.id, "list_leads", [], {"tenant": "globex"}]
+                api._worker.channel.send(forged)
                 while True:
                     answer = api._worker.channel.receive(5)
                     if answer[0] in ("ok", "raise"):

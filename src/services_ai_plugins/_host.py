@@ -881,9 +881,9 @@ class PluginHost:
         try:
             self.flush()
         finally:
+            self.sandbox.close()  # first: a call stuck on its worker is cut short, not waited for
             for plugin_id in list(self._loaded):
                 self._unload(plugin_id)
-            self.sandbox.close()
             if self._owns_storage:
                 self._storage.close()
 

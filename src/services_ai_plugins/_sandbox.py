@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import itertools
 import json
 import keyword
 import logging
@@ -57,7 +58,7 @@ from ._kinds import SourceKind
 from ._logs import OUTPUT_ATTRIBUTE
 from ._manifest import Isolation, Manifest
 from ._markers import PROJECT_NAME
-from ._wire import MAX_FRAME, Channel, WireError, decode, encode
+from ._wire import IGNORED_RESULT, MAX_FRAME, Channel, FrameTooLarge, WireError, decode, encode
 from ._worker import SDK_MODULES
 from .events import ApiRequest, ApiResponse, Route
 
@@ -71,6 +72,10 @@ MAX_DEPTH: Final = 8
 _CPU_CHECK_EVERY: Final = 256
 #: The share of its lifetime CPU limit after which a worker is replaced between calls.
 _CPU_RETIRE_AT: Final = 0.8
+#: The ids of hook calls, unique in the host: every frame of a call carries its id.
+_CALL_IDS: Final = itertools.count(1)
+#: Seconds the host gives the zygote to take a request, and again to answer it.
+_ZYGOTE_TIMEOUT: Final = 30.0
 
 _DEFAULT_ISOLATION: Final[Mapping[SourceKind, Isolation]] = {
     SourceKind.ARCHIVE: Isolation.PROCESS,
@@ -119,6 +124,17 @@ class SandboxPolicy:
     output_limit: int = attrs.field(default=64 * 1024, validator=attrs.validators.ge(0))
     #: The largest message a worker may send, in bytes.
     max_frame: int = attrs.field(default=MAX_FRAME, validator=attrs.validators.ge(1024))
+    #: The most values (array items, object members, containers) one message of a worker may
+    #: hold; a message with more is refused before it is read (it would cost the host far more
+    #: memory than its bytes: 16 MiB of nested empty lists take some 800 MiB).
+    max_values: int = attrs.field(default=250_000, validator=attrs.validators.ge(1000))
+    #: The most API requests one hook call may make; the next ones raise SandboxError in the
+    #: worker, and the call goes on.
+    max_api_calls: int = attrs.field(default=10_000, validator=attrs.validators.ge(0))
+    #: The most bytes one hook call may move through its worker's channel: the API requests
+    #: and their answers, log lines, and the result. An API answer over it is refused (the API
+    #: call raises SandboxError); a frame of the worker over it stops the worker.
+    max_call_bytes: int = attrs.field(default=64 * 2**20, validator=attrs.validators.ge(1024))
     #: The interpreter workers run on (started with ``-I``).
     python: str = sys.executable
     #: More paths workers may read (besides the interpreter's, the SDK's and the plugin's).
@@ -301,8 +317,15 @@ class Sandbox:
         )
 
     def close(self) -> None:
-        """Stop every worker and the zygote."""
+        """Stop every worker and the zygote, without waiting for any of them.
+
+        A call still running is cut short: it fails with :class:`SandboxError`.
+        """
         self._closed = True
+        with self._lock:
+            live = list(self._live.values())
+        for worker in live:  # a call blocked on its worker now fails at once, and lets go
+            worker._interrupt()
         for plugin_id in list(self._plugins):
             self.unload(plugin_id)
         with self._lock:
@@ -622,6 +645,9 @@ def _proxy(
 class _Worker:
     """One live worker process and its channel."""
 
+    #: The deadline of the call in progress (None: none): a nested call ends no later.
+    _deadline: float | None = None
+
     def __init__(  # noqa: PLR0917 - private; made by start() only
         self,
         owner: _Sandboxed,
@@ -675,7 +701,8 @@ class _Worker:
             raise
         finally:
             theirs.close()
-        worker = cls(owner, tenant, zygote, pid, Channel(ours, limit=policy.max_frame), policy)
+        channel = Channel(ours, limit=policy.max_frame, max_values=policy.max_values)
+        worker = cls(owner, tenant, zygote, pid, channel, policy)
         worker.scratch = scratch
         try:
             message = worker._until_ready(monotonic() + policy.start_timeout)
@@ -739,8 +766,10 @@ class _Worker:
     ) -> Any:
         """Send one call (a hook's, or a route handler's) and serve the worker until it answers.
 
-        ``request`` is the frame: ``[kind, hook name or route number, tenant, arguments,
-        whether the result is wanted]``.
+        ``request`` is ``[kind, hook name or route number, tenant, arguments, whether the
+        result is wanted]``. The frame sent holds a new call id after its kind; the worker's
+        API requests and answer must carry it. Every send and receive ends by the call's
+        deadline (a nested call's is no later than the call it is nested in).
         """
         kind, name = request[0], request[1]
         hook = str(name) if kind == "call" else what
@@ -749,64 +778,94 @@ class _Worker:
                 self.plugin_id, f"{what}: hook calls nested more than {MAX_DEPTH} deep"
             )
         deadline = monotonic() + timeout
+        outer = self._deadline
+        if outer is not None and outer < deadline:
+            deadline = outer
+        call_id = next(_CALL_IDS)
+        policy = self.policy
+        kinds = _frame_kinds(policy.max_frame, policy.output_limit, bool(request[4]))
+        budget = policy.max_call_bytes
         self.depth += 1
         self.calls += 1
-        used = dropped = 0
+        self._deadline = deadline
+        used = dropped = requests = spent = 0
         try:
             try:
-                self.channel.send(request)
-            except OSError:
-                raise WorkerCrashed(self.plugin_id, hook, self._end()) from None
+                self.channel.send([kind, call_id, *request[1:]], timeout=deadline - monotonic())
+            except WireError as exc:  # nothing was written: a string that is not Unicode
+                raise SandboxError(
+                    self.plugin_id, f"cannot send the arguments of {what}: {exc}"
+                ) from None
             while True:
-                remaining = deadline - monotonic()
-                try:
-                    if remaining <= 0:
-                        raise TimeoutError
-                    message = self.channel.receive(remaining)
-                except TimeoutError:
-                    self._end(killed=True)
-                    raise SandboxTimeout(self.plugin_id, hook, timeout) from None
-                except (EOFError, OSError):
-                    raise WorkerCrashed(self.plugin_id, hook, self._end()) from None
-                except WireError as exc:
-                    self._end(killed=True)
-                    raise SandboxError(
-                        self.plugin_id, f"{what}: its worker broke the protocol: {exc}"
-                    ) from None
+                message = self.channel.receive(
+                    deadline - monotonic(), limit=budget - spent, kinds=kinds
+                )
+                spent += self.channel.last_size
                 answer = message[0]
-                if answer == "ok" and len(message) == 2:
-                    try:
-                        if name == "register_routes" and isinstance(message[1], dict):
-                            return self._routes(message[1].get("$routes"))
-                        return decode(message[1])
-                    except WireError as exc:
-                        raise SandboxError(
-                            self.plugin_id, f"{what} returned a value the host refuses: {exc}"
-                        ) from None
-                if answer == "raise" and len(message) == 4 and _texts(message[1:]):
-                    raise RemoteError(self.plugin_id, message[1], message[2], message[3])
                 if answer == "log" and len(message) == 4:
                     size = len(str(message[3]))
-                    if used + size > self.policy.output_limit:
+                    if used + size > policy.output_limit:
                         dropped += size
                     else:
                         used += size
                         self._log(message[1], message[2], message[3])
                     continue
-                if answer == "api" and len(message) == 4:
-                    self._serve_api(api, message[1], message[2], message[3])
+                if len(message) > 1 and (type(message[1]) is not int or message[1] != call_id):
+                    raise WireError(
+                        f"a {answer!r} frame of call {message[1]!r} came during call {call_id} "
+                        "(a thread left running by an earlier call?)"
+                    )
+                if answer == "api" and len(message) == 5:
+                    requests += 1
+                    reply = self._serve_api(api, call_id, message, requests)
+                    spent += self._answer(reply, deadline, budget - spent)
                     continue
-                self._end(killed=True)
+                if answer == "ok" and len(message) == 3:
+                    try:
+                        if name == "register_routes" and isinstance(message[2], dict):
+                            return self._routes(message[2].get("$routes"))
+                        return decode(message[2])
+                    except WireError as exc:
+                        raise SandboxError(
+                            self.plugin_id, f"{what} returned a value the host refuses: {exc}"
+                        ) from None
+                if answer == "raise" and len(message) == 5 and _texts(message[2:]):
+                    raise RemoteError(self.plugin_id, message[2], message[3], message[4])
+                raise WireError(f"a malformed {answer!r} frame")
+        except TimeoutError:
+            self._end(killed=True)
+            raise SandboxTimeout(self.plugin_id, hook, timeout) from None
+        except WireError as exc:
+            self._end(killed=True)
+            if (
+                isinstance(exc, FrameTooLarge)
+                and exc.kind is None
+                and exc.size <= policy.max_frame
+                and spent + exc.size > budget
+            ):
                 raise SandboxError(
-                    self.plugin_id, f"{what}: its worker sent an unexpected {answer!r} frame"
-                )
+                    self.plugin_id,
+                    f"{what}: its worker went over the call's budget of {budget} bytes "
+                    f"(a frame of {exc.size} bytes after {spent}); it was stopped",
+                ) from None
+            raise SandboxError(
+                self.plugin_id, f"{what}: its worker broke the protocol: {exc}"
+            ) from None
+        except (EOFError, OSError):
+            if self.owner.sandbox._closed:
+                self._end(killed=True)
+                raise SandboxError(self.plugin_id, f"{what}: the host closed") from None
+            if self.dead and monotonic() >= deadline:  # a nested call ran out of time
+                raise SandboxTimeout(self.plugin_id, hook, timeout) from None
+            raise WorkerCrashed(self.plugin_id, hook, self._end()) from None
         finally:
             self.depth -= 1
+            self._deadline = outer
             if dropped:
                 self.logger.warning(
                     "%d characters of output dropped (over %d per call)",
                     dropped,
-                    self.policy.output_limit,
+                    policy.output_limit,
                 )
 
     def _routes(self, routes: object) -> list[Route]:
@@ -837,27 +896,52 @@ class _Worker:
         self.route_numbers = numbers  # only once the whole answer is valid
         return built
 
-    def _serve_api(self, api: Any, method: object, args: object, kwargs: object) -> None:
-        """Run one API request of the worker on the plugin's real API, and answer it."""
-        answer: list[Any]
+    def _serve_api(self, api: Any, call_id: int, message: list[Any], number: int) -> list[Any]:
+        """Run the call's ``number``-th API request on the plugin's real API; the answer frame."""
+        _, _, method, args, kwargs = message
         if api is None or type(method) is not str or method not in self.owner.sandbox._api_methods:
-            answer = ["raise", "AttributeError", f"'PluginAPI' object has no attribute {method!r}"]
-        else:
-            try:
-                positional = decode(args)
-                named = decode(kwargs)
-                if type(positional) is not list or type(named) is not dict:
-                    raise WireError("api arguments must be a list and an object")
-                answer = ["ok", encode(getattr(api, method)(*positional, **named))]
-            except Exception as exc:  # noqa: BLE001 - the plugin's call failed: it gets the error
-                fields = {  # what a handler reads: PermissionDenied.permission, ...
-                    key: value
-                    for key, value in vars(exc).items()
-                    if not key.startswith("_") and type(value) in (str, int, float, bool)
-                }
-                answer = ["raise", type(exc).__name__, str(exc), fields]
-        with contextlib.suppress(OSError):  # it died: the next receive says how
-            self.channel.send(answer)
+            error = f"'PluginAPI' object has no attribute {method!r}"
+            return ["raise", call_id, "AttributeError", error, {}]
+        if number > self.policy.max_api_calls:
+            error = (
+                f"plugin {self.plugin_id!r}: api.{method}() refused: one hook call may make "
+                f"{self.policy.max_api_calls} API requests (SandboxPolicy.max_api_calls)"
+            )
+            return ["raise", call_id, "SandboxError", error, {"plugin_id": self.plugin_id}]
+        try:
+            positional = decode(args)
+            named = decode(kwargs)
+            if type(positional) is not list or type(named) is not dict:
+                raise WireError("api arguments must be a list and an object")
+            return ["ok", call_id, encode(getattr(api, method)(*positional, **named))]
+        except Exception as exc:  # noqa: BLE001 - the plugin's call failed: it gets the error
+            fields = {  # what a handler reads: PermissionDenied.permission, ...
+                key: value
+                for key, value in vars(exc).items()
+                if not key.startswith("_") and type(value) in (str, int, float, bool)
+            }
+            return ["raise", call_id, type(exc).__name__, str(exc), fields]
+
+    def _answer(self, reply: list[Any], deadline: float, room: int) -> int:
+        """Send an API answer by the call's deadline; the bytes sent.
+
+        An answer over what is left of the call's byte budget (``room``), or one that cannot
+        be written, is not sent: the API call raises the reason in the worker instead.
+        """
+        if self.dead:  # a nested call stopped it: the next receive says how
+            raise EOFError
+        try:
+            return self.channel.send(reply, timeout=deadline - monotonic(), limit=room)
+        except FrameTooLarge as exc:
+            error = (
+                f"plugin {self.plugin_id!r}: an API answer of {exc.size} bytes is over what is "
+                f"left of the call's budget of {self.policy.max_call_bytes} bytes "
+                "(SandboxPolicy.max_call_bytes)"
+            )
+            substitute = ["raise", reply[1], "SandboxError", error, {"plugin_id": self.plugin_id}]
+        except WireError as exc:  # nothing was written: a string that is not Unicode
+            substitute = ["raise", reply[1], "WireError", str(exc), {}]
+        return self.channel.send(substitute, timeout=deadline - monotonic())
 
     def _log(self, level: object, name: object, text: object) -> None:
         levelno = level if type(level) is int and 0 < level <= logging.CRITICAL else logging.INFO
@@ -868,32 +952,48 @@ class _Worker:
         self.logger.log(levelno, "[%s] %s", source, str(text), extra=extra)
 
     def stop(self) -> None:
-        """Ask it to stop; kill it (and its process group) if it does not at once."""
+        """Ask it to stop; kill it (and its process group) if it does not at once.
+
+        Waits 0.2 s at most for each of the stop frame and the worker's end.
+        """
         if self.dead:
             return
         try:
-            self.channel.send(["stop"])
-            self.channel.receive(0.2)
+            self.channel.send(["stop"], timeout=0.2)
+            self.channel.receive(0.2, limit=0, kinds={})  # nothing comes but the end
         except (TimeoutError, EOFError, OSError, WireError):
             pass
         self._end(killed=True)
+
+    def _interrupt(self) -> None:
+        """Make a call blocked on this worker's channel fail at once (the host is closing)."""
+        if not self.dead:
+            with contextlib.suppress(OSError):
+                self.channel.sock.shutdown(socket.SHUT_RDWR)
 
     def _end(self, *, killed: bool = False) -> str:
         """Kill what is left of it, reap it, and say how it ended."""
         if self.dead:
             return "stopped"
         self.dead = True
-        for kill in (os.killpg, os.kill):
-            try:
-                kill(self.pid, signal.SIGKILL)
-                break
-            except (ProcessLookupError, PermissionError):
-                continue
+        _kill_group(self.pid)
         self.channel.close()
         status = self.zygote.wait(self.pid)
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
         return _describe(status, killed=killed)
+
+
+@functools.lru_cache(maxsize=8)
+def _frame_kinds(max_frame: int, output_limit: int, wanted: bool) -> Mapping[bytes, int]:
+    """The frames a worker may send during a call, each with its largest body in bytes."""
+    return {
+        b"ok": max_frame if wanted else IGNORED_RESULT,
+        b"raise": max_frame,
+        b"api": max_frame,
+        # At most output_limit characters, each at most 8 bytes in JSON (an escaped surrogate).
+        b"log": min(max_frame, 8 * output_limit + 1024),
+    }
 
 
 #: The options a worker reports of each implementation (pluggy's, all booleans).
@@ -1110,6 +1210,10 @@ class _Zygote:
                 theirs.close()
             self.channel = Channel(ours)
             self._lock = threading.Lock()
+            #: The number of the last request (answers repeat it).
+            self._requests = 0
+            #: Workers of forks answered too late: killed, to be reaped.
+            self._orphans: list[int] = []
             try:
                 hello = self.channel.receive(policy.start_timeout)
             except (TimeoutError, EOFError, OSError, WireError) as exc:
@@ -1130,32 +1234,92 @@ class _Zygote:
         return self.process.poll() is None
 
     def fork(self, config: dict[str, Any], fd: int) -> int:
-        with self._lock:
-            self.channel.send(["fork", config], fds=[fd])
-            message = self.channel.receive(30.0)
-        return int(message[1])
+        """A new worker's pid, forked with ``fd`` as its channel.
+
+        :raises SandboxError: when the zygote does not answer within its time.
+        """
+        try:
+            with self._lock:
+                self._reap_orphans()
+                message = self._exchange("fork", config, (fd,))
+        except (TimeoutError, EOFError, OSError, WireError) as exc:
+            raise SandboxError(
+                "sandbox", f"its zygote did not fork a worker: {str(exc) or type(exc).__name__}"
+            ) from None
+        pid = message[2] if message[0] == "forked" and len(message) == 3 else None
+        if type(pid) is not int or pid <= 0:
+            raise SandboxError("sandbox", f"its zygote answered a fork with {message!r}")
+        return pid
 
     def wait(self, pid: int) -> int | None:
+        """Reap the worker ``pid`` (killed already): its wait status (None: unknown)."""
         try:
             with self._lock:
-                self.channel.send(["wait", pid])
-                message = self.channel.receive(30.0)
+                self._reap_orphans()
+                message = self._exchange("wait", pid)
         except (TimeoutError, EOFError, OSError, WireError):
             return None
-        return message[2] if type(message[2]) is int else None
+        status = message[3] if message[0] == "status" and len(message) == 4 else None
+        return status if type(status) is int else None
+
+    def _exchange(self, kind: str, value: object, fds: Sequence[int] = ()) -> list[Any]:
+        """Send a request under a new number; the answer with that number (the lock held).
+
+        An answer to an earlier request that the host gave up waiting for is dropped, so a
+        slow answer never passes for another's: a late ``forked`` names a worker nobody
+        knows, which is killed (the zygote reaps a worker only when asked to, so its pid is
+        still its own) and reaped with the next request.
+        """
+        self._requests += 1
+        number = self._requests
+        deadline = monotonic() + _ZYGOTE_TIMEOUT
+        try:
+            self.channel.send([kind, number, value], fds=fds, timeout=_ZYGOTE_TIMEOUT)
+        except TimeoutError:
+            self.process.kill()  # part of the request may be written: its channel is lost
+            raise
+        while True:
+            try:
+                message = self.channel.receive(deadline - monotonic())
+            except WireError:
+                self.process.kill()  # out of step: a new zygote starts on the next call
+                raise
+            if len(message) > 1 and message[1] == number:
+                return message
+            late = message[2] if message[0] == "forked" and len(message) == 3 else None
+            if type(late) is int and late > 0:
+                _kill_group(late)
+                self._orphans.append(late)
+
+    def _reap_orphans(self) -> None:
+        """Reap the workers of forks answered too late (the lock held)."""
+        while self._orphans:
+            self._exchange("wait", self._orphans.pop())
 
     def close(self) -> None:
-        try:
-            with self._lock:
-                self.channel.send(["exit"])
-        except OSError:
-            pass
+        """Ask the zygote to exit (it kills the workers it forked); kill it if it does not."""
+        if self._lock.acquire(timeout=2.0):
+            try:
+                with contextlib.suppress(OSError, WireError):
+                    self.channel.send(["exit"], timeout=2.0)
+            finally:
+                self._lock.release()
         try:
             self.process.wait(2.0)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
         self.channel.close()
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL the process group of ``pid`` (or the process, before it made its group)."""
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+            break
+        except (ProcessLookupError, PermissionError):
+            continue
 
 
 def _sdk_paths() -> list[str]:

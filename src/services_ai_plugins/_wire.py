@@ -15,6 +15,14 @@ Both directions decode strictly: a payload must pass :func:`from_wire`, and
 anything else (a NaN, an unknown tag, a class instance) is refused with
 :class:`WireError`. Nothing is ever unpickled: a hostile worker can send the
 host only data.
+
+A frame's text is refused before it becomes values when it is not UTF-8, holds
+``NaN`` or ``Infinity``, a string that is not Unicode (a lone surrogate such as
+``"\\ud800"``), more values than the receiver allows (``max_values``: a frame of
+nested empty lists would otherwise cost fifty times its size in memory), or,
+where the receiver names the kinds it expects, another kind or more bytes than
+that kind may have. Sending can have a time limit too: a peer that stops
+reading never holds the sender past it.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ import base64
 import binascii
 import json
 import math
+import re
+import select
 import socket
 import struct
 from collections.abc import Callable, Mapping, Sequence
@@ -34,14 +44,27 @@ from typing import Any, Final, cast
 from ._errors import PluginError
 from .events import PAYLOAD_TYPES, Route, _converter, _from_host, from_wire
 
-__all__ = ["MAX_FRAME", "Channel", "WireError", "decode", "encode"]
+__all__ = [
+    "IGNORED_RESULT",
+    "MAX_FRAME",
+    "Channel",
+    "FrameTooLarge",
+    "WireError",
+    "decode",
+    "encode",
+]
 
 #: The largest frame accepted by default (16 MiB).
 MAX_FRAME: Final = 16 * 2**20
+#: The largest answer (frame body, in bytes) to a call whose result the host ignores (a
+#: NOTIFY hook's): a worker sends None instead of a bigger result; traces show a smaller one.
+IGNORED_RESULT: Final = 4096
 
 _HEADER: Final = struct.Struct(">I")
 #: A peer that died makes sending fail with EPIPE, never a SIGPIPE (where the system can say so).
 _NO_SIGNAL: Final = getattr(socket, "MSG_NOSIGNAL", 0)
+#: A send with a time limit: never blocks in the kernel; the wait is a poll with the time left.
+_NO_WAIT: Final = _NO_SIGNAL | socket.MSG_DONTWAIT
 #: The most bytes read from the socket at once.
 _CHUNK: Final = 1 << 16
 #: ``struct timeval`` (seconds, microseconds), as the kernel reads SO_RCVTIMEO.
@@ -54,7 +77,26 @@ _RECORD_TYPES: Final = frozenset(_RECORDS.values())
 _dumps: Final[Callable[[Any], str]] = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, separators=(",", ":")
 ).encode
-_loads: Final = json.loads
+#: The longest kind read from a frame's first bytes (``["api",...``) before its values are.
+_KIND_BYTES: Final = 16
+#: A JSON string literal, escapes included (to count the structure outside strings).
+_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def _constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: JSON, but no number a float can hold
+        raise ValueError(f"{text[:40]} is out of range")
+    return value
+
+
+_loads: Final[Callable[[str], Any]] = json.JSONDecoder(
+    parse_constant=_constant, parse_float=_float
+).decode
 
 
 def _decimal(text: str) -> Decimal:
@@ -79,6 +121,20 @@ _TAGS: Final = frozenset({"$r", "$t", "$d", *_SCALARS})
 
 class WireError(PluginError):
     """A value or a frame that cannot cross the sandbox boundary (named, with what is wrong)."""
+
+
+class FrameTooLarge(WireError):
+    """A frame bigger than its receiver (or its sender) allows: none of it was read or written."""
+
+    def __init__(self, size: int, limit: int, kind: str | None = None) -> None:
+        #: The frame's size in bytes (its body; the 4-byte length not counted).
+        self.size = size
+        #: The most bytes it could have had.
+        self.limit = limit
+        #: Its kind, where it was known.
+        self.kind = kind
+        what = "a frame" if kind is None else f"a {kind!r} frame"
+        super().__init__(f"{what} of {size} bytes is over the limit of {limit}")
 
 
 def encode(value: object) -> Any:
@@ -193,15 +249,30 @@ class Channel:
 
     ``receive`` waits up to ``timeout`` seconds (None: forever) and raises
     :class:`TimeoutError` when that passes, :class:`EOFError` when the other
-    side closed, and :class:`WireError` for a frame that is too large or not
-    JSON.
+    side closed, and :class:`WireError` for a frame that is too large (over
+    ``limit`` bytes: :class:`FrameTooLarge`), not JSON, or holds more than
+    ``max_values`` values (None: any number). After any of these but
+    ``TimeoutError`` the channel is out of step: close it.
     """
 
-    __slots__ = ("_buffer", "_chunk", "_limit", "_view", "_waiting", "sock")
+    __slots__ = (
+        "_buffer",
+        "_chunk",
+        "_limit",
+        "_max_values",
+        "_poll",
+        "_view",
+        "_waiting",
+        "last_size",
+        "sock",
+    )
 
-    def __init__(self, sock: socket.socket, *, limit: int = MAX_FRAME) -> None:
+    def __init__(
+        self, sock: socket.socket, *, limit: int = MAX_FRAME, max_values: int | None = None
+    ) -> None:
         self.sock: Final = sock
         self._limit = limit
+        self._max_values = max_values
         self._buffer = bytearray()
         self._chunk = bytearray(_CHUNK)
         self._view = memoryview(self._chunk)
@@ -210,45 +281,105 @@ class Channel:
         sock.settimeout(None)
         #: The receive time-out set on the socket, in seconds (None: none).
         self._waiting: float | None = None
+        self._poll: select.poll | None = None
+        #: The bytes of the last frame received, its 4-byte length included.
+        self.last_size = 0
 
-    def send(self, message: list[Any], *, fds: Sequence[int] = ()) -> None:
-        """Write one frame (the message must already be encoded), passing ``fds`` along."""
+    def send(
+        self,
+        message: list[Any],
+        *,
+        fds: Sequence[int] = (),
+        timeout: float | None = None,
+        limit: int | None = None,
+    ) -> int:
+        """Write one frame (the message must already be encoded), passing ``fds`` along.
+
+        Waits at most ``timeout`` seconds for the other side to make room (None:
+        as long as it takes), then raises :class:`TimeoutError`; part of the
+        frame may have been written then: close the channel. A frame whose body
+        is over ``limit`` bytes raises :class:`FrameTooLarge`, and one that is
+        not JSON (or holds a string that is not Unicode) :class:`WireError`,
+        both before anything is written.
+
+        :returns: the bytes written, the 4-byte length included.
+        """
         try:
             body = _dumps(message).encode()
         except (TypeError, ValueError) as exc:
             raise WireError(f"cannot send: {exc}") from exc
+        if limit is not None and len(body) > limit:
+            kind = message[0] if message and type(message[0]) is str else None
+            raise FrameTooLarge(len(body), limit, kind)
         frame = _HEADER.pack(len(body)) + body
+        if timeout is not None:
+            self._send_within(frame, fds, timeout)
+            return len(frame)
+        rest: bytes = frame
         if fds:
             sent = socket.send_fds(self.sock, [frame], list(fds))
-            frame = frame[sent:]
-        if frame:
-            self.sock.sendall(frame, _NO_SIGNAL)
+            rest = frame[sent:]
+        if rest:
+            self.sock.sendall(rest, _NO_SIGNAL)
+        return len(frame)
 
-    def receive(self, timeout: float | None = None, *, fds: list[int] | None = None) -> list[Any]:
+    def _send_within(self, frame: bytes, fds: Sequence[int], timeout: float) -> None:
+        """Write ``frame``, waiting for room at most ``timeout`` seconds in all."""
+        view = memoryview(frame)
+        size = len(frame)
+        sent = 0
+        deadline = None
+        while True:
+            try:
+                if fds and not sent:
+                    sent = socket.send_fds(self.sock, [view], list(fds), _NO_WAIT)
+                else:
+                    sent += self.sock.send(view[sent:], _NO_WAIT)
+            except BlockingIOError:  # the other side's buffer is full: wait for room
+                pass
+            if sent >= size:
+                return
+            now = monotonic()
+            if deadline is None:  # the first send did not take it all: only now the clock
+                deadline = now + timeout
+            if now >= deadline:
+                raise TimeoutError(f"the other side read no frame for {timeout:g} s")
+            poll = self._poll
+            if poll is None:
+                poll = self._poll = select.poll()
+                poll.register(self.sock, select.POLLOUT)
+            poll.poll(max(1, math.ceil((deadline - now) * 1000)))
+
+    def receive(
+        self,
+        timeout: float | None = None,
+        *,
+        fds: list[int] | None = None,
+        limit: int | None = None,
+        kinds: Mapping[bytes, int] | None = None,
+    ) -> list[Any]:
         """Read one frame; descriptors passed along are appended to ``fds``.
 
-        See the class docstring for the errors.
+        ``limit``: at most this many bytes for this frame (and at most the
+        channel's own limit). ``kinds``: the kinds of frame expected, each with
+        its own limit in bytes; another kind is refused, and so is a frame that
+        does not start with its kind as the sender writes it (``["kind",``),
+        before its values are read. See the class docstring for the errors.
         """
         buffer = self._buffer
         sock = self.sock
         deadline = None if timeout is None else monotonic() + timeout
+        most = self._limit if limit is None or limit > self._limit else max(limit, 0)
         while True:
             if len(buffer) >= 4:
                 (size,) = _HEADER.unpack_from(buffer)
-                if size > self._limit:
-                    raise WireError(f"a frame of {size} bytes is over the limit of {self._limit}")
+                if size > most:
+                    raise FrameTooLarge(size, most)
                 if len(buffer) >= 4 + size:
                     body = bytes(buffer[4 : 4 + size])
                     del buffer[: 4 + size]
-                    try:
-                        message = _loads(body)
-                    except ValueError as exc:
-                        raise WireError(f"a frame is not JSON: {exc}") from None
-                    except RecursionError:
-                        raise WireError("a frame is nested too deeply") from None
-                    if type(message) is not list or not message or type(message[0]) is not str:
-                        raise WireError("a frame must be a JSON array starting with its kind")
-                    return message
+                    self.last_size = 4 + size
+                    return self._parse(body, kinds)
             if deadline is None:
                 if self._waiting is not None:
                     self._wait(None)
@@ -272,6 +403,42 @@ class Channel:
                 raise EOFError("the other side closed the channel")
             buffer += chunk
 
+    def _parse(self, body: bytes, kinds: Mapping[bytes, int] | None) -> list[Any]:
+        """The message in a frame's body, refused as early as its bytes allow."""
+        canonical = False
+        if kinds is not None and body[:2] == b'["':
+            end = body.find(b'"', 2, 2 + _KIND_BYTES)
+            kind = body[2:end] if end > 0 else b""
+            most = kinds.get(kind)
+            if most is None:
+                raise WireError(f"unexpected {kind.decode(errors='replace')!r} frame")
+            if len(body) > most:
+                raise FrameTooLarge(len(body), most, kind.decode())
+            canonical = True
+        max_values = self._max_values
+        # A value takes a byte at least: only a frame longer than the bound can hold more.
+        if max_values is not None and len(body) > max_values:
+            _count_values(body, max_values)
+        try:
+            text = body.decode()  # strict: the UTF-8 form of a surrogate is refused here
+        except UnicodeDecodeError as exc:
+            raise WireError(f"a frame is not UTF-8: {exc}") from None
+        try:
+            message = _loads(text)
+        except ValueError as exc:
+            raise WireError(f"a frame is not JSON: {exc}") from None
+        except RecursionError:
+            raise WireError("a frame is nested too deeply") from None
+        # An escaped surrogate (\ud800-\udfff) is valid JSON, but alone it is no character:
+        # look closer only where the text has one.
+        if ("\\ud" in text or "\\uD" in text) and not _unicode(message):
+            raise WireError("a frame holds a string that is not Unicode (a lone surrogate)")
+        if type(message) is not list or not message or type(message[0]) is not str:
+            raise WireError("a frame must be a JSON array starting with its kind")
+        if kinds is not None and not canonical:
+            raise WireError("a frame must be a JSON array starting with its kind")
+        return message
+
     def _wait(self, seconds: float | None) -> None:
         """Set the socket's receive time-out: at most ``seconds`` (rounded down), or none."""
         if seconds is None:
@@ -288,3 +455,29 @@ class Channel:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _count_values(body: bytes, most: int) -> None:
+    """Refuse a frame holding more than ``most`` values, before it is parsed.
+
+    Counts the commas and opening brackets: one for each array item or object
+    member after the first, and one for each container. Where that is over the
+    bound, the count is taken again outside string literals (a long text full
+    of commas is one value).
+    """
+    count = body.count(b",") + body.count(b"[") + body.count(b"{")
+    if count <= most:
+        return
+    bare = _STRING.sub(b"", body)
+    count = bare.count(b",") + bare.count(b"[") + bare.count(b"{")
+    if count > most:
+        raise WireError(f"a frame holds more than {most} values")
+
+
+def _unicode(message: object) -> bool:
+    """Whether every string in a parsed frame is valid Unicode (no lone surrogate)."""
+    try:
+        _dumps(message).encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -45,7 +45,7 @@ from ._errors import PluginError
 from ._loader import import_plugin
 from ._manifest import Manifest
 from ._markers import PROJECT_NAME
-from ._wire import Channel, WireError, decode, encode
+from ._wire import IGNORED_RESULT, Channel, WireError, decode, encode
 from .events import Context, normalise_routes, to_wire
 
 __all__ = ["hidden_paths", "python_paths", "zygote_main"]
@@ -74,7 +74,12 @@ _CHANNEL_FD: Final = 3
 
 
 def zygote_main(fd: int) -> NoReturn:
-    """Serve the host on the socket ``fd``: fork workers, report their exit status."""
+    """Serve the host on the socket ``fd``: fork workers, report their exit status.
+
+    Requests are ``["fork", number, config]`` (with the worker's end of its channel),
+    ``["wait", number, pid]`` and ``["exit"]``; each answer repeats the request's number,
+    so the host matches answers to requests and drops a late one.
+    """
     sock = socket.socket(fileno=fd)
     channel = Channel(sock)
     children: set[int] = set()
@@ -90,21 +95,22 @@ def zygote_main(fd: int) -> NoReturn:
             break
         kind = message[0]
         if kind == "fork":
+            number, config = message[1], message[2]
             pid = os.fork()
             if pid == 0:  # the worker: never returns into this loop
                 try:
-                    _worker_main(message[1], fds[0], capabilities, sock)
+                    _worker_main(config, fds[0], capabilities, sock)
                 finally:
                     os._exit(70)
             for received in fds:
                 os.close(received)
             children.add(pid)
-            channel.send(["forked", pid])
+            channel.send(["forked", number, pid])
         elif kind == "wait":
-            pid = int(message[1])
+            number, pid = message[1], int(message[2])
             status = _reap(pid) if pid in children else None
             children.discard(pid)
-            channel.send(["status", pid, status])
+            channel.send(["status", number, pid, status])
         else:  # "exit"
             break
     for pid in children:
@@ -272,32 +278,52 @@ class _Worker:
                 raise WireError(f"unexpected {kind!r} frame from the host")
 
     def call(self, message: list[Any]) -> None:
-        """Run one hook implementation (or route handler) and send its result, or its exception."""
-        _, hook, tenant, kwargs, wanted = message
+        """Run one hook implementation (or route handler) and send its result, or its exception.
+
+        ``message`` is ``[kind, call id, hook name or route number, tenant, arguments,
+        whether the result is wanted]``; every frame of the call carries its id.
+        """
+        kind, call_id, hook, tenant, kwargs, wanted = message
         values = decode(kwargs, trusted=True)
-        if message[0] == "route":  # a route handler: ``hook`` is its number
+        if kind == "route":  # a route handler: ``hook`` is its number
             function: Callable[..., Any] = self.handlers[int(hook)]
             argnames: tuple[str, ...] = ("request",)
         else:
             function, argnames = self.functions[hook]
         if "settings" in values:
             values["settings"] = types.MappingProxyType(values["settings"])
-        call = _Call(tenant, values.get("context"), threading.get_ident())
+        call = _Call(call_id, tenant, values.get("context"), threading.get_ident())
         if "api" in argnames:
             values["api"] = SandboxAPI(self, call)
         self.calls.append(call)
         try:
             result = function(*[values[name] for name in argnames])
             if hook == "register_routes" and result is not None:
-                answer = ["ok", {"$routes": self._routes(result)}]
+                answer = ["ok", call_id, {"$routes": self._routes(result)}]
             else:
-                answer = ["ok", _result(result, wanted)]
+                answer = ["ok", call_id, _result(result, wanted)]
         except BaseException as exc:  # noqa: BLE001 - the plugin's failure, sent to the host
-            answer = ["raise", type(exc).__name__, str(exc), _plugin_traceback(exc)]
+            answer = [
+                "raise",
+                call_id,
+                type(exc).__name__,
+                _text(str(exc)),
+                _text(_plugin_traceback(exc)),
+            ]
         finally:
             self.calls.pop()
             self.output.flush()
-        self.send(answer)
+        ignored = not wanted and answer[0] == "ok"
+        try:
+            with self.send_lock:
+                limit = IGNORED_RESULT if ignored else int(self.config["max_frame"])
+                self.channel.send(answer, limit=limit)
+        except WireError as exc:  # nothing was sent: too big, or a string that is not Unicode
+            if ignored:  # the host ignores it anyway: it gets None
+                self.send(["ok", call_id, None])
+            else:
+                what = "result" if answer[0] == "ok" else "exception"
+                self.send(["raise", call_id, "WireError", f"the {what} cannot be sent: {exc}", ""])
 
     def _routes(self, returned: object) -> list[dict[str, Any]]:
         """Routes as data; their handlers stay here, called by number when a request comes."""
@@ -316,14 +342,16 @@ class _Worker:
                 f"api.{method}() can be used only during the hook call that received this api, "
                 "from the thread running it"
             )
-        self.send(["api", method, encode(list(args)), encode(kwargs)])
+        self.send(["api", call.id, method, encode(list(args)), encode(kwargs)])
         while True:
             message = self.channel.receive()
             kind = message[0]
+            if kind in ("ok", "raise") and message[1] != call.id:
+                raise WireError(f"the host answered api.{method}() of call {call.id} for another")
             if kind == "ok":
-                return decode(message[1], trusted=True)
+                return decode(message[2], trusted=True)
             if kind == "raise":
-                raise _rebuild(message[1], message[2], message[3] if len(message) > 3 else {})
+                raise _rebuild(message[2], message[3], message[4] if len(message) > 4 else {})
             if kind in ("call", "route") and len(self.calls) < MAX_DEPTH:
                 self.call(message)
                 continue
@@ -332,6 +360,8 @@ class _Worker:
 
 @attrs.define
 class _Call:
+    #: The host's number for the call, in every frame that belongs to it.
+    id: int
     tenant: str | None
     context: Context | None
     thread: int
@@ -423,6 +453,13 @@ def _result(result: object, wanted: bool) -> Any:
         return None
 
 
+def _text(text: str) -> str:
+    """``text`` as valid Unicode: a lone surrogate (a file name's undecodable byte) escaped."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _plugin_traceback(exc: BaseException) -> str:
     """The traceback without this module's frames (the plugin author's frames only)."""
     frames = exc.__traceback__
@@ -458,7 +495,7 @@ class _Output:
             return
         self.used += size
         with contextlib.suppress(OSError):
-            self.worker.send(["log", level, name, text])
+            self.worker.send(["log", level, _text(name[:100]), _text(text)])
 
     def flush(self) -> None:
         """End of a call: say what was dropped, and start counting again."""
