@@ -468,6 +468,27 @@ def test_a_route_answers_only_tenants_where_its_plugin_runs(
     assert (metrics.calls, metrics.errors) == (2, 0)  # the refused requests never reached it
 
 
+def test_an_in_process_route_handler_failure_is_recorded_and_raised(
+    make_host: HostMaker, install: Installer
+) -> None:
+    """In the host's process too: the adapter gets the plugin's own exception, once recorded."""
+    host = make_host("in-process", breaker=BreakerPolicy(consecutive_failures=2))
+    body = ROUTER.format(boom="raise KeyError('no such thing')")
+    install(host, "router", body, permissions=["register_routes"])
+    boom = routes(host)["boom"].handler
+    for _ in range(2):
+        with pytest.raises(KeyError, match="no such thing"):
+            boom(request(path="/boom"))
+    failures = host.failures("router")
+    assert [(f.hook, f.tenant, f.exc_type) for f in failures] == [
+        ("route:boom", "acme", "KeyError")
+    ] * 2
+    assert "raise KeyError" in failures[0].traceback  # the plugin's frame, not the guard's
+    assert "_dispatch.py" not in failures[0].traceback
+    assert [s.tenant for s in host.suspensions("router")] == ["acme"]
+    assert boom(request(path="/boom")).status == 404
+
+
 @both_modes
 def test_a_route_handler_answering_for_another_tenant_is_refused(
     make_host: HostMaker, install: Installer, mode: str

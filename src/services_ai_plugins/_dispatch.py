@@ -1132,7 +1132,8 @@ def _values(item: Any, kind: type) -> tuple[Any, ...]:
 def _where(result: Any, tenant: str | None, plugin_id: str, path: str = "") -> str:
     """The refusal of a found record, with its path in the result (a second, rarer walk)."""
     found = _find(result, tenant, plugin_id, path, 0)
-    assert found is not None
+    if found is None:  # it changed between the two walks: only a plugin's own objects can
+        return "a record of another tenant or plugin (it changed while the host looked)"
     where, item = found
     place = f" at {where}" if where else ""
     claimed = getattr(item, "plugin_id", None) if hasattr(type(item), "__attrs_attrs__") else None
