@@ -27,6 +27,7 @@ from services_ai_plugins import (
     Storage,
     hookimpl,
 )
+from services_ai_plugins._dispatch import RouteGuard
 from services_ai_plugins._storage import MetricsDelta
 from services_ai_plugins.events import Context, Email, Lead, User, example
 from services_ai_plugins_testing.fakes import FakeHostServices
@@ -211,7 +212,11 @@ def test_api_context_is_the_running_calls_context(
 def test_hooks_without_a_tenant_run_for_every_approved_plugin(
     make_host: HostFactory, install: Installer
 ) -> None:
-    """register_routes: every approved plugin with the permission, its own id injected."""
+    """register_routes: every approved plugin with the permission, its own id injected.
+
+    What each returned is handed on as Route records (tuples normalised), each
+    handler guarded by the host.
+    """
     host = make_host()
     body = """
     @hookimpl
@@ -223,7 +228,8 @@ def test_hooks_without_a_tenant_run_for_every_approved_plugin(
     install(host, "noperm", body, permissions=[], tenants=["acme"])
     install(host, "pending", body, permissions=["register_routes"], approve=False)
     routes = host.hook.register_routes()
-    assert sorted(r[0][2] for r in routes) == ["web2:None", "web:None"]
+    assert sorted(r[0].name for r in routes) == ["web2:None", "web:None"]
+    assert all(isinstance(r[0].handler, RouteGuard) and r[0].handler.view is print for r in routes)
 
 
 # -- hook kinds ----------------------------------------------------------------------------------
@@ -923,6 +929,33 @@ def test_a_hook_the_plugin_can_never_receive_is_reported_at_load(
     assert "dashboard_widget" in caplog.text
     assert "dashboard_widgets" in caplog.text
     assert host.breaker == BreakerPolicy()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"time_limit": 0}, "time_limit must be None or seconds > 0"),
+        ({"call_budget": -1.0}, "call_budget must be None or seconds > 0"),
+        ({"time_limits": {"lead_created": 0}}, r"time_limits\['lead_created'\] must map"),
+        ({"time_limits": {"lead_created": True}}, r"time_limits\['lead_created'\] must map"),
+        ({"slow_share": 1.5}, "slow_share"),
+    ],
+)
+def test_a_breaker_policy_refuses_bad_time_settings(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BreakerPolicy(**options)
+
+
+def test_the_time_limit_of_a_call_is_the_nearest_one() -> None:
+    """A hook's own limit, else the default one; a sandboxed call's never over its time-out."""
+    policy = BreakerPolicy(time_limit=2.0, time_limits={"lead_created": 0.5})
+    assert policy.limit("lead_created", None) == 0.5
+    assert policy.limit("dashboard_widget", None) == 2.0
+    assert policy.limit("dashboard_widget", 1.0) == 1.0
+    assert BreakerPolicy().limit("dashboard_widget", None) is None
+    assert BreakerPolicy().limit("dashboard_widget", 5.0) == 5.0
+    assert policy.time_limits == {"lead_created": 0.5}
+    assert policy == BreakerPolicy(time_limit=2.0, time_limits={"lead_created": 0.5})
 
 
 def test_a_plugin_installed_with_a_relative_folder_loads_from_anywhere(

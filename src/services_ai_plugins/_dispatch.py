@@ -7,17 +7,22 @@ everything that can be computed ahead of the call (the plugin's own ``api``
 and ``settings``, an argument getter, its metrics cell). This module runs a
 plan: one loop, no wrapper per implementation. Each implementation is
 isolated (an exception is recorded as the plugin's failure and the others
-still run), timed into per-(plugin, hook) counters that are flushed to storage
-in batches, and watched by a circuit breaker.
+still run), its result checked (another tenant's records, another plugin's
+name, at any depth), timed into per-(plugin, hook) counters that are flushed
+to storage in batches, and watched by a circuit breaker that also counts slow
+calls; a hook call has a time budget across its plugins. The handlers of the
+routes plugins return are handed out guarded (:class:`RouteGuard`) and watched
+the same way.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import types
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from time import perf_counter_ns
 from typing import Any, Final, NamedTuple, Protocol, final
 
@@ -25,11 +30,26 @@ import attrs
 
 from ._api import CALL_LOOPS
 from ._errors import ResultRefused
-from ._storage import FailureRecord, MetricsDelta, failure_of
-from .events import Context, HtmlFragment, Placement
+from ._storage import FailureRecord, MetricsDelta, bounded, failure_of, make_failure
+from .events import (
+    ApiRequest,
+    ApiResponse,
+    Context,
+    HtmlFragment,
+    Placement,
+    Route,
+    normalise_routes,
+)
 from .hookspecs import HookInfo, HookKind
 
-__all__ = ["BreakerPolicy", "Dispatcher", "HookTrace", "HostHook", "PluginOutcome"]
+__all__ = [
+    "BreakerPolicy",
+    "Dispatcher",
+    "HookTrace",
+    "HostHook",
+    "PluginOutcome",
+    "RouteGuard",
+]
 
 _NOTIFY: Final = HookKind.NOTIFY
 _COLLECT: Final = HookKind.COLLECT
@@ -46,9 +66,27 @@ MAX_PLANS: Final = 8192
 MAX_PENDING_FAILURES: Final = 1000
 
 
+def _time_limits(value: Mapping[str, float]) -> Mapping[str, float]:
+    return types.MappingProxyType(dict(value))
+
+
+def _check_time_limits(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    for hook, limit in value.items():
+        number = isinstance(limit, (int, float)) and not isinstance(limit, bool)
+        if not isinstance(hook, str) or not number or not limit > 0:
+            raise ValueError(
+                f"time_limits[{hook!r}] must map a hook name to seconds > 0 (got {limit!r})"
+            )
+
+
+def _seconds_or_none(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"{attribute.name} must be None or seconds > 0 (got {value!r})")
+
+
 @attrs.frozen(kw_only=True)
 class BreakerPolicy:
-    """When the circuit breaker suspends a plugin that keeps failing.
+    """When the circuit breaker suspends a plugin that keeps failing, and how long calls may take.
 
     A plugin is suspended for a tenant when one of its hooks fails
     ``consecutive_failures`` times in a row there, or when a failure opens a
@@ -57,22 +95,50 @@ class BreakerPolicy:
     everywhere when that happens in a hook without a tenant, or once it has
     been suspended for ``tenants_for_global`` tenants by this process.
 
+    A *slow* call counts as a failure too: one that returned after more than
+    ``slow_share`` of its time limit. The limit of a sandboxed plugin's call is
+    its sandbox's ``timeout``; the limit of an in-process call is
+    ``time_limits[hook]``, else ``time_limit`` (None: in-process calls have no
+    limit and are never slow). A hook call stops calling plugins once it has
+    run ``call_budget`` seconds, all plugins together; the plugins left out are
+    recorded.
+
     Counting happens in each process (no storage round trip per call); the
     suspension is written to storage, with an audit event, so every process
-    honours it. ``consecutive_failures=0`` and ``failure_rate=0`` switch the
-    two rules off.
+    honours it. ``consecutive_failures=0``, ``failure_rate=0`` and
+    ``slow_share=0`` switch their rules off, ``call_budget=None`` the budget.
 
     >>> BreakerPolicy(consecutive_failures=3).consecutive_failures
     3
     """
 
     consecutive_failures: int = attrs.field(default=5, validator=attrs.validators.ge(0))
+    #: The default catches a plugin failing one call in four or more (see docs/host.md).
     failure_rate: float = attrs.field(
-        default=0.5, validator=[attrs.validators.ge(0.0), attrs.validators.le(1.0)]
+        default=0.25, validator=[attrs.validators.ge(0.0), attrs.validators.le(1.0)]
     )
     window: float = attrs.field(default=60.0, validator=attrs.validators.gt(0.0))
     min_calls: int = attrs.field(default=20, validator=attrs.validators.ge(1))
     tenants_for_global: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    #: The share of its time limit after which a call that returned counts as a failure.
+    slow_share: float = attrs.field(
+        default=0.8, validator=[attrs.validators.ge(0.0), attrs.validators.le(1.0)]
+    )
+    #: Seconds an in-process call may take before it is slow (None: no limit).
+    time_limit: float | None = attrs.field(default=None, validator=_seconds_or_none)
+    #: Per hook, the seconds an in-process call may take (instead of ``time_limit``).
+    time_limits: Mapping[str, float] = attrs.field(
+        factory=dict, converter=_time_limits, validator=_check_time_limits, hash=False
+    )
+    #: Seconds one hook call may spend in plugins, all together (None: no budget).
+    call_budget: float | None = attrs.field(default=10.0, validator=_seconds_or_none)
+
+    def limit(self, hook: str, timeout: float | None) -> float | None:
+        """The time limit of a call of ``hook``: ``timeout`` is the sandbox's, None in-process."""
+        own = self.time_limits.get(hook, self.time_limit)
+        if timeout is None:
+            return own
+        return timeout if own is None else min(own, timeout)
 
 
 @attrs.frozen
@@ -80,9 +146,9 @@ class PluginOutcome:
     """What one plugin's implementation did in one traced hook call."""
 
     plugin_id: str
-    #: What it returned (None for a failure).
+    #: What it returned (None for a failure; a slow call keeps what it returned).
     result: Any
-    #: Its failure (exception or refused value), or None when it worked.
+    #: Its failure (exception, refused value, slow call), or None when it worked.
     failure: FailureRecord | None
     #: Seconds it took.
     duration: float
@@ -106,7 +172,7 @@ class HookTrace:
 
     @property
     def failed(self) -> tuple[PluginOutcome, ...]:
-        """The outcomes that are failures (an exception, or a refused result)."""
+        """The outcomes that are failures (an exception, a refused result, a slow call)."""
         return tuple(outcome for outcome in self.outcomes if outcome.failure is not None)
 
     def outcome(self, plugin_id: str) -> PluginOutcome:
@@ -164,8 +230,10 @@ class Stats:
         "flushed_ns",
         "hook",
         "last_ns",
+        "mark",
         "max_ns",
         "plugin_id",
+        "slow_ns",
         "total_ns",
     )
 
@@ -183,7 +251,17 @@ class Stats:
         self.flushed_ns = 0
         #: Tenants where this hook failed lately (None: nothing failing, the usual case).
         self.failing: dict[str | None, _Health] | None = None
+        #: A call longer than this is slow: a failure for the breaker (:data:`NEVER`: no limit).
+        self.slow_ns = NEVER
+        #: A call longer than this takes the loop's rare path (:meth:`Dispatcher._long`):
+        #: ``min(max_ns, slow_ns, LONG_NS)``, so the usual call costs one comparison.
+        self.mark = 0
 
+
+#: No time limit, in nanoseconds.
+NEVER: Final = 1 << 62
+#: Calls longer than this always take the loop's rare path, where the call budget is watched.
+LONG_NS: Final = 1_000_000
 
 Getter = Callable[[dict[str, Any]], Sequence[Any]]
 
@@ -259,6 +337,10 @@ class Dispatcher:
     ) -> None:
         self.policy: Final = policy
         self.strict: Final = strict
+        #: The most a hook call may spend in plugins, in nanoseconds.
+        self.budget_ns: Final = (
+            NEVER if policy.call_budget is None else int(policy.call_budget * 1e9)
+        )
         self._on_trip: Final = on_trip
         self._stats: dict[tuple[str, str], Stats] = {}
         self._pending: list[FailureRecord] = []
@@ -297,6 +379,17 @@ class Dispatcher:
         found = self._stats.get(key)
         if found is None:
             found = self._stats.setdefault(key, Stats(plugin_id, hook))
+        return found
+
+    def timed(self, plugin_id: str, hook: str, timeout: float | None) -> Stats:
+        """:meth:`stats`, told when a call is slow (``timeout``: the sandbox's; None in-process)."""
+        found = self.stats(plugin_id, hook)
+        limit = self.policy.limit(hook, timeout)
+        share = self.policy.slow_share
+        slow = NEVER if limit is None or not share else int(limit * share * 1e9)
+        if found.slow_ns != slow:
+            found.slow_ns = slow
+            found.mark = 0
         return found
 
     def reset(self, plugin_id: str, tenant: str | None = None) -> None:
@@ -342,7 +435,7 @@ class Dispatcher:
         self,
         plugin_id: str,
         stats: Stats,
-        info: HookInfo,
+        hook: str,
         tenant: str | None,
         exc: BaseException,
         *,
@@ -364,27 +457,104 @@ class Dispatcher:
         frames = exc.__traceback__
         while frames is not None and frames.tb_frame.f_code in _LOOP_CODES:
             frames = frames.tb_next
-        failure = failure_of(plugin_id, exc, hook=info.name, tenant=tenant, frames=frames)
-        logging.getLogger(f"services_ai_plugins.plugins.{plugin_id}").error(
-            "hook %s failed for tenant %r: %s: %s",
-            info.name,
-            tenant,
-            failure.exc_type,
-            failure.message,
-            exc_info=(type(exc), exc, frames),
+        failure = failure_of(plugin_id, exc, hook=hook, tenant=tenant, frames=frames)
+        _log(plugin_id, logging.ERROR, failure, "hook %s failed for tenant %r: %s: %s")
+        self._record(plugin_id, stats, tenant, failure, context=context, now=now, keep=False)
+        return failure
+
+    def _long(  # noqa: PLR0917 - the loop's rare path: positional is cheaper
+        self,
+        plugin_id: str,
+        stats: Stats,
+        hook: str,
+        tenant: str | None,
+        elapsed: int,
+        context: Context | None,
+    ) -> bool:
+        """The rare path of a call that worked: a new slowest, a slow call, or one over LONG_NS.
+
+        Returns True when the call was slow: recorded, and counted by the breaker
+        as a failure (its result is still used: it came within the limit).
+        """
+        stats.max_ns = max(stats.max_ns, elapsed)
+        stats.mark = min(stats.max_ns, stats.slow_ns, LONG_NS)
+        if elapsed <= stats.slow_ns:
+            return False
+        stats.errors += 1
+        limit = stats.slow_ns / self.policy.slow_share / 1e9
+        failure = make_failure(
+            plugin_id,
+            hook=hook,
+            tenant=tenant,
+            exc_type=SLOW_CALL,
+            message=(
+                f"{hook} took {elapsed / 1e9:.2f} s, over {self.policy.slow_share:.0%} of "
+                f"its {limit:g} s time limit: a slow call counts as a failure"
+            ),
+            traceback="",
         )
+        _log(plugin_id, logging.WARNING, failure, "hook %s was slow for tenant %r: %s: %s")
+        self._record(
+            plugin_id, stats, tenant, failure, context=context, now=perf_counter_ns(), keep=True
+        )
+        return True
+
+    def _over_budget(
+        self,
+        info: HookInfo,
+        tenant: str | None,
+        used: int,
+        slowest: str,
+        skipped: Sequence[str],
+    ) -> None:
+        """A hook call used up its budget: the plugins left out are recorded (under the slowest).
+
+        Not counted by the breaker: the plugins that took the time are judged by
+        the slow-call rule, and the ones left out did nothing.
+        """
+        budget = self.policy.call_budget
+        names = ", ".join(skipped)
+        failure = make_failure(
+            slowest,
+            hook=info.name,
+            tenant=tenant,
+            exc_type=BUDGET_USED,
+            message=(
+                f"{info.name} ran {used / 1e9:.2f} s in plugins, over its budget of "
+                f"{budget:g} s; {slowest} was the slowest; not called: {names}"
+            ),
+            traceback="",
+        )
+        _log(slowest, logging.WARNING, failure, "hook %s for tenant %r: %s: %s")
+        self._keep(failure)
+
+    def _record(
+        self,
+        plugin_id: str,
+        stats: Stats,
+        tenant: str | None,
+        failure: FailureRecord,
+        *,
+        context: Context | None,
+        now: int,
+        keep: bool,
+    ) -> None:
+        """Keep a failure for storage, show it in a trace, and let the breaker count it."""
         traced: list[PluginOutcome] | None = getattr(self._trace, "outcomes", None)
         if traced and traced[-1].plugin_id == plugin_id:
-            traced[-1] = attrs.evolve(traced[-1], result=None, failure=failure)
+            result = traced[-1].result if keep else None
+            traced[-1] = attrs.evolve(traced[-1], result=result, failure=failure)
+        self._keep(failure)
+        reason = self._count(stats, tenant, now)
+        if reason is not None:
+            self._trip(plugin_id, tenant, f"{failure.hook}: {reason}", context)
+
+    def _keep(self, failure: FailureRecord) -> None:
         with self._lock:
             if len(self._pending) < MAX_PENDING_FAILURES:
                 self._pending.append(failure)
             else:
                 self._dropped += 1
-        reason = self._count(stats, tenant, now)
-        if reason is not None:
-            self._trip(plugin_id, tenant, f"{info.name}: {reason}", context)
-        return failure
 
     def _count(self, stats: Stats, tenant: str | None, now: int) -> str | None:
         """Count a failure for the breaker; return why it trips, or None."""
@@ -445,7 +615,7 @@ class Dispatcher:
             calls, errors, total = stats.calls, stats.errors, stats.total_ns
             if calls == stats.flushed_calls and errors == stats.flushed_errors:
                 continue
-            slowest, stats.max_ns = stats.max_ns, 0
+            slowest, stats.max_ns, stats.mark = stats.max_ns, 0, 0
             deltas.append(
                 MetricsDelta(
                     plugin_id=stats.plugin_id,
@@ -513,6 +683,12 @@ class Planner(Protocol):
         self, snapshot: Any, info: HookInfo, tenant: str | None, provided: frozenset[str]
     ) -> Plan: ...
 
+    def _serves(self, plugin_id: str, tenant: str, permission: str) -> bool:
+        """Whether the plugin runs for the tenant now, holding ``permission`` there."""
+
+    def _timeout(self, plugin_id: str) -> float | None:
+        """The sandbox's time limit of the plugin's calls (None: it runs in the host's process)."""
+
 
 #: The key an :class:`Entry` stores into when its implementation asks for no
 #: injected name (no implementation argument can have this name).
@@ -520,6 +696,13 @@ UNUSED: Final = "<unused>"
 
 #: No injected name given by the caller (the usual case).
 NO_NAMES: Final[frozenset[str]] = frozenset()
+
+#: The hook whose results are routes: the host hands out their handlers guarded.
+ROUTES_HOOK: Final = "register_routes"
+#: The ``exc_type`` of a failure record of a slow call.
+SLOW_CALL: Final = "SlowCall"
+#: The ``exc_type`` of the failure record of a hook call that used up its budget.
+BUDGET_USED: Final = "CallBudgetExceeded"
 
 
 @final
@@ -546,6 +729,7 @@ class HostHook:
         "_name",
         "_planner",
         "_required",
+        "_routes",
         "scoped",
     )
 
@@ -566,6 +750,8 @@ class HostHook:
         #: True: the hook runs for ``context.tenant``'s plugins only.
         self.scoped = info.tenant_scoped
         self._required = frozenset(argnames) - frozenset(injected)
+        #: True: the results are routes, whose handlers are handed out guarded.
+        self._routes = info.name == ROUTES_HOOK and info.kind is _COLLECT
         # The snapshot last seen and its plans, by tenant (or (tenant, provided)).
         self._cache: tuple[object, dict[Any, Plan]] = (None, {})
 
@@ -601,45 +787,66 @@ class HostHook:
         dispatcher = self._dispatcher
         if _trace is not None:
             plan = dispatcher.traced(plan, _trace)
-        info = self._info
+        name = self._name
         kind = self._kind
         filtered = self._filtered
         value = kwargs[filtered] if filtered is not None else None
         results: list[Any] = []
-        before = perf_counter_ns()
+        before = started = perf_counter_ns()
+        deadline = started + dispatcher.budget_ns
+        # The budget is looked at on the rare path only (a call over LONG_NS, or a
+        # new slowest): ``over`` says it ran out, ``slowest`` who took the most.
+        over = False
+        slowest, slowest_ns = "", -1
         for plugin_id, function, getter, key, own, stats in plan.entries:
+            if over:
+                dispatcher._over_budget(
+                    self._info, tenant, before - started, slowest, _left(plan, plugin_id)
+                )
+                break
             kwargs[key] = own  # one store: cheaper than a test and an update
             if filtered is not None:
                 kwargs[filtered] = value
             try:
                 result = function(*getter(kwargs))
             except (Exception, SystemExit) as exc:  # the plugin's failure, never the host's
+                after = perf_counter_ns()
                 dispatcher._failed(
-                    plugin_id, stats, info, tenant, exc, context=context, started=before
+                    plugin_id, stats, name, tenant, exc, context=context, started=before
                 )
                 if dispatcher.strict:
                     raise
+                if after - before > slowest_ns:
+                    slowest, slowest_ns = plugin_id, after - before
+                over = after > deadline
                 before = perf_counter_ns()
                 continue
             after = perf_counter_ns()
             elapsed = after - before
             stats.calls += 1
             stats.total_ns += elapsed
-            if elapsed > stats.max_ns:  # noqa: PLR1730 - cheaper than calling max() here
-                stats.max_ns = elapsed
             stats.last_ns = after
-            if stats.failing:
+            if elapsed > stats.mark:  # rare: a new slowest call, a slow one, or one over LONG_NS
+                if elapsed > slowest_ns:
+                    slowest, slowest_ns = plugin_id, elapsed
+                over = after > deadline
+                slow = dispatcher._long(plugin_id, stats, name, tenant, elapsed, context)
+                if stats.failing and not slow:
+                    dispatcher.succeeded(stats, tenant)
+            elif stats.failing:
                 dispatcher.succeeded(stats, tenant)
             before = after
             if result is None or kind is _NOTIFY:
                 continue
-            refusal = _refusal(kind, result, value, tenant)
+            refusal = _refusal(kind, result, value, tenant, plugin_id)
+            if refusal is None and self._routes:
+                result, refusal = self._guarded(plugin_id, result)
             if refusal is not None:
-                error = ResultRefused(plugin_id, info.name, refusal)
+                error = ResultRefused(plugin_id, name, refusal)
                 dispatcher._failed(
                     plugin_id,
                     stats,
-                    info,
+                    name,
                     tenant,
                     error,
                     context=context,
@@ -651,7 +858,10 @@ class HostHook:
                 before = perf_counter_ns()
                 continue
             if kind is _COLLECT:
-                results.append(_completed(result, plugin_id, info.name, tenant))
+                completed = _completed(result, plugin_id, name, tenant)
+                if _trace and _trace[-1].plugin_id == plugin_id:
+                    _trace[-1] = attrs.evolve(_trace[-1], result=completed)
+                results.append(completed)
             elif kind is _FILTER:
                 value = result
             else:  # FIRST_RESULT
@@ -661,6 +871,19 @@ class HostHook:
         if kind is _FILTER:
             return value
         return None
+
+    def _guarded(self, plugin_id: str, returned: object) -> tuple[Any, str | None]:
+        """The plugin's routes with each handler guarded (:class:`RouteGuard`), or why not."""
+        try:
+            routes = normalise_routes(plugin_id, returned)
+        except (TypeError, ValueError) as exc:
+            return None, str(exc)
+        planner, dispatcher = self._planner, self._dispatcher
+        timeout = planner._timeout(plugin_id)
+        return [
+            attrs.evolve(route, handler=RouteGuard(planner, dispatcher, plugin_id, route, timeout))
+            for route in routes
+        ], None
 
     def _check(self, kwargs: dict[str, Any]) -> frozenset[str]:
         given = frozenset(kwargs)
@@ -679,6 +902,113 @@ class HostHook:
         return f"<HostHook {self._name}>"
 
 
+def _left(plan: Plan, plugin_id: str) -> list[str]:
+    """The ids of the plan's plugins from ``plugin_id`` on (the ones a used-up budget left out)."""
+    ids = [entry[0] for entry in plan.entries]
+    return ids[ids.index(plugin_id) :]
+
+
+#: The most characters of a route's name in its hook name (``route:<name>``).
+_ROUTE_NAME: Final = 100
+
+
+@final
+class RouteGuard:
+    """A route handler as the host hands it out (``register_routes`` results).
+
+    Before the plugin's handler runs, the request's tenant must have the plugin
+    enabled, not suspended there, and holding ``register_routes``; otherwise
+    the answer is a 404 :class:`ApiResponse` and the handler does not run. A
+    failure of the handler (an exception, and for a sandboxed plugin a
+    :class:`SandboxTimeout`, :class:`WorkerCrashed` or :class:`RemoteError`) is
+    recorded like a hook's, under the hook name ``route:<name>``, counted by
+    the breaker for (plugin, tenant), and raised to the adapter. So is a
+    response that is not an :class:`ApiResponse` of the request's tenant
+    (:class:`ResultRefused`). A slow answer counts as a failure, as in hooks.
+
+    ``view`` is the plugin's own handler, unguarded: for adapters that serve
+    framework-native views (the host checks nothing when it is called).
+    """
+
+    __slots__ = ("_dispatcher", "_planner", "_stats", "hook", "plugin_id", "view")
+
+    def __init__(
+        self,
+        planner: Planner,
+        dispatcher: Dispatcher,
+        plugin_id: str,
+        route: Route,
+        timeout: float | None,
+    ) -> None:
+        self._planner = planner
+        self._dispatcher = dispatcher
+        #: The plugin whose handler this is.
+        self.plugin_id = plugin_id
+        #: The hook name its failures and metrics are recorded under.
+        self.hook = "route:" + bounded(route.name, _ROUTE_NAME)
+        #: The plugin's own handler (unguarded).
+        self.view = route.handler
+        self._stats = dispatcher.timed(plugin_id, self.hook, timeout)
+
+    def __call__(self, request: ApiRequest) -> ApiResponse:
+        """Serve ``request`` with the plugin's handler, if its tenant may be served.
+
+        :raises TypeError: when ``request`` is not an :class:`ApiRequest`.
+        :raises Exception: the handler's failure, once recorded.
+        :raises ResultRefused: when the handler returned something else than an
+            ``ApiResponse`` for the request's tenant (recorded).
+        """
+        planner = self._planner
+        if perf_counter_ns() >= planner._due:
+            planner._tick()
+        if not isinstance(request, ApiRequest):
+            raise TypeError(
+                f"the handler of {self.hook} of plugin {self.plugin_id!r} takes an ApiRequest, "
+                f"not a {type(request).__name__} (a framework-native view is its .view)"
+            )
+        tenant = request.tenant
+        plugin_id = self.plugin_id
+        if not planner._serves(plugin_id, tenant, ROUTES_HOOK):
+            return ApiResponse.json(tenant, {"error": "not found"}, 404)
+        dispatcher, stats, hook = self._dispatcher, self._stats, self.hook
+        before = perf_counter_ns()
+        try:
+            response = self.view(request)
+        except (Exception, SystemExit) as exc:  # recorded, then the adapter's to answer
+            context = Context(tenant=tenant, user=request.user)
+            dispatcher._failed(plugin_id, stats, hook, tenant, exc, context=context, started=before)
+            raise
+        after = perf_counter_ns()
+        elapsed = after - before
+        stats.calls += 1
+        stats.total_ns += elapsed
+        stats.last_ns = after
+        returned: object = response
+        if type(returned) is not ApiResponse or response.tenant != tenant:
+            what = (
+                f"a response for tenant {response.tenant!r}"
+                if isinstance(returned, ApiResponse)
+                else f"a {type(returned).__name__}"
+            )
+            error = ResultRefused(
+                plugin_id, hook, f"{what} to a request of tenant {tenant!r}, not its ApiResponse"
+            )
+            context = Context(tenant=tenant, user=request.user)
+            dispatcher._failed(
+                plugin_id, stats, hook, tenant, error, context=context, started=before, counted=True
+            )
+            raise error
+        slow = elapsed > stats.mark and dispatcher._long(
+            plugin_id, stats, hook, tenant, elapsed, Context(tenant=tenant, user=request.user)
+        )
+        if stats.failing and not slow:
+            dispatcher.succeeded(stats, tenant)
+        return response
+
+    def __repr__(self) -> str:
+        return f"<route handler {self.hook} of plugin {self.plugin_id!r}>"
+
+
 #: Hooks whose plugins may return plain HTML text, and where the host places it.
 _PLACEMENTS: Final[Mapping[str, Placement]] = {"inject_head": "head", "inject_footer": "footer"}
 
@@ -694,11 +1024,22 @@ def _completed(result: Any, plugin_id: str, hook: str, tenant: str | None) -> An
     return result
 
 
-def _refusal(kind: HookKind, result: Any, value: Any, tenant: str | None) -> str | None:
-    """Why the host refuses a result, or None: another tenant's record, a filter changing type."""
-    owner = getattr(result, "tenant", tenant)
-    if owner != tenant and tenant is not None:
-        return f"a record of tenant {owner!r} in a call for tenant {tenant!r}"
+def _refusal(
+    kind: HookKind, result: Any, value: Any, tenant: str | None, plugin_id: str
+) -> str | None:
+    """Why the host refuses a result, or None.
+
+    Refused: a record of another tenant, or one naming another plugin as its
+    maker (``plugin_id``), anywhere in the result (lists, tuples, sets,
+    mappings and records' fields, at any depth); and a filter changing type.
+    """
+    if type(result) not in _SCALARS and not (kind is _FILTER and result is value):
+        try:
+            problem = _foreign(result, tenant, plugin_id)
+        except Exception as exc:  # noqa: BLE001 - a plugin's object failed to be looked at
+            problem = f"the host could not look inside it ({type(exc).__name__})"
+        if problem is not None:
+            return problem
     if kind is not _FILTER or type(result) is type(value):
         return None
     if isinstance(value, Mapping) and isinstance(result, Mapping):
@@ -714,5 +1055,149 @@ def _refusal(kind: HookKind, result: Any, value: Any, tenant: str | None) -> str
     )
 
 
+#: Values that hold no record: the walk of a result skips them at once.
+_SCALARS: Final = frozenset({str, int, float, bool, bytes, type(None), datetime})
+#: The most items the host looks at in one result, and how deep: a result beyond is refused.
+MAX_CHECKED: Final = 100_000
+MAX_DEPTH: Final = 64
+_MISSING: Final = object()
+#: Per attrs class, a getter of the tuple of its fields' values.
+_FIELDS: dict[type, Callable[[Any], Any]] = {}
+
+
+def _foreign(result: Any, tenant: str | None, plugin_id: str) -> str | None:
+    """What in ``result`` the host refuses (see :func:`_refusal`), or None; bounded."""
+    stack: list[tuple[Any, int]] = [(result, 0)]
+    checked = 0
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if depth > MAX_DEPTH:
+            return f"it nests values more than {MAX_DEPTH} deep, too deep for the host to check"
+        if kind is list or kind is tuple or kind is set or kind is frozenset:
+            children: Collection[Any] = item
+        elif kind is dict:
+            children = [*item, *item.values()]
+        elif kind in _SCALARS:
+            continue
+        else:
+            if _claims(item, kind, tenant, plugin_id):
+                return _where(result, tenant, plugin_id)
+            if isinstance(item, Mapping):
+                children = [*item, *item.values()]
+            elif isinstance(item, (list, tuple, set, frozenset)):
+                children = item
+            elif hasattr(kind, "__attrs_attrs__"):
+                children = _values(item, kind)
+            else:
+                continue
+        checked += len(children)
+        if checked > MAX_CHECKED:
+            return f"it holds more than {MAX_CHECKED} values, too many for the host to check"
+        depth += 1
+        stack.extend([(child, depth) for child in children if type(child) not in _SCALARS])
+    return None
+
+
+def _claims(item: Any, kind: type, tenant: str | None, plugin_id: str) -> bool:
+    """Whether ``item`` is a record of another tenant, or one naming another plugin as its maker."""
+    if tenant is not None:
+        owner = getattr(item, "tenant", _MISSING)
+        if owner is not _MISSING and owner != tenant:
+            return True
+    if hasattr(kind, "__attrs_attrs__"):
+        claimed = getattr(item, "plugin_id", None)
+        if claimed is not None and claimed != plugin_id:
+            return True
+    return False
+
+
+def _values(item: Any, kind: type) -> tuple[Any, ...]:
+    """The values of an attrs record's fields (a getter per class, built once)."""
+    getter = _FIELDS.get(kind)
+    if getter is None:
+        names = tuple(field.name for field in kind.__attrs_attrs__)  # type: ignore[attr-defined]
+        if len(names) > 1:
+            getter = attrgetter(*names)
+        else:
+
+            def getter(record: Any, names: tuple[str, ...] = names) -> tuple[Any, ...]:
+                return tuple(getattr(record, name) for name in names)
+
+        _FIELDS[kind] = getter
+    values: tuple[Any, ...] = getter(item)
+    return values
+
+
+def _where(result: Any, tenant: str | None, plugin_id: str, path: str = "") -> str:
+    """The refusal of a found record, with its path in the result (a second, rarer walk)."""
+    found = _find(result, tenant, plugin_id, path, 0)
+    if found is None:  # it changed between the two walks: only a plugin's own objects can
+        return "a record of another tenant or plugin (it changed while the host looked)"
+    where, item = found
+    place = f" at {where}" if where else ""
+    claimed = getattr(item, "plugin_id", None) if hasattr(type(item), "__attrs_attrs__") else None
+    owner = getattr(item, "tenant", _MISSING)
+    if tenant is not None and owner is not _MISSING and owner != tenant:
+        return f"a record of tenant {owner!r}{place} in a call for tenant {tenant!r}"
+    return f"a record made by plugin {claimed!r}{place}, not by {plugin_id!r}"
+
+
+def _find(item: Any, tenant: str | None, plugin_id: str, path: str, depth: int) -> Any:
+    kind = type(item)
+    if kind in _SCALARS or depth > MAX_DEPTH:
+        return None
+    if kind not in (list, tuple, set, frozenset, dict) and _claims(item, kind, tenant, plugin_id):
+        return path, item
+    pairs: Iterable[tuple[str, Any]]
+    if isinstance(item, Mapping):
+        pairs = [(f"{path}[{_brief(key)}]", value) for key, value in item.items()]
+        pairs += [(f"{path}(key {_brief(key)})", key) for key in item]
+    elif isinstance(item, (list, tuple)):
+        pairs = [(f"{path}[{index}]", value) for index, value in enumerate(item)]
+    elif isinstance(item, (set, frozenset)):
+        pairs = [(f"{path}{{...}}", value) for value in item]
+    elif hasattr(kind, "__attrs_attrs__"):
+        names = [field.name for field in kind.__attrs_attrs__]
+        pairs = [(f"{path}.{name}", getattr(item, name)) for name in names]
+    else:
+        return None
+    for where, child in pairs:
+        found = _find(child, tenant, plugin_id, where, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def _brief(key: Any) -> str:
+    text = repr(key)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _log(plugin_id: str, level: int, failure: FailureRecord, message: str) -> None:
+    """Log a failure on the plugin's logger: one line, its (bounded) traceback as the record's text.
+
+    Not ``exc_info``: a handler would format the whole exception again, however
+    large the plugin made its message.
+    """
+    logger = logging.getLogger(f"services_ai_plugins.plugins.{plugin_id}")
+    if not logger.isEnabledFor(level):
+        return
+    record = logger.makeRecord(
+        logger.name,
+        level,
+        __file__,
+        0,
+        message,
+        (failure.hook, failure.tenant, failure.exc_type, failure.message),
+        None,
+    )
+    if failure.traceback:
+        record.exc_text = failure.traceback.rstrip()
+    logger.handle(record)
+
+
 CALL_LOOPS.add(HostHook.__call__.__code__)
-_LOOP_CODES: Final = frozenset({HostHook.__call__.__code__, _Traced.__call__.__code__})
+_LOOP_CODES: Final = frozenset(
+    {HostHook.__call__.__code__, _Traced.__call__.__code__, RouteGuard.__call__.__code__}
+)

@@ -58,6 +58,7 @@ from ._manifest import Isolation, Manifest
 from ._registry import Registry, Suspension
 from ._sandbox import Sandbox, SandboxedPlugin, SandboxPolicy
 from ._storage import (
+    MAX_EXC_TYPE,
     ChangeFeed,
     FailureRecord,
     HookMetrics,
@@ -65,6 +66,8 @@ from ._storage import (
     PluginStatus,
     SourceKind,
     Storage,
+    bounded,
+    storable,
 )
 from ._version import __version__
 from .events import Context
@@ -520,10 +523,26 @@ class PluginHost:
                         impl.function,
                         impl.argnames,
                         inject,
-                        self._dispatcher.stats(plugin_id, info.name),
+                        self._dispatcher.timed(plugin_id, info.name, self._timeout(plugin_id)),
                     )
                 )
         return Plan(info, tenant, tuple(entries))
+
+    def _timeout(self, plugin_id: str) -> float | None:
+        """The time limit of the plugin's calls: its sandbox's, or None in the host's process."""
+        loaded = self._loaded.get(plugin_id)
+        if loaded is not None and isinstance(loaded.plugin, SandboxedPlugin):
+            return self.sandbox.policy.timeout
+        return None
+
+    def _serves(self, plugin_id: str, tenant: str, permission: str) -> bool:
+        """Whether a route of the plugin may answer the tenant now (a :class:`RouteGuard` asks).
+
+        The plugin must run for the tenant (approved, enabled there, not suspended
+        there or everywhere) and hold ``permission`` there.
+        """
+        view = self._view(self._snapshot, tenant)
+        return plugin_id in view.active and permission in view.grants[plugin_id]
 
     def _info(self, name: str) -> HookInfo:
         info = self._infos.get(name)
@@ -803,8 +822,7 @@ class PluginHost:
             try:
                 self._storage.record_failures(failures)
             except StorageError:
-                _logger.exception("cannot store %d plugin failures; will retry", len(failures))
-                self._dispatcher.put_back_failures(failures)
+                self._store_one_by_one(failures)
         deltas = self._dispatcher.take_metrics()
         if deltas:
             try:
@@ -812,6 +830,39 @@ class PluginHost:
             except StorageError:
                 _logger.exception("cannot store plugin metrics; will retry")
                 self._dispatcher.put_back_metrics(deltas)
+
+    def _store_one_by_one(self, failures: list[FailureRecord]) -> None:
+        """A batch of failures was refused: store each alone, so one bad record stops no other.
+
+        Each record is made storable first (texts bounded, lone surrogates and NUL
+        characters replaced). A record the storage still refuses while others are
+        stored is dropped, with a log line; when none can be stored the storage
+        itself is failing, and they all wait for the next flush.
+        """
+        refused: list[tuple[FailureRecord, StorageError]] = []
+        stored = 0
+        for failure in failures:
+            try:
+                self._storage.record_failures([storable(failure)])
+            except StorageError as exc:
+                refused.append((failure, exc))
+            else:
+                stored += 1
+        if not refused:
+            return
+        if not stored:
+            _logger.error(
+                "cannot store %d plugin failures; will retry: %s", len(failures), refused[0][1]
+            )
+            self._dispatcher.put_back_failures(failures)
+            return
+        for failure, reason in refused:
+            _logger.error(
+                "a failure of plugin %r in %s was dropped: the storage refuses it: %s",
+                bounded(failure.plugin_id, MAX_EXC_TYPE),
+                bounded(failure.hook, MAX_EXC_TYPE),
+                reason,
+            )
 
     def failures(
         self, plugin_id: str | None = None, *, resolved: bool | None = None, limit: int = 100

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from types import EllipsisType, TracebackType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
 
@@ -40,6 +40,8 @@ __all__ = [
     "TenantRecord",
     "VersionRecord",
     "failure_of",
+    "make_failure",
+    "storable",
 ]
 
 
@@ -235,6 +237,14 @@ class FailureRecord:
     id: int | None = None
 
 
+#: The most characters a failure record keeps of an exception's type name.
+MAX_EXC_TYPE: Final = 200
+#: The most characters a failure record keeps of an exception's message (its start).
+MAX_MESSAGE: Final = 8 * 1024
+#: The most characters a failure record keeps of a traceback (its end: the innermost frames).
+MAX_TRACEBACK: Final = 32 * 1024
+
+
 def failure_of(
     plugin_id: str,
     error: BaseException,
@@ -246,23 +256,82 @@ def failure_of(
     """The failure record of ``error``, now; ``frames``: the traceback to show (``...``: all).
 
     An error raised in a sandbox worker (:class:`RemoteError`) is recorded with
-    the plugin's own exception type, message and traceback.
+    the plugin's own exception type, message and traceback. Every text is
+    bounded (:data:`MAX_EXC_TYPE`, :data:`MAX_MESSAGE`, :data:`MAX_TRACEBACK`;
+    what is left out is marked ``… [cut N characters]``) and storable (lone
+    surrogates and NUL characters are replaced), whatever the plugin raised.
     """
     if isinstance(error, RemoteError):
         exc_type, message, text = error.remote_type, error.remote_message, error.remote_traceback
     else:
-        exc_type, message = type(error).__name__, str(error)
+        exc_type, message = type(error).__name__, _message(error)
         shown = error.__traceback__ if frames is ... else frames
         text = "".join(traceback.format_exception(type(error), error, shown))
+    return make_failure(
+        plugin_id, hook=hook, tenant=tenant, exc_type=exc_type, message=message, traceback=text
+    )
+
+
+def make_failure(
+    plugin_id: str, *, hook: str, tenant: str | None, exc_type: str, message: str, traceback: str
+) -> FailureRecord:
+    """A failure record of now with its texts bounded and made storable (see :func:`failure_of`)."""
     return FailureRecord(
         plugin_id=plugin_id,
         tenant=tenant,
-        hook=hook,
-        exc_type=exc_type,
-        message=message,
-        traceback=text,
+        hook=bounded(hook, MAX_EXC_TYPE),
+        exc_type=bounded(exc_type, MAX_EXC_TYPE),
+        message=bounded(message, MAX_MESSAGE),
+        traceback=bounded(traceback, MAX_TRACEBACK, tail=True),
         at=datetime.now(timezone.utc),
     )
+
+
+def storable(record: FailureRecord) -> FailureRecord:
+    """``record`` with every text bounded and storable (the same record when it already is)."""
+    changed = attrs.evolve(
+        record,
+        hook=bounded(record.hook, MAX_EXC_TYPE),
+        exc_type=bounded(record.exc_type, MAX_EXC_TYPE),
+        message=bounded(record.message, MAX_MESSAGE),
+        traceback=bounded(record.traceback, MAX_TRACEBACK, tail=True),
+        plugin_id=bounded(record.plugin_id, MAX_EXC_TYPE),
+        tenant=None if record.tenant is None else bounded(record.tenant, MAX_EXC_TYPE),
+    )
+    return record if changed == record else changed
+
+
+def bounded(text: object, limit: int, *, tail: bool = False) -> str:
+    """``text`` cut to at most ``limit`` characters (its start, or its end with ``tail``), marked.
+
+    Lone surrogates and NUL characters (which no database stores as text) become
+    ``?`` and U+FFFD. Returns ``text`` itself when there is nothing to change.
+    """
+    if type(text) is not str:  # a str subclass may lie about its own contents
+        text = str.__str__(text) if isinstance(text, str) else repr(text)
+    assert isinstance(text, str)
+    if len(text) > limit:
+        keep = max(limit - _MARKER_ROOM, 0)
+        marker = f"… [cut {len(text) - keep} characters]"
+        text = f"{marker}\n{text[-keep:]}" if tail else f"{text[:keep]} {marker}"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: one '?' each, so lengths stay
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    return text
+
+
+#: Room kept for the marker of a cut text (`` … [cut N characters]`` and a newline).
+_MARKER_ROOM: Final = 48
+
+
+def _message(error: BaseException) -> str:
+    try:
+        return str(error)
+    except Exception:  # noqa: BLE001 - the plugin's __str__ failed: say so, never raise here
+        return f"<the message of this {type(error).__name__} could not be read>"
 
 
 @attrs.frozen(kw_only=True)
