@@ -145,6 +145,67 @@ class Installer:
                 host.registry.enable(plugin_id, tenant, actor="admin")
 
 
+#: ``Hosts(breaker=...)``: the host's default breaker.
+DEFAULT_BREAKER: Any = object()
+
+
+class Hosts:
+    """Makes the tests' ``PluginHost`` objects and closes every one at the end of the test.
+
+    Memory storage unless given, no entry points, plugins under ``root/plugins``,
+    and a breaker that never trips (the tests look at each failure; pass
+    ``breaker=`` to test suspensions, ``DEFAULT_BREAKER`` for the host's own).
+    """
+
+    def __init__(self, root: Path, services: Any) -> None:
+        self.root = root
+        self.services = services
+        self.made: list[Any] = []
+
+    def __call__(
+        self,
+        *,
+        storage: Any = None,
+        breaker: Any = None,
+        plugins_dir: Path | None = None,
+        **options: Any,
+    ) -> Any:
+        from services_ai_plugins import BreakerPolicy, MemoryStorage, PluginHost
+
+        if breaker is None:
+            breaker = BreakerPolicy(consecutive_failures=0, failure_rate=0)
+        host = PluginHost(
+            self.services,
+            storage=storage if storage is not None else MemoryStorage(),
+            plugins_dir=plugins_dir or self.root / "plugins",
+            entry_points=False,
+            **({} if breaker is DEFAULT_BREAKER else {"breaker": breaker}),
+            **options,
+        )
+        self.made.append(host)
+        return host
+
+    def close(self) -> None:
+        for host in self.made:
+            host.close()
+
+
+@pytest.fixture
+def services() -> Any:
+    """The fake host services of the app the plugins run in."""
+    from services_ai_plugins_testing.fakes import FakeHostServices
+
+    return FakeHostServices()
+
+
+@pytest.fixture
+def hosts(tmp_path: Path, services: Any) -> Iterator[Hosts]:
+    """A maker of hosts over ``services`` (see :class:`Hosts`), closed after the test."""
+    made = Hosts(tmp_path, services)
+    yield made
+    made.close()
+
+
 class CliRunner:
     """Runs the command line in-process against one database and plugins folder under ``root``."""
 

@@ -18,16 +18,15 @@ import textwrap
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import pytest
 
-from conftest import Installer, plugin_folder
+from conftest import Hosts, Installer, plugin_folder
 from services_ai_plugins import (
     ApiLimits,
     AuditEvent,
-    BreakerPolicy,
     Change,
     MemoryStorage,
     PluginHost,
@@ -58,11 +57,6 @@ def lead_created(self, lead, api):
 
 
 @pytest.fixture
-def services() -> FakeHostServices:
-    return FakeHostServices()
-
-
-@pytest.fixture
 def denied() -> list[DeniedCall]:
     return []
 
@@ -73,31 +67,17 @@ def install(tmp_path: Path) -> Installer:
 
 
 @pytest.fixture
-def make_host(
-    tmp_path: Path, services: FakeHostServices, denied: list[DeniedCall]
-) -> Iterator[Callable[..., PluginHost]]:
-    hosts: list[PluginHost] = []
-
+def make_host(hosts: Hosts, denied: list[DeniedCall]) -> Callable[..., PluginHost]:
     def make(
         isolation: str = "process", *, storage: Storage | None = None, **options: Any
     ) -> PluginHost:
         policy = SandboxPolicy(timeout=10.0, isolation={"archive": isolation})
-        host = PluginHost(
-            services,
-            storage=storage if storage is not None else MemoryStorage(),
-            plugins_dir=tmp_path / "plugins",
-            entry_points=False,
-            sandbox=policy,
-            on_denied=denied.append,
-            breaker=BreakerPolicy(consecutive_failures=0, failure_rate=0),
-            **options,
+        return cast(
+            "PluginHost",
+            hosts(storage=storage, sandbox=policy, on_denied=denied.append, **options),
         )
-        hosts.append(host)
-        return host
 
-    yield make
-    for host in hosts:
-        host.close()
+    return make
 
 
 def fire(host: PluginHost, services: FakeHostServices, tenant: str = "acme") -> Lead:

@@ -18,14 +18,13 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from conftest import Installer
+from conftest import Hosts, Installer
 from services_ai_plugins import (
     BreakerPolicy,
-    MemoryStorage,
     PluginHost,
     SandboxPolicy,
     _sandbox,
@@ -118,30 +117,12 @@ def install(tmp_path: Path) -> Installer:
 
 
 @pytest.fixture
-def services() -> FakeHostServices:
-    return FakeHostServices()
-
-
-@pytest.fixture
-def make_host(tmp_path: Path, services: FakeHostServices) -> Iterator[Callable[..., PluginHost]]:
-    hosts: list[PluginHost] = []
-
+def make_host(hosts: Hosts) -> Callable[..., PluginHost]:
     def make(breaker: BreakerPolicy | None = None, **policy: Any) -> PluginHost:
-        options: dict[str, Any] = {"timeout": 10.0} | policy
-        host = PluginHost(
-            services,
-            storage=MemoryStorage(),
-            plugins_dir=tmp_path / "plugins",
-            entry_points=False,
-            sandbox=SandboxPolicy(**options),
-            breaker=breaker or BreakerPolicy(consecutive_failures=0, failure_rate=0),
-        )
-        hosts.append(host)
-        return host
+        sandbox = SandboxPolicy(**{"timeout": 10.0} | policy)
+        return cast("PluginHost", hosts(sandbox=sandbox, breaker=breaker))
 
-    yield make
-    for host in hosts:
-        host.close()
+    return make
 
 
 def fire(host: PluginHost, services: FakeHostServices, context: Context) -> None:

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import pytest
 
-from conftest import Installer
+from conftest import Hosts, Installer
 from services_ai_plugins import (
     BreakerPolicy,
     Isolation,
-    MemoryStorage,
     PluginHost,
     ResultRefused,
     SandboxError,
@@ -61,14 +60,7 @@ def install(tmp_path: Path) -> Installer:
 
 
 @pytest.fixture
-def services() -> FakeHostServices:
-    return FakeHostServices()
-
-
-@pytest.fixture
-def make_host(tmp_path: Path, services: FakeHostServices) -> Iterator[HostMaker]:
-    hosts: list[PluginHost] = []
-
+def make_host(hosts: Hosts, tmp_path: Path) -> HostMaker:
     def make(
         mode: str = "sandboxed",
         *,
@@ -80,20 +72,17 @@ def make_host(tmp_path: Path, services: FakeHostServices) -> Iterator[HostMaker]
             pytest.skip("the process sandbox needs fork")
         options: dict[str, Any] = {"timeout": 10.0} | policy
         sandbox = IN_PROCESS if mode == "in-process" else SandboxPolicy(**options)
-        host = PluginHost(
-            services,
-            storage=storage if storage is not None else MemoryStorage(),
-            plugins_dir=tmp_path / f"plugins-{len(hosts)}",
-            entry_points=False,
-            sandbox=sandbox,
-            breaker=breaker,
+        return cast(
+            "PluginHost",
+            hosts(
+                storage=storage,
+                plugins_dir=tmp_path / f"plugins-{len(hosts.made)}",
+                sandbox=sandbox,
+                breaker=breaker,
+            ),
         )
-        hosts.append(host)
-        return host
 
-    yield make
-    for host in hosts:
-        host.close()
+    return make
 
 
 def lead_created(host: PluginHost, services: FakeHostServices, tenant: str = "acme") -> None:

@@ -19,17 +19,16 @@ import py_compile
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from conftest import CliRunner, Installer, plugin_folder
+from conftest import DEFAULT_BREAKER, CliRunner, Hosts, Installer, plugin_folder
 from services_ai_plugins import (
     ArchiveError,
     Manifest,
-    MemoryStorage,
     PackageError,
     PluginHost,
     SandboxPolicy,
@@ -306,28 +305,12 @@ def folder_plugin(
 
 
 @pytest.fixture
-def services() -> FakeHostServices:
-    return FakeHostServices()
-
-
-@pytest.fixture
-def make_host(tmp_path: Path, services: FakeHostServices) -> Iterator[Callable[..., PluginHost]]:
-    hosts: list[PluginHost] = []
-
+def make_host(hosts: Hosts) -> Callable[..., PluginHost]:
     def make(**policy: Any) -> PluginHost:
-        host = PluginHost(
-            services,
-            storage=MemoryStorage(),
-            plugins_dir=tmp_path / "plugins",
-            entry_points=False,
-            sandbox=SandboxPolicy(**{"timeout": 10.0} | policy),
-        )
-        hosts.append(host)
-        return host
+        sandbox = SandboxPolicy(**{"timeout": 10.0} | policy)
+        return cast("PluginHost", hosts(sandbox=sandbox, breaker=DEFAULT_BREAKER))
 
-    yield make
-    for host in hosts:
-        host.close()
+    return make
 
 
 def discover(host: PluginHost) -> None:

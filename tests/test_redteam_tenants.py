@@ -10,15 +10,14 @@ import json
 import logging
 import os
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from conftest import CliRunner, Installer
+from conftest import CliRunner, Hosts, Installer
 from services_ai_plugins import (
-    BreakerPolicy,
     MemoryStorage,
     PluginHost,
     SandboxPolicy,
@@ -84,29 +83,12 @@ def install(tmp_path: Path) -> Installer:
 
 
 @pytest.fixture
-def services() -> FakeHostServices:
-    return FakeHostServices()
-
-
-@pytest.fixture
-def make_host(tmp_path: Path, services: FakeHostServices) -> Iterator[Callable[..., PluginHost]]:
-    hosts: list[PluginHost] = []
-
+def make_host(hosts: Hosts) -> Callable[..., PluginHost]:
     def make(storage: Any = None, **policy: Any) -> PluginHost:
-        host = PluginHost(
-            services,
-            storage=storage if storage is not None else MemoryStorage(),
-            plugins_dir=tmp_path / "plugins",
-            entry_points=False,
-            sandbox=SandboxPolicy(**({"timeout": 5.0} | policy)),
-            breaker=BreakerPolicy(consecutive_failures=0, failure_rate=0),
-        )
-        hosts.append(host)
-        return host
+        sandbox = SandboxPolicy(**{"timeout": 5.0} | policy)
+        return cast("PluginHost", hosts(storage=storage, sandbox=sandbox))
 
-    yield make
-    for host in hosts:
-        host.close()
+    return make
 
 
 def lead_for(host: PluginHost, services: FakeHostServices, tenant: str, name: str) -> None:

@@ -20,14 +20,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from conftest import Installer
+from conftest import Hosts, Installer
 from services_ai_plugins import (
-    BreakerPolicy,
-    MemoryStorage,
     PluginHost,
     SandboxError,
     SandboxPolicy,
@@ -67,30 +65,11 @@ def install(tmp_path: Path) -> Installer:
 
 
 @pytest.fixture
-def services() -> FakeHostServices:
-    return FakeHostServices()
-
-
-@pytest.fixture
-def make_host(tmp_path: Path, services: FakeHostServices) -> Iterator[Callable[..., PluginHost]]:
-    hosts: list[PluginHost] = []
-
+def make_host(hosts: Hosts) -> Callable[..., PluginHost]:
     def make(**policy: Any) -> PluginHost:
-        options: dict[str, Any] = {"timeout": 3.0} | policy
-        host = PluginHost(
-            services,
-            storage=MemoryStorage(),
-            plugins_dir=tmp_path / "plugins",
-            entry_points=False,
-            sandbox=SandboxPolicy(**options),
-            breaker=BreakerPolicy(consecutive_failures=0, failure_rate=0),
-        )
-        hosts.append(host)
-        return host
+        return cast("PluginHost", hosts(sandbox=SandboxPolicy(**{"timeout": 3.0} | policy)))
 
-    yield make
-    for host in hosts:
-        host.close()
+    return make
 
 
 def fire(host: PluginHost, services: FakeHostServices) -> Lead:

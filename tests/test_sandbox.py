@@ -17,11 +17,11 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from conftest import Installer
+from conftest import Hosts, Installer
 from services_ai_plugins import (
     BreakerPolicy,
     Isolation,
@@ -62,38 +62,17 @@ def install(tmp_path: Path) -> Installer:
 
 
 @pytest.fixture
-def services() -> FakeHostServices:
-    return FakeHostServices()
-
-
-@pytest.fixture
 def denied() -> list[DeniedCall]:
     return []
 
 
 @pytest.fixture
-def make_host(
-    tmp_path: Path, services: FakeHostServices, denied: list[DeniedCall]
-) -> Iterator[Callable[..., PluginHost]]:
-    hosts: list[PluginHost] = []
-
+def make_host(hosts: Hosts, denied: list[DeniedCall]) -> Callable[..., PluginHost]:
     def make(**policy: Any) -> PluginHost:
-        options: dict[str, Any] = {"timeout": 3.0} | policy
-        host = PluginHost(
-            services,
-            storage=MemoryStorage(),
-            plugins_dir=tmp_path / "plugins",
-            entry_points=False,
-            sandbox=SandboxPolicy(**options),
-            on_denied=denied.append,
-            breaker=BreakerPolicy(consecutive_failures=0, failure_rate=0),
-        )
-        hosts.append(host)
-        return host
+        sandbox = SandboxPolicy(**{"timeout": 3.0} | policy)
+        return cast("PluginHost", hosts(sandbox=sandbox, on_denied=denied.append))
 
-    yield make
-    for host in hosts:
-        host.close()
+    return make
 
 
 def alive(pid: int) -> bool:
