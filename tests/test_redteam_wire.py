@@ -158,6 +158,25 @@ def test_closing_the_host_does_not_wait_for_a_call_stuck_on_its_worker(
     assert not caller.is_alive()
 
 
+def test_closing_the_host_does_not_wait_for_a_worker_stuck_while_starting(
+    make_host: Callable[..., PluginHost], install: Installer, services: FakeHostServices
+) -> None:
+    """A plugin whose import never ends holds its worker's start: closing cuts it short."""
+    host = make_host(start_timeout=600.0)
+    install(host, "sleeper", "time.sleep(600)\n" + HEALTHY)
+    caller = threading.Thread(target=fire, args=(host, services), daemon=True)
+    caller.start()
+    for _ in range(int(PATIENCE * 10)):  # the call's refresh is loading it: a worker starting
+        if host.sandbox._starting:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("no worker started")
+    finishes(host.close, "host.close() while a worker starts")
+    caller.join(PATIENCE)
+    assert not caller.is_alive()
+
+
 # -- 8: decoded size is bounded --------------------------------------------------------------------
 
 

@@ -186,6 +186,8 @@ class Sandbox:
         self._plugins: dict[str, _Sandboxed] = {}
         #: Live workers, by plugin id and tenant.
         self._live: dict[tuple[str, str | None], _Worker] = {}
+        #: Workers still starting (not live yet): closing cuts their start short too.
+        self._starting: set[_Worker] = set()
         self._notes: set[str] = set()
         self._closed = False
         # A web server that forks after the host was made (gunicorn --preload): each child
@@ -199,6 +201,7 @@ class Sandbox:
         inherited: list[object] = [self._zygote, *self._live.values()]
         self._zygote = None
         self._live = {}
+        self._starting = set()
         for sandboxed in self._plugins.values():
             sandboxed.locks = {}
             sandboxed.workers = {}
@@ -323,7 +326,7 @@ class Sandbox:
         """
         self._closed = True
         with self._lock:
-            live = list(self._live.values())
+            live = [*self._live.values(), *self._starting]
         for worker in live:  # a call blocked on its worker now fails at once, and lets go
             worker._interrupt()
         for plugin_id in list(self._plugins):
@@ -704,7 +707,12 @@ class _Worker:
         channel = Channel(ours, limit=policy.max_frame, max_values=policy.max_values)
         worker = cls(owner, tenant, zygote, pid, channel, policy)
         worker.scratch = scratch
+        sandbox = owner.sandbox
+        with sandbox._lock:
+            sandbox._starting.add(worker)
         try:
+            if sandbox._closed:  # closed while it forked: it would not be interrupted
+                worker._interrupt()
             message = worker._until_ready(monotonic() + policy.start_timeout)
         except TimeoutError:
             worker.stop()
@@ -716,6 +724,9 @@ class _Worker:
             raise PackageError(
                 f"its worker died while starting ({cause}): {exc}", path=owner.plugin_id
             ) from None
+        finally:
+            with sandbox._lock:
+                sandbox._starting.discard(worker)
         if message[0] != "ready":
             worker.stop()
             if message[0] == "failed" and len(message) == 4 and _texts(message[1:]):
