@@ -23,27 +23,24 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn, final
 
 # The hook arguments of --sample are built as ``check`` builds them.
 from . import _check
 from ._check import OPTIONAL, example_values, parameter_types, type_name
-from ._errors import Problem, StorageError, TransitionError, _ProblemsError
+from ._errors import Problem, TransitionError, _ProblemsError
 from ._logs import plugin_output, sdk_log_handler
 from ._operator_cli import (
-    DB_ENV,
     Result,
     ResultWithCode,
     actor_name,
     command_adder,
-    db_path,
+    open_storage,
     plugins_path,
     positive,
 )
 from ._registry import Registry, Suspension
-from ._sqlite import SQLiteStorage
-from ._storage import FailureRecord, HookMetrics, PluginStatus
+from ._storage import FailureRecord, HookMetrics, PluginStatus, Storage
 from ._types import json_type_name
 
 if TYPE_CHECKING:
@@ -159,24 +156,9 @@ class _Request(NamedTuple):
     notes: list[str]
 
 
-def _existing_db(args: argparse.Namespace) -> Path:
-    """The registry's file; refused when it does not exist (nothing is created)."""
-    db = db_path(args)
-    if not db.is_file():
-        raise StorageError(
-            f"{db}: no such registry database; install a plugin first, or name the "
-            f"database with --db or ${DB_ENV}"
-        )
-    return db
-
-
-@contextlib.contextmanager
-def _storage(args: argparse.Namespace) -> Iterator[SQLiteStorage]:
-    storage = SQLiteStorage(_existing_db(args))
-    try:
-        yield storage
-    finally:
-        storage.close()
+def _storage(args: argparse.Namespace) -> contextlib.AbstractContextManager[Storage]:
+    """The registry's storage; a SQLite file that does not exist is refused (nothing is created)."""
+    return open_storage(args, must_exist=True)
 
 
 def _request(args: argparse.Namespace) -> _Request:
@@ -329,11 +311,9 @@ def _call(args: argparse.Namespace) -> ResultWithCode:
     from ._host import PluginHost  # noqa: PLC0415 - the host loads only when call runs
 
     request = _request(args)
-    db = _existing_db(args)
     traces: list[HookTrace] = []
-    storage = SQLiteStorage(db)
-    services = _CommandLineServices(Registry(storage))
-    try:
+    with _storage(args) as storage:
+        services = _CommandLineServices(Registry(storage))
         # A plugin's print() must not spoil the command's output (or its JSON).
         with _log_to_stderr(), contextlib.redirect_stdout(sys.stderr):
             host = PluginHost(
@@ -348,8 +328,6 @@ def _call(args: argparse.Namespace) -> ResultWithCode:
                 not_loaded = _not_loaded(host.registry, request.tenant, host.plugins())
             finally:
                 host.close()
-    finally:
-        storage.close()
     failed = bool(not_loaded) or any(
         o.failure is not None for trace in traces for o in trace.outcomes
     )

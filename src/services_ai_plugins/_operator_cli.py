@@ -1,30 +1,41 @@
 """The operator commands of the command line: install, list, show, approve, ..., audit.
 
-They work on a registry in a SQLite file (``--db``, ``$SERVICES_AI_PLUGINS_DB``,
-default ``services-ai-plugins.db`` here) with plugin code under a plugins folder
-(``--plugins-dir``, ``$SERVICES_AI_PLUGINS_DIR``, default ``plugins`` here).
+They work on a registry (``--db``, ``$SERVICES_AI_PLUGINS_DB``, default
+``services-ai-plugins.db`` here: a SQLite file, or a ``postgresql://`` URL)
+with plugin code under a plugins folder (``--plugins-dir``,
+``$SERVICES_AI_PLUGINS_DIR``, default ``plugins`` here).
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from ._archive import install_archive
+from ._archive import ArchiveError, install_archive
 from ._dependencies import check_environment
-from ._errors import PackageError, RequirementsError
+from ._errors import PackageError, RequirementsError, StorageError, TransitionError
 from ._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
 from ._manifest import Manifest
 from ._package import pack_plugin
-from ._registry import Registry
+from ._permissions import Permission, PermissionCatalogue
+from ._registry import Registry, Suspension
+from ._settings import SettingType
 from ._sqlite import SQLiteStorage
-from ._storage import AuditEvent, PluginRecord, PluginStatus, TenantRecord
+from ._storage import (
+    AuditEvent,
+    FailureRecord,
+    PluginRecord,
+    PluginStatus,
+    Storage,
+    TenantRecord,
+)
 
 __all__ = [
     "DB_ENV",
@@ -35,6 +46,9 @@ __all__ = [
     "add_operator_commands",
     "command_adder",
     "db_path",
+    "db_value",
+    "is_database_url",
+    "open_storage",
     "plugins_path",
     "positive",
 ]
@@ -46,8 +60,66 @@ DIR_ENV: Final = "SERVICES_AI_PLUGINS_DIR"
 Result = tuple[dict[str, Any], list[str]]
 
 
+#: The URL schemes ``--db`` takes for a PostgreSQL database (libpq's own two).
+_POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
+
+
+def db_value(args: argparse.Namespace) -> str:
+    """What ``--db`` (else ``$SERVICES_AI_PLUGINS_DB``, else the default) names."""
+    return str(getattr(args, "db", None) or os.environ.get(DB_ENV) or DEFAULT_DB)
+
+
+def is_database_url(value: str) -> bool:
+    """Whether a ``--db`` value is a PostgreSQL URL rather than a SQLite file."""
+    return value.lower().startswith(_POSTGRES_SCHEMES)
+
+
 def db_path(args: argparse.Namespace) -> Path:
-    return Path(getattr(args, "db", None) or os.environ.get(DB_ENV) or DEFAULT_DB)
+    """The SQLite file ``--db`` names (meaningless for a URL: see :func:`is_database_url`)."""
+    return Path(db_value(args))
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, _, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{location}"
+
+
+@contextmanager
+def open_storage(args: argparse.Namespace, *, must_exist: bool = False) -> Iterator[Storage]:
+    """The storage ``--db`` names: a ``PostgresStorage`` for a ``postgresql://`` URL,
+    else a ``SQLiteStorage`` file; closed on leaving.
+
+    ``must_exist`` refuses a SQLite file that does not exist (with a
+    ``StorageError`` naming it) instead of creating it. A PostgreSQL database
+    always exists: opening it creates the registry's tables if missing.
+    psycopg is imported only for a URL; without the ``postgres`` extra the
+    URL is refused with a ``StorageError`` saying what to install.
+    """
+    value = db_value(args)
+    storage: Storage
+    if is_database_url(value):
+        try:
+            from ._postgres import PostgresStorage  # noqa: PLC0415 - optional: only for a URL
+
+            storage = PostgresStorage(value)
+        except ImportError as exc:
+            raise StorageError(f"{_redacted(value)}: {exc}") from exc
+    else:
+        db = Path(value)
+        if must_exist and not db.is_file():
+            raise StorageError(
+                f"{db}: no such registry database; install a plugin first, or name the "
+                f"database with --db or ${DB_ENV}"
+            )
+        storage = SQLiteStorage(db)
+    try:
+        yield storage
+    finally:
+        storage.close()
 
 
 def plugins_path(args: argparse.Namespace) -> Path:
@@ -69,20 +141,17 @@ def actor_name(args: argparse.Namespace) -> str:
 def _registry(args: argparse.Namespace, *, create: bool = True) -> Iterator[Registry]:
     """The registry in ``--db``; a read (``create=False``) of a missing file creates none.
 
-    Reading a registry that does not exist shows an empty one (no plugins, no
-    events) instead of leaving an empty database file behind.
+    Reading a SQLite registry that does not exist shows an empty one (no
+    plugins, no events) instead of leaving an empty database file behind.
     """
-    db = db_path(args)
-    if not create and not db.exists():
+    value = db_value(args)
+    if not create and not is_database_url(value) and not Path(value).exists():
         from ._memory import MemoryStorage  # noqa: PLC0415 - only for a missing database
 
         yield Registry(MemoryStorage())
         return
-    storage = SQLiteStorage(db)
-    try:
+    with open_storage(args) as storage:
         yield Registry(storage)
-    finally:
-        storage.close()
 
 
 def _plugin_document(record: PluginRecord) -> dict[str, Any]:
@@ -142,7 +211,7 @@ def _install(args: argparse.Namespace) -> Result:
         raise PackageError("no such file or folder", path=str(source))
     plugins_dir = plugins_path(args)
     plugins_dir.mkdir(parents=True, exist_ok=True)
-    with _registry(args) as registry:
+    with _registry(args) as registry, _cli_flags(source):
         if source.is_dir():
             # A folder goes through the very same checks as an upload: pack it, install the archive.
             with tempfile.TemporaryDirectory() as scratch:
@@ -172,16 +241,149 @@ def _install(args: argparse.Namespace) -> Result:
     return _plugin_document(record), lines
 
 
+_PYTHON_FLAG: Final = "pass reinstall=True"
+
+
+@contextmanager
+def _cli_flags(source: Path) -> Iterator[None]:
+    """Refusals that name the Python argument ``reinstall=True`` name ``--reinstall`` instead."""
+    try:
+        yield
+    except ArchiveError as error:
+        if error.rule != "already-installed":
+            raise
+        message = str(error).removesuffix(f" [{error.rule}]").removeprefix(f"{error.path}: ")
+        message = message.replace(_PYTHON_FLAG, _CLI_FLAG)
+        raise ArchiveError(error.rule, message, path=str(source), member=error.member) from None
+    except TransitionError as error:
+        if _PYTHON_FLAG not in str(error):
+            raise
+        raise TransitionError(
+            error.plugin_id,
+            error.action,
+            error.status,
+            error.allowed,
+            reason=f"it is already installed; {_CLI_FLAG} to replace it",
+        ) from None
+
+
+_CLI_FLAG: Final = "pass --reinstall"
+
+
+def _suspension_document(suspension: Suspension) -> dict[str, Any]:
+    return {
+        "tenant": suspension.tenant,
+        "reason": suspension.reason,
+        "since": suspension.since.isoformat(),
+        "by": suspension.by,
+    }
+
+
+def _suspension_line(suspension: Suspension) -> str:
+    where = f"for tenant {suspension.tenant}" if suspension.tenant else "everywhere"
+    return (
+        f"suspended {where} by {suspension.by} since {suspension.since:%Y-%m-%d %H:%M}: "
+        f"{suspension.reason}"
+    )
+
+
+def _load_failure(registry: Registry, record: PluginRecord) -> FailureRecord | None:
+    """Why an approved plugin cannot load: its newest unresolved ``load`` failure since its
+    approval, or None.
+
+    A host records one when the plugin's code is missing or changed, or its
+    import or plugin object fails. One from before the latest approval (a fixed
+    version reinstalled and approved again) no longer counts, nor one marked
+    resolved (``resolve``).
+    """
+    if record.status is not PluginStatus.APPROVED:
+        return None
+    since = record.approved_at or record.installed_at
+    for failure in registry.storage.failures(record.id, resolved=False, limit=_FAILURES_READ):
+        if failure.hook == "load" and failure.at >= since:
+            return failure
+    return None
+
+
+#: How many of a plugin's newest unresolved failures are searched for a load failure.
+_FAILURES_READ: Final = 200
+
+
+def _load_failure_document(failure: FailureRecord | None) -> dict[str, Any] | None:
+    if failure is None:
+        return None
+    return {
+        "id": failure.id,
+        "at": failure.at.isoformat(),
+        "exc_type": failure.exc_type,
+        "message": failure.message,
+    }
+
+
+def _load_failure_line(failure: FailureRecord) -> str:
+    return (
+        f"cannot load: {failure.exc_type}: {failure.message} "
+        f"(failure #{failure.id} at {failure.at:%Y-%m-%d %H:%M})"
+    )
+
+
 def _list(args: argparse.Namespace) -> Result:
     status = PluginStatus(args.status) if args.status else None
     with _registry(args, create=False) as registry:
         plugins = registry.plugins(status)
-    if args.tenant:
-        with _registry(args, create=False) as registry:
+        if args.tenant:
             enabled = set(registry.enabled_plugins(args.tenant))
-        plugins = [p for p in plugins if p.id in enabled]
-    lines = [f"{p.id:<30} {p.version:<12} {p.status.value:<12} {p.name}" for p in plugins]
-    return {"plugins": [_plugin_document(p) for p in plugins]}, lines or ["no plugins"]
+            plugins = [p for p in plugins if p.id in enabled]
+        suspensions: dict[str, list[Suspension]] = {}
+        for suspension in registry.suspensions():
+            suspensions.setdefault(suspension.plugin_id, []).append(suspension)
+        failures = {p.id: _load_failure(registry, p) for p in plugins}
+    documents = []
+    lines = []
+    for plugin in plugins:
+        document = _plugin_document(plugin)
+        document["suspensions"] = [_suspension_document(s) for s in suspensions.get(plugin.id, [])]
+        document["load_failure"] = _load_failure_document(failures[plugin.id])
+        documents.append(document)
+        lines.append(
+            f"{plugin.id:<30} {plugin.version:<12} {plugin.status.value:<12} {plugin.name}"
+        )
+        lines += [f"  {_suspension_line(s)}" for s in suspensions.get(plugin.id, []) if s.tenant]
+        failure = failures[plugin.id]
+        if failure is not None:
+            lines.append(f"  {_load_failure_line(failure)}")
+    return {"plugins": documents}, lines or ["no plugins"]
+
+
+def _requested_permissions(manifest: Manifest) -> list[dict[str, Any]]:
+    """What the plugin asks for, each with the catalogue's description and risk."""
+    catalogue = PermissionCatalogue()
+    requested = []
+    for names, optional in ((manifest.permissions, False), (manifest.optional_permissions, True)):
+        for name in names:
+            try:
+                known: Permission | None = catalogue[name]
+            except KeyError:
+                known = None
+            requested.append(
+                {
+                    "name": name,
+                    "optional": optional,
+                    "description": known.description if known else None,
+                    "risk": known.risk.value if known else None,
+                }
+            )
+    return requested
+
+
+def _permission_line(permission: Mapping[str, Any]) -> str:
+    optional = " (optional, granted per tenant)" if permission["optional"] else ""
+    if permission["risk"] is None:
+        return f"    {permission['name']}{optional}: not a permission this SDK knows"
+    return (
+        f"    {permission['name']:<20} {permission['risk']:<6} "
+        f"{permission['description']}{optional}"
+    )
 
 
 def _show(args: argparse.Namespace) -> Result:
@@ -189,7 +391,13 @@ def _show(args: argparse.Namespace) -> Result:
         record = registry.plugin(args.name)
         tenants = registry.storage.list_tenants(args.name)
         history = registry.history(args.name)
+        suspensions = registry.suspensions(args.name)
+        failure = _load_failure(registry, record)
+        requested = _requested_permissions(registry.manifest(args.name))
     document = _plugin_document(record)
+    document["requested_permissions"] = requested
+    document["suspensions"] = [_suspension_document(s) for s in suspensions]
+    document["load_failure"] = _load_failure_document(failure)
     document["tenants"] = [_tenant_document(t) for t in tenants]
     document["history"] = [
         {"version": v.version, "code_hash": v.code_hash, "installed_at": v.installed_at.isoformat()}
@@ -203,6 +411,12 @@ def _show(args: argparse.Namespace) -> Result:
     ]
     if record.status_reason:
         lines.append(f"  reason: {record.status_reason}")
+    if record.status is PluginStatus.PENDING:
+        lines.append("  asks for:" if requested else "  asks for no permissions")
+        lines += [_permission_line(p) for p in requested]
+    lines += [f"  {_suspension_line(s)}" for s in suspensions]
+    if failure is not None:
+        lines.append(f"  {_load_failure_line(failure)}")
     lines += [f"  tenant {t.tenant}: {'enabled' if t.enabled else 'disabled'}" for t in tenants]
     lines += [f"  version {v.version} installed {v.installed_at:%Y-%m-%d %H:%M}" for v in history]
     return document, lines
@@ -251,6 +465,90 @@ def _audit(args: argparse.Namespace) -> Result:
         for e in events
     ]
     return {"events": [_event_document(e) for e in events]}, lines or ["no events"]
+
+
+#: How a secret setting is shown: whether it is set, never its value.
+_SECRET_SET: Final = "<set>"  # noqa: S105 - a placeholder shown instead of a secret
+_SECRET_UNSET: Final = "<not set>"  # noqa: S105 - the same
+
+
+def _settings_result(registry: Registry, plugin_id: str, tenant: str) -> Result:
+    """Every setting of the plugin's schema for the tenant; secrets as set or not, never shown."""
+    manifest = registry.manifest(plugin_id)
+    values = registry.get_settings(plugin_id, tenant)
+    record = registry.tenant(plugin_id, tenant)
+    stored = record.settings if record is not None else {}
+    documents = []
+    lines = []
+    for spec in manifest.settings:
+        secret = spec.type is SettingType.SECRET
+        is_set = stored.get(spec.name) is not None
+        value = (_SECRET_SET if is_set else _SECRET_UNSET) if secret else values.get(spec.name)
+        documents.append(
+            {
+                "name": spec.name,
+                "type": spec.type.value,
+                "secret": secret,
+                "set": is_set,
+                "value": value,
+            }
+        )
+        shown = value if secret else json.dumps(value)
+        origin = "" if is_set or secret else " (default)"
+        lines.append(f"{spec.name:<24} {spec.type.value:<8} {shown}{origin}")
+    document = {"plugin_id": plugin_id, "tenant": tenant, "settings": documents}
+    return document, lines or [f"{plugin_id} has no settings"]
+
+
+def _setting_pair(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name.strip():
+        # Not repeated: it may be a secret given without its name.
+        raise argparse.ArgumentTypeError("must be NAME=VALUE (a setting's name, '=', its value)")
+    return name.strip(), value
+
+
+def _settings_get(args: argparse.Namespace) -> Result:
+    with _registry(args, create=False) as registry:
+        return _settings_result(registry, args.name, args.tenant)
+
+
+def _settings_set(args: argparse.Namespace) -> Result:
+    values: dict[str, object] = dict(args.values or ())
+    for name in args.reset or ():
+        values[name] = None
+    if not values:
+        raise ValueError("settings set: give at least one --set NAME=VALUE or --reset NAME")
+    with _registry(args) as registry:
+        registry.set_settings(args.name, args.tenant, values, actor=actor_name(args))
+        document, lines = _settings_result(registry, args.name, args.tenant)
+    changed = ", ".join(sorted(values))
+    return document, [f"set {changed} of {args.name} for tenant {args.tenant}", *lines]
+
+
+def _grant_step(grant: bool) -> Callable[[argparse.Namespace], Result]:
+    def handler(args: argparse.Namespace) -> Result:
+        with _registry(args) as registry:
+            step = registry.grant if grant else registry.revoke
+            record = step(args.name, args.tenant, args.permission, actor=actor_name(args))
+            held = sorted(registry.grants(args.name, args.tenant))
+        document = {
+            "plugin_id": args.name,
+            "tenant": args.tenant,
+            "permission": args.permission,
+            "optional_grants": list(record.optional_grants),
+            "grants": held,
+        }
+        verb = "granted" if grant else "revoked"
+        lines = [
+            f"{verb} {args.permission} to {args.name} for tenant {args.tenant}"
+            if grant
+            else f"revoked {args.permission} from {args.name} for tenant {args.tenant}",
+            f"  holds: {', '.join(held) or 'nothing'}",
+        ]
+        return document, lines
+
+    return handler
 
 
 #: What a command returns when its exit code is not always 0: its Result and the code.
@@ -321,6 +619,39 @@ def add_operator_commands(commands: Any, common: argparse.ArgumentParser, prog: 
         "uninstall a plugin (its history and audit trail are kept)",
         _step(lambda r, a, actor: r.uninstall(a.name, actor=actor), "uninstalled"),
     ).add_argument("name")
+    settings = commands.add_parser(
+        "settings",
+        help="show or change a plugin's settings for one tenant",
+        description="show (get) or change (set) a plugin's settings for one tenant; "
+        "secret settings are write-only: shown as <set> or <not set>, never their value",
+    )
+    actions = settings.add_subparsers(dest="settings_command", metavar="ACTION", required=True)
+    add_setting = command_adder(actions, common, prog)
+    get = add_setting("get", "show every setting for the tenant (secrets masked)", _settings_get)
+    get.add_argument("name")
+    get.add_argument("--tenant", required=True)
+    put = add_setting("set", "check and store setting values for the tenant", _settings_set)
+    put.add_argument("name")
+    put.add_argument("--tenant", required=True)
+    put.add_argument(
+        "--set",
+        dest="values",
+        action="append",
+        type=_setting_pair,
+        metavar="NAME=VALUE",
+        help="a value to store, as a form sends it (repeatable)",
+    )
+    put.add_argument(
+        "--reset", action="append", metavar="NAME", help="back to its default (repeatable)"
+    )
+    for verb, grant, what in (
+        ("grant", True, "grant an optional permission for one tenant"),
+        ("revoke", False, "take back an optional permission for one tenant"),
+    ):
+        sub = add(verb, what, _grant_step(grant))
+        sub.add_argument("name")
+        sub.add_argument("permission")
+        sub.add_argument("--tenant", required=True)
     audit = add("audit", "show the audit trail, newest first", _audit)
     audit.add_argument("--plugin")
     audit.add_argument("--tenant")
