@@ -465,3 +465,25 @@ def test_an_unreachable_database_url_is_refused_without_its_password(tmp_path: P
     document = operator.json("list", code=EXIT_REFUSED)
     assert document["error"] == "StorageError"
     assert "s3cr3t-pw" not in json.dumps(document)
+
+
+def test_a_json_setting_takes_json_text(operator: Operator) -> None:
+    """--set NAME=VALUE of a json setting is parsed as JSON (an object stays an object);
+    text that is not JSON is refused naming the setting, and nothing is stored."""
+    rules = {"name": "rules", "type": "json", "default": {}}
+    operator.deploy("router", WORKER, settings=[rules, {"name": "label", "type": "string"}])
+    operator.ok(
+        "settings", "set", "router", "--tenant", "acme",
+        "--set", 'rules={"owner": ["ada", "bob"], "limit": 3}', "--set", 'label={"not": "parsed"}',
+    )  # fmt: skip
+    values = operator.json("settings", "get", "router", "--tenant", "acme")["settings"]
+    assert values[0]["value"] == {"owner": ["ada", "bob"], "limit": 3}
+    assert values[1]["value"] == '{"not": "parsed"}'  # a string setting keeps the text
+    document = operator.json(
+        "settings", "set", "router", "--tenant", "acme", "--set", "rules={oops", "--set",
+        "label=changed", code=EXIT_REFUSED,
+    )  # fmt: skip
+    assert document["error"] == "SettingsError"
+    assert [p["path"] for p in document["problems"]] == ["rules"]
+    values = operator.json("settings", "get", "router", "--tenant", "acme")["settings"]
+    assert values[1]["value"] == '{"not": "parsed"}'

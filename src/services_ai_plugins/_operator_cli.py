@@ -20,7 +20,14 @@ from typing import Any, Final
 
 from ._archive import ArchiveError, install_archive
 from ._dependencies import check_environment
-from ._errors import PackageError, RequirementsError, StorageError, TransitionError
+from ._errors import (
+    PackageError,
+    Problem,
+    RequirementsError,
+    SettingsError,
+    StorageError,
+    TransitionError,
+)
 from ._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
 from ._manifest import Manifest
 from ._package import pack_plugin
@@ -508,18 +515,39 @@ def _setting_pair(text: str) -> tuple[str, str]:
     return name.strip(), value
 
 
+def _setting_values(manifest: Manifest, given: Mapping[str, str]) -> dict[str, object]:
+    """The text of each ``--set``, as a form sends it; a ``json`` setting's is parsed as JSON.
+
+    :raises SettingsError: naming each ``json`` setting whose text is not JSON.
+    """
+    kinds: dict[str, SettingType] = {str(spec.name): spec.type for spec in manifest.settings}
+    values: dict[str, object] = {}
+    problems: list[Problem] = []
+    for name, text in given.items():
+        if kinds.get(name) is not SettingType.JSON:
+            values[name] = text
+            continue
+        try:
+            values[name] = json.loads(text)
+        except ValueError as error:
+            problems.append(Problem(name, f"must be JSON text on the command line ({error})"))
+    if problems:
+        raise SettingsError(problems)
+    return values
+
+
 def _settings_get(args: argparse.Namespace) -> Result:
     with _registry(args, create=False) as registry:
         return _settings_result(registry, args.name, args.tenant)
 
 
 def _settings_set(args: argparse.Namespace) -> Result:
-    values: dict[str, object] = dict(args.values or ())
-    for name in args.reset or ():
-        values[name] = None
-    if not values:
+    given: dict[str, str] = dict(args.values or ())
+    if not given and not args.reset:
         raise ValueError("settings set: give at least one --set NAME=VALUE or --reset NAME")
     with _registry(args) as registry:
+        values = _setting_values(registry.manifest(args.name), given)
+        values.update(dict.fromkeys(args.reset or ()))
         registry.set_settings(args.name, args.tenant, values, actor=actor_name(args))
         document, lines = _settings_result(registry, args.name, args.tenant)
     changed = ", ".join(sorted(values))
