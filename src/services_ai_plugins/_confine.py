@@ -241,7 +241,9 @@ __all__ = [
     "install_audit_hook",
     "probe",
     "release_worker",
+    "scratch_parent",
     "unreadable_by",
+    "unsearchable_by",
 ]
 
 MEMORY_CGROUP: Final = "memory_cgroup"
@@ -1570,11 +1572,11 @@ class _Permissions(_Resolver):
             bits = info.st_mode
         return bits & needed == needed
 
-    def _shut(self, folder: str) -> str | None:
+    def shut(self, folder: str) -> str | None:
         """The first folder from the root down to real ``folder`` that the user may not search."""
         if folder not in self._closed:
             parent = folder.rpartition("/")[0] or "/"
-            above = self._shut(parent)
+            above = self.shut(parent)
             if above is None:
                 info = self.lstat(folder)
                 above = folder if info is None or not self._allows(info, 0o1) else None
@@ -1589,7 +1591,7 @@ class _Permissions(_Resolver):
             info = self.lstat(target)
             if info is None:
                 return None
-            shut = self._shut(target.rpartition("/")[0] or "/") if target != "/" else None
+            shut = self.shut(target.rpartition("/")[0] or "/") if target != "/" else None
             if shut is not None:
                 return Path(shut)
             if not self._allows(info, 0o5 if stat.S_ISDIR(info.st_mode) else 0o4):
@@ -1621,6 +1623,57 @@ def unreadable_by(ids: tuple[int, int], paths: Sequence[Path]) -> Path | None:
         if blocked is not None:
             return blocked
     return None
+
+
+def unsearchable_by(ids: tuple[int, int], folder: Path) -> Path | None:
+    """The first folder, from the root down to ``folder`` itself, that user ``ids`` (uid, gid)
+    may not search (enter), judged by permission bits; None when it reaches ``folder`` (or when
+    ``folder`` does not exist)."""
+    permissions = _Permissions(ids)
+    try:
+        real = permissions.real(folder)
+        if permissions.lstat(real) is None:
+            return None
+        shut = permissions.shut(real)
+    except OSError:
+        return folder
+    return None if shut is None else Path(shut)
+
+
+#: Where workers' scratch folders go when the host's temporary folder is closed to their users,
+#: the first one they can reach (each is a folder every user may enter on a usual system).
+SCRATCH_FALLBACKS: Final = ("/tmp", "/var/tmp", "/dev/shm")  # noqa: S108 - fresh 0700 folders
+
+
+def scratch_parent(
+    capabilities: Capabilities, temporary: str | os.PathLike[str]
+) -> tuple[Path | None, str | None]:
+    """The folder to make the workers' scratch folders in, and why not ``temporary`` (if not).
+
+    ``temporary`` (the host's temporary folder) when the workers' users can enter it
+    (always when they are the host's own user: a host that is not root); else the first
+    of :data:`SCRATCH_FALLBACKS` they can enter, with the reason. ``(None, reason)`` when
+    none is: the workers cannot reach a scratch folder, and cannot start.
+    """
+    users = any(
+        layer.available for layer in capabilities.layers() if layer.name == UNPRIVILEGED_USER
+    )
+    ids = capabilities.worker_ids(0) if users else None
+    if ids is None:
+        return Path(temporary), None
+    shut = unsearchable_by(ids, Path(temporary))
+    if shut is None:
+        return Path(temporary), None
+    reason = (
+        f"the host's temporary folder {temporary} is closed to the workers' users "
+        f"({shut} may not be entered by other users)"
+    )
+    for candidate in SCRATCH_FALLBACKS:
+        if Path(candidate).is_dir() and unsearchable_by(ids, Path(candidate)) is None:
+            return Path(candidate), reason
+    if SCRATCH_FALLBACKS:
+        reason += f", and so is each of {', '.join(SCRATCH_FALLBACKS)}"
+    return None, reason
 
 
 def _private_mounts(
