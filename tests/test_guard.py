@@ -344,3 +344,50 @@ def test_sandbox_info_checks_the_plugins_and_temporary_folders(
         assert fine["blocked"] is None
     finally:
         open_plugins.rmdir()
+
+
+def _toy_distribution(entry: Path, name: str, source: str, requires: tuple[str, ...] = ()) -> None:
+    """Install distribution ``name`` (one module of that name) in folder ``entry``, as pip would."""
+    (entry / name).mkdir(parents=True)
+    (entry / name / "__init__.py").write_text(source)
+    info = entry / f"{name}-1.0.dist-info"
+    info.mkdir()
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", "Version: 1.0"]
+    lines += [f"Requires-Dist: {requirement}" for requirement in requires]
+    (info / "METADATA").write_text("\n".join(lines) + "\n")
+    (info / "top_level.txt").write_text(name + "\n")
+
+
+def test_a_dependency_installed_outside_the_sdks_folder_is_found(
+    make_host: Callable[..., PluginHost],
+    install: Installer,
+    services: FakeHostServices,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A declared distribution in another folder of the host's sys.path than the SDK's (a
+    dist-packages, a user's site folder) imports in the worker, with what it requires; a
+    distribution beside them that nobody declared stays refused."""
+    entry = tmp_path / "elsewhere"
+    _toy_distribution(
+        entry, "guardtoy", "from guardtoy_base import BASE\nTOY = BASE + 1\n", ("guardtoy_base>=1",)
+    )
+    _toy_distribution(entry, "guardtoy_base", "BASE = 41\n")
+    _toy_distribution(entry, "guardtoy_other", "OTHER = 1\n")
+    monkeypatch.syspath_prepend(str(entry))
+    host = make_host()
+    body = """
+    @hookimpl
+    def lead_created(self, lead, api):
+        import importlib
+        api.store_set("toys", {
+            "toy": outcome(lambda: importlib.import_module("guardtoy").TOY),
+            "other": outcome(lambda: importlib.import_module("guardtoy_other").OTHER),
+        })
+    """
+    install(host, "toy-user", body, manifest={"dependencies": ["guardtoy"]})
+    fire(host, services)
+    assert host.failures("toy-user") == []
+    toys = services.stored("acme", "toy-user")["toys"]
+    assert toys["toy"] == ["ok", 42], toys
+    assert toys["other"][0] == "ModuleNotFoundError"

@@ -215,6 +215,8 @@ import ctypes
 import ctypes.util
 import errno
 import functools
+import importlib
+import importlib.machinery
 import os
 import platform
 import socket
@@ -1960,11 +1962,24 @@ def _own_mounts(
             covered = _private_mounts(shut_out, hidden, wanted, scratch)
         if covered:
             applied.append(PRIVATE_MOUNTS)
+            _relist_imports()
     # The working folder as the new mounts show it (the scratch tmpfs, say, not the folder
     # beneath it); one now hidden stays as it was, where Landlock refuses it.
     with contextlib.suppress(OSError):
         os.chdir(Path.cwd())
     return applied, covered
+
+
+def _relist_imports() -> None:
+    """Have the import system list ``sys.path``'s folders again, as the private mounts now
+    show them, while this process may still list them (Landlock lets it list only the
+    folders it may read: a folder holding a mounted-back package is not one of them)."""
+    importlib.invalidate_caches()
+    importlib.machinery.PathFinder.find_spec("services_ai_plugins_no_such_module")
+    metadata = sys.modules.get("importlib.metadata")
+    if metadata is not None:  # a plugin with dependencies: their metadata's listings too
+        for _ in metadata.distributions(name="services-ai-plugins-no-such-distribution"):
+            pass
 
 
 def _check_threads(available: set[str]) -> None:

@@ -263,7 +263,9 @@ class Sandbox:
             "readable": list(self.policy.readable),
             # The declared distributions and all they require: what the plugin may import.
             "distributions": (distributions := _dependency_closure(manifest.dependencies)),
-            "modules": _distribution_modules(distributions),
+            "modules": (modules := _distribution_modules(distributions)),
+            # Where those are, when not where the SDK is (the zygote's sys.path has only those).
+            "paths": _module_holders(modules),
         }
         sandboxed = _Sandboxed(self, plugin_id, config)
         hooks = _read_hooks(hooks_file) if hooks_file is not None else None
@@ -1416,6 +1418,34 @@ def _dependency_closure(requirements: Iterable[Requirement]) -> list[str]:
                 continue
             pending.extend((required, wanted) for wanted in new)
     return sorted(found)
+
+
+def _module_holders(modules: Iterable[str]) -> list[str]:
+    """The entries of this process's ``sys.path`` holding ``modules``, but for the SDK's.
+
+    A worker's ``sys.path`` starts with the SDK's folders (:func:`_sdk_paths`); a
+    declared dependency installed elsewhere on the host's path (a ``dist-packages``,
+    a user's site folder) is found through these. They are only searched: the
+    worker may read the modules' own folders and files, nothing else there.
+    """
+    entries = {os.path.realpath(entry): entry for entry in sys.path if entry}
+    known = set(_sdk_paths())
+    found: dict[str, None] = {}
+    for name in modules:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is None:
+            continue
+        places = list(spec.submodule_search_locations or ())
+        if not places and spec.origin and os.path.isabs(spec.origin):  # noqa: PTH117 - a str
+            places = [spec.origin]
+        for place in places:
+            holder = os.path.dirname(os.path.realpath(place))  # noqa: PTH120 - a str
+            if holder in entries and holder not in known:
+                found[holder] = None
+    return list(found)
 
 
 def _distribution_modules(requirements: Sequence[str]) -> list[str]:

@@ -147,6 +147,8 @@ def _worker_main(
         os.dup2(null, std)
     os.closerange(_CHANNEL_FD + 1, 65536)
     channel = Channel(socket.socket(fileno=_CHANNEL_FD), limit=int(config["max_frame"]))
+    # Where the plugin's declared dependencies are, when not where the SDK is.
+    sys.path.extend(path for path in config.get("paths", ()) if path not in sys.path)
     worker = _Worker(channel, config)
     try:
         worker.start(capabilities)
