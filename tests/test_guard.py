@@ -159,6 +159,36 @@ def test_private_modules_outside_the_standard_library_stay_refused(
         assert "may not import" in imports[name][1]
 
 
+def test_a_plugin_cannot_pass_its_own_module_for_a_private_standard_one(
+    make_host: Callable[..., PluginHost], install: Installer, services: FakeHostServices
+) -> None:
+    """Underscore modules the plugin writes to its scratch folder stay refused, even in a
+    folder it names like the standard library's (lib-dynload) and puts first on sys.path:
+    the guard knows the standard library's folders from before the plugin ran."""
+    host = make_host()
+    body = """
+    @hookimpl
+    def lead_created(self, lead, api):
+        import importlib, sys
+        made = os.path.join(os.environ["TMPDIR"], "lib-dynload")
+        os.mkdir(made)
+        for folder in (os.environ["TMPDIR"], made):
+            with open(os.path.join(folder, "_smuggled_" + str(len(folder)) + ".py"), "w") as f:
+                f.write("VALUE = 1\\n")
+            sys.path.insert(0, folder)
+        importlib.invalidate_caches()
+        api.store_set("smuggled", [
+            outcome(lambda: importlib.import_module("_smuggled_" + str(len(f))).VALUE)
+            for f in (os.environ["TMPDIR"], made)
+        ])
+    """
+    install(host, "smuggler", body)
+    fire(host, services)
+    smuggled = services.stored("acme", "smuggler")["smuggled"]
+    assert [kind for kind, _ in smuggled] == ["ModuleNotFoundError"] * 2, smuggled
+    assert all("may not import" in text for _, text in smuggled)
+
+
 # -- the dependencies of declared dependencies ---------------------------------------------------
 
 

@@ -726,7 +726,7 @@ class _ImportGuard(importlib.abc.MetaPathFinder):
 
     def __init__(self, plugin_id: str, allowed: frozenset[str]) -> None:
         self.plugin_id = plugin_id
-        self.allowed = allowed | frozenset(sys.stdlib_module_names) | frozenset(sys.modules)
+        self.allowed = set(allowed) | set(sys.stdlib_module_names) | set(sys.modules)
         self.stdlib = [
             folder
             for folder in _stdlib_folders()
@@ -744,6 +744,7 @@ class _ImportGuard(importlib.abc.MetaPathFinder):
             # elsewhere on sys.path (site-packages) never passes for it.
             spec = importlib.machinery.PathFinder.find_spec(top, self.stdlib)
             if spec is not None:
+                self.allowed.add(top)  # a package: its submodules follow
                 return spec
         raise ModuleNotFoundError(
             f"plugin {self.plugin_id!r} may not import {fullname!r} in its sandbox: it is not "
