@@ -121,7 +121,12 @@ sandbox. Every layer is one-way: nothing in the worker can undo it.
    Landlock is the fence; such workers share uid 0, and seccomp alone keeps
    them off each other. A host that is not root cannot give its workers users
    of their own either (a user namespace maps only its own user): there too
-   the seccomp layer refuses the calls that reach another process.
+   the seccomp layer refuses the calls that reach another process. The
+   scratch folder is no path mounted back: the host makes it where the
+   workers' users can enter (:func:`scratch_parent`: its temporary folder,
+   else ``/tmp``, ``/var/tmp`` or ``/dev/shm``, said once in its log). After
+   the private mounts, the worker has the import system list ``sys.path``'s
+   folders again, as they now show, before Landlock forbids listing them.
 
 7. ``no_new_privs``: ``prctl(PR_SET_NO_NEW_PRIVS, 1)``.
 

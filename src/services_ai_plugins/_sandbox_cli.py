@@ -4,8 +4,10 @@
 offers (the module :mod:`services_ai_plugins._confine` says what each one
 stops and what it does not), the level they add up to, which user workers
 run as, and what a worker may read (``--json`` lists every path, for the
-plugins folder given and a plugin without dependencies). It reads no
-registry: it only probes the machine.
+plugins folder given and a plugin without dependencies), and whether the
+workers' users reach the plugins folder and a folder for their scratch
+folders (the host's temporary folder, or where the host puts them instead).
+It reads no registry: it only probes the machine.
 """
 
 from __future__ import annotations
