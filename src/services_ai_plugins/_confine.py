@@ -121,7 +121,12 @@ sandbox. Every layer is one-way: nothing in the worker can undo it.
    Landlock is the fence; such workers share uid 0, and seccomp alone keeps
    them off each other. A host that is not root cannot give its workers users
    of their own either (a user namespace maps only its own user): there too
-   the seccomp layer refuses the calls that reach another process.
+   the seccomp layer refuses the calls that reach another process. The
+   scratch folder is no path mounted back: the host makes it where the
+   workers' users can enter (:func:`scratch_parent`: its temporary folder,
+   else ``/tmp``, ``/var/tmp`` or ``/dev/shm``, said once in its log). After
+   the private mounts, the worker has the import system list ``sys.path``'s
+   folders again, as they now show, before Landlock forbids listing them.
 
 7. ``no_new_privs``: ``prctl(PR_SET_NO_NEW_PRIVS, 1)``.
 
@@ -215,6 +220,8 @@ import ctypes
 import ctypes.util
 import errno
 import functools
+import importlib
+import importlib.machinery
 import os
 import platform
 import socket
@@ -241,7 +248,9 @@ __all__ = [
     "install_audit_hook",
     "probe",
     "release_worker",
+    "scratch_parent",
     "unreadable_by",
+    "unsearchable_by",
 ]
 
 MEMORY_CGROUP: Final = "memory_cgroup"
@@ -1570,11 +1579,11 @@ class _Permissions(_Resolver):
             bits = info.st_mode
         return bits & needed == needed
 
-    def _shut(self, folder: str) -> str | None:
+    def shut(self, folder: str) -> str | None:
         """The first folder from the root down to real ``folder`` that the user may not search."""
         if folder not in self._closed:
             parent = folder.rpartition("/")[0] or "/"
-            above = self._shut(parent)
+            above = self.shut(parent)
             if above is None:
                 info = self.lstat(folder)
                 above = folder if info is None or not self._allows(info, 0o1) else None
@@ -1589,7 +1598,7 @@ class _Permissions(_Resolver):
             info = self.lstat(target)
             if info is None:
                 return None
-            shut = self._shut(target.rpartition("/")[0] or "/") if target != "/" else None
+            shut = self.shut(target.rpartition("/")[0] or "/") if target != "/" else None
             if shut is not None:
                 return Path(shut)
             if not self._allows(info, 0o5 if stat.S_ISDIR(info.st_mode) else 0o4):
@@ -1621,6 +1630,57 @@ def unreadable_by(ids: tuple[int, int], paths: Sequence[Path]) -> Path | None:
         if blocked is not None:
             return blocked
     return None
+
+
+def unsearchable_by(ids: tuple[int, int], folder: Path) -> Path | None:
+    """The first folder, from the root down to ``folder`` itself, that user ``ids`` (uid, gid)
+    may not search (enter), judged by permission bits; None when it reaches ``folder`` (or when
+    ``folder`` does not exist)."""
+    permissions = _Permissions(ids)
+    try:
+        real = permissions.real(folder)
+        if permissions.lstat(real) is None:
+            return None
+        shut = permissions.shut(real)
+    except OSError:
+        return folder
+    return None if shut is None else Path(shut)
+
+
+#: Where workers' scratch folders go when the host's temporary folder is closed to their users,
+#: the first one they can reach (each is a folder every user may enter on a usual system).
+SCRATCH_FALLBACKS: Final = ("/tmp", "/var/tmp", "/dev/shm")  # noqa: S108 - fresh 0700 folders
+
+
+def scratch_parent(
+    capabilities: Capabilities, temporary: str | os.PathLike[str]
+) -> tuple[Path | None, str | None]:
+    """The folder to make the workers' scratch folders in, and why not ``temporary`` (if not).
+
+    ``temporary`` (the host's temporary folder) when the workers' users can enter it
+    (always when they are the host's own user: a host that is not root); else the first
+    of :data:`SCRATCH_FALLBACKS` they can enter, with the reason. ``(None, reason)`` when
+    none is: the workers cannot reach a scratch folder, and cannot start.
+    """
+    users = any(
+        layer.available for layer in capabilities.layers() if layer.name == UNPRIVILEGED_USER
+    )
+    ids = capabilities.worker_ids(0) if users else None
+    if ids is None:
+        return Path(temporary), None
+    shut = unsearchable_by(ids, Path(temporary))
+    if shut is None:
+        return Path(temporary), None
+    reason = (
+        f"the host's temporary folder {temporary} is closed to the workers' users "
+        f"({shut} may not be entered by other users)"
+    )
+    for candidate in SCRATCH_FALLBACKS:
+        if Path(candidate).is_dir() and unsearchable_by(ids, Path(candidate)) is None:
+            return Path(candidate), reason
+    if SCRATCH_FALLBACKS:
+        reason += f", and so is each of {', '.join(SCRATCH_FALLBACKS)}"
+    return None, reason
 
 
 def _private_mounts(
@@ -1907,11 +1967,24 @@ def _own_mounts(
             covered = _private_mounts(shut_out, hidden, wanted, scratch)
         if covered:
             applied.append(PRIVATE_MOUNTS)
+            _relist_imports()
     # The working folder as the new mounts show it (the scratch tmpfs, say, not the folder
     # beneath it); one now hidden stays as it was, where Landlock refuses it.
     with contextlib.suppress(OSError):
         os.chdir(Path.cwd())
     return applied, covered
+
+
+def _relist_imports() -> None:
+    """Have the import system list ``sys.path``'s folders again, as the private mounts now
+    show them, while this process may still list them (Landlock lets it list only the
+    folders it may read: a folder holding a mounted-back package is not one of them)."""
+    importlib.invalidate_caches()
+    importlib.machinery.PathFinder.find_spec("services_ai_plugins_no_such_module")
+    metadata = sys.modules.get("importlib.metadata")
+    if metadata is not None:  # a plugin with dependencies: their metadata's listings too
+        for _ in metadata.distributions(name="services-ai-plugins-no-such-distribution"):
+            pass
 
 
 def _check_threads(available: set[str]) -> None:

@@ -44,9 +44,11 @@ from time import monotonic, perf_counter
 from typing import Any, Final, final
 
 import attrs
+from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from ._confine import Capabilities, Limits
+from ._confine import Capabilities, Limits, scratch_parent
 from ._errors import (
     PackageError,
     RemoteError,
@@ -259,7 +261,11 @@ class Sandbox:
             "output_limit": self.policy.output_limit,
             "max_frame": self.policy.max_frame,
             "readable": list(self.policy.readable),
-            "modules": _distribution_modules([r.name for r in manifest.dependencies]),
+            # The declared distributions and all they require: what the plugin may import.
+            "distributions": (distributions := _dependency_closure(manifest.dependencies)),
+            "modules": (modules := _distribution_modules(distributions)),
+            # Where those are, when not where the SDK is (the zygote's sys.path has only those).
+            "paths": _module_holders(modules),
         }
         sandboxed = _Sandboxed(self, plugin_id, config)
         hooks = _read_hooks(hooks_file) if hooks_file is not None else None
@@ -686,7 +692,10 @@ class _Worker:
         cls, owner: _Sandboxed, tenant: str | None, zygote: _Zygote, policy: SandboxPolicy
     ) -> _Worker:
         began = perf_counter()
-        scratch = tempfile.mkdtemp(prefix=f"services-ai-{owner.plugin_id[:40]}-")
+        scratch = tempfile.mkdtemp(
+            prefix=f"services-ai-{owner.plugin_id[:40]}-",
+            dir=_scratch_parent(owner.sandbox, zygote.capabilities),
+        )
         config = dict(owner.config)
         config["scratch"] = scratch
         config["env"] = {
@@ -1347,6 +1356,95 @@ def _sdk_paths() -> list[str]:
             # A package's origin is its __init__.py: the folder holding it is one more up.
             holder = origin.parent.parent if spec.submodule_search_locations else origin.parent
             found[str(holder)] = None
+    return list(found)
+
+
+def _scratch_parent(sandbox: Sandbox, capabilities: Capabilities) -> Path:
+    """Where the workers' scratch folders go: the host's temporary folder if their users can
+    enter it, else a folder they can (said once per sandbox).
+
+    :raises SandboxError: when they can enter none: no worker could start.
+    """
+    parent, reason = scratch_parent(capabilities, tempfile.gettempdir())
+    if parent is None:
+        raise SandboxError(
+            "sandbox",
+            f"no folder for the workers' scratch folders: {reason}; set TMPDIR to a folder "
+            "every user may enter (mode 0711 or more on it and on every folder above it)",
+        )
+    if reason is not None:
+        sandbox._note(
+            f"scratch folders go in {parent}: {reason}; set TMPDIR to a folder every user may "
+            "enter to keep them in the host's own"
+        )
+    return parent
+
+
+def _dependency_closure(requirements: Iterable[Requirement]) -> list[str]:
+    """The installed distributions ``requirements`` name, and all they require in turn.
+
+    Each requirement's marker is judged for this interpreter (a requirement for
+    another platform or Python version is left out), and the extras a requirement
+    names are followed (``jsonschema[format]`` brings what its ``format`` extra
+    requires; plain ``jsonschema`` does not). Distributions that are not installed
+    are left out: the plugin cannot import them anyway. Canonical names, sorted.
+    """
+    import importlib.metadata  # noqa: PLC0415
+
+    found: dict[str, set[str]] = {}  # distribution: the extras followed
+    pending = [(requirement, "") for requirement in requirements]
+    while pending:
+        requirement, extra = pending.pop()
+        if requirement.marker is not None:
+            try:
+                if not requirement.marker.evaluate({"extra": extra}):
+                    continue
+            except (InvalidMarker, UndefinedComparison, UndefinedEnvironmentName):
+                continue
+        name = canonicalize_name(requirement.name)
+        extras = {canonicalize_name(e) for e in requirement.extras} | {""}
+        if name in found and extras <= found[name]:
+            continue
+        try:
+            texts = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        new = extras - found.get(name, set())
+        found.setdefault(name, set()).update(extras)
+        for text in texts:
+            try:
+                required = Requirement(text)
+            except InvalidRequirement:
+                continue
+            pending.extend((required, wanted) for wanted in new)
+    return sorted(found)
+
+
+def _module_holders(modules: Iterable[str]) -> list[str]:
+    """The entries of this process's ``sys.path`` holding ``modules``, but for the SDK's.
+
+    A worker's ``sys.path`` starts with the SDK's folders (:func:`_sdk_paths`); a
+    declared dependency installed elsewhere on the host's path (a ``dist-packages``,
+    a user's site folder) is found through these. They are only searched: the
+    worker may read the modules' own folders and files, nothing else there.
+    """
+    entries = {os.path.realpath(entry): entry for entry in sys.path if entry}
+    known = set(_sdk_paths())
+    found: dict[str, None] = {}
+    for name in modules:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is None:
+            continue
+        places = list(spec.submodule_search_locations or ())
+        if not places and spec.origin and os.path.isabs(spec.origin):  # noqa: PTH117 - a str
+            places = [spec.origin]
+        for place in places:
+            holder = os.path.dirname(os.path.realpath(place))  # noqa: PTH120 - a str
+            if holder in entries and holder not in known:
+                found[holder] = None
     return list(found)
 
 

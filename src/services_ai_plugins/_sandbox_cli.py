@@ -4,18 +4,27 @@
 offers (the module :mod:`services_ai_plugins._confine` says what each one
 stops and what it does not), the level they add up to, which user workers
 run as, and what a worker may read (``--json`` lists every path, for the
-plugins folder given and a plugin without dependencies). It reads no
-registry: it only probes the machine.
+plugins folder given and a plugin without dependencies), and whether the
+workers' users reach the plugins folder and a folder for their scratch
+folders (the host's temporary folder, or where the host puts them instead).
+It reads no registry: it only probes the machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from ._confine import probe, unreadable_by
+from ._confine import (
+    Capabilities,
+    probe,
+    scratch_parent,
+    unreadable_by,
+    unsearchable_by,
+)
 from ._kinds import DEFAULT_PLUGINS_DIR
 from ._operator_cli import Result
 
@@ -85,8 +94,52 @@ def _sandbox_info(args: argparse.Namespace) -> Result:
     )
     if hidden:
         lines.append(f"hides, beneath those: {', '.join(str(path) for path in hidden)}")
+    reach = _reach(capabilities, Path(args.plugins_dir).absolute())
+    document["reach"] = reach
+    lines.append(f"plugins folder: {reach['plugins_dir']['says']}")
+    lines.append(f"scratch folders: {reach['scratch']['says']}")
     lines.append(f"level: {capabilities.report}")
     return document, lines
+
+
+def _reach(capabilities: Capabilities, plugins_dir: Path) -> dict[str, dict[str, Any]]:
+    """Whether the workers' users reach the plugins folder and a folder for their scratch."""
+    ids = capabilities.worker_ids(os.getpid())
+    # The plugins' folders beneath it are what workers read: they need to enter it.
+    blocked = unsearchable_by(ids, plugins_dir) if ids is not None else None
+    if not plugins_dir.exists():
+        plugins = {"ok": False, "says": f"{plugins_dir} does not exist"}
+    elif blocked is None:
+        plugins = {"ok": True, "says": f"{plugins_dir}: the workers' users reach it"}
+    elif capabilities.mount_namespace:
+        plugins = {
+            "ok": True,
+            "says": f"{plugins_dir}: {blocked} shuts the workers' users out, so each worker "
+            "mounts back, in a mount namespace of its own, only what it needs of it",
+        }
+    else:
+        plugins = {
+            "ok": False,
+            "says": f"{plugins_dir}: {blocked} shuts the workers' users out, so workers stay "
+            "uid 0 without capabilities (let every user enter it and every folder above it)",
+        }
+    plugins["blocked"] = str(blocked) if blocked is not None else None
+    temporary = tempfile.gettempdir()
+    parent, reason = scratch_parent(capabilities, temporary)
+    if parent is None:
+        says = f"none: {reason}; no worker can start (set TMPDIR to a folder every user may enter)"
+    elif reason is None:
+        says = f"in {parent}: the workers' users can enter it"
+    else:
+        says = f"in {parent}: {reason} (set TMPDIR to a folder every user may enter)"
+    scratch = {
+        "ok": parent is not None,
+        "temporary": temporary,
+        "folder": str(parent) if parent is not None else None,
+        "problem": reason,
+        "says": says,
+    }
+    return {"plugins_dir": plugins, "scratch": scratch}
 
 
 def _worker_reads(plugins_dir: str) -> tuple[list[Path], list[Path]]:

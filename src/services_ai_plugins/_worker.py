@@ -147,6 +147,8 @@ def _worker_main(
         os.dup2(null, std)
     os.closerange(_CHANNEL_FD + 1, 65536)
     channel = Channel(socket.socket(fileno=_CHANNEL_FD), limit=int(config["max_frame"]))
+    # Where the plugin's declared dependencies are, when not where the SDK is.
+    sys.path.extend(path for path in config.get("paths", ()) if path not in sys.path)
     worker = _Worker(channel, config)
     try:
         worker.start(capabilities)
@@ -177,7 +179,10 @@ class _Worker:
         scratch = Path(self.config["scratch"]) if self.config.get("scratch") else None
         # An entry-point plugin has no folder: it reads its code from site-packages.
         folder = Path(self.config["folder"] or self.config["scratch"])
-        dependencies = _requirement_names(self.config["manifest"])
+        dependencies = [
+            *_requirement_names(self.config["manifest"]),
+            *self.config.get("distributions", ()),
+        ]
         readable = [
             *(Path(p) for p in self.config["readable"]),
             *python_paths(self.config["modules"], dependencies),
@@ -711,11 +716,22 @@ def _fill_import_caches(*, with_metadata: bool) -> None:
 
 
 class _ImportGuard(importlib.abc.MetaPathFinder):
-    """Refuses top-level imports that are neither the standard library, the SDK nor declared."""
+    """Refuses top-level imports that are neither the standard library, the SDK nor declared.
+
+    The standard library counts its private modules, which ``sys.stdlib_module_names``
+    does not list (``_sysconfigdata_*``, ``_strptime``, ``_pydecimal``): a name starting
+    with ``_`` that the standard library's own folders hold, and only those folders (not
+    ``site-packages``), is imported from there.
+    """
 
     def __init__(self, plugin_id: str, allowed: frozenset[str]) -> None:
         self.plugin_id = plugin_id
-        self.allowed = allowed | frozenset(sys.stdlib_module_names) | frozenset(sys.modules)
+        self.allowed = set(allowed) | set(sys.stdlib_module_names) | set(sys.modules)
+        self.stdlib = [
+            folder
+            for folder in _stdlib_folders()
+            if not set(Path(folder).parts).intersection(_SITE_FOLDERS)
+        ]
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
@@ -723,6 +739,13 @@ class _ImportGuard(importlib.abc.MetaPathFinder):
         top = fullname.partition(".")[0]
         if top in self.allowed:
             return None
+        if fullname == top and top.startswith("_"):
+            # Looked for in the standard library's folders alone: a module of the same name
+            # elsewhere on sys.path (site-packages) never passes for it.
+            spec = importlib.machinery.PathFinder.find_spec(top, self.stdlib)
+            if spec is not None:
+                self.allowed.add(top)  # a package: its submodules follow
+                return spec
         raise ModuleNotFoundError(
             f"plugin {self.plugin_id!r} may not import {fullname!r} in its sandbox: it is not "
             "in the standard library, the SDK, or the plugin's declared requirements",
