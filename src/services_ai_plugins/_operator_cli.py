@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from ._archive import install_archive
-from ._dependencies import check_environment
-from ._errors import PackageError, RequirementsError
+from ._dependencies import require_environment
+from ._errors import PackageError
 from ._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
-from ._manifest import Manifest
 from ._package import pack_plugin
 from ._registry import Registry
 from ._sqlite import SQLiteStorage
@@ -128,13 +127,6 @@ def _event_document(event: AuditEvent) -> dict[str, Any]:
     }
 
 
-def _check_environment(manifest: Manifest) -> None:
-    """Refuse a plugin whose Python, host API or package requirements are not met here."""
-    problems = check_environment(manifest)
-    if problems:
-        raise RequirementsError(manifest.id, problems)
-
-
 def _install(args: argparse.Namespace) -> Result:
     source = Path(args.source)
     if not source.exists():
@@ -153,7 +145,7 @@ def _install(args: argparse.Namespace) -> Result:
                     registry,
                     actor=actor_name(args),
                     reinstall=args.reinstall,
-                    check=_check_environment,
+                    check=require_environment,
                 )
         else:
             record = install_archive(
@@ -162,7 +154,7 @@ def _install(args: argparse.Namespace) -> Result:
                 registry,
                 actor=actor_name(args),
                 reinstall=args.reinstall,
-                check=_check_environment,
+                check=require_environment,
             )
     lines = [
         f"installed {record.id} {record.version}: {record.status.value} "
