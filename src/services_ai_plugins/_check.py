@@ -441,6 +441,7 @@ class _Check:
             on_denied=self.denied,
             actor=_ACTOR,
         )
+        host._check_requirements = False  # reported by validate(): the hooks still run
         try:
             record = self.install(host, manifest, scratch)
             if record is None:

@@ -5,6 +5,10 @@ manifest field it comes from (:class:`~services_ai_plugins.Problem`):
 
 * :func:`check_environment` checks one manifest against the running host:
   ``requires_api``, ``requires_python`` and the PEP 508 ``dependencies``.
+  :func:`require_environment` runs that check and refuses the plugin when it
+  fails: it is the one check every install path runs (the command line,
+  :meth:`PluginHost.install`, :meth:`PluginHost.install_object`, discovery),
+  and the host runs it again before loading a plugin.
 * :func:`check_plugins` checks the ``requires_plugins`` of a set of manifests
   against each other: missing, unapproved and wrong-version plugins, and cycles,
   naming the chain of plugins that leads to each problem.
@@ -40,6 +44,7 @@ __all__ = [
     "dependants",
     "enable_order",
     "load_order",
+    "require_environment",
 ]
 
 #: Finds the installed version of a distribution by its normalised name (None: not installed).
@@ -125,6 +130,19 @@ def check_environment(
         if message is not None:
             problems.append(Problem(f"dependencies[{index}]", f"requires {requirement}: {message}"))
     return problems
+
+
+def require_environment(manifest: Manifest) -> None:
+    """Refuse a plugin whose host API, Python or distribution requirements are not met here.
+
+    The check of every install path and of every load, against the running
+    host: :func:`check_environment` with its defaults.
+
+    :raises RequirementsError: naming the plugin and every unmet requirement.
+    """
+    problems = check_environment(manifest)
+    if problems:
+        raise RequirementsError(manifest.id, problems)
 
 
 def _satisfies(specifier: SpecifierSet, version: Version) -> bool:

@@ -334,9 +334,19 @@ def register_discovered(
     is. With ``approve_entry_points=True`` entry-point plugins that are
     pending (new, or found earlier) are approved at once (an operator installed
     them with pip); rejected or suspended ones stay as they are.
+
+    Each plugin's ``requires_api``, ``requires_python`` and ``dependencies``
+    must be met here, as for an upload; all are checked before any is recorded.
+
+    :raises RequirementsError: for the first plugin with an unmet requirement,
+        naming each (nothing is recorded).
     """
+    from ._dependencies import require_environment  # noqa: PLC0415
     from ._kinds import PluginStatus, SourceKind  # noqa: PLC0415
 
+    found = list(found)
+    for plugin in found:
+        require_environment(plugin.manifest)
     records: list[PluginRecord] = []
     for plugin in found:
         manifest = plugin.manifest

@@ -25,7 +25,7 @@ import pluggy
 
 from ._api import ApiLimits, ApiMeter, DeniedHook, HostServices, PluginAPI
 from ._archive import ArchiveSource, install_archive
-from ._dependencies import load_order
+from ._dependencies import check_environment, load_order, require_environment
 from ._discovery import (
     DiscoveredPlugin,
     _manifest_document,
@@ -49,6 +49,7 @@ from ._errors import (
     PackageError,
     PluginError,
     PluginNotFound,
+    RequirementsError,
     StorageError,
     TransitionError,
 )
@@ -70,6 +71,7 @@ from ._storage import (
     storable,
 )
 from ._version import __version__
+from ._worker import ASYNC_REFUSAL, is_async
 from .events import Context
 from .hookspecs import HookInfo, HookKind, hook_info, plugin_manager
 
@@ -250,6 +252,10 @@ class PluginHost:
         self._failed_loads: dict[str, int] = {}
         self._entry_points: dict[str, DiscoveredPlugin] = {}
         self._closed = False
+        # Whether installs and loads refuse unmet requires_api, requires_python and
+        # dependencies: always, except in check_plugin's own host, which reports them
+        # itself and still runs the plugin's hooks.
+        self._check_requirements = True
         #: Entry points that could not be used: (where, error).
         self.refused: list[tuple[str, PluginError]] = []
         if entry_points:
@@ -316,12 +322,21 @@ class PluginHost:
     ) -> PluginRecord:
         """Install an uploaded plugin archive into the plugins folder, as pending approval.
 
-        See :func:`install_archive` for the checks and the errors. The plugins
-        folder is created if it does not exist yet.
+        See :func:`install_archive` for the checks and the errors; the plugin's
+        ``requires_api``, ``requires_python`` and ``dependencies`` must be met
+        here too, as for the command line's ``install``. The plugins folder is
+        created if it does not exist yet.
+
+        :raises RequirementsError: naming every unmet requirement (nothing is written).
         """
         self.plugins_dir.mkdir(parents=True, exist_ok=True)
         return install_archive(
-            source, self.plugins_dir, self.registry, actor=actor, reinstall=reinstall
+            source,
+            self.plugins_dir,
+            self.registry,
+            actor=actor,
+            reinstall=reinstall,
+            check=require_environment if self._check_requirements else None,
         )
 
     def install_object(
@@ -338,9 +353,11 @@ class PluginHost:
         else a ``manifest.json`` beside its module, as for entry points. It is
         recorded as an entry-point plugin (its code hash from its module's
         sources) and runs once approved, like one. A class is instantiated once
-        when it is loaded.
+        when it is loaded. Its ``requires_api``, ``requires_python`` and
+        ``dependencies`` must be met here, as for an upload.
 
         :raises ManifestError: when the manifest is missing or invalid.
+        :raises RequirementsError: naming every unmet requirement (nothing is recorded).
         """
         where = f"object {getattr(plugin, '__qualname__', type(plugin).__qualname__)}"
         module = _module_of(plugin, getattr(plugin, "__module__", "") or "")
@@ -573,6 +590,16 @@ class PluginHost:
         if self._failed_loads.get(record.id) == record.revision:
             return False  # failed at this revision already: wait for a new install or approval
         manifest = self._manifest(record)
+        # Checked at install, and again here: this machine may not be the one that installed it.
+        unmet = (
+            check_environment(manifest) if manifest is not None and self._check_requirements else []
+        )
+        if unmet:
+            self._failed_loads[record.id] = record.revision
+            refused = RequirementsError(record.id, unmet)
+            self._record_load_failure(record.id, refused)
+            _logger.error("plugin %r not loaded: %s", record.id, refused)
+            return False
         sandboxed = (
             self.sandbox.policy.isolation_for(
                 record.source, manifest.isolation if manifest is not None else None
@@ -697,6 +724,8 @@ class PluginHost:
                     problems.append(f"{caller.name}: plugins may not wrap other plugins' calls")
                 elif self._info(caller.name).host_only:
                     problems.append(f"{caller.name}: only the host receives this hook")
+                elif is_async(impl.function):
+                    problems.append(f"{caller.name}: {ASYNC_REFUSAL}")
             if problems:
                 raise PackageError("its hooks are refused: " + "; ".join(problems), path=record.id)
             self._warn_ungranted(record, plugin)
@@ -743,11 +772,18 @@ class PluginHost:
             unload_plugin(plugin_id)
 
     def _reregister(self) -> None:
-        """Register every loaded plugin again in load order: call order never depends on history."""
+        """Register every loaded plugin again: call order follows load order, never history.
+
+        pluggy calls the implementations registered last first, so the plugins are
+        registered in reverse load order: a plugin's implementation runs after those
+        of the plugins it requires (``tryfirst`` and ``trylast`` still come first
+        and last).
+        """
         for plugin_id in list(self._loaded):
             if self.pm.get_plugin(plugin_id) is not None:
                 self.pm.unregister(name=plugin_id)
-        for plugin_id in self._in_load_order({p: x.record for p, x in self._loaded.items()}):
+        order = self._in_load_order({p: x.record for p, x in self._loaded.items()})
+        for plugin_id in reversed(order):
             self.pm.register(self._loaded[plugin_id].plugin, name=plugin_id)
 
     def _in_load_order(self, records: Mapping[str, PluginRecord]) -> list[str]:

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from ._archive import ArchiveError, install_archive
-from ._dependencies import check_environment
+from ._dependencies import require_environment
 from ._errors import (
     PackageError,
     Problem,
-    RequirementsError,
     SettingsError,
     StorageError,
     TransitionError,
@@ -204,13 +203,6 @@ def _event_document(event: AuditEvent) -> dict[str, Any]:
     }
 
 
-def _check_environment(manifest: Manifest) -> None:
-    """Refuse a plugin whose Python, host API or package requirements are not met here."""
-    problems = check_environment(manifest)
-    if problems:
-        raise RequirementsError(manifest.id, problems)
-
-
 def _install(args: argparse.Namespace) -> Result:
     source = Path(args.source)
     if not source.exists():
@@ -229,7 +221,7 @@ def _install(args: argparse.Namespace) -> Result:
                     registry,
                     actor=actor_name(args),
                     reinstall=args.reinstall,
-                    check=_check_environment,
+                    check=require_environment,
                 )
         else:
             record = install_archive(
@@ -238,7 +230,7 @@ def _install(args: argparse.Namespace) -> Result:
                 registry,
                 actor=actor_name(args),
                 reinstall=args.reinstall,
-                check=_check_environment,
+                check=require_environment,
             )
     lines = [
         f"installed {record.id} {record.version}: {record.status.value} "

@@ -22,6 +22,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import inspect
 import io
 import logging
 import os
@@ -41,7 +42,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from . import _confine
-from ._errors import PluginError
+from ._errors import PackageError, PluginError
 from ._loader import import_plugin
 from ._manifest import Manifest
 from ._markers import PROJECT_NAME
@@ -160,6 +161,18 @@ def _worker_main(
     os._exit(0)
 
 
+#: Why an ``async def`` implementation is refused at load (nothing would ever await it).
+ASYNC_REFUSAL: Final = (
+    "async def implementations are not supported: hooks are called synchronously, "
+    "so it would never run; make it a plain def"
+)
+
+
+def is_async(function: Callable[..., Any]) -> bool:
+    """Whether calling ``function`` gives a coroutine or an async generator, not a result."""
+    return inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
+
+
 class _Worker:
     """One plugin, loaded in this process, answering the host's calls."""
 
@@ -221,6 +234,11 @@ class _Worker:
             for impl in caller.get_hookimpls():
                 if impl.plugin is not plugin:
                     continue
+                if is_async(impl.function):  # refused here: the report has no place for it
+                    raise PackageError(
+                        f"its hooks are refused: {caller.name}: {ASYNC_REFUSAL}",
+                        path=self.plugin_id,
+                    )
                 self.functions[caller.name] = (impl.function, tuple(impl.argnames))
                 hooks.append(
                     {
