@@ -6,7 +6,10 @@ folder. Two plugins that both ship ``main.py`` or a ``utils`` package therefore
 never collide: each imports its own modules relatively (``from . import utils``)
 and sees only them. Unloading removes the package and every module under it.
 Before any import the folder's code hash is recomputed and compared with the
-one recorded at install: a plugin whose files changed is not imported.
+one recorded at install: a plugin whose files changed is not imported. For a
+sandboxed plugin that is before each start of one of its workers (the host
+checks, then the worker itself, confined, right before its import); see
+:func:`check_code`.
 
 A plugin's modules are compiled from their source files only, the code that
 was reviewed: a ``__pycache__`` beside them is never read (nor written), a
@@ -42,6 +45,7 @@ __all__ = [
     "CompiledModuleRefused",
     "IntegrityError",
     "LoadedPlugin",
+    "check_code",
     "import_plugin",
     "load_failure",
     "load_plugin",
@@ -61,9 +65,10 @@ class IntegrityError(PackageError):
         self.plugin_id = plugin_id
         self.expected = expected
         self.actual = actual
+        found = f"{actual[:16]}..." if len(actual) == len(expected) else actual
         super().__init__(
             f"the code of plugin {plugin_id!r} changed since it was installed "
-            f"(expected hash {expected[:16]}..., found {actual[:16]}...): refusing to load it",
+            f"(expected hash {expected[:16]}..., found {found}): refusing to load it",
             path=path,
         )
 
@@ -229,18 +234,40 @@ def verify_plugin(
     :raises IntegrityError: see :func:`load_plugin`.
     :raises PackageError: when the plugin has no folder.
     """
-    if record.package_path is None:
-        raise PackageError("has no plugin folder to load from", path=record.id)
-    folder = Path(record.package_path)
-    actual = code_hash(folder)
-    if actual != record.code_hash:
-        error = IntegrityError(record.id, str(folder), record.code_hash, actual)
+    try:
+        if record.package_path is None:
+            raise PackageError("has no plugin folder to load from", path=record.id)
+        folder = Path(record.package_path)
+        check_code(record.id, folder, record.code_hash)
+    except IntegrityError as error:
         if registry is not None:
             _record_failure(registry, record.id, error)
             if record.status is PluginStatus.APPROVED:
                 registry.suspend(record.id, actor=actor, reason=str(error))
-        raise error
+        raise
+    except PackageError as error:  # no folder (deleted, never there), or one that cannot be read
+        if registry is not None:
+            _record_failure(registry, record.id, error)
+        raise
     return folder
+
+
+def check_code(plugin_id: str, folder: Path, expected: str) -> None:
+    """Hash ``folder`` now and compare with ``expected`` (the hash recorded at install).
+
+    Called before every import of the plugin's code: by the host before it
+    loads the plugin and before each start of one of its workers, and by each
+    worker itself, confined, right before it imports the plugin.
+
+    :raises IntegrityError: when the hashes differ.
+    :raises PackageError: when the folder is missing, or holds a link or a
+        file that is not regular.
+    """
+    if not folder.is_dir():
+        raise PackageError("its plugin folder is missing", path=str(folder))
+    actual = code_hash(folder)
+    if actual != expected:
+        raise IntegrityError(plugin_id, str(folder), expected, actual)
 
 
 def import_plugin(plugin_id: str, folder: Path, manifest: Manifest) -> LoadedPlugin:
