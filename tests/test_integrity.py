@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import pytest
 
-from conftest import CliRunner, Hosts, Installer
+from conftest import CliRunner, Hosts, Installer, plugin_folder
 from services_ai_plugins import (
     Isolation,
     PluginHost,
@@ -28,6 +28,7 @@ from services_ai_plugins import (
     SourceKind,
     SQLiteStorage,
     _sandbox,
+    pack_plugin,
 )
 from services_ai_plugins.events import Context, Lead
 from services_ai_plugins_testing.fakes import FakeHostServices
@@ -325,3 +326,47 @@ def test_a_sandboxed_entry_point_is_verified_before_each_worker_start(
     fire(host, services)
     assert services.stored("acme", "entry")["pid"] == pid  # no new worker ran it
     assert_refused_for_integrity(host, tmp_path, "entry")
+
+
+LAZY = """\
+from services_ai_plugins import hookimpl
+
+
+class Plugin:
+    @hookimpl
+    def lead_created(self, lead, api):
+        from . import late  # imported at its first call, long after the load
+
+        late.run(api)
+"""
+
+
+@pytest.mark.parametrize("isolation", [Isolation.PROCESS, Isolation.INPROCESS])
+def test_a_module_imported_late_runs_only_if_it_is_the_verified_one(
+    hosts: Hosts, services: FakeHostServices, tmp_path: Path, isolation: Isolation
+) -> None:
+    """A module first imported inside a hook is compiled only from the bytes that were verified.
+
+    In the host's process, and in a worker that is already running (no start
+    to check): the changed module is refused, and says why.
+    """
+    host = hosts(
+        storage=SQLiteStorage(tmp_path / "registry.db"),
+        sandbox=SandboxPolicy(timeout=5.0, isolation={SourceKind.ARCHIVE: isolation}),
+    )
+    folder = plugin_folder(tmp_path, "lazy", LAZY)
+    (folder / "late.py").write_text('def run(api):\n    api.store_set("ran", "original")\n')
+    host.install(pack_plugin(folder, tmp_path / "lazy.zip").path, actor="ops")
+    host.registry.approve("lazy", actor="admin")
+    host.registry.enable("lazy", "acme", actor="admin")
+    assert "lazy" in host.plugins()
+    if isolation is Isolation.PROCESS:
+        assert host.sandbox.start("lazy", "acme")  # the tenant's worker runs, verified, before
+    installed = folder_of(host, "lazy") / "late.py"
+    installed.write_text(installed.read_text().replace('"original"', '"tampered"'))
+    fire(host, services)
+    assert "ran" not in services.stored("acme", "lazy")
+    [failure] = host.failures("lazy")
+    assert failure.hook == "lead_created"
+    assert "IntegrityError" in f"{failure.exc_type} {failure.message}"
+    assert "late.py" in failure.message

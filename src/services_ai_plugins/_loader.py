@@ -20,6 +20,7 @@ the imports the plugin makes later (inside a hook) too.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -29,14 +30,14 @@ import re
 import sys
 import threading
 import types
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
 import attrs
 
 from ._errors import PackageError
-from ._hashing import code_hash
+from ._hashing import folder_digests
 from ._manifest import Manifest
 from ._registry import Registry
 from ._storage import FailureRecord, PluginRecord, PluginStatus, failure_of
@@ -61,15 +62,19 @@ NAMESPACE_ROOT: Final = "services_ai_plugins.loaded"
 class IntegrityError(PackageError):
     """A plugin's files no longer match the code hash recorded when it was installed."""
 
-    def __init__(self, plugin_id: str, path: str, expected: str, actual: str) -> None:
+    def __init__(
+        self, plugin_id: str, path: str, expected: str, actual: str, *, member: str | None = None
+    ) -> None:
         self.plugin_id = plugin_id
         self.expected = expected
         self.actual = actual
         found = f"{actual[:16]}..." if len(actual) == len(expected) else actual
+        wanted = f"hash {expected[:16]}..." if expected else "no such file"
         super().__init__(
             f"the code of plugin {plugin_id!r} changed since it was installed "
-            f"(expected hash {expected[:16]}..., found {found}): refusing to load it",
+            f"(expected {wanted}, found {found}): refusing to load it",
             path=path,
+            member=member,
         )
 
 
@@ -122,7 +127,9 @@ class _SourceLoader(importlib.machinery.SourceFileLoader):
 
     def get_code(self, fullname: str) -> types.CodeType:
         path = self.get_filename(fullname)
-        return self.source_to_code(self.get_data(path), path)
+        data = self.get_data(path)
+        _check_source(path, data)
+        return self.source_to_code(data, path)
 
     def set_data(self, path: str, data: object, *, _mode: int = 0o666) -> None:
         """Write nothing: a file in the plugin's folder would change its code hash."""
@@ -182,6 +189,25 @@ class _SourceOnlyFinder(importlib.abc.MetaPathFinder):
         raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
 
 
+#: The folders whose code was verified in this process (:func:`check_code`): folder to the
+#: plugin's id and each file's SHA-256 as it was hashed. A module of such a folder is compiled
+#: only from the very bytes that were verified, however late it is imported.
+_VERIFIED: Final[dict[str, tuple[str, Mapping[str, str]]]] = {}
+
+
+def _check_source(path: str, data: bytes) -> None:
+    """Refuse a verified plugin's source file whose bytes are not the ones verified."""
+    path = os.path.abspath(path)  # noqa: PTH100 - paths as strings, as importlib's
+    for folder, (plugin_id, digests) in _VERIFIED.items():
+        if path.startswith(folder + os.sep):
+            relative = Path(os.path.relpath(path, folder)).as_posix()
+            actual = hashlib.sha256(data).hexdigest()
+            expected = digests.get(relative, "")
+            if actual != expected:
+                raise IntegrityError(plugin_id, folder, expected, actual, member=relative)
+            return
+
+
 def _source_spec(
     fullname: str, filename: str, package: str | None
 ) -> importlib.machinery.ModuleSpec:
@@ -221,8 +247,12 @@ def load_plugin(
     try:
         return import_plugin(record.id, folder, manifest)
     except PackageError as error:
-        if registry is not None and error.__cause__ is not None:
-            _record_failure(registry, record.id, error.__cause__)
+        cause = error.__cause__
+        if registry is not None and cause is not None:
+            _record_failure(registry, record.id, cause)
+            # A module changed between the check of the folder and its import.
+            if isinstance(cause, IntegrityError) and record.status is PluginStatus.APPROVED:
+                registry.suspend(record.id, actor=actor, reason=str(cause))
         raise
 
 
@@ -265,9 +295,10 @@ def check_code(plugin_id: str, folder: Path, expected: str) -> None:
     """
     if not folder.is_dir():
         raise PackageError("its plugin folder is missing", path=str(folder))
-    actual = code_hash(folder)
+    actual, digests = folder_digests(folder)
     if actual != expected:
         raise IntegrityError(plugin_id, str(folder), expected, actual)
+    _VERIFIED[os.path.abspath(folder)] = (plugin_id, digests)  # noqa: PTH100 - a str key
 
 
 def import_plugin(plugin_id: str, folder: Path, manifest: Manifest) -> LoadedPlugin:
