@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from services_ai_plugins import MemoryStorage, PackageError, PluginStatus, Registry, pack_plugin
+from services_ai_plugins import (
+    MemoryStorage,
+    PackageError,
+    PluginStatus,
+    Registry,
+    _loader,
+    pack_plugin,
+)
 from services_ai_plugins._archive import install_archive
 from services_ai_plugins._loader import IntegrityError, load_plugin, namespace, unload_plugin
 
@@ -88,6 +96,46 @@ def test_one_changed_byte_is_detected_at_the_next_load(tmp_path: Path, registry:
     assert (failure.hook, failure.exc_type) == ("load", "IntegrityError")
     assert registry.plugin("alpha").status is PluginStatus.SUSPENDED
     assert registry.audit_log(plugin_id="alpha")[0].action == "suspend"
+
+
+def test_a_missing_plugin_folder_is_recorded_as_a_load_failure(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """No folder to load from: refused with a PackageError that names it, and recorded."""
+    install(tmp_path, registry, make_plugin(tmp_path / "src", "alpha", "ok"))
+    record = registry.plugin("alpha")
+    shutil.rmtree(str(record.package_path))
+    with pytest.raises(PackageError, match="its plugin folder is missing") as caught:
+        load_plugin(record, registry=registry)
+    assert caught.value.path == record.package_path
+    [failure] = registry.storage.failures("alpha")
+    assert (failure.hook, failure.exc_type) == ("load", "PackageError")
+    assert registry.plugin("alpha").status is PluginStatus.APPROVED  # not suspended: no code ran
+
+
+def test_a_module_changed_after_the_check_is_not_compiled(
+    tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file changed between the folder's check and its import: the loader refuses its bytes."""
+    install(tmp_path, registry, make_plugin(tmp_path / "src", "alpha", "ok"))
+    record = registry.plugin("alpha")
+    utils = Path(str(record.package_path)) / "utils.py"
+    check = _loader.check_code
+
+    def check_then_change(plugin_id: str, folder: Path, expected: str) -> None:
+        check(plugin_id, folder, expected)
+        utils.write_text("ANSWER = 'tampered'\n")
+
+    monkeypatch.setattr(_loader, "check_code", check_then_change)
+    with pytest.raises(PackageError, match="failed to load: IntegrityError") as caught:
+        load_plugin(record, registry=registry)
+    cause = caught.value.__cause__
+    assert isinstance(cause, IntegrityError)
+    assert cause.member == "utils.py"
+    assert namespace("alpha") not in sys.modules
+    [failure] = registry.storage.failures("alpha")
+    assert (failure.hook, failure.exc_type) == ("load", "IntegrityError")
+    assert registry.plugin("alpha").status is PluginStatus.SUSPENDED
 
 
 def test_an_import_error_is_recorded_and_the_host_carries_on(

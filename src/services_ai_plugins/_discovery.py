@@ -31,6 +31,7 @@ __all__ = [
     "discover_entry_points",
     "discover_folders",
     "register_discovered",
+    "source_hash",
 ]
 
 #: The entry-point group plugins are published under (in ``pyproject.toml``:
@@ -301,16 +302,30 @@ def _manifest_document(plugin: object, module: Any, where: str) -> dict[str, Any
 def _source_hash(module: Any, where: str) -> str:
     """The code hash of an entry-point plugin's own sources: its package, or its module file.
 
-    Compiled files are left out: the interpreter rewrites them, and entry-point
-    plugins are not verified before import (they were installed by the operator).
+    Compiled files are left out: the interpreter rewrites them. An entry-point
+    plugin in the host's process is imported once, at discovery, and this hash
+    of the files it was imported from is what the registry compares (changed
+    code is a new version, pending approval). A sandboxed one is imported again
+    by each worker: :func:`source_hash` is checked before each start.
     """
-    from ._hashing import hash_files  # noqa: PLC0415 - hashing loads when a hash is asked for
-
     path = getattr(module, "__file__", None)
     if path is None:
         raise ValueError(f"{where}: the plugin has no source files to hash")
+    return source_hash(path, package=hasattr(module, "__path__"))
+
+
+def source_hash(path: str | os.PathLike[str], *, package: bool) -> str:
+    """The code hash of an entry-point plugin from its module's ``__file__``.
+
+    A package (``package=True``, ``path`` its ``__init__.py``) is every file
+    under its folder but compiled ones and ``__pycache__``; a plain module is
+    its one file. The host records it at discovery, and checks it again
+    before each start of a sandboxed entry-point plugin's worker.
+    """
+    from ._hashing import hash_files  # noqa: PLC0415 - hashing loads when a hash is asked for
+
     file = Path(path)
-    if not hasattr(module, "__path__"):
+    if not package:
         return hash_files(file.parent, [file.name])
     root = file.parent
     sources = [

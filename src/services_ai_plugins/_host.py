@@ -54,7 +54,7 @@ from ._errors import (
     TransitionError,
 )
 from ._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
-from ._loader import load_failure, load_plugin, unload_plugin, verify_plugin
+from ._loader import IntegrityError, load_failure, load_plugin, unload_plugin, verify_plugin
 from ._manifest import Isolation, Manifest
 from ._registry import Registry, Suspension
 from ._sandbox import Sandbox, SandboxedPlugin, SandboxPolicy
@@ -225,6 +225,7 @@ class PluginHost:
         self.sandbox: Final = Sandbox(
             sandbox or SandboxPolicy(), api_methods={*api_class.permissions(), "has_permission"}
         )
+        self.sandbox.on_integrity_error = self._integrity_failed
         #: The registry over the host's storage; changes made through it apply here at once.
         self.registry: Final = Registry(storage, on_change=self._changed)
         # Other processes' changes: at once from a change feed, else by polling the counter.
@@ -638,6 +639,7 @@ class PluginHost:
                     hooks_file=self.plugins_dir
                     / HOOKS_FOLDER
                     / f"{record.id}-{record.code_hash[:32]}-{__version__}.json",
+                    code_hash=record.code_hash,
                 )
             elif record.source is SourceKind.ENTRY_POINT:
                 found = self._entry_points.get(record.id)
@@ -761,6 +763,25 @@ class PluginHost:
             self._storage.record_failures([load_failure(plugin_id, error)])
         except StorageError:
             _logger.exception("cannot record the load failure of plugin %r", plugin_id)
+
+    def _integrity_failed(self, plugin_id: str, error: IntegrityError) -> None:
+        """A sandboxed plugin's code changed under the live host: no worker of it started.
+
+        Recorded as its load failure, and it is suspended everywhere with that
+        reason (the next refresh unloads it), as a change found at load is.
+        """
+        _logger.error("plugin %r: %s", plugin_id, error)
+        self._record_load_failure(plugin_id, error)
+        try:
+            self.registry.suspend(plugin_id, actor=self._actor, reason=str(error))
+        except (TransitionError, PluginNotFound):
+            return  # suspended meanwhile, or no longer approved: nothing more to do
+        except (ConflictError, StorageError):
+            _logger.exception("cannot suspend plugin %r", plugin_id)
+            return
+        self.hook.plugin_suspended(
+            plugin_id=plugin_id, reason=str(error), tenant=None, context=None
+        )
 
     def _unload(self, plugin_id: str) -> None:
         loaded = self._loaded.pop(plugin_id, None)

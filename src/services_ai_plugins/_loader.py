@@ -6,7 +6,10 @@ folder. Two plugins that both ship ``main.py`` or a ``utils`` package therefore
 never collide: each imports its own modules relatively (``from . import utils``)
 and sees only them. Unloading removes the package and every module under it.
 Before any import the folder's code hash is recomputed and compared with the
-one recorded at install: a plugin whose files changed is not imported.
+one recorded at install: a plugin whose files changed is not imported. For a
+sandboxed plugin that is before each start of one of its workers (the host
+checks, then the worker itself, confined, right before its import); see
+:func:`check_code`.
 
 A plugin's modules are compiled from their source files only, the code that
 was reviewed: a ``__pycache__`` beside them is never read (nor written), a
@@ -17,6 +20,7 @@ the imports the plugin makes later (inside a hook) too.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -26,14 +30,14 @@ import re
 import sys
 import threading
 import types
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
 import attrs
 
 from ._errors import PackageError
-from ._hashing import code_hash
+from ._hashing import folder_digests
 from ._manifest import Manifest
 from ._registry import Registry
 from ._storage import FailureRecord, PluginRecord, PluginStatus, failure_of
@@ -42,6 +46,7 @@ __all__ = [
     "CompiledModuleRefused",
     "IntegrityError",
     "LoadedPlugin",
+    "check_code",
     "import_plugin",
     "load_failure",
     "load_plugin",
@@ -57,14 +62,19 @@ NAMESPACE_ROOT: Final = "services_ai_plugins.loaded"
 class IntegrityError(PackageError):
     """A plugin's files no longer match the code hash recorded when it was installed."""
 
-    def __init__(self, plugin_id: str, path: str, expected: str, actual: str) -> None:
+    def __init__(
+        self, plugin_id: str, path: str, expected: str, actual: str, *, member: str | None = None
+    ) -> None:
         self.plugin_id = plugin_id
         self.expected = expected
         self.actual = actual
+        found = f"{actual[:16]}..." if len(actual) == len(expected) else actual
+        wanted = f"hash {expected[:16]}..." if expected else "no such file"
         super().__init__(
             f"the code of plugin {plugin_id!r} changed since it was installed "
-            f"(expected hash {expected[:16]}..., found {actual[:16]}...): refusing to load it",
+            f"(expected {wanted}, found {found}): refusing to load it",
             path=path,
+            member=member,
         )
 
 
@@ -117,7 +127,9 @@ class _SourceLoader(importlib.machinery.SourceFileLoader):
 
     def get_code(self, fullname: str) -> types.CodeType:
         path = self.get_filename(fullname)
-        return self.source_to_code(self.get_data(path), path)
+        data = self.get_data(path)
+        _check_source(path, data)
+        return self.source_to_code(data, path)
 
     def set_data(self, path: str, data: object, *, _mode: int = 0o666) -> None:
         """Write nothing: a file in the plugin's folder would change its code hash."""
@@ -177,6 +189,25 @@ class _SourceOnlyFinder(importlib.abc.MetaPathFinder):
         raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
 
 
+#: The folders whose code was verified in this process (:func:`check_code`): folder to the
+#: plugin's id and each file's SHA-256 as it was hashed. A module of such a folder is compiled
+#: only from the very bytes that were verified, however late it is imported.
+_VERIFIED: Final[dict[str, tuple[str, Mapping[str, str]]]] = {}
+
+
+def _check_source(path: str, data: bytes) -> None:
+    """Refuse a verified plugin's source file whose bytes are not the ones verified."""
+    path = os.path.abspath(path)  # noqa: PTH100 - paths as strings, as importlib's
+    for folder, (plugin_id, digests) in _VERIFIED.items():
+        if path.startswith(folder + os.sep):
+            relative = Path(os.path.relpath(path, folder)).as_posix()
+            actual = hashlib.sha256(data).hexdigest()
+            expected = digests.get(relative, "")
+            if actual != expected:
+                raise IntegrityError(plugin_id, folder, expected, actual, member=relative)
+            return
+
+
 def _source_spec(
     fullname: str, filename: str, package: str | None
 ) -> importlib.machinery.ModuleSpec:
@@ -216,8 +247,12 @@ def load_plugin(
     try:
         return import_plugin(record.id, folder, manifest)
     except PackageError as error:
-        if registry is not None and error.__cause__ is not None:
-            _record_failure(registry, record.id, error.__cause__)
+        cause = error.__cause__
+        if registry is not None and cause is not None:
+            _record_failure(registry, record.id, cause)
+            # A module changed between the check of the folder and its import.
+            if isinstance(cause, IntegrityError) and record.status is PluginStatus.APPROVED:
+                registry.suspend(record.id, actor=actor, reason=str(cause))
         raise
 
 
@@ -229,18 +264,41 @@ def verify_plugin(
     :raises IntegrityError: see :func:`load_plugin`.
     :raises PackageError: when the plugin has no folder.
     """
-    if record.package_path is None:
-        raise PackageError("has no plugin folder to load from", path=record.id)
-    folder = Path(record.package_path)
-    actual = code_hash(folder)
-    if actual != record.code_hash:
-        error = IntegrityError(record.id, str(folder), record.code_hash, actual)
+    try:
+        if record.package_path is None:
+            raise PackageError("has no plugin folder to load from", path=record.id)
+        folder = Path(record.package_path)
+        check_code(record.id, folder, record.code_hash)
+    except IntegrityError as error:
         if registry is not None:
             _record_failure(registry, record.id, error)
             if record.status is PluginStatus.APPROVED:
                 registry.suspend(record.id, actor=actor, reason=str(error))
-        raise error
+        raise
+    except PackageError as error:  # no folder (deleted, never there), or one that cannot be read
+        if registry is not None:
+            _record_failure(registry, record.id, error)
+        raise
     return folder
+
+
+def check_code(plugin_id: str, folder: Path, expected: str) -> None:
+    """Hash ``folder`` now and compare with ``expected`` (the hash recorded at install).
+
+    Called before every import of the plugin's code: by the host before it
+    loads the plugin and before each start of one of its workers, and by each
+    worker itself, confined, right before it imports the plugin.
+
+    :raises IntegrityError: when the hashes differ.
+    :raises PackageError: when the folder is missing, or holds a link or a
+        file that is not regular.
+    """
+    if not folder.is_dir():
+        raise PackageError("its plugin folder is missing", path=str(folder))
+    actual, digests = folder_digests(folder)
+    if actual != expected:
+        raise IntegrityError(plugin_id, str(folder), expected, actual)
+    _VERIFIED[os.path.abspath(folder)] = (plugin_id, digests)  # noqa: PTH100 - a str key
 
 
 def import_plugin(plugin_id: str, folder: Path, manifest: Manifest) -> LoadedPlugin:

@@ -49,6 +49,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from ._confine import Capabilities, Limits, scratch_parent
+from ._discovery import source_hash
 from ._errors import (
     PackageError,
     RemoteError,
@@ -57,6 +58,7 @@ from ._errors import (
     WorkerCrashed,
 )
 from ._kinds import SourceKind
+from ._loader import IntegrityError, check_code
 from ._logs import OUTPUT_ATTRIBUTE
 from ._manifest import Isolation, Manifest
 from ._markers import PROJECT_NAME
@@ -192,6 +194,9 @@ class Sandbox:
         self._starting: set[_Worker] = set()
         self._notes: set[str] = set()
         self._closed = False
+        #: Called (plugin id, error) when a worker is not started because the plugin's code
+        #: no longer matches its recorded hash; the host records and suspends it.
+        self.on_integrity_error: Callable[[str, IntegrityError], None] | None = None
         # A web server that forks after the host was made (gunicorn --preload): each child
         # must start its own zygote and workers, never talk over its parent's sockets.
         method = weakref.WeakMethod(self._forked)
@@ -231,6 +236,7 @@ class Sandbox:
         module: str | None = None,
         attribute: str | None = None,
         hooks_file: Path | None = None,
+        code_hash: str | None = None,
     ) -> object:
         """Return the plugin's stand-in for pluggy, from its implementations.
 
@@ -242,7 +248,9 @@ class Sandbox:
         ``spec_args(hook)`` gives the argument names of a hook's specification
         (None for a hook nobody specified); ``ignored`` names the hooks whose
         results the host ignores. Entry-point plugins name their
-        ``module`` (and ``attribute``) instead of a ``folder``.
+        ``module`` (and ``attribute``) instead of a ``folder``. With
+        ``code_hash``, the code is checked against it before each worker
+        starts (see :meth:`_Sandboxed.start`).
 
         :raises PackageError: when the worker cannot start, the plugin cannot
             be imported there (the message holds its error and traceback), or
@@ -266,6 +274,8 @@ class Sandbox:
             "modules": (modules := _distribution_modules(distributions)),
             # Where those are, when not where the SDK is (the zygote's sys.path has only those).
             "paths": _module_holders(modules),
+            # The worker hashes its folder again, confined, right before the import.
+            "code_hash": code_hash,
         }
         sandboxed = _Sandboxed(self, plugin_id, config)
         hooks = _read_hooks(hooks_file) if hooks_file is not None else None
@@ -437,8 +447,35 @@ class _Sandboxed:
         return lock
 
     def start(self, tenant: str | None) -> _Worker:
-        zygote = self.sandbox._ensure_zygote()
-        worker = _Worker.start(self, tenant, zygote, self.sandbox.policy)
+        """Start a worker for ``tenant``, its plugin's code verified first.
+
+        Every start (the first, and each after a time-out, a crash, an eviction
+        or a retirement) hashes the code the worker will import and compares
+        it with the recorded hash, here and in the worker once it is confined
+        (a change between the two is caught there). A mismatch starts no
+        worker: :class:`IntegrityError`, also handed to the sandbox's
+        ``on_integrity_error``.
+        """
+        try:
+            self._verify()
+            zygote = self.sandbox._ensure_zygote()
+            try:
+                worker = _Worker.start(self, tenant, zygote, self.sandbox.policy)
+            except RemoteError as error:
+                if error.remote_type != IntegrityError.__name__:
+                    raise
+                self._verify()  # the worker found it changed: say what the host finds now
+                raise IntegrityError(
+                    self.plugin_id,
+                    str(self.config["folder"]),
+                    str(self.config["code_hash"]),
+                    "another, by its worker",
+                ) from None
+        except IntegrityError as error:
+            report = self.sandbox.on_integrity_error
+            if report is not None:
+                report(self.plugin_id, error)
+            raise
         if self.hooks and worker.hooks != self.hooks:
             worker.stop()
             raise SandboxError(
@@ -448,6 +485,25 @@ class _Sandboxed:
             )
         self.sandbox._admit(worker)
         return worker
+
+    def _verify(self) -> None:
+        expected = self.config.get("code_hash")
+        if expected is None:
+            return
+        folder = self.config["folder"]
+        if folder is not None:
+            check_code(self.plugin_id, Path(folder), expected)
+            return
+        # An entry point: the module the host imported at discovery names the files.
+        module = sys.modules.get(str(self.config["module"]))
+        path = getattr(module, "__file__", None)
+        if path is None:
+            raise PackageError(
+                "its entry point's module is not imported in the host", path=self.plugin_id
+            )
+        actual = source_hash(path, package=hasattr(module, "__path__"))
+        if actual != expected:
+            raise IntegrityError(self.plugin_id, str(path), expected, actual)
 
     def stop(self) -> None:
         """Stop every worker of the plugin."""

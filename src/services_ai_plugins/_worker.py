@@ -43,7 +43,7 @@ from packaging.utils import canonicalize_name
 
 from . import _confine
 from ._errors import PackageError, PluginError
-from ._loader import import_plugin
+from ._loader import check_code, import_plugin
 from ._manifest import Manifest
 from ._markers import PROJECT_NAME
 from ._wire import IGNORED_RESULT, Channel, WireError, decode, encode
@@ -268,6 +268,11 @@ class _Worker:
     def _import(self, folder: Path) -> object:
         target = self.config.get("module")
         if target is None:
+            expected = self.config.get("code_hash")
+            # Confined, and no plugin code has run here yet: a change made after the host
+            # checked the folder (before the fork) is caught now, before the import.
+            if expected is not None:
+                check_code(self.plugin_id, folder, expected)
             manifest = Manifest.from_dict(self.config["manifest"])
             try:
                 return import_plugin(self.plugin_id, folder, manifest).plugin
