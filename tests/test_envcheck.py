@@ -359,3 +359,30 @@ def test_a_plugin_runs_after_the_plugins_it_requires_in_every_chain(
     email = Email(tenant="acme", to=("a@example.com",), subject="Hi", body="")
     filtered = host.hook.filter_email(email=email, context=ACME)
     assert filtered.subject == "Hi zulu alpha"
+
+
+def test_a_plugin_whose_required_plugin_is_not_approved_here_does_not_load_until_it_is(
+    make_host: Callable[..., PluginHost], install: Installer, services: FakeHostServices
+) -> None:
+    """requires_plugins is checked at load too: not loaded (one recorded failure) while the plugin
+    it requires is not approved in a version it accepts; loaded once it is."""
+    host = make_host("inprocess")
+    install(host, "base", QUIET, approve=False)
+    install(
+        host,
+        "dependant",
+        QUIET,
+        approve=False,
+        manifest={"requires_plugins": {"base": ">=1"}},
+    )
+    host.registry.approve("dependant", actor="admin")  # approved before what it requires
+    host.refresh(force=True)
+    assert "dependant" not in host.plugins()
+    [failure] = [f for f in host.failures("dependant") if f.hook == "load"]
+    assert failure.exc_type == "RequirementsError"
+    assert "base" in failure.message
+    host.refresh(force=True)  # nothing changed for it: not tried (nor recorded) again
+    assert len([f for f in host.failures("dependant") if f.hook == "load"]) == 1
+    host.registry.approve("base", actor="admin")
+    host.refresh(force=True)
+    assert {"base", "dependant"} <= set(host.plugins())

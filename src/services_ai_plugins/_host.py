@@ -25,7 +25,7 @@ import pluggy
 
 from ._api import ApiLimits, ApiMeter, DeniedHook, HostServices, PluginAPI
 from ._archive import ArchiveSource, install_archive
-from ._dependencies import check_environment, load_order, require_environment
+from ._dependencies import check_environment, check_plugins, load_order, require_environment
 from ._discovery import (
     DiscoveredPlugin,
     _manifest_document,
@@ -49,6 +49,7 @@ from ._errors import (
     PackageError,
     PluginError,
     PluginNotFound,
+    Problem,
     RequirementsError,
     StorageError,
     TransitionError,
@@ -250,7 +251,9 @@ class PluginHost:
         self._infos: dict[str, HookInfo] = {}
         self._listeners: dict[str, object] = {}
         self._loaded: dict[str, _Loaded] = {}
-        self._failed_loads: dict[str, int] = {}
+        #: Plugins whose load failed, with what it failed at (see :meth:`_load_key`): not tried
+        #: again until that changes (a new install or approval, or a plugin it requires).
+        self._failed_loads: dict[str, tuple[int, tuple[tuple[str, int | None], ...]]] = {}
         self._entry_points: dict[str, DiscoveredPlugin] = {}
         self._closed = False
         # Whether installs and loads refuse unmet requires_api, requires_python and
@@ -405,7 +408,7 @@ class PluginHost:
                 elif record != loaded.record:
                     self._loaded[plugin_id] = loaded._replace(record=record)
             for plugin_id in self._in_load_order(approved):
-                if plugin_id not in self._loaded and self._load(approved[plugin_id]):
+                if plugin_id not in self._loaded and self._load(approved[plugin_id], approved):
                     changed = True
             if changed:
                 self._reregister()
@@ -586,17 +589,34 @@ class PluginHost:
                 continue
             self._entry_points[found.plugin_id] = found
 
-    def _load(self, record: PluginRecord) -> bool:
-        """Import one approved plugin and check its hooks; False (recorded) when it cannot run."""
-        if self._failed_loads.get(record.id) == record.revision:
-            return False  # failed at this revision already: wait for a new install or approval
+    def _load_key(
+        self, record: PluginRecord, approved: Mapping[str, PluginRecord]
+    ) -> tuple[int, tuple[tuple[str, int | None], ...]]:
+        """What a load depends on: its revision, and the revisions of the plugins it requires."""
+        manifest = self._manifest(record)
+        required = sorted(manifest.requires_plugins) if manifest is not None else []
+        return record.revision, tuple(
+            (other, approved[other].revision if other in approved else None) for other in required
+        )
+
+    def _load(self, record: PluginRecord, approved: Mapping[str, PluginRecord]) -> bool:
+        """Import one approved plugin and check its hooks; False (recorded) when it cannot run.
+
+        ``approved`` is every approved plugin: the plugins it requires must be among
+        them, in versions it accepts.
+        """
+        key = self._load_key(record, approved)
+        if self._failed_loads.get(record.id) == key:
+            return False  # failed so already: wait for a new install or approval, or its needs
         manifest = self._manifest(record)
         # Checked at install, and again here: this machine may not be the one that installed it.
         unmet = (
-            check_environment(manifest) if manifest is not None and self._check_requirements else []
+            [*check_environment(manifest), *self._unmet_plugins(record.id, manifest, approved)]
+            if manifest is not None and self._check_requirements
+            else []
         )
         if unmet:
-            self._failed_loads[record.id] = record.revision
+            self._failed_loads[record.id] = key
             refused = RequirementsError(record.id, unmet)
             self._record_load_failure(record.id, refused)
             _logger.error("plugin %r not loaded: %s", record.id, refused)
@@ -618,7 +638,7 @@ class PluginHost:
                 else:
                     plugin = load_plugin(record, registry=self.registry, actor=self._actor).plugin
         except PluginError as error:
-            self._failed_loads[record.id] = record.revision
+            self._failed_loads[record.id] = key
             _logger.error("plugin %r not loaded: %s", record.id, error)
             return False
         try:
@@ -659,7 +679,7 @@ class PluginHost:
                     f"it cannot be loaded: {type(exc).__name__}: {exc}", path=record.id
                 )
             )
-            self._failed_loads[record.id] = record.revision
+            self._failed_loads[record.id] = key
             if sandboxed:
                 self.sandbox.unload(record.id)
             elif record.source is not SourceKind.ENTRY_POINT:
@@ -669,6 +689,20 @@ class PluginHost:
             return False
         self._loaded[record.id] = _Loaded(record, plugin)
         return True
+
+    def _unmet_plugins(
+        self, plugin_id: str, manifest: Manifest, approved: Mapping[str, PluginRecord]
+    ) -> list[Problem]:
+        """The plugins ``manifest`` requires that are not approved here, in a version it accepts."""
+        if not manifest.requires_plugins:
+            return []
+        manifests = {plugin_id: manifest}
+        for other in approved.values():
+            found = self._manifest(other)
+            if found is not None:
+                manifests.setdefault(other.id, found)
+        statuses = dict.fromkeys(manifests, PluginStatus.APPROVED)
+        return check_plugins(manifests, statuses).get(plugin_id, [])
 
     def _entry_point_target(self, plugin_id: str) -> tuple[str, str | None]:
         """The module (and attribute) a worker imports for an entry-point plugin."""
