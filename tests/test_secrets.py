@@ -244,7 +244,8 @@ def test_a_sandboxed_plugin_cannot_find_the_keys(
     hunter = """
     @hookimpl
     def lead_created(self, lead, api, settings):
-        found = [json.dumps(dict(os.environ)), json.dumps(dict(settings)), json.dumps(api.get_settings())]
+        found = [json.dumps(dict(os.environ)), json.dumps(dict(settings))]
+        found.append(json.dumps(api.get_settings()))
         try:
             listed = os.listdir("/proc")
         except OSError:
@@ -565,3 +566,23 @@ def test_the_command_line_reads_keys_from_the_environment_and_never_shows_a_secr
     assert code == EXIT_OK, err
     assert digest not in out  # without the key the plugin gets no secret
     assert SECRET not in out + err
+
+
+def test_check_plugin_runs_a_plugin_with_a_secret_without_any_key_configured(
+    tmp_path: Path,
+) -> None:
+    """``check`` keeps nothing: its throwaway registry encrypts under a key of its own."""
+    from services_ai_plugins import check_plugin
+
+    source = (
+        "from services_ai_plugins import hookimpl\n\n\nclass Plugin:\n"
+        "    @hookimpl\n"
+        "    def lead_created(self, lead, settings):\n"
+        f"        if settings['token'] != {SECRET!r}:\n"
+        "            raise RuntimeError('not the secret that was set')\n"
+    )
+    folder = plugin_folder(tmp_path, "checked", source, settings=SETTINGS)
+    report = check_plugin(folder, settings={"token": SECRET})
+    assert report.loaded
+    assert report.problems == ()
+    assert "lead_created" in [hook.hook for hook in report.hooks]

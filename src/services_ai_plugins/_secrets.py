@@ -23,7 +23,14 @@ from ._types import JSONValue
 if TYPE_CHECKING:
     from cryptography.fernet import Fernet, MultiFernet
 
-__all__ = ["SEALED_TAG", "SECRET_KEYS_ENV", "SecretBox", "SecretKeys", "is_sealed"]
+__all__ = [
+    "SEALED_TAG",
+    "SECRET_KEYS_ENV",
+    "SecretBox",
+    "SecretKeys",
+    "is_sealed",
+    "throwaway_keys",
+]
 
 #: The environment variable the keys are read from when none are given.
 SECRET_KEYS_ENV: Final = "SERVICES_AI_PLUGINS_SECRET_KEYS"  # noqa: S105 - a variable name
@@ -47,6 +54,16 @@ _HOW_TO_CONFIGURE: Final = (
 def is_sealed(value: object) -> bool:
     """Whether a stored value is a sealed secret (``{"$fernet": "<token>"}``)."""
     return isinstance(value, Mapping) and len(value) == 1 and isinstance(value.get(SEALED_TAG), str)
+
+
+def throwaway_keys() -> list[str] | None:
+    """One new key, for a registry whose storage dies with it (``check``'s memory storage);
+    None (the environment's keys) without ``cryptography``."""
+    try:
+        from cryptography.fernet import Fernet  # noqa: PLC0415 - optional dependency
+    except ImportError:
+        return None
+    return [Fernet.generate_key().decode("ascii")]
 
 
 @final
