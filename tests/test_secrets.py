@@ -586,3 +586,23 @@ def test_check_plugin_runs_a_plugin_with_a_secret_without_any_key_configured(
     assert report.loaded
     assert report.problems == ()
     assert "lead_created" in [hook.hook for hook in report.hooks]
+
+
+def test_the_plugin_harness_sets_secrets_without_any_key_configured(tmp_path: Path) -> None:
+    """Plugin authors' tests (the ``plugin_host`` fixture) set secrets like any setting."""
+    from services_ai_plugins_testing.harness import PluginHarness
+
+    source = (
+        "from services_ai_plugins import hookimpl\n\n\nclass Plugin:\n"
+        "    @hookimpl\n"
+        "    def lead_created(self, lead, api, settings):\n"
+        "        api.store_set('token', settings['token'])\n"
+    )
+    folder = plugin_folder(tmp_path, "authored", source, settings=SETTINGS)
+    harness = PluginHarness(FakeHostServices(), tmp_path / "harness")
+    try:
+        harness.add(folder, settings={"token": SECRET})
+        harness.fire("lead_created").assert_ok()
+        assert harness.services.stored("acme", "authored")["token"] == SECRET
+    finally:
+        harness.close()
