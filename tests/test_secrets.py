@@ -606,3 +606,36 @@ def test_the_plugin_harness_sets_secrets_without_any_key_configured(tmp_path: Pa
         assert harness.services.stored("acme", "authored")["token"] == SECRET
     finally:
         harness.close()
+
+
+def test_neither_secrets_nor_keys_show_in_logs_reprs_or_audit_events(
+    db: SQLiteStorage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Everything the registry logs, repr()s or audits around a secret's life is free of it."""
+    with caplog.at_level(logging.DEBUG):
+        registry = approved(Registry(db, secret_keys=[KEY_1]))
+        registry.set_settings("crm-sync", "acme", {"token": SECRET, "label": "x"}, actor="o")
+        registry.set_settings("crm-sync", "acme", {"token": OTHER_SECRET}, actor="o")
+        rotated = Registry(db, secret_keys=[KEY_2, KEY_1])
+        rotated.rotate_secrets(actor="ops")
+        with pytest.raises(SecretKeyError) as caught:
+            Registry(db, secret_keys=[KEY_1]).get_settings("crm-sync", "acme")
+    shown = [
+        *(record.getMessage() for record in caplog.records),
+        repr(registry),
+        repr(rotated),
+        repr(registry.tenant("crm-sync", "acme")),
+        repr(registry.audit_log()),
+        repr(rotated._secrets),
+        str(caught.value),
+        repr(caught.value),
+    ]
+    events = registry.audit_log(action="set settings")
+    assert [e.after for e in events] == [{"settings": {"label": "x", "token": "********"}}] * 2
+    assert [e.before for e in events] == [
+        {"settings": {"label": "x", "token": "********"}},  # the newest first
+        {"settings": {"label": None, "token": None}},
+    ]
+    for text in shown:
+        for hidden in (SECRET, OTHER_SECRET, KEY_1, KEY_2):
+            assert hidden not in text
