@@ -28,7 +28,7 @@ def tests(session: nox.Session) -> None:
     The PostgreSQL tests use ``$SERVICES_AI_PLUGINS_PG_URL`` or start a throwaway
     cluster; ``.ci/run`` starts one for the whole run.
     """
-    session.install("-e", ".[testing,postgres]", *_group("test"))
+    session.install("-e", ".[testing,postgres,secrets]", *_group("test"))
     session.run(
         "pytest",
         "--cov",
@@ -48,7 +48,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Run mypy --strict on the package, the testing package and the benchmarks."""
-    session.install("-e", ".[testing,postgres]", *_group("typecheck"))
+    session.install("-e", ".[testing,postgres,secrets]", *_group("typecheck"))
     session.run("mypy", "src", "benchmarks")
 
 

@@ -112,6 +112,7 @@ def test_public_api_is_pinned() -> None:
         "SandboxTimeout",
         "SandboxedPlugin",
         "ScaffoldResult",
+        "SecretKeyError",
         "SettingSpec",
         "SettingType",
         "SettingsError",

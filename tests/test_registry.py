@@ -32,6 +32,8 @@ from services_ai_plugins import (
 
 HASH = "0" * 64
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+#: A Fernet key (32 bytes, url-safe base64) for the secret settings.
+SECRET_KEY = "dGVzdC1yZWdpc3RyeS1zZWNyZXQta2V5LTMyYnl0ZXM="
 
 
 def manifest(plugin_id: str = "crm-sync", version: str = "1.0.0", **extra: Any) -> Manifest:
@@ -72,7 +74,7 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]
 
 @pytest.fixture
 def registry(storage: Storage) -> Registry:
-    return Registry(storage, clock=Clock())
+    return Registry(storage, clock=Clock(), secret_keys=[SECRET_KEY])
 
 
 def approved(registry: Registry, plugin_id: str = "crm-sync", **extra: Any) -> None:
@@ -203,7 +205,7 @@ def test_secrets_never_reach_the_audit_trail_or_reprs(registry: Registry) -> Non
     assert event.before == {"settings": {"label": None, "token": None}}
     record = registry.tenant("crm-sync", "acme")
     assert record is not None
-    assert record.settings["token"] == "hunter2"
+    assert "hunter2" not in repr(dict(record.settings))  # stored encrypted
     assert "hunter2" not in repr(record)
     assert "hunter2" not in repr(registry.audit_log())
     assert registry.get_settings("crm-sync", "acme")["token"] == "hunter2"

@@ -429,6 +429,7 @@ class _Check:
         from ._dispatch import BreakerPolicy  # noqa: PLC0415 - as above
         from ._host import PluginHost  # noqa: PLC0415 - as above
         from ._memory import MemoryStorage  # noqa: PLC0415 - as above
+        from ._secrets import throwaway_keys  # noqa: PLC0415 - as above
 
         services = FakeHostServices()
         host = PluginHost(
@@ -440,6 +441,7 @@ class _Check:
             entry_points=False,
             on_denied=self.denied,
             actor=_ACTOR,
+            secret_keys=throwaway_keys(),  # nothing outlives the check: a key of its own
         )
         host._check_requirements = False  # reported by validate(): the hooks still run
         try:

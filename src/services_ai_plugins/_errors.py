@@ -6,6 +6,7 @@ Everything the SDK raises on purpose derives from one root, so a host can catch
     PluginError
     ├── ManifestError      (also ValueError) a manifest was refused: every problem, by JSON path
     ├── SettingsError      (also ValueError) setting values were refused; every problem, per field
+    ├── SecretKeyError     a secret setting cannot be encrypted or decrypted: keys missing or wrong
     ├── PackageError       a plugin folder or archive cannot be read, validated or packed
     ├── PluginNotFound     (also LookupError) no plugin with that id is installed
     ├── TransitionError    a lifecycle step is not allowed in the plugin's current state
@@ -48,6 +49,7 @@ __all__ = [
     "ResultRefused",
     "SandboxError",
     "SandboxTimeout",
+    "SecretKeyError",
     "SettingsError",
     "StorageError",
     "TenantScopeError",
@@ -119,6 +121,34 @@ class SettingsError(_ProblemsError):
     """
 
     _what = "settings"
+
+
+class SecretKeyError(PluginError):
+    """A secret setting cannot be encrypted or decrypted with the configured keys.
+
+    Raised when a secret is set and no key is configured (or the
+    ``secrets`` extra, which brings ``cryptography``, is not installed), when
+    the key text is not a Fernet key, and when a stored secret opens with
+    none of the keys. ``plugin_id``, ``tenant`` and ``setting`` name the
+    secret at fault when there is one (None otherwise); the value never
+    shows in the message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        plugin_id: str | None = None,
+        tenant: str | None = None,
+        setting: str | None = None,
+    ) -> None:
+        self.plugin_id = plugin_id
+        self.tenant = tenant
+        self.setting = setting
+        where = ""
+        if setting is not None:
+            where = f"secret setting {setting!r} of plugin {plugin_id!r} for tenant {tenant!r}: "
+        super().__init__(f"{where}{message}")
 
 
 class PackageError(PluginError):

@@ -59,6 +59,7 @@ from ._loader import IntegrityError, load_failure, load_plugin, unload_plugin, v
 from ._manifest import Isolation, Manifest
 from ._registry import Registry, Suspension
 from ._sandbox import Sandbox, SandboxedPlugin, SandboxPolicy
+from ._secrets import SecretBox, SecretKeys
 from ._storage import (
     MAX_EXC_TYPE,
     ChangeFeed,
@@ -183,6 +184,8 @@ class PluginHost:
         (default :class:`SandboxPolicy`: uploaded archives do, with a 5 s timeout).
     :param limits: what each plugin may keep in its store and send, per tenant
         (default :class:`ApiLimits`); store usage is kept in ``storage``.
+    :param secret_keys: the Fernet keys that encrypt ``secret`` settings, newest
+        first; default: ``$SERVICES_AI_PLUGINS_SECRET_KEYS`` (see :class:`Registry`).
     """
 
     def __init__(
@@ -203,9 +206,11 @@ class PluginHost:
         actor: str = "host",
         sandbox: SandboxPolicy | None = None,
         limits: ApiLimits | None = None,
+        secret_keys: SecretKeys | None = None,
     ) -> None:
         if refresh_interval < 0 or flush_interval < 0:
             raise ValueError("refresh_interval and flush_interval must be >= 0 seconds")
+        SecretBox(secret_keys)  # bad keys are refused before anything is opened
         self._owns_storage = storage is None
         if storage is None:
             from ._sqlite import SQLiteStorage  # noqa: PLC0415 - only when no storage is given
@@ -228,7 +233,7 @@ class PluginHost:
         )
         self.sandbox.on_integrity_error = self._integrity_failed
         #: The registry over the host's storage; changes made through it apply here at once.
-        self.registry: Final = Registry(storage, on_change=self._changed)
+        self.registry: Final = Registry(storage, on_change=self._changed, secret_keys=secret_keys)
         # Other processes' changes: at once from a change feed, else by polling the counter.
         self._unwatch: Callable[[], None] | None = None
         if isinstance(storage, ChangeFeed):

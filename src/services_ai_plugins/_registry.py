@@ -18,9 +18,11 @@ from ._errors import (
     PluginNotFound,
     Problem,
     RequirementsError,
+    SecretKeyError,
     TransitionError,
 )
 from ._manifest import Manifest
+from ._secrets import SecretBox, SecretKeys, is_sealed
 from ._settings import SettingType
 from ._storage import (
     AuditEvent,
@@ -114,6 +116,12 @@ class Registry:
     ``services_ai_plugins.registry`` logger; it neither undoes nor hides the
     committed change, and the step returns as usual.
 
+    ``secret_keys`` are the Fernet keys that encrypt ``secret`` settings at
+    rest, newest first (the newest encrypts, every one decrypts); default:
+    ``$SERVICES_AI_PLUGINS_SECRET_KEYS``, comma-separated. They need the
+    ``secrets`` extra (``cryptography``); see :meth:`set_settings` and
+    :meth:`rotate_secrets`.
+
     :raises PluginNotFound: for an id that was never installed.
     :raises TransitionError: for a step the plugin's state does not allow.
     """
@@ -124,7 +132,11 @@ class Registry:
         *,
         clock: Clock = _utcnow,
         on_change: ChangeCallback | None = None,
+        secret_keys: SecretKeys | None = None,
     ) -> None:
+        self._secrets: Final = SecretBox(secret_keys)
+        # The plaintext secrets already warned about, so each is logged once.
+        self._plaintext_warned: set[tuple[str, str, str]] = set()
         self._storage: Final = storage
         self._clock: Final = clock
         self._on_change: Final = on_change
@@ -458,17 +470,36 @@ class Registry:
         """The tenant's settings, every one of the schema: set values, else defaults.
 
         A stored value that no longer fits the schema (after an upgrade) gives
-        way to the default.
+        way to the default. Secrets come decrypted.
+
+        :raises SecretKeyError: when a stored secret opens with none of the
+            keys (naming the plugin, tenant and setting), or there are none.
         """
         plugin = self.plugin(plugin_id)
-        return self._settings(plugin, self._storage.get_tenant(plugin_id, tenant))
+        return self._settings(plugin, self._storage.get_tenant(plugin_id, tenant), strict=True)
 
-    def _settings(self, plugin: PluginRecord, stored: TenantRecord | None) -> dict[str, JSONValue]:
-        """:meth:`get_settings` from records already read (a host reads them once for both)."""
+    def _settings(
+        self, plugin: PluginRecord, stored: TenantRecord | None, *, strict: bool = False
+    ) -> dict[str, JSONValue]:
+        """:meth:`get_settings` from records already read (a host reads them once for both).
+
+        Unless ``strict``, a secret that cannot be decrypted is logged (as an
+        error naming it, never its value) and read as not set: one plugin's
+        unreadable secret must not stop the tenant's other plugins.
+        """
         values = stored.settings if stored is not None else {}
+        tenant = stored.tenant if stored is not None else ""
         result: dict[str, JSONValue] = {}
         for spec in self._manifest(plugin).settings:
             value = values.get(spec.name)
+            if spec.type is SettingType.SECRET and value is not None:
+                try:
+                    value = self._open(plugin.id, tenant, spec.name, value)
+                except SecretKeyError as error:
+                    if strict:
+                        raise
+                    _logger.error("%s", error)
+                    value = None
             try:
                 result[spec.name] = spec.coerce(value) if value is not None else None
             except ValueError:
@@ -491,20 +522,32 @@ class Registry:
         With ``partial=True`` (the default) only the given settings change, and
         ``None`` resets one to its default. With ``partial=False`` the values
         replace every setting and required ones must be present. Secret values
-        are masked in the audit event.
+        are masked in the audit event, and stored encrypted with the newest
+        secret key (see :class:`Registry`); setting a secret to the value it
+        has changes nothing. A secret stored in plain text before secrets were
+        encrypted is encrypted by the next change of the tenant's settings
+        (or by :meth:`rotate_secrets`).
 
         :raises SettingsError: listing every refused value; nothing is stored.
+        :raises SecretKeyError: when a secret is set and there is no key, or
+            no ``cryptography`` (the ``secrets`` extra); nothing is stored.
         """
         plugin = self._require(plugin_id, "set settings", *_CONFIGURABLE)
         manifest = self._manifest(plugin)
         checked = manifest.validate_settings(values, partial=partial)
+        secrets = {str(s.name) for s in manifest.settings if s.type is SettingType.SECRET}
         stored = self._storage.get_tenant(plugin_id, tenant)
         old = dict(stored.settings) if stored is not None else {}
+        for key in secrets & set(checked):
+            checked[key] = self._sealed(plugin_id, tenant, key, checked[key], old.get(key))
         new = {**old, **checked} if partial else dict(checked)
         new = {key: value for key, value in new.items() if value is not None}
+        if new != old and self._secrets.configured:
+            for key in secrets:  # plaintext secrets from before encryption: sealed as we write
+                if isinstance(new.get(key), str):
+                    new[key] = self._sealed(plugin_id, tenant, key, new[key], None)
         if new != old:
             changed = sorted(set(old) | set(new))
-            secrets = {str(s.name) for s in manifest.settings if s.type is SettingType.SECRET}
             self._write_tenant(
                 plugin,
                 stored,
@@ -515,7 +558,116 @@ class Registry:
                 after={"settings": _masked(new, changed, secrets)},
                 settings=new,
             )
-        return self.get_settings(plugin_id, tenant)
+        # Not strict: the change is committed, and another secret unreadable must not hide it.
+        return self._settings(plugin, self._storage.get_tenant(plugin_id, tenant))
+
+    def rotate_secrets(self, *, actor: str) -> int:
+        """Re-encrypt every stored secret with the newest secret key; return how many
+        tenant records were rewritten.
+
+        To rotate keys: put the new key first (``secret_keys`` or
+        ``$SERVICES_AI_PLUGINS_SECRET_KEYS``), call this, then drop the old
+        key. Secrets stored in plain text before secrets were encrypted are
+        encrypted too (the migration for existing databases). Each tenant
+        record rewritten is its own change with a ``rotate secrets`` audit
+        event naming its settings (never their values); a record whose
+        secrets are all under the newest key is left alone, so calling it
+        again is harmless.
+
+        :raises SecretKeyError: when there is no key, or a stored secret opens
+            with none of them (the records before it stay rotated: fix the
+            keys and call it again).
+        """
+        _require_text(actor, "actor")
+        self._secrets.require()
+        rewritten = 0
+        for plugin in self._storage.list_plugins():
+            if plugin.status is PluginStatus.UNINSTALLED:
+                continue
+            for record in self._storage.list_tenants(plugin.id):
+                rewritten += self._rotate_tenant(plugin.id, record.tenant, actor)
+        return rewritten
+
+    def _rotate_tenant(self, plugin_id: str, tenant: str, actor: str) -> int:
+        """Re-encrypt one tenant's secrets of one plugin; 1 if its record was rewritten."""
+        for attempt in range(_DROP_ATTEMPTS):
+            plugin = self.plugin(plugin_id)
+            stored = self._storage.get_tenant(plugin_id, tenant)
+            if stored is None or plugin.status is PluginStatus.UNINSTALLED:
+                return 0
+            specs = {str(s.name): s.type for s in self._manifest(plugin).settings}
+            settings = dict(stored.settings)
+            rotated: list[str] = []
+            for name, value in stored.settings.items():
+                kind = specs.get(name)
+                # Secrets, and sealed values of settings the manifest no longer has.
+                secret = kind is SettingType.SECRET and isinstance(value, str)
+                if not (
+                    secret or ((kind is None or kind is SettingType.SECRET) and is_sealed(value))
+                ):
+                    continue
+                if self._secrets.is_current(value):
+                    continue
+                plain = self._open(plugin_id, tenant, name, value)
+                if not isinstance(plain, str):
+                    continue
+                settings[name] = self._secrets.seal(
+                    plain, plugin_id=plugin_id, tenant=tenant, setting=name
+                )
+                rotated.append(name)
+            if not rotated:
+                return 0
+            try:
+                self._write_tenant(
+                    plugin,
+                    stored,
+                    tenant,
+                    actor,
+                    "rotate secrets",
+                    before={"settings": _masked(stored.settings, rotated, set(rotated))},
+                    after={"settings": _masked(settings, rotated, set(rotated))},
+                    settings=settings,
+                )
+            except ConflictError:
+                if attempt == _DROP_ATTEMPTS - 1:
+                    raise
+                continue
+            return 1
+        return 0
+
+    def _open(self, plugin_id: str, tenant: str, setting: str, value: JSONValue) -> JSONValue:
+        """A stored secret's plaintext: decrypted, or as stored when in plain text (warned once)."""
+        if is_sealed(value):
+            assert isinstance(value, Mapping)
+            return self._secrets.open(value, plugin_id=plugin_id, tenant=tenant, setting=setting)
+        key = (plugin_id, tenant, setting)
+        if key not in self._plaintext_warned:
+            if len(self._plaintext_warned) > 4096:
+                self._plaintext_warned.clear()
+            self._plaintext_warned.add(key)
+            _logger.warning(
+                "secret setting %r of plugin %r for tenant %r is stored in plain text (from "
+                "before secrets were encrypted): the next change of the tenant's settings, or "
+                "Registry.rotate_secrets(), encrypts it",
+                setting,
+                plugin_id,
+                tenant,
+            )
+        return value
+
+    def _sealed(
+        self, plugin_id: str, tenant: str, setting: str, value: JSONValue, previous: JSONValue
+    ) -> JSONValue:
+        """The value to store for a secret: ``previous`` when it already seals ``value``."""
+        if not isinstance(value, str):
+            return value  # None: unset
+        if is_sealed(previous) and self._secrets.configured:
+            try:
+                if self._open(plugin_id, tenant, setting, previous) == value:
+                    return previous
+            except SecretKeyError:
+                pass  # sealed under a key since lost: the new value replaces it
+        return self._secrets.seal(value, plugin_id=plugin_id, tenant=tenant, setting=setting)
 
     def grant(self, plugin_id: str, tenant: str, permission: str, *, actor: str) -> TenantRecord:
         """Grant one of the plugin's optional permissions for one tenant.

@@ -36,8 +36,9 @@ class SettingType(str, enum.Enum):
     BOOLEAN = "boolean"
     #: One of a fixed list of ``choices``.
     CHOICE = "choice"
-    #: A string that is never shown back: error messages never repeat it, and
-    #: hosts must mask it wherever they display settings.
+    #: A string that is never shown back: error messages never repeat it, the
+    #: registry stores it encrypted and masks it in audit events, and hosts
+    #: must mask it wherever they display settings.
     SECRET = "secret"  # noqa: S105 - the name of a setting type, not a password
     #: Any JSON value.
     JSON = "json"

@@ -34,6 +34,7 @@ from services_ai_plugins import (
     pack_plugin,
 )
 from services_ai_plugins._kinds import MANIFEST_NAME
+from services_ai_plugins._secrets import throwaway_keys
 from services_ai_plugins.events import Context
 
 from .fakes import FakeHostServices
@@ -301,6 +302,7 @@ class PluginHarness:
             strict=strict,
             refresh_interval=0,
             sandbox=_sandbox_policy(sandbox),
+            secret_keys=throwaway_keys(),  # the memory storage dies with the harness
         )
 
     def add(
