@@ -111,6 +111,16 @@ class Operator(CliRunner):
         assert f"suspended crasher for tenant {tenant} by circuit-breaker" in out
 
 
+@pytest.fixture(autouse=True)
+def secret_keys(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The operator's secret key, in the environment the CLI reads it from."""
+    from cryptography.fernet import Fernet
+
+    key = Fernet.generate_key().decode()
+    monkeypatch.setenv("SERVICES_AI_PLUGINS_SECRET_KEYS", key)
+    return key
+
+
 @pytest.fixture
 def operator(tmp_path: Path) -> Operator:
     return Operator(tmp_path)
@@ -326,6 +336,27 @@ def test_settings_get_and_set_with_secrets_write_only(operator: Operator) -> Non
     operator.ok("settings", "set", "mailer", "--tenant", "acme", "--reset", "limit")
     limit = operator.json("settings", "get", "mailer", "--tenant", "acme")["settings"][1]
     assert (limit["value"], limit["set"]) == (5, False)
+
+
+def test_a_secret_set_through_the_cli_is_not_in_the_database_file(
+    operator: Operator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """settings set encrypts a secret with the key of SERVICES_AI_PLUGINS_SECRET_KEYS: its text
+    is in none of the SQLite files' bytes; without a key, setting one is refused, exit 1."""
+    operator.deploy("mailer", WORKER, settings=SETTINGS)
+    operator.ok("settings", "set", "mailer", "--tenant", "acme", "--set", f"api_token={SECRET}")
+    files = [path for path in operator.root.rglob("registry.db*") if path.is_file()]
+    assert files
+    assert all(SECRET.encode() not in path.read_bytes() for path in files)
+    assert any(b"$fernet" in path.read_bytes() for path in files)  # the search can find things
+    monkeypatch.delenv("SERVICES_AI_PLUGINS_SECRET_KEYS")
+    code, out, err = operator(
+        "settings", "set", "mailer", "--tenant", "initech", "--set", f"api_token={SECRET}"
+    )
+    assert code == EXIT_REFUSED
+    assert "SERVICES_AI_PLUGINS_SECRET_KEYS" in err
+    assert SECRET not in out + err
+    assert "Traceback" not in err
 
 
 def test_refused_settings_change_nothing_and_never_echo_a_secret(operator: Operator) -> None:
