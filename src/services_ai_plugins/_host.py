@@ -55,7 +55,7 @@ from ._errors import (
 from ._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
 from ._loader import load_failure, load_plugin, unload_plugin, verify_plugin
 from ._manifest import Isolation, Manifest
-from ._registry import Registry, Suspension
+from ._registry import Registry, RegistryEvent, Suspension
 from ._sandbox import Sandbox, SandboxedPlugin, SandboxPolicy
 from ._storage import (
     MAX_EXC_TYPE,
@@ -66,6 +66,7 @@ from ._storage import (
     PluginStatus,
     SourceKind,
     Storage,
+    TenantRecord,
     bounded,
     storable,
 )
@@ -84,6 +85,9 @@ BREAKER_ACTOR: Final = "circuit-breaker"
 
 # Tenant views are per snapshot; this bounds them for hosts with very many tenants.
 _MAX_VIEWS: Final = 2048
+
+#: The registry steps whose lifecycle hooks the host fires (see PluginHost._registry_event).
+_LIFECYCLE: Final = frozenset({"approve", "enable", "disable", "set settings", "uninstall"})
 
 _logger = logging.getLogger("services_ai_plugins.host")
 _NO_SETTINGS: Final[Mapping[str, Any]] = types.MappingProxyType({})
@@ -223,8 +227,13 @@ class PluginHost:
         self.sandbox: Final = Sandbox(
             sandbox or SandboxPolicy(), api_methods={*api_class.permissions(), "has_permission"}
         )
+        # Lifecycle events of registry steps taken before the host is ready (entry points).
+        self._early: list[RegistryEvent] = []
+        self._ready = False
         #: The registry over the host's storage; changes made through it apply here at once.
-        self.registry: Final = Registry(storage, on_change=self._changed)
+        self.registry: Final = Registry(
+            storage, on_change=self._changed, on_event=self._registry_event
+        )
         # Other processes' changes: at once from a change feed, else by polling the counter.
         self._unwatch: Callable[[], None] | None = None
         if isinstance(storage, ChangeFeed):
@@ -247,6 +256,9 @@ class PluginHost:
         self._infos: dict[str, HookInfo] = {}
         self._listeners: dict[str, object] = {}
         self._loaded: dict[str, _Loaded] = {}
+        # Uninstalled plugins taken out by a refresh, kept until their plugin_uninstalled
+        # ran (or the next rebuild): by id, with the generation they were taken out at.
+        self._departing: dict[str, tuple[_Loaded, int]] = {}
         self._failed_loads: dict[str, int] = {}
         self._entry_points: dict[str, DiscoveredPlugin] = {}
         self._closed = False
@@ -258,6 +270,10 @@ class PluginHost:
         #: ``host.hook.lead_created(...)``: every hook, called through the host.
         self.hook: Final = _HookRelay(self)
         self.refresh()
+        self._ready = True
+        early, self._early = self._early, []
+        for event in early:
+            self._registry_event(event)
 
     @property
     def breaker(self) -> BreakerPolicy:
@@ -379,9 +395,12 @@ class PluginHost:
                 return False
             approved = {r.id: r for r in self._storage.list_plugins(PluginStatus.APPROVED)}
             changed = False
+            self._release_departed(generation)
             for plugin_id, loaded in list(self._loaded.items()):
                 record = approved.get(plugin_id)
-                if record is None or _code_changed(loaded.record, record):
+                if record is None and self._depart(plugin_id, generation):
+                    changed = True
+                elif record is None or _code_changed(loaded.record, record):
                     self._unload(plugin_id)
                     changed = True
                 elif record != loaded.record:
@@ -763,6 +782,191 @@ class PluginHost:
             ordered = sorted(manifests)
         return ordered + sorted(set(records) - set(ordered))
 
+    # -- lifecycle hooks -------------------------------------------------------------------------
+
+    def _registry_event(self, event: RegistryEvent) -> None:
+        """A change made through this host's registry committed: fire its lifecycle hook.
+
+        Called by the registry in the thread that made the change, after the
+        commit: other processes see the change through the storage and fire
+        nothing. Only the plugin concerned receives the hook, and only while
+        its code may run (loaded here, not suspended for the tenant); its
+        failure is recorded as the plugin's and undoes nothing.
+        """
+        if event.action not in _LIFECYCLE or self._closed:
+            return
+        if not self._ready:  # a step taken while the host starts: fired once it is ready
+            self._early.append(event)
+            return
+        try:
+            if event.action == "uninstall":
+                self._fire_uninstalled(event.plugin_id)
+            else:
+                self._fire_lifecycle(event)
+        except Exception:  # the host's own trouble (storage): the change stands
+            _logger.exception(
+                "cannot fire the lifecycle hook of %r of plugin %r",
+                event.action,
+                event.plugin_id,
+            )
+
+    def _fire_lifecycle(self, event: RegistryEvent) -> None:
+        plugin_id, tenant = event.plugin_id, event.tenant
+        if event.action in ("approve", "enable"):
+            self.refresh()  # an approved plugin is loaded now; a tenant's view is rebuilt
+        loaded = self._loaded.get(plugin_id)
+        record = self._storage.get_plugin(plugin_id)
+        if loaded is None or record is None or record.status is not PluginStatus.APPROVED:
+            return  # its code does not run here (not approved, or it could not be loaded)
+        if event.action == "approve":
+            version = record.version
+            self._deliver(loaded, record, "plugin_installed", plugin_id=plugin_id, version=version)
+            self._deliver(loaded, record, "plugin_approved", plugin_id=plugin_id)
+            return
+        assert tenant is not None  # the other steps are tenant steps
+        stored = self._storage.get_tenant(plugin_id, tenant)
+        if stored is None or stored.suspended_reason is not None:
+            return  # suspended for the tenant: its code does not run there
+        if event.action == "disable":
+            if not stored.enabled:
+                self._deliver(
+                    loaded, record, "plugin_disabled", tenant, stored, plugin_id=plugin_id
+                )
+        elif not stored.enabled:
+            return  # enabled, then disabled again before this ran; or settings of an idle tenant
+        elif event.action == "enable":
+            self._deliver(loaded, record, "plugin_enabled", tenant, stored, plugin_id=plugin_id)
+        else:
+            changed = dict(event.changed)
+            self._deliver(
+                loaded,
+                record,
+                "plugin_settings_changed",
+                tenant,
+                stored,
+                plugin_id=plugin_id,
+                changed=changed,
+            )
+
+    def _fire_uninstalled(self, plugin_id: str) -> None:
+        """Take the plugin out of the calls, send it ``plugin_uninstalled``, then unload it."""
+        with self._refresh_lock:
+            loaded = self._loaded.pop(plugin_id, None)
+            if loaded is not None:
+                if self.pm.get_plugin(plugin_id) is not None:
+                    self.pm.unregister(name=plugin_id)
+                self._snapshot = _Snapshot(self._snapshot.generation, dict(self._loaded))
+            else:  # a refresh in another thread came first: it kept the plugin for this
+                departed = self._departing.pop(plugin_id, None)
+                loaded = departed[0] if departed is not None else None
+        if loaded is None:
+            return
+        try:
+            # Its grants as approved: the uninstall revoked them, but its last call may need
+            # them (to remove a webhook at another service, say).
+            self._deliver(
+                loaded, loaded.record, "plugin_uninstalled", held=True, plugin_id=plugin_id
+            )
+        finally:
+            self._release(plugin_id, loaded)
+
+    def _deliver(
+        self,
+        loaded: _Loaded,
+        record: PluginRecord,
+        hook: str,
+        tenant: str | None = None,
+        stored: TenantRecord | None = None,
+        *,
+        held: bool = False,
+        **arguments: Any,
+    ) -> None:
+        """Call one plugin's implementation of a lifecycle hook, whatever the tenant's plan says.
+
+        It gets its own ``api`` and ``settings`` (for ``tenant``, or bound to no
+        tenant); a failure is recorded and counted like any of its failures.
+        Nothing is called once the plugin was unloaded (the breaker suspended
+        it, say), unless the caller ``held`` it out of the calls for this.
+        """
+        plugin_id = record.id
+        if not held and self._loaded.get(plugin_id) is not loaded:
+            return
+        impl = self._implementation(loaded.plugin, plugin_id, hook)
+        if impl is None:
+            return
+        registry = self.registry
+        grants = registry._grants(record, stored)
+        settings: Mapping[str, Any] = (
+            types.MappingProxyType(registry._settings(record, stored))
+            if tenant is not None
+            else _NO_SETTINGS
+        )
+        context = Context(tenant=tenant) if tenant is not None else None
+        api = self._api_class(
+            plugin_id,
+            self._services,
+            tenant=tenant,
+            grants=grants,
+            on_denied=self._on_denied,
+            settings=settings if tenant is not None else None,
+            meter=self.meter,
+        )
+        values: dict[str, Any] = {**arguments, "api": api, "settings": settings, "context": context}
+        sandboxed = isinstance(loaded.plugin, SandboxedPlugin)
+        stats = self._dispatcher.timed(
+            plugin_id, hook, self.sandbox.policy.timeout if sandboxed else None
+        )
+        self._dispatcher.call_one(
+            plugin_id,
+            stats,
+            impl.function,
+            [values.get(name) for name in impl.argnames],
+            tenant=tenant,
+            context=context,
+        )
+
+    def _implementation(self, plugin: object, plugin_id: str, hook: str) -> pluggy.HookImpl | None:
+        """The plugin object's implementation of ``hook``, if it has one (registered or not)."""
+        for attribute in dir(plugin):
+            options = self.pm.parse_hookimpl_opts(plugin, attribute)
+            if options is not None and (options.get("specname") or attribute) == hook:
+                return pluggy.HookImpl(plugin, plugin_id, getattr(plugin, attribute), options)
+        return None
+
+    def _depart(self, plugin_id: str, generation: int) -> bool:
+        """Take an uninstalled plugin out of the calls but keep it, for its ``plugin_uninstalled``.
+
+        A refresh may see the uninstall before the registry tells this host of
+        it; the plugin then waits here until the hook ran, or until the next
+        rebuild when the uninstall was another process's. False (nothing
+        done) when the plugin is not uninstalled.
+        """
+        stored = self._storage.get_plugin(plugin_id)
+        if stored is None or stored.status is not PluginStatus.UNINSTALLED:
+            return False
+        loaded = self._loaded.pop(plugin_id)
+        if self.pm.get_plugin(plugin_id) is not None:
+            self.pm.unregister(name=plugin_id)
+        self._departing[plugin_id] = (loaded, generation)
+        return True
+
+    def _release_departed(self, generation: int | None) -> None:
+        """Unload the departed plugins kept since before ``generation`` (None: all of them)."""
+        for plugin_id, (loaded, since) in list(self._departing.items()):
+            if generation is None or since < generation:
+                del self._departing[plugin_id]
+                self._release(plugin_id, loaded)
+
+    def _release(self, plugin_id: str, loaded: _Loaded) -> None:
+        """Unload a plugin already taken out of the calls (its workers, its modules)."""
+        with self._refresh_lock:
+            if plugin_id in self._loaded:
+                return  # installed and loaded again meanwhile: that code is in use
+            if isinstance(loaded.plugin, SandboxedPlugin):
+                self.sandbox.unload(plugin_id)
+            elif loaded.record.source is not SourceKind.ENTRY_POINT:
+                unload_plugin(plugin_id)
+
     # -- the breaker -----------------------------------------------------------------------------
 
     def _trip(
@@ -935,6 +1139,7 @@ class PluginHost:
             self.sandbox.close()  # first: a call stuck on its worker is cut short, not waited for
             for plugin_id in list(self._loaded):
                 self._unload(plugin_id)
+            self._release_departed(None)
             if self._owns_storage:
                 self._storage.close()
 
