@@ -451,3 +451,44 @@ def test_a_plugin_object_installed_by_the_app_gets_its_hooks(
         assert received == []
         host.registry.approve("shipped", actor="admin")
         assert received == [("installed", "2.0.0"), ("approved", "shipped")]
+
+
+def test_the_registry_tells_its_listener_of_each_committed_change_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """on_event hears of each committed step (not of a step that changes nothing or fails), with
+    the really changed settings, secrets masked; a listener that raises undoes nothing."""
+    from services_ai_plugins import Manifest, Registry, TransitionError
+
+    events: list[tuple[str, str, str | None, dict[str, Any]]] = []
+
+    def listen(event: Any) -> None:
+        events.append((event.action, event.plugin_id, event.tenant, dict(event.changed)))
+        raise RuntimeError("a broken listener")
+
+    registry = Registry(MemoryStorage(), on_event=listen)
+    document = {
+        "id": "crm",
+        "name": "CRM",
+        "version": "1.0.0",
+        "entry_point": "main.py",
+        "plugin_class": "Plugin",
+        "settings": SETTINGS,
+    }
+    registry.install(Manifest.from_dict(document), actor="ops", code_hash="0" * 64)
+    registry.approve("crm", actor="admin")
+    registry.enable("crm", "acme", actor="admin")
+    registry.enable("crm", "acme", actor="admin")
+    registry.set_settings("crm", "acme", {"colour": "blue", "token": "t"}, actor="admin")
+    with pytest.raises(TransitionError):
+        registry.approve("crm", actor="admin")
+    registry.disable("crm", "acme", actor="admin")
+    assert events == [
+        ("install", "crm", None, {}),
+        ("approve", "crm", None, {}),
+        ("enable", "crm", "acme", {}),
+        ("set settings", "crm", "acme", {"token": "********"}),
+        ("disable", "crm", "acme", {}),
+    ]
+    assert registry.tenant("crm", "acme").enabled is False  # type: ignore[union-attr]
+    assert "on_event callback failed after 'disable'" in caplog.text
