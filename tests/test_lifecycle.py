@@ -121,9 +121,18 @@ def where(request: pytest.FixtureRequest) -> str:
     return cast("str", request.param)
 
 
+class Refreshing(Installer):
+    """Installs as :class:`Installer` does, then lets the host refresh, as its next call would:
+    a plugin approved just now is loaded then, and its lifecycle hooks fire, in order."""
+
+    def __call__(self, host: Any, plugin_id: str, body: str, **options: Any) -> None:
+        super().__call__(host, plugin_id, body, **options)
+        host.refresh()
+
+
 @pytest.fixture
 def install(tmp_path: Path) -> Installer:
-    return Installer(tmp_path, HEADER)
+    return Refreshing(tmp_path, HEADER)
 
 
 @pytest.fixture
@@ -174,6 +183,8 @@ def test_each_step_fires_its_hook_once_for_the_plugin_concerned_only(
     assert lives()[3:] == []  # pending: its code does not run, nobody else hears of it
     host.registry.approve("target", actor="admin")
     host.registry.enable("target", "acme", actor="admin")
+    assert lives()[3:] == []  # approved: loaded at the host's next refresh, its hooks wait for it
+    host.hook.lead_created(lead=services.make_lead("acme"), context=Context(tenant="acme"))
     host.registry.set_settings("target", "acme", {"size": 3, "token": "s3cret"}, actor="admin")
     # Unchanged values are not reported; a reset one is, with its default.
     host.registry.set_settings("target", "acme", {"size": None, "colour": "blue"}, actor="admin")
@@ -198,7 +209,7 @@ def test_each_step_fires_its_hook_once_for_the_plugin_concerned_only(
     assert host.failures() == []
     assert "target" not in host.plugins()
     assert services.stored("acme", "target")["disabled"] is True
-    assert "leads" not in services.stored("acme", "target")
+    assert services.stored("acme", "target")["leads"] == 1  # enabled hook first, then the call
     if where == "process":  # its tenant's hooks ran in its tenant's worker
         assert services.stored("acme", "target")["enabled-pid"] != os.getpid()
 
@@ -290,6 +301,7 @@ def test_a_tenantless_lifecycle_failure_that_trips_the_breaker_ends_the_plugins_
     )
     install(host, "grumpy", FAILING, approve=False)
     host.registry.approve("grumpy", actor="admin")
+    host.refresh()
     assert host.registry.plugin("grumpy").status is PluginStatus.SUSPENDED
     assert "grumpy" not in host.plugins()
     assert [(f.hook, f.message) for f in host.failures("grumpy")] == [
@@ -450,6 +462,8 @@ def test_a_plugin_object_installed_by_the_app_gets_its_hooks(
         host.install_object(Shipped, actor="ops")
         assert received == []
         host.registry.approve("shipped", actor="admin")
+        assert received == []  # loaded by the next refresh (its next call, or refresh())
+        host.refresh()
         assert received == [("installed", "2.0.0"), ("approved", "shipped")]
 
 

@@ -227,8 +227,11 @@ class PluginHost:
         self.sandbox: Final = Sandbox(
             sandbox or SandboxPolicy(), api_methods={*api_class.permissions(), "has_permission"}
         )
-        # Lifecycle events of registry steps taken before the host is ready (entry points).
-        self._early: list[RegistryEvent] = []
+        # Lifecycle hooks to fire, in the order of their changes (with the plugin an uninstall
+        # took out of the calls); one thread at a time fires them.
+        self._lifecycle: list[tuple[RegistryEvent, _Loaded | None]] = []
+        self._lifecycle_lock = threading.Lock()
+        self._firing = threading.Lock()
         self._ready = False
         #: The registry over the host's storage; changes made through it apply here at once.
         self.registry: Final = Registry(
@@ -271,9 +274,7 @@ class PluginHost:
         self.hook: Final = _HookRelay(self)
         self.refresh()
         self._ready = True
-        early, self._early = self._early, []
-        for event in early:
-            self._registry_event(event)
+        self._fire_due()  # the steps taken while it started (entry points approved at once)
 
     @property
     def breaker(self) -> BreakerPolicy:
@@ -412,7 +413,8 @@ class PluginHost:
                 self._reregister()
             self._reconcile_trips(approved)
             self._snapshot = _Snapshot(generation, dict(self._loaded))
-            return True
+        self._fire_due()  # the lifecycle hooks of plugins loaded just now
+        return True
 
     def _reconcile_trips(self, approved: Mapping[str, PluginRecord]) -> None:
         """Forget the breaker's suspensions that were lifted elsewhere (another process, an admin).
@@ -791,16 +793,67 @@ class PluginHost:
         commit: other processes see the change through the storage and fire
         nothing. Only the plugin concerned receives the hook, and only while
         its code may run (loaded here, not suspended for the tenant); its
-        failure is recorded as the plugin's and undoes nothing.
+        failure is recorded as the plugin's and undoes nothing. A plugin
+        approved just now is loaded by the host's next refresh: its hooks wait
+        for it, in order.
         """
         if event.action not in _LIFECYCLE or self._closed:
             return
-        if not self._ready:  # a step taken while the host starts: fired once it is ready
-            self._early.append(event)
+        held = self._take_out(event.plugin_id) if event.action == "uninstall" else None
+        with self._lifecycle_lock:
+            self._lifecycle.append((event, held))
+        self._fire_due()
+
+    def _fire_due(self) -> None:
+        """Fire the queued lifecycle hooks whose plugins are ready, in order; one thread fires."""
+        if not self._ready:
             return
+        while True:
+            with self._lifecycle_lock:
+                if self._next_due() is None:
+                    return
+            if not self._firing.acquire(blocking=False):
+                return  # another thread fires them; it looks again once done
+            try:
+                while True:
+                    with self._lifecycle_lock:
+                        index = self._next_due()
+                        if index is None:
+                            break
+                        event, held = self._lifecycle.pop(index)
+                    self._fire(event, held)
+            finally:
+                self._firing.release()
+
+    def _next_due(self) -> int | None:
+        """The queue's first hook not waiting for its plugin's load (then, in order, its next)."""
+        waiting: set[str] = set()
+        for index, (event, _) in enumerate(self._lifecycle):
+            plugin_id = event.plugin_id
+            if plugin_id in waiting:
+                continue
+            if event.action != "uninstall" and self._awaits_load(plugin_id):
+                waiting.add(plugin_id)
+                continue
+            return index
+        return None
+
+    def _awaits_load(self, plugin_id: str) -> bool:
+        """Approved, but not loaded yet: the next refresh loads it (or records why it cannot)."""
+        if plugin_id in self._loaded:
+            return False
+        record = self._storage.get_plugin(plugin_id)
+        return (
+            record is not None
+            and record.status is PluginStatus.APPROVED
+            and self._failed_loads.get(plugin_id) != record.revision
+        )
+
+    def _fire(self, event: RegistryEvent, held: _Loaded | None) -> None:
         try:
             if event.action == "uninstall":
-                self._fire_uninstalled(event.plugin_id)
+                if held is not None:
+                    self._fire_uninstalled(event.plugin_id, held)
             else:
                 self._fire_lifecycle(event)
         except Exception:  # the host's own trouble (storage): the change stands
@@ -812,8 +865,6 @@ class PluginHost:
 
     def _fire_lifecycle(self, event: RegistryEvent) -> None:
         plugin_id, tenant = event.plugin_id, event.tenant
-        if event.action in ("approve", "enable"):
-            self.refresh()  # an approved plugin is loaded now; a tenant's view is rebuilt
         loaded = self._loaded.get(plugin_id)
         record = self._storage.get_plugin(plugin_id)
         if loaded is None or record is None or record.status is not PluginStatus.APPROVED:
@@ -848,19 +899,21 @@ class PluginHost:
                 changed=changed,
             )
 
-    def _fire_uninstalled(self, plugin_id: str) -> None:
-        """Take the plugin out of the calls, send it ``plugin_uninstalled``, then unload it."""
+    def _take_out(self, plugin_id: str) -> _Loaded | None:
+        """Take an uninstalled plugin out of every call, kept loaded for its last hook."""
         with self._refresh_lock:
             loaded = self._loaded.pop(plugin_id, None)
             if loaded is not None:
                 if self.pm.get_plugin(plugin_id) is not None:
                     self.pm.unregister(name=plugin_id)
                 self._snapshot = _Snapshot(self._snapshot.generation, dict(self._loaded))
-            else:  # a refresh in another thread came first: it kept the plugin for this
-                departed = self._departing.pop(plugin_id, None)
-                loaded = departed[0] if departed is not None else None
-        if loaded is None:
-            return
+                return loaded
+            # A refresh in another thread came first: it kept the plugin for this.
+            departed = self._departing.pop(plugin_id, None)
+            return departed[0] if departed is not None else None
+
+    def _fire_uninstalled(self, plugin_id: str, loaded: _Loaded) -> None:
+        """Send ``plugin_uninstalled`` to a plugin taken out of the calls, then unload it."""
         try:
             # Its grants as approved: the uninstall revoked them, but its last call may need
             # them (to remove a webhook at another service, say).
