@@ -872,9 +872,9 @@ def plugin_installed(plugin_id: str, version: str, api: PluginAPI) -> None:
     """A plugin was installed (this version of it), and is now approved.
 
     Fires: once per install, when the plugin's code can first run: its code does not
-    run while it is pending, so the host fires it right after the approval of that
-    install is saved, just before ``plugin_approved``, in the process that approved
-    it. Only the installed plugin receives it.
+    run while it is pending, so the process that approved that install fires it once
+    it has loaded the plugin (at its next refresh), just before ``plugin_approved``.
+    Only the installed plugin receives it.
 
     Receives: the plugin's ``plugin_id`` and its installed ``version``, and its
     ``api``, bound to no tenant.
@@ -889,9 +889,9 @@ def plugin_installed(plugin_id: str, version: str, api: PluginAPI) -> None:
 def plugin_approved(plugin_id: str, api: PluginAPI) -> None:
     """A plugin was approved by an admin.
 
-    Fires: once, after the approval is saved, in the process that approved it, right
-    after ``plugin_installed``: prepare what the plugin needs for every tenant. Only
-    the approved plugin receives it.
+    Fires: once, after the approval is saved, in the process that approved it, once
+    it has loaded the plugin, right after ``plugin_installed``: prepare what the
+    plugin needs for every tenant. Only the approved plugin receives it.
 
     Receives: the approved plugin's ``plugin_id`` and its ``api``, bound to no tenant.
 
