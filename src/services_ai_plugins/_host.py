@@ -1004,11 +1004,18 @@ class PluginHost:
         return True
 
     def _release_departed(self, generation: int | None) -> None:
-        """Unload the departed plugins kept since before ``generation`` (None: all of them)."""
+        """Unload the departed plugins kept since before ``generation`` (None: all of them,
+        with those still waiting for their ``plugin_uninstalled``: the host closes)."""
         for plugin_id, (loaded, since) in list(self._departing.items()):
             if generation is None or since < generation:
                 del self._departing[plugin_id]
                 self._release(plugin_id, loaded)
+        if generation is None:
+            with self._lifecycle_lock:
+                queued, self._lifecycle = self._lifecycle, []
+            for event, held in queued:
+                if held is not None:
+                    self._release(event.plugin_id, held)
 
     def _release(self, plugin_id: str, loaded: _Loaded) -> None:
         """Unload a plugin already taken out of the calls (its workers, its modules)."""
