@@ -462,6 +462,40 @@ class Dispatcher:
         self._record(plugin_id, stats, tenant, failure, context=context, now=now, keep=False)
         return failure
 
+    def call_one(
+        self,
+        plugin_id: str,
+        stats: Stats,
+        function: Callable[..., Any],
+        args: Sequence[Any],
+        *,
+        tenant: str | None,
+        context: Context | None,
+    ) -> bool:
+        """Run one plugin's implementation alone, as the loop runs each (a lifecycle hook).
+
+        Timed, and a failure (or a slow call) is recorded as the plugin's and
+        counted by the breaker, as in the loop; unlike the loop it is never
+        raised, not even with ``strict``: the caller reports a change already
+        made. Returns whether the call worked.
+        """
+        hook = stats.hook
+        before = perf_counter_ns()
+        try:
+            function(*args)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the plugin's failure, not the host's
+            self._failed(plugin_id, stats, hook, tenant, exc, context=context, started=before)
+            return False
+        after = perf_counter_ns()
+        elapsed = after - before
+        stats.calls += 1
+        stats.total_ns += elapsed
+        stats.last_ns = after
+        slow = elapsed > stats.mark and self._long(plugin_id, stats, hook, tenant, elapsed, context)
+        if stats.failing and not slow:
+            self.succeeded(stats, tenant)
+        return not slow
+
     def _long(  # noqa: PLR0917 - the loop's rare path: positional is cheaper
         self,
         plugin_id: str,
@@ -1198,6 +1232,12 @@ def _log(plugin_id: str, level: int, failure: FailureRecord, message: str) -> No
 
 
 CALL_LOOPS.add(HostHook.__call__.__code__)
+CALL_LOOPS.add(Dispatcher.call_one.__code__)
 _LOOP_CODES: Final = frozenset(
-    {HostHook.__call__.__code__, _Traced.__call__.__code__, RouteGuard.__call__.__code__}
+    {
+        HostHook.__call__.__code__,
+        _Traced.__call__.__code__,
+        RouteGuard.__call__.__code__,
+        Dispatcher.call_one.__code__,
+    }
 )

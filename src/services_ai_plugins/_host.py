@@ -57,7 +57,7 @@ from ._errors import (
 from ._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
 from ._loader import IntegrityError, load_failure, load_plugin, unload_plugin, verify_plugin
 from ._manifest import Isolation, Manifest
-from ._registry import Registry, Suspension
+from ._registry import Registry, RegistryEvent, Suspension
 from ._sandbox import Sandbox, SandboxedPlugin, SandboxPolicy
 from ._secrets import SecretBox, SecretKeys
 from ._storage import (
@@ -69,6 +69,7 @@ from ._storage import (
     PluginStatus,
     SourceKind,
     Storage,
+    TenantRecord,
     bounded,
     storable,
 )
@@ -88,6 +89,9 @@ BREAKER_ACTOR: Final = "circuit-breaker"
 
 # Tenant views are per snapshot; this bounds them for hosts with very many tenants.
 _MAX_VIEWS: Final = 2048
+
+#: The registry steps whose lifecycle hooks the host fires (see PluginHost._registry_event).
+_LIFECYCLE: Final = frozenset({"approve", "enable", "disable", "set settings", "uninstall"})
 
 _logger = logging.getLogger("services_ai_plugins.host")
 _NO_SETTINGS: Final[Mapping[str, Any]] = types.MappingProxyType({})
@@ -232,8 +236,19 @@ class PluginHost:
             sandbox or SandboxPolicy(), api_methods={*api_class.permissions(), "has_permission"}
         )
         self.sandbox.on_integrity_error = self._integrity_failed
+        # Lifecycle hooks to fire, in the order of their changes (with the plugin an uninstall
+        # took out of the calls); one thread at a time fires them.
+        self._lifecycle: list[tuple[RegistryEvent, _Loaded | None]] = []
+        self._lifecycle_lock = threading.Lock()
+        self._firing = threading.Lock()
+        self._ready = False
         #: The registry over the host's storage; changes made through it apply here at once.
-        self.registry: Final = Registry(storage, on_change=self._changed, secret_keys=secret_keys)
+        self.registry: Final = Registry(
+            storage,
+            on_change=self._changed,
+            on_event=self._registry_event,
+            secret_keys=secret_keys,
+        )
         # Other processes' changes: at once from a change feed, else by polling the counter.
         self._unwatch: Callable[[], None] | None = None
         if isinstance(storage, ChangeFeed):
@@ -256,6 +271,9 @@ class PluginHost:
         self._infos: dict[str, HookInfo] = {}
         self._listeners: dict[str, object] = {}
         self._loaded: dict[str, _Loaded] = {}
+        # Uninstalled plugins taken out by a refresh, kept until their plugin_uninstalled
+        # ran (or the next rebuild): by id, with the generation they were taken out at.
+        self._departing: dict[str, tuple[_Loaded, int]] = {}
         #: Plugins whose load failed, with what it failed at (see :meth:`_load_key`): not tried
         #: again until that changes (a new install or approval, or a plugin it requires).
         self._failed_loads: dict[str, tuple[int, tuple[tuple[str, int | None], ...]]] = {}
@@ -273,6 +291,8 @@ class PluginHost:
         #: ``host.hook.lead_created(...)``: every hook, called through the host.
         self.hook: Final = _HookRelay(self)
         self.refresh()
+        self._ready = True
+        self._fire_due()  # the steps taken while it started (entry points approved at once)
 
     @property
     def breaker(self) -> BreakerPolicy:
@@ -405,9 +425,12 @@ class PluginHost:
                 return False
             approved = {r.id: r for r in self._storage.list_plugins(PluginStatus.APPROVED)}
             changed = False
+            self._release_departed(generation)
             for plugin_id, loaded in list(self._loaded.items()):
                 record = approved.get(plugin_id)
-                if record is None or _code_changed(loaded.record, record):
+                if record is None and self._depart(plugin_id, generation):
+                    changed = True
+                elif record is None or _code_changed(loaded.record, record):
                     self._unload(plugin_id)
                     changed = True
                 elif record != loaded.record:
@@ -419,7 +442,8 @@ class PluginHost:
                 self._reregister()
             self._reconcile_trips(approved)
             self._snapshot = _Snapshot(generation, dict(self._loaded))
-            return True
+        self._fire_due()  # the lifecycle hooks of plugins loaded just now
+        return True
 
     def _reconcile_trips(self, approved: Mapping[str, PluginRecord]) -> None:
         """Forget the breaker's suspensions that were lifted elsewhere (another process, an admin).
@@ -859,6 +883,250 @@ class PluginHost:
             ordered = sorted(manifests)
         return ordered + sorted(set(records) - set(ordered))
 
+    # -- lifecycle hooks -------------------------------------------------------------------------
+
+    def _registry_event(self, event: RegistryEvent) -> None:
+        """A change made through this host's registry committed: fire its lifecycle hook.
+
+        Called by the registry in the thread that made the change, after the
+        commit: other processes see the change through the storage and fire
+        nothing. Only the plugin concerned receives the hook, and only while
+        its code may run (loaded here, not suspended for the tenant); its
+        failure is recorded as the plugin's and undoes nothing. A plugin
+        approved just now is loaded by the host's next refresh: its hooks wait
+        for it, in order.
+        """
+        if event.action not in _LIFECYCLE or self._closed:
+            return
+        held = self._take_out(event.plugin_id) if event.action == "uninstall" else None
+        with self._lifecycle_lock:
+            self._lifecycle.append((event, held))
+        self._fire_due()
+
+    def _fire_due(self) -> None:
+        """Fire the queued lifecycle hooks whose plugins are ready, in order; one thread fires."""
+        if not self._ready:
+            return
+        while True:
+            with self._lifecycle_lock:
+                if self._next_due() is None:
+                    return
+            if not self._firing.acquire(blocking=False):
+                return  # another thread fires them; it looks again once done
+            try:
+                while True:
+                    with self._lifecycle_lock:
+                        index = self._next_due()
+                        if index is None:
+                            break
+                        event, held = self._lifecycle.pop(index)
+                    self._fire(event, held)
+            finally:
+                self._firing.release()
+
+    def _next_due(self) -> int | None:
+        """The queue's first hook not waiting for its plugin's load (then, in order, its next)."""
+        waiting: set[str] = set()
+        for index, (event, _) in enumerate(self._lifecycle):
+            plugin_id = event.plugin_id
+            if plugin_id in waiting:
+                continue
+            if event.action != "uninstall" and self._awaits_load(plugin_id):
+                waiting.add(plugin_id)
+                continue
+            return index
+        return None
+
+    def _awaits_load(self, plugin_id: str) -> bool:
+        """Approved, but not loaded yet: the next refresh loads it (or records why it cannot)."""
+        if plugin_id in self._loaded:
+            return False
+        record = self._storage.get_plugin(plugin_id)
+        failed = self._failed_loads.get(plugin_id)
+        return (
+            record is not None
+            and record.status is PluginStatus.APPROVED
+            and (failed is None or failed[0] != record.revision)
+        )
+
+    def _fire(self, event: RegistryEvent, held: _Loaded | None) -> None:
+        try:
+            if event.action == "uninstall":
+                if held is not None:
+                    self._fire_uninstalled(event.plugin_id, held)
+            else:
+                self._fire_lifecycle(event)
+        except Exception:  # the host's own trouble (storage): the change stands
+            _logger.exception(
+                "cannot fire the lifecycle hook of %r of plugin %r",
+                event.action,
+                event.plugin_id,
+            )
+
+    def _fire_lifecycle(self, event: RegistryEvent) -> None:
+        plugin_id, tenant = event.plugin_id, event.tenant
+        loaded = self._loaded.get(plugin_id)
+        record = self._storage.get_plugin(plugin_id)
+        if loaded is None or record is None or record.status is not PluginStatus.APPROVED:
+            return  # its code does not run here (not approved, or it could not be loaded)
+        if event.action == "approve":
+            version = record.version
+            self._deliver(loaded, record, "plugin_installed", plugin_id=plugin_id, version=version)
+            self._deliver(loaded, record, "plugin_approved", plugin_id=plugin_id)
+            return
+        assert tenant is not None  # the other steps are tenant steps
+        stored = self._storage.get_tenant(plugin_id, tenant)
+        if stored is None or stored.suspended_reason is not None:
+            return  # suspended for the tenant: its code does not run there
+        if event.action == "disable":
+            if not stored.enabled:
+                self._deliver(
+                    loaded, record, "plugin_disabled", tenant, stored, plugin_id=plugin_id
+                )
+        elif not stored.enabled:
+            return  # enabled, then disabled again before this ran; or settings of an idle tenant
+        elif event.action == "enable":
+            self._deliver(loaded, record, "plugin_enabled", tenant, stored, plugin_id=plugin_id)
+        else:
+            changed = dict(event.changed)
+            self._deliver(
+                loaded,
+                record,
+                "plugin_settings_changed",
+                tenant,
+                stored,
+                plugin_id=plugin_id,
+                changed=changed,
+            )
+
+    def _take_out(self, plugin_id: str) -> _Loaded | None:
+        """Take an uninstalled plugin out of every call, kept loaded for its last hook."""
+        with self._refresh_lock:
+            loaded = self._loaded.pop(plugin_id, None)
+            if loaded is not None:
+                if self.pm.get_plugin(plugin_id) is not None:
+                    self.pm.unregister(name=plugin_id)
+                self._snapshot = _Snapshot(self._snapshot.generation, dict(self._loaded))
+                return loaded
+            # A refresh in another thread came first: it kept the plugin for this.
+            departed = self._departing.pop(plugin_id, None)
+            return departed[0] if departed is not None else None
+
+    def _fire_uninstalled(self, plugin_id: str, loaded: _Loaded) -> None:
+        """Send ``plugin_uninstalled`` to a plugin taken out of the calls, then unload it."""
+        try:
+            # Its grants as approved: the uninstall revoked them, but its last call may need
+            # them (to remove a webhook at another service, say).
+            self._deliver(
+                loaded, loaded.record, "plugin_uninstalled", held=True, plugin_id=plugin_id
+            )
+        finally:
+            self._release(plugin_id, loaded)
+
+    def _deliver(
+        self,
+        loaded: _Loaded,
+        record: PluginRecord,
+        hook: str,
+        tenant: str | None = None,
+        stored: TenantRecord | None = None,
+        *,
+        held: bool = False,
+        **arguments: Any,
+    ) -> None:
+        """Call one plugin's implementation of a lifecycle hook, whatever the tenant's plan says.
+
+        It gets its own ``api`` and ``settings`` (for ``tenant``, or bound to no
+        tenant); a failure is recorded and counted like any of its failures.
+        Nothing is called once the plugin was unloaded (the breaker suspended
+        it, say), unless the caller ``held`` it out of the calls for this.
+        """
+        plugin_id = record.id
+        if not held and self._loaded.get(plugin_id) is not loaded:
+            return
+        impl = self._implementation(loaded.plugin, plugin_id, hook)
+        if impl is None:
+            return
+        registry = self.registry
+        grants = registry._grants(record, stored)
+        settings: Mapping[str, Any] = (
+            types.MappingProxyType(registry._settings(record, stored))
+            if tenant is not None
+            else _NO_SETTINGS
+        )
+        context = Context(tenant=tenant) if tenant is not None else None
+        api = self._api_class(
+            plugin_id,
+            self._services,
+            tenant=tenant,
+            grants=grants,
+            on_denied=self._on_denied,
+            settings=settings if tenant is not None else None,
+            meter=self.meter,
+        )
+        values: dict[str, Any] = {**arguments, "api": api, "settings": settings, "context": context}
+        sandboxed = isinstance(loaded.plugin, SandboxedPlugin)
+        stats = self._dispatcher.timed(
+            plugin_id, hook, self.sandbox.policy.timeout if sandboxed else None
+        )
+        self._dispatcher.call_one(
+            plugin_id,
+            stats,
+            impl.function,
+            [values.get(name) for name in impl.argnames],
+            tenant=tenant,
+            context=context,
+        )
+
+    def _implementation(self, plugin: object, plugin_id: str, hook: str) -> pluggy.HookImpl | None:
+        """The plugin object's implementation of ``hook``, if it has one (registered or not)."""
+        for attribute in dir(plugin):
+            options = self.pm.parse_hookimpl_opts(plugin, attribute)
+            if options is not None and (options.get("specname") or attribute) == hook:
+                return pluggy.HookImpl(plugin, plugin_id, getattr(plugin, attribute), options)
+        return None
+
+    def _depart(self, plugin_id: str, generation: int) -> bool:
+        """Take an uninstalled plugin out of the calls but keep it, for its ``plugin_uninstalled``.
+
+        A refresh may see the uninstall before the registry tells this host of
+        it; the plugin then waits here until the hook ran, or until the next
+        rebuild when the uninstall was another process's. False (nothing
+        done) when the plugin is not uninstalled.
+        """
+        stored = self._storage.get_plugin(plugin_id)
+        if stored is None or stored.status is not PluginStatus.UNINSTALLED:
+            return False
+        loaded = self._loaded.pop(plugin_id)
+        if self.pm.get_plugin(plugin_id) is not None:
+            self.pm.unregister(name=plugin_id)
+        self._departing[plugin_id] = (loaded, generation)
+        return True
+
+    def _release_departed(self, generation: int | None) -> None:
+        """Unload the departed plugins kept since before ``generation`` (None: all of them,
+        with those still waiting for their ``plugin_uninstalled``: the host closes)."""
+        for plugin_id, (loaded, since) in list(self._departing.items()):
+            if generation is None or since < generation:
+                del self._departing[plugin_id]
+                self._release(plugin_id, loaded)
+        if generation is None:
+            with self._lifecycle_lock:
+                queued, self._lifecycle = self._lifecycle, []
+            for event, held in queued:
+                if held is not None:
+                    self._release(event.plugin_id, held)
+
+    def _release(self, plugin_id: str, loaded: _Loaded) -> None:
+        """Unload a plugin already taken out of the calls (its workers, its modules)."""
+        with self._refresh_lock:
+            if plugin_id in self._loaded:
+                return  # installed and loaded again meanwhile: that code is in use
+            if isinstance(loaded.plugin, SandboxedPlugin):
+                self.sandbox.unload(plugin_id)
+            elif loaded.record.source is not SourceKind.ENTRY_POINT:
+                unload_plugin(plugin_id)
+
     # -- the breaker -----------------------------------------------------------------------------
 
     def _trip(
@@ -1031,6 +1299,7 @@ class PluginHost:
             self.sandbox.close()  # first: a call stuck on its worker is cut short, not waited for
             for plugin_id in list(self._loaded):
                 self._unload(plugin_id)
+            self._release_departed(None)
             if self._owns_storage:
                 self._storage.close()
 

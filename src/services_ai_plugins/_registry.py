@@ -37,7 +37,7 @@ from ._storage import (
 )
 from ._types import JSONValue
 
-__all__ = ["Registry", "Suspension"]
+__all__ = ["Registry", "RegistryEvent", "Suspension"]
 
 _logger = logging.getLogger("services_ai_plugins.registry")
 
@@ -48,6 +48,8 @@ MASK: Final = "********"
 Clock = Callable[[], datetime]
 #: Called with no arguments after each change the registry commits.
 ChangeCallback = Callable[[], None]
+#: Called with each change the registry commits, after ``ChangeCallback``.
+EventCallback = Callable[["RegistryEvent"], None]
 
 # The actions each status allows; TransitionError lists them.
 _ALLOWED: Final[Mapping[PluginStatus, tuple[str, ...]]] = {
@@ -87,6 +89,24 @@ class Suspension:
     by: str
 
 
+@attrs.frozen(kw_only=True)
+class RegistryEvent:
+    """One change the registry committed, as its ``on_event`` listener hears of it.
+
+    A host fires the lifecycle hooks from these (see :class:`PluginHost`).
+    """
+
+    #: The step, as its audit event names it: ``"install"``, ``"approve"``,
+    #: ``"enable"``, ``"disable"``, ``"set settings"``, ``"uninstall"``, ...
+    action: str
+    plugin_id: str
+    #: The tenant of a tenant step (enable, settings, ...), else None.
+    tenant: str | None
+    #: For ``"set settings"``: each setting whose value changed, to its new value
+    #: (its default when it was reset), secret values masked; else empty.
+    changed: Mapping[str, JSONValue] = attrs.field(factory=dict)
+
+
 @final
 class Registry:
     """The lifecycle state machine of plugins, over any :class:`Storage`.
@@ -112,9 +132,11 @@ class Registry:
     ``clock`` gives the time of each change (timezone-aware). ``on_change``,
     if given, is called with no arguments after every change the registry
     commits (not after a step that writes nothing or fails), so a host can
-    mark its caches stale at once. An exception it raises is logged on the
-    ``services_ai_plugins.registry`` logger; it neither undoes nor hides the
-    committed change, and the step returns as usual.
+    mark its caches stale at once. ``on_event``, if given, is called next,
+    in the same thread, with a :class:`RegistryEvent` saying what changed. An
+    exception either raises is logged on the ``services_ai_plugins.registry``
+    logger; it neither undoes nor hides the committed change, and the step
+    returns as usual.
 
     ``secret_keys`` are the Fernet keys that encrypt ``secret`` settings at
     rest, newest first (the newest encrypts, every one decrypts); default:
@@ -133,6 +155,7 @@ class Registry:
         clock: Clock = _utcnow,
         on_change: ChangeCallback | None = None,
         secret_keys: SecretKeys | None = None,
+        on_event: EventCallback | None = None,
     ) -> None:
         self._secrets: Final = SecretBox(secret_keys)
         # The plaintext secrets already warned about, so each is logged once.
@@ -140,6 +163,7 @@ class Registry:
         self._storage: Final = storage
         self._clock: Final = clock
         self._on_change: Final = on_change
+        self._on_event: Final = on_event
         self._manifests: dict[tuple[str, int], Manifest] = {}
         self._declarations: dict[tuple[str, int], tuple[frozenset[str], frozenset[str]]] = {}
 
@@ -548,6 +572,10 @@ class Registry:
                     new[key] = self._sealed(plugin_id, tenant, key, new[key], None)
         if new != old:
             changed = sorted(set(old) | set(new))
+            # What the plugin sees changed: its values, defaults filled in.
+            defaults = {str(s.name): copy.deepcopy(s.default) for s in manifest.settings}
+            seen, was = {**defaults, **new}, {**defaults, **old}
+            moved = [key for key in changed if seen.get(key) != was.get(key)]
             self._write_tenant(
                 plugin,
                 stored,
@@ -556,6 +584,7 @@ class Registry:
                 "set settings",
                 before={"settings": _masked(old, changed, secrets)},
                 after={"settings": _masked(new, changed, secrets)},
+                changed_settings=_masked(seen, moved, secrets),
                 settings=new,
             )
         # Not strict: the change is committed, and another secret unreadable must not hide it.
@@ -835,7 +864,9 @@ class Registry:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _commit(self, change: Change) -> None:
+    def _commit(
+        self, change: Change, *, changed_settings: Mapping[str, JSONValue] | None = None
+    ) -> None:
         self._storage.commit(change)
         if self._on_change is not None:
             try:
@@ -844,6 +875,21 @@ class Registry:
                 # The change is committed: a failing listener must not make it look undone.
                 _logger.exception(
                     "on_change callback failed after %r of plugin %r",
+                    change.audit.action,
+                    change.plugin_id,
+                )
+        if self._on_event is not None:
+            event = RegistryEvent(
+                action=change.audit.action,
+                plugin_id=change.plugin_id,
+                tenant=change.audit.tenant,
+                changed=dict(changed_settings or {}),
+            )
+            try:
+                self._on_event(event)
+            except Exception:
+                _logger.exception(
+                    "on_event callback failed after %r of plugin %r",
                     change.audit.action,
                     change.plugin_id,
                 )
@@ -955,6 +1001,7 @@ class Registry:
         *,
         before: Mapping[str, JSONValue],
         after: Mapping[str, JSONValue],
+        changed_settings: Mapping[str, JSONValue] | None = None,
         **changes: Any,
     ) -> TenantRecord:
         """Commit a change to the plugin's tenant record, with its audit event.
@@ -975,7 +1022,10 @@ class Registry:
             now, actor, action, plugin.id, tenant=tenant, before=before, after=after
         )
         self._commit(
-            Change(plugin_id=plugin.id, plugin_revision=plugin.revision, tenant=record, audit=audit)
+            Change(
+                plugin_id=plugin.id, plugin_revision=plugin.revision, tenant=record, audit=audit
+            ),
+            changed_settings=changed_settings,
         )
         return record
 

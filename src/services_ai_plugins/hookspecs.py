@@ -869,14 +869,15 @@ def api_response(
 
 @spec(HookKind.NOTIFY, tenant_scoped=False)
 def plugin_installed(plugin_id: str, version: str, api: PluginAPI) -> None:
-    """A plugin was installed and awaits approval.
+    """A plugin was installed (this version of it), and is now approved.
 
-    Fires: after a plugin (a new one, or a new version) is installed as pending. Its
-    own code does not run before approval, so only other approved plugins receive
-    this; a plugin's own setup belongs in ``plugin_approved``.
+    Fires: once per install, when the plugin's code can first run: its code does not
+    run while it is pending, so the process that approved that install fires it once
+    it has loaded the plugin (at its next refresh), just before ``plugin_approved``.
+    Only the installed plugin receives it.
 
-    Receives: the installed plugin's ``plugin_id`` and ``version``, and the receiving
-    plugin's ``api``, bound to no tenant.
+    Receives: the plugin's ``plugin_id`` and its installed ``version``, and its
+    ``api``, bound to no tenant.
 
     Returns: nothing; a return value is ignored.
 
@@ -888,12 +889,11 @@ def plugin_installed(plugin_id: str, version: str, api: PluginAPI) -> None:
 def plugin_approved(plugin_id: str, api: PluginAPI) -> None:
     """A plugin was approved by an admin.
 
-    Fires: once, after the approval is saved. For the approved plugin it is the first
-    call its code receives: prepare what it needs for every tenant. Other approved
-    plugins receive it as observers.
+    Fires: once, after the approval is saved, in the process that approved it, once
+    it has loaded the plugin, right after ``plugin_installed``: prepare what the
+    plugin needs for every tenant. Only the approved plugin receives it.
 
-    Receives: the approved plugin's ``plugin_id`` and the receiving plugin's ``api``,
-    bound to no tenant.
+    Receives: the approved plugin's ``plugin_id`` and its ``api``, bound to no tenant.
 
     Returns: nothing; a return value is ignored.
 
@@ -907,12 +907,14 @@ def plugin_enabled(
 ) -> None:
     """A plugin was enabled for a tenant.
 
-    Fires: after the plugin is enabled for ``context.tenant``. For that plugin it is
-    the first call for the tenant: prepare the tenant's data. The other plugins
-    enabled for the tenant receive it as observers.
+    Fires: once, after the plugin's activation for ``context.tenant`` is saved, in the
+    process that enabled it (not while it is suspended for the tenant). It is the
+    plugin's first call for the tenant: prepare the tenant's data. Only the enabled
+    plugin receives it. Raising does not undo the change.
 
     Receives: the enabled plugin's ``plugin_id``, the ``context`` (``context.user`` is
-    the admin who enabled it) and the receiving plugin's ``api`` and ``settings``.
+    None: the registry knows who enabled it only by name, in its audit trail) and the
+    plugin's ``api`` and ``settings`` for the tenant.
 
     Returns: nothing; a return value is ignored.
 
@@ -926,13 +928,14 @@ def plugin_disabled(
 ) -> None:
     """A plugin was disabled for a tenant.
 
-    Fires: after the plugin is disabled for ``context.tenant``. The disabled plugin
-    still receives it, as its last call for the tenant (the one exception to "only
-    enabled plugins"), to tidy up; other plugins enabled for the tenant receive it as
-    observers. Raising does not undo the change.
+    Fires: once, after the plugin's deactivation for ``context.tenant`` is saved, in
+    the process that disabled it. The disabled plugin receives it, as its last call for
+    the tenant (the one exception to "only enabled plugins"), to tidy up; no other
+    plugin does. A plugin that is not approved (nor loaded), or is suspended for the
+    tenant, receives nothing. Raising does not undo the change.
 
-    Receives: the disabled plugin's ``plugin_id``, the ``context`` and the receiving
-    plugin's ``api`` and ``settings``.
+    Receives: the disabled plugin's ``plugin_id``, the ``context`` and the plugin's
+    ``api`` and ``settings`` for the tenant.
 
     Returns: nothing; a return value is ignored.
 
@@ -950,12 +953,16 @@ def plugin_settings_changed(
 ) -> None:
     """A plugin's settings were changed for a tenant.
 
-    Fires: after new setting values for ``context.tenant`` are validated and saved.
+    Fires: once, after new setting values for ``context.tenant`` are validated and
+    saved, in the process that saved them, when a value the plugin sees changed. Only
+    that plugin receives it, and only where it runs (enabled for the tenant). Raising
+    does not undo the change.
 
     Receives: the plugin's ``plugin_id``; ``changed``, which maps each changed setting
-    to its new value, with the values of ``secret`` settings masked as
-    ``"********"`` (a plugin reads its own secrets with ``api.get_setting``); the ``context``
-    and the receiving plugin's ``api`` and ``settings``.
+    to its new value (its default when it was reset), with the values of ``secret``
+    settings masked as ``"********"`` (a plugin reads its own secrets with
+    ``api.get_setting``, or in ``settings``); the ``context`` and the plugin's ``api``
+    and ``settings`` for the tenant.
 
     Returns: nothing; a return value is ignored.
 
@@ -991,13 +998,13 @@ def plugin_upgraded(plugin_id: str, from_version: str, to_version: str, api: Plu
 def plugin_uninstalled(plugin_id: str, api: PluginAPI) -> None:
     """A plugin is being uninstalled.
 
-    Fires: after the plugin has been disabled for every tenant and before its files
-    and records are removed. The plugin itself receives it as its last call, to
-    remove what it keeps outside the host (webhooks at other services, say); other
-    approved plugins receive it as observers. Raising does not stop the uninstall.
+    Fires: once, after the uninstall is saved (its tenants' activations and settings
+    are gone, its history and audit trail stay), in the process that uninstalled it,
+    before its code is unloaded there. Only the plugin receives it, as its last call,
+    to remove what it keeps outside the host (webhooks at other services, say), with
+    the permissions it was approved with. Raising does not undo the uninstall.
 
-    Receives: the plugin's ``plugin_id`` and the receiving plugin's ``api``, bound to
-    no tenant.
+    Receives: the plugin's ``plugin_id`` and its ``api``, bound to no tenant.
 
     Returns: nothing; a return value is ignored.
 
