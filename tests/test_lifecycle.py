@@ -135,6 +135,14 @@ def install(tmp_path: Path) -> Installer:
     return Refreshing(tmp_path, HEADER)
 
 
+@pytest.fixture(autouse=True)
+def secret_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key for the secret settings these plugins have, where the host reads it."""
+    from cryptography.fernet import Fernet
+
+    monkeypatch.setenv("SERVICES_AI_PLUGINS_SECRET_KEYS", Fernet.generate_key().decode())
+
+
 @pytest.fixture
 def make_host(hosts: Hosts, where: str) -> Callable[..., PluginHost]:
     def make(**options: Any) -> PluginHost:
