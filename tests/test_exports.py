@@ -101,6 +101,7 @@ def test_public_api_is_pinned() -> None:
         "Rate",
         "RateLimited",
         "Registry",
+        "RegistryEvent",
         "RemoteError",
         "RequirementsError",
         "ResultRefused",

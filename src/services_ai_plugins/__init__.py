@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from ._package import PackResult, ValidatedPlugin, pack_plugin, validate_plugin
     from ._permissions import DEFAULT_PERMISSIONS, Permission, PermissionCatalogue, Risk
     from ._postgres import PostgresStorage
-    from ._registry import Registry, Suspension
+    from ._registry import Registry, RegistryEvent, Suspension
     from ._sandbox import Sandbox, SandboxedPlugin, SandboxPolicy, WorkerInfo
     from ._scaffold import ScaffoldResult, scaffold_plugin
     from ._schema import manifest_json_schema
@@ -144,6 +144,7 @@ _LAZY: dict[str, str] = {
     "Rate": "._api",
     "RateLimited": "._errors",
     "Registry": "._registry",
+    "RegistryEvent": "._registry",
     "RemoteError": "._errors",
     "RequirementsError": "._errors",
     "ResultRefused": "._errors",
@@ -261,6 +262,7 @@ __all__ = [
     "Rate",
     "RateLimited",
     "Registry",
+    "RegistryEvent",
     "RemoteError",
     "RequirementsError",
     "ResultRefused",
