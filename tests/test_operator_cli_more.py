@@ -442,6 +442,26 @@ def database_url(postgres_url: str) -> Iterator[str]:
         connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def dump(url: str) -> str:
+    """Every row of every table of the SDK's schema, as JSON text."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url) as connection:
+        tables = connection.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = 'services_ai_plugins'"
+        ).fetchall()
+        rows = []
+        for (table,) in tables:
+            query = sql.SQL("SELECT row_to_json(t)::text FROM services_ai_plugins.{} t").format(
+                sql.Identifier(table)
+            )
+            rows += [row[0] for row in connection.execute(query).fetchall()]
+    assert rows
+    return "\n".join(rows)
+
+
 def test_the_operator_cli_works_on_postgresql(database_url: str, tmp_path: Path) -> None:
     """--db postgresql://...: list, install, approve, enable, settings, call (the breaker's
     suspension written there) and show all work on the server."""
@@ -454,6 +474,8 @@ def test_the_operator_cli_works_on_postgresql(database_url: str, tmp_path: Path)
     operator.ok("settings", "set", "crasher", "--tenant", "acme", "--set", f"api_token={SECRET}")
     token = operator.json("settings", "get", "crasher", "--tenant", "acme")["settings"][0]
     assert token["value"] == "<set>"
+    assert SECRET not in dump(database_url)  # encrypted at rest: in no row of any table
+    assert "$fernet" in dump(database_url)  # (the dump holds the settings)
     operator.trip_breaker()
     [suspension] = operator.json("show", "crasher")["suspensions"]
     assert (suspension["tenant"], suspension["by"]) == ("acme", "circuit-breaker")
