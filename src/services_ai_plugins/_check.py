@@ -895,16 +895,12 @@ _REPORTED_OPTIONS: Final = ("tryfirst", "trylast", "optionalhook", "hookwrapper"
 def _reported_hooks(host: PluginHost, record: PluginRecord) -> list[dict[str, Any]] | None:
     """What the plugin's sandbox worker reported of its implementations (None: no report).
 
-    The host keeps each report in a file per code hash (named as ``PluginHost``
-    names it when it loads a sandboxed plugin); a report is there once a worker
-    imported the plugin, even when the host then refused its hooks.
+    The host keeps each report in a file per code hash; a report is there once
+    a worker imported the plugin, even when the host then refused its hooks.
     """
-    from ._host import HOOKS_FOLDER  # noqa: PLC0415 - only when a check runs
-    from ._sandbox import _read_hooks  # noqa: PLC0415 - as above
-    from ._version import __version__  # noqa: PLC0415 - as above
+    from ._sandbox import _read_hooks  # noqa: PLC0415 - only when a check runs
 
-    name = f"{record.id}-{record.code_hash[:32]}-{__version__}.json"
-    return _read_hooks(host.plugins_dir / HOOKS_FOLDER / name)
+    return _read_hooks(host._hooks_file(record))
 
 
 def _reported_implementations(hooks: Iterable[Mapping[str, Any]]) -> list[_Implementation]:

@@ -685,9 +685,7 @@ class PluginHost:
                     ignored=self._notify_hooks(),
                     module=module,
                     attribute=attribute,
-                    hooks_file=self.plugins_dir
-                    / HOOKS_FOLDER
-                    / f"{record.id}-{record.code_hash[:32]}-{__version__}.json",
+                    hooks_file=self._hooks_file(record),
                     code_hash=record.code_hash,
                 )
             elif record.source is SourceKind.ENTRY_POINT:
@@ -732,6 +730,11 @@ class PluginHost:
                 manifests.setdefault(other.id, found)
         statuses = dict.fromkeys(manifests, PluginStatus.APPROVED)
         return check_plugins(manifests, statuses).get(plugin_id, [])
+
+    def _hooks_file(self, record: PluginRecord) -> Path:
+        """Where the host keeps what a worker reported of this version's implementations."""
+        name = f"{record.id}-{record.code_hash[:32]}-{__version__}.json"
+        return self.plugins_dir / HOOKS_FOLDER / name
 
     def _entry_point_target(self, plugin_id: str) -> tuple[str, str | None]:
         """The module (and attribute) a worker imports for an entry-point plugin."""
