@@ -509,10 +509,17 @@ class _Sandboxed:
         """Stop every worker of the plugin."""
         for tenant in list(self.workers):
             with self.lock_for(tenant):
-                worker = self.workers.pop(tenant, None)
+                worker = self.workers.get(tenant)
+                if worker is not None:
+                    self._forget(worker)
             if worker is not None:
-                self.sandbox._gone(worker)
                 worker.stop()
+
+    def _forget(self, worker: _Worker) -> None:
+        """Take ``worker`` out of this plugin's and the sandbox's live workers (with its lock)."""
+        if self.workers.get(worker.tenant) is worker:
+            del self.workers[worker.tenant]
+        self.sandbox._gone(worker)
 
     def invoke(self, hook: str, names: tuple[str, ...], args: tuple[Any, ...]) -> Any:
         """Run ``hook`` in the worker with the stand-in's arguments (in ``names`` order)."""
@@ -585,9 +592,7 @@ class _Sandboxed:
             finally:
                 worker.last_used = monotonic()
                 if worker.dead:
-                    if self.workers.get(tenant) is worker:
-                        del self.workers[tenant]
-                    self.sandbox._gone(worker)
+                    self._forget(worker)
             if worker.calls % _CPU_CHECK_EVERY == 0 and worker.depth == 0:
                 self._retire_if_spent(worker)
             return result
@@ -625,9 +630,7 @@ class _Sandboxed:
             used,
             limit,
         )
-        if self.workers.get(worker.tenant) is worker:
-            del self.workers[worker.tenant]
-        self.sandbox._gone(worker)
+        self._forget(worker)
         worker.stop()
 
     def stand_in(
@@ -814,7 +817,7 @@ class _Worker:
 
     def _until_ready(self, deadline: float) -> list[Any]:
         """The first frame after what the plugin printed or logged while it was imported."""
-        used = dropped = 0
+        output = _Output(self)
         try:
             while True:
                 remaining = deadline - monotonic()
@@ -823,19 +826,9 @@ class _Worker:
                 message = self.channel.receive(remaining)
                 if message[0] != "log" or len(message) != 4:
                     return message
-                size = len(str(message[3]))
-                if used + size > self.policy.output_limit:
-                    dropped += size
-                else:
-                    used += size
-                    self._log(message[1], message[2], message[3])
+                output.log(message)
         finally:
-            if dropped:
-                self.logger.warning(
-                    "%d characters of output dropped while importing (over %d)",
-                    dropped,
-                    self.policy.output_limit,
-                )
+            output.report("while importing")
 
     def call(  # noqa: PLR0915 - one loop serving every frame a call may bring
         self, request: list[Any], what: str, api: Any, timeout: float
@@ -864,7 +857,8 @@ class _Worker:
         self.depth += 1
         self.calls += 1
         self._deadline = deadline
-        used = dropped = requests = spent = 0
+        requests = spent = 0
+        output = _Output(self)
         try:
             try:
                 self.channel.send([kind, call_id, *request[1:]], timeout=deadline - monotonic())
@@ -879,12 +873,7 @@ class _Worker:
                 spent += self.channel.last_size
                 answer = message[0]
                 if answer == "log" and len(message) == 4:
-                    size = len(str(message[3]))
-                    if used + size > policy.output_limit:
-                        dropped += size
-                    else:
-                        used += size
-                        self._log(message[1], message[2], message[3])
+                    output.log(message)
                     continue
                 if len(message) > 1 and (type(message[1]) is not int or message[1] != call_id):
                     raise WireError(
@@ -937,12 +926,7 @@ class _Worker:
         finally:
             self.depth -= 1
             self._deadline = outer
-            if dropped:
-                self.logger.warning(
-                    "%d characters of output dropped (over %d per call)",
-                    dropped,
-                    policy.output_limit,
-                )
+            output.report("in this call")
 
     def _routes(self, routes: object) -> list[Route]:
         """The plugin's routes, each handler a proxy that serves the request in this worker."""
@@ -1058,6 +1042,36 @@ class _Worker:
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
         return _describe(status, killed=killed)
+
+
+class _Output:
+    """What a worker printed or logged, passed to its plugin's logger up to ``output_limit``
+    characters (one call's, or its import's); the rest is dropped and counted."""
+
+    __slots__ = ("dropped", "used", "worker")
+
+    def __init__(self, worker: _Worker) -> None:
+        self.worker = worker
+        self.used = self.dropped = 0
+
+    def log(self, message: list[Any]) -> None:
+        """Pass on one ``["log", level, name, text]`` frame, or count it as dropped."""
+        size = len(str(message[3]))
+        if self.used + size > self.worker.policy.output_limit:
+            self.dropped += size
+        else:
+            self.used += size
+            self.worker._log(message[1], message[2], message[3])
+
+    def report(self, when: str) -> None:
+        """Say how much was dropped, if anything was."""
+        if self.dropped:
+            self.worker.logger.warning(
+                "%d characters of output dropped %s (over %d)",
+                self.dropped,
+                when,
+                self.worker.policy.output_limit,
+            )
 
 
 @functools.lru_cache(maxsize=8)
@@ -1301,10 +1315,8 @@ class _Zygote:
                 detail = lines[-1] if lines else repr(exc)
                 raise SandboxError("sandbox", f"its zygote did not start: {detail}") from None
         self.pid: Final = self.process.pid
-        found = dict(hello[1]["capabilities"])
-        if found.get("unprivileged") is not None:
-            found["unprivileged"] = tuple(found["unprivileged"])
-        self.capabilities: Final = Capabilities(**found)
+        # Capabilities turn the lists JSON made of its tuples back into tuples.
+        self.capabilities: Final = Capabilities(**hello[1]["capabilities"])
 
     def alive(self) -> bool:
         return self.process.poll() is None
