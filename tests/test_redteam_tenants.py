@@ -99,10 +99,9 @@ def lead_for(host: PluginHost, services: FakeHostServices, tenant: str, name: st
 # -- 3. a worker serves one tenant --------------------------------------------------------------
 
 
-def test_a_plugin_enabled_by_two_tenants_cannot_carry_one_tenants_data_to_the_other(
-    make_host: Callable[..., PluginHost], install: Installer, services: FakeHostServices
-) -> None:
-    """Module globals and the scratch folder of acme's worker are not there in evil's."""
+@pytest.fixture
+def snooping(make_host: Callable[..., PluginHost], install: Installer) -> PluginHost:
+    """A host running the snooper for its victim (acme) and its publisher (evil)."""
     host = make_host()
     install(
         host,
@@ -111,6 +110,14 @@ def test_a_plugin_enabled_by_two_tenants_cannot_carry_one_tenants_data_to_the_ot
         permissions=("read_leads", "dashboard_widgets", "register_routes"),
         tenants=("acme", "evil"),
     )
+    return host
+
+
+def test_a_plugin_enabled_by_two_tenants_cannot_carry_one_tenants_data_to_the_other(
+    snooping: PluginHost, services: FakeHostServices
+) -> None:
+    """Module globals and the scratch folder of acme's worker are not there in evil's."""
+    host = snooping
     lead_for(host, services, "acme", "Victim-Lead")
     lead_for(host, services, "acme", "Second-Victim")
     [[widget]] = [host.hook.dashboard_widget(context=Context(tenant="evil"))]
@@ -131,17 +138,10 @@ def test_a_plugin_enabled_by_two_tenants_cannot_carry_one_tenants_data_to_the_ot
 
 
 def test_a_route_request_runs_in_the_worker_of_its_tenant(
-    make_host: Callable[..., PluginHost], install: Installer, services: FakeHostServices
+    snooping: PluginHost, services: FakeHostServices
 ) -> None:
     """register_routes runs in a tenant-less worker; each request in its own tenant's worker."""
-    host = make_host()
-    install(
-        host,
-        "snooper",
-        SNOOPER,
-        permissions=("read_leads", "dashboard_widgets", "register_routes"),
-        tenants=("acme", "evil"),
-    )
+    host = snooping
     lead_for(host, services, "acme", "Victim-Lead")
     [[route]] = host.hook.register_routes()
     tenantless = host.plugins()["snooper"].pids()[None]  # type: ignore[attr-defined]
