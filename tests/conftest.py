@@ -220,8 +220,8 @@ class CliRunner:
 
         out, err = io.StringIO(), io.StringIO()
         options = ["--db", str(self.db), "--plugins-dir", str(self.plugins), "--actor", "ops@test"]
-        argv = [str(a) for a in args]
-        code = main([argv[0], *options, *argv[1:]], stdout=out, stderr=err)
+        # Last: a command of two words (``settings get``) takes them after both.
+        code = main([*map(str, args), *options], stdout=out, stderr=err)
         return code, out.getvalue(), err.getvalue()
 
 

@@ -64,15 +64,6 @@ class Operator(CliRunner):
         if db is not None:
             self.db = db  # type: ignore[assignment]  # a URL instead of a file: --db takes both
 
-    def __call__(self, *args: str | Path) -> tuple[int, str, str]:
-        """Like CliRunner's, with the options last: ``settings get`` is two words."""
-        from services_ai_plugins._cli import main
-
-        out, err = io.StringIO(), io.StringIO()
-        options = ["--db", str(self.db), "--plugins-dir", str(self.plugins), "--actor", "ops@test"]
-        code = main([*map(str, args), *options], stdout=out, stderr=err)
-        return code, out.getvalue(), err.getvalue()
-
     def ok(self, *args: str | Path) -> str:
         code, out, err = self(*args)
         assert code == EXIT_OK, (out, err)
