@@ -24,7 +24,7 @@ PLUGINS_EVERY: Final = 10  # one distribution in ten publishes a plugin
 SDK = """
 import sys; sys.path.insert(0, {site!r})
 import pluggy
-from services_ai_plugins._discovery import discover_entry_points
+from services_ai_plugins._sources._discovery import discover_entry_points
 manager = pluggy.PluginManager("services_ai")
 for plugin in discover_entry_points().found:
     manager.register(plugin.plugin, name=plugin.plugin_id)

@@ -29,7 +29,7 @@ from typing import Final
 
 from _harness import Contender, compare
 from services_ai_plugins import pack_plugin
-from services_ai_plugins._archive import code_hash, extract_plugin
+from services_ai_plugins._sources._archive import code_hash, extract_plugin
 
 MODULES: Final = 499
 PACKAGE: Final = "lead_router"

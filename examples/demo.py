@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from services_ai_plugins._cli import main
+from services_ai_plugins._cli._main import main
 
 if __name__ == "__main__":
     sys.exit(main(["demo", *sys.argv[1:]]))

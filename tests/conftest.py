@@ -216,7 +216,7 @@ class CliRunner:
 
     def __call__(self, *args: str | Path) -> tuple[int, str, str]:
         """Run one command with ``--db``, ``--plugins-dir``, ``--actor``: (code, stdout, stderr)."""
-        from services_ai_plugins._cli import main
+        from services_ai_plugins._cli._main import main
 
         out, err = io.StringIO(), io.StringIO()
         options = ["--db", str(self.db), "--plugins-dir", str(self.plugins), "--actor", "ops@test"]

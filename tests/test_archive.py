@@ -24,7 +24,7 @@ from services_ai_plugins import (
     TransitionError,
     pack_plugin,
 )
-from services_ai_plugins._archive import (
+from services_ai_plugins._sources._archive import (
     RULES,
     ArchiveError,
     ArchiveLimits,

@@ -19,7 +19,7 @@ import services_ai_plugins_testing
 from conftest import EXAMPLE_PLUGIN, PluginWriter
 from services_ai_plugins import CheckProblem, CheckReport, check_plugin, pack_plugin
 from services_ai_plugins._check import KINDS
-from services_ai_plugins._cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
+from services_ai_plugins._cli._main import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
 from services_ai_plugins.events import Lead, example
 from services_ai_plugins_testing import strategies
 

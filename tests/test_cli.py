@@ -13,7 +13,7 @@ import pytest
 
 from conftest import MINIMAL_PLUGIN, PluginWriter
 from services_ai_plugins import HOST_API_VERSION, __version__, manifest_json_schema
-from services_ai_plugins._cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
+from services_ai_plugins._cli._main import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
 
 
 class Run:
@@ -207,7 +207,7 @@ def test_a_reader_that_stops_early_gets_no_traceback(
     """Output into a pipe nobody reads any more (`... | head`): exit 141, no BrokenPipeError."""
     import os
 
-    from services_ai_plugins._cli import run
+    from services_ai_plugins._cli._main import run
 
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader has gone

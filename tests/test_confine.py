@@ -39,8 +39,10 @@ import attrs
 import pluggy
 import pytest
 
-from services_ai_plugins import _confine
-from services_ai_plugins._confine import (
+from services_ai_plugins._cli._sandbox import add_sandbox_commands
+from services_ai_plugins._errors import PluginError
+from services_ai_plugins._sandbox import _confine
+from services_ai_plugins._sandbox._confine import (
     DEFAULT_WORKER_UIDS,
     IPC_NAMESPACE,
     LANDLOCK,
@@ -62,9 +64,7 @@ from services_ai_plugins._confine import (
     probe,
     release_worker,
 )
-from services_ai_plugins._errors import PluginError
-from services_ai_plugins._sandbox_cli import add_sandbox_commands
-from services_ai_plugins._worker import hidden_paths, python_paths
+from services_ai_plugins._sandbox._worker import hidden_paths, python_paths
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox's layers need Linux")
 

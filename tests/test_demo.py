@@ -18,7 +18,7 @@ import pytest
 
 from conftest import ROOT
 from services_ai_plugins import Registry, SQLiteStorage, validate_plugin
-from services_ai_plugins._cli import EXIT_OK, EXIT_REFUSED, main
+from services_ai_plugins._cli._main import EXIT_OK, EXIT_REFUSED, main
 from services_ai_plugins._demo import ENABLED, PLUGINS_DIR
 from services_ai_plugins.hookspecs import hook_info, plugin_manager
 

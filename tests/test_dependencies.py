@@ -20,7 +20,7 @@ from services_ai_plugins._dependencies import (
     enable_order,
     load_order,
 )
-from services_ai_plugins._storage import PluginStatus
+from services_ai_plugins._storage._protocol import PluginStatus
 
 
 def plugin(plugin_id: str, version: str = "1.0", **fields: Any) -> Manifest:

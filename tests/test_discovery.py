@@ -12,7 +12,7 @@ import pytest
 
 from conftest import EXAMPLE_PLUGIN
 from services_ai_plugins import MemoryStorage, PluginStatus, Registry, SourceKind
-from services_ai_plugins._discovery import (
+from services_ai_plugins._sources._discovery import (
     discover_entry_points,
     discover_folders,
     register_discovered,
@@ -171,7 +171,7 @@ def test_entry_point_reading_agrees_with_the_standard_library(
     """
     import importlib.metadata
 
-    from services_ai_plugins._discovery import _entry_points
+    from services_ai_plugins._sources._discovery import _entry_points
 
     first, second = tmp_path / "first", tmp_path / "second"
 
@@ -214,7 +214,7 @@ def test_a_distribution_without_a_folder_name_is_named_from_its_metadata() -> No
     """A distribution from another finder (no `*.dist-info` folder) is named by METADATA."""
     import importlib.metadata
 
-    from services_ai_plugins._discovery import _distribution_name
+    from services_ai_plugins._sources._discovery import _distribution_name
 
     class InMemory(importlib.metadata.Distribution):
         def read_text(self, filename: str) -> str | None:

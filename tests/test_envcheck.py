@@ -36,7 +36,7 @@ from services_ai_plugins import (
     discover_folders,
     register_discovered,
 )
-from services_ai_plugins._sandbox import SandboxedPlugin
+from services_ai_plugins._sandbox._pool import SandboxedPlugin
 from services_ai_plugins.events import Context, Email
 from services_ai_plugins_testing.fakes import FakeHostServices
 

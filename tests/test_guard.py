@@ -25,8 +25,9 @@ from typing import Any, cast
 import pytest
 
 from conftest import Hosts, Installer
-from services_ai_plugins import PluginHost, SandboxPolicy, _confine
-from services_ai_plugins._confine import PRIVATE_MOUNTS, UNPRIVILEGED_USER, probe
+from services_ai_plugins import PluginHost, SandboxPolicy
+from services_ai_plugins._sandbox import _confine
+from services_ai_plugins._sandbox._confine import PRIVATE_MOUNTS, UNPRIVILEGED_USER, probe
 from services_ai_plugins.events import Context
 from services_ai_plugins_testing.fakes import FakeHostServices
 
@@ -238,7 +239,7 @@ def test_the_closure_follows_markers_and_extras() -> None:
     when named; distributions that are not installed are skipped."""
     from packaging.requirements import Requirement
 
-    from services_ai_plugins._sandbox import _dependency_closure
+    from services_ai_plugins._sandbox._pool import _dependency_closure
 
     pytest.importorskip("hypothesis")
     plain = _dependency_closure([Requirement("hypothesis")])
@@ -333,7 +334,7 @@ def test_sandbox_info_checks_the_plugins_and_temporary_folders(
 ) -> None:
     """sandbox-info says whether the workers reach the plugins folder and a folder for their
     scratch folders, in its text and in its JSON document."""
-    from services_ai_plugins._cli import main
+    from services_ai_plugins._cli._main import main
 
     if not worker_users_available():
         pytest.skip("workers do not run as users of their own here")

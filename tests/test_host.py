@@ -28,7 +28,7 @@ from services_ai_plugins import (
     hookimpl,
 )
 from services_ai_plugins._dispatch import RouteGuard
-from services_ai_plugins._storage import MetricsDelta
+from services_ai_plugins._storage._protocol import MetricsDelta
 from services_ai_plugins.events import Context, Email, Lead, User, example
 from services_ai_plugins_testing.fakes import FakeHostServices
 

@@ -14,10 +14,10 @@ import pytest
 
 from conftest import CliRunner, plugin_folder
 from services_ai_plugins._api import HostServices
-from services_ai_plugins._cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
-from services_ai_plugins._host_cli import NoHostServices, _CommandLineServices
+from services_ai_plugins._cli._host import NoHostServices, _CommandLineServices
+from services_ai_plugins._cli._main import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from services_ai_plugins._registry import Registry
-from services_ai_plugins._sqlite import SQLiteStorage
+from services_ai_plugins._storage._sqlite import SQLiteStorage
 from services_ai_plugins.events import ApiRequest, Email, Invoice, Lead, example, to_wire
 
 GREETER = """\

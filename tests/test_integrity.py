@@ -27,9 +27,9 @@ from services_ai_plugins import (
     SandboxPolicy,
     SourceKind,
     SQLiteStorage,
-    _sandbox,
     pack_plugin,
 )
+from services_ai_plugins._sandbox import _pool as _sandbox
 from services_ai_plugins.events import Context, Lead
 from services_ai_plugins_testing.fakes import FakeHostServices
 

@@ -14,11 +14,16 @@ from services_ai_plugins import (
     PackageError,
     PluginStatus,
     Registry,
-    _loader,
     pack_plugin,
 )
-from services_ai_plugins._archive import install_archive
-from services_ai_plugins._loader import IntegrityError, load_plugin, namespace, unload_plugin
+from services_ai_plugins._sources import _loader
+from services_ai_plugins._sources._archive import install_archive
+from services_ai_plugins._sources._loader import (
+    IntegrityError,
+    load_plugin,
+    namespace,
+    unload_plugin,
+)
 
 
 def make_plugin(root: Path, plugin_id: str, answer: str, main: str | None = None) -> Path:
@@ -187,8 +192,8 @@ def test_packages_and_namespace_folders_load_from_source_only(tmp_path: Path) ->
     Every one of them has planted bytecode in its __pycache__, which Python's own
     loader would run instead; none of it runs.
     """
-    from services_ai_plugins._loader import _SourceLoader, import_plugin
     from services_ai_plugins._manifest import Manifest
+    from services_ai_plugins._sources._loader import _SourceLoader, import_plugin
 
     main = (
         "from .pkg import mod\n"
@@ -228,8 +233,8 @@ def test_packages_and_namespace_folders_load_from_source_only(tmp_path: Path) ->
 
 def test_a_missing_module_is_not_found_as_usual(tmp_path: Path) -> None:
     """``from . import nothing``: the plugin sees the ImportError Python would raise."""
-    from services_ai_plugins._loader import import_plugin
     from services_ai_plugins._manifest import Manifest
+    from services_ai_plugins._sources._loader import import_plugin
 
     main = (
         "try:\n"

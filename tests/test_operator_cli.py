@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from conftest import EXAMPLE_PLUGIN, CliRunner
-from services_ai_plugins._cli import EXIT_OK, EXIT_REFUSED, main
+from services_ai_plugins._cli._main import EXIT_OK, EXIT_REFUSED, main
 
 
 class Operator(CliRunner):

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from conftest import CliRunner, plugin_folder
-from services_ai_plugins._cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
+from services_ai_plugins._cli._main import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 
 CRASHER = """\
 from services_ai_plugins import hookimpl
@@ -479,7 +479,7 @@ def test_the_environment_may_name_a_postgresql_url(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SERVICES_AI_PLUGINS_DB=postgresql://... stands in for --db."""
-    from services_ai_plugins._cli import main
+    from services_ai_plugins._cli._main import main
 
     monkeypatch.setenv("SERVICES_AI_PLUGINS_DB", database_url)
     folder = plugin_folder(tmp_path, "worker", WORKER)

@@ -358,6 +358,6 @@ def test_pack_refuses_a_file(tmp_path: Path) -> None:
 )
 def test_compiled_code_is_told_from_source_and_data(name: str, kind: str | None) -> None:
     """What validate and install refuse as compiled code, and what they leave alone."""
-    from services_ai_plugins._package import compiled_kind
+    from services_ai_plugins._sources._package import compiled_kind
 
     assert compiled_kind(name) == kind

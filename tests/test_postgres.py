@@ -27,18 +27,18 @@ import pytest
 
 import pg_cluster
 from services_ai_plugins import ChangeFeed, Storage
-from services_ai_plugins import _postgres as postgres
 from services_ai_plugins._errors import ConflictError, StorageError
-from services_ai_plugins._memory import MemoryStorage
-from services_ai_plugins._postgres import PostgresStorage
-from services_ai_plugins._sqlite import SQLiteStorage
-from services_ai_plugins._storage import (
+from services_ai_plugins._storage._memory import MemoryStorage
+from services_ai_plugins._storage._postgres import _storage as postgres
+from services_ai_plugins._storage._postgres._storage import PostgresStorage
+from services_ai_plugins._storage._protocol import (
     AuditQuery,
     Change,
     MetricsDelta,
     PluginStatus,
     TenantRecord,
 )
+from services_ai_plugins._storage._sqlite import SQLiteStorage
 from test_sqlite import at, delta, event, failure, install, plugin, scenario, tenant_change
 
 psycopg = pytest.importorskip("psycopg")

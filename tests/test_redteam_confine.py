@@ -27,9 +27,9 @@ from services_ai_plugins import (
     BreakerPolicy,
     PluginHost,
     SandboxPolicy,
-    _sandbox,
 )
-from services_ai_plugins._confine import (
+from services_ai_plugins._sandbox import _pool as _sandbox
+from services_ai_plugins._sandbox._confine import (
     IPC_NAMESPACE,
     MEMORY_CGROUP,
     SCRATCH_TMPFS,
@@ -68,7 +68,7 @@ SYSCALLS: dict[str, dict[str, int]] = {
 HEADER = (
     "import ctypes, json, os, resource\n"
     "from services_ai_plugins import hookimpl\n"
-    "from services_ai_plugins._confine import _libc  # resolved before the audit hook\n\n"
+    "from services_ai_plugins._sandbox._confine import _libc  # resolved before the audit hook\n\n"
     f"SYSCALLS = {SYSCALLS.get(platform.machine(), {})!r}\n\n\n"
     "def raw(name, *args):\n"
     "    result = _libc().syscall(SYSCALLS[name], *args)\n"

@@ -32,7 +32,12 @@ from services_ai_plugins import (
     WorkerCrashed,
     _dispatch,
 )
-from services_ai_plugins._storage import MAX_EXC_TYPE, MAX_MESSAGE, MAX_TRACEBACK, FailureRecord
+from services_ai_plugins._storage._protocol import (
+    MAX_EXC_TYPE,
+    MAX_MESSAGE,
+    MAX_TRACEBACK,
+    FailureRecord,
+)
 from services_ai_plugins.events import ApiRequest, ApiResponse, Context, Route
 from services_ai_plugins_testing.fakes import FakeHostServices
 
@@ -225,11 +230,13 @@ def test_a_surrogate_in_a_failure_does_not_stop_other_failures_being_stored(
 
 
 def test_a_record_the_storage_refuses_is_stored_alone_or_dropped_never_retried_for_ever(
+    *,
     make_host: HostMaker,
     install: Installer,
     services: FakeHostServices,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The flush's own defence: a batch SQLite refuses is stored record by record, repaired.
 
@@ -245,6 +252,9 @@ def test_a_record_the_storage_refuses_is_stored_alone_or_dropped_never_retried_f
         return record
 
     monkeypatch.setattr(_dispatch, "failure_of", raw)
+    # The raw record's text would reach the plugin's log line too: keep it out of the
+    # captured logs, which a parallel test run sends between processes as UTF-8.
+    caplog.set_level(logging.CRITICAL, logger="services_ai_plugins.plugins.surrogate")
     storage = SQLiteStorage(tmp_path / "registry.db")
     try:
         host = make_host("in-process", storage=storage)

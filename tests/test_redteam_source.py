@@ -40,7 +40,7 @@ from services_ai_plugins import (
     register_discovered,
     validate_plugin,
 )
-from services_ai_plugins._cli import EXIT_OK, EXIT_REFUSED, main
+from services_ai_plugins._cli._main import EXIT_OK, EXIT_REFUSED, main
 from services_ai_plugins.events import Context
 from services_ai_plugins_testing.fakes import FakeHostServices
 

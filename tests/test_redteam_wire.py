@@ -29,9 +29,9 @@ from services_ai_plugins import (
     PluginHost,
     SandboxError,
     SandboxPolicy,
-    _sandbox,
 )
-from services_ai_plugins._wire import Channel
+from services_ai_plugins._sandbox import _pool as _sandbox
+from services_ai_plugins._sandbox._wire import Channel
 from services_ai_plugins.events import Context, Lead
 from services_ai_plugins_testing.fakes import FakeHostServices
 

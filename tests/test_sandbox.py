@@ -30,10 +30,10 @@ from services_ai_plugins import (
     SandboxError,
     SandboxPolicy,
     SourceKind,
-    _sandbox,
 )
 from services_ai_plugins._api import DeniedCall
-from services_ai_plugins._confine import PRIVATE_MOUNTS, UNPRIVILEGED_USER, probe
+from services_ai_plugins._sandbox import _pool as _sandbox
+from services_ai_plugins._sandbox._confine import PRIVATE_MOUNTS, UNPRIVILEGED_USER, probe
 from services_ai_plugins.events import ApiRequest, Context, Lead, Widget
 from services_ai_plugins_testing.fakes import FakeHostServices
 
@@ -756,7 +756,7 @@ def test_policy_isolation_only_ever_gets_stricter() -> None:
 
 
 def test_sandbox_info_on_the_command_line(tmp_path: Path) -> None:
-    from services_ai_plugins._cli import main
+    from services_ai_plugins._cli._main import main
 
     out, err = io.StringIO(), io.StringIO()
     code = main(["sandbox-info", "--json", "--plugins-dir", str(tmp_path)], stdout=out, stderr=err)

@@ -15,7 +15,7 @@ from services_ai_plugins import (
     scaffold_plugin,
     validate_plugin,
 )
-from services_ai_plugins._cli import main
+from services_ai_plugins._cli._main import main
 
 
 def test_new_creates_a_plugin_that_validates(tmp_path: Path) -> None:

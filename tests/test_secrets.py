@@ -36,7 +36,7 @@ from services_ai_plugins import (
     Storage,
     TenantRecord,
 )
-from services_ai_plugins._cli import EXIT_OK
+from services_ai_plugins._cli._main import EXIT_OK
 from services_ai_plugins.events import Context
 from services_ai_plugins_testing.fakes import FakeHostServices
 

@@ -19,11 +19,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services_ai_plugins import _sqlite
 from services_ai_plugins._errors import ConflictError, StorageError
-from services_ai_plugins._memory import MemoryStorage
-from services_ai_plugins._sqlite import SQLiteStorage
-from services_ai_plugins._storage import (
+from services_ai_plugins._storage import _sqlite
+from services_ai_plugins._storage._memory import MemoryStorage
+from services_ai_plugins._storage._protocol import (
     AuditEvent,
     AuditQuery,
     Change,
@@ -36,6 +35,7 @@ from services_ai_plugins._storage import (
     TenantRecord,
     VersionRecord,
 )
+from services_ai_plugins._storage._sqlite import SQLiteStorage
 from services_ai_plugins._types import JSONValue
 
 T0 = datetime(2025, 3, 4, 5, 6, 7, 890123, tzinfo=timezone.utc)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from services_ai_plugins import PluginStatus, Storage
-from services_ai_plugins._memory import MemoryStorage
-from services_ai_plugins._postgres import PostgresStorage
-from services_ai_plugins._sqlite import SQLiteStorage
+from services_ai_plugins._storage._memory import MemoryStorage
+from services_ai_plugins._storage._postgres._storage import PostgresStorage
+from services_ai_plugins._storage._sqlite import SQLiteStorage
 from services_ai_plugins_testing.storage_contract import (
     BASE_TIME,
     StorageContract,

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services_ai_plugins._wire import (
+from services_ai_plugins._sandbox._wire import (
     Channel,
     FrameTooLarge,
     WireError,

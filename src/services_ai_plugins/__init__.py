@@ -15,25 +15,8 @@ from ._version import HOST_API_VERSION, __version__
 
 if TYPE_CHECKING:
     from ._api import ApiLimits, ApiMeter, DeniedCall, HostServices, PluginAPI, Rate, requires
-    from ._archive import (
-        ArchiveError,
-        ArchiveLimits,
-        ExtractedPlugin,
-        code_hash,
-        extract_plugin,
-        install_archive,
-    )
     from ._check import CheckProblem, CheckReport, check_plugin
-    from ._confine import Capabilities, Layer, Limits
     from ._dependencies import check_environment, check_plugins, load_order
-    from ._discovery import (
-        ENTRY_POINT_GROUP,
-        DiscoveredPlugin,
-        Discovery,
-        discover_entry_points,
-        discover_folders,
-        register_discovered,
-    )
     from ._dispatch import BreakerPolicy, HookTrace, HostHook, PluginOutcome
     from ._errors import (
         ConflictError,
@@ -59,19 +42,35 @@ if TYPE_CHECKING:
         WorkerCrashed,
     )
     from ._host import PluginHealth, PluginHost
-    from ._loader import IntegrityError, LoadedPlugin, load_plugin, unload_plugin
     from ._manifest import MAX_MANIFEST_BYTES, Isolation, Manifest
-    from ._memory import MemoryStorage
-    from ._package import PackResult, ValidatedPlugin, pack_plugin, validate_plugin
     from ._permissions import DEFAULT_PERMISSIONS, Permission, PermissionCatalogue, Risk
-    from ._postgres import PostgresStorage
     from ._registry import Registry, RegistryEvent, Suspension
-    from ._sandbox import Sandbox, SandboxedPlugin, SandboxPolicy, WorkerInfo
+    from ._sandbox._confine import Capabilities, Layer, Limits
+    from ._sandbox._pool import Sandbox, SandboxedPlugin, SandboxPolicy, WorkerInfo
     from ._scaffold import ScaffoldResult, scaffold_plugin
     from ._schema import manifest_json_schema
     from ._settings import SettingSpec, SettingType, validate_settings
-    from ._sqlite import SQLiteStorage
-    from ._storage import (
+    from ._sources._archive import (
+        ArchiveError,
+        ArchiveLimits,
+        ExtractedPlugin,
+        code_hash,
+        extract_plugin,
+        install_archive,
+    )
+    from ._sources._discovery import (
+        ENTRY_POINT_GROUP,
+        DiscoveredPlugin,
+        Discovery,
+        discover_entry_points,
+        discover_folders,
+        register_discovered,
+    )
+    from ._sources._loader import IntegrityError, LoadedPlugin, load_plugin, unload_plugin
+    from ._sources._package import PackResult, ValidatedPlugin, pack_plugin, validate_plugin
+    from ._storage._memory import MemoryStorage
+    from ._storage._postgres._storage import PostgresStorage
+    from ._storage._protocol import (
         AuditEvent,
         AuditQuery,
         Change,
@@ -87,45 +86,46 @@ if TYPE_CHECKING:
         TenantRecord,
         VersionRecord,
     )
+    from ._storage._sqlite import SQLiteStorage
 
 # Where each lazily imported name lives.
 _LAZY: dict[str, str] = {
     "ApiLimits": "._api",
     "ApiMeter": "._api",
-    "ArchiveError": "._archive",
-    "ArchiveLimits": "._archive",
-    "AuditEvent": "._storage",
-    "AuditQuery": "._storage",
+    "ArchiveError": "._sources._archive",
+    "ArchiveLimits": "._sources._archive",
+    "AuditEvent": "._storage._protocol",
+    "AuditQuery": "._storage._protocol",
     "BreakerPolicy": "._dispatch",
-    "Capabilities": "._confine",
-    "Change": "._storage",
-    "ChangeFeed": "._storage",
+    "Capabilities": "._sandbox._confine",
+    "Change": "._storage._protocol",
+    "ChangeFeed": "._storage._protocol",
     "CheckProblem": "._check",
     "CheckReport": "._check",
     "ConflictError": "._errors",
     "DEFAULT_PERMISSIONS": "._permissions",
     "DeniedCall": "._api",
     "DependencyError": "._errors",
-    "DiscoveredPlugin": "._discovery",
-    "Discovery": "._discovery",
-    "ENTRY_POINT_GROUP": "._discovery",
-    "ExtractedPlugin": "._archive",
-    "FailureRecord": "._storage",
-    "HookMetrics": "._storage",
+    "DiscoveredPlugin": "._sources._discovery",
+    "Discovery": "._sources._discovery",
+    "ENTRY_POINT_GROUP": "._sources._discovery",
+    "ExtractedPlugin": "._sources._archive",
+    "FailureRecord": "._storage._protocol",
+    "HookMetrics": "._storage._protocol",
     "HookTrace": "._dispatch",
     "HostHook": "._dispatch",
     "HostServices": "._api",
-    "IntegrityError": "._loader",
+    "IntegrityError": "._sources._loader",
     "Isolation": "._manifest",
-    "Layer": "._confine",
-    "Limits": "._confine",
-    "LoadedPlugin": "._loader",
+    "Layer": "._sandbox._confine",
+    "Limits": "._sandbox._confine",
+    "LoadedPlugin": "._sources._loader",
     "MAX_MANIFEST_BYTES": "._manifest",
     "Manifest": "._manifest",
     "ManifestError": "._errors",
-    "MemoryStorage": "._memory",
-    "MetricsDelta": "._storage",
-    "PackResult": "._package",
+    "MemoryStorage": "._storage._memory",
+    "MetricsDelta": "._storage._protocol",
+    "PackResult": "._sources._package",
     "PackageError": "._errors",
     "Permission": "._permissions",
     "PermissionCatalogue": "._permissions",
@@ -136,9 +136,9 @@ _LAZY: dict[str, str] = {
     "PluginHost": "._host",
     "PluginNotFound": "._errors",
     "PluginOutcome": "._dispatch",
-    "PluginRecord": "._storage",
-    "PluginStatus": "._storage",
-    "PostgresStorage": "._postgres",
+    "PluginRecord": "._storage._protocol",
+    "PluginStatus": "._storage._protocol",
+    "PostgresStorage": "._storage._postgres._storage",
     "Problem": "._errors",
     "QuotaExceeded": "._errors",
     "Rate": "._api",
@@ -149,46 +149,46 @@ _LAZY: dict[str, str] = {
     "RequirementsError": "._errors",
     "ResultRefused": "._errors",
     "Risk": "._permissions",
-    "SQLiteStorage": "._sqlite",
-    "Sandbox": "._sandbox",
+    "SQLiteStorage": "._storage._sqlite",
+    "Sandbox": "._sandbox._pool",
     "SandboxError": "._errors",
-    "SandboxPolicy": "._sandbox",
+    "SandboxPolicy": "._sandbox._pool",
     "SandboxTimeout": "._errors",
-    "SandboxedPlugin": "._sandbox",
+    "SandboxedPlugin": "._sandbox._pool",
     "ScaffoldResult": "._scaffold",
     "SecretKeyError": "._errors",
     "SettingSpec": "._settings",
     "SettingType": "._settings",
     "SettingsError": "._errors",
-    "SourceKind": "._storage",
-    "Storage": "._storage",
+    "SourceKind": "._storage._protocol",
+    "Storage": "._storage._protocol",
     "StorageError": "._errors",
-    "StoreUsage": "._storage",
+    "StoreUsage": "._storage._protocol",
     "Suspension": "._registry",
-    "TenantRecord": "._storage",
+    "TenantRecord": "._storage._protocol",
     "TenantScopeError": "._errors",
     "TransitionError": "._errors",
-    "ValidatedPlugin": "._package",
-    "VersionRecord": "._storage",
+    "ValidatedPlugin": "._sources._package",
+    "VersionRecord": "._storage._protocol",
     "WorkerCrashed": "._errors",
-    "WorkerInfo": "._sandbox",
+    "WorkerInfo": "._sandbox._pool",
     "check_environment": "._dependencies",
     "check_plugin": "._check",
     "check_plugins": "._dependencies",
-    "code_hash": "._archive",
-    "discover_entry_points": "._discovery",
-    "discover_folders": "._discovery",
-    "extract_plugin": "._archive",
-    "install_archive": "._archive",
+    "code_hash": "._sources._archive",
+    "discover_entry_points": "._sources._discovery",
+    "discover_folders": "._sources._discovery",
+    "extract_plugin": "._sources._archive",
+    "install_archive": "._sources._archive",
     "load_order": "._dependencies",
-    "load_plugin": "._loader",
+    "load_plugin": "._sources._loader",
     "manifest_json_schema": "._schema",
-    "pack_plugin": "._package",
-    "register_discovered": "._discovery",
+    "pack_plugin": "._sources._package",
+    "register_discovered": "._sources._discovery",
     "requires": "._api",
     "scaffold_plugin": "._scaffold",
-    "unload_plugin": "._loader",
-    "validate_plugin": "._package",
+    "unload_plugin": "._sources._loader",
+    "validate_plugin": "._sources._package",
     "validate_settings": "._settings",
 }
 

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from ._api import DeniedCall
     from ._host import PluginHost
     from ._manifest import Manifest
-    from ._storage import FailureRecord, PluginRecord
+    from ._storage._protocol import FailureRecord, PluginRecord
     from ._types import JSONValue
     from .hookspecs import HookInfo
 
@@ -394,7 +394,7 @@ class _Check:
 
     def validate(self) -> Manifest | None:
         from ._dependencies import check_environment  # noqa: PLC0415 - only when a check runs
-        from ._package import validate_plugin  # noqa: PLC0415 - as above
+        from ._sources._package import validate_plugin  # noqa: PLC0415 - as above
 
         try:
             checked = validate_plugin(self.source)
@@ -428,8 +428,8 @@ class _Check:
 
         from ._dispatch import BreakerPolicy  # noqa: PLC0415 - as above
         from ._host import PluginHost  # noqa: PLC0415 - as above
-        from ._memory import MemoryStorage  # noqa: PLC0415 - as above
         from ._secrets import throwaway_keys  # noqa: PLC0415 - as above
+        from ._storage._memory import MemoryStorage  # noqa: PLC0415 - as above
 
         services = FakeHostServices()
         host = PluginHost(
@@ -461,7 +461,7 @@ class _Check:
             host.close()
 
     def install(self, host: PluginHost, manifest: Manifest, scratch: Path) -> PluginRecord | None:
-        from ._package import pack_plugin  # noqa: PLC0415 - only when a check runs
+        from ._sources._package import pack_plugin  # noqa: PLC0415 - only when a check runs
 
         try:
             if self.source.is_dir():
@@ -898,7 +898,7 @@ def _reported_hooks(host: PluginHost, record: PluginRecord) -> list[dict[str, An
     The host keeps each report in a file per code hash; a report is there once
     a worker imported the plugin, even when the host then refused its hooks.
     """
-    from ._sandbox import _read_hooks  # noqa: PLC0415 - only when a check runs
+    from ._sandbox._pool import _read_hooks  # noqa: PLC0415 - only when a check runs
 
     return _read_hooks(host._hooks_file(record))
 
@@ -1273,7 +1273,7 @@ def _plural(count: int, word: str) -> str:
 
 def _report_lines(report: CheckReport) -> list[str]:
     """For people: a line per problem, the notes, then what ran and the verdict."""
-    from ._host_cli import _duration  # noqa: PLC0415 - durations shown as call shows them
+    from ._cli._host import _duration  # noqa: PLC0415 - durations shown as call shows them
 
     lines = [
         f"{p.severity:<7}  {p.kind:<17}  "

@@ -35,8 +35,8 @@ import attrs
 from ._logs import sdk_log_handler
 from ._manifest import Manifest
 from ._markers import hookimpl
-from ._package import pack_plugin
-from ._sqlite import SQLiteStorage
+from ._sources._package import pack_plugin
+from ._storage._sqlite import SQLiteStorage
 from ._version import HOST_API_VERSION, __version__
 
 if TYPE_CHECKING:

@@ -34,7 +34,7 @@ from packaging.version import InvalidVersion, Version
 
 from ._errors import PluginNotFound, Problem, RequirementsError
 from ._manifest import Manifest
-from ._storage import PluginStatus
+from ._storage._protocol import PluginStatus
 from ._version import HOST_API_VERSION
 
 __all__ = [

@@ -30,7 +30,7 @@ import attrs
 
 from ._api import CALL_LOOPS
 from ._errors import ResultRefused
-from ._storage import FailureRecord, MetricsDelta, bounded, failure_of, make_failure
+from ._storage._protocol import FailureRecord, MetricsDelta, bounded, failure_of, make_failure
 from .events import (
     ApiRequest,
     ApiResponse,

@@ -24,15 +24,7 @@ import attrs
 import pluggy
 
 from ._api import ApiLimits, ApiMeter, DeniedHook, HostServices, PluginAPI
-from ._archive import ArchiveSource, install_archive
 from ._dependencies import check_environment, check_plugins, load_order, require_environment
-from ._discovery import (
-    DiscoveredPlugin,
-    _manifest_document,
-    _module_of,
-    discover_entry_points,
-    register_discovered,
-)
 from ._dispatch import (
     INJECTED,
     BreakerPolicy,
@@ -55,12 +47,27 @@ from ._errors import (
     TransitionError,
 )
 from ._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
-from ._loader import IntegrityError, load_failure, load_plugin, unload_plugin, verify_plugin
 from ._manifest import Isolation, Manifest
 from ._registry import Registry, RegistryEvent, Suspension
-from ._sandbox import Sandbox, SandboxedPlugin, SandboxPolicy
+from ._sandbox._pool import Sandbox, SandboxedPlugin, SandboxPolicy
+from ._sandbox._worker import ASYNC_REFUSAL, is_async
 from ._secrets import SecretBox, SecretKeys
-from ._storage import (
+from ._sources._archive import ArchiveSource, install_archive
+from ._sources._discovery import (
+    DiscoveredPlugin,
+    _manifest_document,
+    _module_of,
+    discover_entry_points,
+    register_discovered,
+)
+from ._sources._loader import (
+    IntegrityError,
+    load_failure,
+    load_plugin,
+    unload_plugin,
+    verify_plugin,
+)
+from ._storage._protocol import (
     MAX_EXC_TYPE,
     ChangeFeed,
     FailureRecord,
@@ -74,7 +81,6 @@ from ._storage import (
     storable,
 )
 from ._version import __version__
-from ._worker import ASYNC_REFUSAL, is_async
 from .events import Context
 from .hookspecs import HookInfo, HookKind, hook_info, plugin_manager
 
@@ -217,7 +223,7 @@ class PluginHost:
         SecretBox(secret_keys)  # bad keys are refused before anything is opened
         self._owns_storage = storage is None
         if storage is None:
-            from ._sqlite import SQLiteStorage  # noqa: PLC0415 - only when no storage is given
+            from ._storage._sqlite import SQLiteStorage  # noqa: PLC0415 - only when no storage is given
 
             storage = SQLiteStorage(DEFAULT_DB)
         self._storage: Final = storage

@@ -24,7 +24,7 @@ from ._errors import (
 from ._manifest import Manifest
 from ._secrets import SecretBox, SecretKeys, is_sealed
 from ._settings import SettingType
-from ._storage import (
+from ._storage._protocol import (
     AuditEvent,
     AuditQuery,
     Change,

@@ -48,23 +48,23 @@ from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvir
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from ._confine import Capabilities, Limits, scratch_parent
-from ._discovery import source_hash
-from ._errors import (
+from .._errors import (
     PackageError,
     RemoteError,
     SandboxError,
     SandboxTimeout,
     WorkerCrashed,
 )
-from ._kinds import SourceKind
-from ._loader import IntegrityError, check_code
-from ._logs import OUTPUT_ATTRIBUTE
-from ._manifest import Isolation, Manifest
-from ._markers import PROJECT_NAME
+from .._kinds import SourceKind
+from .._logs import OUTPUT_ATTRIBUTE
+from .._manifest import Isolation, Manifest
+from .._markers import PROJECT_NAME
+from .._sources._discovery import source_hash
+from .._sources._loader import IntegrityError, check_code
+from ..events import ApiRequest, ApiResponse, Route
+from ._confine import Capabilities, Limits, scratch_parent
 from ._wire import IGNORED_RESULT, MAX_FRAME, Channel, FrameTooLarge, WireError, decode, encode
 from ._worker import SDK_MODULES
-from .events import ApiRequest, ApiResponse, Route
 
 __all__ = ["Sandbox", "SandboxPolicy", "WorkerInfo"]
 
@@ -1275,7 +1275,7 @@ class _Zygote:
         paths = _sdk_paths()
         code = (
             f"import sys; sys.path[:0] = {paths!r}; "
-            "from services_ai_plugins._worker import zygote_main; "
+            "from services_ai_plugins._sandbox._worker import zygote_main; "
             f"zygote_main({theirs.fileno()})"
         )
         # A file, not a pipe: nobody reads it after the start, and a pipe could fill up.

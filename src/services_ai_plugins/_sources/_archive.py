@@ -32,13 +32,13 @@ from typing import BinaryIO, Final, TypeAlias
 
 import attrs
 
-from ._errors import ManifestError, PackageError, Problem
+from .._errors import ManifestError, PackageError, Problem
+from .._manifest import MAX_MANIFEST_BYTES, Manifest
+from .._registry import Registry
+from .._storage._protocol import PluginRecord, SourceKind
 from ._hashing import code_hash
 from ._hashing import hash_header as _hash_header
-from ._manifest import MAX_MANIFEST_BYTES, Manifest
 from ._package import COMPILED_MESSAGES, MANIFEST_NAME, _content_problems, _Folder, compiled_kind
-from ._registry import Registry
-from ._storage import PluginRecord, SourceKind
 
 __all__ = [
     "RULES",

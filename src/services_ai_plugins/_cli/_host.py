@@ -26,11 +26,14 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn, final
 
 # The hook arguments of --sample are built as ``check`` builds them.
-from . import _check
-from ._check import OPTIONAL, example_values, parameter_types, type_name
-from ._errors import Problem, TransitionError, _ProblemsError
-from ._logs import plugin_output, sdk_log_handler
-from ._operator_cli import (
+from .. import _check
+from .._check import OPTIONAL, example_values, parameter_types, type_name
+from .._errors import Problem, TransitionError, _ProblemsError
+from .._logs import plugin_output, sdk_log_handler
+from .._registry import Registry, Suspension
+from .._storage._protocol import FailureRecord, HookMetrics, PluginStatus, Storage
+from .._types import json_type_name
+from ._operator import (
     Result,
     ResultWithCode,
     actor_name,
@@ -39,15 +42,12 @@ from ._operator_cli import (
     plugins_path,
     positive,
 )
-from ._registry import Registry, Suspension
-from ._storage import FailureRecord, HookMetrics, PluginStatus, Storage
-from ._types import json_type_name
 
 if TYPE_CHECKING:
-    from ._dispatch import HookTrace, PluginOutcome
-    from ._types import JSONValue
-    from .events import Booking, Email, Invoice, Lead, Notification, Sms, User
-    from .hookspecs import HookInfo
+    from .._dispatch import HookTrace, PluginOutcome
+    from .._types import JSONValue
+    from ..events import Booking, Email, Invoice, Lead, Notification, Sms, User
+    from ..hookspecs import HookInfo
 
 __all__ = ["HookCallError", "NoHostServices", "add_host_commands"]
 
@@ -163,8 +163,8 @@ def _storage(args: argparse.Namespace) -> contextlib.AbstractContextManager[Stor
 
 def _request(args: argparse.Namespace) -> _Request:
     """Check the hook, the tenant and the arguments before anything runs or is written."""
-    from .events import Context  # noqa: PLC0415 - the payloads load only when call runs
-    from .hookspecs import hook_info, plugin_manager  # noqa: PLC0415 - as above
+    from ..events import Context  # noqa: PLC0415 - the payloads load only when call runs
+    from ..hookspecs import hook_info, plugin_manager  # noqa: PLC0415 - as above
 
     name: str = args.hook
     pm = plugin_manager()
@@ -221,7 +221,7 @@ def _given(
         StructureHandlerNotFoundError,
     )
 
-    from .events import _converter, _problems  # noqa: PLC0415 - as above
+    from ..events import _converter, _problems  # noqa: PLC0415 - as above
 
     document: object = {}
     if data is not None:
@@ -308,7 +308,7 @@ def _log_to_stderr() -> Iterator[None]:
 
 
 def _call(args: argparse.Namespace) -> ResultWithCode:
-    from ._host import PluginHost  # noqa: PLC0415 - the host loads only when call runs
+    from .._host import PluginHost  # noqa: PLC0415 - the host loads only when call runs
 
     request = _request(args)
     traces: list[HookTrace] = []
@@ -368,7 +368,7 @@ def _headline(request: _Request) -> str:
 
 
 def _one_call(request: _Request, trace: HookTrace) -> Result:
-    from .hookspecs import HookKind  # noqa: PLC0415 - only when call runs
+    from ..hookspecs import HookKind  # noqa: PLC0415 - only when call runs
 
     outcomes = trace.outcomes
     failed = sum(o.failure is not None for o in outcomes)
@@ -469,7 +469,7 @@ def _outcome_document(outcome: PluginOutcome) -> dict[str, Any]:
 
 def _jsonable(value: Any) -> Any:
     """A result in its JSON form: payloads as on the wire, anything else JSON can't hold as repr."""
-    from .events import PAYLOAD_TYPES, to_wire  # noqa: PLC0415 - only when call runs
+    from ..events import PAYLOAD_TYPES, to_wire  # noqa: PLC0415 - only when call runs
 
     if value is None or isinstance(value, (bool, int, str)):
         return value

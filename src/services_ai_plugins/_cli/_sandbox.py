@@ -1,7 +1,7 @@
 """The sandbox commands of the command line: sandbox-info.
 
 ``sandbox-info`` shows which layers of the plugin sandbox this machine
-offers (the module :mod:`services_ai_plugins._confine` says what each one
+offers (the module :mod:`services_ai_plugins._sandbox._confine` says what each one
 stops and what it does not), the level they add up to, which user workers
 run as, and what a worker may read (``--json`` lists every path, for the
 plugins folder given and a plugin without dependencies), and whether the
@@ -18,15 +18,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ._confine import (
+from .._kinds import DEFAULT_PLUGINS_DIR
+from .._sandbox._confine import (
     Capabilities,
     probe,
     scratch_parent,
     unreadable_by,
     unsearchable_by,
 )
-from ._kinds import DEFAULT_PLUGINS_DIR
-from ._operator_cli import Result
+from ._operator import Result
 
 __all__ = ["add_sandbox_commands"]
 
@@ -145,7 +145,7 @@ def _reach(capabilities: Capabilities, plugins_dir: Path) -> dict[str, dict[str,
 def _worker_reads(plugins_dir: str) -> tuple[list[Path], list[Path]]:
     """What a worker of a plugin without dependencies may read: the plugins folder, what it
     needs of the interpreter; and the folders beneath those it must not (its own lists)."""
-    from ._worker import hidden_paths, python_paths  # noqa: PLC0415 - loaded here only
+    from .._sandbox._worker import hidden_paths, python_paths  # noqa: PLC0415 - loaded here only
 
     readable = [Path(plugins_dir).absolute(), *python_paths()]
     return readable, hidden_paths(readable)

@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any, Final, cast, final
 
 import attrs
 
-from ._errors import StorageError
-from ._rows import RowCodec
-from ._storage import (
+from ..._errors import StorageError
+from ..._types import JSONValue
+from .._protocol import (
     AuditEvent,
     AuditQuery,
     Change,
@@ -53,7 +53,7 @@ from ._storage import (
     check_limit,
     check_size,
 )
-from ._types import JSONValue
+from .._rows import RowCodec
 
 if TYPE_CHECKING:
     import psycopg

@@ -22,9 +22,9 @@ from typing import Final, cast, final
 
 import attrs
 
-from ._errors import StorageError
-from ._rows import RowCodec
-from ._storage import (
+from .._errors import StorageError
+from .._types import JSONValue
+from ._protocol import (
     AuditEvent,
     AuditQuery,
     Change,
@@ -41,7 +41,7 @@ from ._storage import (
     check_limit,
     check_size,
 )
-from ._types import JSONValue
+from ._rows import RowCodec
 
 __all__ = ["SQLiteStorage"]
 

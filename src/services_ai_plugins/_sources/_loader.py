@@ -36,11 +36,11 @@ from typing import Final
 
 import attrs
 
-from ._errors import PackageError
+from .._errors import PackageError
+from .._manifest import Manifest
+from .._registry import Registry
+from .._storage._protocol import FailureRecord, PluginRecord, PluginStatus, failure_of
 from ._hashing import folder_digests
-from ._manifest import Manifest
-from ._registry import Registry
-from ._storage import FailureRecord, PluginRecord, PluginStatus, failure_of
 
 __all__ = [
     "CompiledModuleRefused",

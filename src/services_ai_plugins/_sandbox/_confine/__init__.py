@@ -234,7 +234,7 @@ from typing import Any, Final, NamedTuple, final
 
 import attrs
 
-from ._errors import PluginError
+from ..._errors import PluginError
 
 __all__ = [
     "DEFAULT_WORKER_UIDS",

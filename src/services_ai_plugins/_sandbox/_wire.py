@@ -41,8 +41,8 @@ from decimal import Decimal
 from time import monotonic
 from typing import Any, Final, cast
 
-from ._errors import PluginError
-from .events import PAYLOAD_TYPES, Route, _converter, _from_host, from_wire
+from .._errors import PluginError
+from ..events import PAYLOAD_TYPES, Route, _converter, _from_host, from_wire
 
 __all__ = [
     "IGNORED_RESULT",

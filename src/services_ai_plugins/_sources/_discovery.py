@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 if TYPE_CHECKING:
-    from ._errors import PluginError
-    from ._kinds import SourceKind
-    from ._manifest import Manifest
-    from ._registry import Registry
-    from ._storage import PluginRecord
+    from .._errors import PluginError
+    from .._kinds import SourceKind
+    from .._manifest import Manifest
+    from .._registry import Registry
+    from .._storage._protocol import PluginRecord
 
 # Discovery runs when a web worker boots: this module imports nothing heavy
 # (no attrs, cattrs or packaging), and manifests are parsed when first needed.
@@ -91,7 +91,7 @@ class DiscoveredPlugin:
     def manifest(self) -> Manifest:
         """The plugin's manifest, parsed on first use."""
         if self._manifest is None:
-            from ._manifest import Manifest  # noqa: PLC0415 - parsed only when needed
+            from .._manifest import Manifest  # noqa: PLC0415 - parsed only when needed
 
             if "version" not in self.document and self._distribution is not None:
                 self.document["version"] = self._distribution.version
@@ -101,7 +101,7 @@ class DiscoveredPlugin:
     @property
     def source(self) -> SourceKind:
         """Where the code came from: an entry point or a folder."""
-        from ._kinds import SourceKind  # noqa: PLC0415
+        from .._kinds import SourceKind  # noqa: PLC0415
 
         return SourceKind(self._source)
 
@@ -136,9 +136,9 @@ def discover_folders(plugins_dir: str | os.PathLike[str]) -> Discovery:
     ``<id>/<version>/`` folders that installed archives live in (they have no
     manifest at their top). Each folder is validated as ``validate`` does.
     """
-    from ._errors import PluginError  # noqa: PLC0415 - folders are validated: parsing loads anyway
+    from .._errors import PluginError  # noqa: PLC0415 - folders are validated: parsing loads anyway
+    from .._kinds import MANIFEST_NAME, SourceKind  # noqa: PLC0415
     from ._hashing import code_hash  # noqa: PLC0415
-    from ._kinds import MANIFEST_NAME, SourceKind  # noqa: PLC0415
     from ._package import validate_plugin  # noqa: PLC0415
 
     root = Path(plugins_dir)
@@ -253,7 +253,7 @@ def _module_of(plugin: object, module_name: str) -> Any:
 
 
 def _refusal(where: str, exc: Exception) -> PluginError:
-    from ._errors import PackageError, PluginError  # noqa: PLC0415 - the refusal path only
+    from .._errors import PackageError, PluginError  # noqa: PLC0415 - the refusal path only
 
     if isinstance(exc, PluginError):
         return exc
@@ -282,7 +282,7 @@ def _manifest_document(plugin: object, module: Any, where: str) -> dict[str, Any
     if package:
         import importlib.resources  # noqa: PLC0415 - only for plugins that ship manifest.json
 
-        from ._kinds import MANIFEST_NAME  # noqa: PLC0415
+        from .._kinds import MANIFEST_NAME  # noqa: PLC0415
 
         resource = importlib.resources.files(package).joinpath(MANIFEST_NAME)
         if resource.is_file():
@@ -291,7 +291,7 @@ def _manifest_document(plugin: object, module: Any, where: str) -> dict[str, Any
             parsed = json.loads(resource.read_bytes())
             if isinstance(parsed, dict):
                 return parsed
-    from ._errors import ManifestError, Problem  # noqa: PLC0415 - the refusal path only
+    from .._errors import ManifestError, Problem  # noqa: PLC0415 - the refusal path only
 
     raise ManifestError(
         [Problem("", "no manifest: give the plugin a `manifest` attribute or ship manifest.json")],
@@ -356,8 +356,8 @@ def register_discovered(
     :raises RequirementsError: for the first plugin with an unmet requirement,
         naming each (nothing is recorded).
     """
-    from ._dependencies import require_environment  # noqa: PLC0415
-    from ._kinds import PluginStatus, SourceKind  # noqa: PLC0415
+    from .._dependencies import require_environment  # noqa: PLC0415
+    from .._kinds import PluginStatus, SourceKind  # noqa: PLC0415
 
     found = list(found)
     for plugin in found:

@@ -18,23 +18,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from ._archive import ArchiveError, install_archive
-from ._dependencies import require_environment
-from ._errors import (
+from .._dependencies import require_environment
+from .._errors import (
     PackageError,
     Problem,
     SettingsError,
     StorageError,
     TransitionError,
 )
-from ._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
-from ._manifest import Manifest
-from ._package import pack_plugin
-from ._permissions import Permission, PermissionCatalogue
-from ._registry import Registry, Suspension
-from ._settings import SettingType
-from ._sqlite import SQLiteStorage
-from ._storage import (
+from .._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
+from .._manifest import Manifest
+from .._permissions import Permission, PermissionCatalogue
+from .._registry import Registry, Suspension
+from .._settings import SettingType
+from .._sources._archive import ArchiveError, install_archive
+from .._sources._package import pack_plugin
+from .._storage._protocol import (
     AuditEvent,
     FailureRecord,
     PluginRecord,
@@ -42,6 +41,7 @@ from ._storage import (
     Storage,
     TenantRecord,
 )
+from .._storage._sqlite import SQLiteStorage
 
 __all__ = [
     "DB_ENV",
@@ -109,7 +109,7 @@ def open_storage(args: argparse.Namespace, *, must_exist: bool = False) -> Itera
     storage: Storage
     if is_database_url(value):
         try:
-            from ._postgres import PostgresStorage  # noqa: PLC0415 - optional: only for a URL
+            from .._storage._postgres._storage import PostgresStorage  # noqa: PLC0415 - optional: only for a URL
 
             storage = PostgresStorage(value)
         except ImportError as exc:
@@ -152,7 +152,7 @@ def _registry(args: argparse.Namespace, *, create: bool = True) -> Iterator[Regi
     """
     value = db_value(args)
     if not create and not is_database_url(value) and not Path(value).exists():
-        from ._memory import MemoryStorage  # noqa: PLC0415 - only for a missing database
+        from .._storage._memory import MemoryStorage  # noqa: PLC0415 - only for a missing database
 
         yield Registry(MemoryStorage())
         return

@@ -9,7 +9,7 @@ from typing import final
 
 import attrs
 
-from ._storage import (
+from ._protocol import (
     AuditEvent,
     AuditQuery,
     Change,

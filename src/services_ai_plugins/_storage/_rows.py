@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 import attrs
 
-from ._storage import (
+from .._types import JSONValue
+from ._protocol import (
     AuditEvent,
     AuditQuery,
     FailureRecord,
@@ -29,7 +30,6 @@ from ._storage import (
     TenantRecord,
     VersionRecord,
 )
-from ._types import JSONValue
 
 __all__ = ["Params", "Row", "RowCodec"]
 

@@ -1,0 +1,1 @@
+"""_cli: a room of the SDK (private)."""

@@ -1,0 +1,1 @@
+"""_sandbox: a room of the SDK (private)."""

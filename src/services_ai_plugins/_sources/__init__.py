@@ -1,0 +1,1 @@
+"""_sources: a room of the SDK (private)."""

@@ -1,0 +1,1 @@
+"""_storage: a room of the SDK (private)."""

@@ -1,0 +1,1 @@
+"""_postgres: a room of the SDK (private)."""
