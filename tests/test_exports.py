@@ -154,7 +154,7 @@ def test_public_api_is_pinned() -> None:
 
 #: The public modules: named by the interface (``services_ai_plugins.events.example(Lead)``,
 #: ``services_ai_plugins.hookspecs``), each with its own ``__all__``.
-PUBLIC_MODULES = {"events", "hookspecs"}
+PUBLIC_MODULES = {"events", "hookspecs", "errors"}
 
 
 def test_modules_are_private_but_the_named_ones() -> None:

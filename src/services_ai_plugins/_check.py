@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 
-from ._errors import ManifestError, PackageError, PluginError, Problem, RequirementsError
 from ._logs import plugin_output, sdk_log_handler
+from .errors import ManifestError, PackageError, PluginError, Problem, RequirementsError
 
 if TYPE_CHECKING:
     import pluggy

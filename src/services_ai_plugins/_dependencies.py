@@ -32,10 +32,10 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from ._errors import PluginNotFound, Problem, RequirementsError
 from ._manifest import Manifest
 from ._storage._protocol import PluginStatus
 from ._version import HOST_API_VERSION
+from .errors import PluginNotFound, Problem, RequirementsError
 
 __all__ = [
     "RequirementsError",

@@ -29,8 +29,8 @@ from typing import Any, Final, NamedTuple, Protocol, final
 import attrs
 
 from ._api import CALL_LOOPS
-from ._errors import ResultRefused
 from ._storage._protocol import FailureRecord, MetricsDelta, bounded, failure_of, make_failure
+from .errors import ResultRefused
 from .events import (
     ApiRequest,
     ApiResponse,

@@ -36,16 +36,6 @@ from ._dispatch import (
     PluginOutcome,
     entry,
 )
-from ._errors import (
-    ConflictError,
-    PackageError,
-    PluginError,
-    PluginNotFound,
-    Problem,
-    RequirementsError,
-    StorageError,
-    TransitionError,
-)
 from ._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
 from ._manifest import Isolation, Manifest
 from ._registry import Registry, RegistryEvent, Suspension
@@ -81,6 +71,16 @@ from ._storage._protocol import (
     storable,
 )
 from ._version import __version__
+from .errors import (
+    ConflictError,
+    PackageError,
+    PluginError,
+    PluginNotFound,
+    Problem,
+    RequirementsError,
+    StorageError,
+    TransitionError,
+)
 from .events import Context
 from .hookspecs import HookInfo, HookKind, hook_info, plugin_manager
 

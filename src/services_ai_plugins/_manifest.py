@@ -21,7 +21,6 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from ._converting import is_variadic_tuple, locate, strict_tuple_hooks
-from ._errors import ManifestError, Problem
 from ._kinds import MANIFEST_NAME
 from ._settings import SettingSpec, SettingType, validate_settings
 from ._types import (
@@ -44,6 +43,7 @@ from ._types import (
     described,
     json_type_name,
 )
+from .errors import ManifestError, Problem
 
 __all__ = ["MANIFEST_NAME", "MAX_MANIFEST_BYTES", "Isolation", "Manifest"]
 

@@ -11,16 +11,6 @@ from typing import Any, Final, final, overload
 import attrs
 
 from ._dependencies import enable_order
-from ._errors import (
-    ConflictError,
-    DependencyError,
-    PluginError,
-    PluginNotFound,
-    Problem,
-    RequirementsError,
-    SecretKeyError,
-    TransitionError,
-)
 from ._manifest import Manifest
 from ._secrets import SecretBox, SecretKeys, is_sealed
 from ._settings import SettingType
@@ -36,6 +26,16 @@ from ._storage._protocol import (
     VersionRecord,
 )
 from ._types import JSONValue
+from .errors import (
+    ConflictError,
+    DependencyError,
+    PluginError,
+    PluginNotFound,
+    Problem,
+    RequirementsError,
+    SecretKeyError,
+    TransitionError,
+)
 
 __all__ = ["Registry", "RegistryEvent", "Suspension"]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import attrs
 from packaging.version import Version
 
-from ._errors import PackageError
 from ._manifest import Manifest, derive_id
 from ._version import HOST_API_VERSION
+from .errors import PackageError
 
 __all__ = ["ScaffoldResult", "scaffold_plugin"]
 

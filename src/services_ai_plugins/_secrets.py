@@ -17,8 +17,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Final, TypeAlias, final
 
-from ._errors import SecretKeyError
 from ._types import JSONValue
+from .errors import SecretKeyError
 
 if TYPE_CHECKING:
     from cryptography.fernet import Fernet, MultiFernet

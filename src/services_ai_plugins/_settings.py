@@ -12,7 +12,6 @@ from typing import Final
 
 import attrs
 
-from ._errors import Problem, SettingsError
 from ._types import (
     Count,
     JSONValue,
@@ -23,6 +22,7 @@ from ._types import (
     described,
     json_type_name,
 )
+from .errors import Problem, SettingsError
 
 __all__ = ["SettingSpec", "SettingType", "validate_settings"]
 

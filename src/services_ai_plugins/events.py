@@ -52,8 +52,8 @@ from cattrs.errors import (
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from ._converting import is_variadic_tuple, locate, strict_tuple_hooks
-from ._errors import Problem, _ProblemsError
 from ._types import JSONValue, check_int, check_json, json_type_name
+from .errors import PayloadError, Problem
 
 __all__ = [
     "HTTP_METHODS",
@@ -735,22 +735,6 @@ def _brief(value: object) -> str:
 # -- the wire ----------------------------------------------------------------------------------
 
 
-class PayloadError(_ProblemsError):
-    """:func:`from_wire` refused the data: every problem, each with its path.
-
-    ``problems`` holds one :class:`~services_ai_plugins.Problem` per fault
-    (``lines[0].quantity: must be a decimal number as a string ...``) and
-    ``payload_type`` the record that was asked for. It is a
-    :class:`ValueError` and a :class:`~services_ai_plugins.PluginError`.
-    """
-
-    def __init__(self, problems: Iterable[Problem], *, payload_type: type) -> None:
-        #: The payload class the data was read as.
-        self.payload_type = payload_type
-        self._what = f"{payload_type.__name__} payload"
-        super().__init__(problems)
-
-
 def to_wire(payload: object) -> dict[str, JSONValue]:
     """A payload as a JSON-ready ``dict``: :func:`from_wire` reads it back equal.
 
@@ -779,7 +763,7 @@ def from_wire(cls: type[_T], data: object) -> _T:
     >>> from_wire(Sms, {"tenant": "acme", "to": 4930123456, "txt": "Hi"})
     Traceback (most recent call last):
     ...
-    services_ai_plugins.events.PayloadError: invalid Sms payload (3 problems):
+    services_ai_plugins.errors.PayloadError: invalid Sms payload (3 problems):
       txt: unknown key; did you mean 'text'?
       to: must be a string (got number)
       text: is required

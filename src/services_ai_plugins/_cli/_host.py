@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn, final
 # The hook arguments of --sample are built as ``check`` builds them.
 from .. import _check
 from .._check import OPTIONAL, example_values, parameter_types, type_name
-from .._errors import Problem, TransitionError, _ProblemsError
 from .._logs import plugin_output, sdk_log_handler
 from .._registry import Registry, Suspension
 from .._storage._protocol import FailureRecord, HookMetrics, PluginStatus, Storage
 from .._types import json_type_name
+from ..errors import HookCallError, NoHostServices, Problem, TransitionError
 from ._operator import (
     Result,
     ResultWithCode,
@@ -56,21 +56,6 @@ FILLED: Final = _check.FILLED
 
 _EXIT_OK: Final = 0
 _EXIT_FAILED: Final = 1
-
-
-class HookCallError(_ProblemsError):
-    """``services-ai-plugins call`` was refused before the hook ran.
-
-    ``source`` is the hook's name; ``problems`` has one entry per fault, its
-    ``path`` naming the argument (``lead.value``), the option (``--tenant``,
-    ``--data``) or nothing when the hook itself is at fault.
-    """
-
-    _what = "call"
-
-
-class NoHostServices(RuntimeError):
-    """A plugin asked ``services-ai-plugins call`` for the host application's data or channels."""
 
 
 @final

@@ -19,13 +19,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from .._dependencies import require_environment
-from .._errors import (
-    PackageError,
-    Problem,
-    SettingsError,
-    StorageError,
-    TransitionError,
-)
 from .._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
 from .._manifest import Manifest
 from .._permissions import Permission, PermissionCatalogue
@@ -42,6 +35,13 @@ from .._storage._protocol import (
     TenantRecord,
 )
 from .._storage._sqlite import SQLiteStorage
+from ..errors import (
+    PackageError,
+    Problem,
+    SettingsError,
+    StorageError,
+    TransitionError,
+)
 
 __all__ = [
     "DB_ENV",

@@ -48,19 +48,19 @@ from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvir
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from .._errors import (
-    PackageError,
-    RemoteError,
-    SandboxError,
-    SandboxTimeout,
-    WorkerCrashed,
-)
 from .._kinds import SourceKind
 from .._logs import OUTPUT_ATTRIBUTE
 from .._manifest import Isolation, Manifest
 from .._markers import PROJECT_NAME
 from .._sources._discovery import source_hash
 from .._sources._loader import IntegrityError, check_code
+from ..errors import (
+    PackageError,
+    RemoteError,
+    SandboxError,
+    SandboxTimeout,
+    WorkerCrashed,
+)
 from ..events import ApiRequest, ApiResponse, Route
 from ._confine import Capabilities, Limits, scratch_parent
 from ._wire import IGNORED_RESULT, MAX_FRAME, Channel, FrameTooLarge, WireError, decode, encode

@@ -41,7 +41,7 @@ from decimal import Decimal
 from time import monotonic
 from typing import Any, Final, cast
 
-from .._errors import PluginError
+from ..errors import FrameTooLarge, WireError
 from ..events import PAYLOAD_TYPES, Route, _converter, _from_host, from_wire
 
 __all__ = [
@@ -117,24 +117,6 @@ _SCALARS: Final[dict[str, Callable[[str], Any]]] = {
     "$b": _bytes,
 }
 _TAGS: Final = frozenset({"$r", "$t", "$d", *_SCALARS})
-
-
-class WireError(PluginError):
-    """A value or a frame that cannot cross the sandbox boundary (named, with what is wrong)."""
-
-
-class FrameTooLarge(WireError):
-    """A frame bigger than its receiver (or its sender) allows: none of it was read or written."""
-
-    def __init__(self, size: int, limit: int, kind: str | None = None) -> None:
-        #: The frame's size in bytes (its body; the 4-byte length not counted).
-        self.size = size
-        #: The most bytes it could have had.
-        self.limit = limit
-        #: Its kind, where it was known.
-        self.kind = kind
-        what = "a frame" if kind is None else f"a {kind!r} frame"
-        super().__init__(f"{what} of {size} bytes is over the limit of {limit}")
 
 
 def encode(value: object) -> Any:

@@ -41,10 +41,10 @@ import pluggy
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from .._errors import PackageError, PluginError
 from .._manifest import Manifest
 from .._markers import PROJECT_NAME
 from .._sources._loader import check_code, import_plugin
+from ..errors import PackageError, PluginError
 from ..events import Context, normalise_routes, to_wire
 from . import _confine
 from ._wire import IGNORED_RESULT, Channel, WireError, decode, encode
@@ -443,11 +443,11 @@ class SandboxAPI:
 
 def _rebuild(type_name: object, message: object, fields: object) -> BaseException:
     """The exception the host's API raised, as the same class where the SDK or builtins have it."""
-    from .. import _errors  # noqa: PLC0415 - loaded already; imported here for the lookup only
+    from .. import errors  # noqa: PLC0415 - loaded already; imported here for the lookup only
 
     text = str(message)
     name = str(type_name)
-    found = getattr(_errors, name, None) or getattr(builtins, name, None)
+    found = getattr(errors, name, None) or getattr(builtins, name, None)
     cls: type[Exception] | None = (
         found if isinstance(found, type) and issubclass(found, Exception) else None
     )

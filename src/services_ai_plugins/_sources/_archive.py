@@ -32,10 +32,10 @@ from typing import BinaryIO, Final, TypeAlias
 
 import attrs
 
-from .._errors import ManifestError, PackageError, Problem
 from .._manifest import MAX_MANIFEST_BYTES, Manifest
 from .._registry import Registry
 from .._storage._protocol import PluginRecord, SourceKind
+from ..errors import ArchiveError, ManifestError, PackageError, Problem
 from ._hashing import code_hash
 from ._hashing import hash_header as _hash_header
 from ._package import COMPILED_MESSAGES, MANIFEST_NAME, _content_problems, _Folder, compiled_kind
@@ -99,21 +99,6 @@ _LOCAL_SIGNATURE: Final = b"PK\x03\x04"
 _ZIP64_MARK: Final = 0xFFFFFFFF
 _METHODS: Final = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED})
 _READ_ERRORS: Final = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError)
-
-
-class ArchiveError(PackageError):
-    """An uploaded plugin archive was refused; nothing was installed.
-
-    ``rule`` is a short stable code from :data:`RULES` (``"path-traversal"``,
-    ``"symlink"``, ``"too-large"``, ...) for handlers and metrics; ``member``
-    names the offending archive member when one is to blame, and ``path`` the
-    archive (``"<upload>"`` for bytes).
-    """
-
-    def __init__(self, rule: str, message: str, *, path: str, member: str | None = None) -> None:
-        #: The stable code of the broken rule, a key of :data:`RULES`.
-        self.rule = rule
-        super().__init__(f"{message} [{rule}]", path=path, member=member)
 
 
 @attrs.frozen

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 if TYPE_CHECKING:
-    from .._errors import PluginError
     from .._kinds import SourceKind
     from .._manifest import Manifest
     from .._registry import Registry
     from .._storage._protocol import PluginRecord
+    from ..errors import PluginError
 
 # Discovery runs when a web worker boots: this module imports nothing heavy
 # (no attrs, cattrs or packaging), and manifests are parsed when first needed.
@@ -136,8 +136,8 @@ def discover_folders(plugins_dir: str | os.PathLike[str]) -> Discovery:
     ``<id>/<version>/`` folders that installed archives live in (they have no
     manifest at their top). Each folder is validated as ``validate`` does.
     """
-    from .._errors import PluginError  # noqa: PLC0415 - folders are validated: parsing loads anyway
     from .._kinds import MANIFEST_NAME, SourceKind  # noqa: PLC0415
+    from ..errors import PluginError  # noqa: PLC0415 - folders are validated: parsing loads anyway
     from ._hashing import code_hash  # noqa: PLC0415
     from ._package import validate_plugin  # noqa: PLC0415
 
@@ -253,7 +253,7 @@ def _module_of(plugin: object, module_name: str) -> Any:
 
 
 def _refusal(where: str, exc: Exception) -> PluginError:
-    from .._errors import PackageError, PluginError  # noqa: PLC0415 - the refusal path only
+    from ..errors import PackageError, PluginError  # noqa: PLC0415 - the refusal path only
 
     if isinstance(exc, PluginError):
         return exc
@@ -291,7 +291,7 @@ def _manifest_document(plugin: object, module: Any, where: str) -> dict[str, Any
             parsed = json.loads(resource.read_bytes())
             if isinstance(parsed, dict):
                 return parsed
-    from .._errors import ManifestError, Problem  # noqa: PLC0415 - the refusal path only
+    from ..errors import ManifestError, Problem  # noqa: PLC0415 - the refusal path only
 
     raise ManifestError(
         [Problem("", "no manifest: give the plugin a `manifest` attribute or ship manifest.json")],

@@ -52,7 +52,7 @@ def hash_files(root: Path, relatives: Iterable[str]) -> str:
 
 
 def _walk_hash(root: Path, each: dict[str, str] | None) -> str:
-    from .._errors import PackageError  # noqa: PLC0415 - only on the refusal paths; keeps import light
+    from ..errors import PackageError  # noqa: PLC0415 - only on the refusal paths; keeps import light
 
     if not root.is_dir():
         raise PackageError("is not a folder", path=str(root))

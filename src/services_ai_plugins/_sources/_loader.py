@@ -36,10 +36,10 @@ from typing import Final
 
 import attrs
 
-from .._errors import PackageError
 from .._manifest import Manifest
 from .._registry import Registry
 from .._storage._protocol import FailureRecord, PluginRecord, PluginStatus, failure_of
+from ..errors import CompiledModuleRefused, IntegrityError, PackageError
 from ._hashing import folder_digests
 
 __all__ = [
@@ -57,25 +57,6 @@ __all__ = [
 
 #: The parent of every loaded plugin's namespace package.
 NAMESPACE_ROOT: Final = "services_ai_plugins.loaded"
-
-
-class IntegrityError(PackageError):
-    """A plugin's files no longer match the code hash recorded when it was installed."""
-
-    def __init__(
-        self, plugin_id: str, path: str, expected: str, actual: str, *, member: str | None = None
-    ) -> None:
-        self.plugin_id = plugin_id
-        self.expected = expected
-        self.actual = actual
-        found = f"{actual[:16]}..." if len(actual) == len(expected) else actual
-        wanted = f"hash {expected[:16]}..." if expected else "no such file"
-        super().__init__(
-            f"the code of plugin {plugin_id!r} changed since it was installed "
-            f"(expected {wanted}, found {found}): refusing to load it",
-            path=path,
-            member=member,
-        )
 
 
 @attrs.frozen
@@ -104,14 +85,6 @@ def _root() -> types.ModuleType:
         module.__path__ = []
         sys.modules[NAMESPACE_ROOT] = module
     return module
-
-
-class CompiledModuleRefused(ImportError):
-    """A plugin imported a module that exists only as bytecode or native code in its folder.
-
-    ``path`` (as for any :class:`ImportError`) is the compiled file. Only
-    source is reviewed, so only source is run.
-    """
 
 
 #: What the import system would load besides source: bytecode without its source, and

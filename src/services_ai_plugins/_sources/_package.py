@@ -18,8 +18,8 @@ from typing import Final, Literal
 
 import attrs
 
-from .._errors import ManifestError, PackageError, Problem
 from .._manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest
+from ..errors import ManifestError, PackageError, Problem
 
 __all__ = ["MANIFEST_NAME", "PackResult", "ValidatedPlugin", "pack_plugin", "validate_plugin"]
 

@@ -20,9 +20,9 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
 
-from .._errors import ConflictError, QuotaExceeded, RemoteError
 from .._kinds import PluginStatus, SourceKind
 from .._types import JSONValue
+from ..errors import ConflictError, QuotaExceeded, RemoteError
 
 __all__ = [
     "AuditEvent",

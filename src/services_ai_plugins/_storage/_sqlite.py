@@ -22,8 +22,8 @@ from typing import Final, cast, final
 
 import attrs
 
-from .._errors import StorageError
 from .._types import JSONValue
+from ..errors import StorageError
 from ._protocol import (
     AuditEvent,
     AuditQuery,

@@ -234,7 +234,7 @@ from typing import Any, Final, NamedTuple, final
 
 import attrs
 
-from ..._errors import PluginError
+from ...errors import ConfinementError
 
 __all__ = [
     "DEFAULT_WORKER_UIDS",
@@ -396,25 +396,6 @@ _NO_CHILD: Final = 253
 
 def _scmp_errno(code: int) -> int:
     return 0x00050000 | (code & 0xFFFF)
-
-
-class ConfinementError(PluginError):
-    """A sandbox layer that :func:`probe` reported as available could not be applied.
-
-    ``layer`` names the layer (one of :data:`LAYER_NAMES`) and ``errno`` the
-    system's error number when there was one. The process is left partly
-    confined: end it rather than run plugin code in it.
-    """
-
-    def __init__(self, layer: str, code: int | None, detail: str) -> None:
-        #: The layer that failed.
-        self.layer = layer
-        #: The ``errno`` of the failure, or ``None``.
-        self.errno = code
-        #: What failed, in words.
-        self.detail = detail
-        reason = f"{detail} [{_errno_name(code)}]" if code else detail
-        super().__init__(f"cannot apply the {layer} sandbox layer: {reason}")
 
 
 def _errno_name(code: int) -> str:

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any, Final, cast, final
 
 import attrs
 
-from ..._errors import StorageError
 from ..._types import JSONValue
+from ...errors import StorageError
 from .._protocol import (
     AuditEvent,
     AuditQuery,

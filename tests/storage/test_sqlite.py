@@ -19,7 +19,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services_ai_plugins._errors import ConflictError, StorageError
 from services_ai_plugins._storage import _sqlite
 from services_ai_plugins._storage._memory import MemoryStorage
 from services_ai_plugins._storage._protocol import (
@@ -37,6 +36,7 @@ from services_ai_plugins._storage._protocol import (
 )
 from services_ai_plugins._storage._sqlite import SQLiteStorage
 from services_ai_plugins._types import JSONValue
+from services_ai_plugins.errors import ConflictError, StorageError
 
 T0 = datetime(2025, 3, 4, 5, 6, 7, 890123, tzinfo=timezone.utc)
 

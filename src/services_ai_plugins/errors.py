@@ -29,15 +29,24 @@ Each exception carries the fields a handler needs, not only a message.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable
 
 import attrs
 
 __all__ = [
+    "ArchiveError",
+    "CompiledModuleRefused",
+    "ConfinementError",
     "ConflictError",
     "DependencyError",
+    "FrameTooLarge",
+    "HookCallError",
+    "IntegrityError",
     "ManifestError",
+    "NoHostServices",
     "PackageError",
+    "PayloadError",
     "PermissionDenied",
     "PluginError",
     "PluginNotFound",
@@ -54,6 +63,7 @@ __all__ = [
     "StorageError",
     "TenantScopeError",
     "TransitionError",
+    "WireError",
     "WorkerCrashed",
 ]
 
@@ -445,3 +455,113 @@ class RemoteError(SandboxError):
         self.remote_message = message
         self.remote_traceback = remote_traceback
         super().__init__(plugin_id, f"{remote_type}: {message}")
+
+
+class ArchiveError(PackageError):
+    """An uploaded plugin archive was refused; nothing was installed.
+
+    ``rule`` is a short stable code from :data:`RULES` (``"path-traversal"``,
+    ``"symlink"``, ``"too-large"``, ...) for handlers and metrics; ``member``
+    names the offending archive member when one is to blame, and ``path`` the
+    archive (``"<upload>"`` for bytes).
+    """
+
+    def __init__(self, rule: str, message: str, *, path: str, member: str | None = None) -> None:
+        #: The stable code of the broken rule, a key of :data:`RULES`.
+        self.rule = rule
+        super().__init__(f"{message} [{rule}]", path=path, member=member)
+
+
+class IntegrityError(PackageError):
+    """A plugin's files no longer match the code hash recorded when it was installed."""
+
+    def __init__(
+        self, plugin_id: str, path: str, expected: str, actual: str, *, member: str | None = None
+    ) -> None:
+        self.plugin_id = plugin_id
+        self.expected = expected
+        self.actual = actual
+        found = f"{actual[:16]}..." if len(actual) == len(expected) else actual
+        wanted = f"hash {expected[:16]}..." if expected else "no such file"
+        super().__init__(
+            f"the code of plugin {plugin_id!r} changed since it was installed "
+            f"(expected {wanted}, found {found}): refusing to load it",
+            path=path,
+            member=member,
+        )
+
+
+class CompiledModuleRefused(PluginError, ImportError):
+    """A plugin imported a module that exists only as bytecode or native code in its folder.
+
+    ``path`` (as for any :class:`ImportError`) is the compiled file. Only
+    source is reviewed, so only source is run.
+    """
+
+
+class WireError(PluginError):
+    """A value or a frame that cannot cross the sandbox boundary (named, with what is wrong)."""
+
+
+class FrameTooLarge(WireError):
+    """A frame bigger than its receiver (or its sender) allows: none of it was read or written."""
+
+    def __init__(self, size: int, limit: int, kind: str | None = None) -> None:
+        #: The frame's size in bytes (its body; the 4-byte length not counted).
+        self.size = size
+        #: The most bytes it could have had.
+        self.limit = limit
+        #: Its kind, where it was known.
+        self.kind = kind
+        what = "a frame" if kind is None else f"a {kind!r} frame"
+        super().__init__(f"{what} of {size} bytes is over the limit of {limit}")
+
+
+class ConfinementError(PluginError):
+    """A sandbox layer that :func:`probe` reported as available could not be applied.
+
+    ``layer`` names the layer (one of :data:`LAYER_NAMES`) and ``errno`` the
+    system's error number when there was one. The process is left partly
+    confined: end it rather than run plugin code in it.
+    """
+
+    def __init__(self, layer: str, code: int | None, detail: str) -> None:
+        #: The layer that failed.
+        self.layer = layer
+        #: The ``errno`` of the failure, or ``None``.
+        self.errno = code
+        #: What failed, in words.
+        self.detail = detail
+        reason = f"{detail} [{errno.errorcode.get(code, f'errno {code}')}]" if code else detail
+        super().__init__(f"cannot apply the {layer} sandbox layer: {reason}")
+
+
+class PayloadError(_ProblemsError):
+    """:func:`from_wire` refused the data: every problem, each with its path.
+
+    ``problems`` holds one :class:`~services_ai_plugins.Problem` per fault
+    (``lines[0].quantity: must be a decimal number as a string ...``) and
+    ``payload_type`` the record that was asked for. It is a
+    :class:`ValueError` and a :class:`~services_ai_plugins.PluginError`.
+    """
+
+    def __init__(self, problems: Iterable[Problem], *, payload_type: type) -> None:
+        #: The payload class the data was read as.
+        self.payload_type = payload_type
+        self._what = f"{payload_type.__name__} payload"
+        super().__init__(problems)
+
+
+class HookCallError(_ProblemsError):
+    """``services-ai-plugins call`` was refused before the hook ran.
+
+    ``source`` is the hook's name; ``problems`` has one entry per fault, its
+    ``path`` naming the argument (``lead.value``), the option (``--tenant``,
+    ``--data``) or nothing when the hook itself is at fault.
+    """
+
+    _what = "call"
+
+
+class NoHostServices(PluginError, RuntimeError):
+    """A plugin asked ``services-ai-plugins call`` for the host application's data or channels."""

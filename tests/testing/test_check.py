@@ -16,16 +16,14 @@ import pytest
 from hypothesis import strategies as st
 
 import services_ai_plugins_testing
-from conftest import EXAMPLE_PLUGIN, PluginWriter
+from conftest import EXAMPLE_PLUGIN, ROOT, PluginWriter
 from services_ai_plugins import CheckProblem, CheckReport, check_plugin, pack_plugin
 from services_ai_plugins._check import KINDS
 from services_ai_plugins._cli._main import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
 from services_ai_plugins.events import Lead, example
 from services_ai_plugins_testing import strategies
 
-DEMO_PLUGINS = (
-    Path(__file__).resolve().parent.parent / "src" / "services_ai_plugins" / "_demo_plugins"
-)
+DEMO_PLUGINS = ROOT / "src" / "services_ai_plugins" / "_demo_plugins"
 
 MAILER = """\
 from services_ai_plugins import hookimpl
@@ -581,7 +579,7 @@ def test_bad_options_are_refused() -> None:
 
 def test_every_kind_is_documented() -> None:
     """Each kind a check reports is listed in KINDS and in docs/cli.md."""
-    docs = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    docs = (ROOT / "docs" / "cli.md").read_text()
     for kind in KINDS:
         assert f"`{kind}`" in docs, kind
 

@@ -24,10 +24,10 @@ from typing import Any
 
 import attrs
 import pytest
+from test_sqlite import at, delta, event, failure, install, plugin, scenario, tenant_change
 
 import pg_cluster
 from services_ai_plugins import ChangeFeed, Storage
-from services_ai_plugins._errors import ConflictError, StorageError
 from services_ai_plugins._storage._memory import MemoryStorage
 from services_ai_plugins._storage._postgres import _storage as postgres
 from services_ai_plugins._storage._postgres._storage import PostgresStorage
@@ -39,7 +39,7 @@ from services_ai_plugins._storage._protocol import (
     TenantRecord,
 )
 from services_ai_plugins._storage._sqlite import SQLiteStorage
-from test_sqlite import at, delta, event, failure, install, plugin, scenario, tenant_change
+from services_ai_plugins.errors import ConflictError, StorageError
 
 psycopg = pytest.importorskip("psycopg")
 psycopg_pool = pytest.importorskip("psycopg_pool")
