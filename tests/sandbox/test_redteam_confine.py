@@ -322,7 +322,8 @@ def test_memory_the_address_space_limit_misses_ends_the_worker(
     install(host, "hoarder", hoard)
     host.refresh()
     assert host.sandbox.start("hoarder", ACME.tenant)
-    [hoarder] = [info.pid for info in host.sandbox.workers() if info.plugin_id == "hoarder"]
+    workers = host.sandbox.workers()
+    [hoarder] = [i.pid for i in workers if (i.plugin_id, i.tenant) == ("hoarder", "acme")]
     fire(host, services, ACME)
     [failure] = host.failures("hoarder")
     assert failure.exc_type == "WorkerCrashed"
