@@ -29,7 +29,7 @@ from test_sqlite import at, delta, event, failure, install, plugin, scenario, te
 import pg_cluster
 from services_ai_plugins import ChangeFeed, Storage
 from services_ai_plugins._storage._memory import MemoryStorage
-from services_ai_plugins._storage._postgres import _storage as postgres
+from services_ai_plugins._storage._postgres import _migrations as migrations
 from services_ai_plugins._storage._postgres._storage import PostgresStorage
 from services_ai_plugins._storage._protocol import (
     AuditQuery,
@@ -181,7 +181,7 @@ TABLES = [
 
 def test_migrations_are_consecutive() -> None:
     """The migration list numbers its steps 1, 2, 3... in order."""
-    versions = [m.version for m in postgres._MIGRATIONS]
+    versions = [m.version for m in migrations.MIGRATIONS]
     assert versions == list(range(1, len(versions) + 1))
 
 
@@ -192,11 +192,11 @@ def test_open_creates_the_schema_and_reopening_changes_nothing(
     changes nothing and takes no lock (it opens while another process holds the migration lock)."""
     opener().close()
     first = applied(postgres_url, schema)
-    assert [row[0] for row in first] == [m.version for m in postgres._MIGRATIONS]
+    assert [row[0] for row in first] == [m.version for m in migrations.MIGRATIONS]
     before = dump(postgres_url, schema)
     assert sorted(before[1]) == TABLES
     with raw(postgres_url) as holder:
-        holder.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (postgres._LOCK_CLASS, schema))
+        holder.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (migrations.LOCK_CLASS, schema))
         opener(timeout=2).close()
         opener(timeout=2).close()
     assert applied(postgres_url, schema) == first
@@ -236,7 +236,7 @@ def test_newer_schema_refused_untouched(
     storage = opener()
     install(storage)
     storage.close()
-    newer = len(postgres._MIGRATIONS) + 1
+    newer = len(migrations.MIGRATIONS) + 1
     with raw(postgres_url) as conn:
         conn.execute(
             q("INSERT INTO {schema}.schema_migrations VALUES (%s, %s, now())", schema),
@@ -261,11 +261,11 @@ def test_extra_migration_applied_to_existing_data(
     tenants = old.list_tenants("crm-sync")
     old.close()
 
-    version = len(postgres._MIGRATIONS) + 1
-    extra = postgres._Migration(
+    version = len(migrations.MIGRATIONS) + 1
+    extra = migrations.Migration(
         version, "plugins get a homepage", "ALTER TABLE {s}.plugins ADD COLUMN homepage TEXT;"
     )
-    monkeypatch.setattr(postgres, "_MIGRATIONS", (*postgres._MIGRATIONS, extra))
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, extra))
     new = opener()
     assert new.get_plugin("crm-sync") == record
     assert new.list_tenants("crm-sync") == tenants
@@ -292,13 +292,13 @@ def test_failed_migration_rolls_back(
     """A migration that fails half-way leaves the schema and data as they were."""
     install(opener())
     before = dump(postgres_url, schema)
-    broken = postgres._Migration(
-        len(postgres._MIGRATIONS) + 1,
+    broken = migrations.Migration(
+        len(migrations.MIGRATIONS) + 1,
         "half done",
         "ALTER TABLE {s}.plugins ADD COLUMN homepage TEXT; CREATE TABLE {s}.broken (;",
     )
     with monkeypatch.context() as patch:
-        patch.setattr(postgres, "_MIGRATIONS", (*postgres._MIGRATIONS, broken))
+        patch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, broken))
         with pytest.raises(StorageError, match="cannot open the database") as caught:
             opener()
     assert isinstance(caught.value.__cause__, psycopg.errors.SyntaxError)
@@ -319,7 +319,7 @@ def test_processes_opening_at_once_migrate_once(
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(open_it, range(8))) == [0] * 8
     assert [row[0] for row in applied(postgres_url, schema)] == [
-        m.version for m in postgres._MIGRATIONS
+        m.version for m in migrations.MIGRATIONS
     ]
 
 
@@ -329,13 +329,13 @@ def test_migrations_wait_for_the_advisory_lock(
     """Migrating waits while another process holds the schema's migration lock, then runs."""
     opened: list[PostgresStorage] = []
     with raw(postgres_url) as holder:
-        holder.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (postgres._LOCK_CLASS, schema))
+        holder.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (migrations.LOCK_CLASS, schema))
         thread = threading.Thread(target=lambda: opened.append(opener()))
         thread.start()
         thread.join(0.5)
         assert thread.is_alive(), "the migration did not wait for the lock"
         holder.execute(
-            "SELECT pg_advisory_unlock(%s, hashtext(%s))", (postgres._LOCK_CLASS, schema)
+            "SELECT pg_advisory_unlock(%s, hashtext(%s))", (migrations.LOCK_CLASS, schema)
         )
         thread.join(10)
     assert not thread.is_alive()

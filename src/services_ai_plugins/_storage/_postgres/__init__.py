@@ -1,1 +1,2 @@
-"""_postgres: a room of the SDK (private)."""
+"""PostgresStorage, in three parts: the storage (``_storage``), its schema and migrations
+(``_migrations``), and the change feed's LISTEN thread (``_listen``)."""

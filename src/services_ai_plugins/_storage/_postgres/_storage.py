@@ -17,22 +17,17 @@ from __future__ import annotations
 
 import decimal
 import functools
-import itertools
 import json
 import logging
 import math
-import random
 import re
 import selectors
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Final, cast, final
-
-import attrs
 
 from ..._types import JSONValue
 from ...errors import StorageError
@@ -54,6 +49,8 @@ from .._protocol import (
     check_size,
 )
 from .._rows import RowCodec
+from ._listen import CHANNEL, Listener
+from ._migrations import prepare, render
 
 if TYPE_CHECKING:
     import psycopg
@@ -64,10 +61,6 @@ __all__ = ["PostgresStorage"]
 
 _logger = logging.getLogger("services_ai_plugins.storage")
 
-#: The channel every commit notifies; the payload is JSON naming the schema and
-#: the new generation: ``{"schema": "services_ai_plugins", "generation": 42}``.
-CHANNEL: Final = "services_ai_plugins_changes"
-
 _INSTALL_HINT: Final = (
     "PostgresStorage needs psycopg 3 and psycopg_pool, which are not installed: "
     'pip install "services-ai-plugins[postgres]"'
@@ -76,22 +69,10 @@ _INSTALL_HINT: Final = (
 #: A schema name we quote ourselves: letters, digits and underscores, at most 63 bytes.
 _SCHEMA_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
-#: The first key of the advisory lock that migrations take ("SAIP"); the second
-#: is a hash of the schema name, so schemas migrate independently.
-_LOCK_CLASS: Final = 0x5341_4950
-
 #: What the driver (or the conversions around it) raises; these become
 #: StorageError at this seam. ValueError covers text that cannot be encoded
 #: (lone surrogates), bad JSON and unknown enum values in a damaged database.
 _CONVERSION_ERRORS: Final = (ValueError, OverflowError)
-
-#: How long the change feed waits before reconnecting: doubled after each
-#: failed attempt, up to the maximum (seconds, with jitter).
-_RETRY_FIRST: Final = 0.1
-_RETRY_MAX: Final = 10.0
-
-#: How long close() waits for the change feed's thread to end (seconds).
-_STOP_TIMEOUT: Final = 5.0
 
 #: TCP keepalives of the change feed's connection, unless the connection
 #: string sets them: a dead server or network is noticed within about a minute.
@@ -104,144 +85,6 @@ _KEEPALIVES: Final = {
 
 _BIGINT: Final = range(-(2**63), 2**63)
 
-
-@attrs.frozen
-class _Migration:
-    """One step of the schema: applied once, in one transaction, in version order."""
-
-    version: int
-    description: str
-    #: SQL statements; ``{s}`` stands for the quoted schema name.
-    script: str
-
-
-_SCHEMA_1: Final = """
-CREATE TABLE {s}.meta (
-    key   TEXT COLLATE "C" PRIMARY KEY,
-    value BIGINT NOT NULL
-);
-INSERT INTO {s}.meta (key, value) VALUES ('generation', 0);
-
-CREATE TABLE {s}.plugins (
-    id                  TEXT COLLATE "C" PRIMARY KEY,
-    name                TEXT NOT NULL,
-    version             TEXT NOT NULL,
-    status              TEXT COLLATE "C" NOT NULL,
-    manifest            JSONB NOT NULL,
-    code_hash           TEXT NOT NULL,
-    source              TEXT NOT NULL,
-    package_path        TEXT,
-    installed_at        TIMESTAMPTZ NOT NULL,
-    installed_by        TEXT NOT NULL,
-    approved_at         TIMESTAMPTZ,
-    approved_by         TEXT,
-    status_reason       TEXT,
-    granted_permissions TEXT[] NOT NULL,
-    revision            BIGINT NOT NULL
-);
-CREATE INDEX plugins_status ON {s}.plugins (status, id);
-
-CREATE TABLE {s}.plugin_tenants (
-    plugin_id        TEXT COLLATE "C" NOT NULL REFERENCES {s}.plugins (id),
-    tenant           TEXT COLLATE "C" NOT NULL,
-    enabled          BOOLEAN NOT NULL,
-    suspended_reason TEXT,
-    optional_grants  TEXT[] NOT NULL,
-    settings         JSONB NOT NULL,
-    changed_at       TIMESTAMPTZ NOT NULL,
-    changed_by       TEXT NOT NULL,
-    revision         BIGINT NOT NULL,
-    PRIMARY KEY (plugin_id, tenant)
-);
-CREATE INDEX plugin_tenants_running ON {s}.plugin_tenants (tenant, plugin_id)
-    WHERE enabled AND suspended_reason IS NULL;
-
--- History tables carry no foreign key: they outlive the plugin's row.
-CREATE TABLE {s}.plugin_versions (
-    id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    plugin_id    TEXT COLLATE "C" NOT NULL,
-    version      TEXT NOT NULL,
-    code_hash    TEXT NOT NULL,
-    changelog    TEXT,
-    installed_at TIMESTAMPTZ NOT NULL,
-    installed_by TEXT NOT NULL
-);
-CREATE INDEX plugin_versions_plugin ON {s}.plugin_versions (plugin_id, id);
-
-CREATE TABLE {s}.audit_events (
-    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    at          TIMESTAMPTZ NOT NULL,
-    actor       TEXT COLLATE "C" NOT NULL,
-    action      TEXT COLLATE "C" NOT NULL,
-    plugin_id   TEXT COLLATE "C" NOT NULL,
-    tenant      TEXT COLLATE "C",
-    before_json JSONB,
-    after_json  JSONB
-);
-CREATE INDEX audit_events_plugin ON {s}.audit_events (plugin_id, id);
-CREATE INDEX audit_events_tenant ON {s}.audit_events (tenant, id);
-CREATE INDEX audit_events_actor ON {s}.audit_events (actor, id);
-CREATE INDEX audit_events_at ON {s}.audit_events (at);
-
-CREATE TABLE {s}.failures (
-    id        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    plugin_id TEXT COLLATE "C" NOT NULL,
-    tenant    TEXT COLLATE "C",
-    hook      TEXT COLLATE "C" NOT NULL,
-    exc_type  TEXT NOT NULL,
-    message   TEXT NOT NULL,
-    traceback TEXT NOT NULL,
-    at        TIMESTAMPTZ NOT NULL,
-    resolved  BOOLEAN NOT NULL
-);
-CREATE INDEX failures_plugin ON {s}.failures (plugin_id, resolved, id);
-
-CREATE TABLE {s}.hook_metrics (
-    plugin_id      TEXT COLLATE "C" NOT NULL,
-    hook           TEXT COLLATE "C" NOT NULL,
-    calls          BIGINT NOT NULL,
-    errors         BIGINT NOT NULL,
-    total_duration DOUBLE PRECISION NOT NULL,
-    max_duration   DOUBLE PRECISION NOT NULL,
-    last_call      TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (plugin_id, hook)
-);
-"""
-
-_STORE_LEDGER: Final = """
--- What each plugin keeps in its key-value store per tenant (the values live with the
--- host services); every charge locks the totals row first, so charges of one store queue.
-CREATE TABLE {s}.store_totals (
-    plugin_id TEXT COLLATE "C" NOT NULL,
-    tenant    TEXT COLLATE "C" NOT NULL,
-    keys      BIGINT NOT NULL,
-    bytes     BIGINT NOT NULL,
-    PRIMARY KEY (plugin_id, tenant)
-);
-CREATE TABLE {s}.store_sizes (
-    plugin_id TEXT COLLATE "C" NOT NULL,
-    tenant    TEXT COLLATE "C" NOT NULL,
-    key       TEXT COLLATE "C" NOT NULL,
-    bytes     BIGINT NOT NULL,
-    PRIMARY KEY (plugin_id, tenant, key)
-);
-"""
-
-#: The schema, step by step. Append-only: a release that changes the schema
-#: adds the next version at the end and never edits a published step, since
-#: databases in the field have already applied it.
-_MIGRATIONS: tuple[_Migration, ...] = (
-    _Migration(1, "plugins, tenants, versions, audit, failures and metrics", _SCHEMA_1),
-    _Migration(2, "the ledger of plugin store quotas", _STORE_LEDGER),
-)
-
-_CREATE_MIGRATIONS: Final = """
-CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
-    version     INTEGER PRIMARY KEY,
-    description TEXT NOT NULL,
-    applied_at  TIMESTAMPTZ NOT NULL
-)
-"""
 
 _SELECT_PLUGINS: Final = """
 SELECT id, name, version, status, manifest, code_hash, source, package_path, installed_at,
@@ -464,7 +307,7 @@ class PostgresStorage:
         self._pool_closed: Final = psycopg_pool.PoolClosed
         self._lock: Final = threading.Lock()
         self._closed = False
-        self._listener: _Listener | None = None
+        self._listener: Listener | None = None
         try:
             given = conninfo_to_dict(url_or_conninfo)
         except psycopg.Error as exc:
@@ -490,7 +333,7 @@ class PostgresStorage:
                         "dbname": conn.info.dbname,
                     }
                 )
-                _prepare(conn, schema, lock_timeout, self._where)
+                prepare(conn, schema, lock_timeout, self._where)
         except psycopg.Error as exc:
             raise StorageError(f"{self._where}: cannot open the database: {exc}") from exc
 
@@ -765,7 +608,7 @@ class PostgresStorage:
             if self._closed:
                 raise StorageError(f"{self!r} is closed")
             if self._listener is None:
-                self._listener = _Listener(
+                self._listener = Listener(
                     self._listen_connect,
                     self._driver_error,
                     self._schema,
@@ -779,7 +622,7 @@ class PostgresStorage:
     # -- helpers ---------------------------------------------------------------------------
 
     def _sql(self, template: str) -> str:
-        return _render(template, self._quoted)
+        return render(template, self._quoted)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -896,219 +739,6 @@ def _where(parts: Mapping[str, object]) -> str:
     if dbname:
         text += f"/{dbname}"
     return text
-
-
-@functools.lru_cache(maxsize=512)
-def _render(template: str, quoted_schema: str) -> str:
-    """A statement with ``{s}`` replaced by the quoted schema name."""
-    return template.replace("{s}", quoted_schema)
-
-
-# -- opening: the schema and its migrations ------------------------------------------------
-
-
-def _prepare(conn: psycopg.Connection[Any], schema: str, lock_timeout: str, where: str) -> None:
-    """Refuse a non-UTF-8 database or a newer schema; apply pending migrations."""
-    encoding = conn.info.parameter_status("server_encoding")
-    if encoding != "UTF8":
-        raise StorageError(
-            f"{where}: the database encoding is {encoding!r}; PostgresStorage needs a UTF8 "
-            "database (CREATE DATABASE ... ENCODING 'UTF8')"
-        )
-    conn.execute("SELECT set_config('lock_timeout', %s, false)", (lock_timeout,))
-    quoted = f'"{schema}"'
-    # Refuse a newer schema, or see that nothing is to do, before taking any lock.
-    if not _pending_migrations(conn, schema, where):
-        return
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, schema))
-        # Another process may have migrated since the first look: decide under the lock.
-        exists = conn.execute(
-            "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (schema,)
-        ).fetchone()
-        if exists is None:
-            # Not CREATE SCHEMA IF NOT EXISTS: that needs the CREATE privilege even
-            # when the schema is there.
-            conn.execute(_render("CREATE SCHEMA {s}", quoted))
-        conn.execute(_render(_CREATE_MIGRATIONS, quoted))
-        for migration in _pending_migrations(conn, schema, where):
-            conn.execute(_render(migration.script, quoted))
-            conn.execute(
-                _render(
-                    "INSERT INTO {s}.schema_migrations (version, description, applied_at)"
-                    " VALUES (%s, %s, %s)",
-                    quoted,
-                ),
-                (migration.version, migration.description, datetime.now(timezone.utc)),
-            )
-            _logger.info(
-                "%s: applied schema migration %d of schema %s (%s)",
-                where,
-                migration.version,
-                schema,
-                migration.description,
-            )
-
-
-def _pending_migrations(conn: psycopg.Connection[Any], schema: str, where: str) -> list[_Migration]:
-    """The migrations not applied yet; StorageError if the schema is newer than the code."""
-    quoted = f'"{schema}"'
-    table = conn.execute(
-        "SELECT to_regclass(%s)::text", (f"{quoted}.schema_migrations",)
-    ).fetchone()
-    applied: set[int] = set()
-    if table is not None and table[0] is not None:
-        rows = conn.execute(_render("SELECT version FROM {s}.schema_migrations", quoted))
-        applied = {int(row[0]) for row in rows.fetchall()}
-    known = _MIGRATIONS[-1].version if _MIGRATIONS else 0
-    newest = max(applied, default=0)
-    if newest > known:
-        raise StorageError(
-            f"{where}: schema {schema!r} is at version {newest}, newer than this release "
-            f"of services-ai-plugins knows (up to {known}); upgrade services-ai-plugins to use it"
-        )
-    return [m for m in _MIGRATIONS if m.version not in applied]
-
-
-# -- the change feed -----------------------------------------------------------------------
-
-
-class _Listener:
-    """A daemon thread that LISTENs on a connection of its own and calls the watchers back."""
-
-    def __init__(
-        self,
-        connect: Callable[[], psycopg.Connection[Any]],
-        driver_error: type[Exception],
-        schema: str,
-        name: str,
-    ) -> None:
-        self._connect = connect
-        self._driver_error = driver_error
-        self._schema = schema
-        self._lock = threading.Lock()
-        self._callbacks: dict[int, Callable[[], None]] = {}
-        self._keys = itertools.count()
-        self._stopping = threading.Event()
-        #: Set once the first attempt to listen is over, whether it worked or not.
-        self._ready = threading.Event()
-        #: A write to one end wakes the thread from waiting on the server.
-        self._wake_reader, self._wake_writer = socket.socketpair()
-        #: Whether the watchers may have missed changes: a connection was lost
-        #: or could not be made since they were last called.
-        self._missed = False
-        self._listening = False
-        #: The server process of the listening connection, None while there is none.
-        self.backend_pid: int | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def add(self, callback: Callable[[], None]) -> Callable[[], None]:
-        with self._lock:
-            key = next(self._keys)
-            self._callbacks[key] = callback
-
-        def stop() -> None:
-            with self._lock:
-                self._callbacks.pop(key, None)
-
-        return stop
-
-    def wait_ready(self, timeout: float) -> None:
-        self._ready.wait(timeout)
-
-    def stop(self) -> None:
-        self._stopping.set()
-        with suppress(OSError):
-            self._wake_writer.send(b"\0")
-        if threading.current_thread() is not self._thread:
-            self._thread.join(_STOP_TIMEOUT)
-        if not self._thread.is_alive():
-            self._wake_reader.close()
-            self._wake_writer.close()
-
-    def _run(self) -> None:
-        delay = _RETRY_FIRST
-        while not self._stopping.is_set():
-            try:
-                self._session()
-            except Exception as exc:
-                if self._stopping.is_set():
-                    break
-                expected = isinstance(exc, self._driver_error)
-                if self._listening:
-                    self._listening = False
-                    self._missed = True
-                    delay = _RETRY_FIRST
-                    _logger.warning(
-                        "change feed of schema %s lost its connection (%s): reconnecting",
-                        self._schema,
-                        exc,
-                        exc_info=not expected,
-                    )
-                    self._call_back()
-                else:
-                    # One warning per outage; the retries that follow are debug noise.
-                    _logger.log(
-                        logging.DEBUG if self._missed else logging.WARNING,
-                        "change feed of schema %s cannot listen (%s): retrying in %.1f s",
-                        self._schema,
-                        exc,
-                        delay,
-                        exc_info=not expected,
-                    )
-                    self._missed = True
-            finally:
-                self.backend_pid = None
-                self._ready.set()
-            # Jitter: processes that lost the server together do not come back in step.
-            if self._stopping.wait(delay * random.uniform(0.5, 1.0)):  # noqa: S311 - jitter, not secrecy
-                break
-            delay = min(delay * 2, _RETRY_MAX)
-
-    def _session(self) -> None:
-        """Connect, listen and dispatch until close() or an error."""
-        with self._connect() as conn:
-            if self._stopping.is_set():
-                return
-            conn.execute("LISTEN " + CHANNEL)
-            self.backend_pid = conn.info.backend_pid
-            self._listening = True
-            self._ready.set()
-            if self._missed:
-                self._missed = False
-                _logger.info("change feed of schema %s listens again", self._schema)
-                self._call_back()
-            with selectors.DefaultSelector() as selector:
-                selector.register(conn.fileno(), selectors.EVENT_READ)
-                selector.register(self._wake_reader, selectors.EVENT_READ)
-                while not self._stopping.is_set():
-                    # Whatever has arrived, without waiting; a lost connection raises here.
-                    for notify in conn.notifies(timeout=0):
-                        if self._concerns_us(notify.payload):
-                            self._call_back()
-                    selector.select()
-        self._listening = False
-
-    def _concerns_us(self, payload: str) -> bool:
-        try:
-            schema = json.loads(payload)["schema"]
-        except (ValueError, TypeError, KeyError):
-            return True  # not our format: refreshing is the safe side
-        return bool(schema == self._schema)
-
-    def _call_back(self) -> None:
-        with self._lock:
-            callbacks = list(self._callbacks.values())
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:
-                _logger.exception("a change feed callback of schema %s raised", self._schema)
 
 
 # -- encoding: records to parameters -------------------------------------------------------
