@@ -33,7 +33,7 @@ from .._registry import Registry, Suspension
 from .._storage._protocol import FailureRecord, HookMetrics, PluginStatus, Storage
 from .._types import json_type_name
 from ..errors import HookCallError, NoHostServices, Problem, TransitionError
-from ._operator import (
+from ._common import (
     Result,
     ResultWithCode,
     actor_name,

@@ -21,14 +21,13 @@ from typing import Any, Final, NoReturn, TextIO
 
 from .._check import add_check_command
 from .._demo import add_demo_command
-from .._scaffold import scaffold_plugin
-from .._schema import manifest_json_schema
-from .._sources._package import pack_plugin, validate_plugin
 from .._version import HOST_API_VERSION, __version__
 from ..errors import PackageError, PluginError, _ProblemsError
+from ._authoring import add_authoring_commands
 from ._host import add_host_commands
-from ._operator import add_operator_commands
+from ._lifecycle import add_lifecycle_commands
 from ._sandbox import add_sandbox_commands
+from ._settings import add_settings_commands
 
 __all__ = ["EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "main"]
 
@@ -72,59 +71,6 @@ class _Output:
             self.stderr.write(f"error: {error}\n")
 
 
-def _validate(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
-    checked = validate_plugin(args.path)
-    manifest = checked.manifest
-    document = {
-        "path": checked.path,
-        "kind": checked.kind,
-        "id": manifest.id,
-        "name": manifest.name,
-        "version": str(manifest.version),
-        "notes": list(checked.notes),
-    }
-    lines = [
-        f"ok: {manifest.id} {manifest.version} ({manifest.name}), {checked.kind} {checked.path}"
-    ]
-    lines += [f"note: {note}" for note in checked.notes]
-    return document, lines
-
-
-def _schema(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
-    schema = manifest_json_schema()
-    return {"schema": schema}, [json.dumps(schema, indent=2)]
-
-
-def _pack(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
-    packed = pack_plugin(args.folder, args.output)
-    manifest = packed.manifest
-    document = {
-        "path": str(packed.path),
-        "sha256": packed.sha256,
-        "id": manifest.id,
-        "version": str(manifest.version),
-        "files": list(packed.files),
-        "skipped": list(packed.skipped),
-    }
-    lines = [
-        f"packed {manifest.id} {manifest.version}: {packed.path} ({len(packed.files)} files)",
-        f"sha256: {packed.sha256}",
-    ]
-    if packed.skipped:
-        lines.insert(1, f"left out: {', '.join(packed.skipped)}")
-    return document, lines
-
-
-def _new(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
-    created = scaffold_plugin(args.name, args.directory, author=args.author, email=args.email)
-    document = {"path": str(created.path), "id": created.manifest.id, "files": list(created.files)}
-    lines = [
-        f"created {created.path}/ ({', '.join(created.files)})",
-        f"next: cd {created.path} && pytest && {PROG} validate .",
-    ]
-    return document, lines
-
-
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON document")
@@ -138,35 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    validate = commands.add_parser(
-        "validate", parents=[common], help="check a manifest.json, a plugin folder or a plugin ZIP"
-    )
-    validate.add_argument("path", help="a manifest.json, a plugin folder or a .zip")
-    validate.set_defaults(handler=_validate)
-
+    add_authoring_commands(commands, common, PROG)
     add_check_command(commands, common)
-
-    schema = commands.add_parser(
-        "schema", parents=[common], help="print the manifest's JSON Schema"
-    )
-    schema.set_defaults(handler=_schema)
-
-    pack = commands.add_parser(
-        "pack", parents=[common], help="validate a plugin folder and write a reproducible ZIP"
-    )
-    pack.add_argument("folder", help="the plugin folder")
-    pack.add_argument("-o", "--output", help="the archive to write (default: ID-VERSION.zip)")
-    pack.set_defaults(handler=_pack)
-
-    new = commands.add_parser("new", parents=[common], help="create a plugin folder to start from")
-    new.add_argument("name", help="the plugin id or display name, e.g. lead-notifier")
-    new.add_argument("-d", "--directory", default=".", help="where to create it (default: here)")
-    new.add_argument("--author", help="the author's name for the manifest")
-    new.add_argument("--email", help="the author's e-mail for the manifest")
-    new.set_defaults(handler=_new)
-
     add_demo_command(commands)
-    add_operator_commands(commands, common, PROG)
+    add_lifecycle_commands(commands, common, PROG)
+    add_settings_commands(commands, common, PROG)
     add_host_commands(commands, common, PROG)
     add_sandbox_commands(commands, common, PROG)
     return parser

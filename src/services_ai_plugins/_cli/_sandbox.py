@@ -26,7 +26,7 @@ from .._sandbox._confine import (
     unreadable_by,
     unsearchable_by,
 )
-from ._operator import Result
+from ._common import Result
 
 __all__ = ["add_sandbox_commands"]
 

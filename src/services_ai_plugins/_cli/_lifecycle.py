@@ -1,4 +1,5 @@
-"""The operator commands of the command line: install, list, show, approve, ..., audit.
+"""The lifecycle commands of the command line: install, list, show, approve, reject, enable,
+disable, uninstall, audit.
 
 They work on a registry (``--db``, ``$SERVICES_AI_PLUGINS_DB``, default
 ``services-ai-plugins.db`` here: a SQLite file, or a ``postgresql://`` URL)
@@ -9,9 +10,6 @@ with plugin code under a plugins folder (``--plugins-dir``,
 from __future__ import annotations
 
 import argparse
-import getpass
-import json
-import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -19,11 +17,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from .._dependencies import require_environment
-from .._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
 from .._manifest import Manifest
 from .._permissions import Permission, PermissionCatalogue
 from .._registry import Registry, Suspension
-from .._settings import SettingType
 from .._sources._archive import ArchiveError, install_archive
 from .._sources._package import pack_plugin
 from .._storage._protocol import (
@@ -31,133 +27,15 @@ from .._storage._protocol import (
     FailureRecord,
     PluginRecord,
     PluginStatus,
-    Storage,
     TenantRecord,
 )
-from .._storage._sqlite import SQLiteStorage
 from ..errors import (
     PackageError,
-    Problem,
-    SettingsError,
-    StorageError,
     TransitionError,
 )
+from ._common import Result, actor_name, command_adder, open_registry, plugins_path, positive
 
-__all__ = [
-    "DB_ENV",
-    "Handler",
-    "Result",
-    "ResultWithCode",
-    "actor_name",
-    "add_operator_commands",
-    "command_adder",
-    "db_path",
-    "db_value",
-    "is_database_url",
-    "open_storage",
-    "plugins_path",
-    "positive",
-]
-
-DB_ENV: Final = "SERVICES_AI_PLUGINS_DB"
-DIR_ENV: Final = "SERVICES_AI_PLUGINS_DIR"
-
-#: What a command returns: its JSON fields (``ok`` is added) and its lines for people.
-Result = tuple[dict[str, Any], list[str]]
-
-
-#: The URL schemes ``--db`` takes for a PostgreSQL database (libpq's own two).
-_POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
-
-
-def db_value(args: argparse.Namespace) -> str:
-    """What ``--db`` (else ``$SERVICES_AI_PLUGINS_DB``, else the default) names."""
-    return str(getattr(args, "db", None) or os.environ.get(DB_ENV) or DEFAULT_DB)
-
-
-def is_database_url(value: str) -> bool:
-    """Whether a ``--db`` value is a PostgreSQL URL rather than a SQLite file."""
-    return value.lower().startswith(_POSTGRES_SCHEMES)
-
-
-def db_path(args: argparse.Namespace) -> Path:
-    """The SQLite file ``--db`` names (meaningless for a URL: see :func:`is_database_url`)."""
-    return Path(db_value(args))
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, for messages."""
-    scheme, _, rest = url.partition("://")
-    credentials, at, location = rest.rpartition("@")
-    if not at or ":" not in credentials:
-        return url
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{location}"
-
-
-@contextmanager
-def open_storage(args: argparse.Namespace, *, must_exist: bool = False) -> Iterator[Storage]:
-    """The storage ``--db`` names: a ``PostgresStorage`` for a ``postgresql://`` URL,
-    else a ``SQLiteStorage`` file; closed on leaving.
-
-    ``must_exist`` refuses a SQLite file that does not exist (with a
-    ``StorageError`` naming it) instead of creating it. A PostgreSQL database
-    always exists: opening it creates the registry's tables if missing.
-    psycopg is imported only for a URL; without the ``postgres`` extra the
-    URL is refused with a ``StorageError`` saying what to install.
-    """
-    value = db_value(args)
-    storage: Storage
-    if is_database_url(value):
-        try:
-            from .._storage._postgres._storage import PostgresStorage  # noqa: PLC0415 - optional: only for a URL
-
-            storage = PostgresStorage(value)
-        except ImportError as exc:
-            raise StorageError(f"{_redacted(value)}: {exc}") from exc
-    else:
-        db = Path(value)
-        if must_exist and not db.is_file():
-            raise StorageError(
-                f"{db}: no such registry database; install a plugin first, or name the "
-                f"database with --db or ${DB_ENV}"
-            )
-        storage = SQLiteStorage(db)
-    try:
-        yield storage
-    finally:
-        storage.close()
-
-
-def plugins_path(args: argparse.Namespace) -> Path:
-    return Path(
-        getattr(args, "plugins_dir", None) or os.environ.get(DIR_ENV) or DEFAULT_PLUGINS_DIR
-    )
-
-
-def actor_name(args: argparse.Namespace) -> str:
-    if getattr(args, "actor", None):
-        return str(args.actor)
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):  # no user name in this environment
-        return "cli"
-
-
-@contextmanager
-def _registry(args: argparse.Namespace, *, create: bool = True) -> Iterator[Registry]:
-    """The registry in ``--db``; a read (``create=False``) of a missing file creates none.
-
-    Reading a SQLite registry that does not exist shows an empty one (no
-    plugins, no events) instead of leaving an empty database file behind.
-    """
-    value = db_value(args)
-    if not create and not is_database_url(value) and not Path(value).exists():
-        from .._storage._memory import MemoryStorage  # noqa: PLC0415 - only for a missing database
-
-        yield Registry(MemoryStorage())
-        return
-    with open_storage(args) as storage:
-        yield Registry(storage)
+__all__ = ["add_lifecycle_commands"]
 
 
 def _plugin_document(record: PluginRecord) -> dict[str, Any]:
@@ -210,7 +88,7 @@ def _install(args: argparse.Namespace) -> Result:
         raise PackageError("no such file or folder", path=str(source))
     plugins_dir = plugins_path(args)
     plugins_dir.mkdir(parents=True, exist_ok=True)
-    with _registry(args) as registry, _cli_flags(source):
+    with open_registry(args) as registry, _cli_flags(source):
         if source.is_dir():
             # A folder goes through the very same checks as an upload: pack it, install the archive.
             with tempfile.TemporaryDirectory() as scratch:
@@ -328,7 +206,7 @@ def _load_failure_line(failure: FailureRecord) -> str:
 
 def _list(args: argparse.Namespace) -> Result:
     status = PluginStatus(args.status) if args.status else None
-    with _registry(args, create=False) as registry:
+    with open_registry(args, create=False) as registry:
         plugins = registry.plugins(status)
         if args.tenant:
             enabled = set(registry.enabled_plugins(args.tenant))
@@ -386,7 +264,7 @@ def _permission_line(permission: Mapping[str, Any]) -> str:
 
 
 def _show(args: argparse.Namespace) -> Result:
-    with _registry(args, create=False) as registry:
+    with open_registry(args, create=False) as registry:
         record = registry.plugin(args.name)
         tenants = registry.storage.list_tenants(args.name)
         history = registry.history(args.name)
@@ -426,23 +304,13 @@ def _step(
     verb: str,
 ) -> Callable[[argparse.Namespace], Result]:
     def handler(args: argparse.Namespace) -> Result:
-        with _registry(args) as registry:
+        with open_registry(args) as registry:
             action(registry, args, actor_name(args))
             record = registry.plugin(args.name)
         where = f" for tenant {args.tenant}" if getattr(args, "tenant", None) else ""
         return _plugin_document(record), [f"{verb} {record.id}{where}: {record.status.value}"]
 
     return handler
-
-
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number (got {text!r})")
-    return value
 
 
 def _enable(registry: Registry, args: argparse.Namespace, actor: str) -> TenantRecord:
@@ -454,7 +322,7 @@ def _disable(registry: Registry, args: argparse.Namespace, actor: str) -> Tenant
 
 
 def _audit(args: argparse.Namespace) -> Result:
-    with _registry(args, create=False) as registry:
+    with open_registry(args, create=False) as registry:
         events = registry.audit_log(
             plugin_id=args.plugin, tenant=args.tenant, actor=args.by, limit=args.limit
         )
@@ -466,146 +334,7 @@ def _audit(args: argparse.Namespace) -> Result:
     return {"events": [_event_document(e) for e in events]}, lines or ["no events"]
 
 
-#: How a secret setting is shown: whether it is set, never its value.
-_SECRET_SET: Final = "<set>"  # noqa: S105 - a placeholder shown instead of a secret
-_SECRET_UNSET: Final = "<not set>"  # noqa: S105 - the same
-
-
-def _settings_result(registry: Registry, plugin_id: str, tenant: str) -> Result:
-    """Every setting of the plugin's schema for the tenant; secrets as set or not, never shown."""
-    manifest = registry.manifest(plugin_id)
-    values = registry.get_settings(plugin_id, tenant)
-    record = registry.tenant(plugin_id, tenant)
-    stored = record.settings if record is not None else {}
-    documents = []
-    lines = []
-    for spec in manifest.settings:
-        secret = spec.type is SettingType.SECRET
-        is_set = stored.get(spec.name) is not None
-        value = (_SECRET_SET if is_set else _SECRET_UNSET) if secret else values.get(spec.name)
-        documents.append(
-            {
-                "name": spec.name,
-                "type": spec.type.value,
-                "secret": secret,
-                "set": is_set,
-                "value": value,
-            }
-        )
-        shown = value if secret else json.dumps(value)
-        origin = "" if is_set or secret else " (default)"
-        lines.append(f"{spec.name:<24} {spec.type.value:<8} {shown}{origin}")
-    document = {"plugin_id": plugin_id, "tenant": tenant, "settings": documents}
-    return document, lines or [f"{plugin_id} has no settings"]
-
-
-def _setting_pair(text: str) -> tuple[str, str]:
-    name, equals, value = text.partition("=")
-    if not equals or not name.strip():
-        # Not repeated: it may be a secret given without its name.
-        raise argparse.ArgumentTypeError("must be NAME=VALUE (a setting's name, '=', its value)")
-    return name.strip(), value
-
-
-def _setting_values(manifest: Manifest, given: Mapping[str, str]) -> dict[str, object]:
-    """The text of each ``--set``, as a form sends it; a ``json`` setting's is parsed as JSON.
-
-    :raises SettingsError: naming each ``json`` setting whose text is not JSON.
-    """
-    kinds: dict[str, SettingType] = {str(spec.name): spec.type for spec in manifest.settings}
-    values: dict[str, object] = {}
-    problems: list[Problem] = []
-    for name, text in given.items():
-        if kinds.get(name) is not SettingType.JSON:
-            values[name] = text
-            continue
-        try:
-            values[name] = json.loads(text)
-        except ValueError as error:
-            problems.append(Problem(name, f"must be JSON text on the command line ({error})"))
-    if problems:
-        raise SettingsError(problems)
-    return values
-
-
-def _settings_get(args: argparse.Namespace) -> Result:
-    with _registry(args, create=False) as registry:
-        return _settings_result(registry, args.name, args.tenant)
-
-
-def _settings_set(args: argparse.Namespace) -> Result:
-    given: dict[str, str] = dict(args.values or ())
-    if not given and not args.reset:
-        raise ValueError("settings set: give at least one --set NAME=VALUE or --reset NAME")
-    with _registry(args) as registry:
-        values = _setting_values(registry.manifest(args.name), given)
-        values.update(dict.fromkeys(args.reset or ()))
-        registry.set_settings(args.name, args.tenant, values, actor=actor_name(args))
-        document, lines = _settings_result(registry, args.name, args.tenant)
-    changed = ", ".join(sorted(values))
-    return document, [f"set {changed} of {args.name} for tenant {args.tenant}", *lines]
-
-
-def _grant_step(grant: bool) -> Callable[[argparse.Namespace], Result]:
-    def handler(args: argparse.Namespace) -> Result:
-        with _registry(args) as registry:
-            step = registry.grant if grant else registry.revoke
-            record = step(args.name, args.tenant, args.permission, actor=actor_name(args))
-            held = sorted(registry.grants(args.name, args.tenant))
-        document = {
-            "plugin_id": args.name,
-            "tenant": args.tenant,
-            "permission": args.permission,
-            "optional_grants": list(record.optional_grants),
-            "grants": held,
-        }
-        verb = "granted" if grant else "revoked"
-        lines = [
-            f"{verb} {args.permission} to {args.name} for tenant {args.tenant}"
-            if grant
-            else f"revoked {args.permission} from {args.name} for tenant {args.tenant}",
-            f"  holds: {', '.join(held) or 'nothing'}",
-        ]
-        return document, lines
-
-    return handler
-
-
-#: What a command returns when its exit code is not always 0: its Result and the code.
-ResultWithCode = tuple[dict[str, Any], list[str], int]
-#: A command: its JSON fields and its lines for people (and its exit code, if not always 0).
-Handler = Callable[[argparse.Namespace], Result | ResultWithCode]
-#: Adds one command that takes the registry options: ``add(name, help, handler)``.
-CommandAdder = Callable[[str, str, Handler], Any]
-
-
-def command_adder(commands: Any, common: argparse.ArgumentParser, prog: str) -> CommandAdder:
-    """A function that adds commands taking ``--db``, ``--plugins-dir`` and ``--actor``."""
-    registry_options = argparse.ArgumentParser(add_help=False)
-    registry_options.add_argument(
-        "--db",
-        default=argparse.SUPPRESS,
-        help=f"the SQLite registry (${DB_ENV}; default {DEFAULT_DB})",
-    )
-    registry_options.add_argument(
-        "--plugins-dir",
-        default=argparse.SUPPRESS,
-        help=f"where plugin code is kept (${DIR_ENV}; default {DEFAULT_PLUGINS_DIR})",
-    )
-    registry_options.add_argument(
-        "--actor", default=argparse.SUPPRESS, help="who is acting, for the audit trail"
-    )
-    parents = [common, registry_options]
-
-    def add(name: str, help_text: str, handler: Handler) -> Any:
-        sub = commands.add_parser(name, parents=parents, help=help_text)
-        sub.set_defaults(handler=handler, prog=prog)
-        return sub
-
-    return add
-
-
-def add_operator_commands(commands: Any, common: argparse.ArgumentParser, prog: str) -> None:
+def add_lifecycle_commands(commands: Any, common: argparse.ArgumentParser, prog: str) -> None:
     """Add the operator commands to the CLI's sub-command parser."""
     add = command_adder(commands, common, prog)
 
@@ -639,39 +368,6 @@ def add_operator_commands(commands: Any, common: argparse.ArgumentParser, prog: 
         "uninstall a plugin (its history and audit trail are kept)",
         _step(lambda r, a, actor: r.uninstall(a.name, actor=actor), "uninstalled"),
     ).add_argument("name")
-    settings = commands.add_parser(
-        "settings",
-        help="show or change a plugin's settings for one tenant",
-        description="show (get) or change (set) a plugin's settings for one tenant; "
-        "secret settings are write-only: shown as <set> or <not set>, never their value",
-    )
-    actions = settings.add_subparsers(dest="settings_command", metavar="ACTION", required=True)
-    add_setting = command_adder(actions, common, prog)
-    get = add_setting("get", "show every setting for the tenant (secrets masked)", _settings_get)
-    get.add_argument("name")
-    get.add_argument("--tenant", required=True)
-    put = add_setting("set", "check and store setting values for the tenant", _settings_set)
-    put.add_argument("name")
-    put.add_argument("--tenant", required=True)
-    put.add_argument(
-        "--set",
-        dest="values",
-        action="append",
-        type=_setting_pair,
-        metavar="NAME=VALUE",
-        help="a value to store, as a form sends it (repeatable)",
-    )
-    put.add_argument(
-        "--reset", action="append", metavar="NAME", help="back to its default (repeatable)"
-    )
-    for verb, grant, what in (
-        ("grant", True, "grant an optional permission for one tenant"),
-        ("revoke", False, "take back an optional permission for one tenant"),
-    ):
-        sub = add(verb, what, _grant_step(grant))
-        sub.add_argument("name")
-        sub.add_argument("permission")
-        sub.add_argument("--tenant", required=True)
     audit = add("audit", "show the audit trail, newest first", _audit)
     audit.add_argument("--plugin")
     audit.add_argument("--tenant")
