@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final, cast, final
 
 import attrs
 
-from ..._types import JSONValue
+from ..._json import JSONValue
 from ...errors import StorageError
 from .._protocol import (
     AuditEvent,
