@@ -140,4 +140,3 @@ def test_drawing_matches_the_classes() -> None:
 def test_public_errors_module_lists_the_whole_tree() -> None:
     """``errors.__all__`` is the drawn tree, its root and the Problem record."""
     assert set(errors.__all__) == {*_drawn_tree(), "PluginError", "Problem"}
-
