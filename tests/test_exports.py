@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 import subprocess
 import sys
+import typing
+from collections.abc import Iterator
 from types import ModuleType
+from typing import Any, TypeVar
 
 import pytest
 
@@ -92,6 +96,75 @@ def test_importing_a_face_is_cheap(face: str) -> None:
     loaded = result.stdout.strip()
     for heavy in HEAVY:
         assert heavy not in loaded, loaded
+
+
+#: Private types a public signature may name, and why nobody needs to import them.
+PRIVATE_IN_SIGNATURES = {
+    ("services_ai_plugins.sandbox.SandboxedPlugin.__init__", "_Sandboxed"): (
+        "the Sandbox builds SandboxedPlugin; hosts receive one and never construct it"
+    ),
+    ("services_ai_plugins.types.ApiMeter.__init__", "_Ledger"): (
+        "the narrow part of Storage the meter uses: callers pass a Storage"
+    ),
+}
+
+
+def _package_namespace() -> dict[str, object]:
+    """Every module-level name of the package, to resolve annotations imported for typing only."""
+    names: dict[str, object] = {}
+    for info in pkgutil.walk_packages(
+        services_ai_plugins.__path__, prefix=f"{services_ai_plugins.__name__}."
+    ):
+        if not info.name.startswith("services_ai_plugins._demo_plugins"):
+            names.update(vars(importlib.import_module(info.name)))
+    return names
+
+
+def _members(name: str, value: object) -> Iterator[tuple[str, object]]:
+    if inspect.isclass(value):
+        yield name, value
+        for attribute, member in vars(value).items():
+            if attribute.startswith("_") and attribute != "__init__":
+                continue
+            function = member.fget if isinstance(member, property) else member
+            function = getattr(function, "__func__", function)
+            if inspect.isfunction(function):
+                yield f"{name}.{attribute}", function
+    elif inspect.isfunction(value):
+        yield name, value
+
+
+def _named_types(hint: object) -> Iterator[Any]:
+    """The package's own classes and NewTypes inside an annotation."""
+    if isinstance(hint, TypeVar):
+        return
+    for argument in typing.get_args(hint):
+        yield from _named_types(argument)
+    ours = getattr(hint, "__module__", "").startswith("services_ai_plugins")
+    named = inspect.isclass(hint) or hasattr(hint, "__supertype__")
+    if typing.get_origin(hint) is None and ours and named:
+        yield hint
+
+
+def test_public_signatures_name_only_public_types() -> None:
+    """Every type a public class, method or function annotates with can be imported from a face."""
+    exported = {
+        f"{module.__name__}.{name}": getattr(module, name)
+        for module in map(_public, ("", *sorted(PUBLIC_MODULES)))
+        for name in module.__all__
+    }
+    public = {id(value) for value in exported.values()}
+    names = _package_namespace()
+    private = set()
+    for name, value in exported.items():
+        for where, member in _members(name, value):
+            module = vars(inspect.getmodule(member))
+            hints = typing.get_type_hints(member, globalns={**names, **module})
+            for hint in hints.values():
+                for kind in _named_types(hint):
+                    if id(kind) not in public:
+                        private.add((where, kind.__qualname__))
+    assert private == set(PRIVATE_IN_SIGNATURES)
 
 
 def test_public_api_is_pinned() -> None:
