@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Final
 
-from services_ai_plugins import Manifest, PostgresStorage, Registry, SQLiteStorage, Storage
+from services_ai_plugins import Manifest, PostgresStorage, Registry, SQLiteStorage
+from services_ai_plugins.storage import Storage
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 URL_ENV: Final = "SERVICES_AI_PLUGINS_PG_URL"

@@ -20,9 +20,9 @@ from services_ai_plugins import (
     PostgresStorage,
     Registry,
     SQLiteStorage,
-    Storage,
     TransitionError,
 )
+from services_ai_plugins.storage import Storage
 
 PLUGINS = ("alpha", "bravo", "charlie")
 TENANTS = ("t0", "t1", "t2", "t3")

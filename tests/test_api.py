@@ -9,24 +9,26 @@ import attrs
 import pytest
 
 from services_ai_plugins import (
+    HostServices,
+    PermissionDenied,
+    PluginAPI,
+    QuotaExceeded,
+    RateLimited,
+    requires,
+)
+from services_ai_plugins.errors import TenantScopeError
+from services_ai_plugins.events import Context, Lead
+from services_ai_plugins.storage import StoreUsage
+from services_ai_plugins.types import (
     DEFAULT_PERMISSIONS,
     ApiLimits,
     ApiMeter,
     DeniedCall,
-    HostServices,
     Permission,
     PermissionCatalogue,
-    PermissionDenied,
-    PluginAPI,
-    QuotaExceeded,
     Rate,
-    RateLimited,
     Risk,
-    StoreUsage,
-    TenantScopeError,
-    requires,
 )
-from services_ai_plugins.events import Context, Lead
 from services_ai_plugins_testing.fakes import FakeHostServices
 
 ALL = frozenset(p.name for p in DEFAULT_PERMISSIONS)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services_ai_plugins import Manifest, PluginError, PluginNotFound, Problem
+from services_ai_plugins import Manifest, PluginError, PluginNotFound
 from services_ai_plugins._dependencies import (
     RequirementsError,
     check_environment,
@@ -21,6 +21,7 @@ from services_ai_plugins._dependencies import (
     load_order,
 )
 from services_ai_plugins._storage._protocol import PluginStatus
+from services_ai_plugins.errors import Problem
 
 
 def plugin(plugin_id: str, version: str = "1.0", **fields: Any) -> Manifest:

@@ -33,11 +33,10 @@ from services_ai_plugins import (
     Registry,
     RequirementsError,
     SandboxPolicy,
-    discover_folders,
-    register_discovered,
 )
 from services_ai_plugins._sandbox._pool import SandboxedPlugin
 from services_ai_plugins.events import Context, Email
+from services_ai_plugins.tooling import discover_folders, register_discovered
 from services_ai_plugins_testing.fakes import FakeHostServices
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the process sandbox needs fork")

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from packaging.version import Version
 
 from services_ai_plugins import MemoryStorage, PluginError, PluginHost
-from services_ai_plugins._types import MAX_INT_DIGITS
+from services_ai_plugins._json import MAX_INT_DIGITS
 from services_ai_plugins.events import (
     HTTP_METHODS,
     PAYLOAD_TYPES,

@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 import subprocess
 import sys
+import typing
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any, TypeVar
 
 import pytest
 
 import services_ai_plugins
 import services_ai_plugins_testing
+
+#: The public modules besides the top level: named by audience (``storage``, ``sandbox``,
+#: ``tooling``, ``types``, ``errors``) or by interface (``events``, ``hookspecs``),
+#: each with its own ``__all__``.
+PUBLIC_MODULES = {"errors", "events", "hookspecs", "sandbox", "storage", "tooling", "types"}
+
+#: The faces that import their names lazily, as the top level does.
+LAZY_FACES = ("storage", "sandbox", "tooling", "types")
+
+#: Modules a plain import must not load: the heavy ones, and cattrs.
+HEAVY = ("_manifest", "_sqlite", "_registry", "events", "_archive", "_pool", "_check", "cattrs")
+
+
+def _public(name: str) -> ModuleType:
+    return importlib.import_module(f"services_ai_plugins.{name}" if name else "services_ai_plugins")
 
 
 def test_all_is_sorted_and_complete() -> None:
@@ -29,142 +49,310 @@ def test_all_is_sorted_and_complete() -> None:
         services_ai_plugins.nothing  # noqa: B018 - the lookup is the test
 
 
-def test_importing_the_package_is_cheap() -> None:
+@pytest.mark.parametrize("face", LAZY_FACES)
+def test_each_face_resolves_its_names(face: str) -> None:
+    """A face lists each of its lazy names once; each resolves to the object it names."""
+    module = _public(face)
+    exported = module.__all__
+    assert len(set(exported)) == len(exported)
+    assert set(exported) == set(module._LAZY)
+    for name in exported:
+        value = getattr(module, name)
+        if isinstance(value, type) or callable(value):
+            assert getattr(value, "__name__", name) == name
+    assert set(exported) <= set(dir(module))
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        module.nothing  # noqa: B018 - the lookup is the test
+
+
+def test_a_name_in_two_faces_is_one_object() -> None:
+    """The top level and a face hand out the same object (SandboxPolicy, the backends, ...)."""
+    faces = [_public(name) for name in ("", *sorted(PUBLIC_MODULES))]
+    homes: dict[str, object] = {}
+    for module in faces:
+        for name in module.__all__:
+            value = getattr(module, name)
+            assert homes.setdefault(name, value) is value, (module.__name__, name)
+
+
+def test_internals_left_the_public_surface() -> None:
+    """What nobody constructs (HostHook, the dispatcher's parts) is in no public module."""
+    for name in ("", *PUBLIC_MODULES):
+        exported = set(_public(name).__all__)
+        assert not exported & {"HostHook", "Dispatcher", "Planner", "RouteGuard"}
+
+
+@pytest.mark.parametrize("face", ["", *LAZY_FACES])
+def test_importing_a_face_is_cheap(face: str) -> None:
     """A plain import loads none of the heavy modules; names load on first use."""
+    module = "services_ai_plugins" + (f".{face}" if face else "")
     code = (
-        "import sys, services_ai_plugins; "
-        "print(sorted(m for m in sys.modules if m.startswith('services_ai_plugins')))"
+        f"import sys, {module}; "
+        "print(sorted(m for m in sys.modules if m.startswith(('services_ai_plugins', 'cattrs'))))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     loaded = result.stdout.strip()
-    for heavy in ("_manifest", "_sqlite", "_registry", "events", "_archive", "cattrs"):
+    for heavy in HEAVY:
         assert heavy not in loaded, loaded
+
+
+#: Private types a public signature may name, and why nobody needs to import them.
+PRIVATE_IN_SIGNATURES = {
+    ("services_ai_plugins.sandbox.SandboxedPlugin.__init__", "_Sandboxed"): (
+        "the Sandbox builds SandboxedPlugin; hosts receive one and never construct it"
+    ),
+    ("services_ai_plugins.types.ApiMeter.__init__", "_Ledger"): (
+        "the narrow part of Storage the meter uses: callers pass a Storage"
+    ),
+}
+
+
+def _package_namespace() -> dict[str, object]:
+    """Every module-level name of the package, to resolve annotations imported for typing only."""
+    names: dict[str, object] = {}
+    for info in pkgutil.walk_packages(
+        services_ai_plugins.__path__, prefix=f"{services_ai_plugins.__name__}."
+    ):
+        if not info.name.startswith("services_ai_plugins._demo_plugins"):
+            names.update(vars(importlib.import_module(info.name)))
+    return names
+
+
+def _members(name: str, value: object) -> Iterator[tuple[str, object]]:
+    if inspect.isclass(value):
+        yield name, value
+        for attribute, member in vars(value).items():
+            if attribute.startswith("_") and attribute != "__init__":
+                continue
+            function = member.fget if isinstance(member, property) else member
+            function = getattr(function, "__func__", function)
+            if inspect.isfunction(function):
+                yield f"{name}.{attribute}", function
+    elif inspect.isfunction(value):
+        yield name, value
+
+
+def _named_types(hint: object) -> Iterator[Any]:
+    """The package's own classes and NewTypes inside an annotation."""
+    if isinstance(hint, TypeVar):
+        return
+    for argument in typing.get_args(hint):
+        yield from _named_types(argument)
+    ours = getattr(hint, "__module__", "").startswith("services_ai_plugins")
+    named = inspect.isclass(hint) or hasattr(hint, "__supertype__")
+    if typing.get_origin(hint) is None and ours and named:
+        yield hint
+
+
+def test_public_signatures_name_only_public_types() -> None:
+    """Every type a public class, method or function annotates with can be imported from a face."""
+    exported = {
+        f"{module.__name__}.{name}": getattr(module, name)
+        for module in map(_public, ("", *sorted(PUBLIC_MODULES)))
+        for name in module.__all__
+    }
+    public = {id(value) for value in exported.values()}
+    names = _package_namespace()
+    private = set()
+    for name, value in exported.items():
+        for where, member in _members(name, value):
+            module = vars(inspect.getmodule(member))
+            hints = typing.get_type_hints(member, globalns={**names, **module})
+            for hint in hints.values():
+                for kind in _named_types(hint):
+                    if id(kind) not in public:
+                        private.add((where, kind.__qualname__))
+    assert private == set(PRIVATE_IN_SIGNATURES)
 
 
 def test_public_api_is_pinned() -> None:
     """Changing the public API is a deliberate act: this list changes with it."""
     assert services_ai_plugins.__all__ == [
-        "DEFAULT_PERMISSIONS",
-        "ENTRY_POINT_GROUP",
         "HOST_API_VERSION",
-        "MAX_MANIFEST_BYTES",
-        "ApiLimits",
-        "ApiMeter",
-        "ArchiveError",
-        "ArchiveLimits",
         "AuditEvent",
-        "AuditQuery",
         "BreakerPolicy",
-        "Capabilities",
-        "Change",
-        "ChangeFeed",
-        "CheckProblem",
-        "CheckReport",
         "ConflictError",
-        "DeniedCall",
         "DependencyError",
-        "DiscoveredPlugin",
-        "Discovery",
-        "ExtractedPlugin",
         "FailureRecord",
         "HookMetrics",
-        "HookTrace",
-        "HostHook",
         "HostServices",
-        "IntegrityError",
-        "Isolation",
-        "Layer",
-        "Limits",
-        "LoadedPlugin",
         "Manifest",
         "ManifestError",
         "MemoryStorage",
-        "MetricsDelta",
-        "PackResult",
         "PackageError",
-        "Permission",
-        "PermissionCatalogue",
         "PermissionDenied",
         "PluginAPI",
         "PluginError",
         "PluginHealth",
         "PluginHost",
         "PluginNotFound",
-        "PluginOutcome",
         "PluginRecord",
         "PluginStatus",
         "PostgresStorage",
-        "Problem",
         "QuotaExceeded",
-        "Rate",
         "RateLimited",
         "Registry",
         "RegistryEvent",
-        "RemoteError",
         "RequirementsError",
-        "ResultRefused",
-        "Risk",
         "SQLiteStorage",
-        "Sandbox",
         "SandboxError",
         "SandboxPolicy",
         "SandboxTimeout",
-        "SandboxedPlugin",
-        "ScaffoldResult",
-        "SecretKeyError",
-        "SettingSpec",
-        "SettingType",
         "SettingsError",
-        "SourceKind",
-        "Storage",
         "StorageError",
-        "StoreUsage",
         "Suspension",
         "TenantRecord",
+        "TransitionError",
+        "__version__",
+        "check_plugin",
+        "hookimpl",
+        "manifest_json_schema",
+        "pack_plugin",
+        "requires",
+        "validate_plugin",
+    ]
+
+
+#: Each face's ``__all__``, pinned.
+FACES = {
+    "errors": [
+        "ArchiveError",
+        "CompiledModuleRefused",
+        "ConfinementError",
+        "ConflictError",
+        "DependencyError",
+        "FrameTooLarge",
+        "HookCallError",
+        "IntegrityError",
+        "ManifestError",
+        "NoHostServices",
+        "PackageError",
+        "PayloadError",
+        "PermissionDenied",
+        "PluginError",
+        "PluginNotFound",
+        "Problem",
+        "QuotaExceeded",
+        "RateLimited",
+        "RemoteError",
+        "RequirementsError",
+        "ResultRefused",
+        "SandboxError",
+        "SandboxTimeout",
+        "SecretKeyError",
+        "SettingsError",
+        "StorageError",
         "TenantScopeError",
         "TransitionError",
-        "ValidatedPlugin",
-        "VersionRecord",
+        "WireError",
         "WorkerCrashed",
+    ],
+    "storage": [
+        "AuditEvent",
+        "AuditQuery",
+        "Change",
+        "ChangeFeed",
+        "FailureRecord",
+        "HookMetrics",
+        "MemoryStorage",
+        "MetricsDelta",
+        "PluginRecord",
+        "PluginStatus",
+        "PostgresStorage",
+        "SQLiteStorage",
+        "SourceKind",
+        "Storage",
+        "StoreUsage",
+        "TenantRecord",
+        "VersionRecord",
+    ],
+    "sandbox": [
+        "Capabilities",
+        "Layer",
+        "Limits",
+        "Sandbox",
+        "SandboxPolicy",
+        "SandboxedPlugin",
         "WorkerInfo",
-        "__version__",
+    ],
+    "tooling": [
+        "ENTRY_POINT_GROUP",
+        "ArchiveLimits",
+        "CheckProblem",
+        "CheckReport",
+        "DiscoveredPlugin",
+        "Discovery",
+        "ExtractedPlugin",
+        "HookSummary",
+        "LoadedPlugin",
+        "PackResult",
+        "ScaffoldResult",
+        "ValidatedPlugin",
         "check_environment",
-        "check_plugin",
         "check_plugins",
         "code_hash",
         "discover_entry_points",
         "discover_folders",
         "extract_plugin",
-        "hookimpl",
         "install_archive",
         "load_order",
         "load_plugin",
-        "manifest_json_schema",
-        "pack_plugin",
         "register_discovered",
-        "requires",
         "scaffold_plugin",
         "unload_plugin",
-        "validate_plugin",
         "validate_settings",
-    ]
+    ],
+    "types": [
+        "DEFAULT_PERMISSIONS",
+        "MAX_MANIFEST_BYTES",
+        "ApiLimits",
+        "ApiMeter",
+        "ClassName",
+        "Count",
+        "DeniedCall",
+        "DisplayName",
+        "EmailAddress",
+        "EntryPoint",
+        "HookName",
+        "HookTrace",
+        "Isolation",
+        "JSONValue",
+        "Number",
+        "Permission",
+        "PermissionCatalogue",
+        "PermissionName",
+        "PluginId",
+        "PluginOutcome",
+        "Rate",
+        "RelativePath",
+        "Risk",
+        "SettingName",
+        "SettingSpec",
+        "SettingType",
+        "Url",
+    ],
+}
 
 
-#: The public modules: named by the interface (``services_ai_plugins.events.example(Lead)``,
-#: ``services_ai_plugins.hookspecs``), each with its own ``__all__``.
-PUBLIC_MODULES = {"events", "hookspecs", "errors"}
+@pytest.mark.parametrize("face", sorted(FACES))
+def test_face_is_pinned(face: str) -> None:
+    """Changing a face's API is a deliberate act: its list here changes with it."""
+    assert _public(face).__all__ == FACES[face]
 
 
 def test_modules_are_private_but_the_named_ones() -> None:
-    """Every module is private except the public events and hookspecs modules."""
+    """Every module is private except the public faces, and each face has an ``__all__``."""
+    found = set()
     for module in pkgutil.iter_modules(services_ai_plugins.__path__):
         imported = importlib.import_module(f"services_ai_plugins.{module.name}")
         if module.name in PUBLIC_MODULES:
             assert imported.__all__, module.name
+            found.add(module.name)
         else:
             assert module.name.startswith("_"), module.name
+    assert found == PUBLIC_MODULES
 
 
 def test_errors_share_one_root() -> None:

@@ -17,7 +17,7 @@ import pluggy
 import pytest
 
 from conftest import EXAMPLE_PLUGIN
-from services_ai_plugins import hookimpl, hookspecs, scaffold_plugin
+from services_ai_plugins import hookimpl, hookspecs
 from services_ai_plugins._markers import PROJECT_NAME
 from services_ai_plugins.hookspecs import (
     HOOKS,
@@ -28,6 +28,7 @@ from services_ai_plugins.hookspecs import (
     plugin_manager,
     spec,
 )
+from services_ai_plugins.tooling import scaffold_plugin
 
 #: The built-in hooks and their kinds: changing them is a change of the plugin API.
 EXPECTED_KINDS: dict[str, HookKind] = {

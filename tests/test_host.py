@@ -17,19 +17,18 @@ from hypothesis import strategies as st
 from conftest import Installer
 from services_ai_plugins import (
     BreakerPolicy,
-    Isolation,
     MemoryStorage,
     PluginHost,
     PluginStatus,
     SandboxPolicy,
-    SourceKind,
     SQLiteStorage,
-    Storage,
     hookimpl,
 )
 from services_ai_plugins._dispatch import RouteGuard
 from services_ai_plugins._storage._protocol import MetricsDelta
 from services_ai_plugins.events import Context, Email, Lead, User, example
+from services_ai_plugins.storage import SourceKind, Storage
+from services_ai_plugins.types import Isolation
 from services_ai_plugins_testing.fakes import FakeHostServices
 
 HEADER = (
@@ -1005,7 +1004,8 @@ def test_a_change_feed_makes_other_processes_changes_apply_at_the_next_call(
     make_host: HostFactory, install: Installer
 ) -> None:
     """With a feed, a change written elsewhere applies at once despite a long refresh interval."""
-    from services_ai_plugins import ChangeFeed, Registry
+    from services_ai_plugins import Registry
+    from services_ai_plugins.storage import ChangeFeed
 
     feed = FeedStorage()
     assert isinstance(feed, ChangeFeed)

@@ -19,15 +19,15 @@ import pytest
 from conftest import Hosts, Installer
 from services_ai_plugins import (
     BreakerPolicy,
-    Isolation,
     MemoryStorage,
     PluginHost,
     PluginStatus,
     SandboxPolicy,
-    SourceKind,
     hookimpl,
 )
 from services_ai_plugins.events import Context
+from services_ai_plugins.storage import SourceKind
+from services_ai_plugins.types import Isolation
 from services_ai_plugins_testing.fakes import FakeHostServices
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the process sandbox needs fork")

@@ -13,15 +13,9 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from conftest import ORIGINAL_MANIFEST
-from services_ai_plugins import (
-    MAX_MANIFEST_BYTES,
-    Isolation,
-    Manifest,
-    ManifestError,
-    PluginError,
-    Problem,
-    SettingType,
-)
+from services_ai_plugins import Manifest, ManifestError, PluginError
+from services_ai_plugins.errors import Problem
+from services_ai_plugins.types import MAX_MANIFEST_BYTES, Isolation, SettingType
 
 MINIMAL: dict[str, Any] = {"id": "my-plugin", "name": "My Plugin", "version": "1.0.0"}
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from packaging.version import Version
 
 from services_ai_plugins import Manifest, ManifestError
-from services_ai_plugins._types import MAX_INT_DIGITS
+from services_ai_plugins._json import MAX_INT_DIGITS
 from services_ai_plugins_testing import strategies as sais
 
 PLUGIN_ID = re.compile(r"^[a-z][a-z0-9-]{1,62}[a-z0-9]$")

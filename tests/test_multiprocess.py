@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from services_ai_plugins import Manifest, Registry, SQLiteStorage, Storage
+from services_ai_plugins import Manifest, Registry, SQLiteStorage
+from services_ai_plugins.storage import Storage
 
 WORKER = Path(__file__).with_name("_registry_worker.py")
 PROCESSES = 4

@@ -25,20 +25,17 @@ import pytest
 
 from conftest import Hosts, Installer, plugin_folder
 from services_ai_plugins import (
-    ApiLimits,
     AuditEvent,
-    Change,
     MemoryStorage,
     PluginHost,
-    Rate,
     SandboxPolicy,
     SQLiteStorage,
-    Storage,
-    StoreUsage,
     pack_plugin,
 )
 from services_ai_plugins._api import DeniedCall
 from services_ai_plugins.events import Context, Lead
+from services_ai_plugins.storage import Change, Storage, StoreUsage
+from services_ai_plugins.types import ApiLimits, Rate
 from services_ai_plugins_testing.fakes import FakeHostServices
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the process sandbox needs fork")

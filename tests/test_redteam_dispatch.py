@@ -20,16 +20,11 @@ import pytest
 from conftest import Hosts, Installer
 from services_ai_plugins import (
     BreakerPolicy,
-    Isolation,
     PluginHost,
-    ResultRefused,
     SandboxError,
     SandboxPolicy,
     SandboxTimeout,
-    SourceKind,
     SQLiteStorage,
-    Storage,
-    WorkerCrashed,
     _dispatch,
 )
 from services_ai_plugins._storage._protocol import (
@@ -38,7 +33,10 @@ from services_ai_plugins._storage._protocol import (
     MAX_TRACEBACK,
     FailureRecord,
 )
+from services_ai_plugins.errors import ResultRefused, WorkerCrashed
 from services_ai_plugins.events import ApiRequest, ApiResponse, Context, Route
+from services_ai_plugins.storage import SourceKind, Storage
+from services_ai_plugins.types import Isolation
 from services_ai_plugins_testing.fakes import FakeHostServices
 
 HEADER = (

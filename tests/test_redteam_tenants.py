@@ -22,9 +22,9 @@ from services_ai_plugins import (
     PluginHost,
     SandboxPolicy,
     SQLiteStorage,
-    WorkerCrashed,
     pack_plugin,
 )
+from services_ai_plugins.errors import WorkerCrashed
 from services_ai_plugins.events import ApiRequest, Context
 from services_ai_plugins_testing.fakes import FakeHostServices
 

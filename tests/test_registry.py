@@ -14,7 +14,6 @@ import pytest
 
 from services_ai_plugins import (
     AuditEvent,
-    Change,
     ConflictError,
     DependencyError,
     Manifest,
@@ -25,10 +24,10 @@ from services_ai_plugins import (
     RequirementsError,
     SettingsError,
     SQLiteStorage,
-    Storage,
     Suspension,
     TransitionError,
 )
+from services_ai_plugins.storage import Change, Storage
 
 HASH = "0" * 64
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -19,9 +19,9 @@ from services_ai_plugins import (
     Registry,
     RequirementsError,
     SQLiteStorage,
-    Storage,
     TransitionError,
 )
+from services_ai_plugins.storage import Storage
 
 PLUGINS = ("alpha", "bravo", "charlie")
 TENANTS = ("acme", "globex")

@@ -24,20 +24,19 @@ import pytest
 from conftest import CliRunner, Hosts, Installer, plugin_folder
 from services_ai_plugins import (
     AuditEvent,
-    Change,
     Manifest,
     MemoryStorage,
     PluginError,
     PluginHost,
     Registry,
     SandboxPolicy,
-    SecretKeyError,
     SQLiteStorage,
-    Storage,
     TenantRecord,
 )
 from services_ai_plugins._cli._main import EXIT_OK
+from services_ai_plugins.errors import SecretKeyError
 from services_ai_plugins.events import Context
+from services_ai_plugins.storage import Change, Storage
 from services_ai_plugins_testing.fakes import FakeHostServices
 
 fernet = pytest.importorskip("cryptography.fernet")

@@ -12,14 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services_ai_plugins import (
-    Manifest,
-    SettingsError,
-    SettingSpec,
-    SettingType,
-    validate_settings,
-)
-from services_ai_plugins._types import Count, Number, SettingName
+from services_ai_plugins import Manifest, SettingsError
+from services_ai_plugins._fields import Count, Number, SettingName
+from services_ai_plugins.tooling import validate_settings
+from services_ai_plugins.types import SettingSpec, SettingType
 from services_ai_plugins_testing import strategies as sais
 
 TEXT_TYPES = (SettingType.STRING, SettingType.SECRET)

@@ -32,10 +32,10 @@ from typing import Any, Final, Protocol, TypeVar, final, runtime_checkable
 
 import attrs
 
+from ._json import JSONValue, check_json
 from ._permissions import PermissionCatalogue
 from ._storage._memory import StoreLedger
 from ._storage._protocol import StoreUsage
-from ._types import JSONValue, check_json
 from .errors import PermissionDenied, QuotaExceeded, RateLimited, TenantScopeError
 from .events import Booking, Context, Email, Invoice, Lead, Notification, Sms, User
 

@@ -44,9 +44,9 @@ if TYPE_CHECKING:
 
     from ._api import DeniedCall
     from ._host import PluginHost
+    from ._json import JSONValue
     from ._manifest import Manifest
     from ._storage._protocol import FailureRecord, PluginRecord
-    from ._types import JSONValue
     from .hookspecs import HookInfo
 
 __all__ = [

@@ -14,7 +14,7 @@ from typing import Any, get_args, get_origin
 import cattrs
 from cattrs.errors import IterableValidationError, IterableValidationNote
 
-from ._types import json_type_name
+from ._json import json_type_name
 
 __all__ = ["ExtraCheck", "is_variadic_tuple", "locate", "strict_tuple_hooks"]
 

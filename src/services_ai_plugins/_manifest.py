@@ -21,28 +21,24 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from ._converting import is_variadic_tuple, locate, strict_tuple_hooks
-from ._kinds import MANIFEST_NAME
-from ._settings import SettingSpec, SettingType, validate_settings
-from ._types import (
-    MAX_INT_DIGITS,
+from ._fields import (
     RULES,
     ClassName,
     Count,
     DisplayName,
-    Email,
+    EmailAddress,
     EntryPoint,
     HookName,
-    JSONValue,
     Number,
     PermissionName,
     PluginId,
     RelativePath,
     Url,
-    check_int,
-    check_json,
     described,
-    json_type_name,
 )
+from ._json import MAX_INT_DIGITS, JSONValue, check_int, check_json, json_type_name
+from ._kinds import MANIFEST_NAME
+from ._settings import SettingSpec, SettingType, validate_settings
 from .errors import ManifestError, Problem
 
 __all__ = ["MANIFEST_NAME", "MAX_MANIFEST_BYTES", "Isolation", "Manifest"]
@@ -92,7 +88,7 @@ class Manifest:
     version: Version = described("The plugin's version (PEP 440; semver-style versions parse).")
     description: str = described("What the plugin does, in a sentence or two.", default="")
     author: str | None = described("Who wrote the plugin.", default=None)
-    email: Email | None = described("The author's e-mail address.", default=None)
+    email: EmailAddress | None = described("The author's e-mail address.", default=None)
     homepage: Url | None = described("The plugin's web page.", default=None)
     license: str | None = described("The license, ideally an SPDX expression.", default=None)
     entry_point: EntryPoint = described(

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 
 import attrs
 
-from ._types import RULES, PermissionName
+from ._fields import RULES, PermissionName
 
 __all__ = ["DEFAULT_PERMISSIONS", "Permission", "PermissionCatalogue", "Risk"]
 

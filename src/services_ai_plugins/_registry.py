@@ -11,6 +11,7 @@ from typing import Any, Final, final, overload
 import attrs
 
 from ._dependencies import enable_order
+from ._json import JSONValue
 from ._manifest import Manifest
 from ._secrets import SecretBox, SecretKeys, is_sealed
 from ._settings import SettingType
@@ -25,7 +26,6 @@ from ._storage._protocol import (
     TenantRecord,
     VersionRecord,
 )
-from ._types import JSONValue
 from .errors import (
     ConflictError,
     DependencyError,

@@ -22,9 +22,10 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from ._fields import RULES, Count, Number
+from ._json import JSONValue
 from ._manifest import UNIQUE_ITEMS, Manifest
 from ._settings import SettingSpec, SettingType
-from ._types import RULES, Count, JSONValue, Number
 from ._version import HOST_API_VERSION
 
 __all__ = ["VERSION_PATTERN", "manifest_json_schema"]

@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Final, TypeAlias, final
 
-from ._types import JSONValue
+from ._json import JSONValue
 from .errors import SecretKeyError
 
 if TYPE_CHECKING:

@@ -12,16 +12,8 @@ from typing import Final
 
 import attrs
 
-from ._types import (
-    Count,
-    JSONValue,
-    Number,
-    SettingName,
-    check_int,
-    check_json,
-    described,
-    json_type_name,
-)
+from ._fields import Count, Number, SettingName, described
+from ._json import JSONValue, check_int, check_json, json_type_name
 from .errors import Problem, SettingsError
 
 __all__ = ["SettingSpec", "SettingType", "validate_settings"]

@@ -4,27 +4,40 @@ Everything the SDK raises on purpose derives from one root, so a host can catch
 ``PluginError`` at its outermost seam::
 
     PluginError
-    ├── ManifestError      (also ValueError) a manifest was refused: every problem, by JSON path
-    ├── SettingsError      (also ValueError) setting values were refused; every problem, per field
-    ├── SecretKeyError     a secret setting cannot be encrypted or decrypted: keys missing or wrong
-    ├── PackageError       a plugin folder or archive cannot be read, validated or packed
-    ├── PluginNotFound     (also LookupError) no plugin with that id is installed
-    ├── TransitionError    a lifecycle step is not allowed in the plugin's current state
-    ├── DependencyError    other enabled plugins still need this one
-    ├── RequirementsError  a plugin's requirements (Python, host API, packages, plugins) are not met
-    ├── PermissionDenied   (also PermissionError) a plugin called an API method it has no grant for
-    ├── TenantScopeError   host services returned another tenant's data, or a call needs a tenant
-    ├── QuotaExceeded      a plugin's store for a tenant would go over its keys or bytes
-    │   └── RateLimited    a plugin called a rate-limited method (send_email, ...) too often
-    ├── ResultRefused      a plugin's hook returned a value the host does not accept
-    ├── SandboxError       a sandboxed plugin's worker broke the protocol or could not start
-    │   ├── SandboxTimeout the worker did not answer in time: it was killed, and restarts
-    │   ├── WorkerCrashed  the worker died: its exit code or signal, and the likely cause
-    │   └── RemoteError    the plugin raised in its worker: its type, message and traceback
-    └── StorageError       the storage backend failed (the driver's error is the __cause__)
-        └── ConflictError  another writer changed the record first: re-read and retry
+    ├── ManifestError         (also ValueError) a manifest was refused: each problem by JSON path
+    ├── SettingsError         (also ValueError) setting values were refused: each problem by field
+    ├── PayloadError          (also ValueError) from_wire refused data: each problem by path
+    ├── HookCallError         (also ValueError) ``services-ai-plugins call`` refused a call
+    ├── SecretKeyError        a secret setting cannot be encrypted or decrypted: keys wrong
+    ├── PackageError          a plugin folder or archive cannot be read, validated or packed
+    │   ├── ArchiveError      an upload was refused (rule, member): nothing was installed
+    │   └── IntegrityError    a plugin's files no longer match the code hash of its install
+    ├── CompiledModuleRefused (also ImportError) a plugin imported bytecode or native code
+    ├── PluginNotFound        (also LookupError) no plugin with that id is installed
+    ├── TransitionError       a lifecycle step is not allowed in the plugin's current state
+    ├── DependencyError       other enabled plugins still need this one
+    ├── RequirementsError     a plugin's requirements (Python, host API, packages) are not met
+    ├── PermissionDenied      (also PermissionError) an API call without its grant
+    ├── TenantScopeError      host services returned another tenant's data, or need a tenant
+    ├── NoHostServices        (also RuntimeError) ``call`` has no host data or channels
+    ├── QuotaExceeded         a plugin's store for a tenant would go over its keys or bytes
+    │   └── RateLimited       a rate-limited method (send_email, ...) called too often
+    ├── ResultRefused         a plugin's hook returned a value the host does not accept
+    ├── SandboxError          a sandboxed plugin's worker broke the protocol or cannot start
+    │   ├── SandboxTimeout    the worker did not answer in time: killed, and restarts
+    │   ├── WorkerCrashed     the worker died: its exit code or signal, and the likely cause
+    │   └── RemoteError       the plugin raised in its worker: type, message, traceback
+    ├── WireError             a value or a frame cannot cross the sandbox boundary
+    │   └── FrameTooLarge     a frame over the limit: none of it was read or written
+    ├── ConfinementError      a sandbox layer that probe() offered could not be applied
+    └── StorageError          the storage backend failed (the driver's error is the __cause__)
+        └── ConflictError     another writer changed the record first: re-read and retry
 
 Each exception carries the fields a handler needs, not only a message.
+``ManifestError``, ``SettingsError``, ``PayloadError`` and ``HookCallError``
+share a private base that holds ``problems`` (one :class:`Problem` each) and
+``source``. Every exception class of the package is defined here and drawn
+above; ``tests/test_errors.py`` fails when one is not.
 """
 
 from __future__ import annotations
@@ -324,7 +337,7 @@ class QuotaExceeded(PluginError):
     """A plugin's call would take its store for a tenant past a limit: nothing was written.
 
     ``limit`` names the limit (``"store_keys"`` or ``"store_bytes"``, as in
-    :class:`~services_ai_plugins.ApiLimits`), ``allowed`` its value and
+    :class:`~services_ai_plugins.types.ApiLimits`), ``allowed`` its value and
     ``requested`` what the store would have held. Deleting keys makes room.
     """
 
@@ -539,7 +552,7 @@ class ConfinementError(PluginError):
 class PayloadError(_ProblemsError):
     """:func:`from_wire` refused the data: every problem, each with its path.
 
-    ``problems`` holds one :class:`~services_ai_plugins.Problem` per fault
+    ``problems`` holds one :class:`~services_ai_plugins.errors.Problem` per fault
     (``lines[0].quantity: must be a decimal number as a string ...``) and
     ``payload_type`` the record that was asked for. It is a
     :class:`ValueError` and a :class:`~services_ai_plugins.PluginError`.

@@ -52,7 +52,7 @@ from cattrs.errors import (
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from ._converting import is_variadic_tuple, locate, strict_tuple_hooks
-from ._types import JSONValue, check_int, check_json, json_type_name
+from ._json import JSONValue, check_int, check_json, json_type_name
 from .errors import PayloadError, Problem
 
 __all__ = [

@@ -99,8 +99,8 @@ from typing import TYPE_CHECKING, Final, TypeVar
 import attrs
 import pluggy
 
+from ._json import JSONValue
 from ._markers import PROJECT_NAME
-from ._types import JSONValue
 
 if TYPE_CHECKING:
     from ._api import PluginAPI

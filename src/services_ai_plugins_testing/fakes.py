@@ -26,7 +26,6 @@ from typing import Any
 import attrs
 
 from services_ai_plugins._api import HostServices
-from services_ai_plugins._types import JSONValue
 from services_ai_plugins.events import (
     Booking,
     Email,
@@ -39,6 +38,7 @@ from services_ai_plugins.events import (
     from_wire,
     to_wire,
 )
+from services_ai_plugins.types import JSONValue
 
 __all__ = ["FakeHostServices"]
 

@@ -21,21 +21,19 @@ from typing import Any, Final
 import attrs
 
 from services_ai_plugins import (
-    DeniedCall,
-    HookTrace,
-    Isolation,
     Manifest,
     MemoryStorage,
     PluginAPI,
     PluginHost,
     PluginRecord,
     SandboxPolicy,
-    SourceKind,
     pack_plugin,
 )
 from services_ai_plugins._kinds import MANIFEST_NAME
 from services_ai_plugins._secrets import throwaway_keys
 from services_ai_plugins.events import Context
+from services_ai_plugins.storage import SourceKind
+from services_ai_plugins.types import DeniedCall, HookTrace, Isolation
 
 from .fakes import FakeHostServices
 

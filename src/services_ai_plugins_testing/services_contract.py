@@ -101,7 +101,7 @@ import attrs
 import pytest
 
 from services_ai_plugins import HostServices
-from services_ai_plugins._types import JSONValue, check_json
+from services_ai_plugins._json import check_json
 from services_ai_plugins.events import (
     Booking,
     Email,
@@ -112,6 +112,7 @@ from services_ai_plugins.events import (
     User,
     example,
 )
+from services_ai_plugins.types import JSONValue
 from services_ai_plugins_testing.storage_contract import _describe, _differences, _expect_same
 
 __all__ = ["HostServicesContract", "Seed"]

@@ -7,7 +7,7 @@ fixture that yields a fresh, empty instance::
     import pytest
     from collections.abc import Iterator
 
-    from services_ai_plugins import Storage
+    from services_ai_plugins.storage import Storage
     from services_ai_plugins_testing.storage_contract import StorageContract
 
 
@@ -63,25 +63,27 @@ import pytest
 
 from services_ai_plugins import (
     AuditEvent,
-    AuditQuery,
-    Change,
     ConflictError,
     FailureRecord,
     HookMetrics,
-    MetricsDelta,
     PluginRecord,
     PluginStatus,
     QuotaExceeded,
+    StorageError,
+    TenantRecord,
+)
+from services_ai_plugins.storage import (
+    AuditQuery,
+    Change,
+    MetricsDelta,
     SourceKind,
     Storage,
-    StorageError,
     StoreUsage,
-    TenantRecord,
     VersionRecord,
 )
 
 if TYPE_CHECKING:
-    from services_ai_plugins._types import JSONValue
+    from services_ai_plugins.types import JSONValue
 
 __all__ = [
     "BASE_TIME",

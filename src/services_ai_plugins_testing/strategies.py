@@ -65,9 +65,9 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, Union, get_arg
 from hypothesis import strategies as st
 from packaging.version import Version
 
-from services_ai_plugins import Isolation, Manifest, SettingSpec, SettingType, events
+from services_ai_plugins import Manifest, events
 from services_ai_plugins._dispatch import INJECTED
-from services_ai_plugins._types import MAX_INT_DIGITS
+from services_ai_plugins._json import MAX_INT_DIGITS
 from services_ai_plugins.events import (
     HTTP_METHODS,
     ApiRequest,
@@ -88,13 +88,14 @@ from services_ai_plugins.events import (
     to_wire,
 )
 from services_ai_plugins.hookspecs import hook_info, plugin_manager
+from services_ai_plugins.types import Isolation, SettingSpec, SettingType
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
     import pluggy
 
-    from services_ai_plugins._types import JSONValue
+    from services_ai_plugins.types import JSONValue
 
 __all__ = [
     "MANIFEST_KEYS",

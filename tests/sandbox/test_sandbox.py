@@ -24,17 +24,17 @@ import pytest
 from conftest import Hosts, Installer
 from services_ai_plugins import (
     BreakerPolicy,
-    Isolation,
     MemoryStorage,
     PluginHost,
     SandboxError,
     SandboxPolicy,
-    SourceKind,
 )
 from services_ai_plugins._api import DeniedCall
 from services_ai_plugins._sandbox import _pool as _sandbox
 from services_ai_plugins._sandbox._confine import PRIVATE_MOUNTS, UNPRIVILEGED_USER, probe
 from services_ai_plugins.events import ApiRequest, Context, Lead, Widget
+from services_ai_plugins.storage import SourceKind
+from services_ai_plugins.types import Isolation
 from services_ai_plugins_testing.fakes import FakeHostServices
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the process sandbox needs fork")

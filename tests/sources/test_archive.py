@@ -20,7 +20,6 @@ from services_ai_plugins import (
     MemoryStorage,
     PackageError,
     Registry,
-    SourceKind,
     TransitionError,
     pack_plugin,
 )
@@ -32,6 +31,7 @@ from services_ai_plugins._sources._archive import (
     extract_plugin,
     install_archive,
 )
+from services_ai_plugins.storage import SourceKind
 
 PLUGIN_CODE = "class MyPlugin:\n    pass\n"
 GOOD: dict[str, bytes] = {

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLE_PLUGIN
-from services_ai_plugins import MemoryStorage, PluginStatus, Registry, SourceKind
+from services_ai_plugins import MemoryStorage, PluginStatus, Registry
 from services_ai_plugins._sources._discovery import (
     discover_entry_points,
     discover_folders,
     register_discovered,
 )
+from services_ai_plugins.storage import SourceKind
 
 GROUP = "services_ai_test.plugins"
 

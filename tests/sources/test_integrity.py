@@ -21,16 +21,16 @@ import pytest
 
 from conftest import CliRunner, Hosts, Installer, plugin_folder
 from services_ai_plugins import (
-    Isolation,
     PluginHost,
     PluginStatus,
     SandboxPolicy,
-    SourceKind,
     SQLiteStorage,
     pack_plugin,
 )
 from services_ai_plugins._sandbox import _pool as _sandbox
 from services_ai_plugins.events import Context, Lead
+from services_ai_plugins.storage import SourceKind
+from services_ai_plugins.types import Isolation
 from services_ai_plugins_testing.fakes import FakeHostServices
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the process sandbox needs fork")

@@ -27,21 +27,19 @@ import pytest
 
 from conftest import DEFAULT_BREAKER, CliRunner, Hosts, Installer, plugin_folder
 from services_ai_plugins import (
-    ArchiveError,
     Manifest,
     PackageError,
     PluginHost,
     SandboxPolicy,
-    SourceKind,
     check_plugin,
-    code_hash,
-    discover_folders,
     pack_plugin,
-    register_discovered,
     validate_plugin,
 )
 from services_ai_plugins._cli._main import EXIT_OK, EXIT_REFUSED, main
+from services_ai_plugins.errors import ArchiveError
 from services_ai_plugins.events import Context
+from services_ai_plugins.storage import SourceKind
+from services_ai_plugins.tooling import code_hash, discover_folders, register_discovered
 from services_ai_plugins_testing.fakes import FakeHostServices
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the process sandbox needs fork")

@@ -8,14 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from services_ai_plugins import (
-    ManifestError,
-    PackageError,
-    pack_plugin,
-    scaffold_plugin,
-    validate_plugin,
-)
+from services_ai_plugins import ManifestError, PackageError, pack_plugin, validate_plugin
 from services_ai_plugins._cli._main import main
+from services_ai_plugins.tooling import scaffold_plugin
 
 
 def test_new_creates_a_plugin_that_validates(tmp_path: Path) -> None:

@@ -27,7 +27,6 @@ import pytest
 from test_sqlite import at, delta, event, failure, install, plugin, scenario, tenant_change
 
 import pg_cluster
-from services_ai_plugins import ChangeFeed, Storage
 from services_ai_plugins._storage._memory import MemoryStorage
 from services_ai_plugins._storage._postgres import _migrations as migrations
 from services_ai_plugins._storage._postgres._storage import PostgresStorage
@@ -40,6 +39,7 @@ from services_ai_plugins._storage._protocol import (
 )
 from services_ai_plugins._storage._sqlite import SQLiteStorage
 from services_ai_plugins.errors import ConflictError, StorageError
+from services_ai_plugins.storage import ChangeFeed, Storage
 
 psycopg = pytest.importorskip("psycopg")
 psycopg_pool = pytest.importorskip("psycopg_pool")
@@ -553,8 +553,8 @@ def test_import_needs_no_psycopg_and_a_missing_one_is_explained() -> None:
     code = textwrap.dedent(
         """
         import sys
-        import services_ai_plugins
-        services_ai_plugins.PostgresStorage, services_ai_plugins.ChangeFeed
+        import services_ai_plugins, services_ai_plugins.storage
+        services_ai_plugins.PostgresStorage, services_ai_plugins.storage.ChangeFeed
         print("psycopg" in sys.modules, "psycopg_pool" in sys.modules)
         sys.modules["psycopg"] = None  # as if psycopg were not installed
         try:

@@ -35,8 +35,8 @@ from services_ai_plugins._storage._protocol import (
     VersionRecord,
 )
 from services_ai_plugins._storage._sqlite import SQLiteStorage
-from services_ai_plugins._types import JSONValue
 from services_ai_plugins.errors import ConflictError, StorageError
+from services_ai_plugins.types import JSONValue
 
 T0 = datetime(2025, 3, 4, 5, 6, 7, 890123, tzinfo=timezone.utc)
 

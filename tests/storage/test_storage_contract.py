@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from services_ai_plugins import PluginStatus, Storage
+from services_ai_plugins import PluginStatus
 from services_ai_plugins._storage._memory import MemoryStorage
 from services_ai_plugins._storage._postgres._storage import PostgresStorage
 from services_ai_plugins._storage._sqlite import SQLiteStorage
+from services_ai_plugins.storage import Storage
 from services_ai_plugins_testing.storage_contract import (
     BASE_TIME,
     StorageContract,
@@ -134,7 +135,8 @@ def test_adapter_authors_run_the_whole_suite(
             from collections.abc import Iterator
 
             import pytest
-            from services_ai_plugins import MemoryStorage, Storage
+            from services_ai_plugins import MemoryStorage
+            from services_ai_plugins.storage import Storage
             from services_ai_plugins_testing.storage_contract import StorageContract
             from services_ai_plugins_testing.storage_contract import StorageContract as TestAlias
 

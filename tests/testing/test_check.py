@@ -17,10 +17,11 @@ from hypothesis import strategies as st
 
 import services_ai_plugins_testing
 from conftest import EXAMPLE_PLUGIN, ROOT, PluginWriter
-from services_ai_plugins import CheckProblem, CheckReport, check_plugin, pack_plugin
+from services_ai_plugins import check_plugin, pack_plugin
 from services_ai_plugins._check import KINDS
 from services_ai_plugins._cli._main import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
 from services_ai_plugins.events import Lead, example
+from services_ai_plugins.tooling import CheckProblem, CheckReport
 from services_ai_plugins_testing import strategies
 
 DEMO_PLUGINS = ROOT / "src" / "services_ai_plugins" / "_demo_plugins"

@@ -12,8 +12,8 @@ import attrs
 import pytest
 
 from services_ai_plugins import HostServices
-from services_ai_plugins._types import JSONValue
 from services_ai_plugins.events import Booking, Invoice, Lead, User
+from services_ai_plugins.types import JSONValue
 from services_ai_plugins_testing.fakes import FakeHostServices
 from services_ai_plugins_testing.services_contract import HostServicesContract, Seed
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from services_ai_plugins import check_plugin, scaffold_plugin
+from services_ai_plugins import check_plugin
+from services_ai_plugins.tooling import scaffold_plugin
 
 pytest_plugins = ["pytester"]
 

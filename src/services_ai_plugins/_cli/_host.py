@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn, final
 # The hook arguments of --sample are built as ``check`` builds them.
 from .. import _check
 from .._check import OPTIONAL, example_values, parameter_types, type_name
+from .._json import json_type_name
 from .._logs import plugin_output, sdk_log_handler
 from .._registry import Registry, Suspension
 from .._storage._protocol import FailureRecord, HookMetrics, PluginStatus, Storage
-from .._types import json_type_name
 from ..errors import HookCallError, NoHostServices, Problem, TransitionError
 from ._common import (
     Result,
@@ -45,7 +45,7 @@ from ._common import (
 
 if TYPE_CHECKING:
     from .._dispatch import HookTrace, PluginOutcome
-    from .._types import JSONValue
+    from .._json import JSONValue
     from ..events import Booking, Email, Invoice, Lead, Notification, Sms, User
     from ..hookspecs import HookInfo
 

@@ -20,8 +20,8 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
 
+from .._json import JSONValue
 from .._kinds import PluginStatus, SourceKind
-from .._types import JSONValue
 from ..errors import ConflictError, QuotaExceeded, RemoteError
 
 __all__ = [

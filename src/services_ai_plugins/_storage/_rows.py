@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from .._types import JSONValue
+from .._json import JSONValue
 from ._protocol import (
     AuditEvent,
     AuditQuery,

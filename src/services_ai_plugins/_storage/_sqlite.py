@@ -22,7 +22,7 @@ from typing import Final, cast, final
 
 import attrs
 
-from .._types import JSONValue
+from .._json import JSONValue
 from ..errors import StorageError
 from ._protocol import (
     AuditEvent,

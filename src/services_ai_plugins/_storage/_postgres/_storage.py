@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Final, cast, final
 
-from ..._types import JSONValue
+from ..._json import JSONValue
 from ...errors import StorageError
 from .._protocol import (
     AuditEvent,

@@ -1,4 +1,4 @@
-"""Shared type names and the string rules of the manifest.
+"""The manifest's constrained field types and their string rules.
 
 Each constrained string of the manifest is a ``NewType`` over ``str`` with one
 :class:`StringRule`.  The rule is the single source of truth for both the
@@ -9,22 +9,11 @@ exports its pattern), so the two cannot drift apart.
 from __future__ import annotations
 
 import keyword
-import math
 import re
 from collections.abc import Callable
-from typing import Any, Final, NewType, TypeAlias
+from typing import Any, Final, NewType
 
 import attrs
-
-#: A value that JSON can carry.
-JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
-
-#: How deeply JSON values in a manifest or a setting may nest.
-MAX_JSON_DEPTH: Final = 64
-#: The most decimal digits a JSON integer may have (Python refuses to print
-#: integers past ``sys.get_int_max_str_digits()``; JSON peers give up far sooner).
-MAX_INT_DIGITS: Final = 1000
-_INT_LIMIT: Final = 10**MAX_INT_DIGITS
 
 PluginId = NewType("PluginId", str)
 DisplayName = NewType("DisplayName", str)
@@ -34,7 +23,7 @@ SettingName = NewType("SettingName", str)
 EntryPoint = NewType("EntryPoint", str)
 ClassName = NewType("ClassName", str)
 RelativePath = NewType("RelativePath", str)
-Email = NewType("Email", str)
+EmailAddress = NewType("EmailAddress", str)
 Url = NewType("Url", str)
 #: A JSON number (``int`` or finite ``float``), kept as given.
 Number = NewType("Number", float)
@@ -166,7 +155,7 @@ RULES: Final[dict[object, StringRule]] = {
         max_length=200,
         diagnose=_inside_plugin,
     ),
-    Email: StringRule(
+    EmailAddress: StringRule(
         pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
         expected="an e-mail address",
         description="Where to reach the author.",
@@ -186,51 +175,3 @@ RULES: Final[dict[object, StringRule]] = {
 def described(description: str, **kwargs: Any) -> Any:
     """An attrs field with a description (exported to the JSON Schema and the docs)."""
     return attrs.field(metadata={"description": description}, **kwargs)
-
-
-def check_json(value: object, *, depth: int = 0) -> JSONValue:
-    """Return a deep copy of ``value`` if JSON can carry it, else raise ValueError."""
-    if depth > MAX_JSON_DEPTH:
-        raise ValueError(f"nests deeper than {MAX_JSON_DEPTH} levels")
-    if isinstance(value, int) and not isinstance(value, bool):
-        return check_int(value)
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"must be a finite number (got {value!r})")
-        return value
-    if isinstance(value, (list, tuple)):
-        return [check_json(item, depth=depth + 1) for item in value]
-    if isinstance(value, dict):
-        copy: dict[str, JSONValue] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValueError(f"object keys must be strings (got {key!r})")
-            copy[key] = check_json(item, depth=depth + 1)
-        return copy
-    raise ValueError(f"must be a JSON value (got {type(value).__name__})")
-
-
-def check_int(value: int) -> int:
-    """Return ``value`` if JSON text can carry it, else raise ValueError."""
-    if abs(value) >= _INT_LIMIT:
-        raise ValueError(f"is too large an integer (over {MAX_INT_DIGITS} digits)")
-    return value
-
-
-def json_type_name(value: object) -> str:
-    """Name the JSON type of a Python value, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__

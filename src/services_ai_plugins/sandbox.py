@@ -1,0 +1,54 @@
+"""The sandbox: its policy, limits, the layers it applies, and its workers.
+
+For hosts that tune or inspect process isolation. :class:`SandboxPolicy`
+(also importable from the top-level package) is what a host passes to
+``PluginHost``; :class:`Sandbox` runs the workers and reports its
+:class:`Capabilities` (which :class:`Layer` objects this machine offers) and
+one :class:`WorkerInfo` per live worker. See docs/sandbox.md.
+Names are imported on first use, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._sandbox._confine import Capabilities, Layer, Limits
+    from ._sandbox._pool import Sandbox, SandboxedPlugin, SandboxPolicy, WorkerInfo
+
+
+# Where each lazily imported name lives.
+_LAZY: dict[str, str] = {
+    "Capabilities": "._sandbox._confine",
+    "Layer": "._sandbox._confine",
+    "Limits": "._sandbox._confine",
+    "Sandbox": "._sandbox._pool",
+    "SandboxPolicy": "._sandbox._pool",
+    "SandboxedPlugin": "._sandbox._pool",
+    "WorkerInfo": "._sandbox._pool",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __package__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+__all__ = [
+    "Capabilities",
+    "Layer",
+    "Limits",
+    "Sandbox",
+    "SandboxPolicy",
+    "SandboxedPlugin",
+    "WorkerInfo",
+]

@@ -1,0 +1,91 @@
+"""Storage: the protocol a backend implements, its records, and the three backends.
+
+For adapter authors and for code that reads the registry's records directly.
+A backend implements :class:`Storage`; :class:`MemoryStorage`,
+:class:`SQLiteStorage` and :class:`PostgresStorage` are the ones that ship
+(each also importable from the top-level package). The contract suite in
+``services_ai_plugins_testing.storage_contract`` checks a new backend.
+Names are imported on first use, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._storage._memory import MemoryStorage
+    from ._storage._postgres._storage import PostgresStorage
+    from ._storage._protocol import (
+        AuditEvent,
+        AuditQuery,
+        Change,
+        ChangeFeed,
+        FailureRecord,
+        HookMetrics,
+        MetricsDelta,
+        PluginRecord,
+        PluginStatus,
+        SourceKind,
+        Storage,
+        StoreUsage,
+        TenantRecord,
+        VersionRecord,
+    )
+    from ._storage._sqlite import SQLiteStorage
+
+
+# Where each lazily imported name lives.
+_LAZY: dict[str, str] = {
+    "AuditEvent": "._storage._protocol",
+    "AuditQuery": "._storage._protocol",
+    "Change": "._storage._protocol",
+    "ChangeFeed": "._storage._protocol",
+    "FailureRecord": "._storage._protocol",
+    "HookMetrics": "._storage._protocol",
+    "MemoryStorage": "._storage._memory",
+    "MetricsDelta": "._storage._protocol",
+    "PluginRecord": "._storage._protocol",
+    "PluginStatus": "._storage._protocol",
+    "PostgresStorage": "._storage._postgres._storage",
+    "SQLiteStorage": "._storage._sqlite",
+    "SourceKind": "._storage._protocol",
+    "Storage": "._storage._protocol",
+    "StoreUsage": "._storage._protocol",
+    "TenantRecord": "._storage._protocol",
+    "VersionRecord": "._storage._protocol",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __package__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+__all__ = [
+    "AuditEvent",
+    "AuditQuery",
+    "Change",
+    "ChangeFeed",
+    "FailureRecord",
+    "HookMetrics",
+    "MemoryStorage",
+    "MetricsDelta",
+    "PluginRecord",
+    "PluginStatus",
+    "PostgresStorage",
+    "SQLiteStorage",
+    "SourceKind",
+    "Storage",
+    "StoreUsage",
+    "TenantRecord",
+    "VersionRecord",
+]

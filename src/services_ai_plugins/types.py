@@ -1,0 +1,123 @@
+"""The types that public signatures use: JSON values, manifest fields, permissions, limits.
+
+Nothing here is needed to write a plugin or run a host; these are the names
+to annotate with, construct for ``PluginHost`` options, or ``isinstance``-check:
+
+- JSON: :data:`JSONValue`, any value JSON can carry (settings, stores, payloads);
+- manifest fields: :class:`Isolation`, :class:`SettingSpec`, :class:`SettingType`,
+  :data:`MAX_MANIFEST_BYTES`, and the constrained strings of ``Manifest`` and
+  ``SettingSpec`` fields (``NewType`` over ``str``, ``int`` or ``float``:
+  :data:`PluginId`, :data:`DisplayName`, :data:`PermissionName`, :data:`HookName`,
+  :data:`SettingName`, :data:`EntryPoint`, :data:`ClassName`, :data:`RelativePath`,
+  :data:`EmailAddress`, :data:`Url`, :data:`Number`, :data:`Count`);
+- permissions: :class:`Permission`, :class:`PermissionCatalogue`, :class:`Risk`,
+  :data:`DEFAULT_PERMISSIONS` (``PluginHost(permissions=...)``);
+- API limits: :class:`ApiLimits`, :class:`Rate`, :class:`ApiMeter`, and the
+  :class:`DeniedCall` a host's ``on_denied`` callback receives;
+- tracing: :class:`HookTrace` and :class:`PluginOutcome` (``PluginHost.trace_hook``).
+
+Names are imported on first use, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._api import ApiLimits, ApiMeter, DeniedCall, Rate
+    from ._dispatch import HookTrace, PluginOutcome
+    from ._fields import (
+        ClassName,
+        Count,
+        DisplayName,
+        EmailAddress,
+        EntryPoint,
+        HookName,
+        Number,
+        PermissionName,
+        PluginId,
+        RelativePath,
+        SettingName,
+        Url,
+    )
+    from ._json import JSONValue
+    from ._manifest import MAX_MANIFEST_BYTES, Isolation
+    from ._permissions import DEFAULT_PERMISSIONS, Permission, PermissionCatalogue, Risk
+    from ._settings import SettingSpec, SettingType
+
+
+# Where each lazily imported name lives.
+_LAZY: dict[str, str] = {
+    "ApiLimits": "._api",
+    "ApiMeter": "._api",
+    "ClassName": "._fields",
+    "Count": "._fields",
+    "DEFAULT_PERMISSIONS": "._permissions",
+    "DeniedCall": "._api",
+    "DisplayName": "._fields",
+    "EmailAddress": "._fields",
+    "EntryPoint": "._fields",
+    "HookName": "._fields",
+    "HookTrace": "._dispatch",
+    "Isolation": "._manifest",
+    "JSONValue": "._json",
+    "MAX_MANIFEST_BYTES": "._manifest",
+    "Number": "._fields",
+    "Permission": "._permissions",
+    "PermissionCatalogue": "._permissions",
+    "PermissionName": "._fields",
+    "PluginId": "._fields",
+    "PluginOutcome": "._dispatch",
+    "Rate": "._api",
+    "RelativePath": "._fields",
+    "Risk": "._permissions",
+    "SettingName": "._fields",
+    "SettingSpec": "._settings",
+    "SettingType": "._settings",
+    "Url": "._fields",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __package__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+__all__ = [
+    "DEFAULT_PERMISSIONS",
+    "MAX_MANIFEST_BYTES",
+    "ApiLimits",
+    "ApiMeter",
+    "ClassName",
+    "Count",
+    "DeniedCall",
+    "DisplayName",
+    "EmailAddress",
+    "EntryPoint",
+    "HookName",
+    "HookTrace",
+    "Isolation",
+    "JSONValue",
+    "Number",
+    "Permission",
+    "PermissionCatalogue",
+    "PermissionName",
+    "PluginId",
+    "PluginOutcome",
+    "Rate",
+    "RelativePath",
+    "Risk",
+    "SettingName",
+    "SettingSpec",
+    "SettingType",
+    "Url",
+]
