@@ -150,7 +150,7 @@ def _worker_main(
     channel = Channel(socket.socket(fileno=_CHANNEL_FD), limit=int(config["max_frame"]))
     # Where the plugin's declared dependencies are, when not where the SDK is.
     sys.path.extend(path for path in config.get("paths", ()) if path not in sys.path)
-    worker = _Worker(channel, config)
+    worker = _WorkerLoop(channel, config)
     try:
         worker.start(capabilities)
     except BaseException as exc:  # noqa: BLE001 - reported to the host, then the worker ends
@@ -173,7 +173,7 @@ def is_async(function: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
 
 
-class _Worker:
+class _WorkerLoop:
     """One plugin, loaded in this process, answering the host's calls."""
 
     def __init__(self, channel: Channel, config: dict[str, Any]) -> None:
@@ -405,7 +405,7 @@ class SandboxAPI:
 
     __slots__ = ("_call", "_worker", "logger")
 
-    def __init__(self, worker: _Worker, call: _Call) -> None:
+    def __init__(self, worker: _WorkerLoop, call: _Call) -> None:
         self._worker = worker
         self._call = call
         #: The plugin's own logger; records go to the host's logger of the same name.
@@ -499,7 +499,7 @@ def _plugin_traceback(exc: BaseException) -> str:
 class _Output:
     """What the plugin prints, sent to the host's plugin logger in lines, capped per call."""
 
-    def __init__(self, worker: _Worker, limit: int) -> None:
+    def __init__(self, worker: _WorkerLoop, limit: int) -> None:
         self.worker = worker
         self.limit = limit
         self.used = 0
@@ -572,7 +572,7 @@ class _Lines(io.RawIOBase):
 class _Forward(logging.Handler):
     """Log records of the worker, sent to the host (formatted here, capped with the output)."""
 
-    def __init__(self, worker: _Worker) -> None:
+    def __init__(self, worker: _WorkerLoop) -> None:
         super().__init__(logging.DEBUG)
         self.worker = worker
 
