@@ -15,7 +15,6 @@ import contextlib
 import functools
 import itertools
 import json
-import keyword
 import logging
 import os
 import shutil
@@ -37,6 +36,23 @@ from ..errors import (
     WorkerCrashed,
 )
 from ..events import ApiRequest, ApiResponse, Route
+from ._messages import (
+    ApiCall,
+    ApiRaise,
+    ApiResult,
+    Call,
+    Failed,
+    Log,
+    Raise,
+    Ready,
+    Result,
+    RouteCall,
+    Stop,
+    Unexpected,
+    read_during_call,
+    read_start,
+    well_formed_hooks,
+)
 from ._policy import SandboxPolicy
 from ._wire import IGNORED_RESULT, Channel, FrameTooLarge, WireError, decode, encode
 
@@ -44,7 +60,6 @@ _logger = logging.getLogger("services_ai_plugins.sandbox")
 
 #: How deep hook calls may nest through one worker (a hook whose API call fires a hook).
 MAX_DEPTH: Final = 8
-#: Every how many calls the host looks at a worker's CPU time (one read of /proc).
 #: The ids of hook calls, unique in the host: every frame of a call carries its id.
 _CALL_IDS: Final = itertools.count(1)
 
@@ -116,33 +131,44 @@ class _WorkerProcess:
         self.scratch: str | None = None
         self.logger = logging.getLogger(f"services_ai_plugins.plugins.{owner.plugin_id}")
 
-    def _until_ready(self, deadline: float) -> list[Any]:
-        """The first frame after what the plugin printed or logged while it was imported."""
+    def _until_ready(self, deadline: float) -> Ready | Failed | Unexpected:
+        """The first message after what the plugin printed or logged while it was imported.
+
+        :raises ValueError: for a ``ready`` report that is malformed.
+        """
         output = _OutputRelay(self)
         try:
             while True:
                 remaining = deadline - monotonic()
                 if remaining <= 0:
                     raise TimeoutError
-                message = self.channel.receive(remaining)
-                if message[0] != "log" or len(message) != 4:
+                message = read_start(self.channel.receive(remaining))
+                if not isinstance(message, Log):
                     return message
                 output.log(message)
         finally:
             output.report("while importing")
 
     def call(  # noqa: PLR0915 - one loop serving every frame a call may bring
-        self, request: list[Any], what: str, api: Any, timeout: float
+        self,
+        target: str | int,
+        tenant: str | None,
+        arguments: Any,
+        *,
+        wanted: bool,
+        what: str,
+        api: Any,
+        timeout: float,
     ) -> Any:
-        """Send one call (a hook's, or a route handler's) and serve the worker until it answers.
+        """Send one call and serve the worker until it answers.
 
-        ``request`` is ``[kind, hook name or route number, tenant, arguments, whether the
-        result is wanted]``. The frame sent holds a new call id after its kind; the worker's
-        API requests and answer must carry it. Every send and receive ends by the call's
-        deadline (a nested call's is no later than the call it is nested in).
+        ``target``: the hook's name (a :class:`Call`), or the number the worker knows a route
+        handler by (a :class:`RouteCall`); ``arguments`` in wire form; ``wanted``: whether the
+        host uses the result. The call gets a new id; the worker's API requests and answer
+        must carry it. Every send and receive ends by the call's deadline (a nested call's is
+        no later than the call it is nested in).
         """
-        kind, name = request[0], request[1]
-        hook = str(name) if kind == "call" else what
+        hook = target if type(target) is str else what
         if self.depth >= MAX_DEPTH:
             raise SandboxError(
                 self.plugin_id, f"{what}: hook calls nested more than {MAX_DEPTH} deep"
@@ -153,7 +179,7 @@ class _WorkerProcess:
             deadline = outer
         call_id = next(_CALL_IDS)
         policy = self.policy
-        kinds = _frame_kinds(policy.max_frame, policy.output_limit, bool(request[4]))
+        kinds = _frame_kinds(policy.max_frame, policy.output_limit, wanted)
         budget = policy.max_call_bytes
         self.depth += 1
         self.calls += 1
@@ -162,7 +188,12 @@ class _WorkerProcess:
         output = _OutputRelay(self)
         try:
             try:
-                self.channel.send([kind, call_id, *request[1:]], timeout=deadline - monotonic())
+                request = (
+                    Call(call_id, target, tenant, arguments, wanted)
+                    if type(target) is str
+                    else RouteCall(call_id, int(target), tenant, arguments, wanted)
+                )
+                self.channel.send(request.to_frame(), timeout=deadline - monotonic())
             except WireError as exc:  # nothing was written: a string that is not Unicode
                 raise SandboxError(
                     self.plugin_id, f"cannot send the arguments of {what}: {exc}"
@@ -172,32 +203,28 @@ class _WorkerProcess:
                     deadline - monotonic(), limit=budget - spent, kinds=kinds
                 )
                 spent += self.channel.last_size
-                answer = message[0]
-                if answer == "log" and len(message) == 4:
-                    output.log(message)
+                answer = read_during_call(message, call_id)
+                if isinstance(answer, Log):
+                    output.log(answer)
                     continue
-                if len(message) > 1 and (type(message[1]) is not int or message[1] != call_id):
-                    raise WireError(
-                        f"a {answer!r} frame of call {message[1]!r} came during call {call_id} "
-                        "(a thread left running by an earlier call?)"
-                    )
-                if answer == "api" and len(message) == 5:
+                if isinstance(answer, ApiCall):
                     requests += 1
-                    reply = self._serve_api(api, call_id, message, requests)
+                    reply = self._serve_api(api, answer, requests)
                     spent += self._answer(reply, deadline, budget - spent)
                     continue
-                if answer == "ok" and len(message) == 3:
+                if isinstance(answer, Result):
+                    value = answer.value
                     try:
-                        if name == "register_routes" and isinstance(message[2], dict):
-                            return self._routes(message[2].get("$routes"))
-                        return decode(message[2])
+                        if target == "register_routes" and isinstance(value, dict):
+                            return self._routes(value.get("$routes"))
+                        return decode(value)
                     except WireError as exc:
                         raise SandboxError(
                             self.plugin_id, f"{what} returned a value the host refuses: {exc}"
                         ) from None
-                if answer == "raise" and len(message) == 5 and _texts(message[2:]):
-                    raise RemoteError(self.plugin_id, message[2], message[3], message[4])
-                raise WireError(f"a malformed {answer!r} frame")
+                raise RemoteError(
+                    self.plugin_id, answer.type_name, answer.message, answer.traceback
+                )
         except TimeoutError:
             self._end(killed=True)
             raise SandboxTimeout(self.plugin_id, hook, timeout) from None
@@ -257,33 +284,33 @@ class _WorkerProcess:
         self.route_numbers = numbers  # only once the whole answer is valid
         return built
 
-    def _serve_api(self, api: Any, call_id: int, message: list[Any], number: int) -> list[Any]:
-        """Run the call's ``number``-th API request on the plugin's real API; the answer frame."""
-        _, _, method, args, kwargs = message
+    def _serve_api(self, api: Any, request: ApiCall, number: int) -> ApiResult | ApiRaise:
+        """Run the call's ``number``-th API request on the plugin's real API; the answer."""
+        call_id, method = request.call_id, request.method
         if api is None or type(method) is not str or method not in self.owner.api_methods:
             error = f"'PluginAPI' object has no attribute {method!r}"
-            return ["raise", call_id, "AttributeError", error, {}]
+            return ApiRaise(call_id, "AttributeError", error)
         if number > self.policy.max_api_calls:
             error = (
                 f"plugin {self.plugin_id!r}: api.{method}() refused: one hook call may make "
                 f"{self.policy.max_api_calls} API requests (SandboxPolicy.max_api_calls)"
             )
-            return ["raise", call_id, "SandboxError", error, {"plugin_id": self.plugin_id}]
+            return ApiRaise(call_id, "SandboxError", error, {"plugin_id": self.plugin_id})
         try:
-            positional = decode(args)
-            named = decode(kwargs)
+            positional = decode(request.args)
+            named = decode(request.kwargs)
             if type(positional) is not list or type(named) is not dict:
                 raise WireError("api arguments must be a list and an object")
-            return ["ok", call_id, encode(getattr(api, method)(*positional, **named))]
+            return ApiResult(call_id, encode(getattr(api, method)(*positional, **named)))
         except Exception as exc:  # noqa: BLE001 - the plugin's call failed: it gets the error
             fields = {  # what a handler reads: PermissionDenied.permission, ...
                 key: value
                 for key, value in vars(exc).items()
                 if not key.startswith("_") and type(value) in (str, int, float, bool)
             }
-            return ["raise", call_id, type(exc).__name__, str(exc), fields]
+            return ApiRaise(call_id, type(exc).__name__, str(exc), fields)
 
-    def _answer(self, reply: list[Any], deadline: float, room: int) -> int:
+    def _answer(self, reply: ApiResult | ApiRaise, deadline: float, room: int) -> int:
         """Send an API answer by the call's deadline; the bytes sent.
 
         An answer over what is left of the call's byte budget (``room``), or one that cannot
@@ -292,25 +319,26 @@ class _WorkerProcess:
         if self.dead:  # a nested call stopped it: the next receive says how
             raise EOFError
         try:
-            return self.channel.send(reply, timeout=deadline - monotonic(), limit=room)
+            return self.channel.send(reply.to_frame(), timeout=deadline - monotonic(), limit=room)
         except FrameTooLarge as exc:
             error = (
                 f"plugin {self.plugin_id!r}: an API answer of {exc.size} bytes is over what is "
                 f"left of the call's budget of {self.policy.max_call_bytes} bytes "
                 "(SandboxPolicy.max_call_bytes)"
             )
-            substitute = ["raise", reply[1], "SandboxError", error, {"plugin_id": self.plugin_id}]
+            substitute = ApiRaise(
+                reply.call_id, "SandboxError", error, {"plugin_id": self.plugin_id}
+            )
         except WireError as exc:  # nothing was written: a string that is not Unicode
-            substitute = ["raise", reply[1], "WireError", str(exc), {}]
-        return self.channel.send(substitute, timeout=deadline - monotonic())
+            substitute = ApiRaise(reply.call_id, "WireError", str(exc))
+        return self.channel.send(substitute.to_frame(), timeout=deadline - monotonic())
 
-    def _log(self, level: object, name: object, text: object) -> None:
-        levelno = level if type(level) is int and 0 < level <= logging.CRITICAL else logging.INFO
-        source = str(name)[:100]
+    def _log(self, line: Log) -> None:
+        source, text = line.name, line.text
         extra = None
         if source in ("stdout", "stderr"):  # printed: marked, for commands that show it
-            extra = {OUTPUT_ATTRIBUTE: source, "output_text": str(text)}
-        self.logger.log(levelno, "[%s] %s", source, str(text), extra=extra)
+            extra = {OUTPUT_ATTRIBUTE: source, "output_text": text}
+        self.logger.log(line.level, "[%s] %s", source, text, extra=extra)
 
     def stop(self) -> None:
         """Ask it to stop; kill it (and its process group) if it does not at once.
@@ -320,7 +348,7 @@ class _WorkerProcess:
         if self.dead:
             return
         try:
-            self.channel.send(["stop"], timeout=0.2)
+            self.channel.send(Stop().to_frame(), timeout=0.2)
             self.channel.receive(0.2, limit=0, kinds={})  # nothing comes but the end
         except (TimeoutError, EOFError, OSError, WireError):
             pass
@@ -355,14 +383,14 @@ class _OutputRelay:
         self.worker = worker
         self.used = self.dropped = 0
 
-    def log(self, message: list[Any]) -> None:
-        """Pass on one ``["log", level, name, text]`` frame, or count it as dropped."""
-        size = len(str(message[3]))
+    def log(self, line: Log) -> None:
+        """Pass on one line, or count it as dropped."""
+        size = len(line.text)
         if self.used + size > self.worker.policy.output_limit:
             self.dropped += size
         else:
             self.used += size
-            self.worker._log(message[1], message[2], message[3])
+            self.worker._log(line)
 
     def report(self, when: str) -> None:
         """Say how much was dropped, if anything was."""
@@ -379,79 +407,15 @@ class _OutputRelay:
 def _frame_kinds(max_frame: int, output_limit: int, wanted: bool) -> Mapping[bytes, int]:
     """The frames a worker may send during a call, each with its largest body in bytes."""
     return {
-        b"ok": max_frame if wanted else IGNORED_RESULT,
-        b"raise": max_frame,
-        b"api": max_frame,
+        Result.KIND.encode(): max_frame if wanted else IGNORED_RESULT,
+        Raise.KIND.encode(): max_frame,
+        ApiCall.KIND.encode(): max_frame,
         # At most output_limit characters, each at most 8 bytes in JSON (an escaped surrogate).
-        b"log": min(max_frame, 8 * output_limit + 1024),
+        Log.KIND.encode(): min(max_frame, 8 * output_limit + 1024),
     }
 
 
-#: The options a worker reports of each implementation (pluggy's, all booleans).
-_HOOK_OPTIONS: Final = ("tryfirst", "trylast", "optionalhook", "hookwrapper", "wrapper")
-_HOOK_FIELDS: Final = frozenset({"name", "argnames", *_HOOK_OPTIONS})
-#: The most implementations, arguments, layers and notes a worker's report may hold.
-_MAX_HOOKS: Final = 512
-_MAX_ARGS: Final = 64
-_MAX_NOTES: Final = 16
-_MAX_NOTE: Final = 2000
-
 SpecArgs = Callable[[str], Sequence[str] | None]
-
-
-def _name(value: object, what: str) -> str:
-    """``value`` if it is a plain name: ASCII, an identifier, no keyword, no leading ``_``.
-
-    ASCII only: Python folds other identifiers (NFKC), so a name could be one
-    thing in a report and another in the code made from it.
-    """
-    if (
-        type(value) is not str
-        or not value.isascii()
-        or not value.isidentifier()
-        or keyword.iskeyword(value)
-        or value.startswith("_")
-    ):
-        raise ValueError(f"{what} {value!r} is not a plain ASCII name")
-    return value
-
-
-def _well_formed(hooks: object) -> list[dict[str, Any]]:
-    """The implementations a worker reported, checked strictly (``ValueError`` says what is wrong).
-
-    Each is a record of exactly a plain name, distinct plain argument names
-    (and those with defaults, ``kwargnames``, which the host never passes) and
-    boolean options; no name twice. Whether the hooks and arguments are
-    specified is :func:`_judged`'s question.
-    """
-    if type(hooks) is not list:
-        raise ValueError("its implementations are not a list")
-    if len(hooks) > _MAX_HOOKS:
-        raise ValueError(f"it reported {len(hooks)} implementations (at most {_MAX_HOOKS})")
-    checked: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for index, hook in enumerate(hooks):
-        if type(hook) is not dict or set(hook) - {"kwargnames"} != _HOOK_FIELDS:
-            raise ValueError(f"implementation {index} is not a record of name, argnames, options")
-        name = _name(hook["name"], "hook name")
-        if name in seen:
-            raise ValueError(f"hook {name!r} is reported twice")
-        seen.add(name)
-        options = {option: hook[option] for option in _HOOK_OPTIONS}
-        if not all(type(value) is bool for value in options.values()):
-            raise ValueError(f"{name}: its options must be true or false")
-        names = _names(hook["argnames"], name)
-        defaults = _names(hook.get("kwargnames", []), name)
-        if len(set(names + defaults)) != len(names) + len(defaults):
-            raise ValueError(f"{name}: an argument name is repeated")
-        checked.append({"name": name, "argnames": names, "kwargnames": defaults, **options})
-    return checked
-
-
-def _names(argnames: object, hook: str) -> list[str]:
-    if type(argnames) is not list or len(argnames) > _MAX_ARGS:
-        raise ValueError(f"{hook}: its argument names are not a list (of at most {_MAX_ARGS})")
-    return [_name(arg, f"{hook}: argument") for arg in argnames]
 
 
 def _judged(
@@ -482,27 +446,6 @@ def _judged(
     return kept
 
 
-def _ready_report(message: list[Any]) -> tuple[list[dict[str, Any]], tuple[str, ...], list[str]]:
-    """A worker's ``ready`` frame read strictly: its implementations, layers and notes."""
-    if len(message) != 2 or type(message[1]) is not dict:
-        raise ValueError("its ready frame is not ['ready', {...}]")
-    info = message[1]
-    if set(info) != {"pid", "hooks", "layers", "notes"}:
-        raise ValueError(f"its ready frame has the fields {sorted(info)}")
-    layers, notes = info["layers"], info["notes"]
-    if type(layers) is not list or len(layers) > _MAX_HOOKS:
-        raise ValueError("its layers are not a list")
-    if type(notes) is not list or len(notes) > _MAX_NOTES:
-        raise ValueError(f"its notes are not a list (of at most {_MAX_NOTES})")
-    if not all(type(note) is str and len(note) <= _MAX_NOTE for note in notes):
-        raise ValueError(f"a note is not a text of at most {_MAX_NOTE} characters")
-    return (
-        _well_formed(info["hooks"]),
-        tuple(_name(layer, "layer") for layer in layers),
-        notes,
-    )
-
-
 def _read_hooks(path: Path) -> list[dict[str, Any]] | None:
     """The implementations a worker reported, as an earlier load wrote them (None: none usable).
 
@@ -510,7 +453,7 @@ def _read_hooks(path: Path) -> list[dict[str, Any]] | None:
     folder, and what a plugin once reported must not fail every later start.
     """
     try:
-        return _well_formed(json.loads(path.read_text(encoding="utf-8")))
+        return well_formed_hooks(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, RecursionError) as exc:
         if path.exists():
             _logger.warning("ignoring the kept hooks of a sandboxed plugin in %s: %s", path, exc)
@@ -530,10 +473,6 @@ def _write_hooks(path: Path, hooks: list[dict[str, Any]]) -> None:
 
 
 #: Zygotes and workers of a parent process, kept in a forked child so nothing collects them.
-
-
-def _texts(values: Sequence[object]) -> bool:
-    return all(type(value) is str for value in values)
 
 
 def _describe(status: int | None, *, killed: bool) -> str:

@@ -18,6 +18,7 @@ so grants are never decided in the worker.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import logging
 import os
@@ -45,6 +46,16 @@ from ..errors import (
 from ._channel import _judged, _kill_group, _WorkerProcess, _write_hooks
 from ._channel import _read_hooks as _read_hooks  # noqa: PLC0414 - re-exported: _check imports it
 from ._confine import Capabilities
+from ._messages import (
+    Exit,
+    Fork,
+    Forked,
+    Status,
+    Unexpected,
+    Wait,
+    read_hello,
+    read_zygote_answer,
+)
 from ._policy import SandboxPolicy, WorkerInfo
 from ._stand_in import SandboxedPlugin, _PluginWorkers
 from ._wire import Channel, WireError
@@ -338,7 +349,7 @@ class _Zygote:
             #: Workers of forks answered too late: killed, to be reaped.
             self._orphans: list[int] = []
             try:
-                hello = self.channel.receive(policy.start_timeout)
+                hello = read_hello(self.channel.receive(policy.start_timeout))
             except (TimeoutError, EOFError, OSError, WireError) as exc:
                 self.process.kill()
                 self.process.wait()
@@ -349,7 +360,7 @@ class _Zygote:
                 raise SandboxError("sandbox", f"its zygote did not start: {detail}") from None
         self.pid: Final = self.process.pid
         # Capabilities turn the lists JSON made of its tuples back into tuples.
-        self.capabilities: Final = Capabilities(**hello[1]["capabilities"])
+        self.capabilities: Final = Capabilities(**hello.capabilities)
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -362,28 +373,29 @@ class _Zygote:
         try:
             with self._lock:
                 self._reap_orphans()
-                message = self._exchange("fork", config, (fd,))
+                answer = self._exchange(functools.partial(Fork, config=config), (fd,))
         except (TimeoutError, EOFError, OSError, WireError) as exc:
             raise SandboxError(
                 "sandbox", f"its zygote did not fork a worker: {str(exc) or type(exc).__name__}"
             ) from None
-        pid = message[2] if message[0] == "forked" and len(message) == 3 else None
-        if type(pid) is not int or pid <= 0:
-            raise SandboxError("sandbox", f"its zygote answered a fork with {message!r}")
-        return pid
+        if not isinstance(answer, Forked):
+            frame = answer.frame if isinstance(answer, Unexpected) else answer.to_frame()
+            raise SandboxError("sandbox", f"its zygote answered a fork with {frame!r}")
+        return answer.pid
 
     def wait(self, pid: int) -> int | None:
         """Reap the worker ``pid`` (killed already): its wait status (None: unknown)."""
         try:
             with self._lock:
                 self._reap_orphans()
-                message = self._exchange("wait", pid)
+                answer = self._exchange(functools.partial(Wait, pid=pid))
         except (TimeoutError, EOFError, OSError, WireError):
             return None
-        status = message[3] if message[0] == "status" and len(message) == 4 else None
-        return status if type(status) is int else None
+        return answer.status if isinstance(answer, Status) else None
 
-    def _exchange(self, kind: str, value: object, fds: Sequence[int] = ()) -> list[Any]:
+    def _exchange(
+        self, request: Callable[[int], Fork | Wait], fds: Sequence[int] = ()
+    ) -> Forked | Status | Unexpected:
         """Send a request under a new number; the answer with that number (the lock held).
 
         An answer to an earlier request that the host gave up waiting for is dropped, so a
@@ -395,7 +407,7 @@ class _Zygote:
         number = self._requests
         deadline = monotonic() + _ZYGOTE_TIMEOUT
         try:
-            self.channel.send([kind, number, value], fds=fds, timeout=_ZYGOTE_TIMEOUT)
+            self.channel.send(request(number).to_frame(), fds=fds, timeout=_ZYGOTE_TIMEOUT)
         except TimeoutError:
             self.process.kill()  # part of the request may be written: its channel is lost
             raise
@@ -405,24 +417,25 @@ class _Zygote:
             except WireError:
                 self.process.kill()  # out of step: a new zygote starts on the next call
                 raise
-            if len(message) > 1 and message[1] == number:
-                return message
-            late = message[2] if message[0] == "forked" and len(message) == 3 else None
-            if type(late) is int and late > 0:
-                _kill_group(late)
-                self._orphans.append(late)
+            answered, answer = read_zygote_answer(message)
+            if answered == number:
+                return answer
+            if isinstance(answer, Forked):
+                _kill_group(answer.pid)
+                self._orphans.append(answer.pid)
 
     def _reap_orphans(self) -> None:
         """Reap the workers of forks answered too late (the lock held)."""
         while self._orphans:
-            self._exchange("wait", self._orphans.pop())
+            orphan = self._orphans.pop()
+            self._exchange(functools.partial(Wait, pid=orphan))
 
     def close(self) -> None:
         """Ask the zygote to exit (it kills the workers it forked); kill it if it does not."""
         if self._lock.acquire(timeout=2.0):
             try:
                 with contextlib.suppress(OSError, WireError):
-                    self.channel.send(["exit"], timeout=2.0)
+                    self.channel.send(Exit().to_frame(), timeout=2.0)
             finally:
                 self._lock.release()
         try:

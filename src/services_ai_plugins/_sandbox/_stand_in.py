@@ -37,13 +37,11 @@ from ..errors import (
 )
 from ..events import ApiRequest, ApiResponse
 from ._channel import (
-    _HOOK_OPTIONS,
     Reaper,
-    _ready_report,
-    _texts,
     _WorkerProcess,
 )
 from ._confine import Capabilities, scratch_parent
+from ._messages import HOOK_OPTIONS, Failed, Ready
 from ._policy import SandboxPolicy
 from ._wire import Channel, WireError, encode
 
@@ -280,12 +278,18 @@ class _PluginWorkers:
                 worker = self.workers[tenant] = self.start(tenant)
             self.recent = worker
             try:
+                target: str | int = name
                 if kind == "route":
-                    number = self._handler(worker, name, what)
-                    request = [kind, number, tenant, payload, wanted]
-                else:
-                    request = [kind, name, tenant, payload, wanted]
-                result = worker.call(request, what, api, policy.timeout)
+                    target = self._handler(worker, name, what)
+                result = worker.call(
+                    target,
+                    tenant,
+                    payload,
+                    wanted=wanted,
+                    what=what,
+                    api=api,
+                    timeout=policy.timeout,
+                )
             finally:
                 worker.last_used = monotonic()
                 if worker.dead:
@@ -302,10 +306,13 @@ class _PluginWorkers:
             if not self.routes_asked:
                 raise SandboxError(self.plugin_id, f"{what}: register_routes was never called")
             worker.call(
-                ["call", "register_routes", None, encode({"plugin_id": self.plugin_id}), True],
-                "register_routes()",
-                self.routes_api,
-                self.sandbox.policy.timeout,
+                "register_routes",
+                None,
+                encode({"plugin_id": self.plugin_id}),
+                wanted=True,
+                what="register_routes()",
+                api=self.routes_api,
+                timeout=self.sandbox.policy.timeout,
             )
         number = (worker.route_numbers or {}).get(name)
         if number is None:
@@ -351,7 +358,7 @@ class _PluginWorkers:
             setattr(
                 function,
                 f"{PROJECT_NAME}_impl",
-                {option: hook[option] for option in _HOOK_OPTIONS} | {"specname": None},
+                {option: hook[option] for option in HOOK_OPTIONS} | {"specname": None},
             )
             functions[name] = function
         return SandboxedPlugin(self, functions)
@@ -443,6 +450,12 @@ def _spawn(
         if sandbox._closed:  # closed while it forked: it would not be interrupted
             worker._interrupt()
         message = worker._until_ready(monotonic() + policy.start_timeout)
+    except ValueError as exc:  # its ready report is malformed
+        worker.stop()
+        raise PackageError(
+            f"its worker's report of its implementations is refused: {exc}",
+            path=owner.plugin_id,
+        ) from None
     except TimeoutError:
         worker.stop()
         raise PackageError(
@@ -456,21 +469,16 @@ def _spawn(
     finally:
         with sandbox._lock:
             sandbox._starting.discard(worker)
-    if message[0] != "ready":
+    if not isinstance(message, Ready):
         worker.stop()
-        if message[0] == "failed" and len(message) == 4 and _texts(message[1:]):
-            raise RemoteError(owner.plugin_id, message[1], message[2], message[3])
+        if isinstance(message, Failed):
+            raise RemoteError(
+                owner.plugin_id, message.type_name, message.message, message.traceback
+            )
         raise PackageError(
-            f"its worker sent {message[0]!r} instead of 'ready'", path=owner.plugin_id
+            f"its worker sent {message.kind!r} instead of 'ready'", path=owner.plugin_id
         )
-    try:
-        worker.hooks, worker.layers, notes = _ready_report(message)
-    except ValueError as exc:
-        worker.stop()
-        raise PackageError(
-            f"its worker's report of its implementations is refused: {exc}",
-            path=owner.plugin_id,
-        ) from None
+    worker.hooks, worker.layers, notes = message.hooks, message.layers, message.notes
     for note in notes:
         owner.sandbox._note(note)
     worker.start_time = perf_counter() - began
