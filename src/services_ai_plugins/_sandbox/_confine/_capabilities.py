@@ -16,26 +16,16 @@ from ._syscalls import (
 )
 
 MEMORY_CGROUP: Final = "memory_cgroup"
-
 NETWORK_NAMESPACE: Final = "network_namespace"
-
 IPC_NAMESPACE: Final = "ipc_namespace"
-
 RLIMITS: Final = "rlimits"
-
 SCRATCH_TMPFS: Final = "scratch_tmpfs"
-
 UNPRIVILEGED_USER: Final = "unprivileged_user"
-
 NO_NEW_PRIVS: Final = "no_new_privs"
-
 LANDLOCK: Final = "landlock"
-
 SECCOMP: Final = "seccomp"
-
 #: Applied instead of ``unprivileged_user`` when that user could not read what the worker needs.
 NO_CAPABILITIES: Final = "no_capabilities"
-
 #: Applied before ``unprivileged_user`` when a folder above what the worker needs shuts that
 #: user out (Python under ``/root``, a private temporary folder), or when folders beneath the
 #: readable ones are hidden (``site-packages`` in the standard library's folder): see
@@ -57,7 +47,6 @@ LAYER_NAMES: Final = (
 
 #: The key of :attr:`Capabilities.reasons` for unprivileged user namespaces (not a layer).
 USER_NAMESPACES: Final = "user_namespaces"
-
 #: The key of :attr:`Capabilities.reasons` saying why workers share one user (root only).
 WORKER_UIDS: Final = "worker_uids"
 

@@ -22,60 +22,33 @@ from ._syscalls import (
 
 # Landlock: its system calls (the same numbers on every architecture but alpha), <linux/landlock.h>.
 _SYS_LANDLOCK_CREATE_RULESET: Final = 444
-
 _SYS_LANDLOCK_ADD_RULE: Final = 445
-
 _SYS_LANDLOCK_RESTRICT_SELF: Final = 446
-
 _LANDLOCK_CREATE_RULESET_VERSION: Final = 1 << 0
-
 _LANDLOCK_RULE_PATH_BENEATH: Final = 1
-
 _FS_EXECUTE: Final = 1 << 0
-
 _FS_WRITE_FILE: Final = 1 << 1
-
 _FS_READ_FILE: Final = 1 << 2
-
 _FS_READ_DIR: Final = 1 << 3
-
 _FS_REMOVE_DIR: Final = 1 << 4
-
 _FS_REMOVE_FILE: Final = 1 << 5
-
 _FS_MAKE_CHAR: Final = 1 << 6
-
 _FS_MAKE_DIR: Final = 1 << 7
-
 _FS_MAKE_REG: Final = 1 << 8
-
 _FS_MAKE_SOCK: Final = 1 << 9
-
 _FS_MAKE_FIFO: Final = 1 << 10
-
 _FS_MAKE_BLOCK: Final = 1 << 11
-
 _FS_MAKE_SYM: Final = 1 << 12
-
 _FS_REFER: Final = 1 << 13  # ABI 2
-
 _FS_TRUNCATE: Final = 1 << 14  # ABI 3
-
 _FS_IOCTL_DEV: Final = 1 << 15  # ABI 5
-
 _NET_BIND_TCP: Final = 1 << 0  # ABI 4
-
 _NET_CONNECT_TCP: Final = 1 << 1  # ABI 4
-
 _SCOPE_ABSTRACT_UNIX_SOCKET: Final = 1 << 0  # ABI 6
-
 _SCOPE_SIGNAL: Final = 1 << 1  # ABI 6
-
 #: The rights Landlock accepts on a rule for a file (not a directory).
 _FS_FILE_RIGHTS: Final = _FS_EXECUTE | _FS_WRITE_FILE | _FS_READ_FILE | _FS_TRUNCATE | _FS_IOCTL_DEV
-
 _FS_READ: Final = _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR
-
 _FS_READ_WRITE: Final = (
     _FS_READ_FILE
     | _FS_READ_DIR
@@ -88,7 +61,6 @@ _FS_READ_WRITE: Final = (
     | _FS_MAKE_SYM
     | _FS_REFER
 )
-
 _FS_DEVNULL: Final = _FS_READ_FILE | _FS_WRITE_FILE | _FS_TRUNCATE
 
 

@@ -54,7 +54,6 @@ from ._syscalls import (
 
 #: Bytes of the scratch tmpfs per file (inode) it may hold.
 _BYTES_PER_INODE: Final = 4096
-
 #: How the scratch tmpfs is mounted.
 _SCRATCH_FLAGS: Final = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
 

@@ -26,7 +26,6 @@ from ._syscalls import (
 
 #: The folder of workers' memory control groups, made beneath the zygote's own group.
 CGROUP_FOLDER: Final = "services-ai-plugins"
-
 #: The prefix of one worker's memory control group's name (then its pid).
 _CGROUP_WORKER: Final = "worker-"
 

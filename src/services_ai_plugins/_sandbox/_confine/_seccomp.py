@@ -29,25 +29,16 @@ from ._syscalls import (
 
 # libseccomp: <seccomp.h>.
 _SCMP_ACT_ALLOW: Final = 0x7FFF0000
-
 _SCMP_ACT_KILL_PROCESS: Final = 0x80000000
-
 _SCMP_FLTATR_ACT_BADARCH: Final = 2
-
 _SCMP_CMP_NE: Final = 1
-
 _SCMP_CMP_MASKED_EQ: Final = 7
-
 # The terminal ioctls that type into or take over a terminal; ioctl's request is 32 bits wide.
 _TIOCSTI: Final = 0x5412
-
 _TIOCLINUX: Final = 0x541C
-
 _IOCTL_REQUEST_MASK: Final = 0xFFFFFFFF
-
 # <linux/resource.h>, <linux/ioprio.h>: whose priority setpriority()/ioprio_set() change.
 _PRIO_PROCESS: Final = 0
-
 _IOPRIO_WHO_PROCESS: Final = 1
 
 #: A probe child's exit code: the filter loaded, but socket(AF_INET) still worked.

@@ -26,40 +26,26 @@ _MiB: Final = 2**20
 
 # <linux/sched.h>
 _CLONE_NEWUSER: Final = 0x10000000
-
 _CLONE_NEWNET: Final = 0x40000000
-
 _CLONE_NEWIPC: Final = 0x08000000
-
 _CLONE_THREAD: Final = 0x00010000
-
 _CLONE_NEWNS: Final = 0x00020000
-
 # <sys/mount.h>
 _MS_NOSUID: Final = 2
-
 _MS_NODEV: Final = 4
-
 _MS_NOEXEC: Final = 8
-
 _MS_BIND: Final = 4096
-
 _MS_MOVE: Final = 8192
-
 _MS_REC: Final = 16384
-
 _MS_PRIVATE: Final = 1 << 18
-
 # <linux/prctl.h>
 _PR_SET_NO_NEW_PRIVS: Final = 38
-
 # <linux/capability.h>
 _LINUX_CAPABILITY_VERSION_3: Final = 0x20080522
 
 
 #: A probe child's exit code: an unexpected exception.
 _CHILD_FAILED: Final = 255
-
 #: A probe's result when no child could be forked (in a confined process, say).
 _NO_CHILD: Final = 253
 
