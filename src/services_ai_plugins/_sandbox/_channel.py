@@ -5,8 +5,9 @@ API requests the worker makes meanwhile (on the plugin's real :class:`PluginAPI`
 so grants are never decided in the worker), passes on what the plugin printed or
 logged up to the policy's limit, and reads the answer, all by the call's deadline.
 A worker that overruns is killed with its whole process group; one that dies is
-reaped and its cause recorded. The checks of what a worker reports when it starts
-(its implementations, layers and notes) live here too.
+reaped and its cause recorded. Every frame is read into its record by
+:mod:`._messages`; the implementations a worker reports are held against the host's
+specifications here (:func:`_judged`), and kept per code hash (:func:`_read_hooks`).
 """
 
 from __future__ import annotations

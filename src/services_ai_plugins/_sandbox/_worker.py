@@ -98,9 +98,10 @@ _CHANNEL_FD: Final = 3
 def zygote_main(fd: int) -> NoReturn:
     """Serve the host on the socket ``fd``: fork workers, report their exit status.
 
-    Requests are ``["fork", number, config]`` (with the worker's end of its channel),
-    ``["wait", number, pid]`` and ``["exit"]``; each answer repeats the request's number,
-    so the host matches answers to requests and drops a late one.
+    Requests are :class:`._messages.Fork` (with the worker's end of its channel),
+    :class:`._messages.Wait` and :class:`._messages.Exit`; each answer (``Forked``,
+    ``Status``) repeats the request's number, so the host matches answers to requests and
+    drops a late one.
     """
     sock = socket.socket(fileno=fd)
     channel = Channel(sock)
