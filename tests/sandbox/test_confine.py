@@ -59,6 +59,8 @@ from services_ai_plugins._sandbox._confine import (
     Capabilities,
     ConfinementError,
     Limits,
+    _mounts,
+    _syscalls,
     confine,
     install_audit_hook,
     probe,
@@ -837,16 +839,16 @@ def test_the_worker_uid_range_comes_from_subuid_or_a_free_block(
     another user's range overlaps it (then workers share nobody, and the reason says so)."""
     subuid = tmp_path / "subuid"
     subuid.write_text("# comment\nalice:100000:65536\nroot:200000:5000000\n")
-    assert _confine._subordinate_ranges(subuid)[1] == ("root", 200000, 5000000)
+    assert _mounts._subordinate_ranges(subuid)[1] == ("root", 200000, 5000000)
     ranges: list[tuple[str, int, int]] = []
-    monkeypatch.setattr(_confine, "_subordinate_ranges", lambda path: ranges)
-    monkeypatch.setattr(_confine, "_pid_max", lambda: 4194304)
+    monkeypatch.setattr(_mounts, "_subordinate_ranges", lambda path: ranges)
+    monkeypatch.setattr(_mounts, "_pid_max", lambda: 4194304)
     ranges[:] = [("root", 200000, 5000000)]
-    assert _confine._worker_uid_range() == ((200000, 5000000), None)
+    assert _mounts._worker_uid_range() == ((200000, 5000000), None)
     ranges[:] = [("root", 200000, 65536)]  # too short: the default block
-    assert _confine._worker_uid_range() == (DEFAULT_WORKER_UIDS, None)
+    assert _mounts._worker_uid_range() == (DEFAULT_WORKER_UIDS, None)
     ranges[:] = [("lxd", DEFAULT_WORKER_UIDS[0] + 10, 100)]
-    found, why = _confine._worker_uid_range()
+    found, why = _mounts._worker_uid_range()
     assert found is None
     assert why is not None
     assert "overlap lxd's subordinate range" in why
@@ -858,17 +860,17 @@ def test_worker_uids_must_exist_in_the_hosts_user_namespace() -> None:
     if not probe().root:
         pytest.skip("maps ids of a new user namespace from outside: needs root")
     first, count = DEFAULT_WORKER_UIDS
-    assert _confine._mapped(first, count, 32768) == ((first, count), None)
+    assert _mounts._mapped(first, count, 32768) == ((first, count), None)
     ready_read, ready = os.pipe()
     done, done_write = os.pipe()
     report_read, report = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - reports through the pipe
         try:
-            _confine._unshare_or_raise(0x10000000, "unshare(CLONE_NEWUSER)")
+            _syscalls._unshare_or_raise(0x10000000, "unshare(CLONE_NEWUSER)")
             os.write(ready, b"x")
             os.read(done, 1)
-            os.write(report, json.dumps(_confine._mapped(first, count, 32768)).encode())
+            os.write(report, json.dumps(_mounts._mapped(first, count, 32768)).encode())
         finally:
             os._exit(0)
     os.read(ready_read, 1)

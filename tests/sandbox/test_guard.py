@@ -26,8 +26,7 @@ import pytest
 
 from conftest import Hosts, Installer
 from services_ai_plugins import PluginHost, SandboxPolicy
-from services_ai_plugins._sandbox import _confine
-from services_ai_plugins._sandbox._confine import PRIVATE_MOUNTS, UNPRIVILEGED_USER, probe
+from services_ai_plugins._sandbox._confine import PRIVATE_MOUNTS, UNPRIVILEGED_USER, _mounts, probe
 from services_ai_plugins.events import Context
 from services_ai_plugins_testing.fakes import FakeHostServices
 
@@ -318,7 +317,7 @@ def test_no_reachable_scratch_folder_is_one_clear_error(
         pytest.skip("workers do not run as users of their own here")
     temporary = closed_tmpdir
     private_folder = temporary.parent
-    monkeypatch.setattr(_confine, "SCRATCH_FALLBACKS", ())
+    monkeypatch.setattr(_mounts, "SCRATCH_FALLBACKS", ())
     host = make_host()
     install(host, "stranded", SCRATCH_USER)
     fire(host, services)  # the plugin loads on its first call
@@ -360,7 +359,7 @@ def test_sandbox_info_checks_the_plugins_and_temporary_folders(
     assert f"plugins folder: {plugins}: {private_folder} shuts the workers' users out" in text
     assert f"scratch folders: in {reach['scratch']['folder']}: " in text
 
-    monkeypatch.setattr(_confine, "SCRATCH_FALLBACKS", ())
+    monkeypatch.setattr(_mounts, "SCRATCH_FALLBACKS", ())
     stranded = json.loads(run("--json"))["reach"]["scratch"]
     assert stranded["ok"] is False
     assert "no worker can start" in stranded["says"]

@@ -68,7 +68,7 @@ SYSCALLS: dict[str, dict[str, int]] = {
 HEADER = (
     "import ctypes, json, os, resource\n"
     "from services_ai_plugins import hookimpl\n"
-    "from services_ai_plugins._sandbox._confine import _libc  # resolved before the audit hook\n\n"
+    "from services_ai_plugins._sandbox._confine._syscalls import _libc  # before the audit hook\n\n"
     f"SYSCALLS = {SYSCALLS.get(platform.machine(), {})!r}\n\n\n"
     "def raw(name, *args):\n"
     "    result = _libc().syscall(SYSCALLS[name], *args)\n"

@@ -518,7 +518,8 @@ def test_a_thread_left_running_cannot_have_its_api_requests_served_in_a_later_ca
                     while not worker.calls or worker.calls[-1].id == mine:
                         time.sleep(0.01)
                     request = ["api", mine, "store_set", ["stolen", lead.name], {}]
-                    worker.send(request)  # during the next call, with the first one's id
+                    with worker.send_lock:  # during the next call, with the first one's id
+                        worker.channel.send(request)
 
                 started.append(threading.Thread(target=later, daemon=True))
                 started[0].start()

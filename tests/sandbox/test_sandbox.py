@@ -30,7 +30,7 @@ from services_ai_plugins import (
     SandboxPolicy,
 )
 from services_ai_plugins._api import DeniedCall
-from services_ai_plugins._sandbox import _pool as _sandbox
+from services_ai_plugins._sandbox import _stand_in
 from services_ai_plugins._sandbox._confine import PRIVATE_MOUNTS, UNPRIVILEGED_USER, probe
 from services_ai_plugins.events import ApiRequest, Context, Lead, Widget
 from services_ai_plugins.storage import SourceKind
@@ -893,7 +893,7 @@ def test_a_worker_near_its_cpu_limit_is_replaced_between_calls(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """RLIMIT_CPU counts over a worker's life: the host retires it before the kernel stops it."""
-    monkeypatch.setattr(_sandbox, "_CPU_CHECK_EVERY", 1)  # look after every call, not every 256
+    monkeypatch.setattr(_stand_in, "_CPU_CHECK_EVERY", 1)  # look after every call, not every 256
     host = make_host(limits={"cpu": 2})
     install(
         host,

@@ -28,6 +28,7 @@ from services_ai_plugins import (
     pack_plugin,
 )
 from services_ai_plugins._sandbox import _pool as _sandbox
+from services_ai_plugins._sandbox import _stand_in
 from services_ai_plugins.events import Context, Lead
 from services_ai_plugins.storage import SourceKind
 from services_ai_plugins.types import Isolation
@@ -177,7 +178,7 @@ def test_the_worker_checks_the_code_itself_once_confined(
         checked.append(self.plugin_id)
 
     crash(host, services, "victim")
-    monkeypatch.setattr(_sandbox._Sandboxed, "_verify", host_check_misses_it)
+    monkeypatch.setattr(_stand_in._PluginWorkers, "_verify", host_check_misses_it)
     fire(host, services)
     assert checked
     assert set(checked) == {"victim"}

@@ -47,6 +47,27 @@ from .._sources._loader import check_code, import_plugin
 from ..errors import PackageError, PluginError
 from ..events import Context, normalise_routes, to_wire
 from . import _confine
+from ._messages import (
+    ApiCall,
+    ApiRaise,
+    ApiResult,
+    Call,
+    Failed,
+    Fork,
+    Forked,
+    FromWorker,
+    Hello,
+    Log,
+    Raise,
+    Ready,
+    Result,
+    RouteCall,
+    Status,
+    Stop,
+    Wait,
+    read_from_host,
+    read_zygote_request,
+)
 from ._wire import IGNORED_RESULT, Channel, WireError, decode, encode
 
 __all__ = ["hidden_paths", "python_paths", "zygote_main"]
@@ -77,26 +98,24 @@ _CHANNEL_FD: Final = 3
 def zygote_main(fd: int) -> NoReturn:
     """Serve the host on the socket ``fd``: fork workers, report their exit status.
 
-    Requests are ``["fork", number, config]`` (with the worker's end of its channel),
-    ``["wait", number, pid]`` and ``["exit"]``; each answer repeats the request's number,
-    so the host matches answers to requests and drops a late one.
+    Requests are :class:`._messages.Fork` (with the worker's end of its channel),
+    :class:`._messages.Wait` and :class:`._messages.Exit`; each answer (``Forked``,
+    ``Status``) repeats the request's number, so the host matches answers to requests and
+    drops a late one.
     """
     sock = socket.socket(fileno=fd)
     channel = Channel(sock)
     children: set[int] = set()
     capabilities = _confine.probe()
-    channel.send(
-        ["hello", {"pid": os.getpid(), "capabilities": attrs.asdict(capabilities, recurse=True)}]
-    )
+    channel.send(Hello(os.getpid(), attrs.asdict(capabilities, recurse=True)).to_frame())
     while True:
         fds: list[int] = []
         try:
-            message = channel.receive(fds=fds)
+            request = read_zygote_request(channel.receive(fds=fds))
         except (EOFError, OSError, WireError):
             break
-        kind = message[0]
-        if kind == "fork":
-            number, config = message[1], message[2]
+        if isinstance(request, Fork):
+            number, config = request.number, request.config
             pid = os.fork()
             if pid == 0:  # the worker: never returns into this loop
                 try:
@@ -106,13 +125,13 @@ def zygote_main(fd: int) -> NoReturn:
             for received in fds:
                 os.close(received)
             children.add(pid)
-            channel.send(["forked", number, pid])
-        elif kind == "wait":
-            number, pid = message[1], int(message[2])
+            channel.send(Forked(number, pid).to_frame())
+        elif isinstance(request, Wait):
+            pid = request.pid
             status = _reap(pid) if pid in children else None
             children.discard(pid)
-            channel.send(["status", number, pid, status])
-        else:  # "exit"
+            channel.send(Status(request.number, pid, status).to_frame())
+        else:  # Exit
             break
     for pid in children:
         with contextlib.suppress(OSError):
@@ -150,12 +169,13 @@ def _worker_main(
     channel = Channel(socket.socket(fileno=_CHANNEL_FD), limit=int(config["max_frame"]))
     # Where the plugin's declared dependencies are, when not where the SDK is.
     sys.path.extend(path for path in config.get("paths", ()) if path not in sys.path)
-    worker = _Worker(channel, config)
+    worker = _WorkerLoop(channel, config)
     try:
         worker.start(capabilities)
     except BaseException as exc:  # noqa: BLE001 - reported to the host, then the worker ends
         with contextlib.suppress(OSError):
-            channel.send(["failed", type(exc).__name__, str(exc), _plugin_traceback(exc)])
+            failed = Failed(type(exc).__name__, str(exc), _plugin_traceback(exc))
+            channel.send(failed.to_frame())
         os._exit(0)
     worker.serve()
     os._exit(0)
@@ -173,7 +193,7 @@ def is_async(function: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
 
 
-class _Worker:
+class _WorkerLoop:
     """One plugin, loaded in this process, answering the host's calls."""
 
     def __init__(self, channel: Channel, config: dict[str, Any]) -> None:
@@ -262,8 +282,7 @@ class _Worker:
             )
         applied = [*layers, "import_guard", "audit_hook"]
         self.output.flush()  # what it printed while imported, before it says it is ready
-        ready = {"pid": os.getpid(), "hooks": hooks, "layers": applied, "notes": notes}
-        self.send(["ready", ready])
+        self.send(Ready(os.getpid(), hooks, tuple(applied), notes))
 
     def _import(self, folder: Path) -> object:
         target = self.config.get("module")
@@ -287,71 +306,71 @@ class _Worker:
                 plugin = getattr(plugin, part)
         return plugin() if isinstance(plugin, type) else plugin
 
-    def send(self, message: list[Any]) -> None:
+    def send(self, message: FromWorker) -> None:
         with self.send_lock:
-            self.channel.send(message)
+            self.channel.send(message.to_frame())
 
     def serve(self) -> None:
         while True:
             try:
-                message = self.channel.receive()
+                message = read_from_host(self.channel.receive())
             except (EOFError, OSError):
                 return
-            kind = message[0]
-            if kind in ("call", "route"):
+            if isinstance(message, (Call, RouteCall)):
                 self.call(message)
-            elif kind == "stop":
+            elif isinstance(message, Stop):
                 return
             else:
-                raise WireError(f"unexpected {kind!r} frame from the host")
+                raise WireError(f"unexpected {message.KIND!r} frame from the host")
 
-    def call(self, message: list[Any]) -> None:
+    def call(self, request: Call | RouteCall) -> None:
         """Run one hook implementation (or route handler) and send its result, or its exception.
 
-        ``message`` is ``[kind, call id, hook name or route number, tenant, arguments,
-        whether the result is wanted]``; every frame of the call carries its id.
+        Every frame of the call carries its id.
         """
-        kind, call_id, hook, tenant, kwargs, wanted = message
-        values = decode(kwargs, trusted=True)
-        if kind == "route":  # a route handler: ``hook`` is its number
-            function: Callable[..., Any] = self.handlers[int(hook)]
+        call_id, wanted = request.call_id, request.wanted
+        values = decode(request.arguments, trusted=True)
+        hook = None
+        if isinstance(request, RouteCall):
+            function: Callable[..., Any] = self.handlers[request.handler]
             argnames: tuple[str, ...] = ("request",)
         else:
+            hook = request.hook
             function, argnames = self.functions[hook]
         if "settings" in values:
             values["settings"] = types.MappingProxyType(values["settings"])
-        call = _Call(call_id, tenant, values.get("context"), threading.get_ident())
+        call = _Call(call_id, request.tenant, values.get("context"), threading.get_ident())
         if "api" in argnames:
             values["api"] = SandboxAPI(self, call)
         self.calls.append(call)
         try:
             result = function(*[values[name] for name in argnames])
             if hook == "register_routes" and result is not None:
-                answer = ["ok", call_id, {"$routes": self._routes(result)}]
+                answer: Result | Raise = Result(call_id, {"$routes": self._routes(result)})
             else:
-                answer = ["ok", call_id, _result(result, wanted)]
+                answer = Result(call_id, _result(result, wanted))
         except BaseException as exc:  # noqa: BLE001 - the plugin's failure, sent to the host
-            answer = [
-                "raise",
+            answer = Raise(
                 call_id,
                 type(exc).__name__,
                 _text(str(exc)),
                 _text(_plugin_traceback(exc)),
-            ]
+            )
         finally:
             self.calls.pop()
             self.output.flush()
-        ignored = not wanted and answer[0] == "ok"
+        returned = isinstance(answer, Result)
+        ignored = not wanted and returned
         try:
             with self.send_lock:
                 limit = IGNORED_RESULT if ignored else int(self.config["max_frame"])
-                self.channel.send(answer, limit=limit)
+                self.channel.send(answer.to_frame(), limit=limit)
         except WireError as exc:  # nothing was sent: too big, or a string that is not Unicode
             if ignored:  # the host ignores it anyway: it gets None
-                self.send(["ok", call_id, None])
+                self.send(Result(call_id, None))
             else:
-                what = "result" if answer[0] == "ok" else "exception"
-                self.send(["raise", call_id, "WireError", f"the {what} cannot be sent: {exc}", ""])
+                what = "result" if returned else "exception"
+                self.send(Raise(call_id, "WireError", f"the {what} cannot be sent: {exc}", ""))
 
     def _routes(self, returned: object) -> list[dict[str, Any]]:
         """Routes as data; their handlers stay here, called by number when a request comes."""
@@ -370,20 +389,19 @@ class _Worker:
                 f"api.{method}() can be used only during the hook call that received this api, "
                 "from the thread running it"
             )
-        self.send(["api", call.id, method, encode(list(args)), encode(kwargs)])
+        self.send(ApiCall(call.id, method, encode(list(args)), encode(kwargs)))
         while True:
-            message = self.channel.receive()
-            kind = message[0]
-            if kind in ("ok", "raise") and message[1] != call.id:
+            message = read_from_host(self.channel.receive())
+            if isinstance(message, (ApiResult, ApiRaise)) and message.call_id != call.id:
                 raise WireError(f"the host answered api.{method}() of call {call.id} for another")
-            if kind == "ok":
-                return decode(message[2], trusted=True)
-            if kind == "raise":
-                raise _rebuild(message[2], message[3], message[4] if len(message) > 4 else {})
-            if kind in ("call", "route") and len(self.calls) < MAX_DEPTH:
+            if isinstance(message, ApiResult):
+                return decode(message.value, trusted=True)
+            if isinstance(message, ApiRaise):
+                raise _rebuild(message.type_name, message.message, message.fields)
+            if isinstance(message, (Call, RouteCall)) and len(self.calls) < MAX_DEPTH:
                 self.call(message)
                 continue
-            raise WireError(f"unexpected {kind!r} frame while waiting for api.{method}()")
+            raise WireError(f"unexpected {message.KIND!r} frame while waiting for api.{method}()")
 
 
 @attrs.define
@@ -405,7 +423,7 @@ class SandboxAPI:
 
     __slots__ = ("_call", "_worker", "logger")
 
-    def __init__(self, worker: _Worker, call: _Call) -> None:
+    def __init__(self, worker: _WorkerLoop, call: _Call) -> None:
         self._worker = worker
         self._call = call
         #: The plugin's own logger; records go to the host's logger of the same name.
@@ -499,7 +517,7 @@ def _plugin_traceback(exc: BaseException) -> str:
 class _Output:
     """What the plugin prints, sent to the host's plugin logger in lines, capped per call."""
 
-    def __init__(self, worker: _Worker, limit: int) -> None:
+    def __init__(self, worker: _WorkerLoop, limit: int) -> None:
         self.worker = worker
         self.limit = limit
         self.used = 0
@@ -523,7 +541,7 @@ class _Output:
             return
         self.used += size
         with contextlib.suppress(OSError):
-            self.worker.send(["log", level, _text(name[:100]), _text(text)])
+            self.worker.send(Log(level, _text(name[:100]), _text(text)))
 
     def flush(self) -> None:
         """End of a call: say what was dropped, and start counting again."""
@@ -534,7 +552,7 @@ class _Output:
             dropped, self.dropped = self.dropped, 0
             with contextlib.suppress(OSError):
                 self.worker.send(
-                    ["log", logging.WARNING, "output", f"{dropped} characters of output dropped"]
+                    Log(logging.WARNING, "output", f"{dropped} characters of output dropped")
                 )
         self.used = 0
 
@@ -572,7 +590,7 @@ class _Lines(io.RawIOBase):
 class _Forward(logging.Handler):
     """Log records of the worker, sent to the host (formatted here, capped with the output)."""
 
-    def __init__(self, worker: _Worker) -> None:
+    def __init__(self, worker: _WorkerLoop) -> None:
         super().__init__(logging.DEBUG)
         self.worker = worker
 
