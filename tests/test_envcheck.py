@@ -34,7 +34,7 @@ from services_ai_plugins import (
     RequirementsError,
     SandboxPolicy,
 )
-from services_ai_plugins._sandbox._pool import SandboxedPlugin
+from services_ai_plugins._sandbox._stand_in import SandboxedPlugin
 from services_ai_plugins.events import Context, Email
 from services_ai_plugins.tooling import discover_folders, register_discovered
 from services_ai_plugins_testing.fakes import FakeHostServices

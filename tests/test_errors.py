@@ -25,7 +25,7 @@ ALLOWED: dict[str, str] = {
     "services_ai_plugins._manifest._Problems": (
         "control flow inside the manifest loader: carries problems up to ManifestError"
     ),
-    "services_ai_plugins._sandbox._confine._Unavailable": (
+    "services_ai_plugins._sandbox._confine._syscalls._Unavailable": (
         "control flow inside probe(): a layer this machine lacks, reported as a reason"
     ),
 }
@@ -99,7 +99,7 @@ def test_the_walk_sees_the_whole_package() -> None:
         assert name in modules
     found = _defined_exceptions()
     assert "services_ai_plugins.errors.FrameTooLarge" in found
-    assert "services_ai_plugins._sandbox._confine._Unavailable" in found
+    assert "services_ai_plugins._sandbox._confine._syscalls._Unavailable" in found
 
 
 def test_every_exception_is_in_the_tree() -> None:

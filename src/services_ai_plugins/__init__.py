@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ._host import PluginHealth, PluginHost
     from ._manifest import Manifest
     from ._registry import Registry, RegistryEvent, Suspension
-    from ._sandbox._pool import SandboxPolicy
+    from ._sandbox._policy import SandboxPolicy
     from ._schema import manifest_json_schema
     from ._sources._package import pack_plugin, validate_plugin
     from ._storage._memory import MemoryStorage
@@ -81,7 +81,7 @@ _LAZY: dict[str, str] = {
     "RequirementsError": ".errors",
     "SQLiteStorage": "._storage._sqlite",
     "SandboxError": ".errors",
-    "SandboxPolicy": "._sandbox._pool",
+    "SandboxPolicy": "._sandbox._policy",
     "SandboxTimeout": ".errors",
     "SettingsError": ".errors",
     "StorageError": ".errors",

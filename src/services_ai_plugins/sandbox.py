@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._sandbox._confine import Capabilities, Layer, Limits
-    from ._sandbox._pool import Sandbox, SandboxedPlugin, SandboxPolicy, WorkerInfo
+    from ._sandbox._policy import SandboxPolicy, WorkerInfo
+    from ._sandbox._pool import Sandbox
+    from ._sandbox._stand_in import SandboxedPlugin
 
 
 # Where each lazily imported name lives.
@@ -24,9 +26,9 @@ _LAZY: dict[str, str] = {
     "Layer": "._sandbox._confine",
     "Limits": "._sandbox._confine",
     "Sandbox": "._sandbox._pool",
-    "SandboxPolicy": "._sandbox._pool",
-    "SandboxedPlugin": "._sandbox._pool",
-    "WorkerInfo": "._sandbox._pool",
+    "SandboxPolicy": "._sandbox._policy",
+    "SandboxedPlugin": "._sandbox._stand_in",
+    "WorkerInfo": "._sandbox._policy",
 }
 
 
