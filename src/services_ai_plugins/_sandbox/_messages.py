@@ -11,6 +11,10 @@ shape check lives. A malformed frame from a worker is refused here with
 Values inside a message (a call's arguments, a result, an API answer) stay in
 their wire form (:func:`._wire.encode`); the code that uses them decodes them.
 
+The records are slotted attrs classes, not frozen ones: each is built once and read
+once, and a frozen class's guarded ``__init__`` would cost about a microsecond per
+message on the call path (four messages per call with one API request).
+
 The conversations:
 
 =====================  ==============================================================
@@ -84,7 +88,7 @@ _MAX_LOG_NAME: Final = 100
 # -- host → worker --------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.define
 class Call:
     """Run the implementation of ``hook`` with ``arguments`` (wire form, by name)."""
 
@@ -102,7 +106,7 @@ class Call:
         return ["call", self.call_id, self.hook, self.tenant, self.arguments, self.wanted]
 
 
-@attrs.frozen
+@attrs.define
 class RouteCall:
     """Serve a request with the route handler the worker knows by the number ``handler``."""
 
@@ -118,7 +122,7 @@ class RouteCall:
         return ["route", self.call_id, self.handler, self.tenant, self.arguments, self.wanted]
 
 
-@attrs.frozen
+@attrs.define
 class Stop:
     """End the worker."""
 
@@ -128,7 +132,7 @@ class Stop:
         return ["stop"]
 
 
-@attrs.frozen
+@attrs.define
 class ApiResult:
     """What the host's API returned for the call's API request (wire form)."""
 
@@ -141,7 +145,7 @@ class ApiResult:
         return ["ok", self.call_id, self.value]
 
 
-@attrs.frozen
+@attrs.define
 class ApiRaise:
     """The exception the host's API raised for the call's API request.
 
@@ -189,7 +193,7 @@ def read_from_host(frame: list[Any]) -> FromHost:
 # -- worker → host ------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.define
 class Log:
     """A line the plugin printed or logged, for its logger in the host."""
 
@@ -212,7 +216,7 @@ class Log:
         return cls(level, str(name)[:_MAX_LOG_NAME], str(text))
 
 
-@attrs.frozen
+@attrs.define
 class ApiCall:
     """Run ``method`` of the plugin's API with ``args`` and ``kwargs`` (wire form)."""
 
@@ -228,7 +232,7 @@ class ApiCall:
         return ["api", self.call_id, self.method, self.args, self.kwargs]
 
 
-@attrs.frozen
+@attrs.define
 class Result:
     """What the call returned (wire form)."""
 
@@ -241,7 +245,7 @@ class Result:
         return ["ok", self.call_id, self.value]
 
 
-@attrs.frozen
+@attrs.define
 class Raise:
     """The exception the call raised: its class name, message and traceback (the plugin's)."""
 
@@ -287,7 +291,7 @@ def read_during_call(frame: list[Any], call_id: int) -> DuringCall:
     raise WireError(f"a malformed {kind!r} frame")
 
 
-@attrs.frozen
+@attrs.define
 class Ready:
     """The worker imported its plugin: its implementations, the layers applied, notes.
 
@@ -336,7 +340,7 @@ class Ready:
         )
 
 
-@attrs.frozen
+@attrs.define
 class Failed:
     """The worker could not start: the exception's class name, message and traceback."""
 
@@ -350,7 +354,7 @@ class Failed:
         return ["failed", self.type_name, self.message, self.traceback]
 
 
-@attrs.frozen
+@attrs.define
 class Unexpected:
     """A frame of another kind than the conversation expects (or malformed), by its kind.
 
@@ -383,7 +387,7 @@ def read_start(frame: list[Any]) -> AtStart:
 # -- host ↔ zygote --------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.define
 class Fork:
     """Fork a worker with ``config``; its channel's end travels with the frame."""
 
@@ -397,7 +401,7 @@ class Fork:
         return ["fork", self.number, self.config]
 
 
-@attrs.frozen
+@attrs.define
 class Wait:
     """Reap the (killed) worker ``pid``."""
 
@@ -410,7 +414,7 @@ class Wait:
         return ["wait", self.number, self.pid]
 
 
-@attrs.frozen
+@attrs.define
 class Exit:
     """Kill the workers forked, and exit."""
 
@@ -433,7 +437,7 @@ def read_zygote_request(frame: list[Any]) -> Fork | Wait | Exit:
     return Exit()
 
 
-@attrs.frozen
+@attrs.define
 class Hello:
     """The zygote started: its pid, and what this machine offers (``Capabilities`` as data)."""
 
@@ -459,7 +463,7 @@ def read_hello(frame: list[Any]) -> Hello:
     return Hello(info["pid"], info["capabilities"])
 
 
-@attrs.frozen
+@attrs.define
 class Forked:
     """The worker of the request ``number`` was forked: its pid."""
 
@@ -472,7 +476,7 @@ class Forked:
         return ["forked", self.number, self.pid]
 
 
-@attrs.frozen
+@attrs.define
 class Status:
     """The worker ``pid`` was reaped: its wait status (None: it was none of the zygote's)."""
 
