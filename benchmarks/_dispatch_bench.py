@@ -28,7 +28,8 @@ from services_ai_plugins import (
     Storage,
     pack_plugin,
 )
-from services_ai_plugins.events import Context, Lead, example
+from services_ai_plugins._examples import example
+from services_ai_plugins.events import Context, Lead
 from services_ai_plugins.hookspecs import plugin_manager
 from services_ai_plugins_testing.fakes import FakeHostServices
 

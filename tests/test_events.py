@@ -15,7 +15,10 @@ from hypothesis import strategies as st
 from packaging.version import Version
 
 from services_ai_plugins import MemoryStorage, PluginError, PluginHost
+from services_ai_plugins._examples import example
+from services_ai_plugins._payload_codec import from_wire, to_wire
 from services_ai_plugins._types import MAX_INT_DIGITS
+from services_ai_plugins.errors import PayloadError
 from services_ai_plugins.events import (
     HTTP_METHODS,
     PAYLOAD_TYPES,
@@ -29,16 +32,12 @@ from services_ai_plugins.events import (
     InvoiceLine,
     Lead,
     Notification,
-    PayloadError,
     Report,
     Route,
     Sms,
     User,
     Widget,
-    example,
-    from_wire,
     normalise_routes,
-    to_wire,
 )
 from services_ai_plugins.hookspecs import HOOKS, plugin_manager
 from services_ai_plugins_testing import strategies as sais

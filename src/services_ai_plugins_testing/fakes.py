@@ -26,6 +26,8 @@ from typing import Any
 import attrs
 
 from services_ai_plugins._api import HostServices
+from services_ai_plugins._examples import example
+from services_ai_plugins._payload_codec import from_wire, to_wire
 from services_ai_plugins._types import JSONValue
 from services_ai_plugins.events import (
     Booking,
@@ -35,9 +37,6 @@ from services_ai_plugins.events import (
     Notification,
     Sms,
     User,
-    example,
-    from_wire,
-    to_wire,
 )
 
 __all__ = ["FakeHostServices"]

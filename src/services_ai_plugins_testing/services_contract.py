@@ -101,6 +101,7 @@ import attrs
 import pytest
 
 from services_ai_plugins import HostServices
+from services_ai_plugins._examples import example
 from services_ai_plugins._types import JSONValue, check_json
 from services_ai_plugins.events import (
     Booking,
@@ -110,7 +111,6 @@ from services_ai_plugins.events import (
     Notification,
     Sms,
     User,
-    example,
 )
 from services_ai_plugins_testing.storage_contract import _describe, _differences, _expect_same
 

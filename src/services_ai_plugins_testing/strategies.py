@@ -67,6 +67,7 @@ from packaging.version import Version
 
 from services_ai_plugins import Isolation, Manifest, SettingSpec, SettingType, events
 from services_ai_plugins._dispatch import INJECTED
+from services_ai_plugins._payload_codec import to_wire
 from services_ai_plugins._types import MAX_INT_DIGITS
 from services_ai_plugins.events import (
     HTTP_METHODS,
@@ -85,7 +86,6 @@ from services_ai_plugins.events import (
     Sms,
     User,
     Widget,
-    to_wire,
 )
 from services_ai_plugins.hookspecs import hook_info, plugin_manager
 

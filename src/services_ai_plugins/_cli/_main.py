@@ -19,13 +19,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Final, NoReturn, TextIO
 
-from .._check import add_check_command
 from .._demo import add_demo_command
 from .._scaffold import scaffold_plugin
 from .._schema import manifest_json_schema
 from .._sources._package import pack_plugin, validate_plugin
 from .._version import HOST_API_VERSION, __version__
 from ..errors import PackageError, PluginError, _ProblemsError
+from ._check import add_check_command
 from ._host import add_host_commands
 from ._operator import add_operator_commands
 from ._sandbox import add_sandbox_commands
