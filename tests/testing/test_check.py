@@ -660,3 +660,27 @@ def test_the_report_as_a_dict_is_json() -> None:
         "notes",
     }
     assert str(report.problems[0]).startswith("error: crash: lead_created: ConnectionError")
+
+
+def test_the_engine_is_the_test_kits_public_check_module() -> None:
+    """services_ai_plugins_testing.check's __all__ is pinned; the SDK's names are its own."""
+    import services_ai_plugins
+    from services_ai_plugins_testing import check
+
+    assert set(check.__all__) == {
+        "DEFAULT_EXAMPLES",
+        "DEFAULT_SLOW_MS",
+        "DEFAULT_TENANT",
+        "KINDS",
+        "CheckProblem",
+        "CheckReport",
+        "HookSummary",
+        "check_plugin",
+    }
+    for name in check.__all__:
+        assert getattr(check, name) is not None, name
+    assert services_ai_plugins.CheckReport is check.CheckReport
+    assert services_ai_plugins.CheckProblem is check.CheckProblem
+    report = services_ai_plugins.check_plugin(EXAMPLE_PLUGIN, examples=0)
+    assert type(report) is check.CheckReport
+    assert report.ok
