@@ -15,9 +15,6 @@ This is the engine of the test kit, and it needs the kit's dependencies
 (hypothesis: the SDK's ``testing`` extra). The SDK's own
 ``services_ai_plugins.check_plugin`` and the ``check`` command import it only
 when a check runs, and say which extra to install when it cannot be imported.
-
-.. versionchanged:: 0.x
-   Moved here from the core (``services_ai_plugins._check``).
 """
 
 from __future__ import annotations

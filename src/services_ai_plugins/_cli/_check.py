@@ -21,7 +21,7 @@ from .._logs import plugin_output, sdk_log_handler
 from ._format import duration
 
 if TYPE_CHECKING:
-    from services_ai_plugins_testing.check import CheckReport
+    from .._check import CheckReport
 
 __all__ = ["add_check_command"]
 
