@@ -19,9 +19,10 @@ from pathlib import Path
 
 from _harness import Contender, compare
 from services_ai_plugins import PluginAPI, PluginHost, SandboxPolicy, SQLiteStorage, pack_plugin
-from services_ai_plugins.events import Context, Lead, example
+from services_ai_plugins.events import Context, Lead
 from services_ai_plugins.hookspecs import plugin_manager
 from services_ai_plugins.storage import SourceKind, Storage
+from services_ai_plugins.tooling import example
 from services_ai_plugins.types import Isolation
 from services_ai_plugins_testing.fakes import FakeHostServices
 

@@ -17,7 +17,8 @@ from _dispatch_bench import make_host
 from _harness import Contender, compare
 from _postgres_bench import fresh_schema, postgres_url
 from services_ai_plugins import MemoryStorage, PostgresStorage
-from services_ai_plugins.events import Context, Lead, example
+from services_ai_plugins._examples import example
+from services_ai_plugins.events import Context, Lead
 
 PLUGINS = 10
 

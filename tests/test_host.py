@@ -26,15 +26,17 @@ from services_ai_plugins import (
 )
 from services_ai_plugins._dispatch import RouteGuard
 from services_ai_plugins._storage._protocol import MetricsDelta
-from services_ai_plugins.events import Context, Email, Lead, User, example
+from services_ai_plugins.events import Context, Email, Lead, User
 from services_ai_plugins.storage import SourceKind, Storage
+from services_ai_plugins.tooling import example
 from services_ai_plugins.types import Isolation
 from services_ai_plugins_testing.fakes import FakeHostServices
 
 HEADER = (
     "import attrs\n"
     "from services_ai_plugins import hookimpl\n"
-    "from services_ai_plugins.events import User, example\n\n\n"
+    "from services_ai_plugins._examples import example\n"
+    "from services_ai_plugins.events import User\n\n\n"
     "class Plugin:\n"
 )
 

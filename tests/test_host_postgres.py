@@ -14,7 +14,8 @@ import pytest
 
 from conftest import plugin_folder
 from services_ai_plugins import PluginHost, pack_plugin
-from services_ai_plugins.events import Context, Lead, example
+from services_ai_plugins._examples import example
+from services_ai_plugins.events import Context, Lead
 from services_ai_plugins_testing.fakes import FakeHostServices
 
 COUNTING = """\

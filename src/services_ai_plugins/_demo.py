@@ -8,7 +8,10 @@ that always fails is isolated (the others still run) and then suspended by
 the circuit breaker. Last comes what an admin sees: settings, metrics,
 failures and the audit trail.
 
-The host's services are :class:`FakeHostServices`, which record every call.
+The host's services are the demo's own (:class:`_DemoServices`): an app
+without data of its own (the events bring their payloads), whose channels and
+plugin stores are kept in memory and whose every call is recorded, so the demo
+can show what each plugin did. The core never imports its test kit.
 Log records of the SDK are shown as one line each, without tracebacks: the
 demo command configures that for its own run only (the library never
 configures logging).
@@ -22,11 +25,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -40,11 +44,10 @@ from ._storage._sqlite import SQLiteStorage
 from ._version import HOST_API_VERSION, __version__
 
 if TYPE_CHECKING:
-    from services_ai_plugins_testing.fakes import FakeHostServices
-
     from ._dispatch import BreakerPolicy, HookTrace
     from ._host import PluginHost
-    from .events import Booking, Context, Email, Invoice, Lead
+    from ._json import JSONValue
+    from .events import Booking, Context, Email, Invoice, Lead, Notification, Sms, User
 
 __all__ = ["add_demo_command", "run_demo"]
 
@@ -111,14 +114,12 @@ def _command(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
 def run_demo(folder: Path, write: Write) -> None:
     """Run the demo in ``folder`` (which it fills), writing what happens line by line."""
     # Imported here so that the CLI's other commands start without them (see the docstring).
-    from services_ai_plugins_testing.fakes import FakeHostServices  # noqa: PLC0415
-
     from ._dispatch import BreakerPolicy  # noqa: PLC0415
     from ._host import PluginHost  # noqa: PLC0415
 
     logs: list[str] = []
     storage = SQLiteStorage(folder / "plugins.db")
-    services = FakeHostServices()
+    services = _DemoServices()
     breaker = BreakerPolicy()  # the defaults, spelled out: 5 failures in a row suspend
     try:
         with (
@@ -153,7 +154,7 @@ class _Demo:
     def __init__(
         self,
         host: PluginHost,
-        services: FakeHostServices,
+        services: _DemoServices,
         breaker: BreakerPolicy,
         write: Write,
         logs: list[str],
@@ -368,6 +369,96 @@ class _Demo:
         return f"{notifications} notifications, {emails} e-mail; store: {store or 'empty'}"
 
 
+class _DemoServices:
+    """The demo app's :class:`~services_ai_plugins.HostServices`: no records, every call kept.
+
+    It has no leads, bookings, invoices or users (reads find none, updates
+    raise :class:`LookupError`); the notifications, e-mails and text messages
+    plugins send are kept in order, each plugin's store lives in memory, and
+    :attr:`calls` records every call as (method, tenant, the other arguments).
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, tuple[Any, ...]]] = []
+        self.sent_notifications: list[Notification] = []
+        self.sent_emails: list[Email] = []
+        self.sent_sms: list[Sms] = []
+        #: Each plugin's key-value store, by (tenant, plugin id, key).
+        self.store: dict[tuple[str, str, str], JSONValue] = {}
+
+    def _record(self, method: str, tenant: str, *arguments: Any) -> None:
+        self.calls.append((method, tenant, arguments))
+
+    def _missing(self, method: str, tenant: str, record_id: str) -> LookupError:
+        self._record(method, tenant, record_id)
+        return LookupError(f"the demo app has no records: tenant {tenant!r} has no {record_id!r}")
+
+    def get_lead(self, tenant: str, lead_id: str) -> Lead | None:
+        self._record("get_lead", tenant, lead_id)
+        return None
+
+    def list_leads(self, tenant: str, *, limit: int) -> Sequence[Lead]:
+        self._record("list_leads", tenant, limit)
+        return []
+
+    def update_lead(self, tenant: str, lead_id: str, changes: Mapping[str, JSONValue]) -> Lead:
+        raise self._missing("update_lead", tenant, lead_id)
+
+    def get_booking(self, tenant: str, booking_id: str) -> Booking | None:
+        self._record("get_booking", tenant, booking_id)
+        return None
+
+    def list_bookings(self, tenant: str, *, limit: int) -> Sequence[Booking]:
+        self._record("list_bookings", tenant, limit)
+        return []
+
+    def update_booking(
+        self, tenant: str, booking_id: str, changes: Mapping[str, JSONValue]
+    ) -> Booking:
+        raise self._missing("update_booking", tenant, booking_id)
+
+    def get_invoice(self, tenant: str, invoice_id: str) -> Invoice | None:
+        self._record("get_invoice", tenant, invoice_id)
+        return None
+
+    def list_invoices(self, tenant: str, *, limit: int) -> Sequence[Invoice]:
+        self._record("list_invoices", tenant, limit)
+        return []
+
+    def get_user(self, tenant: str, user_id: str) -> User | None:
+        self._record("get_user", tenant, user_id)
+        return None
+
+    def send_notification(self, tenant: str, notification: Notification) -> None:
+        self._record("send_notification", tenant, notification)
+        self.sent_notifications.append(notification)
+
+    def send_email(self, tenant: str, email: Email) -> None:
+        self._record("send_email", tenant, email)
+        self.sent_emails.append(email)
+
+    def send_sms(self, tenant: str, sms: Sms) -> None:
+        self._record("send_sms", tenant, sms)
+        self.sent_sms.append(sms)
+
+    def get_settings(self, tenant: str, plugin_id: str) -> Mapping[str, JSONValue]:
+        # The host hands each plugin its settings from the registry; the app keeps none.
+        self._record("get_settings", tenant, plugin_id)
+        return {}
+
+    def store_get(self, tenant: str, plugin_id: str, key: str) -> JSONValue:
+        self._record("store_get", tenant, plugin_id, key)
+        return copy.deepcopy(self.store.get((tenant, plugin_id, key)))
+
+    def store_set(self, tenant: str, plugin_id: str, key: str, value: JSONValue) -> None:
+        self._record("store_set", tenant, plugin_id, key, value)
+        self.store[(tenant, plugin_id, key)] = copy.deepcopy(value)
+
+    def store_delete(self, tenant: str, plugin_id: str, key: str) -> None:
+        self._record("store_delete", tenant, plugin_id, key)
+        self.store.pop((tenant, plugin_id, key), None)
+
+
 @attrs.frozen
 class _Scenario:
     """The events' payloads: a day at two tenants, built from ``events.example``."""
@@ -385,6 +476,7 @@ def _scenario() -> _Scenario:
     # Imported here so that the CLI's other commands start without them (see the docstring).
     from decimal import Decimal  # noqa: PLC0415
 
+    from ._examples import example  # noqa: PLC0415
     from .events import (  # noqa: PLC0415
         Booking,
         Context,
@@ -394,7 +486,6 @@ def _scenario() -> _Scenario:
         Lead,
         Report,
         User,
-        example,
     )
 
     lead = example(Lead)  # Hank Scorpio of Globex, a lead at acme

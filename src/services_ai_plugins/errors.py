@@ -17,6 +17,7 @@ Everything the SDK raises on purpose derives from one root, so a host can catch
     ├── TransitionError       a lifecycle step is not allowed in the plugin's current state
     ├── DependencyError       other enabled plugins still need this one
     ├── RequirementsError     a plugin's requirements (Python, host API, packages) are not met
+    ├── ExtraNotInstalled     (also ImportError) a feature needs an extra of the SDK
     ├── PermissionDenied      (also PermissionError) an API call without its grant
     ├── TenantScopeError      host services returned another tenant's data, or need a tenant
     ├── NoHostServices        (also RuntimeError) ``call`` has no host data or channels
@@ -53,6 +54,7 @@ __all__ = [
     "ConfinementError",
     "ConflictError",
     "DependencyError",
+    "ExtraNotInstalled",
     "FrameTooLarge",
     "HookCallError",
     "IntegrityError",
@@ -578,3 +580,22 @@ class HookCallError(_ProblemsError):
 
 class NoHostServices(PluginError, RuntimeError):
     """A plugin asked ``services-ai-plugins call`` for the host application's data or channels."""
+
+
+class ExtraNotInstalled(PluginError, ImportError):
+    """A feature of the SDK needs one of its extras, which is not installed.
+
+    ``feature`` names what was asked for (``"check"``), ``extra`` the extra
+    that brings what it needs (``"testing"``) and ``module`` the module that
+    could not be imported (``"hypothesis"``); the message says what to install.
+    """
+
+    def __init__(self, *, feature: str, extra: str, module: str) -> None:
+        self.feature = feature
+        self.extra = extra
+        self.module = module
+        super().__init__(
+            f"{feature} needs the SDK's {extra!r} extra ({module} is not installed): "
+            f"pip install 'services-ai-plugins[{extra}]'",
+            name=module,
+        )

@@ -9,51 +9,31 @@ exceptions.
 Records check themselves when built: datetimes must be timezone-aware, money
 is :class:`~decimal.Decimal`, a route's path and methods must make sense.
 A mistake raises :class:`ValueError` (a wrong value) or :class:`TypeError`
-(a wrong kind of value) naming the field.
+(a wrong kind of value) naming the field::
 
-For the process sandbox, :func:`to_wire` turns a payload into a JSON-ready
-``dict`` and :func:`from_wire` reads one back, strictly::
+    >>> Lead(id="lead-1", tenant="acme", name="Ada", value=12.5)
+    Traceback (most recent call last):
+    ...
+    TypeError: an amount must be a Decimal or an int (got 12.5); write Decimal('12.5')
 
-    >>> lead = example(Lead)
-    >>> wire = to_wire(lead)
-    >>> wire["value"], wire["created_at"]
-    ('4800.00', '2024-05-06T09:30:00+00:00')
-    >>> from_wire(Lead, wire) == lead
-    True
-
-On the wire, :class:`~decimal.Decimal` values are strings, datetimes and dates
-are ISO 8601 text, ``bytes`` are base64 text and tuples are arrays. A datetime
-keeps its UTC offset but not its zone name: it comes back as the same instant
-with a fixed-offset ``tzinfo``.
-
-:func:`example` gives a realistic instance of every type in
-:data:`PAYLOAD_TYPES`, for documentation, the CLI and tests.
+This module holds the records only. Their JSON form for the process sandbox
+(``to_wire`` and ``from_wire``) lives in ``services_ai_plugins._payload_codec``,
+and the documented example of each type (``example``) in
+``services_ai_plugins._examples``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import difflib
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import date, datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
-from typing import Any, Final, Literal, TypeAlias, TypeVar, get_args, get_origin
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Final, Literal, TypeAlias
 
 import attrs
-import cattrs
-from cattrs.errors import (
-    ClassValidationError,
-    ForbiddenExtraKeysError,
-    IterableValidationError,
-)
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from ._converting import is_variadic_tuple, locate, strict_tuple_hooks
-from ._json import JSONValue, check_int, check_json, json_type_name
-from .errors import PayloadError, Problem
+from ._json import JSONValue, check_json
 
 __all__ = [
     "HTTP_METHODS",
@@ -68,7 +48,6 @@ __all__ = [
     "InvoiceLine",
     "Lead",
     "Notification",
-    "PayloadError",
     "Placement",
     "Report",
     "Route",
@@ -76,13 +55,8 @@ __all__ = [
     "Sms",
     "User",
     "Widget",
-    "example",
-    "from_wire",
     "normalise_routes",
-    "to_wire",
 ]
-
-_T = TypeVar("_T")
 
 #: Where an :class:`HtmlFragment` goes in the host's pages.
 Placement: TypeAlias = Literal["head", "footer"]
@@ -92,7 +66,6 @@ HTTP_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"
 
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
 _TOKEN: Final = re.compile(r"[A-Z][A-Z-]*")
-_DECIMAL_TEXT: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 # -- field converters and validators -----------------------------------------------------------
@@ -336,7 +309,16 @@ class InvoiceLine:
 class Invoice:
     """An invoice: the payload of ``invoice_created``, ``invoice_paid`` and similar hooks.
 
-    >>> invoice = example(Invoice)
+    >>> hours = InvoiceLine(description="Consulting", quantity=12, unit_price=Decimal("150.00"))
+    >>> setup = InvoiceLine(description="Setup fee", quantity=1, unit_price=Decimal("150.00"))
+    >>> invoice = Invoice(
+    ...     id="inv-42",
+    ...     tenant="acme",
+    ...     number="2024-0042",
+    ...     customer_name="Globex",
+    ...     currency="EUR",
+    ...     lines=(hours, setup),
+    ... )
     >>> [line.total for line in invoice.lines], invoice.total
     ([Decimal('1800.00'), Decimal('150.00')], Decimal('1950.00'))
     """
@@ -621,8 +603,8 @@ class Route:
     original-system ``(path, view, name)`` tuple may hold a framework-native
     view instead; the host's adapter decides whether it can serve it.
 
-    ``handler`` is code, not data: :func:`to_wire` leaves it out and
-    :func:`from_wire` refuses ``Route``. A sandboxed plugin's routes are
+    ``handler`` is code, not data: the payloads' wire form leaves it out, and
+    reading a ``Route`` from the wire is refused. A sandboxed plugin's routes are
     proxied by the sandbox, which calls the handler inside the worker.
 
     >>> Route(path="/stats", handler=print, name="stats", methods=("get",))
@@ -730,538 +712,3 @@ def _brief(value: object) -> str:
     if len(text) > 80:
         text = text[:77] + "..."
     return f"{type(value).__name__} {text}"
-
-
-# -- the wire ----------------------------------------------------------------------------------
-
-
-def to_wire(payload: object) -> dict[str, JSONValue]:
-    """A payload as a JSON-ready ``dict``: :func:`from_wire` reads it back equal.
-
-    Decimals become strings, datetimes and dates ISO 8601 text, ``bytes``
-    base64 text and tuples arrays; nested records become objects. Every field
-    is written, including those at their default. A :class:`Route` is written
-    without its ``handler``.
-
-    :raises TypeError: when ``payload`` is not an instance of one of
-        :data:`PAYLOAD_TYPES`.
-    """
-    if type(payload) not in PAYLOAD_TYPES:
-        raise TypeError(f"not an event payload: {_brief(payload)}")
-    document: dict[str, JSONValue] = _converter().unstructure(payload)
-    return document
-
-
-def from_wire(cls: type[_T], data: object) -> _T:
-    """Read a payload of type ``cls`` from what :func:`to_wire` made.
-
-    Strict: every required key must be there, no unknown key may be, and every
-    value must have the wire type (a string for a Decimal, an array for a
-    tuple, ...). Once the data has the right shape, records check themselves
-    as when built in Python (a booking must not end before it starts, ...).
-
-    >>> from_wire(Sms, {"tenant": "acme", "to": 4930123456, "txt": "Hi"})
-    Traceback (most recent call last):
-    ...
-    services_ai_plugins.errors.PayloadError: invalid Sms payload (3 problems):
-      txt: unknown key; did you mean 'text'?
-      to: must be a string (got number)
-      text: is required
-
-    :raises PayloadError: listing every problem, each with its path.
-    :raises TypeError: when ``cls`` is not a payload type, or is :class:`Route`
-        (its handler is code and cannot cross the wire).
-    """
-    if cls is Route:
-        raise TypeError(
-            "Route cannot be read from the wire: its handler is code, not data; "
-            "the sandbox proxies route handlers instead"
-        )
-    if cls not in PAYLOAD_TYPES:
-        raise TypeError(f"not an event payload type: {cls!r}")
-    if not isinstance(data, dict):
-        problem = Problem("", f"must be a JSON object (got {json_type_name(data)})")
-        raise PayloadError([problem], payload_type=cls)
-    try:
-        payload: _T = _converter().structure(data, cls)
-    except (ClassValidationError, IterableValidationError, ValueError, TypeError) as exc:
-        raise PayloadError(_unique(_problems(exc, "", cls)), payload_type=cls) from exc
-    return payload
-
-
-def _unique(problems: Iterator[Problem]) -> list[Problem]:
-    return list(dict.fromkeys(problems))
-
-
-def _problems(exc: BaseException, path: str, cls: Any) -> Iterator[Problem]:
-    """Flatten a cattrs validation error into located problems."""
-    if isinstance(exc, IterableValidationError):
-        with_notes, without = exc.group_exceptions()
-        for sub, index_note in with_notes:
-            yield from _problems(sub, _join(path, index_note.index), index_note.type)
-        for sub in without:
-            yield from _problems(sub, path, cls)
-    elif isinstance(exc, ClassValidationError):
-        # Unknown keys first: a misspelt key explains the "is required" that follows.
-        attribute_notes, others = exc.group_exceptions()
-        for sub in others:
-            yield from _problems(sub, path, exc.cl)
-        for sub, attribute_note in attribute_notes:
-            yield from _problems(sub, _join(path, attribute_note.name), attribute_note.type)
-    elif isinstance(exc, ForbiddenExtraKeysError):
-        known = [field.name for field in attrs.fields(exc.cl)]
-        for key in sorted(exc.extra_fields):
-            near = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
-            yield Problem(_join(path, key), f"unknown key{hint}")
-    elif isinstance(exc, KeyError):
-        yield Problem(path, "is required")
-    elif isinstance(exc, (ValueError, TypeError)):
-        yield Problem(path, str(exc))
-    else:  # pragma: no cover - a bug in a hook: let it surface
-        raise exc
-
-
-def _join(path: str, part: str | int) -> str:
-    if isinstance(part, int):
-        return f"{path}[{part}]"
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
-        return f"{path}.{part}" if path else part
-    return f"{path}[{part!r}]"
-
-
-def _string(value: object, _: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"must be a string (got {json_type_name(value)})")
-    return value
-
-
-def _integer(value: object, _: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"must be an integer (got {json_type_name(value)})")
-    return check_int(value)
-
-
-def _decimal_from_wire(value: object, _: Any) -> Decimal:
-    if not isinstance(value, str) or not _DECIMAL_TEXT.fullmatch(value):
-        got = repr(value) if isinstance(value, str) else json_type_name(value)
-        raise ValueError(f"must be a decimal number as a string, such as '12.50' (got {got})")
-    try:
-        return Decimal(value)
-    except InvalidOperation:  # pragma: no cover - the pattern admits only valid numbers
-        raise ValueError(f"is not a decimal number (got {value!r})") from None
-
-
-def _datetime_from_wire(value: object, _: Any) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError(f"must be an ISO 8601 date-time string (got {json_type_name(value)})")
-    # Python 3.10 does not read the "Z" that other languages write for UTC.
-    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"must be an ISO 8601 date-time such as '2024-05-06T09:30:00+00:00' (got {value!r})"
-        ) from None
-    if moment.utcoffset() is None:
-        raise ValueError(f"must include a UTC offset, such as '+00:00' (got {value!r})")
-    return moment
-
-
-def _date_from_wire(value: object, _: Any) -> date:
-    if not isinstance(value, str):
-        raise ValueError(f"must be an ISO 8601 date string (got {json_type_name(value)})")
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"must be an ISO 8601 date such as '2024-05-31' (got {value!r})") from None
-
-
-def _bytes_from_wire(value: object, _: Any) -> bytes:
-    if not isinstance(value, str):
-        raise ValueError(f"must be base64 text (got {json_type_name(value)})")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("must be base64 text (standard alphabet, with padding)") from None
-
-
-def _bytes_to_wire(value: bytes) -> str:
-    return base64.b64encode(value).decode("ascii")
-
-
-def _is_mapping(kind: Any) -> bool:
-    return get_origin(kind) is Mapping
-
-
-def _is_literal(kind: Any) -> bool:
-    return get_origin(kind) is Literal
-
-
-def _tuple_to_wire(
-    converter: cattrs.Converter,
-) -> Callable[[Any], Callable[[tuple[Any, ...]], list[Any]]]:
-    def factory(kind: Any) -> Callable[[tuple[Any, ...]], list[Any]]:
-        item_kind = get_args(kind)[0]
-
-        def hook(value: tuple[Any, ...]) -> list[Any]:
-            return [converter.unstructure(item, item_kind) for item in value]
-
-        return hook
-
-    return factory
-
-
-def _mapping_hook(kind: Any) -> Callable[[object, Any], dict[str, Any]]:
-    # The payloads hold two kinds of mapping: str -> str (HTTP headers and
-    # query) and str -> JSONValue (extras, custom data).
-    strings = get_args(kind)[1] is str
-
-    def hook(value: object, _: Any) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise ValueError(f"must be an object (got {json_type_name(value)})")
-        odd = [key for key in value if not isinstance(key, str)]
-        if odd:
-            raise ValueError(f"keys must be strings (got {odd[0]!r})")
-        errors: list[Exception] = []
-        copy: dict[str, Any] = {}
-        for key, item in value.items():
-            try:
-                copy[key] = _string(item, str) if strings else check_json(item)
-            except ValueError as exc:
-                errors.append(locate(exc, key, str if strings else object))
-        if errors:
-            raise IterableValidationError("invalid entries", errors, dict)
-        return copy
-
-    return hook
-
-
-def _mapping_to_wire(kind: Any) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
-    def hook(value: Mapping[str, Any]) -> dict[str, Any]:
-        copy = check_json(dict(value))  # a deep copy: the wire shares nothing with the record
-        assert isinstance(copy, dict)
-        return copy
-
-    return hook
-
-
-def _literal_hook(kind: Any) -> Callable[[object, Any], object]:
-    choices = get_args(kind)
-    names = ", ".join(repr(choice) for choice in choices)
-
-    def hook(value: object, _: Any) -> object:
-        if isinstance(value, str) and value in choices:
-            return value
-        got = repr(value) if isinstance(value, str) else json_type_name(value)
-        raise ValueError(f"must be one of {names} (got {got})")
-
-    return hook
-
-
-def _record_hooks(
-    converter: cattrs.Converter,
-) -> Callable[[Any], Callable[[object, Any], Any]]:
-    def factory(cls: Any) -> Callable[[object, Any], Any]:
-        generated = make_dict_structure_fn(
-            cls, converter, _cattrs_forbid_extra_keys=True, _cattrs_detailed_validation=True
-        )
-
-        def hook(value: object, _: Any) -> Any:
-            if not isinstance(value, dict):
-                raise ValueError(f"must be an object (got {json_type_name(value)})")
-            odd = [key for key in value if not isinstance(key, str)]
-            if odd:
-                raise ValueError(f"keys must be strings (got {odd[0]!r})")
-            return generated(value, cls)
-
-        return hook
-
-    return factory
-
-
-def _make_converter() -> cattrs.Converter:
-    """Build the converter that reads and writes payloads (never cattrs' global one)."""
-    converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
-    converter.register_structure_hook(str, _string)
-    converter.register_structure_hook(int, _integer)
-    converter.register_structure_hook(Decimal, _decimal_from_wire)
-    converter.register_unstructure_hook(Decimal, str)
-    converter.register_structure_hook(datetime, _datetime_from_wire)
-    converter.register_unstructure_hook(datetime, datetime.isoformat)
-    converter.register_structure_hook(date, _date_from_wire)
-    converter.register_unstructure_hook(date, date.isoformat)
-    converter.register_structure_hook(bytes, _bytes_from_wire)
-    converter.register_unstructure_hook(bytes, _bytes_to_wire)
-    converter.register_structure_hook_factory(_is_literal, _literal_hook)
-    converter.register_structure_hook_factory(is_variadic_tuple, strict_tuple_hooks(converter))
-    converter.register_unstructure_hook_factory(is_variadic_tuple, _tuple_to_wire(converter))
-    converter.register_structure_hook_factory(_is_mapping, _mapping_hook)
-    converter.register_unstructure_hook_factory(_is_mapping, _mapping_to_wire)
-    converter.register_structure_hook_factory(attrs.has, _record_hooks(converter))
-    converter.register_unstructure_hook(
-        Route, make_dict_unstructure_fn(Route, converter, handler=override(omit=True))
-    )
-    return converter
-
-
-_CONVERTER: cattrs.Converter | None = None
-
-
-def _converter() -> cattrs.Converter:
-    global _CONVERTER  # noqa: PLW0603 - built once, on first use, so import stays cheap
-    if _CONVERTER is None:
-        _CONVERTER = _make_converter()
-    return _CONVERTER
-
-
-def _same(value: object, _: Any) -> object:
-    return value
-
-
-def _make_trusted_converter() -> cattrs.Converter:
-    """A converter that reads what :func:`to_wire` wrote, without checking its shape again.
-
-    For the sandbox's worker, which reads payloads from the host that wrote
-    them from valid records: the records' own validators still run; the wire
-    types are trusted. Never for data from a plugin.
-    """
-    converter = cattrs.Converter(forbid_extra_keys=False, detailed_validation=False)
-    converter.register_structure_hook(str, _same)
-    converter.register_structure_hook(int, _same)
-    converter.register_structure_hook(Decimal, lambda value, _: Decimal(value))
-    converter.register_structure_hook(datetime, lambda value, _: datetime.fromisoformat(value))
-    converter.register_structure_hook(date, lambda value, _: date.fromisoformat(value))
-    converter.register_structure_hook(bytes, lambda value, _: base64.b64decode(value))
-    converter.register_structure_hook_func(_is_literal, _same)
-    converter.register_structure_hook_func(_is_mapping, _same)
-    return converter
-
-
-_TRUSTED: cattrs.Converter | None = None
-
-
-def _from_host(cls: type[_T], data: dict[str, Any]) -> _T:
-    """Read a payload :func:`to_wire` wrote in the host (the sandbox worker's side)."""
-    global _TRUSTED  # noqa: PLW0603 - built once, on first use
-    if _TRUSTED is None:
-        _TRUSTED = _make_trusted_converter()
-    payload: _T = _TRUSTED.structure(data, cls)
-    return payload
-
-
-# -- examples ----------------------------------------------------------------------------------
-#
-# One builder per type, each a small, consistent story at the tenant "acme":
-# Ada, a sales manager, works a lead from Globex and bills it.
-
-_TENANT: Final = "acme"
-_UTC: Final = timezone.utc
-_BERLIN: Final = timezone(timedelta(hours=2))
-
-
-def _example_user() -> User:
-    """Ada Lovelace, a sales manager at the tenant ``acme``."""
-    return User(
-        id="u-1001", tenant=_TENANT, email="ada@acme.example", name="Ada Lovelace", roles=("sales",)
-    )
-
-
-def _example_context() -> Context:
-    """Ada's request in the web app, in British English."""
-    return Context(
-        tenant=_TENANT,
-        user=_example_user(),
-        request_id="req-7f3a9c",
-        ip="203.0.113.7",
-        locale="en-GB",
-        extras={"plan": "pro"},
-    )
-
-
-def _example_lead() -> Lead:
-    """A website enquiry from Globex, worth an estimated 4,800 in the tenant's currency."""
-    return Lead(
-        id="lead-2041",
-        tenant=_TENANT,
-        name="Hank Scorpio",
-        email="hank@globex.example",
-        phone="+1 555 0100",
-        company="Globex",
-        source="website",
-        value=Decimal("4800.00"),
-        created_at=datetime(2024, 5, 6, 9, 30, tzinfo=_UTC),
-        data={"utm_campaign": "spring-launch", "employees": 250},
-    )
-
-
-def _example_booking() -> Booking:
-    """A one-hour consultation, confirmed, in Berlin summer time."""
-    return Booking(
-        id="bk-311",
-        tenant=_TENANT,
-        customer_name="Hank Scorpio",
-        customer_email="hank@globex.example",
-        service="Initial consultation",
-        starts_at=datetime(2024, 5, 14, 10, 0, tzinfo=_BERLIN),
-        ends_at=datetime(2024, 5, 14, 11, 0, tzinfo=_BERLIN),
-        status="confirmed",
-        customer_phone="+1 555 0100",
-        notes="Bring last year's figures.",
-    )
-
-
-def _example_invoice_line() -> InvoiceLine:
-    """Twelve hours of consulting at 150.00 an hour."""
-    return InvoiceLine(
-        description="Consulting (hours)", quantity=Decimal("12"), unit_price=Decimal("150.00")
-    )
-
-
-def _example_invoice() -> Invoice:
-    """Invoice 2024-0042 to Globex: consulting plus a setup fee, sent and unpaid."""
-    return Invoice(
-        id="inv-42",
-        tenant=_TENANT,
-        number="2024-0042",
-        customer_name="Globex",
-        currency="EUR",
-        lines=(
-            _example_invoice_line(),
-            InvoiceLine(description="Setup fee", quantity=Decimal(1), unit_price=Decimal("150.00")),
-        ),
-        status="sent",
-        customer_email="billing@globex.example",
-        issued_on=date(2024, 5, 31),
-        due_on=date(2024, 6, 30),
-    )
-
-
-def _example_email() -> Email:
-    """A follow-up to the Globex lead, in text and HTML."""
-    return Email(
-        tenant=_TENANT,
-        to=("hank@globex.example",),
-        subject="Your consultation on 14 May",
-        body="Hello Hank,\n\nsee you on 14 May at 10:00.\n\nAda",
-        html="<p>Hello Hank,</p><p>see you on 14 May at 10:00.</p><p>Ada</p>",
-        reply_to="ada@acme.example",
-    )
-
-
-def _example_sms() -> Sms:
-    """A booking reminder by text message."""
-    return Sms(tenant=_TENANT, to="+15550100", text="Reminder: consultation tomorrow at 10:00.")
-
-
-def _example_notification() -> Notification:
-    """An in-app notice to Ada that a lead arrived."""
-    return Notification(
-        tenant=_TENANT,
-        message="New lead from Globex (4,800.00)",
-        channel="in_app",
-        recipient="u-1001",
-        level="success",
-    )
-
-
-def _example_report() -> Report:
-    """The May sales report, 42 rows, stored as CSV."""
-    return Report(
-        id="rep-2024-05",
-        tenant=_TENANT,
-        name="Sales, May 2024",
-        kind="sales",
-        generated_at=datetime(2024, 6, 1, 6, 0, tzinfo=_UTC),
-        rows=42,
-        url="https://files.acme.example/reports/rep-2024-05.csv",
-    )
-
-
-def _example_widget() -> Widget:
-    """A small dashboard box counting open leads."""
-    return Widget(
-        tenant=_TENANT,
-        title="Open leads",
-        html="<p><strong>12</strong> open leads</p>",
-        size="small",
-        order=10,
-        plugin_id="lead-stats",
-    )
-
-
-def _example_html_fragment() -> HtmlFragment:
-    """An analytics script added to the page head."""
-    return HtmlFragment(
-        tenant=_TENANT,
-        html='<script defer src="https://stats.example/acme.js"></script>',
-        placement="head",
-        plugin_id="site-stats",
-    )
-
-
-def _example_api_request() -> ApiRequest:
-    """Ada's browser asking the lead-stats plugin for this week's figures."""
-    return ApiRequest(
-        tenant=_TENANT,
-        method="GET",
-        path="/stats",
-        headers={"accept": "application/json"},
-        query={"period": "week"},
-        user=_example_user(),
-    )
-
-
-def _example_api_response() -> ApiResponse:
-    """The lead-stats plugin's JSON answer."""
-    return ApiResponse.json(_TENANT, {"period": "week", "open_leads": 12})
-
-
-def _lead_stats(request: ApiRequest) -> ApiResponse:
-    """The example route's handler: answers with the example response's figures."""
-    return ApiResponse.json(request.tenant, {"period": "week", "open_leads": 12})
-
-
-def _example_route() -> Route:
-    """The lead-stats plugin's ``GET /stats``."""
-    return Route(path="/stats", handler=_lead_stats, name="lead-stats")
-
-
-_EXAMPLES: Final[dict[type, Callable[[], object]]] = {
-    Context: _example_context,
-    User: _example_user,
-    Lead: _example_lead,
-    Booking: _example_booking,
-    Invoice: _example_invoice,
-    InvoiceLine: _example_invoice_line,
-    Email: _example_email,
-    Sms: _example_sms,
-    Notification: _example_notification,
-    Report: _example_report,
-    Widget: _example_widget,
-    Route: _example_route,
-    HtmlFragment: _example_html_fragment,
-    ApiRequest: _example_api_request,
-    ApiResponse: _example_api_response,
-}
-
-
-def example(cls: type[_T]) -> _T:
-    """A realistic instance of the payload type ``cls``, new on every call.
-
-    The examples tell one story: at the tenant ``acme``, Ada (a sales manager)
-    gets a lead from Globex, books a consultation and sends an invoice; a
-    ``lead-stats`` plugin shows a dashboard widget and serves ``GET /stats``.
-    Use them in documentation, the CLI and tests.
-
-    >>> example(Lead).company
-    'Globex'
-
-    :raises TypeError: when ``cls`` is not one of :data:`PAYLOAD_TYPES`.
-    """
-    build = _EXAMPLES.get(cls)
-    if build is None:
-        raise TypeError(f"not an event payload type: {cls!r}")
-    made = build()
-    assert isinstance(made, cls)
-    return made

@@ -11,7 +11,10 @@
 - results of the top-level tools: :class:`PackResult` (``pack_plugin``),
   :class:`ValidatedPlugin` (``validate_plugin``), :class:`CheckReport`,
   :class:`CheckProblem` and :class:`HookSummary` (``check_plugin``);
-- scaffolding: :func:`scaffold_plugin`, :class:`ScaffoldResult`.
+- scaffolding: :func:`scaffold_plugin`, :class:`ScaffoldResult`;
+- payloads: :func:`to_wire` and :func:`from_wire` (a payload record as JSON-ready data
+  and back, as the sandbox and the test kit send them), :func:`example` (the
+  documented example of each payload record).
 
 Names are imported on first use, so importing this module is cheap.
 """
@@ -24,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._check import CheckProblem, CheckReport, HookSummary
     from ._dependencies import check_environment, check_plugins, load_order
+    from ._examples import example
+    from ._payload_codec import from_wire, to_wire
     from ._scaffold import ScaffoldResult, scaffold_plugin
     from ._settings import validate_settings
     from ._sources._archive import (
@@ -64,12 +69,15 @@ _LAZY: dict[str, str] = {
     "code_hash": "._sources._archive",
     "discover_entry_points": "._sources._discovery",
     "discover_folders": "._sources._discovery",
+    "example": "._examples",
+    "from_wire": "._payload_codec",
     "extract_plugin": "._sources._archive",
     "install_archive": "._sources._archive",
     "load_order": "._dependencies",
     "load_plugin": "._sources._loader",
     "register_discovered": "._sources._discovery",
     "scaffold_plugin": "._scaffold",
+    "to_wire": "._payload_codec",
     "unload_plugin": "._sources._loader",
     "validate_settings": "._settings",
 }
@@ -106,12 +114,15 @@ __all__ = [
     "code_hash",
     "discover_entry_points",
     "discover_folders",
+    "example",
     "extract_plugin",
+    "from_wire",
     "install_archive",
     "load_order",
     "load_plugin",
     "register_discovered",
     "scaffold_plugin",
+    "to_wire",
     "unload_plugin",
     "validate_settings",
 ]

@@ -34,10 +34,8 @@ from services_ai_plugins.events import (
     Notification,
     Sms,
     User,
-    example,
-    from_wire,
-    to_wire,
 )
+from services_ai_plugins.tooling import example, from_wire, to_wire
 from services_ai_plugins.types import JSONValue
 
 __all__ = ["FakeHostServices"]

@@ -375,7 +375,7 @@ class PluginHarness:
         return self.host.call_hook(hook, **self._arguments(hook, tenant, arguments))
 
     def _arguments(self, hook: str, tenant: str | None, given: Mapping[str, Any]) -> dict[str, Any]:
-        from services_ai_plugins._check import sample_arguments  # noqa: PLC0415
+        from services_ai_plugins._examples import sample_arguments  # noqa: PLC0415
 
         return sample_arguments(self.host.pm, hook, tenant or self.tenant, given)
 

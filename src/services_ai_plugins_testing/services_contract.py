@@ -110,10 +110,10 @@ from services_ai_plugins.events import (
     Notification,
     Sms,
     User,
-    example,
 )
+from services_ai_plugins.tooling import example
 from services_ai_plugins.types import JSONValue
-from services_ai_plugins_testing.storage_contract import _describe, _differences, _expect_same
+from services_ai_plugins_testing._diff import describe, differences, expect_same
 
 __all__ = ["HostServicesContract", "Seed"]
 
@@ -323,7 +323,7 @@ class HostServicesContract:
         made = _seed(seed, _KINDS[kind], self.tenant, 0)
         call = _call(_KINDS[kind].get, self.tenant, made.id)
         got = _ask(services, _KINDS[kind].get, self.tenant, made.id, expect="return the record")
-        _expect_same(got, made, f"{call} must return the {kind} seed.{kind}() made")
+        expect_same(got, made, f"{call} must return the {kind} seed.{kind}() made")
 
     @pytest.mark.parametrize("kind", _ALL)
     def test_get_of_an_unknown_id_is_none(
@@ -334,7 +334,7 @@ class HostServicesContract:
         for unknown in _UNKNOWN_IDS:
             call = _call(_KINDS[kind].get, self.tenant, unknown)
             got = _ask(services, _KINDS[kind].get, self.tenant, unknown, expect="return None")
-            _expect_same(got, None, f"{call} must return None: the tenant has no such {kind}")
+            expect_same(got, None, f"{call} must return None: the tenant has no such {kind}")
 
     @pytest.mark.parametrize("kind", _ALL)
     def test_get_of_another_tenants_record_is_none(
@@ -344,7 +344,7 @@ class HostServicesContract:
         theirs = _seed(seed, _KINDS[kind], self.other_tenant, 0)
         call = _call(_KINDS[kind].get, self.tenant, theirs.id)
         got = _ask(services, _KINDS[kind].get, self.tenant, theirs.id, expect="return None")
-        _expect_same(
+        expect_same(
             got,
             None,
             f"{call} must return None: {theirs.id!r} is a {kind} of tenant "
@@ -361,7 +361,7 @@ class HostServicesContract:
         newest first, bookings soonest first."""
         spec = _KINDS[kind]
         for tenant in (self.tenant, self.other_tenant):
-            _expect_same(
+            expect_same(
                 _listed(services, spec, tenant, 10),
                 [],
                 f"{_call(spec.list, tenant, limit=10)} before any {kind} was seeded must return "
@@ -377,13 +377,13 @@ class HostServicesContract:
             expected = _in_order(spec, made)
             got = _listed(services, spec, tenant, 10)
             call = _call(spec.list, tenant, limit=10)
-            _expect_same(
+            expect_same(
                 _ids(got),
                 _ids(expected),
                 f"ids of {call}: the {len(expected)} {kind}s of tenant {tenant!r}, "
                 f"{spec.order} first",
             )
-            _expect_same(got, expected, f"{call}: the records seed.{kind}() made")
+            expect_same(got, expected, f"{call}: the records seed.{kind}() made")
 
     @pytest.mark.parametrize("kind", _LISTED)
     def test_list_returns_at_most_limit_records(
@@ -398,7 +398,7 @@ class HostServicesContract:
             _seed(seed, spec, self.other_tenant, n)
         expected = _in_order(spec, mine)
         for limit in (1, 2, 3, 1000):
-            _expect_same(
+            expect_same(
                 _ids(_listed(services, spec, self.tenant, limit)),
                 _ids(expected[:limit]),
                 f"ids of {_call(spec.list, self.tenant, limit=limit)}: the first "
@@ -453,7 +453,7 @@ class HostServicesContract:
             _call(spec.update, self.tenant, theirs.id, changes),
             f"{theirs.id!r} is a {kind} of tenant {self.other_tenant!r}",
         )
-        _expect_same(
+        expect_same(
             _ask(services, spec.get, self.other_tenant, theirs.id, expect="return the record"),
             theirs,
             f"{_call(spec.get, self.other_tenant, theirs.id)} after tenant {self.tenant!r} "
@@ -488,12 +488,12 @@ class HostServicesContract:
                 f"a {kind}'s id and tenant are not for plugins to change",
             )
         after = "after refused changes of its id and tenant"
-        _expect_same(
+        expect_same(
             _ask(services, spec.get, self.tenant, made.id, expect="return the record"),
             made,
             f"{_call(spec.get, self.tenant, made.id)} {after}: it must be unchanged",
         )
-        _expect_same(
+        expect_same(
             _ask(services, spec.get, self.other_tenant, made.id, expect="return None"),
             None,
             f"{_call(spec.get, self.other_tenant, made.id)} {after}: it must still be None",
@@ -531,9 +531,7 @@ class HostServicesContract:
         call = _call("get_settings", self.tenant, self.plugin_id)
         got = _ask(services, "get_settings", self.tenant, self.plugin_id, expect="return them")
         if not isinstance(got, Mapping):
-            pytest.fail(
-                f"{call} returned {_describe(got)}; it must return a mapping", pytrace=False
-            )
+            pytest.fail(f"{call} returned {describe(got)}; it must return a mapping", pytrace=False)
         problems = [
             f"{key!r}: {problem}"
             for key, value in got.items()
@@ -554,14 +552,14 @@ class HostServicesContract:
         got = _ask(
             services, "store_get", self.tenant, self.plugin_id, "never-set", expect="return None"
         )
-        _expect_same(got, None, f"{call} must return None for a key never set")
+        expect_same(got, None, f"{call} must return None for a key never set")
 
     def test_store_keeps_every_json_value_exactly(self, services: HostServices) -> None:
         """store_get() returns what store_set() kept: every JSON type, booleans as booleans."""
         for key, value in _STORE_VALUES.items():
             _ask(services, "store_set", self.tenant, self.plugin_id, key, value, expect="keep it")
         for key, value in _STORE_VALUES.items():
-            _expect_same(
+            expect_same(
                 _ask(services, "store_get", self.tenant, self.plugin_id, key, expect="return it"),
                 value,
                 f"{_call('store_get', self.tenant, self.plugin_id, key)} after store_set() of "
@@ -573,7 +571,7 @@ class HostServicesContract:
         tenant, plugin = self.tenant, self.plugin_id
         _ask(services, "store_set", tenant, plugin, "cursor", {"page": 1}, expect="keep it")
         _ask(services, "store_set", tenant, plugin, "cursor", [2, 3], expect="replace it")
-        _expect_same(
+        expect_same(
             _ask(services, "store_get", tenant, plugin, "cursor", expect="return it"),
             [2, 3],
             f"{_call('store_get', tenant, plugin, 'cursor')} after store_set() of "
@@ -588,12 +586,12 @@ class HostServicesContract:
         _ask(services, "store_set", tenant, plugin, "cursor", 7, expect="keep it")
         _ask(services, "store_set", tenant, plugin, "other", 8, expect="keep it")
         _ask(services, "store_delete", tenant, plugin, "cursor", expect="forget it")
-        _expect_same(
+        expect_same(
             _ask(services, "store_get", tenant, plugin, "cursor", expect="return None"),
             None,
             f"{_call('store_get', tenant, plugin, 'cursor')} after store_delete() of it",
         )
-        _expect_same(
+        expect_same(
             _ask(services, "store_get", tenant, plugin, "other", expect="return it"),
             8,
             f"{_call('store_get', tenant, plugin, 'other')} after store_delete() of another key",
@@ -625,7 +623,7 @@ class HostServicesContract:
         assert isinstance(seen, list)
         seen.append("changed by the caller after store_set()")
         got = _ask(services, "store_get", tenant, plugin, "seen", expect="return it")
-        _expect_same(
+        expect_same(
             got,
             {"seen": ["lead-1"]},
             f"{_call('store_get', tenant, plugin, 'seen')} after the caller changed the dict it "
@@ -634,7 +632,7 @@ class HostServicesContract:
         returned = got.get("seen") if isinstance(got, dict) else None
         if isinstance(returned, list):
             returned.append("changed by the caller after store_get()")
-        _expect_same(
+        expect_same(
             _ask(services, "store_get", tenant, plugin, "seen", expect="return it"),
             {"seen": ["lead-1"]},
             f"{_call('store_get', tenant, plugin, 'seen')} after the caller changed what an "
@@ -671,7 +669,7 @@ def _seed(seed: Seed, kind: _Kind, tenant: str, n: int) -> Any:
     made: Any = getattr(seed, kind.name)(tenant, **fields)
     if type(made) is not kind.record:
         pytest.fail(
-            f"{call} returned {_describe(made)}; the seed fixture must return the "
+            f"{call} returned {describe(made)}; the seed fixture must return the "
             f"{kind.record.__name__} it created",
             pytrace=False,
         )
@@ -683,7 +681,7 @@ def _seed(seed: Seed, kind: _Kind, tenant: str, n: int) -> Any:
             pytrace=False,
         )
     for name in kind.kept:
-        problems = _differences(getattr(made, name), fields[name], name)
+        problems = differences(getattr(made, name), fields[name], name)
         if problems:
             pytest.fail(
                 f"{call} did not keep {name}: {'; '.join(problems)}. The contract's "
@@ -698,7 +696,7 @@ def _listed(services: HostServices, kind: _Kind, tenant: str, limit: int) -> lis
     got = _ask(services, kind.list, tenant, limit=limit, expect="return a list of records")
     if not isinstance(got, Sequence) or isinstance(got, (str, bytes)):
         pytest.fail(
-            f"{call} returned {_describe(got)}; it must return a sequence of "
+            f"{call} returned {describe(got)}; it must return a sequence of "
             f"{kind.record.__name__} records (a list or a tuple)",
             pytrace=False,
         )
@@ -739,8 +737,8 @@ def _expect_update(
         copy.deepcopy(dict(changes)),
         expect=f"apply the changes and return the {kind.name} as stored",
     )
-    _expect_same(got, expected, f"{call} must return the {kind.name} with the changes applied")
-    _expect_same(
+    expect_same(got, expected, f"{call} must return the {kind.name} with the changes applied")
+    expect_same(
         _ask(services, kind.get, tenant, made.id, expect="return the record"),
         expected,
         f"{_call(kind.get, tenant, made.id)} after {call} must return the changed {kind.name}",
@@ -761,7 +759,7 @@ def _expect_raises(
             pytrace=False,
         )
     pytest.fail(
-        f"{call} returned {_describe(result)}; {why}, so it must raise {error.__name__} "
+        f"{call} returned {describe(result)}; {why}, so it must raise {error.__name__} "
         "(or a subclass) and change nothing",
         pytrace=False,
     )
@@ -773,20 +771,20 @@ def _expect_apart(services: HostServices, first: tuple[str, str], second: tuple[
     for (tenant, plugin), value in values.items():
         _ask(services, "store_set", tenant, plugin, "shared-key", value, expect="keep it")
     for (tenant, plugin), value in values.items():
-        _expect_same(
+        expect_same(
             _ask(services, "store_get", tenant, plugin, "shared-key", expect="return it"),
             value,
             f"{_call('store_get', tenant, plugin, 'shared-key')} after store_set() of "
             f"{values[first]!r} for {first} and of {values[second]!r} for {second}",
         )
     _ask(services, "store_delete", *first, "shared-key", expect="forget it")
-    _expect_same(
+    expect_same(
         _ask(services, "store_get", *second, "shared-key", expect="return it"),
         values[second],
         f"{_call('store_get', *second, 'shared-key')} after store_delete() of the same key "
         f"for {first}",
     )
-    _expect_same(
+    expect_same(
         _ask(services, "store_get", *first, "shared-key", expect="return None"),
         None,
         f"{_call('store_get', *first, 'shared-key')} after store_delete() of it",

@@ -51,7 +51,6 @@ as a keyword. They are public, for extra tests of your own.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -81,6 +80,7 @@ from services_ai_plugins.storage import (
     StoreUsage,
     VersionRecord,
 )
+from services_ai_plugins_testing._diff import differences, expect_same
 
 if TYPE_CHECKING:
     from services_ai_plugins.types import JSONValue
@@ -332,23 +332,23 @@ class StorageContract:
 
     def test_new_storage_is_empty(self, storage: Storage) -> None:
         """A new storage is at generation 0 and every query returns nothing."""
-        _expect_same(storage.generation(), 0, "generation() of a new storage")
-        _expect_same(storage.get_plugin("example-plugin"), None, "get_plugin() of a new storage")
-        _expect_same(
+        expect_same(storage.generation(), 0, "generation() of a new storage")
+        expect_same(storage.get_plugin("example-plugin"), None, "get_plugin() of a new storage")
+        expect_same(
             storage.get_tenant("example-plugin", "acme"), None, "get_tenant() of a new storage"
         )
-        _expect_same(storage.list_plugins(), [], "list_plugins() of a new storage")
-        _expect_same(
+        expect_same(storage.list_plugins(), [], "list_plugins() of a new storage")
+        expect_same(
             storage.list_plugins(PluginStatus.APPROVED),
             [],
             "list_plugins(APPROVED) of a new storage",
         )
-        _expect_same(storage.list_tenants("example-plugin"), [], "list_tenants() of a new storage")
-        _expect_same(storage.enabled_plugins("acme"), [], "enabled_plugins() of a new storage")
-        _expect_same(storage.versions("example-plugin"), [], "versions() of a new storage")
-        _expect_same(storage.audit(AuditQuery()), [], "audit() of a new storage")
-        _expect_same(storage.failures(), [], "failures() of a new storage")
-        _expect_same(storage.metrics(), [], "metrics() of a new storage")
+        expect_same(storage.list_tenants("example-plugin"), [], "list_tenants() of a new storage")
+        expect_same(storage.enabled_plugins("acme"), [], "enabled_plugins() of a new storage")
+        expect_same(storage.versions("example-plugin"), [], "versions() of a new storage")
+        expect_same(storage.audit(AuditQuery()), [], "audit() of a new storage")
+        expect_same(storage.failures(), [], "failures() of a new storage")
+        expect_same(storage.metrics(), [], "metrics() of a new storage")
 
     # -- plugin records --------------------------------------------------------------------
 
@@ -371,14 +371,14 @@ class StorageContract:
             granted_permissions=("read_leads", "send_notifications"),
         )
         storage.commit(Change(plugin_id=plugin.id, plugin=plugin, audit=make_audit(plugin.id)))
-        _expect_same(storage.get_plugin(plugin.id), plugin, "get_plugin() after committing it")
-        _expect_same(storage.list_plugins(), [plugin], "list_plugins() after committing it")
+        expect_same(storage.get_plugin(plugin.id), plugin, "get_plugin() after committing it")
+        expect_same(storage.list_plugins(), [plugin], "list_plugins() after committing it")
 
     def test_minimal_plugin_keeps_empty_and_none_fields(self, storage: Storage) -> None:
         """Optional fields left None and an empty permission tuple read back as None and ()."""
         plugin = make_plugin(source=SourceKind.ENTRY_POINT, manifest={"id": "example-plugin"})
         storage.commit(Change(plugin_id=plugin.id, plugin=plugin, audit=make_audit(plugin.id)))
-        _expect_same(storage.get_plugin(plugin.id), plugin, "get_plugin() of a minimal plugin")
+        expect_same(storage.get_plugin(plugin.id), plugin, "get_plugin() of a minimal plugin")
 
     def test_commit_returns_the_generation_which_grows_by_one(self, storage: Storage) -> None:
         """Each commit moves the generation by exactly one and returns the new value."""
@@ -387,14 +387,14 @@ class StorageContract:
             returned = storage.commit(
                 Change(plugin_id=plugin_id, plugin=plugin, audit=make_audit(plugin_id))
             )
-            _expect_same(returned, number, f"commit() #{number} must return the new generation")
-            _expect_same(storage.generation(), number, f"generation() after {number} commit(s)")
+            expect_same(returned, number, f"commit() #{number} must return the new generation")
+            expect_same(storage.generation(), number, f"generation() after {number} commit(s)")
         # A change may write only its audit event (and check the plugin's revision).
         returned = storage.commit(
             Change(plugin_id="alpha", plugin_revision=1, audit=make_audit("alpha", "inspect"))
         )
-        _expect_same(returned, 4, "commit() of an audit-only change must return the new generation")
-        _expect_same(storage.generation(), 4, "generation() after an audit-only change")
+        expect_same(returned, 4, "commit() of an audit-only change must return the new generation")
+        expect_same(storage.generation(), 4, "generation() after an audit-only change")
 
     def test_next_revision_replaces_the_plugin(self, storage: Storage) -> None:
         """A plugin record at revision r + 1 replaces the stored one at revision r."""
@@ -413,14 +413,14 @@ class StorageContract:
             approved, status=PluginStatus.SUSPENDED, status_reason="too many failures", revision=3
         )
         _commit_plugin(storage, suspended, action="suspend")
-        _expect_same(storage.get_plugin(pending.id), suspended, "get_plugin() after two updates")
-        _expect_same(storage.list_plugins(), [suspended], "list_plugins() after two updates")
+        expect_same(storage.get_plugin(pending.id), suspended, "get_plugin() after two updates")
+        expect_same(storage.list_plugins(), [suspended], "list_plugins() after two updates")
 
     def test_list_plugins_is_sorted_by_id(self, storage: Storage) -> None:
         """list_plugins() returns the plugins by id, whatever the order they were written in."""
         for plugin_id in ("zeta", "alpha", "mid"):
             _commit_plugin(storage, make_plugin(plugin_id))
-        _expect_same(
+        expect_same(
             [p.id for p in storage.list_plugins()], ["alpha", "mid", "zeta"], "list_plugins() ids"
         )
 
@@ -437,12 +437,12 @@ class StorageContract:
             _commit_plugin(storage, make_plugin(plugin_id, status=status))
         for status in PluginStatus:
             expected = sorted(p for p, s in statuses.items() if s is status)
-            _expect_same(
+            expect_same(
                 [p.id for p in storage.list_plugins(status)],
                 expected,
                 f"list_plugins({status}) ids",
             )
-        _expect_same(
+        expect_same(
             [p.id for p in storage.list_plugins()],
             sorted(statuses),
             "list_plugins() ids without a status filter",
@@ -585,7 +585,7 @@ class StorageContract:
             changed_by="ådmin",
         )
         _commit_tenant(storage, created)
-        _expect_same(
+        expect_same(
             storage.get_tenant(plugin.id, created.tenant), created, "get_tenant() after creating it"
         )
         updated = attrs.evolve(
@@ -598,11 +598,11 @@ class StorageContract:
             revision=2,
         )
         _commit_tenant(storage, updated, action="disable")
-        _expect_same(
+        expect_same(
             storage.get_tenant(plugin.id, created.tenant), updated, "get_tenant() after updating it"
         )
-        _expect_same(storage.list_tenants(plugin.id), [updated], "list_tenants() after the update")
-        _expect_same(
+        expect_same(storage.list_tenants(plugin.id), [updated], "list_tenants() after the update")
+        expect_same(
             storage.get_tenant(plugin.id, "other"), None, "get_tenant() of a tenant never written"
         )
 
@@ -611,26 +611,26 @@ class StorageContract:
         _commit_plugin(storage, make_plugin(status=PluginStatus.APPROVED))
         suspended = make_tenant(enabled=True, suspended_reason="5 failures in a row: “boom” ✓")
         _commit_tenant(storage, suspended, action="suspend")
-        _expect_same(
+        expect_same(
             storage.get_tenant("example-plugin", "acme"),
             suspended,
             "get_tenant() of a tenant record with a suspended_reason",
         )
-        _expect_same(
+        expect_same(
             storage.list_tenants("example-plugin"),
             [suspended],
             "list_tenants() with a suspended tenant record",
         )
         resumed = attrs.evolve(suspended, suspended_reason=None, revision=2)
         _commit_tenant(storage, resumed, action="resume")
-        _expect_same(
+        expect_same(
             storage.get_tenant("example-plugin", "acme"),
             resumed,
             "get_tenant() after clearing suspended_reason (it must read back as None)",
         )
         again = attrs.evolve(resumed, suspended_reason="again", revision=3)
         _commit_tenant(storage, again, action="suspend")
-        _expect_same(
+        expect_same(
             storage.get_tenant("example-plugin", "acme"),
             again,
             "get_tenant() after suspending the tenant a second time",
@@ -676,7 +676,7 @@ class StorageContract:
             actual=0,
             what="writing revision 2 of a tenant record that is not stored",
         )
-        _expect_same(
+        expect_same(
             storage.get_tenant("example-plugin", "acme"),
             make_tenant(enabled=True, revision=2),
             "get_tenant() after conflicting writes",
@@ -697,7 +697,7 @@ class StorageContract:
         )
         _expect_unchanged(storage, plugin.id, before, "a change that raised ConflictError")
         _commit_tenant(storage, make_tenant(enabled=True), plugin_revision=2)
-        _expect_same(
+        expect_same(
             storage.get_tenant(plugin.id, "acme"),
             make_tenant(enabled=True),
             "get_tenant() after a write checked against the current plugin revision",
@@ -717,9 +717,9 @@ class StorageContract:
                 audit=make_audit(plugin.id, "approve"),
             )
         )
-        _expect_same(generation, 2, "commit() of a plugin and a tenant record together")
-        _expect_same(storage.get_plugin(plugin.id), approved, "get_plugin() after the change")
-        _expect_same(storage.get_tenant(plugin.id, "acme"), tenant, "get_tenant() after the change")
+        expect_same(generation, 2, "commit() of a plugin and a tenant record together")
+        expect_same(storage.get_plugin(plugin.id), approved, "get_plugin() after the change")
+        expect_same(storage.get_tenant(plugin.id, "acme"), tenant, "get_tenant() after the change")
 
     def test_list_tenants_is_sorted_and_per_plugin(self, storage: Storage) -> None:
         """list_tenants(plugin) returns that plugin's tenant records only, by tenant."""
@@ -728,7 +728,7 @@ class StorageContract:
         for tenant in ("zulu", "alpha", "mike"):
             _commit_tenant(storage, make_tenant("alpha", tenant, enabled=tenant != "mike"))
         _commit_tenant(storage, make_tenant("beta", "bravo"))
-        _expect_same(
+        expect_same(
             storage.list_tenants("alpha"),
             [
                 make_tenant("alpha", "alpha", enabled=True),
@@ -737,10 +737,10 @@ class StorageContract:
             ],
             "list_tenants('alpha')",
         )
-        _expect_same(
+        expect_same(
             storage.list_tenants("beta"), [make_tenant("beta", "bravo")], "list_tenants('beta')"
         )
-        _expect_same(storage.list_tenants("gamma"), [], "list_tenants() of an unknown plugin")
+        expect_same(storage.list_tenants("gamma"), [], "list_tenants() of an unknown plugin")
 
     # -- clear_tenants ---------------------------------------------------------------------
 
@@ -759,9 +759,9 @@ class StorageContract:
                 audit=make_audit("alpha", "uninstall"),
             )
         )
-        _expect_same(storage.list_tenants("alpha"), [], "list_tenants() of a cleared plugin")
-        _expect_same(storage.get_tenant("alpha", "acme"), None, "get_tenant() of a cleared plugin")
-        _expect_same(
+        expect_same(storage.list_tenants("alpha"), [], "list_tenants() of a cleared plugin")
+        expect_same(storage.get_tenant("alpha", "acme"), None, "get_tenant() of a cleared plugin")
+        expect_same(
             storage.list_tenants("beta"),
             [
                 make_tenant("beta", "acme", enabled=True),
@@ -769,7 +769,7 @@ class StorageContract:
             ],
             "list_tenants() of another plugin after clearing one",
         )
-        _expect_same(storage.enabled_plugins("acme"), ["beta"], "enabled_plugins() after clearing")
+        expect_same(storage.enabled_plugins("acme"), ["beta"], "enabled_plugins() after clearing")
 
     def test_clear_tenants_keeps_the_tenant_written_with_it(self, storage: Storage) -> None:
         """A tenant record at revision 1 in a change that clears the tenants survives it."""
@@ -788,7 +788,7 @@ class StorageContract:
                 audit=make_audit(plugin.id, "reinstall"),
             )
         )
-        _expect_same(
+        expect_same(
             storage.list_tenants(plugin.id),
             [fresh],
             "list_tenants() after a change that cleared the tenants and wrote one",
@@ -814,13 +814,13 @@ class StorageContract:
             _commit_plugin(storage, make_plugin(plugin_id, status=status))
             for tenant, enabled in tenants.items():
                 _commit_tenant(storage, make_tenant(plugin_id, tenant, enabled=enabled))
-        _expect_same(
+        expect_same(
             storage.enabled_plugins("acme"), ["alpha", "mid", "zeta"], "enabled_plugins('acme')"
         )
-        _expect_same(
+        expect_same(
             storage.enabled_plugins("globex"), ["alpha", "other"], "enabled_plugins('globex')"
         )
-        _expect_same(
+        expect_same(
             storage.enabled_plugins("initech"), [], "enabled_plugins() of a tenant with none"
         )
 
@@ -837,12 +837,12 @@ class StorageContract:
             for tenant, (enabled, reason) in records.items():
                 record = make_tenant(plugin_id, tenant, enabled=enabled, suspended_reason=reason)
                 _commit_tenant(storage, record)
-        _expect_same(
+        expect_same(
             storage.enabled_plugins("acme"),
             ["alpha", "delta"],
             "enabled_plugins('acme') (beta and gamma are suspended for acme)",
         )
-        _expect_same(
+        expect_same(
             storage.enabled_plugins("globex"),
             ["beta"],
             "enabled_plugins('globex') (alpha is suspended for globex)",
@@ -853,16 +853,16 @@ class StorageContract:
         pending = make_plugin()
         _commit_plugin(storage, pending)
         _commit_tenant(storage, make_tenant(enabled=True))
-        _expect_same(storage.enabled_plugins("acme"), [], "enabled_plugins() while pending")
+        expect_same(storage.enabled_plugins("acme"), [], "enabled_plugins() while pending")
         approved = attrs.evolve(pending, status=PluginStatus.APPROVED, revision=2)
         _commit_plugin(storage, approved, action="approve")
-        _expect_same(
+        expect_same(
             storage.enabled_plugins("acme"), [pending.id], "enabled_plugins() once approved"
         )
         _commit_tenant(storage, make_tenant(revision=2), plugin_revision=2)
-        _expect_same(storage.enabled_plugins("acme"), [], "enabled_plugins() once disabled")
+        expect_same(storage.enabled_plugins("acme"), [], "enabled_plugins() once disabled")
         _commit_tenant(storage, make_tenant(enabled=True, revision=3), plugin_revision=2)
-        _expect_same(
+        expect_same(
             storage.enabled_plugins("acme"), [pending.id], "enabled_plugins() once re-enabled"
         )
         _commit_tenant(
@@ -871,18 +871,18 @@ class StorageContract:
             plugin_revision=2,
             action="suspend",
         )
-        _expect_same(
+        expect_same(
             storage.enabled_plugins("acme"), [], "enabled_plugins() once suspended for the tenant"
         )
         _commit_tenant(storage, make_tenant(enabled=True, revision=5), plugin_revision=2)
-        _expect_same(
+        expect_same(
             storage.enabled_plugins("acme"),
             [pending.id],
             "enabled_plugins() once the tenant's suspension is lifted",
         )
         suspended = attrs.evolve(approved, status=PluginStatus.SUSPENDED, revision=3)
         _commit_plugin(storage, suspended, action="suspend")
-        _expect_same(storage.enabled_plugins("acme"), [], "enabled_plugins() once suspended")
+        expect_same(storage.enabled_plugins("acme"), [], "enabled_plugins() once suspended")
 
     # -- versions --------------------------------------------------------------------------
 
@@ -907,13 +907,13 @@ class StorageContract:
             revisions[record.plugin_id] = revision
             plugin = make_plugin(record.plugin_id, version=record.version, revision=revision)
             _commit_plugin(storage, plugin, action="install", version=record)
-        _expect_same(
+        expect_same(
             storage.versions("alpha"),
             [r for r in history if r.plugin_id == "alpha"],
             "versions('alpha')",
         )
-        _expect_same(storage.versions("beta"), [history[1]], "versions('beta')")
-        _expect_same(storage.versions("gamma"), [], "versions() of an unknown plugin")
+        expect_same(storage.versions("beta"), [history[1]], "versions('beta')")
+        expect_same(storage.versions("gamma"), [], "versions() of an unknown plugin")
 
     # -- audit -----------------------------------------------------------------------------
 
@@ -944,10 +944,10 @@ class StorageContract:
         )
         storage.commit(Change(plugin_id=plugin.id, plugin_revision=1, audit=events[2]))
         stored = storage.audit(AuditQuery())
-        _expect_same(len(stored), 3, "number of audit events after three commits")
+        expect_same(len(stored), 3, "number of audit events after three commits")
         _expect_ids([e.id for e in stored], "audit()")
         expected = [attrs.evolve(e, id=s.id) for e, s in zip(reversed(events), stored, strict=True)]
-        _expect_same(stored, expected, "audit() after three commits (newest first)")
+        expect_same(stored, expected, "audit() after three commits (newest first)")
 
     def test_audit_ids_grow_and_order_newest_first(self, storage: Storage) -> None:
         """Audit ids strictly grow with each commit, and audit() orders by id, not by time."""
@@ -957,7 +957,7 @@ class StorageContract:
             at = BASE_TIME - timedelta(minutes=seq)
             _log(storage, make_audit(action="inspect", at=at, after={"seq": seq}))
         stored = storage.audit(AuditQuery())
-        _expect_same(
+        expect_same(
             _seqs(stored), [5, 4, 3, 2, 1], "audit() order, by after['seq'] (newest commit first)"
         )
         ids = _expect_ids([e.id for e in stored], "audit()")
@@ -982,7 +982,7 @@ class StorageContract:
             (AuditQuery(plugin_id="beta", actor="alice"), []),
         ]
         for query, expected in cases:
-            _expect_same(
+            expect_same(
                 _seqs(storage.audit(query)), expected, f"events (by after['seq']) of {_call(query)}"
             )
 
@@ -999,7 +999,7 @@ class StorageContract:
             (AuditQuery(plugin_id="alpha", since=BASE_TIME + minute), [6, 5, 3]),
         ]
         for query, expected in cases:
-            _expect_same(
+            expect_same(
                 _seqs(storage.audit(query)), expected, f"events (by after['seq']) of {_call(query)}"
             )
 
@@ -1009,7 +1009,7 @@ class StorageContract:
         since = (BASE_TIME + timedelta(minutes=2)).astimezone(timezone(timedelta(hours=-5)))
         until = (BASE_TIME + timedelta(minutes=5)).astimezone(timezone(timedelta(hours=9)))
         query = AuditQuery(since=since, until=until)
-        _expect_same(
+        expect_same(
             _seqs(storage.audit(query)), [5, 4, 3], f"events (by after['seq']) of {_call(query)}"
         )
 
@@ -1026,7 +1026,7 @@ class StorageContract:
             (AuditQuery(tenant="acme", until=BASE_TIME + timedelta(minutes=5), limit=1), [4]),
         ]
         for query, expected in cases:
-            _expect_same(
+            expect_same(
                 _seqs(storage.audit(query)), expected, f"events (by after['seq']) of {_call(query)}"
             )
 
@@ -1051,13 +1051,13 @@ class StorageContract:
         storage.record_failures(second)
         storage.record_failures([])
         stored = storage.failures()
-        _expect_same(_messages(stored), ["three", "two: ünïcødé ✓", "one"], "failures() order")
+        expect_same(_messages(stored), ["three", "two: ünïcødé ✓", "one"], "failures() order")
         _expect_ids([f.id for f in stored], "failures()")
         expected = [
             attrs.evolve(f, id=s.id)
             for f, s in zip([*second, *reversed(first)], stored, strict=True)
         ]
-        _expect_same(stored, expected, "failures() after two batches")
+        expect_same(stored, expected, "failures() after two batches")
 
     def test_failures_filter_by_plugin_resolved_and_limit(self, storage: Storage) -> None:
         """failures() filters by plugin and resolved (None, False, True); limit keeps the newest."""
@@ -1114,9 +1114,9 @@ class StorageContract:
             ),
         ]
         for call, got, expected in cases:
-            _expect_same(got, expected, f"messages of {call}")
+            expect_same(got, expected, f"messages of {call}")
         resolved_flags = [f.resolved for f in storage.failures(resolved=True)]
-        _expect_same(resolved_flags, [True, True], "resolved flags of failures(resolved=True)")
+        expect_same(resolved_flags, [True, True], "resolved flags of failures(resolved=True)")
 
     def test_failures_refuse_a_bad_limit(self, storage: Storage) -> None:
         """failures(limit=...) raises ValueError naming limit unless it is an int >= 0 (no bool)."""
@@ -1156,17 +1156,17 @@ class StorageContract:
                 make_failure("alpha", tenant="acme", message="a-acme-2"),
             ]
         )
-        _expect_same(
+        expect_same(
             storage.resolve_failures("alpha", "acme"),
             2,
             "resolve_failures('alpha', 'acme') count (already resolved ones do not count)",
         )
-        _expect_same(
+        expect_same(
             sorted(_messages(storage.failures(resolved=False))),
             ["a-globex", "a-none", "b-acme"],
             "unresolved failures after resolve_failures('alpha', 'acme')",
         )
-        _expect_same(
+        expect_same(
             storage.resolve_failures("alpha", "acme"), 0, "resolve_failures() a second time"
         )
 
@@ -1180,19 +1180,19 @@ class StorageContract:
                 make_failure("beta", tenant="acme", message="b-acme"),
             ]
         )
-        _expect_same(storage.resolve_failures("alpha"), 2, "resolve_failures('alpha') count")
-        _expect_same(
+        expect_same(storage.resolve_failures("alpha"), 2, "resolve_failures('alpha') count")
+        expect_same(
             _messages(storage.failures(resolved=False)),
             ["b-acme"],
             "unresolved failures after resolve_failures('alpha')",
         )
         resolved = {f.message: f.resolved for f in storage.failures()}
-        _expect_same(
+        expect_same(
             resolved,
             {"a-acme": True, "a-none": True, "a-globex": True, "b-acme": False},
             "resolved flags after resolve_failures('alpha')",
         )
-        _expect_same(storage.resolve_failures("gamma"), 0, "resolve_failures() of another plugin")
+        expect_same(storage.resolve_failures("gamma"), 0, "resolve_failures() of another plugin")
 
     def test_resolve_failures_by_id(self, storage: Storage) -> None:
         """resolve_failures(plugin, ids=...) resolves only those of the plugin's failures."""
@@ -1208,20 +1208,20 @@ class StorageContract:
         ids = _ids_by_message(storage.failures())
         missing = max(ids.values()) + 1000
         chosen = [ids["a1"], ids["a2"], ids["a4"], ids["b1"], missing]
-        _expect_same(
+        expect_same(
             storage.resolve_failures("alpha", ids=chosen),
             2,
             "resolve_failures('alpha', ids=[a1, a2, a4 (resolved), b1 (beta), unknown]) count",
         )
         flags = {f.message: f.resolved for f in storage.failures()}
-        _expect_same(
+        expect_same(
             flags,
             {"a1": True, "a2": True, "a3": False, "a4": True, "b1": False},
             "resolved flags after resolving a1, a2, a4 and b1 by id as plugin alpha "
             "(b1 is beta's and must stay unresolved)",
         )
-        _expect_same(storage.resolve_failures("alpha", ids=[]), 0, "resolve_failures() with no ids")
-        _expect_same(
+        expect_same(storage.resolve_failures("alpha", ids=[]), 0, "resolve_failures() with no ids")
+        expect_same(
             [f.message for f in storage.failures(resolved=False)],
             ["b1", "a3"],
             "unresolved failures after resolve_failures(ids=[])",
@@ -1238,13 +1238,13 @@ class StorageContract:
         )
         ids = _ids_by_message(storage.failures())
         chosen = [ids["acme-1"], ids["globex-1"], ids["acme-1"]]
-        _expect_same(
+        expect_same(
             storage.resolve_failures("alpha", "acme", ids=chosen),
             1,
             "resolve_failures('alpha', 'acme', ids=[acme-1, globex-1, acme-1]) count "
             "(an id given twice counts once)",
         )
-        _expect_same(
+        expect_same(
             [f.message for f in storage.failures(resolved=False)],
             ["acme-2", "globex-1"],
             "unresolved failures after resolving acme-1 and globex-1 for tenant acme only",
@@ -1274,7 +1274,7 @@ class StorageContract:
                     f"resolve_failures(ids={bad!r}) returned instead of raising ValueError",
                     pytrace=False,
                 )
-        _expect_same(
+        expect_same(
             [f.resolved for f in storage.failures()],
             [False],
             "resolved flags after resolve_failures() calls that were refused",
@@ -1285,8 +1285,8 @@ class StorageContract:
         _commit_plugin(storage, make_plugin())
         storage.record_failures([make_failure(), make_failure(tenant=None)])
         storage.resolve_failures("example-plugin")
-        _expect_same(storage.generation(), 1, "generation() after recording failures")
-        _expect_same(len(storage.audit(AuditQuery())), 1, "audit events after recording failures")
+        expect_same(storage.generation(), 1, "generation() after recording failures")
+        expect_same(len(storage.audit(AuditQuery())), 1, "audit events after recording failures")
 
     # -- metrics ---------------------------------------------------------------------------
 
@@ -1336,7 +1336,7 @@ class StorageContract:
             max_duration=0.75,
             last_call=BASE_TIME + timedelta(minutes=5),
         )
-        _expect_same(storage.metrics(), [expected], "metrics() after three batches")
+        expect_same(storage.metrics(), [expected], "metrics() after three batches")
 
     def test_record_metrics_adds_up_within_one_batch(self, storage: Storage) -> None:
         """Several deltas for one (plugin, hook) in one batch all count."""
@@ -1379,7 +1379,7 @@ class StorageContract:
                 last_call=BASE_TIME + timedelta(seconds=1),
             ),
         ]
-        _expect_same(storage.metrics(), expected, "metrics() after one batch")
+        expect_same(storage.metrics(), expected, "metrics() after one batch")
 
     def test_metrics_are_sorted_and_filtered_by_plugin(self, storage: Storage) -> None:
         """metrics() is sorted by plugin then hook; metrics(plugin) returns only that plugin's."""
@@ -1395,7 +1395,7 @@ class StorageContract:
         def keys(metrics: list[HookMetrics]) -> list[tuple[str, str]]:
             return [(m.plugin_id, m.hook) for m in metrics]
 
-        _expect_same(
+        expect_same(
             keys(storage.metrics()),
             [
                 ("alpha", "bravo_hook"),
@@ -1405,19 +1405,19 @@ class StorageContract:
             ],
             "metrics() keys",
         )
-        _expect_same(
+        expect_same(
             keys(storage.metrics("beta")),
             [("beta", "alpha_hook"), ("beta", "zeta_hook")],
             "metrics('beta') keys",
         )
-        _expect_same(storage.metrics("gamma"), [], "metrics() of a plugin without any")
+        expect_same(storage.metrics("gamma"), [], "metrics() of a plugin without any")
 
     def test_metrics_do_not_move_the_generation(self, storage: Storage) -> None:
         """Recording metrics leaves the generation and the audit trail alone."""
         _commit_plugin(storage, make_plugin())
         storage.record_metrics([make_metrics(), make_metrics(hook="other")])
-        _expect_same(storage.generation(), 1, "generation() after recording metrics")
-        _expect_same(len(storage.audit(AuditQuery())), 1, "audit events after recording metrics")
+        expect_same(storage.generation(), 1, "generation() after recording metrics")
+        expect_same(len(storage.audit(AuditQuery())), 1, "audit events after recording metrics")
 
     # -- the store quota ledger ------------------------------------------------------------
 
@@ -1426,7 +1426,7 @@ class StorageContract:
     ) -> None:
         """charge_store records each key's size and returns its previous one; store_usage sums
         them per (plugin, tenant); a size of None forgets the key."""
-        _expect_same(
+        expect_same(
             storage.store_usage("example-plugin", "acme"),
             StoreUsage(keys=0, bytes=0),
             "store_usage() of a new storage",
@@ -1442,7 +1442,7 @@ class StorageContract:
             ("example-plugin", "acme", "never-set", None, None),
         ]
         for plugin_id, tenant, key, size, previous in steps:
-            _expect_same(
+            expect_same(
                 storage.charge_store(plugin_id, tenant, key, size),
                 previous,
                 f"charge_store({plugin_id!r}, {tenant!r}, {key!r}, {size!r}) (the size before)",
@@ -1453,13 +1453,13 @@ class StorageContract:
             ("other-plugin", "acme", StoreUsage(keys=1, bytes=100)),
             ("other-plugin", "globex", StoreUsage(keys=0, bytes=0)),
         ]:
-            _expect_same(
+            expect_same(
                 storage.store_usage(plugin_id, tenant),
                 usage,
                 f"store_usage({plugin_id!r}, {tenant!r})",
             )
         storage.charge_store("example-plugin", "acme", "cursor", None)
-        _expect_same(
+        expect_same(
             storage.store_usage("example-plugin", "acme"),
             StoreUsage(keys=0, bytes=0),
             "store_usage() once every key is forgotten",
@@ -1482,32 +1482,32 @@ class StorageContract:
             with pytest.raises(QuotaExceeded) as caught:
                 charge("example-plugin", "acme", key, size, max_keys=2, max_bytes=100)
             refused = caught.value
-            _expect_same(
+            expect_same(
                 (refused.plugin_id, refused.tenant, refused.limit),
                 ("example-plugin", "acme", limit),
                 f"(plugin_id, tenant, limit) of the QuotaExceeded for key {key!r}",
             )
-            _expect_same(
+            expect_same(
                 (refused.allowed, refused.requested),
                 (allowed, requested),
                 f"(allowed, requested) of the QuotaExceeded for key {key!r}",
             )
-            _expect_same(
+            expect_same(
                 storage.store_usage("example-plugin", "acme"),
                 StoreUsage(keys=2, bytes=80),
                 f"store_usage() after the refused charge of key {key!r}",
             )
-        _expect_same(
+        expect_same(
             charge("example-plugin", "acme", "c", None),
             None,
             "charge_store() forgetting the refused key 'c' (it must never have been recorded)",
         )
-        _expect_same(
+        expect_same(
             charge("example-plugin", "acme", "a", 60, max_keys=2, max_bytes=100),
             40,
             "charge_store() replacing key 'a' up to the byte limit",
         )
-        _expect_same(
+        expect_same(
             storage.store_usage("example-plugin", "acme"),
             StoreUsage(keys=2, bytes=100),
             "store_usage() at the limits",
@@ -1520,7 +1520,7 @@ class StorageContract:
             storage.charge_store("example-plugin", "acme", key, 50)
         storage.charge_store("example-plugin", "acme", "a", 10, max_keys=1, max_bytes=20)
         storage.charge_store("example-plugin", "acme", "b", None, max_keys=1, max_bytes=20)
-        _expect_same(
+        expect_same(
             storage.store_usage("example-plugin", "acme"),
             StoreUsage(keys=2, bytes=60),
             "store_usage() after shrinking charges over lowered limits",
@@ -1533,7 +1533,7 @@ class StorageContract:
         for size in (-1, True, "5", 1.5):
             with pytest.raises(ValueError, match="size"):
                 storage.charge_store("example-plugin", "acme", "k", size)  # type: ignore[arg-type]
-        _expect_same(
+        expect_same(
             storage.store_usage("example-plugin", "acme"),
             StoreUsage(keys=0, bytes=0),
             "store_usage() after refused sizes",
@@ -1543,8 +1543,8 @@ class StorageContract:
         """Store charges leave the generation and the audit trail alone."""
         storage.charge_store("example-plugin", "acme", "k", 3)
         storage.charge_store("example-plugin", "acme", "k", None)
-        _expect_same(storage.generation(), 0, "generation() after store charges")
-        _expect_same(storage.audit(AuditQuery()), [], "audit events after store charges")
+        expect_same(storage.generation(), 0, "generation() after store charges")
+        expect_same(storage.audit(AuditQuery()), [], "audit events after store charges")
 
     # -- concurrency -----------------------------------------------------------------------
 
@@ -1580,8 +1580,8 @@ class StorageContract:
                 pytrace=False,
             )
         passed = sum(o for o in outcomes if not isinstance(o, BaseException))
-        _expect_same(passed, limit, f"charges that passed a limit of {limit} keys, concurrently")
-        _expect_same(
+        expect_same(passed, limit, f"charges that passed a limit of {limit} keys, concurrently")
+        expect_same(
             storage.store_usage("example-plugin", "acme"),
             StoreUsage(keys=limit, bytes=10 * limit),
             "store_usage() after concurrent charges",
@@ -1623,13 +1623,13 @@ class StorageContract:
             )
         total = threads * updates
         returned = sorted(g for o in outcomes if not isinstance(o, BaseException) for g in o)
-        _expect_same(
+        expect_same(
             returned,
             list(range(2, total + 2)),
             "generations returned by concurrent commits (each must get its own)",
         )
-        _expect_same(storage.generation(), total + 1, f"generation() after {total + 1} commits")
-        _expect_same(
+        expect_same(storage.generation(), total + 1, f"generation() after {total + 1} commits")
+        expect_same(
             storage.list_tenants(plugin.id),
             [
                 make_tenant(tenant=t, settings={"revision": updates}, revision=updates)
@@ -1638,8 +1638,8 @@ class StorageContract:
             "list_tenants() after concurrent commits",
         )
         events = storage.audit(AuditQuery())
-        _expect_same(len(events), total + 1, "audit events after concurrent commits")
-        _expect_same(
+        expect_same(len(events), total + 1, "audit events after concurrent commits")
+        expect_same(
             len({e.id for e in events}), total + 1, "distinct audit ids after concurrent commits"
         )
 
@@ -1652,7 +1652,7 @@ class StorageContract:
                 for w in range(2)
             ]
             winner = _race(storage, [_tenant_change(r) for r in records], revision)
-            _expect_same(
+            expect_same(
                 storage.get_tenant("example-plugin", "acme"),
                 records[winner],
                 f"get_tenant() after the race for revision {revision}",
@@ -1677,12 +1677,12 @@ class StorageContract:
                 for r in records
             ]
             winner = _race(storage, changes, revision)
-            _expect_same(
+            expect_same(
                 storage.get_plugin("example-plugin"),
                 records[winner],
                 f"get_plugin() after the race for revision {revision}",
             )
-        _expect_same(
+        expect_same(
             len(storage.versions("example-plugin")),
             5,
             "versions() after five races (one per winner)",
@@ -1808,88 +1808,6 @@ def _ids_by_message(failures: Sequence[FailureRecord]) -> dict[str, int]:
 # -- checking --------------------------------------------------------------------------------
 
 
-def _expect_same(got: object, expected: object, what: str) -> None:
-    """Fail, listing every difference by its path, unless ``got`` is ``expected``.
-
-    Stricter than ``==`` where a backend could fool it: a ``bool`` must not come
-    back as ``1``, an enum member as its plain value, a tuple as a list, or a
-    timezone-aware datetime as a naive one.
-    """
-    problems = _differences(got, expected, "")
-    if problems:
-        pytest.fail(f"{what}:\n  " + "\n  ".join(problems), pytrace=False)
-
-
-def _differences(got: object, expected: object, path: str) -> list[str]:
-    where = f"{path}: " if path else ""
-    cls = type(expected)
-    if attrs.has(cls):
-        if type(got) is not cls:
-            return [f"{where}expected a {cls.__name__}, got {got!r}"]
-        problems: list[str] = []
-        for field in attrs.fields(cls):
-            name = f"{path}.{field.name}" if path else field.name
-            problems += _differences(getattr(got, field.name), getattr(expected, field.name), name)
-        return problems
-    if isinstance(expected, Mapping):
-        if not isinstance(got, Mapping):
-            return [f"{where}expected a mapping {expected!r}, got {_describe(got)}"]
-        problems = []
-        missing = [k for k in expected if k not in got]
-        extra = [k for k in got if k not in expected]
-        if missing:
-            problems.append(f"{where}keys missing: {missing!r} (got {dict(got)!r})")
-        if extra:
-            problems.append(f"{where}unexpected keys: {extra!r} (got {dict(got)!r})")
-        for key in expected:
-            if key in got:
-                problems += _differences(got[key], expected[key], f"{path}[{key!r}]")
-        return problems
-    if isinstance(expected, (list, tuple)):
-        if type(got) is not cls:
-            return [f"{where}expected {_describe(expected)}, got {_describe(got)}"]
-        assert isinstance(got, (list, tuple))
-        if len(got) != len(expected):
-            return [
-                f"{where}expected {len(expected)} item(s), got {len(got)}:\n"
-                f"    expected: {expected!r}\n    got:      {got!r}"
-            ]
-        problems = []
-        for index, (item, wanted) in enumerate(zip(got, expected, strict=True)):
-            problems += _differences(item, wanted, f"{path}[{index}]")
-        return problems
-    if isinstance(expected, enum.Enum):
-        if not isinstance(got, cls) or got != expected:
-            return [f"{where}expected {expected!r}, got {_describe(got)}"]
-        return []
-    if isinstance(expected, datetime):
-        if not isinstance(got, datetime):
-            return [f"{where}expected the datetime {expected!r}, got {_describe(got)}"]
-        if got.utcoffset() is None:
-            return [
-                f"{where}expected the aware datetime {expected.isoformat()}, got the naive "
-                f"{got.isoformat()}: datetimes must come back timezone-aware"
-            ]
-        if got != expected:
-            return [f"{where}expected {expected.isoformat()}, got {got.isoformat()}"]
-        return []
-    if isinstance(expected, bool) or isinstance(got, bool):
-        if type(got) is not type(expected) or got != expected:
-            return [f"{where}expected {expected!r}, got {_describe(got)}"]
-        return []
-    if isinstance(expected, (int, float)):
-        if not isinstance(got, (int, float)) or got != expected:
-            return [f"{where}expected {expected!r}, got {_describe(got)}"]
-        return []
-    if got != expected or type(got) is not cls:
-        return [f"{where}expected {expected!r}, got {_describe(got)}"]
-    return []
-
-
-def _describe(value: object) -> str:
-    return f"{value!r} ({type(value).__name__})"
-
-
 def _call(query: AuditQuery) -> str:
     """``audit(AuditQuery(...))`` with only the fields given, datetimes in ISO format."""
     fields = []
@@ -1928,7 +1846,7 @@ def _expect_conflict(
     try:
         storage.commit(change)
     except ConflictError as exc:
-        _expect_same(
+        expect_same(
             (exc.expected, exc.actual),
             (expected, actual),
             f"(expected, actual) revisions of the ConflictError raised by {what}",
@@ -1968,7 +1886,7 @@ def _expect_unchanged(
     problems = [
         f"{call} changed:\n    " + "\n    ".join(diffs)
         for call, value in before.items()
-        if (diffs := _differences(now[call], value, ""))
+        if (diffs := differences(now[call], value, ""))
     ]
     if problems:
         pytest.fail(
@@ -2042,11 +1960,11 @@ def _race(storage: Storage, changes: Sequence[Change], revision: int) -> int:
             pytrace=False,
         )
     for conflict in conflicts:
-        _expect_same(
+        expect_same(
             (conflict.expected, conflict.actual),
             (revision - 1, revision),
             f"{what}: (expected, actual) revisions of the loser's ConflictError",
         )
-    _expect_same(outcomes[winners[0]], start + 1, f"{what}: the generation the winner got")
-    _expect_same(storage.generation(), start + 1, f"{what}: generation() after the race")
+    expect_same(outcomes[winners[0]], start + 1, f"{what}: the generation the winner got")
+    expect_same(storage.generation(), start + 1, f"{what}: generation() after the race")
     return winners[0]

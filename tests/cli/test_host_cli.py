@@ -16,9 +16,11 @@ from conftest import CliRunner, plugin_folder
 from services_ai_plugins._api import HostServices
 from services_ai_plugins._cli._host import NoHostServices, _CommandLineServices
 from services_ai_plugins._cli._main import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
+from services_ai_plugins._examples import example
+from services_ai_plugins._payload_codec import to_wire
 from services_ai_plugins._registry import Registry
 from services_ai_plugins._storage._sqlite import SQLiteStorage
-from services_ai_plugins.events import ApiRequest, Email, Invoice, Lead, example, to_wire
+from services_ai_plugins.events import ApiRequest, Email, Invoice, Lead
 
 GREETER = """\
 from services_ai_plugins import hookimpl

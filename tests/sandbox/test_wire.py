@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services_ai_plugins._examples import example
 from services_ai_plugins._sandbox._wire import (
     Channel,
     FrameTooLarge,
@@ -23,7 +24,7 @@ from services_ai_plugins._sandbox._wire import (
     decode,
     encode,
 )
-from services_ai_plugins.events import PAYLOAD_TYPES, Lead, Route, example
+from services_ai_plugins.events import PAYLOAD_TYPES, Lead, Route
 from services_ai_plugins_testing.strategies import json_values, payloads
 
 RECORD_TYPES = [cls for cls in PAYLOAD_TYPES if cls is not Route]

@@ -15,14 +15,13 @@ import attrs
 import pytest
 from hypothesis import strategies as st
 
-import services_ai_plugins_testing
 from conftest import EXAMPLE_PLUGIN, ROOT, PluginWriter
 from services_ai_plugins import check_plugin, pack_plugin
-from services_ai_plugins._check import KINDS
 from services_ai_plugins._cli._main import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main
-from services_ai_plugins.events import Lead, example
-from services_ai_plugins.tooling import CheckProblem, CheckReport
+from services_ai_plugins.events import Lead
+from services_ai_plugins.tooling import CheckProblem, CheckReport, example
 from services_ai_plugins_testing import strategies
+from services_ai_plugins_testing.check import KINDS
 
 DEMO_PLUGINS = ROOT / "src" / "services_ai_plugins" / "_demo_plugins"
 
@@ -531,16 +530,12 @@ def test_generated_arguments_find_what_the_example_does_not(
 def test_without_hook_arguments_only_the_examples_run(
     write_plugin: PluginWriter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No strategies.hook_arguments (or no hypothesis): the examples alone, and a note says so."""
+    """No strategies.hook_arguments: the examples alone, and a note says so."""
     monkeypatch.delattr(strategies, "hook_arguments", raising=False)
     report = check_plugin(write(write_plugin, QUIET), examples=5)
     assert report.generated == 0
     assert [h.calls for h in report.hooks] == [1]
     assert any("has no hook_arguments()" in note for note in report.notes)
-    monkeypatch.delattr(services_ai_plugins_testing, "strategies")
-    monkeypatch.setitem(sys.modules, "services_ai_plugins_testing.strategies", None)
-    report = check_plugin(write(write_plugin, QUIET, name="other"), examples=5)
-    assert report.notes == ("hypothesis is not installed: only the documented examples ran",)
 
 
 def test_a_strategy_that_fails_is_a_note(
@@ -665,3 +660,29 @@ def test_the_report_as_a_dict_is_json() -> None:
         "notes",
     }
     assert str(report.problems[0]).startswith("error: crash: lead_created: ConnectionError")
+
+
+def test_the_engine_is_the_test_kits_public_check_module() -> None:
+    """services_ai_plugins_testing.check's __all__ is pinned; the SDK's names are its own."""
+    import services_ai_plugins
+    from services_ai_plugins import tooling
+    from services_ai_plugins_testing import check
+
+    assert set(check.__all__) == {
+        "DEFAULT_EXAMPLES",
+        "DEFAULT_SLOW_MS",
+        "DEFAULT_TENANT",
+        "KINDS",
+        "CheckProblem",
+        "CheckReport",
+        "HookSummary",
+        "check_plugin",
+    }
+    for name in check.__all__:
+        assert getattr(check, name) is not None, name
+    assert tooling.CheckReport is check.CheckReport
+    assert tooling.CheckProblem is check.CheckProblem
+    assert tooling.HookSummary is check.HookSummary
+    report = services_ai_plugins.check_plugin(EXAMPLE_PLUGIN, examples=0)
+    assert type(report) is check.CheckReport
+    assert report.ok

@@ -14,7 +14,9 @@ import attrs
 import pytest
 
 from services_ai_plugins import PluginAPI
-from services_ai_plugins.events import Booking, Invoice, Lead, PayloadError, User, example
+from services_ai_plugins._examples import example
+from services_ai_plugins.errors import PayloadError
+from services_ai_plugins.events import Booking, Invoice, Lead, User
 from services_ai_plugins_testing.fakes import FakeHostServices
 
 GRANTS = frozenset({"send_notifications", "send_email", "send_sms", "read_leads"})

@@ -25,9 +25,6 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn, final
 
-# The hook arguments of --sample are built as ``check`` builds them.
-from .. import _check
-from .._check import OPTIONAL, example_values, parameter_types, type_name
 from .._json import json_type_name
 from .._logs import plugin_output, sdk_log_handler
 from .._registry import Registry, Suspension
@@ -38,6 +35,7 @@ from ._common import (
     ResultWithCode,
     actor_name,
     command_adder,
+    duration,
     open_storage,
     plugins_path,
     positive,
@@ -50,9 +48,6 @@ if TYPE_CHECKING:
     from ..hookspecs import HookInfo
 
 __all__ = ["HookCallError", "NoHostServices", "add_host_commands"]
-
-#: The arguments the command fills itself (``context``) or the host fills per plugin.
-FILLED: Final = _check.FILLED
 
 _EXIT_OK: Final = 0
 _EXIT_FAILED: Final = 1
@@ -148,7 +143,13 @@ def _storage(args: argparse.Namespace) -> contextlib.AbstractContextManager[Stor
 
 def _request(args: argparse.Namespace) -> _Request:
     """Check the hook, the tenant and the arguments before anything runs or is written."""
-    from ..events import Context  # noqa: PLC0415 - the payloads load only when call runs
+    # The hook arguments of --sample are built as ``check`` builds them.
+    from .._examples import (  # noqa: PLC0415 - the payloads load only when call runs
+        FILLED,
+        example_values,
+        parameter_types,
+    )
+    from ..events import Context  # noqa: PLC0415 - as above
     from ..hookspecs import hook_info, plugin_manager  # noqa: PLC0415 - as above
 
     name: str = args.hook
@@ -206,7 +207,8 @@ def _given(
         StructureHandlerNotFoundError,
     )
 
-    from ..events import _converter, _problems  # noqa: PLC0415 - as above
+    from .._examples import FILLED, OPTIONAL, type_name  # noqa: PLC0415 - as above
+    from .._payload_codec import converter, located_problems  # noqa: PLC0415 - as above
 
     document: object = {}
     if data is not None:
@@ -237,13 +239,13 @@ def _given(
                 problems.append(Problem(name, f"is required ({type_name(kind)}){how}"))
             continue
         try:
-            values[name] = _converter().structure(document[name], kind)
+            values[name] = converter().structure(document[name], kind)
         except StructureHandlerNotFoundError:
             problems.append(
                 Problem(name, f"cannot be given on the command line ({type_name(kind)})")
             )
         except (ClassValidationError, IterableValidationError, ValueError, TypeError) as error:
-            problems += dict.fromkeys(_problems(error, name, kind))
+            problems += dict.fromkeys(located_problems(error, name, kind))
     return values, problems
 
 
@@ -374,7 +376,7 @@ def _one_call(request: _Request, trace: HookTrace) -> Result:
             what = f"{outcome.failure.exc_type}: {outcome.failure.message}"
             state = "failed"
         lines.append(
-            f"  {state:<6}  {outcome.plugin_id:<{width}}  {_duration(outcome.duration):>9}  {what}"
+            f"  {state:<6}  {outcome.plugin_id:<{width}}  {duration(outcome.duration):>9}  {what}"
         )
     if request.info.kind is not HookKind.NOTIFY:
         lines.append(f"result: {_text(trace.result)}")
@@ -421,8 +423,8 @@ def _many_calls(request: _Request, traces: Sequence[HookTrace]) -> Result:
         )
         lines += [
             f"  {row['plugin_id']:<{width}}  {row['calls']:>5}  {row['ok']:>5}  "
-            f"{row['failed']:>6}  {_duration(row['total_duration']):>9}  "
-            f"{_duration(row['max_duration']):>9}"
+            f"{row['failed']:>6}  {duration(row['total_duration']):>9}  "
+            f"{duration(row['max_duration']):>9}"
             for row in rows
         ]
     document = {
@@ -454,7 +456,8 @@ def _outcome_document(outcome: PluginOutcome) -> dict[str, Any]:
 
 def _jsonable(value: Any) -> Any:
     """A result in its JSON form: payloads as on the wire, anything else JSON can't hold as repr."""
-    from ..events import PAYLOAD_TYPES, to_wire  # noqa: PLC0415 - only when call runs
+    from .._payload_codec import to_wire  # noqa: PLC0415 - only when call runs
+    from ..events import PAYLOAD_TYPES  # noqa: PLC0415 - as above
 
     if value is None or isinstance(value, (bool, int, str)):
         return value
@@ -478,10 +481,6 @@ def _jsonable(value: Any) -> Any:
 
 def _text(value: Any) -> str:
     return "None" if value is None else json.dumps(_jsonable(value), ensure_ascii=False)
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.2f} s" if seconds >= 1 else f"{seconds * 1000:.3f} ms"
 
 
 def _suspension_document(suspension: Suspension) -> dict[str, Any]:
@@ -553,8 +552,8 @@ def _metrics(args: argparse.Namespace) -> Result:
     ]
     lines += [
         f"{d['plugin_id']:<{plugin}}  {d['hook']:<{hook}}  {d['calls']:>7}  {d['errors']:>7}  "
-        f"{d['error_rate']:>5.0%}  {_duration(d['total_duration']):>9}  "
-        f"{_duration(d['mean_duration']):>9}  {_duration(d['max_duration']):>9}  "
+        f"{d['error_rate']:>5.0%}  {duration(d['total_duration']):>9}  "
+        f"{duration(d['mean_duration']):>9}  {duration(d['max_duration']):>9}  "
         f"{row.last_call:%Y-%m-%d %H:%M:%S}"
         for d, row in zip(documents, rows, strict=True)
     ]

@@ -19,11 +19,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Final, NoReturn, TextIO
 
-from .._check import add_check_command
 from .._demo import add_demo_command
 from .._version import HOST_API_VERSION, __version__
 from ..errors import PackageError, PluginError, _ProblemsError
 from ._authoring import add_authoring_commands
+from ._check import add_check_command
 from ._host import add_host_commands
 from ._lifecycle import add_lifecycle_commands
 from ._sandbox import add_sandbox_commands

@@ -41,8 +41,11 @@ from decimal import Decimal
 from time import monotonic
 from typing import Any, Final, cast
 
+from .._payload_codec import converter as _converter
+from .._payload_codec import from_host as _from_host
+from .._payload_codec import from_wire
 from ..errors import FrameTooLarge, WireError
-from ..events import PAYLOAD_TYPES, Route, _converter, _from_host, from_wire
+from ..events import PAYLOAD_TYPES, Route
 
 __all__ = [
     "IGNORED_RESULT",

@@ -43,9 +43,10 @@ from packaging.utils import canonicalize_name
 
 from .._manifest import Manifest
 from .._markers import PROJECT_NAME
+from .._payload_codec import to_wire
 from .._sources._loader import check_code, import_plugin
 from ..errors import PackageError, PluginError
-from ..events import Context, normalise_routes, to_wire
+from ..events import Context, normalise_routes
 from . import _confine
 from ._messages import (
     ApiCall,
