@@ -39,10 +39,15 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Check style and formatting with ruff."""
-    session.install(*_group("lint"))
+    """Check style and formatting with ruff, and the layer contracts with import-linter.
+
+    ``lint-imports`` reads the contracts in pyproject.toml's ``[tool.importlinter]`` and
+    builds the import graph from the installed package, hence ``-e .``.
+    """
+    session.install("-e", ".", *_group("lint"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports", "--no-cache")
 
 
 @nox.session
