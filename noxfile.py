@@ -23,14 +23,18 @@ def _group(name: str) -> list[str]:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite with coverage (pass pytest options after ``--``).
+    """Run the test suite with coverage, in parallel (pass pytest options after ``--``).
 
+    ``nox -s tests -- -m "not slow"`` leaves out the slow tests (virtual environments, pip
+    installs, PostgreSQL cluster starts, sandbox soaks). Hypothesis runs the quick ``dev``
+    budgets unless ``$HYPOTHESIS_PROFILE`` is ``ci`` (the default when ``$CI`` is set).
     The PostgreSQL tests use ``$SERVICES_AI_PLUGINS_PG_URL`` or start a throwaway
     cluster; ``.ci/run`` starts one for the whole run.
     """
     session.install("-e", ".[testing,postgres,secrets]", *_group("test"))
     session.run(
         "pytest",
+        "--numprocesses=auto",
         "--cov",
         "--cov-report=term-missing:skip-covered",
         *session.posargs,

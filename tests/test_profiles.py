@@ -80,6 +80,7 @@ def test_dev_is_the_default_and_caps_every_budget(tmp_path: Path) -> None:
     assert all(count <= 10 for count in counts.values()), counts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("env", [{"HYPOTHESIS_PROFILE": "ci"}, {"CI": "true"}], ids=str)
 def test_ci_runs_the_full_budgets(tmp_path: Path, env: dict[str, str]) -> None:
     """The ci profile runs Hypothesis' 100 examples, and a test's own larger budget in full."""
