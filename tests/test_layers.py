@@ -280,6 +280,12 @@ WORKER = "The sandbox worker imports nothing above the sandbox room BROKEN"
             id="downward-import-is-fine",
         ),
         pytest.param(
+            "storage.py",
+            "from ._storage._memory import MemoryStorage",
+            [],
+            id="public-face-has-its-place",
+        ),
+        pytest.param(
             "_registry.py",
             "import services_ai_plugins_testing.fakes",
             [TEST_KIT, "services_ai_plugins._registry -> services_ai_plugins_testing.fakes"],
@@ -290,6 +296,12 @@ WORKER = "The sandbox worker imports nothing above the sandbox room BROKEN"
             "from .. import _host",
             [WORKER, LAYERS, "services_ai_plugins._sandbox._worker -> services_ai_plugins._host"],
             id="worker-imports-host",
+        ),
+        pytest.param(
+            "_loading.py",
+            "from . import _host",
+            [LAYERS, "services_ai_plugins._loading -> services_ai_plugins._host"],
+            id="optional-layer-once-it-exists",
         ),
         pytest.param(
             "_unplaced.py",
