@@ -25,9 +25,10 @@ def _group(name: str) -> list[str]:
 def tests(session: nox.Session) -> None:
     """Run the test suite with coverage, in parallel (pass pytest options after ``--``).
 
-    ``nox -s tests -- -m "not slow"`` leaves out the slow tests (virtual environments, pip
-    installs, PostgreSQL cluster starts, sandbox soaks). Hypothesis runs the quick ``dev``
-    budgets unless ``$HYPOTHESIS_PROFILE`` is ``ci`` (the default when ``$CI`` is set).
+    ``nox -s tests -- -m "not slow"`` leaves out the slow tests (virtual environments, pip,
+    whole test sessions in a subprocess, a PostgreSQL cluster of their own). Hypothesis
+    runs the quick ``dev`` budgets unless ``$HYPOTHESIS_PROFILE`` is ``ci`` (the default
+    when ``$CI`` is set).
     The PostgreSQL tests use ``$SERVICES_AI_PLUGINS_PG_URL`` or start a throwaway
     cluster; ``.ci/run`` starts one for the whole run.
     """
