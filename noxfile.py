@@ -23,14 +23,19 @@ def _group(name: str) -> list[str]:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite with coverage (pass pytest options after ``--``).
+    """Run the test suite with coverage, in parallel (pass pytest options after ``--``).
 
+    ``nox -s tests -- -m "not slow"`` leaves out the slow tests (virtual environments, pip,
+    whole test sessions in a subprocess, a PostgreSQL cluster of their own). Hypothesis
+    runs the quick ``dev`` budgets unless ``$HYPOTHESIS_PROFILE`` is ``ci`` (the default
+    when ``$CI`` is set).
     The PostgreSQL tests use ``$SERVICES_AI_PLUGINS_PG_URL`` or start a throwaway
     cluster; ``.ci/run`` starts one for the whole run.
     """
     session.install("-e", ".[testing,postgres,secrets]", *_group("test"))
     session.run(
         "pytest",
+        "--numprocesses=auto",
         "--cov",
         "--cov-report=term-missing:skip-covered",
         *session.posargs,
@@ -39,10 +44,15 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Check style and formatting with ruff."""
-    session.install(*_group("lint"))
+    """Check style and formatting with ruff, and the layer contracts with import-linter.
+
+    ``lint-imports`` reads the contracts in pyproject.toml's ``[tool.importlinter]`` and
+    builds the import graph from the installed package, hence ``-e .``.
+    """
+    session.install("-e", ".", *_group("lint"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports", "--no-cache")
 
 
 @nox.session

@@ -16,9 +16,41 @@ from hypothesis import HealthCheck, settings
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_PLUGIN = ROOT / "examples" / "hello-plugin"
 
+#: Hypothesis budgets come from a profile, chosen by $HYPOTHESIS_PROFILE (or pytest's
+#: --hypothesis-profile): `dev`, the default, tries every property a few times for quick feedback;
+#: `ci` (the default when $CI is set; .ci/run sets it) runs the full budgets: Hypothesis' 100
+#: examples, or the larger number a test sets with @settings(max_examples=...).
+DEV_MAX_EXAMPLES = 10
 settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("dev", deadline=None)
-settings.load_profile("ci" if os.environ.get("CI") else "dev")
+settings.register_profile("dev", deadline=None, max_examples=DEV_MAX_EXAMPLES)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under the `dev` profile, cap the budgets that tests set themselves at the profile's.
+
+    A test's own ``@settings(max_examples=3000)`` is its full budget, run in CI; Hypothesis lets it
+    override any profile, so without this cap a developer's run would pay it too.
+    """
+    if settings.get_current_profile_name() != "dev":
+        return
+    cap = settings.default.max_examples
+    for item in items:
+        cls = getattr(item, "cls", None)  # doctest items have none
+        if cls is not None and isinstance(getattr(cls, "settings", None), settings):
+            # A RuleBasedStateMachine's TestCase: its settings are a public class attribute.
+            if cls.settings.max_examples > cap:
+                cls.settings = settings(cls.settings, max_examples=cap)
+            continue
+        test = getattr(item, "obj", None)
+        test = getattr(test, "__func__", test)  # a test method: its function holds the settings
+        # Where @given keeps the test's settings; no public way to change them after decoration.
+        own = getattr(test, "_hypothesis_internal_use_settings", None)
+        if isinstance(own, settings) and own.max_examples > cap:
+            test._hypothesis_internal_use_settings = settings(own, max_examples=cap)
+
 
 #: The example manifest of the original system the SDK grows out of: no id,
 #: a display name, the original permissions and settings.

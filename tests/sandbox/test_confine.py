@@ -809,7 +809,9 @@ def wait_for_confined_child(capabilities: Capabilities) -> int:
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 with contextlib.suppress(OSError):
-                    if first <= entry.stat().st_uid < first + count:
+                    # Our own child only: other test processes (pytest-xdist) have workers too.
+                    ppid = (entry / "stat").read_text().rpartition(")")[2].split()[1]
+                    if first <= entry.stat().st_uid < first + count and int(ppid) == os.getpid():
                         return int(entry.name)
         time.sleep(0.01)
     pytest.fail("the confined child never became a worker's user")

@@ -49,6 +49,7 @@ def test_an_id_name_gets_a_display_name(tmp_path: Path) -> None:
     assert (created.manifest.id, created.manifest.name) == ("crm-sync", "Crm Sync")
 
 
+@pytest.mark.slow
 def test_the_scaffolded_tests_pass(tmp_path: Path) -> None:
     """pytest in the new folder runs the scaffolded tests, and they pass."""
     created = scaffold_plugin("lead-notifier", tmp_path)

@@ -411,6 +411,7 @@ def test_repr_names_the_database_but_not_the_password(
     assert "hunter2" not in shown
 
 
+@pytest.mark.slow
 def test_server_gone_is_a_storage_error_and_the_feed_calls_back() -> None:
     """Once the server is gone every call raises StorageError (never psycopg's errors), the
     change feed calls its watchers, and close() still works."""

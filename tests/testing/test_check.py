@@ -618,6 +618,7 @@ def test_a_plugins_output_does_not_spoil_the_json(write_plugin: PluginWriter) ->
     assert "hello from the plugin" in err
 
 
+@pytest.mark.slow
 def test_python_dash_m_check(write_plugin: PluginWriter) -> None:
     """python -m services_ai_plugins check PATH --json runs in its own process: no traceback."""
     folder = DEMO_PLUGINS / "flaky"

@@ -31,6 +31,7 @@ def write(pytester: pytest.Pytester, files: dict[str, str]) -> None:
         path.write_text(text)
 
 
+@pytest.mark.slow
 def test_the_guides_plugin_and_tests_pass_as_written(pytester: pytest.Pytester) -> None:
     """Every test in "Testing your plugin" passes when the files are laid out as it shows."""
     files = guide_files()
@@ -126,6 +127,7 @@ def test_the_marker_chooses_the_plugin_folder_and_the_tenant(pytester: pytest.Py
     result.assert_outcomes(passed=2)
 
 
+@pytest.mark.slow
 def test_a_scaffolded_plugin_passes_its_own_tests(pytester: pytest.Pytester) -> None:
     """`new` writes tests that use the fixtures; pytest in the new folder passes; so does check."""
     folder = scaffold_plugin("Lead Notifier", pytester.path).path

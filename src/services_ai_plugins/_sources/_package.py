@@ -19,7 +19,7 @@ from typing import Final, Literal
 import attrs
 
 from .._manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest
-from ..errors import ManifestError, PackageError, Problem
+from ..errors import ArchiveError, ManifestError, PackageError, Problem
 
 __all__ = ["MANIFEST_NAME", "PackResult", "ValidatedPlugin", "pack_plugin", "validate_plugin"]
 
@@ -268,8 +268,6 @@ class _Archive(_Tree):
         return None if len(data) > limit else data
 
     def refuse_compiled(self) -> None:
-        from ._archive import ArchiveError  # noqa: PLC0415 - _archive imports this module
-
         for name in sorted(self.infos):
             kind = compiled_kind(name)
             if kind is not None:
