@@ -100,7 +100,7 @@ def test_importing_a_face_is_cheap(face: str) -> None:
 
 #: Private types a public signature may name, and why nobody needs to import them.
 PRIVATE_IN_SIGNATURES = {
-    ("services_ai_plugins.sandbox.SandboxedPlugin.__init__", "_PluginWorkers"): (
+    ("services_ai_plugins.sandbox.SandboxedPlugin.__init__", "PluginWorkers"): (
         "the Sandbox builds SandboxedPlugin; hosts receive one and never construct it"
     ),
     ("services_ai_plugins.types.ApiMeter.__init__", "_Ledger"): (
@@ -235,6 +235,7 @@ FACES = {
         "PluginError",
         "PluginNotFound",
         "Problem",
+        "ProblemsError",
         "QuotaExceeded",
         "RateLimited",
         "RemoteError",

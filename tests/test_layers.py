@@ -45,17 +45,8 @@ def _use(user: str, name: str) -> PrivateUse:
 #: face work of issue 17 is removing them). The list only shrinks: a use that is not listed fails
 #: the test, and so does an entry that no longer occurs (delete it then).
 ALLOWED: frozenset[PrivateUse] = frozenset({
-    _use("_check", "_cli._host._duration"),
-    _use("_check", "_sandbox._pool._read_hooks"),
-    _use("_cli._host", "events._converter"),
-    _use("_cli._host", "events._problems"),
-    _use("_cli._main", "errors._ProblemsError"),
     _use("_host", "_sources._discovery._manifest_document"),
     _use("_host", "_sources._discovery._module_of"),
-    _use("_sandbox._wire", "events._converter"),
-    _use("_sandbox._wire", "events._from_host"),
-    _use("_sources._archive", "_sources._package._Folder"),
-    _use("_sources._archive", "_sources._package._content_problems"),
 })  # fmt: skip
 
 

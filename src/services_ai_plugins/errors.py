@@ -4,10 +4,11 @@ Everything the SDK raises on purpose derives from one root, so a host can catch
 ``PluginError`` at its outermost seam::
 
     PluginError
-    ├── ManifestError         (also ValueError) a manifest was refused: each problem by JSON path
-    ├── SettingsError         (also ValueError) setting values were refused: each problem by field
-    ├── PayloadError          (also ValueError) from_wire refused data: each problem by path
-    ├── HookCallError         (also ValueError) ``services-ai-plugins call`` refused a call
+    ├── ProblemsError         (also ValueError) an input was refused: every problem, by path
+    │   ├── ManifestError     a manifest was refused: each problem by JSON path
+    │   ├── SettingsError     setting values were refused: each problem by field
+    │   ├── PayloadError      from_wire refused data: each problem by path
+    │   └── HookCallError     ``services-ai-plugins call`` refused a call
     ├── SecretKeyError        a secret setting cannot be encrypted or decrypted: keys wrong
     ├── PackageError          a plugin folder or archive cannot be read, validated or packed
     │   ├── ArchiveError      an upload was refused (rule, member): nothing was installed
@@ -36,8 +37,8 @@ Everything the SDK raises on purpose derives from one root, so a host can catch
 
 Each exception carries the fields a handler needs, not only a message.
 ``ManifestError``, ``SettingsError``, ``PayloadError`` and ``HookCallError``
-share a private base that holds ``problems`` (one :class:`Problem` each) and
-``source``. Every exception class of the package is defined here and drawn
+share a base, ``ProblemsError``, that holds ``problems`` (one :class:`Problem` each)
+and ``source``. Every exception class of the package is defined here and drawn
 above; ``tests/test_errors.py`` fails when one is not.
 """
 
@@ -66,6 +67,7 @@ __all__ = [
     "PluginError",
     "PluginNotFound",
     "Problem",
+    "ProblemsError",
     "QuotaExceeded",
     "RateLimited",
     "RemoteError",
@@ -106,8 +108,13 @@ class PluginError(Exception):
     """The root of every exception services-ai-plugins raises on purpose."""
 
 
-class _ProblemsError(PluginError, ValueError):
-    """Shared shape of the errors that report several problems at once."""
+class ProblemsError(PluginError, ValueError):
+    """An input was refused: ``problems`` holds every problem found (one :class:`Problem`
+    each, located by its path) and ``source`` the file or folder it came from, if any.
+
+    The base of :class:`ManifestError`, :class:`SettingsError`, :class:`PayloadError` and
+    :class:`HookCallError`: catch it to show any refused input's problems one by one.
+    """
 
     #: What kind of thing was refused, for the message ("manifest", "settings").
     _what = "input"
@@ -127,7 +134,7 @@ class _ProblemsError(PluginError, ValueError):
         return f"{where}invalid {self._what} ({count} problems):\n{lines}"
 
 
-class ManifestError(_ProblemsError):
+class ManifestError(ProblemsError):
     """A plugin manifest was refused.
 
     ``problems`` lists every problem found, each with its JSON path
@@ -138,7 +145,7 @@ class ManifestError(_ProblemsError):
     _what = "manifest"
 
 
-class SettingsError(_ProblemsError):
+class SettingsError(ProblemsError):
     """Setting values were refused by a plugin's settings schema.
 
     ``problems`` has one entry per offending setting, its ``path`` being the
@@ -551,7 +558,7 @@ class ConfinementError(PluginError):
         super().__init__(f"cannot apply the {layer} sandbox layer: {reason}")
 
 
-class PayloadError(_ProblemsError):
+class PayloadError(ProblemsError):
     """:func:`from_wire` refused the data: every problem, each with its path.
 
     ``problems`` holds one :class:`~services_ai_plugins.errors.Problem` per fault
@@ -567,7 +574,7 @@ class PayloadError(_ProblemsError):
         super().__init__(problems)
 
 
-class HookCallError(_ProblemsError):
+class HookCallError(ProblemsError):
     """``services-ai-plugins call`` was refused before the hook ran.
 
     ``source`` is the hook's name; ``problems`` has one entry per fault, its

@@ -869,11 +869,12 @@ def _reported_hooks(host: PluginHost, record: PluginRecord) -> list[dict[str, An
     The host keeps each report in a file per code hash; a report is there once
     a worker imported the plugin, even when the host then refused its hooks.
     """
-    from services_ai_plugins._sandbox._pool import _read_hooks  # noqa: PLC0415 - see below
+    from services_ai_plugins._sandbox._channel import read_hooks  # noqa: PLC0415 - see below
 
-    # The report is read through the sandbox's private helpers: the host offers no public
-    # way yet (a seam to draw when the sandbox room grows a public face for it).
-    return _read_hooks(host._hooks_file(record))
+    # The report is read through the sandbox room's helper and the host's private name of
+    # the file: the host offers no public way yet (a seam to draw when the sandbox grows a
+    # public face for it).
+    return read_hooks(host._hooks_file(record))
 
 
 def _reported_implementations(hooks: Iterable[Mapping[str, Any]]) -> list[_Implementation]:

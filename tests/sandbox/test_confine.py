@@ -846,11 +846,11 @@ def test_the_worker_uid_range_comes_from_subuid_or_a_free_block(
     monkeypatch.setattr(_mounts, "_subordinate_ranges", lambda path: ranges)
     monkeypatch.setattr(_mounts, "_pid_max", lambda: 4194304)
     ranges[:] = [("root", 200000, 5000000)]
-    assert _mounts._worker_uid_range() == ((200000, 5000000), None)
+    assert _mounts.worker_uid_range() == ((200000, 5000000), None)
     ranges[:] = [("root", 200000, 65536)]  # too short: the default block
-    assert _mounts._worker_uid_range() == (DEFAULT_WORKER_UIDS, None)
+    assert _mounts.worker_uid_range() == (DEFAULT_WORKER_UIDS, None)
     ranges[:] = [("lxd", DEFAULT_WORKER_UIDS[0] + 10, 100)]
-    found, why = _mounts._worker_uid_range()
+    found, why = _mounts.worker_uid_range()
     assert found is None
     assert why is not None
     assert "overlap lxd's subordinate range" in why
@@ -869,7 +869,7 @@ def test_worker_uids_must_exist_in_the_hosts_user_namespace() -> None:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - reports through the pipe
         try:
-            _syscalls._unshare_or_raise(0x10000000, "unshare(CLONE_NEWUSER)")
+            _syscalls.unshare_or_raise(0x10000000, "unshare(CLONE_NEWUSER)")
             os.write(ready, b"x")
             os.read(done, 1)
             os.write(report, json.dumps(_mounts._mapped(first, count, 32768)).encode())

@@ -68,10 +68,10 @@ SYSCALLS: dict[str, dict[str, int]] = {
 HEADER = (
     "import ctypes, json, os, resource\n"
     "from services_ai_plugins import hookimpl\n"
-    "from services_ai_plugins._sandbox._confine._syscalls import _libc  # before the audit hook\n\n"
+    "from services_ai_plugins._sandbox._confine._syscalls import c_library  # before audit\n\n"
     f"SYSCALLS = {SYSCALLS.get(platform.machine(), {})!r}\n\n\n"
     "def raw(name, *args):\n"
-    "    result = _libc().syscall(SYSCALLS[name], *args)\n"
+    "    result = c_library().syscall(SYSCALLS[name], *args)\n"
     "    return result if result >= 0 else -ctypes.get_errno()\n\n\n"
     "class Rlimit(ctypes.Structure):\n"
     "    _fields_ = [('cur', ctypes.c_uint64), ('max', ctypes.c_uint64)]\n\n\n"

@@ -178,7 +178,7 @@ def test_the_worker_checks_the_code_itself_once_confined(
         checked.append(self.plugin_id)
 
     crash(host, services, "victim")
-    monkeypatch.setattr(_stand_in._PluginWorkers, "_verify", host_check_misses_it)
+    monkeypatch.setattr(_stand_in.PluginWorkers, "_verify", host_check_misses_it)
     fire(host, services)
     assert checked
     assert set(checked) == {"victim"}

@@ -21,7 +21,7 @@ from typing import Any, Final, NoReturn, TextIO
 
 from .._demo import add_demo_command
 from .._version import HOST_API_VERSION, __version__
-from ..errors import PackageError, PluginError, _ProblemsError
+from ..errors import PackageError, PluginError, ProblemsError
 from ._authoring import add_authoring_commands
 from ._check import add_check_command
 from ._host import add_host_commands
@@ -59,7 +59,7 @@ class _Output:
             "error": type(error).__name__,
             "message": str(error),
         }
-        if isinstance(error, _ProblemsError):  # ManifestError, and call's HookCallError
+        if isinstance(error, ProblemsError):  # ManifestError, and call's HookCallError
             document["source"] = error.source
             document["problems"] = [{"path": p.path, "message": p.message} for p in error.problems]
         elif isinstance(error, PackageError):

@@ -1,13 +1,13 @@
 """The host side of one worker's channel: its calls, their deadlines, and what it reports.
 
-A :class:`_WorkerProcess` is one live worker process. It sends a call, serves the
+A :class:`WorkerProcess` is one live worker process. It sends a call, serves the
 API requests the worker makes meanwhile (on the plugin's real :class:`PluginAPI`,
 so grants are never decided in the worker), passes on what the plugin printed or
 logged up to the policy's limit, and reads the answer, all by the call's deadline.
 A worker that overruns is killed with its whole process group; one that dies is
 reaped and its cause recorded. Every frame is read into its record by
 :mod:`._messages`; the implementations a worker reports are held against the host's
-specifications here (:func:`_judged`), and kept per code hash (:func:`_read_hooks`).
+specifications here (:func:`judged`), and kept per code hash (:func:`read_hooks`).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class WorkerOwner(Protocol):
     def plugin_id(self) -> str: ...
 
     #: The live workers of the plugin, by tenant (the pool's eviction takes one out).
-    workers: dict[str | None, _WorkerProcess]
+    workers: dict[str | None, WorkerProcess]
 
     @property
     def api_methods(self) -> frozenset[str]:
@@ -96,7 +96,7 @@ class Reaper(Protocol):
         """The wait status of the killed worker ``pid`` (None: unknown)."""
 
 
-class _WorkerProcess:
+class WorkerProcess:
     """One live worker process and its channel."""
 
     #: The deadline of the call in progress (None: none): a nested call ends no later.
@@ -366,7 +366,7 @@ class _WorkerProcess:
         if self.dead:
             return "stopped"
         self.dead = True
-        _kill_group(self.pid)
+        kill_group(self.pid)
         self.channel.close()
         status = self.zygote.wait(self.pid)
         if self.scratch is not None:
@@ -380,7 +380,7 @@ class _OutputRelay:
 
     __slots__ = ("dropped", "used", "worker")
 
-    def __init__(self, worker: _WorkerProcess) -> None:
+    def __init__(self, worker: WorkerProcess) -> None:
         self.worker = worker
         self.used = self.dropped = 0
 
@@ -419,7 +419,7 @@ def _frame_kinds(max_frame: int, output_limit: int, wanted: bool) -> Mapping[byt
 SpecArgs = Callable[[str], Sequence[str] | None]
 
 
-def _judged(
+def judged(
     plugin_id: str, hooks: list[dict[str, Any]], spec_args: SpecArgs
 ) -> list[dict[str, Any]]:
     """Well-formed implementations held against the specifications: exact hook names only.
@@ -447,7 +447,7 @@ def _judged(
     return kept
 
 
-def _read_hooks(path: Path) -> list[dict[str, Any]] | None:
+def read_hooks(path: Path) -> list[dict[str, Any]] | None:
     """The implementations a worker reported, as an earlier load wrote them (None: none usable).
 
     Checked as strictly as a worker's own report: the file is in the plugins
@@ -461,7 +461,7 @@ def _read_hooks(path: Path) -> list[dict[str, Any]] | None:
         return None
 
 
-def _write_hooks(path: Path, hooks: list[dict[str, Any]]) -> None:
+def write_hooks(path: Path, hooks: list[dict[str, Any]]) -> None:
     """Keep what the worker reported for the next load (atomically; a failure only costs time)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -501,7 +501,7 @@ def _describe(status: int | None, *, killed: bool) -> str:
     return f"killed by {name}" + (f": {hint}" if hint else "")
 
 
-def _kill_group(pid: int) -> None:
+def kill_group(pid: int) -> None:
     """SIGKILL the process group of ``pid`` (or the process, before it made its group)."""
     for kill in (os.killpg, os.kill):
         try:

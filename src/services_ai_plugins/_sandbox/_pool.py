@@ -43,8 +43,7 @@ from .._sources._loader import IntegrityError
 from ..errors import (
     SandboxError,
 )
-from ._channel import _judged, _kill_group, _WorkerProcess, _write_hooks
-from ._channel import _read_hooks as _read_hooks  # noqa: PLC0414 - re-exported: _check imports it
+from ._channel import WorkerProcess, judged, kill_group, read_hooks, write_hooks
 from ._confine import Capabilities
 from ._messages import (
     Exit,
@@ -57,7 +56,7 @@ from ._messages import (
     read_zygote_answer,
 )
 from ._policy import SandboxPolicy, WorkerInfo
-from ._stand_in import SandboxedPlugin, _PluginWorkers
+from ._stand_in import PluginWorkers, SandboxedPlugin
 from ._wire import Channel, WireError
 from ._worker import SDK_MODULES
 
@@ -83,11 +82,11 @@ class Sandbox:
         self._api_methods: Final = frozenset(api_methods)
         self._lock = threading.Lock()
         self._zygote: _Zygote | None = None
-        self._plugins: dict[str, _PluginWorkers] = {}
+        self._plugins: dict[str, PluginWorkers] = {}
         #: Live workers, by plugin id and tenant.
-        self._live: dict[tuple[str, str | None], _WorkerProcess] = {}
+        self._live: dict[tuple[str, str | None], WorkerProcess] = {}
         #: Workers still starting (not live yet): closing cuts their start short too.
-        self._starting: set[_WorkerProcess] = set()
+        self._starting: set[WorkerProcess] = set()
         self._notes: set[str] = set()
         self._closed = False
         #: Called (plugin id, error) when a worker is not started because the plugin's code
@@ -146,7 +145,7 @@ class Sandbox:
         results the host ignores. Entry-point plugins name their
         ``module`` (and ``attribute``) instead of a ``folder``. With
         ``code_hash``, the code is checked against it before each worker
-        starts (see :meth:`_PluginWorkers.start`).
+        starts (see :meth:`PluginWorkers.start`).
 
         :raises PackageError: when the worker cannot start, the plugin cannot
             be imported there (the message holds its error and traceback), or
@@ -173,17 +172,17 @@ class Sandbox:
             # The worker hashes its folder again, confined, right before the import.
             "code_hash": code_hash,
         }
-        sandboxed = _PluginWorkers(self, plugin_id, config)
-        hooks = _read_hooks(hooks_file) if hooks_file is not None else None
+        sandboxed = PluginWorkers(self, plugin_id, config)
+        hooks = read_hooks(hooks_file) if hooks_file is not None else None
         if hooks is None:
             worker = sandboxed.start(None)  # the tenant-less worker tells the implementations
             sandboxed.workers[None] = worker
             hooks = worker.hooks
             if hooks_file is not None:  # well-formed: kept even if judged below (check reads it)
-                _write_hooks(hooks_file, hooks)
+                write_hooks(hooks_file, hooks)
         sandboxed.hooks = hooks
         self._plugins[plugin_id] = sandboxed
-        return sandboxed.stand_in(_judged(plugin_id, hooks, spec_args), spec_args, ignored)
+        return sandboxed.stand_in(judged(plugin_id, hooks, spec_args), spec_args, ignored)
 
     def start(self, plugin_id: str, tenant: str | None) -> bool:
         """Start the plugin's worker for ``tenant`` now, unless it runs already.
@@ -271,7 +270,7 @@ class Sandbox:
             self._notes.add(note)
             _logger.warning("sandbox: %s", note)
 
-    def _admit(self, worker: _WorkerProcess) -> None:
+    def _admit(self, worker: WorkerProcess) -> None:
         """Count a new worker; stop the least recently used idle ones beyond the bound."""
         with self._lock:
             self._live[worker.key] = worker
@@ -296,7 +295,7 @@ class Sandbox:
         for victim in victims:
             victim.stop()
 
-    def _gone(self, worker: _WorkerProcess) -> None:
+    def _gone(self, worker: WorkerProcess) -> None:
         with self._lock:
             if self._live.get(worker.key) is worker:
                 del self._live[worker.key]
@@ -421,7 +420,7 @@ class _Zygote:
             if answered == number:
                 return answer
             if isinstance(answer, Forked):
-                _kill_group(answer.pid)
+                kill_group(answer.pid)
                 self._orphans.append(answer.pid)
 
     def _reap_orphans(self) -> None:

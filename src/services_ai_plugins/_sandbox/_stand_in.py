@@ -7,7 +7,7 @@ call to the plugin's worker and wait for the answer. The call loop cannot tell
 the difference, so isolation, metrics, failures and the breaker work as for
 in-process plugins.
 
-Behind the stand-in, :class:`_PluginWorkers` keeps the plugin's workers, one
+Behind the stand-in, :class:`PluginWorkers` keeps the plugin's workers, one
 per tenant (hooks bound to no tenant get one of their own), each started when a
 call needs it, its code verified first, and the locks its calls take turns on.
 """
@@ -38,7 +38,7 @@ from ..errors import (
 from ..events import ApiRequest, ApiResponse
 from ._channel import (
     Reaper,
-    _WorkerProcess,
+    WorkerProcess,
 )
 from ._confine import Capabilities, scratch_parent
 from ._messages import HOOK_OPTIONS, Failed, Ready
@@ -80,20 +80,20 @@ class WorkerPool(Protocol):
     #: Guards the pool's bookkeeping (``_starting``, its live workers).
     _lock: threading.Lock
     #: Workers still starting: closing the pool cuts their start short.
-    _starting: set[_WorkerProcess]
+    _starting: set[WorkerProcess]
     _closed: bool
     on_integrity_error: Callable[[str, IntegrityError], None] | None
 
     def _ensure_zygote(self) -> Forker: ...
 
-    def _admit(self, worker: _WorkerProcess) -> None: ...
+    def _admit(self, worker: WorkerProcess) -> None: ...
 
-    def _gone(self, worker: _WorkerProcess) -> None: ...
+    def _gone(self, worker: WorkerProcess) -> None: ...
 
     def _note(self, note: str) -> None: ...
 
 
-class _PluginWorkers:
+class PluginWorkers:
     """One sandboxed plugin: its configuration, its workers (one per tenant) and their locks.
 
     Calls for one tenant take turns on that tenant's worker (its lock); calls for
@@ -114,9 +114,9 @@ class _PluginWorkers:
         #: The locks calls take turns on, by tenant (made on first use, never removed).
         self.locks: dict[str | None, threading.RLock] = {}
         #: The live workers, by tenant (None: the hooks bound to no tenant).
-        self.workers: dict[str | None, _WorkerProcess] = {}
+        self.workers: dict[str | None, WorkerProcess] = {}
         #: The worker that served the latest call.
-        self.recent: _WorkerProcess | None = None
+        self.recent: WorkerProcess | None = None
         #: The implementations its first worker reported (every later worker must agree).
         self.hooks: list[dict[str, Any]] = []
         #: Whether the host asked for its routes, and the API that call received (if its
@@ -141,7 +141,7 @@ class _PluginWorkers:
             lock = self.locks.setdefault(tenant, threading.RLock())
         return lock
 
-    def start(self, tenant: str | None) -> _WorkerProcess:
+    def start(self, tenant: str | None) -> WorkerProcess:
         """Start a worker for ``tenant``, its plugin's code verified first.
 
         Every start (the first, and each after a time-out, a crash, an eviction
@@ -210,7 +210,7 @@ class _PluginWorkers:
             if worker is not None:
                 worker.stop()
 
-    def _forget(self, worker: _WorkerProcess) -> None:
+    def _forget(self, worker: WorkerProcess) -> None:
         """Take ``worker`` out of this plugin's and the sandbox's live workers (with its lock)."""
         if self.workers.get(worker.tenant) is worker:
             del self.workers[worker.tenant]
@@ -300,7 +300,7 @@ class _PluginWorkers:
         finally:
             lock.release()
 
-    def _handler(self, worker: _WorkerProcess, name: str, what: str) -> int:
+    def _handler(self, worker: WorkerProcess, name: str, what: str) -> int:
         """The number ``worker`` knows the route ``name`` by (its handlers built on first use)."""
         if worker.route_numbers is None:
             if not self.routes_asked:
@@ -321,7 +321,7 @@ class _PluginWorkers:
             )
         return number
 
-    def _retire_if_spent(self, worker: _WorkerProcess) -> None:
+    def _retire_if_spent(self, worker: WorkerProcess) -> None:
         """Replace a worker near its lifetime CPU limit before the kernel stops it mid-call."""
         limit = self.sandbox.policy.limits.cpu
         used = _cpu_seconds(worker.pid)
@@ -367,7 +367,7 @@ class _PluginWorkers:
 class SandboxedPlugin:
     """The stand-in pluggy holds for a plugin that runs in worker processes (one per tenant)."""
 
-    def __init__(self, owner: _PluginWorkers, functions: Mapping[str, Callable[..., Any]]) -> None:
+    def __init__(self, owner: PluginWorkers, functions: Mapping[str, Callable[..., Any]]) -> None:
         self._owner = owner
         for name, function in functions.items():
             setattr(self, name, function)
@@ -415,8 +415,8 @@ def _proxy(
 
 
 def _spawn(
-    owner: _PluginWorkers, tenant: str | None, zygote: Forker, policy: SandboxPolicy
-) -> _WorkerProcess:
+    owner: PluginWorkers, tenant: str | None, zygote: Forker, policy: SandboxPolicy
+) -> WorkerProcess:
     """A new worker for ``tenant``, forked by ``zygote``, once it reported itself ready."""
     began = perf_counter()
     scratch = tempfile.mkdtemp(
@@ -441,7 +441,7 @@ def _spawn(
     finally:
         theirs.close()
     channel = Channel(ours, limit=policy.max_frame, max_values=policy.max_values)
-    worker = _WorkerProcess(owner, tenant, zygote, pid, channel, policy)
+    worker = WorkerProcess(owner, tenant, zygote, pid, channel, policy)
     worker.scratch = scratch
     sandbox = owner.sandbox
     with sandbox._lock:

@@ -38,7 +38,13 @@ from .._storage._protocol import PluginRecord, SourceKind
 from ..errors import ArchiveError, ManifestError, PackageError, Problem
 from ._hashing import code_hash
 from ._hashing import hash_header as _hash_header
-from ._package import COMPILED_MESSAGES, MANIFEST_NAME, _content_problems, _Folder, compiled_kind
+from ._package import (
+    COMPILED_MESSAGES,
+    MANIFEST_NAME,
+    PluginFolder,
+    compiled_kind,
+    content_problems,
+)
 
 __all__ = [
     "RULES",
@@ -564,7 +570,7 @@ def _data_start(
 def _check_content(staging: Path, label: str, prefix: str) -> Manifest:
     source = f"{label}!{prefix}{MANIFEST_NAME}"
     manifest = Manifest.from_json((staging / MANIFEST_NAME).read_bytes(), source=source)
-    tree = _Folder(staging)
+    tree = PluginFolder(staging)
     if not any(tree.is_file(name) for name in manifest.entry_files):
         raise ArchiveError(
             "entry-point-outside",
@@ -573,7 +579,7 @@ def _check_content(staging: Path, label: str, prefix: str) -> Manifest:
             path=label,
             member=prefix + manifest.entry_files[0],
         )
-    problems = list(_content_problems(tree, manifest))
+    problems = list(content_problems(tree, manifest))
     if problems:
         raise ManifestError(problems, source=label)
     return manifest

@@ -139,7 +139,7 @@ def validate_plugin(path: str | os.PathLike[str]) -> ValidatedPlugin:
     """
     target = Path(path)
     if target.is_dir():
-        tree: _Tree = _Folder(target)
+        tree: _Tree = PluginFolder(target)
         kind: SourceKind = "folder"
     elif zipfile.is_zipfile(target) if target.is_file() else False:
         tree = _Archive(target)
@@ -153,7 +153,7 @@ def validate_plugin(path: str | os.PathLike[str]) -> ValidatedPlugin:
         raise PackageError("no such file or folder", path=str(target))
     tree.refuse_compiled()
     manifest = tree.manifest()
-    problems = list(_content_problems(tree, manifest))
+    problems = list(content_problems(tree, manifest))
     if problems:
         raise ManifestError(problems, source=str(target))
     return ValidatedPlugin(manifest, str(target), kind, manifest.notes)
@@ -177,7 +177,7 @@ class _Tree:
         raise NotImplementedError
 
 
-class _Folder(_Tree):
+class PluginFolder(_Tree):
     def __init__(self, root: Path) -> None:
         self.root = root
 
@@ -274,7 +274,7 @@ class _Archive(_Tree):
                 raise ArchiveError(kind, COMPILED_MESSAGES[kind], path=str(self.path), member=name)
 
 
-def _content_problems(tree: _Tree, manifest: Manifest) -> Iterator[Problem]:
+def content_problems(tree: _Tree, manifest: Manifest) -> Iterator[Problem]:
     entry = next((name for name in manifest.entry_files if tree.is_file(name)), None)
     if entry is None:
         wanted = " or ".join(manifest.entry_files)

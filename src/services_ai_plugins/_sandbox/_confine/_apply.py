@@ -9,7 +9,6 @@ from pathlib import Path
 
 from ...errors import ConfinementError
 from ._capabilities import (
-    _TASKS,
     IPC_NAMESPACE,
     LANDLOCK,
     LAYER_NAMES,
@@ -19,33 +18,34 @@ from ._capabilities import (
     RLIMITS,
     SCRATCH_TMPFS,
     SECCOMP,
+    TASKS,
     UNPRIVILEGED_USER,
     Capabilities,
     Limits,
 )
 from ._landlock import (
-    _apply_landlock,
+    apply_landlock,
 )
 from ._mounts import (
-    _allowed_around,
-    _become,
-    _enter_namespaces,
-    _own_mounts,
+    allowed_around,
+    become,
+    enter_namespaces,
+    own_mounts,
 )
 from ._resources import (
-    _NO_LIMITS,
-    _apply_rlimits,
-    _join_memory_cgroup,
+    NO_LIMITS,
+    apply_rlimits,
+    join_memory_cgroup,
 )
 from ._seccomp import (
-    _libseccomp,
-    _load_seccomp,
+    libseccomp,
+    load_seccomp,
 )
 from ._syscalls import (
-    _applying,
-    _drop_capabilities,
-    _set_no_new_privs,
-    _threads,
+    applying,
+    drop_capabilities,
+    set_no_new_privs,
+    thread_count,
 )
 
 
@@ -96,58 +96,58 @@ def confine(
     library = None
     if SECCOMP in available:
         # Loaded now, before the memory limit, and before Landlock hides the library's file.
-        library = _libseccomp()
+        library = libseccomp()
         if library is None:
             raise ConfinementError(SECCOMP, errno.ENOENT, "libseccomp cannot be loaded")
     applied: list[str] = []
     ids = capabilities.worker_ids(os.getpid()) if UNPRIVILEGED_USER in available else None
     if MEMORY_CGROUP in available and limits.memory is not None:
-        with _applying(MEMORY_CGROUP):
-            _join_memory_cgroup(capabilities, limits.memory)
+        with applying(MEMORY_CGROUP):
+            join_memory_cgroup(capabilities, limits.memory)
         applied.append(MEMORY_CGROUP)
     # A mount namespace of the worker's own: for its scratch tmpfs and its private mounts.
     mounts = SCRATCH_TMPFS in available
     namespaces = [name for name in (NETWORK_NAMESPACE, IPC_NAMESPACE) if name in available]
-    own_user_namespace = _enter_namespaces(capabilities.root, namespaces, mounts=mounts)
+    own_user_namespace = enter_namespaces(capabilities.root, namespaces, mounts=mounts)
     applied += namespaces
     if RLIMITS in available:
-        with _applying(RLIMITS):
-            _apply_rlimits(limits, tasks=_TASKS if own_user_namespace else None)
+        with applying(RLIMITS):
+            apply_rlimits(limits, tasks=TASKS if own_user_namespace else None)
         applied.append(RLIMITS)
     needed = [folder, *readable]
     covered: list[Path] = []
     if mounts:
         size = limits.scratch if scratch is not None else None
-        layers, covered = _own_mounts(
+        layers, covered = own_mounts(
             capabilities.root, ids, needed, hidden=hidden, scratch=scratch, size=size
         )
         applied += layers
     if own_user_namespace:
-        with _applying(namespaces[0] if namespaces else SCRATCH_TMPFS):
+        with applying(namespaces[0] if namespaces else SCRATCH_TMPFS):
             # Full capabilities in the new namespaces are attack surface nothing needs.
-            _drop_capabilities()
+            drop_capabilities()
     if ids is not None:
-        applied.append(_become(ids, needed, scratch))
+        applied.append(become(ids, needed, scratch))
         if applied[-1] == UNPRIVILEGED_USER and capabilities.worker_uids and RLIMITS in available:
-            with _applying(RLIMITS):  # a user of its own: its processes are the worker's alone
-                _apply_rlimits(_NO_LIMITS, tasks=_TASKS)
+            with applying(RLIMITS):  # a user of its own: its processes are the worker's alone
+                apply_rlimits(NO_LIMITS, tasks=TASKS)
     if NO_NEW_PRIVS in available:
-        with _applying(NO_NEW_PRIVS):
-            _set_no_new_privs()
+        with applying(NO_NEW_PRIVS):
+            set_no_new_privs()
         applied.append(NO_NEW_PRIVS)
     if LANDLOCK in available:
         assert capabilities.landlock_abi is not None
-        with _applying(LANDLOCK):
-            _apply_landlock(
+        with applying(LANDLOCK):
+            apply_landlock(
                 capabilities.landlock_abi,
                 folder=folder,
                 scratch=scratch,
-                readable=_allowed_around(readable, hidden, covered),
+                readable=allowed_around(readable, hidden, covered),
             )
         applied.append(LANDLOCK)
     if library is not None:
-        with _applying(SECCOMP):
-            _load_seccomp(library)
+        with applying(SECCOMP):
+            load_seccomp(library)
         applied.append(SECCOMP)
     return tuple(applied)
 
@@ -156,7 +156,7 @@ def _check_threads(available: set[str]) -> None:
     """Refuse a threaded process when a layer that binds only the calling thread will apply."""
     single = available - {RLIMITS, UNPRIVILEGED_USER, MEMORY_CGROUP}
     if single:
-        threads = _threads()
+        threads = thread_count()
         if threads is not None and threads > 1:
             raise ConfinementError(
                 min(single, key=LAYER_NAMES.index),

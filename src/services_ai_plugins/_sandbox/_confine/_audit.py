@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Final, final
 
 from ._syscalls import (
-    _Resolver,
+    Resolver,
 )
 
 
@@ -23,7 +23,7 @@ class _Roots:
     """Folders and files, matched by name: a path is inside when it is one or lies beneath one."""
 
     def __init__(self, paths: Sequence[Path | str]) -> None:
-        resolver = _Resolver()
+        resolver = Resolver()
         names: set[str] = set()
         for path in paths:
             name = _absolute(path)

@@ -12,7 +12,7 @@ from typing import Any, Final
 import attrs
 
 from ._syscalls import (
-    _MiB,
+    MiB,
 )
 
 MEMORY_CGROUP: Final = "memory_cgroup"
@@ -60,7 +60,7 @@ DEFAULT_WORKER_UIDS: Final = (0x7000_0000, 2**22)
 
 #: Threads (and processes) a worker may have in a user namespace of its own, its main thread
 #: included: RLIMIT_NPROC counts them there alone.
-_TASKS: Final = 64
+TASKS: Final = 64
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -86,17 +86,17 @@ class Limits:
 
     #: The address space, in bytes (``RLIMIT_AS``): virtual memory, so each thread's stack
     #: (8 MiB by default) counts in full, as does every mapped file.
-    memory: int | None = attrs.field(default=512 * _MiB, validator=_positive)
+    memory: int | None = attrs.field(default=512 * MiB, validator=_positive)
     #: CPU seconds over the worker's whole life (``RLIMIT_CPU``), not per call.
     cpu: int | None = attrs.field(default=600, validator=_positive)
     #: The largest file the worker may write, in bytes (``RLIMIT_FSIZE``).
-    file_size: int | None = attrs.field(default=16 * _MiB, validator=_positive)
+    file_size: int | None = attrs.field(default=16 * MiB, validator=_positive)
     #: Open file descriptors (``RLIMIT_NOFILE``): new ones are numbered below it.
     open_files: int | None = attrs.field(default=64, validator=_positive)
     #: The size of the scratch folder, in bytes: a ``tmpfs`` of the worker's own (the
     #: ``scratch_tmpfs`` layer), counted as memory. ``None``: the scratch folder stays a folder
     #: of the host's temporary folder, bounded per file only.
-    scratch: int | None = attrs.field(default=64 * _MiB, validator=_positive)
+    scratch: int | None = attrs.field(default=64 * MiB, validator=_positive)
 
 
 @attrs.frozen(kw_only=True)
@@ -205,7 +205,7 @@ class Capabilities:
             network_stops += " (through a user namespace, whose capabilities are dropped)"
         rlimit_stops = "exhausting memory, CPU time, a file's size or file descriptors; core dumps"
         if not self.root and self.network_namespace:
-            rlimit_stops += f"; more than {_TASKS} threads"
+            rlimit_stops += f"; more than {TASKS} threads"
         landlock_stops = "reading files outside the plugin's folder and the readable paths"
         landlock_stops += ", writing outside its scratch folder, tracing other processes"
         if abi >= 4:

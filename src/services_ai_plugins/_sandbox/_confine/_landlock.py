@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from ._syscalls import (
-    _syscall,
+    syscall,
 )
 
 # Landlock: its system calls (the same numbers on every architecture but alpha), <linux/landlock.h>.
@@ -64,10 +64,10 @@ _FS_READ_WRITE: Final = (
 _FS_DEVNULL: Final = _FS_READ_FILE | _FS_WRITE_FILE | _FS_TRUNCATE
 
 
-def _landlock_abi() -> tuple[int | None, str | None]:
+def read_landlock_abi() -> tuple[int | None, str | None]:
     """The kernel's Landlock ABI version, or ``None`` and why there is none."""
     try:
-        return _syscall(_SYS_LANDLOCK_CREATE_RULESET, 0, 0, _LANDLOCK_CREATE_RULESET_VERSION), None
+        return syscall(_SYS_LANDLOCK_CREATE_RULESET, 0, 0, _LANDLOCK_CREATE_RULESET_VERSION), None
     except OSError as error:
         if error.errno == errno.ENOSYS:
             why = "the kernel has no Landlock (it needs Linux 5.13+ built with it)"
@@ -102,7 +102,7 @@ def _landlock_fs_rights(abi: int) -> int:
     return rights
 
 
-def _apply_landlock(
+def apply_landlock(
     abi: int, *, folder: Path, scratch: Path | None, readable: Sequence[Path]
 ) -> None:
     handled = _landlock_fs_rights(abi)
@@ -113,7 +113,7 @@ def _apply_landlock(
     )
     # An older kernel refuses the fields it does not know, even as zeros: pass only its own.
     size = 8 if abi < 4 else 16 if abi < 6 else 24
-    ruleset_fd = _syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.addressof(ruleset), size, 0)
+    ruleset_fd = syscall(_SYS_LANDLOCK_CREATE_RULESET, ctypes.addressof(ruleset), size, 0)
     try:
         for path in readable:
             _landlock_allow(ruleset_fd, path, _FS_READ & handled, optional=True)
@@ -121,7 +121,7 @@ def _apply_landlock(
         if scratch is not None:
             _landlock_allow(ruleset_fd, scratch, _FS_READ_WRITE & handled, optional=False)
         _landlock_allow(ruleset_fd, Path(os.devnull), _FS_DEVNULL & handled, optional=True)
-        _syscall(_SYS_LANDLOCK_RESTRICT_SELF, ruleset_fd, 0)
+        syscall(_SYS_LANDLOCK_RESTRICT_SELF, ruleset_fd, 0)
     finally:
         os.close(ruleset_fd)
 
@@ -140,7 +140,7 @@ def _landlock_allow(ruleset_fd: int, path: Path, rights: int, *, optional: bool)
             rights &= _FS_FILE_RIGHTS
         rule = _PathBeneathAttr(allowed_access=rights, parent_fd=fd)
         try:
-            _syscall(
+            syscall(
                 _SYS_LANDLOCK_ADD_RULE, ruleset_fd, _LANDLOCK_RULE_PATH_BENEATH,
                 ctypes.addressof(rule), 0,
             )  # fmt: skip

@@ -30,32 +30,32 @@ from ._capabilities import (
     Capabilities,
 )
 from ._syscalls import (
-    _CHILD_FAILED,
-    _CLONE_NEWIPC,
-    _CLONE_NEWNET,
-    _CLONE_NEWNS,
-    _CLONE_NEWUSER,
-    _MS_BIND,
-    _MS_MOVE,
-    _MS_NODEV,
-    _MS_NOEXEC,
-    _MS_NOSUID,
-    _MS_PRIVATE,
-    _MS_REC,
-    _applying,
-    _child_problem,
-    _drop_capabilities,
-    _map_ids,
-    _mount,
-    _Resolver,
-    _unshare,
-    _unshare_or_raise,
+    CHILD_FAILED,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWUSER,
+    MS_BIND,
+    MS_MOVE,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_REC,
+    Resolver,
+    applying,
+    child_problem,
+    drop_capabilities,
+    map_ids,
+    mount,
+    unshare,
+    unshare_or_raise,
 )
 
 #: Bytes of the scratch tmpfs per file (inode) it may hold.
 _BYTES_PER_INODE: Final = 4096
 #: How the scratch tmpfs is mounted.
-_SCRATCH_FLAGS: Final = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+_SCRATCH_FLAGS: Final = MS_NOSUID | MS_NODEV | MS_NOEXEC
 
 
 def _pid_max() -> int:
@@ -80,7 +80,7 @@ def _subordinate_ranges(path: Path) -> list[tuple[str, int, int]]:
     return ranges
 
 
-def _worker_uid_range() -> tuple[tuple[int, int] | None, str | None]:
+def worker_uid_range() -> tuple[tuple[int, int] | None, str | None]:
     """As root: the ``(first, count)`` of workers' uids, or None and why every worker is nobody.
 
     A worker's uid is the first plus its pid, so the range holds ``kernel.pid_max`` ids:
@@ -124,24 +124,24 @@ def _mapped(first: int, count: int, needed: int) -> tuple[tuple[int, int] | None
     return (first, count), None
 
 
-def _try_tmpfs(ids: tuple[int, int] | None) -> int:  # pragma: no cover - a probe child
+def try_tmpfs(ids: tuple[int, int] | None) -> int:  # pragma: no cover - a probe child
     """In a probe child: a mount namespace of its own (in a user namespace mapping ``ids``, when
     not root) with a small ``tmpfs`` mounted in it."""
     try:
         if ids is None:
-            _unshare_or_raise(_CLONE_NEWNS, "unshare(CLONE_NEWNS)")
+            unshare_or_raise(CLONE_NEWNS, "unshare(CLONE_NEWNS)")
         else:
-            _unshare_or_raise(_CLONE_NEWUSER | _CLONE_NEWNS, "unshare(CLONE_NEWUSER|CLONE_NEWNS)")
-            _map_ids(*ids)
-        _mount(None, Path("/"), None, _MS_REC | _MS_PRIVATE)
+            unshare_or_raise(CLONE_NEWUSER | CLONE_NEWNS, "unshare(CLONE_NEWUSER|CLONE_NEWNS)")
+            map_ids(*ids)
+        mount(None, Path("/"), None, MS_REC | MS_PRIVATE)
         target = Path("/tmp") if Path("/tmp").is_dir() else Path("/")  # noqa: S108 - only mounted on
-        _mount(Path("tmpfs"), target, "tmpfs", _SCRATCH_FLAGS, "size=64k,mode=0700")
+        mount(Path("tmpfs"), target, "tmpfs", _SCRATCH_FLAGS, "size=64k,mode=0700")
     except OSError as error:
-        return error.errno or _CHILD_FAILED
+        return error.errno or CHILD_FAILED
     return 0
 
 
-def _unprivileged_ids() -> tuple[int, int]:
+def unprivileged_ids() -> tuple[int, int]:
     import pwd  # noqa: PLC0415 - POSIX only
 
     try:
@@ -151,7 +151,7 @@ def _unprivileged_ids() -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-def _user_namespace_problem(code: int) -> str:
+def user_namespace_problem(code: int) -> str:
     hints = {
         errno.EPERM: "disabled by kernel.unprivileged_userns_clone, a security module "
         "(AppArmor, SELinux) or a container's seccomp profile",
@@ -159,11 +159,11 @@ def _user_namespace_problem(code: int) -> str:
         errno.EINVAL: "the kernel lacks user or network namespaces",
     }
     hint = hints.get(code)
-    problem = _child_problem(code) + (f": {hint}" if hint else "")
+    problem = child_problem(code) + (f": {hint}" if hint else "")
     return f"unprivileged user namespaces are not available ({problem})"
 
 
-def _try_user_namespace(unprivileged: tuple[int, int] | None) -> int:  # pragma: no cover - child
+def try_user_namespace(unprivileged: tuple[int, int] | None) -> int:  # pragma: no cover - child
     """In a probe child: become unprivileged (when root), then try a user and network namespace."""
     if unprivileged is not None:
         uid, gid = unprivileged
@@ -172,12 +172,12 @@ def _try_user_namespace(unprivileged: tuple[int, int] | None) -> int:  # pragma:
             os.setgid(gid)
             os.setuid(uid)
         except OSError as error:
-            return error.errno or _CHILD_FAILED
-    return _unshare(_CLONE_NEWUSER | _CLONE_NEWNET)
+            return error.errno or CHILD_FAILED
+    return unshare(CLONE_NEWUSER | CLONE_NEWNET)
 
 
 @final
-class _Permissions(_Resolver):
+class _Permissions(Resolver):
     """What user ``ids`` (uid, gid) may reach by permission bits, as the kernel would judge a
     user without capabilities: search on every folder above a path, read on the path."""
 
@@ -322,7 +322,7 @@ def _private_mounts(
         blocked.setdefault(shut, []).append(target)
     covered = _cover(blocked, stage)
     # Looked at after the first covers: what they hid is gone, what they mounted back is there.
-    resolver = _Resolver()
+    resolver = Resolver()
     wanted = [resolver.real(path) for path in readable]
     hide: dict[Path, list[Path]] = {}
     for folder in hidden:
@@ -358,32 +358,32 @@ def _cover(blocked: Mapping[Path, Sequence[Path]], stage: Path | None) -> list[P
                 place.mkdir()
             else:
                 place.touch()
-            _mount(target, place, None, _MS_BIND | _MS_REC)
+            mount(target, place, None, MS_BIND | MS_REC)
             stages.append((target, place))
-        _mount(Path("tmpfs"), shut, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=1m")
+        mount(Path("tmpfs"), shut, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
         for target, place in stages:
             if place.is_dir():
                 target.mkdir(parents=True, exist_ok=True)
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.touch()
-            _mount(place, target, None, _MS_MOVE)
+            mount(place, target, None, MS_MOVE)
             place.rmdir() if place.is_dir() else place.unlink()
         done.append(shut)
     return done
 
 
-def _become(ids: tuple[int, int], needed: Sequence[Path], scratch: Path | None) -> str:
+def become(ids: tuple[int, int], needed: Sequence[Path], scratch: Path | None) -> str:
     """Become user ``ids`` if it can read what the worker needs; else stay uid 0 without
     capabilities. The layer applied (:data:`UNPRIVILEGED_USER` or :data:`NO_CAPABILITIES`)."""
     permissions = _Permissions(ids)  # the view of now, after the private mounts
-    with _applying(UNPRIVILEGED_USER):
+    with applying(UNPRIVILEGED_USER):
         if all(permissions.blocked(path) is None for path in needed):
             _drop_user(ids, scratch)
             return UNPRIVILEGED_USER
         # That user could not read Python or the plugin (a file of mode 0600, say): stay
         # uid 0 without a single capability, fenced in by Landlock and seccomp.
-        _drop_capabilities()
+        drop_capabilities()
         return NO_CAPABILITIES
 
 
@@ -393,10 +393,10 @@ def _mount_scratch(scratch: Path, size: int, ids: tuple[int, int] | None) -> Non
     options = f"size={size},nr_inodes={inodes},mode=0700"
     if ids is not None:
         options += f",uid={ids[0]},gid={ids[1]}"
-    _mount(Path("tmpfs"), scratch, "tmpfs", _SCRATCH_FLAGS, options)
+    mount(Path("tmpfs"), scratch, "tmpfs", _SCRATCH_FLAGS, options)
 
 
-def _allowed_around(
+def allowed_around(
     readable: Sequence[Path], hidden: Sequence[Path], covered: Sequence[Path]
 ) -> Sequence[Path]:
     """``readable``, each path that holds ``hidden`` folders not ``covered`` by a mount
@@ -405,7 +405,7 @@ def _allowed_around(
     For Landlock, where no mount namespace hid those folders: one rule per
     remaining entry (a folder of the standard library holds a few hundred).
     """
-    resolver = _Resolver()
+    resolver = Resolver()
     done = {str(path) for path in covered}
     hidden_names = {resolver.real(folder) for folder in hidden} - done
     if not hidden_names:
@@ -438,7 +438,7 @@ def _drop_user(ids: tuple[int, int], scratch: Path | None) -> None:
         raise OSError(errno.EPERM, f"still running as {os.geteuid()}:{os.getegid()}")
 
 
-def _own_mounts(
+def own_mounts(
     root: bool,
     ids: tuple[int, int] | None,
     needed: Sequence[Path],
@@ -454,17 +454,17 @@ def _own_mounts(
     shut_out = _Permissions(ids).shut_out(needed) if ids is not None else []
     if (scratch is None or size is None) and not shut_out and not hidden:
         return applied, []
-    with _applying(SCRATCH_TMPFS if size is not None else PRIVATE_MOUNTS):
+    with applying(SCRATCH_TMPFS if size is not None else PRIVATE_MOUNTS):
         if root:
-            _unshare_or_raise(_CLONE_NEWNS, "unshare(CLONE_NEWNS)")
-        _mount(None, Path("/"), None, _MS_REC | _MS_PRIVATE)
+            unshare_or_raise(CLONE_NEWNS, "unshare(CLONE_NEWNS)")
+        mount(None, Path("/"), None, MS_REC | MS_PRIVATE)
         if scratch is not None and size is not None:
             _mount_scratch(scratch, size, ids)
             applied.append(SCRATCH_TMPFS)
     covered: list[Path] = []
     if shut_out or hidden:
         wanted = [*needed, scratch] if scratch is not None else needed
-        with _applying(PRIVATE_MOUNTS):
+        with applying(PRIVATE_MOUNTS):
             covered = _private_mounts(shut_out, hidden, wanted, scratch)
         if covered:
             applied.append(PRIVATE_MOUNTS)
@@ -488,7 +488,7 @@ def _relist_imports() -> None:
             pass
 
 
-def _enter_namespaces(root: bool, namespaces: Sequence[str], *, mounts: bool) -> bool:
+def enter_namespaces(root: bool, namespaces: Sequence[str], *, mounts: bool) -> bool:
     """Enter the network and IPC ``namespaces``; whether in a user namespace of the worker's own.
 
     As root each directly; as any other user all in one new user namespace that
@@ -496,18 +496,18 @@ def _enter_namespaces(root: bool, namespaces: Sequence[str], *, mounts: bool) ->
     ``mounts``), whose capabilities the caller must drop once its mounts are done.
     """
     if root:
-        for name, flag in ((NETWORK_NAMESPACE, _CLONE_NEWNET), (IPC_NAMESPACE, _CLONE_NEWIPC)):
+        for name, flag in ((NETWORK_NAMESPACE, CLONE_NEWNET), (IPC_NAMESPACE, CLONE_NEWIPC)):
             if name in namespaces:
-                with _applying(name):
-                    _unshare_or_raise(flag, f"unshare({name})")
+                with applying(name):
+                    unshare_or_raise(flag, f"unshare({name})")
         return False
     if not namespaces and not mounts:
         return False
-    flags = _CLONE_NEWUSER | (_CLONE_NEWNS if mounts else 0)
-    flags |= _CLONE_NEWNET if NETWORK_NAMESPACE in namespaces else 0
-    flags |= _CLONE_NEWIPC if IPC_NAMESPACE in namespaces else 0
-    with _applying(namespaces[0] if namespaces else SCRATCH_TMPFS):
+    flags = CLONE_NEWUSER | (CLONE_NEWNS if mounts else 0)
+    flags |= CLONE_NEWNET if NETWORK_NAMESPACE in namespaces else 0
+    flags |= CLONE_NEWIPC if IPC_NAMESPACE in namespaces else 0
+    with applying(namespaces[0] if namespaces else SCRATCH_TMPFS):
         uid, gid = os.getuid(), os.getgid()
-        _unshare_or_raise(flags, f"unshare(CLONE_NEWUSER|...) (flags {flags:#x})")
-        _map_ids(uid, gid)
+        unshare_or_raise(flags, f"unshare(CLONE_NEWUSER|...) (flags {flags:#x})")
+        map_ids(uid, gid)
     return True

@@ -21,29 +21,29 @@ from ._capabilities import (
     Capabilities,
 )
 from ._landlock import (
-    _landlock_abi,
+    read_landlock_abi,
 )
 from ._mounts import (
-    _try_tmpfs,
-    _try_user_namespace,
-    _unprivileged_ids,
-    _user_namespace_problem,
-    _worker_uid_range,
+    try_tmpfs,
+    try_user_namespace,
+    unprivileged_ids,
+    user_namespace_problem,
+    worker_uid_range,
 )
 from ._resources import (
-    _find_memory_cgroup,
+    find_memory_cgroup,
 )
 from ._seccomp import (
-    _probe_seccomp,
+    probe_seccomp,
 )
 from ._syscalls import (
-    _CLONE_NEWIPC,
-    _CLONE_NEWNET,
-    _CLONE_NEWUSER,
-    _child_problem,
-    _in_child,
-    _Unavailable,
-    _unshare,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWUSER,
+    Unavailable,
+    child_problem,
+    in_child,
+    unshare,
 )
 
 
@@ -64,7 +64,7 @@ def probe() -> Capabilities:
     system = platform.system()
     linux = system == "Linux"
     root = hasattr(os, "geteuid") and os.geteuid() == 0
-    unprivileged = _unprivileged_ids() if root else None
+    unprivileged = unprivileged_ids() if root else None
     reasons: dict[str, str] = {}
     try:
         import resource  # noqa: F401, PLC0415 - only to know whether it exists (POSIX only)
@@ -93,16 +93,16 @@ def probe() -> Capabilities:
 
     worker_uids = None
     if root:
-        worker_uids, problem = _worker_uid_range()
+        worker_uids, problem = worker_uid_range()
         if problem is not None:
             reasons[WORKER_UIDS] = problem
     namespaces = _probe_namespaces(root, unprivileged, reasons)
     memory_cgroup = cgroup_version = None
     try:
-        memory_cgroup, cgroup_version = _find_memory_cgroup()
-    except _Unavailable as missing:
+        memory_cgroup, cgroup_version = find_memory_cgroup()
+    except Unavailable as missing:
         reasons[MEMORY_CGROUP] = str(missing)
-    landlock_abi, problem = _landlock_abi()
+    landlock_abi, problem = read_landlock_abi()
     if problem is not None:
         reasons[LANDLOCK] = problem
     return Capabilities(
@@ -110,7 +110,7 @@ def probe() -> Capabilities:
         root=root,
         unprivileged=unprivileged,
         landlock_abi=landlock_abi,
-        seccomp=_probe_seccomp(reasons),
+        seccomp=probe_seccomp(reasons),
         rlimits=rlimits,
         memory_cgroup=memory_cgroup,
         cgroup_version=cgroup_version,
@@ -124,28 +124,28 @@ def _probe_namespaces(
     root: bool, unprivileged: tuple[int, int] | None, reasons: dict[str, str]
 ) -> dict[str, bool]:
     """Which namespaces a worker can enter (each tried in a child), by Capabilities' field."""
-    code = _in_child(functools.partial(_try_user_namespace, unprivileged))
+    code = in_child(functools.partial(try_user_namespace, unprivileged))
     found = {"user_namespaces": code == 0}
     if code != 0:
-        reasons[USER_NAMESPACES] = _user_namespace_problem(code)
+        reasons[USER_NAMESPACES] = user_namespace_problem(code)
     trials: tuple[tuple[str, str, str, Callable[[], int]], ...]
     if root:
         trials = (
             ("network_namespace", NETWORK_NAMESPACE, "unshare(CLONE_NEWNET) as root",
-             functools.partial(_unshare, _CLONE_NEWNET)),
+             functools.partial(unshare, CLONE_NEWNET)),
             ("ipc_namespace", IPC_NAMESPACE, "unshare(CLONE_NEWIPC) as root",
-             functools.partial(_unshare, _CLONE_NEWIPC)),
+             functools.partial(unshare, CLONE_NEWIPC)),
             ("mount_namespace", SCRATCH_TMPFS, "a tmpfs in a mount namespace of its own",
-             functools.partial(_try_tmpfs, None)),
+             functools.partial(try_tmpfs, None)),
         )  # fmt: skip
     elif found["user_namespaces"]:
         found["network_namespace"] = True
         ids = (os.getuid(), os.getgid())
         trials = (
             ("ipc_namespace", IPC_NAMESPACE, "unshare(CLONE_NEWUSER|CLONE_NEWIPC)",
-             functools.partial(_unshare, _CLONE_NEWUSER | _CLONE_NEWIPC)),
+             functools.partial(unshare, CLONE_NEWUSER | CLONE_NEWIPC)),
             ("mount_namespace", SCRATCH_TMPFS, "a tmpfs in a user and mount namespace",
-             functools.partial(_try_tmpfs, ids)),
+             functools.partial(try_tmpfs, ids)),
         )  # fmt: skip
     else:
         for field, name in (
@@ -157,8 +157,8 @@ def _probe_namespaces(
             reasons[name] = reasons[USER_NAMESPACES]
         return found
     for field, name, what, trial in trials:
-        code = _in_child(trial)
+        code = in_child(trial)
         found[field] = code == 0
         if code != 0:
-            reasons[name] = f"{what} failed: {_child_problem(code)}"
+            reasons[name] = f"{what} failed: {child_problem(code)}"
     return found

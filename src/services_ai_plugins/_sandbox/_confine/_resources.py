@@ -17,11 +17,11 @@ from ._capabilities import (
     Limits,
 )
 from ._syscalls import (
-    _errno_name,
-    _MiB,
-    _threads,
-    _Unavailable,
-    _write_file,
+    MiB,
+    Unavailable,
+    errno_name,
+    thread_count,
+    write_file,
 )
 
 #: The folder of workers' memory control groups, made beneath the zygote's own group.
@@ -75,25 +75,25 @@ def _own_cgroups() -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
     return found.get(1), found.get(2)
 
 
-def _find_memory_cgroup() -> tuple[str, int]:
+def find_memory_cgroup() -> tuple[str, int]:
     """The folder for workers' memory control groups and its cgroup version.
 
     Beneath this process's own group: in a cgroup v1 memory hierarchy, or in
     cgroup v2 when its children get the memory controller. Makes the folder
     (it stays, empty, for later hosts), tries a group in it, and removes the
-    groups of workers that no longer exist. Raises :class:`_Unavailable`.
+    groups of workers that no longer exist. Raises :class:`Unavailable`.
     """
     try:
         v1, v2 = _own_cgroups()
     except OSError as error:
         why = f"cannot read /proc/self/cgroup or /proc/self/mountinfo: {error.strerror}"
-        raise _Unavailable(why) from None
+        raise Unavailable(why) from None
     if v1 is not None:
         version, (point, path) = 1, v1
     elif v2 is not None:
         version, (point, path) = 2, v2
     else:
-        raise _Unavailable("no cgroup v1 memory hierarchy or cgroup v2 is mounted here")
+        raise Unavailable("no cgroup v1 memory hierarchy or cgroup v2 is mounted here")
     group = Path(point + path.rstrip("/"))
     if version == 2:
         try:
@@ -101,11 +101,11 @@ def _find_memory_cgroup() -> tuple[str, int]:
             enabled = (group / "cgroup.subtree_control").read_text().split()
         except OSError as error:
             why = f"cgroup v2: cannot read the controllers of {group}: {error.strerror}"
-            raise _Unavailable(why) from None
+            raise Unavailable(why) from None
         if "memory" not in offered:
-            raise _Unavailable(f"cgroup v2: the memory controller is not enabled for {group}")
+            raise Unavailable(f"cgroup v2: the memory controller is not enabled for {group}")
         if "memory" not in enabled:
-            raise _Unavailable(
+            raise Unavailable(
                 f"cgroup v2: the memory controller is not enabled for the child groups of "
                 f"{group} (its cgroup.subtree_control), and a group holding processes, as the "
                 "host's does, cannot enable it: only a host in the root group, or in a group "
@@ -116,18 +116,18 @@ def _find_memory_cgroup() -> tuple[str, int]:
         with contextlib.suppress(FileExistsError):
             folder.mkdir()
         if version == 2 and "memory" not in (folder / "cgroup.subtree_control").read_text().split():
-            _write_file(folder / "cgroup.subtree_control", "+memory")
+            write_file(folder / "cgroup.subtree_control", "+memory")
         trial = folder / f"probe-{os.getpid()}"
         with contextlib.suppress(FileExistsError):
             trial.mkdir()
         try:
-            _write_file(trial / _MEMORY_LIMIT[version], str(64 * _MiB))
+            write_file(trial / _MEMORY_LIMIT[version], str(64 * MiB))
         finally:
             trial.rmdir()
     except OSError as error:
-        raise _Unavailable(
+        raise Unavailable(
             f"cgroup v{version}: cannot make a memory control group in {group}: "
-            f"{error.strerror} [{_errno_name(error.errno or 0)}]"
+            f"{error.strerror} [{errno_name(error.errno or 0)}]"
         ) from None
     _sweep_cgroups(folder)
     return str(folder), version
@@ -147,7 +147,7 @@ def _sweep_cgroups(folder: Path) -> None:
                     Path(entry.path).rmdir()
 
 
-def _join_memory_cgroup(capabilities: Capabilities, limit: int) -> None:
+def join_memory_cgroup(capabilities: Capabilities, limit: int) -> None:
     """Make this process's memory control group, bound it at ``limit`` bytes, and move in."""
     folder, version = capabilities.memory_cgroup, capabilities.cgroup_version
     assert folder is not None
@@ -156,7 +156,7 @@ def _join_memory_cgroup(capabilities: Capabilities, limit: int) -> None:
     group = Path(folder) / f"{_CGROUP_WORKER}{pid}"
     with contextlib.suppress(FileExistsError):  # a group a dead process of this pid left
         group.mkdir()
-    _write_file(group / _MEMORY_LIMIT[version], str(limit))
+    write_file(group / _MEMORY_LIMIT[version], str(limit))
     # No swap: what is over the limit is not pushed to disk, the worker is stopped.
     optional = (
         {"memory.swap.max": "0", "memory.oom.group": "1"}
@@ -165,13 +165,13 @@ def _join_memory_cgroup(capabilities: Capabilities, limit: int) -> None:
     )
     for name, value in optional.items():
         with contextlib.suppress(FileNotFoundError):  # no swap accounting (or an older kernel)
-            _write_file(group / name, value)
-    if version == 1 and _threads() == 1:
+            write_file(group / name, value)
+    if version == 1 and thread_count() == 1:
         # The calling thread alone, named "0": the kernel then skips the lock that moving a
         # whole process takes, which costs a scheduler grace period (milliseconds).
-        _write_file(group / "tasks", "0")
+        write_file(group / "tasks", "0")
     else:
-        _write_file(group / "cgroup.procs", str(pid))
+        write_file(group / "cgroup.procs", str(pid))
 
 
 def release_worker(pid: int, capabilities: Capabilities) -> None:
@@ -185,11 +185,11 @@ def release_worker(pid: int, capabilities: Capabilities) -> None:
             (Path(capabilities.memory_cgroup) / f"{_CGROUP_WORKER}{pid}").rmdir()
 
 
-#: Limits that leave every limit as it is (for :func:`_apply_rlimits` with ``tasks`` alone).
-_NO_LIMITS: Final = Limits(memory=None, cpu=None, file_size=None, open_files=None, scratch=None)
+#: Limits that leave every limit as it is (for :func:`apply_rlimits` with ``tasks`` alone).
+NO_LIMITS: Final = Limits(memory=None, cpu=None, file_size=None, open_files=None, scratch=None)
 
 
-def _apply_rlimits(limits: Limits, *, tasks: int | None) -> None:
+def apply_rlimits(limits: Limits, *, tasks: int | None) -> None:
     import resource  # noqa: PLC0415 - POSIX only; probe() said it is there
 
     wanted = (

@@ -19,12 +19,12 @@ from ._capabilities import (
     SECCOMP,
 )
 from ._syscalls import (
-    _CHILD_FAILED,
-    _CLONE_THREAD,
-    _child_problem,
-    _in_child,
-    _libc,
-    _set_no_new_privs,
+    CHILD_FAILED,
+    CLONE_THREAD,
+    c_library,
+    child_problem,
+    in_child,
+    set_no_new_privs,
 )
 
 # libseccomp: <seccomp.h>.
@@ -49,31 +49,31 @@ def _scmp_errno(code: int) -> int:
     return 0x00050000 | (code & 0xFFFF)
 
 
-def _probe_seccomp(reasons: dict[str, str]) -> bool:
+def probe_seccomp(reasons: dict[str, str]) -> bool:
     """Whether libseccomp loads and the worker's filter works (tried in a child)."""
-    library = _libseccomp()
+    library = libseccomp()
     if library is None:
         reasons[SECCOMP] = (
             "libseccomp 2.1+ cannot be loaded (ctypes.util.find_library('seccomp')): "
             "install libseccomp2"
         )
         return False
-    code = _in_child(functools.partial(_try_seccomp, library))
+    code = in_child(functools.partial(_try_seccomp, library))
     if code == _FILTER_INEFFECTIVE:
         reasons[SECCOMP] = "a seccomp filter loaded but did not stop socket(AF_INET)"
     elif code != 0:
-        reasons[SECCOMP] = f"a seccomp filter could not be loaded: {_child_problem(code)}"
+        reasons[SECCOMP] = f"a seccomp filter could not be loaded: {child_problem(code)}"
     return code == 0
 
 
 def _try_seccomp(library: ctypes.CDLL) -> int:  # pragma: no cover - a probe child
     """In a probe child: load the worker's filter, then check that it stops ``socket(AF_INET)``."""
     try:
-        _set_no_new_privs()
-        _load_seccomp(library)
+        set_no_new_privs()
+        load_seccomp(library)
     except OSError as error:
-        return error.errno or _CHILD_FAILED
-    libc = _libc()
+        return error.errno or CHILD_FAILED
+    libc = c_library()
     fd = libc.socket(ctypes.c_int(socket.AF_INET), ctypes.c_int(socket.SOCK_STREAM), 0)
     if fd >= 0 or ctypes.get_errno() != errno.EPERM:
         return _FILTER_INEFFECTIVE
@@ -100,7 +100,7 @@ class _Rule(NamedTuple):
 
 
 @functools.cache
-def _libseccomp() -> ctypes.CDLL | None:
+def libseccomp() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("seccomp")
     if name is None:
         return None
@@ -181,7 +181,7 @@ def _seccomp_rules(pid: int) -> tuple[_Rule, ...]:
         *(_Rule(name, eperm, ((0, _SCMP_CMP_NE, which, 0),)) for name, which in by_who),
         *(_Rule(name, eperm, ((1, _SCMP_CMP_NE, 0, 0),)) for name, _ in by_who),
         # Threads (CLONE_THREAD) may be started; processes may not.
-        _Rule("clone", eperm, ((flags_arg, _SCMP_CMP_MASKED_EQ, _CLONE_THREAD, 0),)),
+        _Rule("clone", eperm, ((flags_arg, _SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0),)),
         # clone3 passes its flags in memory, out of the filter's sight: ENOSYS makes the C
         # library fall back to clone, where they are visible.
         _Rule("clone3", _scmp_errno(errno.ENOSYS)),
@@ -199,7 +199,7 @@ def _seccomp_rules(pid: int) -> tuple[_Rule, ...]:
     )
 
 
-def _load_seccomp(library: ctypes.CDLL) -> None:
+def load_seccomp(library: ctypes.CDLL) -> None:
     """Build and load the worker's seccomp filter; raises OSError."""
     context = library.seccomp_init(_SCMP_ACT_ALLOW)
     if not context:

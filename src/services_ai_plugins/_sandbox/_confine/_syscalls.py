@@ -21,23 +21,23 @@ from typing import Final
 
 from ...errors import ConfinementError
 
-_MiB: Final = 2**20
+MiB: Final = 2**20
 
 
 # <linux/sched.h>
-_CLONE_NEWUSER: Final = 0x10000000
-_CLONE_NEWNET: Final = 0x40000000
-_CLONE_NEWIPC: Final = 0x08000000
-_CLONE_THREAD: Final = 0x00010000
-_CLONE_NEWNS: Final = 0x00020000
+CLONE_NEWUSER: Final = 0x10000000
+CLONE_NEWNET: Final = 0x40000000
+CLONE_NEWIPC: Final = 0x08000000
+CLONE_THREAD: Final = 0x00010000
+CLONE_NEWNS: Final = 0x00020000
 # <sys/mount.h>
-_MS_NOSUID: Final = 2
-_MS_NODEV: Final = 4
-_MS_NOEXEC: Final = 8
-_MS_BIND: Final = 4096
-_MS_MOVE: Final = 8192
-_MS_REC: Final = 16384
-_MS_PRIVATE: Final = 1 << 18
+MS_NOSUID: Final = 2
+MS_NODEV: Final = 4
+MS_NOEXEC: Final = 8
+MS_BIND: Final = 4096
+MS_MOVE: Final = 8192
+MS_REC: Final = 16384
+MS_PRIVATE: Final = 1 << 18
 # <linux/prctl.h>
 _PR_SET_NO_NEW_PRIVS: Final = 38
 # <linux/capability.h>
@@ -45,24 +45,24 @@ _LINUX_CAPABILITY_VERSION_3: Final = 0x20080522
 
 
 #: A probe child's exit code: an unexpected exception.
-_CHILD_FAILED: Final = 255
+CHILD_FAILED: Final = 255
 #: A probe's result when no child could be forked (in a confined process, say).
 _NO_CHILD: Final = 253
 
 
-def _errno_name(code: int) -> str:
+def errno_name(code: int) -> str:
     return errno.errorcode.get(code, f"errno {code}")
 
 
-def _map_ids(uid: int, gid: int) -> None:
+def map_ids(uid: int, gid: int) -> None:
     """In a new user namespace: map the user and group it was made by (only those) to themselves."""
     with contextlib.suppress(FileNotFoundError):  # kernels before 3.19 have no setgroups file
-        _write_file(Path("/proc/self/setgroups"), "deny")
-    _write_file(Path("/proc/self/uid_map"), f"{uid} {uid} 1")
-    _write_file(Path("/proc/self/gid_map"), f"{gid} {gid} 1")
+        write_file(Path("/proc/self/setgroups"), "deny")
+    write_file(Path("/proc/self/uid_map"), f"{uid} {uid} 1")
+    write_file(Path("/proc/self/gid_map"), f"{gid} {gid} 1")
 
 
-def _write_file(path: Path, text: str) -> None:
+def write_file(path: Path, text: str) -> None:
     """Write ``text`` to an existing (kernel) file in one ``write``; raises OSError."""
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
@@ -71,11 +71,11 @@ def _write_file(path: Path, text: str) -> None:
         os.close(fd)
 
 
-class _Unavailable(Exception):
+class Unavailable(Exception):
     """A layer this machine does not offer; the message says why."""
 
 
-def _in_child(trial: Callable[[], int]) -> int:
+def in_child(trial: Callable[[], int]) -> int:
     """Run ``trial`` in a forked child: its exit code (0 success, else an errno), or 256 + signal.
 
     The child calls only ``trial`` and ``os._exit``: it never returns into the caller's code.
@@ -88,11 +88,11 @@ def _in_child(trial: Callable[[], int]) -> int:
         except OSError:  # a confined process, say: nothing more to be had in it
             return _NO_CHILD
     if pid == 0:  # pragma: no cover - the child's coverage is never written
-        code = _CHILD_FAILED
+        code = CHILD_FAILED
         try:
             code = trial()
         except BaseException:  # noqa: BLE001 - whatever happens, the child must exit here
-            code = _CHILD_FAILED
+            code = CHILD_FAILED
         os._exit(code)
     _, status = os.waitpid(pid, 0)
     if os.WIFEXITED(status):
@@ -100,39 +100,39 @@ def _in_child(trial: Callable[[], int]) -> int:
     return 256 + os.WTERMSIG(status)
 
 
-def _child_problem(code: int) -> str:
+def child_problem(code: int) -> str:
     if code > 256:
         return f"the trial was killed by signal {code - 256}"
-    if code == _CHILD_FAILED:
+    if code == CHILD_FAILED:
         return "the trial failed unexpectedly"
     if code == _NO_CHILD:
         return "no child process could be forked to try it in"
-    return f"{os.strerror(code)} [{_errno_name(code)}]"
+    return f"{os.strerror(code)} [{errno_name(code)}]"
 
 
-def _unshare(flags: int) -> int:
+def unshare(flags: int) -> int:
     """``unshare(flags)``: 0, or the errno (``os.unshare`` is Python 3.12+)."""
-    if _libc().unshare(ctypes.c_int(flags)) != 0:
-        return ctypes.get_errno() or _CHILD_FAILED
+    if c_library().unshare(ctypes.c_int(flags)) != 0:
+        return ctypes.get_errno() or CHILD_FAILED
     return 0
 
 
-def _unshare_or_raise(flags: int, what: str) -> None:
-    code = _unshare(flags)
+def unshare_or_raise(flags: int, what: str) -> None:
+    code = unshare(flags)
     if code:
         raise OSError(code, f"{what}: {os.strerror(code)}")
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL:
+def c_library() -> ctypes.CDLL:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
     return libc
 
 
-def _syscall(number: int, *args: int) -> int:
+def syscall(number: int, *args: int) -> int:
     """``syscall(number, *args)`` with integer (or address) arguments; raises OSError."""
-    result = int(_libc().syscall(ctypes.c_long(number), *(ctypes.c_long(arg) for arg in args)))
+    result = int(c_library().syscall(ctypes.c_long(number), *(ctypes.c_long(arg) for arg in args)))
     if result < 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
@@ -145,8 +145,8 @@ def _check(result: int, what: str) -> None:
         raise OSError(code, f"{what}: {os.strerror(code)}")
 
 
-def _set_no_new_privs() -> None:
-    no_new_privs = _libc().prctl(
+def set_no_new_privs() -> None:
+    no_new_privs = c_library().prctl(
         ctypes.c_int(_PR_SET_NO_NEW_PRIVS),
         ctypes.c_ulong(1),
         ctypes.c_ulong(0),
@@ -168,15 +168,15 @@ class _CapData(ctypes.Structure):
     )
 
 
-def _drop_capabilities() -> None:
+def drop_capabilities() -> None:
     """Clear every capability of the process (its effective, permitted and inheritable sets)."""
     header = _CapHeader(version=_LINUX_CAPABILITY_VERSION_3, pid=0)
     data = (_CapData * 2)()
-    _check(_libc().capset(ctypes.byref(header), data), "capset")
+    _check(c_library().capset(ctypes.byref(header), data), "capset")
 
 
 @contextlib.contextmanager
-def _applying(layer: str) -> Iterator[None]:
+def applying(layer: str) -> Iterator[None]:
     try:
         yield
     except OSError as error:
@@ -185,14 +185,14 @@ def _applying(layer: str) -> Iterator[None]:
         raise ConfinementError(layer, None, str(error)) from error
 
 
-def _threads() -> int | None:
+def thread_count() -> int | None:
     try:
         return sum(1 for _ in Path("/proc/self/task").iterdir())
     except OSError:  # no /proc: nothing to count with
         return None
 
 
-class _Resolver:
+class Resolver:
     """Real paths and ``lstat`` results, each part looked at once (``os.path.realpath`` looks at
     every part of every path again: with a few hundred paths that adds up)."""
 
@@ -227,10 +227,10 @@ class _Resolver:
         return found
 
 
-def _mount(
+def mount(
     source: Path | None, target: Path, kind: str | None, flags: int, data: str | None = None
 ) -> None:
-    result = _libc().mount(
+    result = c_library().mount(
         None if source is None else os.fsencode(source),
         os.fsencode(target),
         None if kind is None else kind.encode(),
