@@ -28,7 +28,7 @@ from typing import Any, Final, NamedTuple, Protocol, final
 
 import attrs
 
-from ._api import CALL_LOOPS
+from ._context import CURRENT_CONTEXT
 from ._storage._protocol import FailureRecord, MetricsDelta, bounded, failure_of, make_failure
 from .errors import ResultRefused
 from .events import (
@@ -49,6 +49,7 @@ __all__ = [
     "HostHook",
     "PluginOutcome",
     "RouteGuard",
+    "Trip",
 ]
 
 _NOTIFY: Final = HookKind.NOTIFY
@@ -316,8 +317,19 @@ def getter_for(argnames: Sequence[str]) -> Getter:
     return lambda kwargs: ()
 
 
-#: Called when the breaker trips: (plugin_id, tenant or None for everywhere, reason, context).
-TripHandler = Callable[[str, "str | None", str, "Context | None"], None]
+class Trip(NamedTuple):
+    """The breaker tripped in a call: what the host applies at its next tick."""
+
+    plugin_id: str
+    #: The tenant the plugin is to be suspended for (None: everywhere).
+    tenant: str | None
+    reason: str
+    #: The context of the failing call (None for a hook without a tenant).
+    context: Context | None
+
+
+#: Called, with no arguments, when the breaker trips: the host's next tick has a trip to apply.
+TripHandler = Callable[[], None]
 
 
 class Dispatcher:
@@ -346,6 +358,7 @@ class Dispatcher:
         self._pending: list[FailureRecord] = []
         self._dropped = 0
         self._tripped: dict[str, set[str | None]] = {}
+        self._trips: list[Trip] = []
         self._lock = threading.Lock()
         self._trace = threading.local()
 
@@ -480,12 +493,16 @@ class Dispatcher:
         made. Returns whether the call worked.
         """
         hook = stats.hook
+        token = CURRENT_CONTEXT.set(context) if context is not None else None
         before = perf_counter_ns()
         try:
             function(*args)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - the plugin's failure, not the host's
             self._failed(plugin_id, stats, hook, tenant, exc, context=context, started=before)
             return False
+        finally:
+            if token is not None:
+                CURRENT_CONTEXT.reset(token)
         after = perf_counter_ns()
         elapsed = after - before
         stats.calls += 1
@@ -622,7 +639,17 @@ class Dispatcher:
         if everywhere and tenant is not None:
             reason = f"{reason}; suspended for {len(tripped)} tenants, so everywhere"
         self._forget(plugin_id, None if everywhere else tenant)
-        self._on_trip(plugin_id, None if everywhere else tenant, reason, context)
+        # Recorded only: the failing call writes nothing and calls no hook; the host applies
+        # the suspension at its next tick (take_trips).
+        with self._lock:
+            self._trips.append(Trip(plugin_id, None if everywhere else tenant, reason, context))
+        self._on_trip()
+
+    def take_trips(self) -> list[Trip]:
+        """The breaker's trips since the last call, in order, for the host to apply."""
+        with self._lock:
+            taken, self._trips = self._trips, []
+        return taken
 
     # -- batches for storage -----------------------------------------------------------------------
 
@@ -821,90 +848,97 @@ class HostHook:
         dispatcher = self._dispatcher
         if _trace is not None:
             plan = dispatcher.traced(plan, _trace)
-        name = self._name
-        kind = self._kind
-        filtered = self._filtered
-        value = kwargs[filtered] if filtered is not None else None
-        results: list[Any] = []
-        before = started = perf_counter_ns()
-        deadline = started + dispatcher.budget_ns
-        # The budget is looked at on the rare path only (a call over LONG_NS, or a
-        # new slowest): ``over`` says it ran out, ``slowest`` who took the most.
-        over = False
-        slowest, slowest_ns = "", -1
-        for plugin_id, function, getter, key, own, stats in plan.entries:
-            if over:
-                dispatcher._over_budget(
-                    self._info, tenant, before - started, slowest, _left(plan, plugin_id)
-                )
-                break
-            kwargs[key] = own  # one store: cheaper than a test and an update
-            if filtered is not None:
-                kwargs[filtered] = value
-            try:
-                result = function(*getter(kwargs))
-            except (Exception, SystemExit) as exc:  # the plugin's failure, never the host's
+        # The call's context, for api.context (and the threads and tasks a plugin starts).
+        token = CURRENT_CONTEXT.set(context) if context is not None else None
+        try:
+            name = self._name
+            kind = self._kind
+            filtered = self._filtered
+            value = kwargs[filtered] if filtered is not None else None
+            results: list[Any] = []
+            before = started = perf_counter_ns()
+            deadline = started + dispatcher.budget_ns
+            # The budget is looked at on the rare path only (a call over LONG_NS, or a
+            # new slowest): ``over`` says it ran out, ``slowest`` who took the most.
+            over = False
+            slowest, slowest_ns = "", -1
+            for plugin_id, function, getter, key, own, stats in plan.entries:
+                if over:
+                    dispatcher._over_budget(
+                        self._info, tenant, before - started, slowest, _left(plan, plugin_id)
+                    )
+                    break
+                kwargs[key] = own  # one store: cheaper than a test and an update
+                if filtered is not None:
+                    kwargs[filtered] = value
+                try:
+                    result = function(*getter(kwargs))
+                except (Exception, SystemExit) as exc:  # the plugin's failure, never the host's
+                    after = perf_counter_ns()
+                    dispatcher._failed(
+                        plugin_id, stats, name, tenant, exc, context=context, started=before
+                    )
+                    if dispatcher.strict:
+                        raise
+                    if after - before > slowest_ns:
+                        slowest, slowest_ns = plugin_id, after - before
+                    over = after > deadline
+                    before = perf_counter_ns()
+                    continue
                 after = perf_counter_ns()
-                dispatcher._failed(
-                    plugin_id, stats, name, tenant, exc, context=context, started=before
-                )
-                if dispatcher.strict:
-                    raise
-                if after - before > slowest_ns:
-                    slowest, slowest_ns = plugin_id, after - before
-                over = after > deadline
-                before = perf_counter_ns()
-                continue
-            after = perf_counter_ns()
-            elapsed = after - before
-            stats.calls += 1
-            stats.total_ns += elapsed
-            stats.last_ns = after
-            if elapsed > stats.mark:  # rare: a new slowest call, a slow one, or one over LONG_NS
-                if elapsed > slowest_ns:
-                    slowest, slowest_ns = plugin_id, elapsed
-                over = after > deadline
-                slow = dispatcher._long(plugin_id, stats, name, tenant, elapsed, context)
-                if stats.failing and not slow:
+                elapsed = after - before
+                stats.calls += 1
+                stats.total_ns += elapsed
+                stats.last_ns = after
+                # Rare: a new slowest call, a slow one, or one over LONG_NS.
+                if elapsed > stats.mark:
+                    if elapsed > slowest_ns:
+                        slowest, slowest_ns = plugin_id, elapsed
+                    over = after > deadline
+                    slow = dispatcher._long(plugin_id, stats, name, tenant, elapsed, context)
+                    if stats.failing and not slow:
+                        dispatcher.succeeded(stats, tenant)
+                elif stats.failing:
                     dispatcher.succeeded(stats, tenant)
-            elif stats.failing:
-                dispatcher.succeeded(stats, tenant)
-            before = after
-            if result is None or kind is _NOTIFY:
-                continue
-            refusal = _refusal(kind, result, value, tenant, plugin_id)
-            if refusal is None and self._routes:
-                result, refusal = self._guarded(plugin_id, result)
-            if refusal is not None:
-                error = ResultRefused(plugin_id, name, refusal)
-                dispatcher._failed(
-                    plugin_id,
-                    stats,
-                    name,
-                    tenant,
-                    error,
-                    context=context,
-                    started=before,
-                    counted=True,
-                )
-                if dispatcher.strict:
-                    raise error
-                before = perf_counter_ns()
-                continue
+                before = after
+                if result is None or kind is _NOTIFY:
+                    continue
+                refusal = _refusal(kind, result, value, tenant, plugin_id)
+                if refusal is None and self._routes:
+                    result, refusal = self._guarded(plugin_id, result)
+                if refusal is not None:
+                    error = ResultRefused(plugin_id, name, refusal)
+                    dispatcher._failed(
+                        plugin_id,
+                        stats,
+                        name,
+                        tenant,
+                        error,
+                        context=context,
+                        started=before,
+                        counted=True,
+                    )
+                    if dispatcher.strict:
+                        raise error
+                    before = perf_counter_ns()
+                    continue
+                if kind is _COLLECT:
+                    completed = _completed(result, plugin_id, name, tenant)
+                    if _trace and _trace[-1].plugin_id == plugin_id:
+                        _trace[-1] = attrs.evolve(_trace[-1], result=completed)
+                    results.append(completed)
+                elif kind is _FILTER:
+                    value = result
+                else:  # FIRST_RESULT
+                    return result
             if kind is _COLLECT:
-                completed = _completed(result, plugin_id, name, tenant)
-                if _trace and _trace[-1].plugin_id == plugin_id:
-                    _trace[-1] = attrs.evolve(_trace[-1], result=completed)
-                results.append(completed)
-            elif kind is _FILTER:
-                value = result
-            else:  # FIRST_RESULT
-                return result
-        if kind is _COLLECT:
-            return results
-        if kind is _FILTER:
-            return value
-        return None
+                return results
+            if kind is _FILTER:
+                return value
+            return None
+        finally:
+            if token is not None:
+                CURRENT_CONTEXT.reset(token)
 
     def _guarded(self, plugin_id: str, returned: object) -> tuple[Any, str | None]:
         """The plugin's routes with each handler guarded (:class:`RouteGuard`), or why not."""
@@ -1231,8 +1265,6 @@ def _log(plugin_id: str, level: int, failure: FailureRecord, message: str) -> No
     logger.handle(record)
 
 
-CALL_LOOPS.add(HostHook.__call__.__code__)
-CALL_LOOPS.add(Dispatcher.call_one.__code__)
 _LOOP_CODES: Final = frozenset(
     {
         HostHook.__call__.__code__,

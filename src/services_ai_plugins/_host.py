@@ -264,7 +264,7 @@ class PluginHost:
         for specs in hookspecs:
             self.pm.add_hookspecs(specs)
         self._dispatcher: Final = Dispatcher(
-            policy=breaker or BreakerPolicy(), strict=strict, on_trip=self._trip
+            policy=breaker or BreakerPolicy(), strict=strict, on_trip=self._tripped
         )
         self._refresh_ns: Final = int(refresh_interval * 1e9)
         self._flush_ns: Final = int(flush_interval * 1e9)
@@ -422,7 +422,10 @@ class PluginHost:
         Loads newly approved plugins (verifying their code first), unloads
         those no longer approved or whose code changed. Returns True when it
         rebuilt. Called by the host itself every ``refresh_interval`` seconds.
+        The circuit breaker's suspensions decided since the last tick are
+        applied first.
         """
+        self._apply_trips()
         with self._refresh_lock:
             self._next_refresh = perf_counter_ns() + self._refresh_ns
             self._reschedule()
@@ -486,6 +489,7 @@ class PluginHost:
         if not self._tick_lock.acquire(blocking=False):
             return
         try:
+            self._apply_trips()
             now = perf_counter_ns()
             if now >= self._next_refresh:
                 try:
@@ -981,6 +985,7 @@ class PluginHost:
         if event.action == "approve":
             version = record.version
             self._deliver(loaded, record, "plugin_installed", plugin_id=plugin_id, version=version)
+            self._settle()  # a breaker trip of that call applies now: none of its hooks follow
             self._deliver(loaded, record, "plugin_approved", plugin_id=plugin_id)
             return
         assert tenant is not None  # the other steps are tenant steps
@@ -1138,6 +1143,32 @@ class PluginHost:
 
     # -- the breaker -----------------------------------------------------------------------------
 
+    def _tripped(self) -> None:
+        """The breaker tripped in a call: the next call does the housekeeping that applies it."""
+        self._due = 0
+
+    def _settle(self) -> None:
+        """Apply the breaker's trips now, and the refresh they call for (between two hooks)."""
+        self._apply_trips()
+        if perf_counter_ns() >= self._next_refresh:
+            self.refresh()
+
+    def _apply_trips(self) -> None:
+        """Suspend the plugins the breaker tripped on since the last tick, and tell the listeners.
+
+        The failing call only recorded the trip (:meth:`Dispatcher.take_trips`):
+        the storage write and the ``plugin_suspended`` hook happen here, at the
+        host's next tick, never nested inside that call.
+        """
+        trips = self._dispatcher.take_trips()
+        for trip in trips:
+            try:
+                self._trip(trip.plugin_id, trip.tenant, trip.reason, trip.context)
+            except Exception:  # the host's own trouble: the next trips still apply
+                _logger.exception("cannot apply the suspension of plugin %r", trip.plugin_id)
+        if trips:
+            self._write()  # the failures that tripped it, for the dashboard at once
+
     def _trip(
         self, plugin_id: str, tenant: str | None, reason: str, context: Context | None
     ) -> None:
@@ -1158,7 +1189,6 @@ class PluginHost:
             except StorageError:
                 _logger.exception("cannot suspend plugin %r", plugin_id)
             break
-        self.flush()
         if not suspended:
             return
         _logger.warning(
@@ -1185,7 +1215,16 @@ class PluginHost:
     # -- the error dashboard ---------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Write the failures and metrics gathered since the last flush (one batch each)."""
+        """Write the failures and metrics gathered since the last flush (one batch each).
+
+        The circuit breaker's suspensions decided since the last flush or refresh
+        are applied first (written to storage, ``plugin_suspended`` fired).
+        """
+        self._apply_trips()
+        self._write()
+
+    def _write(self) -> None:
+        """Write the failures and metrics gathered since the last write (one batch each)."""
         self._next_flush = perf_counter_ns() + self._flush_ns
         self._reschedule()
         failures, dropped = self._dispatcher.take_failures()
@@ -1259,7 +1298,11 @@ class PluginHost:
         return self._storage.metrics(plugin_id)
 
     def suspensions(self, plugin_id: str | None = None) -> list[Suspension]:
-        """Which plugins are suspended, where (a tenant, or everywhere) and why."""
+        """Which plugins are suspended, where (a tenant, or everywhere) and why.
+
+        The circuit breaker's suspensions decided since the last tick are applied first.
+        """
+        self.flush()
         return self.registry.suspensions(plugin_id)
 
     def dashboard(self, *, failures_per_plugin: int = 10) -> list[PluginHealth]:
