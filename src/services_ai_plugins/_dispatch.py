@@ -17,9 +17,11 @@ the same way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import types
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from operator import attrgetter, itemgetter
@@ -60,8 +62,9 @@ _FILTER: Final = HookKind.FILTER
 #: The names the host fills with the receiving plugin's own value.
 INJECTED: Final = ("api", "settings", "plugin_id")
 INJECTABLE: Final = frozenset(INJECTED)
-#: The most plans a hook keeps per snapshot (hosts with very many tenants).
-MAX_PLANS: Final = 8192
+#: The most plans a hook keeps per snapshot, least recently used dropped first: a host
+#: serving this many tenants in turn builds each tenant's plan once per snapshot.
+MAX_PLANS: Final = 16_384
 
 #: The most failures kept in memory between two flushes; more are counted, not kept.
 MAX_PENDING_FAILURES: Final = 1000
@@ -814,7 +817,7 @@ class HostHook:
         #: True: the results are routes, whose handlers are handed out guarded.
         self._routes = info.name == ROUTES_HOOK and info.kind is _COLLECT
         # The snapshot last seen and its plans, by tenant (or (tenant, provided)).
-        self._cache: tuple[object, dict[Any, Plan]] = (None, {})
+        self._cache: tuple[object, OrderedDict[Any, Plan]] = (None, OrderedDict())
 
     def __call__(  # noqa: PLR0915 - the hot path is one loop on purpose
         self, *, _trace: list[PluginOutcome] | None = None, **kwargs: Any
@@ -837,14 +840,20 @@ class HostHook:
         # never leaves its plans where a newer snapshot's are looked up.
         cache = self._cache
         if cache[0] is not snapshot:
-            cache = self._cache = (snapshot, {})
+            cache = self._cache = (snapshot, OrderedDict())
         plans = cache[1]
-        plan = plans.get(tenant if provided is NO_NAMES else (tenant, provided))
+        key = tenant if provided is NO_NAMES else (tenant, provided)
+        plan = plans.get(key)
         if plan is None:
             plan = planner._plan(snapshot, self._info, tenant, provided)
-            if len(plans) >= MAX_PLANS:
-                plans.clear()
-            plans[tenant if provided is NO_NAMES else (tenant, provided)] = plan
+            plans[key] = plan
+            if len(plans) > MAX_PLANS:
+                _evict(plans)
+        else:
+            try:  # noqa: SIM105 - the hot path: a try costs nothing here, suppress() a call
+                plans.move_to_end(key)  # least recently used first out
+            except KeyError:  # another thread evicted it meanwhile
+                pass
         dispatcher = self._dispatcher
         if _trace is not None:
             plan = dispatcher.traced(plan, _trace)
@@ -968,6 +977,12 @@ class HostHook:
 
     def __repr__(self) -> str:
         return f"<HostHook {self._name}>"
+
+
+def _evict(cache: OrderedDict[Any, Any]) -> None:
+    """Drop a full cache's least recently used entry (other threads may drop some meanwhile)."""
+    with contextlib.suppress(KeyError):
+        cache.popitem(last=False)
 
 
 def _left(plan: Plan, plugin_id: str) -> list[str]:

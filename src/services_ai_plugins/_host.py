@@ -11,10 +11,12 @@ restart). Hooks are called as ``host.hook.<name>(...)`` or
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import types
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from time import perf_counter_ns
@@ -45,9 +47,9 @@ from ._secrets import SecretBox, SecretKeys
 from ._sources._archive import ArchiveSource, install_archive
 from ._sources._discovery import (
     DiscoveredPlugin,
-    _manifest_document,
-    _module_of,
     discover_entry_points,
+    manifest_document,
+    module_of,
     register_discovered,
 )
 from ._sources._loader import (
@@ -66,7 +68,6 @@ from ._storage._protocol import (
     PluginStatus,
     SourceKind,
     Storage,
-    TenantRecord,
     bounded,
     storable,
 )
@@ -93,8 +94,9 @@ HOOKS_FOLDER: Final = ".sandbox-hooks"
 #: The actor of the breaker's suspensions in the audit trail.
 BREAKER_ACTOR: Final = "circuit-breaker"
 
-# Tenant views are per snapshot; this bounds them for hosts with very many tenants.
-_MAX_VIEWS: Final = 2048
+#: The most tenant views a snapshot keeps, least recently used dropped first: a host serving
+#: this many tenants in turn reads each tenant's activations once per snapshot.
+MAX_VIEWS: Final = 16_384
 
 #: The registry steps whose lifecycle hooks the host fires (see PluginHost._registry_event).
 _LIFECYCLE: Final = frozenset({"approve", "enable", "disable", "set settings", "uninstall"})
@@ -154,7 +156,7 @@ class _Snapshot:
     def __init__(self, generation: int, plugins: Mapping[str, _Loaded]) -> None:
         self.generation = generation
         self.plugins = plugins
-        self.views: dict[str | None, _View] = {}
+        self.views: OrderedDict[str | None, _View] = OrderedDict()
 
 
 @final
@@ -395,9 +397,9 @@ class PluginHost:
         :raises RequirementsError: naming every unmet requirement (nothing is recorded).
         """
         where = f"object {getattr(plugin, '__qualname__', type(plugin).__qualname__)}"
-        module = _module_of(plugin, getattr(plugin, "__module__", "") or "")
+        module = module_of(plugin, getattr(plugin, "__module__", "") or "")
         if manifest is None:
-            document = _manifest_document(plugin, module, where)
+            document = manifest_document(plugin, module, where)
         elif isinstance(manifest, Manifest):
             document = manifest.to_dict()
         else:
@@ -504,26 +506,16 @@ class PluginHost:
             self._tick_lock.release()
 
     def _view(self, snapshot: _Snapshot, tenant: str | None) -> _View:
-        view = snapshot.views.get(tenant)
+        views = snapshot.views
+        view = views.get(tenant)
         if view is not None:
+            with contextlib.suppress(KeyError):  # another thread evicted it meanwhile
+                views.move_to_end(tenant)
             return view
-        if len(snapshot.views) >= _MAX_VIEWS:
-            snapshot.views.clear()
         plugins = snapshot.plugins
-        if tenant is None:
-            active = frozenset(plugins)
-            grants = {pid: self.registry._grants(p.record, None) for pid, p in plugins.items()}
-            settings: dict[str, Mapping[str, Any]] = dict.fromkeys(plugins, _NO_SETTINGS)
-        else:
-            active = frozenset(self._storage.enabled_plugins(tenant)) & frozenset(plugins)
-            # One read of each plugin's tenant record serves its grants and its settings.
-            registry = self.registry
-            stored = {pid: self._storage.get_tenant(pid, tenant) for pid in active}
-            grants = {pid: registry._grants(plugins[pid].record, stored[pid]) for pid in active}
-            settings = {
-                pid: types.MappingProxyType(registry._settings(plugins[pid].record, stored[pid]))
-                for pid in active
-            }
+        seen = self.registry.tenant_view(tenant, [loaded.record for loaded in plugins.values()])
+        grants, settings = seen.grants, seen.settings
+        active = seen.active
         values = {
             pid: {
                 "api": self._api_class(
@@ -540,7 +532,10 @@ class PluginHost:
             }
             for pid in active
         }
-        view = snapshot.views[tenant] = _View(active, grants, values)
+        view = views[tenant] = _View(active, grants, values)
+        if len(views) > MAX_VIEWS:
+            with contextlib.suppress(KeyError):  # another thread dropped one meanwhile
+                views.popitem(last=False)
         return view
 
     def _plan(
@@ -830,7 +825,7 @@ class PluginHost:
     def _manifest(self, record: PluginRecord) -> Manifest | None:
         """The record's manifest, from the registry's cache (parsed once per revision)."""
         try:
-            return self.registry._manifest(record)  # the registry's cache, same package
+            return self.registry.manifest_of(record)
         except PluginError:
             return None
 
@@ -994,13 +989,11 @@ class PluginHost:
             return  # suspended for the tenant: its code does not run there
         if event.action == "disable":
             if not stored.enabled:
-                self._deliver(
-                    loaded, record, "plugin_disabled", tenant, stored, plugin_id=plugin_id
-                )
+                self._deliver(loaded, record, "plugin_disabled", tenant, plugin_id=plugin_id)
         elif not stored.enabled:
             return  # enabled, then disabled again before this ran; or settings of an idle tenant
         elif event.action == "enable":
-            self._deliver(loaded, record, "plugin_enabled", tenant, stored, plugin_id=plugin_id)
+            self._deliver(loaded, record, "plugin_enabled", tenant, plugin_id=plugin_id)
         else:
             changed = dict(event.changed)
             self._deliver(
@@ -1008,7 +1001,6 @@ class PluginHost:
                 record,
                 "plugin_settings_changed",
                 tenant,
-                stored,
                 plugin_id=plugin_id,
                 changed=changed,
             )
@@ -1043,7 +1035,6 @@ class PluginHost:
         record: PluginRecord,
         hook: str,
         tenant: str | None = None,
-        stored: TenantRecord | None = None,
         *,
         held: bool = False,
         **arguments: Any,
@@ -1061,13 +1052,9 @@ class PluginHost:
         impl = self._implementation(loaded.plugin, plugin_id, hook)
         if impl is None:
             return
-        registry = self.registry
-        grants = registry._grants(record, stored)
-        settings: Mapping[str, Any] = (
-            types.MappingProxyType(registry._settings(record, stored))
-            if tenant is not None
-            else _NO_SETTINGS
-        )
+        seen = self.registry.tenant_view(tenant, [record], running_only=False)
+        grants = seen.grants[plugin_id]
+        settings: Mapping[str, Any] = seen.settings[plugin_id]
         context = Context(tenant=tenant) if tenant is not None else None
         api = self._api_class(
             plugin_id,
