@@ -1103,10 +1103,10 @@ def test_views_and_plans_drop_the_least_recently_used_tenant(
 
     (Views are bounded to 2 here, so every plan built reads the tenant again.)
     """
-    from services_ai_plugins import _dispatch, _host
+    from services_ai_plugins import _dispatch, _loading
 
     monkeypatch.setattr(_dispatch, "MAX_PLANS", 100)
-    monkeypatch.setattr(_host, "MAX_VIEWS", 2)
+    monkeypatch.setattr(_loading, "MAX_VIEWS", 2)
     storage = ReadCounting()
     host = make_host(storage, refresh_interval=3600, flush_interval=3600)
     install(host, "alpha", RECORDING, tenants=["t0", "t1"])

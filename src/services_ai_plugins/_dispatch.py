@@ -731,26 +731,29 @@ class _Traced:
 
 
 class Planner(Protocol):
-    """What a :class:`HostHook` needs from its host: housekeeping, the snapshot, plans."""
+    """What a :class:`HostHook` needs from its host's plugins (:class:`~._loading.PluginSet`).
 
-    @property
-    def _due(self) -> int:
-        """When the next call must call :meth:`_tick` (``perf_counter_ns``)."""
+    Housekeeping (:attr:`due`, :meth:`tick`), the snapshot and the plans built
+    from it, and what a :class:`RouteGuard` asks before a plugin's handler runs.
+    """
 
-    @property
-    def _snapshot(self) -> object:
-        """The current snapshot; a new object whenever plans must be rebuilt."""
+    #: When the next call must call :meth:`tick` (``perf_counter_ns``); a plain attribute.
+    due: int
+    #: The current snapshot; a new object whenever plans must be rebuilt.
+    snapshot: Any
 
-    def _tick(self) -> None: ...
+    def tick(self) -> None:
+        """Do the host's housekeeping (refresh, breaker trips, flush) once :attr:`due` passed."""
 
-    def _plan(
+    def plan(
         self, snapshot: Any, info: HookInfo, tenant: str | None, provided: frozenset[str]
-    ) -> Plan: ...
+    ) -> Plan:
+        """The implementations that run for (hook, tenant) in ``snapshot``, prepared."""
 
-    def _serves(self, plugin_id: str, tenant: str, permission: str) -> bool:
+    def serves(self, plugin_id: str, tenant: str, permission: str) -> bool:
         """Whether the plugin runs for the tenant now, holding ``permission`` there."""
 
-    def _timeout(self, plugin_id: str) -> float | None:
+    def timeout(self, plugin_id: str) -> float | None:
         """The sandbox's time limit of the plugin's calls (None: it runs in the host's process)."""
 
 
@@ -823,8 +826,8 @@ class HostHook:
         self, *, _trace: list[PluginOutcome] | None = None, **kwargs: Any
     ) -> Any:
         planner = self._planner
-        if perf_counter_ns() >= planner._due:
-            planner._tick()
+        if perf_counter_ns() >= planner.due:
+            planner.tick()
         provided = NO_NAMES if kwargs.keys() == self._required else self._check(kwargs)
         if self.scoped:
             context = kwargs["context"]
@@ -835,7 +838,7 @@ class HostHook:
             tenant: str | None = context.tenant
         else:
             context = tenant = None
-        snapshot = planner._snapshot
+        snapshot = planner.snapshot
         # (snapshot, its plans) as one object: a thread still on an older snapshot
         # never leaves its plans where a newer snapshot's are looked up.
         cache = self._cache
@@ -845,7 +848,7 @@ class HostHook:
         key = tenant if provided is NO_NAMES else (tenant, provided)
         plan = plans.get(key)
         if plan is None:
-            plan = planner._plan(snapshot, self._info, tenant, provided)
+            plan = planner.plan(snapshot, self._info, tenant, provided)
             plans[key] = plan
             if len(plans) > MAX_PLANS:
                 _evict(plans)
@@ -956,7 +959,7 @@ class HostHook:
         except (TypeError, ValueError) as exc:
             return None, str(exc)
         planner, dispatcher = self._planner, self._dispatcher
-        timeout = planner._timeout(plugin_id)
+        timeout = planner.timeout(plugin_id)
         return [
             attrs.evolve(route, handler=RouteGuard(planner, dispatcher, plugin_id, route, timeout))
             for route in routes
@@ -1042,8 +1045,8 @@ class RouteGuard:
             ``ApiResponse`` for the request's tenant (recorded).
         """
         planner = self._planner
-        if perf_counter_ns() >= planner._due:
-            planner._tick()
+        if perf_counter_ns() >= planner.due:
+            planner.tick()
         if not isinstance(request, ApiRequest):
             raise TypeError(
                 f"the handler of {self.hook} of plugin {self.plugin_id!r} takes an ApiRequest, "
@@ -1051,7 +1054,7 @@ class RouteGuard:
             )
         tenant = request.tenant
         plugin_id = self.plugin_id
-        if not planner._serves(plugin_id, tenant, ROUTES_HOOK):
+        if not planner.serves(plugin_id, tenant, ROUTES_HOOK):
             return ApiResponse.json(tenant, {"error": "not found"}, 404)
         dispatcher, stats, hook = self._dispatcher, self._stats, self.hook
         before = perf_counter_ns()
