@@ -66,6 +66,10 @@ INJECTABLE: Final = frozenset(INJECTED)
 #: serving this many tenants in turn builds each tenant's plan once per snapshot.
 MAX_PLANS: Final = 16_384
 
+#: Set and reset the running call's context (bound once: the loop calls them every call).
+_set_context: Final = CURRENT_CONTEXT.set
+_reset_context: Final = CURRENT_CONTEXT.reset
+
 #: The most failures kept in memory between two flushes; more are counted, not kept.
 MAX_PENDING_FAILURES: Final = 1000
 
@@ -866,7 +870,7 @@ class HostHook:
         if _trace is not None:
             plan = dispatcher.traced(plan, _trace)
         # The call's context, for api.context (and the threads and tasks a plugin starts).
-        token = CURRENT_CONTEXT.set(context) if context is not None else None
+        token = _set_context(context) if context is not None else None
         try:
             name = self._name
             kind = self._kind
@@ -957,7 +961,7 @@ class HostHook:
             return None
         finally:
             if token is not None:
-                CURRENT_CONTEXT.reset(token)
+                _reset_context(token)
 
     def _guarded(self, plugin_id: str, returned: object) -> tuple[Any, str | None]:
         """The plugin's routes with each handler guarded (:class:`RouteGuard`), or why not."""
