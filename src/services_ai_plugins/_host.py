@@ -1,12 +1,13 @@
 """PluginHost: the one object a host adapter holds.
 
 It wires storage, registry, sources, hook specifications, the permission
-layer and the call loop together. It loads the plugins that are approved and
-verified, keeps an in-memory snapshot of which plugins are active for which
-tenant and what each may do, and rebuilds it when the storage's change
+layer and the call loop together, and does the housekeeping of every call
+path (its *tick*): it refreshes the loaded plugins when the storage's change
 counter moves (so a decision taken in another process applies here without a
-restart). Hooks are called as ``host.hook.<name>(...)`` or
-``host.call_hook("<name>", ...)``.
+restart), applies the circuit breaker's suspensions, flushes failures and
+metrics, and fires the lifecycle hooks. Loading itself (the snapshot, views
+and plans) is :class:`~._loading.PluginSet`'s. Hooks are called as
+``host.hook.<name>(...)`` or ``host.call_hook("<name>", ...)``.
 """
 
 from __future__ import annotations
