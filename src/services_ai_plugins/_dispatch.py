@@ -869,8 +869,9 @@ class HostHook:
         dispatcher = self._dispatcher
         if _trace is not None:
             plan = dispatcher.traced(plan, _trace)
-        # The call's context, for api.context (and the threads and tasks a plugin starts).
-        token = _set_context(context) if context is not None else None
+        # The call's context, for api.context (and the threads and tasks a plugin starts);
+        # a plan without implementations (the usual call for most hooks) has nobody to tell.
+        token = _set_context(context) if context is not None and plan.entries else None
         try:
             name = self._name
             kind = self._kind
