@@ -871,7 +871,8 @@ class HostHook:
             plan = dispatcher.traced(plan, _trace)
         # The call's context, for api.context (and the threads and tasks a plugin starts);
         # a plan without implementations (the usual call for most hooks) has nobody to tell.
-        token = _set_context(context) if context is not None and plan.entries else None
+        entries = plan.entries
+        token = _set_context(context) if context is not None and entries else None
         try:
             name = self._name
             kind = self._kind
@@ -886,7 +887,7 @@ class HostHook:
             # new slowest): ``over`` says it ran out, ``slowest`` who took the most.
             over = False
             slowest, slowest_ns = "", -1
-            for plugin_id, function, getter, key, own, stats in plan.entries:
+            for plugin_id, function, getter, key, own, stats in entries:
                 if over:
                     dispatcher._over_budget(
                         self._info, tenant, before - started, slowest, _left(plan, plugin_id)
