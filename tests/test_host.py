@@ -638,6 +638,7 @@ def test_failing_for_several_tenants_suspends_everywhere(
     for tenant in tenants[:3]:
         for _ in range(5):
             host.hook.lead_created(lead=lead(tenant), context=Context(tenant=tenant))
+    host.flush()  # the next tick applies the breaker's last trip
     assert host.registry.plugin("flaky").status is PluginStatus.SUSPENDED
     assert "flaky" not in host.plugins()
     trace = host.trace_hook("lead_created", lead=lead("t4"), context=Context(tenant="t4"))
@@ -911,8 +912,10 @@ def test_a_suspension_lifted_elsewhere_no_longer_counts_towards_everywhere(
     host = make_host(breaker=BreakerPolicy(consecutive_failures=1, tenants_for_global=2))
     install(host, "flaky", FLAKY, tenants=["t1", "t2"])
     host.hook.lead_created(lead=lead("t1"), context=Context(tenant="t1"))
+    host.flush()  # the next tick applies the breaker's trip
     host.registry.resume("flaky", actor="admin", tenant="t1")
     host.hook.lead_created(lead=lead("t2"), context=Context(tenant="t2"))
+    host.flush()  # the next tick applies the breaker's trip
     assert host.registry.plugin("flaky").status is PluginStatus.APPROVED
     assert [s.tenant for s in host.suspensions()] == ["t2"]
 
@@ -1040,3 +1043,85 @@ def test_hook_calls_do_not_query_the_storage_when_nothing_changed(
         host.hook.lead_created(lead=lead(), context=Context(tenant="acme"))
     assert storage.generation_reads - before == 0
     assert len(host.plugins()["alpha"].seen) == 1001  # type: ignore[attr-defined]
+
+
+# -- bounded caches of views and plans -----------------------------------------------------------
+
+#: The Storage protocol's reads of activations, grants and settings.
+TENANT_READS = frozenset({"enabled_plugins", "get_tenant"})
+
+
+class ReadCounting:
+    """A MemoryStorage that counts the calls of its reads of tenants' activations."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStorage()
+        self.reads: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self.inner, name)
+        if name in TENANT_READS:
+
+            def counted(*args: Any) -> Any:
+                self.reads.append((name, args))
+                return found(*args)
+
+            return counted
+        return found
+
+
+def test_a_host_serving_10000_tenants_in_turn_reads_each_tenant_once(
+    make_host: HostFactory, install: Installer
+) -> None:
+    """10,000 tenants called in turn, then again: the second round reads no activations.
+
+    The bound: views and plans keep up to MAX_VIEWS / MAX_PLANS (16,384) tenants each,
+    least recently used first out, so the first round reads each tenant once
+    (``enabled_plugins`` plus one ``get_tenant`` per plugin enabled there) and the
+    second round reads nothing while the snapshot stands.
+    """
+    storage = ReadCounting()
+    host = make_host(storage, refresh_interval=3600, flush_interval=3600)
+    tenants = [f"t{number}" for number in range(10_000)]
+    install(host, "alpha", RECORDING, tenants=tenants[:20])
+    install(host, "bravo", RECORDING, tenants=tenants[10:30])
+    host.plugins()  # the tick after the installs: the snapshot stands from here on
+    storage.reads.clear()
+    for tenant in tenants:
+        host.hook.lead_created(lead=lead(tenant), context=Context(tenant=tenant))
+    first = len(storage.reads)
+    assert first == len(tenants) + 20 + 20  # one per tenant, one per (plugin, tenant) enabled
+    storage.reads.clear()
+    for tenant in tenants:
+        host.hook.lead_created(lead=lead(tenant), context=Context(tenant=tenant))
+    assert storage.reads == []
+    assert len(host.plugins()["alpha"].seen) == 40  # type: ignore[attr-defined]
+
+
+def test_views_and_plans_drop_the_least_recently_used_tenant(
+    make_host: HostFactory, install: Installer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bound of 100 plans: a tenant used again lately is kept; the one unused longest goes.
+
+    (Views are bounded to 2 here, so every plan built reads the tenant again.)
+    """
+    from services_ai_plugins import _dispatch, _loading
+
+    monkeypatch.setattr(_dispatch, "MAX_PLANS", 100)
+    monkeypatch.setattr(_loading, "MAX_VIEWS", 2)
+    storage = ReadCounting()
+    host = make_host(storage, refresh_interval=3600, flush_interval=3600)
+    install(host, "alpha", RECORDING, tenants=["t0", "t1"])
+    host.plugins()
+
+    def call(tenant: str) -> list[str]:
+        storage.reads.clear()
+        host.hook.lead_created(lead=lead(tenant), context=Context(tenant=tenant))
+        return [name for name, args in storage.reads if args[-1] == tenant]
+
+    for number in range(100):
+        call(f"t{number}")
+    assert call("t0") == []  # used again: the most recent now
+    assert call("t100") == ["enabled_plugins"]  # the 101st: t1, unused longest, goes
+    assert call("t0") == []
+    assert call("t1") == ["enabled_plugins", "get_tenant"]  # read again

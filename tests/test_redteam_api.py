@@ -411,7 +411,7 @@ def test_a_plugin_flooding_a_channel_is_rate_limited_per_tenant(  # noqa: PLR091
     generation = host.registry.storage.generation()
     host.registry.disable("flooder", "globex", actor="admin")
     fire(host, services)
-    assert host._snapshot.generation > generation
+    assert host._loading.snapshot.generation > generation
     assert services.stored("acme", "flooder")["flood"][0] == 0
     assert len(services.calls_to(method)) == 6
 

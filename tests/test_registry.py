@@ -802,3 +802,51 @@ def test_a_failing_on_change_neither_undoes_nor_hides_the_change(
     assert failures[0].exc_info is not None
     assert "cache server down" in str(failures[0].exc_info[1])
     assert "'install' of plugin 'crm-sync'" in failures[0].getMessage()
+
+
+# -- a tenant's view in one read -----------------------------------------------------------------
+
+
+def test_a_tenant_view_holds_the_grants_and_settings_of_the_plugins_that_run_there(
+    registry: Registry,
+) -> None:
+    """tenant_view: active = approved, enabled there and not suspended there; with each one's
+    grants (optional ones granted there) and settings (set values, else defaults; read-only)."""
+    approved(registry, "crm-sync")
+    approved(registry, "lead-scorer")
+    approved(registry, "idle-one")
+    registry.install(manifest("pending-one"), actor="dev", code_hash=HASH)
+    for plugin_id in ("crm-sync", "lead-scorer"):
+        registry.enable(plugin_id, "acme", actor="admin")
+    registry.grant("crm-sync", "acme", "export_leads", actor="admin")
+    registry.set_settings("crm-sync", "acme", {"label": "A", "token": "s3cret"}, actor="admin")
+    registry.suspend("lead-scorer", actor="ops", reason="noisy", tenant="acme")
+    view = registry.tenant_view("acme")
+    assert view.tenant == "acme"
+    assert view.active == {"crm-sync"}
+    assert view.grants == {"crm-sync": frozenset({"read_leads", "export_leads"})}
+    assert dict(view.settings["crm-sync"]) == {"token": "s3cret", "limit": 10, "label": "A"}
+    with pytest.raises(TypeError):
+        view.settings["crm-sync"]["label"] = "B"  # type: ignore[index]
+    assert registry.tenant_view("globex").active == frozenset()
+
+
+def test_a_tenant_view_of_given_records_and_of_no_tenant(registry: Registry) -> None:
+    """Given records only; running_only=False answers for every one given; no tenant: all
+    active, approved grants only, no settings."""
+    approved(registry, "crm-sync")
+    approved(registry, "lead-scorer")
+    registry.enable("crm-sync", "acme", actor="admin")
+    registry.grant("lead-scorer", "acme", "export_leads", actor="admin")
+    records = [registry.plugin("crm-sync"), registry.plugin("lead-scorer")]
+    only = registry.tenant_view("acme", records[1:])
+    assert (only.active, dict(only.grants)) == (frozenset(), {})
+    every = registry.tenant_view("acme", records[1:], running_only=False)
+    assert every.active == frozenset()
+    assert every.grants == {"lead-scorer": frozenset({"read_leads", "export_leads"})}
+    assert every.settings["lead-scorer"]["limit"] == 10
+    none = registry.tenant_view(None, records)
+    assert none.active == {"crm-sync", "lead-scorer"}
+    assert set(none.grants.values()) == {frozenset({"read_leads"})}
+    assert all(dict(values) == {} for values in none.settings.values())
+    assert registry.manifest_of(records[0]) == manifest("crm-sync")

@@ -20,18 +20,17 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import sys
 import threading
 import time
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from types import CodeType, FrameType
 from typing import Any, Final, Protocol, TypeVar, final, runtime_checkable
 
 import attrs
 
+from ._context import context_for
 from ._json import JSONValue, check_json
 from ._permissions import PermissionCatalogue
 from ._storage._memory import StoreLedger
@@ -62,14 +61,6 @@ MAX_STORE_KEY_LENGTH: Final = 200
 MAX_LIST_LIMIT: Final = 1000
 
 _logger = logging.getLogger("services_ai_plugins.api")
-
-#: The code objects of the host's call loops. ``PluginAPI.context`` looks for the
-#: nearest of their frames on the current thread's stack and reads the call's
-#: ``context`` there: a hook call pays nothing for it, one per (plugin, tenant)
-#: ``PluginAPI`` serves every call, and only reading ``api.context`` costs a
-#: short walk up the stack (nested calls find their own; threads have their own
-#: stacks).
-CALL_LOOPS: Final[set[CodeType]] = set()
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -681,19 +672,15 @@ class PluginAPI:
         """The hook call's context: tenant, acting user, request metadata.
 
         The context given when the API was built, else the context of the hook
-        call running now for this API's tenant (None outside such a call).
+        call running now for this API's tenant (None outside such a call). The
+        call's context follows it into threads started with
+        ``contextvars.copy_context().run`` and into asyncio tasks created
+        during the call. A context of another tenant is never returned, and
+        the API acts for its own tenant whatever the running call's context.
         """
         if self._context is not None:
             return self._context
-        frame: FrameType | None = sys._getframe(1)
-        while frame is not None:
-            if frame.f_code in CALL_LOOPS:
-                current = frame.f_locals.get("context")
-                if isinstance(current, Context) and current.tenant == self._tenant:
-                    return current
-                return None
-            frame = frame.f_back
-        return None
+        return context_for(self._tenant)
 
     def has_permission(self, permission: str) -> bool:
         """Whether this plugin holds ``permission`` here (to skip work it may not do)."""

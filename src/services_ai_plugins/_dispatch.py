@@ -17,9 +17,11 @@ the same way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import types
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from operator import attrgetter, itemgetter
@@ -28,7 +30,7 @@ from typing import Any, Final, NamedTuple, Protocol, final
 
 import attrs
 
-from ._api import CALL_LOOPS
+from ._context import CURRENT_CONTEXT
 from ._storage._protocol import FailureRecord, MetricsDelta, bounded, failure_of, make_failure
 from .errors import ResultRefused
 from .events import (
@@ -49,6 +51,7 @@ __all__ = [
     "HostHook",
     "PluginOutcome",
     "RouteGuard",
+    "Trip",
 ]
 
 _NOTIFY: Final = HookKind.NOTIFY
@@ -59,8 +62,13 @@ _FILTER: Final = HookKind.FILTER
 #: The names the host fills with the receiving plugin's own value.
 INJECTED: Final = ("api", "settings", "plugin_id")
 INJECTABLE: Final = frozenset(INJECTED)
-#: The most plans a hook keeps per snapshot (hosts with very many tenants).
-MAX_PLANS: Final = 8192
+#: The most plans a hook keeps per snapshot, least recently used dropped first: a host
+#: serving this many tenants in turn builds each tenant's plan once per snapshot.
+MAX_PLANS: Final = 16_384
+
+#: Set and reset the running call's context (bound once: the loop calls them every call).
+_set_context: Final = CURRENT_CONTEXT.set
+_reset_context: Final = CURRENT_CONTEXT.reset
 
 #: The most failures kept in memory between two flushes; more are counted, not kept.
 MAX_PENDING_FAILURES: Final = 1000
@@ -316,8 +324,19 @@ def getter_for(argnames: Sequence[str]) -> Getter:
     return lambda kwargs: ()
 
 
-#: Called when the breaker trips: (plugin_id, tenant or None for everywhere, reason, context).
-TripHandler = Callable[[str, "str | None", str, "Context | None"], None]
+class Trip(NamedTuple):
+    """The breaker tripped in a call: what the host applies at its next tick."""
+
+    plugin_id: str
+    #: The tenant the plugin is to be suspended for (None: everywhere).
+    tenant: str | None
+    reason: str
+    #: The context of the failing call (None for a hook without a tenant).
+    context: Context | None
+
+
+#: Called, with no arguments, when the breaker trips: the host's next tick has a trip to apply.
+TripHandler = Callable[[], None]
 
 
 class Dispatcher:
@@ -346,6 +365,7 @@ class Dispatcher:
         self._pending: list[FailureRecord] = []
         self._dropped = 0
         self._tripped: dict[str, set[str | None]] = {}
+        self._trips: list[Trip] = []
         self._lock = threading.Lock()
         self._trace = threading.local()
 
@@ -480,12 +500,16 @@ class Dispatcher:
         made. Returns whether the call worked.
         """
         hook = stats.hook
+        token = CURRENT_CONTEXT.set(context) if context is not None else None
         before = perf_counter_ns()
         try:
             function(*args)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - the plugin's failure, not the host's
             self._failed(plugin_id, stats, hook, tenant, exc, context=context, started=before)
             return False
+        finally:
+            if token is not None:
+                CURRENT_CONTEXT.reset(token)
         after = perf_counter_ns()
         elapsed = after - before
         stats.calls += 1
@@ -622,7 +646,17 @@ class Dispatcher:
         if everywhere and tenant is not None:
             reason = f"{reason}; suspended for {len(tripped)} tenants, so everywhere"
         self._forget(plugin_id, None if everywhere else tenant)
-        self._on_trip(plugin_id, None if everywhere else tenant, reason, context)
+        # Recorded only: the failing call writes nothing and calls no hook; the host applies
+        # the suspension at its next tick (take_trips).
+        with self._lock:
+            self._trips.append(Trip(plugin_id, None if everywhere else tenant, reason, context))
+        self._on_trip()
+
+    def take_trips(self) -> list[Trip]:
+        """The breaker's trips since the last call, in order, for the host to apply."""
+        with self._lock:
+            taken, self._trips = self._trips, []
+        return taken
 
     # -- batches for storage -----------------------------------------------------------------------
 
@@ -701,26 +735,29 @@ class _Traced:
 
 
 class Planner(Protocol):
-    """What a :class:`HostHook` needs from its host: housekeeping, the snapshot, plans."""
+    """What a :class:`HostHook` needs from its host's plugins (:class:`~._loading.PluginSet`).
 
-    @property
-    def _due(self) -> int:
-        """When the next call must call :meth:`_tick` (``perf_counter_ns``)."""
+    Housekeeping (:attr:`due`, :meth:`tick`), the snapshot and the plans built
+    from it, and what a :class:`RouteGuard` asks before a plugin's handler runs.
+    """
 
-    @property
-    def _snapshot(self) -> object:
-        """The current snapshot; a new object whenever plans must be rebuilt."""
+    #: When the next call must call :meth:`tick` (``perf_counter_ns``); a plain attribute.
+    due: int
+    #: The current snapshot; a new object whenever plans must be rebuilt.
+    snapshot: Any
 
-    def _tick(self) -> None: ...
+    def tick(self) -> None:
+        """Do the host's housekeeping (refresh, breaker trips, flush) once :attr:`due` passed."""
 
-    def _plan(
+    def plan(
         self, snapshot: Any, info: HookInfo, tenant: str | None, provided: frozenset[str]
-    ) -> Plan: ...
+    ) -> Plan:
+        """The implementations that run for (hook, tenant) in ``snapshot``, prepared."""
 
-    def _serves(self, plugin_id: str, tenant: str, permission: str) -> bool:
+    def serves(self, plugin_id: str, tenant: str, permission: str) -> bool:
         """Whether the plugin runs for the tenant now, holding ``permission`` there."""
 
-    def _timeout(self, plugin_id: str) -> float | None:
+    def timeout(self, plugin_id: str) -> float | None:
         """The sandbox's time limit of the plugin's calls (None: it runs in the host's process)."""
 
 
@@ -730,6 +767,8 @@ UNUSED: Final = "<unused>"
 
 #: No injected name given by the caller (the usual case).
 NO_NAMES: Final[frozenset[str]] = frozenset()
+#: The results of a hook that collects none (never appended to).
+NO_RESULTS: Final[list[Any]] = []
 
 #: The hook whose results are routes: the host hands out their handlers guarded.
 ROUTES_HOOK: Final = "register_routes"
@@ -787,14 +826,16 @@ class HostHook:
         #: True: the results are routes, whose handlers are handed out guarded.
         self._routes = info.name == ROUTES_HOOK and info.kind is _COLLECT
         # The snapshot last seen and its plans, by tenant (or (tenant, provided)).
-        self._cache: tuple[object, dict[Any, Plan]] = (None, {})
+        self._cache: tuple[object, OrderedDict[Any, Plan]] = (None, OrderedDict())
 
     def __call__(  # noqa: PLR0915 - the hot path is one loop on purpose
         self, *, _trace: list[PluginOutcome] | None = None, **kwargs: Any
     ) -> Any:
         planner = self._planner
-        if perf_counter_ns() >= planner._due:
-            planner._tick()
+        now = perf_counter_ns()
+        if now >= planner.due:
+            planner.tick()
+            now = perf_counter_ns()
         provided = NO_NAMES if kwargs.keys() == self._required else self._check(kwargs)
         if self.scoped:
             context = kwargs["context"]
@@ -805,106 +846,124 @@ class HostHook:
             tenant: str | None = context.tenant
         else:
             context = tenant = None
-        snapshot = planner._snapshot
+        snapshot = planner.snapshot
         # (snapshot, its plans) as one object: a thread still on an older snapshot
         # never leaves its plans where a newer snapshot's are looked up.
         cache = self._cache
         if cache[0] is not snapshot:
-            cache = self._cache = (snapshot, {})
+            cache = self._cache = (snapshot, OrderedDict())
         plans = cache[1]
-        plan = plans.get(tenant if provided is NO_NAMES else (tenant, provided))
+        key = tenant if provided is NO_NAMES else (tenant, provided)
+        plan = plans.get(key)
         if plan is None:
-            plan = planner._plan(snapshot, self._info, tenant, provided)
-            if len(plans) >= MAX_PLANS:
-                plans.clear()
-            plans[tenant if provided is NO_NAMES else (tenant, provided)] = plan
+            plan = planner.plan(snapshot, self._info, tenant, provided)
+            plans[key] = plan
+            if len(plans) > MAX_PLANS:
+                _evict(plans)
+            now = perf_counter_ns()  # building it may have read storage: not the plugins' time
+        else:
+            try:  # noqa: SIM105 - the hot path: a try costs nothing here, suppress() a call
+                plans.move_to_end(key)  # least recently used first out
+            except KeyError:  # another thread evicted it meanwhile
+                pass
         dispatcher = self._dispatcher
         if _trace is not None:
             plan = dispatcher.traced(plan, _trace)
-        name = self._name
-        kind = self._kind
-        filtered = self._filtered
-        value = kwargs[filtered] if filtered is not None else None
-        results: list[Any] = []
-        before = started = perf_counter_ns()
-        deadline = started + dispatcher.budget_ns
-        # The budget is looked at on the rare path only (a call over LONG_NS, or a
-        # new slowest): ``over`` says it ran out, ``slowest`` who took the most.
-        over = False
-        slowest, slowest_ns = "", -1
-        for plugin_id, function, getter, key, own, stats in plan.entries:
-            if over:
-                dispatcher._over_budget(
-                    self._info, tenant, before - started, slowest, _left(plan, plugin_id)
-                )
-                break
-            kwargs[key] = own  # one store: cheaper than a test and an update
-            if filtered is not None:
-                kwargs[filtered] = value
-            try:
-                result = function(*getter(kwargs))
-            except (Exception, SystemExit) as exc:  # the plugin's failure, never the host's
+        # The call's context, for api.context (and the threads and tasks a plugin starts);
+        # a plan without implementations (the usual call for most hooks) has nobody to tell.
+        entries = plan.entries
+        token = _set_context(context) if context is not None and entries else None
+        try:
+            name = self._name
+            kind = self._kind
+            filtered = self._filtered
+            value = kwargs[filtered] if filtered is not None else None
+            results: list[Any] = [] if kind is _COLLECT else NO_RESULTS
+            # The call's first reading of the clock (after a tick or a plan built, a new one):
+            # the first plugin's time includes the plan's lookup, a reading fewer per call.
+            before = started = now
+            deadline = started + dispatcher.budget_ns
+            # The budget is looked at on the rare path only (a call over LONG_NS, or a
+            # new slowest): ``over`` says it ran out, ``slowest`` who took the most.
+            over = False
+            slowest, slowest_ns = "", -1
+            for plugin_id, function, getter, key, own, stats in entries:
+                if over:
+                    dispatcher._over_budget(
+                        self._info, tenant, before - started, slowest, _left(plan, plugin_id)
+                    )
+                    break
+                kwargs[key] = own  # one store: cheaper than a test and an update
+                if filtered is not None:
+                    kwargs[filtered] = value
+                try:
+                    result = function(*getter(kwargs))
+                except (Exception, SystemExit) as exc:  # the plugin's failure, never the host's
+                    after = perf_counter_ns()
+                    dispatcher._failed(
+                        plugin_id, stats, name, tenant, exc, context=context, started=before
+                    )
+                    if dispatcher.strict:
+                        raise
+                    if after - before > slowest_ns:
+                        slowest, slowest_ns = plugin_id, after - before
+                    over = after > deadline
+                    before = perf_counter_ns()
+                    continue
                 after = perf_counter_ns()
-                dispatcher._failed(
-                    plugin_id, stats, name, tenant, exc, context=context, started=before
-                )
-                if dispatcher.strict:
-                    raise
-                if after - before > slowest_ns:
-                    slowest, slowest_ns = plugin_id, after - before
-                over = after > deadline
-                before = perf_counter_ns()
-                continue
-            after = perf_counter_ns()
-            elapsed = after - before
-            stats.calls += 1
-            stats.total_ns += elapsed
-            stats.last_ns = after
-            if elapsed > stats.mark:  # rare: a new slowest call, a slow one, or one over LONG_NS
-                if elapsed > slowest_ns:
-                    slowest, slowest_ns = plugin_id, elapsed
-                over = after > deadline
-                slow = dispatcher._long(plugin_id, stats, name, tenant, elapsed, context)
-                if stats.failing and not slow:
+                elapsed = after - before
+                stats.calls += 1
+                stats.total_ns += elapsed
+                stats.last_ns = after
+                # Rare: a new slowest call, a slow one, or one over LONG_NS.
+                if elapsed > stats.mark:
+                    if elapsed > slowest_ns:
+                        slowest, slowest_ns = plugin_id, elapsed
+                    over = after > deadline
+                    slow = dispatcher._long(plugin_id, stats, name, tenant, elapsed, context)
+                    if stats.failing and not slow:
+                        dispatcher.succeeded(stats, tenant)
+                elif stats.failing:
                     dispatcher.succeeded(stats, tenant)
-            elif stats.failing:
-                dispatcher.succeeded(stats, tenant)
-            before = after
-            if result is None or kind is _NOTIFY:
-                continue
-            refusal = _refusal(kind, result, value, tenant, plugin_id)
-            if refusal is None and self._routes:
-                result, refusal = self._guarded(plugin_id, result)
-            if refusal is not None:
-                error = ResultRefused(plugin_id, name, refusal)
-                dispatcher._failed(
-                    plugin_id,
-                    stats,
-                    name,
-                    tenant,
-                    error,
-                    context=context,
-                    started=before,
-                    counted=True,
-                )
-                if dispatcher.strict:
-                    raise error
-                before = perf_counter_ns()
-                continue
+                before = after
+                if result is None or kind is _NOTIFY:
+                    continue
+                refusal = _refusal(kind, result, value, tenant, plugin_id)
+                if refusal is None and self._routes:
+                    result, refusal = self._guarded(plugin_id, result)
+                if refusal is not None:
+                    error = ResultRefused(plugin_id, name, refusal)
+                    dispatcher._failed(
+                        plugin_id,
+                        stats,
+                        name,
+                        tenant,
+                        error,
+                        context=context,
+                        started=before,
+                        counted=True,
+                    )
+                    if dispatcher.strict:
+                        raise error
+                    before = perf_counter_ns()
+                    continue
+                if kind is _COLLECT:
+                    completed = _completed(result, plugin_id, name, tenant)
+                    if _trace and _trace[-1].plugin_id == plugin_id:
+                        _trace[-1] = attrs.evolve(_trace[-1], result=completed)
+                    results.append(completed)
+                elif kind is _FILTER:
+                    value = result
+                else:  # FIRST_RESULT
+                    return result
             if kind is _COLLECT:
-                completed = _completed(result, plugin_id, name, tenant)
-                if _trace and _trace[-1].plugin_id == plugin_id:
-                    _trace[-1] = attrs.evolve(_trace[-1], result=completed)
-                results.append(completed)
-            elif kind is _FILTER:
-                value = result
-            else:  # FIRST_RESULT
-                return result
-        if kind is _COLLECT:
-            return results
-        if kind is _FILTER:
-            return value
-        return None
+                return results
+            if kind is _FILTER:
+                return value
+            return None
+        finally:
+            if token is not None:
+                _reset_context(token)
 
     def _guarded(self, plugin_id: str, returned: object) -> tuple[Any, str | None]:
         """The plugin's routes with each handler guarded (:class:`RouteGuard`), or why not."""
@@ -913,7 +972,7 @@ class HostHook:
         except (TypeError, ValueError) as exc:
             return None, str(exc)
         planner, dispatcher = self._planner, self._dispatcher
-        timeout = planner._timeout(plugin_id)
+        timeout = planner.timeout(plugin_id)
         return [
             attrs.evolve(route, handler=RouteGuard(planner, dispatcher, plugin_id, route, timeout))
             for route in routes
@@ -934,6 +993,12 @@ class HostHook:
 
     def __repr__(self) -> str:
         return f"<HostHook {self._name}>"
+
+
+def _evict(cache: OrderedDict[Any, Any]) -> None:
+    """Drop a full cache's least recently used entry (other threads may drop some meanwhile)."""
+    with contextlib.suppress(KeyError):
+        cache.popitem(last=False)
 
 
 def _left(plan: Plan, plugin_id: str) -> list[str]:
@@ -993,8 +1058,8 @@ class RouteGuard:
             ``ApiResponse`` for the request's tenant (recorded).
         """
         planner = self._planner
-        if perf_counter_ns() >= planner._due:
-            planner._tick()
+        if perf_counter_ns() >= planner.due:
+            planner.tick()
         if not isinstance(request, ApiRequest):
             raise TypeError(
                 f"the handler of {self.hook} of plugin {self.plugin_id!r} takes an ApiRequest, "
@@ -1002,7 +1067,7 @@ class RouteGuard:
             )
         tenant = request.tenant
         plugin_id = self.plugin_id
-        if not planner._serves(plugin_id, tenant, ROUTES_HOOK):
+        if not planner.serves(plugin_id, tenant, ROUTES_HOOK):
             return ApiResponse.json(tenant, {"error": "not found"}, 404)
         dispatcher, stats, hook = self._dispatcher, self._stats, self.hook
         before = perf_counter_ns()
@@ -1231,8 +1296,6 @@ def _log(plugin_id: str, level: int, failure: FailureRecord, message: str) -> No
     logger.handle(record)
 
 
-CALL_LOOPS.add(HostHook.__call__.__code__)
-CALL_LOOPS.add(Dispatcher.call_one.__code__)
 _LOOP_CODES: Final = frozenset(
     {
         HostHook.__call__.__code__,

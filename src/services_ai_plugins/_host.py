@@ -1,12 +1,13 @@
 """PluginHost: the one object a host adapter holds.
 
 It wires storage, registry, sources, hook specifications, the permission
-layer and the call loop together. It loads the plugins that are approved and
-verified, keeps an in-memory snapshot of which plugins are active for which
-tenant and what each may do, and rebuilds it when the storage's change
+layer and the call loop together, and does the housekeeping of every call
+path (its *tick*): it refreshes the loaded plugins when the storage's change
 counter moves (so a decision taken in another process applies here without a
-restart). Hooks are called as ``host.hook.<name>(...)`` or
-``host.call_hook("<name>", ...)``.
+restart), applies the circuit breaker's suspensions, flushes failures and
+metrics, and fires the lifecycle hooks. Loading itself (the snapshot, views
+and plans) is :class:`~._loading.PluginSet`'s. Hooks are called as
+``host.hook.<name>(...)`` or ``host.call_hook("<name>", ...)``.
 """
 
 from __future__ import annotations
@@ -18,44 +19,37 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from time import perf_counter_ns
-from typing import Any, Final, NamedTuple, final
+from typing import Any, Final, final
 
 import attrs
 import pluggy
 
 from ._api import ApiLimits, ApiMeter, DeniedHook, HostServices, PluginAPI
-from ._dependencies import check_environment, check_plugins, load_order, require_environment
+from ._dependencies import require_environment
 from ._dispatch import (
     INJECTED,
     BreakerPolicy,
     Dispatcher,
-    Entry,
     HookTrace,
     HostHook,
-    Plan,
     PluginOutcome,
-    entry,
 )
 from ._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
-from ._manifest import Isolation, Manifest
+from ._loading import Loaded, PluginSet
+from ._manifest import Manifest
 from ._registry import Registry, RegistryEvent, Suspension
 from ._sandbox._pool import Sandbox, SandboxedPlugin, SandboxPolicy
-from ._sandbox._worker import ASYNC_REFUSAL, is_async
 from ._secrets import SecretBox, SecretKeys
 from ._sources._archive import ArchiveSource, install_archive
 from ._sources._discovery import (
     DiscoveredPlugin,
-    _manifest_document,
-    _module_of,
     discover_entry_points,
+    manifest_document,
+    module_of,
     register_discovered,
 )
 from ._sources._loader import (
     IntegrityError,
-    load_failure,
-    load_plugin,
-    unload_plugin,
-    verify_plugin,
 )
 from ._storage._protocol import (
     MAX_EXC_TYPE,
@@ -66,35 +60,28 @@ from ._storage._protocol import (
     PluginStatus,
     SourceKind,
     Storage,
-    TenantRecord,
     bounded,
     storable,
 )
-from ._version import __version__
 from .errors import (
     ConflictError,
-    PackageError,
     PluginError,
     PluginNotFound,
-    Problem,
-    RequirementsError,
     StorageError,
     TransitionError,
 )
 from .events import Context
-from .hookspecs import HookInfo, HookKind, hook_info, plugin_manager
+from .hookspecs import HookInfo, hook_info, plugin_manager
 
 __all__ = ["PluginHealth", "PluginHost"]
 
 
-#: Where the host keeps what sandbox workers reported of their plugins (inside plugins_dir).
-HOOKS_FOLDER: Final = ".sandbox-hooks"
-
 #: The actor of the breaker's suspensions in the audit trail.
 BREAKER_ACTOR: Final = "circuit-breaker"
 
-# Tenant views are per snapshot; this bounds them for hosts with very many tenants.
-_MAX_VIEWS: Final = 2048
+#: The most tenant views a snapshot keeps, least recently used dropped first: a host serving
+#: this many tenants in turn reads each tenant's activations once per snapshot.
+MAX_VIEWS: Final = 16_384
 
 #: The registry steps whose lifecycle hooks the host fires (see PluginHost._registry_event).
 _LIFECYCLE: Final = frozenset({"approve", "enable", "disable", "set settings", "uninstall"})
@@ -131,30 +118,6 @@ class PluginHealth:
     def error_rate(self) -> float:
         """Failed calls per call (0.0 before the first call)."""
         return self.errors / self.calls if self.calls else 0.0
-
-
-class _Loaded(NamedTuple):
-    record: PluginRecord
-    plugin: object
-
-
-class _View(NamedTuple):
-    """What one tenant's calls need: who runs there, with which grants, settings and API."""
-
-    active: frozenset[str]
-    grants: Mapping[str, frozenset[str]]
-    values: Mapping[str, Mapping[str, Any]]
-
-
-class _Snapshot:
-    """The loaded plugins at one generation, with caches built from it on demand."""
-
-    __slots__ = ("generation", "plugins", "views")
-
-    def __init__(self, generation: int, plugins: Mapping[str, _Loaded]) -> None:
-        self.generation = generation
-        self.plugins = plugins
-        self.views: dict[str | None, _View] = {}
 
 
 @final
@@ -244,7 +207,7 @@ class PluginHost:
         self.sandbox.on_integrity_error = self._integrity_failed
         # Lifecycle hooks to fire, in the order of their changes (with the plugin an uninstall
         # took out of the calls); one thread at a time fires them.
-        self._lifecycle: list[tuple[RegistryEvent, _Loaded | None]] = []
+        self._lifecycle: list[tuple[RegistryEvent, Loaded | None]] = []
         self._lifecycle_lock = threading.Lock()
         self._firing = threading.Lock()
         self._ready = False
@@ -255,45 +218,46 @@ class PluginHost:
             on_event=self._registry_event,
             secret_keys=secret_keys,
         )
-        # Other processes' changes: at once from a change feed, else by polling the counter.
-        self._unwatch: Callable[[], None] | None = None
-        if isinstance(storage, ChangeFeed):
-            self._unwatch = storage.watch(self._changed)
         #: The pluggy manager (specifications and registered implementations).
         self.pm: Final = plugin_manager()
         for specs in hookspecs:
             self.pm.add_hookspecs(specs)
         self._dispatcher: Final = Dispatcher(
-            policy=breaker or BreakerPolicy(), strict=strict, on_trip=self._trip
+            policy=breaker or BreakerPolicy(), strict=strict, on_trip=self._tripped
         )
         self._refresh_ns: Final = int(refresh_interval * 1e9)
         self._flush_ns: Final = int(flush_interval * 1e9)
         self._next_refresh = 0
         self._next_flush = perf_counter_ns() + self._flush_ns
-        #: When the next call must do housekeeping (refresh, flush).
-        self._due = 0
         self._tick_lock = threading.Lock()
-        self._refresh_lock = threading.RLock()
         self._infos: dict[str, HookInfo] = {}
         self._listeners: dict[str, object] = {}
-        self._loaded: dict[str, _Loaded] = {}
-        # Uninstalled plugins taken out by a refresh, kept until their plugin_uninstalled
-        # ran (or the next rebuild): by id, with the generation they were taken out at.
-        self._departing: dict[str, tuple[_Loaded, int]] = {}
-        #: Plugins whose load failed, with what it failed at (see :meth:`_load_key`): not tried
-        #: again until that changes (a new install or approval, or a plugin it requires).
-        self._failed_loads: dict[str, tuple[int, tuple[tuple[str, int | None], ...]]] = {}
-        self._entry_points: dict[str, DiscoveredPlugin] = {}
+        # The loaded plugins, the snapshot the call loop reads, its views and plans.
+        self._loading: Final = PluginSet(
+            storage=storage,
+            registry=self.registry,
+            pm=self.pm,
+            sandbox=self.sandbox,
+            dispatcher=self._dispatcher,
+            services=services,
+            api_class=api_class,
+            on_denied=on_denied,
+            meter=self.meter,
+            actor=actor,
+            plugins_dir=self.plugins_dir,
+            listeners=self._listeners,
+            info=self._info,
+            on_tick=self._tick,
+        )
+        # Other processes' changes: at once from a change feed, else by polling the counter.
+        self._unwatch: Callable[[], None] | None = None
+        if isinstance(storage, ChangeFeed):
+            self._unwatch = storage.watch(self._changed)
         self._closed = False
-        # Whether installs and loads refuse unmet requires_api, requires_python and
-        # dependencies: always, except in check_plugin's own host, which reports them
-        # itself and still runs the plugin's hooks.
-        self._check_requirements = True
         #: Entry points that could not be used: (where, error).
         self.refused: list[tuple[str, PluginError]] = []
         if entry_points:
             self._discover(approve_entry_points)
-        self._snapshot = _Snapshot(-1, {})
         #: ``host.hook.lead_created(...)``: every hook, called through the host.
         self.hook: Final = _HookRelay(self)
         self.refresh()
@@ -304,6 +268,21 @@ class PluginHost:
     def breaker(self) -> BreakerPolicy:
         """When the circuit breaker suspends a failing plugin."""
         return self._dispatcher.policy
+
+    @property
+    def _check_requirements(self) -> bool:
+        """Whether installs and loads refuse unmet requires_api, requires_python and
+        dependencies: always, except in check_plugin's own host, which reports them itself
+        and still runs the plugin's hooks."""
+        return self._loading.check_requirements
+
+    @_check_requirements.setter
+    def _check_requirements(self, value: bool) -> None:
+        self._loading.check_requirements = value
+
+    def _hooks_file(self, record: PluginRecord) -> Path:
+        """Where the host keeps what a worker reported of this version's implementations."""
+        return self._loading.hooks_file(record)
 
     # -- hooks -----------------------------------------------------------------------------------
 
@@ -349,7 +328,7 @@ class PluginHost:
                     "receive: a host listener implements host-only hooks only"
                 )
         self._listeners[registered] = listener
-        self._invalidate()
+        self._loading.invalidate()
         return registered
 
     def install(
@@ -395,9 +374,9 @@ class PluginHost:
         :raises RequirementsError: naming every unmet requirement (nothing is recorded).
         """
         where = f"object {getattr(plugin, '__qualname__', type(plugin).__qualname__)}"
-        module = _module_of(plugin, getattr(plugin, "__module__", "") or "")
+        module = module_of(plugin, getattr(plugin, "__module__", "") or "")
         if manifest is None:
-            document = _manifest_document(plugin, module, where)
+            document = manifest_document(plugin, module, where)
         elif isinstance(manifest, Manifest):
             document = manifest.to_dict()
         else:
@@ -411,7 +390,7 @@ class PluginHost:
             module=module,
         )
         [record] = register_discovered(self.registry, [found], actor=actor)
-        self._entry_points[record.id] = found
+        self._loading.entry_points[record.id] = found
         return record
 
     # -- the snapshot ------------------------------------------------------------------------------
@@ -422,32 +401,17 @@ class PluginHost:
         Loads newly approved plugins (verifying their code first), unloads
         those no longer approved or whose code changed. Returns True when it
         rebuilt. Called by the host itself every ``refresh_interval`` seconds.
+        The circuit breaker's suspensions decided since the last tick are
+        applied first.
         """
-        with self._refresh_lock:
+        self._apply_trips()
+        with self._loading.lock:
             self._next_refresh = perf_counter_ns() + self._refresh_ns
             self._reschedule()
-            generation = self._storage.generation()
-            if not force and generation == self._snapshot.generation:
+            approved = self._loading.rebuild(force=force)
+            if approved is None:
                 return False
-            approved = {r.id: r for r in self._storage.list_plugins(PluginStatus.APPROVED)}
-            changed = False
-            self._release_departed(generation)
-            for plugin_id, loaded in list(self._loaded.items()):
-                record = approved.get(plugin_id)
-                if record is None and self._depart(plugin_id, generation):
-                    changed = True
-                elif record is None or _code_changed(loaded.record, record):
-                    self._unload(plugin_id)
-                    changed = True
-                elif record != loaded.record:
-                    self._loaded[plugin_id] = loaded._replace(record=record)
-            for plugin_id in self._in_load_order(approved):
-                if plugin_id not in self._loaded and self._load(approved[plugin_id], approved):
-                    changed = True
-            if changed:
-                self._reregister()
             self._reconcile_trips(approved)
-            self._snapshot = _Snapshot(generation, dict(self._loaded))
         self._fire_due()  # the lifecycle hooks of plugins loaded just now
         return True
 
@@ -472,20 +436,17 @@ class PluginHost:
         Called by the registry, and by the storage's change feed from its own thread.
         """
         self._next_refresh = 0
-        self._due = 0
-
-    def _invalidate(self) -> None:
-        with self._refresh_lock:
-            self._snapshot = _Snapshot(self._snapshot.generation, dict(self._loaded))
+        self._loading.due = 0
 
     def _reschedule(self) -> None:
-        self._due = min(self._next_refresh, self._next_flush)
+        self._loading.due = min(self._next_refresh, self._next_flush)
 
     def _tick(self) -> None:
         """Housekeeping on the call path, at most one thread at a time and never blocking."""
         if not self._tick_lock.acquire(blocking=False):
             return
         try:
+            self._apply_trips()
             now = perf_counter_ns()
             if now >= self._next_refresh:
                 try:
@@ -498,107 +459,6 @@ class PluginHost:
             self._reschedule()
         finally:
             self._tick_lock.release()
-
-    def _view(self, snapshot: _Snapshot, tenant: str | None) -> _View:
-        view = snapshot.views.get(tenant)
-        if view is not None:
-            return view
-        if len(snapshot.views) >= _MAX_VIEWS:
-            snapshot.views.clear()
-        plugins = snapshot.plugins
-        if tenant is None:
-            active = frozenset(plugins)
-            grants = {pid: self.registry._grants(p.record, None) for pid, p in plugins.items()}
-            settings: dict[str, Mapping[str, Any]] = dict.fromkeys(plugins, _NO_SETTINGS)
-        else:
-            active = frozenset(self._storage.enabled_plugins(tenant)) & frozenset(plugins)
-            # One read of each plugin's tenant record serves its grants and its settings.
-            registry = self.registry
-            stored = {pid: self._storage.get_tenant(pid, tenant) for pid in active}
-            grants = {pid: registry._grants(plugins[pid].record, stored[pid]) for pid in active}
-            settings = {
-                pid: types.MappingProxyType(registry._settings(plugins[pid].record, stored[pid]))
-                for pid in active
-            }
-        values = {
-            pid: {
-                "api": self._api_class(
-                    pid,
-                    self._services,
-                    tenant=tenant,
-                    grants=grants[pid],
-                    on_denied=self._on_denied,
-                    settings=settings[pid] if tenant is not None else None,
-                    meter=self.meter,
-                ),
-                "settings": settings[pid],
-                "plugin_id": pid,
-            }
-            for pid in active
-        }
-        view = snapshot.views[tenant] = _View(active, grants, values)
-        return view
-
-    def _plan(
-        self, snapshot: _Snapshot, info: HookInfo, tenant: str | None, provided: frozenset[str]
-    ) -> Plan:
-        """Which implementations run for (hook, tenant), in pluggy's call order, prepared."""
-        caller: pluggy.HookCaller = getattr(self.pm.hook, info.name)
-        implementations = list(reversed(caller.get_hookimpls()))
-        entries: list[Entry] = []
-        if info.host_only:
-            for impl in implementations:
-                if impl.plugin_name in self._listeners:
-                    entries.append(
-                        entry(
-                            impl.plugin_name,
-                            impl.function,
-                            impl.argnames,
-                            {},
-                            self._dispatcher.stats(impl.plugin_name, info.name),
-                        )
-                    )
-        else:
-            view = self._view(snapshot, tenant)
-            for impl in implementations:
-                plugin_id = impl.plugin_name
-                if plugin_id not in view.active:
-                    continue
-                held = view.grants[plugin_id]
-                if any(permission not in held for permission in info.permissions):
-                    continue
-                own = view.values[plugin_id]
-                inject: dict[str, Any] = {
-                    name: own[name]
-                    for name in INJECTED
-                    if name in impl.argnames and name not in provided
-                }
-                entries.append(
-                    entry(
-                        plugin_id,
-                        impl.function,
-                        impl.argnames,
-                        inject,
-                        self._dispatcher.timed(plugin_id, info.name, self._timeout(plugin_id)),
-                    )
-                )
-        return Plan(info, tenant, tuple(entries))
-
-    def _timeout(self, plugin_id: str) -> float | None:
-        """The time limit of the plugin's calls: its sandbox's, or None in the host's process."""
-        loaded = self._loaded.get(plugin_id)
-        if loaded is not None and isinstance(loaded.plugin, SandboxedPlugin):
-            return self.sandbox.policy.timeout
-        return None
-
-    def _serves(self, plugin_id: str, tenant: str, permission: str) -> bool:
-        """Whether a route of the plugin may answer the tenant now (a :class:`RouteGuard` asks).
-
-        The plugin must run for the tenant (approved, enabled there, not suspended
-        there or everywhere) and hold ``permission`` there.
-        """
-        view = self._view(self._snapshot, tenant)
-        return plugin_id in view.active and permission in view.grants[plugin_id]
 
     def _info(self, name: str) -> HookInfo:
         info = self._infos.get(name)
@@ -622,219 +482,7 @@ class PluginHost:
                 self.refused.append((found.location, error))
                 _logger.warning("entry point refused: %s: %s", found.location, error)
                 continue
-            self._entry_points[found.plugin_id] = found
-
-    def _load_key(
-        self, record: PluginRecord, approved: Mapping[str, PluginRecord]
-    ) -> tuple[int, tuple[tuple[str, int | None], ...]]:
-        """What a load depends on: its revision, and the revisions of the plugins it requires."""
-        manifest = self._manifest(record)
-        required = sorted(manifest.requires_plugins) if manifest is not None else []
-        return record.revision, tuple(
-            (other, approved[other].revision if other in approved else None) for other in required
-        )
-
-    def _load(self, record: PluginRecord, approved: Mapping[str, PluginRecord]) -> bool:
-        """Import one approved plugin and check its hooks; False (recorded) when it cannot run.
-
-        ``approved`` is every approved plugin: the plugins it requires must be among
-        them, in versions it accepts.
-        """
-        key = self._load_key(record, approved)
-        if self._failed_loads.get(record.id) == key:
-            return False  # failed so already: wait for a new install or approval, or its needs
-        manifest = self._manifest(record)
-        # Checked at install, and again here: this machine may not be the one that installed it.
-        unmet = (
-            [*check_environment(manifest), *self._unmet_plugins(record.id, manifest, approved)]
-            if manifest is not None and self._check_requirements
-            else []
-        )
-        if unmet:
-            self._failed_loads[record.id] = key
-            refused = RequirementsError(record.id, unmet)
-            self._record_load_failure(record.id, refused)
-            _logger.error("plugin %r not loaded: %s", record.id, refused)
-            return False
-        sandboxed = (
-            self.sandbox.policy.isolation_for(
-                record.source, manifest.isolation if manifest is not None else None
-            )
-            is Isolation.PROCESS
-        )
-        plugin: object = None
-        folder: Path | None = None
-        try:
-            if record.source is not SourceKind.ENTRY_POINT:
-                # Verifies the code hash first; records its own failures (and
-                # suspends a plugin whose code changed).
-                if sandboxed:
-                    folder = verify_plugin(record, registry=self.registry, actor=self._actor)
-                else:
-                    plugin = load_plugin(record, registry=self.registry, actor=self._actor).plugin
-        except PluginError as error:
-            self._failed_loads[record.id] = key
-            _logger.error("plugin %r not loaded: %s", record.id, error)
-            return False
-        try:
-            if sandboxed:
-                if manifest is None:
-                    raise PackageError("its manifest cannot be read", path=record.id)
-                module = attribute = None
-                if record.source is SourceKind.ENTRY_POINT:
-                    module, attribute = self._entry_point_target(record.id)
-                plugin = self.sandbox.load(
-                    record.id,
-                    manifest,
-                    folder=folder,
-                    spec_args=self._spec_args,
-                    ignored=self._notify_hooks(),
-                    module=module,
-                    attribute=attribute,
-                    hooks_file=self._hooks_file(record),
-                    code_hash=record.code_hash,
-                )
-            elif record.source is SourceKind.ENTRY_POINT:
-                found = self._entry_points.get(record.id)
-                if found is None:
-                    raise PackageError(
-                        "its entry point is not installed in this environment", path=record.id
-                    )
-                plugin = found.plugin
-                if isinstance(plugin, type):  # an entry point naming a class: one instance
-                    plugin = _instantiate(record.id, plugin)
-            self._check_implementations(record, plugin)
-        except Exception as exc:  # noqa: BLE001 - whatever one plugin does fails its own load only
-            refusal = (
-                exc
-                if isinstance(exc, PluginError)
-                else PackageError(
-                    f"it cannot be loaded: {type(exc).__name__}: {exc}", path=record.id
-                )
-            )
-            self._failed_loads[record.id] = key
-            if sandboxed:
-                self.sandbox.unload(record.id)
-            elif record.source is not SourceKind.ENTRY_POINT:
-                unload_plugin(record.id)
-            self._record_load_failure(record.id, refusal)
-            _logger.error("plugin %r not loaded: %s", record.id, refusal)
-            return False
-        self._loaded[record.id] = _Loaded(record, plugin)
-        return True
-
-    def _unmet_plugins(
-        self, plugin_id: str, manifest: Manifest, approved: Mapping[str, PluginRecord]
-    ) -> list[Problem]:
-        """The plugins ``manifest`` requires that are not approved here, in a version it accepts."""
-        if not manifest.requires_plugins:
-            return []
-        manifests = {plugin_id: manifest}
-        for other in approved.values():
-            found = self._manifest(other)
-            if found is not None:
-                manifests.setdefault(other.id, found)
-        statuses = dict.fromkeys(manifests, PluginStatus.APPROVED)
-        return check_plugins(manifests, statuses).get(plugin_id, [])
-
-    def _hooks_file(self, record: PluginRecord) -> Path:
-        """Where the host keeps what a worker reported of this version's implementations."""
-        name = f"{record.id}-{record.code_hash[:32]}-{__version__}.json"
-        return self.plugins_dir / HOOKS_FOLDER / name
-
-    def _entry_point_target(self, plugin_id: str) -> tuple[str, str | None]:
-        """The module (and attribute) a worker imports for an entry-point plugin."""
-        found = self._entry_points.get(plugin_id)
-        if found is None:
-            raise PackageError(
-                "its entry point is not installed in this environment", path=plugin_id
-            )
-        plugin = found.plugin
-        if isinstance(plugin, types.ModuleType):
-            return plugin.__name__, None
-        module = getattr(plugin, "__module__", None)
-        qualname = getattr(plugin, "__qualname__", None)
-        if not module or not qualname or "<" in qualname:
-            raise PackageError(
-                "it cannot run in a sandbox: its entry point is not an importable module or class",
-                path=plugin_id,
-            )
-        return module, qualname
-
-    def _notify_hooks(self) -> frozenset[str]:
-        """The specified hooks whose results are ignored (their sandboxed results are not sent)."""
-        return frozenset(
-            name
-            for name, caller in vars(self.pm.hook).items()
-            if isinstance(caller, pluggy.HookCaller)
-            and caller.spec is not None
-            and self._info(name).kind is HookKind.NOTIFY
-        )
-
-    def _spec_args(self, name: str) -> tuple[str, ...] | None:
-        caller = getattr(self.pm.hook, name, None)
-        spec = getattr(caller, "spec", None)
-        return tuple(spec.argnames) if spec is not None else None
-
-    def _check_implementations(self, record: PluginRecord, plugin: object) -> None:
-        """Register with pluggy to check the implementations at the door, then take it out again.
-
-        Refused: arguments a specification does not have (pluggy's check), hooks
-        nobody specified, wrappers (a plugin would see and change the others'
-        results), and host-only hooks.
-        """
-        try:
-            self.pm.register(plugin, name=record.id)
-        except (pluggy.PluginValidationError, ValueError) as error:
-            raise PackageError(f"its hooks are refused: {error}", path=record.id) from None
-        try:
-            problems: list[str] = []
-            for caller in self.pm.get_hookcallers(plugin) or ():
-                impl = next(i for i in caller.get_hookimpls() if i.plugin is plugin)
-                if caller.spec is None:
-                    if not impl.optionalhook:
-                        problems.append(f"{caller.name}: no such hook is specified")
-                elif impl.hookwrapper or impl.wrapper:
-                    problems.append(f"{caller.name}: plugins may not wrap other plugins' calls")
-                elif self._info(caller.name).host_only:
-                    problems.append(f"{caller.name}: only the host receives this hook")
-                elif is_async(impl.function):
-                    problems.append(f"{caller.name}: {ASYNC_REFUSAL}")
-            if problems:
-                raise PackageError("its hooks are refused: " + "; ".join(problems), path=record.id)
-            self._warn_ungranted(record, plugin)
-        finally:
-            self.pm.unregister(name=record.id)
-
-    def _warn_ungranted(self, record: PluginRecord, plugin: object) -> None:
-        """Log the hooks a plugin implements but may never receive (a permission it cannot hold)."""
-        manifest = self._manifest(record)
-        if manifest is None:
-            return
-        possible = set(manifest.permissions) | set(manifest.optional_permissions)
-        for caller in self.pm.get_hookcallers(plugin) or ():
-            missing = [p for p in self._info(caller.name).permissions if p not in possible]
-            if missing:
-                _logger.warning(
-                    "plugin %r implements %s but can never receive it: it needs %s, "
-                    "which its manifest does not ask for",
-                    record.id,
-                    caller.name,
-                    ", ".join(missing),
-                )
-
-    def _manifest(self, record: PluginRecord) -> Manifest | None:
-        """The record's manifest, from the registry's cache (parsed once per revision)."""
-        try:
-            return self.registry._manifest(record)  # the registry's cache, same package
-        except PluginError:
-            return None
-
-    def _record_load_failure(self, plugin_id: str, error: PluginError) -> None:
-        try:
-            self._storage.record_failures([load_failure(plugin_id, error)])
-        except StorageError:
-            _logger.exception("cannot record the load failure of plugin %r", plugin_id)
+            self._loading.entry_points[found.plugin_id] = found
 
     def _integrity_failed(self, plugin_id: str, error: IntegrityError) -> None:
         """A sandboxed plugin's code changed under the live host: no worker of it started.
@@ -843,7 +491,7 @@ class PluginHost:
         reason (the next refresh unloads it), as a change found at load is.
         """
         _logger.error("plugin %r: %s", plugin_id, error)
-        self._record_load_failure(plugin_id, error)
+        self._loading.record_load_failure(plugin_id, error)
         try:
             self.registry.suspend(plugin_id, actor=self._actor, reason=str(error))
         except (TransitionError, PluginNotFound):
@@ -854,43 +502,6 @@ class PluginHost:
         self.hook.plugin_suspended(
             plugin_id=plugin_id, reason=str(error), tenant=None, context=None
         )
-
-    def _unload(self, plugin_id: str) -> None:
-        loaded = self._loaded.pop(plugin_id, None)
-        if loaded is not None and self.pm.get_plugin(plugin_id) is not None:
-            self.pm.unregister(name=plugin_id)
-        if isinstance(loaded and loaded.plugin, SandboxedPlugin):
-            self.sandbox.unload(plugin_id)
-        elif loaded is not None and loaded.record.source is not SourceKind.ENTRY_POINT:
-            unload_plugin(plugin_id)
-
-    def _reregister(self) -> None:
-        """Register every loaded plugin again: call order follows load order, never history.
-
-        pluggy calls the implementations registered last first, so the plugins are
-        registered in reverse load order: a plugin's implementation runs after those
-        of the plugins it requires (``tryfirst`` and ``trylast`` still come first
-        and last).
-        """
-        for plugin_id in list(self._loaded):
-            if self.pm.get_plugin(plugin_id) is not None:
-                self.pm.unregister(name=plugin_id)
-        order = self._in_load_order({p: x.record for p, x in self._loaded.items()})
-        for plugin_id in reversed(order):
-            self.pm.register(self._loaded[plugin_id].plugin, name=plugin_id)
-
-    def _in_load_order(self, records: Mapping[str, PluginRecord]) -> list[str]:
-        """Ids with each plugin after those it requires (else by id); a cycle falls back to ids."""
-        manifests: dict[str, Manifest] = {}
-        for plugin_id, record in records.items():
-            manifest = self._manifest(record)
-            if manifest is not None:
-                manifests[plugin_id] = manifest
-        try:
-            ordered = load_order(manifests)
-        except PluginError:
-            ordered = sorted(manifests)
-        return ordered + sorted(set(records) - set(ordered))
 
     # -- lifecycle hooks -------------------------------------------------------------------------
 
@@ -907,7 +518,7 @@ class PluginHost:
         """
         if event.action not in _LIFECYCLE or self._closed:
             return
-        held = self._take_out(event.plugin_id) if event.action == "uninstall" else None
+        held = self._loading.take_out(event.plugin_id) if event.action == "uninstall" else None
         with self._lifecycle_lock:
             self._lifecycle.append((event, held))
         self._fire_due()
@@ -940,25 +551,13 @@ class PluginHost:
             plugin_id = event.plugin_id
             if plugin_id in waiting:
                 continue
-            if event.action != "uninstall" and self._awaits_load(plugin_id):
+            if event.action != "uninstall" and self._loading.awaits_load(plugin_id):
                 waiting.add(plugin_id)
                 continue
             return index
         return None
 
-    def _awaits_load(self, plugin_id: str) -> bool:
-        """Approved, but not loaded yet: the next refresh loads it (or records why it cannot)."""
-        if plugin_id in self._loaded:
-            return False
-        record = self._storage.get_plugin(plugin_id)
-        failed = self._failed_loads.get(plugin_id)
-        return (
-            record is not None
-            and record.status is PluginStatus.APPROVED
-            and (failed is None or failed[0] != record.revision)
-        )
-
-    def _fire(self, event: RegistryEvent, held: _Loaded | None) -> None:
+    def _fire(self, event: RegistryEvent, held: Loaded | None) -> None:
         try:
             if event.action == "uninstall":
                 if held is not None:
@@ -974,13 +573,14 @@ class PluginHost:
 
     def _fire_lifecycle(self, event: RegistryEvent) -> None:
         plugin_id, tenant = event.plugin_id, event.tenant
-        loaded = self._loaded.get(plugin_id)
+        loaded = self._loading.get(plugin_id)
         record = self._storage.get_plugin(plugin_id)
         if loaded is None or record is None or record.status is not PluginStatus.APPROVED:
             return  # its code does not run here (not approved, or it could not be loaded)
         if event.action == "approve":
             version = record.version
             self._deliver(loaded, record, "plugin_installed", plugin_id=plugin_id, version=version)
+            self._settle()  # a breaker trip of that call applies now: none of its hooks follow
             self._deliver(loaded, record, "plugin_approved", plugin_id=plugin_id)
             return
         assert tenant is not None  # the other steps are tenant steps
@@ -989,13 +589,11 @@ class PluginHost:
             return  # suspended for the tenant: its code does not run there
         if event.action == "disable":
             if not stored.enabled:
-                self._deliver(
-                    loaded, record, "plugin_disabled", tenant, stored, plugin_id=plugin_id
-                )
+                self._deliver(loaded, record, "plugin_disabled", tenant, plugin_id=plugin_id)
         elif not stored.enabled:
             return  # enabled, then disabled again before this ran; or settings of an idle tenant
         elif event.action == "enable":
-            self._deliver(loaded, record, "plugin_enabled", tenant, stored, plugin_id=plugin_id)
+            self._deliver(loaded, record, "plugin_enabled", tenant, plugin_id=plugin_id)
         else:
             changed = dict(event.changed)
             self._deliver(
@@ -1003,25 +601,11 @@ class PluginHost:
                 record,
                 "plugin_settings_changed",
                 tenant,
-                stored,
                 plugin_id=plugin_id,
                 changed=changed,
             )
 
-    def _take_out(self, plugin_id: str) -> _Loaded | None:
-        """Take an uninstalled plugin out of every call, kept loaded for its last hook."""
-        with self._refresh_lock:
-            loaded = self._loaded.pop(plugin_id, None)
-            if loaded is not None:
-                if self.pm.get_plugin(plugin_id) is not None:
-                    self.pm.unregister(name=plugin_id)
-                self._snapshot = _Snapshot(self._snapshot.generation, dict(self._loaded))
-                return loaded
-            # A refresh in another thread came first: it kept the plugin for this.
-            departed = self._departing.pop(plugin_id, None)
-            return departed[0] if departed is not None else None
-
-    def _fire_uninstalled(self, plugin_id: str, loaded: _Loaded) -> None:
+    def _fire_uninstalled(self, plugin_id: str, loaded: Loaded) -> None:
         """Send ``plugin_uninstalled`` to a plugin taken out of the calls, then unload it."""
         try:
             # Its grants as approved: the uninstall revoked them, but its last call may need
@@ -1030,15 +614,14 @@ class PluginHost:
                 loaded, loaded.record, "plugin_uninstalled", held=True, plugin_id=plugin_id
             )
         finally:
-            self._release(plugin_id, loaded)
+            self._loading.release(plugin_id, loaded)
 
     def _deliver(
         self,
-        loaded: _Loaded,
+        loaded: Loaded,
         record: PluginRecord,
         hook: str,
         tenant: str | None = None,
-        stored: TenantRecord | None = None,
         *,
         held: bool = False,
         **arguments: Any,
@@ -1051,18 +634,14 @@ class PluginHost:
         it, say), unless the caller ``held`` it out of the calls for this.
         """
         plugin_id = record.id
-        if not held and self._loaded.get(plugin_id) is not loaded:
+        if not held and self._loading.get(plugin_id) is not loaded:
             return
-        impl = self._implementation(loaded.plugin, plugin_id, hook)
+        impl = self._loading.implementation(loaded.plugin, plugin_id, hook)
         if impl is None:
             return
-        registry = self.registry
-        grants = registry._grants(record, stored)
-        settings: Mapping[str, Any] = (
-            types.MappingProxyType(registry._settings(record, stored))
-            if tenant is not None
-            else _NO_SETTINGS
-        )
+        seen = self.registry.tenant_view(tenant, [record], running_only=False)
+        grants = seen.grants[plugin_id]
+        settings: Mapping[str, Any] = seen.settings[plugin_id]
         context = Context(tenant=tenant) if tenant is not None else None
         api = self._api_class(
             plugin_id,
@@ -1087,56 +666,33 @@ class PluginHost:
             context=context,
         )
 
-    def _implementation(self, plugin: object, plugin_id: str, hook: str) -> pluggy.HookImpl | None:
-        """The plugin object's implementation of ``hook``, if it has one (registered or not)."""
-        for attribute in dir(plugin):
-            options = self.pm.parse_hookimpl_opts(plugin, attribute)
-            if options is not None and (options.get("specname") or attribute) == hook:
-                return pluggy.HookImpl(plugin, plugin_id, getattr(plugin, attribute), options)
-        return None
-
-    def _depart(self, plugin_id: str, generation: int) -> bool:
-        """Take an uninstalled plugin out of the calls but keep it, for its ``plugin_uninstalled``.
-
-        A refresh may see the uninstall before the registry tells this host of
-        it; the plugin then waits here until the hook ran, or until the next
-        rebuild when the uninstall was another process's. False (nothing
-        done) when the plugin is not uninstalled.
-        """
-        stored = self._storage.get_plugin(plugin_id)
-        if stored is None or stored.status is not PluginStatus.UNINSTALLED:
-            return False
-        loaded = self._loaded.pop(plugin_id)
-        if self.pm.get_plugin(plugin_id) is not None:
-            self.pm.unregister(name=plugin_id)
-        self._departing[plugin_id] = (loaded, generation)
-        return True
-
-    def _release_departed(self, generation: int | None) -> None:
-        """Unload the departed plugins kept since before ``generation`` (None: all of them,
-        with those still waiting for their ``plugin_uninstalled``: the host closes)."""
-        for plugin_id, (loaded, since) in list(self._departing.items()):
-            if generation is None or since < generation:
-                del self._departing[plugin_id]
-                self._release(plugin_id, loaded)
-        if generation is None:
-            with self._lifecycle_lock:
-                queued, self._lifecycle = self._lifecycle, []
-            for event, held in queued:
-                if held is not None:
-                    self._release(event.plugin_id, held)
-
-    def _release(self, plugin_id: str, loaded: _Loaded) -> None:
-        """Unload a plugin already taken out of the calls (its workers, its modules)."""
-        with self._refresh_lock:
-            if plugin_id in self._loaded:
-                return  # installed and loaded again meanwhile: that code is in use
-            if isinstance(loaded.plugin, SandboxedPlugin):
-                self.sandbox.unload(plugin_id)
-            elif loaded.record.source is not SourceKind.ENTRY_POINT:
-                unload_plugin(plugin_id)
-
     # -- the breaker -----------------------------------------------------------------------------
+
+    def _tripped(self) -> None:
+        """The breaker tripped in a call: the next call does the housekeeping that applies it."""
+        self._loading.due = 0
+
+    def _settle(self) -> None:
+        """Apply the breaker's trips now, and the refresh they call for (between two hooks)."""
+        self._apply_trips()
+        if perf_counter_ns() >= self._next_refresh:
+            self.refresh()
+
+    def _apply_trips(self) -> None:
+        """Suspend the plugins the breaker tripped on since the last tick, and tell the listeners.
+
+        The failing call only recorded the trip (:meth:`Dispatcher.take_trips`):
+        the storage write and the ``plugin_suspended`` hook happen here, at the
+        host's next tick, never nested inside that call.
+        """
+        trips = self._dispatcher.take_trips()
+        for trip in trips:
+            try:
+                self._trip(trip.plugin_id, trip.tenant, trip.reason, trip.context)
+            except Exception:  # the host's own trouble: the next trips still apply
+                _logger.exception("cannot apply the suspension of plugin %r", trip.plugin_id)
+        if trips:
+            self._write()  # the failures that tripped it, for the dashboard at once
 
     def _trip(
         self, plugin_id: str, tenant: str | None, reason: str, context: Context | None
@@ -1158,7 +714,6 @@ class PluginHost:
             except StorageError:
                 _logger.exception("cannot suspend plugin %r", plugin_id)
             break
-        self.flush()
         if not suspended:
             return
         _logger.warning(
@@ -1185,7 +740,16 @@ class PluginHost:
     # -- the error dashboard ---------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Write the failures and metrics gathered since the last flush (one batch each)."""
+        """Write the failures and metrics gathered since the last flush (one batch each).
+
+        The circuit breaker's suspensions decided since the last flush or refresh
+        are applied first (written to storage, ``plugin_suspended`` fired).
+        """
+        self._apply_trips()
+        self._write()
+
+    def _write(self) -> None:
+        """Write the failures and metrics gathered since the last write (one batch each)."""
         self._next_flush = perf_counter_ns() + self._flush_ns
         self._reschedule()
         failures, dropped = self._dispatcher.take_failures()
@@ -1259,7 +823,11 @@ class PluginHost:
         return self._storage.metrics(plugin_id)
 
     def suspensions(self, plugin_id: str | None = None) -> list[Suspension]:
-        """Which plugins are suspended, where (a tenant, or everywhere) and why."""
+        """Which plugins are suspended, where (a tenant, or everywhere) and why.
+
+        The circuit breaker's suspensions decided since the last tick are applied first.
+        """
+        self.flush()
         return self.registry.suspensions(plugin_id)
 
     def dashboard(self, *, failures_per_plugin: int = 10) -> list[PluginHealth]:
@@ -1291,9 +859,10 @@ class PluginHost:
 
     def plugins(self) -> dict[str, object]:
         """The loaded plugins (id to the object registered with pluggy), after a due refresh."""
-        if perf_counter_ns() >= self._due:
+        if perf_counter_ns() >= self._loading.due:
             self._tick()
-        return {plugin_id: loaded.plugin for plugin_id, loaded in self._loaded.items()}
+        loaded = self._loading.loaded()
+        return {plugin_id: found.plugin for plugin_id, found in loaded.items()}
 
     def close(self) -> None:
         """Flush, unload every plugin and close the storage if the host opened it."""
@@ -1306,9 +875,14 @@ class PluginHost:
             self.flush()
         finally:
             self.sandbox.close()  # first: a call stuck on its worker is cut short, not waited for
-            for plugin_id in list(self._loaded):
-                self._unload(plugin_id)
-            self._release_departed(None)
+            for plugin_id in self._loading.loaded():
+                self._loading.unload(plugin_id)
+            self._loading.release_departed(None)
+            with self._lifecycle_lock:
+                queued, self._lifecycle = self._lifecycle, []
+            for event, held in queued:
+                if held is not None:
+                    self._loading.release(event.plugin_id, held)
             if self._owns_storage:
                 self._storage.close()
 
@@ -1319,7 +893,8 @@ class PluginHost:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<PluginHost {len(self._loaded)} plugins, generation {self._snapshot.generation}>"
+        count, generation = len(self._loading.loaded()), self._loading.snapshot.generation
+        return f"<PluginHost {count} plugins, generation {generation}>"
 
 
 @final
@@ -1346,7 +921,7 @@ class _HookRelay:
         caller: pluggy.HookCaller = getattr(host.pm.hook, name)
         assert caller.spec is not None
         injected = INJECTED if not info.host_only else ()
-        hook = HostHook(host, host._dispatcher, info, caller.spec.argnames, injected)
+        hook = HostHook(host._loading, host._dispatcher, info, caller.spec.argnames, injected)
         setattr(self, name, hook)  # found as an attribute from now on
         return hook
 
@@ -1354,20 +929,3 @@ class _HookRelay:
         return sorted(
             n for n, c in vars(self._host.pm.hook).items() if isinstance(c, pluggy.HookCaller)
         )
-
-
-def _code_changed(old: PluginRecord, new: PluginRecord) -> bool:
-    return (old.code_hash, old.version, old.package_path) != (
-        new.code_hash,
-        new.version,
-        new.package_path,
-    )
-
-
-def _instantiate(plugin_id: str, plugin_class: type) -> object:
-    try:
-        return plugin_class()
-    except Exception as exc:  # the plugin's own code failed
-        raise PackageError(
-            f"cannot create its plugin object: {type(exc).__name__}: {exc}", path=plugin_id
-        ) from exc

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Mapping
+import types
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Final, final, overload
 
@@ -37,7 +38,7 @@ from .errors import (
     TransitionError,
 )
 
-__all__ = ["Registry", "RegistryEvent", "Suspension"]
+__all__ = ["Registry", "RegistryEvent", "Suspension", "TenantView"]
 
 _logger = logging.getLogger("services_ai_plugins.registry")
 
@@ -105,6 +106,25 @@ class RegistryEvent:
     #: For ``"set settings"``: each setting whose value changed, to its new value
     #: (its default when it was reset), secret values masked; else empty.
     changed: Mapping[str, JSONValue] = attrs.field(factory=dict)
+
+
+_NO_SETTINGS: Final[Mapping[str, JSONValue]] = types.MappingProxyType({})
+
+
+@attrs.frozen(kw_only=True)
+class TenantView:
+    """What plugins may do for one tenant, read at once (:meth:`Registry.tenant_view`)."""
+
+    #: The tenant (None: no tenant; every plugin asked about is active, with no settings).
+    tenant: str | None
+    #: The plugins, of those asked about, that run for the tenant: approved, enabled there
+    #: and not suspended there.
+    active: frozenset[str]
+    #: Each plugin's permissions for the tenant (see :meth:`Registry.grants`).
+    grants: Mapping[str, frozenset[str]]
+    #: Each plugin's settings for the tenant, read-only (see :meth:`Registry.get_settings`;
+    #: a secret that cannot be decrypted reads as not set, and is logged).
+    settings: Mapping[str, Mapping[str, JSONValue]]
 
 
 @final
@@ -761,6 +781,65 @@ class Registry:
         if plugin is None:
             return frozenset()
         return self._grants(plugin, self._storage.get_tenant(plugin_id, tenant))
+
+    def tenant_view(
+        self,
+        tenant: str | None,
+        plugins: Iterable[PluginRecord] | None = None,
+        *,
+        running_only: bool = True,
+    ) -> TenantView:
+        """The grants and settings of plugins for ``tenant``, in one read of its activations.
+
+        ``plugins`` are the records to answer for (a host passes the records it
+        loaded; default: every approved plugin). With ``running_only`` the view
+        holds the grants and settings of the active ones only (the plugins that
+        run for the tenant); otherwise of every one given, enabled there or not
+        (a lifecycle hook of a plugin just disabled). Without a tenant every
+        plugin given is active, its grants are its approved permissions and its
+        settings are empty.
+
+        ::
+
+            view = registry.tenant_view("acme")
+            if "crm-sync" in view.active and "read_leads" in view.grants["crm-sync"]:
+                ...
+        """
+        records = {
+            record.id: record
+            for record in (
+                plugins
+                if plugins is not None
+                else self._storage.list_plugins(PluginStatus.APPROVED)
+            )
+        }
+        if tenant is None:
+            return TenantView(
+                tenant=None,
+                active=frozenset(records),
+                grants={pid: self._grants(record, None) for pid, record in records.items()},
+                settings=dict.fromkeys(records, _NO_SETTINGS),
+            )
+        active = frozenset(self._storage.enabled_plugins(tenant)) & frozenset(records)
+        shown = active if running_only else frozenset(records)
+        # One read of each plugin's tenant record serves its grants and its settings.
+        stored = {pid: self._storage.get_tenant(pid, tenant) for pid in shown}
+        return TenantView(
+            tenant=tenant,
+            active=active,
+            grants={pid: self._grants(records[pid], stored[pid]) for pid in shown},
+            settings={
+                pid: types.MappingProxyType(self._settings(records[pid], stored[pid]))
+                for pid in shown
+            },
+        )
+
+    def manifest_of(self, record: PluginRecord) -> Manifest:
+        """The manifest of a plugin record, parsed once per revision (the registry caches it).
+
+        :raises ManifestError: when the record's manifest is not valid.
+        """
+        return self._manifest(record)
 
     def _grants(self, plugin: PluginRecord, record: TenantRecord | None) -> frozenset[str]:
         """:meth:`grants` from records already read (a host reads them once for both)."""

@@ -41,6 +41,7 @@ import pluggy
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from .._context import CURRENT_CONTEXT, context_for
 from .._manifest import Manifest
 from .._markers import PROJECT_NAME
 from .._payload_codec import to_wire
@@ -344,6 +345,8 @@ class _WorkerLoop:
         if "api" in argnames:
             values["api"] = SandboxAPI(self, call)
         self.calls.append(call)
+        # api.context, as in the host's process: set once per call, for its threads and tasks too.
+        token = CURRENT_CONTEXT.set(call.context) if call.context is not None else None
         try:
             result = function(*[values[name] for name in argnames])
             if hook == "register_routes" and result is not None:
@@ -358,6 +361,8 @@ class _WorkerLoop:
                 _text(_plugin_traceback(exc)),
             )
         finally:
+            if token is not None:
+                CURRENT_CONTEXT.reset(token)
             self.calls.pop()
             self.output.flush()
         returned = isinstance(answer, Result)
@@ -442,8 +447,8 @@ class SandboxAPI:
 
     @property
     def context(self) -> Context | None:
-        """The hook call's context."""
-        return self._call.context
+        """The hook call's context, during the call (None once it is over)."""
+        return context_for(self._call.tenant)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_") or name not in self._worker.methods:

@@ -185,8 +185,8 @@ def discover_entry_points(group: str = ENTRY_POINT_GROUP) -> Discovery:
         where = f"entry point {entry.name} = {entry.value}"
         try:
             plugin = entry.load()
-            module = _module_of(plugin, entry.module)
-            document = _manifest_document(plugin, module, where)
+            module = module_of(plugin, entry.module)
+            document = manifest_document(plugin, module, where)
             document.setdefault("id", entry.name)
             if getattr(module, "__file__", None) is None:
                 raise ValueError(f"{where}: the plugin has no source files to hash")
@@ -246,7 +246,8 @@ def _distribution_name(dist: Any) -> str:
     return re.sub(r"[-_.]+", "_", str(dist.metadata["Name"] or "")).lower()
 
 
-def _module_of(plugin: object, module_name: str) -> Any:
+def module_of(plugin: object, module_name: str) -> Any:
+    """The module a plugin object (a module, a class or an instance) comes from, if imported."""
     if isinstance(plugin, types.ModuleType):
         return plugin
     return sys.modules.get(getattr(plugin, "__module__", None) or module_name)
@@ -262,7 +263,9 @@ def _refusal(where: str, exc: Exception) -> PluginError:
     return failed
 
 
-def _manifest_document(plugin: object, module: Any, where: str) -> dict[str, Any]:
+def manifest_document(plugin: object, module: Any, where: str) -> dict[str, Any]:
+    """The manifest of an imported plugin: its (or its module's) ``manifest``, else the
+    ``manifest.json`` of its package; ``where`` names it in errors."""
     for owner in (plugin, module):
         value = getattr(owner, "manifest", None)
         to_dict = getattr(value, "to_dict", None)
