@@ -11,17 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import Hosts, Installer
-from services_ai_plugins import (
-    BreakerPolicy,
-    Isolation,
-    MemoryStorage,
-    PluginHost,
-    SandboxPolicy,
-    SourceKind,
-    hookimpl,
-)
+from services_ai_plugins import BreakerPolicy, MemoryStorage, PluginHost, SandboxPolicy, hookimpl
 from services_ai_plugins._dispatch import BUDGET_USED, LONG_NS, NEVER, SLOW_CALL, Dispatcher, Trip
 from services_ai_plugins.events import Context
+from services_ai_plugins.storage import SourceKind
+from services_ai_plugins.types import Isolation
 
 HEADER = "from services_ai_plugins import hookimpl\n\n\nclass Plugin:\n"
 

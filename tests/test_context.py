@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from conftest import Hosts, Installer
-from services_ai_plugins import Isolation, PluginHost, SandboxPolicy, SourceKind
+from services_ai_plugins import PluginHost, SandboxPolicy
 from services_ai_plugins._context import CURRENT_CONTEXT, context_for
 from services_ai_plugins.events import Context, User
+from services_ai_plugins.storage import SourceKind
+from services_ai_plugins.types import Isolation
 from services_ai_plugins_testing.fakes import FakeHostServices
 
 HEADER = (

@@ -336,6 +336,7 @@ FACES = {
         "SettingName",
         "SettingSpec",
         "SettingType",
+        "TenantView",
         "Url",
     ],
 }

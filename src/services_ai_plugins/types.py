@@ -14,7 +14,8 @@ to annotate with, construct for ``PluginHost`` options, or ``isinstance``-check:
   :data:`DEFAULT_PERMISSIONS` (``PluginHost(permissions=...)``);
 - API limits: :class:`ApiLimits`, :class:`Rate`, :class:`ApiMeter`, and the
   :class:`DeniedCall` a host's ``on_denied`` callback receives;
-- tracing: :class:`HookTrace` and :class:`PluginOutcome` (``PluginHost.trace_hook``).
+- tracing: :class:`HookTrace` and :class:`PluginOutcome` (``PluginHost.trace_hook``);
+- registry: :class:`TenantView` (``Registry.tenant_view``: a tenant's grants and settings).
 
 Names are imported on first use, so importing this module is cheap.
 """
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from ._json import JSONValue
     from ._manifest import MAX_MANIFEST_BYTES, Isolation
     from ._permissions import DEFAULT_PERMISSIONS, Permission, PermissionCatalogue, Risk
+    from ._registry import TenantView
     from ._settings import SettingSpec, SettingType
 
 
@@ -75,6 +77,7 @@ _LAZY: dict[str, str] = {
     "SettingName": "._fields",
     "SettingSpec": "._settings",
     "SettingType": "._settings",
+    "TenantView": "._registry",
     "Url": "._fields",
 }
 
@@ -119,5 +122,6 @@ __all__ = [
     "SettingName",
     "SettingSpec",
     "SettingType",
+    "TenantView",
     "Url",
 ]
