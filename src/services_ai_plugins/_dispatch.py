@@ -795,11 +795,13 @@ class HostHook:
 
     __slots__ = (
         "_cache",
+        "_count",
         "_dispatcher",
         "_filtered",
         "_info",
         "_kind",
         "_name",
+        "_pick",
         "_planner",
         "_required",
         "_routes",
@@ -823,6 +825,11 @@ class HostHook:
         #: True: the hook runs for ``context.tenant``'s plugins only.
         self.scoped = info.tenant_scoped
         self._required = frozenset(argnames) - frozenset(injected)
+        self._count = len(self._required)
+        #: Reads every argument of the hook from the call's keywords (KeyError: one is missing).
+        self._pick: Callable[[dict[str, Any]], object] = (
+            itemgetter(*sorted(self._required)) if self._required else len
+        )
         #: True: the results are routes, whose handlers are handed out guarded.
         self._routes = info.name == ROUTES_HOOK and info.kind is _COLLECT
         # The snapshot last seen and its plans, by tenant (or (tenant, provided)).
@@ -836,7 +843,16 @@ class HostHook:
         if now >= planner.due:
             planner.tick()
             now = perf_counter_ns()
-        provided = NO_NAMES if kwargs.keys() == self._required else self._check(kwargs)
+        # As many keywords as the hook's arguments, each of them there (the picker raises
+        # KeyError otherwise): exactly its arguments. Cheaper than comparing key sets.
+        if len(kwargs) == self._count:
+            try:
+                self._pick(kwargs)
+                provided = NO_NAMES
+            except KeyError:
+                provided = self._check(kwargs)
+        else:
+            provided = self._check(kwargs)
         if self.scoped:
             context = kwargs["context"]
             if type(context) is not Context and not isinstance(context, Context):
