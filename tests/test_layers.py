@@ -40,10 +40,9 @@ def _use(user: str, name: str) -> PrivateUse:
     return PrivateUse(f"{PACKAGE}.{user}", f"{PACKAGE}.{name}")
 
 
-#: TODO(issue 17): today's uses of another module's private names. Each goes when its user or
-#: the module that defines it gets a public name for it (the spine, sandbox, test kit and public
-#: face work of issue 17 is removing them). The list only shrinks: a use that is not listed fails
-#: the test, and so does an entry that no longer occurs (delete it then).
+#: Uses of another module's private names that are allowed: none. A room's modules share names
+#: without an underscore inside its private modules. Should one ever be needed, list it here
+#: with its reason; an entry that no longer occurs fails the test too.
 ALLOWED: frozenset[PrivateUse] = frozenset({
 })  # fmt: skip
 

@@ -79,10 +79,6 @@ __all__ = ["PluginHealth", "PluginHost"]
 #: The actor of the breaker's suspensions in the audit trail.
 BREAKER_ACTOR: Final = "circuit-breaker"
 
-#: The most tenant views a snapshot keeps, least recently used dropped first: a host serving
-#: this many tenants in turn reads each tenant's activations once per snapshot.
-MAX_VIEWS: Final = 16_384
-
 #: The registry steps whose lifecycle hooks the host fires (see PluginHost._registry_event).
 _LIFECYCLE: Final = frozenset({"approve", "enable", "disable", "set settings", "uninstall"})
 
