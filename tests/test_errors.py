@@ -7,6 +7,7 @@ import importlib
 import inspect
 import pkgutil
 import re
+from pathlib import Path
 
 import services_ai_plugins
 from services_ai_plugins import errors
@@ -136,3 +137,20 @@ def test_drawing_matches_the_classes() -> None:
 def test_public_errors_module_lists_the_whole_tree() -> None:
     """``errors.__all__`` is the drawn tree, its root and the Problem record."""
     assert set(errors.__all__) == {*_drawn_tree(), "PluginError", "Problem"}
+
+
+def test_the_architecture_page_draws_the_same_tree() -> None:
+    """docs/architecture.md draws the tree of ``errors.__doc__``, line for line."""
+    assert errors.__doc__ is not None
+    lines = errors.__doc__.splitlines()
+    root = next(i for i, line in enumerate(lines) if line.strip() == "PluginError")
+    drawing = ["PluginError"]
+    for line in lines[root + 1 :]:
+        if _BRANCH.match(line[4:]) is None:
+            break
+        drawing.append(line[4:])
+    page = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text(
+        encoding="utf-8"
+    )
+    start = page.index("```text\nPluginError\n") + len("```text\n")
+    assert page[start : page.index("```", start)].splitlines() == drawing
