@@ -36,6 +36,9 @@ def tests(session: nox.Session) -> None:
     session.run(
         "pytest",
         "--numprocesses=auto",
+        # A few long property tests would leave a worker idle at the end: idle ones steal.
+        "--dist=worksteal",
+        "--durations=15",
         "--cov",
         "--cov-report=term-missing:skip-covered",
         *session.posargs,
