@@ -59,6 +59,7 @@ def load_or_refuse(document: object) -> None:
 # -- nothing but a Manifest or a ManifestError --------------------------------------------------
 
 
+@pytest.mark.no_cover  # fuzzing: thousands of runs under the tracer, no line it alone covers
 @settings(max_examples=3000, deadline=None)
 @given(sais.json_values(max_leaves=10) | sais.manifest_like_dicts())
 def test_any_json_value_gives_a_manifest_or_a_manifest_error(document: object) -> None:
@@ -66,6 +67,7 @@ def test_any_json_value_gives_a_manifest_or_a_manifest_error(document: object) -
     load_or_refuse(document)
 
 
+@pytest.mark.no_cover  # fuzzing: thousands of runs under the tracer, no line it alone covers
 @settings(max_examples=3000, deadline=None)
 @given(sais.mutated_manifest_dicts())
 def test_a_mutated_manifest_gives_a_manifest_or_a_manifest_error(document: object) -> None:
@@ -73,6 +75,7 @@ def test_a_mutated_manifest_gives_a_manifest_or_a_manifest_error(document: objec
     load_or_refuse(document)
 
 
+@pytest.mark.no_cover  # fuzzing: thousands of runs under the tracer, no line it alone covers
 @settings(max_examples=2000, deadline=None)
 @given(sais.json_texts())
 def test_any_text_gives_a_manifest_or_a_manifest_error(text: str) -> None:
@@ -83,6 +86,7 @@ def test_any_text_gives_a_manifest_or_a_manifest_error(text: str) -> None:
         check_error(error)
 
 
+@pytest.mark.no_cover  # fuzzing: thousands of runs under the tracer, no line it alone covers
 @settings(max_examples=2000, deadline=None)
 @given(sais.json_bytes())
 def test_any_bytes_give_a_manifest_or_a_manifest_error(data: bytes) -> None:
