@@ -90,10 +90,12 @@ def tamper(folder: Path) -> None:
 
 def kill(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
-    for _ in range(500):  # the host reaps it; wait until it is gone from the table
+    for _ in range(500):  # wait until it is dead: a zombie (until the zygote reaps it) or gone
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return
+        if state in ("Z", "X"):
             return
         time.sleep(0.01)
 
