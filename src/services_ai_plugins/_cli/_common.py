@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
-from .._registry import Registry
+from .._registry import Registry, Suspension
 from .._storage._protocol import Storage
 from .._storage._sqlite import SQLiteStorage
 from ..errors import StorageError
@@ -37,6 +37,7 @@ __all__ = [
     "open_storage",
     "plugins_path",
     "positive",
+    "suspension_document",
 ]
 
 
@@ -195,3 +196,15 @@ def command_adder(commands: Any, common: argparse.ArgumentParser, prog: str) -> 
 def duration(seconds: float) -> str:
     """A duration for people: ``0.850 ms`` below a second, else ``2.50 s``."""
     return f"{seconds:.2f} s" if seconds >= 1 else f"{seconds * 1000:.3f} ms"
+
+
+def suspension_document(suspension: Suspension, *, plugin: bool = True) -> dict[str, Any]:
+    """A suspension as JSON; ``plugin=False`` leaves out its plugin (shown under the plugin)."""
+    document: dict[str, Any] = {"plugin_id": suspension.plugin_id} if plugin else {}
+    document.update(
+        tenant=suspension.tenant,
+        reason=suspension.reason,
+        since=suspension.since.isoformat(),
+        by=suspension.by,
+    )
+    return document

@@ -39,6 +39,7 @@ from ._common import (
     open_storage,
     plugins_path,
     positive,
+    suspension_document,
 )
 
 if TYPE_CHECKING:
@@ -322,7 +323,7 @@ def _call(args: argparse.Namespace) -> ResultWithCode:
         document, lines = _one_call(request, traces[0])
     else:
         document, lines = _many_calls(request, traces)
-    document["suspended"] = [_suspension_document(s) for s in suspended]
+    document["suspended"] = [suspension_document(s) for s in suspended]
     document["not_loaded"] = not_loaded
     document["notes"] = request.notes
     lines += [
@@ -483,16 +484,6 @@ def _text(value: Any) -> str:
     return "None" if value is None else json.dumps(_jsonable(value), ensure_ascii=False)
 
 
-def _suspension_document(suspension: Suspension) -> dict[str, Any]:
-    return {
-        "plugin_id": suspension.plugin_id,
-        "tenant": suspension.tenant,
-        "reason": suspension.reason,
-        "since": suspension.since.isoformat(),
-        "by": suspension.by,
-    }
-
-
 # -- failures, metrics ---------------------------------------------------------------------------
 
 
@@ -581,7 +572,7 @@ def _suspend(args: argparse.Namespace) -> Result:
         "tenant": tenant,
         "status": record.status.value,
         "changed": earlier is None,
-        "suspensions": [_suspension_document(s) for s in now],
+        "suspensions": [suspension_document(s) for s in now],
     }
     return document, [line]
 
@@ -612,7 +603,7 @@ def _resume(args: argparse.Namespace) -> Result:
         "tenant": tenant,
         "status": record.status.value,
         "changed": earlier is not None,
-        "suspensions": [_suspension_document(s) for s in now],
+        "suspensions": [suspension_document(s) for s in now],
     }
     return document, [line]
 

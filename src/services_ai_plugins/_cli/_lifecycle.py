@@ -33,7 +33,15 @@ from ..errors import (
     PackageError,
     TransitionError,
 )
-from ._common import Result, actor_name, command_adder, open_registry, plugins_path, positive
+from ._common import (
+    Result,
+    actor_name,
+    command_adder,
+    open_registry,
+    plugins_path,
+    positive,
+    suspension_document,
+)
 
 __all__ = ["add_lifecycle_commands"]
 
@@ -147,15 +155,6 @@ def _cli_flags(source: Path) -> Iterator[None]:
 _CLI_FLAG: Final = "pass --reinstall"
 
 
-def _suspension_document(suspension: Suspension) -> dict[str, Any]:
-    return {
-        "tenant": suspension.tenant,
-        "reason": suspension.reason,
-        "since": suspension.since.isoformat(),
-        "by": suspension.by,
-    }
-
-
 def _suspension_line(suspension: Suspension) -> str:
     where = f"for tenant {suspension.tenant}" if suspension.tenant else "everywhere"
     return (
@@ -219,7 +218,9 @@ def _list(args: argparse.Namespace) -> Result:
     lines = []
     for plugin in plugins:
         document = _plugin_document(plugin)
-        document["suspensions"] = [_suspension_document(s) for s in suspensions.get(plugin.id, [])]
+        document["suspensions"] = [
+            suspension_document(s, plugin=False) for s in suspensions.get(plugin.id, [])
+        ]
         document["load_failure"] = _load_failure_document(failures[plugin.id])
         documents.append(document)
         lines.append(
@@ -273,7 +274,7 @@ def _show(args: argparse.Namespace) -> Result:
         requested = _requested_permissions(registry.manifest(args.name))
     document = _plugin_document(record)
     document["requested_permissions"] = requested
-    document["suspensions"] = [_suspension_document(s) for s in suspensions]
+    document["suspensions"] = [suspension_document(s, plugin=False) for s in suspensions]
     document["load_failure"] = _load_failure_document(failure)
     document["tenants"] = [_tenant_document(t) for t in tenants]
     document["history"] = [
