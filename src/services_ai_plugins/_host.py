@@ -38,7 +38,9 @@ from ._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
 from ._loading import Loaded, PluginSet
 from ._manifest import Manifest
 from ._registry import Registry, RegistryEvent, Suspension
-from ._sandbox._pool import Sandbox, SandboxedPlugin, SandboxPolicy
+from ._sandbox._policy import SandboxPolicy
+from ._sandbox._pool import Sandbox
+from ._sandbox._stand_in import SandboxedPlugin
 from ._secrets import SecretBox, SecretKeys
 from ._sources._archive import ArchiveSource, install_archive
 from ._sources._discovery import (

@@ -31,7 +31,8 @@ from ._dependencies import check_environment, check_plugins, load_order
 from ._dispatch import INJECTED, Dispatcher, Entry, Plan, entry
 from ._manifest import Isolation, Manifest
 from ._registry import Registry
-from ._sandbox._pool import Sandbox, SandboxedPlugin
+from ._sandbox._pool import Sandbox
+from ._sandbox._stand_in import SandboxedPlugin
 from ._sandbox._worker import ASYNC_REFUSAL, is_async
 from ._sources._discovery import DiscoveredPlugin
 from ._sources._loader import load_failure, load_plugin, unload_plugin, verify_plugin

@@ -56,11 +56,11 @@ from ._messages import (
     read_zygote_answer,
 )
 from ._policy import SandboxPolicy, WorkerInfo
-from ._stand_in import PluginWorkers, SandboxedPlugin
+from ._stand_in import PluginWorkers
 from ._wire import Channel, WireError
 from ._worker import SDK_MODULES
 
-__all__ = ["Sandbox", "SandboxPolicy", "SandboxedPlugin", "WorkerInfo"]
+__all__ = ["Sandbox"]
 
 _logger = logging.getLogger("services_ai_plugins.sandbox")
 
