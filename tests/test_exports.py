@@ -322,6 +322,7 @@ FACES = {
         "EntryPoint",
         "HookName",
         "HookTrace",
+        "HostEvent",
         "Isolation",
         "JSONValue",
         "Number",

@@ -31,6 +31,7 @@ from typing import Any, Final, NamedTuple, Protocol, final
 import attrs
 
 from ._context import CURRENT_CONTEXT
+from ._host_events import HostEvents
 from ._storage._protocol import FailureRecord, MetricsDelta, bounded, failure_of, make_failure
 from .errors import ResultRefused
 from .events import (
@@ -368,6 +369,8 @@ class Dispatcher:
         self._trips: list[Trip] = []
         self._lock = threading.Lock()
         self._trace = threading.local()
+        #: What happened to the host itself (busy workers, a full queue): never a plugin's failure.
+        self.events: Final = HostEvents()
 
     def traced(self, plan: Plan, outcomes: list[PluginOutcome]) -> Plan:
         """``plan`` with each implementation wrapped to report its part into ``outcomes``.

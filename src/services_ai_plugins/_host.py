@@ -34,6 +34,7 @@ from ._dispatch import (
     HostHook,
     PluginOutcome,
 )
+from ._host_events import HostEvent
 from ._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
 from ._loading import Loaded, PluginSet
 from ._manifest import Manifest
@@ -798,6 +799,15 @@ class PluginHost:
                 bounded(failure.hook, MAX_EXC_TYPE),
                 reason,
             )
+
+    def host_events(self, kind: str | None = None) -> list[HostEvent]:
+        """What happened to the host in this process, not a plugin's failure, oldest first.
+
+        Busy workers (``"worker-busy"``), a full queue of deferred calls, ...: kept
+        in memory (the newest 1000), logged on ``services_ai_plugins.host``, never
+        counted by the breaker. ``kind`` keeps only those of one kind.
+        """
+        return self._dispatcher.events.recent(kind)
 
     def failures(
         self, plugin_id: str | None = None, *, resolved: bool | None = None, limit: int = 100

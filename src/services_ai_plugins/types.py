@@ -15,7 +15,8 @@ to annotate with, construct for ``PluginHost`` options, or ``isinstance``-check:
 - API limits: :class:`ApiLimits`, :class:`Rate`, :class:`ApiMeter`, and the
   :class:`DeniedCall` a host's ``on_denied`` callback receives;
 - tracing: :class:`HookTrace` and :class:`PluginOutcome` (``PluginHost.trace_hook``);
-- registry: :class:`TenantView` (``Registry.tenant_view``: a tenant's grants and settings).
+- registry: :class:`TenantView` (``Registry.tenant_view``: a tenant's grants and settings);
+- the host's own events: :class:`HostEvent` (``PluginHost.host_events``: busy workers, full queues).
 
 Names are imported on first use, so importing this module is cheap.
 """
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
         SettingName,
         Url,
     )
+    from ._host_events import HostEvent
     from ._json import JSONValue
     from ._manifest import MAX_MANIFEST_BYTES, Isolation
     from ._permissions import DEFAULT_PERMISSIONS, Permission, PermissionCatalogue, Risk
@@ -63,6 +65,7 @@ _LAZY: dict[str, str] = {
     "EntryPoint": "._fields",
     "HookName": "._fields",
     "HookTrace": "._dispatch",
+    "HostEvent": "._host_events",
     "Isolation": "._manifest",
     "JSONValue": "._json",
     "MAX_MANIFEST_BYTES": "._manifest",
@@ -99,6 +102,7 @@ __all__ = [
     "EntryPoint",
     "HookName",
     "HookTrace",
+    "HostEvent",
     "Isolation",
     "JSONValue",
     "Number",
