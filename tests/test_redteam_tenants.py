@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the process san
 HEADER = (
     "import json, os, struct\n"
     "from services_ai_plugins import hookimpl\n"
-    "from services_ai_plugins.events import ApiResponse, Widget\n\n"
+    "from services_ai_plugins.events import ApiResponse, Route, Widget\n\n"
     "KEPT = []\n\n\n"
     "class Plugin:\n"
 )
@@ -73,7 +73,7 @@ def register_routes(self, plugin_id):
         found = dict(self._found(), tenant=request.tenant)
         return ApiResponse(tenant=request.tenant, status=200, body=json.dumps(found).encode())
     KEPT.append("routes asked in %d" % os.getpid())
-    return [("loot/", loot, "loot")]
+    return [Route(path="/loot/", handler=loot, name="loot")]
 """
 
 

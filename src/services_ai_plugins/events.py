@@ -623,6 +623,10 @@ class Route:
     methods: tuple[str, ...] = attrs.field(
         default=("GET",), converter=_strings, validator=_route_methods
     )
+    #: True: ``handler`` is a framework-native view (it takes the web framework's own request,
+    #: as the original system's ``(path, view, name)`` tuples do), served by the host's adapter
+    #: in the host's process; a sandboxed plugin's native view is refused at load.
+    native: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
 
 #: Every payload type, in the order the docs list them.
@@ -653,13 +657,15 @@ def normalise_routes(plugin_id: str, returned: object) -> list[Route]:
 
     Accepted: ``None`` (no routes), a :class:`Route`, a ``(path, view, name)``
     tuple as in the original system, or an iterable of routes and tuples.
-    A tuple becomes ``Route(path=path, handler=view, name=name)`` serving
-    ``GET``; its path gets a leading ``/`` when it has none, since the
-    original system's paths were relative to the plugin's prefix.
+    A tuple becomes ``Route(path=path, handler=view, name=name, native=True)``
+    serving ``GET``: the original system's views are framework-native (they
+    take the web framework's request), which the host's adapter serves. Its
+    path gets a leading ``/`` when it has none, since the original system's
+    paths were relative to the plugin's prefix.
 
     >>> routes = normalise_routes("crm-sync", [("stats/", print, "stats")])
-    >>> [(r.path, r.name, r.methods) for r in routes]
-    [('/stats/', 'stats', ('GET',))]
+    >>> [(r.path, r.name, r.methods, r.native) for r in routes]
+    [('/stats/', 'stats', ('GET',), True)]
 
     :raises TypeError: for anything else, naming the plugin and the item.
     :raises ValueError: for a route that is not valid (such as a bad path) or
@@ -702,7 +708,9 @@ def _route(plugin_id: str, index: int, item: object) -> Route:
         )
     path, view, name = item
     try:
-        return Route(path=path if path.startswith("/") else f"/{path}", handler=view, name=name)
+        return Route(
+            path=path if path.startswith("/") else f"/{path}", handler=view, name=name, native=True
+        )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"plugin {plugin_id!r}: register_routes item {index}: {exc}") from exc
 

@@ -602,13 +602,13 @@ def test_routes_of_a_sandboxed_plugin_are_served_in_its_worker(
         """
         @hookimpl
         def register_routes(self, plugin_id):
-            from services_ai_plugins.events import ApiResponse
+            from services_ai_plugins.events import ApiResponse, Route
 
             def stats(request):
                 body = json.dumps([request.tenant, request.path, os.getpid()]).encode()
                 return ApiResponse(tenant=request.tenant, status=200, body=body)
 
-            return [("stats/", stats, "stats")]
+            return [Route(path="/stats/", handler=stats, name="stats")]
         """,
         permissions=("register_routes",),
     )
@@ -914,3 +914,26 @@ def test_a_worker_near_its_cpu_limit_is_replaced_between_calls(
     assert len(set(pids)) == 2
     assert pids[-1] != pids[0]
     assert failures(host, "busy") == []
+
+
+def test_a_native_view_in_a_sandboxed_plugin_is_refused_saying_why(
+    make_host: Callable[..., PluginHost], install: Installer
+) -> None:
+    """A (path, view, name) tuple is a framework-native view: it cannot run in a worker."""
+    host = make_host()
+    install(
+        host,
+        "native",
+        """
+        @hookimpl
+        def register_routes(self, plugin_id):
+            return [("stats/", lambda request: None, "stats")]
+        """,
+        permissions=("register_routes",),
+    )
+    assert host.hook.register_routes() == []
+    host.flush()
+    [failure] = host.failures("native")
+    assert failure.hook == "register_routes"
+    assert "framework-native view" in failure.message
+    assert "Route(path=..., handler=..., name=...)" in failure.message

@@ -382,8 +382,17 @@ class _WorkerLoop:
         """Routes as data; their handlers stay here, called by number when a request comes."""
         routes = []
         for route in normalise_routes(self.plugin_id, returned):
+            if route.native:
+                raise TypeError(
+                    f"route {route.name!r} is a (path, view, name) tuple: a framework-native view, "
+                    "which takes the web framework's own request and can only run in the host's "
+                    "process; a sandboxed plugin returns Route(path=..., handler=..., name=...) "
+                    "whose handler takes an ApiRequest"
+                )
             self.handlers.append(route.handler)
-            routes.append({"route": to_wire(route), "handler": len(self.handlers) - 1})
+            wire = to_wire(route)
+            data = {"path": wire["path"], "name": wire["name"], "methods": wire["methods"]}
+            routes.append({"route": data, "handler": len(self.handlers) - 1})
         return routes
 
     def api_call(
