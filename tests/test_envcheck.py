@@ -1,11 +1,12 @@
-"""A plugin's requirements hold on every path, async hooks are refused, requirements run first.
+"""A plugin's requirements hold on every path, async hooks are handled, requirements run first.
 
 * ``requires_api``, ``requires_python`` and the PEP 508 ``dependencies`` are
   checked by every install path (the command line, ``PluginHost.install``,
   ``install_object``, folder and entry-point discovery) with the same check,
   and again when the host loads the plugin (the loading machine may differ).
-* An ``async def`` implementation is refused at load, in the host's process
-  and in a worker: nothing would ever await it.
+* An ``async def`` implementation runs to completion on the sync path in the
+  host's process, and is refused at load in a worker; an async generator is
+  refused everywhere.
 * A plugin's implementations run after those of the plugins it requires, in
   every kind of hook chain, in process and sandboxed.
 
@@ -246,15 +247,50 @@ def test_a_requirement_unmet_where_it_loads_is_a_recorded_load_failure(  # noqa:
 # -- async def implementations ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("isolation", ISOLATIONS)
-def test_an_async_implementation_is_refused_at_load(
-    isolation: str,
+def test_an_async_implementation_runs_to_completion_in_process_on_the_sync_path(
     make_host: Callable[..., PluginHost],
     install: Installer,
     services: FakeHostServices,
 ) -> None:
-    """Accepted, it would never run: refused, with a load failure naming the hook and why."""
-    host = make_host(isolation)
+    """In the host's process an ``async def`` hook is awaited to its end on the sync path
+    (``host.ahook`` awaits it on the caller's loop); an async generator is refused at load."""
+    host = make_host("inprocess")
+    install(
+        host,
+        "eager",
+        """
+        @hookimpl
+        async def lead_created(self, lead, api):
+            import asyncio
+
+            await asyncio.sleep(0)
+            api.store_set("ran", True)
+        """,
+    )
+    install(
+        host,
+        "streamer",
+        """
+        @hookimpl
+        async def lead_created(self, lead, api):
+            yield api.store_set("ran", True)
+        """,
+    )
+    fire(host, services)
+    assert services.stored("acme", "eager") == {"ran": True}
+    assert "streamer" not in host.plugins()
+    [failure] = host.failures("streamer")
+    assert failure.hook == "load"
+    assert "lead_created: async generator implementations are not supported" in failure.message
+
+
+def test_an_async_implementation_is_refused_at_load_in_a_worker(
+    make_host: Callable[..., PluginHost],
+    install: Installer,
+    services: FakeHostServices,
+) -> None:
+    """A worker runs plain functions only: an ``async def`` hook there is refused, saying why."""
+    host = make_host("process")
     install(
         host,
         "eager",
@@ -269,24 +305,14 @@ def test_an_async_implementation_is_refused_at_load(
         """,
         permissions=("read_leads", "dashboard_widgets"),
     )
-    install(
-        host,
-        "streamer",
-        """
-        @hookimpl
-        async def lead_created(self, lead, api):
-            yield api.store_set("ran", True)
-        """,
-    )
     install(host, "healthy", QUIET)
     fire(host, services)
     assert services.stored("acme", "healthy") == {"ran": True}
-    for plugin_id in ("eager", "streamer"):
-        assert plugin_id not in host.plugins()
-        assert services.stored("acme", plugin_id) == {}
-        [failure] = host.failures(plugin_id)
-        assert failure.hook == "load"
-        assert "lead_created: async def implementations are not supported" in failure.message
+    assert "eager" not in host.plugins()
+    assert services.stored("acme", "eager") == {}
+    [failure] = host.failures("eager")
+    assert failure.hook == "load"
+    assert "lead_created: async def implementations are not supported" in failure.message
     assert host.hook.dashboard_widget(context=ACME) == []  # none of its hooks run
 
 

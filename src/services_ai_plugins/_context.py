@@ -19,7 +19,7 @@ from typing import Final
 
 from .events import Context
 
-__all__ = ["CURRENT_CONTEXT", "context_for"]
+__all__ = ["CURRENT_CONTEXT", "context_for", "current_request_context"]
 
 #: The context of the tenant-scoped hook call running now (None outside one).
 CURRENT_CONTEXT: Final[ContextVar[Context | None]] = ContextVar(
@@ -35,3 +35,14 @@ def context_for(tenant: str | None) -> Context | None:
         if type(owner) is str and owner == tenant:
             return current
     return None
+
+
+#: The context of the web request (or job) being handled, as the app set it.
+REQUEST_CONTEXT: Final[ContextVar[Context | None]] = ContextVar(
+    "services_ai_plugins.request_context", default=None
+)
+
+
+def current_request_context() -> Context | None:
+    """The context the app set for the request being handled (``host.request_context``), if any."""
+    return REQUEST_CONTEXT.get()

@@ -17,20 +17,24 @@ the same way.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
+import inspect
 import logging
 import threading
 import types
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from operator import attrgetter, itemgetter
 from time import perf_counter_ns
-from typing import Any, Final, NamedTuple, Protocol, final
+from typing import Any, Final, NamedTuple, Protocol, TypeVar, final
 
 import attrs
 
-from ._context import CURRENT_CONTEXT
+from ._context import CURRENT_CONTEXT, current_request_context
 from ._host_events import HostEvents
 from ._storage._protocol import FailureRecord, MetricsDelta, bounded, failure_of, make_failure
 from .errors import ResultRefused
@@ -46,6 +50,7 @@ from .events import (
 from .hookspecs import HookInfo, HookKind
 
 __all__ = [
+    "AsyncHostHook",
     "BreakerPolicy",
     "Dispatcher",
     "HookTrace",
@@ -54,6 +59,8 @@ __all__ = [
     "RouteGuard",
     "Trip",
 ]
+
+T = TypeVar("T")
 
 _NOTIFY: Final = HookKind.NOTIFY
 _COLLECT: Final = HookKind.COLLECT
@@ -757,12 +764,16 @@ class Planner(Protocol):
     ) -> Plan:
         """The implementations that run for (hook, tenant) in ``snapshot``, prepared."""
 
-    def serves(self, plugin_id: str, tenant: str, permission: str) -> bool:
-        """Whether the plugin runs for the tenant now, holding ``permission`` there."""
+    def injected(self, plugin_id: str, tenant: str, permission: str) -> Mapping[str, Any] | None:
+        """The plugin's injected values for the tenant (``api``, ``settings``, ...), if it runs
+        there now holding ``permission``; else None."""
 
     def timeout(self, plugin_id: str) -> float | None:
         """The sandbox's time limit of the plugin's calls (None: it runs in the host's process)."""
 
+
+#: A call that gives every argument but ``context``: the request's context may stand in.
+_CONTEXT_ONLY: Final = frozenset({"context"})
 
 #: The key an :class:`Entry` stores into when its implementation asks for no
 #: injected name (no implementation argument can have this name).
@@ -984,6 +995,51 @@ class HostHook:
             if token is not None:
                 _reset_context(token)
 
+    def prepare(self, kwargs: dict[str, Any]) -> tuple[Plan, Context | None, int]:
+        """The prelude of a call, for the async loop: tick, arguments, tenant, plan; and the clock.
+
+        The same steps, in the same order, as the start of :meth:`__call__`, which
+        keeps its own inline copy because it is the hot path (a method call there
+        costs 5 % of a one-plugin call); ``tests/test_async.py`` holds the two to
+        the same results for every hook kind.
+        """
+        planner = self._planner
+        if perf_counter_ns() >= planner.due:
+            planner.tick()
+        provided = self._check(kwargs) if len(kwargs) != self._count else self._exact(kwargs)
+        if self.scoped:
+            context = kwargs["context"]
+            if not isinstance(context, Context):
+                raise TypeError(
+                    f"{self._name}() needs context=Context(tenant=...), got {context!r}"
+                )
+            tenant: str | None = context.tenant
+        else:
+            context = tenant = None
+        snapshot = planner.snapshot
+        cache = self._cache
+        if cache[0] is not snapshot:
+            cache = self._cache = (snapshot, OrderedDict())
+        plans = cache[1]
+        key = tenant if provided is NO_NAMES else (tenant, provided)
+        plan = plans.get(key)
+        if plan is None:
+            plan = planner.plan(snapshot, self._info, tenant, provided)
+            plans[key] = plan
+            if len(plans) > MAX_PLANS:
+                _evict(plans)
+        else:
+            with contextlib.suppress(KeyError):
+                plans.move_to_end(key)
+        return plan, context, perf_counter_ns()
+
+    def _exact(self, kwargs: dict[str, Any]) -> frozenset[str]:
+        try:
+            self._pick(kwargs)
+        except KeyError:
+            return self._check(kwargs)
+        return NO_NAMES
+
     def _guarded(self, plugin_id: str, returned: object) -> tuple[Any, str | None]:
         """The plugin's routes with each handler guarded (:class:`RouteGuard`), or why not."""
         try:
@@ -1000,6 +1056,11 @@ class HostHook:
     def _check(self, kwargs: dict[str, Any]) -> frozenset[str]:
         given = frozenset(kwargs)
         missing = self._required - given
+        if missing == _CONTEXT_ONLY and self.scoped:  # the request's, if the app set one
+            current = current_request_context()
+            if current is not None:
+                kwargs["context"] = current
+                given, missing = given | _CONTEXT_ONLY, frozenset()
         unknown = given - self._required - INJECTABLE
         if missing or unknown:
             parts = []
@@ -1012,6 +1073,161 @@ class HostHook:
 
     def __repr__(self) -> str:
         return f"<HostHook {self._name}>"
+
+
+#: The attribute of an implementation's callable that holds its awaitable form: the sandbox's
+#: proxies have one (their calls then never block the event loop), and so do the host's
+#: wrappers of ``async def`` implementations (:func:`run_to_completion`).
+AIO: Final = "aio"
+
+
+@final
+class AsyncHostHook:
+    """One hook, awaited through the host: ``await host.ahook.lead_created(lead=..., context=...)``.
+
+    The same call as :class:`HostHook` (whose prelude it uses: arguments,
+    tenant, plan), with the same kinds, order, isolation, result checks,
+    metrics, breaker and budget: each outcome goes through the same
+    :class:`Dispatcher` methods. What differs is how an implementation is
+    run: one with an awaitable form (``async def`` implementations, and every
+    sandboxed plugin, whose calls use non-blocking I/O on the running loop) is
+    awaited; a plain in-process one runs inline on the loop (a blocking plugin
+    blocks the loop, as any blocking code would), or in the host's bounded
+    thread pool when it has one (``PluginHost(async_threads=n)``).
+    """
+
+    __slots__ = ("_hook", "_threads")
+
+    def __init__(self, hook: HostHook, threads: Executor | None) -> None:
+        self._hook = hook
+        self._threads = threads
+
+    async def __call__(self, **kwargs: Any) -> Any:  # noqa: PLR0915 - the loop, as HostHook's
+        hook = self._hook
+        plan, context, now = hook.prepare(kwargs)
+        entries = plan.entries
+        dispatcher = hook._dispatcher
+        threads = self._threads
+        tenant = plan.tenant
+        name, kind, filtered = hook._name, hook._kind, hook._filtered
+        value = kwargs[filtered] if filtered is not None else None
+        results: list[Any] = []
+        token = _set_context(context) if context is not None and entries else None
+        try:
+            before = started = now
+            deadline = started + dispatcher.budget_ns
+            over = False
+            slowest, slowest_ns = "", -1
+            for plugin_id, function, getter, key, own, stats in entries:
+                if over:
+                    dispatcher._over_budget(
+                        hook._info, tenant, before - started, slowest, _left(plan, plugin_id)
+                    )
+                    break
+                kwargs[key] = own
+                if filtered is not None:
+                    kwargs[filtered] = value
+                args = getter(kwargs)
+                try:
+                    awaitable = getattr(function, AIO, None)
+                    if awaitable is not None:
+                        result = await awaitable(*args)
+                    elif threads is not None:
+                        loop = asyncio.get_running_loop()
+                        call = contextvars.copy_context().run
+                        result = await loop.run_in_executor(threads, call, function, *args)
+                    else:
+                        result = function(*args)
+                except (Exception, SystemExit) as exc:  # the plugin's failure, never the host's
+                    after = perf_counter_ns()
+                    dispatcher._failed(
+                        plugin_id, stats, name, tenant, exc, context=context, started=before
+                    )
+                    if dispatcher.strict:
+                        raise
+                    if after - before > slowest_ns:
+                        slowest, slowest_ns = plugin_id, after - before
+                    over = after > deadline
+                    before = perf_counter_ns()
+                    continue
+                after = perf_counter_ns()
+                elapsed = after - before
+                stats.calls += 1
+                stats.total_ns += elapsed
+                stats.last_ns = after
+                if elapsed > stats.mark:
+                    if elapsed > slowest_ns:
+                        slowest, slowest_ns = plugin_id, elapsed
+                    over = after > deadline
+                    slow = dispatcher._long(plugin_id, stats, name, tenant, elapsed, context)
+                    if stats.failing and not slow:
+                        dispatcher.succeeded(stats, tenant)
+                elif stats.failing:
+                    dispatcher.succeeded(stats, tenant)
+                before = after
+                if result is None or kind is _NOTIFY:
+                    continue
+                refusal = _refusal(kind, result, value, tenant, plugin_id)
+                if refusal is None and hook._routes:
+                    result, refusal = hook._guarded(plugin_id, result)
+                if refusal is not None:
+                    error = ResultRefused(plugin_id, name, refusal)
+                    dispatcher._failed(
+                        plugin_id,
+                        stats,
+                        name,
+                        tenant,
+                        error,
+                        context=context,
+                        started=before,
+                        counted=True,
+                    )
+                    if dispatcher.strict:
+                        raise error
+                    before = perf_counter_ns()
+                    continue
+                if kind is _COLLECT:
+                    results.append(_completed(result, plugin_id, name, tenant))
+                elif kind is _FILTER:
+                    value = result
+                else:  # FIRST_RESULT
+                    return result
+            if kind is _COLLECT:
+                return results
+            if kind is _FILTER:
+                return value
+            return None
+        finally:
+            if token is not None:
+                _reset_context(token)
+
+    def __repr__(self) -> str:
+        return f"<AsyncHostHook {self._hook._name}>"
+
+
+def run_to_completion(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The sync form of an ``async def`` implementation: each call runs it to completion.
+
+    On the sync path the coroutine runs on an event loop of its own
+    (``asyncio.run``); called from a thread whose event loop is running (a
+    sync hook call made from async code), on a thread of its own, since that
+    loop cannot be re-entered. The async path awaits ``function`` itself: it
+    is the wrapper's :data:`AIO` attribute.
+    """
+
+    def run(*args: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(function(*args))
+        call = contextvars.copy_context().run
+        with ThreadPoolExecutor(1, thread_name_prefix="services-ai-plugins-async") as pool:
+            return pool.submit(call, asyncio.run, function(*args)).result()
+
+    run.__name__ = getattr(function, "__name__", "run")
+    run.__qualname__ = getattr(function, "__qualname__", "run")
+    setattr(run, AIO, function)
+    return run
 
 
 def _evict(cache: OrderedDict[Any, Any]) -> None:
@@ -1030,25 +1246,44 @@ def _left(plan: Plan, plugin_id: str) -> list[str]:
 _ROUTE_NAME: Final = 100
 
 
+#: What a route handler may ask for by name, besides the request.
+ROUTE_INJECTED: Final = ("api", "settings", "context")
+
+
 @final
 class RouteGuard:
     """A route handler as the host hands it out (``register_routes`` results).
 
     Before the plugin's handler runs, the request's tenant must have the plugin
     enabled, not suspended there, and holding ``register_routes``; otherwise
-    the answer is a 404 :class:`ApiResponse` and the handler does not run. A
-    failure of the handler (an exception, and for a sandboxed plugin a
-    :class:`SandboxTimeout`, :class:`WorkerCrashed` or :class:`RemoteError`) is
-    recorded like a hook's, under the hook name ``route:<name>``, counted by
-    the breaker for (plugin, tenant), and raised to the adapter. So is a
-    response that is not an :class:`ApiResponse` of the request's tenant
-    (:class:`ResultRefused`). A slow answer counts as a failure, as in hooks.
+    the answer is a 404 :class:`ApiResponse` and the handler does not run. The
+    handler gets the request, and by name, as hooks do, the plugin's ``api``
+    and ``settings`` for the request's tenant and the call's ``context``
+    (``def stats(request, api, settings)``); a sandboxed plugin's handler gets
+    them in its worker. A failure of the handler (an exception, and for a
+    sandboxed plugin a :class:`SandboxTimeout`, :class:`WorkerCrashed` or
+    :class:`RemoteError`) is recorded like a hook's, under the hook name
+    ``route:<name>``, counted by the breaker for (plugin, tenant), and raised
+    to the caller. So is a response that is not an :class:`ApiResponse` of the
+    request's tenant (:class:`ResultRefused`). A slow answer counts as a
+    failure, as in hooks. Await :meth:`aio` on the async path.
 
-    ``view`` is the plugin's own handler, unguarded: for adapters that serve
-    framework-native views (the host checks nothing when it is called).
+    ``view`` is the plugin's own handler, unguarded; ``native`` says it is a
+    framework-native view (:attr:`Route.native`), which only the adapter can
+    call (:meth:`call_native` guards that call the same way).
     """
 
-    __slots__ = ("_dispatcher", "_planner", "_stats", "hook", "plugin_id", "view")
+    __slots__ = (
+        "_asks",
+        "_dispatcher",
+        "_planner",
+        "_sandboxed",
+        "_stats",
+        "hook",
+        "native",
+        "plugin_id",
+        "view",
+    )
 
     def __init__(
         self,
@@ -1066,16 +1301,15 @@ class RouteGuard:
         self.hook = "route:" + bounded(route.name, _ROUTE_NAME)
         #: The plugin's own handler (unguarded).
         self.view = route.handler
+        #: Whether the handler is a framework-native view (the adapter calls it).
+        self.native = route.native
+        #: A sandboxed plugin's handler takes every injected value (its worker picks).
+        self._sandboxed = getattr(route.handler, AIO, None) is not None
+        self._asks = ROUTE_INJECTED if self._sandboxed else _asks(route.handler)
         self._stats = dispatcher.timed(plugin_id, self.hook, timeout)
 
-    def __call__(self, request: ApiRequest) -> ApiResponse:
-        """Serve ``request`` with the plugin's handler, if its tenant may be served.
-
-        :raises TypeError: when ``request`` is not an :class:`ApiRequest`.
-        :raises Exception: the handler's failure, once recorded.
-        :raises ResultRefused: when the handler returned something else than an
-            ``ApiResponse`` for the request's tenant (recorded).
-        """
+    def _admit(self, request: object) -> tuple[str, Mapping[str, Any] | None]:
+        """The request's tenant, and the plugin's injected values there (None: not served)."""
         planner = self._planner
         if perf_counter_ns() >= planner.due:
             planner.tick()
@@ -1085,46 +1319,160 @@ class RouteGuard:
                 f"not a {type(request).__name__} (a framework-native view is its .view)"
             )
         tenant = request.tenant
-        plugin_id = self.plugin_id
-        if not planner.serves(plugin_id, tenant, ROUTES_HOOK):
+        return tenant, planner.injected(self.plugin_id, tenant, ROUTES_HOOK)
+
+    def _named(
+        self, request: ApiRequest, values: Mapping[str, Any], context: Context
+    ) -> dict[str, Any]:
+        named: dict[str, Any] = {}
+        for name in self._asks:
+            named[name] = context if name == "context" else values[name]
+        return named
+
+    def __call__(self, request: ApiRequest) -> ApiResponse:
+        """Serve ``request`` with the plugin's handler, if its tenant may be served.
+
+        :raises TypeError: when ``request`` is not an :class:`ApiRequest`.
+        :raises Exception: the handler's failure, once recorded.
+        :raises ResultRefused: when the handler returned something else than an
+            ``ApiResponse`` for the request's tenant (recorded).
+        """
+        tenant, values = self._admit(request)
+        if values is None:
             return ApiResponse.json(tenant, {"error": "not found"}, 404)
-        dispatcher, stats, hook = self._dispatcher, self._stats, self.hook
+        context = _request_context(request)
+        named = self._named(request, values, context)
+        token = _set_context(context)
         before = perf_counter_ns()
         try:
-            response = self.view(request)
+            response = self.view(request, **named)
         except (Exception, SystemExit) as exc:  # recorded, then the adapter's to answer
-            context = Context(tenant=tenant, user=request.user)
-            dispatcher._failed(plugin_id, stats, hook, tenant, exc, context=context, started=before)
+            self._failed(tenant, exc, context, before)
             raise
+        finally:
+            _reset_context(token)
+        return self._answered(tenant, response, context, before)
+
+    async def aio(self, request: ApiRequest) -> ApiResponse:
+        """:meth:`__call__` for the async path: a sandboxed or ``async def`` handler is awaited."""
+        tenant, values = self._admit(request)
+        if values is None:
+            return ApiResponse.json(tenant, {"error": "not found"}, 404)
+        context = _request_context(request)
+        named = self._named(request, values, context)
+        token = _set_context(context)
+        before = perf_counter_ns()
+        try:
+            awaitable = getattr(self.view, AIO, None)
+            if awaitable is not None:
+                response = await awaitable(request, **named)
+            else:
+                response = self.view(request, **named)
+                if inspect.isawaitable(response):
+                    response = await response
+        except (Exception, SystemExit) as exc:  # recorded, then the adapter's to answer
+            self._failed(tenant, exc, context, before)
+            raise
+        finally:
+            _reset_context(token)
+        return self._answered(tenant, response, context, before)
+
+    def call_native(
+        self, request: ApiRequest, call: Callable[[Callable[..., Any]], T]
+    ) -> T | ApiResponse:
+        """Run ``call(view)`` (the adapter calling its framework's view), guarded like a handler.
+
+        The tenant is admitted first (a 404 :class:`ApiResponse` otherwise); the
+        call is timed, and its failure recorded and counted, then raised. What
+        ``call`` returns (the framework's response) is the adapter's.
+        """
+        tenant, values = self._admit(request)
+        if values is None:
+            return ApiResponse.json(tenant, {"error": "not found"}, 404)
+        context = _request_context(request)
+        token = _set_context(context)
+        before = perf_counter_ns()
+        try:
+            answer = call(self.view)
+        except (Exception, SystemExit) as exc:
+            self._failed(tenant, exc, context, before)
+            raise
+        finally:
+            _reset_context(token)
+        self._took(tenant, context, before)
+        return answer
+
+    def _failed(self, tenant: str, exc: BaseException, context: Context, before: int) -> None:
+        self._dispatcher._failed(
+            self.plugin_id, self._stats, self.hook, tenant, exc, context=context, started=before
+        )
+
+    def _took(self, tenant: str, context: Context, before: int) -> None:
+        stats = self._stats
         after = perf_counter_ns()
         elapsed = after - before
         stats.calls += 1
         stats.total_ns += elapsed
         stats.last_ns = after
-        returned: object = response
-        if type(returned) is not ApiResponse or response.tenant != tenant:
-            what = (
-                f"a response for tenant {response.tenant!r}"
-                if isinstance(returned, ApiResponse)
-                else f"a {type(returned).__name__}"
-            )
-            error = ResultRefused(
-                plugin_id, hook, f"{what} to a request of tenant {tenant!r}, not its ApiResponse"
-            )
-            context = Context(tenant=tenant, user=request.user)
-            dispatcher._failed(
-                plugin_id, stats, hook, tenant, error, context=context, started=before, counted=True
-            )
-            raise error
-        slow = elapsed > stats.mark and dispatcher._long(
-            plugin_id, stats, hook, tenant, elapsed, Context(tenant=tenant, user=request.user)
+        slow = elapsed > stats.mark and self._dispatcher._long(
+            self.plugin_id, stats, self.hook, tenant, elapsed, context
         )
         if stats.failing and not slow:
-            dispatcher.succeeded(stats, tenant)
+            self._dispatcher.succeeded(stats, tenant)
+
+    def _answered(
+        self, tenant: str, response: object, context: Context, before: int
+    ) -> ApiResponse:
+        if type(response) is not ApiResponse or response.tenant != tenant:
+            what = (
+                f"a response for tenant {response.tenant!r}"
+                if isinstance(response, ApiResponse)
+                else f"a {type(response).__name__}"
+            )
+            error = ResultRefused(
+                self.plugin_id,
+                self.hook,
+                f"{what} to a request of tenant {tenant!r}, not its ApiResponse",
+            )
+            stats = self._stats
+            after = perf_counter_ns()
+            stats.calls += 1
+            stats.total_ns += after - before
+            stats.last_ns = after
+            self._dispatcher._failed(
+                self.plugin_id,
+                stats,
+                self.hook,
+                tenant,
+                error,
+                context=context,
+                started=before,
+                counted=True,
+            )
+            raise error
+        self._took(tenant, context, before)
         return response
 
     def __repr__(self) -> str:
         return f"<route handler {self.hook} of plugin {self.plugin_id!r}>"
+
+
+def _asks(handler: Callable[..., Any]) -> tuple[str, ...]:
+    """The injected names an in-process handler takes (by name, as hooks do)."""
+    try:
+        parameters = inspect.signature(handler).parameters
+    except (TypeError, ValueError):  # a builtin, or no signature to read: the request only
+        return ()
+    return tuple(name for name in ROUTE_INJECTED if name in parameters)
+
+
+def _request_context(request: ApiRequest) -> Context:
+    """The context of a route call: the app's request context when it is of the request's
+    tenant and user (it may carry a request id, an IP, a locale), else one made of the request."""
+    current = current_request_context()
+    if current is not None and current.tenant == request.tenant and current.user == request.user:
+        return current
+    return Context(tenant=request.tenant, user=request.user)
 
 
 #: Hooks whose plugins may return plain HTML text, and where the host places it.
@@ -1318,8 +1666,11 @@ def _log(plugin_id: str, level: int, failure: FailureRecord, message: str) -> No
 _LOOP_CODES: Final = frozenset(
     {
         HostHook.__call__.__code__,
+        AsyncHostHook.__call__.__code__,
         _Traced.__call__.__code__,
         RouteGuard.__call__.__code__,
+        RouteGuard.aio.__code__,
+        RouteGuard.call_native.__code__,
         Dispatcher.call_one.__code__,
     }
 )

@@ -17,6 +17,7 @@ import os
 import threading
 import types
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from time import perf_counter_ns
 from typing import Any, Final, final
@@ -28,6 +29,8 @@ from ._api import ApiLimits, ApiMeter, DeniedHook, HostServices, PluginAPI
 from ._dependencies import require_environment
 from ._dispatch import (
     INJECTED,
+    ROUTES_HOOK,
+    AsyncHostHook,
     BreakerPolicy,
     Dispatcher,
     HookTrace,
@@ -39,6 +42,7 @@ from ._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
 from ._loading import Loaded, PluginSet
 from ._manifest import Manifest
 from ._registry import Registry, RegistryEvent, Suspension
+from ._routing import PluginRoute, RouteMatch, RouteTable, compile_routes
 from ._sandbox._policy import SandboxPolicy
 from ._sandbox._pool import Sandbox
 from ._sandbox._stand_in import SandboxedPlugin
@@ -68,12 +72,15 @@ from ._storage._protocol import (
 )
 from .errors import (
     ConflictError,
+    PackageError,
     PluginError,
     PluginNotFound,
+    SandboxTimeout,
     StorageError,
     TransitionError,
+    WorkerCrashed,
 )
-from .events import Context
+from .events import ApiRequest, ApiResponse, Context
 from .hookspecs import HookInfo, hook_info, plugin_manager
 
 __all__ = ["PluginHealth", "PluginHost"]
@@ -158,6 +165,9 @@ class PluginHost:
         (default :class:`ApiLimits`); store usage is kept in ``storage``.
     :param secret_keys: the Fernet keys that encrypt ``secret`` settings, newest
         first; default: ``$SERVICES_AI_PLUGINS_SECRET_KEYS`` (see :class:`Registry`).
+    :param async_threads: on the async path (``host.ahook``), run plain in-process
+        implementations in a pool of this many threads instead of inline on the
+        event loop (None, the default: inline; a blocking plugin then blocks the loop).
     """
 
     def __init__(
@@ -179,9 +189,12 @@ class PluginHost:
         sandbox: SandboxPolicy | None = None,
         limits: ApiLimits | None = None,
         secret_keys: SecretKeys | None = None,
+        async_threads: int | None = None,
     ) -> None:
         if refresh_interval < 0 or flush_interval < 0:
             raise ValueError("refresh_interval and flush_interval must be >= 0 seconds")
+        if async_threads is not None and async_threads < 1:
+            raise ValueError(f"async_threads must be None or at least 1 (got {async_threads})")
         SecretBox(secret_keys)  # bad keys are refused before anything is opened
         self._owns_storage = storage is None
         if storage is None:
@@ -259,6 +272,16 @@ class PluginHost:
             self._discover(approve_entry_points)
         #: ``host.hook.lead_created(...)``: every hook, called through the host.
         self.hook: Final = _HookRelay(self)
+        # The async path's pool for plain in-process implementations (None: they run inline).
+        self._threads: Final = (
+            ThreadPoolExecutor(async_threads, thread_name_prefix="services-ai-plugins")
+            if async_threads is not None
+            else None
+        )
+        #: ``await host.ahook.lead_created(...)``: every hook, awaited through the host.
+        self.ahook: Final = _AsyncHookRelay(self)
+        self._routes_lock = threading.Lock()
+        self._route_table: tuple[object, RouteTable] | None = None
         self.refresh()
         self._ready = True
         self._fire_due()  # the steps taken while it started (entry points approved at once)
@@ -292,6 +315,168 @@ class PluginHost:
         :raises TypeError: when arguments of the specification are missing or unknown.
         """
         return self.hook[name](**kwargs)
+
+    async def acall_hook(self, name: str, /, **kwargs: Any) -> Any:
+        """Await the hook ``name`` as ``await host.ahook.<name>(**kwargs)`` does.
+
+        :raises KeyError: for a hook nobody specified (with a close name, if any).
+        :raises TypeError: when arguments of the specification are missing or unknown.
+        """
+        return await self.ahook[name](**kwargs)
+
+    # -- routes ----------------------------------------------------------------------------------
+
+    def _table(self) -> RouteTable:
+        """The route table of the current snapshot: built again when the routes may differ.
+
+        The routes may differ when the plugins asked for them do (approved,
+        upgraded, uninstalled, ``register_routes`` granted or revoked): the
+        tenant-less plan of ``register_routes`` is the key. A tenant enabling a
+        plugin changes nothing here (each request asks the snapshot).
+        """
+        if perf_counter_ns() >= self._loading.due:
+            self._tick()
+        snapshot = self._loading.snapshot
+        held = self._route_table
+        if held is not None and held[0] is snapshot:
+            return held[1]
+        with self._routes_lock:
+            held = self._route_table
+            if held is not None and held[0] is snapshot:
+                return held[1]
+            info = self._info(ROUTES_HOOK)
+            plan = self._loading.plan(snapshot, info, None, frozenset())
+            key = tuple((entry[0], entry[1]) for entry in plan.entries)
+            reuse = held is not None and held[1].key == key
+            table = held[1] if held is not None and reuse else self._build_routes(key)
+            self._route_table = (snapshot, table)
+            return table
+
+    def _build_routes(self, key: object) -> RouteTable:
+        compiled: dict[str, list[Any]] = {}
+        for routes in self.hook.register_routes() or ():
+            if not routes:
+                continue
+            plugin_id = routes[0].handler.plugin_id
+            try:
+                compiled[plugin_id] = compile_routes(plugin_id, routes)
+            except PackageError as error:
+                _logger.error("plugin %r: %s", plugin_id, error)
+                self._loading.record_load_failure(plugin_id, error)
+        return RouteTable(compiled, key)
+
+    def routes(self) -> tuple[PluginRoute, ...]:
+        """The route table: every served route of every approved plugin, under its prefix.
+
+        Built from ``register_routes`` (each plugin holding that permission),
+        normalised, paths under ``/<plugin_id>``; a plugin whose routes are
+        malformed or clash has none here (its load failure says why). Built
+        again when the plugins change; which tenant may reach a route is decided
+        per request (:meth:`serve`).
+        """
+        return self._table().routes
+
+    def url_for(self, plugin_id: str, name: str, /, **params: object) -> str:
+        """The path (below the adapter's mount point) of a plugin's route, with ``params``.
+
+        ``host.url_for("crm-sync", "lead", lead_id="L-1")`` -> ``"/crm-sync/leads/L-1"``.
+
+        :raises LookupError: when the plugin serves no route of that name.
+        :raises TypeError: when a parameter is missing or unknown.
+        :raises ValueError: when a value is empty or holds ``/`` in a one-segment parameter.
+        """
+        return self._table().url_for(plugin_id, name, params)
+
+    def _route(self, request: ApiRequest) -> tuple[RouteMatch | None, ApiResponse | None]:
+        if not isinstance(request, ApiRequest):
+            raise TypeError(f"serve() takes an ApiRequest, not a {type(request).__name__}")
+        found = self._table().match(request.path, request.method)
+        if isinstance(found, RouteMatch):
+            return found, None
+        status, allowed = found
+        if status == 405:
+            return None, ApiResponse.json(
+                request.tenant,
+                {"error": "method not allowed"},
+                405,
+                headers={"allow": ", ".join(allowed)},
+            )
+        return None, ApiResponse.json(request.tenant, {"error": "not found"}, 404)
+
+    def serve(
+        self,
+        request: ApiRequest,
+        *,
+        native: Callable[[Callable[..., Any], Mapping[str, str]], Any] | None = None,
+    ) -> Any:
+        """Answer ``request`` with the plugin route its path names (``/<plugin_id>/...``).
+
+        404 when no route has the path, or the request's tenant has not enabled
+        the plugin (or it is suspended there: from the snapshot, no query);
+        405 with an ``allow`` header for another method. The handler runs
+        guarded (:class:`~services_ai_plugins._dispatch.RouteGuard`): its
+        ``api``, ``settings`` and ``context`` injected by name, its failures,
+        metrics and breaker counts recorded like a hook's. A failure is
+        answered, never raised: 504 for a sandbox time-out, 502 for a worker
+        that crashed, 503 (with ``retry-after``) when every worker of the
+        plugin stayed busy, 500 otherwise (a strict host raises it instead).
+        A HEAD request is served by the GET route, without a body.
+
+        A framework-native view (:attr:`Route.native`) is the adapter's to call:
+        ``native(view, path_params)`` is called (guarded the same way) and its
+        return value returned as is; without ``native`` the answer is 501.
+        """
+        match, answer = self._route(request)
+        if match is None:
+            assert answer is not None
+            return answer
+        routed = _routed(request, match)
+        guard = match.route.handler
+        try:
+            if match.route.native:
+                if native is None:
+                    return _native_refused(request, match)
+                params = match.params
+                return guard.call_native(routed, lambda view: native(view, params))
+            response = guard(routed)
+        except Exception as exc:  # noqa: BLE001 - recorded by the guard; answered here
+            return self._failed_answer(request, match, exc)
+        return _head(request, response)
+
+    async def aserve(self, request: ApiRequest) -> ApiResponse:
+        """:meth:`serve` for async adapters: never blocks the event loop on a sandboxed plugin.
+
+        A sandboxed handler is awaited over non-blocking I/O, an ``async def``
+        handler awaited, a plain in-process one runs inline. A framework-native
+        view is answered 501: async adapters serve ``ApiRequest`` handlers.
+        """
+        match, answer = self._route(request)
+        if match is None:
+            assert answer is not None
+            return answer
+        if match.route.native:
+            return _native_refused(request, match)
+        try:
+            response = await match.route.handler.aio(_routed(request, match))
+        except Exception as exc:  # noqa: BLE001 - recorded by the guard; answered here
+            return self._failed_answer(request, match, exc)
+        return _head(request, response)
+
+    def _failed_answer(self, request: ApiRequest, match: RouteMatch, exc: Exception) -> ApiResponse:
+        if self._dispatcher.strict:
+            raise exc
+        status, error = 500, "the plugin failed"
+        headers: dict[str, str] = {}
+        if isinstance(exc, SandboxTimeout):
+            status, error = 504, "the plugin did not answer in time"
+        elif isinstance(exc, WorkerCrashed):
+            status, error = 502, "the plugin's worker crashed"
+        elif isinstance(exc, TypeError) and "takes an ApiRequest" in str(exc):
+            raise exc
+        plugin_id = match.route.plugin_id
+        return ApiResponse.json(
+            request.tenant, {"error": error, "plugin": plugin_id}, status, headers=headers
+        )
 
     def trace_hook(self, name: str, /, **kwargs: Any) -> HookTrace:
         """Call the hook and report what each plugin returned or how it failed.
@@ -891,6 +1076,8 @@ class PluginHost:
             for event, held in queued:
                 if held is not None:
                     self._loading.release(event.plugin_id, held)
+            if self._threads is not None:
+                self._threads.shutdown(wait=False, cancel_futures=True)
             if self._owns_storage:
                 self._storage.close()
 
@@ -937,3 +1124,53 @@ class _HookRelay:
         return sorted(
             n for n, c in vars(self._host.pm.hook).items() if isinstance(c, pluggy.HookCaller)
         )
+
+
+@final
+class _AsyncHookRelay:
+    """``host.ahook``: one :class:`AsyncHostHook` per hook, over ``host.hook``'s."""
+
+    def __init__(self, host: PluginHost) -> None:
+        self._host = host
+
+    def __getattr__(self, name: str) -> AsyncHostHook:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError as error:
+            raise AttributeError(str(error.args[0])) from None
+
+    def __getitem__(self, name: str) -> AsyncHostHook:
+        known = self.__dict__.get(name)
+        if isinstance(known, AsyncHostHook):
+            return known
+        hook = AsyncHostHook(self._host.hook[name], self._host._threads)
+        setattr(self, name, hook)
+        return hook
+
+    def __dir__(self) -> list[str]:
+        return dir(self._host.hook)
+
+
+def _routed(request: ApiRequest, match: RouteMatch) -> ApiRequest:
+    """The request as the route's handler sees it: its path parameters filled in."""
+    return attrs.evolve(request, path_params=match.params)
+
+
+def _head(request: ApiRequest, response: ApiResponse) -> ApiResponse:
+    if request.method == "HEAD" and response.body:
+        return attrs.evolve(response, body=b"")
+    return response
+
+
+def _native_refused(request: ApiRequest, match: RouteMatch) -> ApiResponse:
+    route = match.route
+    _logger.warning(
+        "route %r of plugin %r is a framework-native view: its adapter serves it (native=...)",
+        route.name,
+        route.plugin_id,
+    )
+    return ApiResponse.json(
+        request.tenant, {"error": "served by the adapter", "plugin": route.plugin_id}, 501
+    )

@@ -6,7 +6,7 @@ with pluggy in load order, and takes a :class:`Snapshot` of them whenever the
 storage's change counter moves. The call loop (:class:`HostHook`,
 :class:`RouteGuard`) reads it through the public members named by
 :class:`~._dispatch.Planner`: :attr:`PluginSet.due`, :meth:`PluginSet.tick`,
-:attr:`PluginSet.snapshot`, :meth:`PluginSet.plan`, :meth:`PluginSet.serves` and
+:attr:`PluginSet.snapshot`, :meth:`PluginSet.plan`, :meth:`PluginSet.injected` and
 :meth:`PluginSet.timeout`. A plan is what runs for one (hook, tenant), prepared
 from the tenant's view (:meth:`Registry.tenant_view`: who runs there, with
 which grants and settings, and each plugin's own ``api``); views are kept per
@@ -16,6 +16,7 @@ snapshot in a bounded least-recently-used cache.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import threading
 import types
@@ -28,12 +29,11 @@ import pluggy
 
 from ._api import ApiMeter, DeniedHook, HostServices, PluginAPI
 from ._dependencies import check_environment, check_plugins, load_order
-from ._dispatch import INJECTED, Dispatcher, Entry, Plan, entry
+from ._dispatch import INJECTED, Dispatcher, Entry, Plan, entry, run_to_completion
 from ._manifest import Isolation, Manifest
 from ._registry import Registry
 from ._sandbox._pool import Sandbox
 from ._sandbox._stand_in import SandboxedPlugin
-from ._sandbox._worker import ASYNC_REFUSAL, is_async
 from ._sources._discovery import DiscoveredPlugin
 from ._sources._loader import load_failure, load_plugin, unload_plugin, verify_plugin
 from ._storage._protocol import PluginRecord, PluginStatus, SourceKind, Storage
@@ -42,6 +42,12 @@ from .errors import PackageError, PluginError, Problem, RequirementsError, Stora
 from .hookspecs import HookInfo, HookKind
 
 __all__ = ["Loaded", "PluginSet", "Snapshot", "TenantPlugins"]
+
+#: Why an async generator implementation is refused at load (a hook returns one result).
+ASYNC_GENERATOR_REFUSAL: Final = (
+    "async generator implementations are not supported: a hook returns one result; "
+    "make it an async def that returns it (or a plain def)"
+)
 
 #: Where the host keeps what sandbox workers reported of their plugins (inside plugins_dir).
 HOOKS_FOLDER: Final = ".sandbox-hooks"
@@ -258,10 +264,13 @@ class PluginSet:
                     for name in INJECTED
                     if name in impl.argnames and name not in provided
                 }
+                function = impl.function
+                if inspect.iscoroutinefunction(function):  # awaited on the async path
+                    function = run_to_completion(function)
                 entries.append(
                     entry(
                         plugin_id,
-                        impl.function,
+                        function,
                         impl.argnames,
                         inject,
                         self._dispatcher.timed(plugin_id, info.name, self.timeout(plugin_id)),
@@ -276,14 +285,17 @@ class PluginSet:
             return self._sandbox.policy.timeout
         return None
 
-    def serves(self, plugin_id: str, tenant: str, permission: str) -> bool:
-        """Whether a route of the plugin may answer the tenant now (a :class:`RouteGuard` asks).
+    def injected(self, plugin_id: str, tenant: str, permission: str) -> Mapping[str, Any] | None:
+        """The plugin's injected values for the tenant, if a route of it may answer there now.
 
         The plugin must run for the tenant (approved, enabled there, not suspended
-        there or everywhere) and hold ``permission`` there.
+        there or everywhere) and hold ``permission`` there; else None. A
+        :class:`RouteGuard` asks, per request: no query, the snapshot's view.
         """
         view = self._view(self.snapshot, tenant)
-        return plugin_id in view.active and permission in view.grants[plugin_id]
+        if plugin_id in view.active and permission in view.grants[plugin_id]:
+            return view.values[plugin_id]
+        return None
 
     def _load_key(
         self, record: PluginRecord, approved: Mapping[str, PluginRecord]
@@ -459,8 +471,8 @@ class PluginSet:
                     problems.append(f"{caller.name}: plugins may not wrap other plugins' calls")
                 elif self._info(caller.name).host_only:
                     problems.append(f"{caller.name}: only the host receives this hook")
-                elif is_async(impl.function):
-                    problems.append(f"{caller.name}: {ASYNC_REFUSAL}")
+                elif inspect.isasyncgenfunction(impl.function):
+                    problems.append(f"{caller.name}: {ASYNC_GENERATOR_REFUSAL}")
             if problems:
                 raise PackageError("its hooks are refused: " + "; ".join(problems), path=record.id)
             self._warn_ungranted(record, plugin)
