@@ -1096,14 +1096,52 @@ class AsyncHostHook:
     thread pool when it has one (``PluginHost(async_threads=n)``).
     """
 
-    __slots__ = ("_hook", "_threads")
+    __slots__ = ("_forms", "_hook", "_implementations", "_inline", "_threads")
 
-    def __init__(self, hook: HostHook, threads: Executor | None) -> None:
+    def __init__(
+        self,
+        hook: HostHook,
+        threads: Executor | None,
+        implementations: Callable[[], Iterable[Callable[..., Any]]],
+    ) -> None:
         self._hook = hook
         self._threads = threads
+        #: The functions registered for the hook now (pluggy's implementations).
+        self._implementations = implementations
+        # (snapshot, whether every implementation runs inline): when none awaits and there
+        # is no thread pool, the async call is the sync loop itself, run on the loop.
+        self._inline: tuple[object, bool] = (None, False)
+        # Per plan (by identity, the plan kept with it): each entry's awaitable form or None.
+        self._forms: dict[int, tuple[Plan, tuple[Callable[..., Any] | None, ...]]] = {}
+
+    def _awaitables(self, plan: Plan) -> tuple[Callable[..., Any] | None, ...]:
+        held = self._forms.get(id(plan))
+        if held is not None and held[0] is plan:
+            return held[1]
+        forms = tuple(getattr(entry[1], AIO, None) for entry in plan.entries)
+        if len(self._forms) >= MAX_PLANS:
+            self._forms.clear()
+        self._forms[id(plan)] = (plan, forms)
+        return forms
+
+    def _runs_inline(self) -> bool:
+        planner = self._hook._planner
+        if perf_counter_ns() >= planner.due:  # the snapshot the call will use
+            planner.tick()
+        snapshot = planner.snapshot
+        held = self._inline
+        if held[0] is not snapshot:
+            inline = self._threads is None and not any(
+                getattr(function, AIO, None) is not None or inspect.iscoroutinefunction(function)
+                for function in self._implementations()
+            )
+            held = self._inline = (snapshot, inline)
+        return held[1]
 
     async def __call__(self, **kwargs: Any) -> Any:  # noqa: PLR0915 - the loop, as HostHook's
         hook = self._hook
+        if self._runs_inline():  # nothing to await: the sync loop, as it is
+            return hook(**kwargs)
         plan, context, now = hook.prepare(kwargs)
         entries = plan.entries
         dispatcher = hook._dispatcher
@@ -1118,7 +1156,9 @@ class AsyncHostHook:
             deadline = started + dispatcher.budget_ns
             over = False
             slowest, slowest_ns = "", -1
-            for plugin_id, function, getter, key, own, stats in entries:
+            for (plugin_id, function, getter, key, own, stats), awaitable in zip(
+                entries, self._awaitables(plan), strict=True
+            ):
                 if over:
                     dispatcher._over_budget(
                         hook._info, tenant, before - started, slowest, _left(plan, plugin_id)
@@ -1129,7 +1169,6 @@ class AsyncHostHook:
                     kwargs[filtered] = value
                 args = getter(kwargs)
                 try:
-                    awaitable = getattr(function, AIO, None)
                     if awaitable is not None:
                         result = await awaitable(*args)
                     elif threads is not None:

@@ -1145,7 +1145,14 @@ class _AsyncHookRelay:
         known = self.__dict__.get(name)
         if isinstance(known, AsyncHostHook):
             return known
-        hook = AsyncHostHook(self._host.hook[name], self._host._threads)
+        host = self._host
+        synced = host.hook[name]  # KeyError for a hook nobody specified
+        caller: pluggy.HookCaller = getattr(host.pm.hook, name)
+
+        def implementations() -> list[Callable[..., Any]]:
+            return [impl.function for impl in caller.get_hookimpls()]
+
+        hook = AsyncHostHook(synced, host._threads, implementations)
         setattr(self, name, hook)
         return hook
 
