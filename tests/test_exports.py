@@ -331,6 +331,7 @@ FACES = {
         "PermissionName",
         "PluginId",
         "PluginOutcome",
+        "PluginRoute",
         "Rate",
         "RelativePath",
         "Risk",

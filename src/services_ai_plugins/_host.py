@@ -36,13 +36,14 @@ from ._dispatch import (
     HookTrace,
     HostHook,
     PluginOutcome,
+    RouteGuard,
 )
 from ._host_events import HostEvent
 from ._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
 from ._loading import Loaded, PluginSet
 from ._manifest import Manifest
 from ._registry import Registry, RegistryEvent, Suspension
-from ._routing import PluginRoute, RouteMatch, RouteTable, compile_routes
+from ._routing import PluginRoute, RouteMatch, RouteTable, compile_routes, guard_of
 from ._sandbox._policy import SandboxPolicy
 from ._sandbox._pool import Sandbox
 from ._sandbox._stand_in import SandboxedPlugin
@@ -357,7 +358,9 @@ class PluginHost:
         for routes in self.hook.register_routes() or ():
             if not routes:
                 continue
-            plugin_id = routes[0].handler.plugin_id
+            handler = routes[0].handler
+            assert isinstance(handler, RouteGuard)  # the call loop guards every route
+            plugin_id = handler.plugin_id
             try:
                 compiled[plugin_id] = compile_routes(plugin_id, routes)
             except PackageError as error:
@@ -431,7 +434,7 @@ class PluginHost:
             assert answer is not None
             return answer
         routed = _routed(request, match)
-        guard = match.route.handler
+        guard = guard_of(match.route)
         try:
             if match.route.native:
                 if native is None:
@@ -457,7 +460,7 @@ class PluginHost:
         if match.route.native:
             return _native_refused(request, match)
         try:
-            response = await match.route.handler.aio(_routed(request, match))
+            response = await guard_of(match.route).aio(_routed(request, match))
         except Exception as exc:  # noqa: BLE001 - recorded by the guard; answered here
             return self._failed_answer(request, match, exc)
         return _head(request, response)

@@ -30,9 +30,9 @@ import attrs
 
 from ._dispatch import RouteGuard
 from .errors import PackageError
-from .events import Route
+from .events import Route, RouteHandler
 
-__all__ = ["PluginRoute", "RouteMatch", "RouteTable", "compile_routes"]
+__all__ = ["PluginRoute", "RouteMatch", "RouteTable", "compile_routes", "guard_of"]
 
 _PARAMETER: Final = re.compile(r"\{([^{}:]*)(?::([^{}]*))?\}")
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -56,8 +56,9 @@ class PluginRoute:
     methods: tuple[str, ...]
     #: True: a framework-native view, which the adapter calls (``serve(..., native=...)``).
     native: bool
-    #: The guarded handler: tenant check, injection, failures, metrics and breaker.
-    handler: RouteGuard = attrs.field(eq=False, repr=False)
+    #: The guarded handler (the host's): it admits the request's tenant, injects the
+    #: plugin's ``api``, ``settings`` and ``context``, and records failures and metrics.
+    handler: RouteHandler = attrs.field(eq=False, repr=False)
 
 
 class RouteMatch(NamedTuple):
@@ -188,6 +189,13 @@ class _PluginRoutes:
                 self.literal.setdefault(item.route.route_path, []).append(item.route)
             else:
                 self.dynamic.append(item)
+
+
+def guard_of(route: PluginRoute) -> RouteGuard:
+    """The route's handler as the host made it."""
+    handler = route.handler
+    assert isinstance(handler, RouteGuard)
+    return handler
 
 
 def _allows(route: PluginRoute, method: str) -> bool:

@@ -16,7 +16,8 @@ to annotate with, construct for ``PluginHost`` options, or ``isinstance``-check:
   :class:`DeniedCall` a host's ``on_denied`` callback receives;
 - tracing: :class:`HookTrace` and :class:`PluginOutcome` (``PluginHost.trace_hook``);
 - registry: :class:`TenantView` (``Registry.tenant_view``: a tenant's grants and settings);
-- the host's own events: :class:`HostEvent` (``PluginHost.host_events``: busy workers, full queues).
+- the host's own events: :class:`HostEvent` (``PluginHost.host_events``: busy workers, full queues);
+- routes: :class:`PluginRoute` (``PluginHost.routes()``: the route table the host serves).
 
 Names are imported on first use, so importing this module is cheap.
 """
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from ._manifest import MAX_MANIFEST_BYTES, Isolation
     from ._permissions import DEFAULT_PERMISSIONS, Permission, PermissionCatalogue, Risk
     from ._registry import TenantView
+    from ._routing import PluginRoute
     from ._settings import SettingSpec, SettingType
 
 
@@ -75,6 +77,7 @@ _LAZY: dict[str, str] = {
     "PermissionName": "._fields",
     "PluginId": "._fields",
     "PluginOutcome": "._dispatch",
+    "PluginRoute": "._routing",
     "Rate": "._api",
     "RelativePath": "._fields",
     "Risk": "._permissions",
@@ -111,6 +114,7 @@ __all__ = [
     "PermissionName",
     "PluginId",
     "PluginOutcome",
+    "PluginRoute",
     "Rate",
     "RelativePath",
     "Risk",
