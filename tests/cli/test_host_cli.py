@@ -326,7 +326,7 @@ def test_a_tenant_less_hook_runs_for_every_approved_plugin(cli: Cli) -> None:
     assert document["tenant"] is None
     assert document["notes"] == []
     [routes] = document["result"]
-    assert routes == [{"path": "/hello", "methods": ["GET"], "name": "router"}]
+    assert routes == [{"path": "/hello", "methods": ["GET"], "name": "router", "native": False}]
     code, out, _ = cli("call", "register_routes", "--tenant", "acme")
     assert code == EXIT_OK
     assert out.splitlines()[0] == "called register_routes: 1 plugin ran, 0 failed"
