@@ -153,7 +153,7 @@ def test_a_declared_body_over_the_limit_is_refused_before_any_of_it_is_read() ->
 def test_a_chunked_body_is_read_up_to_the_limit_and_no_further() -> None:
     """Without a length, a body the server ends is read to max_body + 1 bytes at most."""
     environ, stream = _environ(b"x" * 100_000, **{"wsgi.input_terminated": True})
-    with pytest.raises(RequestTooLarge, match="its length was not declared") as caught:
+    with pytest.raises(RequestTooLarge, match="limit of 1000 bytes: more arrived") as caught:
         request_from_wsgi(environ, tenant="acme", max_body=LIMIT)
     assert caught.value.size is None
     assert stream.read_bytes == LIMIT + 1
@@ -514,7 +514,7 @@ def test_a_streamed_body_arrives_whole_through_the_mounted_app() -> None:
 def test_a_streamed_body_over_the_limit_is_refused_as_soon_as_it_is_known() -> None:
     """No more chunks are received once the limit is passed; a declared length: none at all."""
     receive = Receiver(_chunks(b"x" * 600, b"x" * 600, b"x" * 600, b"x"))
-    with pytest.raises(RequestTooLarge, match="its length was not declared"):
+    with pytest.raises(RequestTooLarge, match="limit of 1000 bytes: more arrived"):
         asyncio.run(read_asgi_body(receive, max_body=LIMIT))
     assert receive.calls == 2
     declared = Receiver(_chunks(b"x" * 2000))
@@ -522,6 +522,11 @@ def test_a_streamed_body_over_the_limit_is_refused_as_soon_as_it_is_known() -> N
     with pytest.raises(RequestTooLarge) as caught:
         asyncio.run(read_asgi_body(declared, max_body=LIMIT, scope=scope))
     assert (caught.value.size, declared.calls) == (2000, 0)
+    lying = Receiver(_chunks(b"x" * 600, b"x" * 600, b"x"))
+    scope = _scope("/x", None, headers=[(b"content-length", b"10")])
+    with pytest.raises(RequestTooLarge) as caught:
+        asyncio.run(read_asgi_body(lying, max_body=LIMIT, scope=scope))
+    assert (caught.value.size, lying.calls) == (None, 2)  # past its own declared length too
     assert asyncio.run(read_asgi_body(Receiver(_chunks(b"x" * LIMIT)), max_body=LIMIT)) == (
         b"x" * LIMIT
     )
@@ -541,6 +546,8 @@ def test_read_asgi_body_refuses_what_is_not_a_body() -> None:
     scope = _scope("/x", None, headers=[(b"content-length", b"lots")])
     with pytest.raises(ValueError, match="content-length header must be a number"):
         asyncio.run(read_asgi_body(Receiver(_chunks(b"")), scope=scope))
+    with pytest.raises(ValueError, match="body must be bytes"):
+        asyncio.run(read_asgi_body(Receiver([{"type": "http.request", "body": 5}])))
 
 
 def test_write_asgi_sends_lower_case_latin_1_headers() -> None:

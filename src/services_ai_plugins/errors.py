@@ -566,8 +566,9 @@ class RequestTooLarge(PluginError, ValueError):
     Raised by the converters of :mod:`services_ai_plugins.web` before the body
     is read whole: from its declared length when it has one, else as soon as
     more than ``limit`` bytes have arrived. ``limit`` is the most bytes
-    accepted, ``size`` the body's declared length (``None`` when it came
-    without one, in chunks), and ``status`` the HTTP status to answer with.
+    accepted, ``size`` the body's declared length when that was over the limit
+    (``None`` when the body came without one, in chunks, or went past the one
+    it declared), and ``status`` the HTTP status to answer with.
     """
 
     #: The HTTP status an adapter answers with.
@@ -576,13 +577,10 @@ class RequestTooLarge(PluginError, ValueError):
     def __init__(self, limit: int, size: int | None = None) -> None:
         #: The most bytes a body may have.
         self.limit = limit
-        #: The body's declared length (Content-Length), or None when it had none.
+        #: The body's declared length (Content-Length) over the limit, or None.
         self.size = size
         if size is None:
-            message = (
-                f"the request body is over the limit of {limit} bytes "
-                "(more arrived; its length was not declared)"
-            )
+            message = f"the request body is over the limit of {limit} bytes: more arrived"
         else:
             message = f"the request body of {size} bytes is over the limit of {limit} bytes"
         super().__init__(message)

@@ -16,15 +16,20 @@ A WSGI app in a few lines (``host.serve`` answers a request routed below the
 mount point; see the host's documentation)::
 
     def plugins_app(environ, start_response):
+        tenant = tenant_of(environ)  # the app's own rule
         try:
-            request = request_from_wsgi(environ, tenant=tenant_of(environ))
+            request = request_from_wsgi(environ, tenant=tenant)
         except RequestTooLarge as exc:
-            response = ApiResponse(tenant="-", status=exc.status)
-        except ValueError as exc:  # a path or query that is not UTF-8, a bad Content-Length
-            response = ApiResponse(tenant="-", status=400, body=str(exc).encode())
+            response = ApiResponse(tenant=tenant, status=exc.status)
+        except ValueError as exc:  # not UTF-8, a bad Content-Length, ...
+            response = ApiResponse(tenant=tenant, status=400, body=str(exc).encode())
         else:
             response = host.serve(request)
-        return write_wsgi(response, start_response)
+        head = environ["REQUEST_METHOD"] == "HEAD"
+        try:
+            return write_wsgi(response, start_response, head=head)
+        except ValueError:  # the plugin's answer cannot be sent as it is
+            return write_wsgi(ApiResponse(tenant=tenant, status=502), start_response)
 
 What the converters promise:
 
@@ -285,11 +290,13 @@ async def read_asgi_body(
             raise ConnectionError("the client disconnected before it sent the whole request body")
         if kind != "http.request":
             raise ValueError(f"expected an 'http.request' message, got {kind!r}")
-        chunk = bytes(message.get("body") or b"")
+        chunk = message.get("body", b"")
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise ValueError(f"an 'http.request' message's body must be bytes (got {chunk!r:.40})")
         got += len(chunk)
         if got > max_body:
-            raise RequestTooLarge(max_body, declared)
-        chunks.append(chunk)
+            raise RequestTooLarge(max_body)
+        chunks.append(bytes(chunk))
         if not message.get("more_body", False):
             return b"".join(chunks)
 
