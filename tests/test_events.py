@@ -16,6 +16,7 @@ from packaging.version import Version
 
 from services_ai_plugins import MemoryStorage, PluginHost
 from services_ai_plugins._json import MAX_INT_DIGITS
+from services_ai_plugins._sandbox._wire import decode, encode
 from services_ai_plugins.errors import PayloadError
 from services_ai_plugins.events import (
     HTTP_METHODS,
@@ -246,6 +247,108 @@ def test_api_request_and_response_are_checked() -> None:
         ApiResponse(tenant="acme", body=_wrong("text"))
     with pytest.raises(TypeError, match="strings as keys and values"):
         ApiResponse(tenant="acme", headers=_wrong({"x-count": 3}))
+
+
+def _get(**fields: Any) -> ApiRequest:
+    return ApiRequest(tenant="acme", method="GET", **{"path": "/crm/leads", **fields})
+
+
+def test_api_request_paths_default_to_the_path_below_the_mount() -> None:
+    """route_path and full_path default to path; each is set on its own and must start with '/'."""
+    request = _get()
+    assert (request.path, request.route_path, request.full_path) == ("/crm/leads",) * 3
+    routed = attrs.evolve(request, route_path="/leads")
+    assert (routed.path, routed.route_path, routed.full_path) == (
+        "/crm/leads",
+        "/leads",
+        "/crm/leads",
+    )
+    mounted = _get(full_path="/plugins/crm/leads")
+    assert (mounted.route_path, mounted.full_path) == ("/crm/leads", "/plugins/crm/leads")
+    for field in ("path", "route_path", "full_path"):
+        with pytest.raises(ValueError, match=rf"ApiRequest\.{field} must be .*starting with '/'"):
+            _get(**{field: "leads"})
+        with pytest.raises(TypeError, match=rf"ApiRequest\.{field} must be a string"):
+            _get(**{field: _wrong(b"/leads")})
+
+
+def test_api_request_header_names_are_lower_case_and_repeats_joined() -> None:
+    """Header names are stored lower-case; names equal once lower-cased are joined with ', '."""
+    request = _get(headers={"Content-Type": "text/plain", "X-Tag": "a", "x-tag": "b", "X-TAG": "c"})
+    assert request.headers == {"content-type": "text/plain", "x-tag": "a, b, c"}
+    pairs = _get(headers=[("Accept", "text/html"), ("ACCEPT", "*/*")])
+    assert pairs.headers == {"accept": "text/html, */*"}
+    assert attrs.evolve(request) == request  # stored lower-case: converting again changes nothing
+    with pytest.raises(TypeError, match="strings as names and values"):
+        _get(headers=_wrong({"x-count": 3}))
+    with pytest.raises(
+        TypeError, match=r"ApiRequest\.headers must be a mapping or \(name, value\)"
+    ):
+        _get(headers=_wrong("accept: */*"))
+
+
+def test_api_request_query_keeps_every_value_in_order() -> None:
+    """A query name holds every value in order; a string is one value; pairs add up by name."""
+    request = _get(query={"tag": ["new", "hot", "new"], "page": "2", "empty": ""})
+    assert request.query == {"tag": ("new", "hot", "new"), "page": ("2",), "empty": ("",)}
+    pairs = _get(query=[("tag", "new"), ("page", "2"), ("tag", "hot")])
+    assert pairs.query == {"tag": ("new", "hot"), "page": ("2",)}
+    assert list(pairs.query) == ["tag", "page"]
+
+
+def test_query_value_is_the_first_value() -> None:
+    """query_value gives the first value of a name, or the default when the name was not sent."""
+    request = _get(query={"tag": ["new", "hot"], "empty": ""})
+    assert request.query_value("tag") == "new"
+    assert request.query_value("empty", "x") == ""
+    assert request.query_value("page") is None
+    assert request.query_value("page", "1") == "1"
+
+
+@pytest.mark.parametrize(
+    ("query", "error", "message"),
+    [
+        ({"tag": []}, ValueError, r"query\['tag'\] must have at least one value"),
+        ({"tag": ["a", 1]}, TypeError, r"query\['tag'\] must hold strings only \(got 1\)"),
+        ({"tag": b"a"}, TypeError, r"query\['tag'\] must be a string or a sequence of strings"),
+        ({"tag": {"a": "b"}}, TypeError, r"query\['tag'\] must be a string or a sequence"),
+        ({"tag": 3}, TypeError, r"query\['tag'\] must be a string or a sequence of strings"),
+        ({1: "a"}, TypeError, r"query names must be strings \(got 1\)"),
+        ("tag=a", TypeError, r"query must be a mapping or \(name, value\) pairs"),
+        ([("tag",)], TypeError, r"query must be a mapping or \(name, value\) pairs"),
+    ],
+)
+def test_api_request_query_refuses_what_is_not_text(
+    query: Any, error: type[Exception], message: str
+) -> None:
+    """A query value must be a string or strings, at least one: the error names the parameter."""
+    with pytest.raises(error, match=message):
+        _get(query=query)
+
+
+def _through_the_sandbox_wire(request: ApiRequest, *, trusted: bool) -> Any:
+    """As the host sends a route's request to a worker (trusted) or as a worker's data is read."""
+    text = json.dumps(encode({"request": request}))
+    return decode(json.loads(text), trusted=trusted)["request"]
+
+
+@given(request=sais.api_requests())
+def test_api_requests_cross_every_wire_with_every_query_value_in_order(request: ApiRequest) -> None:
+    """The payload codec and the sandbox's wire (both readers) give back the same request,
+    every query value of every name in its order, headers lower-case, all three paths."""
+    for back in (
+        _roundtrip(request),
+        _through_the_sandbox_wire(request, trusted=True),
+        _through_the_sandbox_wire(request, trusted=False),
+    ):
+        assert back == request
+        assert list(back.query.items()) == list(request.query.items())
+        assert all(name == name.lower() for name in back.headers)
+        assert (back.path, back.route_path, back.full_path) == (
+            request.path,
+            request.route_path,
+            request.full_path,
+        )
 
 
 def test_api_response_json() -> None:

@@ -18,9 +18,9 @@ import services_ai_plugins
 import services_ai_plugins_testing
 
 #: The public modules besides the top level: named by audience (``storage``, ``sandbox``,
-#: ``tooling``, ``types``, ``errors``) or by interface (``events``, ``hookspecs``),
+#: ``tooling``, ``types``, ``errors``, ``web``) or by interface (``events``, ``hookspecs``),
 #: each with its own ``__all__``.
-PUBLIC_MODULES = {"errors", "events", "hookspecs", "sandbox", "storage", "tooling", "types"}
+PUBLIC_MODULES = {"errors", "events", "hookspecs", "sandbox", "storage", "tooling", "types", "web"}
 
 #: The faces that import their names lazily, as the top level does.
 LAZY_FACES = ("storage", "sandbox", "tooling", "types")
@@ -239,6 +239,7 @@ FACES = {
         "QuotaExceeded",
         "RateLimited",
         "RemoteError",
+        "RequestTooLarge",
         "RequirementsError",
         "ResultRefused",
         "SandboxError",
@@ -340,6 +341,14 @@ FACES = {
         "SettingType",
         "TenantView",
         "Url",
+    ],
+    "web": [
+        "DEFAULT_MAX_BODY",
+        "read_asgi_body",
+        "request_from_asgi",
+        "request_from_wsgi",
+        "write_asgi",
+        "write_wsgi",
     ],
 }
 

@@ -82,7 +82,12 @@ def test_datetimes_keep_their_offset_on_the_wire() -> None:
 
 def test_route_wire_leaves_the_handler_out_and_is_not_read_back() -> None:
     """to_wire(Route) drops the handler; from_wire(Route, ...) is refused with a TypeError."""
-    assert to_wire(example(Route)) == {"path": "/stats", "name": "lead-stats", "methods": ["GET"]}
+    assert to_wire(example(Route)) == {
+        "path": "/stats",
+        "name": "lead-stats",
+        "methods": ["GET"],
+        "native": False,
+    }
     with pytest.raises(TypeError, match="handler is code, not data"):
         from_wire(Route, to_wire(example(Route)))
 
@@ -149,7 +154,10 @@ def test_from_wire_refuses_unknown_keys_with_their_path() -> None:
         (HtmlFragment, {"placement": "body"}, "placement", "must be one of 'head', 'footer'"),
         (ApiRequest, {"body": "not base64!"}, "body", "must be base64 text"),
         (ApiRequest, {"headers": {"accept": ["a"]}}, "headers.accept", "must be a string"),
-        (ApiRequest, {"query": {"a b": 1}}, "query['a b']", "must be a string"),
+        (ApiRequest, {"query": {"a b": 1}}, "query['a b']", "must be an array (got number)"),
+        (ApiRequest, {"query": {"q": "x"}}, "query.q", "must be an array (got string)"),
+        (ApiRequest, {"query": {"q": ["x", 2]}}, "query.q[1]", "must be a string"),
+        (ApiRequest, {"query": {"q": []}}, "", "ApiRequest.query['q'] must have at least one"),
         (ApiRequest, {"user": {"id": "u"}}, "user.tenant", "is required"),
         (Context, {"user": "ada"}, "user", "must be an object (got string)"),
         (Email, {"to": "a@example.com"}, "to", "must be an array (got string)"),

@@ -218,13 +218,16 @@ def _example_html_fragment() -> HtmlFragment:
 
 
 def _example_api_request() -> ApiRequest:
-    """Ada's browser asking the lead-stats plugin for this week's figures."""
+    """Ada's browser asking the lead-stats plugin, mounted at ``/plugins``, for this week's new
+    and hot leads' figures (``GET /plugins/lead-stats/stats?period=week&tag=new&tag=hot``)."""
     return ApiRequest(
         tenant=_TENANT,
         method="GET",
-        path="/stats",
+        path="/lead-stats/stats",
+        route_path="/stats",
+        full_path="/plugins/lead-stats/stats",
         headers={"accept": "application/json"},
-        query={"period": "week"},
+        query={"period": "week", "tag": ("new", "hot")},
         user=_example_user(),
     )
 

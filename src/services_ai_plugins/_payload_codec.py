@@ -235,29 +235,42 @@ def _tuple_to_wire(
     return factory
 
 
-def _mapping_hook(kind: Any) -> Callable[[object, Any], dict[str, Any]]:
-    # The payloads hold two kinds of mapping: str -> str (HTTP headers and
-    # query) and str -> JSONValue (extras, custom data).
-    strings = get_args(kind)[1] is str
+def _mapping_hooks(
+    converter: cattrs.Converter,
+) -> Callable[[Any], Callable[[object, Any], dict[str, Any]]]:
+    def factory(kind: Any) -> Callable[[object, Any], dict[str, Any]]:
+        # The payloads hold three kinds of mapping: str -> str (HTTP headers, path
+        # parameters), str -> tuple[str, ...] (a query's values, a JSON array of strings
+        # per name) and str -> JSONValue (extras, custom data).
+        item_kind = get_args(kind)[1]
+        item: Callable[[object], Any]
+        if item_kind is str:
+            item = lambda value: _string(value, str)  # noqa: E731 - one line per kind
+        elif is_variadic_tuple(item_kind):
+            item = lambda value: converter.structure(value, item_kind)  # noqa: E731
+        else:
+            item = check_json
 
-    def hook(value: object, _: Any) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise ValueError(f"must be an object (got {json_type_name(value)})")
-        odd = [key for key in value if not isinstance(key, str)]
-        if odd:
-            raise ValueError(f"keys must be strings (got {odd[0]!r})")
-        errors: list[Exception] = []
-        copy: dict[str, Any] = {}
-        for key, item in value.items():
-            try:
-                copy[key] = _string(item, str) if strings else check_json(item)
-            except ValueError as exc:
-                errors.append(locate(exc, key, str if strings else object))
-        if errors:
-            raise IterableValidationError("invalid entries", errors, dict)
-        return copy
+        def hook(value: object, _: Any) -> dict[str, Any]:
+            if not isinstance(value, dict):
+                raise ValueError(f"must be an object (got {json_type_name(value)})")
+            odd = [key for key in value if not isinstance(key, str)]
+            if odd:
+                raise ValueError(f"keys must be strings (got {odd[0]!r})")
+            errors: list[Exception] = []
+            copy: dict[str, Any] = {}
+            for key, entry in value.items():
+                try:
+                    copy[key] = item(entry)
+                except (ValueError, IterableValidationError) as exc:
+                    errors.append(locate(exc, key, item_kind))
+            if errors:
+                raise IterableValidationError("invalid entries", errors, dict)
+            return copy
 
-    return hook
+        return hook
+
+    return factory
 
 
 def _mapping_to_wire(kind: Any) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
@@ -319,7 +332,7 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook_factory(_is_literal, _literal_hook)
     converter.register_structure_hook_factory(is_variadic_tuple, strict_tuple_hooks(converter))
     converter.register_unstructure_hook_factory(is_variadic_tuple, _tuple_to_wire(converter))
-    converter.register_structure_hook_factory(_is_mapping, _mapping_hook)
+    converter.register_structure_hook_factory(_is_mapping, _mapping_hooks(converter))
     converter.register_unstructure_hook_factory(_is_mapping, _mapping_to_wire)
     converter.register_structure_hook_factory(attrs.has, _record_hooks(converter))
     converter.register_unstructure_hook(

@@ -32,6 +32,7 @@ Everything the SDK raises on purpose derives from one root, so a host can catch
     ├── WireError             a value or a frame cannot cross the sandbox boundary
     │   └── FrameTooLarge     a frame over the limit: none of it was read or written
     ├── ConfinementError      a sandbox layer that probe() offered could not be applied
+    ├── RequestTooLarge       (also ValueError) an HTTP request's body is over the limit: 413
     └── StorageError          the storage backend failed (the driver's error is the __cause__)
         └── ConflictError     another writer changed the record first: re-read and retry
 
@@ -71,6 +72,7 @@ __all__ = [
     "QuotaExceeded",
     "RateLimited",
     "RemoteError",
+    "RequestTooLarge",
     "RequirementsError",
     "ResultRefused",
     "SandboxError",
@@ -556,6 +558,32 @@ class ConfinementError(PluginError):
         self.detail = detail
         reason = f"{detail} [{errno.errorcode.get(code, f'errno {code}')}]" if code else detail
         super().__init__(f"cannot apply the {layer} sandbox layer: {reason}")
+
+
+class RequestTooLarge(PluginError, ValueError):
+    """An HTTP request's body is bigger than the adapter accepts: answer ``413``.
+
+    Raised by the converters of :mod:`services_ai_plugins.web` before the body
+    is read whole: from its declared length when it has one, else as soon as
+    more than ``limit`` bytes have arrived. ``limit`` is the most bytes
+    accepted, ``size`` the body's declared length when that was over the limit
+    (``None`` when the body came without one, in chunks, or went past the one
+    it declared), and ``status`` the HTTP status to answer with.
+    """
+
+    #: The HTTP status an adapter answers with.
+    status = 413
+
+    def __init__(self, limit: int, size: int | None = None) -> None:
+        #: The most bytes a body may have.
+        self.limit = limit
+        #: The body's declared length (Content-Length) over the limit, or None.
+        self.size = size
+        if size is None:
+            message = f"the request body is over the limit of {limit} bytes: more arrived"
+        else:
+            message = f"the request body of {size} bytes is over the limit of {limit} bytes"
+        super().__init__(message)
 
 
 class PayloadError(ProblemsError):

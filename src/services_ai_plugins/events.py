@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Final, Literal, TypeAlias
@@ -474,12 +474,118 @@ class HtmlFragment:
     plugin_id: str | None = None
 
 
+def _pairs(field: str, value: object) -> Iterable[object]:
+    """A mapping's items, or an iterable of pairs as it is; a string or a non-iterable refused."""
+    if isinstance(value, Mapping):
+        return value.items()
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(
+            f"ApiRequest.{field} must be a mapping or (name, value) pairs (got {value!r})"
+        )
+    return value
+
+
+def _header_map(value: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+    # Names are case-insensitive in HTTP: stored lower-case, repeats joined as RFC 9110 allows.
+    entries = _pairs("headers", value)
+    headers: dict[str, str] = {}
+    for entry in entries:
+        if not isinstance(entry, tuple) or len(entry) != 2:
+            raise TypeError(
+                f"ApiRequest.headers must be a mapping or (name, value) pairs (got {entry!r})"
+            )
+        name, item = entry
+        if not isinstance(name, str) or not isinstance(item, str):
+            raise TypeError(
+                f"ApiRequest.headers must hold strings as names and values (got {name!r}: {item!r})"
+            )
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {item}" if key in headers else item
+    return headers
+
+
+def _query_values(name: str, item: object) -> tuple[str, ...]:
+    if isinstance(item, str):
+        return (item,)
+    if isinstance(item, (bytes, Mapping)) or not isinstance(item, Iterable):
+        raise TypeError(
+            f"ApiRequest.query[{name!r}] must be a string or a sequence of strings (got {item!r})"
+        )
+    values: list[str] = []
+    for value in item:
+        if not isinstance(value, str):
+            raise TypeError(f"ApiRequest.query[{name!r}] must hold strings only (got {value!r})")
+        values.append(value)
+    if not values:
+        raise ValueError(f"ApiRequest.query[{name!r}] must have at least one value (got none)")
+    return tuple(values)
+
+
+def _query_map(
+    value: Mapping[str, str | Sequence[str]] | Iterable[tuple[str, str]],
+) -> dict[str, tuple[str, ...]]:
+    # A mapping gives each name its value or values; pairs (as urllib.parse.parse_qsl
+    # returns them) may repeat a name, whose values then add up in order.
+    query: dict[str, tuple[str, ...]] = {}
+    for entry in _pairs("query", value):
+        if not isinstance(entry, tuple) or len(entry) != 2:
+            raise TypeError(
+                f"ApiRequest.query must be a mapping or (name, value) pairs (got {entry!r})"
+            )
+        name, item = entry
+        if not isinstance(name, str):
+            raise TypeError(f"ApiRequest.query names must be strings (got {name!r})")
+        query[name] = query.get(name, ()) + _query_values(name, item)
+    return query
+
+
+def _request_path(what: str) -> Callable[[object, attrs.Attribute[Any], Any], None]:
+    def validator(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"ApiRequest.{attribute.name} must be a string (got {value!r})")
+        if not value.startswith("/"):
+            raise ValueError(
+                f"ApiRequest.{attribute.name} must be {what} starting with '/' (got {value!r})"
+            )
+
+    return validator
+
+
 @attrs.frozen(kw_only=True)
 class ApiRequest:
     """An HTTP request, independent of any web framework: what a :class:`Route` handler gets.
 
-    The host's adapter builds it from the framework's request. ``headers`` and
-    ``query`` hold one value per name (the adapter joins or picks repeats).
+    The host's adapter builds it from the framework's request, usually with
+    :mod:`services_ai_plugins.web`. Three paths, each starting with ``/``
+    and without the query string:
+
+    - ``path``: below the adapter's mount point, what the host routes on
+      (``/lead-stats/stats`` for the plugin ``lead-stats``'s route ``/stats``);
+    - ``route_path``: the route's own path, as the handler sees it (``/stats``);
+      the host sets it when it dispatches (it defaults to ``path``);
+    - ``full_path``: the whole URL path, mount point included, for links and
+      logs (it defaults to ``path``).
+
+    Header names are stored lower-case: names that are equal once lower-cased
+    are joined with ``", "``, in the order given. ``query`` keeps every value
+    of each name, in order; a single string stands for one value, and
+    :meth:`query_value` reads the first:
+
+    >>> request = ApiRequest(
+    ...     tenant="acme",
+    ...     method="GET",
+    ...     path="/lead-stats/stats",
+    ...     headers={"Accept": "text/html", "accept": "application/json"},
+    ...     query={"tag": ["new", "hot"], "period": "week"},
+    ... )
+    >>> request.headers
+    {'accept': 'text/html, application/json'}
+    >>> request.query
+    {'tag': ('new', 'hot'), 'period': ('week',)}
+    >>> request.query_value("tag"), request.query_value("page", "1")
+    ('new', '1')
+    >>> request.route_path, request.full_path
+    ('/lead-stats/stats', '/lead-stats/stats')
     """
 
     #: The tenant the request is for.
@@ -488,20 +594,38 @@ class ApiRequest:
     method: str = attrs.field(
         validator=_must(lambda v: bool(_TOKEN.fullmatch(v)), "an upper-case method such as 'GET'")
     )
-    #: The path, starting with ``/``, without the query string.
-    path: str = attrs.field(
-        validator=_must(lambda v: v.startswith("/"), "a path starting with '/'")
+    #: The path below the adapter's mount point, starting with ``/``, without the query
+    #: string: what the host routes on (``/<plugin_id>/<route path>``).
+    path: str = attrs.field(validator=_request_path("a path"))
+    #: The route's own path as its handler sees it (``/stats``); defaults to ``path``.
+    route_path: str = attrs.field(
+        default=attrs.Factory(lambda self: self.path, takes_self=True),
+        validator=_request_path("the route's path"),
     )
-    #: The request headers.
-    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_string_map)
-    #: The query-string parameters.
-    query: Mapping[str, str] = attrs.field(factory=dict, converter=_string_map)
-    #: The values the adapter matched from the route's path pattern.
+    #: The full URL path (mount point and ``path``), for links and logs; defaults to ``path``.
+    full_path: str = attrs.field(
+        default=attrs.Factory(lambda self: self.path, takes_self=True),
+        validator=_request_path("the full URL path"),
+    )
+    #: The request headers, names lower-case (repeats joined with ``", "``).
+    headers: Mapping[str, str] = attrs.field(factory=dict, converter=_header_map)
+    #: The query-string parameters: every value of each name, in the order sent.
+    query: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict, converter=_query_map)
+    #: The values the host matched from the route's path pattern.
     path_params: Mapping[str, str] = attrs.field(factory=dict, converter=_string_map)
     #: The raw body.
     body: bytes = attrs.field(default=b"", validator=_body)
     #: The signed-in user, or None.
     user: User | None = None
+
+    def query_value(self, name: str, default: str | None = None) -> str | None:
+        """The FIRST value of the query parameter ``name``, or ``default`` when it was not sent.
+
+        Like werkzeug's ``request.args.get``: ``?tag=new&tag=hot`` gives ``"new"``;
+        read ``query[name]`` for every value.
+        """
+        values = self.query.get(name)
+        return values[0] if values else default
 
 
 @attrs.frozen(kw_only=True)

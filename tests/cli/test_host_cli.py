@@ -202,7 +202,7 @@ def test_a_filter_hooks_result_is_shown_in_its_json_form(deployed: Cli) -> None:
     assert document["result"] == to_wire(example(ApiRequest))
     code, out, _ = deployed("call", "api_request", "--tenant", "acme", "--data", data)
     assert code == EXIT_OK
-    assert 'result: {"tenant": "acme", "method": "GET", "path": "/stats"' in out
+    assert 'result: {"tenant": "acme", "method": "GET", "path": "/lead-stats/stats"' in out
     lines = [{"description": "Fee", "quantity": "1", "unit_price": "9.90"}]
     invoice = to_wire(example(Invoice))
     data = json.dumps({"lines": lines, "invoice": invoice})
@@ -326,7 +326,7 @@ def test_a_tenant_less_hook_runs_for_every_approved_plugin(cli: Cli) -> None:
     assert document["tenant"] is None
     assert document["notes"] == []
     [routes] = document["result"]
-    assert routes == [{"path": "/hello", "methods": ["GET"], "name": "router"}]
+    assert routes == [{"path": "/hello", "methods": ["GET"], "name": "router", "native": False}]
     code, out, _ = cli("call", "register_routes", "--tenant", "acme")
     assert code == EXIT_OK
     assert out.splitlines()[0] == "called register_routes: 1 plugin ran, 0 failed"

@@ -570,23 +570,36 @@ def _draw_path(draw: st.DrawFn) -> str:
 
 
 @cached
-def _query() -> st.SearchStrategy[dict[str, str]]:
+def _query() -> st.SearchStrategy[dict[str, list[str]]]:
+    # A name may repeat in a query string: every value is kept, in order.
     keys = st.sampled_from(_QUERY_KEYS) | word(LOWER, LOWER + "_", 0, 8)
-    return st.dictionaries(keys, st.text(max_size=20), max_size=3)
+    values = st.lists(st.text(max_size=20), min_size=1, max_size=3)
+    return st.dictionaries(keys, values, max_size=3)
+
+
+def _any_case(draw: st.DrawFn, name: str) -> str:
+    """``name`` as a client may spell it: ``accept``, ``Accept`` or ``ACCEPT``."""
+    return draw(st.sampled_from((name, name.title(), name.upper())))
 
 
 def _draw_api_request(draw: st.DrawFn, tenant: str) -> ApiRequest:
     method = draw(sampled(_METHODS))
-    headers = dict(draw(st.lists(st.sampled_from(_HEADERS), max_size=3, unique=True)))
+    chosen = draw(st.lists(st.sampled_from(_HEADERS), max_size=3, unique=True))
+    # Names in any case: the record stores them lower-case.
+    headers = {_any_case(draw, name): value for name, value in chosen}
     body = b""
     if method in _BODY_METHODS:
         body = json.dumps(draw(json_objects()), ensure_ascii=False).encode("utf-8")
-        headers["content-type"] = "application/json"
+        headers[_any_case(draw, "content-type")] = "application/json"
     params = {"id": draw(_record_ids("lead"))} if draw(st.booleans()) else {}
+    path = _draw_path(draw)
+    mount = draw(st.sampled_from(("", "/plugins", "/app/ext")))
     return ApiRequest(
         tenant=tenant,
         method=method,
-        path=_draw_path(draw),
+        path=path,
+        route_path=draw(st.sampled_from((path, _draw_path(draw)))),
+        full_path=mount + path,
         headers=headers,
         query=draw(_query()),
         path_params=params,
@@ -826,8 +839,11 @@ def api_requests(
 
     Any HTTP method of :data:`~services_ai_plugins.events.HTTP_METHODS`; a
     ``POST``, ``PUT`` or ``PATCH`` carries a JSON body and its content type.
-    Headers, query and path parameters hold text; the signed-in user, when
-    there is one, is of the same tenant. ``tenant`` as for :func:`contexts`.
+    Headers, query and path parameters hold text: header names are given in
+    any case (the record stores them lower-case) and a query name has one to
+    three values; ``full_path`` is ``path`` under a mount point or none, and
+    ``route_path`` another path or the same. The signed-in user, when there is
+    one, is of the same tenant. ``tenant`` as for :func:`contexts`.
     """
     strategy: st.SearchStrategy[ApiRequest] = _payloads(ApiRequest, tenant)
     return strategy
