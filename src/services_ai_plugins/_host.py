@@ -423,7 +423,8 @@ class PluginHost:
         answered, never raised: 504 for a sandbox time-out, 502 for a worker
         that crashed, 503 (with ``retry-after``) when every worker of the
         plugin stayed busy, 500 otherwise (a strict host raises it instead).
-        A HEAD request is served by the GET route, without a body.
+        A HEAD request is served by the GET route, and answered with the GET's
+        response: the adapter sends no body (``web.write_wsgi(..., head=True)``).
 
         A framework-native view (:attr:`Route.native`) is the adapter's to call:
         ``native(view, path_params)`` is called (guarded the same way) and its
@@ -444,7 +445,7 @@ class PluginHost:
             response = guard(routed)
         except Exception as exc:  # noqa: BLE001 - recorded by the guard; answered here
             return self._failed_answer(request, match, exc)
-        return _head(request, response)
+        return response
 
     async def aserve(self, request: ApiRequest) -> ApiResponse:
         """:meth:`serve` for async adapters: never blocks the event loop on a sandboxed plugin.
@@ -463,7 +464,7 @@ class PluginHost:
             response = await guard_of(match.route).aio(_routed(request, match))
         except Exception as exc:  # noqa: BLE001 - recorded by the guard; answered here
             return self._failed_answer(request, match, exc)
-        return _head(request, response)
+        return response
 
     def _failed_answer(self, request: ApiRequest, match: RouteMatch, exc: Exception) -> ApiResponse:
         if self._dispatcher.strict:
@@ -1164,14 +1165,8 @@ class _AsyncHookRelay:
 
 
 def _routed(request: ApiRequest, match: RouteMatch) -> ApiRequest:
-    """The request as the route's handler sees it: its path parameters filled in."""
-    return attrs.evolve(request, path_params=match.params)
-
-
-def _head(request: ApiRequest, response: ApiResponse) -> ApiResponse:
-    if request.method == "HEAD" and response.body:
-        return attrs.evolve(response, body=b"")
-    return response
+    """The request as the route's handler sees it: its route's own path, its parameters."""
+    return attrs.evolve(request, route_path=match.route.route_path, path_params=match.params)
 
 
 def _native_refused(request: ApiRequest, match: RouteMatch) -> ApiResponse:
