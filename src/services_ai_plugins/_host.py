@@ -25,6 +25,7 @@ import attrs
 import pluggy
 
 from ._api import ApiLimits, ApiMeter, DeniedHook, HostServices, PluginAPI
+from ._context import DeferMode, RequestScope, current_request_context
 from ._dependencies import require_environment
 from ._dispatch import (
     INJECTED,
@@ -664,6 +665,30 @@ class PluginHost:
             tenant=tenant,
             context=context,
         )
+
+    # -- for adapters: request context, deferred calls, changes ----------------------------------
+
+    def request_context(self, context: Context, *, defer: DeferMode = "exit") -> RequestScope:
+        """A block (``with`` or ``async with``) serving one request for ``context``.
+
+        Inside it :meth:`current_context` is ``context`` (in the threads and
+        tasks started from it too), so code deep in the app fires hooks for the
+        request's tenant and user; blocks nest. It holds the calls deferred
+        inside it (``host.defer``) until the request is over: ``defer="exit"``
+        hands them over when the block exits without an exception,
+        ``defer="manual"`` when the adapter calls ``scope.submit()``; an
+        exception leaving the block drops them (see :class:`RequestScope`)::
+
+            with host.request_context(Context(tenant="acme", user=user)):
+                save_lead(lead)  # its signal handler calls host.defer.lead_created(lead=lead)
+
+        :raises TypeError: when ``context`` is not a :class:`Context`.
+        """
+        return RequestScope(context, defer=defer)
+
+    def current_context(self) -> Context | None:
+        """The context of the request being served here (:meth:`request_context`), else None."""
+        return current_request_context()
 
     # -- the breaker -----------------------------------------------------------------------------
 
