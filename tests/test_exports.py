@@ -106,6 +106,9 @@ PRIVATE_IN_SIGNATURES = {
     ("services_ai_plugins.types.ApiMeter.__init__", "_Ledger"): (
         "the narrow part of Storage the meter uses: callers pass a Storage"
     ),
+    ("services_ai_plugins.types.RequestScope.hold", "Held"): (
+        "what host.defer hands the request scope; adapters submit or discard, never hold"
+    ),
 }
 
 
@@ -314,8 +317,10 @@ FACES = {
         "MAX_MANIFEST_BYTES",
         "ApiLimits",
         "ApiMeter",
+        "BoundedExecutor",
         "ClassName",
         "Count",
+        "DeferredExecutor",
         "DeniedCall",
         "DisplayName",
         "EmailAddress",
@@ -333,6 +338,7 @@ FACES = {
         "PluginOutcome",
         "Rate",
         "RelativePath",
+        "RequestScope",
         "Risk",
         "SettingName",
         "SettingSpec",

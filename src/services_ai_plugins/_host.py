@@ -26,6 +26,7 @@ import pluggy
 
 from ._api import ApiLimits, ApiMeter, DeniedHook, HostServices, PluginAPI
 from ._context import DeferMode, RequestScope, current_request_context
+from ._deferred import DRAIN_TIMEOUT, DeferredExecutor, Deferrer
 from ._dependencies import require_environment
 from ._dispatch import (
     INJECTED,
@@ -159,6 +160,9 @@ class PluginHost:
         (default :class:`ApiLimits`); store usage is kept in ``storage``.
     :param secret_keys: the Fernet keys that encrypt ``secret`` settings, newest
         first; default: ``$SERVICES_AI_PLUGINS_SECRET_KEYS`` (see :class:`Registry`).
+    :param deferred: where ``host.defer`` calls run (a :class:`DeferredExecutor`;
+        default :class:`BoundedExecutor`: 2 threads, at most 1000 calls waiting).
+        The host shuts it down in :meth:`close`.
     """
 
     def __init__(
@@ -180,6 +184,7 @@ class PluginHost:
         sandbox: SandboxPolicy | None = None,
         limits: ApiLimits | None = None,
         secret_keys: SecretKeys | None = None,
+        deferred: DeferredExecutor | None = None,
     ) -> None:
         if refresh_interval < 0 or flush_interval < 0:
             raise ValueError("refresh_interval and flush_interval must be >= 0 seconds")
@@ -224,6 +229,13 @@ class PluginHost:
             self.pm.add_hookspecs(specs)
         self._dispatcher: Final = Dispatcher(
             policy=breaker or BreakerPolicy(), strict=strict, on_trip=self._tripped
+        )
+        #: ``host.defer.lead_created(...)``: NOTIFY hooks run after the request, in the background.
+        self.defer: Final = Deferrer(
+            call_hook=self.call_hook,
+            spec_of=self._hook_spec,
+            events=self._dispatcher.events,
+            executor=deferred,
         )
         self._refresh_ns: Final = int(refresh_interval * 1e9)
         self._flush_ns: Final = int(flush_interval * 1e9)
@@ -690,6 +702,13 @@ class PluginHost:
         """The context of the request being served here (:meth:`request_context`), else None."""
         return current_request_context()
 
+    def _hook_spec(self, name: str) -> tuple[HookInfo, tuple[str, ...]]:
+        """A hook's description and its specification's arguments (``KeyError``: no such hook)."""
+        info = self._info(name)
+        caller: pluggy.HookCaller = getattr(self.pm.hook, name)
+        assert caller.spec is not None
+        return info, tuple(caller.spec.argnames)
+
     # -- the breaker -----------------------------------------------------------------------------
 
     def _tripped(self) -> None:
@@ -898,13 +917,20 @@ class PluginHost:
         return {plugin_id: found.plugin for plugin_id, found in loaded.items()}
 
     def close(self) -> None:
-        """Flush, unload every plugin and close the storage if the host opened it."""
+        """Run the deferred calls, flush, unload every plugin and close the storage if the host
+        opened it.
+
+        The deferred calls already submitted get up to ``DRAIN_TIMEOUT`` (5 s) to
+        run; those left are dropped (one ``"defer-dropped"`` host event), and
+        ``host.defer`` refuses new calls from then on.
+        """
         if self._closed:
             return
         self._closed = True
         if self._unwatch is not None:
             self._unwatch()
         try:
+            self.defer.close(DRAIN_TIMEOUT)  # first: they run while the host still can
             self.flush()
         finally:
             self.sandbox.close()  # first: a call stuck on its worker is cut short, not waited for

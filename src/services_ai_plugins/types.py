@@ -16,7 +16,9 @@ to annotate with, construct for ``PluginHost`` options, or ``isinstance``-check:
   :class:`DeniedCall` a host's ``on_denied`` callback receives;
 - tracing: :class:`HookTrace` and :class:`PluginOutcome` (``PluginHost.trace_hook``);
 - registry: :class:`TenantView` (``Registry.tenant_view``: a tenant's grants and settings);
-- the host's own events: :class:`HostEvent` (``PluginHost.host_events``: busy workers, full queues).
+- the host's own events: :class:`HostEvent` (``PluginHost.host_events``: busy workers, full queues);
+- requests and deferred calls: :class:`RequestScope` (``PluginHost.request_context``),
+  :class:`DeferredExecutor` and the default :class:`BoundedExecutor` (``PluginHost(deferred=...)``).
 
 Names are imported on first use, so importing this module is cheap.
 """
@@ -29,6 +31,8 @@ from ._lazy import lazy_names
 
 if TYPE_CHECKING:
     from ._api import ApiLimits, ApiMeter, DeniedCall, Rate
+    from ._context import RequestScope
+    from ._deferred import BoundedExecutor, DeferredExecutor
     from ._dispatch import HookTrace, PluginOutcome
     from ._fields import (
         ClassName,
@@ -56,9 +60,11 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     "ApiLimits": "._api",
     "ApiMeter": "._api",
+    "BoundedExecutor": "._deferred",
     "ClassName": "._fields",
     "Count": "._fields",
     "DEFAULT_PERMISSIONS": "._permissions",
+    "DeferredExecutor": "._deferred",
     "DeniedCall": "._api",
     "DisplayName": "._fields",
     "EmailAddress": "._fields",
@@ -77,6 +83,7 @@ _LAZY: dict[str, str] = {
     "PluginOutcome": "._dispatch",
     "Rate": "._api",
     "RelativePath": "._fields",
+    "RequestScope": "._context",
     "Risk": "._permissions",
     "SettingName": "._fields",
     "SettingSpec": "._settings",
@@ -94,8 +101,10 @@ __all__ = [
     "MAX_MANIFEST_BYTES",
     "ApiLimits",
     "ApiMeter",
+    "BoundedExecutor",
     "ClassName",
     "Count",
+    "DeferredExecutor",
     "DeniedCall",
     "DisplayName",
     "EmailAddress",
@@ -113,6 +122,7 @@ __all__ = [
     "PluginOutcome",
     "Rate",
     "RelativePath",
+    "RequestScope",
     "Risk",
     "SettingName",
     "SettingSpec",
