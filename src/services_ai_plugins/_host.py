@@ -25,6 +25,7 @@ import attrs
 import pluggy
 
 from ._api import ApiLimits, ApiMeter, DeniedHook, HostServices, PluginAPI
+from ._changes import ChangeListener, ChangeListeners
 from ._context import DeferMode, RequestScope, current_request_context
 from ._deferred import DRAIN_TIMEOUT, DeferredExecutor, Deferrer
 from ._dependencies import require_environment
@@ -244,6 +245,7 @@ class PluginHost:
         self._tick_lock = threading.Lock()
         self._infos: dict[str, HookInfo] = {}
         self._listeners: dict[str, object] = {}
+        self._changes: Final = ChangeListeners()
         # The loaded plugins, the snapshot the call loop reads, its views and plans.
         self._loading: Final = PluginSet(
             storage=storage,
@@ -260,6 +262,7 @@ class PluginHost:
             listeners=self._listeners,
             info=self._info,
             on_tick=self._tick,
+            on_snapshot=self._changes.notify,
         )
         # Other processes' changes: at once from a change feed, else by polling the counter.
         self._unwatch: Callable[[], None] | None = None
@@ -701,6 +704,43 @@ class PluginHost:
     def current_context(self) -> Context | None:
         """The context of the request being served here (:meth:`request_context`), else None."""
         return current_request_context()
+
+    def add_change_listener(self, callback: ChangeListener) -> Callable[[], None]:
+        """Call ``callback()`` (no arguments) whenever the host's snapshot of the plugins changed.
+
+        That is after a plugin was approved, enabled or disabled for a tenant,
+        suspended (by an admin or the breaker) or resumed, uninstalled, or its
+        settings changed, here or in another process: the host takes a new
+        snapshot at its next tick after the change (a hook call, :meth:`plugins`,
+        :meth:`is_active`, :meth:`refresh`; another process's change once
+        ``refresh_interval`` passed), and the listeners are called then, in the
+        thread that took it, while the host's loading lock is held: keep them
+        short (drop a cache, set a flag), hand slow work to another thread. An
+        exception in a listener is logged on ``services_ai_plugins.host`` and
+        stops neither the host nor the other listeners. Returns the function
+        that removes the listener.
+
+        :raises TypeError: when ``callback`` is not callable.
+        """
+        return self._changes.add(callback)
+
+    def is_active(self, plugin_id: str, tenant: str) -> bool:
+        """Whether the plugin runs for the tenant now: approved, loaded here, enabled for the
+        tenant, and suspended neither there nor everywhere.
+
+        Read from the host's snapshot (one storage query per tenant and snapshot,
+        shared with the hook calls), after a due refresh.
+
+        :raises TypeError: when ``plugin_id`` or ``tenant`` is not a string.
+        """
+        if type(plugin_id) is not str or type(tenant) is not str:
+            raise TypeError(
+                "is_active(plugin_id, tenant) takes two strings, got "
+                f"{type(plugin_id).__qualname__} and {type(tenant).__qualname__}"
+            )
+        if perf_counter_ns() >= self._loading.due:
+            self._tick()
+        return plugin_id in self._loading.active(tenant)
 
     def _hook_spec(self, name: str) -> tuple[HookInfo, tuple[str, ...]]:
         """A hook's description and its specification's arguments (``KeyError``: no such hook)."""
