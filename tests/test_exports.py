@@ -180,6 +180,7 @@ def test_public_api_is_pinned() -> None:
         "DependencyError",
         "FailureRecord",
         "HookMetrics",
+        "HostConfig",
         "HostServices",
         "Manifest",
         "ManifestError",

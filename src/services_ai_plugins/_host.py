@@ -26,6 +26,7 @@ import pluggy
 
 from ._api import ApiLimits, ApiMeter, DeniedHook, HostServices, PluginAPI
 from ._changes import ChangeListener, ChangeListeners
+from ._config import HostConfig
 from ._context import DeferMode, RequestScope, current_request_context
 from ._deferred import DRAIN_TIMEOUT, DeferredExecutor, Deferrer
 from ._dependencies import require_environment
@@ -38,7 +39,6 @@ from ._dispatch import (
     PluginOutcome,
 )
 from ._host_events import HostEvent
-from ._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
 from ._loading import Loaded, PluginSet
 from ._manifest import Manifest
 from ._registry import Registry, RegistryEvent, Suspension
@@ -128,7 +128,7 @@ class PluginHost:
 
     ::
 
-        host = PluginHost(services=MyServices())  # SQLite file + ./plugins
+        host = PluginHost(services=MyServices())  # defaults: HostConfig.from_env()
         host.hook.lead_created(lead=lead, context=Context(tenant="acme"))
         widgets = host.call_hook("dashboard_widget", context=Context(tenant="acme"))
 
@@ -143,9 +143,13 @@ class PluginHost:
     ``plugin_suspended`` listeners hear of it.
 
     :param services: the adapter's :class:`HostServices` (its data and channels).
-    :param storage: where the registry lives; default: a SQLite file
-        ``services-ai-plugins.db`` in the current folder (closed with the host).
-    :param plugins_dir: where installed plugin code lives; default ``./plugins``.
+    :param storage: where the registry lives; default: ``config.db`` (a SQLite
+        file, or a PostgreSQL URL), opened by the host and closed with it.
+    :param plugins_dir: where installed plugin code lives; default ``config.plugins_dir``.
+    :param config: the defaults of ``storage`` and ``plugins_dir``, absolute paths
+        (default :meth:`HostConfig.from_env`: ``$SERVICES_AI_PLUGINS_DB`` and
+        ``$SERVICES_AI_PLUGINS_DIR``, else the per-user data folder, never the
+        working folder); read once, when the host is created.
     :param entry_points: discover plugins installed with pip (entry points in
         ``services_ai.plugins``) and record them in the registry.
     :param approve_entry_points: approve newly discovered entry-point plugins at once.
@@ -186,20 +190,19 @@ class PluginHost:
         limits: ApiLimits | None = None,
         secret_keys: SecretKeys | None = None,
         deferred: DeferredExecutor | None = None,
+        config: HostConfig | None = None,
     ) -> None:
         if refresh_interval < 0 or flush_interval < 0:
             raise ValueError("refresh_interval and flush_interval must be >= 0 seconds")
         SecretBox(secret_keys)  # bad keys are refused before anything is opened
         self._owns_storage = storage is None
-        if storage is None:
-            from ._storage._sqlite import SQLiteStorage  # noqa: PLC0415 - only when no storage is given
-
-            storage = SQLiteStorage(DEFAULT_DB)
+        if storage is None or plugins_dir is None:
+            config = config if config is not None else HostConfig.from_env()
+            storage = storage if storage is not None else config.open_storage()
+            plugins_dir = plugins_dir if plugins_dir is not None else config.plugins_dir
         self._storage: Final = storage
         #: Where installed plugin code lives.
-        self.plugins_dir: Final = Path(
-            plugins_dir if plugins_dir is not None else DEFAULT_PLUGINS_DIR
-        )
+        self.plugins_dir: Final = Path(plugins_dir)
         self._services: Final = services
         self._api_class: Final = api_class
         self._on_denied: Final = on_denied
