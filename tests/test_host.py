@@ -975,13 +975,14 @@ def test_a_plugin_installed_with_a_relative_folder_loads_from_anywhere(
     """install with plugins_dir='plugins' records an absolute folder: another cwd still loads it."""
     monkeypatch.chdir(tmp_path)
     storage = MemoryStorage()
-    with PluginHost(FakeHostServices(), storage=storage, entry_points=False) as host:
+    options: dict[str, Any] = {"storage": storage, "entry_points": False, "plugins_dir": "plugins"}
+    with PluginHost(FakeHostServices(), **options) as host:
         install(host, "alpha", RECORDING)
     assert Path(host.registry.plugin("alpha").package_path or "").is_absolute()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    with PluginHost(FakeHostServices(), storage=storage, entry_points=False) as moved:
+    with PluginHost(FakeHostServices(), **options) as moved:
         assert set(moved.plugins()) == {"alpha"}
 
 

@@ -490,7 +490,6 @@ def test_the_environment_may_name_a_postgresql_url(
     assert [p["id"] for p in json.loads(out.getvalue())["plugins"]] == ["worker"]
     monkeypatch.delenv("SERVICES_AI_PLUGINS_DB")
     out = io.StringIO()
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # the default file: none yet
     monkeypatch.chdir(tmp_path)
     assert main(["list", "--json"], stdout=out) == EXIT_OK
     assert json.loads(out.getvalue())["plugins"] == []  # the default file, not the server
