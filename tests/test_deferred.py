@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextvars
 import os
+import signal
 import sys
 import threading
 import time
 import types
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -344,6 +346,32 @@ def test_a_custom_executor_takes_the_calls(
     assert "the broker is down" in dropped.message
     host.close()
     assert executor.shut == [5.0]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_runs_its_deferred_calls_on_threads_of_its_own(
+    hosts: Hosts, install: Installer, services: FakeHostServices, gate: Any
+) -> None:
+    """A host used before a fork (gunicorn --preload): the child has none of the parent's
+    threads, and starts its own on its first deferred call."""
+    host = make(hosts, install)
+    host.defer.lead_created(lead=services.make_lead("acme", id="parent"), context=ACME)
+    settled(host)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: forking with threads
+        pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only
+        code = 2
+        try:
+            signal.alarm(int(PATIENCE))  # never hang the test: SIGALRM ends the child
+            host.defer.lead_created(lead=services.make_lead("acme", id="child"), context=ACME)
+            settled(host)
+            code = 0 if [s[0] for s in gate.seen] == ["parent", "child"] else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [s[0] for s in gate.seen] == ["parent"]  # the child's call ran in the child
 
 
 def test_the_bounded_executor_refuses_nonsense_sizes() -> None:

@@ -21,6 +21,7 @@ import logging
 import os
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from time import monotonic
 from typing import Any, Final, Protocol, final, runtime_checkable
@@ -94,6 +95,18 @@ class BoundedExecutor:
         self._waiting = 0
         self._pid: int | None = None
         self._shut = False
+        if hasattr(os, "register_at_fork"):
+            # A forked child has none of the parent's threads, and the lock may have been
+            # held by one of them at the fork: the child starts afresh on its first submit.
+            method = weakref.WeakMethod(self._forked)
+            os.register_at_fork(after_in_child=lambda: _call_if_alive(method))
+
+    def _forked(self) -> None:
+        self._lock = threading.Lock()
+        self._queue = None
+        self._threads = []
+        self._waiting = 0
+        self._pid = None
 
     @property
     def pending(self) -> int:
@@ -192,6 +205,12 @@ class BoundedExecutor:
 
     def __repr__(self) -> str:
         return f"<BoundedExecutor workers={self.workers} max_queue={self.max_queue}>"
+
+
+def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
+    bound = method()
+    if bound is not None:
+        bound()
 
 
 @final
