@@ -81,6 +81,17 @@ MINIMAL_PLUGIN: dict[str, Any] = {
 PluginWriter = Callable[..., Path]
 
 
+@pytest.fixture(autouse=True)
+def _own_data_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No test writes a default registry into the real home (HostConfig's per-user data
+    folder): each gets an empty one of its own, and no registry variables."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("data-home")))
+    monkeypatch.delenv("SERVICES_AI_PLUGINS_DB", raising=False)
+    monkeypatch.delenv("SERVICES_AI_PLUGINS_DIR", raising=False)
+
+
 @pytest.fixture
 def example_plugin() -> Path:
     """The bundled example plugin folder (read-only: copy it before changing it)."""

@@ -106,6 +106,9 @@ PRIVATE_IN_SIGNATURES = {
     ("services_ai_plugins.types.ApiMeter.__init__", "_Ledger"): (
         "the narrow part of Storage the meter uses: callers pass a Storage"
     ),
+    ("services_ai_plugins.types.RequestScope.hold", "Held"): (
+        "what host.defer hands the request scope; adapters submit or discard, never hold"
+    ),
 }
 
 
@@ -177,6 +180,7 @@ def test_public_api_is_pinned() -> None:
         "DependencyError",
         "FailureRecord",
         "HookMetrics",
+        "HostConfig",
         "HostServices",
         "Manifest",
         "ManifestError",
@@ -315,8 +319,10 @@ FACES = {
         "MAX_MANIFEST_BYTES",
         "ApiLimits",
         "ApiMeter",
+        "BoundedExecutor",
         "ClassName",
         "Count",
+        "DeferredExecutor",
         "DeniedCall",
         "DisplayName",
         "EmailAddress",
@@ -335,6 +341,7 @@ FACES = {
         "PluginRoute",
         "Rate",
         "RelativePath",
+        "RequestScope",
         "Risk",
         "SettingName",
         "SettingSpec",

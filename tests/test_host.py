@@ -713,15 +713,22 @@ def test_the_dashboard_has_one_row_per_plugin_with_failures_metrics_and_suspensi
 def test_a_host_needs_nothing_but_services(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, install: Installer
 ) -> None:
-    """Defaults: the SQLite file and the plugins folder of the current folder."""
-    monkeypatch.chdir(tmp_path)
+    """Defaults: the SQLite file and the plugins folder of the per-user data folder, never
+    the working folder (see test_config.py for the rule)."""
+    monkeypatch.delenv("SERVICES_AI_PLUGINS_DB", raising=False)
+    monkeypatch.delenv("SERVICES_AI_PLUGINS_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
     with PluginHost(FakeHostServices(), entry_points=False, sandbox=IN_PROCESS) as host:
         install(host, "alpha", RECORDING)
         host.hook.lead_created(lead=lead(), context=Context(tenant="acme"))
         assert len(host.plugins()["alpha"].seen) == 1  # type: ignore[attr-defined]
-    assert (tmp_path / "services-ai-plugins.db").is_file()
-    assert (tmp_path / "plugins" / "alpha" / "1.0.0" / "main.py").is_file()
-    storage = SQLiteStorage(tmp_path / "services-ai-plugins.db")
+    folder = tmp_path / "data" / "services-ai-plugins"
+    assert (folder / "services-ai-plugins.db").is_file()
+    assert (folder / "plugins" / "alpha" / "1.0.0" / "main.py").is_file()
+    assert list((tmp_path / "work").iterdir()) == []
+    storage = SQLiteStorage(folder / "services-ai-plugins.db")
     try:
         [metrics] = storage.metrics("alpha")
     finally:
@@ -968,13 +975,14 @@ def test_a_plugin_installed_with_a_relative_folder_loads_from_anywhere(
     """install with plugins_dir='plugins' records an absolute folder: another cwd still loads it."""
     monkeypatch.chdir(tmp_path)
     storage = MemoryStorage()
-    with PluginHost(FakeHostServices(), storage=storage, entry_points=False) as host:
+    options: dict[str, Any] = {"storage": storage, "entry_points": False, "plugins_dir": "plugins"}
+    with PluginHost(FakeHostServices(), **options) as host:
         install(host, "alpha", RECORDING)
     assert Path(host.registry.plugin("alpha").package_path or "").is_absolute()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    with PluginHost(FakeHostServices(), storage=storage, entry_points=False) as moved:
+    with PluginHost(FakeHostServices(), **options) as moved:
         assert set(moved.plugins()) == {"alpha"}
 
 

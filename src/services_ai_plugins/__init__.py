@@ -16,6 +16,7 @@ from ._version import HOST_API_VERSION, __version__
 if TYPE_CHECKING:
     from ._api import HostServices, PluginAPI, requires
     from ._check import check_plugin
+    from ._config import HostConfig
     from ._dispatch import BreakerPolicy
     from ._host import PluginHealth, PluginHost
     from ._manifest import Manifest
@@ -60,6 +61,7 @@ _LAZY: dict[str, str] = {
     "DependencyError": ".errors",
     "FailureRecord": "._storage._protocol",
     "HookMetrics": "._storage._protocol",
+    "HostConfig": "._config",
     "HostServices": "._api",
     "Manifest": "._manifest",
     "ManifestError": ".errors",
@@ -107,6 +109,7 @@ __all__ = [
     "DependencyError",
     "FailureRecord",
     "HookMetrics",
+    "HostConfig",
     "HostServices",
     "Manifest",
     "ManifestError",

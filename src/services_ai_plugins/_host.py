@@ -26,6 +26,10 @@ import attrs
 import pluggy
 
 from ._api import ApiLimits, ApiMeter, DeniedHook, HostServices, PluginAPI
+from ._changes import ChangeListener, ChangeListeners
+from ._config import HostConfig
+from ._context import DeferMode, RequestScope, current_request_context
+from ._deferred import DRAIN_TIMEOUT, DeferredExecutor, Deferrer
 from ._dependencies import require_environment
 from ._dispatch import (
     INJECTED,
@@ -39,7 +43,6 @@ from ._dispatch import (
     RouteGuard,
 )
 from ._host_events import HostEvent
-from ._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
 from ._loading import Loaded, PluginSet
 from ._manifest import Manifest
 from ._registry import Registry, RegistryEvent, Suspension
@@ -133,7 +136,7 @@ class PluginHost:
 
     ::
 
-        host = PluginHost(services=MyServices())  # SQLite file + ./plugins
+        host = PluginHost(services=MyServices())  # defaults: HostConfig.from_env()
         host.hook.lead_created(lead=lead, context=Context(tenant="acme"))
         widgets = host.call_hook("dashboard_widget", context=Context(tenant="acme"))
 
@@ -148,9 +151,13 @@ class PluginHost:
     ``plugin_suspended`` listeners hear of it.
 
     :param services: the adapter's :class:`HostServices` (its data and channels).
-    :param storage: where the registry lives; default: a SQLite file
-        ``services-ai-plugins.db`` in the current folder (closed with the host).
-    :param plugins_dir: where installed plugin code lives; default ``./plugins``.
+    :param storage: where the registry lives; default: ``config.db`` (a SQLite
+        file, or a PostgreSQL URL), opened by the host and closed with it.
+    :param plugins_dir: where installed plugin code lives; default ``config.plugins_dir``.
+    :param config: the defaults of ``storage`` and ``plugins_dir``, absolute paths
+        (default :meth:`HostConfig.from_env`: ``$SERVICES_AI_PLUGINS_DB`` and
+        ``$SERVICES_AI_PLUGINS_DIR``, else the per-user data folder, never the
+        working folder); read once, when the host is created.
     :param entry_points: discover plugins installed with pip (entry points in
         ``services_ai.plugins``) and record them in the registry.
     :param approve_entry_points: approve newly discovered entry-point plugins at once.
@@ -169,9 +176,12 @@ class PluginHost:
     :param async_threads: on the async path (``host.ahook``), run plain in-process
         implementations in a pool of this many threads instead of inline on the
         event loop (None, the default: inline; a blocking plugin then blocks the loop).
+    :param deferred: where ``host.defer`` calls run (a :class:`DeferredExecutor`;
+        default :class:`BoundedExecutor`: 2 threads, at most 1000 calls waiting).
+        The host shuts it down in :meth:`close`.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0915 - the one place that wires every part together
         self,
         services: HostServices,
         *,
@@ -191,6 +201,8 @@ class PluginHost:
         limits: ApiLimits | None = None,
         secret_keys: SecretKeys | None = None,
         async_threads: int | None = None,
+        deferred: DeferredExecutor | None = None,
+        config: HostConfig | None = None,
     ) -> None:
         if refresh_interval < 0 or flush_interval < 0:
             raise ValueError("refresh_interval and flush_interval must be >= 0 seconds")
@@ -198,15 +210,13 @@ class PluginHost:
             raise ValueError(f"async_threads must be None or at least 1 (got {async_threads})")
         SecretBox(secret_keys)  # bad keys are refused before anything is opened
         self._owns_storage = storage is None
-        if storage is None:
-            from ._storage._sqlite import SQLiteStorage  # noqa: PLC0415 - only when no storage is given
-
-            storage = SQLiteStorage(DEFAULT_DB)
+        if storage is None or plugins_dir is None:
+            config = config if config is not None else HostConfig.from_env()
+            storage = storage if storage is not None else config.open_storage()
+            plugins_dir = plugins_dir if plugins_dir is not None else config.plugins_dir
         self._storage: Final = storage
         #: Where installed plugin code lives.
-        self.plugins_dir: Final = Path(
-            plugins_dir if plugins_dir is not None else DEFAULT_PLUGINS_DIR
-        )
+        self.plugins_dir: Final = Path(plugins_dir)
         self._services: Final = services
         self._api_class: Final = api_class
         self._on_denied: Final = on_denied
@@ -238,6 +248,13 @@ class PluginHost:
         self._dispatcher: Final = Dispatcher(
             policy=breaker or BreakerPolicy(), strict=strict, on_trip=self._tripped
         )
+        #: ``host.defer.lead_created(...)``: NOTIFY hooks run after the request, in the background.
+        self.defer: Final = Deferrer(
+            call_hook=self.call_hook,
+            spec_of=self._hook_spec,
+            events=self._dispatcher.events,
+            executor=deferred,
+        )
         self._refresh_ns: Final = int(refresh_interval * 1e9)
         self._flush_ns: Final = int(flush_interval * 1e9)
         self._next_refresh = 0
@@ -245,6 +262,7 @@ class PluginHost:
         self._tick_lock = threading.Lock()
         self._infos: dict[str, HookInfo] = {}
         self._listeners: dict[str, object] = {}
+        self._changes: Final = ChangeListeners()
         # The loaded plugins, the snapshot the call loop reads, its views and plans.
         self._loading: Final = PluginSet(
             storage=storage,
@@ -261,6 +279,7 @@ class PluginHost:
             listeners=self._listeners,
             info=self._info,
             on_tick=self._tick,
+            on_snapshot=self._changes.notify,
         )
         # Other processes' changes: at once from a change feed, else by polling the counter.
         self._unwatch: Callable[[], None] | None = None
@@ -854,6 +873,74 @@ class PluginHost:
             context=context,
         )
 
+    # -- for adapters: request context, deferred calls, changes ----------------------------------
+
+    def request_context(self, context: Context, *, defer: DeferMode = "exit") -> RequestScope:
+        """A block (``with`` or ``async with``) serving one request for ``context``.
+
+        Inside it :meth:`current_context` is ``context`` (in the threads and
+        tasks started from it too), so code deep in the app fires hooks for the
+        request's tenant and user; blocks nest. It holds the calls deferred
+        inside it (``host.defer``) until the request is over: ``defer="exit"``
+        hands them over when the block exits without an exception,
+        ``defer="manual"`` when the adapter calls ``scope.submit()``; an
+        exception leaving the block drops them (see :class:`RequestScope`)::
+
+            with host.request_context(Context(tenant="acme", user=user)):
+                save_lead(lead)  # its signal handler calls host.defer.lead_created(lead=lead)
+
+        :raises TypeError: when ``context`` is not a :class:`Context`.
+        """
+        return RequestScope(context, defer=defer)
+
+    def current_context(self) -> Context | None:
+        """The context of the request being served here (:meth:`request_context`), else None."""
+        return current_request_context()
+
+    def add_change_listener(self, callback: ChangeListener) -> Callable[[], None]:
+        """Call ``callback()`` (no arguments) whenever the host's snapshot of the plugins changed.
+
+        That is after a plugin was approved, enabled or disabled for a tenant,
+        suspended (by an admin or the breaker) or resumed, uninstalled, or its
+        settings changed, here or in another process: the host takes a new
+        snapshot at its next tick after the change (a hook call, :meth:`plugins`,
+        :meth:`is_active`, :meth:`refresh`; another process's change once
+        ``refresh_interval`` passed), and the listeners are called then, in the
+        thread that took it, while the host's loading lock is held: keep them
+        short (drop a cache, set a flag), hand slow work to another thread. An
+        exception in a listener is logged on ``services_ai_plugins.host`` and
+        stops neither the host nor the other listeners. Returns the function
+        that removes the listener.
+
+        :raises TypeError: when ``callback`` is not callable.
+        """
+        return self._changes.add(callback)
+
+    def is_active(self, plugin_id: str, tenant: str) -> bool:
+        """Whether the plugin runs for the tenant now: approved, loaded here, enabled for the
+        tenant, and suspended neither there nor everywhere.
+
+        Read from the host's snapshot (one storage query per tenant and snapshot,
+        shared with the hook calls), after a due refresh.
+
+        :raises TypeError: when ``plugin_id`` or ``tenant`` is not a string.
+        """
+        if type(plugin_id) is not str or type(tenant) is not str:
+            raise TypeError(
+                "is_active(plugin_id, tenant) takes two strings, got "
+                f"{type(plugin_id).__qualname__} and {type(tenant).__qualname__}"
+            )
+        if perf_counter_ns() >= self._loading.due:
+            self._tick()
+        return plugin_id in self._loading.active(tenant)
+
+    def _hook_spec(self, name: str) -> tuple[HookInfo, tuple[str, ...]]:
+        """A hook's description and its specification's arguments (``KeyError``: no such hook)."""
+        info = self._info(name)
+        caller: pluggy.HookCaller = getattr(self.pm.hook, name)
+        assert caller.spec is not None
+        return info, tuple(caller.spec.argnames)
+
     # -- the breaker -----------------------------------------------------------------------------
 
     def _tripped(self) -> None:
@@ -1062,13 +1149,20 @@ class PluginHost:
         return {plugin_id: found.plugin for plugin_id, found in loaded.items()}
 
     def close(self) -> None:
-        """Flush, unload every plugin and close the storage if the host opened it."""
+        """Run the deferred calls, flush, unload every plugin and close the storage if the host
+        opened it.
+
+        The deferred calls already submitted get up to ``DRAIN_TIMEOUT`` (5 s) to
+        run; those left are dropped (one ``"defer-dropped"`` host event), and
+        ``host.defer`` refuses new calls from then on.
+        """
         if self._closed:
             return
         self._closed = True
         if self._unwatch is not None:
             self._unwatch()
         try:
+            self.defer.close(DRAIN_TIMEOUT)  # first: they run while the host still can
             self.flush()
         finally:
             self.sandbox.close()  # first: a call stuck on its worker is cut short, not waited for

@@ -8,9 +8,10 @@ __all__ = ["DEFAULT_DB", "DEFAULT_PLUGINS_DIR", "MANIFEST_NAME", "PluginStatus",
 
 #: The manifest's file name inside a plugin folder or archive.
 MANIFEST_NAME = "manifest.json"
-#: The SQLite file a host and the command line use when given none.
+#: The SQLite file's name a host and the command line use when given none (in the
+#: per-user data folder: see ``HostConfig``).
 DEFAULT_DB = "services-ai-plugins.db"
-#: The folder installed plugin code lives in when none is given.
+#: The plugins folder's name when none is given (in the per-user data folder).
 DEFAULT_PLUGINS_DIR = "plugins"
 
 

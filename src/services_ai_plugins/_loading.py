@@ -114,6 +114,7 @@ class PluginSet:
         listeners: Mapping[str, object],
         info: Callable[[str], HookInfo],
         on_tick: Callable[[], None],
+        on_snapshot: Callable[[], None] | None = None,
     ) -> None:
         self._storage: Final = storage
         self._registry: Final = registry
@@ -129,6 +130,8 @@ class PluginSet:
         self._listeners: Final = listeners
         self._info: Final = info
         self._on_tick: Final = on_tick
+        # Told after rebuild() took a new snapshot (the host's change listeners).
+        self._on_snapshot: Final = on_snapshot
         #: When the next call must call :meth:`tick` (``perf_counter_ns``); the host sets it.
         self.due = 0
         #: The snapshot the call loop reads; a new object whenever plans must be rebuilt.
@@ -178,6 +181,8 @@ class PluginSet:
         if changed:
             self._reregister()
         self.snapshot = Snapshot(generation, dict(self._loaded))
+        if self._on_snapshot is not None:
+            self._on_snapshot()
         return approved
 
     def tick(self) -> None:
@@ -296,6 +301,11 @@ class PluginSet:
         if plugin_id in view.active and permission in view.grants[plugin_id]:
             return view.values[plugin_id]
         return None
+
+    def active(self, tenant: str) -> frozenset[str]:
+        """The plugins that run for the tenant now: approved, loaded, enabled there, not
+        suspended there or everywhere (from the snapshot's view: no query once it is built)."""
+        return self._view(self.snapshot, tenant).active
 
     def _load_key(
         self, record: PluginRecord, approved: Mapping[str, PluginRecord]

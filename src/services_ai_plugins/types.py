@@ -17,7 +17,9 @@ to annotate with, construct for ``PluginHost`` options, or ``isinstance``-check:
 - tracing: :class:`HookTrace` and :class:`PluginOutcome` (``PluginHost.trace_hook``);
 - registry: :class:`TenantView` (``Registry.tenant_view``: a tenant's grants and settings);
 - the host's own events: :class:`HostEvent` (``PluginHost.host_events``: busy workers, full queues);
-- routes: :class:`PluginRoute` (``PluginHost.routes()``: the route table the host serves).
+- routes: :class:`PluginRoute` (``PluginHost.routes()``: the route table the host serves);
+- requests and deferred calls: :class:`RequestScope` (``PluginHost.request_context``),
+  :class:`DeferredExecutor` and the default :class:`BoundedExecutor` (``PluginHost(deferred=...)``).
 
 Names are imported on first use, so importing this module is cheap.
 """
@@ -30,6 +32,8 @@ from ._lazy import lazy_names
 
 if TYPE_CHECKING:
     from ._api import ApiLimits, ApiMeter, DeniedCall, Rate
+    from ._context import RequestScope
+    from ._deferred import BoundedExecutor, DeferredExecutor
     from ._dispatch import HookTrace, PluginOutcome
     from ._fields import (
         ClassName,
@@ -58,9 +62,11 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     "ApiLimits": "._api",
     "ApiMeter": "._api",
+    "BoundedExecutor": "._deferred",
     "ClassName": "._fields",
     "Count": "._fields",
     "DEFAULT_PERMISSIONS": "._permissions",
+    "DeferredExecutor": "._deferred",
     "DeniedCall": "._api",
     "DisplayName": "._fields",
     "EmailAddress": "._fields",
@@ -80,6 +86,7 @@ _LAZY: dict[str, str] = {
     "PluginRoute": "._routing",
     "Rate": "._api",
     "RelativePath": "._fields",
+    "RequestScope": "._context",
     "Risk": "._permissions",
     "SettingName": "._fields",
     "SettingSpec": "._settings",
@@ -97,8 +104,10 @@ __all__ = [
     "MAX_MANIFEST_BYTES",
     "ApiLimits",
     "ApiMeter",
+    "BoundedExecutor",
     "ClassName",
     "Count",
+    "DeferredExecutor",
     "DeniedCall",
     "DisplayName",
     "EmailAddress",
@@ -117,6 +126,7 @@ __all__ = [
     "PluginRoute",
     "Rate",
     "RelativePath",
+    "RequestScope",
     "Risk",
     "SettingName",
     "SettingSpec",

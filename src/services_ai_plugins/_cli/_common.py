@@ -1,5 +1,10 @@
 """What the command groups share: the registry options, opening the storage, results.
 
+The registry and plugins folder are ``--db`` and ``--plugins-dir`` (relative to
+the working folder), else the host's own defaults (:class:`HostConfig`:
+``$SERVICES_AI_PLUGINS_DB`` and ``$SERVICES_AI_PLUGINS_DIR``, else the per-user
+data folder), so that what the command line installs a host with its defaults sees.
+
 A command returns a :data:`Result` (its JSON fields and its lines for people),
 or a :data:`ResultWithCode` when its exit code is not always 0.
 """
@@ -8,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
+from .._config import DB_ENV, DIR_ENV, HostConfig, is_database_url, redacted
 from .._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
 from .._registry import Registry, Suspension
 from .._storage._protocol import Storage
@@ -41,42 +46,26 @@ __all__ = [
 ]
 
 
-DB_ENV: Final = "SERVICES_AI_PLUGINS_DB"
-
-
-DIR_ENV: Final = "SERVICES_AI_PLUGINS_DIR"
-
-
 #: What a command returns: its JSON fields (``ok`` is added) and its lines for people.
 Result = tuple[dict[str, Any], list[str]]
 
 
-#: The URL schemes ``--db`` takes for a PostgreSQL database (libpq's own two).
-_POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
+#: Where the defaults are, for ``--help``.
+_DATA_FOLDER: Final = "$XDG_DATA_HOME/services-ai-plugins or ~/.local/share/services-ai-plugins"
 
 
 def db_value(args: argparse.Namespace) -> str:
-    """What ``--db`` (else ``$SERVICES_AI_PLUGINS_DB``, else the default) names."""
-    return str(getattr(args, "db", None) or os.environ.get(DB_ENV) or DEFAULT_DB)
+    """What ``--db`` (else ``$SERVICES_AI_PLUGINS_DB``, else the host's default) names.
 
-
-def is_database_url(value: str) -> bool:
-    """Whether a ``--db`` value is a PostgreSQL URL rather than a SQLite file."""
-    return value.lower().startswith(_POSTGRES_SCHEMES)
+    :raises ValueError: when a default is needed and there is no home folder to keep it in.
+    """
+    given = getattr(args, "db", None)
+    return str(given) if given else HostConfig.from_env().db
 
 
 def db_path(args: argparse.Namespace) -> Path:
     """The SQLite file ``--db`` names (meaningless for a URL: see :func:`is_database_url`)."""
     return Path(db_value(args))
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, for messages."""
-    scheme, _, rest = url.partition("://")
-    credentials, at, location = rest.rpartition("@")
-    if not at or ":" not in credentials:
-        return url
-    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{location}"
 
 
 @contextmanager
@@ -98,7 +87,7 @@ def open_storage(args: argparse.Namespace, *, must_exist: bool = False) -> Itera
 
             storage = PostgresStorage(value)
         except ImportError as exc:
-            raise StorageError(f"{_redacted(value)}: {exc}") from exc
+            raise StorageError(f"{redacted(value)}: {exc}") from exc
     else:
         db = Path(value)
         if must_exist and not db.is_file():
@@ -106,6 +95,8 @@ def open_storage(args: argparse.Namespace, *, must_exist: bool = False) -> Itera
                 f"{db}: no such registry database; install a plugin first, or name the "
                 f"database with --db or ${DB_ENV}"
             )
+        if not getattr(args, "db", None):  # the host's default (or the environment's) folder
+            db.parent.mkdir(parents=True, exist_ok=True)
         storage = SQLiteStorage(db)
     try:
         yield storage
@@ -114,9 +105,9 @@ def open_storage(args: argparse.Namespace, *, must_exist: bool = False) -> Itera
 
 
 def plugins_path(args: argparse.Namespace) -> Path:
-    return Path(
-        getattr(args, "plugins_dir", None) or os.environ.get(DIR_ENV) or DEFAULT_PLUGINS_DIR
-    )
+    """What ``--plugins-dir`` (else ``$SERVICES_AI_PLUGINS_DIR``, else the host's default) names."""
+    given = getattr(args, "plugins_dir", None)
+    return Path(given) if given else HostConfig.from_env().plugins_dir
 
 
 def actor_name(args: argparse.Namespace) -> str:
@@ -173,12 +164,14 @@ def command_adder(commands: Any, common: argparse.ArgumentParser, prog: str) -> 
     registry_options.add_argument(
         "--db",
         default=argparse.SUPPRESS,
-        help=f"the SQLite registry (${DB_ENV}; default {DEFAULT_DB})",
+        help=f"the registry: a SQLite file or a postgresql:// URL (${DB_ENV}; "
+        f"default {DEFAULT_DB} in {_DATA_FOLDER})",
     )
     registry_options.add_argument(
         "--plugins-dir",
         default=argparse.SUPPRESS,
-        help=f"where plugin code is kept (${DIR_ENV}; default {DEFAULT_PLUGINS_DIR})",
+        help=f"where plugin code is kept (${DIR_ENV}; default {DEFAULT_PLUGINS_DIR}/ in "
+        f"{_DATA_FOLDER})",
     )
     registry_options.add_argument(
         "--actor", default=argparse.SUPPRESS, help="who is acting, for the audit trail"
