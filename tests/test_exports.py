@@ -249,6 +249,7 @@ FACES = {
         "TenantScopeError",
         "TransitionError",
         "WireError",
+        "WorkerBusy",
         "WorkerCrashed",
     ],
     "storage": [
