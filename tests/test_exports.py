@@ -254,6 +254,7 @@ FACES = {
         "TenantScopeError",
         "TransitionError",
         "WireError",
+        "WorkerBusy",
         "WorkerCrashed",
     ],
     "storage": [

@@ -365,3 +365,49 @@ def test_aserve_answers_like_serve(
         return [answer.status for answer in answers]
 
     assert asyncio.run(main()) == [200, 404, 405, 200]
+
+
+SLOW = """
+@hookimpl
+def register_routes(self, plugin_id):
+    def slow(request):
+        time.sleep(float(request.query_value("for", "0")))
+        return ApiResponse.json(request.tenant, {"pid": os.getpid()})
+
+    return [Route(path="/slow", handler=slow, name="slow")]
+"""
+
+
+def test_a_busy_sandboxed_route_is_answered_503_and_is_not_the_plugins_failure(
+    hosts: Hosts, install: Installer
+) -> None:
+    """Every worker busy past the wait budget: 503 with retry-after, a host event, no failure."""
+    import threading
+
+    policy = SandboxPolicy(
+        timeout=30.0,
+        wait_timeout=0.2,
+        workers_per_plugin=1,
+        isolation=dict.fromkeys(SourceKind, Isolation.PROCESS),
+    )
+    host = cast("PluginHost", hosts(sandbox=policy, breaker=DEFAULT_BREAKER))
+    install(host, "slowpoke", SLOW, permissions=["register_routes"])
+    assert host.serve(get("/slowpoke/slow")).status == 200  # its worker is up
+    holder = threading.Thread(target=host.serve, args=(get("/slowpoke/slow", query={"for": "2"}),))
+    holder.start()
+    try:
+        answers = []
+        for _ in range(20):  # until the holder has the worker
+            answer = host.serve(get("/slowpoke/slow"))
+            answers.append(answer.status)
+            if answer.status == 503:
+                break
+        assert answers[-1] == 503
+        assert answer.headers["retry-after"] == "1"
+    finally:
+        holder.join()
+    host.flush()
+    assert host.failures("slowpoke") == []
+    assert host.suspensions("slowpoke") == []
+    [event, *_] = host.host_events("worker-busy")
+    assert (event.plugin_id, event.tenant, event.hook) == ("slowpoke", "acme", "route:slow")

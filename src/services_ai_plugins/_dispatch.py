@@ -37,7 +37,7 @@ import attrs
 from ._context import CURRENT_CONTEXT, current_request_context
 from ._host_events import HostEvents
 from ._storage._protocol import FailureRecord, MetricsDelta, bounded, failure_of, make_failure
-from .errors import ResultRefused
+from .errors import ResultRefused, WorkerBusy
 from .events import (
     ApiRequest,
     ApiResponse,
@@ -492,6 +492,13 @@ class Dispatcher:
         self._record(plugin_id, stats, tenant, failure, context=context, now=now, keep=False)
         return failure
 
+    def busy(self, plugin_id: str, hook: str, tenant: str | None, exc: WorkerBusy) -> None:
+        """A call found every worker of the plugin busy: a host event, never its failure.
+
+        Not a failure record, not counted by the breaker, not in the plugin's metrics.
+        """
+        self.events.record("worker-busy", str(exc), plugin_id=plugin_id, tenant=tenant, hook=hook)
+
     def call_one(
         self,
         plugin_id: str,
@@ -514,6 +521,9 @@ class Dispatcher:
         before = perf_counter_ns()
         try:
             function(*args)
+        except WorkerBusy as exc:  # the host's capacity, not the plugin's failure
+            self.busy(plugin_id, hook, tenant, exc)
+            return False
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - the plugin's failure, not the host's
             self._failed(plugin_id, stats, hook, tenant, exc, context=context, started=before)
             return False
@@ -928,6 +938,12 @@ class HostHook:
                     kwargs[filtered] = value
                 try:
                     result = function(*getter(kwargs))
+                except WorkerBusy as exc:  # the host's capacity: its part is skipped
+                    dispatcher.busy(plugin_id, name, tenant, exc)
+                    if dispatcher.strict:
+                        raise
+                    before = perf_counter_ns()
+                    continue
                 except (Exception, SystemExit) as exc:  # the plugin's failure, never the host's
                     after = perf_counter_ns()
                     dispatcher._failed(
@@ -1177,6 +1193,12 @@ class AsyncHostHook:
                         result = await loop.run_in_executor(threads, call, function, *args)
                     else:
                         result = function(*args)
+                except WorkerBusy as exc:  # the host's capacity: its part is skipped
+                    dispatcher.busy(plugin_id, name, tenant, exc)
+                    if dispatcher.strict:
+                        raise
+                    before = perf_counter_ns()
+                    continue
                 except (Exception, SystemExit) as exc:  # the plugin's failure, never the host's
                     after = perf_counter_ns()
                     dispatcher._failed(
@@ -1385,6 +1407,9 @@ class RouteGuard:
         before = perf_counter_ns()
         try:
             response = self.view(request, **named)
+        except WorkerBusy as exc:  # the host's capacity (it answers 503), not a failure
+            self._dispatcher.busy(self.plugin_id, self.hook, tenant, exc)
+            raise
         except (Exception, SystemExit) as exc:  # recorded, then the adapter's to answer
             self._failed(tenant, exc, context, before)
             raise
@@ -1409,6 +1434,9 @@ class RouteGuard:
                 response = self.view(request, **named)
                 if inspect.isawaitable(response):
                     response = await response
+        except WorkerBusy as exc:  # the host's capacity (it answers 503), not a failure
+            self._dispatcher.busy(self.plugin_id, self.hook, tenant, exc)
+            raise
         except (Exception, SystemExit) as exc:  # recorded, then the adapter's to answer
             self._failed(tenant, exc, context, before)
             raise
@@ -1433,6 +1461,9 @@ class RouteGuard:
         before = perf_counter_ns()
         try:
             answer = call(self.view)
+        except WorkerBusy as exc:  # pragma: no cover - native views run in process only
+            self._dispatcher.busy(self.plugin_id, self.hook, tenant, exc)
+            raise
         except (Exception, SystemExit) as exc:
             self._failed(tenant, exc, context, before)
             raise

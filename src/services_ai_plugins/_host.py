@@ -82,6 +82,7 @@ from .errors import (
     SandboxTimeout,
     StorageError,
     TransitionError,
+    WorkerBusy,
     WorkerCrashed,
 )
 from .events import ApiRequest, ApiResponse, Context
@@ -494,6 +495,9 @@ class PluginHost:
             status, error = 504, "the plugin did not answer in time"
         elif isinstance(exc, WorkerCrashed):
             status, error = 502, "the plugin's worker crashed"
+        elif isinstance(exc, WorkerBusy):
+            status, error = 503, "the plugin is busy: try again"
+            headers["retry-after"] = "1"
         elif isinstance(exc, TypeError) and "takes an ApiRequest" in str(exc):
             raise exc
         plugin_id = match.route.plugin_id

@@ -29,6 +29,7 @@ Everything the SDK raises on purpose derives from one root, so a host can catch
     │   ├── SandboxTimeout    the worker did not answer in time: killed, and restarts
     │   ├── WorkerCrashed     the worker died: its exit code or signal, and the likely cause
     │   └── RemoteError       the plugin raised in its worker: type, message, traceback
+    ├── WorkerBusy            every worker of a sandboxed plugin stayed busy: the host's capacity
     ├── WireError             a value or a frame cannot cross the sandbox boundary
     │   └── FrameTooLarge     a frame over the limit: none of it was read or written
     ├── ConfinementError      a sandbox layer that probe() offered could not be applied
@@ -83,6 +84,7 @@ __all__ = [
     "TenantScopeError",
     "TransitionError",
     "WireError",
+    "WorkerBusy",
     "WorkerCrashed",
 ]
 
@@ -479,6 +481,43 @@ class RemoteError(SandboxError):
         self.remote_message = message
         self.remote_traceback = remote_traceback
         super().__init__(plugin_id, f"{remote_type}: {message}")
+
+
+class WorkerBusy(PluginError):
+    """A call found every worker of a sandboxed plugin busy, and waited in vain for one.
+
+    A capacity problem of the host, not the plugin's failure: it is recorded as a
+    host event (``worker-busy``), never as the plugin's failure, and never
+    counted by the circuit breaker. The call loop skips the plugin's part (with
+    ``strict``, it raises this); a route answers 503. More workers per plugin
+    (``SandboxPolicy.workers_per_plugin``) or a longer wait
+    (``SandboxPolicy.wait_timeout``) make it rarer.
+    """
+
+    def __init__(
+        self,
+        plugin_id: str,
+        tenant: str | None,
+        hook: str,
+        waited: float,
+        *,
+        workers: int,
+        wait_timeout: float,
+    ) -> None:
+        self.plugin_id = plugin_id
+        self.tenant = tenant
+        self.hook = hook
+        #: Seconds the call waited for a free worker.
+        self.waited = waited
+        self.workers = workers
+        self.wait_timeout = wait_timeout
+        where = f"tenant {tenant!r}" if tenant is not None else "no tenant"
+        super().__init__(
+            f"plugin {plugin_id!r}: {hook} found all {workers} of its workers for {where} "
+            f"busy and waited {waited:.2f} s in vain; a capacity problem of the host, not the "
+            f"plugin's failure (SandboxPolicy.workers_per_plugin={workers}, "
+            f"wait_timeout={wait_timeout:g})"
+        )
 
 
 class ArchiveError(PackageError):

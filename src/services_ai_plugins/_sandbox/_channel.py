@@ -22,7 +22,6 @@ import shutil
 import signal
 import socket
 import tempfile
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from time import monotonic
@@ -71,8 +70,8 @@ class WorkerOwner(Protocol):
     @property
     def plugin_id(self) -> str: ...
 
-    #: The live workers of the plugin, by tenant (the pool's eviction takes one out).
-    workers: dict[str | None, WorkerProcess]
+    def evict(self, worker: WorkerProcess) -> bool:
+        """Take ``worker`` out of the plugin's pool if it is idle (the sandbox's bound)."""
 
     @property
     def api_methods(self) -> frozenset[str]:
@@ -81,9 +80,6 @@ class WorkerOwner(Protocol):
     @property
     def host_closed(self) -> bool:
         """Whether the host is closing (a call cut short then fails as such)."""
-
-    def lock_for(self, tenant: str | None) -> threading.RLock:
-        """The lock calls for ``tenant`` take turns on."""
 
     def route(self, name: str, path: str, request: ApiRequest) -> ApiResponse:
         """Serve ``request`` with the route ``name`` in the worker of its tenant."""
@@ -115,7 +111,6 @@ class WorkerProcess:
         self.plugin_id = owner.plugin_id
         #: The tenant whose calls it serves (None: the hooks bound to no tenant).
         self.tenant = tenant
-        self.key: Final = (owner.plugin_id, tenant)
         #: The numbers it knows the plugin's route handlers by, by route name (None: not built).
         self.route_numbers: dict[str, int] | None = None
         self.zygote = zygote
@@ -125,7 +120,10 @@ class WorkerProcess:
         self.started = self.last_used = monotonic()
         self.start_time = 0.0
         self.calls = 0
+        #: Calls in progress (nested ones included), and how many of them wait for the host
+        #: to serve an API request: a nested call may come only when the two are equal.
         self.depth = 0
+        self.serving = 0
         self.dead = False
         self.hooks: list[dict[str, Any]] = []
         self.layers: tuple[str, ...] = ()
@@ -210,7 +208,11 @@ class WorkerProcess:
                     continue
                 if isinstance(answer, ApiCall):
                     requests += 1
-                    reply = self._serve_api(api, answer, requests)
+                    self.serving += 1
+                    try:
+                        reply = self._serve_api(api, answer, requests)
+                    finally:
+                        self.serving -= 1
                     spent += self._answer(reply, deadline, budget - spent)
                     continue
                 if isinstance(answer, Result):

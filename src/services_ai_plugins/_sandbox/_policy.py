@@ -56,8 +56,15 @@ class SandboxPolicy:
     start_timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
     #: The operating-system limits of each worker.
     limits: Limits = attrs.field(factory=Limits, converter=_limits)
-    #: The most workers alive at once (one per plugin; idle ones make room).
+    #: The most workers alive at once (of every plugin and tenant; idle ones make room).
     max_workers: int = attrs.field(default=16, validator=attrs.validators.ge(1))
+    #: The most workers of one plugin for one tenant (and for the hooks bound to no tenant):
+    #: calls for a (plugin, tenant) run in parallel in up to this many workers.
+    workers_per_plugin: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    #: Seconds a call may wait for a free worker of its (plugin, tenant) before it gives up
+    #: with WorkerBusy (the host's capacity, not the plugin's failure); ``timeout`` starts
+    #: only once the call is sent.
+    wait_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
     #: The most characters of printed output and log messages a call may send.
     output_limit: int = attrs.field(default=64 * 1024, validator=attrs.validators.ge(0))
     #: The largest message a worker may send, in bytes.

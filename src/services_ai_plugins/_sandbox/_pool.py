@@ -1,13 +1,14 @@
 """The process sandbox, host side: the pool of worker processes and their zygote.
 
 One :class:`Sandbox` per host. Workers are forked by a zygote (see
-:mod:`._worker`), one per (plugin, tenant): a plugin's module globals and
-scratch folder never hold two tenants' data, and hooks bound to no tenant
-(``register_routes``, plugin-level lifecycle) get a worker of their own. A
-worker starts when a call needs one (the first load of a plugin's code starts
-the tenant-less one to learn its implementations), is reused for every call of
-its tenant, and the workers are bounded in number (the least recently used idle
-one makes room). A call waits at most ``timeout`` seconds: a worker that
+:mod:`._worker`), up to ``workers_per_plugin`` per (plugin, tenant): a plugin's
+module globals and scratch folder never hold two tenants' data, and hooks bound
+to no tenant (``register_routes``, plugin-level lifecycle) get workers of their
+own. A worker starts when a call needs one (the first load of a plugin's code
+starts a tenant-less one to learn its implementations), is reused for the calls
+of its tenant, and the workers are bounded in number (the least recently used
+idle one makes room). A call waits at most ``wait_timeout`` seconds for a free
+worker (:class:`WorkerBusy`), then at most ``timeout`` seconds: a worker that
 overruns is killed with its whole process group, and one that dies is reaped
 and its cause recorded; either way the next call starts a new one (see
 :mod:`._channel`). While a call runs, the worker may send API requests: the
@@ -74,7 +75,8 @@ class Sandbox:
     """The host's worker processes: started lazily, reused, bounded, killed on overrun.
 
     One per :class:`PluginHost` (``host.sandbox``). Thread-safe: calls into
-    different plugins run in parallel; calls into one plugin take turns.
+    different plugins and tenants run in parallel, and calls into one plugin for
+    one tenant in up to ``workers_per_plugin`` workers.
     """
 
     def __init__(self, policy: SandboxPolicy, *, api_methods: Iterable[str]) -> None:
@@ -83,8 +85,8 @@ class Sandbox:
         self._lock = threading.Lock()
         self._zygote: _Zygote | None = None
         self._plugins: dict[str, PluginWorkers] = {}
-        #: Live workers, by plugin id and tenant.
-        self._live: dict[tuple[str, str | None], WorkerProcess] = {}
+        #: Live workers (of every plugin and tenant), oldest first.
+        self._live: dict[WorkerProcess, None] = {}
         #: Workers still starting (not live yet): closing cuts their start short too.
         self._starting: set[WorkerProcess] = set()
         self._notes: set[str] = set()
@@ -100,13 +102,12 @@ class Sandbox:
     def _forked(self) -> None:
         """In a forked child: forget the parent's zygote and workers (they stay the parent's)."""
         self._lock = threading.Lock()
-        inherited: list[object] = [self._zygote, *self._live.values()]
+        inherited: list[object] = [self._zygote, *self._live]
         self._zygote = None
         self._live = {}
         self._starting = set()
         for sandboxed in self._plugins.values():
-            sandboxed.locks = {}
-            sandboxed.workers = {}
+            sandboxed.pools = {}  # the parent's slots and their locks stay the parent's
             sandboxed.recent = None
         for thing in inherited:  # close this process's copies of their descriptors only
             channel = getattr(thing, "channel", None)
@@ -176,7 +177,7 @@ class Sandbox:
         hooks = read_hooks(hooks_file) if hooks_file is not None else None
         if hooks is None:
             worker = sandboxed.start(None)  # the tenant-less worker tells the implementations
-            sandboxed.workers[None] = worker
+            sandboxed.adopt(worker)
             hooks = worker.hooks
             if hooks_file is not None:  # well-formed: kept even if judged below (check reads it)
                 write_hooks(hooks_file, hooks)
@@ -185,20 +186,18 @@ class Sandbox:
         return sandboxed.stand_in(judged(plugin_id, hooks, spec_args), spec_args, ignored)
 
     def start(self, plugin_id: str, tenant: str | None) -> bool:
-        """Start the plugin's worker for ``tenant`` now, unless it runs already.
+        """Start the plugin's workers for ``tenant`` now, unless they run already.
 
+        ``workers_per_plugin`` of them (a slot busy with a call is left as it is).
         An app may start a tenant's workers before its first request; the first
-        call then pays no start. False when the plugin is not sandboxed here.
+        calls then pay no start. False when the plugin is not sandboxed here.
 
-        :raises PluginError: when the worker cannot start (as the call would).
+        :raises PluginError: when a worker cannot start (as the call would).
         """
         sandboxed = self._plugins.get(plugin_id)
         if sandboxed is None:
             return False
-        with sandboxed.lock_for(tenant):
-            worker = sandboxed.workers.get(tenant)
-            if worker is None or worker.dead:
-                sandboxed.workers[tenant] = sandboxed.start(tenant)
+        sandboxed.fill(tenant)
         return True
 
     def unload(self, plugin_id: str) -> None:
@@ -211,7 +210,7 @@ class Sandbox:
     def workers(self) -> list[WorkerInfo]:
         """The live workers, by plugin id and tenant (the tenant-less one first)."""
         with self._lock:
-            live = list(self._live.values())
+            live = list(self._live)
         now = monotonic()
         return sorted(
             (
@@ -237,7 +236,7 @@ class Sandbox:
         """
         self._closed = True
         with self._lock:
-            live = [*self._live.values(), *self._starting]
+            live = [*self._live, *self._starting]
         for worker in live:  # a call blocked on its worker now fails at once, and lets go
             worker._interrupt()
         for plugin_id in list(self._plugins):
@@ -273,23 +272,16 @@ class Sandbox:
     def _admit(self, worker: WorkerProcess) -> None:
         """Count a new worker; stop the least recently used idle ones beyond the bound."""
         with self._lock:
-            self._live[worker.key] = worker
+            self._live[worker] = None
             excess = len(self._live) - self.policy.max_workers
             victims = []
-            for other in sorted(self._live.values(), key=lambda w: w.last_used):
+            for other in sorted(self._live, key=lambda w: w.last_used):
                 if excess <= 0:
                     break
-                lock = other.owner.lock_for(other.tenant)
-                if other is worker or not lock.acquire(blocking=False):
-                    continue  # taken by another thread's call
-                try:
-                    if other.depth:  # a call in progress further up this thread's stack
-                        continue
-                    if other.owner.workers.get(other.tenant) is other:
-                        del other.owner.workers[other.tenant]
-                finally:
-                    lock.release()
-                del self._live[other.key]
+                # A busy one (a call in progress, or further up this context's stack) stays.
+                if other is worker or other.depth or not other.owner.evict(other):
+                    continue
+                del self._live[other]
                 victims.append(other)
                 excess -= 1
         for victim in victims:
@@ -297,8 +289,7 @@ class Sandbox:
 
     def _gone(self, worker: WorkerProcess) -> None:
         with self._lock:
-            if self._live.get(worker.key) is worker:
-                del self._live[worker.key]
+            self._live.pop(worker, None)
 
 
 _INHERITED: list[object] = []

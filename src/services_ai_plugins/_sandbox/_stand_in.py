@@ -7,13 +7,21 @@ call to the plugin's worker and wait for the answer. The call loop cannot tell
 the difference, so isolation, metrics, failures and the breaker work as for
 in-process plugins.
 
-Behind the stand-in, :class:`PluginWorkers` keeps the plugin's workers, one
-per tenant (hooks bound to no tenant get one of their own), each started when a
-call needs it, its code verified first, and the locks its calls take turns on.
+Behind the stand-in, :class:`PluginWorkers` keeps the plugin's workers: a
+:class:`TenantPool` of up to ``workers_per_plugin`` per tenant (hooks bound to
+no tenant get a pool of their own), each worker started when a call needs it,
+its code verified first. A call takes a free worker of its tenant's pool, starts
+one in a free slot, or waits for one at most ``wait_timeout`` seconds
+(:class:`WorkerBusy` then). A call nested in another (an API request of the
+plugin made the host fire a hook or a route of the same plugin and tenant) runs
+in the worker of the call it is nested in: a context variable holds the slots
+the running context is inside, so the nesting is found in the threads and tasks
+the host's services use too (``asyncio.to_thread``, ``copy_context().run``).
 """
 
 from __future__ import annotations
 
+import contextvars
 import keyword
 import logging
 import os
@@ -34,6 +42,7 @@ from ..errors import (
     PackageError,
     RemoteError,
     SandboxError,
+    WorkerBusy,
 )
 from ..events import ApiRequest, ApiResponse
 from ._channel import (
@@ -93,13 +102,90 @@ class WorkerPool(Protocol):
     def _note(self, note: str) -> None: ...
 
 
-class PluginWorkers:
-    """One sandboxed plugin: its configuration, its workers (one per tenant) and their locks.
+class Slot:
+    """A place for one worker in a :class:`TenantPool`: held by one call at a time."""
 
-    Calls for one tenant take turns on that tenant's worker (its lock); calls for
-    different tenants, and hooks bound to no tenant (key ``None``), run in
-    workers of their own, so nothing a plugin keeps in memory or in its scratch
-    folder while serving one tenant is there when it serves another.
+    __slots__ = ("busy", "pool", "worker")
+
+    def __init__(self, pool: TenantPool) -> None:
+        self.pool: Final = pool
+        #: Its worker (None: none yet, or it was stopped; the call holding the slot starts one).
+        self.worker: WorkerProcess | None = None
+        #: Held by a call (and the calls nested in it).
+        self.busy = False
+
+
+#: The slots the running context holds (innermost last): a nested call of the same plugin
+#: and tenant runs in its slot's worker. A context variable, not the thread: it follows
+#: into ``asyncio.to_thread`` and ``copy_context().run``, where the host's services may
+#: serve a worker's API request.
+_INSIDE: Final[contextvars.ContextVar[tuple[Slot, ...]]] = contextvars.ContextVar(
+    "services_ai_plugins_sandbox_inside", default=()
+)
+
+
+class TenantPool:
+    """The workers of one plugin for one tenant: ``size`` slots and the calls waiting for one.
+
+    Thread-safe: ``cond`` guards the slots; a call releasing its slot wakes every
+    thread and every event-loop task waiting for one (they look again).
+    """
+
+    __slots__ = ("cond", "size", "slots", "tenant", "waiters")
+
+    def __init__(self, tenant: str | None, size: int) -> None:
+        self.tenant = tenant
+        self.size = size
+        self.cond: Final = threading.Condition(threading.Lock())
+        self.slots: Final = tuple(Slot(self) for _ in range(size))
+        #: Event-loop tasks waiting for a slot: each woken once, through its loop.
+        self.waiters: list[Callable[[], None]] = []
+
+    def take(self) -> Slot | None:
+        """A free slot, now, marked busy (``cond`` held): its worker alive if one is.
+
+        The free slot whose worker served last is preferred (it is warm; the
+        others stay idle, and the pool's bound takes the idlest first).
+        """
+        best: Slot | None = None
+        for slot in self.slots:
+            if slot.busy:
+                continue
+            worker = slot.worker
+            if worker is not None and not worker.dead:
+                if best is None or best.worker is None or best.worker.last_used < worker.last_used:
+                    best = slot
+            elif best is None:
+                best = slot
+        if best is not None:
+            best.busy = True
+        return best
+
+    def give_back(self, slot: Slot) -> None:
+        """Free ``slot`` and wake a waiting call."""
+        with self.cond:
+            slot.busy = False
+            # Every waiter: one may be unloading the plugin, the others give up then.
+            self.cond.notify_all()
+            waiters, self.waiters = self.waiters, []
+        for wake in waiters:
+            wake()
+
+    def live(self) -> list[WorkerProcess]:
+        """Its live workers, in slot order."""
+        return [
+            worker for slot in self.slots if (worker := slot.worker) is not None and not worker.dead
+        ]
+
+
+class PluginWorkers:
+    """One sandboxed plugin: its configuration and its workers (a pool per tenant).
+
+    Calls for one tenant share that tenant's pool (up to ``workers_per_plugin``
+    workers; one call at a time in each); calls for different tenants, and hooks
+    bound to no tenant (key ``None``), run in workers of their own, so nothing a
+    plugin keeps in memory or in its scratch folder while serving one tenant is
+    there when it serves another.
     """
 
     def __init__(
@@ -111,10 +197,9 @@ class PluginWorkers:
         self.sandbox = sandbox
         self.plugin_id = plugin_id
         self.config = config
-        #: The locks calls take turns on, by tenant (made on first use, never removed).
-        self.locks: dict[str | None, threading.RLock] = {}
-        #: The live workers, by tenant (None: the hooks bound to no tenant).
-        self.workers: dict[str | None, WorkerProcess] = {}
+        #: The pools of workers, by tenant (None: the hooks bound to no tenant; made on
+        #: first use, never removed).
+        self.pools: dict[str | None, TenantPool] = {}
         #: The worker that served the latest call.
         self.recent: WorkerProcess | None = None
         #: The implementations its first worker reported (every later worker must agree).
@@ -135,11 +220,54 @@ class PluginWorkers:
     def host_closed(self) -> bool:
         return self.sandbox._closed
 
-    def lock_for(self, tenant: str | None) -> threading.RLock:
-        lock = self.locks.get(tenant)
-        if lock is None:  # setdefault: two threads asking at once get the same lock
-            lock = self.locks.setdefault(tenant, threading.RLock())
-        return lock
+    def pool_for(self, tenant: str | None) -> TenantPool:
+        pool = self.pools.get(tenant)
+        if pool is None:  # setdefault: two threads asking at once get the same pool
+            size = self.sandbox.policy.workers_per_plugin
+            pool = self.pools.setdefault(tenant, TenantPool(tenant, size))
+        return pool
+
+    def adopt(self, worker: WorkerProcess) -> None:
+        """Put a worker started outside a call (the loader's) in a free slot of its pool."""
+        pool = self.pool_for(worker.tenant)
+        with pool.cond:
+            for slot in pool.slots:
+                if not slot.busy and slot.worker is None:
+                    slot.worker = worker
+                    return
+        self.sandbox._gone(worker)  # no room: not kept
+        worker.stop()
+
+    def fill(self, tenant: str | None) -> None:
+        """Start a worker in every free slot of ``tenant``'s pool that has none alive."""
+        pool = self.pool_for(tenant)
+        for slot in pool.slots:
+            with pool.cond:
+                if slot.busy or (slot.worker is not None and not slot.worker.dead):
+                    continue
+                slot.busy = True
+            # Inside the slot: a start that fails may make the host unload the plugin now.
+            token = _INSIDE.set((*_INSIDE.get(), slot))
+            try:
+                if self.closed:
+                    raise SandboxError(self.plugin_id, "it was unloaded")
+                slot.worker = self.start(tenant)
+            finally:
+                _INSIDE.reset(token)
+                pool.give_back(slot)
+
+    def evict(self, worker: WorkerProcess) -> bool:
+        """Take an idle ``worker`` out of its slot (the pool's bound); False when it is busy."""
+        pool = self.pools.get(worker.tenant)
+        if pool is None:
+            return True
+        with pool.cond:
+            for slot in pool.slots:
+                if slot.worker is worker:
+                    if slot.busy:
+                        return False
+                    slot.worker = None
+        return True
 
     def start(self, tenant: str | None) -> WorkerProcess:
         """Start a worker for ``tenant``, its plugin's code verified first.
@@ -201,20 +329,82 @@ class PluginWorkers:
             raise IntegrityError(self.plugin_id, str(path), expected, actual)
 
     def stop(self) -> None:
-        """Stop every worker of the plugin."""
-        for tenant in list(self.workers):
-            with self.lock_for(tenant):
-                worker = self.workers.get(tenant)
+        """Stop every worker of the plugin (a call in progress first ends, but one this
+        context is inside: that one is cut short)."""
+        inside = _INSIDE.get()
+        for pool in list(self.pools.values()):
+            for slot in pool.slots:
+                with pool.cond:
+                    while slot.busy and slot not in inside:
+                        pool.cond.wait()
+                    worker, slot.worker = slot.worker, None
                 if worker is not None:
-                    self._forget(worker)
-            if worker is not None:
-                worker.stop()
+                    self.sandbox._gone(worker)
+                    worker.stop()
 
     def _forget(self, worker: WorkerProcess) -> None:
-        """Take ``worker`` out of this plugin's and the sandbox's live workers (with its lock)."""
-        if self.workers.get(worker.tenant) is worker:
-            del self.workers[worker.tenant]
+        """Take ``worker`` out of its slot and the sandbox's live workers."""
+        pool = self.pools.get(worker.tenant)
+        if pool is not None:
+            with pool.cond:
+                for slot in pool.slots:
+                    if slot.worker is worker:
+                        slot.worker = None
         self.sandbox._gone(worker)
+
+    def _acquire(self, pool: TenantPool, hook: str) -> tuple[Slot, bool]:
+        """A slot for a call of ``hook``, and whether the call is nested in one holding it.
+
+        A nested call (this context holds a slot of the pool) takes that slot, never
+        another: its worker is waiting for the API answer that this call is part of.
+        Otherwise a free slot, or one freed within ``wait_timeout`` seconds.
+
+        :raises WorkerBusy: when none is free in time.
+        :raises SandboxError: when the plugin was unloaded.
+        """
+        slot = self._nested(pool)
+        if slot is not None:
+            return slot, True
+        policy = self.sandbox.policy
+        began = monotonic()
+        deadline = began + policy.wait_timeout
+        with pool.cond:
+            while True:
+                if self.closed:
+                    raise SandboxError(self.plugin_id, "it was unloaded")
+                slot = pool.take()
+                if slot is not None:
+                    return slot, False
+                remaining = deadline - monotonic()
+                if remaining <= 0:
+                    raise self._busy(pool, hook, monotonic() - began)
+                pool.cond.wait(remaining)
+
+    def _nested(self, pool: TenantPool) -> Slot | None:
+        """The slot of ``pool`` this context holds, if its worker can take a nested call now.
+
+        It can when every call in progress on it waits for an API answer (a thread of
+        the host's services calling in parallel with the one serving it cannot: it
+        takes a slot of its own, as any call).
+        """
+        for slot in reversed(_INSIDE.get()):
+            if slot.pool is pool:
+                worker = slot.worker
+                if worker is None or worker.dead or worker.depth == worker.serving:
+                    return slot
+                return None
+        return None
+
+    def _busy(self, pool: TenantPool, hook: str, waited: float) -> WorkerBusy:
+        policy = self.sandbox.policy
+        return WorkerBusy(
+            self.plugin_id,
+            pool.tenant,
+            hook,
+            waited,
+            workers=pool.size,
+            wait_timeout=policy.wait_timeout,
+        )
 
     def invoke(self, hook: str, names: tuple[str, ...], args: tuple[Any, ...]) -> Any:
         """Run ``hook`` in the worker with the stand-in's arguments (in ``names`` order)."""
@@ -229,7 +419,9 @@ class PluginWorkers:
         tenant = api.tenant if api is not None else getattr(context, "tenant", None)
         if hook == "register_routes" and tenant is None:
             self.routes_asked, self.routes_api = True, api
-        return self._run("call", hook, f"{hook}()", tenant, kwargs, api, hook not in self.ignored)
+        return self._run(
+            "call", hook, hook, f"{hook}()", tenant, kwargs, api, hook not in self.ignored
+        )
 
     def route(self, name: str, path: str, request: ApiRequest) -> ApiResponse:
         """Serve a request with a handler the plugin returned from ``register_routes``.
@@ -239,7 +431,10 @@ class PluginWorkers:
         request.
         """
         what = f"route {path}"
-        response = self._run("route", name, what, request.tenant, {"request": request}, None, True)
+        label = f"route:{name}"
+        response = self._run(
+            "route", name, label, what, request.tenant, {"request": request}, None, True
+        )
         if not isinstance(response, ApiResponse):
             raise SandboxError(
                 self.plugin_id,
@@ -251,6 +446,7 @@ class PluginWorkers:
         self,
         kind: str,
         name: str,
+        label: str,
         what: str,
         tenant: str | None,
         kwargs: dict[str, Any],
@@ -264,18 +460,15 @@ class PluginWorkers:
                 self.plugin_id, f"cannot send the arguments of {what}: {exc}"
             ) from None
         policy = self.sandbox.policy
-        lock = self.lock_for(tenant)
-        if not lock.acquire(timeout=policy.timeout):
-            raise SandboxError(
-                self.plugin_id,
-                f"{what} waited {policy.timeout:g} s for its worker, busy with another call",
-            )
+        pool = self.pool_for(tenant)
+        slot, nested = self._acquire(pool, label)
+        token = None if nested else _INSIDE.set((*_INSIDE.get(), slot))
         try:
             if self.closed:
                 raise SandboxError(self.plugin_id, "it was unloaded")
-            worker = self.workers.get(tenant)
+            worker = slot.worker
             if worker is None or worker.dead:
-                worker = self.workers[tenant] = self.start(tenant)
+                worker = slot.worker = self.start(tenant)
             self.recent = worker
             try:
                 target: str | int = name
@@ -298,7 +491,10 @@ class PluginWorkers:
                 self._retire_if_spent(worker)
             return result
         finally:
-            lock.release()
+            if token is not None:
+                _INSIDE.reset(token)
+            if not nested:
+                pool.give_back(slot)
 
     def _handler(self, worker: WorkerProcess, name: str, what: str) -> int:
         """The number ``worker`` knows the route ``name`` by (its handlers built on first use)."""
@@ -365,7 +561,7 @@ class PluginWorkers:
 
 
 class SandboxedPlugin:
-    """The stand-in pluggy holds for a plugin that runs in worker processes (one per tenant)."""
+    """The stand-in pluggy holds for a plugin that runs in worker processes (a pool per tenant)."""
 
     def __init__(self, owner: PluginWorkers, functions: Mapping[str, Callable[..., Any]]) -> None:
         self._owner = owner
@@ -384,15 +580,25 @@ class SandboxedPlugin:
         return worker.pid if worker is not None and not worker.dead else None
 
     def pids(self) -> dict[str | None, int]:
-        """Its live workers' process ids, by tenant (None: the hooks bound to no tenant)."""
-        return {
-            tenant: worker.pid
-            for tenant, worker in list(self._owner.workers.items())
-            if not worker.dead
-        }
+        """A live worker's process id per tenant (None: the hooks bound to no tenant).
+
+        With ``workers_per_plugin`` above 1, the worker in the tenant's first slot
+        that has one; :meth:`all_pids` lists them all.
+        """
+        return {tenant: pids[0] for tenant, pids in self.all_pids().items()}
+
+    def all_pids(self) -> dict[str | None, tuple[int, ...]]:
+        """Every live worker's process id, by tenant (in slot order; tenants with none left out)."""
+        found = {}
+        for tenant, pool in list(self._owner.pools.items()):
+            pids = tuple(worker.pid for worker in pool.live())
+            if pids:
+                found[tenant] = pids
+        return found
 
     def __repr__(self) -> str:
-        return f"<sandboxed plugin {self.plugin_id!r}, {len(self.pids())} live workers>"
+        count = sum(len(pids) for pids in self.all_pids().values())
+        return f"<sandboxed plugin {self.plugin_id!r}, {count} live workers>"
 
 
 def _proxy(
