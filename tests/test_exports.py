@@ -229,6 +229,7 @@ FACES = {
         "IntegrityError",
         "ManifestError",
         "NoHostServices",
+        "NotSupported",
         "PackageError",
         "PayloadError",
         "PermissionDenied",

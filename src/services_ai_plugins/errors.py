@@ -22,6 +22,7 @@ Everything the SDK raises on purpose derives from one root, so a host can catch
     ├── PermissionDenied      (also PermissionError) an API call without its grant
     ├── TenantScopeError      host services returned another tenant's data, or need a tenant
     ├── NoHostServices        (also RuntimeError) ``call`` has no host data or channels
+    ├── NotSupported          (also NotImplementedError) the app does not provide that data
     ├── QuotaExceeded         a plugin's store for a tenant would go over its keys or bytes
     │   └── RateLimited       a rate-limited method (send_email, ...) called too often
     ├── ResultRefused         a plugin's hook returned a value the host does not accept
@@ -61,6 +62,7 @@ __all__ = [
     "IntegrityError",
     "ManifestError",
     "NoHostServices",
+    "NotSupported",
     "PackageError",
     "PayloadError",
     "PermissionDenied",
@@ -587,6 +589,32 @@ class HookCallError(ProblemsError):
 
 class NoHostServices(PluginError, RuntimeError):
     """A plugin asked ``services-ai-plugins call`` for the host application's data or channels."""
+
+
+class NotSupported(PluginError, NotImplementedError):
+    """The host application does not provide what a plugin asked for (bookings, SMS, ...).
+
+    Raised by the default body of every :class:`~services_ai_plugins.HostServices`
+    method, so an app implements only what it has. ``method`` names the
+    HostServices method (``"get_booking"``), ``what`` what it provides
+    (``"bookings"``). A plugin sees it from the API call, in process and in
+    the sandbox alike, and may catch it to do without::
+
+        try:
+            booking = api.get_booking(booking_id)
+        except NotSupported:
+            booking = None  # this app has no bookings
+
+    It is not a refusal of the plugin's rights: it is not reported to the
+    host's ``on_denied``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, method: str, what: str | None = None) -> None:
+        self.method = method
+        self.what = what or f"{method}()"
+        super().__init__(f"this app does not provide {self.what} (HostServices.{method})")
 
 
 class ExtraNotInstalled(PluginError, ImportError):
