@@ -6,6 +6,7 @@ plugins installed from uploaded archives), in process and sandboxed alike.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -15,13 +16,27 @@ from typing import Any, cast
 import pytest
 
 from conftest import Hosts, Installer
-from services_ai_plugins import HostServices, PluginAPI, PluginHost, SandboxPolicy
+from services_ai_plugins import (
+    HostServices,
+    MemoryStorage,
+    PluginAPI,
+    PluginHost,
+    QuotaExceeded,
+    SandboxPolicy,
+    SQLiteStorage,
+)
 from services_ai_plugins._api import DeniedCall, provides
 from services_ai_plugins._cli._host import _CommandLineServices
 from services_ai_plugins.errors import NotSupported
 from services_ai_plugins.events import Context, Lead
-from services_ai_plugins.storage import SourceKind
-from services_ai_plugins.types import DEFAULT_PERMISSIONS, Isolation, JSONValue
+from services_ai_plugins.storage import SourceKind, StoreUsage
+from services_ai_plugins.types import (
+    DEFAULT_PERMISSIONS,
+    ApiLimits,
+    ApiMeter,
+    Isolation,
+    JSONValue,
+)
 from services_ai_plugins_testing.fakes import FakeHostServices
 
 ALL = frozenset(p.name for p in DEFAULT_PERMISSIONS)
@@ -372,3 +387,210 @@ def test_an_app_must_override_all_three_store_methods_or_none(
     result.stdout.fnmatch_lines(
         ["*Services overrides store_get but not store_set, store_delete: override all three*"]
     )
+
+
+# -- 2. the plugins' key-value store, kept by the SDK ------------------------------------------
+
+
+class Nothing(HostServices):
+    """An app that provides no data and no channel at all."""
+
+
+STORE_COUNTER = """
+@hookimpl
+def lead_created(self, lead, api):
+    before = api.store_get("owner")
+    api.store_set("owner", lead.tenant)
+    api.store_set("seen", (api.store_get("seen") or 0) + 1)
+    api.store_set("log", (api.store_get("log") or []) + [[lead.id, before]])
+"""
+
+
+def test_the_sdk_keeps_the_store_of_an_app_that_provides_nothing(
+    make_host: Callable[..., PluginHost],
+    install: Installer,
+    hosts: Hosts,
+    tmp_path: Path,
+    denied: list[DeniedCall],
+) -> None:
+    """With services that implement nothing, api.store_set/store_get work, in process and
+    sandboxed, on the host's own storage (here SQLite), per tenant: tenant B never reads what
+    tenant A kept under the same key."""
+    hosts.services = Nothing()
+    storage = SQLiteStorage(tmp_path / "registry.db")
+    host = make_host(storage=storage)
+    install(host, "counter", STORE_COUNTER, tenants=("acme", "globex"))
+    leads = FakeHostServices()
+    for tenant in ("acme", "acme", "globex"):
+        lead = leads.make_lead(tenant)
+        host.hook.lead_created(lead=lead, context=Context(tenant=tenant))
+    assert host.failures("counter") == []
+    assert denied == []
+    acme_log = storage.store_read("counter", "acme", "log")
+    globex_log = storage.store_read("counter", "globex", "log")
+    assert isinstance(acme_log, list)
+    assert [before for _, before in acme_log] == [None, "acme"]
+    assert [before for _, before in cast("list[Any]", globex_log)] == [None]  # never acme's
+    assert storage.store_read("counter", "acme", "seen") == 2
+    assert storage.store_read("counter", "globex", "seen") == 1
+    assert storage.store_read("counter", "globex", "owner") == "globex"
+    usage = host.meter.store_usage("counter", "acme")
+    assert usage.keys == 3
+    assert usage.bytes == sum(
+        len(key) + len(json.dumps(storage.store_read("counter", "acme", key), ensure_ascii=False))
+        for key in ("owner", "seen", "log")
+    )
+
+
+def test_a_hostile_plugin_cannot_store_past_its_quota(
+    make_host: Callable[..., PluginHost],
+    install: Installer,
+    hosts: Hosts,
+    denied: list[DeniedCall],
+) -> None:
+    """A plugin writing key after key, then one value over the byte limit, gets QuotaExceeded
+    (in process and sandboxed); the SDK's store holds exactly what fit and nothing of the
+    refused writes, and each refusal is audited."""
+    hosts.services = Nothing()
+    storage = MemoryStorage()
+    host = make_host(storage=storage, limits=ApiLimits(store_keys=5, store_bytes=400))
+    install(
+        host,
+        "hoarder",
+        """
+        @hookimpl
+        def lead_created(self, lead, api):
+            for number in range(1000):
+                api.store_set(f"k{number}", "x" * 20)
+        """,
+    )
+    install(
+        host,
+        "bloater",
+        """
+        @hookimpl
+        def lead_created(self, lead, api):
+            api.store_set("small", "kept")
+            try:
+                api.store_set("small", "y" * 500)
+            except QuotaExceeded as refused:
+                api.store_set("refused", [refused.limit, refused.allowed, refused.requested])
+            api.store_set("big", "z" * 1000)
+        """,
+    )
+    host.hook.lead_created(lead=a_lead(), context=ACME)
+    [failure] = host.failures("hoarder")
+    assert failure.exc_type == "QuotaExceeded"
+    assert "store_keys" in failure.message
+    assert [storage.store_read("hoarder", "acme", f"k{n}") for n in range(6)] == [
+        *(["x" * 20] * 5),
+        None,
+    ]
+    assert host.meter.store_usage("hoarder", "acme") == StoreUsage(keys=5, bytes=5 * (2 + 22))
+    [failure] = host.failures("bloater")
+    assert failure.exc_type == "QuotaExceeded"
+    assert storage.store_read("bloater", "acme", "small") == "kept"
+    assert storage.store_read("bloater", "acme", "refused") == ["store_bytes", 400, 507]
+    assert storage.store_read("bloater", "acme", "big") is None
+    assert host.meter.store_usage("bloater", "acme") == StoreUsage(
+        keys=2, bytes=len("small") + 6 + len("refused") + len('["store_bytes", 400, 507]')
+    )
+    assert sorted((d.plugin_id, d.method) for d in denied) == [
+        ("bloater", "store_set"),
+        ("bloater", "store_set"),
+        ("hoarder", "store_set"),
+    ]
+
+
+def test_uninstall_drops_the_sdk_store_and_disable_keeps_it(
+    make_host: Callable[..., PluginHost], install: Installer, hosts: Hosts
+) -> None:
+    """A plugin disabled for a tenant keeps its store there (as it keeps its settings); an
+    uninstalled one loses it, with its quota charges, for every tenant."""
+    hosts.services = Nothing()
+    storage = MemoryStorage()
+    host = make_host(storage=storage)
+    install(host, "counter", STORE_COUNTER, tenants=("acme", "globex"))
+    for tenant in ("acme", "globex"):
+        host.hook.lead_created(lead=a_lead(tenant), context=Context(tenant=tenant))
+    host.registry.disable("counter", "acme", actor="admin")
+    assert storage.store_read("counter", "acme", "seen") == 1
+    host.registry.uninstall("counter", actor="admin")
+    for tenant in ("acme", "globex"):
+        assert storage.store_read("counter", tenant, "seen") is None
+        assert host.meter.store_usage("counter", tenant) == StoreUsage()
+
+
+def test_the_apps_own_store_is_used_when_it_overrides_the_store_methods() -> None:
+    """Services that override the three store methods keep the values (FakeHostServices
+    does): the SDK keeps none of them, and still charges the quota ledger."""
+    services = FakeHostServices()
+    storage = MemoryStorage()
+    meter = ApiMeter(ledger=storage)
+    api = PluginAPI("crm-sync", services, tenant="acme", grants=frozenset(), meter=meter)
+    api.store_set("cursor", 7)
+    assert services.stored("acme", "crm-sync") == {"cursor": 7}
+    assert storage.store_read("crm-sync", "acme", "cursor") is None
+    assert api.store_get("cursor") == 7
+    assert meter.store_usage("crm-sync", "acme") == StoreUsage(keys=1, bytes=len("cursor") + 1)
+
+
+class HalfAStore(HostServices):
+    def store_get(self, tenant: str, plugin_id: str, key: str) -> JSONValue:
+        return "the app's"
+
+
+def test_an_app_overriding_only_some_store_methods_is_refused_by_name() -> None:
+    """Overriding store_get but not store_set would split a plugin's values between the app
+    and the SDK: every store call raises TypeError naming what is missing, and nothing is kept."""
+    storage = MemoryStorage()
+    api = PluginAPI(
+        "crm-sync", HalfAStore(), tenant="acme", grants=frozenset(), meter=ApiMeter(ledger=storage)
+    )
+    for call in (lambda: api.store_get("k"), lambda: api.store_set("k", 1)):
+        with pytest.raises(TypeError, match="overrides store_get but not store_set, store_delete"):
+            call()
+    assert storage.store_usage("crm-sync", "acme") == StoreUsage()
+
+
+class LedgerOnly:
+    """A storage written before the SDK kept stores: a ledger, no values."""
+
+    def __init__(self) -> None:
+        self.ledger = MemoryStorage()
+
+    def charge_store(self, *args: Any, **kwargs: Any) -> int | None:
+        return self.ledger.charge_store(*args, **kwargs)
+
+    def store_usage(self, plugin_id: str, tenant: str) -> StoreUsage:
+        return self.ledger.store_usage(plugin_id, tenant)
+
+
+def test_a_storage_that_keeps_no_values_offers_no_store() -> None:
+    """With neither the app nor the storage keeping values, store calls raise NotSupported."""
+    meter = ApiMeter(ledger=LedgerOnly())
+    api = PluginAPI("crm-sync", Nothing(), tenant="acme", grants=frozenset(), meter=meter)
+    with pytest.raises(NotSupported, match=r"plugin key-value store \(HostServices.store_set\)"):
+        api.store_set("k", 1)
+    with pytest.raises(NotSupported, match=r"HostServices.store_get"):
+        api.store_get("k")
+
+
+def test_a_standalone_api_keeps_the_store_in_memory() -> None:
+    """A PluginAPI built by hand over services without a store (a plugin's own test) keeps the
+    store in its meter's memory, with the same limits."""
+    api = PluginAPI(
+        "crm-sync",
+        Nothing(),
+        tenant="acme",
+        grants=frozenset(),
+        meter=ApiMeter(ApiLimits(store_keys=1)),
+    )
+    api.store_set("a", {"n": 1})
+    assert api.store_get("a") == {"n": 1}
+    with pytest.raises(QuotaExceeded):
+        api.store_set("b", 2)
+    assert api.store_get("b", "absent") == "absent"
+    api.store_delete("a")
+    api.store_set("b", 2)
+    assert (api.store_get("a"), api.store_get("b")) == (None, 2)

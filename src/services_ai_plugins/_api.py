@@ -26,7 +26,7 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, Final, Protocol, TypeVar, final, runtime_checkable
+from typing import Any, Final, Protocol, TypeVar, cast, final, runtime_checkable
 
 import attrs
 
@@ -317,6 +317,29 @@ class _Ledger(Protocol):
     def store_usage(self, plugin_id: str, tenant: str) -> StoreUsage: ...
 
 
+class _KeptStore(Protocol):
+    """Where an :class:`ApiMeter` keeps the plugins' stores itself: a :class:`Storage` has these
+    methods."""
+
+    def store_read(self, plugin_id: str, tenant: str, key: str) -> JSONValue: ...
+
+    def store_write(
+        self,
+        plugin_id: str,
+        tenant: str,
+        key: str,
+        value: JSONValue,
+        *,
+        max_keys: int | None = None,
+        max_bytes: int | None = None,
+    ) -> None: ...
+
+    def store_remove(self, plugin_id: str, tenant: str, key: str) -> bool: ...
+
+
+_KEPT_STORE_METHODS: Final = ("store_read", "store_write", "store_remove")
+
+
 #: Buckets kept before full ones (as good as new) are dropped.
 _MAX_BUCKETS: Final = 4096
 
@@ -332,6 +355,12 @@ class ApiMeter:
     concurrent writes cannot take a store past its limits. Without one it is
     kept in this object's memory. Rates are counted in this process's memory
     (each process of a host allows the full rate).
+
+    When the host services do not keep plugins' stores themselves, the meter
+    keeps them in ``ledger`` too (:meth:`Storage.store_write`: each value and
+    its charge in one transaction); a ledger without those methods (a storage
+    written before them) has no store to offer, and store calls raise
+    :class:`~services_ai_plugins.errors.NotSupported`.
 
     :param limits: the limits (default :class:`ApiLimits`).
     :param ledger: where store usage is kept (a :class:`Storage`).
@@ -354,6 +383,8 @@ class ApiMeter:
         #: The limits applied.
         self.limits: Final = limits if limits is not None else ApiLimits()
         self._ledger: Final[_Ledger] = ledger if ledger is not None else StoreLedger()
+        kept = all(hasattr(self._ledger, name) for name in _KEPT_STORE_METHODS)
+        self._store: Final = cast("_KeptStore", self._ledger) if kept else None
         self._clock: Final = clock
         self._lock: Final = threading.Lock()
         # (plugin, tenant, method) -> [tokens, when they were counted, refusing since then]
@@ -385,6 +416,41 @@ class ApiMeter:
     def refund_store(self, plugin_id: str, tenant: str, key: str, size: int | None) -> None:
         """Put back the size ``key`` had before a charge whose write failed."""
         self._ledger.charge_store(plugin_id, tenant, key, size)
+
+    def store_read(self, plugin_id: str, tenant: str, key: str) -> JSONValue:
+        """A value of the plugin's store kept by the SDK (a copy), or None.
+
+        :raises NotSupported: when the ledger keeps no values.
+        """
+        return self._kept("store_get").store_read(plugin_id, tenant, key)
+
+    def store_write(self, plugin_id: str, tenant: str, key: str, value: JSONValue) -> None:
+        """Keep ``value`` in the plugin's store kept by the SDK, charged within the limits, in one
+        transaction.
+
+        :raises QuotaExceeded: when the store would grow past a limit (nothing kept).
+        :raises NotSupported: when the ledger keeps no values.
+        """
+        self._kept("store_set").store_write(
+            plugin_id,
+            tenant,
+            key,
+            value,
+            max_keys=self.limits.store_keys,
+            max_bytes=self.limits.store_bytes,
+        )
+
+    def store_remove(self, plugin_id: str, tenant: str, key: str) -> bool:
+        """Forget ``key`` of the plugin's store kept by the SDK; whether it was there.
+
+        :raises NotSupported: when the ledger keeps no values.
+        """
+        return self._kept("store_delete").store_remove(plugin_id, tenant, key)
+
+    def _kept(self, method: str) -> _KeptStore:
+        if self._store is None:
+            raise NotSupported(method, "a plugin key-value store")
+        return self._store
 
     def first_unsupported(self, plugin_id: str, method: str) -> bool:
         """Whether this is the first NotSupported of the HostServices ``method`` for the plugin
@@ -923,9 +989,17 @@ class PluginAPI:
 
     @requires(None)
     def store_get(self, key: str, default: JSONValue = None) -> JSONValue:
-        """A value this plugin kept for the tenant, or ``default``."""
+        """A value this plugin kept for the tenant, or ``default``.
+
+        The store is the host services' when they override the store methods,
+        else the SDK's own, on the host's storage (see :class:`HostServices`).
+        """
         tenant = self._scope("store_get")
-        value = self._services.store_get(tenant, self._plugin_id, _key(key))
+        name = _key(key)
+        if self._app_store():
+            value = self._services.store_get(tenant, self._plugin_id, name)
+        else:
+            value = self._meter.store_read(self._plugin_id, tenant, name)
         return default if value is None else value
 
     @requires(None)
@@ -949,6 +1023,13 @@ class PluginAPI:
         if size > largest:
             raise ValueError(f"value for {key!r} is {size} bytes; at most {largest}")
         size += len(name.encode("utf-8"))
+        if not self._app_store():
+            try:  # the SDK's store: the value and its charge in one transaction
+                self._meter.store_write(self._plugin_id, tenant, name, checked)
+            except QuotaExceeded as refused:
+                self._refuse("store_set", None, str(refused))
+                raise
+            return
         try:
             previous = self._meter.charge_store(self._plugin_id, tenant, name, size)
         except QuotaExceeded as refused:
@@ -965,10 +1046,30 @@ class PluginAPI:
         """Forget ``key`` for the tenant."""
         tenant = self._scope("store_delete")
         name = _key(key)
+        if not self._app_store():
+            self._meter.store_remove(self._plugin_id, tenant, name)
+            return
         self._services.store_delete(tenant, self._plugin_id, name)
         self._meter.refund_store(self._plugin_id, tenant, name, None)
 
     # -- checks ----------------------------------------------------------------------------------
+
+    def _app_store(self) -> bool:
+        """Whether the host services keep plugins' stores (else the SDK does, in the meter).
+
+        :raises TypeError: when they override some of the store methods but not all three.
+        """
+        own = [method for method in STORE_METHODS if provides(self._services, method)]
+        if not own:
+            return False
+        if len(own) < len(STORE_METHODS):
+            missing = [method for method in STORE_METHODS if method not in own]
+            raise TypeError(
+                f"{type(self._services).__name__} overrides {', '.join(own)} but not "
+                f"{', '.join(missing)}: override all three store methods of HostServices, or "
+                "none of them to let the SDK keep the plugins' stores"
+            )
+        return True
 
     def _scope(self, method: str) -> str:
         tenant = self._tenant
