@@ -8,6 +8,7 @@ Everything the SDK raises on purpose derives from one root, so a host can catch
     │   ├── ManifestError     a manifest was refused: each problem by JSON path
     │   ├── SettingsError     setting values were refused: each problem by field
     │   ├── PayloadError      from_wire refused data: each problem by path
+    │   ├── RecordError       record_from refused a model's values: each problem by field
     │   └── HookCallError     ``services-ai-plugins call`` refused a call
     ├── SecretKeyError        a secret setting cannot be encrypted or decrypted: keys wrong
     ├── PackageError          a plugin folder or archive cannot be read, validated or packed
@@ -72,6 +73,7 @@ __all__ = [
     "ProblemsError",
     "QuotaExceeded",
     "RateLimited",
+    "RecordError",
     "RemoteError",
     "RequirementsError",
     "ResultRefused",
@@ -574,6 +576,27 @@ class PayloadError(ProblemsError):
         self.payload_type = payload_type
         self._what = f"{payload_type.__name__} payload"
         super().__init__(problems)
+
+
+class RecordError(ProblemsError):
+    """:func:`~services_ai_plugins.tooling.record_from` refused an app's values for a record.
+
+    ``record`` names the record type (``"Lead"``), ``field`` the first field
+    at fault (``"value"``, ``"lines[1].unit_price"``; ``""`` for a rule
+    across fields) and ``problems`` every one of them, each by field. It is
+    a :class:`ValueError` and a :class:`~services_ai_plugins.PluginError`.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, record: str, problems: Iterable[Problem]) -> None:
+        found = tuple(problems)
+        #: The record type that could not be built.
+        self.record = record
+        #: The first field at fault.
+        self.field = found[0].path if found else ""
+        self._what = f"{record} record"
+        super().__init__(found)
 
 
 class HookCallError(ProblemsError):
