@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 import uuid
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -13,8 +14,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services_ai_plugins import events
+from services_ai_plugins._records import _KINDS, _annotation
 from services_ai_plugins.errors import ProblemsError, RecordError
-from services_ai_plugins.events import Booking, Context, Invoice, InvoiceLine, Lead, User
+from services_ai_plugins.events import (
+    PAYLOAD_TYPES,
+    Booking,
+    Context,
+    Invoice,
+    InvoiceLine,
+    Lead,
+    User,
+)
 from services_ai_plugins.tooling import record_from
 from services_ai_plugins_testing.strategies import (
     bookings,
@@ -215,3 +226,20 @@ def test_only_event_records_are_built() -> None:
 
     with pytest.raises(TypeError, match=r"records of services_ai_plugins\.events"):
         record_from(Mine, {"id": "1"})
+
+
+@pytest.mark.parametrize("cls", [*PAYLOAD_TYPES, InvoiceLine], ids=lambda cls: cls.__name__)
+def test_fields_convert_alike_with_annotations_as_text_or_resolved(cls: type) -> None:
+    """attrs holds a field's annotation as text until something (the payload codec) resolves
+    it to types: record_from picks the same conversion either way."""
+    hints = typing.get_type_hints(cls, vars(events))
+    for name, text in cls.__annotations__.items():
+        assert _plan(name, _annotation(text)) == _plan(name, _annotation(hints[name])), name
+
+
+def _plan(name: str, annotation: str) -> tuple[bool, object]:
+    """Whether a field may be None, and the conversion record_from gives its values."""
+    kind = annotation.removesuffix(" | None")
+    if kind == "str" and (name == "id" or name.endswith("_id")):
+        return annotation.endswith(" | None"), "id"
+    return annotation.endswith(" | None"), _KINDS.get(kind, "as it is")

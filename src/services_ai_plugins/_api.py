@@ -2,7 +2,10 @@
 
 A :class:`PluginAPI` is bound to one plugin, one tenant and one hook call's
 context. It delegates to :class:`HostServices`, the protocol a host adapter
-implements over its own models, and never touches storage itself. Every method
+implements over its own models (each method it does not provide raises
+:class:`~services_ai_plugins.errors.NotSupported`), and touches no storage
+itself: store quotas, and the plugins' stores when the services keep none,
+go through its :class:`ApiMeter`. Every method
 declares the permission it needs; the check reads a ``frozenset`` of the
 plugin's grants (no query per call), and the snapshot is replaced when grants
 change. A plugin never names a tenant: the API passes its own, and refuses
@@ -84,7 +87,8 @@ class HostServices(Protocol):
     default that raises :class:`~services_ai_plugins.errors.NotSupported`
     ("this app does not provide bookings (HostServices.get_booking)"), which a
     plugin sees as a clear refusal from its API call. An app without bookings
-    or invoices writes no stubs::
+    or invoices writes no stubs (:func:`~services_ai_plugins.tooling.record_from`
+    builds the records from its rows)::
 
         class MyServices(HostServices):
             def get_lead(self, tenant: str, lead_id: str) -> Lead | None:

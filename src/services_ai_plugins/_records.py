@@ -10,6 +10,8 @@ named by its field, in a :class:`~services_ai_plugins.errors.RecordError`.
 from __future__ import annotations
 
 import re
+import types
+import typing
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime
@@ -119,7 +121,7 @@ def _values(
                 problems.append(Problem(name, "missing: the source has no such value"))
             continue
         try:
-            values[name] = _converter(name, str(field.type))(name, value)
+            values[name] = _converter(name, _annotation(field.type))(name, value)
         except _Refused as refused:
             problems.extend(_nested(name, refused))
     return values, problems
@@ -158,6 +160,26 @@ def _converter(name: str, annotation: str) -> _Convert:
         inner = convert
         return lambda field, value: None if value is None else inner(field, value)
     return convert
+
+
+def _annotation(hint: object) -> str:
+    """A field's annotation as the text the records' source spells it (``"Decimal | None"``),
+    whether attrs holds that text or the types it names (once something resolved them)."""
+    if isinstance(hint, str):
+        return hint
+    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        rest = [argument for argument in arguments if argument is not type(None)]
+        if len(rest) == 1 and len(rest) < len(arguments):
+            return f"{_annotation(rest[0])} | None"
+        return repr(hint)  # a JSON value's union: given as it is
+    if origin is tuple and len(arguments) == 2 and arguments[1] is Ellipsis:
+        return f"tuple[{_annotation(arguments[0])}, ...]"
+    if origin is Mapping and len(arguments) == 2:
+        return "Mapping[str, str]" if arguments[1] is str else "Mapping[str, JSONValue]"
+    if isinstance(hint, type):
+        return hint.__name__
+    return repr(hint)
 
 
 def _as_is(field: str, value: object) -> object:
