@@ -22,6 +22,9 @@ ALLOWED: dict[str, str] = {
     "services_ai_plugins._manifest._Problems": (
         "control flow inside the manifest loader: carries problems up to ManifestError"
     ),
+    "services_ai_plugins._records._Refused": (
+        "control flow inside record_from: turned into a Problem of RecordError, never escapes"
+    ),
     "services_ai_plugins._sandbox._confine._syscalls.Unavailable": (
         "control flow inside probe(): a layer this machine lacks, reported as a reason"
     ),

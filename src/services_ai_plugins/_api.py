@@ -2,7 +2,10 @@
 
 A :class:`PluginAPI` is bound to one plugin, one tenant and one hook call's
 context. It delegates to :class:`HostServices`, the protocol a host adapter
-implements over its own models, and never touches storage itself. Every method
+implements over its own models (each method it does not provide raises
+:class:`~services_ai_plugins.errors.NotSupported`), and touches no storage
+itself: store quotas, and the plugins' stores when the services keep none,
+go through its :class:`ApiMeter`. Every method
 declares the permission it needs; the check reads a ``frozenset`` of the
 plugin's grants (no query per call), and the snapshot is replaced when grants
 change. A plugin never names a tenant: the API passes its own, and refuses
@@ -26,7 +29,7 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, Final, Protocol, TypeVar, final, runtime_checkable
+from typing import Any, Final, Protocol, TypeVar, cast, final, runtime_checkable
 
 import attrs
 
@@ -35,7 +38,13 @@ from ._json import JSONValue, check_json
 from ._permissions import PermissionCatalogue
 from ._storage._memory import StoreLedger
 from ._storage._protocol import StoreUsage
-from .errors import PermissionDenied, QuotaExceeded, RateLimited, TenantScopeError
+from .errors import (
+    NotSupported,
+    PermissionDenied,
+    QuotaExceeded,
+    RateLimited,
+    TenantScopeError,
+)
 from .events import Booking, Context, Email, Invoice, Lead, Notification, Sms, User
 
 __all__ = [
@@ -73,73 +82,134 @@ class HostServices(Protocol):
     Every method takes the tenant first; the API passes the calling plugin's
     tenant, never one the plugin chose. Return the SDK's records
     (:mod:`services_ai_plugins.events`), built from your models.
+
+    Subclass it and override only what your app has: every method has a
+    default that raises :class:`~services_ai_plugins.errors.NotSupported`
+    ("this app does not provide bookings (HostServices.get_booking)"), which a
+    plugin sees as a clear refusal from its API call. An app without bookings
+    or invoices writes no stubs (:func:`~services_ai_plugins.tooling.record_from`
+    builds the records from its rows)::
+
+        class MyServices(HostServices):
+            def get_lead(self, tenant: str, lead_id: str) -> Lead | None:
+                row = LeadModel.objects.filter(account__slug=tenant, pk=lead_id).first()
+                return None if row is None else record_from(Lead, row, tenant=tenant)
+
+            def send_email(self, tenant: str, email: Email) -> None:
+                outbox.send(tenant, email)
+
+    The plugins' key-value store (``store_get``, ``store_set``,
+    ``store_delete``) is kept by the SDK, on the host's storage, unless the
+    services override those three methods. ``get_settings`` is not needed: a
+    :class:`PluginHost` hands plugins the registry's settings.
+
+    It is still a runtime-checkable protocol: a class that defines every
+    method without subclassing it is HostServices too, as before.
+
+    .. versionchanged:: 0.1.0
+       Every method has a default raising ``NotSupported``; the store is the
+       SDK's unless overridden; ``get_settings`` is deprecated.
     """
 
     def get_lead(self, tenant: str, lead_id: str) -> Lead | None:
         """The lead, or None when the tenant has no such lead."""
-        ...
+        raise NotSupported("get_lead", "leads")
 
     def list_leads(self, tenant: str, *, limit: int) -> Sequence[Lead]:
         """The tenant's most recent leads, at most ``limit``."""
-        ...
+        raise NotSupported("list_leads", "leads")
 
     def update_lead(self, tenant: str, lead_id: str, changes: Mapping[str, JSONValue]) -> Lead:
         """Apply ``changes`` to the lead and return it as stored."""
-        ...
+        raise NotSupported("update_lead", "changes to leads")
 
     def get_booking(self, tenant: str, booking_id: str) -> Booking | None:
         """The booking, or None."""
-        ...
+        raise NotSupported("get_booking", "bookings")
 
     def list_bookings(self, tenant: str, *, limit: int) -> Sequence[Booking]:
         """The tenant's upcoming bookings, at most ``limit``."""
-        ...
+        raise NotSupported("list_bookings", "bookings")
 
     def update_booking(
         self, tenant: str, booking_id: str, changes: Mapping[str, JSONValue]
     ) -> Booking:
         """Apply ``changes`` to the booking and return it as stored."""
-        ...
+        raise NotSupported("update_booking", "changes to bookings")
 
     def get_invoice(self, tenant: str, invoice_id: str) -> Invoice | None:
         """The invoice, or None."""
-        ...
+        raise NotSupported("get_invoice", "invoices")
 
     def list_invoices(self, tenant: str, *, limit: int) -> Sequence[Invoice]:
         """The tenant's most recent invoices, at most ``limit``."""
-        ...
+        raise NotSupported("list_invoices", "invoices")
 
     def get_user(self, tenant: str, user_id: str) -> User | None:
         """The user account, or None."""
-        ...
+        raise NotSupported("get_user", "user accounts")
 
     def send_notification(self, tenant: str, notification: Notification) -> None:
         """Deliver a notification to the tenant's staff."""
-        ...
+        raise NotSupported("send_notification", "notifications")
 
     def send_email(self, tenant: str, email: Email) -> None:
         """Send (or queue) an e-mail."""
-        ...
+        raise NotSupported("send_email", "e-mail")
 
     def send_sms(self, tenant: str, sms: Sms) -> None:
         """Send (or queue) a text message."""
-        ...
+        raise NotSupported("send_sms", "text messages")
 
     def get_settings(self, tenant: str, plugin_id: str) -> Mapping[str, JSONValue]:
-        """The plugin's settings for the tenant, defaults filled in."""
-        ...
+        """The plugin's settings for the tenant, defaults filled in.
+
+        .. deprecated:: 0.1.0
+           Not needed: plugins run by a :class:`PluginHost` get the registry's
+           settings and this method is never called. Only a :class:`PluginAPI`
+           built without ``settings=`` (a plugin's own tests) still asks it,
+           when the services override it.
+        """
+        raise NotSupported("get_settings", "plugin settings")
 
     def store_get(self, tenant: str, plugin_id: str, key: str) -> JSONValue:
-        """A value of the plugin's own key-value store, or None."""
-        ...
+        """A value of the plugin's own key-value store, or None.
+
+        Override the three store methods to keep plugins' stores yourself;
+        otherwise the SDK keeps them on the host's storage.
+        """
+        raise NotSupported("store_get", "a plugin key-value store")
 
     def store_set(self, tenant: str, plugin_id: str, key: str, value: JSONValue) -> None:
         """Keep a value in the plugin's own key-value store."""
-        ...
+        raise NotSupported("store_set", "a plugin key-value store")
 
     def store_delete(self, tenant: str, plugin_id: str, key: str) -> None:
         """Forget a key of the plugin's own store (no error when it is absent)."""
-        ...
+        raise NotSupported("store_delete", "a plugin key-value store")
+
+
+#: The methods of :class:`HostServices`, and their defaults (which raise NotSupported).
+_DEFAULTS: Final[Mapping[str, object]] = types.MappingProxyType(
+    {
+        name: value
+        for name, value in vars(HostServices).items()
+        if not name.startswith("_") and inspect.isfunction(value)
+    }
+)
+
+#: The store methods: overridden all three, or none (then the SDK keeps the store).
+STORE_METHODS: Final = ("store_get", "store_set", "store_delete")
+
+
+def provides(services: object, method: str) -> bool:
+    """Whether ``services`` has its own ``method``, rather than HostServices' default.
+
+    A structural implementation (not a subclass) provides every method it
+    defines; a subclass provides what it overrides.
+    """
+    found = inspect.getattr_static(services, method, None)
+    return found is not None and found is not _DEFAULTS.get(method)
 
 
 @attrs.frozen
@@ -251,6 +321,29 @@ class _Ledger(Protocol):
     def store_usage(self, plugin_id: str, tenant: str) -> StoreUsage: ...
 
 
+class _KeptStore(Protocol):
+    """Where an :class:`ApiMeter` keeps the plugins' stores itself: a :class:`Storage` has these
+    methods."""
+
+    def store_read(self, plugin_id: str, tenant: str, key: str) -> JSONValue: ...
+
+    def store_write(
+        self,
+        plugin_id: str,
+        tenant: str,
+        key: str,
+        value: JSONValue,
+        *,
+        max_keys: int | None = None,
+        max_bytes: int | None = None,
+    ) -> None: ...
+
+    def store_remove(self, plugin_id: str, tenant: str, key: str) -> bool: ...
+
+
+_KEPT_STORE_METHODS: Final = ("store_read", "store_write", "store_remove")
+
+
 #: Buckets kept before full ones (as good as new) are dropped.
 _MAX_BUCKETS: Final = 4096
 
@@ -266,6 +359,12 @@ class ApiMeter:
     concurrent writes cannot take a store past its limits. Without one it is
     kept in this object's memory. Rates are counted in this process's memory
     (each process of a host allows the full rate).
+
+    When the host services do not keep plugins' stores themselves, the meter
+    keeps them in ``ledger`` too (:meth:`Storage.store_write`: each value and
+    its charge in one transaction); a ledger without those methods (a storage
+    written before them) has no store to offer, and store calls raise
+    :class:`~services_ai_plugins.errors.NotSupported`.
 
     :param limits: the limits (default :class:`ApiLimits`).
     :param ledger: where store usage is kept (a :class:`Storage`).
@@ -288,10 +387,14 @@ class ApiMeter:
         #: The limits applied.
         self.limits: Final = limits if limits is not None else ApiLimits()
         self._ledger: Final[_Ledger] = ledger if ledger is not None else StoreLedger()
+        kept = all(hasattr(self._ledger, name) for name in _KEPT_STORE_METHODS)
+        self._store: Final = cast("_KeptStore", self._ledger) if kept else None
         self._clock: Final = clock
         self._lock: Final = threading.Lock()
         # (plugin, tenant, method) -> [tokens, when they were counted, refusing since then]
         self._buckets: dict[tuple[str, str, str], list[float]] = {}
+        # (plugin, HostServices method) pairs whose NotSupported was logged already.
+        self._unsupported: set[tuple[str, str]] = set()
 
     def __repr__(self) -> str:
         return f"ApiMeter({self.limits!r})"
@@ -317,6 +420,51 @@ class ApiMeter:
     def refund_store(self, plugin_id: str, tenant: str, key: str, size: int | None) -> None:
         """Put back the size ``key`` had before a charge whose write failed."""
         self._ledger.charge_store(plugin_id, tenant, key, size)
+
+    def store_read(self, plugin_id: str, tenant: str, key: str) -> JSONValue:
+        """A value of the plugin's store kept by the SDK (a copy), or None.
+
+        :raises NotSupported: when the ledger keeps no values.
+        """
+        return self._kept("store_get").store_read(plugin_id, tenant, key)
+
+    def store_write(self, plugin_id: str, tenant: str, key: str, value: JSONValue) -> None:
+        """Keep ``value`` in the plugin's store kept by the SDK, charged within the limits, in one
+        transaction.
+
+        :raises QuotaExceeded: when the store would grow past a limit (nothing kept).
+        :raises NotSupported: when the ledger keeps no values.
+        """
+        self._kept("store_set").store_write(
+            plugin_id,
+            tenant,
+            key,
+            value,
+            max_keys=self.limits.store_keys,
+            max_bytes=self.limits.store_bytes,
+        )
+
+    def store_remove(self, plugin_id: str, tenant: str, key: str) -> bool:
+        """Forget ``key`` of the plugin's store kept by the SDK; whether it was there.
+
+        :raises NotSupported: when the ledger keeps no values.
+        """
+        return self._kept("store_delete").store_remove(plugin_id, tenant, key)
+
+    def _kept(self, method: str) -> _KeptStore:
+        if self._store is None:
+            raise NotSupported(method, "a plugin key-value store")
+        return self._store
+
+    def first_unsupported(self, plugin_id: str, method: str) -> bool:
+        """Whether this is the first NotSupported of the HostServices ``method`` for the plugin
+        (the API logs only that one)."""
+        key = (plugin_id, method)
+        with self._lock:
+            if key in self._unsupported:
+                return False
+            self._unsupported.add(key)
+            return True
 
     def take(self, plugin_id: str, tenant: str, method: str) -> tuple[float, bool] | None:
         """Count one call of ``method``: None when its rate allows it, else (seconds until it
@@ -382,7 +530,11 @@ def requires(permission: str | None) -> Callable[[F], F]:
             def checked(self: PluginAPI, *args: Any, **kwargs: Any) -> Any:
                 if args or kwargs:
                     arguments.check(args, kwargs)
-                return method(self, *args, **kwargs)
+                try:
+                    return method(self, *args, **kwargs)
+                except NotSupported as missing:
+                    self._unsupported(name, missing)
+                    raise
 
         else:
 
@@ -391,7 +543,11 @@ def requires(permission: str | None) -> Callable[[F], F]:
                     self._deny(permission, name)
                 if args or kwargs:
                     arguments.check(args, kwargs)
-                return method(self, *args, **kwargs)
+                try:
+                    return method(self, *args, **kwargs)
+                except NotSupported as missing:
+                    self._unsupported(name, missing)
+                    raise
 
         checked.__name__ = name
         checked.__qualname__ = method.__qualname__
@@ -606,9 +762,10 @@ class PluginAPI:
         snapshot; the host builds a new API object when grants change).
     :param on_denied: called with a :class:`DeniedCall` for every refusal,
         so the host can record it; refusals are also logged on the plugin's logger.
-    :param settings: the plugin's settings for the tenant, when the host keeps
-        them (a :class:`PluginHost` passes the registry's); otherwise
-        :meth:`get_settings` asks the host services.
+    :param settings: the plugin's settings for the tenant (a :class:`PluginHost`
+        passes the registry's, and the host services are never asked). Without
+        it, :meth:`get_settings` asks the services' deprecated ``get_settings``
+        if they override it, else finds none.
     :param meter: the limits of the plugin's store and of its messages, and
         what it used of them (a :class:`PluginHost` passes its own, shared by
         every API object it builds); default: an :class:`ApiMeter` of this
@@ -816,7 +973,9 @@ class PluginAPI:
         tenant = self._scope("get_settings")
         if self._settings is not None:
             return dict(self._settings)
-        return dict(self._services.get_settings(tenant, self._plugin_id))
+        if provides(self._services, "get_settings"):  # deprecated: only without a host
+            return dict(self._services.get_settings(tenant, self._plugin_id))
+        return {}
 
     @requires(None)
     def get_setting(self, name: str) -> JSONValue:
@@ -834,9 +993,17 @@ class PluginAPI:
 
     @requires(None)
     def store_get(self, key: str, default: JSONValue = None) -> JSONValue:
-        """A value this plugin kept for the tenant, or ``default``."""
+        """A value this plugin kept for the tenant, or ``default``.
+
+        The store is the host services' when they override the store methods,
+        else the SDK's own, on the host's storage (see :class:`HostServices`).
+        """
         tenant = self._scope("store_get")
-        value = self._services.store_get(tenant, self._plugin_id, _key(key))
+        name = _key(key)
+        if self._app_store():
+            value = self._services.store_get(tenant, self._plugin_id, name)
+        else:
+            value = self._meter.store_read(self._plugin_id, tenant, name)
         return default if value is None else value
 
     @requires(None)
@@ -860,6 +1027,13 @@ class PluginAPI:
         if size > largest:
             raise ValueError(f"value for {key!r} is {size} bytes; at most {largest}")
         size += len(name.encode("utf-8"))
+        if not self._app_store():
+            try:  # the SDK's store: the value and its charge in one transaction
+                self._meter.store_write(self._plugin_id, tenant, name, checked)
+            except QuotaExceeded as refused:
+                self._refuse("store_set", None, str(refused))
+                raise
+            return
         try:
             previous = self._meter.charge_store(self._plugin_id, tenant, name, size)
         except QuotaExceeded as refused:
@@ -876,10 +1050,30 @@ class PluginAPI:
         """Forget ``key`` for the tenant."""
         tenant = self._scope("store_delete")
         name = _key(key)
+        if not self._app_store():
+            self._meter.store_remove(self._plugin_id, tenant, name)
+            return
         self._services.store_delete(tenant, self._plugin_id, name)
         self._meter.refund_store(self._plugin_id, tenant, name, None)
 
     # -- checks ----------------------------------------------------------------------------------
+
+    def _app_store(self) -> bool:
+        """Whether the host services keep plugins' stores (else the SDK does, in the meter).
+
+        :raises TypeError: when they override some of the store methods but not all three.
+        """
+        own = [method for method in STORE_METHODS if provides(self._services, method)]
+        if not own:
+            return False
+        if len(own) < len(STORE_METHODS):
+            missing = [method for method in STORE_METHODS if method not in own]
+            raise TypeError(
+                f"{type(self._services).__name__} overrides {', '.join(own)} but not "
+                f"{', '.join(missing)}: override all three store methods of HostServices, or "
+                "none of them to let the SDK keep the plugins' stores"
+            )
+        return True
 
     def _scope(self, method: str) -> str:
         tenant = self._tenant
@@ -932,6 +1126,12 @@ class PluginAPI:
     def _deny(self, permission: str, method: str) -> None:
         self._refuse(method, permission, f"missing permission {permission!r}")
         raise PermissionDenied(self._plugin_id, permission, method, self._tenant)
+
+    def _unsupported(self, method: str, error: NotSupported) -> None:
+        """Make a call the app does not support visible: logged at INFO once per (plugin,
+        HostServices method) and host; not a refusal, so ``on_denied`` does not hear of it."""
+        if self._meter.first_unsupported(self._plugin_id, error.method):
+            self.logger.info("%s(): %s; the plugin gets NotSupported (logged once)", method, error)
 
     def _refuse(self, method: str, permission: str | None, reason: str) -> None:
         self.logger.warning("refused %s(): %s (tenant %r)", method, reason, self._tenant)

@@ -8,6 +8,7 @@ Everything the SDK raises on purpose derives from one root, so a host can catch
     │   ├── ManifestError     a manifest was refused: each problem by JSON path
     │   ├── SettingsError     setting values were refused: each problem by field
     │   ├── PayloadError      from_wire refused data: each problem by path
+    │   ├── RecordError       record_from refused a model's values: each problem by field
     │   └── HookCallError     ``services-ai-plugins call`` refused a call
     ├── SecretKeyError        a secret setting cannot be encrypted or decrypted: keys wrong
     ├── PackageError          a plugin folder or archive cannot be read, validated or packed
@@ -22,6 +23,7 @@ Everything the SDK raises on purpose derives from one root, so a host can catch
     ├── PermissionDenied      (also PermissionError) an API call without its grant
     ├── TenantScopeError      host services returned another tenant's data, or need a tenant
     ├── NoHostServices        (also RuntimeError) ``call`` has no host data or channels
+    ├── NotSupported          (also NotImplementedError) the app does not provide that data
     ├── QuotaExceeded         a plugin's store for a tenant would go over its keys or bytes
     │   └── RateLimited       a rate-limited method (send_email, ...) called too often
     ├── ResultRefused         a plugin's hook returned a value the host does not accept
@@ -63,6 +65,7 @@ __all__ = [
     "IntegrityError",
     "ManifestError",
     "NoHostServices",
+    "NotSupported",
     "PackageError",
     "PayloadError",
     "PermissionDenied",
@@ -72,6 +75,7 @@ __all__ = [
     "ProblemsError",
     "QuotaExceeded",
     "RateLimited",
+    "RecordError",
     "RemoteError",
     "RequestTooLarge",
     "RequirementsError",
@@ -641,6 +645,27 @@ class PayloadError(ProblemsError):
         super().__init__(problems)
 
 
+class RecordError(ProblemsError):
+    """:func:`~services_ai_plugins.tooling.record_from` refused an app's values for a record.
+
+    ``record`` names the record type (``"Lead"``), ``field`` the first field
+    at fault (``"value"``, ``"lines[1].unit_price"``; ``""`` for a rule
+    across fields) and ``problems`` every one of them, each by field. It is
+    a :class:`ValueError` and a :class:`~services_ai_plugins.PluginError`.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, record: str, problems: Iterable[Problem]) -> None:
+        found = tuple(problems)
+        #: The record type that could not be built.
+        self.record = record
+        #: The first field at fault.
+        self.field = found[0].path if found else ""
+        self._what = f"{record} record"
+        super().__init__(found)
+
+
 class HookCallError(ProblemsError):
     """``services-ai-plugins call`` was refused before the hook ran.
 
@@ -654,6 +679,32 @@ class HookCallError(ProblemsError):
 
 class NoHostServices(PluginError, RuntimeError):
     """A plugin asked ``services-ai-plugins call`` for the host application's data or channels."""
+
+
+class NotSupported(PluginError, NotImplementedError):
+    """The host application does not provide what a plugin asked for (bookings, SMS, ...).
+
+    Raised by the default body of every :class:`~services_ai_plugins.HostServices`
+    method, so an app implements only what it has. ``method`` names the
+    HostServices method (``"get_booking"``), ``what`` what it provides
+    (``"bookings"``). A plugin sees it from the API call, in process and in
+    the sandbox alike, and may catch it to do without::
+
+        try:
+            booking = api.get_booking(booking_id)
+        except NotSupported:
+            booking = None  # this app has no bookings
+
+    It is not a refusal of the plugin's rights: it is not reported to the
+    host's ``on_denied``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, method: str, what: str | None = None) -> None:
+        self.method = method
+        self.what = what or f"{method}()"
+        super().__init__(f"this app does not provide {self.what} (HostServices.{method})")
 
 
 class ExtraNotInstalled(PluginError, ImportError):

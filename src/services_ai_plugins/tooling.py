@@ -14,7 +14,8 @@
 - scaffolding: :func:`scaffold_plugin`, :class:`ScaffoldResult`;
 - payloads: :func:`to_wire` and :func:`from_wire` (a payload record as JSON-ready data
   and back, as the sandbox and the test kit send them), :func:`example` (the
-  documented example of each payload record).
+  documented example of each payload record), :func:`record_from` (a payload record
+  built from an app's ORM row, object or mapping, for host services).
 
 Names are imported on first use, so importing this module is cheap.
 """
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from ._dependencies import check_environment, check_plugins, load_order
     from ._examples import example
     from ._payload_codec import from_wire, to_wire
+    from ._records import record_from
     from ._scaffold import ScaffoldResult, scaffold_plugin
     from ._settings import validate_settings
     from ._sources._archive import (
@@ -76,6 +78,7 @@ _LAZY: dict[str, str] = {
     "install_archive": "._sources._archive",
     "load_order": "._dependencies",
     "load_plugin": "._sources._loader",
+    "record_from": "._records",
     "register_discovered": "._sources._discovery",
     "scaffold_plugin": "._scaffold",
     "to_wire": "._payload_codec",
@@ -111,6 +114,7 @@ __all__ = [
     "install_archive",
     "load_order",
     "load_plugin",
+    "record_from",
     "register_discovered",
     "scaffold_plugin",
     "to_wire",

@@ -48,7 +48,7 @@ _METHODS = frozenset(
 )
 
 
-class FakeHostServices:
+class FakeHostServices(HostServices):
     """Host services kept in dictionaries; every call is recorded in :attr:`calls`.
 
     Records are made with :meth:`make_lead`, :meth:`make_booking`,

@@ -77,13 +77,22 @@ What the contract asks of an adapter, beyond the protocol's signatures:
 * messages: ``send_notification``, ``send_email`` and ``send_sms`` accept a
   record of the tenant (addressed to reserved example domains and fictional
   numbers: point your adapter at a test outbox);
-* settings and store: ``get_settings`` returns a mapping of JSON values;
-  ``store_get`` returns what ``store_set`` kept (every JSON type, exactly: a
-  boolean stays a boolean; keys of any text up to 200 characters, as
+* settings and store (when the adapter provides them): ``get_settings``
+  returns a mapping of JSON values; ``store_get`` returns what ``store_set``
+  kept (every JSON type, exactly: a boolean stays a boolean; keys of any
+  text up to 200 characters, as
   :class:`~services_ai_plugins.PluginAPI` lets through), or None for a key
   never set; ``store_delete`` forgets a key, and
   ignores one that is absent; a stored value is a copy, never shared with the
-  caller.
+  caller; the three store methods are overridden together or not at all.
+
+An app implements only what it has: a method it does not override (it
+inherits :class:`~services_ai_plugins.HostServices`' default, which raises
+:class:`~services_ai_plugins.errors.NotSupported`), or one that raises
+``NotSupported`` itself, is reported as a skipped test ("not provided by this
+app"), never as a failure. Without its own store methods the SDK keeps the
+plugins' stores (on the host's storage, tested by the storage contract), and
+``get_settings`` is deprecated: neither is tested here then.
 
 :class:`~services_ai_plugins_testing.fakes.FakeHostServices` passes the same suite.
 """
@@ -101,7 +110,9 @@ import attrs
 import pytest
 
 from services_ai_plugins import HostServices
+from services_ai_plugins._api import STORE_METHODS, provides
 from services_ai_plugins._json import check_json
+from services_ai_plugins.errors import NotSupported
 from services_ai_plugins.events import (
     Booking,
     Email,
@@ -310,7 +321,8 @@ class HostServicesContract:
         """The adapter satisfies the runtime-checkable HostServices protocol."""
         assert isinstance(services, HostServices), (
             f"{type(services).__name__} lacks a method of the HostServices protocol: "
-            f"{', '.join(_missing_methods(services))}"
+            f"{', '.join(_missing_methods(services))} (subclass HostServices: it has a default, "
+            "raising NotSupported, for each method your app does not provide)"
         )
 
     # -- get_* -----------------------------------------------------------------------------
@@ -320,6 +332,7 @@ class HostServicesContract:
         self, services: HostServices, seed: Seed, kind: str
     ) -> None:
         """get_<kind>(tenant, id) returns the record the seed made for the tenant, every field."""
+        _require(services, _KINDS[kind].get)
         made = _seed(seed, _KINDS[kind], self.tenant, 0)
         call = _call(_KINDS[kind].get, self.tenant, made.id)
         got = _ask(services, _KINDS[kind].get, self.tenant, made.id, expect="return the record")
@@ -330,6 +343,7 @@ class HostServicesContract:
         self, services: HostServices, seed: Seed, kind: str
     ) -> None:
         """get_<kind>(tenant, id) returns None for ids no record has, malformed ones included."""
+        _require(services, _KINDS[kind].get)
         _seed(seed, _KINDS[kind], self.tenant, 0)
         for unknown in _UNKNOWN_IDS:
             call = _call(_KINDS[kind].get, self.tenant, unknown)
@@ -341,6 +355,7 @@ class HostServicesContract:
         self, services: HostServices, seed: Seed, kind: str
     ) -> None:
         """get_<kind>(tenant, id) returns None when the id is another tenant's record."""
+        _require(services, _KINDS[kind].get)
         theirs = _seed(seed, _KINDS[kind], self.other_tenant, 0)
         call = _call(_KINDS[kind].get, self.tenant, theirs.id)
         got = _ask(services, _KINDS[kind].get, self.tenant, theirs.id, expect="return None")
@@ -360,6 +375,7 @@ class HostServicesContract:
         """list_<kind>s(tenant, limit=...) lists the tenant's records only: leads and invoices
         newest first, bookings soonest first."""
         spec = _KINDS[kind]
+        _require(services, spec.list)
         for tenant in (self.tenant, self.other_tenant):
             expect_same(
                 _listed(services, spec, tenant, 10),
@@ -392,6 +408,7 @@ class HostServicesContract:
         """list_<kind>s(tenant, limit=n) returns the first min(n, count) of the tenant's records,
         however many other tenants have."""
         spec = _KINDS[kind]
+        _require(services, spec.list)
         mine = []
         for n in range(3):  # interleaved, so that a list must filter by tenant before it cuts
             mine.append(_seed(seed, spec, self.tenant, n))
@@ -414,6 +431,7 @@ class HostServicesContract:
         """update_<kind>(tenant, id, changes) changes those fields only, and returns the record
         that get_<kind>() then returns."""
         spec = _KINDS[kind]
+        _require(services, spec.update, spec.get)
         made = _seed(seed, spec, self.tenant, 0)
         changes = _TEXT_CHANGES[kind]
         _expect_update(services, spec, self.tenant, made, changes=dict(changes), fields=changes)
@@ -425,6 +443,7 @@ class HostServicesContract:
         """update_<kind>() reads a Decimal from text such as '5200.00' and a datetime from
         ISO 8601 text, as to_wire() writes them."""
         spec = _KINDS[kind]
+        _require(services, spec.update, spec.get)
         made = _seed(seed, spec, self.tenant, 0)
         if kind == "lead":
             changes: dict[str, JSONValue] = {"value": "5200.00"}
@@ -444,6 +463,7 @@ class HostServicesContract:
         """update_<kind>() of another tenant's record, or of an unknown id, raises LookupError
         and changes nothing."""
         spec = _KINDS[kind]
+        _require(services, spec.update, spec.get)
         theirs = _seed(seed, spec, self.other_tenant, 0)
         changes = dict(_TEXT_CHANGES[kind])
         update = getattr(services, spec.update)
@@ -474,6 +494,7 @@ class HostServicesContract:
         """update_<kind>() with 'tenant' or 'id' among the changes raises ValueError and changes
         nothing: a plugin cannot move a record to another tenant."""
         spec = _KINDS[kind]
+        _require(services, spec.update, spec.get)
         made = _seed(seed, spec, self.tenant, 0)
         update = getattr(services, spec.update)
         refused: list[dict[str, JSONValue]] = [
@@ -527,7 +548,9 @@ class HostServicesContract:
     # -- settings --------------------------------------------------------------------------
 
     def test_get_settings_returns_a_mapping_of_json_values(self, services: HostServices) -> None:
-        """get_settings(tenant, plugin_id) returns a mapping of names to JSON values."""
+        """get_settings(tenant, plugin_id) returns a mapping of names to JSON values (when the
+        adapter still provides this deprecated method)."""
+        _require(services, "get_settings")
         call = _call("get_settings", self.tenant, self.plugin_id)
         got = _ask(services, "get_settings", self.tenant, self.plugin_id, expect="return them")
         if not isinstance(got, Mapping):
@@ -546,8 +569,23 @@ class HostServicesContract:
 
     # -- the plugin's store ----------------------------------------------------------------
 
+    def test_store_methods_are_overridden_together(self, services: HostServices) -> None:
+        """store_get, store_set and store_delete are the adapter's own all three, or none of
+        them (then the SDK keeps the plugins' stores): a store half the app's and half the
+        SDK's would lose values."""
+        own = [method for method in STORE_METHODS if provides(services, method)]
+        if own and len(own) < len(STORE_METHODS):
+            missing = [method for method in STORE_METHODS if method not in own]
+            pytest.fail(
+                f"{type(services).__name__} overrides {', '.join(own)} but not "
+                f"{', '.join(missing)}: override all three store methods, or none of them to "
+                "let the SDK keep the plugins' stores",
+                pytrace=False,
+            )
+
     def test_store_get_of_a_missing_key_is_none(self, services: HostServices) -> None:
         """store_get() of a key never set returns None."""
+        _require(services, *STORE_METHODS)
         call = _call("store_get", self.tenant, self.plugin_id, "never-set")
         got = _ask(
             services, "store_get", self.tenant, self.plugin_id, "never-set", expect="return None"
@@ -556,6 +594,7 @@ class HostServicesContract:
 
     def test_store_keeps_every_json_value_exactly(self, services: HostServices) -> None:
         """store_get() returns what store_set() kept: every JSON type, booleans as booleans."""
+        _require(services, *STORE_METHODS)
         for key, value in _STORE_VALUES.items():
             _ask(services, "store_set", self.tenant, self.plugin_id, key, value, expect="keep it")
         for key, value in _STORE_VALUES.items():
@@ -568,6 +607,7 @@ class HostServicesContract:
 
     def test_store_set_replaces_the_value(self, services: HostServices) -> None:
         """A second store_set() of a key replaces its value, whatever the JSON type."""
+        _require(services, *STORE_METHODS)
         tenant, plugin = self.tenant, self.plugin_id
         _ask(services, "store_set", tenant, plugin, "cursor", {"page": 1}, expect="keep it")
         _ask(services, "store_set", tenant, plugin, "cursor", [2, 3], expect="replace it")
@@ -582,6 +622,7 @@ class HostServicesContract:
         self, services: HostServices
     ) -> None:
         """store_delete() makes store_get() return None; deleting a missing key is no error."""
+        _require(services, *STORE_METHODS)
         tenant, plugin = self.tenant, self.plugin_id
         _ask(services, "store_set", tenant, plugin, "cursor", 7, expect="keep it")
         _ask(services, "store_set", tenant, plugin, "other", 8, expect="keep it")
@@ -607,15 +648,18 @@ class HostServicesContract:
 
     def test_store_is_per_tenant(self, services: HostServices) -> None:
         """One plugin's key holds a value per tenant; deleting one tenant's keeps the other's."""
+        _require(services, *STORE_METHODS)
         _expect_apart(services, (self.tenant, self.plugin_id), (self.other_tenant, self.plugin_id))
 
     def test_store_is_per_plugin(self, services: HostServices) -> None:
         """One tenant's key holds a value per plugin; deleting one plugin's keeps the other's."""
+        _require(services, *STORE_METHODS)
         _expect_apart(services, (self.tenant, self.plugin_id), (self.tenant, self.other_plugin_id))
 
     def test_stored_values_are_copies(self, services: HostServices) -> None:
         """Changing a value after store_set(), or the one store_get() returned, changes nothing
         stored."""
+        _require(services, *STORE_METHODS)
         tenant, plugin = self.tenant, self.plugin_id
         value: dict[str, JSONValue] = {"seen": ["lead-1"]}
         _ask(services, "store_set", tenant, plugin, "seen", value, expect="keep a copy")
@@ -650,11 +694,26 @@ def _call(method: str, *arguments: object, **keywords: object) -> str:
     return f"{method}({', '.join(shown)})"
 
 
+def _require(services: HostServices, *methods: str) -> None:
+    """Skip the test, saying so, when the adapter does not provide one of ``methods``."""
+    missing = [method for method in methods if not provides(services, method)]
+    if missing:
+        pytest.skip(
+            f"not provided by this app: HostServices.{', HostServices.'.join(missing)} "
+            "(the default raises NotSupported)"
+        )
+
+
 def _ask(services: HostServices, method: str, *arguments: Any, expect: str, **keywords: Any) -> Any:
-    """Call a method of the services; an exception fails the test, saying what was expected."""
+    """Call a method of the services; an exception fails the test, saying what was expected.
+
+    NotSupported skips the test instead: the app does not provide that method.
+    """
     __tracebackhide__ = True  # pytest shows the test and the adapter's frames, not this one
     try:
         return getattr(services, method)(*arguments, **keywords)
+    except NotSupported as exc:
+        pytest.skip(f"not provided by this app: {_call(method, *arguments, **keywords)}: {exc}")
     except Exception as exc:
         raise AssertionError(
             f"{_call(method, *arguments, **keywords)} raised {type(exc).__name__}: {exc}\n"

@@ -39,9 +39,16 @@ The suite checks, for each part of the protocol:
   tenant), returns a key's previous size, refuses a charge past ``max_keys``
   or ``max_bytes`` with ``QuotaExceeded`` (writing nothing) but lets a store
   over its limits shrink, and ``store_usage`` reports the totals;
+* the plugins' key-value stores the SDK keeps: ``store_write`` keeps JSON
+  values per (plugin, tenant) and charges them to the ledger in the same
+  transaction (a refused write keeps neither the value nor its charge),
+  ``store_read`` returns copies, ``store_remove`` and ``drop_store`` forget
+  values and their charges (not the charges of values the host keeps), and
+  an uninstall (a change with ``clear_tenants``) drops the plugin's store;
 * concurrency: the storage is used from several threads at once; commits to
   different records all apply, of two writers racing for one record exactly
-  one wins, and concurrent store charges never take a store past its limits.
+  one wins, and concurrent store charges and store writes never take a store
+  past its limits.
 
 Records are built with :func:`make_plugin`, :func:`make_tenant`,
 :func:`make_audit`, :func:`make_version`, :func:`make_failure` and
@@ -52,6 +59,7 @@ as a keyword. They are public, for extra tests of your own.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -1546,7 +1554,262 @@ class StorageContract:
         expect_same(storage.generation(), 0, "generation() after store charges")
         expect_same(storage.audit(AuditQuery()), [], "audit events after store charges")
 
+    # -- the plugins' key-value stores -----------------------------------------------------
+
+    def test_store_keeps_json_values_per_plugin_and_tenant(self, storage: Storage) -> None:
+        """store_read returns what store_write kept, every JSON type exactly (a boolean stays a
+        boolean), or None; one key holds a value per (plugin, tenant)."""
+        for key, value in _STORE_VALUES.items():
+            storage.store_write("example-plugin", "acme", key, value)
+        for key, value in _STORE_VALUES.items():
+            expect_same(
+                storage.store_read("example-plugin", "acme", key),
+                value,
+                f"store_read('example-plugin', 'acme', {key!r}) after store_write() of {value!r}",
+            )
+        storage.store_write("example-plugin", "globex", "text", "globex's")
+        storage.store_write("other-plugin", "acme", "text", {"other": True})
+        for plugin_id, tenant, expected in [
+            ("example-plugin", "acme", _STORE_VALUES["text"]),
+            ("example-plugin", "globex", "globex's"),
+            ("other-plugin", "acme", {"other": True}),
+            ("other-plugin", "globex", None),
+        ]:
+            expect_same(
+                storage.store_read(plugin_id, tenant, "text"),
+                expected,
+                f"store_read({plugin_id!r}, {tenant!r}, 'text'): each (plugin, tenant) has "
+                "its own store",
+            )
+        storage.store_write("example-plugin", "acme", "int", [2, 3])
+        expect_same(
+            storage.store_read("example-plugin", "acme", "int"),
+            [2, 3],
+            "store_read() after a second store_write() of the key replaced its value",
+        )
+
+    def test_store_read_returns_a_copy(self, storage: Storage) -> None:
+        """Changing what store_write was given, or what store_read returned, changes nothing
+        stored."""
+        value: dict[str, JSONValue] = {"seen": ["lead-1"]}
+        storage.store_write("example-plugin", "acme", "seen", value)
+        seen = value["seen"]
+        assert isinstance(seen, list)
+        seen.append("changed after store_write()")
+        got = storage.store_read("example-plugin", "acme", "seen")
+        expect_same(got, {"seen": ["lead-1"]}, "store_read() after the caller changed its value")
+        if isinstance(got, dict) and isinstance(got["seen"], list):
+            got["seen"].append("changed after store_read()")
+        expect_same(
+            storage.store_read("example-plugin", "acme", "seen"),
+            {"seen": ["lead-1"]},
+            "store_read() after the caller changed what an earlier store_read() returned",
+        )
+
+    def test_store_write_and_remove_charge_the_ledger(self, storage: Storage) -> None:
+        """Each written value is charged its key's and its JSON's UTF-8 bytes, replaced values
+        re-charged; store_remove forgets the value and its charge, and says whether it was
+        there."""
+        values: dict[str, JSONValue] = {"cursor": 12, "name": "Zoë", "flags": [True, None]}
+        for key, value in values.items():
+            storage.store_write("example-plugin", "acme", key, value)
+        expect_same(
+            storage.store_usage("example-plugin", "acme"),
+            StoreUsage(keys=3, bytes=sum(_store_size(k, v) for k, v in values.items())),
+            "store_usage() after three store_write() calls",
+        )
+        storage.store_write("example-plugin", "acme", "cursor", 123456)
+        values["cursor"] = 123456
+        expect_same(
+            storage.store_usage("example-plugin", "acme"),
+            StoreUsage(keys=3, bytes=sum(_store_size(k, v) for k, v in values.items())),
+            "store_usage() after replacing the value of 'cursor'",
+        )
+        expect_same(
+            storage.store_remove("example-plugin", "acme", "name"),
+            True,
+            "store_remove() of a key the store holds",
+        )
+        expect_same(
+            storage.store_remove("example-plugin", "acme", "name"),
+            False,
+            "store_remove() of a key no longer there",
+        )
+        del values["name"]
+        expect_same(
+            storage.store_read("example-plugin", "acme", "name"), None, "store_read() of it"
+        )
+        expect_same(
+            storage.store_usage("example-plugin", "acme"),
+            StoreUsage(keys=2, bytes=sum(_store_size(k, v) for k, v in values.items())),
+            "store_usage() after store_remove()",
+        )
+        expect_same(storage.generation(), 0, "generation() after store writes and removals")
+        expect_same(storage.audit(AuditQuery()), [], "audit events after store writes")
+
+    def test_store_write_past_a_limit_is_refused_and_keeps_nothing(self, storage: Storage) -> None:
+        """A write past max_keys or max_bytes raises QuotaExceeded and keeps neither the value
+        nor its charge: a replaced value stays the old one."""
+        storage.store_write("example-plugin", "acme", "a", "x" * 10, max_keys=2, max_bytes=60)
+        storage.store_write("example-plugin", "acme", "b", "y" * 10, max_keys=2, max_bytes=60)
+        before = storage.store_usage("example-plugin", "acme")
+        refused: list[tuple[str, JSONValue, str]] = [
+            ("c", 1, "store_keys"),
+            ("a", "z" * 50, "store_bytes"),
+        ]
+        for key, value, limit in refused:
+            with pytest.raises(QuotaExceeded) as caught:
+                storage.store_write("example-plugin", "acme", key, value, max_keys=2, max_bytes=60)
+            expect_same(caught.value.limit, limit, f"QuotaExceeded.limit of the write of {key!r}")
+            expect_same(
+                storage.store_usage("example-plugin", "acme"),
+                before,
+                f"store_usage() after the refused write of {key!r}",
+            )
+        expect_same(
+            storage.store_read("example-plugin", "acme", "c"),
+            None,
+            "store_read() of a key whose write was refused",
+        )
+        expect_same(
+            storage.store_read("example-plugin", "acme", "a"),
+            "x" * 10,
+            "store_read() of a key whose replacement was refused: the old value",
+        )
+
+    def test_store_write_refuses_a_value_that_is_not_json(self, storage: Storage) -> None:
+        """A value JSON cannot carry is a ValueError naming the key; nothing is kept."""
+        for value in (float("nan"), {1: "x"}, b"bytes", {"set": {1, 2}}):
+            with pytest.raises(ValueError, match="'k'"):
+                storage.store_write("example-plugin", "acme", "k", value)  # type: ignore[arg-type]
+        expect_same(storage.store_read("example-plugin", "acme", "k"), None, "store_read()")
+        expect_same(
+            storage.store_usage("example-plugin", "acme"),
+            StoreUsage(keys=0, bytes=0),
+            "store_usage() after refused values",
+        )
+
+    def test_drop_store_forgets_values_and_their_charges(self, storage: Storage) -> None:
+        """drop_store(plugin, tenant) forgets that tenant's values, drop_store(plugin) every
+        tenant's, with their charges; other plugins' stores, and charges of values the host
+        keeps (charge_store), stay."""
+        for tenant in ("acme", "globex", "initech"):
+            for key in ("a", "b"):
+                storage.store_write("example-plugin", tenant, key, key * 3)
+        storage.store_write("other-plugin", "acme", "a", "kept")
+        storage.charge_store("example-plugin", "acme", "hosts-own", 7)
+        expect_same(storage.drop_store("example-plugin", "acme"), 2, "drop_store() of one tenant")
+        expect_same(
+            [storage.store_read("example-plugin", t, "a") for t in ("acme", "globex")],
+            [None, "aaa"],
+            "store_read() of the dropped tenant and of another tenant",
+        )
+        expect_same(
+            storage.store_usage("example-plugin", "acme"),
+            StoreUsage(keys=1, bytes=7),
+            "store_usage() after drop_store(): the host's own charge stays",
+        )
+        expect_same(storage.drop_store("example-plugin"), 4, "drop_store() of every tenant")
+        for tenant in ("globex", "initech"):
+            expect_same(
+                (
+                    storage.store_read("example-plugin", tenant, "b"),
+                    storage.store_usage("example-plugin", tenant),
+                ),
+                (None, StoreUsage()),
+                f"the store of tenant {tenant!r} after drop_store() of every tenant",
+            )
+        expect_same(
+            storage.store_read("other-plugin", "acme", "a"),
+            "kept",
+            "another plugin's store after drop_store()",
+        )
+        expect_same(storage.drop_store("example-plugin"), 0, "drop_store() of an empty store")
+
+    def test_uninstall_drops_the_plugins_store(self, storage: Storage) -> None:
+        """A committed change with clear_tenants (an uninstall) drops the plugin's store for
+        every tenant, with its charges; a change without it (a disable) keeps it."""
+        for plugin_id in ("alpha", "beta"):
+            _commit_plugin(storage, make_plugin(plugin_id, status=PluginStatus.APPROVED))
+            _commit_tenant(storage, make_tenant(plugin_id, "acme", enabled=True))
+            for tenant in ("acme", "globex"):
+                storage.store_write(plugin_id, tenant, "cursor", {"page": 2})
+        _commit_tenant(storage, make_tenant("alpha", "acme", enabled=False, revision=2))
+        expect_same(
+            storage.store_read("alpha", "acme", "cursor"),
+            {"page": 2},
+            "store_read() after the plugin was disabled for the tenant: the store stays",
+        )
+        storage.commit(
+            Change(
+                plugin_id="alpha",
+                plugin=make_plugin("alpha", status=PluginStatus.UNINSTALLED, revision=2),
+                clear_tenants=True,
+                audit=make_audit("alpha", "uninstall"),
+            )
+        )
+        for tenant in ("acme", "globex"):
+            expect_same(
+                (
+                    storage.store_read("alpha", tenant, "cursor"),
+                    storage.store_usage("alpha", tenant),
+                ),
+                (None, StoreUsage()),
+                f"the uninstalled plugin's store for tenant {tenant!r}",
+            )
+            expect_same(
+                storage.store_read("beta", tenant, "cursor"),
+                {"page": 2},
+                f"another plugin's store for tenant {tenant!r} after an uninstall",
+            )
+
     # -- concurrency -----------------------------------------------------------------------
+
+    def test_concurrent_store_writes_never_pass_a_limit(self, storage: Storage) -> None:
+        """Threads writing new keys of one store at once: exactly as many are kept as the
+        limit allows, the others get QuotaExceeded and keep nothing, and the totals match."""
+        threads, per_thread, limit = 8, 5, 12
+        barrier = threading.Barrier(threads)
+
+        def writer(number: int) -> Callable[[], int]:
+            def run() -> int:
+                barrier.wait(_THREAD_TIMEOUT)
+                passed = 0
+                for index in range(per_thread):
+                    try:
+                        storage.store_write(
+                            "example-plugin", "acme", f"k{number}-{index}", "v", max_keys=limit
+                        )
+                    except QuotaExceeded:
+                        continue
+                    passed += 1
+                return passed
+
+            return run
+
+        outcomes = _run_in_threads([writer(n) for n in range(threads)], "concurrent writes")
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:
+            pytest.fail(
+                f"{len(failed)} of {threads} threads writing one store failed, first with "
+                f"{type(failed[0]).__name__}: {failed[0]}. Concurrent writes must queue "
+                "(charge and write in one transaction that excludes the others)",
+                pytrace=False,
+            )
+        passed = sum(o for o in outcomes if not isinstance(o, BaseException))
+        expect_same(passed, limit, f"writes kept under a limit of {limit} keys, concurrently")
+        kept = [
+            key
+            for number in range(threads)
+            for index in range(per_thread)
+            if storage.store_read("example-plugin", "acme", key := f"k{number}-{index}") is not None
+        ]
+        expect_same(len(kept), limit, "values kept after concurrent writes")
+        expect_same(
+            storage.store_usage("example-plugin", "acme"),
+            StoreUsage(keys=limit, bytes=sum(_store_size(key, "v") for key in kept)),
+            "store_usage() after concurrent writes",
+        )
 
     def test_concurrent_store_charges_never_pass_a_limit(self, storage: Storage) -> None:
         """Threads charging new keys of one store at once: exactly as many pass as the limit
@@ -1896,6 +2159,30 @@ def _expect_unchanged(
 
 
 # -- threads ---------------------------------------------------------------------------------
+
+
+#: Values of every JSON type, and keys at the edges of what PluginAPI lets through.
+_STORE_VALUES: Final[Mapping[str, JSONValue]] = {
+    "text": "Zoë — ünïcødé ✓ 插件",
+    "empty text": "",
+    "int": 42,
+    "negative": -7,
+    "large int": 2**70,
+    "float": 0.5,
+    "true": True,
+    "false": False,
+    "null": None,
+    "list": [1, "two", None, [3.5, False]],
+    "object": {"nested": {"list": [1, 2], "flag": False}, "null": None, "": "empty key"},
+    "control": 'tab\tnew line\nNUL\u0000 quote" backslash\\',
+    "ключ with spaces/and:colons 'quoted'": "any text is a key",
+    "k" * 200: "the longest key PluginAPI allows",
+}
+
+
+def _store_size(key: str, value: JSONValue) -> int:
+    """What a store write charges: the key's UTF-8 bytes and the value's UTF-8 JSON."""
+    return len(key.encode()) + len(json.dumps(value, ensure_ascii=False).encode())
 
 
 def _run_in_threads(tasks: Sequence[Callable[[], _T]], what: str) -> list[_T | BaseException]:

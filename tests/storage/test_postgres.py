@@ -176,6 +176,7 @@ TABLES = [
     "schema_migrations",
     "store_sizes",
     "store_totals",
+    "store_values",
 ]
 
 

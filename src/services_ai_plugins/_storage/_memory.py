@@ -9,6 +9,7 @@ from typing import final
 
 import attrs
 
+from .._json import JSONValue
 from ._protocol import (
     AuditEvent,
     AuditQuery,
@@ -25,6 +26,8 @@ from ._protocol import (
     check_ids,
     check_limit,
     check_size,
+    store_value,
+    stored_value,
 )
 
 __all__ = ["MemoryStorage"]
@@ -65,6 +68,7 @@ class MemoryStorage:
             if change.clear_tenants:
                 for stale in [k for k in self._tenants if k[0] == change.plugin_id]:
                     del self._tenants[stale]
+                self._ledger.drop_store(change.plugin_id)
             if change.plugin is not None:
                 self._plugins[change.plugin_id] = change.plugin
             if change.tenant is not None and key is not None:
@@ -177,21 +181,47 @@ class MemoryStorage:
     def store_usage(self, plugin_id: str, tenant: str) -> StoreUsage:
         return self._ledger.store_usage(plugin_id, tenant)
 
+    def store_read(self, plugin_id: str, tenant: str, key: str) -> JSONValue:
+        return self._ledger.store_read(plugin_id, tenant, key)
+
+    def store_write(
+        self,
+        plugin_id: str,
+        tenant: str,
+        key: str,
+        value: JSONValue,
+        *,
+        max_keys: int | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
+        self._ledger.store_write(
+            plugin_id, tenant, key, value, max_keys=max_keys, max_bytes=max_bytes
+        )
+
+    def store_remove(self, plugin_id: str, tenant: str, key: str) -> bool:
+        return self._ledger.store_remove(plugin_id, tenant, key)
+
+    def drop_store(self, plugin_id: str, tenant: str | None = None) -> int:
+        return self._ledger.drop_store(plugin_id, tenant)
+
     def close(self) -> None:
         """Nothing to release."""
 
 
 @final
 class StoreLedger:
-    """The store-quota ledger of :class:`MemoryStorage` (and of an ``ApiMeter`` without storage).
+    """The store-quota ledger of :class:`MemoryStorage` (and of an ``ApiMeter`` without storage),
+    and the plugins' key-value stores the SDK keeps there.
 
-    Sizes per (plugin, tenant, key) and their totals, behind one lock.
+    Sizes per (plugin, tenant, key), their totals and the values (as JSON
+    text), behind one lock.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sizes: dict[tuple[str, str], dict[str, int]] = {}
         self._usage: dict[tuple[str, str], StoreUsage] = {}
+        self._values: dict[tuple[str, str], dict[str, str]] = {}
 
     def charge_store(
         self,
@@ -204,34 +234,94 @@ class StoreLedger:
         max_bytes: int | None = None,
     ) -> int | None:
         check_size(size)
-        owner = (plugin_id, tenant)
         with self._lock:
-            sizes = self._sizes.get(owner, {})
-            previous = sizes.get(key)
-            usage = charge(
-                plugin_id,
-                tenant,
-                self._usage.get(owner, _EMPTY),
-                previous,
-                size,
-                max_keys=max_keys,
-                max_bytes=max_bytes,
+            return self._charge(
+                plugin_id, tenant, key, size, max_keys=max_keys, max_bytes=max_bytes
             )
-            if size is None:
-                sizes.pop(key, None)
-            else:
-                sizes[key] = size
-            if sizes:
-                self._sizes[owner] = sizes
-                self._usage[owner] = usage
-            else:
-                self._sizes.pop(owner, None)
-                self._usage.pop(owner, None)
-            return previous
+
+    def _charge(
+        self,
+        plugin_id: str,
+        tenant: str,
+        key: str,
+        size: int | None,
+        *,
+        max_keys: int | None,
+        max_bytes: int | None,
+    ) -> int | None:
+        """charge_store, with the lock held."""
+        owner = (plugin_id, tenant)
+        sizes = self._sizes.get(owner, {})
+        previous = sizes.get(key)
+        usage = charge(
+            plugin_id,
+            tenant,
+            self._usage.get(owner, _EMPTY),
+            previous,
+            size,
+            max_keys=max_keys,
+            max_bytes=max_bytes,
+        )
+        if size is None:
+            sizes.pop(key, None)
+        else:
+            sizes[key] = size
+        if sizes:
+            self._sizes[owner] = sizes
+            self._usage[owner] = usage
+        else:
+            self._sizes.pop(owner, None)
+            self._usage.pop(owner, None)
+        return previous
 
     def store_usage(self, plugin_id: str, tenant: str) -> StoreUsage:
         with self._lock:
             return self._usage.get((plugin_id, tenant), _EMPTY)
+
+    def store_read(self, plugin_id: str, tenant: str, key: str) -> JSONValue:
+        with self._lock:
+            text = self._values.get((plugin_id, tenant), {}).get(key)
+        return None if text is None else stored_value(text)
+
+    def store_write(
+        self,
+        plugin_id: str,
+        tenant: str,
+        key: str,
+        value: JSONValue,
+        *,
+        max_keys: int | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
+        text, size = store_value(key, value)
+        with self._lock:
+            self._charge(plugin_id, tenant, key, size, max_keys=max_keys, max_bytes=max_bytes)
+            self._values.setdefault((plugin_id, tenant), {})[key] = text
+
+    def store_remove(self, plugin_id: str, tenant: str, key: str) -> bool:
+        owner = (plugin_id, tenant)
+        with self._lock:
+            values = self._values.get(owner, {})
+            if values.pop(key, None) is None:
+                return False
+            if not values:
+                del self._values[owner]
+            self._charge(plugin_id, tenant, key, None, max_keys=None, max_bytes=None)
+            return True
+
+    def drop_store(self, plugin_id: str, tenant: str | None = None) -> int:
+        with self._lock:
+            owners = [
+                owner
+                for owner in self._values
+                if owner[0] == plugin_id and (tenant is None or owner[1] == tenant)
+            ]
+            dropped = 0
+            for owner in owners:
+                for key in self._values.pop(owner):
+                    self._charge(*owner, key, None, max_keys=None, max_bytes=None)
+                    dropped += 1
+            return dropped
 
 
 _EMPTY = StoreUsage()

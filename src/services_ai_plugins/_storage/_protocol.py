@@ -12,6 +12,7 @@ that there is none).
 
 from __future__ import annotations
 
+import json
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -20,7 +21,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
 
-from .._json import JSONValue
+from .._json import JSONValue, check_json
 from .._kinds import PluginStatus, SourceKind
 from ..errors import ConflictError, QuotaExceeded, RemoteError
 
@@ -93,6 +94,35 @@ def check_size(size: object) -> int | None:
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
         raise ValueError(f"size must be None or a non-negative int (got {size!r})")
     return size
+
+
+def store_size(key: str, text: str) -> int:
+    """What a store charges for ``key`` holding the JSON text ``text``: both in UTF-8 bytes."""
+    return len(key.encode("utf-8", "surrogatepass")) + len(text.encode("utf-8", "surrogatepass"))
+
+
+def store_value(key: str, value: object) -> tuple[str, int]:
+    """The text a backend keeps for ``value`` under ``key``, and the size it charges; backends
+    call it in :meth:`Storage.store_write`.
+
+    The text is ASCII JSON (any string survives every database); the size is
+    :func:`store_size` of the value's UTF-8 JSON, as a
+    :class:`~services_ai_plugins.PluginAPI` charges it.
+
+    :raises ValueError: naming ``key`` when ``value`` is not JSON.
+    """
+    try:
+        checked = check_json(value)
+    except ValueError as exc:
+        raise ValueError(f"the value for store key {key!r} {exc}") from None
+    size = store_size(key, json.dumps(checked, ensure_ascii=False))
+    return json.dumps(checked, ensure_ascii=True, allow_nan=False), size
+
+
+def stored_value(text: str) -> JSONValue:
+    """The value a backend kept as ``text`` (by :func:`store_value`): a new copy each time."""
+    value: JSONValue = json.loads(text)
+    return value
 
 
 def charge(
@@ -370,7 +400,8 @@ class Change:
     docstring). When the step changes only tenant data, ``plugin`` is None and
     ``plugin_revision`` is the revision the step was decided on: the backend
     checks that the plugin is still at it, so a decision never rests on a stale
-    status. ``clear_tenants`` removes every tenant record of the plugin first
+    status. ``clear_tenants`` removes every tenant record of the plugin first,
+    and the plugin's key-value store as :meth:`Storage.drop_store` does
     (uninstall). ``audit`` is always written, and the change counter moves.
     """
 
@@ -554,6 +585,64 @@ class Storage(Protocol):
 
     def store_usage(self, plugin_id: str, tenant: str) -> StoreUsage:
         """What :meth:`charge_store` recorded for the plugin's store for ``tenant``."""
+        ...
+
+    def store_read(self, plugin_id: str, tenant: str, key: str) -> JSONValue:
+        """The value the plugin keeps under ``key`` for ``tenant`` (a new copy), or None.
+
+        The SDK's own plugin key-value store, used by a
+        :class:`~services_ai_plugins.PluginHost` whose host services do not
+        keep plugins' stores themselves.
+
+        .. versionadded:: 0.1.0
+        """
+        ...
+
+    def store_write(
+        self,
+        plugin_id: str,
+        tenant: str,
+        key: str,
+        value: JSONValue,
+        *,
+        max_keys: int | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
+        """Keep the JSON ``value`` under ``key`` for the plugin and ``tenant``, and charge it to
+        the store's ledger, in one transaction.
+
+        The charge is :meth:`charge_store`'s, of :func:`store_value`'s size,
+        under the same lock: two concurrent writes (of any process) never both
+        pass a check that only one of them fits, and a refused write leaves
+        neither the value nor its charge. It does not move the change counter.
+
+        :raises QuotaExceeded: when the store would grow past ``max_keys`` keys
+            or ``max_bytes`` bytes; nothing is written.
+        :raises ValueError: when ``value`` is not JSON (naming the key).
+
+        .. versionadded:: 0.1.0
+        """
+        ...
+
+    def store_remove(self, plugin_id: str, tenant: str, key: str) -> bool:
+        """Forget ``key`` of the plugin's store for ``tenant`` and its charge, in one
+        transaction; whether it was there.
+
+        .. versionadded:: 0.1.0
+        """
+        ...
+
+    def drop_store(self, plugin_id: str, tenant: str | None = None) -> int:
+        """Forget every value of the plugin's store (for one ``tenant``, or every tenant), and
+        their charges, in one transaction; how many values were dropped.
+
+        A committed :class:`Change` with ``clear_tenants`` (an uninstall) does
+        the same for every tenant, in its own transaction. Charges of keys
+        this store does not hold (values the host services keep themselves)
+        stay as they are.
+
+        .. versionadded:: 0.1.0
+        """
         ...
 
     def close(self) -> None:

@@ -40,6 +40,8 @@ from ._protocol import (
     check_ids,
     check_limit,
     check_size,
+    store_value,
+    stored_value,
 )
 from ._rows import RowCodec
 
@@ -176,6 +178,18 @@ CREATE TABLE store_sizes (
 );
 """
 
+_STORE_VALUES: Final = """
+-- The plugins' key-value stores the SDK keeps (for host services without their own), as
+-- JSON text; each value's size is charged in store_sizes in the same transaction.
+CREATE TABLE store_values (
+    plugin_id TEXT NOT NULL,
+    tenant    TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    value     TEXT NOT NULL,
+    PRIMARY KEY (plugin_id, tenant, key)
+);
+"""
+
 #: The schema, step by step. Append-only: a release that changes the schema
 #: adds the next version at the end and never edits a published step, since
 #: databases in the field have already applied it.
@@ -187,6 +201,7 @@ _MIGRATIONS: tuple[_Migration, ...] = (
         "ALTER TABLE plugin_tenants ADD COLUMN suspended_reason TEXT;",
     ),
     _Migration(3, "the ledger of plugin store quotas", _STORE_LEDGER),
+    _Migration(4, "the plugins' key-value stores kept by the SDK", _STORE_VALUES),
 )
 
 _CREATE_MIGRATIONS: Final = """
@@ -336,6 +351,7 @@ class SQLiteStorage:
             )
             if change.clear_tenants:
                 conn.execute("DELETE FROM plugin_tenants WHERE plugin_id = ?", (change.plugin_id,))
+                _drop_store(conn, change.plugin_id, None)
             if plugin is not None:
                 conn.execute(_UPSERT_PLUGIN, plugin)
             if tenant is not None:
@@ -469,43 +485,57 @@ class SQLiteStorage:
         max_bytes: int | None = None,
     ) -> int | None:
         check_size(size)
-        owner = (plugin_id, tenant)
         # BEGIN IMMEDIATE holds the write lock from the first read: charges queue.
         with self._transaction() as conn:
-            usage = _store_usage(conn, plugin_id, tenant)
-            row = conn.execute(
-                "SELECT bytes FROM store_sizes WHERE plugin_id = ? AND tenant = ? AND key = ?",
-                (*owner, key),
-            ).fetchone()
-            previous = None if row is None else int(row[0])
-            after = charge(
-                plugin_id, tenant, usage, previous, size, max_keys=max_keys, max_bytes=max_bytes
+            return _charge(
+                conn, plugin_id, tenant, key, size, max_keys=max_keys, max_bytes=max_bytes
             )
-            if size is None:
-                conn.execute(
-                    "DELETE FROM store_sizes WHERE plugin_id = ? AND tenant = ? AND key = ?",
-                    (*owner, key),
-                )
-            else:
-                conn.execute(
-                    "INSERT INTO store_sizes (plugin_id, tenant, key, bytes) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (plugin_id, tenant, key) DO UPDATE SET bytes = excluded.bytes",
-                    (*owner, key, size),
-                )
-            if after.keys:
-                conn.execute(
-                    "INSERT INTO store_totals (plugin_id, tenant, keys, bytes) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (plugin_id, tenant) DO UPDATE SET"
-                    " keys = excluded.keys, bytes = excluded.bytes",
-                    (*owner, after.keys, after.bytes),
-                )
-            else:
-                conn.execute("DELETE FROM store_totals WHERE plugin_id = ? AND tenant = ?", owner)
-            return previous
 
     def store_usage(self, plugin_id: str, tenant: str) -> StoreUsage:
         with self._using() as conn:
             return _store_usage(conn, plugin_id, tenant)
+
+    def store_read(self, plugin_id: str, tenant: str, key: str) -> JSONValue:
+        with self._using() as conn:
+            row = conn.execute(
+                "SELECT value FROM store_values WHERE plugin_id = ? AND tenant = ? AND key = ?",
+                (plugin_id, tenant, key),
+            ).fetchone()
+            return None if row is None else stored_value(str(row[0]))
+
+    def store_write(
+        self,
+        plugin_id: str,
+        tenant: str,
+        key: str,
+        value: JSONValue,
+        *,
+        max_keys: int | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
+        text, size = store_value(key, value)
+        # The charge and the value in one write transaction: a refused charge writes neither.
+        with self._transaction() as conn:
+            _charge(conn, plugin_id, tenant, key, size, max_keys=max_keys, max_bytes=max_bytes)
+            conn.execute(
+                "INSERT INTO store_values (plugin_id, tenant, key, value) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (plugin_id, tenant, key) DO UPDATE SET value = excluded.value",
+                (plugin_id, tenant, key, text),
+            )
+
+    def store_remove(self, plugin_id: str, tenant: str, key: str) -> bool:
+        with self._transaction() as conn:
+            gone = conn.execute(
+                "DELETE FROM store_values WHERE plugin_id = ? AND tenant = ? AND key = ?",
+                (plugin_id, tenant, key),
+            ).rowcount
+            if gone:
+                _charge(conn, plugin_id, tenant, key, None, max_keys=None, max_bytes=None)
+            return bool(gone)
+
+    def drop_store(self, plugin_id: str, tenant: str | None = None) -> int:
+        with self._transaction() as conn:
+            return _drop_store(conn, plugin_id, tenant)
 
     def close(self) -> None:
         """Close the connection; closing twice is harmless."""
@@ -683,6 +713,69 @@ def _revision(conn: sqlite3.Connection, sql: str, *params: str) -> int:
     """The stored revision a query finds, or 0 when the record does not exist."""
     row = conn.execute(sql, params).fetchone()
     return 0 if row is None else int(row[0])
+
+
+def _charge(
+    conn: sqlite3.Connection,
+    plugin_id: str,
+    tenant: str,
+    key: str,
+    size: int | None,
+    *,
+    max_keys: int | None,
+    max_bytes: int | None,
+) -> int | None:
+    """charge_store inside the caller's write transaction; the size recorded before."""
+    owner = (plugin_id, tenant)
+    usage = _store_usage(conn, plugin_id, tenant)
+    row = conn.execute(
+        "SELECT bytes FROM store_sizes WHERE plugin_id = ? AND tenant = ? AND key = ?",
+        (*owner, key),
+    ).fetchone()
+    previous = None if row is None else int(row[0])
+    after = charge(plugin_id, tenant, usage, previous, size, max_keys=max_keys, max_bytes=max_bytes)
+    if size is None:
+        conn.execute(
+            "DELETE FROM store_sizes WHERE plugin_id = ? AND tenant = ? AND key = ?",
+            (*owner, key),
+        )
+    else:
+        conn.execute(
+            "INSERT INTO store_sizes (plugin_id, tenant, key, bytes) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (plugin_id, tenant, key) DO UPDATE SET bytes = excluded.bytes",
+            (*owner, key, size),
+        )
+    if after.keys:
+        conn.execute(
+            "INSERT INTO store_totals (plugin_id, tenant, keys, bytes) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (plugin_id, tenant) DO UPDATE SET"
+            " keys = excluded.keys, bytes = excluded.bytes",
+            (*owner, after.keys, after.bytes),
+        )
+    else:
+        conn.execute("DELETE FROM store_totals WHERE plugin_id = ? AND tenant = ?", owner)
+    return previous
+
+
+def _drop_store(conn: sqlite3.Connection, plugin_id: str, tenant: str | None) -> int:
+    """drop_store inside the caller's write transaction: the values, their charges, the totals
+    recounted from the charges left (those of values the host services keep)."""
+    where = "plugin_id = ?" + ("" if tenant is None else " AND tenant = ?")
+    params = (plugin_id,) if tenant is None else (plugin_id, tenant)
+    conn.execute(
+        f"DELETE FROM store_sizes WHERE {where} AND EXISTS (SELECT 1 FROM store_values AS v"  # noqa: S608 - fixed text
+        " WHERE v.plugin_id = store_sizes.plugin_id AND v.tenant = store_sizes.tenant"
+        " AND v.key = store_sizes.key)",
+        params,
+    )
+    conn.execute(f"DELETE FROM store_totals WHERE {where}", params)  # noqa: S608 - fixed text
+    conn.execute(
+        "INSERT INTO store_totals (plugin_id, tenant, keys, bytes)"  # noqa: S608 - fixed text
+        f" SELECT plugin_id, tenant, COUNT(*), SUM(bytes) FROM store_sizes WHERE {where}"
+        " GROUP BY plugin_id, tenant",
+        params,
+    )
+    return int(conn.execute(f"DELETE FROM store_values WHERE {where}", params).rowcount)  # noqa: S608 - fixed text
 
 
 def _store_usage(conn: sqlite3.Connection, plugin_id: str, tenant: str) -> StoreUsage:

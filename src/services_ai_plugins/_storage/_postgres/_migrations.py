@@ -149,12 +149,26 @@ CREATE TABLE {s}.store_sizes (
 );
 """
 
+_STORE_VALUES: Final = """
+-- The plugins' key-value stores the SDK keeps (for host services without their own), as
+-- ASCII JSON text; each value is charged in store_sizes in the same transaction, under the
+-- lock of its store's totals row.
+CREATE TABLE {s}.store_values (
+    plugin_id TEXT COLLATE "C" NOT NULL,
+    tenant    TEXT COLLATE "C" NOT NULL,
+    key       TEXT COLLATE "C" NOT NULL,
+    value     TEXT NOT NULL,
+    PRIMARY KEY (plugin_id, tenant, key)
+);
+"""
+
 #: The schema, step by step. Append-only: a release that changes the schema
 #: adds the next version at the end and never edits a published step, since
 #: databases in the field have already applied it.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "plugins, tenants, versions, audit, failures and metrics", _SCHEMA_1),
     Migration(2, "the ledger of plugin store quotas", _STORE_LEDGER),
+    Migration(3, "the plugins' key-value stores kept by the SDK", _STORE_VALUES),
 )
 
 _CREATE_MIGRATIONS: Final = """

@@ -47,6 +47,8 @@ from .._protocol import (
     check_ids,
     check_limit,
     check_size,
+    store_value,
+    stored_value,
 )
 from .._rows import RowCodec
 from ._listen import CHANNEL, Listener
@@ -218,6 +220,33 @@ _SET_STORE_TOTALS: Final = (
     "UPDATE {s}.store_totals SET keys = %s, bytes = %s WHERE plugin_id = %s AND tenant = %s"
 )
 _DROP_STORE_TOTALS: Final = "DELETE FROM {s}.store_totals WHERE plugin_id = %s AND tenant = %s"
+_STORE_READ: Final = (
+    "SELECT value FROM {s}.store_values WHERE plugin_id = %s AND tenant = %s AND key = %s"
+)
+_STORE_WRITE: Final = """
+INSERT INTO {s}.store_values (plugin_id, tenant, key, value) VALUES (%s, %s, %s, %s)
+ON CONFLICT (plugin_id, tenant, key) DO UPDATE SET value = EXCLUDED.value
+"""
+_STORE_REMOVE: Final = (
+    "DELETE FROM {s}.store_values WHERE plugin_id = %s AND tenant = %s AND key = %s"
+)
+#: drop_store, for a plugin (``{w}``: ``plugin_id = %(plugin)s``, and maybe a tenant): lock
+#: the stores' totals rows (in order, as charges lock them one each), drop the values' charges
+#: and the values, recount the totals from the charges left (values the host services keep).
+_DROP_STORE: Final = (
+    "SELECT 1 FROM {s}.store_totals AS t WHERE {w} ORDER BY tenant FOR UPDATE",
+    """DELETE FROM {s}.store_sizes AS t WHERE {w} AND EXISTS (
+        SELECT 1 FROM {s}.store_values AS v
+        WHERE v.plugin_id = t.plugin_id AND v.tenant = t.tenant AND v.key = t.key)""",
+    """UPDATE {s}.store_totals AS t SET
+        keys = (SELECT COUNT(*) FROM {s}.store_sizes AS z
+                WHERE z.plugin_id = t.plugin_id AND z.tenant = t.tenant),
+        bytes = (SELECT COALESCE(SUM(z.bytes), 0) FROM {s}.store_sizes AS z
+                 WHERE z.plugin_id = t.plugin_id AND z.tenant = t.tenant)
+    WHERE {w}""",
+    "DELETE FROM {s}.store_totals AS t WHERE {w} AND t.keys = 0",
+)
+_DROP_VALUES: Final = "DELETE FROM {s}.store_values AS t WHERE {w}"
 
 _GENERATION: Final = "SELECT value FROM {s}.meta WHERE key = 'generation'"
 #: Taken first by every commit: commits queue here, as on SQLite's write lock.
@@ -396,6 +425,7 @@ class PostgresStorage:
             )
             if change.clear_tenants:
                 conn.execute(self._sql(_CLEAR_TENANTS), (change.plugin_id,))
+                self._drop_store(conn, change.plugin_id, None)
             if plugin is not None:
                 conn.execute(self._sql(_UPSERT_PLUGIN), plugin)
             if tenant is not None:
@@ -545,24 +575,51 @@ class PostgresStorage:
         if size is not None and size not in _BIGINT:
             raise StorageError(f"cannot store a size of {size} bytes: it is not a bigint")
         with self._transaction() as conn:
-            totals = conn.execute(self._sql(_LOCK_STORE), (plugin_id, tenant)).fetchone()
-            usage = _usage(totals)
-            row = conn.execute(self._sql(_STORE_SIZE), (plugin_id, tenant, key)).fetchone()
-            previous = None if row is None else int(row["bytes"])
-            after = charge(
-                plugin_id, tenant, usage, previous, size, max_keys=max_keys, max_bytes=max_bytes
+            return self._charge(
+                conn, plugin_id, tenant, key, size, max_keys=max_keys, max_bytes=max_bytes
             )
-            if size is None:
-                conn.execute(self._sql(_DROP_STORE_SIZE), (plugin_id, tenant, key))
-            else:
-                conn.execute(self._sql(_SET_STORE_SIZE), (plugin_id, tenant, key, size))
-            if after.keys:
-                conn.execute(
-                    self._sql(_SET_STORE_TOTALS), (after.keys, after.bytes, plugin_id, tenant)
-                )
-            else:
-                conn.execute(self._sql(_DROP_STORE_TOTALS), (plugin_id, tenant))
-            return previous
+
+    def _charge(
+        self,
+        conn: psycopg.Connection[DictRow],
+        plugin_id: str,
+        tenant: str,
+        key: str,
+        size: int | None,
+        *,
+        max_keys: int | None,
+        max_bytes: int | None,
+    ) -> int | None:
+        """charge_store inside the caller's transaction (the store's totals row locked first)."""
+        totals = conn.execute(self._sql(_LOCK_STORE), (plugin_id, tenant)).fetchone()
+        usage = _usage(totals)
+        row = conn.execute(self._sql(_STORE_SIZE), (plugin_id, tenant, key)).fetchone()
+        previous = None if row is None else int(row["bytes"])
+        after = charge(
+            plugin_id, tenant, usage, previous, size, max_keys=max_keys, max_bytes=max_bytes
+        )
+        if size is None:
+            conn.execute(self._sql(_DROP_STORE_SIZE), (plugin_id, tenant, key))
+        else:
+            conn.execute(self._sql(_SET_STORE_SIZE), (plugin_id, tenant, key, size))
+        if after.keys:
+            conn.execute(self._sql(_SET_STORE_TOTALS), (after.keys, after.bytes, plugin_id, tenant))
+        else:
+            conn.execute(self._sql(_DROP_STORE_TOTALS), (plugin_id, tenant))
+        return previous
+
+    def _drop_store(
+        self, conn: psycopg.Connection[DictRow], plugin_id: str, tenant: str | None
+    ) -> int:
+        """drop_store inside the caller's transaction; how many values it dropped."""
+        where = "t.plugin_id = %(plugin)s" + (
+            "" if tenant is None else " AND t.tenant = %(tenant)s"
+        )
+        params = {"plugin": plugin_id, "tenant": tenant}
+        for statement in _DROP_STORE:
+            conn.execute(self._sql(statement.replace("{w}", where)), params)
+        dropped = conn.execute(self._sql(_DROP_VALUES.replace("{w}", where)), params)
+        return int(dropped.rowcount)
 
     def store_usage(self, plugin_id: str, tenant: str) -> StoreUsage:
         with self._connection() as conn:
@@ -573,6 +630,43 @@ class PostgresStorage:
                 (plugin_id, tenant),
             ).fetchone()
             return _usage(row)
+
+    def store_read(self, plugin_id: str, tenant: str, key: str) -> JSONValue:
+        with self._connection() as conn:
+            row = conn.execute(self._sql(_STORE_READ), (plugin_id, tenant, key)).fetchone()
+            return None if row is None else stored_value(str(row["value"]))
+
+    def store_write(
+        self,
+        plugin_id: str,
+        tenant: str,
+        key: str,
+        value: JSONValue,
+        *,
+        max_keys: int | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
+        text, size = store_value(key, value)
+        # The charge and the value in one transaction, under the lock of the store's totals
+        # row: a refused charge writes neither.
+        with self._transaction() as conn:
+            self._charge(conn, plugin_id, tenant, key, size, max_keys=max_keys, max_bytes=max_bytes)
+            conn.execute(self._sql(_STORE_WRITE), (plugin_id, tenant, key, text))
+
+    def store_remove(self, plugin_id: str, tenant: str, key: str) -> bool:
+        with self._transaction() as conn:
+            # Lock the store first, as a write does, then forget the value and its charge.
+            conn.execute(self._sql(_LOCK_STORE), (plugin_id, tenant))
+            gone = conn.execute(self._sql(_STORE_REMOVE), (plugin_id, tenant, key)).rowcount
+            if gone:
+                self._charge(conn, plugin_id, tenant, key, None, max_keys=None, max_bytes=None)
+            else:
+                conn.execute(self._sql(_DROP_STORE_TOTALS + " AND keys = 0"), (plugin_id, tenant))
+            return bool(gone)
+
+    def drop_store(self, plugin_id: str, tenant: str | None = None) -> int:
+        with self._transaction() as conn:
+            return self._drop_store(conn, plugin_id, tenant)
 
     def close(self) -> None:
         """Stop the change feed and close every connection; closing twice is harmless."""
