@@ -12,6 +12,7 @@ specifications here (:func:`judged`), and kept per code hash (:func:`read_hooks`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import itertools
@@ -22,7 +23,7 @@ import shutil
 import signal
 import socket
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
 from time import monotonic
 from typing import Any, Final, Protocol
@@ -63,6 +64,10 @@ MAX_DEPTH: Final = 8
 #: The ids of hook calls, unique in the host: every frame of a call carries its id.
 _CALL_IDS: Final = itertools.count(1)
 
+#: One step of a call, for its driver to do: ``("send", message, deadline, limit)``,
+#: ``("receive", deadline, limit, kinds)``, ``("api", api, request, number)``, ``("end", killed)``.
+Step = tuple[Any, ...]
+
 
 class WorkerOwner(Protocol):
     """What a worker process needs of the plugin it serves (the stand-in's side)."""
@@ -81,8 +86,83 @@ class WorkerOwner(Protocol):
     def host_closed(self) -> bool:
         """Whether the host is closing (a call cut short then fails as such)."""
 
-    def route(self, name: str, path: str, request: ApiRequest) -> ApiResponse:
-        """Serve ``request`` with the route ``name`` in the worker of its tenant."""
+    def route(
+        self,
+        name: str,
+        path: str,
+        request: ApiRequest,
+        *,
+        api: Any,
+        settings: Mapping[str, Any] | None,
+        context: Any,
+    ) -> ApiResponse:
+        """Serve ``request`` with the route ``name`` in a worker of its tenant."""
+
+    async def aroute(
+        self,
+        name: str,
+        path: str,
+        request: ApiRequest,
+        *,
+        api: Any,
+        settings: Mapping[str, Any] | None,
+        context: Any,
+    ) -> ApiResponse:
+        """:meth:`route` from an event loop, which it never blocks."""
+
+
+class SandboxedRoute:
+    """The handler of a sandboxed plugin's route, as the host holds it (``Route.handler``).
+
+    Calling it serves the request in a worker of the request's tenant (the
+    handler runs there); ``aio`` does the same from an event loop without
+    blocking it. The host passes the tenant-bound ``api`` (the worker's API
+    requests during the call are run on it), the plugin's ``settings`` and the
+    ``context``; the worker hands the handler those its signature names.
+    """
+
+    __slots__ = ("_owner", "name", "path", "plugin_id")
+
+    def __init__(self, owner: WorkerOwner, name: str, path: str) -> None:
+        self._owner = owner
+        #: The plugin whose route it is.
+        self.plugin_id: Final = owner.plugin_id
+        #: The route's name and path, as the plugin returned them.
+        self.name: Final = name
+        self.path: Final = path
+
+    def __call__(
+        self,
+        request: ApiRequest,
+        *,
+        api: Any = None,
+        settings: Mapping[str, Any] | None = None,
+        context: Any = None,
+    ) -> ApiResponse:
+        """The plugin's response to ``request``.
+
+        :raises SandboxError: (and its subclasses) as a hook call of the plugin would.
+        :raises WorkerBusy: when no worker of the tenant is free within ``wait_timeout``.
+        """
+        return self._owner.route(
+            self.name, self.path, request, api=api, settings=settings, context=context
+        )
+
+    async def aio(
+        self,
+        request: ApiRequest,
+        *,
+        api: Any = None,
+        settings: Mapping[str, Any] | None = None,
+        context: Any = None,
+    ) -> ApiResponse:
+        """:meth:`__call__`, awaited: the event loop is never blocked."""
+        return await self._owner.aroute(
+            self.name, self.path, request, api=api, settings=settings, context=context
+        )
+
+    def __repr__(self) -> str:
+        return f"<sandboxed route {self.name!r} ({self.path}) of plugin {self.plugin_id!r}>"
 
 
 class Reaper(Protocol):
@@ -148,7 +228,7 @@ class WorkerProcess:
         finally:
             output.report("while importing")
 
-    def call(  # noqa: PLR0915 - one loop serving every frame a call may bring
+    def call(
         self,
         target: str | int,
         tenant: str | None,
@@ -159,13 +239,114 @@ class WorkerProcess:
         api: Any,
         timeout: float,
     ) -> Any:
-        """Send one call and serve the worker until it answers.
+        """Send one call and serve the worker until it answers (see :meth:`_steps`).
+
+        This thread waits on the channel, within the call's deadline.
+        """
+        steps = self._steps(
+            target, tenant, arguments, wanted=wanted, what=what, api=api, timeout=timeout
+        )
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = steps.send(value) if error is None else steps.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            value = error = None
+            try:
+                value = self._step(step)
+            except BaseException as exc:  # noqa: BLE001 - thrown into the steps, which decide
+                error = exc
+
+    async def acall(
+        self,
+        target: str | int,
+        tenant: str | None,
+        arguments: Any,
+        *,
+        wanted: bool,
+        what: str,
+        api: Any,
+        timeout: float,
+    ) -> Any:
+        """:meth:`call` from an event loop, which it never blocks.
+
+        The same steps: the frames are sent and received with the loop's
+        non-blocking I/O (:meth:`Channel.asend`, :meth:`Channel.areceive`) by the
+        call's deadline; the worker's API requests run in a thread (the app's
+        services may block), in a copy of this context (a hook they fire finds
+        this worker); stopping and reaping the worker runs in a thread too. A
+        cancelled call kills the worker (its channel is out of step) and reaps it
+        in a thread.
+        """
+        steps = self._steps(
+            target, tenant, arguments, wanted=wanted, what=what, api=api, timeout=timeout
+        )
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = steps.send(value) if error is None else steps.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            value = error = None
+            try:
+                value = await self._astep(step)
+            except asyncio.CancelledError:
+                self._abandon()
+                steps.close()
+                raise
+            except Exception as exc:  # noqa: BLE001 - thrown into the steps, which decide
+                error = exc
+
+    def _step(self, step: Step) -> Any:
+        """Do one step of a call in this thread."""
+        kind = step[0]
+        if kind == "receive":
+            _, deadline, limit, kinds = step
+            return self.channel.receive(deadline - monotonic(), limit=limit, kinds=kinds)
+        if kind == "send":
+            _, message, deadline, limit = step
+            return self.channel.send(message, timeout=deadline - monotonic(), limit=limit)
+        if kind == "api":
+            return self._serve_api(*step[1:])
+        return self._end(killed=step[1])
+
+    async def _astep(self, step: Step) -> Any:
+        """Do one step of a call in the running event loop, without blocking it."""
+        kind = step[0]
+        if kind == "receive":
+            _, deadline, limit, kinds = step
+            return await self.channel.areceive(deadline - monotonic(), limit=limit, kinds=kinds)
+        if kind == "send":
+            _, message, deadline, limit = step
+            return await self.channel.asend(message, timeout=deadline - monotonic(), limit=limit)
+        if kind == "api":  # to_thread runs it in a copy of this context
+            return await asyncio.to_thread(self._serve_api, *step[1:])
+        return await asyncio.to_thread(functools.partial(self._end, killed=step[1]))
+
+    def _steps(  # noqa: PLR0915 - one loop serving every frame a call may bring
+        self,
+        target: str | int,
+        tenant: str | None,
+        arguments: Any,
+        *,
+        wanted: bool,
+        what: str,
+        api: Any,
+        timeout: float,
+    ) -> Generator[Step, Any, Any]:
+        """One call, as the steps a driver does (:meth:`call` in a thread, :meth:`acall` in a loop).
 
         ``target``: the hook's name (a :class:`Call`), or the number the worker knows a route
         handler by (a :class:`RouteCall`); ``arguments`` in wire form; ``wanted``: whether the
         host uses the result. The call gets a new id; the worker's API requests and answer
         must carry it. Every send and receive ends by the call's deadline (a nested call's is
-        no later than the call it is nested in).
+        no later than the call it is nested in). Each step is yielded (``("send", message,
+        deadline, limit)``, ``("receive", deadline, limit, kinds)``, ``("api", api, request,
+        number)``, ``("end", killed)``); the driver sends back its outcome, or throws in
+        what it raised: the frame rules and what each failure means are decided here once.
         """
         hook = target if type(target) is str else what
         if self.depth >= MAX_DEPTH:
@@ -192,15 +373,13 @@ class WorkerProcess:
                     if type(target) is str
                     else RouteCall(call_id, int(target), tenant, arguments, wanted)
                 )
-                self.channel.send(request.to_frame(), timeout=deadline - monotonic())
+                yield ("send", request.to_frame(), deadline, None)
             except WireError as exc:  # nothing was written: a string that is not Unicode
                 raise SandboxError(
                     self.plugin_id, f"cannot send the arguments of {what}: {exc}"
                 ) from None
             while True:
-                message = self.channel.receive(
-                    deadline - monotonic(), limit=budget - spent, kinds=kinds
-                )
+                message = yield ("receive", deadline, budget - spent, kinds)
                 spent += self.channel.last_size
                 answer = read_during_call(message, call_id)
                 if isinstance(answer, Log):
@@ -210,10 +389,10 @@ class WorkerProcess:
                     requests += 1
                     self.serving += 1
                     try:
-                        reply = self._serve_api(api, answer, requests)
+                        reply = yield ("api", api, answer, requests)
                     finally:
                         self.serving -= 1
-                    spent += self._answer(reply, deadline, budget - spent)
+                    spent += yield from self._answer(reply, deadline, budget - spent)
                     continue
                 if isinstance(answer, Result):
                     value = answer.value
@@ -229,10 +408,10 @@ class WorkerProcess:
                     self.plugin_id, answer.type_name, answer.message, answer.traceback
                 )
         except TimeoutError:
-            self._end(killed=True)
+            yield ("end", True)
             raise SandboxTimeout(self.plugin_id, hook, timeout) from None
         except WireError as exc:
-            self._end(killed=True)
+            yield ("end", True)
             if (
                 isinstance(exc, FrameTooLarge)
                 and exc.kind is None
@@ -249,11 +428,12 @@ class WorkerProcess:
             ) from None
         except (EOFError, OSError):
             if self.owner.host_closed:
-                self._end(killed=True)
+                yield ("end", True)
                 raise SandboxError(self.plugin_id, f"{what}: the host closed") from None
             if self.dead and monotonic() >= deadline:  # a nested call ran out of time
                 raise SandboxTimeout(self.plugin_id, hook, timeout) from None
-            raise WorkerCrashed(self.plugin_id, hook, self._end()) from None
+            cause = yield ("end", False)
+            raise WorkerCrashed(self.plugin_id, hook, cause) from None
         finally:
             self.depth -= 1
             self._deadline = outer
@@ -276,7 +456,7 @@ class WorkerProcess:
                     path=data["path"],
                     name=data["name"],
                     methods=tuple(methods) if type(methods) is list else methods,
-                    handler=functools.partial(self.owner.route, data["name"], str(data["path"])),
+                    handler=SandboxedRoute(self.owner, data["name"], str(data["path"])),
                 )
             except (TypeError, ValueError) as exc:
                 raise WireError(f"register_routes: {exc}") from None
@@ -313,8 +493,10 @@ class WorkerProcess:
             }
             return ApiRaise(call_id, type(exc).__name__, str(exc), fields)
 
-    def _answer(self, reply: ApiResult | ApiRaise, deadline: float, room: int) -> int:
-        """Send an API answer by the call's deadline; the bytes sent.
+    def _answer(
+        self, reply: ApiResult | ApiRaise, deadline: float, room: int
+    ) -> Generator[Step, Any, int]:
+        """The steps sending an API answer by the call's deadline; the bytes sent.
 
         An answer over what is left of the call's byte budget (``room``), or one that cannot
         be written, is not sent: the API call raises the reason in the worker instead.
@@ -322,7 +504,7 @@ class WorkerProcess:
         if self.dead:  # a nested call stopped it: the next receive says how
             raise EOFError
         try:
-            return self.channel.send(reply.to_frame(), timeout=deadline - monotonic(), limit=room)
+            sent: int = yield ("send", reply.to_frame(), deadline, room)
         except FrameTooLarge as exc:
             error = (
                 f"plugin {self.plugin_id!r}: an API answer of {exc.size} bytes is over what is "
@@ -334,7 +516,10 @@ class WorkerProcess:
             )
         except WireError as exc:  # nothing was written: a string that is not Unicode
             substitute = ApiRaise(reply.call_id, "WireError", str(exc))
-        return self.channel.send(substitute.to_frame(), timeout=deadline - monotonic())
+        else:
+            return sent
+        sent = yield ("send", substitute.to_frame(), deadline, None)
+        return sent
 
     def _log(self, line: Log) -> None:
         source, text = line.name, line.text
@@ -367,13 +552,28 @@ class WorkerProcess:
         """Kill what is left of it, reap it, and say how it ended."""
         if self.dead:
             return "stopped"
+        self._kill()
+        return self._reap(killed=killed)
+
+    def _kill(self) -> None:
         self.dead = True
         kill_group(self.pid)
         self.channel.close()
+
+    def _reap(self, *, killed: bool) -> str:
         status = self.zygote.wait(self.pid)
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
         return _describe(status, killed=killed)
+
+    def _abandon(self) -> None:
+        """A call on the event loop was cancelled midway: kill the worker now, reap it in a
+        thread (its channel is out of step; the next call starts a new one)."""
+        if self.dead:
+            return
+        self._kill()
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(None, functools.partial(self._reap, killed=True))
 
 
 class _OutputRelay:

@@ -21,7 +21,10 @@ the host's services use too (``asyncio.to_thread``, ``copy_context().run``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
+import functools
 import keyword
 import logging
 import os
@@ -30,7 +33,7 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from time import monotonic, perf_counter
 from typing import Any, Final, Protocol
@@ -62,6 +65,7 @@ _CPU_CHECK_EVERY: Final = 256
 _CPU_RETIRE_AT: Final = 0.8
 
 Invoke = Callable[[str, tuple[str, ...], tuple[Any, ...]], Any]
+AsyncInvoke = Callable[[str, tuple[str, ...], tuple[Any, ...]], Coroutine[Any, Any, Any]]
 
 
 class Forker(Reaper, Protocol):
@@ -105,7 +109,7 @@ class WorkerPool(Protocol):
 class Slot:
     """A place for one worker in a :class:`TenantPool`: held by one call at a time."""
 
-    __slots__ = ("busy", "pool", "worker")
+    __slots__ = ("busy", "loop", "pool", "worker")
 
     def __init__(self, pool: TenantPool) -> None:
         self.pool: Final = pool
@@ -113,6 +117,8 @@ class Slot:
         self.worker: WorkerProcess | None = None
         #: Held by a call (and the calls nested in it).
         self.busy = False
+        #: The event loop of the call holding it, when that call is awaited there.
+        self.loop: asyncio.AbstractEventLoop | None = None
 
 
 #: The slots the running context holds (innermost last): a nested call of the same plugin
@@ -165,6 +171,7 @@ class TenantPool:
         """Free ``slot`` and wake a waiting call."""
         with self.cond:
             slot.busy = False
+            slot.loop = None
             # Every waiter: one may be unloading the plugin, the others give up then.
             self.cond.notify_all()
             waiters, self.waiters = self.waiters, []
@@ -332,10 +339,14 @@ class PluginWorkers:
         """Stop every worker of the plugin (a call in progress first ends, but one this
         context is inside: that one is cut short)."""
         inside = _INSIDE.get()
+        # A call awaited on this thread's running loop cannot end while this waits: cut short.
+        loop = _running_loop()
         for pool in list(self.pools.values()):
             for slot in pool.slots:
                 with pool.cond:
-                    while slot.busy and slot not in inside:
+                    while (
+                        slot.busy and slot not in inside and (loop is None or slot.loop is not loop)
+                    ):
                         pool.cond.wait()
                     worker, slot.worker = slot.worker, None
                 if worker is not None:
@@ -380,6 +391,31 @@ class PluginWorkers:
                     raise self._busy(pool, hook, monotonic() - began)
                 pool.cond.wait(remaining)
 
+    async def _aacquire(self, pool: TenantPool, hook: str) -> tuple[Slot, bool]:
+        """:meth:`_acquire` from an event loop: a free slot now, else one freed within
+        ``wait_timeout``, waited for in the loop (a release wakes each waiting task)."""
+        slot = self._nested(pool)
+        if slot is not None:
+            return slot, True
+        loop = asyncio.get_running_loop()
+        began = monotonic()
+        deadline = began + self.sandbox.policy.wait_timeout
+        while True:
+            with pool.cond:  # held by others only for a few operations, never across a wait
+                if self.closed:
+                    raise SandboxError(self.plugin_id, "it was unloaded")
+                slot = pool.take()
+                if slot is not None:
+                    slot.loop = loop
+                    return slot, False
+                freed: asyncio.Future[None] = loop.create_future()
+                pool.waiters.append(functools.partial(_wake_soon, loop, freed))
+            remaining = deadline - monotonic()
+            if remaining <= 0:
+                raise self._busy(pool, hook, monotonic() - began)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(freed, remaining)
+
     def _nested(self, pool: TenantPool) -> Slot | None:
         """The slot of ``pool`` this context holds, if its worker can take a nested call now.
 
@@ -407,7 +443,23 @@ class PluginWorkers:
         )
 
     def invoke(self, hook: str, names: tuple[str, ...], args: tuple[Any, ...]) -> Any:
-        """Run ``hook`` in the worker with the stand-in's arguments (in ``names`` order)."""
+        """Run ``hook`` in a worker with the stand-in's arguments (in ``names`` order)."""
+        tenant, kwargs, api = self._hook_call(hook, names, args)
+        return self._run(
+            "call", hook, hook, f"{hook}()", tenant, kwargs, api, hook not in self.ignored
+        )
+
+    async def ainvoke(self, hook: str, names: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        """:meth:`invoke` from an event loop, which it never blocks (see :meth:`_arun`)."""
+        tenant, kwargs, api = self._hook_call(hook, names, args)
+        return await self._arun(
+            "call", hook, hook, f"{hook}()", tenant, kwargs, api, hook not in self.ignored
+        )
+
+    def _hook_call(
+        self, hook: str, names: tuple[str, ...], args: tuple[Any, ...]
+    ) -> tuple[str | None, dict[str, Any], Any]:
+        """The tenant, the arguments to send and the API of a hook call."""
         api = None
         kwargs: dict[str, Any] = {}
         for name, value in zip(names, args, strict=True):
@@ -419,22 +471,76 @@ class PluginWorkers:
         tenant = api.tenant if api is not None else getattr(context, "tenant", None)
         if hook == "register_routes" and tenant is None:
             self.routes_asked, self.routes_api = True, api
-        return self._run(
-            "call", hook, hook, f"{hook}()", tenant, kwargs, api, hook not in self.ignored
-        )
+        return tenant, kwargs, api
 
-    def route(self, name: str, path: str, request: ApiRequest) -> ApiResponse:
+    def route(
+        self,
+        name: str,
+        path: str,
+        request: ApiRequest,
+        *,
+        api: Any = None,
+        settings: Mapping[str, Any] | None = None,
+        context: Any = None,
+    ) -> ApiResponse:
         """Serve a request with a handler the plugin returned from ``register_routes``.
 
-        It runs in the worker of the request's tenant, which asks the plugin for
+        It runs in a worker of the request's tenant, which asks the plugin for
         its handlers (``register_routes``, bound to no tenant) before its first
-        request.
+        request. ``api`` serves the worker's API requests during the call;
+        ``settings`` and ``context`` travel to the handler, which gets those it
+        names (see :class:`._channel.SandboxedRoute`).
         """
         what = f"route {path}"
-        label = f"route:{name}"
+        kwargs = self._route_call(what, request, api, settings, context)
         response = self._run(
-            "route", name, label, what, request.tenant, {"request": request}, None, True
+            "route", name, f"route:{name}", what, request.tenant, kwargs, api, True
         )
+        return self._response(what, response)
+
+    async def aroute(
+        self,
+        name: str,
+        path: str,
+        request: ApiRequest,
+        *,
+        api: Any = None,
+        settings: Mapping[str, Any] | None = None,
+        context: Any = None,
+    ) -> ApiResponse:
+        """:meth:`route` from an event loop, which it never blocks (see :meth:`_arun`)."""
+        what = f"route {path}"
+        kwargs = self._route_call(what, request, api, settings, context)
+        response = await self._arun(
+            "route", name, f"route:{name}", what, request.tenant, kwargs, api, True
+        )
+        return self._response(what, response)
+
+    def _route_call(
+        self,
+        what: str,
+        request: ApiRequest,
+        api: Any,
+        settings: Mapping[str, Any] | None,
+        context: Any,
+    ) -> dict[str, Any]:
+        """The arguments a route call sends: never an api or context of another tenant."""
+        tenant = request.tenant
+        for name, given in (("api", api), ("context", context)):
+            bound = getattr(given, "tenant", tenant)
+            if given is not None and bound != tenant:
+                raise SandboxError(
+                    self.plugin_id,
+                    f"{what}: its {name} is for tenant {bound!r}, the request for {tenant!r}",
+                )
+        kwargs: dict[str, Any] = {"request": request}
+        if settings is not None:
+            kwargs["settings"] = settings
+        if context is not None:
+            kwargs["context"] = context
+        return kwargs
+
+    def _response(self, what: str, response: object) -> ApiResponse:
         if not isinstance(response, ApiResponse):
             raise SandboxError(
                 self.plugin_id,
@@ -453,12 +559,7 @@ class PluginWorkers:
         api: Any,
         wanted: bool,
     ) -> Any:
-        try:
-            payload = encode(kwargs)
-        except WireError as exc:
-            raise SandboxError(
-                self.plugin_id, f"cannot send the arguments of {what}: {exc}"
-            ) from None
+        payload = self._payload(what, kwargs)
         policy = self.sandbox.policy
         pool = self.pool_for(tenant)
         slot, nested = self._acquire(pool, label)
@@ -496,20 +597,94 @@ class PluginWorkers:
             if not nested:
                 pool.give_back(slot)
 
+    async def _arun(  # noqa: PLR0917 - private; one call site per kind
+        self,
+        kind: str,
+        name: str,
+        label: str,
+        what: str,
+        tenant: str | None,
+        kwargs: dict[str, Any],
+        api: Any,
+        wanted: bool,
+    ) -> Any:
+        """:meth:`_run` from an event loop, which it never blocks.
+
+        The slot is taken at once or waited for in the loop (:meth:`_aacquire`); a
+        worker is started, and one near its CPU limit retired, in a thread; the call
+        itself is the worker's :meth:`WorkerProcess.acall` (non-blocking I/O on the
+        loop, the deadline kept by the loop).
+        """
+        payload = self._payload(what, kwargs)
+        policy = self.sandbox.policy
+        pool = self.pool_for(tenant)
+        slot, nested = await self._aacquire(pool, label)
+        token = None if nested else _INSIDE.set((*_INSIDE.get(), slot))
+        try:
+            if self.closed:
+                raise SandboxError(self.plugin_id, "it was unloaded")
+            worker = slot.worker
+            if worker is None or worker.dead:
+                # In a thread that carries this context (the slot): see fill().
+                worker = slot.worker = await asyncio.to_thread(self.start, tenant)
+            self.recent = worker
+            try:
+                target: str | int = name
+                if kind == "route":
+                    if worker.route_numbers is None:
+                        await worker.acall(**self._routes_call())
+                    target = self._number(worker, name, what)
+                result = await worker.acall(
+                    target,
+                    tenant,
+                    payload,
+                    wanted=wanted,
+                    what=what,
+                    api=api,
+                    timeout=policy.timeout,
+                )
+            finally:
+                worker.last_used = monotonic()
+                if worker.dead:
+                    self._forget(worker)
+            if worker.calls % _CPU_CHECK_EVERY == 0 and worker.depth == 0:
+                await asyncio.to_thread(self._retire_if_spent, worker)
+            return result
+        finally:
+            if token is not None:
+                _INSIDE.reset(token)
+            if not nested:
+                pool.give_back(slot)
+
+    def _payload(self, what: str, kwargs: dict[str, Any]) -> Any:
+        try:
+            return encode(kwargs)
+        except WireError as exc:
+            raise SandboxError(
+                self.plugin_id, f"cannot send the arguments of {what}: {exc}"
+            ) from None
+
     def _handler(self, worker: WorkerProcess, name: str, what: str) -> int:
         """The number ``worker`` knows the route ``name`` by (its handlers built on first use)."""
         if worker.route_numbers is None:
-            if not self.routes_asked:
-                raise SandboxError(self.plugin_id, f"{what}: register_routes was never called")
-            worker.call(
-                "register_routes",
-                None,
-                encode({"plugin_id": self.plugin_id}),
-                wanted=True,
-                what="register_routes()",
-                api=self.routes_api,
-                timeout=self.sandbox.policy.timeout,
-            )
+            worker.call(**self._routes_call())
+        return self._number(worker, name, what)
+
+    def _routes_call(self) -> dict[str, Any]:
+        """The call of ``register_routes`` that has a worker build the plugin's handlers."""
+        if not self.routes_asked:
+            raise SandboxError(self.plugin_id, "a route: register_routes was never called")
+        return {
+            "target": "register_routes",
+            "tenant": None,
+            "arguments": encode({"plugin_id": self.plugin_id}),
+            "wanted": True,
+            "what": "register_routes()",
+            "api": self.routes_api,
+            "timeout": self.sandbox.policy.timeout,
+        }
+
+    def _number(self, worker: WorkerProcess, name: str, what: str) -> int:
         number = (worker.route_numbers or {}).get(name)
         if number is None:
             raise SandboxError(
@@ -550,7 +725,7 @@ class PluginWorkers:
             # worker's api.context needs it.
             if spec is not None and "context" in spec and "context" not in argnames:
                 argnames.append("context")
-            function = _proxy(self.plugin_id, name, tuple(argnames), self.invoke)
+            function = _proxy(self.plugin_id, name, tuple(argnames), self.invoke, self.ainvoke)
             setattr(
                 function,
                 f"{PROJECT_NAME}_impl",
@@ -602,9 +777,13 @@ class SandboxedPlugin:
 
 
 def _proxy(
-    plugin_id: str, hook: str, argnames: tuple[str, ...], invoke: Invoke
+    plugin_id: str, hook: str, argnames: tuple[str, ...], invoke: Invoke, ainvoke: AsyncInvoke
 ) -> Callable[..., Any]:
-    """A function named ``hook`` taking ``argnames`` that hands them to ``invoke``."""
+    """A function named ``hook`` taking ``argnames`` that hands them to ``invoke``.
+
+    Its ``aio`` attribute is an ``async def`` taking the same arguments that awaits
+    ``ainvoke`` with them: what the host's async call loop awaits.
+    """
     for name in (hook, *argnames):
         if not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
             raise PackageError(
@@ -612,12 +791,38 @@ def _proxy(
             )
     params = ", ".join(argnames)
     packed = f"({params}{',' if argnames else ''})"
-    source = f"def {hook}({params}):\n    return _invoke({hook!r}, _names, {packed})\n"
-    namespace: dict[str, Any] = {"_invoke": invoke, "_names": argnames}
+    source = (
+        f"def {hook}({params}):\n    return _invoke({hook!r}, _names, {packed})\n"
+        f"async def _aio({params}):\n    return await _ainvoke({hook!r}, _names, {packed})\n"
+    )
+    namespace: dict[str, Any] = {"_invoke": invoke, "_ainvoke": ainvoke, "_names": argnames}
     exec(source, namespace)  # noqa: S102 - names checked above: identifiers only
     function: Callable[..., Any] = namespace[hook]
     function.__qualname__ = f"<sandboxed {plugin_id}>.{hook}"
+    aio = namespace["_aio"]
+    aio.__name__ = hook
+    aio.__qualname__ = f"<sandboxed {plugin_id}>.{hook}.aio"
+    function.aio = aio  # type: ignore[attr-defined]  # what the async call loop awaits
     return function
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, if one is."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _wake_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+    """Wake a task waiting for a slot, from any thread (a closed loop has nobody to wake)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_set_done, future)
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _spawn(

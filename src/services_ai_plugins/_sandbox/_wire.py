@@ -23,12 +23,20 @@ nested empty lists would otherwise cost fifty times its size in memory), or,
 where the receiver names the kinds it expects, another kind or more bytes than
 that kind may have. Sending can have a time limit too: a peer that stops
 reading never holds the sender past it.
+
+A :class:`Channel` is used from threads (:meth:`Channel.send`,
+:meth:`Channel.receive`: the socket blocks, within a time limit) and from an
+event loop (:meth:`Channel.asend`, :meth:`Channel.areceive`: the loop waits for
+the socket to be ready and each read and write is a non-blocking one); both
+cut and check frames with the same code.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import math
 import re
@@ -289,14 +297,7 @@ class Channel:
 
         :returns: the bytes written, the 4-byte length included.
         """
-        try:
-            body = _dumps(message).encode()
-        except (TypeError, ValueError) as exc:
-            raise WireError(f"cannot send: {exc}") from exc
-        if limit is not None and len(body) > limit:
-            kind = message[0] if message and type(message[0]) is str else None
-            raise FrameTooLarge(len(body), limit, kind)
-        frame = _HEADER.pack(len(body)) + body
+        frame = _frame(message, limit)
         if timeout is not None:
             self._send_within(frame, fds, timeout)
             return len(frame)
@@ -354,17 +355,11 @@ class Channel:
         buffer = self._buffer
         sock = self.sock
         deadline = None if timeout is None else monotonic() + timeout
-        most = self._limit if limit is None or limit > self._limit else max(limit, 0)
+        most = self._most(limit)
         while True:
-            if len(buffer) >= 4:
-                (size,) = _HEADER.unpack_from(buffer)
-                if size > most:
-                    raise FrameTooLarge(size, most)
-                if len(buffer) >= 4 + size:
-                    body = bytes(buffer[4 : 4 + size])
-                    del buffer[: 4 + size]
-                    self.last_size = 4 + size
-                    return self._parse(body, kinds)
+            message = self._take(most, kinds)
+            if message is not None:
+                return message
             if deadline is None:
                 if self._waiting is not None:
                     self._wait(None)
@@ -387,6 +382,77 @@ class Channel:
             if not chunk:
                 raise EOFError("the other side closed the channel")
             buffer += chunk
+
+    async def asend(self, message: list[Any], *, timeout: float, limit: int | None = None) -> int:
+        """:meth:`send` from an event loop: the loop waits for room, never the thread.
+
+        The same frame, limits and errors as :meth:`send` (no descriptors); the
+        writes are non-blocking ones, so the socket stays as :meth:`send` needs it.
+
+        :returns: the bytes written, the 4-byte length included.
+        """
+        frame = _frame(message, limit)
+        loop = asyncio.get_running_loop()
+        view = memoryview(frame)
+        size = len(frame)
+        sent = 0
+        deadline = monotonic() + timeout
+        while True:
+            with contextlib.suppress(BlockingIOError):  # its buffer is full: wait for room
+                sent += self.sock.send(view[sent:], _NO_WAIT)
+            if sent >= size:
+                return size
+            await _ready(loop, self.sock, deadline, write=True)
+
+    async def areceive(
+        self,
+        timeout: float,
+        *,
+        limit: int | None = None,
+        kinds: Mapping[bytes, int] | None = None,
+    ) -> list[Any]:
+        """:meth:`receive` from an event loop: the loop waits for the frame, never the thread.
+
+        The same frames, limits and errors as :meth:`receive` (no descriptors);
+        the reads are non-blocking ones.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = monotonic() + timeout
+        most = self._most(limit)
+        while True:
+            message = self._take(most, kinds)
+            if message is not None:
+                return message
+            try:
+                size = self.sock.recv_into(self._chunk, _CHUNK, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                await _ready(loop, self.sock, deadline, write=False)
+                continue
+            if not size:
+                raise EOFError("the other side closed the channel")
+            self._buffer += self._view[:size]
+
+    def _most(self, limit: int | None) -> int:
+        """The most bytes the next frame may have: ``limit``, at most the channel's own."""
+        return self._limit if limit is None or limit > self._limit else max(limit, 0)
+
+    def _take(self, most: int, kinds: Mapping[bytes, int] | None) -> list[Any] | None:
+        """The next frame's message if the buffer holds all of it (None: not yet).
+
+        Refuses a frame longer than ``most`` bytes as soon as its length is read.
+        """
+        buffer = self._buffer
+        if len(buffer) < 4:
+            return None
+        (size,) = _HEADER.unpack_from(buffer)
+        if size > most:
+            raise FrameTooLarge(size, most)
+        if len(buffer) < 4 + size:
+            return None
+        body = bytes(buffer[4 : 4 + size])
+        del buffer[: 4 + size]
+        self.last_size = 4 + size
+        return self._parse(body, kinds)
 
     def _parse(self, body: bytes, kinds: Mapping[bytes, int] | None) -> list[Any]:
         """The message in a frame's body, refused as early as its bytes allow."""
@@ -440,6 +506,54 @@ class Channel:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _frame(message: list[Any], limit: int | None) -> bytes:
+    """One frame of ``message``: its length and its JSON text.
+
+    :raises FrameTooLarge: for a body over ``limit`` bytes.
+    :raises WireError: for a message that is not JSON (or holds a string that is not Unicode).
+    """
+    try:
+        body = _dumps(message).encode()
+    except (TypeError, ValueError) as exc:
+        raise WireError(f"cannot send: {exc}") from exc
+    if limit is not None and len(body) > limit:
+        kind = message[0] if message and type(message[0]) is str else None
+        raise FrameTooLarge(len(body), limit, kind)
+    return _HEADER.pack(len(body)) + body
+
+
+async def _ready(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, deadline: float, *, write: bool
+) -> None:
+    """Wait in ``loop`` until ``sock`` can be written (or read), by ``deadline`` (monotonic).
+
+    :raises TimeoutError: when the deadline passes first.
+    """
+    remaining = deadline - monotonic()
+    if remaining <= 0:
+        raise TimeoutError
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    fd = sock.fileno()
+    if write:
+        loop.add_writer(fd, wake)
+    else:
+        loop.add_reader(fd, wake)
+    try:
+        await asyncio.wait_for(ready, remaining)
+    except asyncio.TimeoutError:  # not the builtin before Python 3.11
+        raise TimeoutError from None
+    finally:
+        if write:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
 
 
 def _count_values(body: bytes, most: int) -> None:

@@ -204,8 +204,9 @@ class _WorkerLoop:
         self.plugin_id: str = config["plugin_id"]
         self.methods: frozenset[str] = frozenset(config["api_methods"])
         self.functions: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {}
-        #: Route handlers returned by ``register_routes``, by the number the host knows them by.
-        self.handlers: list[Callable[..., Any]] = []
+        #: Route handlers returned by ``register_routes``, by the number the host knows them
+        #: by, each with the injected names it takes besides the request (see _ROUTE_NAMES).
+        self.handlers: list[tuple[Callable[..., Any], tuple[str, ...]]] = []
         self.send_lock = threading.Lock()
         self.calls: list[_Call] = []
         self.output = _Output(self, int(config["output_limit"]))
@@ -334,8 +335,7 @@ class _WorkerLoop:
         values = decode(request.arguments, trusted=True)
         hook = None
         if isinstance(request, RouteCall):
-            function: Callable[..., Any] = self.handlers[request.handler]
-            argnames: tuple[str, ...] = ("request",)
+            function, argnames = self.handlers[request.handler]
         else:
             hook = request.hook
             function, argnames = self.functions[hook]
@@ -348,7 +348,11 @@ class _WorkerLoop:
         # api.context, as in the host's process: set once per call, for its threads and tasks too.
         token = CURRENT_CONTEXT.set(call.context) if call.context is not None else None
         try:
-            result = function(*[values[name] for name in argnames])
+            if hook is None:  # a route: the request, then what the handler names
+                extra = {name: values.get(name) for name in argnames if name != "request"}
+                result = function(values["request"], **extra)
+            else:
+                result = function(*[values[name] for name in argnames])
             if hook == "register_routes" and result is not None:
                 answer: Result | Raise = Result(call_id, {"$routes": self._routes(result)})
             else:
@@ -389,7 +393,7 @@ class _WorkerLoop:
                     "process; a sandboxed plugin returns Route(path=..., handler=..., name=...) "
                     "whose handler takes an ApiRequest"
                 )
-            self.handlers.append(route.handler)
+            self.handlers.append((route.handler, _route_names(route.handler)))
             wire = to_wire(route)
             data = {"path": wire["path"], "name": wire["name"], "methods": wire["methods"]}
             routes.append({"route": data, "handler": len(self.handlers) - 1})
@@ -417,6 +421,28 @@ class _WorkerLoop:
                 self.call(message)
                 continue
             raise WireError(f"unexpected {message.KIND!r} frame while waiting for api.{method}()")
+
+
+#: What a route handler may take besides the request, by name, as hooks do.
+_ROUTE_NAMES: Final = ("api", "settings", "context")
+
+
+def _route_names(handler: Callable[..., Any]) -> tuple[str, ...]:
+    """The injected names a route handler's signature takes (none when it cannot be read).
+
+    The request is passed first, by position, whatever its parameter is named.
+    """
+    try:
+        parameters = inspect.signature(handler).parameters
+    except (TypeError, ValueError):
+        return ()
+    return tuple(
+        name
+        for name in _ROUTE_NAMES
+        if name in parameters
+        and parameters[name].kind
+        in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    )
 
 
 @attrs.define
