@@ -296,3 +296,21 @@ def test_route_handlers_may_be_async_in_process(
     )
     answer = run(host.aserve(ApiRequest(tenant="acme", method="GET", path="/web/hello")))
     assert (answer.status, answer.body) == (200, b'{"async":true}')
+
+
+SLEEPY = """
+@hookimpl
+def dashboard_widget(self, context):
+    time.sleep(0.3)
+    return Widget(tenant=context.tenant, title="sleepy", html="z")
+"""
+
+
+def test_a_sandboxed_plugin_never_blocks_the_loop_on_the_async_path(
+    make_host: Callable[..., PluginHost], install: Installer
+) -> None:
+    """The worker sleeps; the loop keeps ticking, on ahook as on aserve."""
+    host = make_host("process")
+    install(host, "sleepy", SLEEPY, permissions=["dashboard_widgets"])
+    assert [w.title for w in host.hook.dashboard_widget(context=ACME)] == ["sleepy"]  # warm
+    assert _max_lag(host) < 0.2  # two calls of 0.3 s each in flight, the loop free
