@@ -60,9 +60,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """Run mypy --strict on the package, the testing package and the benchmarks."""
+    """Run mypy --strict on the package, the testing package, the benchmarks and the example
+    adapters."""
     session.install("-e", ".[testing,postgres,secrets]", *_group("typecheck"))
-    session.run("mypy", "src", "benchmarks")
+    session.run("mypy", "src", "benchmarks", "examples/adapters")
 
 
 @nox.session
