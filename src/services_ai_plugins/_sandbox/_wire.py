@@ -529,31 +529,38 @@ async def _ready(
 ) -> None:
     """Wait in ``loop`` until ``sock`` can be written (or read), by ``deadline`` (monotonic).
 
+    The deadline is a timer of the loop's (cheaper than ``asyncio.wait_for`` on every wait).
+
     :raises TimeoutError: when the deadline passes first.
     """
     remaining = deadline - monotonic()
     if remaining <= 0:
         raise TimeoutError
     ready: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
+    timer = loop.call_later(remaining, _expire, ready)
     fd = sock.fileno()
     if write:
-        loop.add_writer(fd, wake)
+        loop.add_writer(fd, _set_done, ready)
     else:
-        loop.add_reader(fd, wake)
+        loop.add_reader(fd, _set_done, ready)
     try:
-        await asyncio.wait_for(ready, remaining)
-    except asyncio.TimeoutError:  # not the builtin before Python 3.11
-        raise TimeoutError from None
+        await ready
     finally:
+        timer.cancel()
         if write:
             loop.remove_writer(fd)
         else:
             loop.remove_reader(fd)
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 def _count_values(body: bytes, most: int) -> None:
