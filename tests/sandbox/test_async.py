@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -464,3 +465,54 @@ def test_a_route_given_another_tenants_api_or_context_is_refused(
         run(handler.aio(request, api=globex, settings={"greeting": ""}, context=ACME))
     with pytest.raises(SandboxError, match="its context is for tenant 'globex'"):
         handler(request, settings={}, context=Context(tenant="globex"))
+
+
+# -- closing the host ------------------------------------------------------------------------------
+
+
+def test_closing_the_host_from_another_thread_cuts_an_awaited_call_short(
+    make_host: Callable[..., PluginHost], install: Installer
+) -> None:
+    """close() never waits for a plugin: the awaited call fails at once as the sync one does."""
+    host = make_host()
+    install(host, "sleeper", SLEEPER.format(delay=15.0), permissions=("dashboard_widgets",))
+    function = proxy(host, "sleeper", "dashboard_widget")
+    assert host.sandbox.start("sleeper", "acme")
+
+    async def main() -> list[Any]:
+        call = asyncio.ensure_future(function.aio(context=ACME))
+        await asyncio.sleep(0.5)  # the call is in its worker
+        closing = asyncio.to_thread(host.close)
+        return list(await asyncio.gather(call, closing, return_exceptions=True))
+
+    answered, closed = run(main())
+    assert isinstance(answered, SandboxError), answered  # not the widget, 15 s later
+    assert "the host closed" in str(answered)
+    assert closed is None
+
+
+def test_closing_the_host_on_the_loops_own_thread_does_not_deadlock(
+    make_host: Callable[..., PluginHost], install: Installer
+) -> None:
+    """A close() made by sync code inside the loop cannot wait for the loop's own calls: they
+    are cut short, and end with SandboxError once the loop runs again."""
+    host = make_host()
+    install(host, "sleeper", SLEEPER.format(delay=15.0), permissions=("dashboard_widgets",))
+    function = proxy(host, "sleeper", "dashboard_widget")
+    assert host.sandbox.start("sleeper", "acme")
+    outcome: list[Any] = []
+
+    async def main() -> None:
+        call = asyncio.ensure_future(function.aio(context=ACME))
+        await asyncio.sleep(0.5)
+        host.close()  # blocking, on the loop's thread
+        outcome.extend(await asyncio.gather(call, return_exceptions=True))
+
+    thread = threading.Thread(target=run, args=(main(),), daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "close() waited for a call only the blocked loop could end"
+    [answered] = outcome
+    assert isinstance(answered, SandboxError), answered
+    assert not isinstance(answered, SandboxTimeout)  # ended by the close, not by its timeout
+    assert "the host closed" in str(answered)

@@ -352,6 +352,11 @@ class PluginWorkers:
                 if worker is not None:
                     self.sandbox._gone(worker)
                     worker.stop()
+            with pool.cond:  # calls waiting for a slot give up now: it was unloaded
+                pool.cond.notify_all()
+                waiters, pool.waiters = pool.waiters, []
+            for wake in waiters:
+                wake()
 
     def _forget(self, worker: WorkerProcess) -> None:
         """Take ``worker`` out of its slot and the sandbox's live workers."""
