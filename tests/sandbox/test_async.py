@@ -388,7 +388,7 @@ ROUTER = """
 @hookimpl
 def register_routes(self, plugin_id):
     def lead(request, api, settings, context):
-        found = api.get_lead(request.query["id"])
+        found = api.get_lead(request.headers["x-lead"])
         body = json.dumps(
             {
                 "name": found.name if found is not None else None,
@@ -430,7 +430,7 @@ def test_a_sandboxed_route_handler_gets_its_tenants_api_settings_and_context(
     mine = services.make_lead("acme", name="Ada")
     theirs = services.make_lead("globex", name="Grace")
     api = api_for(services, "router", "acme", "read_leads")
-    request = ApiRequest(tenant="acme", method="GET", path="/lead/", query={"id": mine.id})
+    request = ApiRequest(tenant="acme", method="GET", path="/lead/", headers={"x-lead": mine.id})
     settings = {"greeting": "hello acme"}
     for answer in (
         handler(request, api=api, settings=settings, context=ACME),
@@ -442,7 +442,7 @@ def test_a_sandboxed_route_handler_gets_its_tenants_api_settings_and_context(
         assert body["read_only"] == "mappingproxy"
         assert body["pid"] != os.getpid()
     # Its tenant's data only: another tenant's lead is not found through acme's api.
-    request = ApiRequest(tenant="acme", method="GET", path="/lead/", query={"id": theirs.id})
+    request = ApiRequest(tenant="acme", method="GET", path="/lead/", headers={"x-lead": theirs.id})
     answer = run(handler.aio(request, api=api, settings=settings, context=ACME))
     assert json.loads(answer.body)["name"] is None
     plain = routes["plain"].handler.view
@@ -459,7 +459,7 @@ def test_a_route_given_another_tenants_api_or_context_is_refused(
     install(host, "router", ROUTER, permissions=("register_routes", "read_leads"))
     [found] = host.hook.register_routes()
     handler = {route.name: route for route in found}["lead"].handler.view
-    request = ApiRequest(tenant="acme", method="GET", path="/lead/", query={"id": "x"})
+    request = ApiRequest(tenant="acme", method="GET", path="/lead/", headers={"x-lead": "x"})
     globex = api_for(services, "router", "globex", "read_leads")
     with pytest.raises(SandboxError, match="its api is for tenant 'globex'"):
         run(handler.aio(request, api=globex, settings={"greeting": ""}, context=ACME))
