@@ -220,7 +220,7 @@ def measure_cold_start(host: PluginHost, rounds: int) -> dict[str, float]:
     for _ in range(rounds):
         sandboxed.stop()
         began = perf_counter()
-        sandboxed.workers["acme"] = sandboxed.start("acme")
+        sandboxed.fill("acme")
         starts.append(perf_counter() - began)
         began = perf_counter()
         subprocess.run([sys.executable, "-I", "-c", "pass"], check=True)

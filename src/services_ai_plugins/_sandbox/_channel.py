@@ -5,9 +5,13 @@ API requests the worker makes meanwhile (on the plugin's real :class:`PluginAPI`
 so grants are never decided in the worker), passes on what the plugin printed or
 logged up to the policy's limit, and reads the answer, all by the call's deadline.
 A worker that overruns is killed with its whole process group; one that dies is
-reaped and its cause recorded. Every frame is read into its record by
-:mod:`._messages`; the implementations a worker reports are held against the host's
-specifications here (:func:`judged`), and kept per code hash (:func:`read_hooks`).
+reaped and its cause recorded. A call's steps are one generator
+(:meth:`WorkerProcess._steps`), driven in a thread (:meth:`WorkerProcess.call`)
+or awaited in an event loop that it never blocks (:meth:`WorkerProcess.acall`).
+The handlers of a plugin's routes are :class:`SandboxedRoute` objects. Every frame
+is read into its record by :mod:`._messages`; the implementations a worker reports
+are held against the host's specifications here (:func:`judged`), and kept per code
+hash (:func:`read_hooks`).
 """
 
 from __future__ import annotations

@@ -153,22 +153,25 @@ class TenantPool:
         The free slot whose worker served last is preferred (it is warm; the
         others stay idle, and the pool's bound takes the idlest first).
         """
-        best: Slot | None = None
+        warm: Slot | None = None
+        used = 0.0
+        empty: Slot | None = None  # no worker, or a dead one: the call starts one
         for slot in self.slots:
             if slot.busy:
                 continue
             worker = slot.worker
             if worker is not None and not worker.dead:
-                if best is None or best.worker is None or best.worker.last_used < worker.last_used:
-                    best = slot
-            elif best is None:
-                best = slot
-        if best is not None:
-            best.busy = True
-        return best
+                if warm is None or worker.last_used > used:
+                    warm, used = slot, worker.last_used
+            elif empty is None:
+                empty = slot
+        chosen = warm or empty
+        if chosen is not None:
+            chosen.busy = True
+        return chosen
 
     def give_back(self, slot: Slot) -> None:
-        """Free ``slot`` and wake a waiting call."""
+        """Free ``slot`` and wake the calls waiting for one."""
         with self.cond:
             slot.busy = False
             slot.loop = None
@@ -352,6 +355,11 @@ class PluginWorkers:
                 if worker is not None:
                     self.sandbox._gone(worker)
                     worker.stop()
+            with pool.cond:  # calls waiting for a slot give up now: it was unloaded
+                pool.cond.notify_all()
+                waiters, pool.waiters = pool.waiters, []
+            for wake in waiters:
+                wake()
 
     def _forget(self, worker: WorkerProcess) -> None:
         """Take ``worker`` out of its slot and the sandbox's live workers."""

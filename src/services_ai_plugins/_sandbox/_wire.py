@@ -253,6 +253,7 @@ class Channel:
         "_chunk",
         "_limit",
         "_max_values",
+        "_pending",
         "_poll",
         "_view",
         "_waiting",
@@ -277,6 +278,8 @@ class Channel:
         self._poll: select.poll | None = None
         #: The bytes of the last frame received, its 4-byte length included.
         self.last_size = 0
+        #: An event loop's wait for this socket in progress (``close`` ends it).
+        self._pending: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
 
     def send(
         self,
@@ -402,7 +405,7 @@ class Channel:
                 sent += self.sock.send(view[sent:], _NO_WAIT)
             if sent >= size:
                 return size
-            await _ready(loop, self.sock, deadline, write=True)
+            await self._ready(loop, deadline, write=True)
 
     async def areceive(
         self,
@@ -426,11 +429,43 @@ class Channel:
             try:
                 size = self.sock.recv_into(self._chunk, _CHUNK, socket.MSG_DONTWAIT)
             except BlockingIOError:
-                await _ready(loop, self.sock, deadline, write=False)
+                await self._ready(loop, deadline, write=False)
                 continue
             if not size:
                 raise EOFError("the other side closed the channel")
             self._buffer += self._view[:size]
+
+    async def _ready(
+        self, loop: asyncio.AbstractEventLoop, deadline: float, *, write: bool
+    ) -> None:
+        """Wait in ``loop`` until the socket can be written (or read), by ``deadline``.
+
+        The deadline is a timer of the loop's (cheaper than ``asyncio.wait_for`` on every
+        wait). Closing the channel meanwhile (from any thread) ends the wait: the next
+        read or write then fails.
+
+        :raises TimeoutError: when the deadline passes first.
+        """
+        remaining = deadline - monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        ready: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(remaining, _expire, ready)
+        fd = self.sock.fileno()
+        if write:
+            loop.add_writer(fd, _set_done, ready)
+        else:
+            loop.add_reader(fd, _set_done, ready)
+        self._pending = (loop, ready)
+        try:
+            await ready
+        finally:
+            self._pending = None
+            timer.cancel()
+            if write:
+                loop.remove_writer(fd)
+            else:
+                loop.remove_reader(fd)
 
     def _most(self, limit: int | None) -> int:
         """The most bytes the next frame may have: ``limit``, at most the channel's own."""
@@ -505,7 +540,13 @@ class Channel:
         self._waiting = None if seconds is None else value
 
     def close(self) -> None:
+        """Close the socket; a wait for it in an event loop ends (its next read fails)."""
+        pending, self._pending = self._pending, None
         self.sock.close()
+        if pending is not None:
+            loop, future = pending
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits
+                loop.call_soon_threadsafe(_set_done, future)
 
 
 def _frame(message: list[Any], limit: int | None) -> bytes:
@@ -524,36 +565,14 @@ def _frame(message: list[Any], limit: int | None) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-async def _ready(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, deadline: float, *, write: bool
-) -> None:
-    """Wait in ``loop`` until ``sock`` can be written (or read), by ``deadline`` (monotonic).
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
-    :raises TimeoutError: when the deadline passes first.
-    """
-    remaining = deadline - monotonic()
-    if remaining <= 0:
-        raise TimeoutError
-    ready: asyncio.Future[None] = loop.create_future()
 
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    fd = sock.fileno()
-    if write:
-        loop.add_writer(fd, wake)
-    else:
-        loop.add_reader(fd, wake)
-    try:
-        await asyncio.wait_for(ready, remaining)
-    except asyncio.TimeoutError:  # not the builtin before Python 3.11
-        raise TimeoutError from None
-    finally:
-        if write:
-            loop.remove_writer(fd)
-        else:
-            loop.remove_reader(fd)
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 def _count_values(body: bytes, most: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -387,7 +388,7 @@ ROUTER = """
 @hookimpl
 def register_routes(self, plugin_id):
     def lead(request, api, settings, context):
-        found = api.get_lead(request.query["id"])
+        found = api.get_lead(request.headers["x-lead"])
         body = json.dumps(
             {
                 "name": found.name if found is not None else None,
@@ -429,7 +430,7 @@ def test_a_sandboxed_route_handler_gets_its_tenants_api_settings_and_context(
     mine = services.make_lead("acme", name="Ada")
     theirs = services.make_lead("globex", name="Grace")
     api = api_for(services, "router", "acme", "read_leads")
-    request = ApiRequest(tenant="acme", method="GET", path="/lead/", query={"id": mine.id})
+    request = ApiRequest(tenant="acme", method="GET", path="/lead/", headers={"x-lead": mine.id})
     settings = {"greeting": "hello acme"}
     for answer in (
         handler(request, api=api, settings=settings, context=ACME),
@@ -441,7 +442,7 @@ def test_a_sandboxed_route_handler_gets_its_tenants_api_settings_and_context(
         assert body["read_only"] == "mappingproxy"
         assert body["pid"] != os.getpid()
     # Its tenant's data only: another tenant's lead is not found through acme's api.
-    request = ApiRequest(tenant="acme", method="GET", path="/lead/", query={"id": theirs.id})
+    request = ApiRequest(tenant="acme", method="GET", path="/lead/", headers={"x-lead": theirs.id})
     answer = run(handler.aio(request, api=api, settings=settings, context=ACME))
     assert json.loads(answer.body)["name"] is None
     plain = routes["plain"].handler.view
@@ -458,9 +459,60 @@ def test_a_route_given_another_tenants_api_or_context_is_refused(
     install(host, "router", ROUTER, permissions=("register_routes", "read_leads"))
     [found] = host.hook.register_routes()
     handler = {route.name: route for route in found}["lead"].handler.view
-    request = ApiRequest(tenant="acme", method="GET", path="/lead/", query={"id": "x"})
+    request = ApiRequest(tenant="acme", method="GET", path="/lead/", headers={"x-lead": "x"})
     globex = api_for(services, "router", "globex", "read_leads")
     with pytest.raises(SandboxError, match="its api is for tenant 'globex'"):
         run(handler.aio(request, api=globex, settings={"greeting": ""}, context=ACME))
     with pytest.raises(SandboxError, match="its context is for tenant 'globex'"):
         handler(request, settings={}, context=Context(tenant="globex"))
+
+
+# -- closing the host ------------------------------------------------------------------------------
+
+
+def test_closing_the_host_from_another_thread_cuts_an_awaited_call_short(
+    make_host: Callable[..., PluginHost], install: Installer
+) -> None:
+    """close() never waits for a plugin: the awaited call fails at once as the sync one does."""
+    host = make_host()
+    install(host, "sleeper", SLEEPER.format(delay=15.0), permissions=("dashboard_widgets",))
+    function = proxy(host, "sleeper", "dashboard_widget")
+    assert host.sandbox.start("sleeper", "acme")
+
+    async def main() -> list[Any]:
+        call = asyncio.ensure_future(function.aio(context=ACME))
+        await asyncio.sleep(0.5)  # the call is in its worker
+        closing = asyncio.to_thread(host.close)
+        return list(await asyncio.gather(call, closing, return_exceptions=True))
+
+    answered, closed = run(main())
+    assert isinstance(answered, SandboxError), answered  # not the widget, 15 s later
+    assert "the host closed" in str(answered)
+    assert closed is None
+
+
+def test_closing_the_host_on_the_loops_own_thread_does_not_deadlock(
+    make_host: Callable[..., PluginHost], install: Installer
+) -> None:
+    """A close() made by sync code inside the loop cannot wait for the loop's own calls: they
+    are cut short, and end with SandboxError once the loop runs again."""
+    host = make_host()
+    install(host, "sleeper", SLEEPER.format(delay=15.0), permissions=("dashboard_widgets",))
+    function = proxy(host, "sleeper", "dashboard_widget")
+    assert host.sandbox.start("sleeper", "acme")
+    outcome: list[Any] = []
+
+    async def main() -> None:
+        call = asyncio.ensure_future(function.aio(context=ACME))
+        await asyncio.sleep(0.5)
+        host.close()  # blocking, on the loop's thread
+        outcome.extend(await asyncio.gather(call, return_exceptions=True))
+
+    thread = threading.Thread(target=run, args=(main(),), daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "close() waited for a call only the blocked loop could end"
+    [answered] = outcome
+    assert isinstance(answered, SandboxError), answered
+    assert not isinstance(answered, SandboxTimeout)  # ended by the close, not by its timeout
+    assert "the host closed" in str(answered)
