@@ -176,7 +176,12 @@ def _annotation(hint: object) -> str:
     if origin is tuple and len(arguments) == 2 and arguments[1] is Ellipsis:
         return f"tuple[{_annotation(arguments[0])}, ...]"
     if origin is Mapping and len(arguments) == 2:
-        return "Mapping[str, str]" if arguments[1] is str else "Mapping[str, JSONValue]"
+        value = arguments[1]
+        if value is str:
+            return "Mapping[str, str]"
+        if typing.get_origin(value) is tuple:  # ApiRequest.query: every value of a name
+            return f"Mapping[str, {_annotation(value)}]"
+        return "Mapping[str, JSONValue]"
     if isinstance(hint, type):
         return hint.__name__
     return repr(hint)
