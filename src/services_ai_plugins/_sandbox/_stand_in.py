@@ -137,7 +137,7 @@ class TenantPool:
     thread and every event-loop task waiting for one (they look again).
     """
 
-    __slots__ = ("cond", "size", "slots", "tenant", "waiters")
+    __slots__ = ("cond", "size", "sleepers", "slots", "tenant", "waiters")
 
     def __init__(self, tenant: str | None, size: int) -> None:
         self.tenant = tenant
@@ -146,6 +146,16 @@ class TenantPool:
         self.slots: Final = tuple(Slot(self) for _ in range(size))
         #: Event-loop tasks waiting for a slot: each woken once, through its loop.
         self.waiters: list[Callable[[], None]] = []
+        #: Threads waiting on ``cond`` (none, the usual case: nobody to notify).
+        self.sleepers = 0
+
+    def sleep(self, seconds: float | None) -> None:
+        """Wait on ``cond`` (held) until a slot is given back, at most ``seconds``."""
+        self.sleepers += 1
+        try:
+            self.cond.wait(seconds)
+        finally:
+            self.sleepers -= 1
 
     def take(self) -> Slot | None:
         """A free slot, now, marked busy (``cond`` held): its worker alive if one is.
@@ -175,9 +185,11 @@ class TenantPool:
         with self.cond:
             slot.busy = False
             slot.loop = None
-            # Every waiter: one may be unloading the plugin, the others give up then.
-            self.cond.notify_all()
-            waiters, self.waiters = self.waiters, []
+            if self.sleepers:  # every one: one may be unloading the plugin, the others give up
+                self.cond.notify_all()
+            waiters = self.waiters
+            if waiters:
+                self.waiters = []
         for wake in waiters:
             wake()
 
@@ -350,13 +362,14 @@ class PluginWorkers:
                     while (
                         slot.busy and slot not in inside and (loop is None or slot.loop is not loop)
                     ):
-                        pool.cond.wait()
+                        pool.sleep(None)
                     worker, slot.worker = slot.worker, None
                 if worker is not None:
                     self.sandbox._gone(worker)
                     worker.stop()
             with pool.cond:  # calls waiting for a slot give up now: it was unloaded
-                pool.cond.notify_all()
+                if pool.sleepers:
+                    pool.cond.notify_all()
                 waiters, pool.waiters = pool.waiters, []
             for wake in waiters:
                 wake()
@@ -384,9 +397,7 @@ class PluginWorkers:
         slot = self._nested(pool)
         if slot is not None:
             return slot, True
-        policy = self.sandbox.policy
-        began = monotonic()
-        deadline = began + policy.wait_timeout
+        began = deadline = 0.0
         with pool.cond:
             while True:
                 if self.closed:
@@ -394,10 +405,12 @@ class PluginWorkers:
                 slot = pool.take()
                 if slot is not None:
                     return slot, False
-                remaining = deadline - monotonic()
-                if remaining <= 0:
-                    raise self._busy(pool, hook, monotonic() - began)
-                pool.cond.wait(remaining)
+                now = monotonic()
+                if not deadline:  # the clock is read only once the call must wait
+                    began, deadline = now, now + self.sandbox.policy.wait_timeout
+                if now >= deadline:
+                    raise self._busy(pool, hook, now - began)
+                pool.sleep(deadline - now)
 
     async def _aacquire(self, pool: TenantPool, hook: str) -> tuple[Slot, bool]:
         """:meth:`_acquire` from an event loop: a free slot now, else one freed within
