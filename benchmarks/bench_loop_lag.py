@@ -1,9 +1,10 @@
 """Question "loop_lag": how late an event loop runs while sandboxed calls are awaited.
 
 SDK: 32 calls of a sandboxed plugin's hook, each taking about 50 ms in its worker
-(it sleeps), are kept in flight through the stand-in's ``aio`` (what the host's
-async call loop awaits). The 32 workers (2 tenants, 16 workers each:
-``workers_per_plugin=16``) are started before the timing. A task ticking every
+(it sleeps), are kept in flight through ``await host.ahook.lead_created(...)``, the
+host's async call loop (which awaits the stand-in's non-blocking ``aio``). The 32
+workers (2 tenants, 16 workers each: ``workers_per_plugin=16``) are started before
+the timing. A task ticking every
 millisecond measures how late each tick wakes: the event loop's lag. A call that
 blocked the loop would show as a lag of its whole length.
 
@@ -132,7 +133,7 @@ def call_arguments(leads: dict[str, Any]) -> list[tuple[Any, Context]]:
 
 async def rounds_of_calls(host: PluginHost, leads: dict[str, Any], rounds: int) -> int:
     """``rounds`` rounds of 32 calls started at once and awaited together; the calls made."""
-    aio = host.plugins()["lagged"].lead_created.aio  # type: ignore[attr-defined]
+    aio = host.ahook.lead_created
     calls = call_arguments(leads)
     for _ in range(rounds):
         await asyncio.gather(*(aio(lead=lead, context=context) for lead, context in calls))
@@ -146,7 +147,7 @@ async def callers(host: PluginHost, leads: dict[str, Any], rounds: int) -> int:
     with a web server's requests, their calls do not all start and end in the
     same instant.
     """
-    aio = host.plugins()["lagged"].lead_created.aio  # type: ignore[attr-defined]
+    aio = host.ahook.lead_created
     calls = call_arguments(leads)
 
     async def caller(index: int, lead: Any, context: Context) -> None:
@@ -219,7 +220,7 @@ def main() -> None:
     )
     print("[loop_lag]")
     print(
-        f"  {len(TENANTS) * PER_TENANT} sandboxed calls of 50 ms in flight via aio; "
+        f"  {len(TENANTS) * PER_TENANT} sandboxed calls of 50 ms in flight via host.ahook; "
         "a 1 ms tick's lag:"
     )
     for name, row in report.items():
