@@ -1156,7 +1156,10 @@ class AsyncHostHook:
 
     async def __call__(self, **kwargs: Any) -> Any:  # noqa: PLR0915 - the loop, as HostHook's
         hook = self._hook
-        if self._runs_inline():  # nothing to await: the sync loop, as it is
+        held = self._inline
+        # Nothing to await: the sync loop, as it is. (Known for the current snapshot, the check
+        # costs one comparison; a snapshot the call's own tick brings is looked at next time.)
+        if (held[1] and held[0] is hook._planner.snapshot) or self._runs_inline():
             return hook(**kwargs)
         plan, context, now = hook.prepare(kwargs)
         entries = plan.entries
