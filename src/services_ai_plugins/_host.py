@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from time import perf_counter_ns
-from typing import Any, Final, final
+from typing import Any, Final, Generic, TypeVar, final
 
 import attrs
 import pluggy
@@ -1194,14 +1194,17 @@ class PluginHost:
         return f"<PluginHost {count} plugins, generation {generation}>"
 
 
-@final
-class _HookRelay:
-    """``host.hook``: one :class:`HostHook` per specified hook, built on first use."""
+H = TypeVar("H")
+
+
+class _Relay(Generic[H]):
+    """``host.hook`` / ``host.ahook``: one hook object per specified hook, built on first use
+    and kept as an attribute (found without ``__getattr__`` from then on)."""
 
     def __init__(self, host: PluginHost) -> None:
         self._host = host
 
-    def __getattr__(self, name: str) -> HostHook:
+    def __getattr__(self, name: str) -> H:
         if name.startswith("_"):
             raise AttributeError(name)
         try:
@@ -1209,18 +1212,15 @@ class _HookRelay:
         except KeyError as error:
             raise AttributeError(str(error.args[0])) from None
 
-    def __getitem__(self, name: str) -> HostHook:
-        known = self.__dict__.get(name)
-        if isinstance(known, HostHook):
-            return known
-        host = self._host
-        info = host._info(name)
-        caller: pluggy.HookCaller = getattr(host.pm.hook, name)
-        assert caller.spec is not None
-        injected = INJECTED if not info.host_only else ()
-        hook = HostHook(host._loading, host._dispatcher, info, caller.spec.argnames, injected)
-        setattr(self, name, hook)  # found as an attribute from now on
-        return hook
+    def __getitem__(self, name: str) -> H:
+        known: H | None = self.__dict__.get(name)
+        if known is None:
+            known = self._make(name)
+            setattr(self, name, known)
+        return known
+
+    def _make(self, name: str) -> H:
+        raise NotImplementedError
 
     def __dir__(self) -> list[str]:
         return sorted(
@@ -1229,24 +1229,23 @@ class _HookRelay:
 
 
 @final
-class _AsyncHookRelay:
+class _HookRelay(_Relay[HostHook]):
+    """``host.hook``: one :class:`HostHook` per specified hook."""
+
+    def _make(self, name: str) -> HostHook:
+        host = self._host
+        info = host._info(name)  # KeyError for a hook nobody specified
+        caller: pluggy.HookCaller = getattr(host.pm.hook, name)
+        assert caller.spec is not None
+        injected = INJECTED if not info.host_only else ()
+        return HostHook(host._loading, host._dispatcher, info, caller.spec.argnames, injected)
+
+
+@final
+class _AsyncHookRelay(_Relay[AsyncHostHook]):
     """``host.ahook``: one :class:`AsyncHostHook` per hook, over ``host.hook``'s."""
 
-    def __init__(self, host: PluginHost) -> None:
-        self._host = host
-
-    def __getattr__(self, name: str) -> AsyncHostHook:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        try:
-            return self[name]
-        except KeyError as error:
-            raise AttributeError(str(error.args[0])) from None
-
-    def __getitem__(self, name: str) -> AsyncHostHook:
-        known = self.__dict__.get(name)
-        if isinstance(known, AsyncHostHook):
-            return known
+    def _make(self, name: str) -> AsyncHostHook:
         host = self._host
         synced = host.hook[name]  # KeyError for a hook nobody specified
         caller: pluggy.HookCaller = getattr(host.pm.hook, name)
@@ -1254,12 +1253,7 @@ class _AsyncHookRelay:
         def implementations() -> list[Callable[..., Any]]:
             return [impl.function for impl in caller.get_hookimpls()]
 
-        hook = AsyncHostHook(synced, host._threads, implementations)
-        setattr(self, name, hook)
-        return hook
-
-    def __dir__(self) -> list[str]:
-        return dir(self._host.hook)
+        return AsyncHostHook(synced, host._threads, implementations)
 
 
 def _routed(request: ApiRequest, match: RouteMatch) -> ApiRequest:
