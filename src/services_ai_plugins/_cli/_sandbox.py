@@ -26,7 +26,7 @@ from .._sandbox._confine import (
     unreadable_by,
     unsearchable_by,
 )
-from ._common import Result
+from ._common import DIR_ENV, Result, plugins_path
 
 __all__ = ["add_sandbox_commands"]
 
@@ -34,6 +34,7 @@ __all__ = ["add_sandbox_commands"]
 def _sandbox_info(args: argparse.Namespace) -> Result:
     capabilities = probe()
     layers = capabilities.layers()
+    args.plugins_dir = str(plugins_path(args))  # the folder a host with defaults would use
     readable, hidden = _worker_reads(args.plugins_dir)
     document: dict[str, Any] = {
         "system": capabilities.system,
@@ -162,7 +163,8 @@ def add_sandbox_commands(commands: Any, common: argparse.ArgumentParser, prog: s
     )
     info.add_argument(
         "--plugins-dir",
-        default=DEFAULT_PLUGINS_DIR,
-        help=f"the plugins folder workers read (default: {DEFAULT_PLUGINS_DIR})",
+        default=None,
+        help=f"the plugins folder workers read (${DIR_ENV}; default: the host's, "
+        f"{DEFAULT_PLUGINS_DIR}/ in the per-user data folder)",
     )
     info.set_defaults(handler=_sandbox_info, prog=prog)
