@@ -219,11 +219,16 @@ def register_routes(self, plugin_id):
     ],
     ids=["clash", "malformed"],
 )
+@pytest.mark.parametrize("isolation", ISOLATIONS)
 def test_clashing_or_malformed_routes_are_refused_at_load(
-    body_: str, message: str, make_host: Callable[..., PluginHost], install: Installer
+    isolation: str,
+    body_: str,
+    message: str,
+    make_host: Callable[..., PluginHost],
+    install: Installer,
 ) -> None:
     """None of the plugin's routes is served; its load failure says why; others are unharmed."""
-    host = make_host()
+    host = make_host(isolation)
     install(host, "bad", body_, permissions=["register_routes"])
     install(host, "shop", SHOP, permissions=["register_routes", "read_leads"])
     assert {r.plugin_id for r in host.routes()} == {"shop"}
@@ -267,11 +272,13 @@ def register_routes(self, plugin_id):
 """
 
 
+@pytest.mark.parametrize("isolation", ISOLATIONS)
 def test_a_failing_handler_is_answered_recorded_and_counted_by_the_breaker(
-    make_host: Callable[..., PluginHost], install: Installer
+    isolation: str, make_host: Callable[..., PluginHost], install: Installer
 ) -> None:
+    """A hostile handler raising, or answering for another tenant: 500, recorded, counted."""
     breaker = BreakerPolicy(consecutive_failures=3, failure_rate=0)
-    host = make_host(breaker=breaker)
+    host = make_host(isolation, breaker=breaker)
     install(host, "hostile", HOSTILE, permissions=["register_routes"])
     answer = host.serve(get("/hostile/boom"))
     assert (answer.status, body(answer)) == (
