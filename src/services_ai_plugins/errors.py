@@ -22,8 +22,8 @@ Everything the SDK raises on purpose derives from one root, so a host can catch
     ├── ExtraNotInstalled     (also ImportError) a feature needs an extra of the SDK
     ├── PermissionDenied      (also PermissionError) an API call without its grant
     ├── TenantScopeError      host services returned another tenant's data, or need a tenant
-    ├── NoHostServices        (also RuntimeError) ``call`` has no host data or channels
     ├── NotSupported          (also NotImplementedError) the app does not provide that data
+    │   └── NoHostServices    ``call`` has no host application behind it
     ├── QuotaExceeded         a plugin's store for a tenant would go over its keys or bytes
     │   └── RateLimited       a rate-limited method (send_email, ...) called too often
     ├── ResultRefused         a plugin's hook returned a value the host does not accept
@@ -677,10 +677,6 @@ class HookCallError(ProblemsError):
     _what = "call"
 
 
-class NoHostServices(PluginError, RuntimeError):
-    """A plugin asked ``services-ai-plugins call`` for the host application's data or channels."""
-
-
 class NotSupported(PluginError, NotImplementedError):
     """The host application does not provide what a plugin asked for (bookings, SMS, ...).
 
@@ -705,6 +701,21 @@ class NotSupported(PluginError, NotImplementedError):
         self.method = method
         self.what = what or f"{method}()"
         super().__init__(f"this app does not provide {self.what} (HostServices.{method})")
+
+
+class NoHostServices(NotSupported):
+    """A plugin asked ``services-ai-plugins call`` for the host application's data or channels.
+
+    A :class:`NotSupported` (so a plugin that does without what an app lacks
+    does without it here too), and a ``RuntimeError`` as every
+    ``NotImplementedError`` is.
+    """
+
+    def __init__(self, method: str) -> None:
+        super().__init__(method)
+        self.args = (
+            f"no host services in the command line: {method}() needs the host application",
+        )
 
 
 class ExtraNotInstalled(PluginError, ImportError):

@@ -70,9 +70,7 @@ class _CommandLineServices:
 
     @staticmethod
     def _refuse(method: str) -> NoReturn:
-        raise NoHostServices(
-            f"no host services in the command line: {method}() needs the host application"
-        )
+        raise NoHostServices(method)
 
     def get_lead(self, tenant: str, lead_id: str) -> Lead | None:
         self._refuse("get_lead")
