@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -418,3 +419,45 @@ def test_a_busy_sandboxed_route_is_answered_503_and_is_not_the_plugins_failure(
     assert host.suspensions("slowpoke") == []
     [event, *_] = host.host_events("worker-busy")
     assert (event.plugin_id, event.tenant, event.hook) == ("slowpoke", "acme", "route:slow")
+
+
+FLAKY_ROUTES = """
+@hookimpl
+def register_routes(self, plugin_id):
+    if open({flag!r}).read() == "crash":
+        os._exit(7)
+
+    def hello(request):
+        return ApiResponse.json(request.tenant, {{"hello": True}})
+
+    return [Route(path="/hello", handler=hello, name="hello")]
+"""
+
+
+def test_routes_missing_for_a_passing_failure_are_asked_for_again(
+    hosts: Hosts, install: Installer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that crashed in register_routes: the plugin's routes come back by themselves."""
+    import services_ai_plugins._host as host_module
+
+    monkeypatch.setattr(host_module, "ROUTES_RETRY", 0.2)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    flag = shared / "flag"
+    flag.write_text("ok")
+    policy = SandboxPolicy(
+        timeout=30.0,
+        readable=(str(shared),),
+        isolation=dict.fromkeys(SourceKind, Isolation.PROCESS),
+    )
+    host = cast("PluginHost", hosts(sandbox=policy))
+    install(host, "flaky", FLAKY_ROUTES.format(flag=str(flag)), permissions=["register_routes"])
+    flag.write_text("crash")  # the worker that tells the routes dies while telling them
+    for pid in host.plugins()["flaky"].pids().values():  # type: ignore[attr-defined]
+        os.kill(pid, signal.SIGKILL)
+    assert host.serve(get("/flaky/hello")).status == 404
+    host.flush()
+    assert [f.exc_type for f in host.failures("flaky")] == ["WorkerCrashed"]
+    flag.write_text("ok")
+    time.sleep(0.3)  # the retry is due
+    assert host.serve(get("/flaky/hello")).status == 200  # asked again: back, nobody did a thing

@@ -91,6 +91,12 @@ from .hookspecs import HookInfo, hook_info, plugin_manager
 __all__ = ["PluginHealth", "PluginHost"]
 
 
+#: Seconds after which a route table built while a plugin's ``register_routes`` failed for a
+#: passing reason (:data:`_PASSING_FAILURES`) is built again.
+ROUTES_RETRY: float = 5.0
+#: Failures of a sandboxed plugin's ``register_routes`` that a later call may not repeat.
+_PASSING_FAILURES: Final = frozenset({"SandboxTimeout", "WorkerCrashed", "SandboxError"})
+
 #: The actor of the breaker's suspensions in the audit trail.
 BREAKER_ACTOR: Final = "circuit-breaker"
 
@@ -353,29 +359,38 @@ class PluginHost:
         The routes may differ when the plugins asked for them do (approved,
         upgraded, uninstalled, ``register_routes`` granted or revoked): the
         tenant-less plan of ``register_routes`` is the key. A tenant enabling a
-        plugin changes nothing here (each request asks the snapshot).
+        plugin changes nothing here (each request asks the snapshot). A table
+        built while a sandboxed plugin's ``register_routes`` failed for a
+        passing reason (its worker timed out, crashed or could not start) is
+        built again :data:`ROUTES_RETRY` seconds later, at the next request.
         """
-        if perf_counter_ns() >= self._loading.due:
+        now = perf_counter_ns()
+        if now >= self._loading.due:
             self._tick()
         snapshot = self._loading.snapshot
         held = self._route_table
-        if held is not None and held[0] is snapshot:
+        if held is not None and held[0] is snapshot and not held[1].retry_due(now):
             return held[1]
         with self._routes_lock:
             held = self._route_table
-            if held is not None and held[0] is snapshot:
+            if held is not None and held[0] is snapshot and not held[1].retry_due(now):
                 return held[1]
             info = self._info(ROUTES_HOOK)
             plan = self._loading.plan(snapshot, info, None, frozenset())
             key = tuple((entry[0], entry[1]) for entry in plan.entries)
-            reuse = held is not None and held[1].key == key
+            reuse = held is not None and held[1].key == key and not held[1].retry_due(now)
             table = held[1] if held is not None and reuse else self._build_routes(key)
             self._route_table = (snapshot, table)
             return table
 
     def _build_routes(self, key: object) -> RouteTable:
+        outcomes: list[PluginOutcome] = []
+        try:
+            returned = self.hook.register_routes(_trace=outcomes) or ()
+        finally:
+            self._dispatcher.end_trace()
         compiled: dict[str, list[Any]] = {}
-        for routes in self.hook.register_routes() or ():
+        for routes in returned:
             if not routes:
                 continue
             handler = routes[0].handler
@@ -386,7 +401,19 @@ class PluginHost:
             except PackageError as error:
                 _logger.error("plugin %r: %s", plugin_id, error)
                 self._loading.record_load_failure(plugin_id, error)
-        return RouteTable(compiled, key)
+        passing = sorted(
+            (outcome.plugin_id, outcome.failure.exc_type)
+            for outcome in outcomes
+            if outcome.failure is not None and outcome.failure.exc_type in _PASSING_FAILURES
+        )
+        if not passing:
+            return RouteTable(compiled, key)
+        _logger.warning(
+            "routes missing for now, register_routes failed (%s): asked again in %g s",
+            ", ".join(f"{plugin_id}: {kind}" for plugin_id, kind in passing),
+            ROUTES_RETRY,
+        )
+        return RouteTable(compiled, key, retry_at=perf_counter_ns() + int(ROUTES_RETRY * 1e9))
 
     def routes(self) -> tuple[PluginRoute, ...]:
         """The route table: every served route of every approved plugin, under its prefix.

@@ -207,9 +207,15 @@ def _allows(route: PluginRoute, method: str) -> bool:
 class RouteTable:
     """Every served route of the host, by plugin; built by the host when its plugins change."""
 
-    __slots__ = ("_plugins", "key", "routes")
+    __slots__ = ("_plugins", "key", "retry_at", "routes")
 
-    def __init__(self, compiled: Mapping[str, Sequence[_Compiled]], key: object = None) -> None:
+    def __init__(
+        self,
+        compiled: Mapping[str, Sequence[_Compiled]],
+        key: object = None,
+        *,
+        retry_at: int | None = None,
+    ) -> None:
         self._plugins = {pid: _PluginRoutes(items) for pid, items in compiled.items()}
         #: Every route, by plugin then in the order each plugin returned them.
         self.routes: tuple[PluginRoute, ...] = tuple(
@@ -217,6 +223,13 @@ class RouteTable:
         )
         #: What it was built from (the host compares it to know when to build again).
         self.key = key
+        #: When to build it again although nothing changed (``perf_counter_ns``; None: never):
+        #: a plugin's routes are missing for a passing reason.
+        self.retry_at = retry_at
+
+    def retry_due(self, now: int) -> bool:
+        """Whether it is to be built again now (a plugin's routes went missing for a while)."""
+        return self.retry_at is not None and now >= self.retry_at
 
     def match(self, path: str, method: str) -> RouteMatch | tuple[int, tuple[str, ...]]:
         """The route serving ``method`` on ``path`` (below the mount point), with its parameters.
