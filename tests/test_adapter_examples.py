@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -197,6 +198,12 @@ def test_the_asgi_example_adapter(
             '<meta name="shop" content="acme">'
             in client.get("/", headers={"x-tenant": "acme"}).text
         )
+        # The page's deferred call is handed over when the request's block exits, after the
+        # client has its answer, and runs in the background: wait for it before disabling.
+        deadline = time.monotonic() + 30
+        while services.stored("acme", "shop") != {"deferred": lead.id}:
+            assert time.monotonic() < deadline, "the deferred call did not run"
+            time.sleep(0.01)
         host.registry.disable("shop", "acme", actor="admin")  # meanwhile, elsewhere
         assert client.get("/plugins/shop/hello", headers={"x-tenant": "acme"}).status_code == 404
         assert client.get("/plugins/nobody", headers={"x-tenant": "acme"}).status_code == 404
