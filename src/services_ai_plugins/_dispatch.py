@@ -1507,21 +1507,7 @@ class RouteGuard:
                 self.hook,
                 f"{what} to a request of tenant {tenant!r}, not its ApiResponse",
             )
-            stats = self._stats
-            after = perf_counter_ns()
-            stats.calls += 1
-            stats.total_ns += after - before
-            stats.last_ns = after
-            self._dispatcher._failed(
-                self.plugin_id,
-                stats,
-                self.hook,
-                tenant,
-                error,
-                context=context,
-                started=before,
-                counted=True,
-            )
+            self._failed(tenant, error, context, before)  # counted as a failed call
             raise error
         self._took(tenant, context, before)
         return response

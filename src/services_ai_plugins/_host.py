@@ -40,7 +40,6 @@ from ._dispatch import (
     HookTrace,
     HostHook,
     PluginOutcome,
-    RouteGuard,
 )
 from ._host_events import HostEvent
 from ._loading import Loaded, PluginSet
@@ -393,9 +392,7 @@ class PluginHost:
         for routes in returned:
             if not routes:
                 continue
-            handler = routes[0].handler
-            assert isinstance(handler, RouteGuard)  # the call loop guards every route
-            plugin_id = handler.plugin_id
+            plugin_id = guard_of(routes[0]).plugin_id
             try:
                 compiled[plugin_id] = compile_routes(plugin_id, routes)
             except PackageError as error:
@@ -525,8 +522,6 @@ class PluginHost:
         elif isinstance(exc, WorkerBusy):
             status, error = 503, "the plugin is busy: try again"
             headers["retry-after"] = "1"
-        elif isinstance(exc, TypeError) and "takes an ApiRequest" in str(exc):
-            raise exc
         plugin_id = match.route.plugin_id
         return ApiResponse.json(
             request.tenant, {"error": error, "plugin": plugin_id}, status, headers=headers
