@@ -13,12 +13,11 @@ specifications, called as ``pm.hook.lead_created(...)`` with one shared
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
-from _harness import Contender, compare
-from services_ai_plugins import PluginAPI, PluginHost, SandboxPolicy, SQLiteStorage, pack_plugin
+from _harness import Contender, compare, install_plugin
+from services_ai_plugins import PluginAPI, PluginHost, SandboxPolicy, SQLiteStorage
 from services_ai_plugins.events import Context, Lead
 from services_ai_plugins.hookspecs import plugin_manager
 from services_ai_plugins.storage import SourceKind, Storage
@@ -53,22 +52,8 @@ def make_host(count: int, root: Path, storage: Storage | None = None) -> PluginH
         sandbox=SandboxPolicy(isolation=dict.fromkeys(SourceKind, Isolation.INPROCESS)),
     )
     for number in range(count + EXTRA):
-        plugin_id = f"bench-{number:03d}"
-        folder = root / "src" / plugin_id
-        folder.mkdir(parents=True)
-        manifest = {
-            "id": plugin_id,
-            "name": f"Bench {number}",
-            "version": "1.0.0",
-            "entry_point": "main.py",
-            "plugin_class": "Plugin",
-            "permissions": ["read_leads"],
-        }
-        (folder / "manifest.json").write_text(json.dumps(manifest))
-        (folder / "main.py").write_text(PLUGIN)
-        host.install(pack_plugin(folder, root / f"{plugin_id}.zip").path, actor="bench")
-        host.registry.approve(plugin_id, actor="bench")
-        host.registry.enable(plugin_id, "acme" if number < count else "globex", actor="bench")
+        tenant = "acme" if number < count else "globex"
+        install_plugin(host, root, f"bench-{number:03d}", PLUGIN, tenants=(tenant,))
     host.refresh()
     return host
 

@@ -29,8 +29,10 @@ from typing import Any, Final
 import pyperf  # type: ignore[import-untyped]  # pyperf ships neither type hints nor stubs
 
 import services_ai_plugins
+from services_ai_plugins import PluginHost, pack_plugin
+from services_ai_plugins_testing.fakes import FakeHostServices
 
-__all__ = ["RESULTS_ENV", "Contender", "Outcome", "compare"]
+__all__ = ["RESULTS_ENV", "Contender", "Outcome", "QuietServices", "compare", "install_plugin"]
 
 #: The environment variable that overrides where results are recorded.
 RESULTS_ENV: Final = "SERVICES_AI_PLUGINS_BENCH_RESULTS"
@@ -183,3 +185,40 @@ def _record(path: Path, question: str, record: dict[str, Any]) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+class QuietServices(FakeHostServices):
+    """The testing package's fake host services without their call log, which would grow with
+    every timed call."""
+
+    def _record(self, method: str, tenant: str, *args: Any) -> None:
+        return None
+
+
+def install_plugin(
+    host: PluginHost,
+    root: Path,
+    plugin_id: str,
+    code: str,
+    *,
+    permissions: Sequence[str] = ("read_leads",),
+    tenants: Sequence[str] = ("acme",),
+) -> None:
+    """Write a plugin folder (``code`` as its ``main.py``, class ``Plugin``) under ``root/src``,
+    pack it, install it into ``host``, approve it and enable it for ``tenants``."""
+    folder = root / "src" / plugin_id
+    folder.mkdir(parents=True)
+    manifest = {
+        "id": plugin_id,
+        "name": plugin_id,
+        "version": "1.0.0",
+        "entry_point": "main.py",
+        "plugin_class": "Plugin",
+        "permissions": list(permissions),
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "main.py").write_text(code)
+    host.install(pack_plugin(folder, root / f"{plugin_id}.zip").path, actor="bench")
+    host.registry.approve(plugin_id, actor="bench")
+    for tenant in tenants:
+        host.registry.enable(plugin_id, tenant, actor="bench")

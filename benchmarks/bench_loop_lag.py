@@ -26,7 +26,6 @@ fewer rounds).
 from __future__ import annotations
 
 import asyncio
-import json
 import platform
 import sys
 import tempfile
@@ -37,10 +36,9 @@ from time import perf_counter
 from typing import Any, Final
 
 import services_ai_plugins
-from _harness import _record, _results_path
-from services_ai_plugins import MemoryStorage, PluginHost, SandboxPolicy, pack_plugin
+from _harness import QuietServices, _record, _results_path, install_plugin
+from services_ai_plugins import MemoryStorage, PluginHost, SandboxPolicy
 from services_ai_plugins.events import Context
-from services_ai_plugins_testing.fakes import FakeHostServices
 
 #: The plugin: a hook of about 50 ms.
 PLUGIN: Final = """
@@ -59,27 +57,8 @@ PER_TENANT: Final = 16
 TICK: Final = 0.001
 
 
-class QuietServices(FakeHostServices):
-    """The fake without its call log, which would grow for every timed call."""
-
-    def _record(self, method: str, tenant: str, *args: Any) -> None:
-        return None
-
-
 def make_host(root: Path, services: QuietServices) -> PluginHost:
     """A host with the plugin installed and enabled for every tenant, all workers started."""
-    source = root / "src" / "lagged"
-    source.mkdir(parents=True)
-    manifest = {
-        "id": "lagged",
-        "name": "lagged",
-        "version": "1.0.0",
-        "entry_point": "main.py",
-        "plugin_class": "Plugin",
-        "permissions": ["read_leads"],
-    }
-    (source / "manifest.json").write_text(json.dumps(manifest))
-    (source / "main.py").write_text(textwrap.dedent(PLUGIN))
     host = PluginHost(
         services,
         storage=MemoryStorage(),
@@ -93,10 +72,7 @@ def make_host(root: Path, services: QuietServices) -> PluginHost:
         ),
         flush_interval=3600,
     )
-    host.install(pack_plugin(source, root / "lagged.zip").path, actor="bench")
-    host.registry.approve("lagged", actor="bench")
-    for tenant in TENANTS:
-        host.registry.enable("lagged", tenant, actor="bench")
+    install_plugin(host, root, "lagged", textwrap.dedent(PLUGIN), tenants=TENANTS)
     host.plugins()
     for tenant in TENANTS:
         assert host.sandbox.start("lagged", tenant)

@@ -14,15 +14,14 @@ then calling the same kind of handler with the path parameters. Target: at most 
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from starlette.routing import Match, Route, Router
 
-from _harness import Contender, compare
-from services_ai_plugins import PluginHost, SandboxPolicy, SQLiteStorage, pack_plugin
+from _harness import Contender, compare, install_plugin
+from services_ai_plugins import PluginHost, SandboxPolicy, SQLiteStorage
 from services_ai_plugins.events import ApiRequest, ApiResponse
 from services_ai_plugins.storage import SourceKind
 from services_ai_plugins.types import Isolation
@@ -70,22 +69,7 @@ def make_host(root: Path) -> PluginHost:
         sandbox=SandboxPolicy(isolation=dict.fromkeys(SourceKind, Isolation.INPROCESS)),
     )
     for number in range(PLUGINS):
-        plugin_id = f"web-{number:02d}"
-        folder = root / "src" / plugin_id
-        folder.mkdir(parents=True)
-        manifest = {
-            "id": plugin_id,
-            "name": f"Web {number}",
-            "version": "1.0.0",
-            "entry_point": "main.py",
-            "plugin_class": "Plugin",
-            "permissions": ["register_routes"],
-        }
-        (folder / "manifest.json").write_text(json.dumps(manifest))
-        (folder / "main.py").write_text(PLUGIN)
-        host.install(pack_plugin(folder, root / f"{plugin_id}.zip").path, actor="bench")
-        host.registry.approve(plugin_id, actor="bench")
-        host.registry.enable(plugin_id, "acme", actor="bench")
+        install_plugin(host, root, f"web-{number:02d}", PLUGIN, permissions=("register_routes",))
     host.refresh()
     return host
 

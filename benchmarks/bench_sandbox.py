@@ -31,7 +31,6 @@ fewer rounds).
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import platform
@@ -46,13 +45,12 @@ from datetime import datetime, timezone
 from multiprocessing.connection import Connection
 from pathlib import Path
 from time import perf_counter, perf_counter_ns
-from typing import Any, Final
+from typing import Final
 
 import services_ai_plugins
-from _harness import _record, _results_path
-from services_ai_plugins import MemoryStorage, PluginHost, SandboxPolicy, pack_plugin
+from _harness import QuietServices, _record, _results_path, install_plugin
+from services_ai_plugins import MemoryStorage, PluginHost, SandboxPolicy
 from services_ai_plugins.events import Context
-from services_ai_plugins_testing.fakes import FakeHostServices
 
 PLUGINS = {
     "round-trip": """
@@ -74,13 +72,6 @@ PLUGINS = {
 }
 
 
-class QuietServices(FakeHostServices):
-    """The fake without its call log, which would grow for every timed call."""
-
-    def _record(self, method: str, tenant: str, *args: Any) -> None:
-        return None
-
-
 def echo(conn: Connection) -> None:
     # A session of its own, as a sandbox worker has: the scheduler then treats both peers
     # alike (with autogroup, each session is a scheduling group of its own).
@@ -93,22 +84,7 @@ def echo(conn: Connection) -> None:
 
 
 def install(host: PluginHost, root: Path, plugin_id: str, tenant: str) -> None:
-    folder = root / "src" / plugin_id
-    folder.mkdir(parents=True)
-    manifest = {
-        "id": plugin_id,
-        "name": plugin_id,
-        "version": "1.0.0",
-        "entry_point": "main.py",
-        "plugin_class": "Plugin",
-        "permissions": ["read_leads"],
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    (folder / "main.py").write_text(textwrap.dedent(PLUGINS[plugin_id]))
-    archive = pack_plugin(folder, root / f"{plugin_id}.zip").path
-    host.install(archive, actor="bench")
-    host.registry.approve(plugin_id, actor="bench")
-    host.registry.enable(plugin_id, tenant, actor="bench")
+    install_plugin(host, root, plugin_id, textwrap.dedent(PLUGINS[plugin_id]), tenants=(tenant,))
 
 
 def timings(call: Callable[[], object], count: int) -> list[int]:

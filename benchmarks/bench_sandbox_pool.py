@@ -17,7 +17,6 @@ fewer rounds).
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import sys
@@ -30,10 +29,9 @@ from time import perf_counter
 from typing import Any, Final
 
 import services_ai_plugins
-from _harness import _record, _results_path
-from services_ai_plugins import MemoryStorage, PluginHost, SandboxPolicy, pack_plugin
+from _harness import QuietServices, _record, _results_path, install_plugin
+from services_ai_plugins import MemoryStorage, PluginHost, SandboxPolicy
 from services_ai_plugins.events import Context
-from services_ai_plugins_testing.fakes import FakeHostServices
 
 #: The plugin: a hook of about 20 ms.
 PLUGIN: Final = """
@@ -51,28 +49,9 @@ CALLERS: Final = 4
 TENANT: Final = "acme"
 
 
-class QuietServices(FakeHostServices):
-    """The fake without its call log, which would grow for every timed call."""
-
-    def _record(self, method: str, tenant: str, *args: Any) -> None:
-        return None
-
-
 def make_host(root: Path, services: QuietServices, workers: int) -> PluginHost:
     """A host with the plugin installed and enabled, its pool for the tenant started."""
     folder = root / f"pool-{workers}"
-    source = folder / "src" / "pooled"
-    source.mkdir(parents=True)
-    manifest = {
-        "id": "pooled",
-        "name": "pooled",
-        "version": "1.0.0",
-        "entry_point": "main.py",
-        "plugin_class": "Plugin",
-        "permissions": ["read_leads"],
-    }
-    (source / "manifest.json").write_text(json.dumps(manifest))
-    (source / "main.py").write_text(textwrap.dedent(PLUGIN))
     host = PluginHost(
         services,
         storage=MemoryStorage(),
@@ -81,9 +60,7 @@ def make_host(root: Path, services: QuietServices, workers: int) -> PluginHost:
         sandbox=SandboxPolicy(timeout=10.0, workers_per_plugin=workers, wait_timeout=60.0),
         flush_interval=3600,
     )
-    host.install(pack_plugin(source, folder / "pooled.zip").path, actor="bench")
-    host.registry.approve("pooled", actor="bench")
-    host.registry.enable("pooled", TENANT, actor="bench")
+    install_plugin(host, folder, "pooled", textwrap.dedent(PLUGIN), tenants=(TENANT,))
     host.plugins()
     assert host.sandbox.start("pooled", TENANT)
     return host
