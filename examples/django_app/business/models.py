@@ -1,0 +1,62 @@
+"""The CRM's data: every row belongs to one business (the SDK's tenant)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Business(models.Model):
+    """A tenant: ``slug`` is its tenant name and its sub-domain."""
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=200)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Member(models.Model):
+    """A person of a business: a Django user with a role there."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    business = models.ForeignKey(Business, on_delete=models.CASCADE, related_name="members")
+    role = models.CharField(max_length=50, default="sales")
+
+
+class Lead(models.Model):
+    business = models.ForeignKey(Business, on_delete=models.CASCADE, related_name="leads")
+    name = models.CharField(max_length=200)
+    email = models.EmailField(blank=True)
+    company = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=30, default="new")
+    value = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+
+class Booking(models.Model):
+    business = models.ForeignKey(Business, on_delete=models.CASCADE, related_name="bookings")
+    customer_name = models.CharField(max_length=200)
+    customer_email = models.EmailField()
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    status = models.CharField(max_length=30, default="pending")
+
+    class Meta:
+        ordering = ["starts_at", "id"]
+
+
+class Invoice(models.Model):
+    business = models.ForeignKey(Business, on_delete=models.CASCADE, related_name="invoices")
+    number = models.CharField(max_length=50)
+    customer_name = models.CharField(max_length=200)
+    total = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3, default="EUR")
+    status = models.CharField(max_length=30, default="draft")
+    issued_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-issued_at", "-id"]

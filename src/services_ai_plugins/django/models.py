@@ -1,0 +1,205 @@
+"""The registry's tables in the project's own database (the storage protocol's records).
+
+One model per record kind of :mod:`services_ai_plugins.storage`; :class:`DjangoStorage`
+(``services_ai_plugins.django.storage``) reads and writes them, and nothing else should:
+the registry's rules (revisions, the audit trail, the change counter) live there. JSON
+documents are kept as ``JSONField`` values; times as aware datetimes (``USE_TZ`` or not).
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+__all__ = [
+    "AuditEntry",
+    "Failure",
+    "Generation",
+    "HookMetric",
+    "Plugin",
+    "PluginTenant",
+    "PluginVersion",
+    "StoreSize",
+    "StoreTotal",
+    "StoreValue",
+]
+
+
+class Generation(models.Model):
+    """The change counter: one row, moved by every registry change (other processes poll it)."""
+
+    key = models.CharField(max_length=32, primary_key=True)
+    value = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "services_ai_plugins_generation"
+
+
+class Plugin(models.Model):
+    """One installed plugin (the original system's ``Plugin`` model, and more)."""
+
+    id = models.CharField(max_length=64, primary_key=True)
+    name = models.CharField(max_length=200)
+    version = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, db_index=True)
+    manifest = models.JSONField()
+    code_hash = models.CharField(max_length=64)
+    source = models.CharField(max_length=16)
+    package_path = models.TextField(null=True, blank=True)
+    installed_at = models.DateTimeField()
+    installed_by = models.CharField(max_length=200)
+    approved_at = models.DateTimeField(null=True, blank=True)
+    approved_by = models.CharField(max_length=200, null=True, blank=True)
+    status_reason = models.TextField(null=True, blank=True)
+    granted_permissions = models.JSONField(default=list)
+    revision = models.BigIntegerField()
+
+    class Meta:
+        db_table = "services_ai_plugins_plugin"
+        ordering = ["id"]
+        verbose_name = "plugin"
+        # Reaching the plugin admin pages; superusers hold it implicitly.
+        permissions = [("manage_plugins", "Can review, approve, enable and configure plugins")]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.version} ({self.status})"
+
+
+class PluginTenant(models.Model):
+    """One plugin for one tenant: activation, suspension, optional grants and settings."""
+
+    plugin = models.ForeignKey(Plugin, on_delete=models.CASCADE, related_name="tenants")
+    tenant = models.CharField(max_length=200)
+    enabled = models.BooleanField(default=False)
+    suspended_reason = models.TextField(null=True, blank=True)
+    optional_grants = models.JSONField(default=list)
+    settings = models.JSONField(default=dict)
+    changed_at = models.DateTimeField()
+    changed_by = models.CharField(max_length=200)
+    revision = models.BigIntegerField()
+
+    class Meta:
+        db_table = "services_ai_plugins_tenant"
+        constraints = [
+            models.UniqueConstraint(fields=["plugin", "tenant"], name="sap_tenant_unique"),
+        ]
+        indexes = [models.Index(fields=["tenant", "enabled"], name="sap_tenant_enabled")]
+
+
+class PluginVersion(models.Model):
+    """One install of one version (history: it outlives the plugin's row, so no foreign key)."""
+
+    plugin_id = models.CharField(max_length=64)
+    version = models.CharField(max_length=64)
+    code_hash = models.CharField(max_length=64)
+    changelog = models.TextField(null=True, blank=True)
+    installed_at = models.DateTimeField()
+    installed_by = models.CharField(max_length=200)
+
+    class Meta:
+        db_table = "services_ai_plugins_version"
+        indexes = [models.Index(fields=["plugin_id", "id"], name="sap_version_plugin")]
+
+
+class AuditEntry(models.Model):
+    """One audit event: who did what, to which plugin and tenant, and what changed."""
+
+    at = models.DateTimeField(db_index=True)
+    actor = models.CharField(max_length=200)
+    action = models.CharField(max_length=64)
+    plugin_id = models.CharField(max_length=64)
+    tenant = models.CharField(max_length=200, null=True, blank=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        db_table = "services_ai_plugins_audit"
+        verbose_name_plural = "audit entries"
+        indexes = [
+            models.Index(fields=["plugin_id", "id"], name="sap_audit_plugin"),
+            models.Index(fields=["tenant", "id"], name="sap_audit_tenant"),
+            models.Index(fields=["actor", "id"], name="sap_audit_actor"),
+        ]
+
+
+class Failure(models.Model):
+    """One exception a plugin raised in one hook call."""
+
+    plugin_id = models.CharField(max_length=64)
+    tenant = models.CharField(max_length=200, null=True, blank=True)
+    hook = models.CharField(max_length=200)
+    exc_type = models.CharField(max_length=200)
+    message = models.TextField()
+    traceback = models.TextField()
+    at = models.DateTimeField()
+    resolved = models.BooleanField(default=False)
+
+    class Meta:
+        db_table = "services_ai_plugins_failure"
+        indexes = [models.Index(fields=["plugin_id", "resolved", "id"], name="sap_failure_plugin")]
+
+
+class HookMetric(models.Model):
+    """The running totals for one (plugin, hook)."""
+
+    plugin_id = models.CharField(max_length=64)
+    hook = models.CharField(max_length=200)
+    calls = models.BigIntegerField()
+    errors = models.BigIntegerField()
+    total_duration = models.FloatField()
+    max_duration = models.FloatField()
+    last_call = models.DateTimeField()
+
+    class Meta:
+        db_table = "services_ai_plugins_metric"
+        constraints = [
+            models.UniqueConstraint(fields=["plugin_id", "hook"], name="sap_metric_unique"),
+        ]
+
+
+class StoreTotal(models.Model):
+    """What one plugin keeps in its key-value store for one tenant, in all."""
+
+    plugin_id = models.CharField(max_length=64)
+    tenant = models.CharField(max_length=200)
+    keys = models.BigIntegerField()
+    bytes = models.BigIntegerField()
+
+    class Meta:
+        db_table = "services_ai_plugins_store_total"
+        constraints = [
+            models.UniqueConstraint(fields=["plugin_id", "tenant"], name="sap_store_total_unique"),
+        ]
+
+
+class StoreSize(models.Model):
+    """The size charged for one key of one plugin's store for one tenant."""
+
+    plugin_id = models.CharField(max_length=64)
+    tenant = models.CharField(max_length=200)
+    key = models.CharField(max_length=255)
+    bytes = models.BigIntegerField()
+
+    class Meta:
+        db_table = "services_ai_plugins_store_size"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["plugin_id", "tenant", "key"], name="sap_store_size_unique"
+            ),
+        ]
+
+
+class StoreValue(models.Model):
+    """One value of a plugin's key-value store kept by the SDK (JSON text, as given)."""
+
+    plugin_id = models.CharField(max_length=64)
+    tenant = models.CharField(max_length=200)
+    key = models.CharField(max_length=255)
+    value = models.TextField()
+
+    class Meta:
+        db_table = "services_ai_plugins_store_value"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["plugin_id", "tenant", "key"], name="sap_store_value_unique"
+            ),
+        ]
