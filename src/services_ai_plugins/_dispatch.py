@@ -1313,6 +1313,19 @@ _ROUTE_NAME: Final = 100
 #: What a route handler may ask for by name, besides the request.
 ROUTE_INJECTED: Final = ("api", "settings", "context")
 
+#: What a framework-native view being served may ask for: its plugin's injected values
+#: for the request's tenant (``api``, ``settings``) and the call's ``context``.
+_NATIVE: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
+    "services_ai_plugins_native_view", default=None
+)
+
+
+def native_values() -> Mapping[str, Any] | None:
+    """Inside a framework-native view called by :meth:`RouteGuard.call_native`: its
+    plugin's ``api`` and ``settings`` for the request's tenant, the ``context`` and the
+    ``plugin_id``; None elsewhere."""
+    return _NATIVE.get()
+
 
 @final
 class RouteGuard:
@@ -1461,6 +1474,14 @@ class RouteGuard:
             return ApiResponse.json(tenant, {"error": "not found"}, 404)
         context = _request_context(request)
         token = _set_context(context)
+        native = _NATIVE.set(
+            {
+                "api": values.get("api"),
+                "settings": values.get("settings"),
+                "context": context,
+                "plugin_id": self.plugin_id,
+            }
+        )
         before = perf_counter_ns()
         try:
             answer = call(self.view)
@@ -1471,6 +1492,7 @@ class RouteGuard:
             self._failed(tenant, exc, context, before)
             raise
         finally:
+            _NATIVE.reset(native)
             _reset_context(token)
         self._took(tenant, context, before)
         return answer

@@ -40,6 +40,7 @@ from ._dispatch import (
     HookTrace,
     HostHook,
     PluginOutcome,
+    native_values,
 )
 from ._host_events import HostEvent
 from ._loading import Loaded, PluginSet
@@ -509,6 +510,17 @@ class PluginHost:
         except Exception as exc:  # noqa: BLE001 - recorded by the guard; answered here
             return self._failed_answer(request, match, exc)
         return response
+
+    def native_values(self) -> Mapping[str, Any] | None:
+        """Inside a framework-native view that :meth:`serve` hands to the adapter: the
+        view's plugin's ``api`` and ``settings`` for the request's tenant, the call's
+        ``context`` and the ``plugin_id``; None anywhere else.
+
+        The adapter passes them on in its framework's way (the Django adapter sets
+        ``request.plugin_api``), so that a view written for the original system reads
+        the tenant's data through the permission layer.
+        """
+        return native_values()
 
     def _failed_answer(self, request: ApiRequest, match: RouteMatch, exc: Exception) -> ApiResponse:
         if self._dispatcher.strict:
@@ -1173,6 +1185,17 @@ class PluginHost:
             self._tick()
         loaded = self._loading.loaded()
         return {plugin_id: found.plugin for plugin_id, found in loaded.items()}
+
+    def runs_in_process(self, plugin_id: str) -> bool:
+        """Whether the plugin is loaded in the host's process (trusted code), rather than in
+        a sandbox worker or not at all.
+
+        Adapters decide by it what a plugin's HTML may be: inserted as it is (in
+        process, where the plugin could do anything anyway) or escaped (a sandboxed
+        plugin must not reach the app's pages through markup).
+        """
+        found = self._loading.loaded().get(plugin_id)
+        return found is not None and not isinstance(found.plugin, SandboxedPlugin)
 
     def close(self) -> None:
         """Run the deferred calls, flush, unload every plugin and close the storage if the host

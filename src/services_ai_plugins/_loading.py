@@ -341,7 +341,7 @@ class PluginSet:
             return False
         sandboxed = (
             self._sandbox.policy.isolation_for(
-                record.source, manifest.isolation if manifest is not None else None
+                record.source, manifest.isolation if manifest is not None else None, record.id
             )
             is Isolation.PROCESS
         )

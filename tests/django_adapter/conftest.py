@@ -28,3 +28,56 @@ if not settings.configured:
         **{name: getattr(test_settings, name) for name in dir(test_settings) if name.isupper()}
     )
     django.setup()
+
+
+import json  # noqa: E402
+import shutil  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
+from services_ai_plugins import PluginHost, pack_plugin  # noqa: E402
+
+#: The example project's bundled plugins (examples/django_app/plugins).
+EXAMPLE_PLUGINS = EXAMPLE / "plugins"
+
+
+@pytest.fixture
+def crm(transactional_db: None, settings: Any, tmp_path: Path) -> Iterator[PluginHost]:
+    """The example CRM with its two businesses (acme, globex), a member of each and a fresh
+    plugin host over a registry of its own; closed afterwards."""
+    from business.models import Business, Member  # noqa: PLC0415
+    from django.contrib.auth.models import User as Account  # noqa: PLC0415
+
+    from services_ai_plugins.django import conf  # noqa: PLC0415
+
+    settings.SERVICES_AI_PLUGINS = {
+        **settings.SERVICES_AI_PLUGINS,
+        "PLUGINS_DIR": str(tmp_path / "plugins"),
+        "STORAGE": REGISTRY_STORAGE(tmp_path),
+    }
+    for slug, name in (("acme", "Acme"), ("globex", "Globex")):
+        business = Business.objects.create(slug=slug, name=name)
+        account = Account.objects.create_user(f"{slug}-sales", f"sales@{slug}.example", "pw")
+        Member.objects.create(user=account, business=business)
+    host = conf.get_host()
+    try:
+        yield host
+    finally:
+        conf.close_host()
+
+
+def REGISTRY_STORAGE(tmp_path: Path) -> str:  # noqa: N802 - a setting's value
+    """Where the tests' registry lives: the project's own database."""
+    return str(tmp_path / "registry.db")  # until DjangoStorage lands: "django"
+
+
+def packed(tmp_path: Path, name: str, **manifest_changes: Any) -> Path:
+    """One of the example plugins packed as an uploaded ZIP (its manifest changed as asked)."""
+    folder = tmp_path / "src" / name
+    shutil.copytree(EXAMPLE_PLUGINS / name, folder)
+    if manifest_changes:
+        manifest_file = folder / "manifest.json"
+        manifest = json.loads(manifest_file.read_text())
+        manifest.update(manifest_changes)
+        manifest_file.write_text(json.dumps(manifest))
+    return Path(pack_plugin(folder, tmp_path / f"{name}.zip").path)

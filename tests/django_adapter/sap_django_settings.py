@@ -2,7 +2,9 @@
 
 Two databases: ``default`` is SQLite; ``postgres`` is the PostgreSQL server of the run
 (``$SERVICES_AI_PLUGINS_PG_URL``, started by ``.ci/run``), present only when one is given.
-Tests that run on both take the alias as a parameter.
+Tests that run on both take the alias as a parameter. With ``SAP_DJANGO_DB=postgres``
+(the second Django run of ``nox -s tests``), ``default`` is the PostgreSQL server: the
+whole project, its business data and the registry, runs on it.
 """
 
 from __future__ import annotations
@@ -42,7 +44,11 @@ TEST_DATABASES: dict[str, dict[str, Any]] = {
         "OPTIONS": {"timeout": 30},
     },
 }
-if PG_URL:
+if os.environ.get("SAP_DJANGO_DB") == "postgres":
+    if not PG_URL:
+        raise RuntimeError("SAP_DJANGO_DB=postgres needs $SERVICES_AI_PLUGINS_PG_URL")
+    TEST_DATABASES = {"default": _postgres(PG_URL)}
+elif PG_URL:
     TEST_DATABASES["postgres"] = _postgres(PG_URL)
 
 # The example CRM (examples/django_app) is the project under test, with the test databases.

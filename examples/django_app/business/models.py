@@ -41,6 +41,7 @@ class Booking(models.Model):
     business = models.ForeignKey(Business, on_delete=models.CASCADE, related_name="bookings")
     customer_name = models.CharField(max_length=200)
     customer_email = models.EmailField()
+    service = models.CharField(max_length=200, default="Consultation")
     starts_at = models.DateTimeField()
     ends_at = models.DateTimeField()
     status = models.CharField(max_length=30, default="pending")
@@ -56,7 +57,19 @@ class Invoice(models.Model):
     total = models.DecimalField(max_digits=12, decimal_places=2)
     currency = models.CharField(max_length=3, default="EUR")
     status = models.CharField(max_length=30, default="draft")
-    issued_at = models.DateTimeField(auto_now_add=True)
+    issued_on = models.DateField(auto_now_add=True)
 
     class Meta:
-        ordering = ["-issued_at", "-id"]
+        ordering = ["-issued_on", "-id"]
+
+
+class Notification(models.Model):
+    """What a plugin told a business's staff (``api.send_notification``)."""
+
+    business = models.ForeignKey(Business, on_delete=models.CASCADE, related_name="notifications")
+    message = models.TextField()
+    level = models.CharField(max_length=20, default="info")
+    sent_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-sent_at", "-id"]

@@ -8,10 +8,12 @@ from django.http import HttpRequest
 from services_ai_plugins.django.services import ModelServices
 from services_ai_plugins.events import Booking as BookingRecord
 from services_ai_plugins.events import Invoice as InvoiceRecord
+from services_ai_plugins.events import InvoiceLine
 from services_ai_plugins.events import Lead as LeadRecord
+from services_ai_plugins.events import Notification as NotificationRecord
 from services_ai_plugins.events import User
 
-from .models import Booking, Business, Invoice, Lead, Member
+from .models import Booking, Business, Invoice, Lead, Member, Notification
 
 
 def tenant_of(request: HttpRequest) -> tuple[str, User | None] | None:
@@ -64,6 +66,7 @@ class CrmServices(ModelServices):
             tenant=booking.business.slug,
             customer_name=booking.customer_name,
             customer_email=booking.customer_email,
+            service=booking.service,
             starts_at=booking.starts_at,
             ends_at=booking.ends_at,
             status=booking.status,
@@ -78,10 +81,10 @@ class CrmServices(ModelServices):
             tenant=invoice.business.slug,
             number=invoice.number,
             customer_name=invoice.customer_name,
-            total=invoice.total,
+            lines=(InvoiceLine(description="Total", quantity=1, unit_price=invoice.total),),
             currency=invoice.currency,
             status=invoice.status,
-            issued_at=invoice.issued_at,
+            issued_on=invoice.issued_on,
         )
 
     def users(self, tenant: str) -> QuerySet[Member]:
@@ -95,4 +98,12 @@ class CrmServices(ModelServices):
             email=account.email or f"{account.get_username()}@{member.business.slug}.example",
             name=account.get_full_name() or account.get_username(),
             roles=(member.role,),
+        )
+
+    def send_notification(self, tenant: str, notification: NotificationRecord) -> None:
+        """Keep it for the business's staff (shown on the dashboard)."""
+        Notification.objects.create(
+            business=Business.objects.get(slug=tenant),
+            message=notification.message,
+            level=notification.level,
         )

@@ -79,5 +79,5 @@ SERVICES_AI_PLUGINS: dict[str, Any] = {
     "PLUGINS_DIR": str(DATA_DIR / "plugins"),
     # The original system's plugins ship Django views: they run in the web process, so
     # they are named here. Every other uploaded plugin runs in a sandboxed worker.
-    "SANDBOX": {},
+    "SANDBOX": {"trusted": ["lead-notes"]},
 }

@@ -42,6 +42,10 @@ class SandboxPolicy:
     archives run in a worker by default, entry points and folders (placed by
     an operator) in the host's process. A manifest asking for ``"process"``
     always gets it; one asking for ``"inprocess"`` cannot loosen the policy.
+    ``trusted`` names plugins the operator lets run in the host's process
+    wherever they came from (an uploaded plugin of the original system that
+    ships framework-native views); they still need an admin's approval, and
+    their manifest may still ask for a worker.
 
     >>> SandboxPolicy(timeout=2.0).isolation_for(SourceKind.ARCHIVE, None)
     <Isolation.PROCESS: 'process'>
@@ -50,6 +54,9 @@ class SandboxPolicy:
     isolation: Mapping[SourceKind, Isolation] = attrs.field(
         factory=lambda: dict(_DEFAULT_ISOLATION), converter=_isolation_map
     )
+    #: Plugin ids that run in the host's process whatever their source (the operator's
+    #: choice, for trusted code only: in process, a plugin can do anything the app can).
+    trusted: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
     #: Seconds a hook call (API callbacks included) may take before its worker is killed.
     timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
     #: Seconds a worker may take to start and import its plugin.
@@ -85,10 +92,14 @@ class SandboxPolicy:
     #: More paths workers may read (besides the interpreter's, the SDK's and the plugin's).
     readable: tuple[str, ...] = attrs.field(default=(), converter=tuple)
 
-    def isolation_for(self, source: SourceKind, asked: Isolation | None) -> Isolation:
+    def isolation_for(
+        self, source: SourceKind, asked: Isolation | None, plugin_id: str | None = None
+    ) -> Isolation:
         """Where a plugin from ``source`` whose manifest asks for ``asked`` runs."""
         if asked is Isolation.PROCESS:
             return Isolation.PROCESS
+        if plugin_id is not None and plugin_id in self.trusted:
+            return Isolation.INPROCESS
         return self.isolation.get(source, Isolation.PROCESS)
 
 
@@ -116,4 +127,6 @@ def isolation_of(
     record_source: SourceKind, manifest: Manifest | None, policy: SandboxPolicy
 ) -> Isolation:
     """Where a plugin runs under ``policy`` (the manifest may only make it stricter)."""
-    return policy.isolation_for(record_source, manifest.isolation if manifest is not None else None)
+    if manifest is None:
+        return policy.isolation_for(record_source, None)
+    return policy.isolation_for(record_source, manifest.isolation, manifest.id)

@@ -46,6 +46,7 @@ __all__ = [
     "SETTING",
     "PluginsSettings",
     "TenantResolver",
+    "built_host",
     "close_host",
     "get_host",
     "plugins_settings",
@@ -69,6 +70,7 @@ _KEYS: Final = frozenset(
         "HOST",
         "ACTOR",
         "ADMIN_UPLOAD_LIMIT",
+        "TRUST_SANDBOXED_HTML",
     }
 )
 
@@ -114,6 +116,8 @@ class PluginsSettings:
     actor: str
     #: The largest ZIP archive the admin accepts, in bytes.
     admin_upload_limit: int
+    #: Insert sandboxed plugins' HTML (head, footer, widgets) as it is, instead of escaped.
+    trust_sandboxed_html: bool = False
 
     @classmethod
     def from_django(cls) -> PluginsSettings:
@@ -160,6 +164,7 @@ class PluginsSettings:
             host_options=_options("HOST", given.get("HOST")),
             actor=actor,
             admin_upload_limit=limit,
+            trust_sandboxed_html=given.get("TRUST_SANDBOXED_HTML", False) is True,
         )
 
     def open_storage(self) -> Storage:
@@ -254,6 +259,11 @@ def _build(config: PluginsSettings) -> PluginHost:
     except Exception:
         storage.close()
         raise
+
+
+def built_host() -> PluginHost | None:
+    """The process's host if it was built, else None (never builds one)."""
+    return _host
 
 
 def close_host() -> None:

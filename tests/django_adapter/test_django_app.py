@@ -1,0 +1,229 @@
+"""The example CRM end to end through Django's test client: routes, reverse, fragments,
+widgets, hooks after commit, the breaker, the original system's plugins and sandboxed ones.
+
+Every test runs on the database the run gives ``default`` (SQLite, and PostgreSQL in the
+second Django run of ``nox -s tests``), with the registry in that database.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from business.models import Business, Lead, Notification
+from conftest import packed
+from django.db import transaction
+from django.test import Client
+from django.urls import NoReverseMatch, reverse
+
+from services_ai_plugins import PluginHost
+
+ACME = {"HTTP_HOST": "acme.testserver"}
+GLOBEX = {"HTTP_HOST": "globex.testserver"}
+
+
+def _running(host: PluginHost, archive: Path, *tenants: str) -> str:
+    record = host.install(archive, actor="staff")
+    host.registry.approve(record.id, actor="staff")
+    for tenant in tenants:
+        host.registry.enable(record.id, tenant, actor="staff")
+    return record.id
+
+
+def _lead(slug: str, name: str) -> Lead:
+    return Lead.objects.create(business=Business.objects.get(slug=slug), name=name)
+
+
+# -- the original system's plugin, unchanged ---------------------------------------------------
+
+
+def test_original_plugin_view_reads_its_business_leads(
+    crm: PluginHost, client: Client, tmp_path: Path
+) -> None:
+    """Its manifest has no id, its view is a Django view returning an HttpResponse, it reads
+    leads through the api its register_routes got, with the original name get_leads: it
+    answers for the business that enabled it, with that business's leads only."""
+    plugin_id = _running(crm, packed(tmp_path, "lead_notes"), "acme")
+    assert plugin_id == "lead-notes"
+    _lead("acme", "Ada of Acme")
+    _lead("globex", "Gus of Globex")
+
+    answer = client.get("/plugins/lead-notes/my-route/", **ACME)
+    assert answer.status_code == 200, answer.content
+    page = answer.content.decode()
+    assert "Leads of acme" in page
+    assert "Ada of Acme" in page
+    assert "Gus of Globex" not in page
+
+    assert client.get("/plugins/lead-notes/my-route/", **GLOBEX).status_code == 404
+
+
+def test_original_plugin_route_reverses_under_the_namespace(
+    crm: PluginHost, client: Client, tmp_path: Path
+) -> None:
+    """reverse("plugins:<plugin_id>:<name>") names the route once the plugin is approved
+    (the next request refreshes Django's URL caches), and no longer after it is rejected."""
+    client.get("/", **ACME)
+    with pytest.raises(NoReverseMatch):
+        reverse("plugins:lead-notes:my_route_name")
+    _running(crm, packed(tmp_path, "lead_notes"), "acme")
+    client.get("/", **ACME)
+    assert reverse("plugins:lead-notes:my_route_name") == "/plugins/lead-notes/my-route/"
+
+    crm.registry.suspend("lead-notes", actor="staff", reason="review")
+    client.get("/", **ACME)
+    with pytest.raises(NoReverseMatch):
+        reverse("plugins:lead-notes:my_route_name")
+
+
+def test_head_fragment_renders_in_the_page_of_the_enabling_business(
+    crm: PluginHost, client: Client, tmp_path: Path
+) -> None:
+    """inject_head returning a plain string (the original system's way) lands in <head>,
+    as HTML (the plugin runs in process: the operator named it trusted)."""
+    _running(crm, packed(tmp_path, "lead_notes"), "acme")
+    acme = client.get("/", **ACME).content.decode()
+    head = acme.split("</head>", 1)[0]
+    assert '<meta name="lead-notes" content="on">' in head
+    assert "lead-notes" not in client.get("/", **GLOBEX).content.decode()
+
+
+def test_lead_saved_by_the_orm_fires_after_commit_for_its_business_only(
+    crm: PluginHost, tmp_path: Path
+) -> None:
+    """lead_created runs once the transaction commits, never before and never for a rolled
+    back lead, and only for the business the lead belongs to."""
+    _running(crm, packed(tmp_path, "lead_notes"), "acme", "globex")
+    with transaction.atomic():
+        _lead("acme", "Committed Carla")
+        assert not Notification.objects.exists()  # not yet: still in the transaction
+    assert [(n.business.slug, n.message) for n in Notification.objects.all()] == [
+        ("acme", "New lead: Committed Carla")
+    ]
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        _lead("globex", "Rolled-back Rita")
+        raise RuntimeError("the save is abandoned")
+    assert Notification.objects.count() == 1
+
+
+def test_lead_created_reaches_only_businesses_that_enabled_the_plugin(
+    crm: PluginHost, tmp_path: Path
+) -> None:
+    _running(crm, packed(tmp_path, "lead_notes"), "acme")
+    _lead("globex", "Gus")
+    _lead("acme", "Ada")
+    assert [n.business.slug for n in Notification.objects.all()] == ["acme"]
+
+
+def test_a_lead_posted_through_the_form_fires_for_the_request_business(
+    crm: PluginHost, client: Client, tmp_path: Path
+) -> None:
+    """The request's context (its user included) reaches the hook fired by the save."""
+    _running(crm, packed(tmp_path, "lead_notes"), "acme")
+    client.login(username="acme-sales", password="pw")
+    answer = client.post("/leads/new/", {"name": "Form Fiona"}, **ACME)
+    assert answer.status_code == 302
+    assert Notification.objects.get().message == "New lead: Form Fiona"
+
+
+# -- a sandboxed, framework-neutral plugin ------------------------------------------------------
+
+
+def test_sandboxed_plugin_route_and_widget(crm: PluginHost, client: Client, tmp_path: Path) -> None:
+    """An uploaded plugin runs in a worker: its neutral route answers JSON for the business
+    that enabled it (404 elsewhere), and its widget is shown in a sandboxed iframe."""
+    _running(crm, packed(tmp_path, "hello_widget"), "acme")
+    assert not crm.runs_in_process("hello-widget")
+    _lead("acme", "Ada")
+    _lead("acme", "Bo")
+    _lead("globex", "Gus")
+
+    answer = client.get("/plugins/hello-widget/hello", **ACME)
+    assert answer.status_code == 200, answer.content
+    assert answer.json() == {"greeting": "Hello", "tenant": "acme", "leads": 2}
+    assert answer["content-type"].startswith("application/json")
+    assert client.get("/plugins/hello-widget/hello", **GLOBEX).status_code == 404
+    client.get("/", **ACME)
+    assert reverse("plugins:hello-widget:hello") == "/plugins/hello-widget/hello"
+
+    page = client.get("/", **ACME).content.decode()
+    assert '<iframe sandbox="" class="plugin-widget-frame" title="Hello"' in page
+    assert "srcdoc=\"&lt;p&gt;Hello: 2 leads&lt;/p&gt;\"" in page
+    assert "<p>Hello: 2 leads</p>" not in page  # never as markup in the app's page
+
+
+def test_plugin_disabled_meanwhile_stops_answering_at_the_next_request(
+    crm: PluginHost, client: Client, tmp_path: Path
+) -> None:
+    _running(crm, packed(tmp_path, "hello_widget"), "acme")
+    assert client.get("/plugins/hello-widget/hello", **ACME).status_code == 200
+    crm.registry.disable("hello-widget", "acme", actor="staff")
+    assert client.get("/plugins/hello-widget/hello", **ACME).status_code == 404
+
+
+def test_no_business_no_plugin_routes(crm: PluginHost, client: Client, tmp_path: Path) -> None:
+    """The bare domain (the staff's) has no tenant: plugin URLs are not found there."""
+    _running(crm, packed(tmp_path, "hello_widget"), "acme")
+    assert client.get("/plugins/hello-widget/hello").status_code == 404
+
+
+# -- hostile and failing plugins ---------------------------------------------------------------
+
+HOSTILE = '''
+from services_ai_plugins import hookimpl
+from services_ai_plugins.events import HtmlFragment, Route
+
+def boom(request):
+    raise RuntimeError("the route fails")
+
+@hookimpl
+def register_routes(plugin_id, api):
+    return [Route(path="/boom", handler=boom, name="boom")]
+
+@hookimpl
+def inject_footer(context):
+    return '<script>document.title = "owned"</script>'
+
+@hookimpl
+def api_request(request, context):
+    return request
+'''
+
+
+def _hostile(tmp_path: Path, name: str, body: str, **manifest: Any) -> Path:
+    import json  # noqa: PLC0415
+
+    from services_ai_plugins import pack_plugin  # noqa: PLC0415
+
+    folder = tmp_path / "src" / name
+    folder.mkdir(parents=True)
+    (folder / "main.py").write_text(body)
+    (folder / "manifest.json").write_text(
+        json.dumps({"id": name, "name": name, "version": "1.0.0", **manifest})
+    )
+    return Path(pack_plugin(folder, tmp_path / f"{name}.zip").path)
+
+
+def test_sandboxed_footer_html_is_escaped_and_a_failing_route_is_suspended(
+    crm: PluginHost, client: Client, tmp_path: Path, settings: Any
+) -> None:
+    """A sandboxed plugin's script never runs in the app's page (escaped), and a route that
+    keeps failing answers 500 until the breaker suspends the plugin for the business; the
+    failures are listed for the admin."""
+    archive = _hostile(
+        tmp_path, "hostile", HOSTILE, permissions=["register_routes", "inject_html"]
+    )
+    _running(crm, archive, "acme")
+    page = client.get("/", **ACME).content.decode()
+    assert "<script>document.title" not in page
+    assert "&lt;script&gt;document.title = &quot;owned&quot;&lt;/script&gt;" in page
+
+    statuses = [client.get("/plugins/hostile/boom", **ACME).status_code for _ in range(8)]
+    assert statuses[0] == 500
+    assert statuses[-1] == 404  # suspended for acme by the breaker
+    crm.flush()
+    failures = crm.failures("hostile")
+    assert failures and all(f.tenant == "acme" for f in failures)
+    assert any(s.tenant == "acme" for s in crm.suspensions("hostile"))
