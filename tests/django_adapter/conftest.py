@@ -22,7 +22,7 @@ import django  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 if not settings.configured:
-    import sap_django_settings as test_settings  # noqa: PLC0415
+    import sap_django_settings as test_settings
 
     settings.configure(
         **{name: getattr(test_settings, name) for name in dir(test_settings) if name.isupper()}
@@ -45,10 +45,10 @@ EXAMPLE_PLUGINS = EXAMPLE / "plugins"
 def crm(transactional_db: None, settings: Any, tmp_path: Path) -> Iterator[PluginHost]:
     """The example CRM with its two businesses (acme, globex), a member of each and a fresh
     plugin host over a registry of its own; closed afterwards."""
-    from business.models import Business, Member  # noqa: PLC0415
-    from django.contrib.auth.models import User as Account  # noqa: PLC0415
+    from business.models import Business, Member
+    from django.contrib.auth.models import User as Account
 
-    from services_ai_plugins.django import conf  # noqa: PLC0415
+    from services_ai_plugins.django import conf
 
     settings.SERVICES_AI_PLUGINS = {
         **settings.SERVICES_AI_PLUGINS,
@@ -66,7 +66,7 @@ def crm(transactional_db: None, settings: Any, tmp_path: Path) -> Iterator[Plugi
         conf.close_host()
 
 
-def REGISTRY_STORAGE(tmp_path: Path) -> str:  # noqa: N802 - a setting's value
+def REGISTRY_STORAGE(tmp_path: Path) -> str:
     """Where the tests' registry lives: the project's own database."""
     return str(tmp_path / "registry.db")  # until DjangoStorage lands: "django"
 

@@ -55,7 +55,7 @@ elif PG_URL:
 from crm.settings import *  # noqa: E402, F403
 
 DATABASES = TEST_DATABASES
-SECRET_KEY = "tests-only-not-secret"  # noqa: S105 - the tests' own
+SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins
 SERVICES_AI_PLUGINS = {

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 from business.models import Business, Lead, Notification
-from conftest import packed
 from django.db import transaction
 from django.test import Client
 from django.urls import NoReverseMatch, reverse
 
+from conftest import packed
 from services_ai_plugins import PluginHost
 
 ACME = {"HTTP_HOST": "acme.testserver"}
@@ -102,9 +102,13 @@ def test_lead_saved_by_the_orm_fires_after_commit_for_its_business_only(
         ("acme", "New lead: Committed Carla")
     ]
 
-    with pytest.raises(RuntimeError), transaction.atomic():
-        _lead("globex", "Rolled-back Rita")
-        raise RuntimeError("the save is abandoned")
+    def abandoned() -> None:
+        with transaction.atomic():
+            _lead("globex", "Rolled-back Rita")
+            raise RuntimeError("the save is abandoned")
+
+    with pytest.raises(RuntimeError):
+        abandoned()
     assert Notification.objects.count() == 1
 
 
@@ -150,7 +154,7 @@ def test_sandboxed_plugin_route_and_widget(crm: PluginHost, client: Client, tmp_
 
     page = client.get("/", **ACME).content.decode()
     assert '<iframe sandbox="" class="plugin-widget-frame" title="Hello"' in page
-    assert "srcdoc=\"&lt;p&gt;Hello: 2 leads&lt;/p&gt;\"" in page
+    assert 'srcdoc="&lt;p&gt;Hello: 2 leads&lt;/p&gt;"' in page
     assert "<p>Hello: 2 leads</p>" not in page  # never as markup in the app's page
 
 
@@ -171,7 +175,7 @@ def test_no_business_no_plugin_routes(crm: PluginHost, client: Client, tmp_path:
 
 # -- hostile and failing plugins ---------------------------------------------------------------
 
-HOSTILE = '''
+HOSTILE = """
 from services_ai_plugins import hookimpl
 from services_ai_plugins.events import HtmlFragment, Route
 
@@ -189,13 +193,13 @@ def inject_footer(context):
 @hookimpl
 def api_request(request, context):
     return request
-'''
+"""
 
 
 def _hostile(tmp_path: Path, name: str, body: str, **manifest: Any) -> Path:
-    import json  # noqa: PLC0415
+    import json
 
-    from services_ai_plugins import pack_plugin  # noqa: PLC0415
+    from services_ai_plugins import pack_plugin
 
     folder = tmp_path / "src" / name
     folder.mkdir(parents=True)
@@ -212,9 +216,7 @@ def test_sandboxed_footer_html_is_escaped_and_a_failing_route_is_suspended(
     """A sandboxed plugin's script never runs in the app's page (escaped), and a route that
     keeps failing answers 500 until the breaker suspends the plugin for the business; the
     failures are listed for the admin."""
-    archive = _hostile(
-        tmp_path, "hostile", HOSTILE, permissions=["register_routes", "inject_html"]
-    )
+    archive = _hostile(tmp_path, "hostile", HOSTILE, permissions=["register_routes", "inject_html"])
     _running(crm, archive, "acme")
     page = client.get("/", **ACME).content.decode()
     assert "<script>document.title" not in page
@@ -225,5 +227,6 @@ def test_sandboxed_footer_html_is_escaped_and_a_failing_route_is_suspended(
     assert statuses[-1] == 404  # suspended for acme by the breaker
     crm.flush()
     failures = crm.failures("hostile")
-    assert failures and all(f.tenant == "acme" for f in failures)
+    assert failures
+    assert {f.tenant for f in failures} == {"acme"}
     assert any(s.tenant == "acme" for s in crm.suspensions("hostile"))

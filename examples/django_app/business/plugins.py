@@ -8,10 +8,9 @@ from django.http import HttpRequest
 from services_ai_plugins.django.services import ModelServices
 from services_ai_plugins.events import Booking as BookingRecord
 from services_ai_plugins.events import Invoice as InvoiceRecord
-from services_ai_plugins.events import InvoiceLine
+from services_ai_plugins.events import InvoiceLine, User
 from services_ai_plugins.events import Lead as LeadRecord
 from services_ai_plugins.events import Notification as NotificationRecord
-from services_ai_plugins.events import User
 
 from .models import Booking, Business, Invoice, Lead, Member, Notification
 

@@ -10,8 +10,13 @@ from .plugins import CrmServices
 _records = CrmServices()
 
 # A lead saved for the first time fires lead_created for its business, after the commit.
-connect_hook(Lead, "lead_created", created=True, payload=lambda lead: {"lead": _records.to_lead(lead)},
-             tenant=lambda lead: lead.business.slug)
+connect_hook(
+    Lead,
+    "lead_created",
+    created=True,
+    payload=lambda lead: {"lead": _records.to_lead(lead)},
+    tenant=lambda lead: lead.business.slug,
+)
 connect_hook(
     Booking,
     "booking_created",

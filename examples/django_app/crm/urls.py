@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from business import views
 from django.contrib import admin
 from django.urls import include, path
-
-from business import views
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -201,7 +201,7 @@ def _storage_value(value: object) -> tuple[str, str] | Callable[[], Storage]:
         if callable(imported):
             return imported  # type: ignore[no-any-return]
     elif callable(value):
-        return value  # type: ignore[return-value]
+        return value
     raise _problem(
         "STORAGE",
         f"must be 'django', 'django:<database alias>', a SQLite file, a postgresql:// URL or "
@@ -268,7 +268,7 @@ def built_host() -> PluginHost | None:
 
 def close_host() -> None:
     """Close the process's host (if built); the next :func:`get_host` builds a new one."""
-    global _host, _settings  # noqa: PLW0603 - one per process, on purpose
+    global _host, _settings
     with _lock:
         host, _host, _settings = _host, None, None
     if host is not None:

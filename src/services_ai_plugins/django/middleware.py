@@ -20,17 +20,21 @@ staff admin, a health check) passes through untouched.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
+from django.urls import URLResolver, clear_url_caches, get_resolver
 
 from ..events import Context
 from .conf import get_host, resolve_tenant
 
-__all__ = ["PluginsMiddleware", "request_scope"]
+__all__ = ["PluginsMiddleware", "refresh_resolvers", "request_scope"]
 
 _UNSET: Any = object()
+#: The module the project includes for the plugin URLs.
+_URLS = "services_ai_plugins.django.urls"
 _seen_routes: object = None
 
 
@@ -70,7 +74,7 @@ def request_scope(request: HttpRequest) -> Context | None:
             ip=request.META.get("REMOTE_ADDR"),
             locale=getattr(request, "LANGUAGE_CODE", None),
         )
-    request.plugins_context = context  # type: ignore[attr-defined]
+    request.plugins_context = context
     return context
 
 
@@ -78,6 +82,31 @@ def _notice_routes(routes: object) -> None:
     global _seen_routes  # noqa: PLW0603 - one URL cache per process, as Django's
     if routes is not _seen_routes:
         _seen_routes = routes
-        from .urls import refresh_resolvers  # noqa: PLC0415 - the URL module imports this one
-
         refresh_resolvers()
+
+
+def refresh_resolvers() -> None:
+    """Make Django build the plugin patterns again: after the host's route table changed.
+
+    ``clear_url_caches`` drops the root resolver, but the resolver of the
+    ``plugins/`` include lives on in the project's own ``urlpatterns`` with its
+    patterns and names cached: those caches are dropped here too.
+    """
+    clear_url_caches()
+    module = sys.modules.get(_URLS)
+    if module is None:  # the plugin URLs are not in the project's URLconf (yet)
+        return
+    pending = list(get_resolver().url_patterns)
+    while pending:
+        found = pending.pop()
+        if not isinstance(found, URLResolver):
+            continue
+        if getattr(found, "urlconf_name", None) in (module, _URLS):
+            found.__dict__.pop("url_patterns", None)
+            found._reverse_dict.clear()
+            found._namespace_dict.clear()
+            found._app_dict.clear()
+            found._callback_strs = set()
+            found._populated = False
+        else:
+            pending.extend(found.url_patterns)

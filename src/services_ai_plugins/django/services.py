@@ -32,8 +32,9 @@ from django.db import models, transaction
 from django.db.models.signals import post_save
 
 from .._api import HostServices
+from .._json import JSONValue
 from ..errors import NotSupported
-from ..events import Booking, Context, Invoice, JSONValue, Lead, User
+from ..events import Booking, Context, Invoice, Lead, User
 from .conf import get_host
 
 __all__ = ["ModelServices", "connect_hook", "fire_on_commit"]

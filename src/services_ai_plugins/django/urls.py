@@ -18,23 +18,14 @@ the table changes, so a new plugin's names reverse at the next request.
 from __future__ import annotations
 
 import re
-import sys
 from typing import Any, Final
 
-from django.urls import (
-    URLPattern,
-    URLResolver,
-    clear_url_caches,
-    get_resolver,
-    include,
-    path,
-    re_path,
-)
+from django.urls import URLPattern, URLResolver, include, path, re_path
 
 from . import conf
 from .views import serve
 
-__all__ = ["app_name", "plugin_patterns", "refresh_resolvers"]
+__all__ = ["app_name", "plugin_patterns"]
 
 app_name: Final = "plugins"
 
@@ -69,31 +60,6 @@ def plugin_patterns() -> list[URLPattern | URLResolver]:
         for plugin_id, own in sorted(by_plugin.items()):
             patterns.append(path(f"{plugin_id}/", include((own, plugin_id), namespace=plugin_id)))
     return patterns
-
-
-def refresh_resolvers() -> None:
-    """Make Django build the plugin patterns again: after the host's route table changed.
-
-    ``clear_url_caches`` drops the root resolver, but the resolver of the
-    ``plugins/`` include lives on in the project's own ``urlpatterns`` with its
-    patterns and names cached: those caches are dropped here too.
-    """
-    clear_url_caches()
-    module = sys.modules[__name__]
-    pending = list(get_resolver().url_patterns)
-    while pending:
-        found = pending.pop()
-        if not isinstance(found, URLResolver):
-            continue
-        if getattr(found, "urlconf_name", None) in (module, __name__):
-            found.__dict__.pop("url_patterns", None)
-            found._reverse_dict.clear()
-            found._namespace_dict.clear()
-            found._app_dict.clear()
-            found._callback_strs = set()
-            found._populated = False
-        else:
-            pending.extend(found.url_patterns)
 
 
 def __getattr__(name: str) -> Any:

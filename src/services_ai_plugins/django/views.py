@@ -63,9 +63,9 @@ def serve(request: HttpRequest, rest: str = "") -> HttpResponse:
 def _native(request: HttpRequest) -> Callable[[Callable[..., Any], Mapping[str, str]], Any]:
     def call(view: Callable[..., Any], params: Mapping[str, str]) -> Any:
         values = get_host().native_values() or {}
-        request.plugin_api = values.get("api")  # type: ignore[attr-defined]
-        request.plugin_settings = values.get("settings")  # type: ignore[attr-defined]
-        request.plugin_context = values.get("context")  # type: ignore[attr-defined]
+        request.plugin_api = values.get("api")
+        request.plugin_settings = values.get("settings")
+        request.plugin_context = values.get("context")
         return view(request, **params)
 
     return call

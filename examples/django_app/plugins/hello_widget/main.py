@@ -7,7 +7,8 @@ from services_ai_plugins.events import ApiResponse, Route, Widget
 def hello(request, api, settings):
     leads = api.list_leads(limit=1000)
     return ApiResponse.json(
-        request.tenant, {"greeting": settings["greeting"], "tenant": request.tenant, "leads": len(leads)}
+        request.tenant,
+        {"greeting": settings["greeting"], "tenant": request.tenant, "leads": len(leads)},
     )
 
 

@@ -19,7 +19,9 @@ class LeadNotesPlugin:
         def my_view(request):
             leads = api.get_leads()
             items = "".join(f"<li>{escape(lead.name)}</li>" for lead in leads)
-            return HttpResponse(f"<h1>Leads of {escape(request.plugin_context.tenant)}</h1><ul>{items}</ul>")
+            return HttpResponse(
+                f"<h1>Leads of {escape(request.plugin_context.tenant)}</h1><ul>{items}</ul>"
+            )
 
         return [("my-route/", my_view, "my_route_name")]
 

@@ -5,178 +5,247 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Generation',
+            name="Generation",
             fields=[
-                ('key', models.CharField(max_length=32, primary_key=True, serialize=False)),
-                ('value', models.BigIntegerField(default=0)),
+                ("key", models.CharField(max_length=32, primary_key=True, serialize=False)),
+                ("value", models.BigIntegerField(default=0)),
             ],
             options={
-                'db_table': 'services_ai_plugins_generation',
+                "db_table": "services_ai_plugins_generation",
             },
         ),
         migrations.CreateModel(
-            name='Plugin',
+            name="Plugin",
             fields=[
-                ('id', models.CharField(max_length=64, primary_key=True, serialize=False)),
-                ('name', models.CharField(max_length=200)),
-                ('version', models.CharField(max_length=64)),
-                ('status', models.CharField(db_index=True, max_length=16)),
-                ('manifest', models.JSONField()),
-                ('code_hash', models.CharField(max_length=64)),
-                ('source', models.CharField(max_length=16)),
-                ('package_path', models.TextField(blank=True, null=True)),
-                ('installed_at', models.DateTimeField()),
-                ('installed_by', models.CharField(max_length=200)),
-                ('approved_at', models.DateTimeField(blank=True, null=True)),
-                ('approved_by', models.CharField(blank=True, max_length=200, null=True)),
-                ('status_reason', models.TextField(blank=True, null=True)),
-                ('granted_permissions', models.JSONField(default=list)),
-                ('revision', models.BigIntegerField()),
+                ("id", models.CharField(max_length=64, primary_key=True, serialize=False)),
+                ("name", models.CharField(max_length=200)),
+                ("version", models.CharField(max_length=64)),
+                ("status", models.CharField(db_index=True, max_length=16)),
+                ("manifest", models.JSONField()),
+                ("code_hash", models.CharField(max_length=64)),
+                ("source", models.CharField(max_length=16)),
+                ("package_path", models.TextField(blank=True, null=True)),
+                ("installed_at", models.DateTimeField()),
+                ("installed_by", models.CharField(max_length=200)),
+                ("approved_at", models.DateTimeField(blank=True, null=True)),
+                ("approved_by", models.CharField(blank=True, max_length=200, null=True)),
+                ("status_reason", models.TextField(blank=True, null=True)),
+                ("granted_permissions", models.JSONField(default=list)),
+                ("revision", models.BigIntegerField()),
             ],
             options={
-                'verbose_name': 'plugin',
-                'db_table': 'services_ai_plugins_plugin',
-                'ordering': ['id'],
-                'permissions': [('manage_plugins', 'Can review, approve, enable and configure plugins')],
+                "verbose_name": "plugin",
+                "db_table": "services_ai_plugins_plugin",
+                "ordering": ["id"],
+                "permissions": [
+                    ("manage_plugins", "Can review, approve, enable and configure plugins")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='AuditEntry',
+            name="AuditEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField(db_index=True)),
-                ('actor', models.CharField(max_length=200)),
-                ('action', models.CharField(max_length=64)),
-                ('plugin_id', models.CharField(max_length=64)),
-                ('tenant', models.CharField(blank=True, max_length=200, null=True)),
-                ('before', models.JSONField(blank=True, null=True)),
-                ('after', models.JSONField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("at", models.DateTimeField(db_index=True)),
+                ("actor", models.CharField(max_length=200)),
+                ("action", models.CharField(max_length=64)),
+                ("plugin_id", models.CharField(max_length=64)),
+                ("tenant", models.CharField(blank=True, max_length=200, null=True)),
+                ("before", models.JSONField(blank=True, null=True)),
+                ("after", models.JSONField(blank=True, null=True)),
             ],
             options={
-                'verbose_name_plural': 'audit entries',
-                'db_table': 'services_ai_plugins_audit',
-                'indexes': [models.Index(fields=['plugin_id', 'id'], name='sap_audit_plugin'), models.Index(fields=['tenant', 'id'], name='sap_audit_tenant'), models.Index(fields=['actor', 'id'], name='sap_audit_actor')],
+                "verbose_name_plural": "audit entries",
+                "db_table": "services_ai_plugins_audit",
+                "indexes": [
+                    models.Index(fields=["plugin_id", "id"], name="sap_audit_plugin"),
+                    models.Index(fields=["tenant", "id"], name="sap_audit_tenant"),
+                    models.Index(fields=["actor", "id"], name="sap_audit_actor"),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Failure',
+            name="Failure",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('plugin_id', models.CharField(max_length=64)),
-                ('tenant', models.CharField(blank=True, max_length=200, null=True)),
-                ('hook', models.CharField(max_length=200)),
-                ('exc_type', models.CharField(max_length=200)),
-                ('message', models.TextField()),
-                ('traceback', models.TextField()),
-                ('at', models.DateTimeField()),
-                ('resolved', models.BooleanField(default=False)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("plugin_id", models.CharField(max_length=64)),
+                ("tenant", models.CharField(blank=True, max_length=200, null=True)),
+                ("hook", models.CharField(max_length=200)),
+                ("exc_type", models.CharField(max_length=200)),
+                ("message", models.TextField()),
+                ("traceback", models.TextField()),
+                ("at", models.DateTimeField()),
+                ("resolved", models.BooleanField(default=False)),
             ],
             options={
-                'db_table': 'services_ai_plugins_failure',
-                'indexes': [models.Index(fields=['plugin_id', 'resolved', 'id'], name='sap_failure_plugin')],
+                "db_table": "services_ai_plugins_failure",
+                "indexes": [
+                    models.Index(fields=["plugin_id", "resolved", "id"], name="sap_failure_plugin")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='HookMetric',
+            name="HookMetric",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('plugin_id', models.CharField(max_length=64)),
-                ('hook', models.CharField(max_length=200)),
-                ('calls', models.BigIntegerField()),
-                ('errors', models.BigIntegerField()),
-                ('total_duration', models.FloatField()),
-                ('max_duration', models.FloatField()),
-                ('last_call', models.DateTimeField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("plugin_id", models.CharField(max_length=64)),
+                ("hook", models.CharField(max_length=200)),
+                ("calls", models.BigIntegerField()),
+                ("errors", models.BigIntegerField()),
+                ("total_duration", models.FloatField()),
+                ("max_duration", models.FloatField()),
+                ("last_call", models.DateTimeField()),
             ],
             options={
-                'db_table': 'services_ai_plugins_metric',
-                'constraints': [models.UniqueConstraint(fields=('plugin_id', 'hook'), name='sap_metric_unique')],
+                "db_table": "services_ai_plugins_metric",
+                "constraints": [
+                    models.UniqueConstraint(fields=("plugin_id", "hook"), name="sap_metric_unique")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='PluginVersion',
+            name="PluginVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('plugin_id', models.CharField(max_length=64)),
-                ('version', models.CharField(max_length=64)),
-                ('code_hash', models.CharField(max_length=64)),
-                ('changelog', models.TextField(blank=True, null=True)),
-                ('installed_at', models.DateTimeField()),
-                ('installed_by', models.CharField(max_length=200)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("plugin_id", models.CharField(max_length=64)),
+                ("version", models.CharField(max_length=64)),
+                ("code_hash", models.CharField(max_length=64)),
+                ("changelog", models.TextField(blank=True, null=True)),
+                ("installed_at", models.DateTimeField()),
+                ("installed_by", models.CharField(max_length=200)),
             ],
             options={
-                'db_table': 'services_ai_plugins_version',
-                'indexes': [models.Index(fields=['plugin_id', 'id'], name='sap_version_plugin')],
+                "db_table": "services_ai_plugins_version",
+                "indexes": [models.Index(fields=["plugin_id", "id"], name="sap_version_plugin")],
             },
         ),
         migrations.CreateModel(
-            name='StoreSize',
+            name="StoreSize",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('plugin_id', models.CharField(max_length=64)),
-                ('tenant', models.CharField(max_length=200)),
-                ('key', models.CharField(max_length=255)),
-                ('bytes', models.BigIntegerField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("plugin_id", models.CharField(max_length=64)),
+                ("tenant", models.CharField(max_length=200)),
+                ("key", models.CharField(max_length=255)),
+                ("bytes", models.BigIntegerField()),
             ],
             options={
-                'db_table': 'services_ai_plugins_store_size',
-                'constraints': [models.UniqueConstraint(fields=('plugin_id', 'tenant', 'key'), name='sap_store_size_unique')],
+                "db_table": "services_ai_plugins_store_size",
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("plugin_id", "tenant", "key"), name="sap_store_size_unique"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='StoreTotal',
+            name="StoreTotal",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('plugin_id', models.CharField(max_length=64)),
-                ('tenant', models.CharField(max_length=200)),
-                ('keys', models.BigIntegerField()),
-                ('bytes', models.BigIntegerField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("plugin_id", models.CharField(max_length=64)),
+                ("tenant", models.CharField(max_length=200)),
+                ("keys", models.BigIntegerField()),
+                ("bytes", models.BigIntegerField()),
             ],
             options={
-                'db_table': 'services_ai_plugins_store_total',
-                'constraints': [models.UniqueConstraint(fields=('plugin_id', 'tenant'), name='sap_store_total_unique')],
+                "db_table": "services_ai_plugins_store_total",
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("plugin_id", "tenant"), name="sap_store_total_unique"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='StoreValue',
+            name="StoreValue",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('plugin_id', models.CharField(max_length=64)),
-                ('tenant', models.CharField(max_length=200)),
-                ('key', models.CharField(max_length=255)),
-                ('value', models.TextField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("plugin_id", models.CharField(max_length=64)),
+                ("tenant", models.CharField(max_length=200)),
+                ("key", models.CharField(max_length=255)),
+                ("value", models.TextField()),
             ],
             options={
-                'db_table': 'services_ai_plugins_store_value',
-                'constraints': [models.UniqueConstraint(fields=('plugin_id', 'tenant', 'key'), name='sap_store_value_unique')],
+                "db_table": "services_ai_plugins_store_value",
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("plugin_id", "tenant", "key"), name="sap_store_value_unique"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='PluginTenant',
+            name="PluginTenant",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('tenant', models.CharField(max_length=200)),
-                ('enabled', models.BooleanField(default=False)),
-                ('suspended_reason', models.TextField(blank=True, null=True)),
-                ('optional_grants', models.JSONField(default=list)),
-                ('settings', models.JSONField(default=dict)),
-                ('changed_at', models.DateTimeField()),
-                ('changed_by', models.CharField(max_length=200)),
-                ('revision', models.BigIntegerField()),
-                ('plugin', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='tenants', to='services_ai_plugins.plugin')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("tenant", models.CharField(max_length=200)),
+                ("enabled", models.BooleanField(default=False)),
+                ("suspended_reason", models.TextField(blank=True, null=True)),
+                ("optional_grants", models.JSONField(default=list)),
+                ("settings", models.JSONField(default=dict)),
+                ("changed_at", models.DateTimeField()),
+                ("changed_by", models.CharField(max_length=200)),
+                ("revision", models.BigIntegerField()),
+                (
+                    "plugin",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="tenants",
+                        to="services_ai_plugins.plugin",
+                    ),
+                ),
             ],
             options={
-                'db_table': 'services_ai_plugins_tenant',
-                'indexes': [models.Index(fields=['tenant', 'enabled'], name='sap_tenant_enabled')],
-                'constraints': [models.UniqueConstraint(fields=('plugin', 'tenant'), name='sap_tenant_unique')],
+                "db_table": "services_ai_plugins_tenant",
+                "indexes": [models.Index(fields=["tenant", "enabled"], name="sap_tenant_enabled")],
+                "constraints": [
+                    models.UniqueConstraint(fields=("plugin", "tenant"), name="sap_tenant_unique")
+                ],
             },
         ),
     ]
