@@ -300,3 +300,19 @@ def postgres_url() -> Iterator[str]:
         yield url
     finally:
         pg_cluster.stop(folder)
+
+
+@pytest.fixture
+def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """Nested in-process test sessions run without pytest-django.
+
+    The Django tests (tests/django_adapter) set Django up once per test process; a nested
+    session in that process would set up Django's test environment a second time.
+    """
+    inline_run = pytester.inline_run
+
+    def without_django(*args: Any, **kwargs: Any) -> Any:
+        return inline_run("-p", "no:django", *args, **kwargs)
+
+    monkeypatch.setattr(pytester, "inline_run", without_django)
+    return pytester

@@ -22,7 +22,7 @@ import django  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 if not settings.configured:
-    import sap_django_settings as test_settings
+    from django_adapter import sap_django_settings as test_settings
 
     settings.configure(
         **{name: getattr(test_settings, name) for name in dir(test_settings) if name.isupper()}

@@ -16,7 +16,7 @@ from django.db import transaction
 from django.test import Client
 from django.urls import NoReverseMatch, reverse
 
-from conftest import packed
+from django_adapter.conftest import packed
 from services_ai_plugins import PluginHost
 
 ACME = {"HTTP_HOST": "acme.testserver"}
