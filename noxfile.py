@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nox
@@ -30,18 +31,36 @@ def tests(session: nox.Session) -> None:
     runs the quick ``dev`` budgets unless ``$HYPOTHESIS_PROFILE`` is ``ci`` (the default
     when ``$CI`` is set).
     The PostgreSQL tests use ``$SERVICES_AI_PLUGINS_PG_URL`` or start a throwaway
-    cluster; ``.ci/run`` starts one for the whole run.
+    cluster; ``.ci/run`` starts one for the whole run. With that URL set, the Django tests
+    (tests/django_adapter) run a second time with the whole example project on PostgreSQL
+    (``SAP_DJANGO_DB=postgres``); the first run has it on SQLite.
     """
-    session.install("-e", ".[testing,postgres,secrets]", *_group("test"))
+    session.install("-e", ".[testing,postgres,secrets,django]", *_group("test"))
+    parallel = ["--numprocesses=auto", "--dist=worksteal"]
     session.run(
         "pytest",
-        "--numprocesses=auto",
+        *parallel,
         # A few long property tests would leave a worker idle at the end: idle ones steal.
-        "--dist=worksteal",
         "--durations=15",
         "--cov",
         "--cov-report=term-missing:skip-covered",
         *session.posargs,
+    )
+    if session.posargs:
+        return
+    if not os.environ.get("SERVICES_AI_PLUGINS_PG_URL"):
+        if os.environ.get("CI"):
+            session.error("CI runs the Django tests on PostgreSQL: set $SERVICES_AI_PLUGINS_PG_URL")
+        session.log("no $SERVICES_AI_PLUGINS_PG_URL: the Django tests ran on SQLite only")
+        return
+    session.run(
+        "pytest",
+        *parallel,
+        "tests/django_adapter",
+        "--cov",
+        "--cov-append",
+        "--cov-report=term:skip-covered",
+        env={"SAP_DJANGO_DB": "postgres"},
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 BASE_DIR = Path(__file__).resolve().parent.parent
 #: Where the example keeps its database and plugin code (``$CRM_DATA``, else ``./data``).
 DATA_DIR = Path(os.environ.get("CRM_DATA", BASE_DIR / "data")).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 SECRET_KEY = os.environ.get("CRM_SECRET_KEY", "example-only-change-me")
 DEBUG = os.environ.get("CRM_DEBUG", "1") == "1"
