@@ -755,6 +755,34 @@ def test_policy_isolation_only_ever_gets_stricter() -> None:
         SandboxPolicy(isolation={"archive": "thread"})
 
 
+def test_policy_trusted_ids_run_in_process_unless_the_manifest_asks_for_a_worker() -> None:
+    policy = SandboxPolicy(trusted=["legacy"])
+    assert policy.trusted == frozenset({"legacy"})
+    assert policy.isolation_for(SourceKind.ARCHIVE, None, "legacy") is Isolation.INPROCESS
+    assert policy.isolation_for(SourceKind.ARCHIVE, None, "other") is Isolation.PROCESS
+    assert policy.isolation_for(SourceKind.ARCHIVE, Isolation.PROCESS, "legacy") is Isolation.PROCESS
+
+
+def test_a_trusted_upload_runs_in_the_host_process_and_the_others_in_workers(
+    make_host: Callable[..., PluginHost], install: Installer, services: FakeHostServices
+) -> None:
+    """Only the ids the operator named leave the sandbox; the host says which ran where."""
+    host = make_host(trusted=["legacy"])
+    body = """
+        @hookimpl
+        def lead_created(self, lead, api):
+            api.store_set("pid", os.getpid())
+        """
+    install(host, "legacy", body)
+    install(host, "stranger", body)
+    fire(host, services)
+    assert services.stored("acme", "legacy")["pid"] == os.getpid()
+    assert services.stored("acme", "stranger")["pid"] != os.getpid()
+    assert host.runs_in_process("legacy")
+    assert not host.runs_in_process("stranger")
+    assert not host.runs_in_process("never-installed")
+
+
 def test_sandbox_info_on_the_command_line(tmp_path: Path) -> None:
     from services_ai_plugins._cli._main import main
 
