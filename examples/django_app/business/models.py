@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class Business(models.Model):
@@ -31,7 +34,7 @@ class Lead(models.Model):
     company = models.CharField(max_length=200, blank=True)
     status = models.CharField(max_length=30, default="new")
     value = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -45,6 +48,7 @@ class Booking(models.Model):
     starts_at = models.DateTimeField()
     ends_at = models.DateTimeField()
     status = models.CharField(max_length=30, default="pending")
+    notes = models.TextField(blank=True)
 
     class Meta:
         ordering = ["starts_at", "id"]
@@ -57,7 +61,7 @@ class Invoice(models.Model):
     total = models.DecimalField(max_digits=12, decimal_places=2)
     currency = models.CharField(max_length=3, default="EUR")
     status = models.CharField(max_length=30, default="draft")
-    issued_on = models.DateField(auto_now_add=True)
+    issued_on = models.DateField(default=date.today)
 
     class Meta:
         ordering = ["-issued_on", "-id"]

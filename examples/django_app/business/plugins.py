@@ -39,7 +39,7 @@ class CrmServices(ModelServices):
     """The CRM's data as plugins see it: each queryset is one business's rows."""
 
     lead_fields = ("name", "email", "company", "status", "value")
-    booking_fields = ("status",)
+    booking_fields = ("status", "notes", "starts_at", "ends_at")
 
     def leads(self, tenant: str) -> QuerySet[Lead]:
         return Lead.objects.filter(business__slug=tenant)
@@ -69,6 +69,7 @@ class CrmServices(ModelServices):
             starts_at=booking.starts_at,
             ends_at=booking.ends_at,
             status=booking.status,
+            notes=booking.notes,
         )
 
     def invoices(self, tenant: str) -> QuerySet[Invoice]:

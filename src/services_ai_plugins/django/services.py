@@ -35,7 +35,7 @@ from .._api import HostServices
 from .._json import JSONValue
 from ..errors import NotSupported
 from ..events import Booking, Context, Invoice, Lead, User
-from .conf import get_host
+from .conf import built_host, get_host
 
 __all__ = ["ModelServices", "connect_hook", "fire_on_commit"]
 
@@ -183,9 +183,11 @@ def fire_on_commit(
 
     :raises ValueError: when there is no context to call the hook in.
     """
-    host = get_host()
     if context is None:
-        current = host.current_context()
+        # A request context exists only where the middleware built the host: never build
+        # one here (a save in a migration or a shell fires nothing until it commits).
+        host = built_host()
+        current = host.current_context() if host is not None else None
         if tenant is None:
             if current is None:
                 raise ValueError(
