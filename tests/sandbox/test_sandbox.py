@@ -760,7 +760,8 @@ def test_policy_trusted_ids_run_in_process_unless_the_manifest_asks_for_a_worker
     assert policy.trusted == frozenset({"legacy"})
     assert policy.isolation_for(SourceKind.ARCHIVE, None, "legacy") is Isolation.INPROCESS
     assert policy.isolation_for(SourceKind.ARCHIVE, None, "other") is Isolation.PROCESS
-    assert policy.isolation_for(SourceKind.ARCHIVE, Isolation.PROCESS, "legacy") is Isolation.PROCESS
+    asked = Isolation.PROCESS
+    assert policy.isolation_for(SourceKind.ARCHIVE, asked, "legacy") is Isolation.PROCESS
 
 
 def test_a_trusted_upload_runs_in_the_host_process_and_the_others_in_workers(

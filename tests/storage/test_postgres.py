@@ -404,7 +404,7 @@ def test_repr_names_the_database_but_not_the_password(
     opener: Callable[..., PostgresStorage], postgres_url: str, schema: str
 ) -> None:
     """The repr shows user, host, port, database and schema, never the password."""
-    with_password = make_conninfo(postgres_url, password="hunter2")  # noqa: S106 - made up
+    with_password = make_conninfo(postgres_url, password="hunter2")
     storage = opener(url=with_password)
     shown = repr(storage)
     assert shown.startswith("PostgresStorage('postgresql://postgres@")
