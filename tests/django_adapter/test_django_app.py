@@ -18,6 +18,7 @@ from django.urls import NoReverseMatch, reverse
 
 from django_adapter.conftest import packed
 from services_ai_plugins import PluginHost
+from services_ai_plugins.django import conf
 
 ACME = {"HTTP_HOST": "acme.testserver"}
 GLOBEX = {"HTTP_HOST": "globex.testserver"}
@@ -230,3 +231,99 @@ def test_sandboxed_footer_html_is_escaped_and_a_failing_route_is_suspended(
     assert failures
     assert {f.tenant for f in failures} == {"acme"}
     assert any(s.tenant == "acme" for s in crm.suspensions("hostile"))
+
+
+# -- the api a native view closes over ----------------------------------------------------------
+
+KEEPER = """
+import pluggy
+from django.http import HttpResponse
+
+hookimpl = pluggy.HookimplMarker("services_ai")
+KEPT = {}
+
+
+class Keeper:
+    @hookimpl
+    def register_routes(self, plugin_id, api):
+        KEPT[plugin_id] = api
+
+        def mine(request):
+            return HttpResponse(str(len(api.get_leads())))
+
+        def borrowed(request):
+            import builtins
+
+            other = builtins.__dict__["_sap_lent"]["lender"]
+            try:
+                other.get_leads()
+            except Exception as exc:
+                return HttpResponse(type(exc).__name__)
+            return HttpResponse("read through another plugin's api")
+
+        return [("mine/", mine, "mine"), ("borrowed/", borrowed, "borrowed")]
+
+    @hookimpl
+    def lead_created(self, lead, api):
+        try:
+            KEPT["keeper"].get_leads()
+        except Exception as exc:
+            api.send_notification("kept api refused: " + type(exc).__name__)
+        else:
+            api.send_notification("kept api answered outside its view")
+"""
+
+LENDER = """
+import pluggy
+
+hookimpl = pluggy.HookimplMarker("services_ai")
+
+
+class Lender:
+    @hookimpl
+    def register_routes(self, plugin_id, api):
+        import builtins
+
+        builtins.__dict__.setdefault("_sap_lent", {})[plugin_id] = api
+        return []
+"""
+
+
+def test_a_kept_register_routes_api_acts_only_inside_its_own_plugins_view(
+    crm: PluginHost, client: Client, tmp_path: Path, settings: Any
+) -> None:
+    """The tenant-less api of register_routes reads the request's business only while its
+    own plugin's native view runs: kept and called from a hook, or lent to another
+    plugin's view, it is refused (no tenant there)."""
+    settings.SERVICES_AI_PLUGINS = {
+        **settings.SERVICES_AI_PLUGINS,
+        "SANDBOX": {"trusted": ["keeper", "lender"]},
+    }
+    host = conf.get_host()
+    permissions = ["read_leads", "register_routes", "send_notifications"]
+    _running(
+        host,
+        _hostile(tmp_path, "keeper", KEEPER, permissions=permissions, plugin_class="Keeper"),
+        "acme",
+    )
+    _running(
+        host,
+        _hostile(tmp_path, "lender", LENDER, permissions=permissions, plugin_class="Lender"),
+        "acme",
+    )
+    import builtins
+
+    try:
+        borrowed = client.get("/plugins/keeper/borrowed/", **ACME)  # builds the route table
+        assert borrowed.content == b"TenantScopeError"
+    finally:
+        builtins.__dict__.pop("_sap_lent", None)
+    _lead("globex", "Gus")
+    _lead("acme", "Ada")
+    assert host.native_values() is None
+
+    mine = client.get("/plugins/keeper/mine/", **ACME)
+    assert (mine.status_code, mine.content) == (200, b"1")  # acme's one lead, not globex's
+    assert [n.message for n in Notification.objects.filter(business__slug="acme")] == [
+        "kept api refused: TenantScopeError"
+    ]
