@@ -5,6 +5,11 @@ the working folder), else the host's own defaults (:class:`HostConfig`:
 ``$SERVICES_AI_PLUGINS_DB`` and ``$SERVICES_AI_PLUGINS_DIR``, else the per-user
 data folder), so that what the command line installs a host with its defaults sees.
 
+A framework that runs the commands on its own registry and host (``manage.py
+plugins``) gives :func:`~services_ai_plugins._cli._main.main` a :class:`Site`: the
+same command code then opens the site's storage, plugins folder and host, acts as
+the site's actor, and refuses ``--db`` and ``--plugins-dir`` (the site decides them).
+
 A command returns a :data:`Result` (its JSON fields and its lines for people),
 or a :data:`ResultWithCode` when its exit code is not always 0.
 """
@@ -13,10 +18,13 @@ from __future__ import annotations
 
 import argparse
 import getpass
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, NoReturn
+
+import attrs
 
 from .._config import DB_ENV, DIR_ENV, HostConfig, is_database_url, redacted
 from .._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
@@ -25,6 +33,9 @@ from .._storage._protocol import Storage
 from .._storage._sqlite import SQLiteStorage
 from ..errors import StorageError
 
+if TYPE_CHECKING:
+    from .._host import PluginHost
+
 __all__ = [
     "DB_ENV",
     "DIR_ENV",
@@ -32,8 +43,10 @@ __all__ = [
     "Handler",
     "Result",
     "ResultWithCode",
+    "Site",
     "actor_name",
     "command_adder",
+    "current_site",
     "db_path",
     "db_value",
     "duration",
@@ -42,12 +55,54 @@ __all__ = [
     "open_storage",
     "plugins_path",
     "positive",
+    "running_at",
     "suspension_document",
 ]
 
 
 #: What a command returns: its JSON fields (``ok`` is added) and its lines for people.
 Result = tuple[dict[str, Any], list[str]]
+
+
+@attrs.frozen(kw_only=True)
+class Site:
+    """Where the commands run when a framework runs them on its own registry and host.
+
+    ``manage.py plugins`` is one: its storage, plugins folder and host are the Django
+    project's (the ``SERVICES_AI_PLUGINS`` setting).
+    """
+
+    #: How the commands are invoked there, for usage lines and hints (``manage.py plugins``).
+    prog: str
+    #: Opens the registry's storage; the command closes it when it is done.
+    open_storage: Callable[[], Storage]
+    #: Where plugin code is kept.
+    plugins_dir: Callable[[], Path]
+    #: The site's plugin host, for the commands that call plugins; never closed by them.
+    host: Callable[[], PluginHost]
+    #: Who acts in the audit trail when ``--actor`` is not given.
+    actor: str
+    #: Why ``--db`` and ``--plugins-dir`` are refused there: who decides the registry and
+    #: the plugins folder instead (ends the usage error).
+    decided_by: str
+
+
+_site: ContextVar[Site | None] = ContextVar("services_ai_plugins_cli_site", default=None)
+
+
+def current_site() -> Site | None:
+    """The site the commands run at now (None: the command line's own registry)."""
+    return _site.get()
+
+
+@contextmanager
+def running_at(site: Site | None) -> Iterator[None]:
+    """Run the commands inside the block at ``site`` (None: the command line's own)."""
+    token = _site.set(site)
+    try:
+        yield
+    finally:
+        _site.reset(token)
 
 
 #: Where the defaults are, for ``--help``.
@@ -79,8 +134,16 @@ def open_storage(args: argparse.Namespace, *, must_exist: bool = False) -> Itera
     psycopg is imported only for a URL; without the ``postgres`` extra the
     URL is refused with a ``StorageError`` saying what to install.
     """
-    value = db_value(args)
     storage: Storage
+    site = current_site()
+    if site is not None:
+        storage = site.open_storage()
+        try:
+            yield storage
+        finally:
+            storage.close()
+        return
+    value = db_value(args)
     if is_database_url(value):
         try:
             from .._storage._postgres._storage import PostgresStorage  # noqa: PLC0415 - optional: only for a URL
@@ -107,12 +170,18 @@ def open_storage(args: argparse.Namespace, *, must_exist: bool = False) -> Itera
 def plugins_path(args: argparse.Namespace) -> Path:
     """What ``--plugins-dir`` (else ``$SERVICES_AI_PLUGINS_DIR``, else the host's default) names."""
     given = getattr(args, "plugins_dir", None)
-    return Path(given) if given else HostConfig.from_env().plugins_dir
+    if given:
+        return Path(given)
+    site = current_site()
+    return site.plugins_dir() if site is not None else HostConfig.from_env().plugins_dir
 
 
 def actor_name(args: argparse.Namespace) -> str:
     if getattr(args, "actor", None):
         return str(args.actor)
+    site = current_site()
+    if site is not None:
+        return site.actor
     try:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):  # no user name in this environment
@@ -126,6 +195,10 @@ def open_registry(args: argparse.Namespace, *, create: bool = True) -> Iterator[
     Reading a SQLite registry that does not exist shows an empty one (no
     plugins, no events) instead of leaving an empty database file behind.
     """
+    if current_site() is not None:
+        with open_storage(args) as storage:
+            yield Registry(storage)
+        return
     value = db_value(args)
     if not create and not is_database_url(value) and not Path(value).exists():
         from .._storage._memory import MemoryStorage  # noqa: PLC0415 - only for a missing database
@@ -159,18 +232,29 @@ CommandAdder = Callable[[str, str, Handler], Any]
 
 
 def command_adder(commands: Any, common: argparse.ArgumentParser, prog: str) -> CommandAdder:
-    """A function that adds commands taking ``--db``, ``--plugins-dir`` and ``--actor``."""
+    """A function that adds commands taking ``--db``, ``--plugins-dir`` and ``--actor``.
+
+    At a :class:`Site` ``--db`` and ``--plugins-dir`` are left out of the help and
+    refused as usage errors, naming where the site decides them.
+    """
     registry_options = argparse.ArgumentParser(add_help=False)
+    decided = current_site() is not None  # the site decides them: refused, and not in the help
     registry_options.add_argument(
         "--db",
+        action=_Refused if decided else "store",
         default=argparse.SUPPRESS,
-        help=f"the registry: a SQLite file or a postgresql:// URL (${DB_ENV}; "
+        help=argparse.SUPPRESS
+        if decided
+        else f"the registry: a SQLite file or a postgresql:// URL (${DB_ENV}; "
         f"default {DEFAULT_DB} in {_DATA_FOLDER})",
     )
     registry_options.add_argument(
         "--plugins-dir",
+        action=_Refused if decided else "store",
         default=argparse.SUPPRESS,
-        help=f"where plugin code is kept (${DIR_ENV}; default {DEFAULT_PLUGINS_DIR}/ in "
+        help=argparse.SUPPRESS
+        if decided
+        else f"where plugin code is kept (${DIR_ENV}; default {DEFAULT_PLUGINS_DIR}/ in "
         f"{_DATA_FOLDER})",
     )
     registry_options.add_argument(
@@ -184,6 +268,22 @@ def command_adder(commands: Any, common: argparse.ArgumentParser, prog: str) -> 
         return sub
 
     return add
+
+
+class _Refused(argparse.Action):
+    """``--db`` or ``--plugins-dir`` at a :class:`Site`: a usage error saying who decides them."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> NoReturn:
+        site = current_site()
+        where = site.prog if site is not None else parser.prog
+        decided = f": {site.decided_by}" if site is not None else ""
+        raise argparse.ArgumentError(self, f"is not taken by {where}{decided}")
 
 
 def duration(seconds: float) -> str:

@@ -1,10 +1,10 @@
 """The host commands of the command line: call, failures, metrics, suspend, resume, resolve.
 
 ``call`` fires one hook through a :class:`PluginHost` built on the registry
-(``--db``) and the plugins folder (``--plugins-dir``) of the operator commands,
-and reports what each plugin returned or how it failed. The others read or
-change what the host keeps there: failures, metrics per (plugin, hook) and
-suspensions.
+(``--db``) and the plugins folder (``--plugins-dir``) of the operator commands
+(at a site, ``manage.py plugins``, through the site's own host), and reports
+what each plugin returned or how it failed. The others read or change what the
+host keeps there: failures, metrics per (plugin, hook) and suspensions.
 
 The host, the hook specifications and the payloads are imported only when
 ``call`` runs, so the other commands start as fast as before.
@@ -35,6 +35,7 @@ from ._common import (
     ResultWithCode,
     actor_name,
     command_adder,
+    current_site,
     duration,
     open_storage,
     plugins_path,
@@ -44,6 +45,7 @@ from ._common import (
 
 if TYPE_CHECKING:
     from .._dispatch import HookTrace, PluginOutcome
+    from .._host import PluginHost
     from .._json import JSONValue
     from ..events import Booking, Email, Invoice, Lead, Notification, Sms, User
     from ..hookspecs import HookInfo
@@ -293,27 +295,47 @@ def _log_to_stderr() -> Iterator[None]:
         yield
 
 
-def _call(args: argparse.Namespace) -> ResultWithCode:
+@contextlib.contextmanager
+def _plugin_host(args: argparse.Namespace) -> Iterator[PluginHost]:
+    """The host ``call`` fires hooks through: the site's, else one of its own, closed after.
+
+    The site's host is brought up to date with the registry first (this command's
+    storage is not the host's), and writes its failures and metrics at the end, where
+    ``failures`` and ``metrics`` read them; it stays open, the site's to close.
+    """
+    site = current_site()
+    if site is not None:
+        host = site.host()
+        host.refresh()
+        try:
+            yield host
+        finally:
+            host.flush()
+        return
     from .._host import PluginHost  # noqa: PLC0415 - the host loads only when call runs
 
-    request = _request(args)
-    traces: list[HookTrace] = []
     with _storage(args) as storage:
         services = _CommandLineServices(Registry(storage))
-        # A plugin's print() must not spoil the command's output (or its JSON).
-        with _log_to_stderr(), contextlib.redirect_stdout(sys.stderr):
-            host = PluginHost(
-                services, storage=storage, plugins_dir=plugins_path(args), actor=actor_name(args)
-            )
-            try:
-                before = {(s.plugin_id, s.tenant) for s in host.suspensions()}
-                for _ in range(args.repeat):
-                    kwargs = copy.deepcopy(request.kwargs)
-                    traces.append(host.trace_hook(request.info.name, **kwargs))
-                suspended = [s for s in host.suspensions() if (s.plugin_id, s.tenant) not in before]
-                not_loaded = _not_loaded(host.registry, request.tenant, host.plugins())
-            finally:
-                host.close()
+        host = PluginHost(
+            services, storage=storage, plugins_dir=plugins_path(args), actor=actor_name(args)
+        )
+        try:
+            yield host
+        finally:
+            host.close()
+
+
+def _call(args: argparse.Namespace) -> ResultWithCode:
+    request = _request(args)
+    traces: list[HookTrace] = []
+    # A plugin's print() must not spoil the command's output (or its JSON).
+    with _log_to_stderr(), contextlib.redirect_stdout(sys.stderr), _plugin_host(args) as host:
+        before = {(s.plugin_id, s.tenant) for s in host.suspensions()}
+        for _ in range(args.repeat):
+            kwargs = copy.deepcopy(request.kwargs)
+            traces.append(host.trace_hook(request.info.name, **kwargs))
+        suspended = [s for s in host.suspensions() if (s.plugin_id, s.tenant) not in before]
+        not_loaded = _not_loaded(host.registry, request.tenant, host.plugins())
     failed = bool(not_loaded) or any(
         o.failure is not None for trace in traces for o in trace.outcomes
     )

@@ -24,6 +24,7 @@ from .._version import HOST_API_VERSION, __version__
 from ..errors import PackageError, PluginError, ProblemsError
 from ._authoring import add_authoring_commands
 from ._check import add_check_command
+from ._common import Site, running_at
 from ._host import add_host_commands
 from ._lifecycle import add_lifecycle_commands
 from ._sandbox import add_sandbox_commands
@@ -71,11 +72,11 @@ class _Output:
             self.stderr.write(f"error: {error}\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON document")
     parser = argparse.ArgumentParser(
-        prog=PROG,
+        prog=prog,
         description="Validate, pack, scaffold and operate services-ai-plugins plugins.",
         epilog="exit codes: 0 success, 1 refused or a plugin failed, 2 usage error",
     )
@@ -84,23 +85,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    add_authoring_commands(commands, common, PROG)
+    add_authoring_commands(commands, common, prog)
     add_check_command(commands, common)
     add_demo_command(commands)
-    add_lifecycle_commands(commands, common, PROG)
-    add_settings_commands(commands, common, PROG)
-    add_host_commands(commands, common, PROG)
-    add_sandbox_commands(commands, common, PROG)
+    add_lifecycle_commands(commands, common, prog)
+    add_settings_commands(commands, common, prog)
+    add_host_commands(commands, common, prog)
+    add_sandbox_commands(commands, common, prog)
     return parser
 
 
 def main(
-    argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
+    argv: Sequence[str] | None = None,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    site: Site | None = None,
 ) -> int:
-    """Run the command line and return its exit code (see the module docstring)."""
-    out = stdout or sys.stdout
-    err = stderr or sys.stderr
-    parser = _parser()
+    """Run the command line and return its exit code (see the module docstring).
+
+    With a ``site`` (``manage.py plugins``) the commands run on the site's registry,
+    plugins folder and host, under its name (see :class:`~._common.Site`).
+    """
+    with running_at(site):
+        return _run(argv, stdout or sys.stdout, stderr or sys.stderr, site)
+
+
+def _run(argv: Sequence[str] | None, out: TextIO, err: TextIO, site: Site | None) -> int:
+    parser = _parser(site.prog if site is not None else PROG)
     try:
         # argparse prints --help, --version and usage errors itself.
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

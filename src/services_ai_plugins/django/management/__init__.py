@@ -1,0 +1,1 @@
+"""The app's management command: ``manage.py plugins`` (in :mod:`.commands.plugins`)."""

@@ -1,0 +1,1 @@
+"""``manage.py plugins``: the services-ai-plugins command line on the project's registry."""
