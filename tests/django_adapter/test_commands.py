@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import pytest
 from business.models import Business, Lead
+from cryptography.fernet import Fernet
 from django.conf import Settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -54,6 +55,7 @@ class Plugin:
             "tenant": api.tenant,
             "leads": sorted(row.name for row in api.list_leads()),
             "given": None if found is None else [found.tenant, found.name],
+            "settings": [api.get_setting("greeting"), api.get_setting("token")],
         }
 """
 
@@ -68,7 +70,12 @@ class Plugin:
 """
 
 
+KEY = Fernet.generate_key().decode()
+
+
 def plugin_folder(root: Path, plugin_id: str, source: str) -> Path:
+    """``root/src/<plugin_id>/``: ``main.py`` and a manifest (read_leads; a greeting and a
+    secret token as settings)."""
     folder = root / "src" / plugin_id
     folder.mkdir(parents=True)
     manifest = {
@@ -78,6 +85,10 @@ def plugin_folder(root: Path, plugin_id: str, source: str) -> Path:
         "entry_point": "main.py",
         "plugin_class": "Plugin",
         "permissions": ["read_leads"],
+        "settings": [
+            {"name": "greeting", "type": "string", "default": "Hello"},
+            {"name": "token", "type": "secret"},
+        ],
     }
     (folder / "manifest.json").write_text(json.dumps(manifest))
     (folder / "main.py").write_text(source)
@@ -136,6 +147,15 @@ def project(tmp_path: Path, settings: Settings) -> Project:
         "PLUGINS_DIR": str(plugins_dir),
         # Generous: the machine is shared and noisy.
         "SANDBOX": {"timeout": 30.0, "wait_timeout": 30.0},
+        "HOST": {
+            **settings.SERVICES_AI_PLUGINS["HOST"],
+            # The keys of secret settings: the host's, and manage.py plugins' too.
+            "secret_keys": [KEY],
+            # A host that would look at the registry, and write what it gathered, only
+            # in an hour: `call` itself brings it up to date, and writes at its end.
+            "refresh_interval": 3600.0,
+            "flush_interval": 3600.0,
+        },
     }
     acme = Business.objects.create(slug="acme", name="Acme")
     globex = Business.objects.create(slug="globex", name="Globex")
@@ -231,7 +251,12 @@ def test_a_plugin_sees_only_the_tenant_it_is_called_for(project: Project) -> Non
     ).json()
     [outcome] = called["outcomes"]
     outcome["result"].pop("pid")
-    assert outcome["result"] == {"tenant": "acme", "leads": ["Ada", "Grace"], "given": None}
+    assert outcome["result"] == {
+        "tenant": "acme",
+        "leads": ["Ada", "Grace"],
+        "given": None,
+        "settings": ["Hello", None],
+    }
 
     elsewhere = ok(
         "call",
@@ -287,6 +312,53 @@ def test_check_runs_a_plugin_folder_in_a_throwaway_host(project: Project) -> Non
     assert ok("list", "--json").json()["plugins"] == []
 
 
+def test_the_other_operator_commands_work_on_the_project_and_its_host_sees_them(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """show, settings, suspend/resume, disable, metrics, resolve, uninstall: each changes or
+    reads the project's registry, and the project's host (built by the first call) follows.
+    A secret is sealed with the keys of the project's host (none in the environment)."""
+    monkeypatch.delenv("SERVICES_AI_PLUGINS_SECRET_KEYS", raising=False)
+    deploy(project, "reader", READER, "acme", "globex")
+
+    def results(tenant: str) -> list[Any]:
+        called = ok("call", "lead_created", "--tenant", tenant, "--sample", "--json").json()
+        return [outcome["result"] for outcome in called["outcomes"]]
+
+    [before] = results("acme")
+    assert before["settings"] == ["Hello", None]
+
+    shown = ok("show", "reader", "--json").json()
+    assert [t["tenant"] for t in shown["tenants"]] == ["acme", "globex"]
+
+    ok("settings", "set", "reader", "--tenant", "acme", "--set", "greeting=Hi", "--set", "token=s3")
+    listed = ok("settings", "get", "reader", "--tenant", "acme", "--json").json()["settings"]
+    assert {s["name"]: s["value"] for s in listed} == {"greeting": "Hi", "token": "<set>"}
+    [after] = results("acme")
+    assert after["settings"] == ["Hi", "s3"]  # the host opens what manage.py sealed
+
+    ok("suspend", "reader", "--tenant", "acme", "--reason", "looks odd")
+    assert results("acme") == []
+    assert len(results("globex")) == 1
+    ok("resume", "reader", "--tenant", "acme")
+    assert len(results("acme")) == 1
+
+    metrics = ok("metrics", "reader", "--json").json()["metrics"]
+    assert [(m["hook"], m["calls"], m["errors"]) for m in metrics] == [("lead_created", 4, 0)]
+    assert ok("resolve", "reader", "--json").json()["resolved"] == 0
+
+    ok("disable", "reader", "--tenant", "globex")
+    assert results("globex") == []
+    ok("uninstall", "reader")
+    assert results("acme") == []
+    assert ok("list", "--status", "approved", "--json").json()["plugins"] == []
+
+
+def test_sandbox_info_reports_the_projects_plugins_folder(project: Project) -> None:
+    info = ok("sandbox-info", "--json").json()
+    assert info["readable"][0] == str(project.plugins_dir)
+
+
 # -- refusals ----------------------------------------------------------------------------------
 
 
@@ -298,6 +370,7 @@ def test_a_refused_input_gives_exit_code_1_and_the_clis_message(project: Project
 
     as_json = plugins("approve", "nope", "--json")
     assert as_json.code == 1
+    assert as_json.message == "no plugin 'nope' is installed"
     assert as_json.json() == {
         "ok": False,
         "error": "PluginNotFound",
@@ -363,6 +436,9 @@ Lead.objects.create(business=globex, name="Linus")
 """
 
 
+Done = subprocess.CompletedProcess[str]
+
+
 class ManagePy:
     def __init__(self, root: Path) -> None:
         self.env = {
@@ -372,12 +448,13 @@ class ManagePy:
             "PYTHONPATH": os.pathsep.join([str(SRC), str(root)]),
         }
 
-    def __call__(self, *argv: str | Path) -> subprocess.CompletedProcess[str]:
+    def __call__(self, *argv: str | Path, stdout: int = subprocess.PIPE) -> Done:
         return subprocess.run(
             [sys.executable, "manage.py", *map(str, argv)],
             cwd=EXAMPLE,
             env=self.env,
-            capture_output=True,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
             text=True,
             timeout=300,
             check=False,
@@ -431,6 +508,17 @@ def test_manage_py_plugins_in_the_example_project(tmp_path: Path) -> None:
     assert "argument --db: is not taken by manage.py plugins" in usage.stderr
     assert "Traceback" not in usage.stderr
     assert not elsewhere.exists()
+
+    # A reader that stops early (`| head`): exit 141 as the command line's, no traceback.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        piped = manage("plugins", "schema", stdout=write_end)
+    finally:
+        os.close(write_end)
+    assert piped.returncode == 141
+    assert "Traceback" not in piped.stderr
+    assert "BrokenPipeError" not in piped.stderr
 
     # The registry is the file the settings name.
     storage = SQLiteStorage(registry)

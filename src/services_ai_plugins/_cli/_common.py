@@ -29,6 +29,7 @@ import attrs
 from .._config import DB_ENV, DIR_ENV, HostConfig, is_database_url, redacted
 from .._kinds import DEFAULT_DB, DEFAULT_PLUGINS_DIR
 from .._registry import Registry, Suspension
+from .._secrets import SecretKeys
 from .._storage._protocol import Storage
 from .._storage._sqlite import SQLiteStorage
 from ..errors import StorageError
@@ -85,6 +86,8 @@ class Site:
     #: Why ``--db`` and ``--plugins-dir`` are refused there: who decides the registry and
     #: the plugins folder instead (ends the usage error).
     decided_by: str
+    #: The keys of secret settings, as the site's host has them (None: from the environment).
+    secret_keys: Callable[[], SecretKeys | None] = lambda: None
 
 
 _site: ContextVar[Site | None] = ContextVar("services_ai_plugins_cli_site", default=None)
@@ -195,9 +198,10 @@ def open_registry(args: argparse.Namespace, *, create: bool = True) -> Iterator[
     Reading a SQLite registry that does not exist shows an empty one (no
     plugins, no events) instead of leaving an empty database file behind.
     """
-    if current_site() is not None:
+    site = current_site()
+    if site is not None:
         with open_storage(args) as storage:
-            yield Registry(storage)
+            yield Registry(storage, secret_keys=site.secret_keys())
         return
     value = db_value(args)
     if not create and not is_database_url(value) and not Path(value).exists():

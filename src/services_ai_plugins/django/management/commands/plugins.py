@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import getpass
 import io
+import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +41,9 @@ __all__ = ["Command", "project_site"]
 
 #: How the commands are shown when the command is called from code (``call_command``).
 PROG: Final = "manage.py plugins"
+
+#: The exit code when the reader of the output went away (128 + SIGPIPE), as the command line's.
+_EXIT_BROKEN_PIPE: Final = 141
 
 #: Django's own options that ``manage.py`` reads before any command runs.
 _DJANGO_OPTIONS: Final = ("--settings", "--pythonpath")
@@ -62,6 +67,8 @@ def project_site(prog: str = PROG) -> Site:
         actor=_actor(),
         decided_by=f"the registry and the plugins folder are the project's, named by its "
         f"settings ({conf.SETTING}['STORAGE'] and ['PLUGINS_DIR'])",
+        # The host's keys, so that a secret set here is one the host can read.
+        secret_keys=lambda: conf.plugins_settings().host_options.get("secret_keys"),
     )
 
 
@@ -140,25 +147,34 @@ class Command(BaseCommand):
                 no_color=False,
                 skip_checks=True,
             )
+            self.stdout.flush()
         except _Reported as error:
             sys.exit(error.returncode)
         except CommandError as error:
             self.stderr.write(f"{type(error).__name__}: {error}")
             sys.exit(error.returncode)
+        except BrokenPipeError:
+            # A reader that stopped early (`manage.py plugins list | head`), as the command
+            # line's own run(): Python flushes stdout again at exit, so point it at nothing.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(_EXIT_BROKEN_PIPE)
         finally:
             connections.close_all()
 
     def handle(self, *args: object, **options: Any) -> None:
         argv = list(options["argv"])
-        err = _Stream(self.stderr, keep=True)
+        out, err = _Stream(self.stdout, keep=True), _Stream(self.stderr, keep=True)
         try:
-            code = main(
-                argv, stdout=_Stream(self.stdout), stderr=err, site=project_site(self._prog)
-            )
+            code = main(argv, stdout=out, stderr=err, site=project_site(self._prog))
         except ImproperlyConfigured as error:
             raise CommandError(str(error), returncode=1) from error
         if code != EXIT_OK:
-            raise _Reported(_reason(err.getvalue(), argv, self._prog, code), returncode=code)
+            reason = _reason(out.getvalue(), err.getvalue())
+            if reason is None:
+                command = f" {argv[0]}" if argv else ""
+                reason = f"{self._prog}{command} ended with exit code {code}"
+            raise _Reported(reason, returncode=code)
 
 
 def _without_django_options(argv: Sequence[str]) -> list[str]:
@@ -175,12 +191,19 @@ def _without_django_options(argv: Sequence[str]) -> list[str]:
     return kept
 
 
-def _reason(said: str, argv: Sequence[str], prog: str, code: int) -> str:
-    """What the command line said was wrong (its last ``error:`` line), else its exit code."""
-    for line in reversed(said.splitlines()):
+def _reason(out: str, err: str) -> str | None:
+    """Why the command line refused: its ``error:`` line, argparse's usage error, or the
+    message of its JSON refusal (None when it gave no reason: a plugin failed in ``call``,
+    ``check`` found problems; its output says which)."""
+    for line in reversed(err.splitlines()):
         if line.startswith("error: "):
             return line.removeprefix("error: ")
         if ": error: " in line:  # argparse: "<prog> <command>: error: <what>"
             return line
-    command = f" {argv[0]}" if argv else ""
-    return f"{prog}{command} ended with exit code {code}"
+    try:
+        document = json.loads(out)
+    except ValueError:
+        return None
+    refused = isinstance(document, dict) and "error" in document  # _Output.refused's document
+    message = document.get("message") if refused else None
+    return message if isinstance(message, str) else None
