@@ -1,9 +1,10 @@
 """``manage.py plugins``: the SDK's command line on the Django project's registry and host.
 
-The registry is a SQLite file named by ``SERVICES_AI_PLUGINS['STORAGE']`` (until the
-project's own database holds it), the plugins folder ``PLUGINS_DIR``; ``call`` goes
-through the project's host, whose ``HostServices`` read the example CRM's models.
-Uploaded plugins run sandboxed, as the example project's settings say.
+The registry is the one ``SERVICES_AI_PLUGINS['STORAGE']`` names (``REGISTRY_STORAGE``:
+a SQLite file until the project's own database holds it), the plugins folder
+``PLUGINS_DIR``; ``call`` goes through the project's host, whose ``HostServices`` read
+the example CRM's models. Uploaded plugins run sandboxed, as the example project's
+settings say.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from django.conf import Settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from django_adapter.conftest import REGISTRY_STORAGE
 from services_ai_plugins import pack_plugin
 from services_ai_plugins._registry import Registry
 from services_ai_plugins._storage._sqlite import SQLiteStorage
+from services_ai_plugins.django import conf
 from services_ai_plugins.storage import PluginStatus
 
 pytestmark = [
@@ -131,7 +134,6 @@ def ok(*argv: str | Path) -> Ran:
 
 class Project(NamedTuple):
     root: Path
-    registry: Path
     plugins_dir: Path
     acme_lead: Lead
     globex_lead: Lead
@@ -139,14 +141,19 @@ class Project(NamedTuple):
 
 @pytest.fixture
 def project(tmp_path: Path, settings: Settings) -> Project:
-    """The CRM with two businesses and their leads; its registry a SQLite file in tmp_path."""
-    registry, plugins_dir = tmp_path / "registry.db", tmp_path / "plugins"
+    """The CRM with two businesses and their leads; a registry (``REGISTRY_STORAGE``) and a
+    plugins folder of its own."""
+    plugins_dir = tmp_path / "plugins"
     settings.SERVICES_AI_PLUGINS = {
         **settings.SERVICES_AI_PLUGINS,
-        "STORAGE": str(registry),
+        "STORAGE": REGISTRY_STORAGE(tmp_path),
         "PLUGINS_DIR": str(plugins_dir),
-        # Generous: the machine is shared and noisy.
-        "SANDBOX": {"timeout": 30.0, "wait_timeout": 30.0},
+        # Generous time-outs: the machine is shared and noisy.
+        "SANDBOX": {
+            **settings.SERVICES_AI_PLUGINS["SANDBOX"],
+            "timeout": 30.0,
+            "wait_timeout": 30.0,
+        },
         "HOST": {
             **settings.SERVICES_AI_PLUGINS["HOST"],
             # The keys of secret settings: the host's, and manage.py plugins' too.
@@ -162,7 +169,7 @@ def project(tmp_path: Path, settings: Settings) -> Project:
     acme_lead = Lead.objects.create(business=acme, name="Ada", company="Acme")
     Lead.objects.create(business=acme, name="Grace")
     globex_lead = Lead.objects.create(business=globex, name="Linus", company="Globex")
-    return Project(tmp_path, registry, plugins_dir, acme_lead, globex_lead)
+    return Project(tmp_path, plugins_dir, acme_lead, globex_lead)
 
 
 def deploy(project: Project, plugin_id: str, source: str, *tenants: str) -> None:
@@ -222,7 +229,7 @@ def test_install_approve_enable_and_call_work_on_the_projects_registry_and_host(
     assert '"given": ["acme", "Ada"]' in text.out
 
     # The registry the settings name holds it all, with who did what.
-    registry = Registry(SQLiteStorage(project.registry))
+    registry = Registry(conf.plugins_settings().open_storage())
     try:
         assert registry.plugin("reader").status is PluginStatus.APPROVED
         assert registry.enabled_plugins("acme") == ["reader"]
@@ -419,10 +426,11 @@ SETTINGS = """\
 # project's database holds it) and generous sandbox time-outs (a shared, noisy machine).
 from crm.settings import *  # noqa: F403
 
+PLUGINS = SERVICES_AI_PLUGINS  # noqa: F405
 SERVICES_AI_PLUGINS = {{
-    **SERVICES_AI_PLUGINS,  # noqa: F405
+    **PLUGINS,
     "STORAGE": {registry!r},
-    "SANDBOX": {{"timeout": 30.0, "wait_timeout": 30.0}},
+    "SANDBOX": {{**PLUGINS["SANDBOX"], "timeout": 30.0, "wait_timeout": 30.0}},
     "HOST": {{"entry_points": False}},
 }}
 """
