@@ -403,6 +403,15 @@ def test_db_and_plugins_dir_are_refused(project: Project, option: str) -> None:
     assert ok("list", "--json").json()["plugins"] == []
 
 
+def test_a_wrong_setting_is_a_refusal_naming_its_key(project: Project, settings: Settings) -> None:
+    settings.SERVICES_AI_PLUGINS = {**settings.SERVICES_AI_PLUGINS, "BREAKER": "five"}
+    ran = plugins("list")
+    assert ran.code == 1
+    assert ran.message == (
+        "SERVICES_AI_PLUGINS['BREAKER'] must be a dict of keyword arguments, not str"
+    )
+
+
 def test_a_usage_error_gives_exit_code_2(project: Project) -> None:
     ran = plugins("enable", "reader")  # --tenant missing
     assert ran.code == 2

@@ -37,7 +37,7 @@ from ...._cli._common import Site
 from ...._cli._main import EXIT_OK, main
 from ... import conf
 
-__all__ = ["Command", "project_site"]
+__all__ = ["Command"]
 
 #: How the commands are shown when the command is called from code (``call_command``).
 PROG: Final = "manage.py plugins"
@@ -56,7 +56,7 @@ def _actor() -> str:
         return "manage.py"
 
 
-def project_site(prog: str = PROG) -> Site:
+def _project_site(prog: str = PROG) -> Site:
     """Where ``manage.py plugins`` runs the commands: the ``SERVICES_AI_PLUGINS`` setting's
     storage, plugins folder and host (each opened only when a command needs it)."""
     return Site(
@@ -127,7 +127,7 @@ class Command(BaseCommand):
             ["--help"],
             stdout=_Stream(self.stdout),
             stderr=_Stream(self.stderr),
-            site=project_site(f"{Path(prog_name).name} {subcommand}"),
+            site=_project_site(f"{Path(prog_name).name} {subcommand}"),
         )
 
     def run_from_argv(self, argv: list[str]) -> None:
@@ -166,7 +166,7 @@ class Command(BaseCommand):
         argv = list(options["argv"])
         out, err = _Stream(self.stdout, keep=True), _Stream(self.stderr, keep=True)
         try:
-            code = main(argv, stdout=out, stderr=err, site=project_site(self._prog))
+            code = main(argv, stdout=out, stderr=err, site=_project_site(self._prog))
         except ImproperlyConfigured as error:
             raise CommandError(str(error), returncode=1) from error
         if code != EXIT_OK:
