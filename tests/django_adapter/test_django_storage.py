@@ -211,6 +211,23 @@ def test_commit_inside_the_callers_transaction_is_refused(
     assert storage.audit(make_query()) == []
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.django_db(databases=[name]), id=name)
+        for name in ("default", "postgres")
+        if name in settings.DATABASES
+    ],
+)
+def test_commits_work_in_a_django_test_case(name: str) -> None:
+    """Inside the transaction of a Django test case (pytest-django's ``db``), commits work,
+    as Django's own durable blocks do there."""
+    storage = DjangoStorage(name)
+    assert connections[name].in_atomic_block
+    assert _install(storage) == 1
+    assert storage.get_plugin("example-plugin") == make_plugin()
+
+
 def make_query() -> Any:
     from services_ai_plugins.storage import AuditQuery
 

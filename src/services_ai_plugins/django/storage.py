@@ -551,6 +551,11 @@ def _hint(error: BaseException) -> str:
     text = str(error)
     if "no such table" in text or ("relation" in text and "does not exist" in text):
         return " (are the services_ai_plugins migrations applied? run manage.py migrate)"
+    if "database is locked" in text:
+        return (
+            " (another writer held SQLite's write lock longer than the database's "
+            "OPTIONS['timeout'] seconds)"
+        )
     if isinstance(error, SynchronousOnlyOperation):
         return " (call the storage from a thread, e.g. through asgiref's sync_to_async)"
     return ""
