@@ -16,8 +16,9 @@ Keys are sorted in Python, by code points, whatever the database's collation.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from datetime import datetime, timezone
 from typing import Any, Final, final
 
@@ -66,6 +67,8 @@ from .models import (
 
 __all__ = ["DjangoStorage"]
 
+_logger = logging.getLogger("services_ai_plugins.storage")
+
 #: The key of the change counter's one row.
 _GENERATION: Final = "generation"
 
@@ -104,6 +107,18 @@ class DjangoStorage:
     default: 5); with ``ATOMIC_REQUESTS`` on SQLite, set ``OPTIONS
     ["transaction_mode"] = "IMMEDIATE"`` (Django 5.1+) so that request transactions do
     the same.
+
+    Records come back sorted by code points, whatever the database's collation. It is
+    not a :class:`~services_ai_plugins.ChangeFeed`: a host sees other processes'
+    changes by polling :meth:`generation` (its ``refresh_interval``).
+
+    The project's setting picks it (``"STORAGE": "django"``, or ``"django:<alias>"``
+    for another database); to build a host by hand::
+
+        from services_ai_plugins import PluginHost
+        from services_ai_plugins.django.storage import DjangoStorage
+
+        host = PluginHost(services, storage=DjangoStorage("default"))
 
     :raises StorageError: when ``using`` names no database of ``DATABASES``. Every
         method raises it for a database failure (Django's error is its
@@ -518,11 +533,15 @@ class DjangoStorage:
         except _DRIVER_ERRORS as exc:
             if not connection.in_atomic_block:
                 # A broken connection the thread keeps (a restarted server) is replaced.
-                connection.close_if_unusable_or_obsolete()
+                with suppress(DjangoDatabaseError):
+                    connection.close_if_unusable_or_obsolete()
             raise StorageError(f"{self!r}: cannot {what}: {exc}{_hint(exc)}") from exc
         finally:
             if opened and not connection.in_atomic_block:
-                connection.close()
+                try:
+                    connection.close()
+                except DjangoDatabaseError as exc:  # what it did stands: only the close failed
+                    _logger.warning("%r: cannot close a database connection: %s", self, exc)
 
     @contextmanager
     def _transaction(self, what: str, *, durable: bool = False) -> Iterator[Any]:
