@@ -374,7 +374,7 @@ def test_two_processes_racing_one_commit_never_both_win(storage: DjangoStorage, 
     """Two processes commit the same revision of one plugin at once, five rounds: each round
     exactly one wins and the other gets ConflictError(expected=r-1, actual=r); the counter
     moves once a round, as this process sees it."""
-    import test_django_storage_racer
+    from django_adapter import test_django_storage_racer
 
     rounds = 5
     start = _install(storage)
