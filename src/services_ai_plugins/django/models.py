@@ -3,10 +3,17 @@
 One model per record kind of :mod:`services_ai_plugins.storage`; :class:`DjangoStorage`
 (``services_ai_plugins.django.storage``) reads and writes them, and nothing else should:
 the registry's rules (revisions, the audit trail, the change counter) live there. JSON
-documents are kept as ``JSONField`` values; times as aware datetimes (``USE_TZ`` or not).
+documents are kept as ``JSONField`` values written by :class:`RecordJSONEncoder` (so they
+read back exactly); times as datetimes in UTC (aware with ``USE_TZ``, naive UTC without).
 """
 
 from __future__ import annotations
+
+import decimal
+import json
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from django.db import models
 
@@ -18,10 +25,75 @@ __all__ = [
     "Plugin",
     "PluginTenant",
     "PluginVersion",
+    "RecordJSONEncoder",
     "StoreSize",
     "StoreTotal",
     "StoreValue",
 ]
+
+
+class RecordJSONEncoder(json.JSONEncoder):
+    """JSON text that reads back as written, on every database: a float stays a float.
+
+    PostgreSQL's ``jsonb`` keeps a number's digits, so ``1e+20`` (Python's text for
+    ``1e20``) would come back as the int 100000000000000000000; floats are written with
+    a decimal point and no exponent instead. NaN and infinities are refused (ValueError),
+    as are values JSON has no type for (TypeError).
+    """
+
+    def encode(self, o: Any) -> str:
+        return "".join(self.iterencode(o))
+
+    def iterencode(self, o: Any, _one_shot: bool = False) -> Iterator[str]:
+        out: list[str] = []
+        _encode(o, out)
+        return iter(out)
+
+
+def _encode(value: object, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif isinstance(value, bool):
+        out.append("true" if value else "false")
+    elif isinstance(value, str):
+        out.append(json.dumps(value, ensure_ascii=False))
+    elif isinstance(value, int):
+        out.append(int.__repr__(value))
+    elif isinstance(value, float):
+        out.append(_float(value))
+    elif isinstance(value, Mapping):
+        out.append("{")
+        for number, (key, item) in enumerate(value.items()):
+            if not isinstance(key, str):
+                raise TypeError(f"object keys must be str, not {type(key).__name__} ({key!r})")
+            out.append("," if number else "")
+            out.append(json.dumps(key, ensure_ascii=False))
+            out.append(":")
+            _encode(item, out)
+        out.append("}")
+    elif isinstance(value, (list, tuple)):
+        out.append("[")
+        for number, item in enumerate(value):
+            out.append("," if number else "")
+            _encode(item, out)
+        out.append("]")
+    else:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _float(value: float) -> str:
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a JSON number")
+    text = float.__repr__(value)
+    if "e" in text:
+        text = format(decimal.Decimal(text), "f")
+        if "." not in text:
+            text += ".0"
+    return text
+
+
+def _json(**options: Any) -> Any:
+    return models.JSONField(encoder=RecordJSONEncoder, **options)
 
 
 class Generation(models.Model):
@@ -39,9 +111,10 @@ class Plugin(models.Model):
 
     id = models.CharField(max_length=64, primary_key=True)
     name = models.CharField(max_length=200)
-    version = models.CharField(max_length=64)
+    # PEP 440 sets no length: as long as the manifest says.
+    version = models.TextField()
     status = models.CharField(max_length=16, db_index=True)
-    manifest = models.JSONField()
+    manifest = _json()
     code_hash = models.CharField(max_length=64)
     source = models.CharField(max_length=16)
     package_path = models.TextField(null=True, blank=True)
@@ -50,7 +123,7 @@ class Plugin(models.Model):
     approved_at = models.DateTimeField(null=True, blank=True)
     approved_by = models.CharField(max_length=200, null=True, blank=True)
     status_reason = models.TextField(null=True, blank=True)
-    granted_permissions = models.JSONField(default=list)
+    granted_permissions = _json(default=list)
     revision = models.BigIntegerField()
 
     class Meta:
@@ -71,8 +144,8 @@ class PluginTenant(models.Model):
     tenant = models.CharField(max_length=200)
     enabled = models.BooleanField(default=False)
     suspended_reason = models.TextField(null=True, blank=True)
-    optional_grants = models.JSONField(default=list)
-    settings = models.JSONField(default=dict)
+    optional_grants = _json(default=list)
+    settings = _json(default=dict)
     changed_at = models.DateTimeField()
     changed_by = models.CharField(max_length=200)
     revision = models.BigIntegerField()
@@ -89,7 +162,7 @@ class PluginVersion(models.Model):
     """One install of one version (history: it outlives the plugin's row, so no foreign key)."""
 
     plugin_id = models.CharField(max_length=64)
-    version = models.CharField(max_length=64)
+    version = models.TextField()
     code_hash = models.CharField(max_length=64)
     changelog = models.TextField(null=True, blank=True)
     installed_at = models.DateTimeField()
@@ -108,8 +181,8 @@ class AuditEntry(models.Model):
     action = models.CharField(max_length=64)
     plugin_id = models.CharField(max_length=64)
     tenant = models.CharField(max_length=200, null=True, blank=True)
-    before = models.JSONField(null=True, blank=True)
-    after = models.JSONField(null=True, blank=True)
+    before = _json(null=True, blank=True)
+    after = _json(null=True, blank=True)
 
     class Meta:
         db_table = "services_ai_plugins_audit"
@@ -122,9 +195,9 @@ class AuditEntry(models.Model):
 
 
 class Failure(models.Model):
-    """One exception a plugin raised in one hook call."""
+    """One exception a plugin raised in one hook call (texts bounded by ``storable``)."""
 
-    plugin_id = models.CharField(max_length=64)
+    plugin_id = models.CharField(max_length=200)
     tenant = models.CharField(max_length=200, null=True, blank=True)
     hook = models.CharField(max_length=200)
     exc_type = models.CharField(max_length=200)
