@@ -21,7 +21,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.urls import URLPattern
 
-from .admin_views import PERMISSION, PluginPages
+from .admin_views import PluginPages, may_manage
 from .models import Plugin
 
 __all__ = ["PluginAdmin"]
@@ -34,17 +34,14 @@ class PluginAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def get_urls(self) -> list[URLPattern]:
         return PluginPages(self).urls()
 
-    def _allowed(self, request: HttpRequest) -> bool:
-        return bool(request.user.has_perm(PERMISSION))
-
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self._allowed(request)
+        return may_manage(request)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self._allowed(request)
+        return may_manage(request)
 
     def has_module_permission(self, request: HttpRequest) -> bool:
-        return self._allowed(request)
+        return may_manage(request)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # plugins come in as uploads, on the list page

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from .._host import PluginHost
     from .._json import JSONValue
 
-__all__ = ["PERMISSION", "PluginPages"]
+__all__ = ["PERMISSION", "PluginPages", "may_manage"]
 
 #: The permission that opens the plugin admin (superusers hold every permission).
 PERMISSION: Final = "services_ai_plugins.manage_plugins"
@@ -61,6 +61,13 @@ View = Callable[..., HttpResponse]
 
 def _actor(request: HttpRequest) -> str:
     return str(request.user.get_username())
+
+
+def may_manage(request: HttpRequest) -> bool:
+    """Whether the request's user holds :data:`PERMISSION` (a custom user model without
+    permissions holds none)."""
+    has_perm = getattr(request.user, "has_perm", None)
+    return bool(has_perm is not None and has_perm(PERMISSION))
 
 
 class PluginPages:
@@ -98,12 +105,13 @@ class PluginPages:
         def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             # The admin's own wrapper sends anonymous and non-staff users to its login page;
             # staff without the permission are refused here.
-            if not request.user.has_perm(PERMISSION):
+            if not may_manage(request):
                 raise PermissionDenied(f"needs the permission {PERMISSION}")
             return view(request, *args, **kwargs)
 
         guarded.__name__ = guarded.__qualname__ = view.__name__
-        return self.model_admin.admin_site.admin_view(guarded)  # type: ignore[no-any-return]
+        wrapped: View = self.model_admin.admin_site.admin_view(guarded)
+        return wrapped
 
     def _page(
         self,
