@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
 import textwrap
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -472,6 +474,57 @@ def test_the_check_reports_a_crash(
     crashes = [p for p in report["problems"] if p["kind"] == "crash"]
     assert crashes
     assert "the mail server is down" in crashes[0]["message"]
+
+
+def test_the_check_never_runs_the_plugin_in_the_web_process(
+    host: PluginHost, admin_client: Client, plugin_zip: PluginZip
+) -> None:
+    """A hostile upload's code runs in a sandbox worker when the admin checks it, not in the
+    process that serves the admin: the process its hook reports is another one."""
+    snoop = """
+    import os
+
+    from services_ai_plugins import hookimpl
+
+
+    class Plugin:
+        @hookimpl
+        def lead_created(self, lead, api):
+            raise RuntimeError(f"running as pid {os.getpid()}")
+    """
+    upload(admin_client, plugin_zip(code=snoop))
+    report = post(admin_client, "change", {"action": "check"}).context["report"]
+    messages = [p["message"] for p in report["problems"] if p["kind"] == "crash"]
+    assert messages, report["problems"]
+    pids = {int(pid) for m in messages for pid in re.findall(r"running as pid (\d+)", m)}
+    assert pids
+    assert os.getpid() not in pids
+
+
+class Shipped:
+    """A plugin the app ships in its own code (an entry point's kind: trusted, in process)."""
+
+    manifest: ClassVar[dict[str, Any]] = {
+        "id": "shipped-plugin",
+        "name": "Shipped",
+        "version": "2.0.0",
+        "entry_point": "main.py",
+        "plugin_class": "Shipped",
+        "permissions": ["read_leads"],
+    }
+
+
+def test_an_entry_point_plugin_runs_in_process_and_has_no_code_to_check(
+    host: PluginHost, admin_client: Client
+) -> None:
+    host.install_object(Shipped, actor="ops")
+    response = admin_client.get(f"{BASE}shipped-plugin/change/")
+    assert response.context["runs"].startswith("In the web server's process")
+    checked = post(admin_client, "change", {"action": "check"}, plugin_id="shipped-plugin")
+    assert checked.status_code == 200
+    assert checked.context["report"] is None
+    [error] = messages_of(checked)
+    assert "there is no code to check here" in error
 
 
 # -- per tenant -----------------------------------------------------------------------------------
