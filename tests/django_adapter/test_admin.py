@@ -704,6 +704,30 @@ def test_a_secret_is_write_only(host: PluginHost, approved: str, admin_client: C
     assert host.registry.get_settings("lead-tour", "acme")["api_key"] is None
 
 
+def test_a_secret_without_a_key_is_refused_with_a_message(
+    settings: Any,
+    registry_settings: Path,
+    admin_client: Client,
+    plugin_zip: PluginZip,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SERVICES_AI_PLUGINS_SECRET_KEYS", raising=False)
+    host_options = dict(settings.SERVICES_AI_PLUGINS["HOST"])
+    del host_options["secret_keys"]
+    settings.SERVICES_AI_PLUGINS = {**settings.SERVICES_AI_PLUGINS, "HOST": host_options}
+    host = conf.get_host()
+    upload(admin_client, plugin_zip())
+    host.registry.approve("lead-tour", actor="x")
+    response = post(
+        admin_client, "tenants", _settings_post(**{**_current(host), "api_key": SECRET})
+    )
+    assert response.status_code == 200
+    [error] = [m for m in messages_of(response) if "api_key" in m]
+    assert "no secret keys are configured" in error
+    assert SECRET not in page_text(response)
+    assert host.registry.tenant("lead-tour", "acme") is None
+
+
 # -- failures, metrics, suspensions ---------------------------------------------------------------
 
 
