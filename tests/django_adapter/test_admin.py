@@ -357,6 +357,9 @@ def test_an_upload_without_a_file(host: PluginHost, admin_client: Client) -> Non
     response = admin_client.post(BASE, {}, follow=True)
     assert response.status_code == 200
     assert messages_of(response) == ["Choose a plugin ZIP to upload."]
+    empty = admin_client.post(BASE, {"archive": SimpleUploadedFile("empty.zip", b"")})
+    assert messages_of(empty) == ["empty.zip: The submitted file is empty."]
+    assert host.registry.plugins() == []
 
 
 # -- the review -----------------------------------------------------------------------------------

@@ -216,7 +216,12 @@ class PluginPages:
     def _upload(self, request: HttpRequest, host: PluginHost, form: UploadForm) -> str | None:
         """Install the uploaded archive as the host installs uploads; its id, or None."""
         if not form.is_valid():
-            messages.error(request, "Choose a plugin ZIP to upload.")
+            sent = request.FILES.get("archive")
+            if sent is None:
+                messages.error(request, "Choose a plugin ZIP to upload.")
+            else:
+                problems = " ".join(str(e) for e in form.errors.get("archive", ()))
+                messages.error(request, f"{sent.name}: {problems or 'cannot be uploaded'}")
             return None
         upload = form.cleaned_data["archive"]
         name = str(upload.name or "upload.zip")
