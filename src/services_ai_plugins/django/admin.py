@@ -27,7 +27,7 @@ from .models import Plugin
 __all__ = ["PluginAdmin"]
 
 
-class PluginAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic in django-stubs only
+class PluginAdmin(admin.ModelAdmin):
     """The plugin admin: upload, review, approve, per-tenant activation, grants and
     settings, failures and metrics, suspensions, the audit trail."""
 

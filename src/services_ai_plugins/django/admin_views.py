@@ -31,11 +31,11 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.http import urlencode
 
-from .._cli._lifecycle import _load_failure, _requested_permissions
 from .._dependencies import check_environment
 from .._manifest import Isolation, Manifest
+from .._permissions import Permission, PermissionCatalogue
 from .._sandbox._policy import isolation_of
-from .._storage._protocol import AuditEvent, Change, PluginRecord, PluginStatus
+from .._storage._protocol import AuditEvent, Change, FailureRecord, PluginRecord, PluginStatus
 from ..errors import ExtraNotInstalled, PackageError, PluginError, PluginNotFound, ProblemsError
 from . import conf
 from .forms import RejectForm, SettingsForm, TenantForm, UploadForm
@@ -299,11 +299,11 @@ class PluginPages:
             tab="change",
             manifest=manifest,
             facts=_facts(record, manifest),
-            permissions=_requested_permissions(manifest) if manifest is not None else [],
+            permissions=_requested(manifest) if manifest is not None else [],
             settings_schema=[_schema_row(spec) for spec in manifest.settings] if manifest else [],
             requirements=_requirements(host, manifest) if manifest is not None else [],
             runs=_where_it_runs(host, record, manifest),
-            load_failure=_load_failure(registry, record),
+            load_failure=_load_failure(host, record),
             history=registry.history(plugin_id),
             reject_form=reject,
             pending=record.status is PluginStatus.PENDING,
@@ -465,7 +465,7 @@ class PluginPages:
         granted = set(stored.optional_grants) if stored is not None else set()
         optional = [
             {**permission, "granted": permission["name"] in granted}
-            for permission in (_requested_permissions(manifest) if manifest else [])
+            for permission in (_requested(manifest) if manifest else [])
             if permission["optional"]
         ]
         # Granted for an earlier version that no longer declares them: they can be revoked.
@@ -591,6 +591,40 @@ def _named(error: PluginError, name: str) -> str:
     return f"{name}: {text}"
 
 
+def _requested(manifest: Manifest) -> list[dict[str, Any]]:
+    """What the plugin asks for, each with the catalogue's description and risk (as the
+    command line's ``show`` lists them)."""
+    catalogue = PermissionCatalogue()
+    requested = []
+    for names, optional in ((manifest.permissions, False), (manifest.optional_permissions, True)):
+        for name in names:
+            try:
+                known: Permission | None = catalogue[name]
+            except KeyError:
+                known = None
+            requested.append(
+                {
+                    "name": name,
+                    "optional": optional,
+                    "description": known.description if known else None,
+                    "risk": known.risk.value if known else None,
+                }
+            )
+    return requested
+
+
+def _load_failure(host: PluginHost, record: PluginRecord) -> FailureRecord | None:
+    """Why an approved plugin cannot load: its newest unresolved ``load`` failure since its
+    approval (as the command line's ``show`` finds it), or None."""
+    if record.status is not PluginStatus.APPROVED:
+        return None
+    since = record.approved_at or record.installed_at
+    for failure in host.registry.storage.failures(record.id, resolved=False, limit=200):
+        if failure.hook == "load" and failure.at >= since:
+            return failure
+    return None
+
+
 def _json_text(value: Mapping[str, JSONValue] | None) -> str:
     return "" if value is None else json.dumps(value, indent=1, sort_keys=True)
 
@@ -682,12 +716,15 @@ def _requirements(host: PluginHost, manifest: Manifest) -> list[dict[str, Any]]:
 def _where_it_runs(host: PluginHost, record: PluginRecord, manifest: Manifest | None) -> str:
     policy = host.sandbox.policy
     if isolation_of(record.source, manifest, policy) is Isolation.PROCESS:
-        return (
-            f"In a sandboxed worker process (each hook call at most {policy.timeout:g} s; "
-            f"the host's SandboxPolicy for {record.source.value} plugins"
-            + (", and the manifest asks for it)" if manifest and manifest.isolation else ")")
+        why = (
+            "its manifest asks for it"
+            if manifest is not None and manifest.isolation is Isolation.PROCESS
+            else f"the host's SandboxPolicy for {record.source.value} plugins"
         )
-    return (
-        f"In the web server's process, with the app's rights (the host's SandboxPolicy "
-        f"trusts {record.source.value} plugins)"
+        return f"In a sandboxed worker process (each hook call at most {policy.timeout:g} s; {why})"
+    why = (
+        "the host's SandboxPolicy names it trusted"
+        if record.id in policy.trusted
+        else f"the host's SandboxPolicy runs {record.source.value} plugins there"
     )
+    return f"In the web server's process, with the app's rights ({why})"
