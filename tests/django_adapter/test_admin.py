@@ -1,8 +1,9 @@
 """The plugin admin in Django's admin: every page and action, through Django's test client.
 
-The host's registry is a SQLite file of the test (the admin reads the host, never the
-models), plugins are real folders packed into real ZIPs and uploaded through the admin's
-form, and every step is checked in the registry and its audit trail afterwards.
+The host's registry is where the Django tests keep it (``REGISTRY_STORAGE``: the admin
+reads the host, never the models); plugins are real folders packed into real ZIPs and
+uploaded through the admin's form, and every step is checked in the registry and its audit
+trail afterwards.
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils.html import escape
 
+from django_adapter.conftest import REGISTRY_STORAGE
 from services_ai_plugins import PluginHost, PluginStatus, pack_plugin
 from services_ai_plugins.django import conf
 from services_ai_plugins.events import Context, Lead
 from services_ai_plugins.tooling import example
 
-pytestmark = pytest.mark.django_db
+# Transactional: the host may keep the registry in the project's database ("STORAGE":
+# "django"), and writes failures and metrics from threads of its own.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 BASE = "/admin/services_ai_plugins/plugin/"
 SECRET = "s3cr3t-value-never-shown"
@@ -86,11 +90,11 @@ def _secret_key() -> str:
 
 @pytest.fixture
 def registry_settings(settings: Any, tmp_path: Path) -> Iterator[Path]:
-    """The host's registry in a SQLite file of the test, its plugins in the test's folder."""
+    """The host's registry where the Django tests keep it, its plugins in the test's folder."""
     plugins = tmp_path / "plugins"
     settings.SERVICES_AI_PLUGINS = {
         **settings.SERVICES_AI_PLUGINS,
-        "STORAGE": str(tmp_path / "registry.db"),
+        "STORAGE": REGISTRY_STORAGE(tmp_path),
         "PLUGINS_DIR": str(plugins),
         "HOST": {
             **settings.SERVICES_AI_PLUGINS.get("HOST", {}),

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
+from django_adapter.conftest import REGISTRY_STORAGE
 from services_ai_plugins import PluginHost, PluginStatus, pack_plugin
 from services_ai_plugins.django import conf
 from services_ai_plugins.events import Context, Lead
@@ -120,7 +121,7 @@ def shots(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def host(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PluginHost]:
-    """The host of the live server's process: its registry in a SQLite file of the test."""
+    """The host of the live server's process, over the Django tests' registry."""
     # Playwright's sync API keeps an event loop in this thread; what the test itself does with
     # the ORM (here, a plugin's API calls answered by the host) is synchronous all the same.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -128,7 +129,7 @@ def host(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
 
     settings.SERVICES_AI_PLUGINS = {
         **settings.SERVICES_AI_PLUGINS,
-        "STORAGE": str(tmp_path / "registry.db"),
+        "STORAGE": REGISTRY_STORAGE(tmp_path),
         "PLUGINS_DIR": str(tmp_path / "plugins"),
         "HOST": {
             **settings.SERVICES_AI_PLUGINS.get("HOST", {}),
