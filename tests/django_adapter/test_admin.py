@@ -428,6 +428,34 @@ def test_a_hostile_manifest_is_shown_escaped(
         assert "&lt;script&gt;" in text
 
 
+def test_a_hostile_plugins_errors_are_shown_escaped(
+    host: PluginHost, admin_client: Client, plugin_zip: PluginZip
+) -> None:
+    """What a plugin's code says (its exceptions, in the check's report, the failure list and
+    the tracebacks) never becomes markup in the admin either."""
+    attack = "<img src=x onerror=alert(document.cookie)>"
+    code = f"""
+    from services_ai_plugins import hookimpl
+
+
+    class Plugin:
+        @hookimpl
+        def lead_created(self, lead, api):
+            raise RuntimeError({attack!r})
+    """
+    upload(admin_client, plugin_zip(code=code))
+    checked = page_text(post(admin_client, "change", {"action": "check"}))
+    assert "onerror" in checked  # the message is there...
+    assert attack not in checked  # ...as text
+    host.registry.approve("lead-tour", actor="x")
+    host.registry.enable("lead-tour", "acme", actor="x")
+    host.hook.lead_created(lead=example(Lead), context=Context(tenant="acme"))
+    host.flush()
+    failures = page_text(admin_client.get(f"{BASE}lead-tour/failures/"))
+    assert escape(attack) in failures
+    assert attack not in failures
+
+
 def test_approve_is_audited_with_the_staff_user(
     host: PluginHost, installed: str, admin_client: Client, admin_user: User
 ) -> None:
