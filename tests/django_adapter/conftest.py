@@ -68,7 +68,7 @@ def crm(transactional_db: None, settings: Any, tmp_path: Path) -> Iterator[Plugi
 
 def REGISTRY_STORAGE(tmp_path: Path) -> str:
     """Where the tests' registry lives: the project's own database."""
-    return str(tmp_path / "registry.db")  # until DjangoStorage lands: "django"
+    return "django"
 
 
 def packed(tmp_path: Path, name: str, **manifest_changes: Any) -> Path:
