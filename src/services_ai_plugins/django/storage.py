@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from datetime import datetime, timezone
@@ -94,11 +95,14 @@ class DjangoStorage:
     unless a transaction of the caller is still open: nothing is left open in
     threads Django does not manage.
 
-    :meth:`commit` runs in a transaction of its own and refuses to run inside the
-    caller's ``transaction.atomic()`` (StorageError): a registry change that the
-    caller's rollback undid would leave this process's host running what the
-    database no longer says (with ``ATOMIC_REQUESTS``, mark views that change
-    plugins ``@transaction.non_atomic_requests``). Django's test cases are the
+    :meth:`commit` runs in a transaction of its own, never the caller's: a registry
+    change that the caller's rollback undid would leave this process's host running
+    what the database no longer says. Called inside the caller's
+    ``transaction.atomic()`` (a view under ``ATOMIC_REQUESTS``, a breaker trip
+    during such a request), it commits on a connection of its own, from a thread
+    that it waits for, on PostgreSQL; on SQLite, whose one writer may be the
+    caller's own transaction, it refuses (StorageError): mark views that change
+    plugins ``@transaction.non_atomic_requests``. Django's test cases are the
     exception, as for ``atomic(durable=True)``. The other writes (failures,
     metrics, the plugins' key-value stores) join the caller's transaction.
 
@@ -153,6 +157,35 @@ class DjangoStorage:
             return 0 if value is None else int(value)
 
     def commit(self, change: Change) -> int:
+        connection = connections[self._alias]
+        if (
+            connection.in_atomic_block
+            and connection.features.has_select_for_update
+            and not any(getattr(a, "_from_testcase", False) for a in connection.atomic_blocks)
+        ):
+            return self._commit_aside(change)
+        return self._commit(change)
+
+    def _commit_aside(self, change: Change) -> int:
+        """:meth:`_commit` on a connection of its own (a thread's), outside the caller's
+        transaction; this thread waits for it."""
+        outcome: list[int | BaseException] = []
+
+        def run() -> None:
+            try:
+                outcome.append(self._commit(change))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                outcome.append(exc)
+
+        worker = threading.Thread(target=run, name="services-ai-plugins-commit", daemon=True)
+        worker.start()
+        worker.join()
+        found = outcome[0]
+        if isinstance(found, BaseException):
+            raise found
+        return found
+
+    def _commit(self, change: Change) -> int:
         plugin = _plugin_fields(change.plugin) if change.plugin is not None else None
         tenant = _tenant_fields(change.tenant) if change.tenant is not None else None
         version = _version_fields(change.version) if change.version is not None else None
