@@ -327,3 +327,69 @@ def test_a_kept_register_routes_api_acts_only_inside_its_own_plugins_view(
     assert [n.message for n in Notification.objects.filter(business__slug="acme")] == [
         "kept api refused: TenantScopeError"
     ]
+
+
+FILTERS = """
+import attrs
+import pluggy
+
+hookimpl = pluggy.HookimplMarker("services_ai")
+
+
+class Filters:
+    @hookimpl
+    def api_request(self, request, context):
+        headers = dict(request.headers, **{"x-seen-by": "filters:" + context.tenant})
+        return attrs.evolve(request, headers=headers)
+
+    @hookimpl
+    def api_response(self, request, response, context):
+        headers = dict(response.headers, **{"x-request-saw": request.headers.get("x-seen-by", "")})
+        return attrs.evolve(response, headers=headers)
+
+    @hookimpl
+    def dashboard_widget(self, context):
+        from services_ai_plugins.events import Widget
+
+        return Widget(tenant=context.tenant, title="<Trusted>", html="<b>bold</b>", order=-1)
+"""
+
+
+def test_filters_run_around_plugin_routes_and_trusted_widgets_are_markup(
+    crm: PluginHost, client: Client, tmp_path: Path, settings: Any
+) -> None:
+    """api_request and api_response filter every neutral plugin route for the business
+    (here: one plugin's filters around another's route); an in-process plugin's widget HTML
+    is inserted as it is, its title escaped; {% plugin_url %} reverses a route."""
+    settings.SERVICES_AI_PLUGINS = {
+        **settings.SERVICES_AI_PLUGINS,
+        "SANDBOX": {"trusted": ["filters"]},
+    }
+    host = conf.get_host()
+    _running(
+        host,
+        _hostile(
+            tmp_path,
+            "filters",
+            FILTERS,
+            permissions=["api_hooks", "dashboard_widgets"],
+            plugin_class="Filters",
+        ),
+        "acme",
+    )
+    _running(host, packed(tmp_path, "hello_widget"), "acme", "globex")
+    answer = client.get("/plugins/hello-widget/hello", **ACME)
+    assert answer.status_code == 200
+    assert answer["x-request-saw"] == "filters:acme"
+    assert "x-request-saw" not in client.get("/plugins/hello-widget/hello", **GLOBEX)
+
+    page = client.get("/", **ACME).content.decode()
+    assert "<h2>&lt;Trusted&gt;</h2><b>bold</b>" in page
+    assert page.index("&lt;Trusted&gt;") < page.index('title="Hello"')  # order -1 first
+
+    from django.template import Context, Template
+
+    rendered = Template(
+        "{% load services_ai_plugins %}{% plugin_url 'hello-widget' 'hello' %}"
+    ).render(Context({}))
+    assert rendered == "/plugins/hello-widget/hello"

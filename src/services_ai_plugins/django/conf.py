@@ -75,6 +75,10 @@ _KEYS: Final = frozenset(
 )
 
 
+class _NoServices(HostServices):
+    """No ``SERVICES`` set: plugins get no data (each data call raises NotSupported)."""
+
+
 def _problem(key: str, message: str) -> ImproperlyConfigured:
     return ImproperlyConfigured(f"{SETTING}[{key!r}] {message}")
 
@@ -133,7 +137,7 @@ class PluginsSettings:
             raise ImproperlyConfigured(
                 f"{SETTING} has unknown keys {unknown}; known: {sorted(_KEYS)}"
             )
-        services = _imported("SERVICES", given.get("SERVICES", HostServices))
+        services = _imported("SERVICES", given.get("SERVICES", _NoServices))
         if not callable(services):
             raise _problem("SERVICES", "must be a HostServices class or factory")
         resolver = _imported("TENANT_RESOLVER", given.get("TENANT_RESOLVER"))
@@ -245,10 +249,14 @@ def _build(config: PluginsSettings) -> PluginHost:
 
     options = dict(config.host_options)
     options.setdefault("api_class", DjangoPluginAPI)
+    try:
+        services = config.services()
+    except Exception as exc:
+        raise _problem("SERVICES", f"could not be built: {type(exc).__name__}: {exc}") from exc
     storage = config.open_storage()
     try:
         return PluginHost(
-            config.services(),
+            services,
             storage=storage,
             plugins_dir=config.folder(),
             sandbox=config.sandbox,
@@ -272,7 +280,10 @@ def close_host() -> None:
     with _lock:
         host, _host, _settings = _host, None, None
     if host is not None:
-        host.close()
+        try:
+            host.close()
+        finally:
+            host.registry.storage.close()  # opened here, so closed here (the host does not)
 
 
 def resolve_tenant(request: HttpRequest) -> tuple[str, User | None] | None:
