@@ -43,8 +43,8 @@ def serve(request: HttpRequest, rest: str = "") -> HttpResponse:
             method=request.method or "GET",
             path="/" + rest,
             full_path=request.path,
-            headers={name.lower(): value for name, value in request.headers.items()},
-            query={name: request.GET.getlist(name) for name in request.GET},
+            headers=request.headers,  # names lower-cased by ApiRequest
+            query={name: request.GET.getlist(name) for name in request.GET} if request.GET else {},
             body=body,
             user=context.user,
         )
