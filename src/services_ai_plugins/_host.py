@@ -1301,9 +1301,23 @@ class _AsyncHookRelay(_Relay[AsyncHostHook]):
         return AsyncHostHook(synced, host._threads, implementations)
 
 
+#: The fields of a request, copied as they are into the request a route's handler gets.
+_REQUEST_FIELDS: Final = tuple(field.name for field in attrs.fields(ApiRequest))
+
+
 def _routed(request: ApiRequest, match: RouteMatch) -> ApiRequest:
-    """The request as the route's handler sees it: its route's own path, its parameters."""
-    return attrs.evolve(request, route_path=match.route.route_path, path_params=match.params)
+    """The request as the route's handler sees it: its route's own path, its parameters.
+
+    A copy of the checked request with two fields set from the route table (a path the
+    table compiled, the strings its pattern matched), without running every field's
+    converter again (``attrs.evolve`` would: a third of a route's cost here).
+    """
+    routed = object.__new__(ApiRequest)
+    for name in _REQUEST_FIELDS:
+        object.__setattr__(routed, name, getattr(request, name))
+    object.__setattr__(routed, "route_path", match.route.route_path)
+    object.__setattr__(routed, "path_params", dict(match.params))
+    return routed
 
 
 def _native_refused(request: ApiRequest, match: RouteMatch) -> ApiResponse:

@@ -34,7 +34,8 @@ def serve(request: HttpRequest, rest: str = "") -> HttpResponse:
     context = scope
     tenant = context.tenant
     try:
-        body = request.body
+        # No Content-Length is no body for Django (it reads none): no stream to set up.
+        body = request.body if request.META.get("CONTENT_LENGTH") not in (None, "", "0") else b""
     except RequestDataTooBig:
         return _json(413, b'{"error": "request too large"}')
     try:
