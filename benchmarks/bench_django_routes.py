@@ -41,7 +41,8 @@ class Plugin:
 
 
 def tenant_of(request: HttpRequest) -> str | None:
-    return request.headers.get("x-tenant")
+    tenant: str | None = request.headers.get("x-tenant")
+    return tenant
 
 
 def plain(request: HttpRequest) -> HttpResponse:
