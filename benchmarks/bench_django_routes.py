@@ -85,10 +85,11 @@ def main() -> None:
     # Each pyperf process (the runner and its workers) sets up a project of its own.
     root = Path(tempfile.mkdtemp(prefix="services-ai-plugins-bench-django-"))
     configure(root)
-    from django.core.management import call_command
-    from django.test import Client
+    # Only once the settings are configured: these read them at import.
+    from django.core.management import call_command  # noqa: PLC0415
+    from django.test import Client  # noqa: PLC0415
 
-    from services_ai_plugins.django.conf import get_host
+    from services_ai_plugins.django.conf import get_host  # noqa: PLC0415
 
     call_command("migrate", verbosity=0)
     install_plugin(get_host(), root, "web", PLUGIN, permissions=("register_routes",))
