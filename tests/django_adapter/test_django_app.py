@@ -393,3 +393,36 @@ def test_filters_run_around_plugin_routes_and_trusted_widgets_are_markup(
         "{% load services_ai_plugins %}{% plugin_url 'hello-widget' 'hello' %}"
     ).render(Context({}))
     assert rendered == "/plugins/hello-widget/hello"
+
+
+def test_the_original_plugin_through_the_admin_serves_the_business_that_enabled_it(
+    crm: PluginHost, client: Client, admin_client: Client, admin_user: Any, tmp_path: Path
+) -> None:
+    """The issue's path, in the admin: a staff user uploads the original system's plugin as
+    it was written, approves it and enables it for Acme; Acme's page and route then carry
+    it, Globex's do not, and the audit trail names the staff user for each step."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    base = "/admin/services_ai_plugins/plugin/"
+    archive = packed(tmp_path, "lead_notes")
+    uploaded = admin_client.post(
+        base,
+        {"archive": SimpleUploadedFile("lead_notes.zip", archive.read_bytes())},
+        follow=True,
+    )
+    assert uploaded.status_code == 200
+    assert crm.registry.plugin("lead-notes").status.value == "pending"
+    admin_client.post(f"{base}lead-notes/change/", {"action": "approve"}, follow=True)
+    admin_client.post(
+        f"{base}lead-notes/tenants/", {"action": "enable", "tenant": "acme"}, follow=True
+    )
+    _lead("acme", "Ada of Acme")
+
+    assert "Ada of Acme" in client.get("/plugins/lead-notes/my-route/", **ACME).content.decode()
+    assert client.get("/plugins/lead-notes/my-route/", **GLOBEX).status_code == 404
+    assert '<meta name="lead-notes" content="on">' in client.get("/", **ACME).content.decode()
+    me = admin_user.get_username()
+    for action in ("install", "approve", "enable"):
+        assert [e.actor for e in crm.registry.audit_log(plugin_id="lead-notes", action=action)] == [
+            me
+        ]
