@@ -7,6 +7,7 @@ module imports nothing heavy, so the public ``types`` module stays cheap.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from typing import Final, TypeAlias
 
 #: A value that JSON can carry.
@@ -66,3 +67,68 @@ def json_type_name(value: object) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
+
+
+def exact_json_text(value: object) -> str:
+    """``value`` as compact JSON text that reads back with the same types on every database.
+
+    Floats are written with a decimal point and without an exponent: PostgreSQL's
+    ``jsonb`` keeps a number's digits, and ``1e+20`` (Python's text for ``1e20``)
+    would come back as the int 100000000000000000000, while
+    ``100000000000000000000.0`` comes back a float.
+
+    >>> exact_json_text({"n": 1e20, "ok": True, "list": [1, "é"]})
+    '{"n":100000000000000000000.0,"ok":true,"list":[1,"é"]}'
+
+    :raises TypeError: for a value JSON has no type for, or an object key that is not text.
+    :raises ValueError: for NaN or an infinity.
+    """
+    import json  # noqa: PLC0415 - imported when used: this module stays cheap to import
+
+    out: list[str] = []
+    _encode(value, out, json.dumps)
+    return "".join(out)
+
+
+def _encode(value: object, out: list[str], text: Callable[..., str]) -> None:
+    if value is None:
+        out.append("null")
+    elif isinstance(value, bool):
+        out.append("true" if value else "false")
+    elif isinstance(value, str):
+        out.append(text(value, ensure_ascii=False))
+    elif isinstance(value, int):
+        out.append(int.__repr__(value))
+    elif isinstance(value, float):
+        out.append(_float(value))
+    elif isinstance(value, Mapping):
+        out.append("{")
+        for number, (key, item) in enumerate(value.items()):
+            if not isinstance(key, str):
+                raise TypeError(f"object keys must be str, not {type(key).__name__} ({key!r})")
+            out.append("," if number else "")
+            out.append(text(key, ensure_ascii=False))
+            out.append(":")
+            _encode(item, out, text)
+        out.append("}")
+    elif isinstance(value, (list, tuple)):
+        out.append("[")
+        for number, item in enumerate(value):
+            out.append("," if number else "")
+            _encode(item, out, text)
+        out.append("]")
+    else:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _float(value: float) -> str:
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a JSON number")
+    text = float.__repr__(value)
+    if "e" in text:
+        import decimal  # noqa: PLC0415 - only for a float Python writes with an exponent
+
+        text = format(decimal.Decimal(text), "f")
+        if "." not in text:
+            text += ".0"
+    return text

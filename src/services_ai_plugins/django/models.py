@@ -9,13 +9,13 @@ read back exactly); times as datetimes in UTC (aware with ``USE_TZ``, naive UTC 
 
 from __future__ import annotations
 
-import decimal
 import json
-import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 from django.db import models
+
+from .._json import exact_json_text
 
 __all__ = [
     "AuditEntry",
@@ -45,51 +45,7 @@ class RecordJSONEncoder(json.JSONEncoder):
         return "".join(self.iterencode(o))
 
     def iterencode(self, o: Any, _one_shot: bool = False) -> Iterator[str]:
-        out: list[str] = []
-        _encode(o, out)
-        return iter(out)
-
-
-def _encode(value: object, out: list[str]) -> None:
-    if value is None:
-        out.append("null")
-    elif isinstance(value, bool):
-        out.append("true" if value else "false")
-    elif isinstance(value, str):
-        out.append(json.dumps(value, ensure_ascii=False))
-    elif isinstance(value, int):
-        out.append(int.__repr__(value))
-    elif isinstance(value, float):
-        out.append(_float(value))
-    elif isinstance(value, Mapping):
-        out.append("{")
-        for number, (key, item) in enumerate(value.items()):
-            if not isinstance(key, str):
-                raise TypeError(f"object keys must be str, not {type(key).__name__} ({key!r})")
-            out.append("," if number else "")
-            out.append(json.dumps(key, ensure_ascii=False))
-            out.append(":")
-            _encode(item, out)
-        out.append("}")
-    elif isinstance(value, (list, tuple)):
-        out.append("[")
-        for number, item in enumerate(value):
-            out.append("," if number else "")
-            _encode(item, out)
-        out.append("]")
-    else:
-        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def _float(value: float) -> str:
-    if not math.isfinite(value):
-        raise ValueError(f"{value!r} is not a JSON number")
-    text = float.__repr__(value)
-    if "e" in text:
-        text = format(decimal.Decimal(text), "f")
-        if "." not in text:
-            text += ".0"
-    return text
+        return iter((exact_json_text(o),))
 
 
 def _json(**options: Any) -> Any:

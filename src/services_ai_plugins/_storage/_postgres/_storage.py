@@ -15,9 +15,7 @@ psycopg and psycopg_pool are imported when a storage is made: neither
 
 from __future__ import annotations
 
-import decimal
 import functools
-import json
 import logging
 import math
 import re
@@ -29,7 +27,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Final, cast, final
 
-from ..._json import JSONValue
+from ..._json import JSONValue, exact_json_text
 from ...errors import StorageError
 from .._protocol import (
     AuditEvent,
@@ -855,54 +853,10 @@ def _json(value: object, what: str) -> str:
     a number's digits, and ``1e+20`` would come back as the int
     100000000000000000000, while ``100000000000000000000.0`` comes back a float.
     """
-    out: list[str] = []
     try:
-        _encode(value, out)
+        return exact_json_text(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise StorageError(f"cannot store {what} as JSON: {exc}") from exc
-    return "".join(out)
-
-
-def _encode(value: object, out: list[str]) -> None:
-    if value is None:
-        out.append("null")
-    elif isinstance(value, bool):
-        out.append("true" if value else "false")
-    elif isinstance(value, str):
-        out.append(json.dumps(value, ensure_ascii=False))
-    elif isinstance(value, int):
-        out.append(int.__repr__(value))
-    elif isinstance(value, float):
-        out.append(_float(value))
-    elif isinstance(value, Mapping):
-        out.append("{")
-        for number, (key, item) in enumerate(value.items()):
-            if not isinstance(key, str):
-                raise TypeError(f"object keys must be str, not {type(key).__name__} ({key!r})")
-            out.append("," if number else "")
-            out.append(json.dumps(key, ensure_ascii=False))
-            out.append(":")
-            _encode(item, out)
-        out.append("}")
-    elif isinstance(value, (list, tuple)):
-        out.append("[")
-        for number, item in enumerate(value):
-            out.append("," if number else "")
-            _encode(item, out)
-        out.append("]")
-    else:
-        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def _float(value: float) -> str:
-    if not math.isfinite(value):
-        raise ValueError(f"{value!r} is not a JSON number")
-    text = float.__repr__(value)
-    if "e" in text:
-        text = format(decimal.Decimal(text), "f")
-        if "." not in text:
-            text += ".0"
-    return text
 
 
 def _json_object(value: Mapping[str, JSONValue], what: str) -> str:
