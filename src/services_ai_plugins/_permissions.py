@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import attrs
 
@@ -101,3 +102,27 @@ class PermissionCatalogue:
     def unknown(self, names: Iterable[str]) -> list[str]:
         """The names this catalogue does not know, in the order given."""
         return [name for name in names if name not in self._permissions]
+
+    def requested(
+        self, permissions: Iterable[str], optional: Iterable[str] = ()
+    ) -> list[dict[str, Any]]:
+        """What a plugin asks for, for a reviewer: each name with ``optional`` (granted per
+        tenant, not at approval), and this catalogue's ``description`` and ``risk`` (None
+        for a name it does not know), permissions first, in the order given.
+
+        >>> PermissionCatalogue().requested(["read_leads"], ["send_email"])[1]
+        {'name': 'send_email', 'optional': True, 'description': "Send e-mail on the tenant's behalf.", 'risk': 'high'}
+        """  # noqa: E501 - a doctest's output is one line
+        found = []
+        for names, is_optional in ((permissions, False), (optional, True)):
+            for name in names:
+                known = self._permissions.get(name)
+                found.append(
+                    {
+                        "name": name,
+                        "optional": is_optional,
+                        "description": known.description if known else None,
+                        "risk": known.risk.value if known else None,
+                    }
+                )
+        return found

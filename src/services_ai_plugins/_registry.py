@@ -20,6 +20,7 @@ from ._storage._protocol import (
     AuditEvent,
     AuditQuery,
     Change,
+    FailureRecord,
     PluginRecord,
     PluginStatus,
     SourceKind,
@@ -39,6 +40,9 @@ from .errors import (
 )
 
 __all__ = ["Registry", "RegistryEvent", "Suspension", "TenantView"]
+
+#: How many of a plugin's newest unresolved failures are searched for a load failure.
+_FAILURES_READ: Final = 200
 
 _logger = logging.getLogger("services_ai_plugins.registry")
 
@@ -913,6 +917,22 @@ class Registry:
                 if record.suspended_reason is not None
             )
         return sorted(found, key=lambda s: (s.plugin_id, s.tenant is not None, s.tenant or ""))
+
+    def load_failure(self, record: PluginRecord) -> FailureRecord | None:
+        """Why an approved plugin cannot load: its newest unresolved ``load`` failure since
+        its approval, or None.
+
+        A host records one when the plugin's code is missing or changed, or its import or
+        plugin object fails. One from before the latest approval (a fixed version
+        reinstalled and approved again) no longer counts, nor one marked resolved.
+        """
+        if record.status is not PluginStatus.APPROVED:
+            return None
+        since = record.approved_at or record.installed_at
+        for failure in self._storage.failures(record.id, resolved=False, limit=_FAILURES_READ):
+            if failure.hook == "load" and failure.at >= since:
+                return failure
+        return None
 
     def history(self, plugin_id: str) -> list[VersionRecord]:
         """Every version of the plugin ever installed, oldest first."""

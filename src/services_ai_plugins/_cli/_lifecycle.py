@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .._dependencies import require_environment
-from .._manifest import Manifest
-from .._permissions import Permission, PermissionCatalogue
+from .._permissions import PermissionCatalogue
 from .._registry import Registry, Suspension
 from .._sources._archive import ArchiveError, install_archive
 from .._sources._package import pack_plugin
@@ -163,28 +162,6 @@ def _suspension_line(suspension: Suspension) -> str:
     )
 
 
-def _load_failure(registry: Registry, record: PluginRecord) -> FailureRecord | None:
-    """Why an approved plugin cannot load: its newest unresolved ``load`` failure since its
-    approval, or None.
-
-    A host records one when the plugin's code is missing or changed, or its
-    import or plugin object fails. One from before the latest approval (a fixed
-    version reinstalled and approved again) no longer counts, nor one marked
-    resolved (``resolve``).
-    """
-    if record.status is not PluginStatus.APPROVED:
-        return None
-    since = record.approved_at or record.installed_at
-    for failure in registry.storage.failures(record.id, resolved=False, limit=_FAILURES_READ):
-        if failure.hook == "load" and failure.at >= since:
-            return failure
-    return None
-
-
-#: How many of a plugin's newest unresolved failures are searched for a load failure.
-_FAILURES_READ: Final = 200
-
-
 def _load_failure_document(failure: FailureRecord | None) -> dict[str, Any] | None:
     if failure is None:
         return None
@@ -213,7 +190,7 @@ def _list(args: argparse.Namespace) -> Result:
         suspensions: dict[str, list[Suspension]] = {}
         for suspension in registry.suspensions():
             suspensions.setdefault(suspension.plugin_id, []).append(suspension)
-        failures = {p.id: _load_failure(registry, p) for p in plugins}
+        failures = {p.id: registry.load_failure(p) for p in plugins}
     documents = []
     lines = []
     for plugin in plugins:
@@ -233,27 +210,6 @@ def _list(args: argparse.Namespace) -> Result:
     return {"plugins": documents}, lines or ["no plugins"]
 
 
-def _requested_permissions(manifest: Manifest) -> list[dict[str, Any]]:
-    """What the plugin asks for, each with the catalogue's description and risk."""
-    catalogue = PermissionCatalogue()
-    requested = []
-    for names, optional in ((manifest.permissions, False), (manifest.optional_permissions, True)):
-        for name in names:
-            try:
-                known: Permission | None = catalogue[name]
-            except KeyError:
-                known = None
-            requested.append(
-                {
-                    "name": name,
-                    "optional": optional,
-                    "description": known.description if known else None,
-                    "risk": known.risk.value if known else None,
-                }
-            )
-    return requested
-
-
 def _permission_line(permission: Mapping[str, Any]) -> str:
     optional = " (optional, granted per tenant)" if permission["optional"] else ""
     if permission["risk"] is None:
@@ -270,8 +226,11 @@ def _show(args: argparse.Namespace) -> Result:
         tenants = registry.storage.list_tenants(args.name)
         history = registry.history(args.name)
         suspensions = registry.suspensions(args.name)
-        failure = _load_failure(registry, record)
-        requested = _requested_permissions(registry.manifest(args.name))
+        failure = registry.load_failure(record)
+        manifest = registry.manifest(args.name)
+        requested = PermissionCatalogue().requested(
+            manifest.permissions, manifest.optional_permissions
+        )
     document = _plugin_document(record)
     document["requested_permissions"] = requested
     document["suspensions"] = [suspension_document(s, plugin=False) for s in suspensions]

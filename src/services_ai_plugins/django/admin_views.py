@@ -33,9 +33,9 @@ from django.utils.http import urlencode
 
 from .._dependencies import check_environment
 from .._manifest import Isolation, Manifest
-from .._permissions import Permission, PermissionCatalogue
+from .._permissions import PermissionCatalogue
 from .._sandbox._policy import isolation_of
-from .._storage._protocol import AuditEvent, Change, FailureRecord, PluginRecord, PluginStatus
+from .._storage._protocol import AuditEvent, Change, PluginRecord, PluginStatus
 from ..errors import ExtraNotInstalled, PackageError, PluginError, PluginNotFound, ProblemsError
 from . import conf
 from .forms import RejectForm, SettingsForm, TenantForm, UploadForm
@@ -299,11 +299,11 @@ class PluginPages:
             tab="change",
             manifest=manifest,
             facts=_facts(record, manifest),
-            permissions=_requested(manifest) if manifest is not None else [],
+            permissions=_requested(manifest),
             settings_schema=[_schema_row(spec) for spec in manifest.settings] if manifest else [],
             requirements=_requirements(host, manifest) if manifest is not None else [],
             runs=_where_it_runs(host, record, manifest),
-            load_failure=_load_failure(host, record),
+            load_failure=host.registry.load_failure(record),
             history=registry.history(plugin_id),
             reject_form=reject,
             pending=record.status is PluginStatus.PENDING,
@@ -465,7 +465,7 @@ class PluginPages:
         granted = set(stored.optional_grants) if stored is not None else set()
         optional = [
             {**permission, "granted": permission["name"] in granted}
-            for permission in (_requested(manifest) if manifest else [])
+            for permission in _requested(manifest)
             if permission["optional"]
         ]
         # Granted for an earlier version that no longer declares them: they can be revoked.
@@ -591,38 +591,11 @@ def _named(error: PluginError, name: str) -> str:
     return f"{name}: {text}"
 
 
-def _requested(manifest: Manifest) -> list[dict[str, Any]]:
-    """What the plugin asks for, each with the catalogue's description and risk (as the
-    command line's ``show`` lists them)."""
-    catalogue = PermissionCatalogue()
-    requested = []
-    for names, optional in ((manifest.permissions, False), (manifest.optional_permissions, True)):
-        for name in names:
-            try:
-                known: Permission | None = catalogue[name]
-            except KeyError:
-                known = None
-            requested.append(
-                {
-                    "name": name,
-                    "optional": optional,
-                    "description": known.description if known else None,
-                    "risk": known.risk.value if known else None,
-                }
-            )
-    return requested
-
-
-def _load_failure(host: PluginHost, record: PluginRecord) -> FailureRecord | None:
-    """Why an approved plugin cannot load: its newest unresolved ``load`` failure since its
-    approval (as the command line's ``show`` finds it), or None."""
-    if record.status is not PluginStatus.APPROVED:
-        return None
-    since = record.approved_at or record.installed_at
-    for failure in host.registry.storage.failures(record.id, resolved=False, limit=200):
-        if failure.hook == "load" and failure.at >= since:
-            return failure
-    return None
+def _requested(manifest: Manifest | None) -> list[dict[str, Any]]:
+    """What the plugin asks for, with the catalogue's description and risk (as ``show``)."""
+    if manifest is None:
+        return []
+    return PermissionCatalogue().requested(manifest.permissions, manifest.optional_permissions)
 
 
 def _json_text(value: Mapping[str, JSONValue] | None) -> str:
