@@ -1131,10 +1131,21 @@ class PluginHost:
         return self._storage.failures(plugin_id, resolved=resolved, limit=limit)
 
     def resolve_failures(
-        self, plugin_id: str, *, tenant: str | None = None, ids: Iterable[int] | None = None
+        self,
+        plugin_id: str,
+        *,
+        tenant: str | None = None,
+        ids: Iterable[int] | None = None,
+        actor: str | None = None,
     ) -> int:
-        """Mark the plugin's failures resolved (of one tenant, or only ``ids``); return how many."""
+        """Mark the plugin's failures resolved (of one tenant, or only ``ids``); return how many.
+
+        With ``actor`` (an admin's action), it is audited as :meth:`Registry.resolve_failures`
+        does; without, it is the host's own housekeeping and only marks them.
+        """
         self.flush()
+        if actor is not None:
+            return self.registry.resolve_failures(plugin_id, actor=actor, tenant=tenant, ids=ids)
         return self._storage.resolve_failures(
             plugin_id, tenant, ids=list(ids) if ids is not None else None
         )

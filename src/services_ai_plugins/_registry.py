@@ -918,6 +918,33 @@ class Registry:
             )
         return sorted(found, key=lambda s: (s.plugin_id, s.tenant is not None, s.tenant or ""))
 
+    def resolve_failures(
+        self,
+        plugin_id: str,
+        *,
+        actor: str,
+        tenant: str | None = None,
+        ids: Iterable[int] | None = None,
+    ) -> int:
+        """Mark the plugin's failures resolved (of one tenant, or only ``ids``) and audit it
+        (action ``resolve``, by ``actor``, with how many and which); return how many.
+
+        Nothing is audited when nothing was unresolved. The failures are marked first;
+        the audit event follows in its own write.
+        """
+        _require_text(actor, "actor")
+        chosen = list(ids) if ids is not None else None
+        count = self._storage.resolve_failures(plugin_id, tenant, ids=chosen)
+        if count:
+            after: dict[str, JSONValue] = {"resolved": count}
+            if chosen is not None:
+                after["failures"] = list(chosen)
+            event = self._audit(
+                self._clock(), actor, "resolve", plugin_id, tenant=tenant, after=after
+            )
+            self._commit(Change(plugin_id=plugin_id, audit=event))
+        return count
+
     def load_failure(self, record: PluginRecord) -> FailureRecord | None:
         """Why an approved plugin cannot load: its newest unresolved ``load`` failure since
         its approval, or None.

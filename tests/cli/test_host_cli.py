@@ -429,6 +429,18 @@ def test_resolve_marks_failures_resolved(deployed: Cli) -> None:
     document = deployed.json("resolve", "crasher", "--tenant", "acme")
     assert document["resolved"] == 2
     assert deployed.json("failures", "--unresolved")["failures"] == []
+    events = [
+        e
+        for e in deployed.json("audit", "--plugin", "crasher")["events"]
+        if e["action"] == "resolve"
+    ]
+    assert [(e["actor"], e["tenant"], e["after"]) for e in reversed(events)] == [
+        (events[-1]["actor"], None, {"resolved": 1, "failures": ids[:1]}),
+        (events[-1]["actor"], "acme", {"resolved": 2}),
+    ]
+    assert deployed.json("resolve", "crasher")["resolved"] == 0  # nothing left: no event
+    after = deployed.json("audit", "--plugin", "crasher")["events"]
+    assert [e["action"] for e in after].count("resolve") == 2
     assert deployed("failures", "--resolved", "--unresolved")[0] == EXIT_USAGE
 
 

@@ -807,7 +807,7 @@ def test_resolve_one_then_all(
     response = post(admin_client, "failures", {"action": "resolve-all"})
     assert host.failures("lead-tour", resolved=False) == []
     assert len(response.context["resolved"]) == 2
-    events = host.registry.audit_log(plugin_id="lead-tour", action="resolve failures")
+    events = host.registry.audit_log(plugin_id="lead-tour", action="resolve")
     assert [(e.actor, dict(e.after or {})) for e in events] == [
         (admin_user.get_username(), {"resolved": 1}),
         (admin_user.get_username(), {"resolved": 1, "failures": [newest.id]}),

@@ -635,7 +635,10 @@ def _suspension(registry: Registry, plugin_id: str, tenant: str | None) -> Suspe
 def _resolve(args: argparse.Namespace) -> Result:
     ids: list[int] | None = args.ids
     with _storage(args) as storage:
-        count = storage.resolve_failures(args.name, args.tenant, ids=ids)
+        registry = Registry(storage)
+        count = registry.resolve_failures(
+            args.name, actor=actor_name(args), tenant=args.tenant, ids=ids
+        )
     where = f" of tenant {args.tenant}" if args.tenant else ""
     document = {"plugin_id": args.name, "tenant": args.tenant, "ids": ids, "resolved": count}
     return document, [f"resolved {count} failure{'s' if count != 1 else ''} of {args.name}{where}"]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Final
 
 from django.contrib import messages
@@ -35,7 +34,7 @@ from .._dependencies import check_environment
 from .._manifest import Isolation, Manifest
 from .._permissions import PermissionCatalogue
 from .._sandbox._policy import isolation_of
-from .._storage._protocol import AuditEvent, Change, PluginRecord, PluginStatus
+from .._storage._protocol import PluginRecord, PluginStatus
 from ..errors import ExtraNotInstalled, PackageError, PluginError, PluginNotFound, ProblemsError
 from . import conf
 from .forms import RejectForm, SettingsForm, TenantForm, UploadForm
@@ -535,22 +534,8 @@ class PluginPages:
 
     @staticmethod
     def _resolve(host: PluginHost, plugin_id: str, ids: list[int] | None, actor: str) -> str:
-        """Resolve failures, and write the step in the audit trail (the host's
-        ``resolve_failures`` takes no actor: the event is committed here, as the registry
-        commits its own)."""
-        count = host.resolve_failures(plugin_id, ids=ids)
-        if count:
-            after: dict[str, JSONValue] = {"resolved": count}
-            if ids is not None:
-                after["failures"] = list(ids)
-            event = AuditEvent(
-                at=datetime.now(timezone.utc),
-                actor=actor,
-                action="resolve failures",
-                plugin_id=plugin_id,
-                after=after,
-            )
-            host.registry.storage.commit(Change(plugin_id=plugin_id, audit=event))
+        """Resolve failures, audited with the staff user as the actor."""
+        count = host.resolve_failures(plugin_id, ids=ids, actor=actor)
         return f"Resolved {count} failure{'s' if count != 1 else ''} of {plugin_id}."
 
     # -- the audit trail -------------------------------------------------------------------------
