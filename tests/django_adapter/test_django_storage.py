@@ -387,7 +387,7 @@ def test_two_processes_racing_one_commit_never_both_win(storage: DjangoStorage, 
     """Two processes commit the same revision of one plugin at once, five rounds: each round
     exactly one wins and the other gets ConflictError(expected=r-1, actual=r); the counter
     moves once a round, as this process sees it."""
-    from django_adapter import test_django_storage_racer
+    from django_adapter import storage_racer
 
     rounds = 5
     start = _install(storage)
@@ -408,7 +408,7 @@ def test_two_processes_racing_one_commit_never_both_win(storage: DjangoStorage, 
     results = context.Queue()
     racers = [
         context.Process(
-            target=test_django_storage_racer.race,
+            target=storage_racer.race,
             kwargs={
                 "databases": _child_databases(alias),
                 "alias": alias,
