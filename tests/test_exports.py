@@ -234,6 +234,7 @@ FACES = {
     "errors": [
         "ArchiveError",
         "CompiledModuleRefused",
+        "ConfigError",
         "ConfinementError",
         "ConflictError",
         "DependencyError",
@@ -365,9 +366,12 @@ FACES = {
     ],
     "web": [
         "DEFAULT_MAX_BODY",
+        "footer_html",
+        "head_html",
         "read_asgi_body",
         "request_from_asgi",
         "request_from_wsgi",
+        "widgets_html",
         "write_asgi",
         "write_wsgi",
     ],

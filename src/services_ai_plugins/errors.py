@@ -36,6 +36,7 @@ Everything the SDK raises on purpose derives from one root, so a host can catch
     │   └── FrameTooLarge     a frame over the limit: none of it was read or written
     ├── ConfinementError      a sandbox layer that probe() offered could not be applied
     ├── RequestTooLarge       (also ValueError) an HTTP request's body is over the limit: 413
+    ├── ConfigError           (also ValueError) an adapter's setting is wrong: its key and why
     └── StorageError          the storage backend failed (the driver's error is the __cause__)
         └── ConflictError     another writer changed the record first: re-read and retry
 
@@ -56,6 +57,7 @@ import attrs
 __all__ = [
     "ArchiveError",
     "CompiledModuleRefused",
+    "ConfigError",
     "ConfinementError",
     "ConflictError",
     "DependencyError",
@@ -601,6 +603,22 @@ class ConfinementError(PluginError):
         self.detail = detail
         reason = f"{detail} [{errno.errorcode.get(code, f'errno {code}')}]" if code else detail
         super().__init__(f"cannot apply the {layer} sandbox layer: {reason}")
+
+
+class ConfigError(PluginError, ValueError):
+    """A framework adapter's setting is wrong: ``key`` names it, the message says why.
+
+    Raised when an adapter reads its ``SERVICES_AI_PLUGINS`` settings (Flask's
+    ``app.config``, Starlette's keyword arguments); the Django app raises Django's
+    ``ImproperlyConfigured`` with the same message.
+    """
+
+    def __init__(self, key: str, message: str, *, where: str = "SERVICES_AI_PLUGINS") -> None:
+        #: The setting's key (``"SANDBOX"``), or ``""`` for the whole setting.
+        self.key = key
+        #: Where the setting lives, for the message.
+        self.where = where
+        super().__init__(f"{where}[{key!r}] {message}" if key else f"{where} {message}")
 
 
 class RequestTooLarge(PluginError, ValueError):

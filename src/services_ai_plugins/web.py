@@ -65,20 +65,27 @@ What the converters promise:
 
 from __future__ import annotations
 
+import html
 import re
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from http import HTTPStatus
-from typing import Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from .errors import RequestTooLarge
-from .events import ApiRequest, ApiResponse, User
+from .events import ApiRequest, ApiResponse, Context, HtmlFragment, User, Widget
+
+if TYPE_CHECKING:
+    from ._host import PluginHost
 
 __all__ = [
     "DEFAULT_MAX_BODY",
+    "footer_html",
+    "head_html",
     "read_asgi_body",
     "request_from_asgi",
     "request_from_wsgi",
+    "widgets_html",
     "write_asgi",
     "write_wsgi",
 ]
@@ -466,3 +473,75 @@ async def write_asgi(
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     body = b"" if head else response.body
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+# -- the plugins' HTML in the app's pages ------------------------------------------------------
+#
+# What is trusted HTML and what is not, for every adapter alike:
+#
+# - a plugin running in the app's process (an entry point, a folder the operator placed, a
+#   plugin in SandboxPolicy.trusted): its HTML is inserted as it is; that code can already do
+#   anything the app can;
+# - a sandboxed (uploaded) plugin: its HTML never reaches the page as markup. Its widget is
+#   shown in an ``<iframe sandbox srcdoc=...>`` (the HTML renders, with no script and no
+#   access to the page, its cookies or its origin); its footer fragment is escaped (shown as
+#   text); its head fragment is left out (text has no place in ``<head>``);
+# - widget titles are always escaped.
+
+
+def _trusted(host: PluginHost, plugin_id: str | None, trust_sandboxed: bool) -> bool:
+    return plugin_id is not None and (trust_sandboxed or host.runs_in_process(plugin_id))
+
+
+def _fragments(host: PluginHost, context: Context, hook: str, trust_sandboxed: bool) -> str:
+    found: list[HtmlFragment] = host.call_hook(hook, context=context)
+    parts: list[str] = []
+    for fragment in found:
+        if _trusted(host, fragment.plugin_id, trust_sandboxed):
+            parts.append(fragment.html)
+        elif hook != "inject_head":
+            parts.append(html.escape(fragment.html))
+    return "".join(parts)
+
+
+def head_html(host: PluginHost, context: Context, *, trust_sandboxed: bool = False) -> str:
+    """The plugins' ``<head>`` fragments for ``context``'s tenant, as HTML to insert.
+
+    A sandboxed plugin's fragment is left out unless ``trust_sandboxed`` (see the
+    escaping rules in ``docs/adapters.md``).
+    """
+    return _fragments(host, context, "inject_head", trust_sandboxed)
+
+
+def footer_html(host: PluginHost, context: Context, *, trust_sandboxed: bool = False) -> str:
+    """The plugins' fragments for the end of ``<body>``, as HTML to insert.
+
+    A sandboxed plugin's fragment is escaped (shown as text) unless ``trust_sandboxed``.
+    """
+    return _fragments(host, context, "inject_footer", trust_sandboxed)
+
+
+def widgets_html(host: PluginHost, context: Context, *, trust_sandboxed: bool = False) -> str:
+    """The plugins' dashboard widgets for ``context``'s tenant, lowest ``order`` first.
+
+    Each is a ``<section class="plugin-widget plugin-widget-<size>" data-plugin="<id>">``
+    with its title (escaped) in an ``<h2>``; a sandboxed plugin's HTML is shown in an
+    ``<iframe sandbox="" srcdoc="...">`` unless ``trust_sandboxed``.
+    """
+    widgets: list[Widget] = host.call_hook("dashboard_widget", context=context)
+    parts: list[str] = []
+    for widget in sorted(widgets, key=lambda w: w.order):
+        if _trusted(host, widget.plugin_id, trust_sandboxed):
+            body = widget.html
+        else:
+            title, source = html.escape(widget.title), html.escape(widget.html)
+            body = (
+                f'<iframe sandbox="" class="plugin-widget-frame" title="{title}" '
+                f'srcdoc="{source}"></iframe>'
+            )
+        parts.append(
+            f'<section class="plugin-widget plugin-widget-{html.escape(widget.size)}" '
+            f'data-plugin="{html.escape(widget.plugin_id or "")}">'
+            f"<h2>{html.escape(widget.title)}</h2>{body}</section>"
+        )
+    return "\n".join(parts)

@@ -11,30 +11,27 @@
         "BREAKER": {"consecutive_failures": 5},  # BreakerPolicy(...)
     }
 
-Every key is optional. :func:`get_host` builds the host on first use (not at import, not
-at start-up: a ``manage.py migrate`` never opens it) and closes it when the process exits;
-changing the setting in a test (``override_settings``) closes it, and the next call builds
-a new one. A bad value raises ``ImproperlyConfigured`` naming the key and what is wrong.
+The keys are every adapter's (see ``docs/django.md``); ``STORAGE`` also takes
+``"django"`` and ``"django:<alias>"``, its default. :func:`get_host` builds the host on
+first use (not at import, not at start-up: a ``manage.py migrate`` never opens it) and
+closes it when the process exits; changing the setting in a test (``override_settings``)
+closes it, and the next call builds a new one. A bad value raises
+``ImproperlyConfigured`` naming the key and what is wrong.
 """
 
 from __future__ import annotations
 
-import atexit
-import threading
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Final
 
-import attrs
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
-from django.utils.module_loading import import_string
 
-from .._api import HostServices
-from .._config import HostConfig, is_database_url
-from .._dispatch import BreakerPolicy
-from .._sandbox._policy import SandboxPolicy
+from .._adapters import AdapterSettings, HostHolder, tenant_answer
+from ..errors import ConfigError
 from ..events import User
+from .api import DjangoPluginAPI
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -56,175 +53,57 @@ __all__ = [
 #: The name of the Django setting.
 SETTING: Final = "SERVICES_AI_PLUGINS"
 
+#: The setting, read and checked (every adapter's settings).
+PluginsSettings = AdapterSettings
+
 #: A function of the request: its tenant (and signed-in user), or None (no tenant: not ours).
 TenantResolver = Callable[["HttpRequest"], "str | tuple[str, User | None] | None"]
 
-_KEYS: Final = frozenset(
-    {
-        "SERVICES",
-        "TENANT_RESOLVER",
-        "STORAGE",
-        "PLUGINS_DIR",
-        "SANDBOX",
-        "BREAKER",
-        "HOST",
-        "ACTOR",
-        "ADMIN_UPLOAD_LIMIT",
-        "TRUST_SANDBOXED_HTML",
-    }
-)
 
-
-class _NoServices(HostServices):
-    """No ``SERVICES`` set: plugins get no data (each data call raises NotSupported)."""
-
-
-def _problem(key: str, message: str) -> ImproperlyConfigured:
-    return ImproperlyConfigured(f"{SETTING}[{key!r}] {message}")
-
-
-def _imported(key: str, value: object) -> Any:
-    if not isinstance(value, str):
-        return value
+@contextmanager
+def _django_errors() -> Iterator[None]:
     try:
-        return import_string(value)
-    except ImportError as exc:
-        raise _problem(key, f"names {value!r}, which cannot be imported: {exc}") from exc
+        yield
+    except ConfigError as exc:
+        raise ImproperlyConfigured(str(exc)) from exc
 
 
-def _options(key: str, value: object) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise _problem(key, f"must be a dict of keyword arguments, not {type(value).__name__}")
-    return dict(value)
+def _django_storage(value: str) -> Callable[[], Storage] | None:
+    """``"django"`` and ``"django:<alias>"``: the registry in the project's database."""
+    if value != "django" and not value.startswith("django:"):
+        return None
+    alias = value.removeprefix("django").removeprefix(":") or "default"
+    if alias not in django_settings.DATABASES:
+        raise ConfigError("STORAGE", f"names database {alias!r}, which DATABASES lacks")
+
+    def open_storage() -> Storage:
+        from .storage import DjangoStorage  # noqa: PLC0415 - needs the app's models
+
+        return DjangoStorage(using=alias)
+
+    return open_storage
 
 
-@attrs.frozen(kw_only=True)
-class PluginsSettings:
-    """The ``SERVICES_AI_PLUGINS`` setting, read and checked."""
-
-    #: Builds the app's HostServices (a class or a function of no arguments).
-    services: Callable[[], HostServices]
-    #: The request's tenant and user (None: the default rule, ``request.tenant``).
-    tenant_resolver: TenantResolver | None
-    #: ``("django", alias)`` for the project's database, else a SQLite file or PostgreSQL URL,
-    #: or a function of no arguments that returns the storage.
-    storage: tuple[str, str] | Callable[[], Storage]
-    plugins_dir: Path | None
-    sandbox: SandboxPolicy
-    breaker: BreakerPolicy
-    #: More keyword arguments for :class:`~services_ai_plugins.PluginHost`.
-    host_options: Mapping[str, Any]
-    #: The actor of the host's own changes in the audit trail.
-    actor: str
-    #: The largest ZIP archive the admin accepts, in bytes.
-    admin_upload_limit: int
-    #: Insert sandboxed plugins' HTML (head, footer, widgets) as it is, instead of escaped.
-    trust_sandboxed_html: bool = False
-
-    @classmethod
-    def from_django(cls) -> PluginsSettings:
-        """Read ``settings.SERVICES_AI_PLUGINS`` (absent: every default).
-
-        :raises ImproperlyConfigured: naming the key whose value is wrong.
-        """
-        given = getattr(django_settings, SETTING, None) or {}
-        if not isinstance(given, Mapping):
-            raise ImproperlyConfigured(f"{SETTING} must be a dict, not {type(given).__name__}")
-        unknown = sorted(set(given) - _KEYS)
-        if unknown:
-            raise ImproperlyConfigured(
-                f"{SETTING} has unknown keys {unknown}; known: {sorted(_KEYS)}"
-            )
-        services = _imported("SERVICES", given.get("SERVICES", _NoServices))
-        if not callable(services):
-            raise _problem("SERVICES", "must be a HostServices class or factory")
-        resolver = _imported("TENANT_RESOLVER", given.get("TENANT_RESOLVER"))
-        if resolver is not None and not callable(resolver):
-            raise _problem("TENANT_RESOLVER", "must be a function of the request")
-        try:
-            sandbox = SandboxPolicy(**_options("SANDBOX", given.get("SANDBOX")))
-        except (TypeError, ValueError) as exc:
-            raise _problem("SANDBOX", f"is not a valid sandbox policy: {exc}") from exc
-        try:
-            breaker = BreakerPolicy(**_options("BREAKER", given.get("BREAKER")))
-        except (TypeError, ValueError) as exc:
-            raise _problem("BREAKER", f"is not a valid breaker policy: {exc}") from exc
-        folder = given.get("PLUGINS_DIR")
-        limit = given.get("ADMIN_UPLOAD_LIMIT", 20 * 2**20)
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise _problem("ADMIN_UPLOAD_LIMIT", f"must be a positive number of bytes ({limit!r})")
-        actor = given.get("ACTOR", "django")
-        if not isinstance(actor, str) or not actor:
-            raise _problem("ACTOR", "must be a non-empty string")
-        return cls(
-            services=services,
-            tenant_resolver=resolver,
-            storage=_storage_value(given.get("STORAGE", "django")),
-            plugins_dir=Path(folder).resolve() if folder is not None else None,
-            sandbox=sandbox,
-            breaker=breaker,
-            host_options=_options("HOST", given.get("HOST")),
-            actor=actor,
-            admin_upload_limit=limit,
-            trust_sandboxed_html=given.get("TRUST_SANDBOXED_HTML", False) is True,
+def _read() -> AdapterSettings:
+    with _django_errors():
+        return AdapterSettings.from_mapping(
+            getattr(django_settings, SETTING, None),
+            storage_hook=_django_storage,
+            storage_forms="'django', 'django:<alias>', ",
+            default_storage="django",
+            default_actor="django",
         )
 
-    def open_storage(self) -> Storage:
-        """The registry's storage this setting names (opened now)."""
-        if callable(self.storage):
-            return self.storage()
-        kind, value = self.storage
-        if kind == "django":
-            from .storage import DjangoStorage  # noqa: PLC0415 - needs the app's models
 
-            return DjangoStorage(using=value)
-        return HostConfig(db=value, plugins_dir=self.folder()).open_storage()
-
-    def folder(self) -> Path:
-        """Where plugin code lives: ``PLUGINS_DIR``, else the SDK's default folder."""
-        if self.plugins_dir is not None:
-            return self.plugins_dir
-        return HostConfig.from_env().plugins_dir
+_holder: Final = HostHolder(_read, api_class=DjangoPluginAPI)
 
 
-def _storage_value(value: object) -> tuple[str, str] | Callable[[], Storage]:
-    if isinstance(value, str):
-        if value == "django":
-            return ("django", "default")
-        if value.startswith("django:"):
-            alias = value.removeprefix("django:")
-            if alias not in django_settings.DATABASES:
-                raise _problem("STORAGE", f"names database {alias!r}, which DATABASES lacks")
-            return ("django", alias)
-        if is_database_url(value) or value.endswith((".db", ".sqlite", ".sqlite3")):
-            path = value if is_database_url(value) else str(Path(value).resolve())
-            return ("url", path)
-        imported = _imported("STORAGE", value)
-        if callable(imported):
-            return imported  # type: ignore[no-any-return]
-    elif callable(value):
-        return value
-    raise _problem(
-        "STORAGE",
-        f"must be 'django', 'django:<database alias>', a SQLite file, a postgresql:// URL or "
-        f"a function that opens a storage (got {value!r})",
-    )
+def plugins_settings() -> AdapterSettings:
+    """The setting, read once (again after :func:`close_host`).
 
-
-_lock = threading.Lock()
-_host: PluginHost | None = None
-_settings: PluginsSettings | None = None
-
-
-def plugins_settings() -> PluginsSettings:
-    """The setting, read once (again after :func:`close_host`)."""
-    global _settings  # noqa: PLW0603 - one per process, on purpose
-    found = _settings
-    if found is None:
-        found = _settings = PluginsSettings.from_django()
-    return found
+    :raises ImproperlyConfigured: naming the key whose value is wrong.
+    """
+    return _holder.settings()
 
 
 def get_host() -> PluginHost:
@@ -232,58 +111,21 @@ def get_host() -> PluginHost:
 
     :raises ImproperlyConfigured: when the setting is wrong.
     """
-    global _host  # noqa: PLW0603 - one per process, on purpose
-    host = _host
+    host = _holder.built()
     if host is not None:
         return host
-    with _lock:
-        if _host is None:
-            _host = _build(plugins_settings())
-            atexit.register(close_host)
-        return _host
-
-
-def _build(config: PluginsSettings) -> PluginHost:
-    from .._host import PluginHost  # noqa: PLC0415 - only when a host is asked for
-    from .api import DjangoPluginAPI  # noqa: PLC0415
-
-    options = dict(config.host_options)
-    options.setdefault("api_class", DjangoPluginAPI)
-    try:
-        services = config.services()
-    except Exception as exc:
-        raise _problem("SERVICES", f"could not be built: {type(exc).__name__}: {exc}") from exc
-    storage = config.open_storage()
-    try:
-        return PluginHost(
-            services,
-            storage=storage,
-            plugins_dir=config.folder(),
-            sandbox=config.sandbox,
-            breaker=config.breaker,
-            actor=config.actor,
-            **options,
-        )
-    except Exception:
-        storage.close()
-        raise
+    with _django_errors():
+        return _holder.get()
 
 
 def built_host() -> PluginHost | None:
     """The process's host if it was built, else None (never builds one)."""
-    return _host
+    return _holder.built()
 
 
 def close_host() -> None:
     """Close the process's host (if built); the next :func:`get_host` builds a new one."""
-    global _host, _settings
-    with _lock:
-        host, _host, _settings = _host, None, None
-    if host is not None:
-        try:
-            host.close()
-        finally:
-            host.registry.storage.close()  # opened here, so closed here (the host does not)
+    _holder.close()
 
 
 def resolve_tenant(request: HttpRequest) -> tuple[str, User | None] | None:
@@ -295,21 +137,8 @@ def resolve_tenant(request: HttpRequest) -> tuple[str, User | None] | None:
     """
     resolver = plugins_settings().tenant_resolver
     found: object = resolver(request) if resolver is not None else getattr(request, "tenant", None)
-    if found is None:
-        return None
-    if isinstance(found, str):
-        return (found, None) if found else None
-    if (
-        isinstance(found, tuple)
-        and len(found) == 2
-        and isinstance(found[0], str)
-        and (found[1] is None or isinstance(found[1], User))
-    ):
-        return found[0], found[1]
-    raise _problem(
-        "TENANT_RESOLVER",
-        f"answered {found!r}: it must answer a tenant name, a (tenant, User) pair or None",
-    )
+    with _django_errors():
+        return tenant_answer(found)
 
 
 def _setting_changed(*, setting: str, **_: object) -> None:

@@ -23,13 +23,14 @@ HTML as it is too: only with a sanitiser or a review you trust.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import template
-from django.utils.html import escape, format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from ...events import Context, HtmlFragment, Widget
+from ...events import Context
+from ...web import footer_html, head_html, widgets_html
 from ..conf import get_host, plugins_settings
 
 register = template.Library()
@@ -41,61 +42,31 @@ def _context_of(context: template.Context) -> Context | None:
     return found if isinstance(found, Context) else None
 
 
-def _trusted(plugin_id: str | None) -> bool:
-    if plugin_id is None:
-        return False
-    return get_host().runs_in_process(plugin_id) or plugins_settings().trust_sandboxed_html
-
-
-def _fragments(context: template.Context, hook: str) -> SafeString:
+def _html(context: template.Context, render: Callable[..., str]) -> SafeString:
     scope = _context_of(context)
     if scope is None:
         return mark_safe("")
-    found: list[HtmlFragment] = get_host().call_hook(hook, context=scope)
-    parts: list[str] = []
-    for fragment in found:
-        if _trusted(fragment.plugin_id):
-            parts.append(fragment.html)
-        elif hook != "inject_head":
-            parts.append(escape(fragment.html))
-    return mark_safe("".join(parts))  # noqa: S308 - untrusted parts escaped above
-
-
-def _widget_body(widget: Widget) -> SafeString:
-    if _trusted(widget.plugin_id):
-        return mark_safe(widget.html)  # noqa: S308 - trusted code (see the module docstring)
-    return format_html(
-        '<iframe sandbox="" class="plugin-widget-frame" title="{}" srcdoc="{}"></iframe>',
-        widget.title,
-        widget.html,
-    )
+    trust = plugins_settings().trust_sandboxed_html
+    # The web module's rules: untrusted HTML escaped, framed or left out there.
+    return mark_safe(render(get_host(), scope, trust_sandboxed=trust))  # noqa: S308
 
 
 @register.simple_tag(takes_context=True)
 def plugins_head(context: template.Context) -> SafeString:
     """The plugins' ``<head>`` fragments for the request's tenant."""
-    return _fragments(context, "inject_head")
+    return _html(context, head_html)
 
 
 @register.simple_tag(takes_context=True)
 def plugins_footer(context: template.Context) -> SafeString:
     """The plugins' fragments for the end of ``<body>``."""
-    return _fragments(context, "inject_footer")
+    return _html(context, footer_html)
 
 
 @register.simple_tag(takes_context=True)
 def plugins_widgets(context: template.Context) -> SafeString:
     """The plugins' dashboard widgets, lowest ``order`` first, each in a ``<section>``."""
-    scope = _context_of(context)
-    if scope is None:
-        return mark_safe("")
-    widgets: list[Widget] = get_host().call_hook("dashboard_widget", context=scope)
-    ordered = sorted(widgets, key=lambda w: w.order)
-    return format_html_join(
-        "\n",
-        '<section class="plugin-widget plugin-widget-{}" data-plugin="{}"><h2>{}</h2>{}</section>',
-        ((w.size, w.plugin_id or "", w.title, _widget_body(w)) for w in ordered),
-    )
+    return _html(context, widgets_html)
 
 
 @register.simple_tag
