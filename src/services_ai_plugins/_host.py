@@ -1205,6 +1205,8 @@ class PluginHost:
         process, where the plugin could do anything anyway) or escaped (a sandboxed
         plugin must not reach the app's pages through markup).
         """
+        if perf_counter_ns() >= self._loading.due:
+            self._tick()
         found = self._loading.loaded().get(plugin_id)
         return found is not None and not isinstance(found.plugin, SandboxedPlugin)
 
