@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from conftest import Hosts, Installer
 
+from conftest import Hosts, Installer
 from services_ai_plugins import PluginHost, SandboxPolicy
 from services_ai_plugins.events import Context
 from services_ai_plugins.web import footer_html, head_html, widgets_html
