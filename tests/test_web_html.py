@@ -55,8 +55,7 @@ def host(hosts: Hosts, tmp_path: Path) -> PluginHost:
 def test_a_sandboxed_plugins_html_never_reaches_the_page_as_markup(host: PluginHost) -> None:
     assert head_html(host, ACME) == '<script>steal("head")</script>'  # the trusted one only
     assert footer_html(host, ACME) == (
-        '<script>steal("footer")</script>'
-        "&lt;script&gt;steal(&quot;footer&quot;)&lt;/script&gt;"
+        '<script>steal("footer")</script>&lt;script&gt;steal(&quot;footer&quot;)&lt;/script&gt;'
     )
     widgets = widgets_html(host, ACME).split("\n")
     assert widgets == [
