@@ -130,10 +130,10 @@ class PluginsExtension:
         )
         scope = self.host.request_context(context)
         scope.__enter__()
-        flask.g.plugins_context, flask.g.plugins_scope = context, scope
+        flask.g.plugins_context, flask.g._plugins_scope = context, scope
 
     def _exit(self, exc: BaseException | None) -> None:
-        scope: RequestScope | None = flask.g.pop("plugins_scope", None)
+        scope: RequestScope | None = flask.g.pop("_plugins_scope", None)
         if scope is not None:  # an error leaving the request drops its deferred calls
             scope.__exit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
 
@@ -143,10 +143,12 @@ class PluginsExtension:
         context: Context | None = flask.g.get("plugins_context")
         if context is None:  # no tenant: no plugin routes
             return _error(404, "not found")
-        # The prefix moves from PATH_INFO into SCRIPT_NAME, as a WSGI mount does.
+        # The prefix moves from PATH_INFO into SCRIPT_NAME, as a WSGI mount does (PATH_INFO
+        # holds bytes as Latin-1: the prefix is as many characters there as it has bytes).
         environ = dict(flask.request.environ)
-        environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
-        environ["PATH_INFO"] = environ.get("PATH_INFO", "")[len(prefix) :]
+        path, length = environ.get("PATH_INFO", ""), len(prefix.encode())
+        environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + path[:length]
+        environ["PATH_INFO"] = path[length:]
         limit = flask.request.max_content_length or web.DEFAULT_MAX_BODY
         try:
             request = web.request_from_wsgi(

@@ -156,10 +156,14 @@ def settings(tmp_path: Path, **changes: Any) -> dict[str, Any]:
     }
 
 
-def make_app(tmp_path: Path, **changes: Any) -> tuple[flask.Flask, PluginsExtension]:
+def make_app(
+    tmp_path: Path, *, prefix: str | None = None, **changes: Any
+) -> tuple[flask.Flask, PluginsExtension]:
     """A Flask app with its own pages (``/`` renders :data:`PAGE`) and the extension."""
     app = flask.Flask("crm")
     app.config["SERVICES_AI_PLUGINS"] = settings(tmp_path, **changes)
+    if prefix is not None:
+        app.config["SERVICES_AI_PLUGINS_PREFIX"] = prefix
 
     @app.get("/")
     def home() -> str:

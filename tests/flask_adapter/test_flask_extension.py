@@ -94,6 +94,28 @@ def test_settings_given_to_the_extension_win_over_app_config(tmp_path: Path) -> 
         ext.close()
 
 
+def test_without_a_resolver_the_tenant_is_flask_g_tenant(tmp_path: Path) -> None:
+    """Set by the app's own before_request, registered before the extension."""
+    app = flask.Flask("crm")
+    app.config["SERVICES_AI_PLUGINS"] = settings(tmp_path, TENANT_RESOLVER=None)
+
+    @app.before_request
+    def tenant() -> None:
+        flask.g.tenant = flask.request.args.get("business")
+
+    ext = PluginsExtension(app)
+    try:
+        notes(ext, tmp_path)
+        client = app.test_client()
+        answer = client.get("/plugins/notes/hello?business=acme")
+        assert answer.status_code == 200
+        assert answer.get_json()["tenant"] == "acme"
+        assert client.get("/plugins/notes/hello?business=globex").status_code == 404
+        assert client.get("/plugins/notes/hello").status_code == 404
+    finally:
+        ext.close()
+
+
 def test_a_resolver_answering_nonsense_is_a_config_error_naming_it(tmp_path: Path) -> None:
     app, ext = make_app(tmp_path, TENANT_RESOLVER=lambda request: 42)
     app.testing = True  # the error reaches the test instead of becoming a 500
@@ -132,6 +154,23 @@ def test_a_route_answers_the_enabling_tenant_only(crm: App, tmp_path: Path) -> N
     assert answer.headers["content-type"] == "application/json"
     assert client.get("/plugins/notes/hello", headers=as_tenant("globex")).status_code == 404
     assert client.get("/plugins/notes/hello").status_code == 404
+
+
+def test_the_prefix_is_the_apps_to_choose(tmp_path: Path) -> None:
+    """Any path, non-ASCII too: the plugin sees the path below it and the whole path."""
+    app, ext = make_app(tmp_path, prefix="/ext/plügins/")
+    try:
+        notes(ext, tmp_path)
+        client = app.test_client()
+        answer = client.get("/ext/pl%C3%BCgins/notes/hello", headers=as_tenant("acme"))
+        assert answer.status_code == 200, answer.data
+        assert answer.get_json()["path"] == "/notes/hello"
+        assert answer.get_json()["full_path"] == "/ext/plügins/notes/hello"
+        assert client.get("/plugins/notes/hello", headers=as_tenant("acme")).status_code == 404
+        with app.test_request_context("/"):
+            assert flask.url_for("plugins.notes.hello") == "/ext/pl%C3%BCgins/notes/hello"
+    finally:
+        ext.close()
 
 
 def test_a_plugin_disabled_meanwhile_stops_answering_at_the_next_request(
