@@ -49,6 +49,7 @@ PREFIX_CONFIG: Final = "SERVICES_AI_PLUGINS_PREFIX"
 #: The endpoint of the one rule that serves every plugin route.
 ENDPOINT: Final = "services_ai_plugins"
 _METHODS: Final = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]  # HEAD comes with GET
+_PREFIX_AT: Final = f"app.config[{PREFIX_CONFIG!r}]"
 
 
 class PluginsExtension:
@@ -86,11 +87,7 @@ class PluginsExtension:
         self._holder.settings()  # a wrong value fails now, not at the first request
         prefix = "/" + str(app.config.get(PREFIX_CONFIG, "/plugins")).strip("/")
         if prefix == "/":
-            raise ConfigError(
-                "",
-                "must be a path below the root, such as '/plugins'",
-                where=f"app.config[{PREFIX_CONFIG!r}]",
-            )
+            raise ConfigError("", "must be a path below the root: '/plugins'", where=_PREFIX_AT)
 
         def serve(rest: str) -> flask.Response:
             return self._serve(prefix)
@@ -105,11 +102,8 @@ class PluginsExtension:
         app.before_request(self._enter)
         app.teardown_request(self._exit)
         app.url_build_error_handlers.append(self._build_url)
-        for name, render in (
-            ("plugins_head", web.head_html),
-            ("plugins_footer", web.footer_html),
-            ("plugins_widgets", web.widgets_html),
-        ):
+        for render in (web.head_html, web.footer_html, web.widgets_html):
+            name = "plugins_" + render.__name__.removesuffix("_html")  # plugins_head, ...
             app.add_template_global(self._html(render), name)
         app.add_template_global(plugin_url)
         app.extensions["services_ai_plugins"] = self
@@ -168,10 +162,9 @@ class PluginsExtension:
                 return _error(502, "bad gateway")
         answer = hook.api_response(request=request, response=answer, context=context)
         started: list[Any] = []
+        head = flask.request.method == "HEAD"
         try:  # checks the plugin's status and headers, as every adapter does
-            web.write_wsgi(
-                answer, lambda *line: started.extend(line), head=request.method == "HEAD"
-            )
+            web.write_wsgi(answer, lambda *line: started.extend(line), head=head)
         except ValueError:
             return _error(502, "bad gateway")
         response = flask.Response(answer.body, status=started[0])
