@@ -97,7 +97,9 @@ def admin(host: PluginHost) -> AdminApp:
     return AdminApp(lambda: host, authenticate=authenticate, secret=SECRET, upload_limit=200_000)
 
 
-def plugin_zip(root: Path, manifest: Mapping[str, Any] = TOUR_MANIFEST, code: str = TOUR_CODE, **changes: Any) -> bytes:
+def plugin_zip(
+    root: Path, manifest: Mapping[str, Any] = TOUR_MANIFEST, code: str = TOUR_CODE, **changes: Any
+) -> bytes:
     """A plugin folder from a manifest and code, packed into a ZIP; its bytes."""
     document = {**manifest, **changes}
     folder = root / "src" / f"{document['id']}-{document['version']}"
@@ -184,9 +186,13 @@ class Driver:
     def _answer(self, response: Any) -> Answer:
         if self.kind == "wsgi":
             text = response.get_data(as_text=True)
-            answer = Answer(response.status_code, text, dict(response.headers), response.request.path)
+            answer = Answer(
+                response.status_code, text, dict(response.headers), response.request.path
+            )
         else:
-            answer = Answer(response.status_code, response.text, dict(response.headers), response.url.path)
+            answer = Answer(
+                response.status_code, response.text, dict(response.headers), response.url.path
+            )
         found = _TOKEN.search(answer.text)
         if found is not None:
             self.token = found.group(1)
@@ -195,7 +201,9 @@ class Driver:
     def get(self, path: str, *, who: str | None = "ada", follow: bool = True) -> Answer:
         headers = {WHO: who} if who else {}
         if self.kind == "wsgi":
-            return self._answer(self._wsgi.get(PREFIX + path, headers=headers, follow_redirects=follow))
+            return self._answer(
+                self._wsgi.get(PREFIX + path, headers=headers, follow_redirects=follow)
+            )
         return self._answer(
             self._run(self._asgi.get(PREFIX + path, headers=headers, follow_redirects=follow))
         )
@@ -225,7 +233,17 @@ class Driver:
             sent: dict[str, Any] = dict(fields)
             for name, (filename, content) in (files or {}).items():
                 sent[name] = (io.BytesIO(content), filename)
-            response = self._wsgi.post(PREFIX + path, data=sent, headers=headers, follow_redirects=follow)
+            from werkzeug.test import EnvironBuilder
+
+            # Built here to be closed here: werkzeug spools a large form into a temporary
+            # file, which an app that refuses the body unread never closes.
+            builder = EnvironBuilder(PREFIX + path, method="POST", data=sent, headers=headers)
+            try:
+                environ = builder.get_environ()
+                response = self._wsgi.open(environ, follow_redirects=follow)
+            finally:
+                environ["wsgi.input"].close()
+                builder.close()
         else:
             response = self._run(
                 self._asgi.post(
