@@ -514,3 +514,80 @@ def test_the_app_checks_its_arguments(host: PluginHost) -> None:
         AdminApp(host, authenticate=lambda r: "ada", secret="short")
     with pytest.raises(ValueError, match="upload_limit must be a positive number of bytes"):
         AdminApp(host, authenticate=lambda r: "ada", secret="x" * 32, upload_limit=0)
+
+
+# -- the rest of the HTTP surface ----------------------------------------------------------------
+
+
+def test_reinstall_replaces_the_version(host: PluginHost, tmp_path: Path, browser: Driver) -> None:
+    browser.post("/", files={"archive": ("a.zip", plugin_zip(tmp_path / "a"))})
+    host.registry.approve("lead-tour", actor="x")
+    newer = plugin_zip(tmp_path / "b", version="1.3.0")
+    refused = browser.post("/", files={"archive": ("b.zip", newer)})
+    assert refused.status == 400
+    assert refused.errors()[0].startswith("b.zip")
+    assert host.registry.plugin("lead-tour").version == "1.2.0"
+    done = browser.post("/", {"reinstall": "on"}, files={"archive": ("b.zip", newer)})
+    assert done.status == 200, done.errors()
+    record = host.registry.plugin("lead-tour")
+    assert (record.version, record.status) == ("1.3.0", PluginStatus.PENDING)
+    assert actors(host, "lead-tour", "reinstall") == ["ada"]
+
+
+def test_the_status_filter(host: PluginHost, installed: str, browser: Driver) -> None:
+    assert 'data-plugin="lead-tour"' in browser.get("/?status=pending").text
+    assert 'data-plugin="lead-tour"' not in browser.get("/?status=approved").text
+    assert 'data-plugin="lead-tour"' in browser.get("/?status=nonsense").text
+
+
+def test_a_forged_flash_cookie_is_ignored(
+    host: PluginHost, installed: str, browser: Driver
+) -> None:
+    """The messages carried across a redirect are signed: a forged cookie shows nothing."""
+    import base64
+
+    forged = base64.urlsafe_b64encode(json.dumps([["success", "FORGED"]]).encode()).decode()
+    if browser.kind == "wsgi":
+        browser._wsgi.set_cookie("sap_admin_flash", f"{forged}.00", path=PREFIX)
+    else:
+        browser._asgi.cookies.set("sap_admin_flash", f"{forged}.00", path=PREFIX)
+    answer = browser.get(REVIEW)
+    assert "FORGED" not in answer.text
+    assert answer.notes == []
+
+
+def test_other_methods_are_refused(host: PluginHost, installed: str, admin: object) -> None:
+    from werkzeug.test import Client
+
+    client = Client(admin.wsgi)  # type: ignore[attr-defined]
+    answer = client.put("/plugins/lead-tour/", headers={"x-test-admin": "ada"})
+    assert answer.status_code == 405
+    head = client.head("/", headers={"x-test-admin": "ada"})
+    assert (head.status_code, head.get_data()) == (200, b"")
+    assert host.registry.plugin("lead-tour").status is PluginStatus.PENDING
+
+
+def test_at_the_servers_root(host: PluginHost, installed: str, admin: object) -> None:
+    """Mounted at no prefix, links start at ``/``."""
+    from werkzeug.test import Client
+
+    client = Client(admin.wsgi)  # type: ignore[attr-defined]
+    text = client.get("/", headers={"x-test-admin": "ada"}).get_data(as_text=True)
+    assert 'href="/plugins/lead-tour/"' in text
+    assert 'action="/"' in text
+
+
+def test_the_asgi_app_answers_the_lifespan(host: PluginHost, admin: object) -> None:
+    import asyncio
+
+    sent: list[dict[str, object]] = []
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+
+    async def receive() -> dict[str, object]:
+        return next(messages)
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    asyncio.run(admin.asgi({"type": "lifespan"}, receive, send))  # type: ignore[attr-defined]
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
