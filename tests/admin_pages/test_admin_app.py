@@ -591,3 +591,19 @@ def test_the_asgi_app_answers_the_lifespan(host: PluginHost, admin: object) -> N
 
     asyncio.run(admin.asgi({"type": "lifespan"}, receive, send))  # type: ignore[attr-defined]
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+def test_the_asgi_app_closes_a_websocket(host: PluginHost, admin: object) -> None:
+    import asyncio
+
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {"type": "websocket", "path": "/", "headers": [(b"x-test-admin", b"ada")]}
+    asyncio.run(admin.asgi(scope, receive, send))  # type: ignore[attr-defined]
+    assert sent == [{"type": "websocket.close", "code": 1003}]

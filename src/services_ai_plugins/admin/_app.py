@@ -144,6 +144,9 @@ class AdminApp:
                 elif message.get("type") == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+        if scope.get("type") != "http":  # a websocket: the admin has none
+            await send({"type": "websocket.close", "code": 1003})
+            return
         limit = self.upload_limit + _FORM_MARGIN
         loop = asyncio.get_running_loop()
         try:
@@ -218,7 +221,7 @@ class AdminApp:
         try:
             outcome = self._route(request, form, Pages(self.host, admin, notes))
         except PluginNotFound as exc:
-            outcome = not_found(str(exc), exc)
+            outcome = not_found(exc)
         if isinstance(outcome, Redirect):
             # Only a POST redirects, and a POST has a session: one cookie, the notes.
             headers = {"location": request.root + outcome.path, "cache-control": "no-store"}

@@ -40,7 +40,16 @@ if TYPE_CHECKING:
     from .._host import PluginHost
     from .._json import JSONValue
 
-__all__ = ["AUDIT_LIMIT", "FAILURES_LIMIT", "Notes", "Page", "Pages", "Redirect", "plugin_path"]
+__all__ = [
+    "AUDIT_LIMIT",
+    "FAILURES_LIMIT",
+    "Notes",
+    "Page",
+    "Pages",
+    "Redirect",
+    "not_found",
+    "plugin_path",
+]
 
 #: The most audit events the audit page shows.
 AUDIT_LIMIT: Final = 500
@@ -488,7 +497,7 @@ class Pages:
         )
 
 
-def not_found(plugin_id: str, error: PluginNotFound) -> Page:
+def not_found(error: PluginNotFound) -> Page:
     return Page("error.html", {"title": "Not found", "message": str(error)}, 404)
 
 
