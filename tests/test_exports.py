@@ -21,6 +21,8 @@ import services_ai_plugins_testing
 #: ``tooling``, ``types``, ``errors``, ``web``) or by interface (``events``, ``hookspecs``),
 #: each with its own ``__all__``.
 PUBLIC_MODULES = {"errors", "events", "hookspecs", "sandbox", "storage", "tooling", "types", "web"}
+#: The framework-neutral admin (the ``admin`` extra): a public package with its own ``__all__``.
+PUBLIC_MODULES |= {"admin"}
 
 #: The faces that import their names lazily, as the top level does.
 LAZY_FACES = ("storage", "sandbox", "tooling", "types")
@@ -231,6 +233,7 @@ def test_public_api_is_pinned() -> None:
 
 #: Each face's ``__all__``, pinned.
 FACES = {
+    "admin": ["DEFAULT_UPLOAD_LIMIT", "AdminApp", "AdminRequest", "Authenticate", "HostOrGetter"],
     "errors": [
         "ArchiveError",
         "CompiledModuleRefused",

@@ -1,0 +1,623 @@
+"""The admin's pages as plain functions over a host: no framework, no HTTP.
+
+Each page method answers a :class:`Page` (a template and its context) or a
+:class:`Redirect` (a path below the admin's mount), with the :class:`Notes` to show. Every
+step goes through the host's registry with the admin's name as the actor of its audit
+event; a step the registry refuses becomes an error note, never an exception.
+
+========================================  =====================================================
+Path (below the mount)                    Page
+========================================  =====================================================
+``/``                                     the plugins, and the upload form
+``/plugins/<id>/``                        the review: manifest, permissions, requirements,
+                                          where it runs, the check; approve and reject
+``/plugins/<id>/tenants``                 per tenant: enable, disable, grants, settings
+``/plugins/<id>/failures``                failures, metrics per hook, suspensions (resolve, resume)
+``/plugins/<id>/audit``                   the plugin's audit trail, newest first
+========================================  =====================================================
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+
+from .._dependencies import check_environment
+from .._manifest import Isolation, Manifest
+from .._permissions import PermissionCatalogue
+from .._sandbox._policy import isolation_of
+from .._settings import SettingSpec
+from .._storage._protocol import PluginRecord, PluginStatus
+from ..errors import ExtraNotInstalled, PackageError, PluginError, PluginNotFound, ProblemsError
+from ._forms import SettingsForm
+from ._request import Form, Upload
+
+if TYPE_CHECKING:
+    from .._host import PluginHost
+    from .._json import JSONValue
+
+__all__ = [
+    "AUDIT_LIMIT",
+    "FAILURES_LIMIT",
+    "Notes",
+    "Page",
+    "Pages",
+    "Redirect",
+    "not_found",
+    "plugin_path",
+]
+
+#: The most audit events the audit page shows.
+AUDIT_LIMIT: Final = 500
+#: The most failures of each kind (unresolved, resolved) the failures page shows.
+FAILURES_LIMIT: Final = 100
+
+
+@attrs.frozen
+class Page:
+    """A page to render: its template (under ``admin/templates``), context and status."""
+
+    template: str
+    context: Mapping[str, Any]
+    status: int = 200
+
+
+@attrs.frozen
+class Redirect:
+    """Go (303) to ``path``, below the admin's mount, with a query."""
+
+    path: str
+
+
+Outcome = Page | Redirect
+
+
+class Notes:
+    """The messages a step leaves for the admin: ``("success" | "error" | "info", text)``."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, level: str, text: str) -> None:
+        self.items.append((level, text))
+
+    def error(self, text: str) -> None:
+        self.add("error", text)
+
+    def success(self, text: str) -> None:
+        self.add("success", text)
+
+
+def plugin_path(plugin_id: str, page: str = "", **query: str) -> str:
+    path = f"/plugins/{urllib.parse.quote(plugin_id, safe='')}/{page}"
+    return f"{path}?{urllib.parse.urlencode(query)}" if query else path
+
+
+class Pages:
+    """The admin's pages for one request: the host, the admin's name, the notes to show."""
+
+    def __init__(self, host: PluginHost, actor: str, notes: Notes) -> None:
+        self.host: Final = host
+        self.actor: Final = actor
+        self.notes: Final = notes
+
+    def _step(self, step: Callable[[], str]) -> bool:
+        """Take a registry step: its line as a success note, or its refusal as an error."""
+        try:
+            done = step()
+        except (PluginError, ValueError) as exc:
+            self.notes.error(str(exc))
+            return False
+        self.notes.success(done)
+        return True
+
+    def record(self, plugin_id: str) -> PluginRecord:
+        """:raises PluginNotFound: (the shell answers 404)."""
+        return self.host.registry.plugin(plugin_id)
+
+    def _page(
+        self, template: str, title: str, record: PluginRecord | None, tab: str, **extra: Any
+    ) -> Page:
+        context: dict[str, Any] = {"title": title, "plugin": record, "tab": tab, **extra}
+        if record is not None:
+            context["tabs"] = [
+                (name, label, plugin_path(record.id, name))
+                for name, label in (
+                    ("", "Review"),
+                    ("tenants", "Tenants"),
+                    ("failures", "Failures and metrics"),
+                    ("audit", "Audit trail"),
+                )
+            ]
+        return Page(template, context)
+
+    # -- the plugins -----------------------------------------------------------------------------
+
+    def plugins(self, shown: str = "", *, status: int = 200) -> Page:
+        """Every plugin (by status, uninstalled ones only when asked), and the upload form."""
+        try:
+            wanted = PluginStatus(shown) if shown else None
+        except ValueError:
+            wanted = None
+        host = self.host
+        health = {row.plugin.id: row for row in host.dashboard(failures_per_plugin=0)}
+        storage = host.registry.storage
+        rows = []
+        for record in host.registry.plugins(wanted):
+            if wanted is None and record.status is PluginStatus.UNINSTALLED:
+                continue
+            found = health.get(record.id)
+            rows.append(
+                {
+                    "record": record,
+                    "url": plugin_path(record.id),
+                    "failures_url": plugin_path(record.id, "failures"),
+                    "enabled": [t.tenant for t in storage.list_tenants(record.id) if t.enabled],
+                    "unresolved": found.unresolved if found is not None else 0,
+                    "suspensions": found.suspensions if found is not None else (),
+                }
+            )
+        filters = [("All", "", wanted is None)] + [
+            (s.value.capitalize(), s.value, s is wanted) for s in PluginStatus
+        ]
+        page = self._page(
+            "plugins.html", "Plugins", None, "", rows=rows, filters=filters, status=wanted
+        )
+        return attrs.evolve(page, status=status)
+
+    def upload(self, form: Form, *, limit: int) -> Outcome:
+        """Install the uploaded archive as the host installs uploads (pending approval)."""
+        sent: Upload | None = form.files.get("archive")
+        if sent is None or (not sent.filename and not sent.data):
+            self.notes.error("Choose a plugin ZIP to upload.")
+            return self.plugins(status=400)
+        name = sent.filename or "upload.zip"
+        if len(sent.data) > limit:
+            self.notes.error(
+                f"{name}: the archive is {len(sent.data)} bytes, "
+                f"over the upload limit of {limit} bytes"
+            )
+            return self.plugins(status=413)
+        if not sent.data:
+            self.notes.error(f"{name}: the file is empty")
+            return self.plugins(status=400)
+        try:
+            record = self.host.install(
+                sent.data, actor=self.actor, reinstall=bool(form.get("reinstall"))
+            )
+        except PluginError as exc:
+            self.notes.error(_named(exc, name))
+            return self.plugins(status=400)
+        self.notes.success(
+            f"Installed {record.id} {record.version} from {name}: {record.status.value}. "
+            "Review it, then approve or reject it."
+        )
+        return Redirect(plugin_path(record.id))
+
+    # -- the review ------------------------------------------------------------------------------
+
+    def review(
+        self, plugin_id: str, *, report: dict[str, Any] | None = None, reason: str = ""
+    ) -> Page:
+        """What the plugin is and asks for; approve, reject, run the check."""
+        record = self.record(plugin_id)
+        registry = self.host.registry
+        try:
+            manifest: Manifest | None = registry.manifest_of(record)
+        except PluginError as exc:
+            manifest = None
+            self.notes.error(f"The installed manifest cannot be read: {exc}")
+        return self._page(
+            "review.html",
+            f"Review {record.name}",
+            record,
+            "",
+            manifest=manifest,
+            facts=_facts(record, manifest),
+            permissions=_requested(manifest),
+            settings_schema=[_schema_row(spec) for spec in manifest.settings] if manifest else [],
+            requirements=_requirements(self.host, manifest) if manifest is not None else [],
+            runs=_where_it_runs(self.host, record, manifest),
+            load_failure=registry.load_failure(record),
+            history=registry.history(plugin_id),
+            pending=record.status is PluginStatus.PENDING,
+            report=report,
+            reason=reason,
+        )
+
+    def decide(self, plugin_id: str, form: Form) -> Outcome:
+        """Approve, reject (with a reason) or run the check."""
+        record = self.record(plugin_id)
+        registry = self.host.registry
+        action = form.get("action")
+        if action == "approve":
+
+            def approve() -> str:
+                registry.approve(plugin_id, actor=self.actor)
+                return f"Approved {plugin_id}: enable it for tenants on its Tenants page."
+
+            self._step(approve)
+            return Redirect(plugin_path(plugin_id))
+        if action == "reject":
+            reason = form.get("reason").strip()
+            if not reason:
+                self.notes.error("A rejection needs a reason.")
+                return attrs.evolve(self.review(plugin_id), status=400)
+            if len(reason) > 2000:
+                self.notes.error("The reason is over 2000 characters.")
+                return attrs.evolve(self.review(plugin_id, reason=reason), status=400)
+
+            def reject() -> str:
+                registry.reject(plugin_id, actor=self.actor, reason=reason)
+                return f"Rejected {plugin_id}."
+
+            self._step(reject)
+            return Redirect(plugin_path(plugin_id))
+        if action == "check":
+            return self.review(plugin_id, report=self._check(record))
+        self.notes.error(f"Unknown action {action!r}.")
+        return attrs.evolve(self.review(plugin_id), status=400)
+
+    def _check(self, record: PluginRecord) -> dict[str, Any] | None:
+        """Run :func:`services_ai_plugins.check_plugin` on the installed code, as ``check`` does."""
+        if not record.package_path:
+            self.notes.error(
+                f"{record.id} was not installed from a folder or an archive (it is an "
+                f"{record.source.value} plugin): there is no code to check here."
+            )
+            return None
+        from .._check import check_plugin  # noqa: PLC0415 - the test kit, only when asked
+
+        try:
+            report = check_plugin(record.package_path)
+        except (ExtraNotInstalled, ProblemsError) as exc:
+            self.notes.error(f"The check cannot run: {exc}")
+            return None
+        document: dict[str, Any] = report.to_dict()
+        return document
+
+    # -- per tenant ------------------------------------------------------------------------------
+
+    def tenants(
+        self,
+        plugin_id: str,
+        tenant: str = "",
+        *,
+        form: SettingsForm | None = None,
+        status: int = 200,
+    ) -> Page:
+        """The tenants that know the plugin, and one tenant's activation, grants and settings."""
+        record = self.record(plugin_id)
+        tenant = tenant.strip()
+        known = self.host.registry.storage.list_tenants(plugin_id)
+        panel = self._tenant_panel(record, tenant, form) if tenant else None
+        page = self._page(
+            "tenants.html",
+            f"{record.name}: tenants",
+            record,
+            "tenants",
+            known=[
+                {"record": t, "url": plugin_path(plugin_id, "tenants", tenant=t.tenant)}
+                for t in known
+            ],
+            tenant=tenant,
+            panel=panel,
+        )
+        return attrs.evolve(page, status=status)
+
+    def tenant_step(self, plugin_id: str, form: Form) -> Outcome:
+        """Enable, disable, grant, revoke or save settings for the form's tenant."""
+        self.record(plugin_id)
+        registry = self.host.registry
+        actor = self.actor
+        tenant = form.get("tenant").strip()
+        action = form.get("action")
+        if not tenant:
+            self.notes.error("Name the tenant.")
+            return attrs.evolve(self.tenants(plugin_id), status=400)
+        permission = form.get("permission")
+
+        def enable() -> str:
+            registry.enable(plugin_id, tenant, actor=actor)
+            return f"Enabled {plugin_id} for {tenant}."
+
+        def disable() -> str:
+            registry.disable(plugin_id, tenant, actor=actor)
+            return f"Disabled {plugin_id} for {tenant}."
+
+        def grant() -> str:
+            registry.grant(plugin_id, tenant, permission, actor=actor)
+            return f"Granted {permission} to {plugin_id} for {tenant}."
+
+        def revoke() -> str:
+            registry.revoke(plugin_id, tenant, permission, actor=actor)
+            return f"Revoked {permission} of {plugin_id} for {tenant}."
+
+        steps = {"enable": enable, "disable": disable, "grant": grant, "revoke": revoke}
+        here = plugin_path(plugin_id, "tenants", tenant=tenant)
+        if action in steps:
+            self._step(steps[action])
+            return Redirect(here)
+        if action == "settings":
+            return self._save_settings(plugin_id, tenant, form, here)
+        self.notes.error(f"Unknown action {action!r}.")
+        return self.tenants(plugin_id, tenant, status=400)
+
+    def _settings_form(self, record: PluginRecord, tenant: str) -> SettingsForm | None:
+        registry = self.host.registry
+        try:
+            manifest = registry.manifest_of(record)
+        except PluginError:
+            return None
+        stored = registry.tenant(record.id, tenant)
+        # Not strict: a secret that cannot be decrypted reads as not set (its value is never shown).
+        view = registry.tenant_view(tenant, [record], running_only=False)
+        return SettingsForm(
+            manifest.settings,
+            values=view.settings.get(record.id, {}),
+            stored=set(stored.settings) if stored is not None else set(),
+        )
+
+    def _save_settings(self, plugin_id: str, tenant: str, form: Form, here: str) -> Outcome:
+        record = self.record(plugin_id)
+        settings = self._settings_form(record, tenant)
+        if settings is None:
+            self.notes.error(f"The installed manifest of {plugin_id} cannot be read: no settings.")
+            return self.tenants(plugin_id, tenant, status=400)
+        changes = settings.changes(form.fields)
+        if changes is None:
+            self.notes.error("The settings were not saved: see the errors below.")
+            return self.tenants(plugin_id, tenant, form=settings, status=400)
+        if not changes:
+            self.notes.add("info", "No setting changed.")
+            return Redirect(here)
+        try:
+            self.host.registry.set_settings(plugin_id, tenant, changes, actor=self.actor)
+        except ProblemsError as exc:
+            for problem in exc.problems:
+                settings.add_error(problem.path, problem.message)
+            self.notes.error("The settings were not saved: see the errors below.")
+            return self.tenants(plugin_id, tenant, form=settings, status=400)
+        except (PluginError, ValueError) as exc:
+            self.notes.error(str(exc))
+            return self.tenants(plugin_id, tenant, form=settings, status=400)
+        self.notes.success(f"Saved {', '.join(sorted(changes))} of {plugin_id} for {tenant}.")
+        return Redirect(here)
+
+    def _tenant_panel(
+        self, record: PluginRecord, tenant: str, form: SettingsForm | None
+    ) -> dict[str, Any]:
+        registry = self.host.registry
+        stored = registry.tenant(record.id, tenant)
+        try:
+            manifest: Manifest | None = registry.manifest_of(record)
+        except PluginError:
+            manifest = None
+        granted = set(stored.optional_grants) if stored is not None else set()
+        optional = [
+            {**permission, "granted": permission["name"] in granted}
+            for permission in _requested(manifest)
+            if permission["optional"]
+        ]
+        # Granted for an earlier version that no longer declares them: they can be revoked.
+        declared = {p["name"] for p in optional}
+        optional += [
+            {"name": name, "optional": True, "description": None, "risk": None, "granted": True}
+            for name in sorted(granted - declared)
+        ]
+        return {
+            "record": stored,
+            "running": record.id in registry.enabled_plugins(tenant),
+            "optional": optional,
+            "settings": form or self._settings_form(record, tenant),
+            "active": record.status is PluginStatus.APPROVED,
+        }
+
+    # -- failures, metrics, suspensions ----------------------------------------------------------
+
+    def failures(self, plugin_id: str, *, status: int = 200) -> Page:
+        """Failures (resolve them), metrics per hook, suspensions (resume them)."""
+        record = self.record(plugin_id)
+        host = self.host
+        metrics = [
+            {
+                "row": m,
+                "rate": m.errors / m.calls if m.calls else 0.0,
+                "mean_ms": 1000 * m.total_duration / m.calls if m.calls else 0.0,
+                "max_ms": 1000 * m.max_duration,
+            }
+            for m in host.metrics(plugin_id)
+        ]
+        page = self._page(
+            "failures.html",
+            f"{record.name}: failures and metrics",
+            record,
+            "failures",
+            suspensions=host.suspensions(plugin_id),
+            metrics=metrics,
+            unresolved=host.failures(plugin_id, resolved=False, limit=FAILURES_LIMIT),
+            resolved=host.failures(plugin_id, resolved=True, limit=FAILURES_LIMIT),
+            limit=FAILURES_LIMIT,
+        )
+        return attrs.evolve(page, status=status)
+
+    def failure_step(self, plugin_id: str, form: Form) -> Outcome:
+        """Resume (everywhere or for a tenant), resolve one failure or all."""
+        self.record(plugin_id)
+        host = self.host
+        actor = self.actor
+        action = form.get("action")
+        tenant = form.get("tenant").strip() or None
+        if action == "resume":
+
+            def resume() -> str:
+                host.resume(plugin_id, actor=actor, tenant=tenant)
+                return f"Resumed {plugin_id} {f'for {tenant}' if tenant else 'everywhere'}."
+
+            self._step(resume)
+        elif action in ("resolve", "resolve-all"):
+            ids: list[int] | None = None
+            if action == "resolve":
+                try:
+                    ids = [int(form.get("failure"))]
+                except ValueError:
+                    self.notes.error("Name the failure to resolve.")
+                    return self.failures(plugin_id, status=400)
+
+            def resolve() -> str:
+                count = host.resolve_failures(plugin_id, ids=ids, actor=actor)
+                return f"Resolved {count} failure{'s' if count != 1 else ''} of {plugin_id}."
+
+            self._step(resolve)
+        else:
+            self.notes.error(f"Unknown action {action!r}.")
+            return self.failures(plugin_id, status=400)
+        return Redirect(plugin_path(plugin_id, "failures"))
+
+    # -- the audit trail -------------------------------------------------------------------------
+
+    def audit(self, plugin_id: str) -> Page:
+        """The plugin's audit trail, newest first."""
+        record = self.record(plugin_id)
+        events = self.host.registry.audit_log(plugin_id=plugin_id, limit=AUDIT_LIMIT)
+        return self._page(
+            "audit.html",
+            f"{record.name}: audit trail",
+            record,
+            "audit",
+            events=[
+                {"event": e, "before": _json_text(e.before), "after": _json_text(e.after)}
+                for e in events
+            ],
+            limit=AUDIT_LIMIT,
+        )
+
+
+def not_found(error: PluginNotFound) -> Page:
+    return Page("error.html", {"title": "Not found", "message": str(error)}, 404)
+
+
+# -- what the pages show (as the Django admin's pages show it) -----------------------------------
+
+
+def _named(error: PluginError, name: str) -> str:
+    """An install's refusal, naming the uploaded file instead of ``<upload>``."""
+    text = str(error)
+    if isinstance(error, PackageError) and error.path == "<upload>":
+        return f"{name}{text.removeprefix(error.path)}"
+    if isinstance(error, ProblemsError) and error.source and error.source.startswith("<upload>"):
+        return f"{name}{text.removeprefix('<upload>')}"
+    return f"{name}: {text}"
+
+
+def _requested(manifest: Manifest | None) -> list[dict[str, Any]]:
+    """What the plugin asks for, with the catalogue's description and risk (as ``show``)."""
+    if manifest is None:
+        return []
+    return PermissionCatalogue().requested(manifest.permissions, manifest.optional_permissions)
+
+
+def _json_text(value: Mapping[str, JSONValue] | None) -> str:
+    return "" if value is None else json.dumps(value, indent=1, sort_keys=True)
+
+
+def _facts(record: PluginRecord, manifest: Manifest | None) -> list[tuple[str, object]]:
+    facts: list[tuple[str, object]] = [
+        ("Id", record.id),
+        ("Name", record.name),
+        ("Version", record.version),
+        ("Status", record.status.value),
+    ]
+    if record.status_reason:
+        facts.append(("Reason", record.status_reason))
+    if manifest is not None:
+        email = f"<{manifest.email}>" if manifest.email else ""
+        author = " ".join(part for part in (manifest.author or "", email) if part)
+        facts += [
+            ("Description", manifest.description),
+            ("Author", author),
+            ("Homepage", manifest.homepage),
+            ("License", manifest.license),
+            ("Changelog", manifest.changelog),
+        ]
+    facts += [
+        ("Source", record.source.value),
+        ("Installed", f"{record.installed_at:%Y-%m-%d %H:%M:%S} by {record.installed_by}"),
+        (
+            "Approved",
+            f"{record.approved_at:%Y-%m-%d %H:%M:%S} by {record.approved_by}"
+            if record.approved_at
+            else None,
+        ),
+        ("Code hash", record.code_hash),
+        ("Code folder", record.package_path),
+    ]
+    return [(label, value) for label, value in facts if value]
+
+
+def _schema_row(spec: SettingSpec) -> dict[str, Any]:
+    limits = []
+    if spec.choices is not None:
+        limits.append("one of " + ", ".join(json.dumps(c) for c in spec.choices))
+    if spec.min is not None:
+        limits.append(f"at least {spec.min}")
+    if spec.max is not None:
+        limits.append(f"at most {spec.max}")
+    if spec.max_length is not None:
+        limits.append(f"at most {spec.max_length} characters")
+    return {
+        "spec": spec,
+        "default": "" if spec.default is None else json.dumps(spec.default),
+        "limits": "; ".join(limits),
+    }
+
+
+def _requirements(host: PluginHost, manifest: Manifest) -> list[dict[str, Any]]:
+    """Each requirement, and whether this host meets it (as install and load check)."""
+    problems = {problem.path: problem.message for problem in check_environment(manifest)}
+    rows: list[dict[str, Any]] = []
+
+    def row(kind: str, what: str, path_: str) -> None:
+        rows.append({"kind": kind, "what": what, "problem": problems.get(path_)})
+
+    if manifest.requires_api is not None:
+        row("Host API", str(manifest.requires_api), "requires_api")
+    if manifest.requires_python is not None:
+        row("Python", str(manifest.requires_python), "requires_python")
+    for index, requirement in enumerate(manifest.dependencies):
+        row("Package", str(requirement), f"dependencies[{index}]")
+    storage = host.registry.storage
+    for required, specifier in manifest.requires_plugins.items():
+        found = storage.get_plugin(required)
+        problem = None
+        if found is None or found.status is PluginStatus.UNINSTALLED:
+            problem = f"{required} is not installed"
+        elif not specifier.contains(found.version, prereleases=True):
+            problem = f"{required} is version {found.version}, not {specifier}"
+        elif found.status is not PluginStatus.APPROVED:
+            problem = f"{required} is {found.status.value}"
+        rows.append(
+            {"kind": "Plugin", "what": f"{required} {specifier}".strip(), "problem": problem}
+        )
+    return rows
+
+
+def _where_it_runs(host: PluginHost, record: PluginRecord, manifest: Manifest | None) -> str:
+    policy = host.sandbox.policy
+    if isolation_of(record.source, manifest, policy) is Isolation.PROCESS:
+        why = (
+            "its manifest asks for it"
+            if manifest is not None and manifest.isolation is Isolation.PROCESS
+            else f"the host's SandboxPolicy for {record.source.value} plugins"
+        )
+        return f"In a sandboxed worker process (each hook call at most {policy.timeout:g} s; {why})"
+    why = (
+        "the host's SandboxPolicy names it trusted"
+        if record.id in policy.trusted
+        else f"the host's SandboxPolicy runs {record.source.value} plugins there"
+    )
+    return f"In the web server's process, with the app's rights ({why})"
