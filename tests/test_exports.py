@@ -18,11 +18,19 @@ import services_ai_plugins
 import services_ai_plugins_testing
 
 #: The public modules besides the top level: named by audience (``storage``, ``sandbox``,
-#: ``tooling``, ``types``, ``errors``, ``web``) or by interface (``events``, ``hookspecs``),
-#: each with its own ``__all__``.
-PUBLIC_MODULES = {"errors", "events", "hookspecs", "sandbox", "storage", "tooling", "types", "web"}
-#: The framework-neutral admin (the ``admin`` extra): a public package with its own ``__all__``.
-PUBLIC_MODULES |= {"admin"}
+#: ``tooling``, ``types``, ``errors``, ``web``, and ``admin``, the framework-neutral admin of
+#: the ``admin`` extra) or by interface (``events``, ``hookspecs``), each with its own ``__all__``.
+PUBLIC_MODULES = {
+    "admin",
+    "errors",
+    "events",
+    "hookspecs",
+    "sandbox",
+    "storage",
+    "tooling",
+    "types",
+    "web",
+}
 
 #: The faces that import their names lazily, as the top level does.
 LAZY_FACES = ("storage", "sandbox", "tooling", "types")
