@@ -19,7 +19,6 @@ URL (under the model's admin URL)    Page
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -30,12 +29,18 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.http import urlencode
 
-from .._dependencies import check_environment
-from .._manifest import Isolation, Manifest
-from .._permissions import PermissionCatalogue
-from .._sandbox._policy import isolation_of
+from .._manifest import Manifest
+from .._review import (
+    json_text,
+    plugin_facts,
+    requested,
+    requirements,
+    schema_row,
+    upload_error,
+    where_it_runs,
+)
 from .._storage._protocol import PluginRecord, PluginStatus
-from ..errors import ExtraNotInstalled, PackageError, PluginError, PluginNotFound, ProblemsError
+from ..errors import ExtraNotInstalled, PluginError, PluginNotFound, ProblemsError
 from . import conf
 from .forms import RejectForm, SettingsForm, TenantForm, UploadForm
 
@@ -43,7 +48,6 @@ if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
 
     from .._host import PluginHost
-    from .._json import JSONValue
 
 __all__ = ["PERMISSION", "PluginPages", "may_manage"]
 
@@ -240,7 +244,7 @@ class PluginPages:
                 data, actor=_actor(request), reinstall=form.cleaned_data["reinstall"]
             )
         except PluginError as exc:
-            messages.error(request, _named(exc, name))
+            messages.error(request, upload_error(exc, name))
             return None
         messages.success(
             request,
@@ -297,11 +301,11 @@ class PluginPages:
             record=record,
             tab="change",
             manifest=manifest,
-            facts=_facts(record, manifest),
-            permissions=_requested(manifest),
-            settings_schema=[_schema_row(spec) for spec in manifest.settings] if manifest else [],
-            requirements=_requirements(host, manifest) if manifest is not None else [],
-            runs=_where_it_runs(host, record, manifest),
+            facts=plugin_facts(record, manifest),
+            permissions=requested(manifest),
+            settings_schema=[schema_row(spec) for spec in manifest.settings] if manifest else [],
+            requirements=requirements(host, manifest) if manifest is not None else [],
+            runs=where_it_runs(host, record, manifest),
             load_failure=host.registry.load_failure(record),
             history=registry.history(plugin_id),
             reject_form=reject,
@@ -464,7 +468,7 @@ class PluginPages:
         granted = set(stored.optional_grants) if stored is not None else set()
         optional = [
             {**permission, "granted": permission["name"] in granted}
-            for permission in _requested(manifest)
+            for permission in requested(manifest)
             if permission["optional"]
         ]
         # Granted for an earlier version that no longer declares them: they can be revoked.
@@ -554,8 +558,8 @@ class PluginPages:
             events=[
                 {
                     "event": event,
-                    "before": _json_text(event.before),
-                    "after": _json_text(event.after),
+                    "before": json_text(event.before),
+                    "after": json_text(event.after),
                 }
                 for event in events
             ],
@@ -564,125 +568,3 @@ class PluginPages:
 
 
 # -- what the pages show ---------------------------------------------------------------------------
-
-
-def _named(error: PluginError, name: str) -> str:
-    """An install's refusal, naming the uploaded file instead of ``<upload>``."""
-    text = str(error)
-    if isinstance(error, PackageError) and error.path == "<upload>":
-        return f"{name}{text.removeprefix(error.path)}"
-    if isinstance(error, ProblemsError) and error.source and error.source.startswith("<upload>"):
-        return f"{name}{text.removeprefix('<upload>')}"
-    return f"{name}: {text}"
-
-
-def _requested(manifest: Manifest | None) -> list[dict[str, Any]]:
-    """What the plugin asks for, with the catalogue's description and risk (as ``show``)."""
-    if manifest is None:
-        return []
-    return PermissionCatalogue().requested(manifest.permissions, manifest.optional_permissions)
-
-
-def _json_text(value: Mapping[str, JSONValue] | None) -> str:
-    return "" if value is None else json.dumps(value, indent=1, sort_keys=True)
-
-
-def _facts(record: PluginRecord, manifest: Manifest | None) -> list[tuple[str, object]]:
-    facts: list[tuple[str, object]] = [
-        ("Id", record.id),
-        ("Name", record.name),
-        ("Version", record.version),
-        ("Status", record.status.value),
-    ]
-    if record.status_reason:
-        facts.append(("Reason", record.status_reason))
-    if manifest is not None:
-        facts += [
-            ("Description", manifest.description),
-            ("Author", _author(manifest)),
-            ("Homepage", manifest.homepage),
-            ("License", manifest.license),
-            ("Changelog", manifest.changelog),
-        ]
-    facts += [
-        ("Source", record.source.value),
-        ("Installed", f"{record.installed_at:%Y-%m-%d %H:%M:%S} by {record.installed_by}"),
-        (
-            "Approved",
-            f"{record.approved_at:%Y-%m-%d %H:%M:%S} by {record.approved_by}"
-            if record.approved_at
-            else None,
-        ),
-        ("Code hash", record.code_hash),
-        ("Code folder", record.package_path),
-    ]
-    return [(label, value) for label, value in facts if value]
-
-
-def _author(manifest: Manifest) -> str:
-    email = f"<{manifest.email}>" if manifest.email else ""
-    return " ".join(part for part in (manifest.author or "", email) if part)
-
-
-def _schema_row(spec: Any) -> dict[str, Any]:
-    limits = []
-    if spec.choices is not None:
-        limits.append("one of " + ", ".join(json.dumps(c) for c in spec.choices))
-    if spec.min is not None:
-        limits.append(f"at least {spec.min}")
-    if spec.max is not None:
-        limits.append(f"at most {spec.max}")
-    if spec.max_length is not None:
-        limits.append(f"at most {spec.max_length} characters")
-    return {
-        "spec": spec,
-        "default": "" if spec.default is None else json.dumps(spec.default),
-        "limits": "; ".join(limits),
-    }
-
-
-def _requirements(host: PluginHost, manifest: Manifest) -> list[dict[str, Any]]:
-    """Each requirement, and whether this host meets it (as install and load check)."""
-    problems = {problem.path: problem.message for problem in check_environment(manifest)}
-    rows: list[dict[str, Any]] = []
-
-    def row(kind: str, what: str, path_: str) -> None:
-        rows.append({"kind": kind, "what": what, "problem": problems.get(path_)})
-
-    if manifest.requires_api is not None:
-        row("Host API", str(manifest.requires_api), "requires_api")
-    if manifest.requires_python is not None:
-        row("Python", str(manifest.requires_python), "requires_python")
-    for index, requirement in enumerate(manifest.dependencies):
-        row("Package", str(requirement), f"dependencies[{index}]")
-    storage = host.registry.storage
-    for required, specifier in manifest.requires_plugins.items():
-        found = storage.get_plugin(required)
-        problem = None
-        if found is None or found.status is PluginStatus.UNINSTALLED:
-            problem = f"{required} is not installed"
-        elif not specifier.contains(found.version, prereleases=True):
-            problem = f"{required} is version {found.version}, not {specifier}"
-        elif found.status is not PluginStatus.APPROVED:
-            problem = f"{required} is {found.status.value}"
-        rows.append(
-            {"kind": "Plugin", "what": f"{required} {specifier}".strip(), "problem": problem}
-        )
-    return rows
-
-
-def _where_it_runs(host: PluginHost, record: PluginRecord, manifest: Manifest | None) -> str:
-    policy = host.sandbox.policy
-    if isolation_of(record.source, manifest, policy) is Isolation.PROCESS:
-        why = (
-            "its manifest asks for it"
-            if manifest is not None and manifest.isolation is Isolation.PROCESS
-            else f"the host's SandboxPolicy for {record.source.value} plugins"
-        )
-        return f"In a sandboxed worker process (each hook call at most {policy.timeout:g} s; {why})"
-    why = (
-        "the host's SandboxPolicy names it trusted"
-        if record.id in policy.trusted
-        else f"the host's SandboxPolicy runs {record.source.value} plugins there"
-    )
-    return f"In the web server's process, with the app's rights ({why})"
