@@ -26,7 +26,7 @@ from starlette.routing import Route as StarletteRoute
 from starlette.templating import Jinja2Templates
 
 from conftest import Installer
-from services_ai_plugins.errors import ConfigError
+from services_ai_plugins.errors import ConfigError, StorageError
 from services_ai_plugins.events import Context, Lead
 from services_ai_plugins.starlette import Plugins, plugin_context
 from services_ai_plugins.storage import SQLiteStorage
@@ -225,15 +225,8 @@ def test_the_lifespan_builds_and_closes_the_host_and_its_storage(
 ) -> None:
     opened: list[SQLiteStorage] = []
 
-    class Tracked(SQLiteStorage):
-        closed = False
-
-        def close(self) -> None:
-            self.closed = True
-            super().close()
-
     def open_storage() -> SQLiteStorage:
-        opened.append(Tracked(tmp_path / "registry.db"))
+        opened.append(SQLiteStorage(tmp_path / "registry.db"))
         return opened[-1]
 
     plugins = Plugins(settings(tmp_path, services, "process", STORAGE=open_storage))
@@ -244,8 +237,9 @@ def test_the_lifespan_builds_and_closes_the_host_and_its_storage(
         install(plugins.host, "shop", SHOP, permissions=PERMISSIONS)
         assert client.get("/plugins/shop/hello", headers={"x-tenant": "acme"}).status_code == 200
         assert len(opened) == 1  # one host for the app's life
-        assert not opened[0].closed
-    assert opened[0].closed
+        assert opened[0].get_plugin("shop") is not None
+    with pytest.raises(StorageError, match="is closed"):
+        opened[0].get_plugin("shop")
 
 
 def test_without_the_middleware_the_mount_resolves_the_tenant_itself(
