@@ -119,7 +119,7 @@ _NOT_WALKED = ("services_ai_plugins._demo_plugins", "services_ai_plugins.django"
 #: Framework packages: public, each a Django (or other framework) app whose modules are its
 #: interface (``services_ai_plugins.django.conf``, ``.services``, ...), imported only inside
 #: a configured project.
-FRAMEWORK_PACKAGES = {"django"}
+FRAMEWORK_PACKAGES = {"django", "starlette"}
 
 
 def _package_namespace() -> dict[str, object]:
