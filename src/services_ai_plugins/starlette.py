@@ -32,18 +32,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from . import web
 from ._adapters import AdapterSettings, HostHolder, tenant_answer
 from .errors import RequestTooLarge
 from .events import ApiResponse, Context, User
-from .web import (
-    DEFAULT_MAX_BODY,
-    footer_html,
-    head_html,
-    read_asgi_body,
-    request_from_asgi,
-    widgets_html,
-    write_asgi,
-)
 
 if TYPE_CHECKING:
     from ._host import PluginHost
@@ -79,7 +71,7 @@ class Plugins:
         settings: Mapping[str, Any] | None = None,
         *,
         prefix: str = "/plugins",
-        max_body: int = DEFAULT_MAX_BODY,
+        max_body: int = web.DEFAULT_MAX_BODY,
     ) -> None:
         read = AdapterSettings.from_mapping(settings, where=_WHERE, default_actor="starlette")
         #: The settings, read and checked.
@@ -152,8 +144,8 @@ class Plugins:
     async def _answer(self, scope: Scope, receive: Receive, send: Send, context: Context) -> None:
         tenant, host = context.tenant, self.host
         try:
-            body = await read_asgi_body(receive, max_body=self.max_body, scope=scope)
-            request = request_from_asgi(
+            body = await web.read_asgi_body(receive, max_body=self.max_body, scope=scope)
+            request = web.request_from_asgi(
                 scope, body, tenant=tenant, user=context.user, max_body=self.max_body
             )
         except RequestTooLarge as exc:
@@ -169,9 +161,9 @@ class Plugins:
                 request=request, response=response, context=context
             )
         try:
-            await write_asgi(response, send, head=scope["method"] == "HEAD")
+            await web.write_asgi(response, send, head=scope["method"] == "HEAD")
         except ValueError:  # the plugin's answer cannot be sent as it is (nothing was sent)
-            await write_asgi(ApiResponse.json(tenant, {"error": "bad gateway"}, 502), send)
+            await web.write_asgi(ApiResponse.json(tenant, {"error": "bad gateway"}, 502), send)
 
     def template_globals(self) -> dict[str, Callable[..., Any]]:
         """For ``Jinja2Templates(...).env.globals.update(...)``: ``plugins_head(request)``,
@@ -194,9 +186,9 @@ class Plugins:
             return render
 
         return {
-            "plugins_head": fragment(head_html),
-            "plugins_footer": fragment(footer_html),
-            "plugins_widgets": fragment(widgets_html),
+            "plugins_head": fragment(web.head_html),
+            "plugins_footer": fragment(web.footer_html),
+            "plugins_widgets": fragment(web.widgets_html),
             "plugin_url": self.url_for,
         }
 
