@@ -129,7 +129,7 @@ _NOT_WALKED = ("services_ai_plugins._demo_plugins", "services_ai_plugins.django"
 #: Framework packages: public, each a Django (or other framework) app whose modules are its
 #: interface (``services_ai_plugins.django.conf``, ``.services``, ...), imported only inside
 #: a configured project.
-FRAMEWORK_PACKAGES = {"django", "flask"}
+FRAMEWORK_PACKAGES = {"django", "flask", "starlette"}
 
 
 def _package_namespace() -> dict[str, object]:

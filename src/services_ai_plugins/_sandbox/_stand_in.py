@@ -22,7 +22,6 @@ the host's services use too (``asyncio.to_thread``, ``copy_context().run``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import functools
 import keyword
@@ -134,7 +133,9 @@ class TenantPool:
     """The workers of one plugin for one tenant: ``size`` slots and the calls waiting for one.
 
     Thread-safe: ``cond`` guards the slots; a call releasing its slot wakes every
-    thread and every event-loop task waiting for one (they look again).
+    thread waiting for one, and the event-loop task that has waited longest (they
+    look again). One task, not all: with many tasks waiting, waking each at every
+    release would keep the event loop busy with them (quadratic in the queue).
     """
 
     __slots__ = ("cond", "size", "sleepers", "slots", "tenant", "waiters")
@@ -144,8 +145,9 @@ class TenantPool:
         self.size = size
         self.cond: Final = threading.Condition(threading.Lock())
         self.slots: Final = tuple(Slot(self) for _ in range(size))
-        #: Event-loop tasks waiting for a slot: each woken once, through its loop.
-        self.waiters: list[Callable[[], None]] = []
+        #: Event-loop tasks waiting for a slot, oldest first: each woken once, through its
+        #: loop; a waker answers False when its task no longer waits (woken in vain).
+        self.waiters: list[Callable[[], bool]] = []
         #: Threads waiting on ``cond`` (none, the usual case: nobody to notify).
         self.sleepers = 0
 
@@ -187,11 +189,19 @@ class TenantPool:
             slot.loop = None
             if self.sleepers:  # every one: one may be unloading the plugin, the others give up
                 self.cond.notify_all()
-            waiters = self.waiters
-            if waiters:
-                self.waiters = []
-        for wake in waiters:
-            wake()
+            waiting = bool(self.waiters)
+        if waiting:
+            self.wake_one()
+
+    def wake_one(self) -> None:
+        """Wake the event-loop task that has waited longest and still waits, if any."""
+        while True:
+            with self.cond:
+                if not self.waiters:
+                    return
+                wake = self.waiters.pop(0)
+            if wake():
+                return
 
     def live(self) -> list[WorkerProcess]:
         """Its live workers, in slot order."""
@@ -430,12 +440,19 @@ class PluginWorkers:
                     slot.loop = loop
                     return slot, False
                 freed: asyncio.Future[None] = loop.create_future()
-                pool.waiters.append(functools.partial(_wake_soon, loop, freed))
+                pool.waiters.append(functools.partial(_wake_soon, loop, freed, pool))
             remaining = deadline - monotonic()
             if remaining <= 0:
+                freed.cancel()  # no longer waiting: a release wakes the next task instead
                 raise self._busy(pool, hook, monotonic() - began)
-            with contextlib.suppress(asyncio.TimeoutError):
+            try:
                 await asyncio.wait_for(freed, remaining)
+            except asyncio.TimeoutError:
+                pass
+            except asyncio.CancelledError:
+                if freed.done() and not freed.cancelled():  # woken, but leaving: pass it on
+                    pool.wake_one()
+                raise
 
     def _nested(self, pool: TenantPool) -> Slot | None:
         """The slot of ``pool`` this context holds, if its worker can take a nested call now.
@@ -835,14 +852,24 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _wake_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
-    """Wake a task waiting for a slot, from any thread (a closed loop has nobody to wake)."""
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(_set_done, future)
+def _wake_soon(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], pool: TenantPool
+) -> bool:
+    """Wake a task waiting for a slot, from any thread; False when it no longer waits
+    (it gave up, or its loop is closed)."""
+    if future.done():
+        return False
+    try:
+        loop.call_soon_threadsafe(_set_done, future, pool)
+    except RuntimeError:
+        return False
+    return True
 
 
-def _set_done(future: asyncio.Future[None]) -> None:
-    if not future.done():
+def _set_done(future: asyncio.Future[None], pool: TenantPool) -> None:
+    if future.done():  # it gave up since it was picked: the next waiting task looks instead
+        pool.wake_one()
+    else:
         future.set_result(None)
 
 
