@@ -99,3 +99,43 @@ def test_on_flask(flask_app: tuple[Any, PluginHost, FakeHostServices], archive: 
         client.get("/plugins/hello-widget/hello", headers={"x-tenant": "globex"}).status_code == 404
     )
     assert WIDGET_FRAME in client.get("/", headers={"x-tenant": "acme"}).get_data(as_text=True)
+
+
+def test_on_starlette(tmp_path: Path, archive: Path) -> None:
+    pytest.importorskip("starlette")
+    import warnings
+
+    from jinja2 import Environment
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    from services_ai_plugins.starlette import Plugins
+
+    with warnings.catch_warnings():  # Starlette 1.x asks for httpx2 and warns about httpx
+        warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient` is deprecated")
+        from starlette.testclient import TestClient
+
+    services = FakeHostServices()
+    plugins = Plugins(_settings(tmp_path, "starlette", services))
+    page = Environment(autoescape=True).from_string("<main>{{ plugins_widgets(request) }}</main>")
+    page.globals.update(plugins.template_globals())
+
+    def dashboard(request: Request) -> HTMLResponse:  # a def endpoint: rendered in a thread
+        return HTMLResponse(page.render(request=request))
+
+    app = Starlette(
+        routes=[*plugins.routes(), Route("/", dashboard)],
+        middleware=[plugins.middleware],
+        lifespan=plugins.lifespan,
+    )
+    with TestClient(app) as client:
+        _run(plugins.host, archive)
+        services.make_lead("acme", name="Ada")
+        services.make_lead("acme", name="Bo")
+        answer = client.get("/plugins/hello-widget/hello", headers={"x-tenant": "acme"})
+        assert answer.json() == {"greeting": "Hello", "tenant": "acme", "leads": 2}
+        other = client.get("/plugins/hello-widget/hello", headers={"x-tenant": "globex"})
+        assert other.status_code == 404
+        assert WIDGET_FRAME in client.get("/", headers={"x-tenant": "acme"}).text
