@@ -10,7 +10,8 @@ the plugin routes under ``/plugins`` it has:
 - ``GET /lag``: the p99 and worst of the event loop's lateness, in ms, measured by a task
   that sleeps 1 ms over and over since the last ``POST /lag`` (see :class:`LagMonitor`);
 - ``GET /suspensions``: the host's suspensions, as ``[[plugin_id, tenant], ...]``;
-- ``GET /ping``: the worker's pid, from no plugin (the baseline of the load test).
+- ``GET /ping``: the worker's pid, from no plugin (the baseline of the load test);
+- ``GET /page``: a page with the plugins' head fragment (``plugins_head``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -134,6 +135,11 @@ def create_app() -> Starlette:
     async def ping(request: Request) -> Response:
         return JSONResponse({"pid": os.getpid()})
 
+    head = plugins.template_globals()["plugins_head"]
+
+    def page(request: Request) -> Response:  # a def endpoint: the hooks run in a thread
+        return HTMLResponse(f"<html><head>{head(request)}</head><body>page</body></html>")
+
     async def suspensions(request: Request) -> Response:
         found = plugins.host.suspensions()
         return JSONResponse([[s.plugin_id, s.tenant] for s in found])
@@ -144,6 +150,7 @@ def create_app() -> Starlette:
             Route("/lag", lag, methods=["GET", "POST"]),
             Route("/suspensions", suspensions),
             Route("/ping", ping),
+            Route("/page", page),
         ],
         middleware=[Middleware(WorkerPid), plugins.middleware],
         lifespan=lifespan,

@@ -32,6 +32,7 @@ SRC = HERE.parents[1] / "src"
 
 HEADER = (
     "import os, time\n"
+    "import attrs\n"
     "from services_ai_plugins import hookimpl\n"
     "from services_ai_plugins.events import ApiResponse, Route\n\n\n"
     "class Plugin:\n"
@@ -44,7 +45,9 @@ HELLO = """
 @hookimpl
 def register_routes(self, plugin_id):
     def hello(request):
-        return ApiResponse.json(request.tenant, {"tenant": request.tenant, "pid": os.getpid()})
+        return ApiResponse.json(request.tenant, {
+            "tenant": request.tenant, "pid": os.getpid(), "stamp": request.headers.get("x-stamp")
+        })
 
     def slow(request):
         time.sleep(0.1)
@@ -52,7 +55,18 @@ def register_routes(self, plugin_id):
 
     return [Route(path="/hello", handler=hello, name="hello"),
             Route(path="/slow", handler=slow, name="slow")]
+
+@hookimpl
+def api_request(self, request):
+    return attrs.evolve(request, headers={**request.headers, "x-stamp": "stamped"})
+
+@hookimpl
+def inject_head(self, context):
+    return '<meta name="hello" content="' + context.tenant + '">'
 """
+
+#: What HELLO needs: its routes, the api_request filter and its head fragment.
+PERMISSIONS = ["register_routes", "api_hooks", "inject_html"]
 
 
 #: The p99 of the event loop's lateness that its own work causes (``LagMonitor``'s CPU
@@ -77,12 +91,13 @@ def _free_port() -> int:
 
 
 def get(port: int, path: str, tenant: str | None = None, method: str = "GET") -> Any:
-    """One request on a new connection (so the kernel may hand it to either worker)."""
+    """One request on a new connection (so the kernel may hand it to either worker); its
+    body read, as ``.body``."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
         connection.request(method, path, headers={"x-tenant": tenant} if tenant else {})
         response = connection.getresponse()
-        response.read()
+        response.body = response.read()
         return response
     finally:
         connection.close()
@@ -178,7 +193,8 @@ def test_an_approval_is_served_by_both_uvicorn_workers(
         SAP_ST_STORAGE=postgres_url,
         SAP_ST_PG_SCHEMA=schema,
         SAP_ST_HOST=json.dumps({"refresh_interval": 0.2}),
-        SAP_ST_SANDBOX=json.dumps({"timeout": 30.0}),
+        # In the web process (its head fragment is trusted HTML only there: see web.head_html).
+        SAP_ST_SANDBOX=json.dumps({"timeout": 30.0, "trusted": ["hello"]}),
     )
     # Both workers are up and serve no plugin yet.
     before = pids_answering(port, "/plugins/hello/hello", "acme", 404)
@@ -192,12 +208,22 @@ def test_an_approval_is_served_by_both_uvicorn_workers(
     )
     try:
         # Installed, approved and enabled in another process, after both workers started.
-        Installer(tmp_path / "archives", HEADER)(
-            admin, "hello", HELLO, permissions=["register_routes"]
-        )
+        Installer(tmp_path / "archives", HEADER)(admin, "hello", HELLO, permissions=PERMISSIONS)
         after = pids_answering(port, "/plugins/hello/hello", "acme", 200)
         assert after == before  # the same two workers, each now serving the plugin
         assert get(port, "/plugins/hello/hello", "globex").status == 404
+        # In each worker: the api_request filter ran, and the head fragment is in the page.
+        stamped, headed = set(), set()
+        deadline = time.monotonic() + 60
+        while stamped != before or headed != before:
+            assert time.monotonic() < deadline, (stamped, headed)
+            answer = get(port, "/plugins/hello/hello", "acme")
+            if json.loads(answer.body)["stamp"] == "stamped":
+                stamped.add(answer.getheader("x-worker-pid"))
+            page = get(port, "/page", "acme")
+            if '<meta name="hello" content="acme">' in page.body.decode():
+                headed.add(page.getheader("x-worker-pid"))
+        assert "hello" not in get(port, "/page", "globex").body.decode()
         admin.registry.disable("hello", "acme", actor="admin")
         assert pids_answering(port, "/plugins/hello/hello", "acme", 404) == before
     finally:
@@ -224,6 +250,7 @@ def test_200_concurrent_requests_never_stall_the_event_loop(
         sandbox=SandboxPolicy(**policy),
     )
     try:
+        # Its routes only: the filter and the head fragment are not granted (not called).
         Installer(tmp_path / "archives", HEADER)(
             admin, "hello", HELLO, permissions=["register_routes"]
         )
