@@ -105,7 +105,7 @@ def bench(session: nox.Session) -> None:
 
     Pass pyperf options after ``--`` (default ``--fast``; ``--rigorous`` for release figures).
     """
-    session.install("-e", ".[postgres,django]", *_group("bench"))
+    session.install("-e", ".[postgres,django,flask,starlette]", *_group("bench"))
     options = session.posargs or ["--fast"]
     for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
         session.run("python", str(script), *options)
