@@ -16,7 +16,7 @@ from ._json import JSONValue
 from ._manifest import Isolation, Manifest
 from ._permissions import PermissionCatalogue
 from ._sandbox._policy import isolation_of
-from ._settings import SettingSpec
+from ._settings import SettingSpec, SettingType
 from ._storage._protocol import PluginRecord, PluginStatus
 from .errors import PackageError, PluginError, ProblemsError
 
@@ -29,6 +29,8 @@ __all__ = [
     "requested",
     "requirements",
     "schema_row",
+    "setting_help",
+    "setting_unchanged",
     "upload_error",
     "where_it_runs",
 ]
@@ -151,3 +153,32 @@ def where_it_runs(host: PluginHost, record: PluginRecord, manifest: Manifest | N
         else f"the host's SandboxPolicy runs {record.source.value} plugins there"
     )
     return f"In the web server's process, with the app's rights ({why})"
+
+
+def setting_unchanged(spec: SettingSpec, new: JSONValue, old: JSONValue) -> bool:
+    """Whether a settings form's value is the one the plugin sees already (a form saves
+    only what an admin changed)."""
+    if spec.type is SettingType.NUMBER:
+        return isinstance(old, (int, float)) and not isinstance(old, bool) and new == old
+    # JSON text tells 1 from true and 1.0, which == does not.
+    return json.dumps(new, sort_keys=True) == json.dumps(old, sort_keys=True)
+
+
+def setting_help(spec: SettingSpec, *, stored: bool) -> str:
+    """A settings form field's help: the description, whether a secret is stored (never its
+    value), the default and the bounds."""
+    parts = [spec.description] if spec.description else []
+    if spec.type is SettingType.SECRET:
+        parts.append(
+            "Write-only: a value is stored; leave blank to keep it."
+            if stored
+            else "Write-only: no value is stored."
+        )
+    elif spec.default is not None:
+        default = spec.default
+        parts.append(f"Default: {default if isinstance(default, str) else json.dumps(default)}.")
+    if spec.min is not None or spec.max is not None:
+        low = spec.min if spec.min is not None else "-∞"
+        high = spec.max if spec.max is not None else "∞"
+        parts.append(f"From {low} to {high}.")
+    return " ".join(parts)

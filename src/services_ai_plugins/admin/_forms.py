@@ -16,6 +16,7 @@ from typing import Any, Final
 import attrs
 
 from .._json import JSONValue
+from .._review import setting_help, setting_unchanged
 from .._settings import SettingSpec, SettingType
 
 __all__ = ["SETTINGS_PREFIX", "SettingField", "SettingsForm"]
@@ -80,7 +81,7 @@ class SettingsForm:
             label=spec.label or spec.name,
             value="" if secret else shown,
             required=required and spec.type is not SettingType.BOOLEAN,
-            help=_help(spec, stored=stored),
+            help=setting_help(spec, stored=stored),
             clear=_CLEAR + spec.name if secret and stored and not spec.required else None,
         )
         if spec.type is SettingType.CHOICE:
@@ -121,7 +122,7 @@ class SettingsForm:
             if value is None:
                 if spec.name in self.stored:
                     changed[spec.name] = None
-            elif not _same(spec, value, self.values.get(spec.name)):
+            elif not setting_unchanged(spec, value, self.values.get(spec.name)):
                 changed[spec.name] = value
         return changed if ok else None
 
@@ -186,31 +187,7 @@ def _parse(spec: SettingSpec, sent: str, required: bool) -> JSONValue:
     return result
 
 
-def _same(spec: SettingSpec, new: JSONValue, old: JSONValue) -> bool:
-    if spec.type is SettingType.NUMBER:
-        return isinstance(old, (int, float)) and not isinstance(old, bool) and new == old
-    # JSON text tells 1 from true and 1.0, which == does not.
-    return json.dumps(new, sort_keys=True) == json.dumps(old, sort_keys=True)
-
-
 def _text(spec: SettingSpec, value: JSONValue) -> str:
     if spec.type is SettingType.JSON:
         return json.dumps(value, indent=2)
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def _help(spec: SettingSpec, *, stored: bool) -> str:
-    parts = [spec.description] if spec.description else []
-    if spec.type is SettingType.SECRET:
-        parts.append(
-            "Write-only: a value is stored; leave blank to keep it."
-            if stored
-            else "Write-only: no value is stored."
-        )
-    elif spec.default is not None:
-        parts.append(f"Default: {_text(spec, spec.default)}.")
-    if spec.min is not None or spec.max is not None:
-        low = spec.min if spec.min is not None else "-∞"
-        high = spec.max if spec.max is not None else "∞"
-        parts.append(f"From {low} to {high}.")
-    return " ".join(parts)

@@ -15,6 +15,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from .._json import JSONValue
+from .._review import setting_help, setting_unchanged
 from .._settings import SettingSpec, SettingType
 
 __all__ = ["RejectForm", "SettingsForm", "TenantForm", "UploadForm"]
@@ -113,38 +114,13 @@ class SettingsForm(forms.Form):
             if value is None:
                 if spec.name in self.stored:
                     changed[spec.name] = None
-            elif not _same(spec, value, self.values.get(spec.name)):
+            elif not setting_unchanged(spec, value, self.values.get(spec.name)):
                 changed[spec.name] = value
         return changed
 
 
-def _same(spec: SettingSpec, new: JSONValue, old: JSONValue) -> bool:
-    """Whether the form's value is the one the plugin sees already."""
-    if spec.type is SettingType.NUMBER:
-        return isinstance(old, (int, float)) and not isinstance(old, bool) and new == old
-    # JSON text tells 1 from true and 1.0, which == does not.
-    return json.dumps(new, sort_keys=True) == json.dumps(old, sort_keys=True)
-
-
 def _label(spec: SettingSpec) -> str:
     return spec.label or spec.name
-
-
-def _help(spec: SettingSpec, *, stored: bool) -> str:
-    parts = [spec.description] if spec.description else []
-    if spec.type is SettingType.SECRET:
-        parts.append(
-            "Write-only: a value is stored; leave blank to keep it."
-            if stored
-            else "Write-only: no value is stored."
-        )
-    elif spec.default is not None:
-        parts.append(f"Default: {_text(spec.default)}.")
-    if spec.min is not None or spec.max is not None:
-        low = spec.min if spec.min is not None else "-∞"
-        high = spec.max if spec.max is not None else "∞"
-        parts.append(f"From {low} to {high}.")
-    return " ".join(parts)
 
 
 def _text(value: JSONValue) -> str:
@@ -158,7 +134,7 @@ def _field(spec: SettingSpec, value: JSONValue, *, stored: bool) -> forms.Field:
     required = spec.required and spec.default is None
     options: dict[str, Any] = {
         "label": _label(spec),
-        "help_text": _help(spec, stored=stored),
+        "help_text": setting_help(spec, stored=stored),
         "required": required,
     }
     kind = spec.type
