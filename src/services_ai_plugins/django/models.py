@@ -137,8 +137,8 @@ class AuditEntry(models.Model):
     action = models.CharField(max_length=64)
     plugin_id = models.CharField(max_length=64)
     tenant = models.CharField(max_length=200, null=True, blank=True)
-    before = _json(null=True, blank=True)
-    after = _json(null=True, blank=True)
+    before_json = _json(null=True, blank=True)
+    after_json = _json(null=True, blank=True)
 
     class Meta:
         db_table = "services_ai_plugins_audit"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from datetime import datetime, timezone
 from typing import Any, Final, final
@@ -39,7 +39,6 @@ from .._storage._protocol import (
     MetricsDelta,
     PluginRecord,
     PluginStatus,
-    SourceKind,
     StoreUsage,
     TenantRecord,
     VersionRecord,
@@ -51,6 +50,7 @@ from .._storage._protocol import (
     store_value,
     stored_value,
 )
+from .._storage._rows import RowCodec
 from ..errors import StorageError
 from .models import (
     AuditEntry,
@@ -186,10 +186,10 @@ class DjangoStorage:
         return found
 
     def _commit(self, change: Change) -> int:
-        plugin = _plugin_fields(change.plugin) if change.plugin is not None else None
-        tenant = _tenant_fields(change.tenant) if change.tenant is not None else None
-        version = _version_fields(change.version) if change.version is not None else None
-        audit = _audit_fields(change.audit)
+        plugin = _CODEC.plugin_params(change.plugin) if change.plugin is not None else None
+        tenant = _CODEC.tenant_params(change.tenant) if change.tenant is not None else None
+        version = _CODEC.version_params(change.version) if change.version is not None else None
+        audit = _CODEC.audit_params(change.audit)
         plugin_id = change.plugin_id
         with self._transaction(f"commit a change of plugin {plugin_id!r}", durable=True):
             generation = self._lock_generation()
@@ -204,13 +204,13 @@ class DjangoStorage:
                 self._drop_store(plugin_id, None)
             if plugin is not None:
                 self._put(Plugin, plugin, created=plugin["revision"] == 1, id=plugin_id)
-            if tenant is not None:
+            if change.tenant is not None and tenant is not None:
                 self._put(
                     PluginTenant,
                     tenant,
                     created=change.clear_tenants or stored_tenant == 0,
                     plugin_id=plugin_id,
-                    tenant=tenant["tenant"],
+                    tenant=change.tenant.tenant,
                 )
             if version is not None:
                 PluginVersion.objects.using(self._alias).create(**version)
@@ -222,29 +222,30 @@ class DjangoStorage:
 
     def get_plugin(self, plugin_id: str) -> PluginRecord | None:
         with self._using(f"read plugin {plugin_id!r}"):
-            row = Plugin.objects.using(self._alias).filter(id=plugin_id).first()
-            return None if row is None else _plugin(row)
+            row = Plugin.objects.using(self._alias).filter(id=plugin_id).values().first()
+            return None if row is None else _CODEC.plugin(row)
 
     def list_plugins(self, status: PluginStatus | None = None) -> list[PluginRecord]:
         rows = Plugin.objects.using(self._alias).all()
         if status is not None:
             rows = rows.filter(status=PluginStatus(status).value)
         with self._using("list the plugins"):
-            return sorted((_plugin(row) for row in rows), key=lambda record: record.id)
+            return sorted(map(_CODEC.plugin, rows.values()), key=lambda record: record.id)
 
     def get_tenant(self, plugin_id: str, tenant: str) -> TenantRecord | None:
         with self._using(f"read plugin {plugin_id!r} for tenant {tenant!r}"):
             row = (
                 PluginTenant.objects.using(self._alias)
                 .filter(plugin_id=plugin_id, tenant=tenant)
+                .values()
                 .first()
             )
-            return None if row is None else _tenant(row)
+            return None if row is None else _CODEC.tenant(row)
 
     def list_tenants(self, plugin_id: str) -> list[TenantRecord]:
         with self._using(f"list the tenants of plugin {plugin_id!r}"):
             rows = PluginTenant.objects.using(self._alias).filter(plugin_id=plugin_id)
-            return sorted((_tenant(row) for row in rows), key=lambda record: record.tenant)
+            return sorted(map(_CODEC.tenant, rows.values()), key=lambda record: record.tenant)
 
     def enabled_plugins(self, tenant: str) -> list[str]:
         with self._using(f"list the plugins enabled for tenant {tenant!r}"):
@@ -263,7 +264,7 @@ class DjangoStorage:
     def versions(self, plugin_id: str) -> list[VersionRecord]:
         with self._using(f"list the versions of plugin {plugin_id!r}"):
             rows = PluginVersion.objects.using(self._alias).filter(plugin_id=plugin_id)
-            return [_version(row) for row in rows.order_by("id")]
+            return [_CODEC.version(row) for row in rows.order_by("id").values()]
 
     def audit(self, query: AuditQuery) -> list[AuditEvent]:
         rows = AuditEntry.objects.using(self._alias).all()
@@ -276,10 +277,10 @@ class DjangoStorage:
         if query.until is not None:
             rows = rows.filter(at__lt=_moment(query.until))
         with self._using("read the audit trail"):
-            return [_audit(row) for row in rows.order_by("-id")[: query.limit]]
+            return [_CODEC.audit(row) for row in rows.order_by("-id").values()[: query.limit]]
 
     def record_failures(self, failures: Sequence[FailureRecord]) -> None:
-        rows = [Failure(**_failure_fields(storable(failure))) for failure in failures]
+        rows = [Failure(**_CODEC.failure_params(storable(failure))) for failure in failures]
         if not rows:
             self._check_open()
             return
@@ -296,7 +297,7 @@ class DjangoStorage:
         if resolved is not None:
             rows = rows.filter(resolved=resolved)
         with self._using("list the plugin failures"):
-            return [_failure(row) for row in rows.order_by("-id")[:limit]]
+            return [_CODEC.failure(row) for row in rows.order_by("-id").values()[:limit]]
 
     def resolve_failures(
         self, plugin_id: str, tenant: str | None = None, *, ids: Sequence[int] | None = None
@@ -325,7 +326,7 @@ class DjangoStorage:
         # In key order, so that concurrent batches lock their rows in one order and never
         # deadlock; a stable sort keeps a key's deltas in batch order.
         ordered = sorted(deltas, key=lambda d: (d.plugin_id, d.hook))
-        fields = [_metrics_fields(delta) for delta in ordered]
+        fields = [_CODEC.metrics_params(delta) for delta in ordered]
         if not fields:
             self._check_open()
             return
@@ -350,7 +351,7 @@ class DjangoStorage:
         if plugin_id is not None:
             rows = rows.filter(plugin_id=plugin_id)
         with self._using("read the hook metrics"):
-            return sorted((_metrics(row) for row in rows), key=lambda m: (m.plugin_id, m.hook))
+            return sorted(map(_CODEC.metrics, rows.values()), key=lambda m: (m.plugin_id, m.hook))
 
     def charge_store(
         self,
@@ -639,89 +640,6 @@ def _json(value: object, what: str) -> Any:
     return json.loads(text)
 
 
-def _plugin_fields(record: PluginRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "name": record.name,
-        "version": record.version,
-        "status": PluginStatus(record.status).value,
-        "manifest": _json(dict(record.manifest), f"the manifest of plugin {record.id!r}"),
-        "code_hash": record.code_hash,
-        "source": SourceKind(record.source).value,
-        "package_path": record.package_path,
-        "installed_at": _moment(record.installed_at),
-        "installed_by": record.installed_by,
-        "approved_at": None if record.approved_at is None else _moment(record.approved_at),
-        "approved_by": record.approved_by,
-        "status_reason": record.status_reason,
-        "granted_permissions": _json(
-            list(record.granted_permissions), f"the permissions of plugin {record.id!r}"
-        ),
-        "revision": record.revision,
-    }
-
-
-def _tenant_fields(record: TenantRecord) -> dict[str, Any]:
-    where = f"plugin {record.plugin_id!r} for tenant {record.tenant!r}"
-    return {
-        "plugin_id": record.plugin_id,
-        "tenant": record.tenant,
-        "enabled": bool(record.enabled),
-        "suspended_reason": record.suspended_reason,
-        "optional_grants": _json(list(record.optional_grants), f"the grants of {where}"),
-        "settings": _json(dict(record.settings), f"the settings of {where}"),
-        "changed_at": _moment(record.changed_at),
-        "changed_by": record.changed_by,
-        "revision": record.revision,
-    }
-
-
-def _version_fields(record: VersionRecord) -> dict[str, Any]:
-    return {
-        "plugin_id": record.plugin_id,
-        "version": record.version,
-        "code_hash": record.code_hash,
-        "changelog": record.changelog,
-        "installed_at": _moment(record.installed_at),
-        "installed_by": record.installed_by,
-    }
-
-
-def _audit_fields(event: AuditEvent) -> dict[str, Any]:
-    return {
-        "at": _moment(event.at),
-        "actor": event.actor,
-        "action": event.action,
-        "plugin_id": event.plugin_id,
-        "tenant": event.tenant,
-        "before": None if event.before is None else _json(dict(event.before), "an audit 'before'"),
-        "after": None if event.after is None else _json(dict(event.after), "an audit 'after'"),
-    }
-
-
-def _failure_fields(failure: FailureRecord) -> dict[str, Any]:
-    return {
-        "plugin_id": failure.plugin_id,
-        "tenant": failure.tenant,
-        "hook": failure.hook,
-        "exc_type": failure.exc_type,
-        "message": failure.message,
-        "traceback": failure.traceback,
-        "at": _moment(failure.at),
-        "resolved": bool(failure.resolved),
-    }
-
-
-def _metrics_fields(delta: MetricsDelta) -> dict[str, Any]:
-    return {
-        "calls": delta.calls,
-        "errors": delta.errors,
-        "total_duration": float(delta.total_duration),
-        "max_duration": float(delta.max_duration),
-        "last_call": _moment(delta.last_call),
-    }
-
-
 # -- model rows to records -------------------------------------------------------------------
 
 
@@ -744,89 +662,15 @@ def _strings(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _optional_object(value: object) -> Mapping[str, JSONValue] | None:
-    return None if value is None else _object(value)
-
-
-def _plugin(row: Any) -> PluginRecord:
-    return PluginRecord(
-        id=row.id,
-        name=row.name,
-        version=row.version,
-        status=PluginStatus(row.status),
-        manifest=_object(row.manifest),
-        code_hash=row.code_hash,
-        source=SourceKind(row.source),
-        package_path=row.package_path,
-        installed_at=_time(row.installed_at),
-        installed_by=row.installed_by,
-        approved_at=None if row.approved_at is None else _time(row.approved_at),
-        approved_by=row.approved_by,
-        status_reason=row.status_reason,
-        granted_permissions=_strings(row.granted_permissions),
-        revision=int(row.revision),
-    )
-
-
-def _tenant(row: Any) -> TenantRecord:
-    return TenantRecord(
-        plugin_id=row.plugin_id,
-        tenant=row.tenant,
-        enabled=bool(row.enabled),
-        suspended_reason=row.suspended_reason,
-        optional_grants=_strings(row.optional_grants),
-        settings=_object(row.settings),
-        changed_at=_time(row.changed_at),
-        changed_by=row.changed_by,
-        revision=int(row.revision),
-    )
-
-
-def _version(row: Any) -> VersionRecord:
-    return VersionRecord(
-        plugin_id=row.plugin_id,
-        version=row.version,
-        code_hash=row.code_hash,
-        changelog=row.changelog,
-        installed_at=_time(row.installed_at),
-        installed_by=row.installed_by,
-    )
-
-
-def _audit(row: Any) -> AuditEvent:
-    return AuditEvent(
-        id=int(row.id),
-        at=_time(row.at),
-        actor=row.actor,
-        action=row.action,
-        plugin_id=row.plugin_id,
-        tenant=row.tenant,
-        before=_optional_object(row.before),
-        after=_optional_object(row.after),
-    )
-
-
-def _failure(row: Any) -> FailureRecord:
-    return FailureRecord(
-        id=int(row.id),
-        plugin_id=row.plugin_id,
-        tenant=row.tenant,
-        hook=row.hook,
-        exc_type=row.exc_type,
-        message=row.message,
-        traceback=row.traceback,
-        at=_time(row.at),
-        resolved=bool(row.resolved),
-    )
-
-
-def _metrics(row: Any) -> HookMetrics:
-    return HookMetrics(
-        plugin_id=row.plugin_id,
-        hook=row.hook,
-        calls=int(row.calls),
-        errors=int(row.errors),
-        total_duration=float(row.total_duration),
-        max_duration=float(row.max_duration),
-        last_call=_time(row.last_call),
-    )
+#: The records as the app's models keep them: the shared SQL row codec, with Django's
+#: values (JSON documents as Python values, aware or naive datetimes as USE_TZ says).
+_CODEC: Final = RowCodec(
+    moment=_moment,
+    json=lambda value, what: _json(dict(value), what),
+    strings=lambda value, what: _json(list(value), what),
+    flag=bool,
+    number=float,
+    read_time=_time,
+    read_object=_object,
+    read_strings=_strings,
+)
