@@ -17,14 +17,16 @@ from ._manifest import Isolation, Manifest
 from ._permissions import PermissionCatalogue
 from ._sandbox._policy import isolation_of
 from ._settings import SettingSpec, SettingType
-from ._storage._protocol import PluginRecord, PluginStatus
+from ._storage._protocol import PluginRecord, PluginStatus, TenantRecord
 from .errors import PackageError, PluginError, ProblemsError
 
 if TYPE_CHECKING:
     from ._host import PluginHost
+    from ._registry import Registry
 
 __all__ = [
     "json_text",
+    "optional_permissions",
     "plugin_facts",
     "requested",
     "requirements",
@@ -182,3 +184,27 @@ def setting_help(spec: SettingSpec, *, stored: bool) -> str:
         high = spec.max if spec.max is not None else "∞"
         parts.append(f"From {low} to {high}.")
     return " ".join(parts)
+
+
+def optional_permissions(
+    registry: Registry, record: PluginRecord, stored: TenantRecord | None
+) -> list[dict[str, Any]]:
+    """The plugin's optional permissions for one tenant (``stored``: its record there), each
+    as :func:`requested` gives it with ``granted``; and those granted for an earlier version
+    that no longer declares them, so that they can be revoked."""
+    try:
+        manifest: Manifest | None = registry.manifest_of(record)
+    except PluginError:
+        manifest = None
+    granted = set(stored.optional_grants) if stored is not None else set()
+    optional = [
+        {**permission, "granted": permission["name"] in granted}
+        for permission in requested(manifest)
+        if permission["optional"]
+    ]
+    declared = {p["name"] for p in optional}
+    optional += [
+        {"name": name, "optional": True, "description": None, "risk": None, "granted": True}
+        for name in sorted(granted - declared)
+    ]
+    return optional

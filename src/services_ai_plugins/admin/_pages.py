@@ -28,6 +28,7 @@ import attrs
 from .._manifest import Manifest
 from .._review import (
     json_text,
+    optional_permissions,
     plugin_facts,
     requested,
     requirements,
@@ -396,26 +397,10 @@ class Pages:
     ) -> dict[str, Any]:
         registry = self.host.registry
         stored = registry.tenant(record.id, tenant)
-        try:
-            manifest: Manifest | None = registry.manifest_of(record)
-        except PluginError:
-            manifest = None
-        granted = set(stored.optional_grants) if stored is not None else set()
-        optional = [
-            {**permission, "granted": permission["name"] in granted}
-            for permission in requested(manifest)
-            if permission["optional"]
-        ]
-        # Granted for an earlier version that no longer declares them: they can be revoked.
-        declared = {p["name"] for p in optional}
-        optional += [
-            {"name": name, "optional": True, "description": None, "risk": None, "granted": True}
-            for name in sorted(granted - declared)
-        ]
         return {
             "record": stored,
             "running": record.id in registry.enabled_plugins(tenant),
-            "optional": optional,
+            "optional": optional_permissions(registry, record, stored),
             "settings": form or self._settings_form(record, tenant),
             "active": record.status is PluginStatus.APPROVED,
         }
