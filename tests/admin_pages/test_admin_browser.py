@@ -13,9 +13,7 @@ or without Playwright, the test is skipped, except under CI (``CI=true``), where
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 import pytest
 from admin_pages_kit import FAILING_CODE, PREFIX, WHO, authenticate, host, plugin_zip
 
+from browser_kit import CODE, MANIFEST, chromium, expect, screenshot_folder
 from services_ai_plugins import PluginHost, PluginStatus
 from services_ai_plugins.admin import AdminApp
 from services_ai_plugins.events import Context, Lead
@@ -33,72 +32,13 @@ __all__ = ["host"]  # the fixture, used by name
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-IMAGES = ROOT / "docs" / "images"
-ON_CI = os.environ.get("CI", "").lower() == "true"
 #: Generous: the machine is shared, and a sandboxed plugin's worker starts on a first call.
 TIMEOUT_MS = 120_000
-
-MANIFEST: dict[str, Any] = {
-    "id": "lead-greeter",
-    "name": "Lead Greeter",
-    "version": "1.0.0",
-    "description": "Greets every new lead by e-mail, in the tenant's own words.",
-    "author": "Ada Lovelace",
-    "email": "ada@example.com",
-    "entry_point": "main.py",
-    "plugin_class": "Plugin",
-    "permissions": ["read_leads"],
-    "optional_permissions": ["send_email"],
-    "hooks": ["lead_created"],
-    "requires_python": ">=3.10",
-    "settings": [
-        {"name": "greeting", "type": "string", "default": "Hello", "label": "Greeting",
-         "description": "The first word of each mail."},
-        {"name": "delay", "type": "integer", "default": 5, "min": 0, "max": 60,
-         "description": "Minutes to wait before mailing."},
-        {"name": "channel", "type": "choice", "choices": ["mail", "sms"], "default": "mail"},
-        {"name": "api_key", "type": "secret", "description": "The mail service's key."},
-    ],
-}  # fmt: skip
-
-CODE = """
-from services_ai_plugins import hookimpl
-
-
-class Plugin:
-    @hookimpl
-    def lead_created(self, lead, api):
-        return None
-"""
-
-
-def _chromium() -> str:
-    found = os.environ.get("SAP_CHROMIUM") or shutil.which("chromium")
-    missing = None
-    if not found:
-        missing = "chromium is not installed (set $SAP_CHROMIUM or install Debian's chromium)"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401 - only to know it is there
-        except ImportError:
-            missing = "playwright is not installed"
-    if missing is not None:
-        if ON_CI:
-            pytest.fail(f"the admin's browser test must run under CI: {missing}")
-        pytest.skip(missing)
-    assert found is not None
-    return found
 
 
 @pytest.fixture
 def shots(tmp_path: Path) -> Path:
-    if os.environ.get("SAP_WRITE_SCREENSHOTS") == "1":
-        IMAGES.mkdir(parents=True, exist_ok=True)
-        return IMAGES
-    folder = tmp_path / "screenshots"
-    folder.mkdir()
-    return folder
+    return screenshot_folder(tmp_path)
 
 
 @pytest.fixture
@@ -123,23 +63,17 @@ def server(host: PluginHost) -> Iterator[str]:
         running.server_close()
 
 
-def _expect(target: Any) -> Any:
-    from playwright.sync_api import expect
-
-    return expect(target)
-
-
 def test_the_admin_in_a_browser(server: str, host: PluginHost, tmp_path: Path, shots: Path) -> None:
     """Upload, check, approve, enable for a tenant, edit a setting, resume: each step shows
     in the page and lands in the registry, by the admin the app's authentication named."""
-    chromium = _chromium()
+    executable = chromium()
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=TIMEOUT_MS)
     archive = tmp_path / "lead-greeter.zip"
     archive.write_bytes(plugin_zip(tmp_path, MANIFEST, CODE))
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, headless=True)
+        browser = playwright.chromium.launch(executable_path=executable, headless=True)
         try:
             context = browser.new_context(
                 viewport={"width": 1280, "height": 900}, extra_http_headers={WHO: "ada"}
@@ -150,7 +84,7 @@ def test_the_admin_in_a_browser(server: str, host: PluginHost, tmp_path: Path, s
             _enable_and_configure(page, host, shots)
             _resume(page, host, server, tmp_path, shots)
             page.goto(f"{server}/plugins/lead-greeter/audit")
-            _expect(page.locator("#audit-trail tbody tr").first).to_have_attribute(
+            expect(page.locator("#audit-trail tbody tr").first).to_have_attribute(
                 "data-action", "set settings"
             )
             assert "mail-key-not-shown" not in page.content()
@@ -170,17 +104,17 @@ def _upload_check_approve(
     page.goto(f"{server}/")
     page.set_input_files("#archive", str(archive))
     page.click("#upload-form input[type=submit]")
-    _expect(page).to_have_url(re.compile(re.escape(PREFIX) + r"/plugins/lead-greeter/$"))
-    _expect(page.locator("#notes")).to_contain_text("Installed lead-greeter 1.0.0")
+    expect(page).to_have_url(re.compile(re.escape(PREFIX) + r"/plugins/lead-greeter/$"))
+    expect(page.locator("#notes")).to_contain_text("Installed lead-greeter 1.0.0")
     assert host.registry.plugin("lead-greeter").status is PluginStatus.PENDING
 
     page.click("#check-form input[type=submit]")
-    _expect(page.locator("#check-verdict")).to_contain_text("ok")
-    _expect(page.locator("#permissions")).to_contain_text("send_email")
+    expect(page.locator("#check-verdict")).to_contain_text("ok")
+    expect(page.locator("#permissions")).to_contain_text("send_email")
     page.screenshot(path=str(shots / "admin-review.png"), full_page=True)
 
     page.click("#approve-form input[type=submit]")
-    _expect(page.locator("#notes")).to_contain_text("Approved lead-greeter")
+    expect(page.locator("#notes")).to_contain_text("Approved lead-greeter")
     assert host.registry.plugin("lead-greeter").status is PluginStatus.APPROVED
 
 
@@ -188,17 +122,17 @@ def _enable_and_configure(page: Any, host: PluginHost, shots: Path) -> None:
     page.click("ul.tabs >> text=Tenants")
     page.fill("#enable-tenant", "acme")
     page.click("#enable-tenant-form input[type=submit]")
-    _expect(page.locator("#tenant-panel")).to_contain_text("Running")
+    expect(page.locator("#tenant-panel")).to_contain_text("Running")
     assert host.registry.enabled_plugins("acme") == ["lead-greeter"]
 
     page.click('tr[data-permission="send_email"] input[type=submit]')
-    _expect(page.locator("#notes")).to_contain_text("Granted send_email")
+    expect(page.locator("#notes")).to_contain_text("Granted send_email")
     page.fill("#setting-greeting", "Welcome aboard")
     page.fill("#setting-api_key", "mail-key-not-shown")
     page.click("#settings-form input[type=submit]")
-    _expect(page.locator("#notes")).to_contain_text("Saved api_key, greeting")
-    _expect(page.locator("#setting-greeting")).to_have_value("Welcome aboard")
-    _expect(page.locator("#setting-api_key")).to_have_value("")
+    expect(page.locator("#notes")).to_contain_text("Saved api_key, greeting")
+    expect(page.locator("#setting-greeting")).to_have_value("Welcome aboard")
+    expect(page.locator("#setting-api_key")).to_have_value("")
     assert "mail-key-not-shown" not in page.content()
     settings = host.registry.get_settings("lead-greeter", "acme")
     assert settings["greeting"] == "Welcome aboard"
@@ -219,14 +153,14 @@ def _resume(page: Any, host: PluginHost, server: str, tmp_path: Path, shots: Pat
     assert [s.tenant for s in host.suspensions("crm-sync")] == ["acme"]
 
     page.goto(f"{server}/")
-    _expect(page.locator('tr[data-plugin="crm-sync"] .field-suspended')).to_have_text("acme")
+    expect(page.locator('tr[data-plugin="crm-sync"] .field-suspended')).to_have_text("acme")
     page.screenshot(path=str(shots / "admin-plugins.png"), full_page=True)
 
     page.click('tr[data-plugin="crm-sync"] td a')
-    _expect(page.locator("#unresolved")).to_contain_text("the mail server is down")
-    _expect(page.locator("#suspensions")).to_contain_text("tenant acme")
+    expect(page.locator("#unresolved")).to_contain_text("the mail server is down")
+    expect(page.locator("#suspensions")).to_contain_text("tenant acme")
     page.locator("#unresolved details").first.evaluate("d => d.open = true")
     page.screenshot(path=str(shots / "admin-failures.png"), full_page=True)
     page.click('#suspensions tr[data-tenant="acme"] input[type=submit]')
-    _expect(page.locator("#notes")).to_contain_text("Resumed crm-sync for acme")
+    expect(page.locator("#notes")).to_contain_text("Resumed crm-sync for acme")
     assert host.suspensions("crm-sync") == []

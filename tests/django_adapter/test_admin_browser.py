@@ -13,10 +13,8 @@ or without Playwright, the test is skipped, except under CI (``CI=true``), where
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import shutil
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
+from browser_kit import CODE, MANIFEST, chromium, expect, screenshot_folder
 from django_adapter.conftest import REGISTRY_STORAGE
 from services_ai_plugins import PluginHost, PluginStatus, pack_plugin
 from services_ai_plugins.django import conf
@@ -33,44 +32,9 @@ from services_ai_plugins.tooling import example
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parents[2]
-IMAGES = ROOT / "docs" / "images"
-ON_CI = os.environ.get("CI", "").lower() == "true"
 #: Generous: the machine is shared, and a sandboxed plugin's worker starts on a first call.
 TIMEOUT_MS = 120_000
 
-MANIFEST: dict[str, Any] = {
-    "id": "lead-greeter",
-    "name": "Lead Greeter",
-    "version": "1.0.0",
-    "description": "Greets every new lead by e-mail, in the tenant's own words.",
-    "author": "Ada Lovelace",
-    "email": "ada@example.com",
-    "entry_point": "main.py",
-    "plugin_class": "Plugin",
-    "permissions": ["read_leads"],
-    "optional_permissions": ["send_email"],
-    "hooks": ["lead_created"],
-    "requires_python": ">=3.10",
-    "settings": [
-        {"name": "greeting", "type": "string", "default": "Hello", "label": "Greeting",
-         "description": "The first word of each mail."},
-        {"name": "delay", "type": "integer", "default": 5, "min": 0, "max": 60,
-         "description": "Minutes to wait before mailing."},
-        {"name": "channel", "type": "choice", "choices": ["mail", "sms"], "default": "mail"},
-        {"name": "api_key", "type": "secret", "description": "The mail service's key."},
-    ],
-}  # fmt: skip
-
-CODE = """
-from services_ai_plugins import hookimpl
-
-
-class Plugin:
-    @hookimpl
-    def lead_created(self, lead, api):
-        return None
-"""
 
 FAILING = """
 from services_ai_plugins import hookimpl
@@ -83,24 +47,6 @@ class Plugin:
 """
 
 
-def _chromium() -> str:
-    found = os.environ.get("SAP_CHROMIUM") or shutil.which("chromium")
-    missing = None
-    if not found:
-        missing = "chromium is not installed (set $SAP_CHROMIUM or install Debian's chromium)"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401 - only to know it is there
-        except ImportError:
-            missing = "playwright is not installed"
-    if missing is not None:
-        if ON_CI:
-            pytest.fail(f"the admin's browser test must run under CI: {missing}")
-        pytest.skip(missing)
-    assert found is not None
-    return found
-
-
 def _zip(tmp_path: Path, manifest: dict[str, Any], code: str) -> Path:
     folder = tmp_path / "src" / str(manifest["id"])
     folder.mkdir(parents=True)
@@ -111,12 +57,7 @@ def _zip(tmp_path: Path, manifest: dict[str, Any], code: str) -> Path:
 
 @pytest.fixture
 def shots(tmp_path: Path) -> Path:
-    if os.environ.get("SAP_WRITE_SCREENSHOTS") == "1":
-        IMAGES.mkdir(parents=True, exist_ok=True)
-        return IMAGES
-    folder = tmp_path / "screenshots"
-    folder.mkdir()
-    return folder
+    return screenshot_folder(tmp_path)
 
 
 @pytest.fixture
@@ -147,7 +88,7 @@ def test_the_admin_in_a_browser(
 ) -> None:
     """Log in, upload, check, approve, enable for a tenant, edit a setting: each step shows
     in the page and lands in the registry, by the signed-in user."""
-    chromium = _chromium()
+    executable = chromium()
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=TIMEOUT_MS)
@@ -155,7 +96,7 @@ def test_the_admin_in_a_browser(
     User.objects.create_superuser("ada", "ada@example.com", password)
     base = f"{live_server.url}/admin/services_ai_plugins/plugin/"
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, headless=True)
+        browser = playwright.chromium.launch(executable_path=executable, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.set_default_timeout(TIMEOUT_MS)
@@ -173,19 +114,13 @@ def test_the_admin_in_a_browser(
         assert (shots / f"django-admin-{name}.png").stat().st_size > 10_000
 
 
-def _expect(target: Any) -> Any:
-    from playwright.sync_api import expect
-
-    return expect(target)
-
-
 def _log_in(page: Any, server: str, password: str) -> None:
     """Through the admin's own login form; the admin index then lists the plugins."""
     page.goto(f"{server}/admin/login/?next=/admin/")
     page.fill("#id_username", "ada")
     page.fill("#id_password", password)
     page.click("input[type=submit]")
-    _expect(page.locator("#services_ai_plugins-plugin")).to_contain_text("Plugins")
+    expect(page.locator("#services_ai_plugins-plugin")).to_contain_text("Plugins")
 
 
 def _upload_check_approve(
@@ -196,17 +131,17 @@ def _upload_check_approve(
     page.goto(base)
     page.set_input_files("#id_archive", str(archive))
     page.click("#upload-form input[type=submit]")
-    _expect(page).to_have_url(re.compile(r"/lead-greeter/change/$"))
-    _expect(page.locator("ul.messagelist")).to_contain_text("Installed lead-greeter 1.0.0")
+    expect(page).to_have_url(re.compile(r"/lead-greeter/change/$"))
+    expect(page.locator("ul.messagelist")).to_contain_text("Installed lead-greeter 1.0.0")
     assert host.registry.plugin("lead-greeter").status is PluginStatus.PENDING
 
     page.click("#check input[type=submit]")
-    _expect(page.locator("#check-verdict")).to_contain_text("ok")
-    _expect(page.locator("#permissions")).to_contain_text("send_email")
+    expect(page.locator("#check-verdict")).to_contain_text("ok")
+    expect(page.locator("#permissions")).to_contain_text("send_email")
     page.screenshot(path=str(shots / "django-admin-review.png"), full_page=True)
 
     page.click("#approve-form input[type=submit]")
-    _expect(page.locator("ul.messagelist")).to_contain_text("Approved lead-greeter")
+    expect(page.locator("ul.messagelist")).to_contain_text("Approved lead-greeter")
     assert host.registry.plugin("lead-greeter").status is PluginStatus.APPROVED
 
 
@@ -215,17 +150,17 @@ def _enable_and_configure(page: Any, host: PluginHost, shots: Path) -> None:
     page.click("ul.sap-tabs >> text=Tenants")
     page.fill("#enable-tenant", "acme")
     page.click("#enable-tenant-form input[type=submit]")
-    _expect(page.locator("#tenant-panel")).to_contain_text("Running")
+    expect(page.locator("#tenant-panel")).to_contain_text("Running")
     assert host.registry.enabled_plugins("acme") == ["lead-greeter"]
 
     page.click('tr[data-permission="send_email"] input[type=submit]')
-    _expect(page.locator("ul.messagelist")).to_contain_text("Granted send_email")
+    expect(page.locator("ul.messagelist")).to_contain_text("Granted send_email")
     page.fill("#id_setting-greeting", "Welcome aboard")
     page.fill("#id_setting-api_key", "mail-key-not-shown")
     page.click("#settings-form input[type=submit]")
-    _expect(page.locator("ul.messagelist")).to_contain_text("Saved api_key, greeting")
-    _expect(page.locator("#id_setting-greeting")).to_have_value("Welcome aboard")
-    _expect(page.locator("#id_setting-api_key")).to_have_value("")
+    expect(page.locator("ul.messagelist")).to_contain_text("Saved api_key, greeting")
+    expect(page.locator("#id_setting-greeting")).to_have_value("Welcome aboard")
+    expect(page.locator("#id_setting-api_key")).to_have_value("")
     assert "mail-key-not-shown" not in page.content()
     settings = host.registry.get_settings("lead-greeter", "acme")
     assert settings["greeting"] == "Welcome aboard"
@@ -244,22 +179,22 @@ def _failures(page: Any, host: PluginHost, base: str, archive: Path, shots: Path
     host.flush()
 
     page.goto(base)
-    _expect(page.locator('tr[data-plugin="crm-sync"] .field-failures')).to_have_text("2")
+    expect(page.locator('tr[data-plugin="crm-sync"] .field-failures')).to_have_text("2")
     page.screenshot(path=str(shots / "django-admin-plugins.png"), full_page=True)
 
     page.goto(f"{base}crm-sync/failures/")
-    _expect(page.locator("#unresolved")).to_contain_text("the CRM sync server refused")
-    _expect(page.locator("#suspensions")).to_contain_text("tenant acme")
+    expect(page.locator("#unresolved")).to_contain_text("the CRM sync server refused")
+    expect(page.locator("#suspensions")).to_contain_text("tenant acme")
     page.locator("#unresolved details").first.evaluate("d => d.open = true")
     page.screenshot(path=str(shots / "django-admin-failures.png"), full_page=True)
     page.click('#suspensions tr[data-tenant="acme"] input[type=submit]')
-    _expect(page.locator("ul.messagelist")).to_contain_text("Resumed crm-sync for acme")
+    expect(page.locator("ul.messagelist")).to_contain_text("Resumed crm-sync for acme")
     assert host.suspensions("crm-sync") == []
 
 
 def _audit(page: Any, base: str, shots: Path) -> None:
     page.goto(f"{base}lead-greeter/audit/")
-    _expect(page.locator("#audit-trail tbody tr").first).to_have_attribute(
+    expect(page.locator("#audit-trail tbody tr").first).to_have_attribute(
         "data-action", "set settings"
     )
     assert "mail-key-not-shown" not in page.content()
