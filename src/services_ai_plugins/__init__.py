@@ -51,6 +51,8 @@ if TYPE_CHECKING:
         SettingsError,
         StorageError,
         TransitionError,
+        UpgradeError,
+        VersionError,
     )
 
 # Where each lazily imported name lives.
@@ -90,6 +92,8 @@ _LAZY: dict[str, str] = {
     "Suspension": "._registry",
     "TenantRecord": "._storage._protocol",
     "TransitionError": ".errors",
+    "UpgradeError": ".errors",
+    "VersionError": ".errors",
     "check_plugin": "._check",
     "manifest_json_schema": "._schema",
     "pack_plugin": "._sources._package",
@@ -138,6 +142,8 @@ __all__ = [
     "Suspension",
     "TenantRecord",
     "TransitionError",
+    "UpgradeError",
+    "VersionError",
     "__version__",
     "check_plugin",
     "hookimpl",

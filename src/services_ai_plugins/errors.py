@@ -17,6 +17,8 @@ Everything the SDK raises on purpose derives from one root, so a host can catch
     ├── CompiledModuleRefused (also ImportError) a plugin imported bytecode or native code
     ├── PluginNotFound        (also LookupError) no plugin with that id is installed
     ├── TransitionError       a lifecycle step is not allowed in the plugin's current state
+    ├── VersionError          a version refused: a downgrade without its flag, or one not kept
+    ├── UpgradeError          an upgrade failed and was rolled back: the previous version serves
     ├── DependencyError       other enabled plugins still need this one
     ├── RequirementsError     a plugin's requirements (Python, host API, packages) are not met
     ├── ExtraNotInstalled     (also ImportError) a feature needs an extra of the SDK
@@ -89,6 +91,8 @@ __all__ = [
     "StorageError",
     "TenantScopeError",
     "TransitionError",
+    "UpgradeError",
+    "VersionError",
     "WireError",
     "WorkerBusy",
     "WorkerCrashed",
@@ -239,6 +243,54 @@ class TransitionError(PluginError):
         why = f": {reason}" if reason else ""
         super().__init__(
             f"cannot {action} plugin {plugin_id!r}: it is {status}{why} (allowed: {choices})"
+        )
+
+
+class VersionError(PluginError):
+    """A version step was refused: installing an older version without the downgrade
+    flag, rolling back to a version that is not kept, comparing versions not installed.
+
+    ``version`` is the version asked for, ``reason`` says what is wrong.
+    """
+
+    def __init__(self, plugin_id: str, version: str | None, reason: str) -> None:
+        self.plugin_id = plugin_id
+        self.version = version
+        self.reason = reason
+        which = f" {version}" if version else ""
+        super().__init__(f"plugin {plugin_id!r}{which}: {reason}")
+
+
+class UpgradeError(PluginError):
+    """An upgrade failed at its switch and was rolled back: the previous version serves.
+
+    ``step`` says where it failed: ``"settings"`` (a required value could not be
+    filled), ``"integrity"`` (the code or its archive does not match its hash),
+    ``"load"`` (the new code cannot be loaded), ``"migration"`` (its
+    ``plugin_upgraded`` raised) or ``"timeout"`` (it did not return in time);
+    ``tenant`` the tenant it failed for, if any; ``reason`` what happened.
+    """
+
+    def __init__(
+        self,
+        plugin_id: str,
+        from_version: str,
+        to_version: str,
+        step: str,
+        reason: str,
+        *,
+        tenant: str | None = None,
+    ) -> None:
+        self.plugin_id = plugin_id
+        self.from_version = from_version
+        self.to_version = to_version
+        self.step = step
+        self.reason = reason
+        self.tenant = tenant
+        where = f" for tenant {tenant!r}" if tenant else ""
+        super().__init__(
+            f"upgrade of plugin {plugin_id!r} from {from_version} to {to_version} failed "
+            f"at {step}{where}: {reason}; {from_version} goes on serving"
         )
 
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import final
 
 import attrs
 
 from .._json import JSONValue
 from ._protocol import (
+    ArtifactInfo,
     AuditEvent,
     AuditQuery,
     Change,
     FailureRecord,
     HookMetrics,
+    KeptVersion,
     MetricsDelta,
     PluginRecord,
     PluginStatus,
@@ -23,6 +26,7 @@ from ._protocol import (
     TenantRecord,
     VersionRecord,
     charge,
+    check_artifact,
     check_ids,
     check_limit,
     check_size,
@@ -47,6 +51,8 @@ class MemoryStorage:
         self._plugins: dict[str, PluginRecord] = {}
         self._tenants: dict[tuple[str, str], TenantRecord] = {}
         self._versions: list[VersionRecord] = []
+        self._kept: dict[tuple[str, str], KeptVersion] = {}
+        self._artifacts: dict[str, tuple[bytes, datetime]] = {}
         self._audit: list[AuditEvent] = []
         self._failures: list[FailureRecord] = []
         self._metrics: dict[tuple[str, str], HookMetrics] = {}
@@ -58,23 +64,25 @@ class MemoryStorage:
 
     def commit(self, change: Change) -> int:
         with self._lock:
-            key = (change.plugin_id, change.tenant.tenant) if change.tenant else None
             plugin = self._plugins.get(change.plugin_id)
-            tenant = self._tenants.get(key) if key is not None else None
-            change.check(
-                plugin.revision if plugin is not None else 0,
-                tenant.revision if tenant is not None else 0,
-            )
+            change.check_plugin(plugin.revision if plugin is not None else 0)
+            for record in change.written_tenants():
+                stored = self._tenants.get((change.plugin_id, record.tenant))
+                change.check_tenant(record, stored.revision if stored is not None else 0)
             if change.clear_tenants:
                 for stale in [k for k in self._tenants if k[0] == change.plugin_id]:
                     del self._tenants[stale]
                 self._ledger.drop_store(change.plugin_id)
             if change.plugin is not None:
                 self._plugins[change.plugin_id] = change.plugin
-            if change.tenant is not None and key is not None:
-                self._tenants[key] = change.tenant
+            for record in change.written_tenants():
+                self._tenants[(change.plugin_id, record.tenant)] = record
             if change.version is not None:
                 self._versions.append(change.version)
+            for version in change.forget:
+                self._kept.pop((change.plugin_id, version), None)
+            if change.keep is not None:
+                self._kept[(change.plugin_id, change.keep.version)] = change.keep
             self._audit.append(attrs.evolve(change.audit, id=next(self._ids)))
             self._generation += 1
             return self._generation
@@ -109,6 +117,29 @@ class MemoryStorage:
     def versions(self, plugin_id: str) -> list[VersionRecord]:
         with self._lock:
             return [v for v in self._versions if v.plugin_id == plugin_id]
+
+    def kept_versions(self, plugin_id: str) -> list[KeptVersion]:
+        with self._lock:
+            kept = [k for (p, _), k in self._kept.items() if p == plugin_id]
+        return sorted(kept, key=lambda k: k.kept_at)
+
+    def put_artifact(self, sha256: str, data: bytes) -> None:
+        check_artifact(sha256, data)
+        with self._lock:
+            self._artifacts.setdefault(sha256, (bytes(data), datetime.now(timezone.utc)))
+
+    def get_artifact(self, sha256: str) -> bytes | None:
+        found = self._artifacts.get(sha256)
+        return found[0] if found is not None else None
+
+    def delete_artifact(self, sha256: str) -> bool:
+        with self._lock:
+            return self._artifacts.pop(sha256, None) is not None
+
+    def artifacts(self) -> list[ArtifactInfo]:
+        with self._lock:
+            items = sorted(self._artifacts.items())
+        return [ArtifactInfo(sha256=k, size=len(v[0]), stored_at=v[1]) for k, v in items]
 
     def audit(self, query: AuditQuery) -> list[AuditEvent]:
         with self._lock:

@@ -12,7 +12,9 @@ that there is none).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -26,22 +28,30 @@ from .._kinds import PluginStatus, SourceKind
 from ..errors import ConflictError, QuotaExceeded, RemoteError
 
 __all__ = [
+    "ArtifactInfo",
+    "ArtifactStore",
     "AuditEvent",
     "AuditQuery",
     "Change",
     "ChangeFeed",
     "FailureRecord",
     "HookMetrics",
+    "KeptVersion",
     "MetricsDelta",
     "PluginRecord",
     "PluginStatus",
     "SourceKind",
+    "StagedVersion",
     "Storage",
+    "StorageArtifacts",
     "StoreUsage",
     "TenantRecord",
     "VersionRecord",
+    "check_artifact",
     "failure_of",
     "make_failure",
+    "staged_from_json",
+    "staged_to_json",
     "storable",
 ]
 
@@ -155,6 +165,67 @@ def charge(
 
 
 @attrs.frozen(kw_only=True)
+class StagedVersion:
+    """A new version of a running plugin, installed beside it.
+
+    The running version keeps serving every tenant while this one waits for
+    approval (``approved_at`` None), then for the switch a host makes at its
+    next refresh (approved). ``approved_by`` is who approved it: an admin, or
+    the registry's upgrade policy (``auto_approved``) for a version that asks
+    for nothing new.
+    """
+
+    version: str
+    #: The manifest document (``Manifest.to_dict()``).
+    manifest: Mapping[str, JSONValue] = attrs.field(repr=False)
+    code_hash: str
+    source: SourceKind
+    package_path: str | None = None
+    #: SHA-256 (hex) of the uploaded archive in the artifact store, or None.
+    artifact: str | None = None
+    installed_at: datetime = attrs.field(validator=_aware)
+    installed_by: str
+    approved_at: datetime | None = attrs.field(default=None, validator=_aware)
+    approved_by: str | None = None
+    auto_approved: bool = False
+
+
+def staged_to_json(staged: StagedVersion) -> dict[str, JSONValue]:
+    """The staged version as one JSON object (how the SQL backends store it)."""
+    return {
+        "version": staged.version,
+        "manifest": dict(staged.manifest),
+        "code_hash": staged.code_hash,
+        "source": staged.source.value,
+        "package_path": staged.package_path,
+        "artifact": staged.artifact,
+        "installed_at": staged.installed_at.isoformat(),
+        "installed_by": staged.installed_by,
+        "approved_at": staged.approved_at.isoformat() if staged.approved_at else None,
+        "approved_by": staged.approved_by,
+        "auto_approved": staged.auto_approved,
+    }
+
+
+def staged_from_json(data: Mapping[str, Any]) -> StagedVersion:
+    """The staged version stored by :func:`staged_to_json`."""
+    approved_at = data.get("approved_at")
+    return StagedVersion(
+        version=str(data["version"]),
+        manifest=dict(data["manifest"]),
+        code_hash=str(data["code_hash"]),
+        source=SourceKind(data["source"]),
+        package_path=data.get("package_path"),
+        artifact=data.get("artifact"),
+        installed_at=datetime.fromisoformat(str(data["installed_at"])),
+        installed_by=str(data["installed_by"]),
+        approved_at=datetime.fromisoformat(str(approved_at)) if approved_at else None,
+        approved_by=data.get("approved_by"),
+        auto_approved=bool(data.get("auto_approved", False)),
+    )
+
+
+@attrs.frozen(kw_only=True)
 class PluginRecord:
     """One installed plugin: what the original system's ``Plugin`` model held, and more."""
 
@@ -182,6 +253,11 @@ class PluginRecord:
     granted_permissions: tuple[str, ...] = ()
     #: Grows by one with every change to this record; see the module docstring.
     revision: int = 1
+    #: SHA-256 (hex) of the uploaded archive in the artifact store, from which
+    #: every host materialises the code; None for folder and entry-point plugins.
+    artifact: str | None = None
+    #: A new version installed beside this one, waiting for approval or its switch.
+    staged: StagedVersion | None = None
 
 
 def _mask_settings(settings: Mapping[str, JSONValue]) -> str:
@@ -217,6 +293,56 @@ class VersionRecord:
     changelog: str | None
     installed_at: datetime = attrs.field(validator=_aware)
     installed_by: str
+
+
+@attrs.frozen(kw_only=True)
+class KeptVersion:
+    """A version that ran before, kept so :meth:`Registry.rollback` can return to it.
+
+    It holds the code's place (hash, folder, archive) and, per tenant, the
+    state the tenant had when the version stopped running: ``tenants`` maps a
+    tenant to ``{"settings": {...}, "optional_grants": [...]}`` (secret values
+    sealed as they are stored). One per (plugin, version): keeping a version
+    again replaces the earlier copy.
+    """
+
+    plugin_id: str
+    version: str
+    manifest: Mapping[str, JSONValue] = attrs.field(repr=False)
+    code_hash: str
+    source: SourceKind
+    package_path: str | None = None
+    artifact: str | None = None
+    granted_permissions: tuple[str, ...] = ()
+    tenants: Mapping[str, Mapping[str, JSONValue]] = attrs.field(factory=dict, repr=False)
+    #: When it stopped running.
+    kept_at: datetime = attrs.field(validator=_aware)
+
+
+@attrs.frozen(kw_only=True)
+class ArtifactInfo:
+    """One archive in an artifact store."""
+
+    sha256: str
+    size: int
+    stored_at: datetime = attrs.field(validator=_aware)
+
+
+_SHA256: Final = re.compile(r"[0-9a-f]{64}")
+
+
+def check_artifact(sha256: object, data: bytes | None = None) -> str:
+    """Check an artifact key (64 lowercase hex digits), and that it is the SHA-256 of ``data``.
+
+    :raises ValueError: naming the key and what is wrong.
+    """
+    if not isinstance(sha256, str) or _SHA256.fullmatch(sha256) is None:
+        raise ValueError(f"artifact key {sha256!r} is not a SHA-256 in lowercase hex")
+    if data is not None:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256:
+            raise ValueError(f"artifact {sha256} does not match its data (SHA-256 {actual})")
+    return sha256
 
 
 @attrs.frozen(kw_only=True)
@@ -403,6 +529,12 @@ class Change:
     status. ``clear_tenants`` removes every tenant record of the plugin first,
     and the plugin's key-value store as :meth:`Storage.drop_store` does
     (uninstall). ``audit`` is always written, and the change counter moves.
+
+    ``tenants`` are more tenant records the same step writes (an upgrade's
+    migrated settings, a rollback's restored ones), each checked as ``tenant``
+    is (:meth:`check_tenant`). ``keep`` stores a :class:`KeptVersion`
+    (replacing the plugin's kept copy of that version); ``forget`` removes the
+    kept versions it names.
     """
 
     plugin_id: str
@@ -412,21 +544,34 @@ class Change:
     tenant: TenantRecord | None = None
     version: VersionRecord | None = None
     clear_tenants: bool = False
+    tenants: tuple[TenantRecord, ...] = ()
+    keep: KeptVersion | None = None
+    forget: tuple[str, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         owners = {
             "plugin": self.plugin.id if self.plugin is not None else None,
             "tenant": self.tenant.plugin_id if self.tenant is not None else None,
             "version": self.version.plugin_id if self.version is not None else None,
+            "keep": self.keep.plugin_id if self.keep is not None else None,
             "audit": self.audit.plugin_id,
         }
+        for record in self.tenants:
+            if record.plugin_id != self.plugin_id:
+                raise ValueError(
+                    f"a change of plugin {self.plugin_id!r} carries a tenant record "
+                    f"of plugin {record.plugin_id!r}"
+                )
+        written = [r.tenant for r in self.written_tenants()]
+        if len(written) != len(set(written)):
+            raise ValueError(f"a change of plugin {self.plugin_id!r} writes a tenant twice")
         for what, owner in owners.items():
             if owner is not None and owner != self.plugin_id:
                 raise ValueError(
                     f"a change of plugin {self.plugin_id!r} carries a {what} record "
                     f"of plugin {owner!r}"
                 )
-        if self.tenant is not None and self.plugin is None and not self.plugin_revision:
+        if self.written_tenants() and self.plugin is None and not self.plugin_revision:
             raise ValueError(
                 "a change that writes tenant data must give the plugin's revision "
                 "(plugin_revision >= 1) or its record: tenant data needs a stored plugin"
@@ -442,18 +587,38 @@ class Change:
 
         :raises ConflictError: when a revision does not match.
         """
+        self.check_plugin(plugin_revision)
+        if self.tenant is not None:
+            self.check_tenant(self.tenant, tenant_revision)
+
+    def check_plugin(self, plugin_revision: int) -> None:
+        """Check the plugin's stored revision (0: none) against this change.
+
+        :raises ConflictError: when it does not match.
+        """
         actual = plugin_revision
         expected = self.plugin.revision - 1 if self.plugin is not None else self.plugin_revision
         if expected is not None and actual != expected:
             raise ConflictError(f"plugin {self.plugin_id!r}", expected=expected, actual=actual)
-        if self.tenant is not None:
-            stored = 0 if self.clear_tenants else tenant_revision
-            if stored != self.tenant.revision - 1:
-                raise ConflictError(
-                    f"plugin {self.plugin_id!r} for tenant {self.tenant.tenant!r}",
-                    expected=self.tenant.revision - 1,
-                    actual=stored,
-                )
+
+    def written_tenants(self) -> tuple[TenantRecord, ...]:
+        """Every tenant record this change writes: ``tenant``, then ``tenants``."""
+        if self.tenant is None:
+            return self.tenants
+        return (self.tenant, *self.tenants)
+
+    def check_tenant(self, record: TenantRecord, stored_revision: int) -> None:
+        """Check one written tenant record against its stored revision (0: none).
+
+        :raises ConflictError: when the revision does not match.
+        """
+        stored = 0 if self.clear_tenants else stored_revision
+        if stored != record.revision - 1:
+            raise ConflictError(
+                f"plugin {self.plugin_id!r} for tenant {record.tenant!r}",
+                expected=record.revision - 1,
+                actual=stored,
+            )
 
 
 @runtime_checkable
@@ -509,6 +674,31 @@ class Storage(Protocol):
 
     def versions(self, plugin_id: str) -> list[VersionRecord]:
         """Every install of the plugin, oldest first."""
+        ...
+
+    def kept_versions(self, plugin_id: str) -> list[KeptVersion]:
+        """The plugin's kept versions (:attr:`Change.keep`), oldest ``kept_at`` first."""
+        ...
+
+    def put_artifact(self, sha256: str, data: bytes) -> None:
+        """Keep an archive under its SHA-256 (lowercase hex), in its own transaction.
+
+        Storing a hash already kept is harmless and keeps the first copy.
+
+        :raises ValueError: when ``sha256`` is not the SHA-256 of ``data``.
+        """
+        ...
+
+    def get_artifact(self, sha256: str) -> bytes | None:
+        """The archive kept under ``sha256``, or None."""
+        ...
+
+    def delete_artifact(self, sha256: str) -> bool:
+        """Remove the archive kept under ``sha256``; whether there was one."""
+        ...
+
+    def artifacts(self) -> list[ArtifactInfo]:
+        """Every kept archive, by hash."""
         ...
 
     def audit(self, query: AuditQuery) -> list[AuditEvent]:
@@ -677,3 +867,60 @@ class ChangeFeed(Protocol):
         :raises StorageError: when the storage is closed.
         """
         ...
+
+
+@runtime_checkable
+class ArtifactStore(Protocol):
+    """Where uploaded plugin archives are kept, by the SHA-256 of their bytes.
+
+    Every host materialises a plugin's code from here into its own plugins
+    folder, so no filesystem needs to be shared. The default,
+    :class:`StorageArtifacts`, keeps them in the registry's storage; a
+    deployment can keep them in an object store instead by giving the
+    registry its own implementation. Methods may be called from several
+    threads at once.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def put(self, sha256: str, data: bytes) -> None:
+        """Keep ``data`` under ``sha256``; storing a kept hash again is harmless.
+
+        :raises ValueError: when ``sha256`` is not the SHA-256 of ``data``.
+        """
+        ...
+
+    def get(self, sha256: str) -> bytes | None:
+        """The archive kept under ``sha256``, or None."""
+        ...
+
+    def delete(self, sha256: str) -> bool:
+        """Remove the archive; whether there was one."""
+        ...
+
+    def list(self) -> list[ArtifactInfo]:
+        """Every kept archive, by hash."""
+        ...
+
+
+@attrs.frozen
+class StorageArtifacts:
+    """The default :class:`ArtifactStore`: the archives live in the registry's storage
+    (a table in SQLite and PostgreSQL, the app's database with Django).
+
+    .. versionadded:: 0.2.0
+    """
+
+    storage: Storage
+
+    def put(self, sha256: str, data: bytes) -> None:
+        self.storage.put_artifact(check_artifact(sha256, data), data)
+
+    def get(self, sha256: str) -> bytes | None:
+        return self.storage.get_artifact(check_artifact(sha256))
+
+    def delete(self, sha256: str) -> bool:
+        return self.storage.delete_artifact(check_artifact(sha256))
+
+    def list(self) -> list[ArtifactInfo]:
+        return self.storage.artifacts()
