@@ -17,6 +17,7 @@ from ._manifest import Manifest
 from ._secrets import SecretBox, SecretKeys, is_sealed
 from ._settings import SettingType
 from ._storage._protocol import (
+    ArtifactStore,
     AuditEvent,
     AuditQuery,
     Change,
@@ -25,9 +26,11 @@ from ._storage._protocol import (
     PluginStatus,
     SourceKind,
     Storage,
+    StorageArtifacts,
     TenantRecord,
     VersionRecord,
 )
+from ._versions import UpgradePolicy
 from .errors import (
     ConflictError,
     DependencyError,
@@ -180,8 +183,14 @@ class Registry:
         on_change: ChangeCallback | None = None,
         secret_keys: SecretKeys | None = None,
         on_event: EventCallback | None = None,
+        upgrades: UpgradePolicy | None = None,
+        artifacts: ArtifactStore | None = None,
     ) -> None:
         self._secrets: Final = SecretBox(secret_keys)
+        self._upgrades: Final = upgrades if upgrades is not None else UpgradePolicy()
+        self._artifacts: Final[ArtifactStore] = (
+            artifacts if artifacts is not None else StorageArtifacts(storage)
+        )
         # The plaintext secrets already warned about, so each is logged once.
         self._plaintext_warned: set[tuple[str, str, str]] = set()
         self._storage: Final = storage
@@ -196,6 +205,16 @@ class Registry:
         """The storage backend."""
         return self._storage
 
+    @property
+    def upgrades(self) -> UpgradePolicy:
+        """What a new version of an approved plugin needs, and how many versions are kept."""
+        return self._upgrades
+
+    @property
+    def artifacts(self) -> ArtifactStore:
+        """Where uploaded archives are kept, by SHA-256 (default: in :attr:`storage`)."""
+        return self._artifacts
+
     # -- plugin-level steps ----------------------------------------------------------------------
 
     def install(
@@ -207,6 +226,8 @@ class Registry:
         source: SourceKind = SourceKind.FOLDER,
         package_path: str | None = None,
         reinstall: bool = False,
+        downgrade: bool = False,
+        artifact: str | None = None,
     ) -> PluginRecord:
         """Record a new plugin, or a new version of one, as pending approval.
 
