@@ -75,7 +75,6 @@ TENANT_FREE = {
     "register_routes",
     "plugin_installed",
     "plugin_approved",
-    "plugin_upgraded",
     "plugin_uninstalled",
     "plugin_suspended",
 }
@@ -193,10 +192,10 @@ def test_filter_docstrings_say_how_to_pass(name: str) -> None:
 
 
 def test_lifecycle_hooks_of_a_tenant_take_context() -> None:
-    """Enabling, disabling and settings are per tenant; install, approve, upgrade are not."""
-    for name in ("plugin_enabled", "plugin_disabled", "plugin_settings_changed"):
+    """Enabling, disabling, settings and upgrades are per tenant; install and approve are not."""
+    for name in ("plugin_enabled", "plugin_disabled", "plugin_settings_changed", "plugin_upgraded"):
         assert hook_info(name).tenant_scoped
-    for name in ("plugin_installed", "plugin_approved", "plugin_upgraded", "plugin_uninstalled"):
+    for name in ("plugin_installed", "plugin_approved", "plugin_uninstalled"):
         assert not hook_info(name).tenant_scoped
         assert "context" not in inspect.signature(SPECS[name]).parameters
 

@@ -64,6 +64,7 @@ from ._sources._loader import (
 )
 from ._storage._protocol import (
     MAX_EXC_TYPE,
+    ArtifactStore,
     ChangeFeed,
     FailureRecord,
     HookMetrics,
@@ -74,6 +75,8 @@ from ._storage._protocol import (
     bounded,
     storable,
 )
+from ._upgrades import Upgrader
+from ._versions import UpgradePolicy
 from .errors import (
     ConflictError,
     PackageError,
@@ -210,6 +213,8 @@ class PluginHost:
         async_threads: int | None = None,
         deferred: DeferredExecutor | None = None,
         config: HostConfig | None = None,
+        upgrades: UpgradePolicy | None = None,
+        artifacts: ArtifactStore | None = None,
     ) -> None:
         if refresh_interval < 0 or flush_interval < 0:
             raise ValueError("refresh_interval and flush_interval must be >= 0 seconds")
@@ -247,6 +252,8 @@ class PluginHost:
             on_change=self._changed,
             on_event=self._registry_event,
             secret_keys=secret_keys,
+            upgrades=upgrades,
+            artifacts=artifacts,
         )
         #: The pluggy manager (specifications and registered implementations).
         self.pm: Final = plugin_manager()
@@ -287,6 +294,16 @@ class PluginHost:
             info=self._info,
             on_tick=self._tick,
             on_snapshot=self._changes.notify,
+        )
+        # Switches to approved new versions, made at a refresh while the old version serves.
+        self._upgrader: Final = Upgrader(
+            registry=self.registry,
+            loading=self._loading,
+            sandbox=self.sandbox,
+            make_api=self._migration_api,
+            plugins_dir=self.plugins_dir,
+            actor=actor,
+            check_requirements=lambda: self._loading.check_requirements,
         )
         # Other processes' changes: at once from a change feed, else by polling the counter.
         self._unwatch: Callable[[], None] | None = None
@@ -650,6 +667,9 @@ class PluginHost:
         applied first.
         """
         self._apply_trips()
+        if force or self._storage.generation() != self._loading.snapshot.generation:
+            # Outside the loading lock: the snapshot in use serves on while a migration runs.
+            self._upgrader.run_due(self._storage.list_plugins(PluginStatus.APPROVED))
         with self._loading.lock:
             self._next_refresh = perf_counter_ns() + self._refresh_ns
             self._reschedule()
@@ -659,6 +679,20 @@ class PluginHost:
             self._reconcile_trips(approved)
         self._fire_due()  # the lifecycle hooks of plugins loaded just now
         return True
+
+    def _migration_api(
+        self, plugin_id: str, tenant: str, grants: frozenset[str], settings: Mapping[str, Any]
+    ) -> PluginAPI:
+        """The api a new version's ``plugin_upgraded`` gets for a tenant (its new grants)."""
+        return self._api_class(
+            plugin_id,
+            self._services,
+            tenant=tenant,
+            grants=grants,
+            on_denied=self._on_denied,
+            settings=settings,
+            meter=self.meter,
+        )
 
     def _reconcile_trips(self, approved: Mapping[str, PluginRecord]) -> None:
         """Forget the breaker's suspensions that were lifted elsewhere (another process, an admin).

@@ -6,14 +6,17 @@ import copy
 import logging
 import types
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Final, final, overload
 
 import attrs
+from packaging.version import InvalidVersion, Version
 
 from ._dependencies import enable_order
 from ._json import JSONValue
 from ._manifest import Manifest
+from ._permissions import PermissionCatalogue
 from ._secrets import SecretBox, SecretKeys, is_sealed
 from ._settings import SettingType
 from ._storage._protocol import (
@@ -22,15 +25,28 @@ from ._storage._protocol import (
     AuditQuery,
     Change,
     FailureRecord,
+    KeptVersion,
     PluginRecord,
     PluginStatus,
     SourceKind,
+    StagedVersion,
     Storage,
     StorageArtifacts,
     TenantRecord,
     VersionRecord,
+    failure_of,
 )
-from ._versions import UpgradePolicy
+from ._versions import (
+    FileEntry,
+    UpgradePolicy,
+    VersionDiff,
+    VersionSide,
+    archive_files,
+    asks_for_nothing_new,
+    diff_versions,
+    folder_files,
+    migrate_settings,
+)
 from .errors import (
     ConflictError,
     DependencyError,
@@ -39,10 +55,13 @@ from .errors import (
     Problem,
     RequirementsError,
     SecretKeyError,
+    SettingsError,
     TransitionError,
+    UpgradeError,
+    VersionError,
 )
 
-__all__ = ["Registry", "RegistryEvent", "Suspension", "TenantView"]
+__all__ = ["Registry", "RegistryEvent", "Suspension", "TenantView", "UpgradePlan"]
 
 #: How many of a plugin's newest unresolved failures are searched for a load failure.
 _FAILURES_READ: Final = 200
@@ -65,10 +84,12 @@ _ALLOWED: Final[Mapping[PluginStatus, tuple[str, ...]]] = {
         "approve", "reject", "reinstall", "uninstall", "set settings", "grant", "revoke", "disable",
     ),
     PluginStatus.APPROVED: (
-        "enable", "disable", "suspend", "reinstall", "uninstall", "set settings", "grant", "revoke",
+        "enable", "disable", "suspend", "reinstall", "rollback", "uninstall", "set settings",
+        "grant", "revoke",
     ),
     PluginStatus.SUSPENDED: (
-        "resume", "disable", "reinstall", "uninstall", "set settings", "grant", "revoke",
+        "resume", "disable", "reinstall", "rollback", "uninstall", "set settings", "grant",
+        "revoke",
     ),
     PluginStatus.REJECTED: ("install", "uninstall"),
     PluginStatus.UNINSTALLED: ("install",),
@@ -116,6 +137,42 @@ class RegistryEvent:
 
 
 _NO_SETTINGS: Final[Mapping[str, JSONValue]] = types.MappingProxyType({})
+
+
+@attrs.frozen(kw_only=True)
+class UpgradePlan:
+    """An approved staged version, ready for its switch (:meth:`Registry.prepare_upgrade`).
+
+    Read at one revision of the plugin: :meth:`Registry.complete_upgrade`
+    commits only if nothing changed since (else :class:`ConflictError`).
+    """
+
+    #: The plugin's record as read (its ``staged`` is the version to switch to).
+    record: PluginRecord
+    staged: StagedVersion
+    #: The running version's manifest, and the staged one's.
+    old_manifest: Manifest
+    manifest: Manifest
+    #: Every tenant record of the plugin, as read.
+    tenants: Mapping[str, TenantRecord]
+    #: Each tenant's stored settings migrated to the new schema (secrets still sealed).
+    stored: Mapping[str, Mapping[str, JSONValue]]
+    #: The tenants ``plugin_upgraded`` runs for: enabled there and not suspended there.
+    running: tuple[str, ...]
+    #: Why the switch cannot be made (a tenant's settings cannot be migrated), or None.
+    problem: UpgradeError | None = None
+
+    @property
+    def plugin_id(self) -> str:
+        return self.record.id
+
+    @property
+    def from_version(self) -> str:
+        return self.record.version
+
+    @property
+    def to_version(self) -> str:
+        return self.staged.version
 
 
 @attrs.frozen(kw_only=True)
@@ -229,17 +286,39 @@ class Registry:
         downgrade: bool = False,
         artifact: str | None = None,
     ) -> PluginRecord:
-        """Record a new plugin, or a new version of one, as pending approval.
+        """Record a new plugin, or a new version of one.
 
-        A plugin that is pending, approved or suspended is replaced only with
-        ``reinstall=True`` (an upgrade); it then waits for approval again, and
-        its tenants' settings and activations are kept for when it is approved.
-        A rejected or uninstalled plugin may be installed again at any time.
+        A new plugin (or one rejected or uninstalled before) waits for approval
+        (pending). A new version of a pending plugin replaces it, with
+        ``reinstall=True``, and waits for approval again.
 
-        Optional permissions granted to an earlier version that the new
-        manifest no longer lists in ``optional_permissions`` are revoked for
-        every tenant, each with a ``revoke`` audit event by ``actor`` naming
-        them (``dropped``) and the version that no longer declares them.
+        A new version of an approved or suspended plugin (``reinstall=True``)
+        is **staged**: installed beside the running version, which keeps
+        serving every tenant with its settings while the new one waits for
+        :meth:`approve` (or is approved at once by the upgrade policy when it
+        asks for nothing new: see :class:`UpgradePolicy`). Once approved, the
+        first host that refreshes makes the switch (:meth:`prepare_upgrade`,
+        :meth:`complete_upgrade`): it migrates each tenant's settings, runs the
+        plugin's ``plugin_upgraded`` and commits, or rolls back
+        (:meth:`fail_upgrade`). A staged version is replaced by the next one
+        installed.
+
+        Versions are compared with PEP 440: a version older than the installed
+        one is refused without ``downgrade=True``; the same version is allowed
+        (a rebuilt package) unless its code hash is the same too.
+        ``artifact`` is the SHA-256 of the uploaded archive in
+        :attr:`artifacts`, from which every host materialises the code.
+
+        When a pending plugin is replaced, optional permissions granted to an
+        earlier version that the new manifest no longer lists in
+        ``optional_permissions`` are revoked for every tenant, each with a
+        ``revoke`` audit event by ``actor`` naming them (``dropped``) and the
+        version that no longer declares them (a staged version's are dropped
+        at its switch).
+
+        :raises TransitionError: a plugin installed without ``reinstall=True``.
+        :raises VersionError: an older version without ``downgrade=True``, or
+            the code already installed.
         """
         now = self._clock()
         current = self._storage.get_plugin(manifest.id)
@@ -250,9 +329,22 @@ class Registry:
                 "install",
                 current.status.value,
                 _ALLOWED[current.status],
-                reason="it is already installed; pass reinstall=True to replace it",
+                reason="it is already installed; pass reinstall=True to install a new version",
             )
         version = str(manifest.version)
+        if current is not None and current.status not in replaceable:
+            _check_order(current, manifest, code_hash, downgrade=downgrade)
+            if current.status is not PluginStatus.PENDING:
+                return self._stage(
+                    current,
+                    manifest,
+                    actor=actor,
+                    now=now,
+                    code_hash=code_hash,
+                    source=source,
+                    package_path=package_path,
+                    artifact=artifact,
+                )
         record = PluginRecord(
             id=manifest.id,
             name=manifest.name,
@@ -265,44 +357,119 @@ class Registry:
             installed_at=now,
             installed_by=actor,
             revision=current.revision + 1 if current is not None else 1,
+            artifact=artifact,
         )
         before: dict[str, JSONValue] | None = None
         if current is not None:
             before = {"status": current.status.value, "version": current.version}
         action = "reinstall" if current is not None and reinstall else "install"
+        after: dict[str, JSONValue] = {
+            "status": "pending",
+            "version": version,
+            "code_hash": code_hash,
+        }
+        if artifact is not None:
+            after["artifact"] = artifact
         self._commit(
             Change(
                 plugin_id=manifest.id,
                 plugin=record,
-                version=VersionRecord(
-                    plugin_id=manifest.id,
-                    version=version,
-                    code_hash=code_hash,
-                    changelog=manifest.changelog,
-                    installed_at=now,
-                    installed_by=actor,
-                ),
-                audit=self._audit(
-                    now,
-                    actor,
-                    action,
-                    manifest.id,
-                    before=before,
-                    after={"status": "pending", "version": version, "code_hash": code_hash},
-                ),
+                version=self._history(manifest, code_hash, actor, now),
+                audit=self._audit(now, actor, action, manifest.id, before=before, after=after),
             )
         )
         if current is not None:
             self._drop_undeclared(manifest.id, actor)
         return record
 
+    def _history(
+        self, manifest: Manifest, code_hash: str, actor: str, now: datetime
+    ) -> VersionRecord:
+        return VersionRecord(
+            plugin_id=manifest.id,
+            version=str(manifest.version),
+            code_hash=code_hash,
+            changelog=manifest.changelog,
+            installed_at=now,
+            installed_by=actor,
+        )
+
+    def _stage(
+        self,
+        current: PluginRecord,
+        manifest: Manifest,
+        *,
+        actor: str,
+        now: datetime,
+        code_hash: str,
+        source: SourceKind,
+        package_path: str | None,
+        artifact: str | None,
+    ) -> PluginRecord:
+        """Install a new version of a running plugin beside it (see :meth:`install`)."""
+        staged = StagedVersion(
+            version=str(manifest.version),
+            manifest=manifest.to_dict(),
+            code_hash=code_hash,
+            source=source,
+            package_path=package_path,
+            artifact=artifact,
+            installed_at=now,
+            installed_by=actor,
+        )
+        record = attrs.evolve(current, staged=staged, revision=current.revision + 1)
+        before: dict[str, JSONValue] = {"version": current.version}
+        if current.staged is not None:
+            before["staged"] = current.staged.version
+        after: dict[str, JSONValue] = {"staged": staged.version, "code_hash": code_hash}
+        if artifact is not None:
+            after["artifact"] = artifact
+        self._commit(
+            Change(
+                plugin_id=current.id,
+                plugin=record,
+                version=self._history(manifest, code_hash, actor, now),
+                audit=self._audit(now, actor, "stage", current.id, before=before, after=after),
+            )
+        )
+        if self._upgrades.auto_approve and not asks_for_nothing_new(
+            self._manifest(current), manifest
+        ):
+            try:
+                return self._approve_staged(record, actor=_POLICY, auto=True)
+            except ConflictError:  # changed meanwhile (an admin was quicker): theirs stands
+                return self.plugin(current.id)
+        return record
+
     def approve(self, plugin_id: str, *, actor: str) -> PluginRecord:
-        """Approve a pending plugin, granting the permissions its manifest declares."""
+        """Approve a pending plugin, granting the permissions its manifest declares; or
+        approve the staged new version of a running one (see :meth:`install`).
+
+        The audit event records what was approved: the version, its code hash
+        and permissions, and for a staged version the summary of its
+        :meth:`diff` against the running one.
+        """
+        found = self.plugin(plugin_id)
+        if found.staged is not None and found.status in _RUNNING:
+            if found.staged.approved_at is not None:
+                raise TransitionError(
+                    plugin_id,
+                    "approve",
+                    found.status.value,
+                    _ALLOWED[found.status],
+                    reason=f"version {found.staged.version} is approved already; "
+                    "a host switches to it at its next refresh",
+                )
+            return self._approve_staged(found, actor=actor, auto=False)
         current = self._require(plugin_id, "approve", PluginStatus.PENDING)
         now = self._clock()
         manifest = self._manifest(current)
         granted = tuple(manifest.permissions)
-        extra: dict[str, JSONValue] = {"granted_permissions": list(granted)}
+        extra: dict[str, JSONValue] = {
+            "granted_permissions": list(granted),
+            "version": current.version,
+            "code_hash": current.code_hash,
+        }
         # What tenants hold besides, as the plugin will see it: only what this manifest declares.
         shown: dict[str, JSONValue] = {}
         for record in self._storage.list_tenants(plugin_id):
@@ -325,8 +492,23 @@ class Registry:
         )
 
     def reject(self, plugin_id: str, *, actor: str, reason: str) -> PluginRecord:
-        """Refuse a pending plugin, saying why; only a new install brings it back."""
+        """Refuse a pending plugin, saying why; only a new install brings it back.
+
+        For a running plugin with a staged version waiting for approval, that
+        version is refused and dropped; the running one goes on.
+        """
         _require_text(reason, "reason")
+        found = self.plugin(plugin_id)
+        if found.staged is not None and found.status in _RUNNING:
+            if found.staged.approved_at is not None:
+                raise TransitionError(
+                    plugin_id,
+                    "reject",
+                    found.status.value,
+                    _ALLOWED[found.status],
+                    reason=f"version {found.staged.version} is approved already",
+                )
+            return self._drop_staged(found, actor=actor, action="reject", reason=reason)
         current = self._require(plugin_id, "reject", PluginStatus.PENDING)
         return self._set_status(
             current, PluginStatus.REJECTED, actor=actor, action="reject", status_reason=reason
@@ -469,6 +651,7 @@ class Registry:
             granted_permissions=(),
             status_reason=None,
             clear_tenants=True,
+            staged=None,
         )
 
     # -- tenant-level steps ----------------------------------------------------------------------
@@ -558,12 +741,23 @@ class Registry:
         """
         values = stored.settings if stored is not None else {}
         tenant = stored.tenant if stored is not None else ""
+        return self._read(self._manifest(plugin), plugin.id, tenant, values, strict=strict)
+
+    def _read(
+        self,
+        manifest: Manifest,
+        plugin_id: str,
+        tenant: str,
+        values: Mapping[str, JSONValue],
+        *,
+        strict: bool,
+    ) -> dict[str, JSONValue]:
         result: dict[str, JSONValue] = {}
-        for spec in self._manifest(plugin).settings:
+        for spec in manifest.settings:
             value = values.get(spec.name)
             if spec.type is SettingType.SECRET and value is not None:
                 try:
-                    value = self._open(plugin.id, tenant, spec.name, value)
+                    value = self._open(plugin_id, tenant, spec.name, value)
                 except SecretKeyError as error:
                     if strict:
                         raise
@@ -761,6 +955,510 @@ class Registry:
             optional permission of the installed manifest.
         """
         return self._set_grant(plugin_id, tenant, permission, False, actor=actor)
+
+    # -- versions: the switch, rollback, diffs ----------------------------------------------------
+
+    def _approve_staged(self, current: PluginRecord, *, actor: str, auto: bool) -> PluginRecord:
+        staged = current.staged
+        assert staged is not None
+        now = self._clock()
+        record = attrs.evolve(
+            current,
+            staged=attrs.evolve(staged, approved_at=now, approved_by=actor, auto_approved=auto),
+            revision=current.revision + 1,
+        )
+        after: dict[str, JSONValue] = {
+            "staged": staged.version,
+            "code_hash": staged.code_hash,
+            "approved": self._diff(
+                self._running_side(current), self._staged_side(staged)
+            ).summary(),
+        }
+        if auto:
+            after["auto_approved"] = True
+            after["policy"] = "asks for nothing new"
+        self._commit(
+            Change(
+                plugin_id=current.id,
+                plugin=record,
+                audit=self._audit(
+                    now,
+                    actor,
+                    "approve upgrade",
+                    current.id,
+                    before={"version": current.version},
+                    after=after,
+                ),
+            )
+        )
+        return record
+
+    def _drop_staged(
+        self, current: PluginRecord, *, actor: str, action: str, reason: str
+    ) -> PluginRecord:
+        staged = current.staged
+        assert staged is not None
+        record = attrs.evolve(current, staged=None, revision=current.revision + 1)
+        self._commit(
+            Change(
+                plugin_id=current.id,
+                plugin=record,
+                audit=self._audit(
+                    self._clock(),
+                    actor,
+                    action,
+                    current.id,
+                    before={"version": current.version, "staged": staged.version},
+                    after={"version": current.version, "reason": reason},
+                ),
+            )
+        )
+        return record
+
+    def prepare_upgrade(self, plugin_id: str) -> UpgradePlan | None:
+        """What the switch to the plugin's approved staged version will write, or None when
+        there is no such version (for hosts: :class:`PluginHost` calls it at each refresh).
+
+        The tenants' stored settings are migrated to the new schema: values kept
+        where the new field still takes them, defaults for new fields (read from
+        the schema), values of removed fields dropped.
+
+        A tenant whose settings cannot be migrated (a required value that
+        cannot be filled) makes the plan's ``problem`` (an :class:`UpgradeError`
+        with ``step="settings"``, naming the fields): the caller rolls back with
+        :meth:`fail_upgrade`.
+        """
+        record = self._storage.get_plugin(plugin_id)
+        if (
+            record is None
+            or record.status is not PluginStatus.APPROVED
+            or record.staged is None
+            or record.staged.approved_at is None
+        ):
+            return None
+        staged = record.staged
+        old = self._manifest(record)
+        new = Manifest.from_dict(dict(staged.manifest))
+        tenants = {t.tenant: t for t in self._storage.list_tenants(plugin_id)}
+        stored: dict[str, Mapping[str, JSONValue]] = {}
+        problem: UpgradeError | None = None
+        for name, tenant in tenants.items():
+            try:
+                stored[name] = migrate_settings(old.settings, new.settings, tenant.settings)
+            except SettingsError as error:
+                problem = UpgradeError(
+                    plugin_id, record.version, staged.version, "settings", str(error), tenant=name
+                )
+                problem.__cause__ = error
+                break
+        running = tuple(
+            name for name, t in tenants.items() if t.enabled and t.suspended_reason is None
+        )
+        return UpgradePlan(
+            record=record,
+            staged=staged,
+            old_manifest=old,
+            manifest=new,
+            tenants=tenants,
+            stored=stored,
+            running=running,
+            problem=problem,
+        )
+
+    def upgrade_settings(self, plan: UpgradePlan, tenant: str) -> dict[str, JSONValue]:
+        """The settings ``plugin_upgraded`` receives for ``tenant``: migrated, every one of the
+        new schema (defaults filled in), secrets decrypted."""
+        return self._read(
+            plan.manifest, plan.plugin_id, tenant, plan.stored.get(tenant, {}), strict=False
+        )
+
+    def complete_upgrade(
+        self,
+        plan: UpgradePlan,
+        changes: Mapping[str, Mapping[str, object]] | None = None,
+        *,
+        actor: str,
+    ) -> PluginRecord:
+        """Switch to the staged version in one transaction (for hosts, after ``plugin_upgraded``).
+
+        Writes the new version as the running one, each tenant's migrated settings
+        with the ``changes`` its migration returned (checked against the new
+        schema; ``None`` resets one), drops optional grants the new version does
+        not declare, keeps the previous version (its code and each tenant's state)
+        for :meth:`rollback` and forgets versions past the policy's
+        ``keep_versions``. Audited as ``upgrade``; archives no longer used are
+        then collected (:meth:`collect_artifacts`).
+
+        :raises UpgradeError: (``step="settings"``) when a migration's changes
+            are refused; nothing is written.
+        :raises ConflictError: the plugin or a tenant changed since the plan was
+            made; nothing is written (the next refresh makes a new plan).
+        """
+        now = self._clock()
+        current, staged, manifest = plan.record, plan.staged, plan.manifest
+        secrets = {str(s.name) for s in manifest.settings if s.type is SettingType.SECRET}
+        stored = {name: dict(values) for name, values in plan.stored.items()}
+        for tenant, values in (changes or {}).items():
+            try:
+                checked = manifest.validate_settings(values, partial=True)
+            except SettingsError as error:
+                raise UpgradeError(
+                    current.id, current.version, staged.version, "settings", str(error),
+                    tenant=tenant,
+                ) from error  # fmt: skip
+            old = stored.setdefault(tenant, {})
+            for key in secrets & set(checked):
+                checked[key] = self._sealed(current.id, tenant, key, checked[key], old.get(key))
+            old.update(checked)
+            stored[tenant] = {k: v for k, v in old.items() if v is not None}
+        optional = set(manifest.optional_permissions)
+        records = []
+        for name, record in plan.tenants.items():
+            records.append(
+                attrs.evolve(
+                    record,
+                    settings=stored.get(name, {}),
+                    optional_grants=tuple(p for p in record.optional_grants if p in optional),
+                    changed_at=now,
+                    changed_by=actor,
+                    revision=record.revision + 1,
+                )
+            )
+        keep, forget = self._retain(current, plan.tenants.values(), now, arriving=staged.version)
+        new = attrs.evolve(
+            current,
+            name=manifest.name,
+            version=staged.version,
+            manifest=staged.manifest,
+            code_hash=staged.code_hash,
+            source=staged.source,
+            package_path=staged.package_path,
+            artifact=staged.artifact,
+            approved_at=staged.approved_at,
+            approved_by=staged.approved_by,
+            granted_permissions=tuple(manifest.permissions),
+            staged=None,
+            revision=current.revision + 1,
+        )
+        after: dict[str, JSONValue] = {
+            "version": staged.version,
+            "code_hash": staged.code_hash,
+            "migrated": list(plan.running),
+        }
+        if changes:
+            after["settings_changed"] = {t: sorted(v) for t, v in changes.items()}
+        self._commit(
+            Change(
+                plugin_id=current.id,
+                plugin=new,
+                tenants=tuple(records),
+                keep=keep,
+                forget=forget,
+                audit=self._audit(
+                    now,
+                    actor,
+                    "upgrade",
+                    current.id,
+                    before={"version": current.version, "code_hash": current.code_hash},
+                    after=after,
+                ),
+            )
+        )
+        self._collect_quietly()
+        return new
+
+    def fail_upgrade(self, plan: UpgradePlan, error: UpgradeError, *, actor: str) -> None:
+        """Roll back a switch that failed: the staged version is dropped, the running one
+        serves on with its settings untouched; the failure is recorded (hook
+        ``plugin_upgraded``, with its traceback) and audited as ``upgrade failed``.
+
+        Nothing happens when the plugin changed since the plan (another host
+        finished the switch, say).
+        """
+        self._storage.record_failures(
+            [failure_of(plan.plugin_id, error, hook="plugin_upgraded", tenant=error.tenant)]
+        )
+        record = attrs.evolve(plan.record, staged=None, revision=plan.record.revision + 1)
+        after: dict[str, JSONValue] = {
+            "version": plan.from_version,
+            "failed": plan.to_version,
+            "step": error.step,
+            "reason": error.reason,
+        }
+        if error.tenant is not None:
+            after["tenant"] = error.tenant
+        try:
+            self._commit(
+                Change(
+                    plugin_id=plan.plugin_id,
+                    plugin=record,
+                    audit=self._audit(
+                        self._clock(),
+                        actor,
+                        "upgrade failed",
+                        plan.plugin_id,
+                        before={"version": plan.from_version, "staged": plan.to_version},
+                        after=after,
+                    ),
+                )
+            )
+        except ConflictError:
+            _logger.info("upgrade of %r changed meanwhile; its failure here stands alone",
+                         plan.plugin_id)  # fmt: skip
+
+    def rollback(
+        self, plugin_id: str, to_version: str | None = None, *, actor: str
+    ) -> PluginRecord:
+        """Return an approved or suspended plugin to a kept earlier version (default: the newest
+        kept one), with each tenant's settings and optional grants as they were when
+        it stopped running.
+
+        The version left is kept in turn (so a rollback can be undone with another),
+        a staged version is dropped, and tenants enabled since keep their settings
+        where the older schema takes them. Audited as ``rollback``. Hosts load the
+        older code at their next refresh; no hook runs.
+
+        :raises VersionError: when no version (or not ``to_version``) is kept.
+        """
+        current = self._require(plugin_id, "rollback", *_RUNNING)
+        kept = [k for k in self._storage.kept_versions(plugin_id) if k.version != current.version]
+        if to_version is None:
+            if not kept:
+                raise VersionError(plugin_id, None, "no earlier version is kept to roll back to")
+            target = kept[-1]
+        else:
+            wanted = _normal(plugin_id, to_version)
+            matches = [k for k in kept if k.version == wanted]
+            if not matches:
+                have = ", ".join(k.version for k in kept) or "none"
+                raise VersionError(
+                    plugin_id, to_version, f"this version is not kept (kept: {have})"
+                )
+            target = matches[-1]
+        now = self._clock()
+        manifest = Manifest.from_dict(dict(target.manifest))
+        names = {str(s.name) for s in manifest.settings}
+        tenants = self._storage.list_tenants(plugin_id)
+        records = []
+        for record in tenants:
+            then = target.tenants.get(record.tenant)
+            if then is not None:
+                settings = dict(_mapping(then.get("settings")))
+                grants = tuple(str(p) for p in _sequence(then.get("optional_grants")))
+            else:
+                settings = {k: v for k, v in record.settings.items() if k in names}
+                grants = record.optional_grants
+            optional = set(manifest.optional_permissions)
+            records.append(
+                attrs.evolve(
+                    record,
+                    settings=settings,
+                    optional_grants=tuple(p for p in grants if p in optional),
+                    changed_at=now,
+                    changed_by=actor,
+                    revision=record.revision + 1,
+                )
+            )
+        keep, forget = self._retain(current, tenants, now, arriving=target.version)
+        new = attrs.evolve(
+            current,
+            name=manifest.name,
+            version=target.version,
+            manifest=target.manifest,
+            code_hash=target.code_hash,
+            source=target.source,
+            package_path=target.package_path,
+            artifact=target.artifact,
+            granted_permissions=target.granted_permissions,
+            approved_at=now,
+            approved_by=actor,
+            staged=None,
+            revision=current.revision + 1,
+        )
+        self._commit(
+            Change(
+                plugin_id=plugin_id,
+                plugin=new,
+                tenants=tuple(records),
+                keep=keep,
+                forget=forget,
+                audit=self._audit(
+                    now,
+                    actor,
+                    "rollback",
+                    plugin_id,
+                    before={"version": current.version, "code_hash": current.code_hash},
+                    after={"version": target.version, "code_hash": target.code_hash},
+                ),
+            )
+        )
+        self._collect_quietly()
+        return new
+
+    def _retain(
+        self,
+        current: PluginRecord,
+        tenants: Iterable[TenantRecord],
+        now: datetime,
+        *,
+        arriving: str,
+    ) -> tuple[KeptVersion | None, tuple[str, ...]]:
+        """The running version to keep as it leaves, and the kept versions to forget."""
+        budget = self._upgrades.keep_versions
+        kept = self._storage.kept_versions(current.id)
+        leaving = KeptVersion(
+            plugin_id=current.id,
+            version=current.version,
+            manifest=current.manifest,
+            code_hash=current.code_hash,
+            source=current.source,
+            package_path=current.package_path,
+            artifact=current.artifact,
+            granted_permissions=current.granted_permissions,
+            tenants={
+                t.tenant: {"settings": dict(t.settings), "optional_grants": list(t.optional_grants)}
+                for t in tenants
+            },
+            kept_at=now,
+        )
+        others = [k.version for k in kept if k.version not in (current.version, arriving)]
+        stay = others[len(others) - (budget - 1) :] if budget > 1 else []
+        forget = tuple(k.version for k in kept if k.version not in stay)
+        return (leaving if budget > 0 else None), forget
+
+    def kept_versions(self, plugin_id: str) -> list[KeptVersion]:
+        """The earlier versions kept for :meth:`rollback`, oldest first."""
+        return self._storage.kept_versions(plugin_id)
+
+    def diff(
+        self,
+        plugin_id: str,
+        from_version: str | None = None,
+        to_version: str | None = None,
+        *,
+        catalogue: PermissionCatalogue | None = None,
+    ) -> VersionDiff:
+        """What changed between two versions of a plugin: permissions (with description and
+        risk), hooks, settings schema, requirements, files (with sizes), code hashes,
+        changelog.
+
+        The versions are the running one, the staged one and the kept ones. By
+        default: from the running version to the staged one, or, with none staged,
+        from the newest kept version to the running one.
+
+        :raises VersionError: naming a version that is neither running, staged nor
+            kept, or when there is nothing to compare.
+        """
+        record = self.plugin(plugin_id)
+        sides: dict[str, VersionSide] = {}
+        for kept in self._storage.kept_versions(plugin_id):
+            sides[kept.version] = self._side(
+                kept.version, kept.manifest, kept.code_hash, kept.artifact, kept.package_path
+            )
+        sides[record.version] = self._running_side(record)
+        if record.staged is not None:
+            sides[record.staged.version] = self._staged_side(record.staged)
+        if from_version is None and to_version is None:
+            if record.staged is not None:
+                old, new = sides[record.version], sides[record.staged.version]
+            else:
+                earlier = [k.version for k in self._storage.kept_versions(plugin_id)]
+                earlier = [v for v in earlier if v != record.version]
+                if not earlier:
+                    raise VersionError(
+                        plugin_id, None, "only one version is installed: nothing to compare"
+                    )
+                old, new = sides[earlier[-1]], sides[record.version]
+        else:
+            old = self._pick(plugin_id, sides, from_version, record.version)
+            new = self._pick(
+                plugin_id,
+                sides,
+                to_version,
+                record.staged.version if record.staged is not None else record.version,
+            )
+        return self._diff(old, new, catalogue)
+
+    def _pick(
+        self, plugin_id: str, sides: Mapping[str, VersionSide], version: str | None, default: str
+    ) -> VersionSide:
+        wanted = default if version is None else _normal(plugin_id, version)
+        side = sides.get(wanted)
+        if side is None:
+            have = ", ".join(sorted(sides)) or "none"
+            raise VersionError(
+                plugin_id, version, f"not running, staged or kept (known here: {have})"
+            )
+        return side
+
+    def _diff(
+        self, old: VersionSide, new: VersionSide, catalogue: PermissionCatalogue | None = None
+    ) -> VersionDiff:
+        return diff_versions(
+            old, new, catalogue if catalogue is not None else PermissionCatalogue()
+        )
+
+    def _running_side(self, record: PluginRecord) -> VersionSide:
+        return self._side(
+            record.version, record.manifest, record.code_hash, record.artifact, record.package_path
+        )
+
+    def _staged_side(self, staged: StagedVersion) -> VersionSide:
+        return self._side(
+            staged.version, staged.manifest, staged.code_hash, staged.artifact, staged.package_path
+        )
+
+    def _side(
+        self,
+        version: str,
+        manifest: Mapping[str, JSONValue],
+        code_hash: str,
+        artifact: str | None,
+        package_path: str | None,
+    ) -> VersionSide:
+        files: Mapping[str, FileEntry] | None = None
+        try:
+            data = self._artifacts.get(artifact) if artifact is not None else None
+            if data is not None:
+                files = archive_files(data)
+            elif package_path is not None and Path(package_path).is_dir():
+                files = folder_files(package_path)
+        except (OSError, PluginError, ValueError) as error:  # the listing is a courtesy
+            _logger.warning("cannot list the files of version %s: %s", version, error)
+        return VersionSide(
+            version=version,
+            manifest=Manifest.from_dict(dict(manifest)),
+            code_hash=code_hash,
+            files=files,
+        )
+
+    def collect_artifacts(self, *, older_than: timedelta = timedelta(hours=1)) -> list[str]:
+        """Remove archives no version uses (running, staged or kept, of any plugin) from
+        :attr:`artifacts`; return their hashes.
+
+        Archives stored less than ``older_than`` ago stay: an install may have
+        stored its archive and not yet recorded the version that uses it.
+        """
+        used: set[str] = set()
+        for record in self._storage.list_plugins():
+            if record.status is not PluginStatus.UNINSTALLED and record.artifact is not None:
+                used.add(record.artifact)
+            if record.staged is not None and record.staged.artifact is not None:
+                used.add(record.staged.artifact)
+            used.update(k.artifact for k in self._storage.kept_versions(record.id) if k.artifact)
+        cutoff = self._clock() - older_than
+        removed = []
+        for info in self._artifacts.list():
+            stale = info.sha256 not in used and info.stored_at < cutoff
+            if stale and self._artifacts.delete(info.sha256):
+                removed.append(info.sha256)
+        return removed
+
+    def _collect_quietly(self) -> None:
+        try:
+            self.collect_artifacts()
+        except Exception:  # the change is committed; a later collection catches up
+            _logger.exception("cannot collect unused plugin archives")
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -1299,6 +1997,43 @@ _INSTALLED: Final = (
     PluginStatus.REJECTED,
 )
 _CONFIGURABLE: Final = (PluginStatus.PENDING, PluginStatus.APPROVED, PluginStatus.SUSPENDED)
+#: The states whose version serves (or would, once resumed): a new version is staged beside it.
+_RUNNING: Final = (PluginStatus.APPROVED, PluginStatus.SUSPENDED)
+#: The actor of an approval the upgrade policy made.
+_POLICY: Final = "upgrade-policy"
+
+
+def _normal(plugin_id: str, version: str) -> str:
+    """A version as the registry stores it (PEP 440, normalised)."""
+    try:
+        return str(Version(version))
+    except InvalidVersion:
+        raise VersionError(plugin_id, version, "not a PEP 440 version") from None
+
+
+def _check_order(
+    current: PluginRecord, manifest: Manifest, code_hash: str, *, downgrade: bool
+) -> None:
+    """Refuse an older version without ``downgrade``, and the code already installed."""
+    plugin_id, installed, installed_hash = current.id, current.version, current.code_hash
+    new = manifest.version
+    if code_hash == installed_hash and str(new) == installed:
+        raise VersionError(plugin_id, str(new), "this code is installed already (same code hash)")
+    if new < Version(installed) and not downgrade:
+        raise VersionError(
+            plugin_id,
+            str(new),
+            f"older than the installed version {installed}; pass downgrade=True "
+            "(CLI: --downgrade) to install it anyway",
+        )
+
+
+def _mapping(value: object) -> Mapping[str, JSONValue]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _sequence(value: object) -> list[JSONValue]:
+    return list(value) if isinstance(value, list) else []
 
 
 def _require_text(value: object, name: str) -> None:

@@ -970,25 +970,41 @@ def plugin_settings_changed(
     """
 
 
-@spec(HookKind.NOTIFY, tenant_scoped=False)
-def plugin_upgraded(plugin_id: str, from_version: str, to_version: str, api: PluginAPI) -> None:
-    """A plugin was upgraded: its migration hook.
+@spec(HookKind.NOTIFY)
+def plugin_upgraded(  # noqa: PLR0917 - a hook's arguments are passed by name
+    plugin_id: str,
+    from_version: str,
+    to_version: str,
+    context: Context,
+    api: PluginAPI,
+    settings: Mapping[str, JSONValue],
+) -> Mapping[str, JSONValue] | None:
+    """A plugin is being upgraded for a tenant: its migration hook.
 
-    Fires: once, after an upgrade from ``from_version`` to ``to_version`` is approved
-    and before the new version handles any event. The upgraded plugin runs it with
-    its new code to migrate what it keeps; once it returns, the new version takes
-    over and the other approved plugins receive the hook as observers.
+    Fires: at the switch to an approved new version (see docs/upgrades.md), once for
+    each tenant the plugin is enabled for (and not suspended for), before the new
+    version handles any event. Only the upgraded plugin receives it, running its NEW
+    code (in its sandbox, with its sandbox's time limit, when it runs sandboxed; in
+    process with the upgrade policy's ``migration_timeout``), while the previous
+    version goes on serving every call.
 
-    Receives: the upgraded plugin's ``plugin_id``, both versions, and the receiving
-    plugin's ``api``, bound to no tenant.
+    Receives: the upgraded plugin's ``plugin_id``, ``from_version`` (the version that
+    serves until the switch) and ``to_version`` (the one running this), the ``context`` of
+    the tenant (``context.user`` is None), the new version's ``api`` for the tenant,
+    and ``settings``: the tenant's settings migrated to the new schema (values kept
+    where the new fields take them, defaults for new fields).
 
-    Returns: nothing; a return value is ignored.
+    Returns: None, or a mapping of settings to change for the tenant (checked against
+    the new schema; ``None`` resets one to its default); they are stored with the
+    switch, in one transaction.
 
-    Raising (or timing out) in the upgraded plugin aborts the upgrade: the host
-    keeps the previous version installed and active, so it goes on handling events,
-    and records the failure with its traceback in the plugin's failure log and the
-    audit trail. Whatever the migration changed before it failed is not undone, so
-    write migrations that can run again.
+    Raising, timing out, or returning settings the schema refuses aborts the upgrade
+    for every tenant: the previous version keeps serving with its settings untouched,
+    and the failure is recorded with its traceback in the plugin's failure log and
+    the audit trail (``upgrade failed``). What the migration wrote elsewhere (its
+    key-value store, the app through its ``api``) is not undone, and another host may
+    run the migration too before one of them commits the switch: write migrations that
+    can run again.
 
     Permission: none.
     """
