@@ -33,8 +33,13 @@ from ._settings import SettingSpec, SettingType
 from .errors import ArchiveError, PackageError, Problem, SettingsError
 
 __all__ = [
+    "SETTING_ATTRIBUTES",
+    "FileChange",
     "FileEntry",
     "FileListing",
+    "PermissionChange",
+    "RequirementChange",
+    "SettingChange",
     "UpgradePolicy",
     "VersionDiff",
     "VersionSide",

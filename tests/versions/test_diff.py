@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 from services_ai_plugins import Manifest
 from services_ai_plugins._permissions import Permission, PermissionCatalogue, Risk
