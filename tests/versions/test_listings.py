@@ -13,6 +13,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import Hosts, Installer
 from services_ai_plugins import pack_plugin
@@ -314,3 +316,40 @@ def test_a_listing_is_a_dict_of_entries() -> None:
     assert dict(listing) == {"a": FileEntry(1, "0" * 64)}
     assert listing.notes == ("left out",)
     assert "left out" in repr(listing)
+
+
+# -- properties ----------------------------------------------------------------------------------
+
+VALID = make_zip({**FILES, "pkg/data.bin": bytes(range(256)) * 8})
+
+
+@given(st.binary(max_size=2000))
+def test_any_bytes_give_a_listing_or_an_archive_error(data: bytes) -> None:
+    try:
+        listing = archive_files(data)
+    except ArchiveError as error:
+        assert error.rule in {"not-a-zip", "no-manifest", "non-utf8-name"}
+    else:
+        assert all(isinstance(value, FileEntry) for value in listing.values())
+
+
+@given(st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), max_size=8))
+def test_a_damaged_archive_gives_a_listing_or_an_archive_error(
+    damage: list[tuple[int, int]],
+) -> None:
+    """Any bytes of a real archive changed: never another exception, never a wrong hash."""
+    data = bytearray(VALID)
+    for offset, value in damage:
+        data[offset] = value
+    try:
+        listing = archive_files(bytes(data))
+    except ArchiveError as error:
+        assert error.rule in {"not-a-zip", "no-manifest", "non-utf8-name"}
+        return
+    expected = {name: entry(content) for name, content in FILES.items()}
+    expected["pkg/data.bin"] = entry(bytes(range(256)) * 8)
+    for path, found in listing.items():
+        if path in expected:
+            assert found == expected[path], path
+    for note in listing.notes:
+        assert note.isprintable()
