@@ -173,19 +173,19 @@ def migrate_settings(
 
 def _missing_message(was: SettingSpec | None) -> str:
     if was is None:
-        return "is a new required setting with no default: set a value before upgrading"
-    return "is now required and has no default, and no value is set: set one before upgrading"
+        return "is a new required setting with no default: the tenant has no value to carry over"
+    return "is now required and has no default, and the tenant has no value for it"
 
 
 def _secret_flip_message(is_secret: bool) -> str:
     if is_secret:
         return (
-            "becomes a secret: the value stored in the clear is not carried into a secret; "
-            "set it again after the upgrade"
+            "becomes a secret: the value stored in the clear is not carried into a secret, "
+            "and the setting is required with no default"
         )
     return (
-        "is no longer a secret: its sealed value is not carried into a plain setting; "
-        "set it again after the upgrade"
+        "is no longer a secret: its sealed value is not carried into a plain setting, "
+        "and the setting is required with no default"
     )
 
 
@@ -524,7 +524,7 @@ def _directory_size(data: bytes) -> tuple[int, int] | None:
     if record64_at >= 0 and data[locator_at : locator_at + 4] == _LOCATOR_SIGNATURE:
         record64 = _END_RECORD64.unpack_from(data, record64_at)
         if record64[0] == _END64_SIGNATURE:
-            entries, size = record64[5], record64[6]
+            entries, size = record64[7], record64[8]  # total entries, directory size
     return int(entries), int(size)
 
 

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import stat
+import struct
 import zipfile
 from pathlib import Path
 
@@ -92,6 +93,33 @@ def test_an_archive_with_too_many_members_is_not_parsed(monkeypatch: pytest.Monk
     assert not listing.complete
     assert "61 members" in listing.notes[0]
     assert "not listed" in listing.notes[0]
+
+
+def zip64(data: bytes) -> bytes:
+    """The archive with a ZIP64 end record, as large archives have: the classic end record
+    says 0xFFFF entries and 0xFFFFFFFF bytes, the ZIP64 one the real counts."""
+    end = data[-22:]
+    assert end[:4] == b"PK\x05\x06"
+    _, _, _, _, entries, size, offset, _ = struct.unpack("<4s4H2LH", end)
+    body = data[:-22]
+    record = struct.pack(
+        "<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, entries, entries, size, offset
+    )
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, len(body), 1)
+    classic = struct.pack(
+        "<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0
+    )
+    return body + record + locator + classic
+
+
+def test_a_zip64_archive_is_bounded_by_its_zip64_counts() -> None:
+    members = {"manifest.json": MANIFEST, **{f"f{i}.py": b"" for i in range(60)}}
+    data = zip64(make_zip(members))
+    listing = archive_files(data, max_members=70)
+    assert listing == {name: entry(content) for name, content in members.items()}
+    refused = archive_files(data, max_members=50)
+    assert refused == {}
+    assert "61 members" in refused.notes[0]
 
 
 def test_the_default_member_limit_holds_for_a_real_upload() -> None:
