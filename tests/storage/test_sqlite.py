@@ -367,7 +367,7 @@ def test_failed_migration_rolls_back(
 
 
 def test_schema_1_database_migrates_to_tenant_suspension(
-    opener: Callable[..., SQLiteStorage], db_path: Path, monkeypatch: pytest.MonkeyPatch
+    opener: Callable[..., SQLiteStorage], db_path: Path
 ) -> None:
     """A database of the first schema (no suspended_reason) opens, migrates and keeps its data."""
     approved = plugin(status=PluginStatus.APPROVED, revision=2)

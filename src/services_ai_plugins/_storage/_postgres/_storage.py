@@ -574,7 +574,9 @@ class PostgresStorage:
     def artifacts(self) -> list[ArtifactInfo]:
         with self._connection() as conn:
             rows = conn.execute(
-                self._sql("SELECT sha256, size, stored_at FROM {s}.plugin_artifacts ORDER BY sha256")
+                self._sql(
+                    "SELECT sha256, size, stored_at FROM {s}.plugin_artifacts ORDER BY sha256"
+                )
             ).fetchall()
             return [_CODEC.artifact(row) for row in rows]
 
