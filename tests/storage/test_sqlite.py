@@ -26,6 +26,7 @@ from services_ai_plugins._storage._protocol import (
     AuditQuery,
     Change,
     FailureRecord,
+    KeptVersion,
     MetricsDelta,
     PluginRecord,
     PluginStatus,
@@ -858,6 +859,7 @@ def scenario(storage: Storage) -> dict[str, object]:
             audit=event("b", "upgrade", when=at(31), actor="root"),
         )
     )
+    seen["staged upgrade"] = staged_upgrade(storage, upgraded)
     storage.record_failures(
         [failure("a", "acme", at(40)), failure("a", "globex", at(41)), failure("b", None, at(42))]
     )
@@ -921,6 +923,102 @@ def scenario(storage: Storage) -> dict[str, object]:
     for plugin_id in [None, "a", "b", "zz"]:
         seen[f"metrics {plugin_id}"] = storage.metrics(plugin_id)
     seen["generation"] = storage.generation()
+    return seen
+
+
+def staged_upgrade(storage: Storage, running: PluginRecord) -> dict[str, object]:
+    """Stage, approve and switch to a version from an archive, keeping the running one and
+    migrating two tenants in one change; a stale change of two tenants; a forget. Every answer
+    along the way (archives by hash and size: their stored_at is the backend's clock)."""
+    seen: dict[str, object] = {}
+    data = b"PK archive of b 3.0.0 \x00\xff"
+    digest = hashlib.sha256(data).hexdigest()
+    storage.put_artifact(digest, data)
+    storage.put_artifact(digest, data)
+    staged = StagedVersion(
+        version="3.0.0",
+        manifest={"id": "b", "version": "3.0.0", "ratio": 0.5},
+        code_hash="ef" * 32,
+        source=SourceKind.ARCHIVE,
+        artifact=digest,
+        installed_at=at(32),
+        installed_by="root",
+    )
+    waiting = attrs.evolve(running, staged=staged, revision=running.revision + 1)
+    storage.commit(Change(plugin_id="b", plugin=waiting, audit=event("b", "stage", when=at(32))))
+    approved = attrs.evolve(
+        waiting,
+        staged=attrs.evolve(staged, approved_at=at(33), approved_by="policy", auto_approved=True),
+        revision=waiting.revision + 1,
+    )
+    storage.commit(Change(plugin_id="b", plugin=approved, audit=event("b", "approve")))
+    seen["approved"] = storage.get_plugin("b")
+    acme = storage.get_tenant("b", "acme")
+    assert acme is not None
+    kept = KeptVersion(
+        plugin_id="b",
+        version=running.version,
+        manifest=running.manifest,
+        code_hash=running.code_hash,
+        source=running.source,
+        package_path=running.package_path,
+        granted_permissions=running.granted_permissions,
+        tenants={"acme": {"settings": dict(acme.settings), "optional_grants": []}},
+        kept_at=at(34),
+    )
+    switched = attrs.evolve(
+        running,
+        version=staged.version,
+        manifest=staged.manifest,
+        code_hash=staged.code_hash,
+        source=staged.source,
+        artifact=digest,
+        staged=None,
+        revision=approved.revision + 1,
+    )
+    migrated = attrs.evolve(acme, settings={"migrated": 1.5}, revision=acme.revision + 1)
+    globex = TenantRecord(
+        plugin_id="b", tenant="globex", changed_at=at(34), changed_by="root", enabled=True
+    )
+    outcomes: list[object] = []
+    for change in [
+        Change(
+            plugin_id="b",
+            plugin=switched,
+            tenant=migrated,
+            tenants=(globex,),
+            keep=kept,
+            audit=event("b", "switch", when=at(34)),
+        ),
+        # Stale: globex is at revision 1 now.
+        Change(
+            plugin_id="b",
+            plugin_revision=switched.revision,
+            tenant=attrs.evolve(migrated, revision=migrated.revision + 1),
+            tenants=(globex,),
+            forget=(running.version,),
+            audit=event("b", "configure", when=at(35)),
+        ),
+        Change(
+            plugin_id="b",
+            plugin_revision=switched.revision,
+            forget=(running.version, "0.1"),
+            keep=attrs.evolve(kept, version="0.9.0", kept_at=at(20)),
+            audit=event("b", "forget", when=at(36)),
+        ),
+    ]:
+        try:
+            outcomes.append(storage.commit(change))
+        except ConflictError as exc:
+            outcomes.append((exc.expected, exc.actual))
+        seen[f"kept after {len(outcomes)}"] = storage.kept_versions("b")
+        seen[f"tenants after {len(outcomes)}"] = storage.list_tenants("b")
+    seen["outcomes"] = outcomes
+    seen["archive"] = storage.get_artifact(digest)
+    seen["archives"] = [(info.sha256, info.size) for info in storage.artifacts()]
+    seen["deleted"] = [storage.delete_artifact(digest), storage.delete_artifact(digest)]
+    seen["archives after delete"] = storage.artifacts()
+    seen["kept of others"] = storage.kept_versions("a")
     return seen
 
 
