@@ -29,6 +29,15 @@ The suite checks, for each part of the protocol:
   :class:`~services_ai_plugins.Change` (``ConflictError`` with ``expected`` and
   ``actual``); a failed commit writes nothing; the generation grows by one per
   commit and ``commit`` returns it;
+* versions: a plugin's archive and staged version round-trip; a change writes
+  several tenant records at once (``Change.tenants``), all or nothing; kept
+  versions are stored (``Change.keep``, replacing the plugin's copy of that
+  version), forgotten (``Change.forget``) and listed oldest ``kept_at`` first;
+* archives: ``put_artifact`` keeps bytes under their SHA-256, refuses a bad key
+  or data that does not match it (``ValueError``), keeps the first copy when a
+  hash is stored again (also by racing threads); ``get_artifact``,
+  ``delete_artifact`` and ``artifacts`` read and forget them, and none of it
+  moves the generation;
 * queries: ``list_plugins``, ``list_tenants``, ``enabled_plugins`` (approved,
   enabled and not suspended for the tenant), ``versions`` and ``audit`` (every
   filter of :class:`~services_ai_plugins.AuditQuery`), with their orders;
@@ -51,15 +60,17 @@ The suite checks, for each part of the protocol:
   past its limits.
 
 Records are built with :func:`make_plugin`, :func:`make_tenant`,
-:func:`make_audit`, :func:`make_version`, :func:`make_failure` and
-:func:`make_metrics`: each has defaults for every field and takes any of them
-as a keyword. They are public, for extra tests of your own.
+:func:`make_audit`, :func:`make_version`, :func:`make_failure`,
+:func:`make_metrics`, :func:`make_staged` and :func:`make_kept`: each has
+defaults for every field and takes any of them as a keyword. They are
+public, for extra tests of your own.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import random
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -80,10 +91,13 @@ from services_ai_plugins import (
     TenantRecord,
 )
 from services_ai_plugins.storage import (
+    ArtifactInfo,
     AuditQuery,
     Change,
+    KeptVersion,
     MetricsDelta,
     SourceKind,
+    StagedVersion,
     Storage,
     StoreUsage,
     VersionRecord,
@@ -98,8 +112,10 @@ __all__ = [
     "StorageContract",
     "make_audit",
     "make_failure",
+    "make_kept",
     "make_metrics",
     "make_plugin",
+    "make_staged",
     "make_tenant",
     "make_version",
 ]
@@ -130,13 +146,15 @@ def make_plugin(
     status_reason: str | None = None,
     granted_permissions: Iterable[str] = (),
     revision: int = 1,
+    artifact: str | None = None,
+    staged: StagedVersion | None = None,
 ) -> PluginRecord:
     """Build a :class:`~services_ai_plugins.PluginRecord`; every field can be given.
 
     By default: a pending plugin installed from a folder at :data:`BASE_TIME`,
     revision 1. ``name`` defaults to a title made of the id, ``manifest`` to a
     minimal manifest with the id, name and version, and ``code_hash`` to a
-    SHA-256 of the id and version.
+    SHA-256 of the id and version. No archive, nothing staged.
 
     >>> make_plugin("crm-sync", status=PluginStatus.APPROVED).name
     'Crm Sync'
@@ -147,17 +165,7 @@ def make_plugin(
         name=title,
         version=version,
         status=status,
-        manifest=(
-            manifest
-            if manifest is not None
-            else {
-                "id": plugin_id,
-                "name": title,
-                "version": version,
-                "entry_point": "main.py",
-                "plugin_class": "Plugin",
-            }
-        ),
+        manifest=manifest if manifest is not None else _manifest(plugin_id, title, version),
         code_hash=code_hash if code_hash is not None else _sha256(f"{plugin_id}=={version}"),
         source=source,
         package_path=package_path,
@@ -168,6 +176,78 @@ def make_plugin(
         status_reason=status_reason,
         granted_permissions=tuple(granted_permissions),
         revision=revision,
+        artifact=artifact,
+        staged=staged,
+    )
+
+
+def make_staged(
+    version: str = "2.0.0",
+    *,
+    plugin_id: str = "example-plugin",
+    manifest: Mapping[str, JSONValue] | None = None,
+    code_hash: str | None = None,
+    source: SourceKind = SourceKind.ARCHIVE,
+    package_path: str | None = None,
+    artifact: str | None = None,
+    installed_at: datetime = BASE_TIME,
+    installed_by: str = "admin",
+    approved_at: datetime | None = None,
+    approved_by: str | None = None,
+    auto_approved: bool = False,
+) -> StagedVersion:
+    """Build a :class:`~services_ai_plugins.storage.StagedVersion`; every field can be given.
+
+    By default: version 2.0.0 of ``plugin_id`` from an archive, installed at
+    :data:`BASE_TIME` and waiting for approval; ``manifest`` and ``code_hash``
+    as in :func:`make_plugin`.
+    """
+    title = plugin_id.replace("-", " ").title()
+    return StagedVersion(
+        version=version,
+        manifest=manifest if manifest is not None else _manifest(plugin_id, title, version),
+        code_hash=code_hash if code_hash is not None else _sha256(f"{plugin_id}=={version}"),
+        source=source,
+        package_path=package_path,
+        artifact=artifact,
+        installed_at=installed_at,
+        installed_by=installed_by,
+        approved_at=approved_at,
+        approved_by=approved_by,
+        auto_approved=auto_approved,
+    )
+
+
+def make_kept(
+    plugin_id: str = "example-plugin",
+    version: str = "1.0.0",
+    *,
+    manifest: Mapping[str, JSONValue] | None = None,
+    code_hash: str | None = None,
+    source: SourceKind = SourceKind.ARCHIVE,
+    package_path: str | None = None,
+    artifact: str | None = None,
+    granted_permissions: Iterable[str] = (),
+    tenants: Mapping[str, Mapping[str, JSONValue]] | None = None,
+    kept_at: datetime = BASE_TIME,
+) -> KeptVersion:
+    """Build a :class:`~services_ai_plugins.storage.KeptVersion`; every field can be given.
+
+    By default: version 1.0.0 from an archive, kept at :data:`BASE_TIME`
+    without tenants; ``manifest`` and ``code_hash`` as in :func:`make_plugin`.
+    """
+    title = plugin_id.replace("-", " ").title()
+    return KeptVersion(
+        plugin_id=plugin_id,
+        version=version,
+        manifest=manifest if manifest is not None else _manifest(plugin_id, title, version),
+        code_hash=code_hash if code_hash is not None else _sha256(f"{plugin_id}=={version}"),
+        source=source,
+        package_path=package_path,
+        artifact=artifact,
+        granted_permissions=tuple(granted_permissions),
+        tenants=tenants if tenants is not None else {},
+        kept_at=kept_at,
     )
 
 
@@ -357,6 +437,11 @@ class StorageContract:
         expect_same(storage.audit(AuditQuery()), [], "audit() of a new storage")
         expect_same(storage.failures(), [], "failures() of a new storage")
         expect_same(storage.metrics(), [], "metrics() of a new storage")
+        expect_same(storage.kept_versions("example-plugin"), [], "kept_versions() of a new storage")
+        expect_same(storage.artifacts(), [], "artifacts() of a new storage")
+        expect_same(
+            storage.get_artifact(_sha256("nothing")), None, "get_artifact() of a new storage"
+        )
 
     # -- plugin records --------------------------------------------------------------------
 
@@ -1763,6 +1848,359 @@ class StorageContract:
                 f"another plugin's store for tenant {tenant!r} after an uninstall",
             )
 
+    # -- staged versions and archives of plugins -------------------------------------------
+
+    def test_staged_version_round_trips_every_field(self, storage: Storage) -> None:
+        """A plugin's archive and its staged version read back equal, field by field."""
+        staged = make_staged(
+            "2.0.0rc1",
+            manifest=_NESTED_JSON,
+            package_path="/srv/plugins/example-plugin/2.0.0rc1",
+            artifact=_sha256("archive of 2.0.0rc1"),
+            installed_at=BASE_TIME + timedelta(days=1),
+            installed_by="ådmin@example.com",
+            # Another offset than UTC: the same instant must come back.
+            approved_at=datetime(2024, 5, 3, 8, 0, 0, 5, tzinfo=timezone(timedelta(hours=-7))),
+            approved_by="upgrade policy",
+            auto_approved=True,
+        )
+        plugin = make_plugin(
+            status=PluginStatus.APPROVED,
+            source=SourceKind.ARCHIVE,
+            artifact=_sha256("archive of 1.0.0"),
+            staged=staged,
+        )
+        _commit_plugin(storage, plugin)
+        expect_same(storage.get_plugin(plugin.id), plugin, "get_plugin() of a staged plugin")
+        expect_same(storage.list_plugins(), [plugin], "list_plugins() of a staged plugin")
+
+    def test_staged_version_waits_is_approved_and_is_switched_to(self, storage: Storage) -> None:
+        """A staged version is stored waiting, then approved, then cleared by the switch."""
+        running = make_plugin(
+            status=PluginStatus.APPROVED, source=SourceKind.ARCHIVE, artifact=_sha256("1.0.0")
+        )
+        _commit_plugin(storage, running)
+        waiting = make_staged(artifact=_sha256("2.0.0"), installed_at=BASE_TIME + timedelta(1))
+        steps = [
+            ("stage", attrs.evolve(running, staged=waiting, revision=2)),
+            (
+                "approve",
+                attrs.evolve(
+                    running,
+                    staged=attrs.evolve(
+                        waiting, approved_at=BASE_TIME + timedelta(2), approved_by="root"
+                    ),
+                    revision=3,
+                ),
+            ),
+            (
+                "switch",
+                attrs.evolve(
+                    running,
+                    version=waiting.version,
+                    manifest=waiting.manifest,
+                    code_hash=waiting.code_hash,
+                    artifact=waiting.artifact,
+                    staged=None,
+                    revision=4,
+                ),
+            ),
+        ]
+        for action, record in steps:
+            _commit_plugin(storage, record, action=action)
+            expect_same(storage.get_plugin(running.id), record, f"get_plugin() after {action!r}")
+
+    # -- several tenants in one change -------------------------------------------------------
+
+    def test_change_writes_several_tenants_at_once(self, storage: Storage) -> None:
+        """Change.tenants writes more tenant records with ``tenant``, new and updated alike,
+        in one commit (one generation, one audit event)."""
+        plugin = make_plugin(status=PluginStatus.APPROVED)
+        _commit_plugin(storage, plugin)
+        _commit_tenant(storage, make_tenant(tenant="acme", enabled=True))
+        written = (
+            make_tenant(tenant="acme", settings={"limit": 2}, revision=2),
+            make_tenant(tenant="globex", enabled=True, settings={"limit": 3}),
+            make_tenant(tenant="initech", optional_grants=["send_sms"]),
+        )
+        generation = storage.commit(
+            Change(
+                plugin_id=plugin.id,
+                plugin_revision=1,
+                tenant=written[0],
+                tenants=written[1:],
+                audit=make_audit(plugin.id, "configure"),
+            )
+        )
+        expect_same(generation, 3, "commit() of a change writing three tenants")
+        expect_same(storage.list_tenants(plugin.id), list(written), "list_tenants() after it")
+        expect_same(len(storage.audit(AuditQuery())), 3, "audit events after three commits")
+        # An upgrade: the plugin and the migrated settings of every tenant, without ``tenant``.
+        upgraded = attrs.evolve(plugin, version="2.0.0", revision=2)
+        migrated = (
+            attrs.evolve(written[0], settings={"limit": 2, "new": True}, revision=3),
+            attrs.evolve(written[1], settings={"limit": 3, "new": True}, revision=2),
+        )
+        storage.commit(
+            Change(
+                plugin_id=plugin.id,
+                plugin=upgraded,
+                tenants=migrated,
+                audit=make_audit(plugin.id, "upgrade"),
+            )
+        )
+        expect_same(storage.get_plugin(plugin.id), upgraded, "get_plugin() after the upgrade")
+        expect_same(
+            storage.list_tenants(plugin.id),
+            [*migrated, written[2]],
+            "list_tenants() after an upgrade that migrated two tenants",
+        )
+        expect_same(storage.generation(), 4, "generation() after four commits")
+
+    def test_conflict_on_a_later_tenant_writes_nothing(self, storage: Storage) -> None:
+        """A change whose second tenant record conflicts writes none of its parts: not the
+        first tenant, the plugin, the version, the kept versions or the audit event."""
+        plugin = make_plugin(status=PluginStatus.APPROVED)
+        _commit_plugin(storage, plugin)
+        _commit_tenant(storage, make_tenant(tenant="acme", enabled=True))
+        _commit_tenant(storage, make_tenant(tenant="globex", enabled=True))
+        storage.commit(
+            Change(
+                plugin_id=plugin.id,
+                plugin_revision=1,
+                keep=make_kept(version="0.9.0"),
+                audit=make_audit(plugin.id, "keep"),
+            )
+        )
+        before = _observe(storage, plugin.id)
+        for later, expected, actual in [
+            (make_tenant(tenant="globex", settings={"x": 1}, revision=3), 2, 1),
+            (make_tenant(tenant="initech", revision=2), 1, 0),
+        ]:
+            change = Change(
+                plugin_id=plugin.id,
+                plugin=attrs.evolve(plugin, version="2.0.0", revision=2),
+                tenant=make_tenant(tenant="acme", settings={"migrated": True}, revision=2),
+                tenants=(later,),
+                version=make_version(version="2.0.0"),
+                keep=make_kept(version="1.0.0"),
+                forget=("0.9.0",),
+                audit=make_audit(plugin.id, "upgrade"),
+            )
+            _expect_conflict(
+                storage,
+                change,
+                expected=expected,
+                actual=actual,
+                what=f"a change whose second tenant record ({later.tenant!r}) is stale",
+            )
+            _expect_unchanged(storage, plugin.id, before, "a change that raised ConflictError")
+
+    # -- kept versions -----------------------------------------------------------------------
+
+    def test_kept_version_round_trips_every_field(self, storage: Storage) -> None:
+        """A kept version reads back equal, field by field, with each tenant's state."""
+        _commit_plugin(storage, make_plugin(status=PluginStatus.APPROVED))
+        kept = make_kept(
+            version="1.0.0rc1",
+            manifest=_NESTED_JSON,
+            code_hash=_sha256("kept"),
+            source=SourceKind.FOLDER,
+            package_path="/srv/plugins/example-plugin/1.0.0rc1",
+            artifact=_sha256("archive of 1.0.0rc1"),
+            granted_permissions=["read_leads", "send_notifications"],
+            tenants={
+                "acme": {
+                    "settings": {"limit": 2**40, "ratio": 0.125, "token": "sealed:Zm9v", "x": None},
+                    "optional_grants": ["send_sms"],
+                },
+                "Zoë 插件": {"settings": {}, "optional_grants": []},
+            },
+            kept_at=datetime(2024, 5, 4, 1, 2, 3, 4, tzinfo=timezone(timedelta(hours=9))),
+        )
+        storage.commit(
+            Change(
+                plugin_id=kept.plugin_id,
+                plugin_revision=1,
+                keep=kept,
+                audit=make_audit(kept.plugin_id, "keep"),
+            )
+        )
+        expect_same(storage.kept_versions(kept.plugin_id), [kept], "kept_versions()")
+
+    def test_kept_versions_are_kept_replaced_and_forgotten(self, storage: Storage) -> None:
+        """Keeping a version adds it or replaces the plugin's copy of it; forgetting removes
+        the versions named (an unknown one is harmless); other plugins' stay; each step is one
+        commit. Listed oldest kept_at first."""
+        hour = timedelta(hours=1)
+        _commit_plugin(storage, make_plugin(status=PluginStatus.APPROVED))
+        _commit_plugin(storage, make_plugin("other-plugin"))
+        others = make_kept("other-plugin", "1.0.0", kept_at=BASE_TIME)
+        first = make_kept(version="1.0.0", kept_at=BASE_TIME + hour, tenants={"acme": {"n": 1}})
+        second = make_kept(version="2.0.0", kept_at=BASE_TIME + 2 * hour)
+        again = make_kept(
+            version="1.0.0",
+            kept_at=BASE_TIME + 3 * hour,
+            artifact=_sha256("1.0.0"),
+            tenants={"acme": {"n": 2}, "globex": {"n": 3}},
+        )
+        renewed = make_kept(version="2.0.0", kept_at=BASE_TIME + 4 * hour, package_path="/p")
+        steps: list[tuple[str, KeptVersion | None, tuple[str, ...], list[KeptVersion]]] = [
+            ("keep 1.0.0", first, (), [first]),
+            ("keep 2.0.0", second, (), [first, second]),
+            ("keep 1.0.0 again", again, (), [second, again]),
+            ("forget 1.0.0 and 9.9.9", None, ("1.0.0", "9.9.9"), [second]),
+            ("forget 2.0.0 and keep it anew", renewed, ("2.0.0",), [renewed]),
+        ]
+        storage.commit(
+            Change(
+                plugin_id="other-plugin",
+                plugin_revision=1,
+                keep=others,
+                audit=make_audit("other-plugin", "keep"),
+            )
+        )
+        for number, (step, keep, forget, expected) in enumerate(steps, start=4):
+            generation = storage.commit(
+                Change(
+                    plugin_id="example-plugin",
+                    plugin_revision=1,
+                    keep=keep,
+                    forget=forget,
+                    audit=make_audit(action="keep"),
+                )
+            )
+            expect_same(generation, number, f"commit() of {step!r}")
+            expect_same(
+                storage.kept_versions("example-plugin"), expected, f"kept_versions() after {step}"
+            )
+            expect_same(
+                storage.kept_versions("other-plugin"),
+                [others],
+                f"kept_versions() of another plugin after {step}",
+            )
+        expect_same(storage.kept_versions("missing"), [], "kept_versions() of an unknown plugin")
+
+    def test_kept_versions_are_listed_by_kept_at(self, storage: Storage) -> None:
+        """kept_versions() orders by kept_at (as instants), not by the order of the writes."""
+        _commit_plugin(storage, make_plugin())
+        later = make_kept(version="1.0.0", kept_at=BASE_TIME + timedelta(hours=2))
+        # An hour earlier as an instant, though its local time reads later.
+        earlier = make_kept(
+            version="2.0.0",
+            kept_at=(BASE_TIME + timedelta(hours=1)).astimezone(timezone(timedelta(hours=10))),
+        )
+        for kept in (later, earlier):
+            storage.commit(
+                Change(
+                    plugin_id=kept.plugin_id,
+                    plugin_revision=1,
+                    keep=kept,
+                    audit=make_audit(action="keep"),
+                )
+            )
+        expect_same(storage.kept_versions("example-plugin"), [earlier, later], "kept_versions()")
+
+    # -- archives ----------------------------------------------------------------------------
+
+    def test_artifacts_are_kept_read_listed_and_deleted(self, storage: Storage) -> None:
+        """put_artifact keeps any bytes under their SHA-256; get_artifact returns them as
+        bytes; artifacts() lists each by hash with its size; delete_artifact forgets one and
+        says whether it was there. None of it moves the generation or writes audit events."""
+        archives = dict([_archive(1 << 21, 1), _archive(300, 2), _archive(0, 3)])
+        started = datetime.now(timezone.utc)
+        for sha256, data in archives.items():
+            storage.put_artifact(sha256, data)
+        ended = datetime.now(timezone.utc)
+        for sha256, data in archives.items():
+            got = storage.get_artifact(sha256)
+            if type(got) is not bytes or got != data:
+                pytest.fail(
+                    f"get_artifact() of an archive of {len(data)} bytes returned "
+                    f"{type(got).__name__} of {len(got) if got is not None else 0} bytes that "
+                    f"{'match' if got == data else 'differ'}: it must return the bytes stored",
+                    pytrace=False,
+                )
+        listed = storage.artifacts()
+        expect_same(
+            [(info.sha256, info.size) for info in listed],
+            sorted((sha256, len(data)) for sha256, data in archives.items()),
+            "(sha256, size) of artifacts(), by hash",
+        )
+        slack = timedelta(minutes=1)
+        for info in listed:
+            expect_same(type(info), ArtifactInfo, "the items of artifacts()")
+            if not started - slack <= info.stored_at <= ended + slack:
+                pytest.fail(
+                    f"artifacts(): {info.sha256} was stored at {info.stored_at.isoformat()}, "
+                    f"but put_artifact() ran from {started.isoformat()} to {ended.isoformat()}",
+                    pytrace=False,
+                )
+        gone, *kept = sorted(archives)
+        expect_same(storage.delete_artifact(gone), True, "delete_artifact() of a kept archive")
+        expect_same(storage.get_artifact(gone), None, "get_artifact() of a deleted archive")
+        expect_same(storage.delete_artifact(gone), False, "delete_artifact() of a deleted one")
+        expect_same(
+            [info.sha256 for info in storage.artifacts()], kept, "artifacts() after a delete"
+        )
+        expect_same(storage.get_artifact(kept[0]), archives[kept[0]], "get_artifact() of another")
+        expect_same(storage.generation(), 0, "generation() after archive writes")
+        expect_same(storage.audit(AuditQuery()), [], "audit() after archive writes")
+
+    def test_artifact_with_a_bad_key_is_refused(self, storage: Storage) -> None:
+        """put_artifact refuses, with ValueError, a key that is not a lowercase hex SHA-256,
+        and stores nothing."""
+        sha256, data = _archive(100, 4)
+        for key in ["", "abc", sha256.upper(), sha256 + "0", "g" * 64, f" {sha256[1:]}"]:
+            with pytest.raises(ValueError, match="SHA-256"):
+                storage.put_artifact(key, data)
+        expect_same(storage.artifacts(), [], "artifacts() after refused puts")
+
+    def test_artifact_not_matching_its_data_is_refused(self, storage: Storage) -> None:
+        """put_artifact refuses, with ValueError, data whose SHA-256 is not the key, and
+        stores nothing under that key."""
+        sha256, _ = _archive(100, 5)
+        _, other = _archive(100, 6)
+        with pytest.raises(ValueError, match="does not match"):
+            storage.put_artifact(sha256, other)
+        expect_same(storage.get_artifact(sha256), None, "get_artifact() after a refused put")
+        expect_same(storage.artifacts(), [], "artifacts() after a refused put")
+
+    def test_storing_an_artifact_again_keeps_the_first_copy(self, storage: Storage) -> None:
+        """Storing a hash already kept is harmless: the first copy stays, stored_at with it."""
+        sha256, data = _archive(1000, 7)
+        storage.put_artifact(sha256, data)
+        first = storage.artifacts()
+        storage.put_artifact(sha256, data)
+        expect_same(storage.artifacts(), first, "artifacts() after storing a hash again")
+        expect_same(storage.get_artifact(sha256), data, "get_artifact() after storing it again")
+
+    def test_racing_puts_of_one_artifact_all_pass(self, storage: Storage) -> None:
+        """Threads storing the same archive at once all succeed; it is kept once."""
+        sha256, data = _archive(1 << 16, 8)
+        threads = 8
+        barrier = threading.Barrier(threads)
+
+        def put() -> None:
+            barrier.wait(_THREAD_TIMEOUT)
+            storage.put_artifact(sha256, data)
+
+        outcomes = _run_in_threads([put] * threads, "threads storing one archive")
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:
+            pytest.fail(
+                f"{len(failed)} of {threads} threads storing one archive failed, first with "
+                f"{type(failed[0]).__name__}: {failed[0]}. Storing a kept hash is harmless, "
+                "also when another writer stores it at the same moment",
+                pytrace=False,
+            )
+        expect_same(
+            [(info.sha256, info.size) for info in storage.artifacts()],
+            [(sha256, len(data))],
+            "artifacts() after racing puts",
+        )
+        expect_same(storage.get_artifact(sha256), data, "get_artifact() after racing puts")
+
     # -- concurrency -----------------------------------------------------------------------
 
     def test_concurrent_store_writes_never_pass_a_limit(self, storage: Storage) -> None:
@@ -1979,6 +2417,22 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _manifest(plugin_id: str, name: str, version: str) -> dict[str, JSONValue]:
+    return {
+        "id": plugin_id,
+        "name": name,
+        "version": version,
+        "entry_point": "main.py",
+        "plugin_class": "Plugin",
+    }
+
+
+def _archive(size: int, seed: int) -> tuple[str, bytes]:
+    """``size`` bytes that look random (every byte value, NULs too) and their SHA-256."""
+    data = random.Random(seed).randbytes(size)  # noqa: S311 - test data, not secrets
+    return hashlib.sha256(data).hexdigest(), data
+
+
 # -- committing ------------------------------------------------------------------------------
 
 
@@ -2139,6 +2593,8 @@ def _observe(storage: Storage, plugin_id: str) -> dict[str, object]:
         "audit(AuditQuery())": storage.audit(AuditQuery()),
         "enabled_plugins('acme')": storage.enabled_plugins("acme"),
         "enabled_plugins('globex')": storage.enabled_plugins("globex"),
+        f"kept_versions({plugin_id!r})": storage.kept_versions(plugin_id),
+        "artifacts()": storage.artifacts(),
     }
 
 

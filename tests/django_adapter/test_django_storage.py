@@ -8,6 +8,7 @@ whose ``default`` is PostgreSQL (``SAP_DJANGO_DB=postgres``) the ``default`` tes
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -19,9 +20,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from django.conf import settings
 from django.db import connections, transaction
+from django.db.migrations.executor import MigrationExecutor
 
 from services_ai_plugins import (
     BreakerPolicy,
@@ -33,6 +36,7 @@ from services_ai_plugins import (
     pack_plugin,
 )
 from services_ai_plugins.django.models import Generation, RecordJSONEncoder
+from services_ai_plugins.django.storage import _CODEC as ROW_CODEC
 from services_ai_plugins.django.storage import DjangoStorage
 from services_ai_plugins.events import Context
 from services_ai_plugins.storage import Change, Storage
@@ -42,6 +46,7 @@ from services_ai_plugins_testing.storage_contract import (
     StorageContract,
     make_audit,
     make_plugin,
+    make_staged,
     make_tenant,
     make_version,
 )
@@ -222,6 +227,80 @@ def test_commit_inside_the_callers_transaction_never_joins_it(
     assert storage.generation() == 0
     assert storage.list_plugins() == []
     assert storage.audit(make_query()) == []
+
+
+def test_archive_writes_inside_the_callers_transaction_never_join_it(
+    storage: DjangoStorage, alias: str
+) -> None:
+    """Storing or deleting an archive commits on its own, as a change does: a committed change
+    may name the archive, so the caller's rollback must not undo it. On PostgreSQL both
+    survive the caller's rollback; on SQLite they raise StorageError and write nothing."""
+    data = b"PK archive"
+    sha256 = hashlib.sha256(data).hexdigest()
+
+    class Undo(Exception):
+        pass
+
+    def in_a_transaction(write: Callable[[], object]) -> None:
+        with transaction.atomic(using=alias):
+            Generation.objects.using(alias).filter(key="none").exists()  # the caller reads
+            write()
+            raise Undo
+
+    if connections[alias].features.has_select_for_update:
+        with pytest.raises(Undo):
+            in_a_transaction(lambda: storage.put_artifact(sha256, data))
+        assert storage.get_artifact(sha256) == data
+        with pytest.raises(Undo):
+            in_a_transaction(lambda: storage.delete_artifact(sha256))
+        assert storage.artifacts() == []
+        return
+    with pytest.raises(StorageError, match=r"inside the caller's transaction\.atomic\(\)"):
+        in_a_transaction(lambda: storage.put_artifact(sha256, data))
+    assert storage.artifacts() == []
+    storage.put_artifact(sha256, data)
+    with pytest.raises(StorageError, match=r"inside the caller's transaction\.atomic\(\)"):
+        in_a_transaction(lambda: storage.delete_artifact(sha256))
+    assert storage.get_artifact(sha256) == data
+
+
+def test_a_database_at_migration_0001_upgrades_in_place(alias: str) -> None:
+    """A database migrated to 0001 holding a plugin migrates to the latest schema in place:
+    the plugin reads back with no archive and nothing staged, then takes both."""
+    app = "services_ai_plugins"
+    connection = connections[alias]
+    latest = MigrationExecutor(connection).loader.graph.leaf_nodes(app)
+    record = make_plugin(status=PluginStatus.APPROVED, revision=2)
+    executor = MigrationExecutor(connection)
+    executor.migrate([(app, "0001_initial")])
+    try:
+        executor.loader.build_graph()
+        old = executor.loader.project_state([(app, "0001_initial")]).apps.get_model(app, "Plugin")
+        old.objects.using(alias).create(
+            **{
+                name: value
+                for name, value in ROW_CODEC.plugin_params(record).items()
+                if name not in ("artifact", "staged")
+            }
+        )
+        assert "services_ai_plugins_artifact" not in connection.introspection.table_names()
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(latest)
+    storage = DjangoStorage(alias)
+    found = storage.get_plugin(record.id)
+    assert found == record
+    assert found is not None
+    assert (found.artifact, found.staged) == (None, None)
+    data = b"PK archive of 2.0.0"
+    sha256 = hashlib.sha256(data).hexdigest()
+    storage.put_artifact(sha256, data)
+    upgraded = attrs.evolve(
+        record, artifact=sha256, staged=make_staged(artifact=sha256), revision=3
+    )
+    storage.commit(Change(plugin_id=record.id, plugin=upgraded, audit=make_audit(action="stage")))
+    assert storage.get_plugin(record.id) == upgraded
+    assert storage.get_artifact(sha256) == data
 
 
 @pytest.mark.parametrize(

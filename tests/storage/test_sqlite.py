@@ -26,10 +26,12 @@ from services_ai_plugins._storage._protocol import (
     AuditQuery,
     Change,
     FailureRecord,
+    KeptVersion,
     MetricsDelta,
     PluginRecord,
     PluginStatus,
     SourceKind,
+    StagedVersion,
     Storage,
     TenantRecord,
     VersionRecord,
@@ -124,6 +126,30 @@ def tenant_change(
 def raw(path: Path) -> closing[sqlite3.Connection]:
     """A plain sqlite3 connection to the file, closed on leaving the block."""
     return closing(sqlite3.connect(path))
+
+
+#: The columns of plugins that the schema's step 5 added.
+VERSION_COLUMNS = ("artifact", "staged")
+
+
+def old_database(path: Path, steps: int, *records: PluginRecord) -> None:
+    """A database at schema step ``steps`` holding the plugin ``records``, written as that
+    schema's columns hold them (no column of a later step)."""
+    old_steps = _sqlite._MIGRATIONS[:steps]
+    assert steps < len(_sqlite._MIGRATIONS)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_sqlite, "_MIGRATIONS", old_steps)
+        SQLiteStorage(path).close()
+    with raw(path) as conn, conn:
+        for record in records:
+            params = {
+                name: value
+                for name, value in _sqlite._CODEC.plugin_params(record).items()
+                if name not in VERSION_COLUMNS
+            }
+            names = ", ".join(params)
+            marks = ", ".join(f":{name}" for name in params)
+            conn.execute(f"INSERT INTO plugins ({names}) VALUES ({marks})", params)  # noqa: S608
 
 
 def file_digest(path: Path) -> str:
@@ -342,15 +368,11 @@ def test_failed_migration_rolls_back(
 
 
 def test_schema_1_database_migrates_to_tenant_suspension(
-    opener: Callable[..., SQLiteStorage], db_path: Path, monkeypatch: pytest.MonkeyPatch
+    opener: Callable[..., SQLiteStorage], db_path: Path
 ) -> None:
     """A database of the first schema (no suspended_reason) opens, migrates and keeps its data."""
-    with monkeypatch.context() as patch:
-        patch.setattr(_sqlite, "_MIGRATIONS", _sqlite._MIGRATIONS[:1])
-        old = opener()
-        approved = attrs.evolve(install(old), status=PluginStatus.APPROVED, revision=2)
-        old.commit(Change(plugin_id="crm-sync", plugin=approved, audit=event("crm-sync", "a")))
-        old.close()
+    approved = plugin(status=PluginStatus.APPROVED, revision=2)
+    old_database(db_path, 1, approved)
     # A tenant row as the first schema holds it: eight columns, none for a suspension.
     with raw(db_path) as conn, conn:
         before = [row[1] for row in conn.execute("PRAGMA table_info(plugin_tenants)")]
@@ -391,6 +413,50 @@ def test_schema_1_database_migrates_to_tenant_suspension(
     assert new.enabled_plugins("acme") == []
     new.close()
     assert opener().get_tenant("crm-sync", "acme") == suspended
+
+
+def test_step_4_database_migrates_to_staged_and_kept_versions(
+    opener: Callable[..., SQLiteStorage], db_path: Path
+) -> None:
+    """A database of schema step 4 (before versions and archives) opens and migrates in place:
+    its plugin reads back with no archive and nothing staged, then takes all of them."""
+    approved = plugin(status=PluginStatus.APPROVED, revision=2)
+    old_database(db_path, 4, approved)
+    with raw(db_path) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert "plugin_artifacts" not in tables
+
+    new = opener()
+    with raw(db_path) as conn:
+        applied = [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(plugins)")]
+    assert applied == [m.version for m in _sqlite._MIGRATIONS]
+    assert columns[-2:] == list(VERSION_COLUMNS)
+    found = new.get_plugin("crm-sync")
+    assert found == approved
+    assert found is not None
+    assert (found.artifact, found.staged) == (None, None)
+    assert new.kept_versions("crm-sync") == []
+    assert new.artifacts() == []
+
+    data = b"PK\x05\x06" + bytes(18)
+    digest = hashlib.sha256(data).hexdigest()
+    new.put_artifact(digest, data)
+    staged = StagedVersion(
+        version="2.0.0",
+        manifest={"id": "crm-sync", "version": "2.0.0"},
+        code_hash="cd" * 32,
+        source=SourceKind.ARCHIVE,
+        artifact=digest,
+        installed_at=at(1),
+        installed_by="admin",
+    )
+    upgraded = attrs.evolve(approved, artifact=digest, staged=staged, revision=3)
+    new.commit(Change(plugin_id="crm-sync", plugin=upgraded, audit=event("crm-sync", "stage")))
+    new.close()
+    reopened = opener()
+    assert reopened.get_plugin("crm-sync") == upgraded
+    assert reopened.get_artifact(digest) == data
 
 
 # Atomic commits.
@@ -793,6 +859,7 @@ def scenario(storage: Storage) -> dict[str, object]:
             audit=event("b", "upgrade", when=at(31), actor="root"),
         )
     )
+    seen["staged upgrade"] = staged_upgrade(storage, upgraded)
     storage.record_failures(
         [failure("a", "acme", at(40)), failure("a", "globex", at(41)), failure("b", None, at(42))]
     )
@@ -856,6 +923,102 @@ def scenario(storage: Storage) -> dict[str, object]:
     for plugin_id in [None, "a", "b", "zz"]:
         seen[f"metrics {plugin_id}"] = storage.metrics(plugin_id)
     seen["generation"] = storage.generation()
+    return seen
+
+
+def staged_upgrade(storage: Storage, running: PluginRecord) -> dict[str, object]:
+    """Stage, approve and switch to a version from an archive, keeping the running one and
+    migrating two tenants in one change; a stale change of two tenants; a forget. Every answer
+    along the way (archives by hash and size: their stored_at is the backend's clock)."""
+    seen: dict[str, object] = {}
+    data = b"PK archive of b 3.0.0 \x00\xff"
+    digest = hashlib.sha256(data).hexdigest()
+    storage.put_artifact(digest, data)
+    storage.put_artifact(digest, data)
+    staged = StagedVersion(
+        version="3.0.0",
+        manifest={"id": "b", "version": "3.0.0", "ratio": 0.5},
+        code_hash="ef" * 32,
+        source=SourceKind.ARCHIVE,
+        artifact=digest,
+        installed_at=at(32),
+        installed_by="root",
+    )
+    waiting = attrs.evolve(running, staged=staged, revision=running.revision + 1)
+    storage.commit(Change(plugin_id="b", plugin=waiting, audit=event("b", "stage", when=at(32))))
+    approved = attrs.evolve(
+        waiting,
+        staged=attrs.evolve(staged, approved_at=at(33), approved_by="policy", auto_approved=True),
+        revision=waiting.revision + 1,
+    )
+    storage.commit(Change(plugin_id="b", plugin=approved, audit=event("b", "approve")))
+    seen["approved"] = storage.get_plugin("b")
+    acme = storage.get_tenant("b", "acme")
+    assert acme is not None
+    kept = KeptVersion(
+        plugin_id="b",
+        version=running.version,
+        manifest=running.manifest,
+        code_hash=running.code_hash,
+        source=running.source,
+        package_path=running.package_path,
+        granted_permissions=running.granted_permissions,
+        tenants={"acme": {"settings": dict(acme.settings), "optional_grants": []}},
+        kept_at=at(34),
+    )
+    switched = attrs.evolve(
+        running,
+        version=staged.version,
+        manifest=staged.manifest,
+        code_hash=staged.code_hash,
+        source=staged.source,
+        artifact=digest,
+        staged=None,
+        revision=approved.revision + 1,
+    )
+    migrated = attrs.evolve(acme, settings={"migrated": 1.5}, revision=acme.revision + 1)
+    globex = TenantRecord(
+        plugin_id="b", tenant="globex", changed_at=at(34), changed_by="root", enabled=True
+    )
+    outcomes: list[object] = []
+    for change in [
+        Change(
+            plugin_id="b",
+            plugin=switched,
+            tenant=migrated,
+            tenants=(globex,),
+            keep=kept,
+            audit=event("b", "switch", when=at(34)),
+        ),
+        # Stale: globex is at revision 1 now.
+        Change(
+            plugin_id="b",
+            plugin_revision=switched.revision,
+            tenant=attrs.evolve(migrated, revision=migrated.revision + 1),
+            tenants=(globex,),
+            forget=(running.version,),
+            audit=event("b", "configure", when=at(35)),
+        ),
+        Change(
+            plugin_id="b",
+            plugin_revision=switched.revision,
+            forget=(running.version, "0.1"),
+            keep=attrs.evolve(kept, version="0.9.0", kept_at=at(20)),
+            audit=event("b", "forget", when=at(36)),
+        ),
+    ]:
+        try:
+            outcomes.append(storage.commit(change))
+        except ConflictError as exc:
+            outcomes.append((exc.expected, exc.actual))
+        seen[f"kept after {len(outcomes)}"] = storage.kept_versions("b")
+        seen[f"tenants after {len(outcomes)}"] = storage.list_tenants("b")
+    seen["outcomes"] = outcomes
+    seen["archive"] = storage.get_artifact(digest)
+    seen["archives"] = [(info.sha256, info.size) for info in storage.artifacts()]
+    seen["deleted"] = [storage.delete_artifact(digest), storage.delete_artifact(digest)]
+    seen["archives after delete"] = storage.artifacts()
+    seen["kept of others"] = storage.kept_versions("a")
     return seen
 
 

@@ -20,8 +20,10 @@ from services_ai_plugins_testing.storage_contract import (
     StorageContract,
     make_audit,
     make_failure,
+    make_kept,
     make_metrics,
     make_plugin,
+    make_staged,
     make_tenant,
     make_version,
 )
@@ -73,6 +75,8 @@ def test_helpers_build_aware_utc_records() -> None:
         make_version().installed_at,
         make_failure().at,
         make_metrics().last_call,
+        make_staged().installed_at,
+        make_kept().kept_at,
     ]
     assert all(m == BASE_TIME and m.utcoffset() == timedelta(0) for m in moments)
 
@@ -99,6 +103,19 @@ def test_helpers_take_every_field() -> None:
     assert (tenant.tenant, tenant.enabled, tenant.optional_grants) == ("globex", True, ("x",))
     assert make_tenant().settings == {}
     assert make_audit(tenant="acme", after={"a": 1}).id is None
+    staged = make_staged("3.0.0", plugin_id="crm-sync", artifact="ab" * 32, auto_approved=True)
+    assert (staged.version, staged.artifact, staged.auto_approved) == ("3.0.0", "ab" * 32, True)
+    assert staged.manifest["id"] == "crm-sync"
+    assert staged.code_hash == make_plugin("crm-sync", version="3.0.0").code_hash
+    kept = make_kept(
+        "crm-sync", "0.9", tenants={"acme": {"settings": {}}}, granted_permissions=["x"]
+    )
+    assert (kept.version, kept.granted_permissions, dict(kept.tenants)) == (
+        "0.9",
+        ("x",),
+        {"acme": {"settings": {}}},
+    )
+    assert make_plugin(artifact="cd" * 32, staged=staged).staged == staged
 
 
 def test_base_class_is_not_collected_and_subclasses_are() -> None:
