@@ -1143,10 +1143,11 @@ class Registry:
         after: dict[str, JSONValue] = {
             "version": staged.version,
             "code_hash": staged.code_hash,
-            "migrated": list(plan.running),
+            "migrated": list[JSONValue](plan.running),
         }
         if changes:
-            after["settings_changed"] = {t: sorted(v) for t, v in changes.items()}
+            changed: dict[str, JSONValue] = {t: list(sorted(v)) for t, v in changes.items()}
+            after["settings_changed"] = changed
         self._commit(
             Change(
                 plugin_id=current.id,
@@ -1315,10 +1316,7 @@ class Registry:
             package_path=current.package_path,
             artifact=current.artifact,
             granted_permissions=current.granted_permissions,
-            tenants={
-                t.tenant: {"settings": dict(t.settings), "optional_grants": list(t.optional_grants)}
-                for t in tenants
-            },
+            tenants={t.tenant: _state(t) for t in tenants},
             kept_at=now,
         )
         others = [k.version for k in kept if k.version not in (current.version, arriving)]
@@ -1446,7 +1444,8 @@ class Registry:
             if record.staged is not None and record.staged.artifact is not None:
                 used.add(record.staged.artifact)
             used.update(k.artifact for k in self._storage.kept_versions(record.id) if k.artifact)
-        cutoff = self._clock() - older_than
+        # The store stamps archives with the real time, not the registry's clock.
+        cutoff = datetime.now(timezone.utc) - older_than
         removed = []
         for info in self._artifacts.list():
             stale = info.sha256 not in used and info.stored_at < cutoff
@@ -2026,6 +2025,12 @@ def _check_order(
             f"older than the installed version {installed}; pass downgrade=True "
             "(CLI: --downgrade) to install it anyway",
         )
+
+
+def _state(record: TenantRecord) -> dict[str, JSONValue]:
+    """What a kept version keeps of one tenant (see :class:`KeptVersion`)."""
+    grants: list[JSONValue] = list(record.optional_grants)
+    return {"settings": dict(record.settings), "optional_grants": grants}
 
 
 def _mapping(value: object) -> Mapping[str, JSONValue]:

@@ -31,11 +31,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, final
 
-from ._context import CURRENT_CONTEXT, Context
+from ._context import CURRENT_CONTEXT
 from ._dependencies import check_environment
-from ._kinds import Isolation, SourceKind
+from ._kinds import SourceKind
 from ._loading import PluginSet
-from ._manifest import Manifest
+from ._manifest import Isolation, Manifest
 from ._registry import Registry, UpgradePlan
 from ._sandbox._pool import Sandbox
 from ._sources._loader import check_code, import_plugin, unload_plugin
@@ -50,6 +50,7 @@ from .errors import (
     StorageError,
     UpgradeError,
 )
+from .events import Context
 
 __all__ = ["Upgrader"]
 
@@ -195,8 +196,8 @@ class Upgrader:
         if self._check_requirements():
             unmet = check_environment(plan.manifest)
             if unmet:
-                error = RequirementsError(plan.plugin_id, unmet)
-                raise self._refusal(plan, "load", error) from error
+                refused = RequirementsError(plan.plugin_id, unmet)
+                raise self._refusal(plan, "load", refused) from refused
         return folder
 
     def _load(self, plan: UpgradePlan, key: str, folder: Path | None, sandboxed: bool) -> object:
