@@ -8,6 +8,7 @@ afterwards.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import subprocess
@@ -29,12 +30,15 @@ from test_sqlite import at, delta, event, failure, install, plugin, scenario, te
 import pg_cluster
 from services_ai_plugins._storage._memory import MemoryStorage
 from services_ai_plugins._storage._postgres import _migrations as migrations
+from services_ai_plugins._storage._postgres import _storage as pg_storage
 from services_ai_plugins._storage._postgres._storage import PostgresStorage
 from services_ai_plugins._storage._protocol import (
     AuditQuery,
     Change,
     MetricsDelta,
     PluginStatus,
+    SourceKind,
+    StagedVersion,
     TenantRecord,
 )
 from services_ai_plugins._storage._sqlite import SQLiteStorage
@@ -170,6 +174,8 @@ TABLES = [
     "failures",
     "hook_metrics",
     "meta",
+    "plugin_artifacts",
+    "plugin_kept_versions",
     "plugin_tenants",
     "plugin_versions",
     "plugins",
@@ -305,6 +311,65 @@ def test_failed_migration_rolls_back(
     assert isinstance(caught.value.__cause__, psycopg.errors.SyntaxError)
     assert dump(postgres_url, schema) == before
     assert opener().get_plugin("crm-sync") == plugin()
+
+
+def test_step_3_schema_migrates_to_staged_and_kept_versions(
+    opener: Callable[..., PostgresStorage],
+    postgres_url: str,
+    schema: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A schema at step 3 (before versions and archives) holding a plugin opens and migrates in
+    place: the plugin reads back with no archive and nothing staged, then takes all of them."""
+    approved = plugin(status=PluginStatus.APPROVED, revision=2)
+    with monkeypatch.context() as patch:
+        patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])
+        opener().close()
+    params = {
+        name: value
+        for name, value in pg_storage._CODEC.plugin_params(approved).items()
+        if name not in ("artifact", "staged")
+    }
+    with raw(postgres_url) as conn:
+        conn.execute(
+            sql.SQL("INSERT INTO {schema}.plugins ({names}) VALUES ({values})").format(
+                schema=sql.Identifier(schema),
+                names=sql.SQL(", ").join(map(sql.Identifier, params)),
+                values=sql.SQL(", ").join(map(sql.Placeholder, params)),
+            ),
+            params,
+        )
+    assert "plugin_artifacts" not in {row[0] for row in columns(postgres_url, schema)}
+
+    new = opener()
+    assert [row[0] for row in applied(postgres_url, schema)] == [
+        m.version for m in migrations.MIGRATIONS
+    ]
+    found = new.get_plugin("crm-sync")
+    assert found == approved
+    assert found is not None
+    assert (found.artifact, found.staged) == (None, None)
+    assert new.kept_versions("crm-sync") == []
+    assert new.artifacts() == []
+
+    data = b"PK\x05\x06" + bytes(18)
+    digest = hashlib.sha256(data).hexdigest()
+    new.put_artifact(digest, data)
+    staged = StagedVersion(
+        version="2.0.0",
+        manifest={"id": "crm-sync", "version": "2.0.0"},
+        code_hash="cd" * 32,
+        source=SourceKind.ARCHIVE,
+        artifact=digest,
+        installed_at=at(1),
+        installed_by="admin",
+    )
+    upgraded = attrs.evolve(approved, artifact=digest, staged=staged, revision=3)
+    new.commit(Change(plugin_id="crm-sync", plugin=upgraded, audit=event("crm-sync", "stage")))
+    new.close()
+    reopened = opener()
+    assert reopened.get_plugin("crm-sync") == upgraded
+    assert reopened.get_artifact(digest) == data
 
 
 def test_processes_opening_at_once_migrate_once(

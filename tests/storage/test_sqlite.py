@@ -30,6 +30,7 @@ from services_ai_plugins._storage._protocol import (
     PluginRecord,
     PluginStatus,
     SourceKind,
+    StagedVersion,
     Storage,
     TenantRecord,
     VersionRecord,
@@ -124,6 +125,30 @@ def tenant_change(
 def raw(path: Path) -> closing[sqlite3.Connection]:
     """A plain sqlite3 connection to the file, closed on leaving the block."""
     return closing(sqlite3.connect(path))
+
+
+#: The columns of plugins that the schema's step 5 added.
+VERSION_COLUMNS = ("artifact", "staged")
+
+
+def old_database(path: Path, steps: int, *records: PluginRecord) -> None:
+    """A database at schema step ``steps`` holding the plugin ``records``, written as that
+    schema's columns hold them (no column of a later step)."""
+    old_steps = _sqlite._MIGRATIONS[:steps]
+    assert steps < len(_sqlite._MIGRATIONS)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_sqlite, "_MIGRATIONS", old_steps)
+        SQLiteStorage(path).close()
+    with raw(path) as conn, conn:
+        for record in records:
+            params = {
+                name: value
+                for name, value in _sqlite._CODEC.plugin_params(record).items()
+                if name not in VERSION_COLUMNS
+            }
+            names = ", ".join(params)
+            marks = ", ".join(f":{name}" for name in params)
+            conn.execute(f"INSERT INTO plugins ({names}) VALUES ({marks})", params)  # noqa: S608
 
 
 def file_digest(path: Path) -> str:
@@ -345,12 +370,8 @@ def test_schema_1_database_migrates_to_tenant_suspension(
     opener: Callable[..., SQLiteStorage], db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A database of the first schema (no suspended_reason) opens, migrates and keeps its data."""
-    with monkeypatch.context() as patch:
-        patch.setattr(_sqlite, "_MIGRATIONS", _sqlite._MIGRATIONS[:1])
-        old = opener()
-        approved = attrs.evolve(install(old), status=PluginStatus.APPROVED, revision=2)
-        old.commit(Change(plugin_id="crm-sync", plugin=approved, audit=event("crm-sync", "a")))
-        old.close()
+    approved = plugin(status=PluginStatus.APPROVED, revision=2)
+    old_database(db_path, 1, approved)
     # A tenant row as the first schema holds it: eight columns, none for a suspension.
     with raw(db_path) as conn, conn:
         before = [row[1] for row in conn.execute("PRAGMA table_info(plugin_tenants)")]
@@ -391,6 +412,50 @@ def test_schema_1_database_migrates_to_tenant_suspension(
     assert new.enabled_plugins("acme") == []
     new.close()
     assert opener().get_tenant("crm-sync", "acme") == suspended
+
+
+def test_step_4_database_migrates_to_staged_and_kept_versions(
+    opener: Callable[..., SQLiteStorage], db_path: Path
+) -> None:
+    """A database of schema step 4 (before versions and archives) opens and migrates in place:
+    its plugin reads back with no archive and nothing staged, then takes all of them."""
+    approved = plugin(status=PluginStatus.APPROVED, revision=2)
+    old_database(db_path, 4, approved)
+    with raw(db_path) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert "plugin_artifacts" not in tables
+
+    new = opener()
+    with raw(db_path) as conn:
+        applied = [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(plugins)")]
+    assert applied == [m.version for m in _sqlite._MIGRATIONS]
+    assert columns[-2:] == list(VERSION_COLUMNS)
+    found = new.get_plugin("crm-sync")
+    assert found == approved
+    assert found is not None
+    assert (found.artifact, found.staged) == (None, None)
+    assert new.kept_versions("crm-sync") == []
+    assert new.artifacts() == []
+
+    data = b"PK\x05\x06" + bytes(18)
+    digest = hashlib.sha256(data).hexdigest()
+    new.put_artifact(digest, data)
+    staged = StagedVersion(
+        version="2.0.0",
+        manifest={"id": "crm-sync", "version": "2.0.0"},
+        code_hash="cd" * 32,
+        source=SourceKind.ARCHIVE,
+        artifact=digest,
+        installed_at=at(1),
+        installed_by="admin",
+    )
+    upgraded = attrs.evolve(approved, artifact=digest, staged=staged, revision=3)
+    new.commit(Change(plugin_id="crm-sync", plugin=upgraded, audit=event("crm-sync", "stage")))
+    new.close()
+    reopened = opener()
+    assert reopened.get_plugin("crm-sync") == upgraded
+    assert reopened.get_artifact(digest) == data
 
 
 # Atomic commits.

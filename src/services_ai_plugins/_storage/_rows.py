@@ -13,22 +13,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import attrs
 
 from .._json import JSONValue
 from ._protocol import (
+    ArtifactInfo,
     AuditEvent,
     AuditQuery,
     FailureRecord,
     HookMetrics,
+    KeptVersion,
     MetricsDelta,
     PluginRecord,
     PluginStatus,
     SourceKind,
+    StagedVersion,
     TenantRecord,
     VersionRecord,
+    staged_from_json,
+    staged_to_json,
 )
 
 __all__ = ["Params", "Row", "RowCodec"]
@@ -124,6 +129,12 @@ class RowCodec:
                 record.granted_permissions, f"the permissions of plugin {record.id!r}"
             ),
             "revision": record.revision,
+            "artifact": record.artifact,
+            "staged": None
+            if record.staged is None
+            else self.json(
+                staged_to_json(record.staged), f"the staged version of plugin {record.id!r}"
+            ),
         }
 
     def tenant_params(self, record: TenantRecord) -> Params:
@@ -148,6 +159,26 @@ class RowCodec:
             "changelog": record.changelog,
             "installed_at": self.moment(record.installed_at),
             "installed_by": record.installed_by,
+        }
+
+    def kept_params(self, record: KeptVersion) -> Params:
+        where = f"kept version {record.version!r} of plugin {record.plugin_id!r}"
+        return {
+            "plugin_id": record.plugin_id,
+            "version": record.version,
+            "manifest": self.json(record.manifest, f"the manifest of {where}"),
+            "code_hash": record.code_hash,
+            "source": SourceKind(record.source).value,
+            "package_path": record.package_path,
+            "artifact": record.artifact,
+            "granted_permissions": self.strings(
+                record.granted_permissions, f"the permissions of {where}"
+            ),
+            "tenants": self.json(
+                {tenant: dict(state) for tenant, state in record.tenants.items()},
+                f"the tenants of {where}",
+            ),
+            "kept_at": self.moment(record.kept_at),
         }
 
     def audit_params(self, event: AuditEvent) -> Params:
@@ -202,6 +233,8 @@ class RowCodec:
             status_reason=row["status_reason"],
             granted_permissions=self.read_strings(row["granted_permissions"]),
             revision=row["revision"],
+            artifact=row["artifact"],
+            staged=self._staged(row["staged"], row["id"]),
         )
 
     def tenant(self, row: Row) -> TenantRecord:
@@ -225,6 +258,32 @@ class RowCodec:
             changelog=row["changelog"],
             installed_at=self.read_time(row["installed_at"]),
             installed_by=row["installed_by"],
+        )
+
+    def kept(self, row: Row) -> KeptVersion:
+        tenants = self.read_object(row["tenants"])
+        for tenant, state in tenants.items():
+            if not isinstance(state, dict):
+                raise ValueError(
+                    f"kept version {row['version']!r} of plugin {row['plugin_id']!r}: the state "
+                    f"of tenant {tenant!r} is not a JSON object"
+                )
+        return KeptVersion(
+            plugin_id=row["plugin_id"],
+            version=row["version"],
+            manifest=self.read_object(row["manifest"]),
+            code_hash=row["code_hash"],
+            source=SourceKind(row["source"]),
+            package_path=row["package_path"],
+            artifact=row["artifact"],
+            granted_permissions=self.read_strings(row["granted_permissions"]),
+            tenants=cast("dict[str, Mapping[str, JSONValue]]", tenants),
+            kept_at=self.read_time(row["kept_at"]),
+        )
+
+    def artifact(self, row: Row) -> ArtifactInfo:
+        return ArtifactInfo(
+            sha256=row["sha256"], size=int(row["size"]), stored_at=self.read_time(row["stored_at"])
         )
 
     def audit(self, row: Row) -> AuditEvent:
@@ -262,6 +321,17 @@ class RowCodec:
             max_duration=row["max_duration"],
             last_call=self.read_time(row["last_call"]),
         )
+
+    def _staged(self, value: object, plugin_id: str) -> StagedVersion | None:
+        if value is None:
+            return None
+        try:
+            return staged_from_json(self.read_object(value))
+        except (KeyError, TypeError) as exc:
+            # ValueError, like the other damage a backend translates at its seam.
+            raise ValueError(
+                f"the staged version of plugin {plugin_id!r} is damaged: {exc!r}"
+            ) from exc
 
     def _optional_json(self, value: Mapping[str, JSONValue] | None, what: str) -> object:
         return None if value is None else self.json(dict(value), what)

@@ -25,11 +25,13 @@ import attrs
 from .._json import JSONValue
 from ..errors import StorageError
 from ._protocol import (
+    ArtifactInfo,
     AuditEvent,
     AuditQuery,
     Change,
     FailureRecord,
     HookMetrics,
+    KeptVersion,
     MetricsDelta,
     PluginRecord,
     PluginStatus,
@@ -37,6 +39,7 @@ from ._protocol import (
     TenantRecord,
     VersionRecord,
     charge,
+    check_artifact,
     check_ids,
     check_limit,
     check_size,
@@ -190,6 +193,37 @@ CREATE TABLE store_values (
 );
 """
 
+_VERSIONS: Final = """
+-- The archive a plugin's code is materialised from, and a version staged beside the
+-- running one (one JSON object).
+ALTER TABLE plugins ADD COLUMN artifact TEXT;
+ALTER TABLE plugins ADD COLUMN staged TEXT;
+
+-- Versions that ran before, kept for a rollback: one per (plugin, version). No foreign
+-- key, as for the history tables. Listed by kept_at, then by rowid (which an upsert keeps).
+CREATE TABLE plugin_kept_versions (
+    plugin_id           TEXT NOT NULL,
+    version             TEXT NOT NULL,
+    manifest            TEXT NOT NULL,
+    code_hash           TEXT NOT NULL,
+    source              TEXT NOT NULL,
+    package_path        TEXT,
+    artifact            TEXT,
+    granted_permissions TEXT NOT NULL,
+    tenants             TEXT NOT NULL,
+    kept_at             TEXT NOT NULL,
+    PRIMARY KEY (plugin_id, version)
+);
+
+-- Uploaded archives by the SHA-256 (lowercase hex) of their bytes.
+CREATE TABLE plugin_artifacts (
+    sha256    TEXT PRIMARY KEY,
+    data      BLOB NOT NULL,
+    size      INTEGER NOT NULL,
+    stored_at TEXT NOT NULL
+);
+"""
+
 #: The schema, step by step. Append-only: a release that changes the schema
 #: adds the next version at the end and never edits a published step, since
 #: databases in the field have already applied it.
@@ -202,6 +236,7 @@ _MIGRATIONS: tuple[_Migration, ...] = (
     ),
     _Migration(3, "the ledger of plugin store quotas", _STORE_LEDGER),
     _Migration(4, "the plugins' key-value stores kept by the SDK", _STORE_VALUES),
+    _Migration(5, "staged and kept plugin versions, and the plugins' archives", _VERSIONS),
 )
 
 _CREATE_MIGRATIONS: Final = """
@@ -214,10 +249,12 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 _UPSERT_PLUGIN: Final = """
 INSERT INTO plugins (
     id, name, version, status, manifest, code_hash, source, package_path, installed_at,
-    installed_by, approved_at, approved_by, status_reason, granted_permissions, revision
+    installed_by, approved_at, approved_by, status_reason, granted_permissions, revision,
+    artifact, staged
 ) VALUES (
     :id, :name, :version, :status, :manifest, :code_hash, :source, :package_path, :installed_at,
-    :installed_by, :approved_at, :approved_by, :status_reason, :granted_permissions, :revision
+    :installed_by, :approved_at, :approved_by, :status_reason, :granted_permissions, :revision,
+    :artifact, :staged
 )
 ON CONFLICT (id) DO UPDATE SET
     name = excluded.name,
@@ -233,7 +270,9 @@ ON CONFLICT (id) DO UPDATE SET
     approved_by = excluded.approved_by,
     status_reason = excluded.status_reason,
     granted_permissions = excluded.granted_permissions,
-    revision = excluded.revision
+    revision = excluded.revision,
+    artifact = excluded.artifact,
+    staged = excluded.staged
 """
 
 _UPSERT_TENANT: Final = """
@@ -257,6 +296,25 @@ ON CONFLICT (plugin_id, tenant) DO UPDATE SET
 _INSERT_VERSION: Final = """
 INSERT INTO plugin_versions (plugin_id, version, code_hash, changelog, installed_at, installed_by)
 VALUES (:plugin_id, :version, :code_hash, :changelog, :installed_at, :installed_by)
+"""
+
+_UPSERT_KEPT: Final = """
+INSERT INTO plugin_kept_versions (
+    plugin_id, version, manifest, code_hash, source, package_path, artifact,
+    granted_permissions, tenants, kept_at
+) VALUES (
+    :plugin_id, :version, :manifest, :code_hash, :source, :package_path, :artifact,
+    :granted_permissions, :tenants, :kept_at
+)
+ON CONFLICT (plugin_id, version) DO UPDATE SET
+    manifest = excluded.manifest,
+    code_hash = excluded.code_hash,
+    source = excluded.source,
+    package_path = excluded.package_path,
+    artifact = excluded.artifact,
+    granted_permissions = excluded.granted_permissions,
+    tenants = excluded.tenants,
+    kept_at = excluded.kept_at
 """
 
 _INSERT_AUDIT: Final = """
@@ -334,30 +392,41 @@ class SQLiteStorage:
 
     def commit(self, change: Change) -> int:
         plugin = _CODEC.plugin_params(change.plugin) if change.plugin is not None else None
-        tenant = _CODEC.tenant_params(change.tenant) if change.tenant is not None else None
+        written = change.written_tenants()
+        tenants = [_CODEC.tenant_params(record) for record in written]
         version = _CODEC.version_params(change.version) if change.version is not None else None
+        keep = _CODEC.kept_params(change.keep) if change.keep is not None else None
         audit = _CODEC.audit_params(change.audit)
         with self._transaction() as conn:
-            change.check(
-                _revision(conn, "SELECT revision FROM plugins WHERE id = ?", change.plugin_id),
-                _revision(
-                    conn,
-                    "SELECT revision FROM plugin_tenants WHERE plugin_id = ? AND tenant = ?",
-                    change.plugin_id,
-                    change.tenant.tenant,
-                )
-                if change.tenant is not None
-                else 0,
+            change.check_plugin(
+                _revision(conn, "SELECT revision FROM plugins WHERE id = ?", change.plugin_id)
             )
+            for record in written:
+                change.check_tenant(
+                    record,
+                    _revision(
+                        conn,
+                        "SELECT revision FROM plugin_tenants WHERE plugin_id = ? AND tenant = ?",
+                        change.plugin_id,
+                        record.tenant,
+                    ),
+                )
             if change.clear_tenants:
                 conn.execute("DELETE FROM plugin_tenants WHERE plugin_id = ?", (change.plugin_id,))
                 _drop_store(conn, change.plugin_id, None)
             if plugin is not None:
                 conn.execute(_UPSERT_PLUGIN, plugin)
-            if tenant is not None:
-                conn.execute(_UPSERT_TENANT, tenant)
+            for params in tenants:
+                conn.execute(_UPSERT_TENANT, params)
             if version is not None:
                 conn.execute(_INSERT_VERSION, version)
+            # Forget before keep, so a change may forget a version and keep it anew.
+            conn.executemany(
+                "DELETE FROM plugin_kept_versions WHERE plugin_id = ? AND version = ?",
+                [(change.plugin_id, forgotten) for forgotten in change.forget],
+            )
+            if keep is not None:
+                conn.execute(_UPSERT_KEPT, keep)
             conn.execute(_INSERT_AUDIT, audit)
             conn.execute(_NEXT_GENERATION)
             return _generation(conn)
@@ -407,6 +476,44 @@ class SQLiteStorage:
                 "SELECT * FROM plugin_versions WHERE plugin_id = ? ORDER BY id", (plugin_id,)
             ).fetchall()
             return [_CODEC.version(row) for row in rows]
+
+    def kept_versions(self, plugin_id: str) -> list[KeptVersion]:
+        with self._using() as conn:
+            rows = conn.execute(
+                "SELECT * FROM plugin_kept_versions WHERE plugin_id = ? ORDER BY kept_at, rowid",
+                (plugin_id,),
+            ).fetchall()
+            return [_CODEC.kept(row) for row in rows]
+
+    def put_artifact(self, sha256: str, data: bytes) -> None:
+        check_artifact(sha256, data)
+        blob = bytes(data)
+        with self._transaction() as conn:
+            # A hash already kept keeps its first copy: the bytes are the same.
+            conn.execute(
+                "INSERT INTO plugin_artifacts (sha256, data, size, stored_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (sha256) DO NOTHING",
+                (sha256, blob, len(blob), _text(datetime.now(timezone.utc))),
+            )
+
+    def get_artifact(self, sha256: str) -> bytes | None:
+        with self._using() as conn:
+            row = conn.execute(
+                "SELECT data FROM plugin_artifacts WHERE sha256 = ?", (sha256,)
+            ).fetchone()
+            return None if row is None else bytes(row[0])
+
+    def delete_artifact(self, sha256: str) -> bool:
+        with self._transaction() as conn:
+            gone = conn.execute("DELETE FROM plugin_artifacts WHERE sha256 = ?", (sha256,))
+            return bool(gone.rowcount)
+
+    def artifacts(self) -> list[ArtifactInfo]:
+        with self._using() as conn:
+            rows = conn.execute(
+                "SELECT sha256, size, stored_at FROM plugin_artifacts ORDER BY sha256"
+            ).fetchall()
+            return [_CODEC.artifact(row) for row in rows]
 
     def audit(self, query: AuditQuery) -> list[AuditEvent]:
         where, params = _CODEC.audit_filter(query)

@@ -23,6 +23,8 @@ __all__ = [
     "Generation",
     "HookMetric",
     "Plugin",
+    "PluginArtifact",
+    "PluginKeptVersion",
     "PluginTenant",
     "PluginVersion",
     "RecordJSONEncoder",
@@ -81,6 +83,10 @@ class Plugin(models.Model):
     status_reason = models.TextField(null=True, blank=True)
     granted_permissions = _json(default=list)
     revision = models.BigIntegerField()
+    #: SHA-256 of the uploaded archive the code is materialised from (PluginArtifact).
+    artifact = models.CharField(max_length=64, null=True, blank=True)
+    #: A new version installed beside this one (``staged_to_json``), or None.
+    staged = _json(null=True, blank=True)
 
     class Meta:
         db_table = "services_ai_plugins_plugin"
@@ -127,6 +133,40 @@ class PluginVersion(models.Model):
     class Meta:
         db_table = "services_ai_plugins_version"
         indexes = [models.Index(fields=["plugin_id", "id"], name="sap_version_plugin")]
+
+
+class PluginKeptVersion(models.Model):
+    """A version that ran before, kept for a rollback: one per (plugin, version), with each
+    tenant's state when it stopped running (history: no foreign key)."""
+
+    plugin_id = models.CharField(max_length=64)
+    version = models.TextField()
+    manifest = _json()
+    code_hash = models.CharField(max_length=64)
+    source = models.CharField(max_length=16)
+    package_path = models.TextField(null=True, blank=True)
+    artifact = models.CharField(max_length=64, null=True, blank=True)
+    granted_permissions = _json(default=list)
+    tenants = _json(default=dict)
+    kept_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "services_ai_plugins_kept_version"
+        constraints = [
+            models.UniqueConstraint(fields=["plugin_id", "version"], name="sap_kept_unique"),
+        ]
+
+
+class PluginArtifact(models.Model):
+    """An uploaded plugin archive, by the SHA-256 (lowercase hex) of its bytes."""
+
+    sha256 = models.CharField(max_length=64, primary_key=True)
+    data = models.BinaryField()
+    size = models.BigIntegerField()
+    stored_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "services_ai_plugins_artifact"
 
 
 class AuditEntry(models.Model):

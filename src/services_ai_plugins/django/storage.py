@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from datetime import datetime, timezone
-from typing import Any, Final, final
+from typing import Any, Final, TypeVar, final
 
 from django.conf import settings as django_settings
 from django.core.exceptions import SynchronousOnlyOperation
@@ -31,11 +31,13 @@ from django.db.models import Count, Exists, F, OuterRef, Sum
 
 from .._json import JSONValue
 from .._storage._protocol import (
+    ArtifactInfo,
     AuditEvent,
     AuditQuery,
     Change,
     FailureRecord,
     HookMetrics,
+    KeptVersion,
     MetricsDelta,
     PluginRecord,
     PluginStatus,
@@ -43,6 +45,7 @@ from .._storage._protocol import (
     TenantRecord,
     VersionRecord,
     charge,
+    check_artifact,
     check_ids,
     check_limit,
     check_size,
@@ -58,6 +61,8 @@ from .models import (
     Generation,
     HookMetric,
     Plugin,
+    PluginArtifact,
+    PluginKeptVersion,
     PluginTenant,
     PluginVersion,
     RecordJSONEncoder,
@@ -83,6 +88,8 @@ _IDS_PER_STATEMENT: Final = 500
 
 _BIGINT: Final = range(-(2**63), 2**63)
 
+_T = TypeVar("_T")
+
 
 @final
 class DjangoStorage:
@@ -97,7 +104,9 @@ class DjangoStorage:
 
     :meth:`commit` runs in a transaction of its own, never the caller's: a registry
     change that the caller's rollback undid would leave this process's host running
-    what the database no longer says. Called inside the caller's
+    what the database no longer says. So do :meth:`put_artifact` and
+    :meth:`delete_artifact`: an archive a committed change names must not vanish with
+    the caller's rollback. Called inside the caller's
     ``transaction.atomic()`` (a view under ``ATOMIC_REQUESTS``, a breaker trip
     during such a request), it commits on a connection of its own, from a thread
     that it waits for, on PostgreSQL; on SQLite, whose one writer may be the
@@ -157,23 +166,24 @@ class DjangoStorage:
             return 0 if value is None else int(value)
 
     def commit(self, change: Change) -> int:
+        return self._on_its_own(self._commit, change)
+
+    def _on_its_own(self, write: Callable[..., _T], *args: Any) -> _T:
+        """Run ``write`` (which makes a durable transaction) outside the caller's transaction:
+        on a connection of its own (a thread's) when the caller is in one, this thread
+        waiting for it."""
         connection = connections[self._alias]
-        if (
+        if not (
             connection.in_atomic_block
             and connection.features.has_select_for_update
             and not any(getattr(a, "_from_testcase", False) for a in connection.atomic_blocks)
         ):
-            return self._commit_aside(change)
-        return self._commit(change)
-
-    def _commit_aside(self, change: Change) -> int:
-        """:meth:`_commit` on a connection of its own (a thread's), outside the caller's
-        transaction; this thread waits for it."""
-        outcome: list[int | BaseException] = []
+            return write(*args)
+        outcome: list[_T | BaseException] = []
 
         def run() -> None:
             try:
-                outcome.append(self._commit(change))
+                outcome.append(write(*args))
             except BaseException as exc:  # noqa: BLE001 - handed to the caller below
                 outcome.append(exc)
 
@@ -187,33 +197,45 @@ class DjangoStorage:
 
     def _commit(self, change: Change) -> int:
         plugin = _CODEC.plugin_params(change.plugin) if change.plugin is not None else None
-        tenant = _CODEC.tenant_params(change.tenant) if change.tenant is not None else None
+        written = change.written_tenants()
+        tenants = [_CODEC.tenant_params(record) for record in written]
         version = _CODEC.version_params(change.version) if change.version is not None else None
+        keep = _CODEC.kept_params(change.keep) if change.keep is not None else None
         audit = _CODEC.audit_params(change.audit)
         plugin_id = change.plugin_id
         with self._transaction(f"commit a change of plugin {plugin_id!r}", durable=True):
             generation = self._lock_generation()
-            stored_tenant = 0
-            if change.tenant is not None:
-                stored_tenant = self._revision(
-                    PluginTenant, plugin_id=plugin_id, tenant=change.tenant.tenant
+            change.check_plugin(self._revision(Plugin, id=plugin_id))
+            stored: list[int] = []
+            for record in written:
+                stored.append(
+                    self._revision(PluginTenant, plugin_id=plugin_id, tenant=record.tenant)
                 )
-            change.check(self._revision(Plugin, id=plugin_id), stored_tenant)
+                change.check_tenant(record, stored[-1])
             if change.clear_tenants:
                 PluginTenant.objects.using(self._alias).filter(plugin_id=plugin_id).delete()
                 self._drop_store(plugin_id, None)
             if plugin is not None:
                 self._put(Plugin, plugin, created=plugin["revision"] == 1, id=plugin_id)
-            if change.tenant is not None and tenant is not None:
+            for record, fields, revision in zip(written, tenants, stored, strict=True):
                 self._put(
                     PluginTenant,
-                    tenant,
-                    created=change.clear_tenants or stored_tenant == 0,
+                    fields,
+                    created=change.clear_tenants or revision == 0,
                     plugin_id=plugin_id,
-                    tenant=change.tenant.tenant,
+                    tenant=record.tenant,
                 )
             if version is not None:
                 PluginVersion.objects.using(self._alias).create(**version)
+            # Forget before keep, so a change may forget a version and keep it anew.
+            if change.forget:
+                PluginKeptVersion.objects.using(self._alias).filter(
+                    plugin_id=plugin_id, version__in=change.forget
+                ).delete()
+            if keep is not None:
+                kept = PluginKeptVersion.objects.using(self._alias)
+                if not kept.filter(plugin_id=plugin_id, version=keep["version"]).update(**keep):
+                    kept.create(**keep)
             AuditEntry.objects.using(self._alias).create(**audit)
             Generation.objects.using(self._alias).filter(key=_GENERATION).update(
                 value=F("value") + 1
@@ -265,6 +287,50 @@ class DjangoStorage:
         with self._using(f"list the versions of plugin {plugin_id!r}"):
             rows = PluginVersion.objects.using(self._alias).filter(plugin_id=plugin_id)
             return [_CODEC.version(row) for row in rows.order_by("id").values()]
+
+    def kept_versions(self, plugin_id: str) -> list[KeptVersion]:
+        with self._using(f"list the kept versions of plugin {plugin_id!r}"):
+            rows = PluginKeptVersion.objects.using(self._alias).filter(plugin_id=plugin_id)
+            return [_CODEC.kept(row) for row in rows.order_by("kept_at", "id").values()]
+
+    def put_artifact(self, sha256: str, data: bytes) -> None:
+        check_artifact(sha256, data)
+        self._on_its_own(self._put_artifact, sha256, bytes(data))
+
+    def _put_artifact(self, sha256: str, data: bytes) -> None:
+        row = PluginArtifact(
+            sha256=sha256,
+            data=data,
+            size=len(data),
+            stored_at=_moment(datetime.now(timezone.utc)),
+        )
+        with self._transaction(f"store the archive {sha256}", durable=True):
+            # A hash already kept keeps its first copy (the bytes are the same): racing
+            # puts both pass.
+            PluginArtifact.objects.using(self._alias).bulk_create([row], ignore_conflicts=True)
+
+    def get_artifact(self, sha256: str) -> bytes | None:
+        with self._using(f"read the archive {sha256}"):
+            data = (
+                PluginArtifact.objects.using(self._alias)
+                .filter(sha256=sha256)
+                .values_list("data", flat=True)
+                .first()
+            )
+            return None if data is None else bytes(data)
+
+    def delete_artifact(self, sha256: str) -> bool:
+        return self._on_its_own(self._delete_artifact, sha256)
+
+    def _delete_artifact(self, sha256: str) -> bool:
+        with self._transaction(f"delete the archive {sha256}", durable=True):
+            gone, _ = PluginArtifact.objects.using(self._alias).filter(sha256=sha256).delete()
+            return bool(gone)
+
+    def artifacts(self) -> list[ArtifactInfo]:
+        with self._using("list the archives"):
+            rows = PluginArtifact.objects.using(self._alias).values("sha256", "size", "stored_at")
+            return sorted(map(_CODEC.artifact, rows), key=lambda info: info.sha256)
 
     def audit(self, query: AuditQuery) -> list[AuditEvent]:
         rows = AuditEntry.objects.using(self._alias).all()

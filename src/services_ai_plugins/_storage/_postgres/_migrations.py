@@ -162,6 +162,39 @@ CREATE TABLE {s}.store_values (
 );
 """
 
+_VERSIONS: Final = """
+-- The archive a plugin's code is materialised from, and a version staged beside the
+-- running one.
+ALTER TABLE {s}.plugins ADD COLUMN artifact TEXT COLLATE "C", ADD COLUMN staged JSONB;
+
+-- Versions that ran before, kept for a rollback: one per (plugin, version). No foreign
+-- key, as for the history tables. Listed by kept_at, then by id (which an upsert keeps).
+CREATE TABLE {s}.plugin_kept_versions (
+    id                  BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+    plugin_id           TEXT COLLATE "C" NOT NULL,
+    version             TEXT COLLATE "C" NOT NULL,
+    manifest            JSONB NOT NULL,
+    code_hash           TEXT NOT NULL,
+    source              TEXT NOT NULL,
+    package_path        TEXT,
+    artifact            TEXT COLLATE "C",
+    granted_permissions TEXT[] NOT NULL,
+    tenants             JSONB NOT NULL,
+    kept_at             TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (plugin_id, version)
+);
+
+-- Uploaded archives by the SHA-256 (lowercase hex) of their bytes. ZIP archives are
+-- compressed already: stored out of line as they are, without another compression.
+CREATE TABLE {s}.plugin_artifacts (
+    sha256    TEXT COLLATE "C" PRIMARY KEY,
+    data      BYTEA NOT NULL,
+    size      BIGINT NOT NULL,
+    stored_at TIMESTAMPTZ NOT NULL
+);
+ALTER TABLE {s}.plugin_artifacts ALTER COLUMN data SET STORAGE EXTERNAL;
+"""
+
 #: The schema, step by step. Append-only: a release that changes the schema
 #: adds the next version at the end and never edits a published step, since
 #: databases in the field have already applied it.
@@ -169,6 +202,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "plugins, tenants, versions, audit, failures and metrics", _SCHEMA_1),
     Migration(2, "the ledger of plugin store quotas", _STORE_LEDGER),
     Migration(3, "the plugins' key-value stores kept by the SDK", _STORE_VALUES),
+    Migration(4, "staged and kept plugin versions, and the plugins' archives", _VERSIONS),
 )
 
 _CREATE_MIGRATIONS: Final = """

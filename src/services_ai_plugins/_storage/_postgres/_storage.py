@@ -30,11 +30,13 @@ from typing import TYPE_CHECKING, Any, Final, cast, final
 from ..._json import JSONValue, exact_json_text
 from ...errors import StorageError
 from .._protocol import (
+    ArtifactInfo,
     AuditEvent,
     AuditQuery,
     Change,
     FailureRecord,
     HookMetrics,
+    KeptVersion,
     MetricsDelta,
     PluginRecord,
     PluginStatus,
@@ -42,6 +44,7 @@ from .._protocol import (
     TenantRecord,
     VersionRecord,
     charge,
+    check_artifact,
     check_ids,
     check_limit,
     check_size,
@@ -88,7 +91,8 @@ _BIGINT: Final = range(-(2**63), 2**63)
 
 _SELECT_PLUGINS: Final = """
 SELECT id, name, version, status, manifest, code_hash, source, package_path, installed_at,
-    installed_by, approved_at, approved_by, status_reason, granted_permissions, revision
+    installed_by, approved_at, approved_by, status_reason, granted_permissions, revision,
+    artifact, staged
 FROM {s}.plugins
 """
 _SELECT_TENANTS: Final = """
@@ -99,6 +103,11 @@ FROM {s}.plugin_tenants
 _SELECT_VERSIONS: Final = """
 SELECT plugin_id, version, code_hash, changelog, installed_at, installed_by
 FROM {s}.plugin_versions
+"""
+_SELECT_KEPT: Final = """
+SELECT plugin_id, version, manifest, code_hash, source, package_path, artifact,
+    granted_permissions, tenants, kept_at
+FROM {s}.plugin_kept_versions
 """
 _SELECT_AUDIT: Final = """
 SELECT id, at, actor, action, plugin_id, tenant, before_json, after_json
@@ -116,11 +125,13 @@ FROM {s}.hook_metrics
 _UPSERT_PLUGIN: Final = """
 INSERT INTO {s}.plugins (
     id, name, version, status, manifest, code_hash, source, package_path, installed_at,
-    installed_by, approved_at, approved_by, status_reason, granted_permissions, revision
+    installed_by, approved_at, approved_by, status_reason, granted_permissions, revision,
+    artifact, staged
 ) VALUES (
     %(id)s, %(name)s, %(version)s, %(status)s, %(manifest)s::jsonb, %(code_hash)s, %(source)s,
     %(package_path)s, %(installed_at)s, %(installed_by)s, %(approved_at)s, %(approved_by)s,
-    %(status_reason)s, %(granted_permissions)s::text[], %(revision)s
+    %(status_reason)s, %(granted_permissions)s::text[], %(revision)s, %(artifact)s,
+    %(staged)s::jsonb
 )
 ON CONFLICT (id) DO UPDATE SET
     name = EXCLUDED.name,
@@ -136,7 +147,9 @@ ON CONFLICT (id) DO UPDATE SET
     approved_by = EXCLUDED.approved_by,
     status_reason = EXCLUDED.status_reason,
     granted_permissions = EXCLUDED.granted_permissions,
-    revision = EXCLUDED.revision
+    revision = EXCLUDED.revision,
+    artifact = EXCLUDED.artifact,
+    staged = EXCLUDED.staged
 """
 
 _UPSERT_TENANT: Final = """
@@ -163,6 +176,34 @@ INSERT INTO {s}.plugin_versions (
 ) VALUES (
     %(plugin_id)s, %(version)s, %(code_hash)s, %(changelog)s, %(installed_at)s, %(installed_by)s
 )
+"""
+
+_UPSERT_KEPT: Final = """
+INSERT INTO {s}.plugin_kept_versions (
+    plugin_id, version, manifest, code_hash, source, package_path, artifact,
+    granted_permissions, tenants, kept_at
+) VALUES (
+    %(plugin_id)s, %(version)s, %(manifest)s::jsonb, %(code_hash)s, %(source)s,
+    %(package_path)s, %(artifact)s, %(granted_permissions)s::text[], %(tenants)s::jsonb,
+    %(kept_at)s
+)
+ON CONFLICT (plugin_id, version) DO UPDATE SET
+    manifest = EXCLUDED.manifest,
+    code_hash = EXCLUDED.code_hash,
+    source = EXCLUDED.source,
+    package_path = EXCLUDED.package_path,
+    artifact = EXCLUDED.artifact,
+    granted_permissions = EXCLUDED.granted_permissions,
+    tenants = EXCLUDED.tenants,
+    kept_at = EXCLUDED.kept_at
+"""
+_FORGET_KEPT: Final = (
+    "DELETE FROM {s}.plugin_kept_versions WHERE plugin_id = %s AND version = ANY(%s::text[])"
+)
+#: A hash already kept keeps its first copy (the bytes are the same): racing puts both pass.
+_PUT_ARTIFACT: Final = """
+INSERT INTO {s}.plugin_artifacts (sha256, data, size, stored_at) VALUES (%s, %s, %s, %s)
+ON CONFLICT (sha256) DO NOTHING
 """
 
 _INSERT_AUDIT: Final = """
@@ -410,26 +451,33 @@ class PostgresStorage:
 
     def commit(self, change: Change) -> int:
         plugin = _CODEC.plugin_params(change.plugin) if change.plugin is not None else None
-        tenant = _CODEC.tenant_params(change.tenant) if change.tenant is not None else None
+        written = change.written_tenants()
+        tenants = [_CODEC.tenant_params(record) for record in written]
         version = _CODEC.version_params(change.version) if change.version is not None else None
+        keep = _CODEC.kept_params(change.keep) if change.keep is not None else None
         audit = _CODEC.audit_params(change.audit)
         with self._transaction() as conn:
             conn.execute(self._sql(_LOCK_GENERATION))
-            change.check(
-                _revision(conn, self._sql(_PLUGIN_REVISION), change.plugin_id),
-                _revision(conn, self._sql(_TENANT_REVISION), change.plugin_id, change.tenant.tenant)
-                if change.tenant is not None
-                else 0,
-            )
+            change.check_plugin(_revision(conn, self._sql(_PLUGIN_REVISION), change.plugin_id))
+            for record in written:
+                change.check_tenant(
+                    record,
+                    _revision(conn, self._sql(_TENANT_REVISION), change.plugin_id, record.tenant),
+                )
             if change.clear_tenants:
                 conn.execute(self._sql(_CLEAR_TENANTS), (change.plugin_id,))
                 self._drop_store(conn, change.plugin_id, None)
             if plugin is not None:
                 conn.execute(self._sql(_UPSERT_PLUGIN), plugin)
-            if tenant is not None:
-                conn.execute(self._sql(_UPSERT_TENANT), tenant)
+            for params in tenants:
+                conn.execute(self._sql(_UPSERT_TENANT), params)
             if version is not None:
                 conn.execute(self._sql(_INSERT_VERSION), version)
+            # Forget before keep, so a change may forget a version and keep it anew.
+            if change.forget:
+                conn.execute(self._sql(_FORGET_KEPT), (change.plugin_id, list(change.forget)))
+            if keep is not None:
+                conn.execute(self._sql(_UPSERT_KEPT), keep)
             conn.execute(self._sql(_INSERT_AUDIT), audit)
             moved = conn.execute(
                 self._sql(_NEXT_GENERATION), {"channel": CHANNEL, "schema": self._schema}
@@ -491,6 +539,44 @@ class PostgresStorage:
                 self._sql(_SELECT_VERSIONS + " WHERE plugin_id = %s ORDER BY id"), (plugin_id,)
             ).fetchall()
             return [_CODEC.version(row) for row in rows]
+
+    def kept_versions(self, plugin_id: str) -> list[KeptVersion]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                self._sql(_SELECT_KEPT + " WHERE plugin_id = %s ORDER BY kept_at, id"),
+                (plugin_id,),
+            ).fetchall()
+            return [_CODEC.kept(row) for row in rows]
+
+    def put_artifact(self, sha256: str, data: bytes) -> None:
+        check_artifact(sha256, data)
+        blob = bytes(data)
+        with self._connection() as conn:
+            # One statement: its own transaction.
+            conn.execute(
+                self._sql(_PUT_ARTIFACT), (sha256, blob, len(blob), datetime.now(timezone.utc))
+            )
+
+    def get_artifact(self, sha256: str) -> bytes | None:
+        with self._connection() as conn:
+            row = conn.execute(
+                self._sql("SELECT data FROM {s}.plugin_artifacts WHERE sha256 = %s"), (sha256,)
+            ).fetchone()
+            return None if row is None else bytes(row["data"])
+
+    def delete_artifact(self, sha256: str) -> bool:
+        with self._connection() as conn:
+            gone = conn.execute(
+                self._sql("DELETE FROM {s}.plugin_artifacts WHERE sha256 = %s"), (sha256,)
+            )
+            return bool(gone.rowcount)
+
+    def artifacts(self) -> list[ArtifactInfo]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                self._sql("SELECT sha256, size, stored_at FROM {s}.plugin_artifacts ORDER BY sha256")
+            ).fetchall()
+            return [_CODEC.artifact(row) for row in rows]
 
     def audit(self, query: AuditQuery) -> list[AuditEvent]:
         where, params = _CODEC.audit_filter(query)
