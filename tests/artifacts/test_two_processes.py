@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,67 +80,81 @@ def test_a_zip_installed_through_one_process_is_served_by_another(
     """The second host, running before the install, serves the plugin at its next call, and its
     own plugins folder then holds the code, verified against the hash recorded at install."""
     database, schema = target
-    first_dir, second_dir = tmp_path / "first-plugins", tmp_path / "second-plugins"
+    second_dir = tmp_path / "second-plugins"
     folder = plugin_folder(
-        tmp_path, "shared", HEADER + widget("shared"), permissions=("dashboard_widgets",)
+        tmp_path,
+        "shared",
+        HEADER + textwrap.indent(widget("shared"), "    "),
+        permissions=("dashboard_widgets",),
     )
     archive = pack_plugin(folder, tmp_path / "shared.zip").path
-    second = subprocess.Popen(
-        [sys.executable, str(HOST), database, schema, str(second_dir), "serve"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=environment(),
-    )
-    try:
-        assert second.stdin is not None
-        assert second.stdout is not None
-
-        def call() -> list[list[str]]:
-            assert second.stdin is not None
-            assert second.stdout is not None
-            second.stdin.write("call\n")
-            second.stdin.flush()
-            line = second.stdout.readline()
-            assert line, second.stderr.read() if second.stderr else ""
-            return json.loads(line)  # type: ignore[no-any-return]
-
-        assert call() == []  # running, nothing installed yet
-        first = subprocess.run(
-            [sys.executable, str(HOST), database, schema, str(first_dir), "install", str(archive)],
-            capture_output=True,
+    log = tmp_path / "second.log"
+    with (
+        log.open("w") as errors,
+        subprocess.Popen(
+            [sys.executable, str(HOST), database, schema, str(second_dir), "serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
             text=True,
             env=environment(),
-            timeout=300,
-            check=False,
-        )
-        assert first.returncode == 0, first.stderr
-        [[title, first_pid]] = json.loads(first.stdout.splitlines()[-1])
-        assert title == "shared"
-        # The first machine's folder is out of the second's reach: only the archive is shared.
-        first_dir.rename(tmp_path / "unreachable")
-        [[title, second_pid]] = call()
-        assert title == "shared"
-        assert second_pid != first_pid
-        materialised = second_dir / "shared" / "1.0.0"
-        assert code_hash(materialised) == code_hash(folder)
-        storage = open_storage(target)
+        ) as second,
+    ):
         try:
-            record = storage.get_plugin("shared")
-            assert record is not None
-            assert record.code_hash == code_hash(folder)
-            assert storage.get_artifact(str(record.artifact)) == archive.read_bytes()
-            assert [f for f in storage.failures("shared") if f.hook == "load"] == []
+            served(second, log, archive, folder, target)
         finally:
-            storage.close()
+            if second.stdin is not None and not second.stdin.closed:
+                second.stdin.write("quit\n")
+                second.stdin.close()
+            try:
+                second.wait(timeout=60)
+            finally:
+                if second.poll() is None:
+                    second.kill()
+                    second.wait(timeout=30)
+
+
+def served(
+    second: subprocess.Popen[str], log: Path, archive: Path, folder: Path, target: Target
+) -> None:
+    database, schema = target
+    tmp_path = log.parent
+    first_dir, second_dir = tmp_path / "first-plugins", tmp_path / "second-plugins"
+
+    def call() -> list[list[str]]:
+        assert second.stdin is not None
+        assert second.stdout is not None
+        second.stdin.write("call\n")
+        second.stdin.flush()
+        line = second.stdout.readline()
+        assert line, log.read_text()
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    assert call() == []  # running, nothing installed yet
+    first = subprocess.run(
+        [sys.executable, str(HOST), database, schema, str(first_dir), "install", str(archive)],
+        capture_output=True,
+        text=True,
+        env=environment(),
+        timeout=300,
+        check=False,
+    )
+    assert first.returncode == 0, first.stderr
+    [[title, first_pid]] = json.loads(first.stdout.splitlines()[-1])
+    assert title == "shared"
+    # The first machine's folder is out of the second's reach: only the archive is shared.
+    first_dir.rename(tmp_path / "unreachable")
+    [[title, second_pid]] = call()
+    assert title == "shared"
+    assert second_pid != first_pid
+    materialised = second_dir / "shared" / "1.0.0"
+    assert code_hash(materialised) == code_hash(folder)
+    storage = open_storage(target)
+    try:
+        record = storage.get_plugin("shared")
+        assert record is not None
+        assert record.code_hash == code_hash(folder)
+        assert storage.get_artifact(str(record.artifact)) == archive.read_bytes()
+        assert [f for f in storage.failures("shared") if f.hook == "load"] == []
     finally:
-        if second.stdin is not None and not second.stdin.closed:
-            second.stdin.write("quit\n")
-            second.stdin.close()
-        try:
-            second.wait(timeout=60)
-        finally:
-            if second.poll() is None:
-                second.kill()
-                second.wait(timeout=30)
+        storage.close()
