@@ -13,6 +13,7 @@ import hashlib
 import multiprocessing
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,10 +31,16 @@ from artifact_kit import (
 )
 
 from conftest import Hosts, Installer
-from services_ai_plugins import MemoryStorage, PluginHost, PluginStatus, SandboxPolicy
-from services_ai_plugins.errors import IntegrityError, PackageError
+from services_ai_plugins import (
+    MemoryStorage,
+    PluginHost,
+    PluginStatus,
+    SandboxPolicy,
+    SQLiteStorage,
+)
+from services_ai_plugins.errors import ArchiveError, IntegrityError, PackageError
 from services_ai_plugins.events import Context
-from services_ai_plugins.tooling import code_hash
+from services_ai_plugins.tooling import ArchiveLimits, code_hash, install_archive
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the process sandbox needs fork")
 
@@ -443,3 +450,58 @@ def test_a_corrupt_archive_raises_integrity_error_naming_it(tmp_path: Path) -> N
             artifacts=DictArtifacts({key: b"not those bytes"}),
         )
     assert f"artifact {key}" in str(caught.value)
+
+
+def test_an_archive_changed_in_the_sqlite_table_is_refused(hosts: Hosts, tmp_path: Path) -> None:
+    """The same, with the bytes rewritten in SQLite's own table (another host on the same file)."""
+    if not hasattr(SQLiteStorage, "put_artifact"):
+        pytest.skip("SQLiteStorage keeps no archives yet (the storage part of issue 21)")
+    database = tmp_path / "registry.db"
+    sandbox = SandboxPolicy(timeout=10.0)
+    first = cast(
+        "PluginHost",
+        hosts(storage=SQLiteStorage(database), plugins_dir=tmp_path / "a", sandbox=sandbox),
+    )
+    Installer(tmp_path, HEADER)(
+        first, "rotten", widget("rotten"), permissions=("dashboard_widgets",)
+    )
+    key = recorded_artifact(first.registry, "rotten", (tmp_path / "rotten.zip").read_bytes())
+    point_at(first.registry.storage, "rotten", key, package_path=f"{OTHER_MACHINE}/rotten/1.0.0")
+    with sqlite3.connect(database) as connection:
+        forged = hostile_zip("rotten", {})
+        connection.execute(
+            "UPDATE plugin_artifacts SET data = ?, size = ? WHERE sha256 = ?",
+            (forged, len(forged), key),
+        )
+    connection.close()
+    second = cast(
+        "PluginHost",
+        hosts(storage=SQLiteStorage(database), plugins_dir=tmp_path / "b", sandbox=sandbox),
+    )
+    assert titles(second) == []
+    [failure] = load_failures(second, "rotten")
+    assert failure.exc_type == "IntegrityError"
+    assert f"artifact {key}" in failure.message
+    assert second.registry.plugin("rotten").status is PluginStatus.APPROVED
+    assert files_under(tmp_path / "b" / "rotten") == set()
+    assert titles(first) == ["rotten"]
+
+
+def test_an_archive_larger_than_its_limits_allow_is_refused_before_anything_is_kept(
+    pair: Pair,
+) -> None:
+    """Padding a small archive (junk before it, which ZIP readers skip) is not kept in storage."""
+    pair.install(pair.a, "padded", widget("padded"), approve=False)
+    pair.a.registry.uninstall("padded", actor="ops")
+    data = (pair.root / "padded.zip").read_bytes()
+    limits = ArchiveLimits(max_total_bytes=10_000, max_members=4)
+    elsewhere = pair.root / "c-plugins"
+    elsewhere.mkdir()
+    kept = {info.sha256 for info in pair.a.registry.artifacts.list()}
+    with pytest.raises(ArchiveError, match=r"the archive is over \d+ bytes.*\[too-large\]"):
+        install_archive(
+            b"\0" * 1_000_000 + data, elsewhere, pair.a.registry, actor="ops", limits=limits
+        )
+    assert {info.sha256 for info in pair.a.registry.artifacts.list()} == kept
+    assert files_under(elsewhere) == set()
+    install_archive(data, elsewhere, pair.a.registry, actor="ops", limits=limits)
