@@ -38,7 +38,12 @@ from services_ai_plugins import (
     SandboxPolicy,
     SQLiteStorage,
 )
-from services_ai_plugins.errors import ArchiveError, IntegrityError, PackageError
+from services_ai_plugins.errors import (
+    ArchiveError,
+    IntegrityError,
+    PackageError,
+    TransitionError,
+)
 from services_ai_plugins.events import Context
 from services_ai_plugins.tooling import ArchiveLimits, code_hash, install_archive
 
@@ -134,13 +139,17 @@ def test_install_keeps_the_uploaded_bytes_under_their_sha256(
 
 
 def test_an_install_the_registry_refuses_leaves_no_folder(pair: Pair) -> None:
-    """The extracted folder is rolled back; the kept archive may stay (content-addressed)."""
+    """Extracted (into another folder), kept, then refused by the registry: the folder is
+    rolled back; the kept archive may stay (content-addressed, harmless)."""
     data = pair.upload("twice")
-    before = files_under(pair.a_dir / "twice")
-    with pytest.raises(Exception, match="already installed"):
-        pair.a.install(data, actor="ops")  # no reinstall=True
-    assert files_under(pair.a_dir / "twice") == before
-    assert files_under(pair.a_dir / ".staging") == set()
+    elsewhere = pair.root / "c-plugins"
+    elsewhere.mkdir()
+    with pytest.raises(TransitionError, match="already installed"):
+        install_archive(data, elsewhere, pair.a.registry, actor="ops")  # no reinstall=True
+    assert files_under(elsewhere) == set()
+    assert list(elsewhere.iterdir()) == [elsewhere / ".staging"]
+    assert pair.a.registry.artifacts.get(sha256(data)) == data
+    assert pair.a.registry.plugin("twice").package_path == f"{OTHER_MACHINE}/twice/1.0.0"
 
 
 # -- another host materialises it ------------------------------------------------------------
