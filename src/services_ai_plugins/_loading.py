@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, Final, NamedTuple, final
 
+import attrs
 import pluggy
 
 from ._api import ApiMeter, DeniedHook, HostServices, PluginAPI
@@ -36,6 +37,7 @@ from ._sandbox._pool import Sandbox
 from ._sandbox._stand_in import SandboxedPlugin
 from ._sources._discovery import DiscoveredPlugin
 from ._sources._loader import load_failure, load_plugin, unload_plugin, verify_plugin
+from ._sources._materialise import local_code
 from ._storage._protocol import PluginRecord, PluginStatus, SourceKind, Storage
 from ._version import __version__
 from .errors import PackageError, PluginError, Problem, RequirementsError, StorageError
@@ -347,14 +349,17 @@ class PluginSet:
         )
         plugin: object = None
         folder: Path | None = None
+        local = self._local(record, key)
+        if local is None:
+            return False
         try:
             if record.source is not SourceKind.ENTRY_POINT:
                 # Verifies the code hash first; records its own failures (and
                 # suspends a plugin whose code changed).
                 if sandboxed:
-                    folder = verify_plugin(record, registry=self._registry, actor=self._actor)
+                    folder = verify_plugin(local, registry=self._registry, actor=self._actor)
                 else:
-                    plugin = load_plugin(record, registry=self._registry, actor=self._actor).plugin
+                    plugin = load_plugin(local, registry=self._registry, actor=self._actor).plugin
         except PluginError as error:
             self._failed_loads[record.id] = key
             _logger.error("plugin %r not loaded: %s", record.id, error)
@@ -405,6 +410,37 @@ class PluginSet:
             return False
         self._loaded[record.id] = Loaded(record, plugin)
         return True
+
+    def _local(
+        self, record: PluginRecord, key: tuple[int, tuple[tuple[str, int | None], ...]]
+    ) -> PluginRecord | None:
+        """The record with the folder where this host finds its code (see :func:`local_code`),
+        materialised from its archive if need be; None (recorded) when it cannot be had.
+
+        A missing or corrupt archive is this host's failure, not the plugin's: it stays
+        approved (its code may run elsewhere). Only the load uses the returned record: the
+        loaded record stays the registry's, so a refresh compares like with like.
+        """
+        if record.source is SourceKind.ENTRY_POINT:
+            return record
+        try:
+            folder = local_code(
+                record.id,
+                record.version,
+                record.code_hash,
+                record.package_path,
+                record.artifact,
+                plugins_dir=self._plugins_dir,
+                artifacts=self._registry.artifacts,
+            )
+        except PluginError as error:
+            self._failed_loads[record.id] = key
+            self.record_load_failure(record.id, error)
+            _logger.error("plugin %r not loaded: %s", record.id, error)
+            return None
+        if record.package_path == str(folder):
+            return record
+        return attrs.evolve(record, package_path=str(folder))
 
     def _unmet_plugins(
         self, plugin_id: str, manifest: Manifest, approved: Mapping[str, PluginRecord]

@@ -35,7 +35,7 @@ import attrs
 from .._manifest import MAX_MANIFEST_BYTES, Manifest
 from .._registry import Registry
 from .._storage._protocol import PluginRecord, SourceKind
-from ..errors import ArchiveError, ManifestError, PackageError, Problem
+from ..errors import ArchiveError, IntegrityError, ManifestError, PackageError, Problem
 from ._hashing import code_hash
 from ._hashing import hash_header as _hash_header
 from ._package import (
@@ -95,6 +95,10 @@ RULES: Final[dict[str, str]] = {
 }
 
 _STAGING: Final = ".staging"
+#: What one member may add to an archive besides its data: two headers with its name and extras.
+_MEMBER_OVERHEAD: Final = 4096
+#: The end of the central directory, its ZIP64 records and the archive's comment.
+_TAIL_OVERHEAD: Final = 128 * 1024
 _CHUNK: Final = 64 * 1024
 _RATIO_FLOOR: Final = 1024
 _FLAG_ENCRYPTED: Final = 0x1 | 0x40  # traditional and strong encryption
@@ -217,20 +221,33 @@ def install_archive(
     reinstall: bool = False,
     check: ManifestCheck | None = None,
 ) -> PluginRecord:
-    """Extract an uploaded plugin ZIP (see :func:`extract_plugin`) and record it as pending.
+    """Extract an uploaded plugin ZIP (see :func:`extract_plugin`), keep it, record it as pending.
 
-    The registry records the plugin's code hash, ``SourceKind.ARCHIVE`` and the
-    folder (as an absolute path, so a host started elsewhere finds it). If the
-    registry refuses (a plugin already installed without ``reinstall``, a
-    storage failure, ...), the extracted folder is removed again, the replaced
-    version's folder is restored, and the error re-raised.
+    The archive is read once (a path too: its bytes are what is extracted and
+    kept), and refused with rule ``"too-large"`` when it is larger than the
+    members ``limits`` allows could make it. Once it is extracted and checked,
+    its bytes are kept in the registry's artifact store
+    (:attr:`Registry.artifacts`) under their SHA-256, from which every other
+    host materialises the code; then the registry records the plugin's code
+    hash, ``SourceKind.ARCHIVE``, the folder (as an absolute path, so a host
+    started elsewhere on this machine finds it) and the archive's hash. If the
+    artifact store or the registry refuses (a plugin already installed without
+    ``reinstall``, a storage failure, ...), the extracted folder is removed
+    again, the replaced version's folder is restored, and the error re-raised;
+    a kept archive may stay (it is content-addressed: the registry's garbage
+    collection removes archives no version uses).
 
     :raises ArchiveError, ManifestError, PackageError: as :func:`extract_plugin`.
     :raises TransitionError: the registry does not allow the install.
+    :raises StorageError: the archive cannot be kept.
     """
-    placed = _place(source, Path(plugins_dir).absolute(), limits, reinstall, check)
+    label = "<upload>" if isinstance(source, bytes) else os.fspath(source)
+    data = _read_archive(source, label, limits)
+    placed = _place(data, Path(plugins_dir).absolute(), limits, reinstall, check, label=label)
     extracted = placed.extracted
     try:
+        artifact = hashlib.sha256(data).hexdigest()
+        registry.artifacts.put(artifact, data)
         record = registry.install(
             extracted.manifest,
             actor=actor,
@@ -238,12 +255,38 @@ def install_archive(
             source=SourceKind.ARCHIVE,
             package_path=str(extracted.path),
             reinstall=reinstall,
+            artifact=artifact,
         )
     except BaseException:
         placed.rollback()
         raise
     placed.commit()
     return record
+
+
+def _archive_bound(limits: ArchiveLimits) -> int:
+    """The most bytes an archive within ``limits`` can take: its members' bytes (compressed,
+    with deflate's few bytes of overhead), their headers and the end of the central directory."""
+    return (
+        limits.max_total_bytes
+        + limits.max_total_bytes // 64
+        + limits.max_members * _MEMBER_OVERHEAD
+        + _TAIL_OVERHEAD
+    )
+
+
+def _read_archive(source: ArchiveSource, label: str, limits: ArchiveLimits) -> bytes:
+    """The archive's bytes, read once, no more than :func:`_archive_bound` allows."""
+    bound = _archive_bound(limits)
+    if isinstance(source, bytes):
+        data = source
+    else:
+        with _open(source, label) as stream:
+            data = stream.read(bound + 1)
+    if len(data) > bound:
+        message = f"the archive is over {bound} bytes, more than its limits allow"
+        raise ArchiveError("too-large", message, path=label)
+    return data
 
 
 # -- the steps -------------------------------------------------------------------------------
@@ -255,8 +298,18 @@ def _place(
     limits: ArchiveLimits,
     reinstall: bool,
     check: ManifestCheck | None,
+    *,
+    label: str | None = None,
+    code_hash: str | None = None,
 ) -> _Placed:
-    label = "<upload>" if isinstance(source, bytes) else os.fspath(source)
+    """Extract and check the archive in staging, then rename it into place.
+
+    ``label`` names the archive in errors (default: the path, or ``<upload>``);
+    with ``code_hash``, extracted code of another hash is refused before it is
+    moved into place (:class:`IntegrityError`).
+    """
+    if label is None:
+        label = "<upload>" if isinstance(source, bytes) else os.fspath(source)
     if not plugins.is_dir():
         raise PackageError("the plugins folder does not exist", path=str(plugins))
     with _open(source, label) as stream:
@@ -272,6 +325,8 @@ def _place(
             manifest = _check_content(staging, label, prefix)
             if check is not None:
                 check(manifest)
+            if code_hash is not None and digest != code_hash:
+                raise IntegrityError(manifest.id, label, code_hash, digest)
             staging.chmod(0o755)
             extracted = ExtractedPlugin(manifest, staging, digest)
             return _move(extracted, plugins, label=label, reinstall=reinstall)
