@@ -594,9 +594,16 @@ class PluginHost:
         return registered
 
     def install(
-        self, source: ArchiveSource, *, actor: str, reinstall: bool = False
+        self,
+        source: ArchiveSource,
+        *,
+        actor: str,
+        reinstall: bool = False,
+        downgrade: bool = False,
     ) -> PluginRecord:
-        """Install an uploaded plugin archive into the plugins folder, as pending approval.
+        """Install an uploaded plugin archive into the plugins folder, as pending approval; a
+        new version of a running plugin (``reinstall=True``) is staged beside it, and an older
+        one needs ``downgrade=True`` (see :meth:`Registry.install`).
 
         See :func:`install_archive` for the checks and the errors; the plugin's
         ``requires_api``, ``requires_python`` and ``dependencies`` must be met
@@ -613,6 +620,7 @@ class PluginHost:
             actor=actor,
             reinstall=reinstall,
             check=require_environment if self._check_requirements else None,
+            downgrade=downgrade,
         )
 
     def install_object(

@@ -321,19 +321,13 @@ class Registry:
             the code already installed.
         """
         now = self._clock()
-        current = self._storage.get_plugin(manifest.id)
-        replaceable = (PluginStatus.REJECTED, PluginStatus.UNINSTALLED)
-        if current is not None and current.status not in replaceable and not reinstall:
-            raise TransitionError(
-                manifest.id,
-                "install",
-                current.status.value,
-                _ALLOWED[current.status],
-                reason="it is already installed; pass reinstall=True to install a new version",
-            )
+        current = self.check_install(manifest, reinstall=reinstall, downgrade=downgrade)
         version = str(manifest.version)
-        if current is not None and current.status not in replaceable:
-            _check_order(current, manifest, code_hash, downgrade=downgrade)
+        if current is not None and current.status not in _REPLACEABLE:
+            if code_hash == current.code_hash and version == current.version:
+                raise VersionError(
+                    manifest.id, version, "this code is installed already (same code hash)"
+                )
             if current.status is not PluginStatus.PENDING:
                 return self._stage(
                     current,
@@ -381,6 +375,47 @@ class Registry:
         if current is not None:
             self._drop_undeclared(manifest.id, actor)
         return record
+
+    def check_install(
+        self, manifest: Manifest, *, reinstall: bool = False, downgrade: bool = False
+    ) -> PluginRecord | None:
+        """Whether :meth:`install` would take ``manifest`` (its code aside): raise if not.
+
+        Returns the plugin's current record (None when it was never installed).
+        Installers call it before they write any file, so a refused version
+        never touches the running one's folder.
+
+        :raises TransitionError: installed, and ``reinstall`` not given.
+        :raises VersionError: older than the installed version without
+            ``downgrade``; or the version a running plugin runs (a new version
+            needs a new number, as the running one's folder is in use).
+        """
+        current = self._storage.get_plugin(manifest.id)
+        if current is None or current.status in _REPLACEABLE:
+            return current
+        if not reinstall:
+            raise TransitionError(
+                manifest.id,
+                "install",
+                current.status.value,
+                _ALLOWED[current.status],
+                reason="it is already installed; pass reinstall=True to install a new version",
+            )
+        new = manifest.version
+        if new < Version(current.version) and not downgrade:
+            raise VersionError(
+                manifest.id,
+                str(new),
+                f"older than the installed version {current.version}; pass downgrade=True "
+                "(CLI: --downgrade) to install it anyway",
+            )
+        if str(new) == current.version and current.status in _RUNNING:
+            raise VersionError(
+                manifest.id,
+                str(new),
+                "this version runs already; a new version needs a new version number",
+            )
+        return current
 
     def _history(
         self, manifest: Manifest, code_hash: str, actor: str, now: datetime
@@ -1146,7 +1181,9 @@ class Registry:
             "migrated": list[JSONValue](plan.running),
         }
         if changes:
-            changed: dict[str, JSONValue] = {t: list(sorted(v)) for t, v in changes.items()}
+            changed: dict[str, JSONValue] = {
+                t: list[JSONValue](sorted(v)) for t, v in changes.items()
+            }
             after["settings_changed"] = changed
         self._commit(
             Change(
@@ -1998,6 +2035,8 @@ _INSTALLED: Final = (
 _CONFIGURABLE: Final = (PluginStatus.PENDING, PluginStatus.APPROVED, PluginStatus.SUSPENDED)
 #: The states whose version serves (or would, once resumed): a new version is staged beside it.
 _RUNNING: Final = (PluginStatus.APPROVED, PluginStatus.SUSPENDED)
+#: The states a new install replaces without ``reinstall``.
+_REPLACEABLE: Final = (PluginStatus.REJECTED, PluginStatus.UNINSTALLED)
 #: The actor of an approval the upgrade policy made.
 _POLICY: Final = "upgrade-policy"
 
@@ -2008,23 +2047,6 @@ def _normal(plugin_id: str, version: str) -> str:
         return str(Version(version))
     except InvalidVersion:
         raise VersionError(plugin_id, version, "not a PEP 440 version") from None
-
-
-def _check_order(
-    current: PluginRecord, manifest: Manifest, code_hash: str, *, downgrade: bool
-) -> None:
-    """Refuse an older version without ``downgrade``, and the code already installed."""
-    plugin_id, installed, installed_hash = current.id, current.version, current.code_hash
-    new = manifest.version
-    if code_hash == installed_hash and str(new) == installed:
-        raise VersionError(plugin_id, str(new), "this code is installed already (same code hash)")
-    if new < Version(installed) and not downgrade:
-        raise VersionError(
-            plugin_id,
-            str(new),
-            f"older than the installed version {installed}; pass downgrade=True "
-            "(CLI: --downgrade) to install it anyway",
-        )
 
 
 def _state(record: TenantRecord) -> dict[str, JSONValue]:

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from upgrade_kit import version_archive
 
 from conftest import Hosts
 from services_ai_plugins import PluginHost, SandboxPolicy, VersionError
 from services_ai_plugins._versions import UpgradePolicy
 from services_ai_plugins.events import Context
-from upgrade_kit import version_archive
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the process sandbox needs fork")
 
@@ -169,14 +169,17 @@ def test_a_failing_upgrade_rolls_back_while_calls_go_on(
     finally:
         stop.set()
         server.join(30)
-    assert seen and all(answer == ["v1.0.0 Acme"] for answer in seen)
+    assert seen
+    assert all(answer == ["v1.0.0 Acme"] for answer in seen)
     assert titles(host) == ["v1.0.0 Acme"]
     record = host.registry.plugin("crm-sync")
     assert (record.version, record.staged) == ("1.0.0", None)
     assert host.registry.get_settings("crm-sync", "acme")["label"] == "Acme"
     event = host.registry.audit_log(plugin_id="crm-sync", limit=1)[0]
-    assert event.action == "upgrade failed" and event.after is not None
-    assert event.after["step"] == step and event.after["failed"] == "2.0.0"
+    assert event.action == "upgrade failed"
+    assert event.after is not None
+    assert event.after["step"] == step
+    assert event.after["failed"] == "2.0.0"
     assert message in str(event.after["reason"])
     [failure] = [f for f in host.failures("crm-sync") if f.hook == "plugin_upgraded"]
     assert message in failure.message or message in failure.traceback
@@ -233,13 +236,12 @@ def test_auto_approval_applies_only_to_an_update_asking_for_nothing_new(
     host.install(version_archive(tmp_path, "1.1.0"), actor="ops", reinstall=True)
     assert titles(host) == ["v1.1.0 Acme"]  # approved by the policy, switched at once
     approval = host.registry.audit_log(plugin_id="crm-sync", action="approve upgrade")[0]
-    assert approval.actor == "upgrade-policy" and approval.after is not None
+    assert approval.actor == "upgrade-policy"
+    assert approval.after is not None
     assert approval.after["auto_approved"] is True
-    asks_more = version_archive(
-        tmp_path, "1.2.0", permissions=("dashboard_widgets", "send_email")
-    )
+    asks_more = version_archive(tmp_path, "1.2.0", permissions=("dashboard_widgets", "send_email"))
     host.install(asks_more, actor="ops", reinstall=True)
     assert titles(host) == ["v1.1.0 Acme"]  # waits for an admin
     staged = host.registry.plugin("crm-sync").staged
-    assert staged is not None and staged.approved_at is None
-
+    assert staged is not None
+    assert staged.approved_at is None

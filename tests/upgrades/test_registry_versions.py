@@ -26,8 +26,8 @@ from services_ai_plugins import (
     UpgradeError,
     VersionError,
 )
-from services_ai_plugins.storage import Storage
 from services_ai_plugins._versions import UpgradePolicy
+from services_ai_plugins.storage import Storage
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 #: A Fernet key for the secret settings.
@@ -67,7 +67,9 @@ class Clock:
 
 @pytest.fixture(params=["memory", "sqlite"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    made: Storage = MemoryStorage() if request.param == "memory" else SQLiteStorage(tmp_path / "r.db")
+    made: Storage = (
+        MemoryStorage() if request.param == "memory" else SQLiteStorage(tmp_path / "r.db")
+    )
     yield made
     made.close()
 
@@ -102,7 +104,8 @@ def stage(registry: Registry, version: str = "2.0.0", **extra: Any) -> None:
 
 def switch(registry: Registry, changes: dict[str, dict[str, object]] | None = None) -> None:
     plan = registry.prepare_upgrade("crm-sync")
-    assert plan is not None and plan.problem is None
+    assert plan is not None
+    assert plan.problem is None
     registry.complete_upgrade(plan, changes, actor="host")
 
 
@@ -119,7 +122,8 @@ def test_a_new_version_is_staged_beside_the_running_one(registry: Registry) -> N
     record = registry.plugin("crm-sync")
     assert record.status is PluginStatus.APPROVED
     assert record.version == "1.0.0"
-    assert record.staged is not None and record.staged.version == "2.0.0"
+    assert record.staged is not None
+    assert record.staged.version == "2.0.0"
     assert record.staged.approved_at is None
     # Still running for acme, with its grants and settings, until the switch.
     assert registry.enabled_plugins("acme") == ["crm-sync"]
@@ -145,7 +149,8 @@ def test_an_older_version_needs_the_downgrade_flag(registry: Registry) -> None:
         manifest("1.5.0"), actor="ops", code_hash=code("1.5.0"), reinstall=True, downgrade=True
     )
     staged = registry.plugin("crm-sync").staged
-    assert staged is not None and staged.version == "1.5.0"
+    assert staged is not None
+    assert staged.version == "1.5.0"
 
 
 def test_versions_compare_by_pep_440_not_as_text(registry: Registry) -> None:
@@ -157,10 +162,18 @@ def test_versions_compare_by_pep_440_not_as_text(registry: Registry) -> None:
         stage(registry, "1.10.0rc1")  # a pre-release of it is older
 
 
-def test_the_same_code_is_not_installed_twice(registry: Registry) -> None:
+def test_a_running_version_is_not_installed_again(registry: Registry) -> None:
     running(registry)
+    with pytest.raises(VersionError, match="runs already; a new version needs a new version"):
+        registry.install(manifest(), actor="ops", code_hash=code("rebuilt"), reinstall=True)
+
+
+def test_the_same_code_is_not_installed_twice(registry: Registry) -> None:
+    registry.install(manifest(), actor="ops", code_hash=code("1.0.0"))
     with pytest.raises(VersionError, match="same code hash"):
         registry.install(manifest(), actor="ops", code_hash=code("1.0.0"), reinstall=True)
+    registry.install(manifest(), actor="ops", code_hash=code("rebuilt"), reinstall=True)
+    assert registry.plugin("crm-sync").code_hash == code("rebuilt")  # pending: replaced
 
 
 def test_a_pending_plugin_is_replaced_not_staged(registry: Registry) -> None:
@@ -177,7 +190,11 @@ def test_rejecting_a_staged_version_keeps_the_running_one(registry: Registry) ->
     record = registry.plugin("crm-sync")
     assert (record.status, record.version, record.staged) == (PluginStatus.APPROVED, "1.0.0", None)
     event = registry.audit_log(plugin_id="crm-sync")[0]
-    assert event.action == "reject" and event.after == {"version": "1.0.0", "reason": "asks too much"}
+    assert event.action == "reject"
+    assert event.after == {
+        "version": "1.0.0",
+        "reason": "asks too much",
+    }
 
 
 def test_approving_a_staged_version_records_what_was_approved(registry: Registry) -> None:
@@ -186,9 +203,11 @@ def test_approving_a_staged_version_records_what_was_approved(registry: Registry
     registry.approve("crm-sync", actor="admin")
     record = registry.plugin("crm-sync")
     assert record.version == "1.0.0"  # the switch is a host's job
-    assert record.staged is not None and record.staged.approved_by == "admin"
+    assert record.staged is not None
+    assert record.staged.approved_by == "admin"
     event = registry.audit_log(plugin_id="crm-sync")[0]
-    assert event.action == "approve upgrade" and event.actor == "admin"
+    assert event.action == "approve upgrade"
+    assert event.actor == "admin"
     assert event.after is not None
     approved = event.after["approved"]
     assert isinstance(approved, dict)
@@ -202,13 +221,17 @@ def test_auto_approval_only_for_a_version_that_asks_for_nothing_new(storage: Sto
     running(registry)
     stage(registry, "1.1.0")  # the same permissions, hooks and requirements
     staged = registry.plugin("crm-sync").staged
-    assert staged is not None and staged.auto_approved and staged.approved_by == "upgrade-policy"
+    assert staged is not None
+    assert staged.auto_approved
+    assert staged.approved_by == "upgrade-policy"
     event = registry.audit_log(plugin_id="crm-sync")[0]
     assert (event.action, event.actor) == ("approve upgrade", "upgrade-policy")
     switch(registry)
     stage(registry, "1.2.0", permissions=["read_leads", "send_email"])  # asks for more
     staged = registry.plugin("crm-sync").staged
-    assert staged is not None and staged.approved_at is None and not staged.auto_approved
+    assert staged is not None
+    assert staged.approved_at is None
+    assert not staged.auto_approved
 
 
 # -- the switch --------------------------------------------------------------------------------
@@ -227,7 +250,9 @@ def test_the_switch_migrates_settings_and_keeps_the_old_version(registry: Regist
     )
     registry.approve("crm-sync", actor="admin")
     plan = registry.prepare_upgrade("crm-sync")
-    assert plan is not None and plan.problem is None and plan.running == ("acme",)
+    assert plan is not None
+    assert plan.problem is None
+    assert plan.running == ("acme",)
     seen = registry.upgrade_settings(plan, "acme")
     assert seen == {"token": "s3cret", "limit": 5, "label": "Acme", "region": "eu"}
     registry.complete_upgrade(plan, {"acme": {"label": "ACME Corp"}}, actor="host")
@@ -240,8 +265,10 @@ def test_the_switch_migrates_settings_and_keeps_the_old_version(registry: Regist
     kept = registry.kept_versions("crm-sync")[0]
     assert kept.tenants["acme"]["settings"]["label"] == "Acme"  # type: ignore[index]
     event = registry.audit_log(plugin_id="crm-sync")[0]
-    assert event.action == "upgrade" and event.after is not None
-    assert event.after["version"] == "2.0.0" and event.after["migrated"] == ["acme"]
+    assert event.action == "upgrade"
+    assert event.after is not None
+    assert event.after["version"] == "2.0.0"
+    assert event.after["migrated"] == ["acme"]
 
 
 def test_a_required_setting_that_cannot_be_filled_is_a_refusal(registry: Registry) -> None:
@@ -255,17 +282,22 @@ def test_a_required_setting_that_cannot_be_filled_is_a_refusal(registry: Registr
     )
     registry.approve("crm-sync", actor="admin")
     plan = registry.prepare_upgrade("crm-sync")
-    assert plan is not None and plan.problem is not None
-    assert plan.problem.step == "settings" and "account" in str(plan.problem)
+    assert plan is not None
+    assert plan.problem is not None
+    assert plan.problem.step == "settings"
+    assert "account" in str(plan.problem)
     registry.fail_upgrade(plan, plan.problem, actor="host")
     record = registry.plugin("crm-sync")
     assert (record.version, record.staged) == ("1.0.0", None)
     assert registry.get_settings("crm-sync", "acme")["label"] == "Acme"
     event = registry.audit_log(plugin_id="crm-sync")[0]
-    assert event.action == "upgrade failed" and event.after is not None
-    assert event.after["step"] == "settings" and event.after["tenant"] == "acme"
+    assert event.action == "upgrade failed"
+    assert event.after is not None
+    assert event.after["step"] == "settings"
+    assert event.after["tenant"] == "acme"
     failure = registry.storage.failures("crm-sync")[0]
-    assert failure.hook == "plugin_upgraded" and "account" in failure.message
+    assert failure.hook == "plugin_upgraded"
+    assert "account" in failure.message
 
 
 def test_settings_a_migration_returns_are_checked(registry: Registry) -> None:
@@ -419,7 +451,8 @@ def test_diff_of_the_staged_version_against_the_running_one(registry: Registry) 
     )
     diff = registry.diff("crm-sync").to_dict()
     text = "\n".join(registry.diff("crm-sync").lines())
-    assert "send_email" in str(diff) and "export_leads" in str(diff)
+    assert "send_email" in str(diff)
+    assert "export_leads" in str(diff)
     assert "requires_python" in str(diff)
     assert "Sends a summary by e-mail." in text
     with pytest.raises(VersionError):

@@ -220,8 +220,10 @@ def install_archive(
     limits: ArchiveLimits = ArchiveLimits(),
     reinstall: bool = False,
     check: ManifestCheck | None = None,
+    downgrade: bool = False,
 ) -> PluginRecord:
-    """Extract an uploaded plugin ZIP (see :func:`extract_plugin`), keep it, record it as pending.
+    """Extract an uploaded plugin ZIP (see :func:`extract_plugin`), keep it, record it as pending
+    (or, for a new version of a running plugin, staged beside it: see :meth:`Registry.install`).
 
     The archive is read once (a path too: its bytes are what is extracted and
     kept), and refused with rule ``"too-large"`` when it is larger than the
@@ -237,13 +239,26 @@ def install_archive(
     a kept archive may stay (it is content-addressed: the registry's garbage
     collection removes archives no version uses).
 
+    The registry's refusals that the manifest alone decides (installed without
+    ``reinstall``, an older version without ``downgrade``, the running version
+    again) come before anything is extracted: the running version's folder is
+    never touched.
+
     :raises ArchiveError, ManifestError, PackageError: as :func:`extract_plugin`.
     :raises TransitionError: the registry does not allow the install.
+    :raises VersionError: an older version without ``downgrade``, or the version
+        that runs.
     :raises StorageError: the archive cannot be kept.
     """
     label = "<upload>" if isinstance(source, bytes) else os.fspath(source)
     data = _read_archive(source, label, limits)
-    placed = _place(data, Path(plugins_dir).absolute(), limits, reinstall, check, label=label)
+
+    def checks(manifest: Manifest) -> None:
+        registry.check_install(manifest, reinstall=reinstall, downgrade=downgrade)
+        if check is not None:
+            check(manifest)
+
+    placed = _place(data, Path(plugins_dir).absolute(), limits, reinstall, checks, label=label)
     extracted = placed.extracted
     try:
         artifact = hashlib.sha256(data).hexdigest()
@@ -255,6 +270,7 @@ def install_archive(
             source=SourceKind.ARCHIVE,
             package_path=str(extracted.path),
             reinstall=reinstall,
+            downgrade=downgrade,
             artifact=artifact,
         )
     except BaseException:
