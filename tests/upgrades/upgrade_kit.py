@@ -21,7 +21,9 @@ HEADER = (
 WIDGET = """
 @hookimpl
 def dashboard_widget(self, context, settings):
-    return Widget(title=f"v{VERSION} {settings.get('label')}", html="<p>x</p>")
+    return Widget(
+        tenant=context.tenant, title=f"v{VERSION} {settings.get('label')}", html="<p>x</p>"
+    )
 """
 
 SETTINGS: tuple[Mapping[str, Any], ...] = ({"name": "label", "type": "string", "default": "none"},)
