@@ -50,18 +50,9 @@ def point_at(storage: Storage, plugin_id: str, artifact: str, **changes: Any) ->
 
 
 def recorded_artifact(registry: Registry, plugin_id: str, data: bytes) -> str:
-    """The archive the registry recorded for the plugin: the SHA-256 of the uploaded bytes.
-
-    ``install_archive`` passes ``artifact=`` to :meth:`Registry.install`; until the registry
-    stores it in the record (the registry's part of issue 21, merged separately), the record
-    is pointed at it here, as the registry will.
-    """
+    """The archive the registry recorded for the plugin: the SHA-256 of the uploaded bytes."""
     key = sha256(data)
-    record = registry.plugin(plugin_id)
-    if record.artifact is None:
-        point_at(registry.storage, plugin_id, key)
-        record = registry.plugin(plugin_id)
-    assert record.artifact == key
+    assert registry.plugin(plugin_id).artifact == key
     return key
 
 

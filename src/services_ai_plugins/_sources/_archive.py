@@ -206,7 +206,7 @@ def extract_plugin(
         plugin = extract_plugin(upload_bytes, "/srv/plugins")
         plugin.path  # PosixPath('/srv/plugins/lead-notifier/1.0.0')
     """
-    placed = _place(source, Path(plugins_dir).absolute(), limits, reinstall, check)
+    placed = place_archive(source, Path(plugins_dir).absolute(), limits, reinstall, check)
     placed.commit()
     return placed.extracted
 
@@ -258,7 +258,9 @@ def install_archive(
         if check is not None:
             check(manifest)
 
-    placed = _place(data, Path(plugins_dir).absolute(), limits, reinstall, checks, label=label)
+    placed = place_archive(
+        data, Path(plugins_dir).absolute(), limits, reinstall, checks, label=label
+    )
     extracted = placed.extracted
     try:
         artifact = hashlib.sha256(data).hexdigest()
@@ -308,7 +310,7 @@ def _read_archive(source: ArchiveSource, label: str, limits: ArchiveLimits) -> b
 # -- the steps -------------------------------------------------------------------------------
 
 
-def _place(
+def place_archive(
     source: ArchiveSource,
     plugins: Path,
     limits: ArchiveLimits,
@@ -322,7 +324,8 @@ def _place(
 
     ``label`` names the archive in errors (default: the path, or ``<upload>``);
     with ``code_hash``, extracted code of another hash is refused before it is
-    moved into place (:class:`IntegrityError`).
+    moved into place (:class:`IntegrityError`). The caller commits the result
+    (a replaced folder is then removed) or rolls it back (it is restored).
     """
     if label is None:
         label = "<upload>" if isinstance(source, bytes) else os.fspath(source)

@@ -20,7 +20,7 @@ from typing import Final
 from .._manifest import Manifest
 from .._storage._protocol import ArtifactStore
 from ..errors import ArchiveError, IntegrityError, PackageError, PluginError
-from ._archive import ArchiveLimits, _place
+from ._archive import ArchiveLimits, place_archive
 from ._loader import check_code
 
 __all__ = ["local_code"]
@@ -150,7 +150,7 @@ def _materialise(
     # A stale copy (another install of this version) is replaced; else a copy that another
     # process moved into place first is kept, once checked: a worker may already run from it.
     try:
-        placed = _place(
+        placed = place_archive(
             data, plugins, limits, stale, same_version, label=label, code_hash=code_hash
         )
     except ArchiveError as error:
@@ -158,7 +158,9 @@ def _materialise(
             raise
         if _holds(plugin_id, local, code_hash):
             return local
-        placed = _place(data, plugins, limits, True, same_version, label=label, code_hash=code_hash)
+        placed = place_archive(
+            data, plugins, limits, True, same_version, label=label, code_hash=code_hash
+        )
     placed.commit()
     _logger.info(
         "plugin %r %s materialised from its archive %s into %s",
