@@ -463,8 +463,6 @@ def test_a_corrupt_archive_raises_integrity_error_naming_it(tmp_path: Path) -> N
 
 def test_an_archive_changed_in_the_sqlite_table_is_refused(hosts: Hosts, tmp_path: Path) -> None:
     """The same, with the bytes rewritten in SQLite's own table (another host on the same file)."""
-    if not hasattr(SQLiteStorage, "put_artifact"):
-        pytest.skip("SQLiteStorage keeps no archives yet (the storage part of issue 21)")
     database = tmp_path / "registry.db"
     sandbox = SandboxPolicy(timeout=10.0)
     first = cast(

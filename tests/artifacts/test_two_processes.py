@@ -32,24 +32,12 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the process san
 Target = tuple[str, str]
 
 
-def _needs_artifact_tables(storage_class: type) -> None:
-    if not hasattr(storage_class, "put_artifact"):
-        pytest.skip(
-            f"{storage_class.__name__} does not keep archives yet (the SQL backends' "
-            "artifact tables come with the storage part of issue 21)"
-        )
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     if request.param == "sqlite":
-        _needs_artifact_tables(SQLiteStorage)
         yield str(tmp_path / "registry.db"), "-"
         return
     psycopg = pytest.importorskip("psycopg")
-    from services_ai_plugins.storage import PostgresStorage
-
-    _needs_artifact_tables(PostgresStorage)
     url: str = request.getfixturevalue("postgres_url")
     schema = f"artifacts_{uuid.uuid4().hex[:16]}"
     yield url, schema
