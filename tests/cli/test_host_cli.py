@@ -336,6 +336,10 @@ def test_a_tenant_less_hook_runs_for_every_approved_plugin(cli: Cli) -> None:
 def test_a_plugin_that_cannot_load_is_reported(deployed: Cli) -> None:
     """An enabled plugin whose code is gone is listed as not loaded, and the call exits 1."""
     shutil.rmtree(deployed.plugins / "greeter")
+    # Gone from the registry's archives too, else the host materialises it again.
+    registry = Registry(SQLiteStorage(deployed.db))
+    assert registry.artifacts.delete(str(registry.plugin("greeter").artifact))
+    registry.storage.close()
     code, out, err = deployed("call", "lead_created", "--tenant", "acme", "--sample")
     assert code == EXIT_REFUSED
     assert set(outcome_lines(out)) == {"crasher"}

@@ -268,6 +268,8 @@ def test_a_missing_plugin_folder_is_a_recorded_load_failure(
     install(first, "vanished", MARKED)
     assert "vanished" in first.plugins()
     folder = folder_of(first, "vanished")
+    # Gone from the registry's archives too, else the next host materialises it again.
+    assert first.registry.artifacts.delete(str(first.registry.plugin("vanished").artifact))
     first.close()
     shutil.rmtree(folder)
     second = hosts(storage=SQLiteStorage(tmp_path / "registry.db"), sandbox=policy)
