@@ -14,6 +14,7 @@ from ._markers import hookimpl
 from ._version import HOST_API_VERSION, __version__
 
 if TYPE_CHECKING:
+    from ._versions import UpgradePolicy, VersionDiff
     from ._api import HostServices, PluginAPI, requires
     from ._check import check_plugin
     from ._config import HostConfig
@@ -93,6 +94,8 @@ _LAZY: dict[str, str] = {
     "TenantRecord": "._storage._protocol",
     "TransitionError": ".errors",
     "UpgradeError": ".errors",
+    "UpgradePolicy": "._versions",
+    "VersionDiff": "._versions",
     "VersionError": ".errors",
     "check_plugin": "._check",
     "manifest_json_schema": "._schema",
@@ -143,6 +146,8 @@ __all__ = [
     "TenantRecord",
     "TransitionError",
     "UpgradeError",
+    "UpgradePolicy",
+    "VersionDiff",
     "VersionError",
     "__version__",
     "check_plugin",

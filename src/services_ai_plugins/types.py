@@ -31,6 +31,16 @@ from typing import TYPE_CHECKING
 from ._lazy import lazy_names
 
 if TYPE_CHECKING:
+    from ._registry import UpgradePlan
+    from ._versions import (
+        FileChange,
+        FileEntry,
+        FileListing,
+        PermissionChange,
+        RequirementChange,
+        SettingChange,
+        VersionSide,
+    )
     from ._api import ApiLimits, ApiMeter, DeniedCall, Rate
     from ._context import RequestScope
     from ._deferred import BoundedExecutor, DeferredExecutor
@@ -71,6 +81,9 @@ _LAZY: dict[str, str] = {
     "DisplayName": "._fields",
     "EmailAddress": "._fields",
     "EntryPoint": "._fields",
+    "FileChange": "._versions",
+    "FileEntry": "._versions",
+    "FileListing": "._versions",
     "HookName": "._fields",
     "HookTrace": "._dispatch",
     "HostEvent": "._host_events",
@@ -80,6 +93,7 @@ _LAZY: dict[str, str] = {
     "Number": "._fields",
     "Permission": "._permissions",
     "PermissionCatalogue": "._permissions",
+    "PermissionChange": "._versions",
     "PermissionName": "._fields",
     "PluginId": "._fields",
     "PluginOutcome": "._dispatch",
@@ -87,12 +101,16 @@ _LAZY: dict[str, str] = {
     "Rate": "._api",
     "RelativePath": "._fields",
     "RequestScope": "._context",
+    "RequirementChange": "._versions",
     "Risk": "._permissions",
+    "SettingChange": "._versions",
     "SettingName": "._fields",
     "SettingSpec": "._settings",
     "SettingType": "._settings",
     "TenantView": "._registry",
+    "UpgradePlan": "._registry",
     "Url": "._fields",
+    "VersionSide": "._versions",
 }
 
 
@@ -112,6 +130,9 @@ __all__ = [
     "DisplayName",
     "EmailAddress",
     "EntryPoint",
+    "FileChange",
+    "FileEntry",
+    "FileListing",
     "HookName",
     "HookTrace",
     "HostEvent",
@@ -120,6 +141,7 @@ __all__ = [
     "Number",
     "Permission",
     "PermissionCatalogue",
+    "PermissionChange",
     "PermissionName",
     "PluginId",
     "PluginOutcome",
@@ -127,10 +149,14 @@ __all__ = [
     "Rate",
     "RelativePath",
     "RequestScope",
+    "RequirementChange",
     "Risk",
+    "SettingChange",
     "SettingName",
     "SettingSpec",
     "SettingType",
     "TenantView",
+    "UpgradePlan",
     "Url",
+    "VersionSide",
 ]
