@@ -1119,7 +1119,7 @@ class Registry:
         Writes the new version as the running one, each tenant's migrated settings
         with the ``changes`` its migration returned (checked against the new
         schema; ``None`` resets one), drops optional grants the new version does
-        not declare, keeps the previous version (its code and each tenant's state)
+        not declare (named per tenant in the audit event's ``dropped``), keeps the previous version (its code and each tenant's state)
         for :meth:`rollback` and forgets versions past the policy's
         ``keep_versions``. Audited as ``upgrade``; archives no longer used are
         then collected (:meth:`collect_artifacts`).
@@ -1148,7 +1148,11 @@ class Registry:
             stored[tenant] = {k: v for k, v in old.items() if v is not None}
         optional = set(manifest.optional_permissions)
         records = []
+        dropped: dict[str, JSONValue] = {}
         for name, record in plan.tenants.items():
+            gone = [p for p in record.optional_grants if p not in optional]
+            if gone:
+                dropped[name] = list[JSONValue](gone)
             records.append(
                 attrs.evolve(
                     record,
@@ -1180,6 +1184,8 @@ class Registry:
             "code_hash": staged.code_hash,
             "migrated": list[JSONValue](plan.running),
         }
+        if dropped:  # optional grants of the old version the new one no longer declares
+            after["dropped"] = dropped
         if changes:
             changed: dict[str, JSONValue] = {
                 t: list[JSONValue](sorted(v)) for t, v in changes.items()
