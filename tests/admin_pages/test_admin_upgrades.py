@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import Any
 
 import pytest
 from admin_pages_kit import (
@@ -27,7 +28,7 @@ __all__ = ["admin", "approved", "browser", "host", "installed"]  # fixtures, use
 
 REVIEW = "/plugins/lead-tour/"
 #: Version 1.3.0 asks for one permission more (write_leads, of high risk) and one setting more.
-V2_CHANGES = {
+V2_CHANGES: dict[str, Any] = {
     "version": "1.3.0",
     "permissions": ["read_leads", "write_leads"],
     "changelog": "Writes a note on each new lead.",
