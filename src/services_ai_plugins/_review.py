@@ -448,7 +448,11 @@ def audit_line(event: AuditEvent) -> str:
             line += " (the upgrade policy: it asks for nothing new)"
         return line + "; a host switches at its next refresh."
     if action == "upgrade":
-        return f"Switched from {before.get('version')} to {after.get('version')}."
+        line = f"Switched from {before.get('version')} to {after.get('version')}"
+        migrated = after.get("migrated")
+        if isinstance(migrated, list) and migrated:
+            line += f", the settings of {', '.join(map(str, migrated))} migrated"
+        return line + "."
     if action == "upgrade failed":
         line = f"The switch to {after.get('failed')} failed"
         if after.get("step"):

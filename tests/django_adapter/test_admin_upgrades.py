@@ -119,7 +119,7 @@ def test_an_upgrade_from_upload_to_rollback(
     for line in (
         "Staged version 1.3.0 beside the running 1.2.0.",
         "Approved the upgrade from 1.2.0 to 1.3.0; a host switches at its next refresh.",
-        "Switched from 1.2.0 to 1.3.0.",
+        "Switched from 1.2.0 to 1.3.0",
         "Rolled back from 1.3.0 to 1.2.0.",
     ):
         assert line in audit
