@@ -198,3 +198,38 @@ def test_the_new_steps_refuse_strangers_and_forged_forms(
     assert forged.status == 403
     assert "security token" in forged.text
     assert host.registry.plugin("lead-tour") == before
+
+
+HOSTILE_MIGRATION = """
+from services_ai_plugins import hookimpl
+
+
+class Plugin:
+    @hookimpl
+    def lead_created(self, lead, api):
+        return None
+
+    @hookimpl
+    def plugin_upgraded(self, plugin_id, from_version, to_version, context, api, settings):
+        raise RuntimeError("<img src=x onerror=alert(1)> cannot migrate " + context.tenant)
+"""
+
+
+def test_a_failed_switch_shows_on_the_audit_page(
+    host: PluginHost, installed: str, browser: Driver, tmp_path: Path
+) -> None:
+    """A v2 whose migration raises (in its sandbox) with markup in its message: the host's
+    refresh rolls the switch back, 1.2.0 runs on, and the audit page says so, escaped."""
+    browser.post(REVIEW, {"action": "approve"})
+    host.registry.enable("lead-tour", "acme", actor="ops")
+    archive = plugin_zip(tmp_path / "v2", code=HOSTILE_MIGRATION, version="1.3.0")
+    assert browser.post("/", files={"archive": ("v2.zip", archive)}).status == 200
+    assert browser.post(REVIEW, {"action": "approve"}).status == 200
+    host.refresh()
+    record = host.registry.plugin("lead-tour")
+    assert (record.version, record.staged) == ("1.2.0", None)
+    audit = browser.get("/plugins/lead-tour/audit").text
+    assert "The switch to 1.3.0 failed at migration for tenant acme; 1.2.0 runs on:" in audit
+    assert "&lt;img src=x onerror=alert(1)&gt; cannot migrate acme" in audit
+    assert "<img src=x" not in audit
+    assert 'id="staged"' not in browser.get(REVIEW).text
