@@ -162,8 +162,8 @@ def test_an_optional_grant_of_v1_does_not_reach_a_v2_that_no_longer_declares_it(
     tmp_path: Path,
 ) -> None:
     """v1 is granted its optional send_email for acme; v2 drops it from its manifest. The
-    upgrade revokes the grant with an audit event naming it, the approval does not show it,
-    and v2 cannot mail leads out (sandboxed, on every storage backend)."""
+    switch to v2 revokes the grant, its audit event naming it, and v2 cannot mail leads out
+    (sandboxed, on every storage backend)."""
     host = make_host(storage=backend)
     install(host, "mailer", MAILER_V1, manifest=V1_MANIFEST)
     host.registry.grant("mailer", "acme", "send_email", actor="owner@acme")
@@ -171,16 +171,17 @@ def test_an_optional_grant_of_v1_does_not_reach_a_v2_that_no_longer_declares_it(
     assert len(services.emails("acme")) == 1  # v1 used its grant
 
     reinstall(host, tmp_path / "v2", "mailer", MAILER_V2, {"version": "2.0.0"})
+    # Staged and approved: v1 still runs, with its grant, until a host makes the switch.
+    assert "send_email" in host.registry.grants("mailer", "acme")
+    [approval, *_] = host.registry.audit_log(plugin_id="mailer", action="approve upgrade")
+    assert approval.after is not None
+    assert "send_email" in str(approval.after["approved"])  # the optional permission it drops
+    host.refresh()
 
-    [revoke, *_] = host.registry.audit_log(plugin_id="mailer", action="revoke")
-    assert (revoke.actor, revoke.tenant) == ("ops", "acme")
-    assert revoke.before == {"optional_grants": ["send_email"]}
-    assert revoke.after is not None
-    assert revoke.after["optional_grants"] == []
-    assert revoke.after["dropped"] == ["send_email"]
-    assert "2.0.0" in str(revoke.after["reason"])
-    [approval, *_] = host.registry.audit_log(plugin_id="mailer", action="approve")
-    assert approval.after == {"status": "approved", "granted_permissions": ["read_leads"]}
+    [upgrade, *_] = host.registry.audit_log(plugin_id="mailer", action="upgrade")
+    assert upgrade.after is not None
+    assert upgrade.after["version"] == "2.0.0"
+    assert upgrade.after["dropped"] == {"acme": ["send_email"]}
     assert host.registry.tenant("mailer", "acme").optional_grants == ()  # type: ignore[union-attr]
     assert "send_email" not in host.registry.grants("mailer", "acme")
 

@@ -117,6 +117,8 @@ def test_approve_grants_declared_permissions_and_records_who(registry: Registry)
     assert registry.audit_log(action="approve")[0].after == {
         "status": "approved",
         "granted_permissions": ["read_leads"],
+        "version": "1.0.0",
+        "code_hash": HASH,
     }
 
 
@@ -246,19 +248,35 @@ def test_uninstall_is_refused_while_enabled_plugins_depend_on_it(registry: Regis
     assert registry.install(manifest(), actor="dev", code_hash=HASH).revision == record.revision + 1
 
 
-def test_reinstall_waits_for_approval_and_keeps_tenants(registry: Registry) -> None:
-    """An upgrade goes back to pending; tenants' data waits for the new approval."""
+def test_a_new_version_is_staged_and_keeps_tenants_at_its_switch(registry: Registry) -> None:
+    """A new version of an approved plugin waits beside it: the running one keeps serving its
+    tenants until the switch, which keeps their activations and settings."""
     approved(registry)
     registry.enable("crm-sync", "acme", actor="owner")
     registry.set_settings("crm-sync", "acme", {"label": "Sales"}, actor="owner")
     registry.install(manifest(version="2.0.0"), actor="dev", code_hash="f" * 64, reinstall=True)
-    assert registry.enabled_plugins("acme") == []
+    assert registry.enabled_plugins("acme") == ["crm-sync"]
+    assert registry.plugin("crm-sync").version == "1.0.0"
     registry.approve("crm-sync", actor="admin")
+    plan = registry.prepare_upgrade("crm-sync")
+    assert plan is not None
+    registry.complete_upgrade(plan, None, actor="host")
+    assert registry.plugin("crm-sync").version == "2.0.0"
     assert registry.enabled_plugins("acme") == ["crm-sync"]
     assert registry.get_settings("crm-sync", "acme")["label"] == "Sales"
     assert [v.version for v in registry.history("crm-sync")] == ["1.0.0", "2.0.0"]
+    assert registry.audit_log(action="stage")[0].before == {"version": "1.0.0"}
+
+
+def test_a_pending_reinstall_waits_for_approval_and_keeps_tenants(registry: Registry) -> None:
+    """A new version of a pending plugin replaces it; its tenants' data waits for approval."""
+    registry.install(manifest(), actor="dev", code_hash=HASH)
+    registry.set_settings("crm-sync", "acme", {"label": "Sales"}, actor="owner")
+    registry.install(manifest(version="2.0.0"), actor="dev", code_hash="f" * 64, reinstall=True)
+    registry.approve("crm-sync", actor="admin")
+    assert registry.get_settings("crm-sync", "acme")["label"] == "Sales"
     assert registry.audit_log(action="reinstall")[0].before == {
-        "status": "approved",
+        "status": "pending",
         "version": "1.0.0",
     }
 
@@ -409,14 +427,17 @@ def test_grants_count_only_what_the_installed_manifest_declares(registry: Regist
 
 
 def test_an_upgrade_revokes_the_optional_grants_it_no_longer_declares(registry: Registry) -> None:
-    """Reinstalling a version whose manifest drops an optional permission revokes it for every
-    tenant that held it, one audit event each naming what was dropped; grants it still
-    declares stay, and the approval shows them."""
-    approved(registry, optional_permissions=["export_leads", "send_email"])
+    """Reinstalling a pending plugin with a manifest that drops an optional permission revokes it
+    for every tenant that held it, one audit event each naming what was dropped; grants it
+    still declares stay, and the approval shows them. (A staged version's are dropped at its
+    switch: tests/upgrades.)"""
+    registry.install(
+        manifest(optional_permissions=["export_leads", "send_email"]), actor="dev", code_hash=HASH
+    )
     registry.grant("crm-sync", "acme", "export_leads", actor="admin")
     registry.grant("crm-sync", "acme", "send_email", actor="admin")
     registry.grant("crm-sync", "globex", "send_email", actor="admin")
-    registry.enable("crm-sync", "initech", actor="admin")
+    registry.set_settings("crm-sync", "initech", {"label": "Initech"}, actor="admin")
     registry.install(
         manifest(version="2.0.0", optional_permissions=["send_email"]),
         actor="dev",
@@ -440,6 +461,8 @@ def test_an_upgrade_revokes_the_optional_grants_it_no_longer_declares(registry: 
     assert registry.audit_log(action="approve")[0].after == {
         "status": "approved",
         "granted_permissions": ["read_leads"],
+        "version": "2.0.0",
+        "code_hash": HASH,
         "optional_grants": {"acme": ["send_email"], "globex": ["send_email"]},
     }
     assert registry.grants("crm-sync", "acme") == {"read_leads", "send_email"}
@@ -450,7 +473,7 @@ def test_an_upgrade_revokes_the_optional_grants_it_no_longer_declares(registry: 
         code_hash=HASH,
         reinstall=True,
     )
-    assert audit_count(registry) == count + 1  # the reinstall only: nothing to revoke
+    assert audit_count(registry) == count + 1  # staged: nothing revoked until its switch
 
 
 def test_enabling_needs_the_required_plugins_running(registry: Registry) -> None:

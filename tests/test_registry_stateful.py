@@ -1,4 +1,8 @@
-"""A Hypothesis state machine drives the registry with random steps and checks its invariants."""
+"""A Hypothesis state machine drives the registry with random steps and checks its invariants.
+
+Versions are part of the model: a new version of a running plugin is staged beside it,
+approved or rejected, switched to, rolled back from; kept versions follow the policy.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from services_ai_plugins import (
     RequirementsError,
     SQLiteStorage,
     TransitionError,
+    VersionError,
 )
 from services_ai_plugins.storage import Storage
 
@@ -30,11 +35,15 @@ HASH = "a" * 64
 CONFIGURABLE = {PluginStatus.PENDING, PluginStatus.APPROVED, PluginStatus.SUSPENDED}
 
 
-def manifest(plugin_id: str) -> Manifest:
+#: How many earlier versions the registry keeps (its default policy).
+KEEP = 3
+
+
+def manifest(plugin_id: str, version: int = 1) -> Manifest:
     document: dict[str, Any] = {
         "id": plugin_id,
         "name": plugin_id.title(),
-        "version": "1.0",
+        "version": f"{version}.0",
         "optional_permissions": ["export"],
         "settings": [{"name": "limit", "type": "integer", "default": 1, "min": 0}],
     }
@@ -43,7 +52,8 @@ def manifest(plugin_id: str) -> Manifest:
     return Manifest.from_dict(document)
 
 
-MANIFESTS = {plugin_id: manifest(plugin_id) for plugin_id in PLUGINS}
+def code(plugin_id: str, version: int) -> str:
+    return f"{plugin_id}:{version}".encode().hex().ljust(64, "0")[:64]
 
 
 class RegistryMachine(RuleBasedStateMachine):
@@ -62,6 +72,12 @@ class RegistryMachine(RuleBasedStateMachine):
         self.changes = 0
         self.revisions: dict[str, int] = {}
         self.generation = 0
+        #: Each plugin's running version, its staged one (version, approved) and kept ones.
+        self.version: dict[str, int] = {}
+        self.staged: dict[str, tuple[int, bool]] = {}
+        self.kept: dict[str, list[int]] = {}
+        #: The last version number used per plugin (each install takes the next).
+        self.numbers: dict[str, int] = {}
 
     def make_storage(self) -> Storage:
         return MemoryStorage()
@@ -76,7 +92,13 @@ class RegistryMachine(RuleBasedStateMachine):
         before = self.audit_count()
         try:
             call()
-        except (TransitionError, DependencyError, PluginNotFound, RequirementsError) as error:
+        except (
+            TransitionError,
+            DependencyError,
+            PluginNotFound,
+            RequirementsError,
+            VersionError,
+        ) as error:
             assert not allowed, f"refused a step the model allows: {error}"
             assert self.audit_count() == before, "a refused step wrote an audit event"
             return False
@@ -108,25 +130,88 @@ class RegistryMachine(RuleBasedStateMachine):
     def install(self, plugin_id: str, reinstall: bool) -> None:
         status = self.status.get(plugin_id)
         fresh = status in (None, PluginStatus.REJECTED, PluginStatus.UNINSTALLED)
+        number = self.numbers.get(plugin_id, 0) + 1
         call = lambda: self.registry.install(  # noqa: E731 - a deferred call
-            MANIFESTS[plugin_id], actor="dev", code_hash=HASH, reinstall=reinstall
+            manifest(plugin_id, number),
+            actor="dev",
+            code_hash=code(plugin_id, number),
+            reinstall=reinstall,
         )
-        if self.expect(fresh or reinstall, call):
+        if not self.expect(fresh or reinstall, call):
+            return
+        self.numbers[plugin_id] = number
+        if fresh or status is PluginStatus.PENDING:
             self.status[plugin_id] = PluginStatus.PENDING
+            self.version[plugin_id] = number
+            self.staged.pop(plugin_id, None)
+            if fresh:
+                self.kept[plugin_id] = []
+        else:  # running: staged beside it
+            self.staged[plugin_id] = (number, False)
 
     @rule(plugin_id=st.sampled_from(PLUGINS))
     def approve(self, plugin_id: str) -> None:
-        allowed = self.status.get(plugin_id) is PluginStatus.PENDING
+        status = self.status.get(plugin_id)
+        staged = self.staged.get(plugin_id)
+        if staged is not None:
+            allowed = not staged[1]
+            if self.expect(allowed, lambda: self.registry.approve(plugin_id, actor="admin")):
+                self.staged[plugin_id] = (staged[0], True)
+            return
+        allowed = status is PluginStatus.PENDING
         if self.expect(allowed, lambda: self.registry.approve(plugin_id, actor="admin")):
             self.status[plugin_id] = PluginStatus.APPROVED
 
     @precondition(lambda self: bool(self.status))
     @rule(plugin_id=st.sampled_from(PLUGINS))
     def reject(self, plugin_id: str) -> None:
-        allowed = self.status.get(plugin_id) is PluginStatus.PENDING
+        staged = self.staged.get(plugin_id)
         call = lambda: self.registry.reject(plugin_id, actor="admin", reason="no")  # noqa: E731
+        if staged is not None:
+            if self.expect(not staged[1], call):
+                del self.staged[plugin_id]
+            return
+        allowed = self.status.get(plugin_id) is PluginStatus.PENDING
         if self.expect(allowed, call):
             self.status[plugin_id] = PluginStatus.REJECTED
+
+    @rule(plugin_id=st.sampled_from(PLUGINS))
+    def switch(self, plugin_id: str) -> None:
+        """What a host's refresh does: switch to the approved staged version of a plugin."""
+        staged = self.staged.get(plugin_id)
+        due = (
+            staged is not None and staged[1] and self.status.get(plugin_id) is PluginStatus.APPROVED
+        )
+        plan = self.registry.prepare_upgrade(plugin_id)
+        assert (plan is not None) == due
+        if plan is None or staged is None:
+            return
+        assert plan.problem is None
+        self.registry.complete_upgrade(plan, None, actor="host")
+        self.changes += 1
+        self._leave(plugin_id, arriving=staged[0])
+        self.version[plugin_id] = staged[0]
+        del self.staged[plugin_id]
+
+    @rule(plugin_id=st.sampled_from(PLUGINS), newest=st.booleans())
+    def rollback(self, plugin_id: str, newest: bool) -> None:
+        status = self.status.get(plugin_id)
+        kept = self.kept.get(plugin_id, [])
+        target = kept[-1] if kept and newest else (kept[0] if kept else None)
+        allowed = status in (PluginStatus.APPROVED, PluginStatus.SUSPENDED) and target is not None
+        to_version = None if newest else (f"{target}.0" if target is not None else "1.0")
+        call = lambda: self.registry.rollback(plugin_id, to_version, actor="admin")  # noqa: E731
+        if not self.expect(allowed, call):
+            return
+        assert target is not None
+        self._leave(plugin_id, arriving=target)
+        self.version[plugin_id] = target
+        self.staged.pop(plugin_id, None)
+
+    def _leave(self, plugin_id: str, *, arriving: int) -> None:
+        """The running version is kept as it leaves; the policy forgets the oldest."""
+        others = [v for v in self.kept[plugin_id] if v not in (self.version[plugin_id], arriving)]
+        self.kept[plugin_id] = [*others[len(others) - (KEEP - 1) :], self.version[plugin_id]]
 
     @rule(plugin_id=st.sampled_from(PLUGINS))
     def suspend(self, plugin_id: str) -> None:
@@ -225,6 +310,7 @@ class RegistryMachine(RuleBasedStateMachine):
             raise AssertionError("uninstalled a plugin that enabled plugins require")
         if self.expect(allowed, lambda: self.registry.uninstall(plugin_id, actor="admin")):
             self.status[plugin_id] = PluginStatus.UNINSTALLED
+            self.staged.pop(plugin_id, None)
             for table in (self.enabled, self.grants):
                 table.difference_update({(plugin_id, t) for t in TENANTS})
             for tenant in TENANTS:
@@ -281,6 +367,23 @@ class RegistryMachine(RuleBasedStateMachine):
         assert generation == self.changes
         assert generation >= self.generation
         self.generation = generation
+
+    @invariant()
+    def versions_match_the_model(self) -> None:
+        """The running, staged and kept versions are what the steps made them."""
+        for plugin_id in self.status:
+            record = self.registry.plugin(plugin_id)
+            assert record.version == f"{self.version[plugin_id]}.0"
+            assert record.code_hash == code(plugin_id, self.version[plugin_id])
+            staged = self.staged.get(plugin_id)
+            if staged is None:
+                assert record.staged is None
+            else:
+                assert record.staged is not None
+                assert record.staged.version == f"{staged[0]}.0"
+                assert (record.staged.approved_at is not None) == staged[1]
+            kept = [k.version for k in self.registry.kept_versions(plugin_id)]
+            assert kept == [f"{v}.0" for v in self.kept.get(plugin_id, [])]
 
     @invariant()
     def settings_match_the_model(self) -> None:

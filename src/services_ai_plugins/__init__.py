@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         TenantRecord,
     )
     from ._storage._sqlite import SQLiteStorage
+    from ._versions import UpgradePolicy, VersionDiff
     from .errors import (
         ConflictError,
         DependencyError,
@@ -93,6 +94,8 @@ _LAZY: dict[str, str] = {
     "TenantRecord": "._storage._protocol",
     "TransitionError": ".errors",
     "UpgradeError": ".errors",
+    "UpgradePolicy": "._versions",
+    "VersionDiff": "._versions",
     "VersionError": ".errors",
     "check_plugin": "._check",
     "manifest_json_schema": "._schema",
@@ -143,6 +146,8 @@ __all__ = [
     "TenantRecord",
     "TransitionError",
     "UpgradeError",
+    "UpgradePolicy",
+    "VersionDiff",
     "VersionError",
     "__version__",
     "check_plugin",

@@ -17,7 +17,15 @@ from ._manifest import Isolation, Manifest
 from ._permissions import PermissionCatalogue
 from ._sandbox._policy import isolation_of
 from ._settings import SettingSpec, SettingType
-from ._storage._protocol import PluginRecord, PluginStatus, TenantRecord
+from ._storage._protocol import (
+    AuditEvent,
+    KeptVersion,
+    PluginRecord,
+    PluginStatus,
+    StagedVersion,
+    TenantRecord,
+)
+from ._versions import VersionDiff
 from .errors import PackageError, PluginError, ProblemsError
 
 if TYPE_CHECKING:
@@ -25,7 +33,10 @@ if TYPE_CHECKING:
     from ._registry import Registry
 
 __all__ = [
+    "audit_line",
+    "diff_view",
     "json_text",
+    "kept_rows",
     "optional_permissions",
     "plugin_facts",
     "requested",
@@ -33,7 +44,11 @@ __all__ = [
     "schema_row",
     "setting_help",
     "setting_unchanged",
+    "staged_facts",
+    "staged_state",
+    "upgrade_view",
     "upload_error",
+    "upload_note",
     "where_it_runs",
 ]
 
@@ -84,6 +99,27 @@ def upload_error(error: PluginError, name: str) -> str:
     if isinstance(error, ProblemsError) and error.source and error.source.startswith("<upload>"):
         return f"{name}{text.removeprefix('<upload>')}"
     return f"{name}: {text}"
+
+
+def upload_note(record: PluginRecord, name: str) -> str:
+    """The note after an upload: installed pending approval, or staged beside the running
+    version (and maybe approved at once by the upgrade policy)."""
+    staged = record.staged
+    if staged is not None and record.status is not PluginStatus.PENDING:
+        if staged.approved_at is not None:
+            return (
+                f"Staged {record.id} {staged.version} from {name} beside {record.version}; "
+                "approved by the upgrade policy (it asks for nothing new): the hosts switch "
+                "at their next refresh."
+            )
+        return (
+            f"Staged {record.id} {staged.version} from {name} beside {record.version}, "
+            "which runs on. Review the changes, then approve or reject it."
+        )
+    return (
+        f"Installed {record.id} {record.version} from {name}: {record.status.value}. "
+        "Review it, then approve or reject it."
+    )
 
 
 def requested(manifest: Manifest | None) -> list[dict[str, Any]]:
@@ -208,3 +244,227 @@ def optional_permissions(
         for name in sorted(granted - declared)
     ]
     return optional
+
+
+# -- staged versions, diffs, rollback (issue 21) ---------------------------------------------------
+
+
+def staged_state(record: PluginRecord) -> str | None:
+    """What the plugin list says of a staged new version (None: none staged)."""
+    staged = record.staged
+    if staged is None:
+        return None
+    if staged.approved_at is None:
+        return f"{staged.version} waiting for approval"
+    return f"{staged.version} approved, switching at the next refresh"
+
+
+def staged_facts(staged: StagedVersion, manifest: Manifest | None) -> list[tuple[str, object]]:
+    """The review facts of a staged version (as :func:`plugin_facts` for the running one)."""
+    facts: list[tuple[str, object]] = [("Version", staged.version)]
+    if manifest is not None:
+        email = f"<{manifest.email}>" if manifest.email else ""
+        author = " ".join(part for part in (manifest.author or "", email) if part)
+        facts += [
+            ("Name", manifest.name),
+            ("Description", manifest.description),
+            ("Author", author),
+            ("Homepage", manifest.homepage),
+            ("License", manifest.license),
+        ]
+    facts += [
+        ("Source", staged.source.value),
+        ("Installed", f"{staged.installed_at:%Y-%m-%d %H:%M:%S} by {staged.installed_by}"),
+        (
+            "Approved",
+            f"{staged.approved_at:%Y-%m-%d %H:%M:%S} by {staged.approved_by}"
+            + (" (the upgrade policy: it asks for nothing new)" if staged.auto_approved else "")
+            if staged.approved_at
+            else None,
+        ),
+        ("Code hash", staged.code_hash),
+        ("Archive", staged.artifact),
+    ]
+    return [(label, value) for label, value in facts if value]
+
+
+def diff_view(diff: VersionDiff) -> dict[str, Any]:
+    """What both admins show of a :class:`~services_ai_plugins._versions.VersionDiff`: plain
+    rows for their templates (each section empty when nothing changed in it)."""
+    permissions = [
+        {
+            "change": change,
+            "name": p.name,
+            "optional": p.optional,
+            "description": p.description,
+            "risk": p.risk,
+        }
+        for change, found in (
+            ("added", diff.permissions_added),
+            ("removed", diff.permissions_removed),
+            ("added", diff.optional_added),
+            ("removed", diff.optional_removed),
+        )
+        for p in found
+    ]
+    hooks = [{"change": "added", "name": h} for h in diff.hooks_added]
+    hooks += [{"change": "removed", "name": h} for h in diff.hooks_removed]
+    hooks_note = None
+    if diff.hooks_listed == (True, False):
+        hooks_note = "The new version no longer lists its hooks: it may implement any."
+    elif diff.hooks_listed == (False, True):
+        hooks_note = "The running version did not list its hooks."
+    settings = [
+        {"change": "added", "name": str(spec.name), "text": _setting_text(spec)}
+        for spec in diff.settings_added
+    ]
+    settings += [{"change": "removed", "name": name, "text": ""} for name in diff.settings_removed]
+    settings += [
+        {
+            "change": "changed",
+            "name": change.name,
+            "text": "; ".join(
+                f"{attribute} {_value_text(before)} → {_value_text(after)}"
+                for attribute, before, after in change.changes
+            ),
+        }
+        for change in diff.settings_changed
+    ]
+    files: dict[str, Any] | None = None
+    if diff.files_known:
+        rows = [
+            {
+                "change": change,
+                "path": f.path,
+                "before": f.before.size if f.before is not None else None,
+                "after": f.after.size if f.after is not None else None,
+            }
+            for change, found in (
+                ("added", diff.files_added),
+                ("removed", diff.files_removed),
+                ("changed", diff.files_changed),
+            )
+            for f in found
+        ]
+        files = {
+            "rows": rows,
+            "notes": list(diff.files_notes),
+            "counts": f"{len(diff.files_added)} added, {len(diff.files_removed)} removed, "
+            f"{len(diff.files_changed)} changed",
+        }
+    return {
+        "from": diff.old_version,
+        "to": diff.new_version,
+        "code_hash": (diff.old_code_hash, diff.new_code_hash),
+        "same_code": diff.old_code_hash == diff.new_code_hash,
+        "reasons": list(diff.reasons),
+        "permissions": permissions,
+        "hooks": hooks,
+        "hooks_note": hooks_note,
+        "settings": settings,
+        "requirements": [
+            {"name": r.name, "before": r.before, "after": r.after, "sentence": r.sentence()}
+            for r in diff.requirements
+        ],
+        "files": files,
+        "changelog": diff.changelog,
+    }
+
+
+def _setting_text(spec: SettingSpec) -> str:
+    row = schema_row(spec)
+    parts = [spec.type.value]
+    if spec.required:
+        parts.append("required")
+    if row["default"]:
+        parts.append(f"default {row['default']}")
+    if row["limits"]:
+        parts.append(row["limits"])
+    if spec.description:
+        parts.append(spec.description)
+    return "; ".join(parts)
+
+
+def _value_text(value: JSONValue) -> str:
+    return "(none)" if value is None else json.dumps(value, sort_keys=True)
+
+
+def upgrade_view(registry: Registry, record: PluginRecord) -> dict[str, Any] | None:
+    """The staged version of a running plugin as its review page shows it (None: none
+    staged): its facts, what it asks for, its diff against the running version, and
+    whether it waits for approval."""
+    staged = record.staged
+    if staged is None:
+        return None
+    problems: list[str] = []
+    try:
+        manifest: Manifest | None = Manifest.from_dict(dict(staged.manifest))
+    except PluginError as exc:
+        manifest = None
+        problems.append(f"The staged manifest cannot be read: {exc}")
+    diff = None
+    try:
+        diff = diff_view(registry.diff(record.id))
+    except PluginError as exc:
+        problems.append(f"The diff cannot be made: {exc}")
+    return {
+        "staged": staged,
+        "state": staged_state(record),
+        "waiting": staged.approved_at is None,
+        "facts": staged_facts(staged, manifest),
+        "permissions": requested(manifest),
+        "diff": diff,
+        "problems": problems,
+    }
+
+
+def kept_rows(registry: Registry, record: PluginRecord) -> list[dict[str, Any]]:
+    """The earlier versions kept for a rollback, newest first (none for a plugin that is
+    not running: only an approved or suspended one rolls back)."""
+    if record.status not in (PluginStatus.APPROVED, PluginStatus.SUSPENDED):
+        return []
+    kept: list[KeptVersion] = registry.kept_versions(record.id)
+    return [
+        {"version": k.version, "kept_at": k.kept_at, "code_hash": k.code_hash}
+        for k in reversed(kept)
+        if k.version != record.version
+    ]
+
+
+def audit_line(event: AuditEvent) -> str:
+    """A sentence for the audit page saying what an event of a version's life did ("" for
+    the other actions, whose before and after say it)."""
+    before = event.before or {}
+    after = event.after or {}
+    action = event.action
+    if action == "stage":
+        line = f"Staged version {after.get('staged')} beside the running {before.get('version')}"
+        if before.get("staged"):
+            line += f" (replacing the staged {before.get('staged')})"
+        return line + "."
+    if action == "approve upgrade":
+        line = f"Approved the upgrade from {before.get('version')} to {after.get('staged')}"
+        if after.get("auto_approved"):
+            line += " (the upgrade policy: it asks for nothing new)"
+        return line + "; a host switches at its next refresh."
+    if action == "upgrade":
+        line = f"Switched from {before.get('version')} to {after.get('version')}"
+        migrated = after.get("migrated")
+        if isinstance(migrated, list) and migrated:
+            line += f", the settings of {', '.join(map(str, migrated))} migrated"
+        return line + "."
+    if action == "upgrade failed":
+        line = f"The switch to {after.get('failed')} failed"
+        if after.get("step"):
+            line += f" at {after.get('step')}"
+        if after.get("tenant"):
+            line += f" for tenant {after.get('tenant')}"
+        return f"{line}; {after.get('version')} runs on: {after.get('reason')}"
+    if action == "rollback":
+        return f"Rolled back from {before.get('version')} to {after.get('version')}."
+    if action == "reject" and "staged" in before:
+        return (
+            f"Rejected the staged version {before.get('staged')}; "
+            f"{before.get('version')} runs on: {after.get('reason')}"
+        )
+    return ""

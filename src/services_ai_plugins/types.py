@@ -53,9 +53,18 @@ if TYPE_CHECKING:
     from ._json import JSONValue
     from ._manifest import MAX_MANIFEST_BYTES, Isolation
     from ._permissions import DEFAULT_PERMISSIONS, Permission, PermissionCatalogue, Risk
-    from ._registry import TenantView
+    from ._registry import TenantView, UpgradePlan
     from ._routing import PluginRoute
     from ._settings import SettingSpec, SettingType
+    from ._versions import (
+        FileChange,
+        FileEntry,
+        FileListing,
+        PermissionChange,
+        RequirementChange,
+        SettingChange,
+        VersionSide,
+    )
 
 
 # Where each lazily imported name lives.
@@ -71,6 +80,9 @@ _LAZY: dict[str, str] = {
     "DisplayName": "._fields",
     "EmailAddress": "._fields",
     "EntryPoint": "._fields",
+    "FileChange": "._versions",
+    "FileEntry": "._versions",
+    "FileListing": "._versions",
     "HookName": "._fields",
     "HookTrace": "._dispatch",
     "HostEvent": "._host_events",
@@ -80,6 +92,7 @@ _LAZY: dict[str, str] = {
     "Number": "._fields",
     "Permission": "._permissions",
     "PermissionCatalogue": "._permissions",
+    "PermissionChange": "._versions",
     "PermissionName": "._fields",
     "PluginId": "._fields",
     "PluginOutcome": "._dispatch",
@@ -87,12 +100,16 @@ _LAZY: dict[str, str] = {
     "Rate": "._api",
     "RelativePath": "._fields",
     "RequestScope": "._context",
+    "RequirementChange": "._versions",
     "Risk": "._permissions",
+    "SettingChange": "._versions",
     "SettingName": "._fields",
     "SettingSpec": "._settings",
     "SettingType": "._settings",
     "TenantView": "._registry",
+    "UpgradePlan": "._registry",
     "Url": "._fields",
+    "VersionSide": "._versions",
 }
 
 
@@ -112,6 +129,9 @@ __all__ = [
     "DisplayName",
     "EmailAddress",
     "EntryPoint",
+    "FileChange",
+    "FileEntry",
+    "FileListing",
     "HookName",
     "HookTrace",
     "HostEvent",
@@ -120,6 +140,7 @@ __all__ = [
     "Number",
     "Permission",
     "PermissionCatalogue",
+    "PermissionChange",
     "PermissionName",
     "PluginId",
     "PluginOutcome",
@@ -127,10 +148,14 @@ __all__ = [
     "Rate",
     "RelativePath",
     "RequestScope",
+    "RequirementChange",
     "Risk",
+    "SettingChange",
     "SettingName",
     "SettingSpec",
     "SettingType",
     "TenantView",
+    "UpgradePlan",
     "Url",
+    "VersionSide",
 ]

@@ -82,19 +82,23 @@ def test_the_admin_in_a_browser(server: str, host: PluginHost, tmp_path: Path, s
             page.set_default_timeout(TIMEOUT_MS)
             _upload_check_approve(page, host, server, archive, shots)
             _enable_and_configure(page, host, shots)
+            _upgrade_and_roll_back(page, host, server, tmp_path, shots)
             _resume(page, host, server, tmp_path, shots)
             page.goto(f"{server}/plugins/lead-greeter/audit")
             expect(page.locator("#audit-trail tbody tr").first).to_have_attribute(
-                "data-action", "set settings"
+                "data-action", "rollback"
             )
             assert "mail-key-not-shown" not in page.content()
             page.screenshot(path=str(shots / "admin-audit.png"), full_page=True)
         finally:
             browser.close()
 
-    assert {e.actor for e in host.registry.audit_log(plugin_id="lead-greeter")} == {"ada"}
+    events = host.registry.audit_log(plugin_id="lead-greeter")
+    # The switch is the host's own step (at its refresh); every other one is the admin's.
+    assert {e.actor for e in events if e.action != "upgrade"} == {"ada"}
+    assert [e.actor for e in events if e.action == "upgrade"] == ["host"]
     assert host.registry.audit_log(plugin_id="crm-sync", action="resume")[0].actor == "ada"
-    for name in ("plugins", "review", "tenants", "failures", "audit"):
+    for name in ("plugins", "review", "tenants", "upgrade", "failures", "audit"):
         assert (shots / f"admin-{name}.png").stat().st_size > 10_000
 
 
@@ -138,6 +142,44 @@ def _enable_and_configure(page: Any, host: PluginHost, shots: Path) -> None:
     assert settings["greeting"] == "Welcome aboard"
     assert settings["api_key"] == "mail-key-not-shown"
     page.screenshot(path=str(shots / "admin-tenants.png"), full_page=True)
+
+
+def _upgrade_and_roll_back(
+    page: Any, host: PluginHost, server: str, tmp_path: Path, shots: Path
+) -> None:
+    """Version 1.1.0 asks for one permission more: uploaded, it is staged and its review shows
+    the diff; approved, the host's refresh switches to it; the button rolls it back."""
+    newer = {
+        **MANIFEST,
+        "version": "1.1.0",
+        "permissions": ["read_leads", "write_leads"],
+        "changelog": "Notes each greeting on the lead.",
+        "settings": [
+            *MANIFEST["settings"],
+            {"name": "note", "type": "string", "default": "Greeted", "description": "The note."},
+        ],
+    }
+    archive = tmp_path / "lead-greeter-1.1.0.zip"
+    archive.write_bytes(plugin_zip(tmp_path / "v2", newer, CODE))
+    page.goto(f"{server}/")
+    page.set_input_files("#archive", str(archive))
+    page.click("#upload-form input[type=submit]")
+    expect(page.locator("#notes")).to_contain_text("Staged lead-greeter 1.1.0")
+    added = page.locator('#diff-permissions tr[data-permission="write_leads"]')
+    expect(added).to_contain_text("added")
+    expect(added).to_contain_text("high")
+    page.screenshot(path=str(shots / "admin-upgrade.png"), full_page=True)
+
+    page.click("#approve-upgrade-form input[type=submit]")
+    expect(page.locator("#notes")).to_contain_text("Approved lead-greeter 1.1.0")
+    host.refresh()
+    assert host.registry.plugin("lead-greeter").version == "1.1.0"
+
+    page.goto(f"{server}/plugins/lead-greeter/")
+    page.click('#kept tr[data-version="1.0.0"] input[type=submit]')
+    expect(page.locator("#notes")).to_contain_text("back from 1.1.0 to 1.0.0")
+    assert host.registry.plugin("lead-greeter").version == "1.0.0"
+    assert host.registry.get_settings("lead-greeter", "acme")["greeting"] == "Welcome aboard"
 
 
 def _resume(page: Any, host: PluginHost, server: str, tmp_path: Path, shots: Path) -> None:

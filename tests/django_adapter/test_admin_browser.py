@@ -103,14 +103,18 @@ def test_the_admin_in_a_browser(
             _log_in(page, live_server.url, password)
             _upload_check_approve(page, host, base, _zip(tmp_path, MANIFEST, CODE), shots)
             _enable_and_configure(page, host, shots)
+            _upgrade_and_roll_back(page, host, base, tmp_path, shots)
             failing = {**MANIFEST, "id": "crm-sync", "name": "CRM Sync", "settings": []}
             _failures(page, host, base, _zip(tmp_path, failing, FAILING), shots)
             _audit(page, base, shots)
         finally:
             browser.close()
 
-    assert {e.actor for e in host.registry.audit_log(plugin_id="lead-greeter")} == {"ada"}
-    for name in ("plugins", "review", "tenants", "failures", "audit"):
+    events = host.registry.audit_log(plugin_id="lead-greeter")
+    # The switch is the host's own step (at its refresh); every other one is the admin's.
+    assert {e.actor for e in events if e.action != "upgrade"} == {"ada"}
+    assert len([e for e in events if e.action == "upgrade"]) == 1
+    for name in ("plugins", "review", "tenants", "upgrade", "failures", "audit"):
         assert (shots / f"django-admin-{name}.png").stat().st_size > 10_000
 
 
@@ -168,6 +172,42 @@ def _enable_and_configure(page: Any, host: PluginHost, shots: Path) -> None:
     page.screenshot(path=str(shots / "django-admin-tenants.png"), full_page=True)
 
 
+def _upgrade_and_roll_back(
+    page: Any, host: PluginHost, base: str, tmp_path: Path, shots: Path
+) -> None:
+    """Version 1.1.0 asks for one permission more: uploaded, it is staged and its review shows
+    the diff; approved, the host switches to it at its refresh; the button rolls it back."""
+    newer = {
+        **MANIFEST,
+        "version": "1.1.0",
+        "permissions": ["read_leads", "write_leads"],
+        "changelog": "Notes each greeting on the lead.",
+        "settings": [
+            *MANIFEST["settings"],
+            {"name": "note", "type": "string", "default": "Greeted", "description": "The note."},
+        ],
+    }
+    page.goto(base)
+    page.set_input_files("#id_archive", str(_zip(tmp_path / "v2", newer, CODE)))
+    page.click("#upload-form input[type=submit]")
+    expect(page.locator("ul.messagelist")).to_contain_text("Staged lead-greeter 1.1.0")
+    added = page.locator('#diff-permissions tr[data-permission="write_leads"]')
+    expect(added).to_contain_text("added")
+    expect(added).to_contain_text("high")
+    page.screenshot(path=str(shots / "django-admin-upgrade.png"), full_page=True)
+
+    page.click("#approve-upgrade-form input[type=submit]")
+    expect(page.locator("ul.messagelist")).to_contain_text("Approved lead-greeter 1.1.0")
+    host.refresh()
+    assert host.registry.plugin("lead-greeter").version == "1.1.0"
+
+    page.goto(f"{base}lead-greeter/change/")
+    page.click('#kept tr[data-version="1.0.0"] input[type=submit]')
+    expect(page.locator("ul.messagelist")).to_contain_text("back from 1.1.0 to 1.0.0")
+    assert host.registry.plugin("lead-greeter").version == "1.0.0"
+    assert host.registry.get_settings("lead-greeter", "acme")["greeting"] == "Welcome aboard"
+
+
 def _failures(page: Any, host: PluginHost, base: str, archive: Path, shots: Path) -> None:
     """A failing plugin beside it: two failures, and the breaker suspends it for acme; the
     admin resumes it."""
@@ -194,8 +234,6 @@ def _failures(page: Any, host: PluginHost, base: str, archive: Path, shots: Path
 
 def _audit(page: Any, base: str, shots: Path) -> None:
     page.goto(f"{base}lead-greeter/audit/")
-    expect(page.locator("#audit-trail tbody tr").first).to_have_attribute(
-        "data-action", "set settings"
-    )
+    expect(page.locator("#audit-trail tbody tr").first).to_have_attribute("data-action", "rollback")
     assert "mail-key-not-shown" not in page.content()
     page.screenshot(path=str(shots / "django-admin-audit.png"), full_page=True)

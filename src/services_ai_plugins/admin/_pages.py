@@ -10,7 +10,8 @@ Path (below the mount)                    Page
 ========================================  =====================================================
 ``/``                                     the plugins, and the upload form
 ``/plugins/<id>/``                        the review: manifest, permissions, requirements,
-                                          where it runs, the check; approve and reject
+                                          where it runs, the check; approve and reject (a
+                                          staged version with its diff); roll back
 ``/plugins/<id>/tenants``                 per tenant: enable, disable, grants, settings
 ``/plugins/<id>/failures``                failures, metrics per hook, suspensions (resolve, resume)
 ``/plugins/<id>/audit``                   the plugin's audit trail, newest first
@@ -27,13 +28,18 @@ import attrs
 
 from .._manifest import Manifest
 from .._review import (
+    audit_line,
     json_text,
+    kept_rows,
     optional_permissions,
     plugin_facts,
     requested,
     requirements,
     schema_row,
+    staged_state,
+    upgrade_view,
     upload_error,
+    upload_note,
     where_it_runs,
 )
 from .._storage._protocol import PluginRecord, PluginStatus
@@ -163,6 +169,7 @@ class Pages:
                     "enabled": [t.tenant for t in storage.list_tenants(record.id) if t.enabled],
                     "unresolved": found.unresolved if found is not None else 0,
                     "suspensions": found.suspensions if found is not None else (),
+                    "staged": staged_state(record),
                 }
             )
         filters = [("All", "", wanted is None)] + [
@@ -174,7 +181,9 @@ class Pages:
         return attrs.evolve(page, status=status)
 
     def upload(self, form: Form, *, limit: int) -> Outcome:
-        """Install the uploaded archive as the host installs uploads (pending approval)."""
+        """Install the uploaded archive as the host installs uploads: a new plugin pending
+        approval, a new version of an installed one staged beside it (an older version only
+        with the form's ``downgrade`` box)."""
         sent: Upload | None = form.files.get("archive")
         if sent is None or (not sent.filename and not sent.data):
             self.notes.error("Choose a plugin ZIP to upload.")
@@ -191,15 +200,15 @@ class Pages:
             return self.plugins(status=400)
         try:
             record = self.host.install(
-                sent.data, actor=self.actor, reinstall=bool(form.get("reinstall"))
+                sent.data,
+                actor=self.actor,
+                reinstall=True,
+                downgrade=bool(form.get("downgrade")),
             )
         except PluginError as exc:
             self.notes.error(upload_error(exc, name))
             return self.plugins(status=400)
-        self.notes.success(
-            f"Installed {record.id} {record.version} from {name}: {record.status.value}. "
-            "Review it, then approve or reject it."
-        )
+        self.notes.success(upload_note(record, name))
         return Redirect(plugin_path(record.id))
 
     # -- the review ------------------------------------------------------------------------------
@@ -229,19 +238,29 @@ class Pages:
             load_failure=registry.load_failure(record),
             history=registry.history(plugin_id),
             pending=record.status is PluginStatus.PENDING,
+            upgrade=upgrade_view(registry, record),
+            kept=kept_rows(registry, record),
             report=report,
             reason=reason,
         )
 
     def decide(self, plugin_id: str, form: Form) -> Outcome:
-        """Approve, reject (with a reason) or run the check."""
+        """Approve, reject (with a reason), run the check, or roll back to a kept version.
+
+        Approve and reject act on the staged version of a running plugin first."""
         record = self.record(plugin_id)
         registry = self.host.registry
         action = form.get("action")
         if action == "approve":
 
             def approve() -> str:
+                staged = record.staged
                 registry.approve(plugin_id, actor=self.actor)
+                if staged is not None and record.status is not PluginStatus.PENDING:
+                    return (
+                        f"Approved {plugin_id} {staged.version}: the hosts switch to it at "
+                        "their next refresh."
+                    )
                 return f"Approved {plugin_id}: enable it for tenants on its Tenants page."
 
             self._step(approve)
@@ -256,13 +275,31 @@ class Pages:
                 return attrs.evolve(self.review(plugin_id, reason=reason), status=400)
 
             def reject() -> str:
+                staged = record.staged
                 registry.reject(plugin_id, actor=self.actor, reason=reason)
+                if staged is not None and record.status is not PluginStatus.PENDING:
+                    return f"Rejected {plugin_id} {staged.version}; {record.version} runs on."
                 return f"Rejected {plugin_id}."
 
             self._step(reject)
             return Redirect(plugin_path(plugin_id))
         if action == "check":
             return self.review(plugin_id, report=self._check(record))
+        if action == "rollback":
+            version = form.get("version").strip()
+            if not version:
+                self.notes.error("Name the version to roll back to.")
+                return attrs.evolve(self.review(plugin_id), status=400)
+
+            def rollback() -> str:
+                done = registry.rollback(plugin_id, version, actor=self.actor)
+                return (
+                    f"Rolled {plugin_id} back from {record.version} to {done.version}: "
+                    "the hosts load it at their next refresh."
+                )
+
+            self._step(rollback)
+            return Redirect(plugin_path(plugin_id))
         self.notes.error(f"Unknown action {action!r}.")
         return attrs.evolve(self.review(plugin_id), status=400)
 
@@ -478,7 +515,12 @@ class Pages:
             record,
             "audit",
             events=[
-                {"event": e, "before": json_text(e.before), "after": json_text(e.after)}
+                {
+                    "event": e,
+                    "line": audit_line(e),
+                    "before": json_text(e.before),
+                    "after": json_text(e.after),
+                }
                 for e in events
             ],
             limit=AUDIT_LIMIT,

@@ -10,7 +10,8 @@ URL (under the model's admin URL)    Page
 ===================================  ==========================================================
 ``""``                               the plugins, and the upload form
 ``<id>/change/``                     the review: manifest, permissions, requirements, check,
-                                     approve and reject
+                                     approve and reject (a staged version with its diff),
+                                     roll back to a kept version
 ``<id>/tenants/``                    per tenant: enable, disable, grants, settings
 ``<id>/failures/``                   failures, metrics per hook, suspensions (resolve, resume)
 ``<id>/audit/``                      the audit trail, newest first
@@ -31,19 +32,24 @@ from django.utils.http import urlencode
 
 from .._manifest import Manifest
 from .._review import (
+    audit_line,
     json_text,
+    kept_rows,
     optional_permissions,
     plugin_facts,
     requested,
     requirements,
     schema_row,
+    staged_state,
+    upgrade_view,
     upload_error,
+    upload_note,
     where_it_runs,
 )
 from .._storage._protocol import PluginRecord, PluginStatus
 from ..errors import ExtraNotInstalled, PluginError, PluginNotFound, ProblemsError
 from . import conf
-from .forms import RejectForm, SettingsForm, TenantForm, UploadForm
+from .forms import RejectForm, RollbackForm, SettingsForm, TenantForm, UploadForm
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
@@ -202,6 +208,7 @@ class PluginPages:
                     "enabled": [t.tenant for t in storage.list_tenants(record.id) if t.enabled],
                     "unresolved": found.unresolved if found is not None else 0,
                     "suspensions": found.suspensions if found is not None else (),
+                    "staged": staged_state(record),
                 }
             )
         filters = [("All", "", status is None)] + [
@@ -218,7 +225,9 @@ class PluginPages:
         )
 
     def _upload(self, request: HttpRequest, host: PluginHost, form: UploadForm) -> str | None:
-        """Install the uploaded archive as the host installs uploads; its id, or None."""
+        """Install the uploaded archive as the host installs uploads (a new version of an
+        installed plugin staged beside it; an older one only with the form's ``downgrade``
+        box); its id, or None."""
         if not form.is_valid():
             sent = request.FILES.get("archive")
             if sent is None:
@@ -242,34 +251,44 @@ class PluginPages:
             return None
         try:
             record = host.install(
-                data, actor=_actor(request), reinstall=form.cleaned_data["reinstall"]
+                data,
+                actor=_actor(request),
+                reinstall=True,
+                downgrade=form.cleaned_data["downgrade"],
             )
         except PluginError as exc:
             messages.error(request, upload_error(exc, name))
             return None
-        messages.success(
-            request,
-            f"Installed {record.id} {record.version} from {name}: {record.status.value}. "
-            "Review it, then approve or reject it.",
-        )
+        messages.success(request, upload_note(record, name))
         return record.id
 
     # -- the review ------------------------------------------------------------------------------
 
     def review(self, request: HttpRequest, plugin_id: str) -> HttpResponse:
-        """What the plugin is and asks for; approve, reject, run the check."""
+        """What the plugin is and asks for; approve, reject (a staged version first), run the
+        check, roll back to a kept version."""
         host = conf.get_host()
         record = self._record(host, plugin_id)
         actor = _actor(request)
         registry = host.registry
         reject = RejectForm()
         report = None
+        upgrading = (
+            record.staged.version
+            if record.staged is not None and record.status is not PluginStatus.PENDING
+            else None
+        )
         if request.method == "POST":
             action = request.POST.get("action")
             if action == "approve":
 
                 def approve() -> str:
                     registry.approve(plugin_id, actor=actor)
+                    if upgrading is not None:
+                        return (
+                            f"Approved {plugin_id} {upgrading}: the hosts switch to it at "
+                            "their next refresh."
+                        )
                     return f"Approved {plugin_id}: enable it for tenants on its Tenants page."
 
                 self._step(request, approve)
@@ -281,6 +300,8 @@ class PluginPages:
 
                     def rejected() -> str:
                         registry.reject(plugin_id, actor=actor, reason=reason)
+                        if upgrading is not None:
+                            return f"Rejected {plugin_id} {upgrading}; {record.version} runs on."
                         return f"Rejected {plugin_id}."
 
                     self._step(request, rejected)
@@ -288,6 +309,21 @@ class PluginPages:
                 messages.error(request, "A rejection needs a reason.")
             elif action == "check":
                 report = self._check(request, record)
+            elif action == "rollback":
+                rollback = RollbackForm(request.POST)
+                if rollback.is_valid():
+                    version = rollback.cleaned_data["version"]
+
+                    def rolled_back() -> str:
+                        done = registry.rollback(plugin_id, version, actor=actor)
+                        return (
+                            f"Rolled {plugin_id} back from {record.version} to {done.version}: "
+                            "the hosts load it at their next refresh."
+                        )
+
+                    self._step(request, rolled_back)
+                    return HttpResponseRedirect(self.url("change", plugin_id))
+                messages.error(request, "Name the version to roll back to.")
             else:
                 messages.error(request, f"Unknown action {action!r}.")
         try:
@@ -311,6 +347,8 @@ class PluginPages:
             history=registry.history(plugin_id),
             reject_form=reject,
             pending=record.status is PluginStatus.PENDING,
+            upgrade=upgrade_view(registry, record),
+            kept=kept_rows(registry, record),
             report=report,
         )
 
@@ -543,6 +581,7 @@ class PluginPages:
             events=[
                 {
                     "event": event,
+                    "line": audit_line(event),
                     "before": json_text(event.before),
                     "after": json_text(event.after),
                 }

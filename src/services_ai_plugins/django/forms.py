@@ -1,4 +1,5 @@
-"""The plugin admin's forms: an upload, a rejection, a tenant, and a plugin's settings.
+"""The plugin admin's forms: an upload, a rejection, a rollback, a tenant, and a plugin's
+settings.
 
 The settings form is built from the manifest's settings schema: one field per setting,
 of its type, with its choices, bounds, default and whether it is required. Secrets are
@@ -18,7 +19,7 @@ from .._json import JSONValue
 from .._review import setting_help, setting_unchanged
 from .._settings import SettingSpec, SettingType
 
-__all__ = ["RejectForm", "SettingsForm", "TenantForm", "UploadForm"]
+__all__ = ["RejectForm", "RollbackForm", "SettingsForm", "TenantForm", "UploadForm"]
 
 #: The prefix of every settings field's HTML name (``setting-api_key``).
 SETTINGS_PREFIX: Final = "setting"
@@ -27,13 +28,14 @@ _CLEAR: Final = "clear:"
 
 
 class UploadForm(forms.Form):
-    """A plugin ZIP to install (pending approval)."""
+    """A plugin ZIP to install: a new plugin pending approval, or a new version of an
+    installed one (staged beside a running one until approved)."""
 
     archive = forms.FileField(label="Plugin ZIP", help_text="A plugin archive (.zip).")
-    reinstall = forms.BooleanField(
+    downgrade = forms.BooleanField(
         required=False,
-        label="Replace the installed version",
-        help_text="Install over a plugin of the same id (it goes back to pending approval).",
+        label="Allow an older version",
+        help_text="Install a version older than the installed one (refused without this box).",
     )
 
     def __init__(self, *args: Any, limit: int, **kwargs: Any) -> None:
@@ -51,6 +53,12 @@ class RejectForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
         help_text="Required: the plugin's author and the audit trail see it.",
     )
+
+
+class RollbackForm(forms.Form):
+    """The kept version to roll back to."""
+
+    version = forms.CharField(max_length=200, strip=True)
 
 
 class TenantForm(forms.Form):
