@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._dependencies import check_environment
@@ -17,11 +18,13 @@ from ._manifest import Isolation, Manifest
 from ._permissions import PermissionCatalogue
 from ._sandbox._policy import isolation_of
 from ._settings import SettingSpec, SettingType
+from ._sources._materialise import local_code
 from ._storage._protocol import (
     AuditEvent,
     KeptVersion,
     PluginRecord,
     PluginStatus,
+    SourceKind,
     StagedVersion,
     TenantRecord,
 )
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "audit_line",
+    "code_to_check",
     "diff_view",
     "json_text",
     "kept_rows",
@@ -85,6 +89,32 @@ def plugin_facts(record: PluginRecord, manifest: Manifest | None) -> list[tuple[
         ("Code folder", record.package_path),
     ]
     return [(label, value) for label, value in facts if value]
+
+
+def code_to_check(host: PluginHost, record: PluginRecord) -> Path:
+    """The folder of the version a reviewer checks, on this machine: the staged version when
+    there is one, else the running one; materialised from its archive when this machine has
+    no copy (the host that installed it may be another).
+
+    :raises PackageError: an entry-point plugin (no folder), or code that cannot be found
+        or does not match its hash (the message says which).
+    """
+    version = record.staged if record.staged is not None else record
+    if version.source is SourceKind.ENTRY_POINT:
+        raise PackageError(
+            f"{record.id} was not installed from a folder or an archive (it is an "
+            f"{version.source.value} plugin): there is no code to check here",
+            path=record.id,
+        )
+    return local_code(
+        record.id,
+        version.version,
+        version.code_hash,
+        version.package_path,
+        version.artifact,
+        plugins_dir=host.plugins_dir,
+        artifacts=host.registry.artifacts,
+    )
 
 
 def json_text(value: Mapping[str, JSONValue] | None) -> str:

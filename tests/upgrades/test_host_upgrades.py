@@ -277,3 +277,28 @@ def test_two_hosts_on_one_registry_run_the_migration_once(
         assert titles(host) == ["v2.0.0 Acme"]
     assert services.stored("acme", "crm-sync")["runs"] == 1
     assert len(first.registry.audit_log(plugin_id="crm-sync", action="upgrade started")) == 1
+
+
+def test_a_reviewer_checks_the_staged_code_even_on_another_machine(
+    hosts: Hosts, tmp_path: Path
+) -> None:
+    """The admins' check runs on the version under review (the staged one), found on this
+    machine or materialised from its archive when another machine installed it."""
+    from services_ai_plugins._review import code_to_check
+    from services_ai_plugins._sources._loader import check_code
+
+    storage = MemoryStorage()
+    installer = cast("PluginHost", hosts(storage=storage, plugins_dir=tmp_path / "a"))
+    first_version(installer, tmp_path)
+    installer.install(version_archive(tmp_path, "2.0.0"), actor="ops", reinstall=True)
+    reviewer = cast("PluginHost", hosts(storage=storage, plugins_dir=tmp_path / "b"))
+    record = reviewer.registry.plugin("crm-sync")
+    assert record.staged is not None
+    here = code_to_check(installer, record)
+    assert here == Path(str(record.staged.package_path))
+    # Another machine: the installer's folders are not there.
+    (tmp_path / "a").rename(tmp_path / "elsewhere")
+    there = code_to_check(reviewer, record)
+    assert there.is_relative_to(tmp_path / "b")
+    assert (there / "manifest.json").read_text().count('"2.0.0"') == 1
+    check_code("crm-sync", there, record.staged.code_hash)

@@ -29,6 +29,7 @@ import attrs
 from .._manifest import Manifest
 from .._review import (
     audit_line,
+    code_to_check,
     json_text,
     kept_rows,
     optional_permissions,
@@ -43,7 +44,13 @@ from .._review import (
     where_it_runs,
 )
 from .._storage._protocol import PluginRecord, PluginStatus
-from ..errors import ExtraNotInstalled, PluginError, PluginNotFound, ProblemsError
+from ..errors import (
+    ExtraNotInstalled,
+    PackageError,
+    PluginError,
+    PluginNotFound,
+    ProblemsError,
+)
 from ._forms import SettingsForm
 from ._request import Form, Upload
 
@@ -304,17 +311,15 @@ class Pages:
         return attrs.evolve(self.review(plugin_id), status=400)
 
     def _check(self, record: PluginRecord) -> dict[str, Any] | None:
-        """Run :func:`services_ai_plugins.check_plugin` on the installed code, as ``check`` does."""
-        if not record.package_path:
-            self.notes.error(
-                f"{record.id} was not installed from a folder or an archive (it is an "
-                f"{record.source.value} plugin): there is no code to check here."
-            )
-            return None
+        """Run :func:`services_ai_plugins.check_plugin` on the code under review (the staged
+        version's when there is one), as ``check`` does."""
         from .._check import check_plugin  # noqa: PLC0415 - the test kit, only when asked
 
         try:
-            report = check_plugin(record.package_path)
+            report = check_plugin(code_to_check(self.host, record))
+        except PackageError as exc:
+            self.notes.error(f"There is no code to check here: {exc}")
+            return None
         except (ExtraNotInstalled, ProblemsError) as exc:
             self.notes.error(f"The check cannot run: {exc}")
             return None

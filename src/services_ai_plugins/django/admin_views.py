@@ -33,6 +33,7 @@ from django.utils.http import urlencode
 from .._manifest import Manifest
 from .._review import (
     audit_line,
+    code_to_check,
     json_text,
     kept_rows,
     optional_permissions,
@@ -47,7 +48,13 @@ from .._review import (
     where_it_runs,
 )
 from .._storage._protocol import PluginRecord, PluginStatus
-from ..errors import ExtraNotInstalled, PluginError, PluginNotFound, ProblemsError
+from ..errors import (
+    ExtraNotInstalled,
+    PackageError,
+    PluginError,
+    PluginNotFound,
+    ProblemsError,
+)
 from . import conf
 from .forms import RejectForm, RollbackForm, SettingsForm, TenantForm, UploadForm
 
@@ -353,18 +360,15 @@ class PluginPages:
         )
 
     def _check(self, request: HttpRequest, record: PluginRecord) -> dict[str, Any] | None:
-        """Run :func:`services_ai_plugins.check_plugin` on the installed code, as ``check`` does."""
-        if not record.package_path:
-            messages.error(
-                request,
-                f"{record.id} was not installed from a folder or an archive (it is an "
-                f"{record.source.value} plugin): there is no code to check here.",
-            )
-            return None
+        """Run :func:`services_ai_plugins.check_plugin` on the code under review (the staged
+        version's when there is one), as ``check`` does."""
         from .._check import check_plugin  # noqa: PLC0415 - the test kit, only when asked
 
         try:
-            report = check_plugin(record.package_path)
+            report = check_plugin(code_to_check(conf.get_host(), record))
+        except PackageError as exc:
+            messages.error(request, f"There is no code to check here: {exc}")
+            return None
         except (ExtraNotInstalled, ProblemsError) as exc:
             messages.error(request, f"The check cannot run: {exc}")
             return None
