@@ -21,6 +21,7 @@ from services_ai_plugins import (
     Registry,
     SQLiteStorage,
     TransitionError,
+    VersionError,
 )
 from services_ai_plugins.storage import Storage
 
@@ -99,7 +100,7 @@ def main() -> None:
                 wrote.append(actor)
         except ConflictError:
             conflicts += 1
-        except (TransitionError, PluginNotFound):
+        except (TransitionError, PluginNotFound, VersionError):
             refused += 1
     registry.storage.close()
     print(json.dumps({"wrote": wrote, "conflicts": conflicts, "refused": refused}))  # noqa: T201 - the report to the parent process

@@ -121,7 +121,9 @@ def test_concurrent_processes_lose_no_update(target: Target, tmp_path: Path) -> 
         assert record is not None
         assert record.status.value == status[plugin_id], plugin_id
         installs = [
-            e for e in events if e.plugin_id == plugin_id and e.action in ("install", "reinstall")
+            e
+            for e in events
+            if e.plugin_id == plugin_id and e.action in ("install", "reinstall", "stage")
         ]
         assert len(setup.storage.versions(plugin_id)) == len(installs)
     for (plugin_id, tenant), flag in enabled.items():
