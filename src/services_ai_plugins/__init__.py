@@ -14,7 +14,6 @@ from ._markers import hookimpl
 from ._version import HOST_API_VERSION, __version__
 
 if TYPE_CHECKING:
-    from ._versions import UpgradePolicy, VersionDiff
     from ._api import HostServices, PluginAPI, requires
     from ._check import check_plugin
     from ._config import HostConfig
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
         TenantRecord,
     )
     from ._storage._sqlite import SQLiteStorage
+    from ._versions import UpgradePolicy, VersionDiff
     from .errors import (
         ConflictError,
         DependencyError,

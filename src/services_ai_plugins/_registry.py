@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import socket
 import types
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -1069,6 +1072,7 @@ class Registry:
             or record.status is not PluginStatus.APPROVED
             or record.staged is None
             or record.staged.approved_at is None
+            or self._claimed(record.staged)
         ):
             return None
         staged = record.staged
@@ -1100,6 +1104,46 @@ class Registry:
             problem=problem,
         )
 
+    def claim_upgrade(
+        self, plan: UpgradePlan, *, actor: str, holder: str, lease: timedelta
+    ) -> UpgradePlan:
+        """Claim the switch for one host before it runs migrations, so ``plugin_upgraded``
+        runs once per change: other hosts' :meth:`prepare_upgrade` returns None while the
+        claim holds. Audited as ``upgrade started``; returns the plan at the new revision.
+
+        ``holder`` names the host (``host:pid:token``, see :func:`switch_holder`); the
+        claim holds for ``lease``, or until its holder is found gone (a process of this
+        machine that no longer runs, say after a ``kill -9``).
+
+        :raises ConflictError: another host claimed it first, or the plugin changed.
+        """
+        now = self._clock()
+        staged = attrs.evolve(plan.staged, switching_by=holder, switching_until=now + lease)
+        record = attrs.evolve(plan.record, staged=staged, revision=plan.record.revision + 1)
+        self._commit(
+            Change(
+                plugin_id=plan.plugin_id,
+                plugin=record,
+                audit=self._audit(
+                    now,
+                    actor,
+                    "upgrade started",
+                    plan.plugin_id,
+                    before={"version": plan.from_version},
+                    after={"staged": plan.to_version, "by": holder},
+                ),
+            )
+        )
+        return attrs.evolve(plan, record=record, staged=staged)
+
+    def _claimed(self, staged: StagedVersion) -> bool:
+        """Whether another host's claim on the switch still holds."""
+        if staged.switching_by is None or staged.switching_until is None:
+            return False
+        if staged.switching_until <= self._clock():
+            return False
+        return not _holder_gone(staged.switching_by)
+
     def upgrade_settings(self, plan: UpgradePlan, tenant: str) -> dict[str, JSONValue]:
         """The settings ``plugin_upgraded`` receives for ``tenant``: migrated, every one of the
         new schema (defaults filled in), secrets decrypted."""
@@ -1119,10 +1163,11 @@ class Registry:
         Writes the new version as the running one, each tenant's migrated settings
         with the ``changes`` its migration returned (checked against the new
         schema; ``None`` resets one), drops optional grants the new version does
-        not declare (named per tenant in the audit event's ``dropped``), keeps the previous version (its code and each tenant's state)
-        for :meth:`rollback` and forgets versions past the policy's
-        ``keep_versions``. Audited as ``upgrade``; archives no longer used are
-        then collected (:meth:`collect_artifacts`).
+        not declare (named per tenant in the audit event's ``dropped``), keeps
+        the previous version (its code and each tenant's state) for
+        :meth:`rollback` and forgets versions past the policy's ``keep_versions``.
+        Audited as ``upgrade``; archives no longer used are then collected
+        (:meth:`collect_artifacts`).
 
         :raises UpgradeError: (``step="settings"``) when a migration's changes
             are refused; nothing is written.
@@ -2053,6 +2098,26 @@ def _normal(plugin_id: str, version: str) -> str:
         return str(Version(version))
     except InvalidVersion:
         raise VersionError(plugin_id, version, "not a PEP 440 version") from None
+
+
+def switch_holder() -> str:
+    """This process's name in a switch claim: ``<host name>:<pid>:<random>``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _holder_gone(holder: str) -> bool:
+    """Whether a claim's holder is a process of this machine that no longer runs."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False  # another machine's: its lease decides
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists (another user's, say)
+        return False
+    return False
 
 
 def _state(record: TenantRecord) -> dict[str, JSONValue]:

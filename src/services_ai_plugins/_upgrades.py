@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, final
 
@@ -36,7 +37,7 @@ from ._dependencies import check_environment
 from ._kinds import SourceKind
 from ._loading import PluginSet
 from ._manifest import Isolation, Manifest
-from ._registry import Registry, UpgradePlan
+from ._registry import Registry, UpgradePlan, switch_holder
 from ._sandbox._pool import Sandbox
 from ._sources._loader import check_code, import_plugin, unload_plugin
 from ._sources._materialise import local_code
@@ -64,6 +65,8 @@ ApiFactory = Callable[[str, str, frozenset[str], Mapping[str, Any]], object]
 _CANDIDATE: Final = "_upgrade"
 #: How long past its sandbox's time limit a sandboxed migration is waited for.
 _GRACE: Final = 5.0
+#: Seconds a switch claim holds beyond its migrations' time limits (loading the new code).
+_MARGIN: Final = 60.0
 
 
 @final
@@ -90,6 +93,8 @@ class Upgrader:
         self._check_requirements: Final = check_requirements
         # One switch at a time in this host; a refresh that finds it busy goes on.
         self._lock: Final = threading.Lock()
+        #: This host's name in the claims it makes (Registry.claim_upgrade).
+        self.holder: Final = switch_holder()
 
     def run_due(self, approved: list[PluginRecord]) -> bool:
         """Switch every approved plugin whose staged version is approved; whether any switched.
@@ -120,6 +125,12 @@ class Upgrader:
             return False
         if plan.problem is not None:
             return self._fail(plan, plan.problem)
+        try:  # one host runs the migrations: the others wait for its switch
+            plan = self._registry.claim_upgrade(
+                plan, actor=self._actor, holder=self.holder, lease=self._lease(plan)
+            )
+        except ConflictError:
+            return False
         candidate: object = None
         key = plugin_id + _CANDIDATE
         sandboxed = False
@@ -153,6 +164,11 @@ class Upgrader:
             "plugin %r upgraded from %s to %s", plugin_id, plan.from_version, plan.to_version
         )
         return True
+
+    def _lease(self, plan: UpgradePlan) -> timedelta:
+        """How long a claim holds: every tenant's migration at its time limit, and a margin."""
+        each = max(self._registry.upgrades.migration_timeout, self._sandbox.policy.timeout)
+        return timedelta(seconds=each * (len(plan.running) + 1) + _MARGIN)
 
     def _fail(self, plan: UpgradePlan, error: UpgradeError) -> bool:
         _logger.error("%s", error)

@@ -1002,9 +1002,9 @@ def plugin_upgraded(  # noqa: PLR0917 - a hook's arguments are passed by name
     for every tenant: the previous version keeps serving with its settings untouched,
     and the failure is recorded with its traceback in the plugin's failure log and
     the audit trail (``upgrade failed``). What the migration wrote elsewhere (its
-    key-value store, the app through its ``api``) is not undone, and another host may
-    run the migration too before one of them commits the switch: write migrations that
-    can run again.
+    key-value store, the app through its ``api``) is not undone, and a host that dies
+    during the switch leaves the migration to run again in the next one: write
+    migrations that can run again. One host makes each switch (it claims it first).
 
     Permission: none.
     """

@@ -31,16 +31,6 @@ from typing import TYPE_CHECKING
 from ._lazy import lazy_names
 
 if TYPE_CHECKING:
-    from ._registry import UpgradePlan
-    from ._versions import (
-        FileChange,
-        FileEntry,
-        FileListing,
-        PermissionChange,
-        RequirementChange,
-        SettingChange,
-        VersionSide,
-    )
     from ._api import ApiLimits, ApiMeter, DeniedCall, Rate
     from ._context import RequestScope
     from ._deferred import BoundedExecutor, DeferredExecutor
@@ -63,9 +53,18 @@ if TYPE_CHECKING:
     from ._json import JSONValue
     from ._manifest import MAX_MANIFEST_BYTES, Isolation
     from ._permissions import DEFAULT_PERMISSIONS, Permission, PermissionCatalogue, Risk
-    from ._registry import TenantView
+    from ._registry import TenantView, UpgradePlan
     from ._routing import PluginRoute
     from ._settings import SettingSpec, SettingType
+    from ._versions import (
+        FileChange,
+        FileEntry,
+        FileListing,
+        PermissionChange,
+        RequirementChange,
+        SettingChange,
+        VersionSide,
+    )
 
 
 # Where each lazily imported name lives.

@@ -336,6 +336,14 @@ def test_a_tenant_less_hook_runs_for_every_approved_plugin(cli: Cli) -> None:
 def test_a_plugin_that_cannot_load_is_reported(deployed: Cli) -> None:
     """An enabled plugin whose code is gone is listed as not loaded, and the call exits 1."""
     shutil.rmtree(deployed.plugins / "greeter")
+    storage = SQLiteStorage(deployed.db)
+    try:  # and its kept archive, from which a host would materialise it again
+        record = storage.get_plugin("greeter")
+        assert record is not None
+        assert record.artifact is not None
+        storage.delete_artifact(record.artifact)
+    finally:
+        storage.close()
     code, out, err = deployed("call", "lead_created", "--tenant", "acme", "--sample")
     assert code == EXIT_REFUSED
     assert set(outcome_lines(out)) == {"crasher"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -79,11 +80,20 @@ def test_a_refused_install_changes_nothing(operator: Operator, tmp_path: Path) -
     assert document["member"] == "../escape.py"
 
 
-def test_installing_the_same_version_twice_needs_reinstall(operator: Operator) -> None:
-    """A second install of one version is refused unless --reinstall."""
-    operator("install", EXAMPLE_PLUGIN)
-    assert operator("install", EXAMPLE_PLUGIN)[0] == EXIT_REFUSED
-    code, _, err = operator("install", EXAMPLE_PLUGIN, "--reinstall")
+def test_installing_the_same_version_twice_needs_reinstall(
+    operator: Operator, tmp_path: Path
+) -> None:
+    """A second install of one version is refused unless --reinstall (a rebuilt package:
+    the very same code again is refused even then)."""
+    folder = tmp_path / "hello"
+    shutil.copytree(EXAMPLE_PLUGIN, folder)
+    operator("install", folder)
+    assert operator("install", folder)[0] == EXIT_REFUSED
+    code, _, err = operator("install", folder, "--reinstall")
+    assert (code, "same code hash" in err) == (EXIT_REFUSED, True)
+    with (folder / "main.py").open("a") as main_py:
+        main_py.write("# rebuilt\n")
+    code, _, err = operator("install", folder, "--reinstall")
     assert code == EXIT_OK, err
 
 

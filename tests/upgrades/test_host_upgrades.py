@@ -17,7 +17,7 @@ import pytest
 from upgrade_kit import version_archive
 
 from conftest import Hosts
-from services_ai_plugins import PluginHost, SandboxPolicy, VersionError
+from services_ai_plugins import MemoryStorage, PluginHost, SandboxPolicy, VersionError
 from services_ai_plugins._versions import UpgradePolicy
 from services_ai_plugins.events import Context
 
@@ -68,11 +68,15 @@ def test_the_old_version_serves_until_the_new_one_is_approved(
     assert titles(host) == ["v1.0.0 Acme"]  # staged: waiting for an admin
     host.registry.approve("crm-sync", actor="admin")
     assert titles(host) == ["v2.0.0 Acme"]  # switched at this call's refresh
-    assert [e.action for e in host.registry.audit_log(plugin_id="crm-sync", limit=3)] == [
+    assert [e.action for e in host.registry.audit_log(plugin_id="crm-sync", limit=4)] == [
         "upgrade",
+        "upgrade started",
         "approve upgrade",
         "stage",
     ]
+    started = host.registry.audit_log(plugin_id="crm-sync", action="upgrade started")[0]
+    assert started.after is not None
+    assert str(started.after["by"]).split(":")[1] == str(os.getpid())
 
 
 MIGRATION = """
@@ -245,3 +249,31 @@ def test_auto_approval_applies_only_to_an_update_asking_for_nothing_new(
     staged = host.registry.plugin("crm-sync").staged
     assert staged is not None
     assert staged.approved_at is None
+
+
+COUNTING = """
+@hookimpl
+def plugin_upgraded(self, plugin_id, from_version, to_version, context, api, settings):
+    time.sleep(0.2)
+    api.store_set("runs", (api.store_get("runs") or 0) + 1)
+"""
+
+
+def test_two_hosts_on_one_registry_run_the_migration_once(
+    make_host: Callable[..., PluginHost], tmp_path: Path, services: Any
+) -> None:
+    storage = MemoryStorage()
+    first, second = make_host(storage=storage), make_host(storage=storage)
+    first_version(first, tmp_path)
+    first.install(version_archive(tmp_path, "2.0.0", COUNTING), actor="ops", reinstall=True)
+    first.registry.approve("crm-sync", actor="admin")
+    threads = [threading.Thread(target=host.refresh) for host in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for host in (first, second):
+        host.refresh()
+        assert titles(host) == ["v2.0.0 Acme"]
+    assert services.stored("acme", "crm-sync")["runs"] == 1
+    assert len(first.registry.audit_log(plugin_id="crm-sync", action="upgrade started")) == 1

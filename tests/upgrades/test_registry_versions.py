@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -26,6 +29,7 @@ from services_ai_plugins import (
     UpgradeError,
     VersionError,
 )
+from services_ai_plugins._registry import switch_holder
 from services_ai_plugins._versions import UpgradePolicy
 from services_ai_plugins.storage import Storage
 
@@ -468,3 +472,48 @@ def test_diff_without_a_staged_version_compares_with_the_kept_one(registry: Regi
     switch(registry)
     assert "read_bookings" in str(registry.diff("crm-sync").to_dict())
     assert "read_bookings" in str(registry.diff("crm-sync", "1.0.0", "2.0.0").to_dict())
+
+
+# -- one host makes the switch ---------------------------------------------------------------
+
+
+def test_a_claimed_switch_is_left_to_its_holder_until_it_is_gone(registry: Registry) -> None:
+    running(registry)
+    stage(registry)
+    registry.approve("crm-sync", actor="admin")
+    plan = registry.prepare_upgrade("crm-sync")
+    assert plan is not None
+    claimed = registry.claim_upgrade(
+        plan, actor="host-a", holder=switch_holder(), lease=timedelta(hours=1)
+    )
+    assert registry.prepare_upgrade("crm-sync") is None  # another host waits for host-a
+    with pytest.raises(ConflictError):  # and cannot claim it from a stale plan either
+        registry.claim_upgrade(plan, actor="host-b", holder="b:1:x", lease=timedelta(hours=1))
+    event = registry.audit_log(plugin_id="crm-sync")[0]
+    assert event.action == "upgrade started"
+    assert event.after == {"staged": "2.0.0", "by": claimed.staged.switching_by}
+    registry.complete_upgrade(claimed, None, actor="host-a")
+    assert registry.plugin("crm-sync").version == "2.0.0"
+
+
+def test_a_claim_of_a_dead_process_or_past_its_lease_no_longer_holds(registry: Registry) -> None:
+    running(registry)
+    stage(registry)
+    registry.approve("crm-sync", actor="admin")
+    plan = registry.prepare_upgrade("crm-sync")
+    assert plan is not None
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    holder = f"{socket.gethostname()}:{dead}:gone"
+    registry.claim_upgrade(plan, actor="host-a", holder=holder, lease=timedelta(hours=1))
+    again = registry.prepare_upgrade("crm-sync")  # its holder died (kill -9, say)
+    assert again is not None
+    elsewhere = registry.claim_upgrade(
+        again, actor="host-b", holder="other-machine:1:x", lease=timedelta(minutes=2)
+    )
+    assert registry.prepare_upgrade("crm-sync") is None  # another machine's: its lease decides
+    # The registry's clock moves a minute per reading: the lease is soon over.
+    assert elsewhere.staged.switching_until is not None
+    for _ in range(2):
+        registry.prepare_upgrade("crm-sync")
+    assert registry.prepare_upgrade("crm-sync") is not None

@@ -32,6 +32,7 @@ from .._registry import Registry, Suspension
 from .._secrets import SecretKeys
 from .._storage._protocol import Storage
 from .._storage._sqlite import SQLiteStorage
+from .._versions import UpgradePolicy
 from ..errors import StorageError
 
 if TYPE_CHECKING:
@@ -88,6 +89,9 @@ class Site:
     decided_by: str
     #: The keys of secret settings, as the site's host has them (None: from the environment).
     secret_keys: Callable[[], SecretKeys | None] = lambda: None
+    #: The site host's upgrade policy (None: the default), so that ``upgrade`` approves by
+    #: itself what the site's policy approves, and ``rollback`` keeps as many versions.
+    upgrades: Callable[[], UpgradePolicy | None] = lambda: None
 
 
 _site: ContextVar[Site | None] = ContextVar("services_ai_plugins_cli_site", default=None)
@@ -201,7 +205,7 @@ def open_registry(args: argparse.Namespace, *, create: bool = True) -> Iterator[
     site = current_site()
     if site is not None:
         with open_storage(args) as storage:
-            yield Registry(storage, secret_keys=site.secret_keys())
+            yield Registry(storage, secret_keys=site.secret_keys(), upgrades=site.upgrades())
         return
     value = db_value(args)
     if not create and not is_database_url(value) and not Path(value).exists():

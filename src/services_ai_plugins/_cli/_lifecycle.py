@@ -1,5 +1,5 @@
-"""The lifecycle commands of the command line: install, list, show, approve, reject, enable,
-disable, uninstall, audit.
+"""The lifecycle commands of the command line: install, upgrade, list, show, approve, reject,
+enable, disable, uninstall, rollback, diff, audit.
 
 They work on a registry (``--db``, ``$SERVICES_AI_PLUGINS_DB``, default
 ``services-ai-plugins.db`` here: a SQLite file, or a ``postgresql://`` URL)
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .._dependencies import require_environment
+from .._manifest import Manifest
 from .._permissions import PermissionCatalogue
 from .._registry import Registry, Suspension
 from .._sources._archive import ArchiveError, install_archive
@@ -24,13 +25,18 @@ from .._sources._package import pack_plugin
 from .._storage._protocol import (
     AuditEvent,
     FailureRecord,
+    KeptVersion,
     PluginRecord,
     PluginStatus,
+    StagedVersion,
     TenantRecord,
 )
+from .._versions import VersionDiff
 from ..errors import (
     PackageError,
+    PluginNotFound,
     TransitionError,
+    VersionError,
 )
 from ._common import (
     Result,
@@ -61,6 +67,34 @@ def _plugin_document(record: PluginRecord) -> dict[str, Any]:
         "status_reason": record.status_reason,
         "granted_permissions": list(record.granted_permissions),
         "revision": record.revision,
+        "staged": _staged_document(record.staged) if record.staged is not None else None,
+    }
+
+
+def _staged_document(staged: StagedVersion) -> dict[str, Any]:
+    """A staged version as JSON: where it stands, not its manifest (``diff`` shows that)."""
+    return {
+        "version": staged.version,
+        "code_hash": staged.code_hash,
+        "package_path": staged.package_path,
+        "artifact": staged.artifact,
+        "installed_at": staged.installed_at.isoformat(),
+        "installed_by": staged.installed_by,
+        "approved": staged.approved_at is not None,
+        "approved_at": staged.approved_at.isoformat() if staged.approved_at else None,
+        "approved_by": staged.approved_by,
+        "auto_approved": staged.auto_approved,
+    }
+
+
+def _kept_document(kept: KeptVersion) -> dict[str, Any]:
+    """A kept version as JSON: its tenants by name only (their stored settings hold secrets)."""
+    return {
+        "version": kept.version,
+        "code_hash": kept.code_hash,
+        "kept_at": kept.kept_at.isoformat(),
+        "granted_permissions": list(kept.granted_permissions),
+        "tenants": sorted(kept.tenants),
     }
 
 
@@ -89,6 +123,44 @@ def _event_document(event: AuditEvent) -> dict[str, Any]:
 
 
 def _install(args: argparse.Namespace) -> Result:
+    record, diff = _put(args, reinstall=args.reinstall, downgrade=args.downgrade, upgrade=False)
+    if record.staged is not None:
+        document = _plugin_document(record)
+        document["diff"] = diff.to_dict() if diff is not None else None
+        return document, _staged_lines(args, record, diff)
+    lines = [
+        f"installed {record.id} {record.version}: {record.status.value} "
+        f"(code {record.code_hash[:16]}..., {record.package_path})",
+        f"next: {args.prog} approve {record.id}",
+    ]
+    return {**_plugin_document(record), "diff": None}, lines
+
+
+def _upgrade(args: argparse.Namespace) -> Result:
+    record, diff = _put(args, reinstall=True, downgrade=args.downgrade, upgrade=True)
+    staged = record.staged
+    document = {
+        "plugin": _plugin_document(record),
+        "staged": _staged_document(staged) if staged is not None else None,
+        "auto_approved": staged is not None and staged.auto_approved,
+        "diff": diff.to_dict() if diff is not None else None,
+    }
+    if staged is not None:
+        return document, _staged_lines(args, record, diff)
+    # A pending plugin is replaced: nothing runs yet to compare it with.
+    lines = [
+        f"replaced pending {record.id} with {record.version}: {record.status.value} "
+        f"(code {record.code_hash[:16]}..., {record.package_path})",
+        f"next: {args.prog} approve {record.id}",
+    ]
+    return document, lines
+
+
+def _put(
+    args: argparse.Namespace, *, reinstall: bool, downgrade: bool, upgrade: bool
+) -> tuple[PluginRecord, VersionDiff | None]:
+    """Install the ZIP or folder ``args.source`` names; the record, and for a version staged
+    beside a running one its diff against it."""
     source = Path(args.source)
     if not source.exists():
         # Refuse before the database or the plugins folder is created.
@@ -96,6 +168,12 @@ def _install(args: argparse.Namespace) -> Result:
     plugins_dir = plugins_path(args)
     plugins_dir.mkdir(parents=True, exist_ok=True)
     with open_registry(args) as registry, _cli_flags(source):
+
+        def check(manifest: Manifest) -> None:
+            if upgrade:
+                _require_installed(registry, manifest.id)
+            require_environment(manifest)
+
         if source.is_dir():
             # A folder goes through the very same checks as an upload: pack it, install the archive.
             with tempfile.TemporaryDirectory() as scratch:
@@ -105,8 +183,9 @@ def _install(args: argparse.Namespace) -> Result:
                     plugins_dir,
                     registry,
                     actor=actor_name(args),
-                    reinstall=args.reinstall,
-                    check=require_environment,
+                    reinstall=reinstall,
+                    downgrade=downgrade,
+                    check=check,
                 )
         else:
             record = install_archive(
@@ -114,15 +193,62 @@ def _install(args: argparse.Namespace) -> Result:
                 plugins_dir,
                 registry,
                 actor=actor_name(args),
-                reinstall=args.reinstall,
-                check=require_environment,
+                reinstall=reinstall,
+                downgrade=downgrade,
+                check=check,
             )
+        diff = None
+        if record.staged is not None:
+            try:
+                diff = registry.diff(record.id, record.version, record.staged.version)
+            except VersionError:  # changed meanwhile (switched, replaced): the install stands
+                diff = None
+    return record, diff
+
+
+def _require_installed(registry: Registry, plugin_id: str) -> None:
+    """``upgrade`` needs an installed plugin: a new one (or one rejected or uninstalled) is
+    ``install``'s; refused before anything is extracted."""
+    current = registry.storage.get_plugin(plugin_id)
+    if current is None:
+        raise PluginNotFound(plugin_id)
+    if current.status in (PluginStatus.REJECTED, PluginStatus.UNINSTALLED):
+        raise TransitionError(
+            plugin_id,
+            "upgrade",
+            current.status.value,
+            ("install",),
+            reason="there is no installed version to upgrade; install it instead",
+        )
+
+
+def _staged_lines(
+    args: argparse.Namespace, record: PluginRecord, diff: VersionDiff | None
+) -> list[str]:
+    staged = record.staged
+    assert staged is not None
     lines = [
-        f"installed {record.id} {record.version}: {record.status.value} "
-        f"(code {record.code_hash[:16]}..., {record.package_path})",
-        f"next: {args.prog} approve {record.id}",
+        f"staged {record.id} {staged.version} beside the running {record.version} "
+        f"(code {staged.code_hash[:16]}..., {staged.package_path}); "
+        f"{record.version} keeps serving until the switch",
     ]
-    return _plugin_document(record), lines
+    lines += diff.lines() if diff is not None else []
+    if staged.auto_approved:
+        lines.append(
+            f"approved by the upgrade policy (asks for nothing new): hosts switch to "
+            f"{staged.version} at their next refresh"
+        )
+    elif staged.approved_at is not None:
+        lines.append(
+            f"approved by {staged.approved_by}: hosts switch to {staged.version} "
+            "at their next refresh"
+        )
+    else:
+        lines.append(
+            f"waits for approval: {args.prog} approve {record.id} "
+            f"(or {args.prog} reject {record.id} --reason TEXT)"
+        )
+    return lines
 
 
 _PYTHON_FLAG: Final = "pass reinstall=True"
@@ -130,9 +256,15 @@ _PYTHON_FLAG: Final = "pass reinstall=True"
 
 @contextmanager
 def _cli_flags(source: Path) -> Iterator[None]:
-    """Refusals that name the Python argument ``reinstall=True`` name ``--reinstall`` instead."""
+    """Refusals that name the Python arguments ``reinstall=True`` and ``downgrade=True`` name
+    ``--reinstall`` and ``--downgrade`` instead."""
     try:
         yield
+    except VersionError as error:
+        if _PYTHON_DOWNGRADE not in error.reason:
+            raise
+        reason = error.reason.replace(_PYTHON_DOWNGRADE, "pass --downgrade")
+        raise VersionError(error.plugin_id, error.version, reason) from None
     except ArchiveError as error:
         if error.rule != "already-installed":
             raise
@@ -152,6 +284,9 @@ def _cli_flags(source: Path) -> Iterator[None]:
 
 
 _CLI_FLAG: Final = "pass --reinstall"
+
+#: How the registry names the downgrade flag (for Python, then the command line).
+_PYTHON_DOWNGRADE: Final = "pass downgrade=True (CLI: --downgrade)"
 
 
 def _suspension_line(suspension: Suspension) -> str:
@@ -231,6 +366,10 @@ def _show(args: argparse.Namespace) -> Result:
         requested = PermissionCatalogue().requested(
             manifest.permissions, manifest.optional_permissions
         )
+        kept = [k for k in registry.kept_versions(args.name) if k.version != record.version]
+        diff = None
+        if record.staged is not None:
+            diff = registry.diff(args.name, record.version, record.staged.version)
     document = _plugin_document(record)
     document["requested_permissions"] = requested
     document["suspensions"] = [suspension_document(s, plugin=False) for s in suspensions]
@@ -240,6 +379,8 @@ def _show(args: argparse.Namespace) -> Result:
         {"version": v.version, "code_hash": v.code_hash, "installed_at": v.installed_at.isoformat()}
         for v in history
     ]
+    document["staged_diff"] = diff.to_dict() if diff is not None else None
+    document["kept_versions"] = [_kept_document(k) for k in kept]
     lines = [
         f"{record.id} {record.version} ({record.name}): {record.status.value}",
         f"  installed by {record.installed_by} at {record.installed_at:%Y-%m-%d %H:%M}",
@@ -256,7 +397,57 @@ def _show(args: argparse.Namespace) -> Result:
         lines.append(f"  {_load_failure_line(failure)}")
     lines += [f"  tenant {t.tenant}: {'enabled' if t.enabled else 'disabled'}" for t in tenants]
     lines += [f"  version {v.version} installed {v.installed_at:%Y-%m-%d %H:%M}" for v in history]
+    lines += [
+        f"  kept for rollback: {k.version} (ran until {k.kept_at:%Y-%m-%d %H:%M})" for k in kept
+    ]
+    if record.staged is not None:
+        lines += _staged_show_lines(record.staged)
+    if diff is not None:
+        lines += [f"    {line}" for line in diff.lines()]
     return document, lines
+
+
+def _staged_show_lines(staged: StagedVersion) -> list[str]:
+    lines = [
+        f"  staged {staged.version}: installed by {staged.installed_by} at "
+        f"{staged.installed_at:%Y-%m-%d %H:%M}, code hash {staged.code_hash}"
+    ]
+    if staged.approved_at is None:
+        lines.append("    waits for approval; its diff against the running version:")
+    else:
+        by = "the upgrade policy (asks for nothing new)" if staged.auto_approved else None
+        lines.append(
+            f"    approved by {by or staged.approved_by} at {staged.approved_at:%Y-%m-%d %H:%M}; "
+            "hosts switch to it at their next refresh; its diff:"
+        )
+    return lines
+
+
+def _rollback(args: argparse.Namespace) -> Result:
+    # Refused (exit 1) with the registry's VersionError, which lists the kept versions.
+    with open_registry(args) as registry:
+        before = registry.plugin(args.name)
+        record = registry.rollback(args.name, args.to, actor=actor_name(args))
+        kept = [k for k in registry.kept_versions(args.name) if k.version != record.version]
+    document = {
+        "plugin": _plugin_document(record),
+        "from": before.version,
+        "to": record.version,
+        "dropped_staged": before.staged.version if before.staged is not None else None,
+        "kept_versions": [_kept_document(k) for k in kept],
+    }
+    lines = [f"rolled back {record.id} from {before.version} to {record.version}"]
+    if before.staged is not None:
+        lines.append(f"  the staged version {before.staged.version} was dropped")
+    lines.append(f"  kept for rollback: {', '.join(k.version for k in kept) or 'none'}")
+    lines.append("  hosts load it at their next refresh")
+    return document, lines
+
+
+def _diff(args: argparse.Namespace) -> Result:
+    with open_registry(args, create=False) as registry:
+        diff = registry.diff(args.name, args.from_version, args.to_version)
+    return {"plugin_id": args.name, "diff": diff.to_dict()}, diff.lines()
 
 
 def _step(
@@ -300,7 +491,23 @@ def add_lifecycle_commands(commands: Any, common: argparse.ArgumentParser, prog:
 
     install = add("install", "install a plugin ZIP or folder (pending approval)", _install)
     install.add_argument("source", help="a plugin .zip or folder")
-    install.add_argument("--reinstall", action="store_true", help="replace an installed version")
+    install.add_argument(
+        "--reinstall",
+        action="store_true",
+        help="install a new version of an installed plugin (as upgrade does)",
+    )
+    install.add_argument(
+        "--downgrade", action="store_true", help="with --reinstall: allow an older version"
+    )
+    upgrade = add(
+        "upgrade",
+        "install a new version of an installed plugin (staged until approved)",
+        _upgrade,
+    )
+    upgrade.add_argument("source", help="a plugin .zip or folder")
+    upgrade.add_argument(
+        "--downgrade", action="store_true", help="allow a version older than the installed one"
+    )
 
     listing = add("list", "list installed plugins", _list)
     listing.add_argument("--status", choices=[s.value for s in PluginStatus])
@@ -309,12 +516,12 @@ def add_lifecycle_commands(commands: Any, common: argparse.ArgumentParser, prog:
     add("show", "show one plugin, its tenants and versions", _show).add_argument("name")
     add(
         "approve",
-        "approve a pending plugin",
+        "approve a pending plugin, or a running one's staged version",
         _step(lambda r, a, actor: r.approve(a.name, actor=actor), "approved"),
     ).add_argument("name")
     reject = add(
         "reject",
-        "reject a pending plugin",
+        "reject a pending plugin, or a running one's staged version",
         _step(lambda r, a, actor: r.reject(a.name, actor=actor, reason=a.reason), "rejected"),
     )
     reject.add_argument("name")
@@ -328,6 +535,26 @@ def add_lifecycle_commands(commands: Any, common: argparse.ArgumentParser, prog:
         "uninstall a plugin (its history and audit trail are kept)",
         _step(lambda r, a, actor: r.uninstall(a.name, actor=actor), "uninstalled"),
     ).add_argument("name")
+    rollback = add("rollback", "return a plugin to an earlier kept version", _rollback)
+    rollback.add_argument("name")
+    rollback.add_argument(
+        "--to", metavar="VERSION", help="the kept version (default: the newest kept one)"
+    )
+    diff = add("diff", "show what changed between two versions of a plugin", _diff)
+    diff.add_argument("name")
+    diff.add_argument(
+        "--from",
+        dest="from_version",
+        metavar="V",
+        help="the older side (default: the running version, or with none staged the newest "
+        "kept one)",
+    )
+    diff.add_argument(
+        "--to",
+        dest="to_version",
+        metavar="V",
+        help="the newer side (default: the staged version, else the running one)",
+    )
     audit = add("audit", "show the audit trail, newest first", _audit)
     audit.add_argument("--plugin")
     audit.add_argument("--tenant")

@@ -4,8 +4,9 @@ Exit codes are part of the interface:
 
 * ``0`` — success;
 * ``1`` — the input was refused (a manifest, folder or archive broke a rule, a
-  file could not be read or written), a plugin failed in ``call``, or ``check``
-  found errors;
+  file could not be read or written, the registry refused the step: an older
+  version without ``--downgrade``, a version that is not kept, ...), a plugin
+  failed in ``call``, or ``check`` found errors;
 * ``2`` — usage error (unknown command or option, missing argument).
 """
 

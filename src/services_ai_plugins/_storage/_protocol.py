@@ -188,6 +188,9 @@ class StagedVersion:
     approved_at: datetime | None = attrs.field(default=None, validator=_aware)
     approved_by: str | None = None
     auto_approved: bool = False
+    #: The host making the switch (it claimed it), and until when its claim holds.
+    switching_by: str | None = None
+    switching_until: datetime | None = attrs.field(default=None, validator=_aware)
 
 
 def staged_to_json(staged: StagedVersion) -> dict[str, JSONValue]:
@@ -204,12 +207,15 @@ def staged_to_json(staged: StagedVersion) -> dict[str, JSONValue]:
         "approved_at": staged.approved_at.isoformat() if staged.approved_at else None,
         "approved_by": staged.approved_by,
         "auto_approved": staged.auto_approved,
+        "switching_by": staged.switching_by,
+        "switching_until": staged.switching_until.isoformat() if staged.switching_until else None,
     }
 
 
 def staged_from_json(data: Mapping[str, Any]) -> StagedVersion:
     """The staged version stored by :func:`staged_to_json`."""
     approved_at = data.get("approved_at")
+    until = data.get("switching_until")
     return StagedVersion(
         version=str(data["version"]),
         manifest=dict(data["manifest"]),
@@ -222,6 +228,8 @@ def staged_from_json(data: Mapping[str, Any]) -> StagedVersion:
         approved_at=datetime.fromisoformat(str(approved_at)) if approved_at else None,
         approved_by=data.get("approved_by"),
         auto_approved=bool(data.get("auto_approved", False)),
+        switching_by=data.get("switching_by"),
+        switching_until=datetime.fromisoformat(str(until)) if until else None,
     )
 
 

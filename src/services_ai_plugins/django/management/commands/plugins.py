@@ -69,6 +69,8 @@ def _project_site(prog: str = PROG) -> Site:
         f"settings ({conf.SETTING}['STORAGE'] and ['PLUGINS_DIR'])",
         # The host's keys, so that a secret set here is one the host can read.
         secret_keys=lambda: conf.plugins_settings().host_options.get("secret_keys"),
+        # The host's upgrade policy: what `upgrade` approves by itself, what `rollback` keeps.
+        upgrades=lambda: conf.plugins_settings().host_options.get("upgrades"),
     )
 
 
