@@ -244,6 +244,10 @@ def install_archive(
     again) come before anything is extracted: the running version's folder is
     never touched.
 
+    A folder already at ``<plugins_dir>/<id>/<version>/`` for a plugin the
+    registry has no record of (left by an install killed after its rename) is
+    replaced as with ``reinstall``, so the same upload can simply be retried.
+
     :raises ArchiveError, ManifestError, PackageError: as :func:`extract_plugin`.
     :raises TransitionError: the registry does not allow the install.
     :raises VersionError: an older version without ``downgrade``, or the version
@@ -253,14 +257,25 @@ def install_archive(
     label = "<upload>" if isinstance(source, bytes) else os.fspath(source)
     data = _read_archive(source, label, limits)
 
+    checked: list[Manifest] = []
+
     def checks(manifest: Manifest) -> None:
         registry.check_install(manifest, reinstall=reinstall, downgrade=downgrade)
         if check is not None:
             check(manifest)
+        checked.append(manifest)
 
-    placed = place_archive(
-        data, Path(plugins_dir).absolute(), limits, reinstall, checks, label=label
-    )
+    plugins = Path(plugins_dir).absolute()
+    try:
+        placed = place_archive(data, plugins, limits, reinstall, checks, label=label)
+    except ArchiveError as error:
+        # The folder of a plugin the registry never recorded: left by an install killed
+        # after its rename (kill -9). It is replaced (and restored if this install fails).
+        if error.rule != "already-installed" or not checked:
+            raise
+        if registry.storage.get_plugin(checked[-1].id) is not None:
+            raise
+        placed = place_archive(data, plugins, limits, True, checks, label=label)
     extracted = placed.extracted
     try:
         artifact = hashlib.sha256(data).hexdigest()
