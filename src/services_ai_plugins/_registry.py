@@ -1015,19 +1015,13 @@ class Registry:
         if auto:
             after["auto_approved"] = True
             after["policy"] = "asks for nothing new"
-        self._commit(
-            Change(
-                plugin_id=current.id,
-                plugin=record,
-                audit=self._audit(
-                    now,
-                    actor,
-                    "approve upgrade",
-                    current.id,
-                    before={"version": current.version},
-                    after=after,
-                ),
-            )
+        self._commit_plugin(
+            record,
+            "approve upgrade",
+            now=now,
+            actor=actor,
+            before={"version": current.version},
+            after=after,
         )
         return record
 
@@ -1037,19 +1031,13 @@ class Registry:
         staged = current.staged
         assert staged is not None
         record = attrs.evolve(current, staged=None, revision=current.revision + 1)
-        self._commit(
-            Change(
-                plugin_id=current.id,
-                plugin=record,
-                audit=self._audit(
-                    self._clock(),
-                    actor,
-                    action,
-                    current.id,
-                    before={"version": current.version, "staged": staged.version},
-                    after={"version": current.version, "reason": reason},
-                ),
-            )
+        self._commit_plugin(
+            record,
+            action,
+            now=self._clock(),
+            actor=actor,
+            before={"version": current.version, "staged": staged.version},
+            after={"version": current.version, "reason": reason},
         )
         return record
 
@@ -1120,19 +1108,13 @@ class Registry:
         now = self._clock()
         staged = attrs.evolve(plan.staged, switching_by=holder, switching_until=now + lease)
         record = attrs.evolve(plan.record, staged=staged, revision=plan.record.revision + 1)
-        self._commit(
-            Change(
-                plugin_id=plan.plugin_id,
-                plugin=record,
-                audit=self._audit(
-                    now,
-                    actor,
-                    "upgrade started",
-                    plan.plugin_id,
-                    before={"version": plan.from_version},
-                    after={"staged": plan.to_version, "by": holder},
-                ),
-            )
+        self._commit_plugin(
+            record,
+            "upgrade started",
+            now=now,
+            actor=actor,
+            before={"version": plan.from_version},
+            after={"staged": plan.to_version, "by": holder},
         )
         return attrs.evolve(plan, record=record, staged=staged)
 
@@ -1236,22 +1218,16 @@ class Registry:
                 t: list[JSONValue](sorted(v)) for t, v in changes.items()
             }
             after["settings_changed"] = changed
-        self._commit(
-            Change(
-                plugin_id=current.id,
-                plugin=new,
-                tenants=tuple(records),
-                keep=keep,
-                forget=forget,
-                audit=self._audit(
-                    now,
-                    actor,
-                    "upgrade",
-                    current.id,
-                    before={"version": current.version, "code_hash": current.code_hash},
-                    after=after,
-                ),
-            )
+        self._commit_plugin(
+            new,
+            "upgrade",
+            now=now,
+            actor=actor,
+            before={"version": current.version, "code_hash": current.code_hash},
+            after=after,
+            tenants=tuple(records),
+            keep=keep,
+            forget=forget,
         )
         self._collect_quietly()
         return new
@@ -1277,19 +1253,13 @@ class Registry:
         if error.tenant is not None:
             after["tenant"] = error.tenant
         try:
-            self._commit(
-                Change(
-                    plugin_id=plan.plugin_id,
-                    plugin=record,
-                    audit=self._audit(
-                        self._clock(),
-                        actor,
-                        "upgrade failed",
-                        plan.plugin_id,
-                        before={"version": plan.from_version, "staged": plan.to_version},
-                        after=after,
-                    ),
-                )
+            self._commit_plugin(
+                record,
+                "upgrade failed",
+                now=self._clock(),
+                actor=actor,
+                before={"version": plan.from_version, "staged": plan.to_version},
+                after=after,
             )
         except ConflictError:
             _logger.info("upgrade of %r changed meanwhile; its failure here stands alone",
@@ -1364,22 +1334,16 @@ class Registry:
             staged=None,
             revision=current.revision + 1,
         )
-        self._commit(
-            Change(
-                plugin_id=plugin_id,
-                plugin=new,
-                tenants=tuple(records),
-                keep=keep,
-                forget=forget,
-                audit=self._audit(
-                    now,
-                    actor,
-                    "rollback",
-                    plugin_id,
-                    before={"version": current.version, "code_hash": current.code_hash},
-                    after={"version": target.version, "code_hash": target.code_hash},
-                ),
-            )
+        self._commit_plugin(
+            new,
+            "rollback",
+            now=now,
+            actor=actor,
+            before={"version": current.version, "code_hash": current.code_hash},
+            after={"version": target.version, "code_hash": target.code_hash},
+            tenants=tuple(records),
+            keep=keep,
+            forget=forget,
         )
         self._collect_quietly()
         return new
@@ -1826,6 +1790,21 @@ class Registry:
                     change.plugin_id,
                 )
 
+    def _commit_plugin(
+        self,
+        record: PluginRecord,
+        action: str,
+        *,
+        now: datetime,
+        actor: str,
+        before: Mapping[str, JSONValue] | None,
+        after: Mapping[str, JSONValue] | None,
+        **change: Any,
+    ) -> None:
+        """Commit the plugin's new ``record`` (and the rest of ``change``) with its audit event."""
+        audit = self._audit(now, actor, action, record.id, before=before, after=after)
+        self._commit(Change(plugin_id=record.id, plugin=record, audit=audit, **change))
+
     def _suspended_since(self, plugin: PluginRecord) -> tuple[datetime, str]:
         """When and by whom the plugin was suspended: its newest plugin-wide suspend event."""
         limit = 16
@@ -1906,20 +1885,14 @@ class Registry:
         if record.status_reason is not None:
             after["reason"] = record.status_reason
         after.update(extra or {})
-        self._commit(
-            Change(
-                plugin_id=current.id,
-                plugin=record,
-                clear_tenants=clear_tenants,
-                audit=self._audit(
-                    now,
-                    actor,
-                    action,
-                    current.id,
-                    before={"status": current.status.value},
-                    after=after,
-                ),
-            )
+        self._commit_plugin(
+            record,
+            action,
+            now=now,
+            actor=actor,
+            before={"status": current.status.value},
+            after=after,
+            clear_tenants=clear_tenants,
         )
         return record
 
