@@ -48,6 +48,7 @@ __all__ = [
     "diff_versions",
     "folder_files",
     "migrate_settings",
+    "plugin_prefix",
 ]
 
 
@@ -473,7 +474,7 @@ def archive_files(
         names: dict[str, zipfile.ZipInfo] = {}
         for info in infos:
             names.setdefault(info.orig_filename, info)
-        prefix = _find_prefix(names, label)
+        prefix = plugin_prefix(names, label)
         listing = FileListing()
         seen: set[str] = set()
         budget = max_bytes
@@ -528,9 +529,13 @@ def _directory_size(data: bytes) -> tuple[int, int] | None:
     return int(entries), int(size)
 
 
-def _find_prefix(names: Mapping[str, zipfile.ZipInfo], label: str) -> str:
-    """Where the plugin sits: the archive root, or its one top-level folder (the rule of
-    installs, in ``_sources._archive``)."""
+def plugin_prefix(names: Mapping[str, zipfile.ZipInfo], label: str) -> str:
+    """Where the plugin sits in an archive (its members by name): the archive root, or its one
+    top-level folder; the rule of every reader of plugin archives (installs, validation,
+    listings).
+
+    :raises ArchiveError: (rule ``no-manifest``) naming ``label``, when it is neither.
+    """
     manifest = names.get(MANIFEST_NAME)
     if manifest is not None and not manifest.is_dir():
         return ""

@@ -35,6 +35,7 @@ import attrs
 from .._manifest import MAX_MANIFEST_BYTES, Manifest
 from .._registry import Registry
 from .._storage._protocol import PluginRecord, SourceKind
+from .._versions import plugin_prefix
 from ..errors import ArchiveError, IntegrityError, ManifestError, PackageError, Problem
 from ._hashing import code_hash
 from ._hashing import hash_header as _hash_header
@@ -409,7 +410,7 @@ def _plan(stream: BinaryIO, label: str, limits: ArchiveLimits) -> tuple[list[_Me
             "too-many-members", f"has {len(infos)} members, over the {limits.max_members} allowed"
         )
     names = _check_members(infos, limits, refuse)
-    prefix = _find_prefix(names, label)
+    prefix = plugin_prefix(names, label)
     manifest = names.get(prefix + MANIFEST_NAME)
     if manifest is not None and manifest.file_size > MAX_MANIFEST_BYTES:
         raise ManifestError(
@@ -525,22 +526,6 @@ def _check_size(info: zipfile.ZipInfo, limits: ArchiveLimits, refuse: RefuseFn) 
         )
     if info.compress_type == zipfile.ZIP_STORED and size != packed:
         raise refuse("size-mismatch", f"is stored, yet declares {packed} bytes as {size}", info)
-
-
-def _find_prefix(names: dict[str, zipfile.ZipInfo], label: str) -> str:
-    """Where the plugin sits: the archive root, or its one top-level folder."""
-    manifest = names.get(MANIFEST_NAME)
-    if manifest is not None and not manifest.is_dir():
-        return ""
-    tops = {name.split("/", 1)[0] for name in names}
-    if len(tops) == 1:
-        top = next(iter(tops))
-        candidate = names.get(f"{top}/{MANIFEST_NAME}")
-        if candidate is not None and not candidate.is_dir():
-            return f"{top}/"
-    raise ArchiveError(
-        "no-manifest", f"has no {MANIFEST_NAME} at its root or in its one top folder", path=label
-    )
 
 
 def _extract(

@@ -19,6 +19,7 @@ from typing import Final, Literal
 import attrs
 
 from .._manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, Manifest
+from .._versions import plugin_prefix
 from ..errors import ArchiveError, ManifestError, PackageError, Problem
 
 __all__ = ["MANIFEST_NAME", "PackResult", "ValidatedPlugin", "pack_plugin", "validate_plugin"]
@@ -226,16 +227,13 @@ class _Archive(_Tree):
 
     def _find_prefix(self) -> str:
         """Where the plugin sits: the archive root, or its one top-level folder."""
-        if MANIFEST_NAME in self.infos:
-            return ""
-        tops = {name.split("/", 1)[0] for name in self.infos}
-        if len(tops) == 1:
-            top = next(iter(tops))
-            if f"{top}/{MANIFEST_NAME}" in self.infos:
-                return f"{top}/"
-        raise ManifestError(
-            [Problem("", f"the archive has no {MANIFEST_NAME} at its root")], source=str(self.path)
-        )
+        try:
+            return plugin_prefix(self.infos, str(self.path))
+        except ArchiveError:
+            raise ManifestError(
+                [Problem("", f"the archive has no {MANIFEST_NAME} at its root")],
+                source=str(self.path),
+            ) from None
 
     def manifest(self) -> Manifest:
         name = self.prefix + MANIFEST_NAME
