@@ -370,13 +370,13 @@ class PluginSet:
                     raise PackageError("its manifest cannot be read", path=record.id)
                 module = attribute = None
                 if record.source is SourceKind.ENTRY_POINT:
-                    module, attribute = self._entry_point_target(record.id)
+                    module, attribute = self.entry_point_target(record.id)
                 plugin = self._sandbox.load(
                     record.id,
                     manifest,
                     folder=folder,
-                    spec_args=self._spec_args,
-                    ignored=self._notify_hooks(),
+                    spec_args=self.spec_args,
+                    ignored=self.notify_hooks(),
                     module=module,
                     attribute=attribute,
                     hooks_file=self.hooks_file(record),
@@ -461,7 +461,7 @@ class PluginSet:
         name = f"{record.id}-{record.code_hash[:32]}-{__version__}.json"
         return self._plugins_dir / HOOKS_FOLDER / name
 
-    def _entry_point_target(self, plugin_id: str) -> tuple[str, str | None]:
+    def entry_point_target(self, plugin_id: str) -> tuple[str, str | None]:
         """The module (and attribute) a worker imports for an entry-point plugin."""
         found = self.entry_points.get(plugin_id)
         if found is None:
@@ -480,7 +480,7 @@ class PluginSet:
             )
         return module, qualname
 
-    def _notify_hooks(self) -> frozenset[str]:
+    def notify_hooks(self) -> frozenset[str]:
         """The specified hooks whose results are ignored (their sandboxed results are not sent)."""
         return frozenset(
             name
@@ -490,7 +490,7 @@ class PluginSet:
             and self._info(name).kind is HookKind.NOTIFY
         )
 
-    def _spec_args(self, name: str) -> tuple[str, ...] | None:
+    def spec_args(self, name: str) -> tuple[str, ...] | None:
         caller = getattr(self._pm.hook, name, None)
         spec = getattr(caller, "spec", None)
         return tuple(spec.argnames) if spec is not None else None

@@ -223,14 +223,14 @@ class Upgrader:
             if sandboxed:
                 module = attribute = None
                 if plan.staged.source is SourceKind.ENTRY_POINT:
-                    module, attribute = self._loading._entry_point_target(plan.plugin_id)
+                    module, attribute = self._loading.entry_point_target(plan.plugin_id)
                 return self._sandbox.load(
                     key,
                     manifest,
                     folder=folder,
-                    spec_args=self._loading._spec_args,
+                    spec_args=self._loading.spec_args,
                     # Its migration's result is the point: sent back, unlike other notices'.
-                    ignored=self._loading._notify_hooks() - {"plugin_upgraded"},
+                    ignored=self._loading.notify_hooks() - {"plugin_upgraded"},
                     module=module,
                     attribute=attribute,
                     code_hash=plan.staged.code_hash,
