@@ -302,3 +302,25 @@ def test_a_reviewer_checks_the_staged_code_even_on_another_machine(
     assert there.is_relative_to(tmp_path / "b")
     assert (there / "manifest.json").read_text().count('"2.0.0"') == 1
     check_code("crm-sync", there, record.staged.code_hash)
+
+
+def test_new_code_changed_after_its_install_is_an_integrity_failure_rolled_back(
+    make_host: Callable[..., PluginHost], tmp_path: Path
+) -> None:
+    """A staged version's files edited on disk before its switch (a hostile operator or
+    plugin) are refused at the switch: the running version serves on."""
+    host = make_host()
+    first_version(host, tmp_path)
+    host.install(version_archive(tmp_path, "2.0.0"), actor="ops", reinstall=True)
+    staged = host.registry.plugin("crm-sync").staged
+    assert staged is not None
+    assert staged.package_path is not None
+    main = Path(staged.package_path) / "main.py"
+    main.write_text(main.read_text() + "\nimport os  # smuggled in after review\n")
+    host.registry.approve("crm-sync", actor="admin")
+    assert titles(host) == ["v1.0.0 Acme"]
+    event = host.registry.audit_log(plugin_id="crm-sync", limit=1)[0]
+    assert event.action == "upgrade failed"
+    assert event.after is not None
+    assert event.after["step"] == "integrity"
+    assert host.registry.plugin("crm-sync").status.value == "approved"  # not suspended
