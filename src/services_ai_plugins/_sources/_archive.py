@@ -669,9 +669,12 @@ def _move(staged: ExtractedPlugin, plugins: Path, *, label: str, reinstall: bool
     created = False
     previous: Path | None = None
     try:
-        if not parent.is_dir():
+        try:  # another process may create it at the same moment (two hosts materialising)
             parent.mkdir()
             created = True
+        except FileExistsError:
+            if not parent.is_dir():
+                raise
         if final.exists():
             if not reinstall:
                 raise ArchiveError(
