@@ -204,14 +204,18 @@ class RegistryMachine(RuleBasedStateMachine):
         if not self.expect(allowed, call):
             return
         assert target is not None
-        self._leave(plugin_id, arriving=target)
+        others = [v for v in self.kept[plugin_id] if v != target]
+        self.kept[plugin_id] = [*others, self.version[plugin_id]]  # no trimming at a rollback
         self.version[plugin_id] = target
         self.staged.pop(plugin_id, None)
 
     def _leave(self, plugin_id: str, *, arriving: int) -> None:
         """The running version is kept as it leaves; the policy forgets the oldest."""
         others = [v for v in self.kept[plugin_id] if v not in (self.version[plugin_id], arriving)]
-        self.kept[plugin_id] = [*others[len(others) - (KEEP - 1) :], self.version[plugin_id]]
+        self.kept[plugin_id] = [
+            *others[max(0, len(others) - (KEEP - 1)) :],
+            self.version[plugin_id],
+        ]
 
     @rule(plugin_id=st.sampled_from(PLUGINS))
     def suspend(self, plugin_id: str) -> None:

@@ -1190,7 +1190,9 @@ class Registry:
                     revision=record.revision + 1,
                 )
             )
-        keep, forget = self._retain(current, plan.tenants.values(), now, arriving=staged.version)
+        keep, forget = self._retain(
+            current, plan.tenants.values(), now, arriving=staged.version, trim=True
+        )
         new = attrs.evolve(
             current,
             name=manifest.name,
@@ -1272,10 +1274,12 @@ class Registry:
         kept one), with each tenant's settings and optional grants as they were when
         it stopped running.
 
-        The version left is kept in turn (so a rollback can be undone with another),
-        a staged version is dropped, and tenants enabled since keep their settings
-        where the older schema takes them. Audited as ``rollback``. Hosts load the
-        older code at their next refresh; no hook runs.
+        The version left is kept in turn (so a rollback can be undone with another;
+        no kept version is forgotten, whatever this registry's ``keep_versions``:
+        retention applies at a switch), a staged version is dropped, and tenants
+        enabled since keep their settings where the older schema takes them. Audited
+        as ``rollback``. Hosts load the older code at their next refresh; no hook
+        runs.
 
         :raises VersionError: when no version (or not ``to_version``) is kept.
         """
@@ -1318,7 +1322,9 @@ class Registry:
                     revision=record.revision + 1,
                 )
             )
-        keep, forget = self._retain(current, tenants, now, arriving=target.version)
+        # No trimming: a rollback keeps as many versions as it found (it swaps the one left
+        # for the one returned to), whatever the caller's policy says.
+        keep, forget = self._retain(current, tenants, now, arriving=target.version, trim=False)
         new = attrs.evolve(
             current,
             name=manifest.name,
@@ -1355,9 +1361,10 @@ class Registry:
         now: datetime,
         *,
         arriving: str,
+        trim: bool,
     ) -> tuple[KeptVersion | None, tuple[str, ...]]:
-        """The running version to keep as it leaves, and the kept versions to forget."""
-        budget = self._upgrades.keep_versions
+        """The running version to keep as it leaves, and the kept versions to forget: the
+        arriving one, and with ``trim`` those past the policy's ``keep_versions``."""
         kept = self._storage.kept_versions(current.id)
         leaving = KeptVersion(
             plugin_id=current.id,
@@ -1372,7 +1379,10 @@ class Registry:
             kept_at=now,
         )
         others = [k.version for k in kept if k.version not in (current.version, arriving)]
-        stay = others[len(others) - (budget - 1) :] if budget > 1 else []
+        if not trim:
+            return leaving, tuple(k.version for k in kept if k.version not in others)
+        budget = self._upgrades.keep_versions
+        stay = others[max(0, len(others) - (budget - 1)) :] if budget > 1 else []
         forget = tuple(k.version for k in kept if k.version not in stay)
         return (leaving if budget > 0 else None), forget
 

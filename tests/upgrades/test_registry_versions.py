@@ -517,3 +517,19 @@ def test_a_claim_of_a_dead_process_or_past_its_lease_no_longer_holds(registry: R
     for _ in range(2):
         registry.prepare_upgrade("crm-sync")
     assert registry.prepare_upgrade("crm-sync") is not None
+
+
+def test_a_rollback_forgets_no_version_whatever_its_callers_policy(storage: Storage) -> None:
+    """Retention applies at a switch: a command line with the default policy rolling back a
+    deployment that keeps more versions forgets none of them."""
+    hosts_registry = registry_over(storage, keep_versions=5)
+    running(hosts_registry)
+    for version in ("2.0.0", "3.0.0", "4.0.0", "5.0.0"):
+        stage(hosts_registry, version)
+        hosts_registry.approve("crm-sync", actor="admin")
+        switch(hosts_registry)
+    assert len(hosts_registry.kept_versions("crm-sync")) == 4
+    command_line = registry_over(storage, keep_versions=1)
+    command_line.rollback("crm-sync", "2.0.0", actor="ops")
+    kept = sorted(k.version for k in command_line.kept_versions("crm-sync"))
+    assert kept == ["1.0.0", "3.0.0", "4.0.0", "5.0.0"]  # (its own clock orders them apart)
