@@ -1,0 +1,332 @@
+"""Outbound HTTP for plugins: ``api.http_request`` goes out only where the approved manifest says.
+
+Every plugin here is a real archive installed, approved and enabled on a real ``PluginHost``
+(trusted to run in the host's process: the sandboxed path is not wired yet); it makes its
+requests from a hook and records what it got, catching each refusal as ``EgressRefused``.
+The servers are real, on 127.0.0.1; the private-address rule is relaxed only where a test
+says so, with ``NetworkPolicy(allow_private=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from egress_server import serve
+
+from conftest import Hosts, Installer
+from services_ai_plugins import Manifest, ManifestError, SandboxPolicy
+from services_ai_plugins._egress import HttpResponse, NetworkPolicy, parse_rule
+from services_ai_plugins.errors import EgressRefused
+from services_ai_plugins.events import Context
+from services_ai_plugins.types import ApiLimits, Rate
+from services_ai_plugins_testing.fakes import FakeHostServices
+
+HEADER = (
+    "import json\n"
+    "from services_ai_plugins import hookimpl\n"
+    "from services_ai_plugins.errors import EgressRefused, PluginError\n\n\n"
+    "class Plugin:\n"
+)
+
+#: The plugin: makes each request of PLAN in turn and keeps what came of it under its label.
+BODY = """
+@hookimpl
+def lead_created(self, lead, api):
+    for label, method, url, options in json.loads(PLAN):
+        try:
+            reply = api.http_request(method, url, **options)
+        except EgressRefused as refused:
+            outcome = {"refused": refused.reason, "url": refused.url}
+        except PluginError as error:
+            outcome = {"error": type(error).__name__}
+        else:
+            outcome = {"status": reply.status, "text": reply.text, "type": type(reply).__name__}
+        api.store_set(label, outcome)
+"""
+
+Plan = Sequence[tuple[str, str, str, dict[str, Any]]]
+
+
+@pytest.fixture
+def install(tmp_path: Path) -> Installer:
+    return Installer(tmp_path, HEADER)
+
+
+@pytest.fixture
+def run(
+    hosts: Hosts, install: Installer, services: FakeHostServices
+) -> Callable[..., dict[str, Any]]:
+    """Install a plugin with ``network`` and PLAN, fire its hook once; what it stored."""
+
+    def go(
+        network: Sequence[str],
+        plan: Plan,
+        *,
+        policy: NetworkPolicy | None = None,
+        rates: dict[str, Rate] | None = None,
+        permissions: Sequence[str] = ("http_requests", "read_leads"),
+    ) -> dict[str, Any]:
+        limits = ApiLimits(network=policy or NetworkPolicy(), rates=rates or ApiLimits().rates)
+        host = hosts(sandbox=SandboxPolicy(trusted=frozenset({"caller"})), limits=limits)
+        body = BODY.replace("PLAN", repr(json.dumps(plan)))
+        install(host, "caller", body, permissions=permissions, manifest={"network": list(network)})
+        host.hook.lead_created(
+            lead=services.make_lead("acme", name="Ada"), context=Context(tenant="acme")
+        )
+        stored: dict[str, Any] = services.stored("acme", "caller")
+        return stored
+
+    return go
+
+
+LOCAL = NetworkPolicy(allow_private=True, timeout=20.0)
+
+
+def test_a_declared_host_answers_and_the_plugin_gets_an_http_response(
+    run: Callable[..., dict[str, Any]],
+) -> None:
+    """GET and POST (JSON) reach a declared local server; the plugin reads status and body."""
+    with serve() as (port, seen):
+        got = run(
+            [f"http://127.0.0.1:{port}"],
+            [
+                ("get", "GET", f"http://127.0.0.1:{port}/ok", {}),
+                ("post", "POST", f"http://127.0.0.1:{port}/ok", {"json": {"n": 1}}),
+                ("hop", "GET", f"http://127.0.0.1:{port}/to//ok", {}),
+            ],
+            policy=LOCAL,
+        )
+    assert got["get"]["status"] == 200
+    assert got["get"]["type"] == "HttpResponse"
+    assert json.loads(got["get"]["text"])["hello"] == "plugin"
+    assert json.loads(got["post"]["text"])["got"] == '{"n": 1}'
+    assert got["hop"]["status"] == 200  # a redirect to the same declared host is followed
+    assert [entry[:2] for entry in seen] == [
+        ("GET", "/ok"),
+        ("POST", "/ok"),
+        ("GET", "/to//ok"),
+        ("GET", "/ok"),
+    ]
+
+
+def test_the_connection_goes_to_the_checked_address_with_the_name_as_host(
+    run: Callable[..., dict[str, Any]],
+) -> None:
+    """A name is resolved once by the host, and that very address is dialled: the server
+    sees the declared name in ``Host`` (no real DNS knows ``crm.example.test``)."""
+    asked: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return ["127.0.0.1"]
+
+    with serve() as (port, seen):
+        got = run(
+            [f"http://crm.example.test:{port}"],
+            [("get", "GET", f"http://crm.example.test:{port}/ok", {})],
+            policy=NetworkPolicy(allow_private=True, resolver=resolver),
+        )
+    assert got["get"]["status"] == 200
+    assert asked == ["crm.example.test"]
+    assert seen[0][2] == f"crm.example.test:{port}"
+
+
+def test_undeclared_hosts_schemes_and_redirects_out_are_refused(
+    run: Callable[..., dict[str, Any]],
+) -> None:
+    """A hostile plugin tries every way past its one declared host; each is refused, typed."""
+    with serve() as (port, seen):
+        base = f"http://127.0.0.1:{port}"
+        got = run(
+            [base],
+            [
+                ("other_port", "GET", f"http://127.0.0.1:{port + 1}/ok", {}),
+                ("other_ip", "GET", f"http://127.0.0.2:{port}/ok", {}),
+                ("https", "GET", f"https://127.0.0.1:{port}/ok", {}),
+                ("redirect_out", "GET", f"{base}/to/http://evil.example.org/", {}),
+                ("redirect_file", "GET", f"{base}/to/file:///etc/passwd", {}),
+                ("loop", "GET", f"{base}/loop", {}),
+                ("userinfo", "GET", f"http://127.0.0.1:{port}@evil.example.org/ok", {}),
+                ("userinfo2", "GET", f"http://evil.example.org@127.0.0.1:{port}/ok", {}),
+                ("host_header", "GET", f"{base}/ok", {"headers": {"Host": "evil.example.org"}}),
+                ("host_header_case", "GET", f"{base}/ok", {"headers": {"hOsT": "evil"}}),
+                ("ipv6", "GET", f"http://[::1]:{port}/ok", {}),
+                ("mapped", "GET", f"http://[::ffff:127.0.0.1]:{port}/ok", {}),
+                ("decimal", "GET", f"http://2130706433:{port}/ok", {}),
+                ("octal", "GET", f"http://0177.0.0.1:{port}/ok", {}),
+                ("hex", "GET", f"http://0x7f.0.0.1:{port}/ok", {}),
+                ("file", "GET", "file:///etc/passwd", {}),
+                ("gopher", "GET", f"gopher://127.0.0.1:{port}/_x", {}),
+                ("crlf", "GET", f"{base}/ok\r\nX: y", {}),
+            ],
+            policy=LOCAL,
+        )
+        hops = [entry[1] for entry in seen]
+    reasons = {label: outcome.get("refused") for label, outcome in got.items()}
+    assert reasons == {
+        "other_port": "host",
+        "other_ip": "host",
+        "https": "scheme",
+        "redirect_out": "host",
+        "redirect_file": "scheme",
+        "loop": "redirect",
+        "userinfo": "url",
+        "userinfo2": "url",
+        "host_header": "header",
+        "host_header_case": "header",
+        "ipv6": "host",
+        "mapped": "host",
+        "decimal": "url",
+        "octal": "url",
+        "hex": "url",
+        "file": "scheme",
+        "gopher": "scheme",
+        "crlf": "url",
+    }
+    assert got["redirect_out"]["url"] == "http://evil.example.org/"
+    # Only the declared server was reached, and never on a refused hop's target.
+    assert all(not hop.startswith("/ok") or hop == "/ok" for hop in hops)
+    assert "/ok" not in hops  # no refused request reached the server's /ok
+
+
+def test_a_name_resolving_to_a_private_address_is_refused_unless_relaxed(
+    run: Callable[..., dict[str, Any]],
+) -> None:
+    """With the default policy, a declared name that resolves to loopback or a private
+    network (DNS rebinding, ``localhost``) and a declared private IP literal are refused."""
+
+    def resolver(host: str, port: int) -> list[str]:
+        return {"rebound.example.test": ["93.184.216.34", "10.0.0.7"]}.get(host, ["127.0.0.1"])
+
+    with serve() as (port, seen):
+        got = run(
+            [
+                f"http://rebound.example.test:{port}",
+                f"http://localhost:{port}",
+                f"http://127.0.0.1:{port}",
+                f"http://[::ffff:127.0.0.1]:{port}",
+                f"http://[64:ff9b::a00:1]:{port}",
+            ],
+            [
+                ("rebound", "GET", f"http://rebound.example.test:{port}/ok", {}),
+                ("localhost", "GET", f"http://localhost:{port}/ok", {}),
+                ("literal", "GET", f"http://127.0.0.1:{port}/ok", {}),
+                ("mapped", "GET", f"http://[::ffff:127.0.0.1]:{port}/ok", {}),
+                ("nat64", "GET", f"http://[64:ff9b::a00:1]:{port}/ok", {}),
+            ],
+            policy=NetworkPolicy(resolver=resolver),
+        )
+        assert seen == []
+    assert {label: outcome.get("refused") for label, outcome in got.items()} == dict.fromkeys(
+        ("rebound", "localhost", "literal", "mapped", "nat64"), "address"
+    )
+
+
+def test_oversize_and_slow_responses_are_cut_off(run: Callable[..., dict[str, Any]]) -> None:
+    """The response is read up to the cap only (declared length or streamed), a request
+    body over its cap is not sent, and a server that does not answer in time is left."""
+    with serve(slow=10.0) as (port, seen):
+        base = f"http://127.0.0.1:{port}"
+        got = run(
+            [base],
+            [
+                ("big", "GET", f"{base}/big", {}),
+                ("stream", "GET", f"{base}/stream", {}),
+                ("upload", "POST", f"{base}/ok", {"body": "z" * 5000}),
+                ("slow", "GET", f"{base}/slow", {}),
+                ("fine", "GET", f"{base}/ok", {}),
+            ],
+            policy=NetworkPolicy(
+                allow_private=True, max_response_bytes=1000, max_request_bytes=1000, timeout=1.0
+            ),
+        )
+        posted = [entry for entry in seen if entry[0] == "POST"]
+    assert got["big"] == {"refused": "too_large", "url": f"{base}/big"}
+    assert got["stream"]["refused"] == "too_large"
+    assert got["upload"]["refused"] == "too_large"
+    assert posted == []
+    assert got["slow"]["refused"] == "timeout"
+    assert got["fine"]["status"] == 200  # the plugin goes on after each refusal
+
+
+def test_over_its_rate_the_plugin_is_refused(run: Callable[..., dict[str, Any]]) -> None:
+    """Over its ``http_request`` rate the plugin gets RateLimited, and nothing is sent."""
+    with serve() as (port, seen):
+        base = f"http://127.0.0.1:{port}"
+        plan: Plan = [(f"call{n}", "GET", f"{base}/ok", {}) for n in range(3)]
+        got = run([base], plan, policy=LOCAL, rates={"http_request": Rate(2, per=3600.0)})
+        assert [got[f"call{n}"].get("status") for n in range(2)] == [200, 200]
+        assert got["call2"] == {"error": "RateLimited"}
+        assert len(seen) == 2
+
+
+def test_without_the_permission_nothing_is_sent(run: Callable[..., dict[str, Any]]) -> None:
+    with serve() as (port, seen):
+        base = f"http://127.0.0.1:{port}"
+        got = run(
+            [base], [("denied", "GET", f"{base}/ok", {})], policy=LOCAL, permissions=("read_leads",)
+        )
+        assert got["denied"] == {"error": "PermissionDenied"}
+        assert seen == []
+
+
+# -- the manifest field -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("*", "bare '*'"),
+        ("*.10.0.0.1", "must not wildcard an IP address"),
+        ("10.0.*.1", "only as the whole first label"),
+        ("*.com", "two labels or more"),
+        ("ftp://files.example.com", "scheme https or http"),
+        ("api.example.com:70000", "port from 1 to 65535"),
+        ("API.example.com", "lowercase"),
+        ("2130706433", "invalid host"),
+        ("0177.0.0.1", "invalid host"),
+        ("user@api.example.com", "invalid host"),
+        ("api.example.com/path", "must be a host"),
+        ("[fe80::1%eth0]", "invalid IPv6"),
+    ],
+)
+def test_bad_network_entries_are_refused_by_json_path(entry: str, message: str) -> None:
+    with pytest.raises(ManifestError) as caught:
+        Manifest.from_dict(
+            {"name": "Caller", "version": "1.0", "network": ["ok.example.com", entry]}
+        )
+    (problem,) = caught.value.problems
+    assert problem.path == "network[1]"
+    assert message in problem.message
+
+
+def test_network_entries_round_trip_and_mean_what_they_say() -> None:
+    entries = ["api.example-crm.com", "*.hooks.example.com", "http://localhost:8080", "[::1]:8443"]
+    manifest = Manifest.from_dict({"name": "Caller", "version": "1.0", "network": entries})
+    assert Manifest.from_json(manifest.to_json()) == manifest
+    crm, hooks, local, six = (parse_rule(entry) for entry in manifest.network)
+    assert crm.matches("https", "api.example-crm.com", 443)
+    assert not crm.matches("http", "api.example-crm.com", 80)
+    assert hooks.matches("https", "a.b.hooks.example.com", 443)
+    assert not hooks.matches("https", "hooks.example.com", 443)
+    assert not hooks.matches("https", "evilhooks.example.com", 443)
+    assert local.matches("http", "localhost", 8080)
+    assert six.matches("https", "::1", 8443)
+    with pytest.raises(ManifestError, match="repeats"):
+        Manifest.from_dict(
+            {"name": "Caller", "version": "1.0", "network": ["a.example", "a.example"]}
+        )
+
+
+def test_http_response_reads_as_text_json_and_headers() -> None:
+    reply = HttpResponse(
+        200, (("content-type", "application/json"),), b'{"a": 1}', "https://x.test/"
+    )
+    assert reply.json() == {"a": 1}
+    assert reply.text == '{"a": 1}'
+    assert reply.header("Content-Type") == "application/json"
+    assert isinstance(EgressRefused("p", "host", "u"), Exception)
