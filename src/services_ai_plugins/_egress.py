@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import json as jsonlib
+import os
 import re
 import socket
 import time
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = [
+    "ALLOW_PRIVATE_ENV",
     "HostRule",
     "HttpResponse",
     "NetworkPolicy",
@@ -41,6 +43,8 @@ __all__ = [
 #: Resolves ``(host, port)`` to IP address strings (the default: ``socket.getaddrinfo``).
 Resolver: TypeAlias = Callable[[str, int], Sequence[str]]
 
+#: The environment variable that lets the command line's host reach private addresses.
+ALLOW_PRIVATE_ENV: Final = "SERVICES_AI_PLUGINS_NETWORK_ALLOW_PRIVATE"
 _DEFAULT_PORTS: Final = {"https": 443, "http": 80}
 _LABEL: Final = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 # A DNS name of two labels or more whose last label is not all digits (so that "2130706433"
@@ -201,6 +205,14 @@ class NetworkPolicy:
     #: Resolves a host name to addresses (tests replace it).
     resolver: Resolver = attrs.field(default=_default_resolver, eq=False, repr=False)
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> NetworkPolicy:
+        """The policy the command line uses: the default, but with
+        ``SERVICES_AI_PLUGINS_NETWORK_ALLOW_PRIVATE=1`` it allows private addresses."""
+        values = os.environ if environ is None else environ
+        flag = values.get(ALLOW_PRIVATE_ENV, "").strip().lower()
+        return cls(allow_private=flag in ("1", "true", "yes", "on"))
+
 
 @attrs.frozen
 class HttpResponse:
@@ -322,12 +334,14 @@ def _address(plugin_id: str, target: _Target, policy: NetworkPolicy) -> str:
                     plugin_id,
                     "address",
                     target.url,
-                    f"{target.host!r} resolves to the non-public address {address}",
+                    f"{target.host!r} is the non-public address {address}"
+                    if literal is not None
+                    else f"{target.host!r} resolves to the non-public address {address}",
                 )
     return str(addresses[0])
 
 
-def _headers(plugin_id: str, url: str, headers: Mapping[str, str] | None) -> list[tuple[str, str]]:
+def _headers(plugin_id: str, url: str, headers: Mapping[Any, Any] | None) -> list[tuple[str, str]]:
     checked = []
     for name, value in (headers or {}).items():
         if not isinstance(name, str) or not isinstance(value, str):

@@ -69,9 +69,17 @@ def run(
         policy: NetworkPolicy | None = None,
         rates: dict[str, Rate] | None = None,
         permissions: Sequence[str] = ("http_requests", "read_leads"),
+        sandboxed: bool = False,
     ) -> dict[str, Any]:
         limits = ApiLimits(network=policy or NetworkPolicy(), rates=rates or ApiLimits().rates)
-        host = hosts(sandbox=SandboxPolicy(trusted=frozenset({"caller"})), limits=limits)
+        host = hosts(
+            sandbox=(
+                SandboxPolicy(timeout=60.0)
+                if sandboxed
+                else SandboxPolicy(trusted=frozenset({"caller"}))
+            ),
+            limits=limits,
+        )
         body = BODY.replace("PLAN", repr(json.dumps(plan)))
         install(host, "caller", body, permissions=permissions, manifest={"network": list(network)})
         host.hook.lead_created(
@@ -111,6 +119,31 @@ def test_a_declared_host_answers_and_the_plugin_gets_an_http_response(
         ("GET", "/to//ok"),
         ("GET", "/ok"),
     ]
+
+
+def test_a_sandboxed_plugin_reaches_a_declared_host_through_the_host(
+    run: Callable[..., dict[str, Any]],
+) -> None:
+    """A plugin in a worker (no network of its own) gets the host's HttpResponse, and the
+    host's refusals arrive in the worker as EgressRefused with their reason."""
+    with serve() as (port, seen):
+        base = f"http://127.0.0.1:{port}"
+        got = run(
+            [base],
+            [
+                ("get", "GET", f"{base}/ok", {"headers": {"X-Plugin": "yes"}}),
+                ("out", "GET", "https://evil.example.org/", {}),
+                ("smuggle", "GET", f"{base}/ok", {"headers": {"Host": "evil.example.org"}}),
+            ],
+            policy=LOCAL,
+            sandboxed=True,
+        )
+    assert got["get"]["status"] == 200
+    assert got["get"]["type"] == "HttpResponse"
+    assert json.loads(got["get"]["text"])["host"] == f"127.0.0.1:{port}"
+    assert got["out"] == {"refused": "host", "url": "https://evil.example.org/"}
+    assert got["smuggle"]["refused"] == "header"
+    assert len(seen) == 1
 
 
 def test_the_connection_goes_to_the_checked_address_with_the_name_as_host(
