@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -363,3 +364,64 @@ def test_http_response_reads_as_text_json_and_headers() -> None:
     assert reply.text == '{"a": 1}'
     assert reply.header("Content-Type") == "application/json"
     assert isinstance(EgressRefused("p", "host", "u"), Exception)
+
+
+# -- approval: what a reviewer and an upgrade diff show -------------------------------------------
+
+
+def _manifest(version: str, network: list[str]) -> Manifest:
+    return Manifest.from_dict(
+        {"name": "Caller", "version": version, "permissions": ["http_requests"], "network": network}
+    )
+
+
+def test_a_new_host_is_something_new_to_approve() -> None:
+    """An upgrade that adds a host asks for something new (an approval); dropping one does not."""
+    from services_ai_plugins._permissions import PermissionCatalogue
+    from services_ai_plugins._versions import VersionSide, diff_versions
+
+    old = _manifest("1.0", ["api.example.com", "old.example.com"])
+    new = _manifest("1.1", ["api.example.com", "*.hooks.example.com"])
+
+    def side(m: Manifest) -> VersionSide:
+        return VersionSide(version=str(m.version), manifest=m, code_hash="a" * 64, files=None)
+
+    diff = diff_versions(side(old), side(new), PermissionCatalogue())
+    assert diff.network_added == ("*.hooks.example.com",)
+    assert diff.network_removed == ("old.example.com",)
+    assert diff.asks_for_nothing_new == ["may reach the host '*.hooks.example.com' (network)"]
+    assert diff.to_dict()["network"] == {
+        "added": ["*.hooks.example.com"],
+        "removed": ["old.example.com"],
+    }
+    assert "Network:" in diff.lines()
+    assert "  + *.hooks.example.com" in diff.lines()
+    dropped = diff_versions(
+        side(old), side(_manifest("1.2", ["api.example.com"])), PermissionCatalogue()
+    )
+    assert dropped.asks_for_nothing_new == []
+
+
+def test_the_reviewer_sees_the_hosts_and_the_permission_risk() -> None:
+    """The facts an admin approves from list the hosts; the permission is high risk."""
+    from services_ai_plugins import PluginRecord, PluginStatus
+    from services_ai_plugins._permissions import PermissionCatalogue
+    from services_ai_plugins._review import plugin_facts
+    from services_ai_plugins.storage import SourceKind
+
+    manifest = _manifest("1.0", ["api.example.com", "http://localhost:8080"])
+    (requested,) = PermissionCatalogue().requested(manifest.permissions)
+    assert requested["risk"] == "high"
+    assert "network" in requested["description"]
+    record = PluginRecord(
+        id=manifest.id,
+        name=manifest.name,
+        version=str(manifest.version),
+        status=PluginStatus.PENDING,
+        manifest=manifest.to_dict(),
+        code_hash="a" * 64,
+        source=SourceKind.ARCHIVE,
+        installed_at=datetime.now(timezone.utc),
+        installed_by="ops",
+    )
+    assert ("Network", "api.example.com, http://localhost:8080") in plugin_facts(record, manifest)
