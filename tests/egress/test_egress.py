@@ -425,3 +425,59 @@ def test_the_reviewer_sees_the_hosts_and_the_permission_risk() -> None:
         installed_by="ops",
     )
     assert ("Network", "api.example.com, http://localhost:8080") in plugin_facts(record, manifest)
+
+
+ASYNC_BODY = """
+@hookimpl
+async def lead_created(self, lead, api):
+    reply = await api.ahttp_request("GET", "BASE/ok")
+    try:
+        await api.ahttp_request("GET", "https://evil.example.org/")
+    except EgressRefused as refused:
+        api.store_set("refused", refused.reason)
+    api.store_set("status", reply.status)
+"""
+
+
+def test_an_async_hook_awaits_ahttp_request_on_the_async_path(
+    hosts: Hosts, install: Installer, services: FakeHostServices
+) -> None:
+    """``await api.ahttp_request(...)`` in an async hook fired with ``host.ahook``: the same
+    guards (the request runs in a thread, off the event loop)."""
+    import asyncio
+
+    with serve() as (port, seen):
+        host = hosts(
+            sandbox=SandboxPolicy(trusted=frozenset({"caller"})), limits=ApiLimits(network=LOCAL)
+        )
+        base = f"http://127.0.0.1:{port}"
+        install(
+            host,
+            "caller",
+            ASYNC_BODY.replace("BASE", base),
+            permissions=("http_requests", "read_leads"),
+            manifest={"network": [base]},
+        )
+        lead = services.make_lead("acme", name="Ada")
+        asyncio.run(host.ahook.lead_created(lead=lead, context=Context(tenant="acme")))
+        assert [entry[:2] for entry in seen] == [("GET", "/ok")]
+    assert services.stored("acme", "caller") == {"status": 200, "refused": "host"}
+
+
+def test_a_worker_cannot_forge_a_malformed_http_response_on_the_wire() -> None:
+    """The wire form of an HttpResponse is read strictly: a malformed one is a WireError."""
+    from services_ai_plugins._sandbox._wire import decode, encode
+    from services_ai_plugins.errors import WireError
+
+    reply = HttpResponse(201, (("x-a", "b"),), b"\x00\xffbody", "https://x.example/")
+    assert decode(encode(reply)) == reply
+    assert decode(encode({"$http": "escaped"})) == {"$http": "escaped"}
+    for forged in (
+        {"$http": [200, [["a"]], "", "u"]},
+        {"$http": [200, [], "not base64!", "u"]},
+        {"$http": ["200", [], "", "u"]},
+        {"$http": [200, [], "", "u", "extra"]},
+        {"$http": [True, [], "", "u"]},
+    ):
+        with pytest.raises(WireError):
+            decode(forged)
