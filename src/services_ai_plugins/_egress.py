@@ -12,13 +12,15 @@ the whole exchange has one deadline. Every refusal raises :class:`EgressRefused`
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import ipaddress
 import json as jsonlib
 import os
 import re
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 from urllib.parse import urljoin, urlsplit
 
@@ -35,6 +37,7 @@ __all__ = [
     "HttpResponse",
     "NetworkPolicy",
     "Resolver",
+    "call_deadline",
     "fetch",
     "parse_rule",
     "rule_problem",
@@ -166,6 +169,26 @@ def parse_rule(text: str) -> HostRule:
         host = str(ipaddress.ip_address(host[1:-1]))
     wildcard = host.startswith("*.")
     return HostRule(scheme, host[2:] if wildcard else host, port, wildcard)
+
+
+#: When the hook call the request is made in must end (``time.monotonic()``; a sandboxed
+#: plugin's call: set by the sandbox while it runs the worker's API request).
+_CALL_DEADLINE: Final[contextvars.ContextVar[float | None]] = contextvars.ContextVar(
+    "services_ai_plugins_call_deadline", default=None
+)
+#: The share of what is left of the call a request may use: the rest is the plugin's, to
+#: handle the answer (or the refusal) and return before the sandbox's limit.
+_CALL_SHARE: Final = 0.75
+
+
+@contextlib.contextmanager
+def call_deadline(deadline: float | None) -> Iterator[None]:
+    """Requests made inside end well before ``deadline`` (``time.monotonic()``; None: none)."""
+    token = _CALL_DEADLINE.set(deadline)
+    try:
+        yield
+    finally:
+        _CALL_DEADLINE.reset(token)
 
 
 def _default_resolver(host: str, port: int) -> Sequence[str]:
@@ -366,6 +389,20 @@ def _httpx() -> Any:
     return httpx
 
 
+def _time_limit(plugin_id: str, url: str, policy: NetworkPolicy, timeout: float | None) -> float:
+    """The seconds a request may take: the policy's, the plugin's ``timeout`` if shorter, and
+    a share of what is left of the hook call when the sandbox set its deadline."""
+    if timeout is not None and not timeout > 0:  # also NaN
+        raise ValueError(f"http_request() timeout must be a positive number (got {timeout!r})")
+    limit = policy.timeout if timeout is None else min(timeout, policy.timeout)
+    outer = _CALL_DEADLINE.get()
+    if outer is not None:  # within what is left of the sandbox's timeout for the call
+        limit = min(limit, (outer - time.monotonic()) * _CALL_SHARE)
+        if limit <= 0:
+            raise _refused(plugin_id, "timeout", url, "no time is left in the hook call")
+    return limit
+
+
 def fetch(
     plugin_id: str,
     rules: Sequence[HostRule],
@@ -385,7 +422,7 @@ def fetch(
     method = method.upper()
     if not re.fullmatch(r"[A-Z]{1,16}", method):
         raise _refused(plugin_id, "method", url, f"invalid method {method!r}")
-    limit = policy.timeout if timeout is None else min(timeout, policy.timeout)
+    limit = _time_limit(plugin_id, url, policy, timeout)
     deadline = time.monotonic() + limit
     extra = _headers(plugin_id, url, headers)
     if body is not None and len(body) > policy.max_request_bytes:

@@ -71,11 +71,12 @@ def run(
         rates: dict[str, Rate] | None = None,
         permissions: Sequence[str] = ("http_requests", "read_leads"),
         sandboxed: bool = False,
+        sandbox_timeout: float = 60.0,
     ) -> dict[str, Any]:
         limits = ApiLimits(network=policy or NetworkPolicy(), rates=rates or ApiLimits().rates)
         host = hosts(
             sandbox=(
-                SandboxPolicy(timeout=60.0)
+                SandboxPolicy(timeout=sandbox_timeout)
                 if sandboxed
                 else SandboxPolicy(trusted=frozenset({"caller"}))
             ),
@@ -145,6 +146,23 @@ def test_a_sandboxed_plugin_reaches_a_declared_host_through_the_host(
     assert got["out"] == {"refused": "host", "url": "https://evil.example.org/"}
     assert got["smuggle"]["refused"] == "header"
     assert len(seen) == 1
+
+
+def test_a_sandboxed_request_ends_within_what_is_left_of_the_sandbox_timeout(
+    run: Callable[..., dict[str, Any]],
+) -> None:
+    """A slow server cannot make the host overrun the hook call's sandbox timeout (and kill the
+    worker): the request is cut off first, and the plugin catches the refusal and goes on."""
+    with serve(slow=60.0) as (port, _):
+        base = f"http://127.0.0.1:{port}"
+        got = run(
+            [base],
+            [("slow", "GET", f"{base}/slow", {})],
+            policy=NetworkPolicy(allow_private=True, timeout=600.0),
+            sandboxed=True,
+            sandbox_timeout=8.0,
+        )
+    assert got == {"slow": {"refused": "timeout", "url": f"{base}/slow"}}
 
 
 def test_the_connection_goes_to_the_checked_address_with_the_name_as_host(
