@@ -19,6 +19,7 @@ import json as jsonlib
 import os
 import re
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
@@ -225,6 +226,10 @@ class NetworkPolicy:
     max_response_bytes: int = attrs.field(default=5 << 20, validator=_positive)
     #: The most redirects followed for one request.
     max_redirects: int = attrs.field(default=5, validator=attrs.validators.ge(0))
+    #: How TLS certificates are checked: True (the system's and certifi's authorities, as
+    #: httpx does), or an ``ssl.SSLContext`` (a company's own authority). Always against the
+    #: declared name, never the address.
+    verify: ssl.SSLContext | bool = attrs.field(default=True, eq=False, repr=False)
     #: Resolves a host name to addresses (tests replace it).
     resolver: Resolver = attrs.field(default=_default_resolver, eq=False, repr=False)
 
@@ -443,7 +448,9 @@ def fetch(
         left = deadline - time.monotonic()
         if left <= 0:
             raise _refused(plugin_id, "timeout", url, f"no answer within {limit:g} s")
-        with httpx.Client(follow_redirects=False, trust_env=False, timeout=left) as client:
+        with httpx.Client(
+            follow_redirects=False, trust_env=False, timeout=left, verify=policy.verify
+        ) as client:
             request = client.build_request(
                 method,
                 f"{target.scheme}://{netloc}:{target.port}{target.target}",

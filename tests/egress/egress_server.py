@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 #: What the server saw: (method, path, Host header, body), one per request.
 Seen = list[tuple[str, str, str, bytes]]
@@ -71,9 +74,13 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextmanager
-def serve(slow: float = 4.0) -> Iterator[tuple[int, Seen]]:
-    """A server on 127.0.0.1 and a free port: (port, what it saw); stopped at the end."""
+def serve(slow: float = 4.0, tls: ssl.SSLContext | None = None) -> Iterator[tuple[int, Seen]]:
+    """A server on 127.0.0.1 and a free port: (port, what it saw); stopped at the end.
+
+    ``tls``: serve HTTPS with this server context."""
     server = _Server(("127.0.0.1", 0), _Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.seen = []
     server.slow = slow
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -84,3 +91,54 @@ def serve(slow: float = 4.0) -> Iterator[tuple[int, Seen]]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=30)
+
+
+def certificates(folder: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A new authority and a certificate for ``name`` signed by it: (the server's context,
+    a client context that trusts only that authority)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "egress test authority")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "server.pem", folder / "server.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(
+        cadata=ca.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    )
+    return server, client

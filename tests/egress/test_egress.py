@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from egress_server import serve
+from egress_server import certificates, serve
 
 from conftest import Hosts, Installer
 from services_ai_plugins import Manifest, ManifestError, SandboxPolicy
@@ -185,6 +185,31 @@ def test_the_connection_goes_to_the_checked_address_with_the_name_as_host(
     assert got["get"]["status"] == 200
     assert asked == ["crm.example.test"]
     assert seen[0][2] == f"crm.example.test:{port}"
+
+
+def test_https_goes_to_the_checked_address_with_the_certificate_checked_for_the_name(
+    run: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    """Over TLS the host dials the address it checked, sends the declared name as SNI and
+    checks the certificate against that name: a certificate for another name is refused."""
+    server_tls, client_tls = certificates(tmp_path, "secure.example.test")
+
+    def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    with serve(tls=server_tls) as (port, seen):
+        got = run(
+            [f"secure.example.test:{port}", f"other.example.test:{port}"],
+            [
+                ("secure", "GET", f"https://secure.example.test:{port}/ok", {}),
+                ("other", "GET", f"https://other.example.test:{port}/ok", {}),
+            ],
+            policy=NetworkPolicy(allow_private=True, resolver=resolver, verify=client_tls),
+        )
+    assert got["secure"]["status"] == 200
+    assert json.loads(got["secure"]["text"])["host"] == f"secure.example.test:{port}"
+    assert got["other"]["refused"] == "connect"
+    assert [entry[2] for entry in seen] == [f"secure.example.test:{port}"]
 
 
 def test_undeclared_hosts_schemes_and_redirects_out_are_refused(
