@@ -20,6 +20,7 @@ proxy whose calls come back to the host and pass through this same class.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
@@ -34,11 +35,13 @@ from typing import Any, Final, Protocol, TypeVar, cast, final, runtime_checkable
 import attrs
 
 from ._context import context_for
+from ._egress import HostRule, HttpResponse, NetworkPolicy, fetch, parse_rule
 from ._json import JSONValue, check_json
 from ._permissions import PermissionCatalogue
 from ._storage._memory import StoreLedger
 from ._storage._protocol import StoreUsage
 from .errors import (
+    EgressRefused,
     NotSupported,
     PermissionDenied,
     QuotaExceeded,
@@ -261,6 +264,7 @@ def _default_rates() -> Mapping[str, Rate]:
             "send_notification": Rate(60, per=60.0),
             "send_email": Rate(30, per=60.0),
             "send_sms": Rate(10, per=60.0),
+            "http_request": Rate(60, per=60.0),
         }
     )
 
@@ -302,6 +306,8 @@ class ApiLimits:
     #: Calls per method and (plugin, tenant): 60 notifications, 30 e-mails and 10 text
     #: messages a minute by default.
     rates: Mapping[str, Rate] = attrs.field(factory=_default_rates, converter=_rates)
+    #: How ``http_request`` calls go out (the private-address rule, caps, time limit).
+    network: NetworkPolicy = attrs.field(factory=NetworkPolicy)
 
 
 class _Ledger(Protocol):
@@ -455,6 +461,15 @@ class ApiMeter:
         if self._store is None:
             raise NotSupported(method, "a plugin key-value store")
         return self._store
+
+    def _network_rules(self, plugin_id: str) -> tuple[HostRule, ...]:
+        """The hosts the plugin's approved manifest lets it reach (none without a storage)."""
+        get_plugin = getattr(self._ledger, "get_plugin", None)
+        record = get_plugin(plugin_id) if get_plugin is not None else None
+        if record is None or getattr(record.status, "value", record.status) != "approved":
+            return ()
+        entries = record.manifest.get("network") or []
+        return tuple(parse_rule(entry) for entry in entries if isinstance(entry, str))
 
     def first_unsupported(self, plugin_id: str, method: str) -> bool:
         """Whether this is the first NotSupported of the HostServices ``method`` for the plugin
@@ -1056,6 +1071,82 @@ class PluginAPI:
         self._services.store_delete(tenant, self._plugin_id, name)
         self._meter.refund_store(self._plugin_id, tenant, name, None)
 
+    @requires("http_requests")
+    def http_request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        json: JSONValue = None,
+        body: bytes | str | None = None,
+        timeout: float | None = None,
+    ) -> HttpResponse:
+        """Send an HTTP request, made by the host, to a host the manifest's ``network`` lists.
+
+        ``json`` sends a JSON body (with its content type), ``body`` bytes or text; the
+        response is read whole (up to the host's limit)::
+
+            reply = api.http_request("POST", "https://api.example-crm.com/leads", json={...})
+            if reply.status == 201:
+                created = reply.json()
+
+        The request goes out only over the scheme and port the rule allows, to a public
+        address the host resolved and connected to itself; redirects are followed (each
+        hop checked again). Limits: :class:`NetworkPolicy` in ``ApiLimits.network`` and
+        the ``http_request`` rate.
+
+        :raises EgressRefused: when a guard refuses (its ``reason``: ``"host"``,
+            ``"address"``, ``"too_large"``, ``"timeout"``, ...).
+        :raises RateLimited: over the plugin's ``http_request`` rate.
+        """
+        self._throttle("http_request", self._tenant or "")
+        sent_headers = dict(headers or {})
+        data: bytes | None
+        if json is not None:
+            if body is not None:
+                raise TypeError("http_request() takes json or body, not both")
+            data = _json_body(json)
+            sent_headers.setdefault("Content-Type", "application/json")
+        else:
+            data = body.encode("utf-8") if isinstance(body, str) else body
+        rules = self._meter._network_rules(self._plugin_id)
+        try:
+            return fetch(
+                self._plugin_id,
+                rules,
+                self._meter.limits.network,
+                method,
+                url,
+                headers=sent_headers,
+                body=data,
+                timeout=timeout,
+            )
+        except EgressRefused as refused:
+            self._refuse("http_request", None, f"{refused.reason}: {refused}")
+            raise
+
+    async def ahttp_request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        json: JSONValue = None,
+        body: bytes | str | None = None,
+        timeout: float | None = None,
+    ) -> HttpResponse:
+        """:meth:`http_request` for async hooks: the request runs in a thread, not the loop."""
+        return await asyncio.to_thread(
+            self.http_request,
+            method,
+            url,
+            headers=headers,
+            json=json,
+            body=body,
+            timeout=timeout,
+        )
+
     # -- checks ----------------------------------------------------------------------------------
 
     def _app_store(self) -> bool:
@@ -1146,6 +1237,10 @@ class PluginAPI:
                     reason=reason,
                 )
             )
+
+
+def _json_body(value: object) -> bytes:
+    return json.dumps(check_json(value), ensure_ascii=False).encode("utf-8")
 
 
 def _limit(limit: object) -> int:

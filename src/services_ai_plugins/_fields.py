@@ -15,6 +15,8 @@ from typing import Any, Final, NewType
 
 import attrs
 
+from ._egress import rule_problem
+
 PluginId = NewType("PluginId", str)
 DisplayName = NewType("DisplayName", str)
 PermissionName = NewType("PermissionName", str)
@@ -25,6 +27,8 @@ ClassName = NewType("ClassName", str)
 RelativePath = NewType("RelativePath", str)
 EmailAddress = NewType("EmailAddress", str)
 Url = NewType("Url", str)
+#: An entry of ``network``: a host a plugin may reach, with optional scheme and port.
+NetworkHost = NewType("NetworkHost", str)
 #: A JSON number (``int`` or finite ``float``), kept as given.
 Number = NewType("Number", float)
 #: A non-negative integer.
@@ -168,6 +172,17 @@ RULES: Final[dict[object, StringRule]] = {
         description="The plugin's web page.",
         max_length=2000,
         format="uri",
+    ),
+    NetworkHost: StringRule(
+        pattern=r"^(?:[a-z]+://)?(?:\[[0-9A-Fa-f:.]+\]|[a-z0-9*][a-z0-9.*-]*)(?::[0-9]{1,5})?$",
+        expected="a host such as 'api.example.com', '*.hooks.example.com' or "
+        "'http://localhost:8080' (lowercase; https unless 'http://' is written)",
+        description="A host the plugin may reach: a DNS name, '*.' and a domain (one or more "
+        "labels in front of it), or an IP address as written; optional 'http://' or "
+        "'https://' (the default) and ':port' (the scheme's default otherwise).",
+        max_length=260,
+        diagnose=rule_problem,
+        also=rule_problem,
     ),
 }
 

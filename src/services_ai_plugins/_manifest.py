@@ -29,6 +29,7 @@ from ._fields import (
     EmailAddress,
     EntryPoint,
     HookName,
+    NetworkHost,
     Number,
     PermissionName,
     PluginId,
@@ -47,7 +48,7 @@ __all__ = ["MANIFEST_NAME", "MAX_MANIFEST_BYTES", "Isolation", "Manifest"]
 MAX_MANIFEST_BYTES: Final = 256 * 1024
 
 #: Lists whose items must not repeat.
-UNIQUE_ITEMS: Final = frozenset({PermissionName, HookName})
+UNIQUE_ITEMS: Final = frozenset({PermissionName, HookName, NetworkHost})
 
 #: Top-level keys that are not fields but are allowed: editors' schema link.
 _SCHEMA_KEY: Final = "$schema"
@@ -106,6 +107,11 @@ class Manifest:
         "Permissions requested at run time and granted per tenant by an admin.", default=()
     )
     settings: tuple[SettingSpec, ...] = described("The settings schema.", default=())
+    network: tuple[NetworkHost, ...] = described(
+        "Hosts the plugin may reach with api.http_request (needs the http_requests "
+        "permission): 'api.example.com', '*.hooks.example.com', 'http://localhost:8080'.",
+        default=(),
+    )
     requires_api: SpecifierSet | None = described(
         "The host API versions the plugin works with (PEP 440 specifier, e.g. '>=1.0,<2').",
         default=None,

@@ -57,6 +57,12 @@ DEFAULT_PERMISSIONS: tuple[Permission, ...] = (
     Permission("register_routes", "Serve HTTP routes under the app.", Risk.HIGH),
     Permission("inject_html", "Add HTML to every page's head or footer.", Risk.HIGH),
     Permission("api_hooks", "Observe and change the app's API requests and responses.", Risk.HIGH),
+    Permission(
+        "http_requests",
+        "Send HTTP requests, with any data the plugin holds, to the hosts its manifest lists "
+        "under network.",
+        Risk.HIGH,
+    ),
 )
 
 

@@ -75,6 +75,8 @@ def plugin_facts(record: PluginRecord, manifest: Manifest | None) -> list[tuple[
             ("Homepage", manifest.homepage),
             ("License", manifest.license),
             ("Changelog", manifest.changelog),
+            # The hosts api.http_request may reach (the http_requests permission): approved with it.
+            ("Network", ", ".join(manifest.network)),
         ]
     facts += [
         ("Source", record.source.value),

@@ -281,6 +281,9 @@ def asks_for_nothing_new(old: Manifest, new: Manifest) -> list[str]:
         reasons.append(change.sentence())
     if old.isolation != new.isolation:
         reasons.append(f"changes isolation from {_isolation(old)} to {_isolation(new)}")
+    reasons += [
+        f"may reach the host {entry!r} (network)" for entry in _missing(new.network, old.network)
+    ]
     return reasons
 
 
@@ -852,6 +855,8 @@ class VersionDiff:
       [...], "removed": [...], "changed": [...], "notes": [str]}``, each file
       ``{"path", "before", "after"}`` with ``{"size", "sha256"}`` or None, and
       ``notes`` what either listing left out (``from: ...``, ``to: ...``);
+    * ``network``: ``{"added": [entries], "removed": [entries]}``, the manifest's
+      ``network`` entries (hosts ``api.http_request`` may reach);
     * ``changelog``: the new version's changelog, or None;
     * ``asks_for_nothing_new``: bool, and ``reasons``: why not
       (:func:`asks_for_nothing_new`).
@@ -880,6 +885,9 @@ class VersionDiff:
     files_changed: tuple[FileChange, ...] = ()
     #: What the file listings left out (``from: ...``, ``to: ...``).
     files_notes: tuple[str, ...] = ()
+    #: The ``network`` entries the new version adds, and those it drops.
+    network_added: tuple[str, ...] = ()
+    network_removed: tuple[str, ...] = ()
     changelog: str | None = None
     reasons: tuple[str, ...] = ()
 
@@ -922,6 +930,7 @@ class VersionDiff:
             },
             "requirements": [change.to_dict() for change in self.requirements],
             "files": files,
+            "network": {"added": list(self.network_added), "removed": list(self.network_removed)},
             "changelog": self.changelog,
             "asks_for_nothing_new": not self.reasons,
             "reasons": list(self.reasons),
@@ -957,6 +966,7 @@ class VersionDiff:
             },
             "requirements": [change.name for change in self.requirements],
             "files": files,
+            "network": {"added": list(self.network_added), "removed": list(self.network_removed)},
             "asks_for_nothing_new": not self.reasons,
         }
 
@@ -997,6 +1007,10 @@ class VersionDiff:
         if self.requirements:
             out.append("Requirements:")
             out += [_printable(f"  ~ {_requirement_text(r)}") for r in self.requirements]
+        if self.network_added or self.network_removed:
+            out.append("Network:")
+            out += [_printable(f"  + {entry}") for entry in self.network_added]
+            out += [_printable(f"  - {entry}") for entry in self.network_removed]
         out += self._file_lines()
         if self.changelog:
             out.append("Changelog:")
@@ -1092,6 +1106,8 @@ def diff_versions(
         files_removed=files[1] if files else (),
         files_changed=files[2] if files else (),
         files_notes=_listing_notes(old.files, new.files),
+        network_added=_missing(after.network, before.network),
+        network_removed=_missing(before.network, after.network),
         changelog=after.changelog,
         reasons=tuple(asks_for_nothing_new(before, after)),
     )

@@ -23,6 +23,7 @@ Everything the SDK raises on purpose derives from one root, so a host can catch
     ├── RequirementsError     a plugin's requirements (Python, host API, packages) are not met
     ├── ExtraNotInstalled     (also ImportError) a feature needs an extra of the SDK
     ├── PermissionDenied      (also PermissionError) an API call without its grant
+    ├── EgressRefused         a plugin's outbound HTTP request was refused: its ``reason``
     ├── TenantScopeError      host services returned another tenant's data, or need a tenant
     ├── NotSupported          (also NotImplementedError) the app does not provide that data
     │   └── NoHostServices    ``call`` has no host application behind it
@@ -63,6 +64,7 @@ __all__ = [
     "ConfinementError",
     "ConflictError",
     "DependencyError",
+    "EgressRefused",
     "ExtraNotInstalled",
     "FrameTooLarge",
     "HookCallError",
@@ -359,6 +361,26 @@ class ConflictError(StorageError):
             f"{record} changed since it was read (expected revision {expected}, "
             f"found {actual}): re-read and retry"
         )
+
+
+class EgressRefused(PluginError):
+    """A plugin's ``api.http_request`` was refused by the host: nothing (more) was sent.
+
+    ``reason`` says which guard refused: ``"host"`` (not declared in the approved
+    manifest's ``network``), ``"scheme"`` (not https, or not the rule's), ``"url"``
+    (user info, an odd host form), ``"header"`` (a header the host writes, such as
+    ``Host``), ``"method"``, ``"dns"`` (the name does not resolve), ``"address"`` (a
+    private, loopback, link-local or reserved address), ``"redirect"`` (too many hops;
+    a hop to an undeclared host is refused with that hop's reason), ``"too_large"``
+    (request or response body over the limit), ``"timeout"`` or ``"connect"`` (the
+    connection failed). ``url`` is the URL refused (a redirect's target for a hop).
+    """
+
+    def __init__(self, plugin_id: str, reason: str, url: str, message: str | None = None) -> None:
+        self.plugin_id = plugin_id
+        self.reason = reason
+        self.url = url
+        super().__init__(message or f"plugin {plugin_id!r}: request to {url!r} refused ({reason})")
 
 
 class PermissionDenied(PluginError, PermissionError):

@@ -9,11 +9,13 @@ to annotate with, construct for ``PluginHost`` options, or ``isinstance``-check:
   ``SettingSpec`` fields (``NewType`` over ``str``, ``int`` or ``float``:
   :data:`PluginId`, :data:`DisplayName`, :data:`PermissionName`, :data:`HookName`,
   :data:`SettingName`, :data:`EntryPoint`, :data:`ClassName`, :data:`RelativePath`,
-  :data:`EmailAddress`, :data:`Url`, :data:`Number`, :data:`Count`);
+  :data:`EmailAddress`, :data:`Url`, :data:`NetworkHost`, :data:`Number`, :data:`Count`);
 - permissions: :class:`Permission`, :class:`PermissionCatalogue`, :class:`Risk`,
   :data:`DEFAULT_PERMISSIONS` (``PluginHost(permissions=...)``);
 - API limits: :class:`ApiLimits`, :class:`Rate`, :class:`ApiMeter`, and the
   :class:`DeniedCall` a host's ``on_denied`` callback receives;
+- outbound HTTP: :class:`NetworkPolicy` (``ApiLimits.network``) and the
+  :class:`HttpResponse` that ``api.http_request`` returns;
 - tracing: :class:`HookTrace` and :class:`PluginOutcome` (``PluginHost.trace_hook``);
 - registry: :class:`TenantView` (``Registry.tenant_view``: a tenant's grants and settings);
 - the host's own events: :class:`HostEvent` (``PluginHost.host_events``: busy workers, full queues);
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from ._context import RequestScope
     from ._deferred import BoundedExecutor, DeferredExecutor
     from ._dispatch import HookTrace, PluginOutcome
+    from ._egress import HttpResponse, NetworkPolicy
     from ._fields import (
         ClassName,
         Count,
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
         EmailAddress,
         EntryPoint,
         HookName,
+        NetworkHost,
         Number,
         PermissionName,
         PluginId,
@@ -86,9 +90,12 @@ _LAZY: dict[str, str] = {
     "HookName": "._fields",
     "HookTrace": "._dispatch",
     "HostEvent": "._host_events",
+    "HttpResponse": "._egress",
     "Isolation": "._manifest",
     "JSONValue": "._json",
     "MAX_MANIFEST_BYTES": "._manifest",
+    "NetworkHost": "._fields",
+    "NetworkPolicy": "._egress",
     "Number": "._fields",
     "Permission": "._permissions",
     "PermissionCatalogue": "._permissions",
@@ -135,8 +142,11 @@ __all__ = [
     "HookName",
     "HookTrace",
     "HostEvent",
+    "HttpResponse",
     "Isolation",
     "JSONValue",
+    "NetworkHost",
+    "NetworkPolicy",
     "Number",
     "Permission",
     "PermissionCatalogue",

@@ -279,6 +279,7 @@ def test_the_summary_is_what_an_approval_records() -> None:
         "settings": {"added": ["mode"], "removed": ["gone"], "changed": ["limit", "token"]},
         "requirements": ["requires_api", "dependencies.httpx"],
         "files": {"added": 1, "removed": 1, "changed": 1},
+        "network": {"added": [], "removed": []},
         "asks_for_nothing_new": False,
     }
 

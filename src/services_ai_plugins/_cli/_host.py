@@ -312,12 +312,18 @@ def _plugin_host(args: argparse.Namespace) -> Iterator[PluginHost]:
         finally:
             host.flush()
         return
+    from .._api import ApiLimits  # noqa: PLC0415 - as the host
+    from .._egress import NetworkPolicy  # noqa: PLC0415 - as the host
     from .._host import PluginHost  # noqa: PLC0415 - the host loads only when call runs
 
     with _storage(args) as storage:
         services = _CommandLineServices(Registry(storage))
         host = PluginHost(
-            services, storage=storage, plugins_dir=plugins_path(args), actor=actor_name(args)
+            services,
+            storage=storage,
+            plugins_dir=plugins_path(args),
+            actor=actor_name(args),
+            limits=ApiLimits(network=NetworkPolicy.from_env()),
         )
         try:
             yield host

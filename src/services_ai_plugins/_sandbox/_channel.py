@@ -32,6 +32,7 @@ from pathlib import Path
 from time import monotonic
 from typing import Any, Final, Protocol
 
+from .._egress import call_deadline
 from .._logs import OUTPUT_ATTRIBUTE
 from ..errors import (
     PackageError,
@@ -488,7 +489,9 @@ class WorkerProcess:
             named = decode(request.kwargs)
             if type(positional) is not list or type(named) is not dict:
                 raise WireError("api arguments must be a list and an object")
-            return ApiResult(call_id, encode(getattr(api, method)(*positional, **named)))
+            with call_deadline(self._deadline):  # http_request ends before the call must
+                answer = getattr(api, method)(*positional, **named)
+            return ApiResult(call_id, encode(answer))
         except Exception as exc:  # noqa: BLE001 - the plugin's call failed: it gets the error
             fields = {  # what a handler reads: PermissionDenied.permission, ...
                 key: value

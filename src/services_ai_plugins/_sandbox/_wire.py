@@ -10,6 +10,7 @@ objects for what JSON lacks::
     {"$n": "12.50"}              a Decimal
     {"$dt": "2024-05-06T09:30:00+00:00"}, {"$day": "2024-05-06"}   a datetime, a date
     {"$b": "aGk="}               bytes, base64
+    {"$http": [200, [["content-type", "text/plain"]], "aGk=", "https://x.test/"]}   an HttpResponse
 
 Both directions decode strictly: a payload must pass :func:`from_wire`, and
 anything else (a NaN, an unknown tag, a class instance) is refused with
@@ -49,6 +50,7 @@ from decimal import Decimal
 from time import monotonic
 from typing import Any, Final, cast
 
+from .._egress import HttpResponse
 from .._payload_codec import converter as _converter
 from .._payload_codec import from_host as _from_host
 from .._payload_codec import from_wire
@@ -127,7 +129,7 @@ _SCALARS: Final[dict[str, Callable[[str], Any]]] = {
     "$day": date.fromisoformat,
     "$b": _bytes,
 }
-_TAGS: Final = frozenset({"$r", "$t", "$d", *_SCALARS})
+_TAGS: Final = frozenset({"$r", "$t", "$d", "$http", *_SCALARS})
 
 
 def encode(value: object) -> Any:
@@ -166,6 +168,10 @@ def encode(value: object) -> Any:
         return {"$day": cast("date", value).isoformat()}
     if kind is bytes:
         return {"$b": base64.b64encode(cast("bytes", value)).decode("ascii")}
+    if kind is HttpResponse:  # api.http_request's answer
+        reply = cast("HttpResponse", value)
+        body = base64.b64encode(reply.body).decode("ascii")
+        return {"$http": [reply.status, [list(pair) for pair in reply.headers], body, reply.url]}
     raise WireError(f"cannot send a {kind.__module__}.{kind.__qualname__} across the sandbox")
 
 
@@ -224,6 +230,8 @@ def _tagged(data: dict[str, Any], trusted: bool) -> Any:
         return tuple(_decode(item, trusted) for item in data["$t"])
     if "$d" in data and len(data) == 1 and type(data["$d"]) is dict:
         return {key: _decode(item, trusted) for key, item in data["$d"].items()}
+    if "$http" in data and len(data) == 1:
+        return _http_response(data["$http"])
     if "$r" in data and "v" in data and len(data) == 2:
         cls = _RECORDS.get(data["$r"]) if type(data["$r"]) is str else None
         if cls is None:
@@ -235,6 +243,29 @@ def _tagged(data: dict[str, Any], trusted: bool) -> Any:
         except ValueError as exc:
             raise WireError(str(exc)) from exc
     raise WireError(f"malformed tagged value in a frame: {sorted(data)}")
+
+
+def _http_response(value: object) -> HttpResponse:
+    """An :class:`HttpResponse` from its wire form: ``[status, [[name, value], ...], b64, url]``."""
+    if type(value) is list and len(value) == 4:
+        status, headers, body, url = value
+        pairs = headers if type(headers) is list else None
+        if (
+            type(status) is int
+            and type(body) is str
+            and type(url) is str
+            and pairs is not None
+            and all(
+                type(pair) is list and len(pair) == 2 and all(type(part) is str for part in pair)
+                for pair in pairs
+            )
+        ):
+            try:
+                data = base64.b64decode(body, validate=True)
+            except (ValueError, binascii.Error) as exc:
+                raise WireError(f"malformed $http value in a frame: {exc}") from None
+            return HttpResponse(status, tuple((name, text) for name, text in pairs), data, url)
+    raise WireError("malformed $http value in a frame")
 
 
 class Channel:
