@@ -26,6 +26,7 @@ from ._storage._protocol import MAX_ACCESS_IDS, AccessRecord
 __all__ = ["AccessLog", "AccessPolicy"]
 
 _logger: Final = logging.getLogger("services_ai_plugins.host")
+_now: Final = time.time
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -58,8 +59,16 @@ class AccessPolicy:
     prune_interval: timedelta = attrs.field(default=timedelta(hours=1), validator=_positive_delta)
 
 
-# (plugin, tenant, method, permission, record type, ids, count, time.time())
-_Entry = tuple[str, str, str, str, "str | None", tuple[str, ...], int, float]
+class _Listed(tuple):  # type: ignore[type-arg]
+    """What a list call returned, read at the call: (kind, first ids, count)."""
+
+    __slots__ = ()
+
+
+# (plugin, tenant, method, permission, what the call returned, time.time()): a single record
+# is kept as it is (the host services' frozen record) and read at the flush, off the call path;
+# a list is read at once (its kind, first ids and length), as the plugin may change it later.
+_Entry = tuple[str, str, str, str, object, float]
 
 
 @final
@@ -89,8 +98,9 @@ class AccessLog:
         self, plugin_id: str, tenant: str, method: str, permission: str, result: object
     ) -> None:
         """Keep one granted call, with the records it returned (``result``)."""
-        record_type, ids, count = _records_of(result)
-        entry = (plugin_id, tenant, method, permission, record_type, ids, count, time.time())
+        if isinstance(result, (list, tuple)):
+            result = _Listed(_records_of(result))
+        entry = (plugin_id, tenant, method, permission, result, _now())
         with self._lock:
             entries = self._entries
             if len(entries) >= self.capacity:
@@ -123,9 +133,7 @@ class AccessLog:
                     r.tenant,
                     r.method,
                     r.permission,
-                    r.record_type,
-                    r.record_ids,
-                    r.count,
+                    _Listed((r.record_type, r.record_ids, r.count)),
                     r.at.timestamp(),
                 )
                 for r in records
@@ -139,7 +147,8 @@ class AccessLog:
 
 
 def _record(entry: _Entry) -> AccessRecord:
-    plugin_id, tenant, method, permission, record_type, ids, count, at = entry
+    plugin_id, tenant, method, permission, result, at = entry
+    record_type, ids, count = result if isinstance(result, _Listed) else _records_of(result)
     return AccessRecord(
         plugin_id=plugin_id,
         tenant=tenant,
