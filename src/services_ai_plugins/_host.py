@@ -248,11 +248,11 @@ class PluginHost:
         self.access_policy: Final = access
         #: The data-access log's buffer (None: not kept, by policy or because the storage
         #: has no access log).
-        self.access_log: Final = self._access_log(access, storage)
+        self.access_buffer: Final = self._access_buffer(access, storage)
         self._access_storage: Final = cast("AccessStorage", storage)
         self._access_prune_ns: Final = int(access.prune_interval.total_seconds() * 1e9)
         self._next_prune = perf_counter_ns()
-        self.meter: Final = ApiMeter(limits, ledger=storage, access=self.access_log)
+        self.meter: Final = ApiMeter(limits, ledger=storage, access=self.access_buffer)
         #: The worker processes sandboxed plugins run in (started on first use).
         self.sandbox: Final = Sandbox(
             sandbox or SandboxPolicy(), api_methods={*api_class.permissions(), "has_permission"}
@@ -1140,11 +1140,11 @@ class PluginHost:
             except StorageError:
                 _logger.exception("cannot store plugin metrics; will retry")
                 self._dispatcher.put_back_metrics(deltas)
-        if self.access_log is not None:
-            self._write_access(self.access_log)
+        if self.access_buffer is not None:
+            self._write_access(self.access_buffer)
 
     @staticmethod
-    def _access_log(policy: AccessPolicy, storage: Storage) -> AccessLog | None:
+    def _access_buffer(policy: AccessPolicy, storage: Storage) -> AccessLog | None:
         if not policy.enabled:
             return None
         if not isinstance(storage, AccessStorage):
@@ -1173,7 +1173,7 @@ class PluginHost:
 
     def prune_access(self) -> int:
         """Forget the access records older than ``AccessPolicy.retention``; return how many."""
-        if self.access_log is None:
+        if self.access_buffer is None:
             return 0
         before = datetime.now(timezone.utc) - self.access_policy.retention
         try:
@@ -1182,7 +1182,7 @@ class PluginHost:
             _logger.exception("cannot prune the data-access log; will retry at a later flush")
             return 0
 
-    def access(
+    def access_log(
         self,
         *,
         plugin_id: str | None = None,

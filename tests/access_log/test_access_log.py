@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, cast
@@ -19,8 +21,10 @@ import pytest
 from conftest import Hosts, Installer
 from services_ai_plugins import AccessPolicy, MemoryStorage, PluginHost, SandboxPolicy
 from services_ai_plugins._api import DeniedCall
+from services_ai_plugins._storage._protocol import MAX_ACCESS_IDS
+from services_ai_plugins.errors import StorageError
 from services_ai_plugins.events import Context, Lead
-from services_ai_plugins.storage import AccessRecord, SQLiteStorage
+from services_ai_plugins.storage import AccessQuery, AccessRecord, SQLiteStorage
 from services_ai_plugins_testing.fakes import FakeHostServices
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the process sandbox needs fork")
@@ -153,7 +157,7 @@ def test_refused_calls_are_denied_reports_not_access_records(
         """,
     )
     lead = fire(host, services)
-    records = host.access(plugin_id="snoop")
+    records = host.access_log(plugin_id="snoop")
     assert [(r.method, r.record_ids) for r in records] == [("get_lead", (lead.id,))]
     assert [(d.plugin_id, d.method, d.permission) for d in denied] == [
         ("snoop", "get_invoice", "read_invoices")
@@ -206,9 +210,9 @@ def test_a_flood_cannot_evict_earlier_records_unseen(
         """,
     )
     lead = fire(host, services)
-    assert host.access_log is not None
-    assert len(host.access_log) == 10
-    assert host.access_log.dropped == 91
+    assert host.access_buffer is not None
+    assert len(host.access_buffer) == 10
+    assert host.access_buffer.dropped == 91
     with caplog.at_level(logging.WARNING, logger="services_ai_plugins.host"):
         host.flush()
     assert any("91 data-access records were dropped" in m for m in caplog.messages)
@@ -216,7 +220,7 @@ def test_a_flood_cannot_evict_earlier_records_unseen(
     assert len(records) == 10
     assert {r.method for r in records} == {"list_leads"}
     assert host.registry.access_log(record_id=lead.id, method="get_lead") == []
-    assert host.access_log.dropped == 91  # still visible after the flush
+    assert host.access_buffer.dropped == 91  # still visible after the flush
 
 
 def test_no_access_log_when_the_policy_says_so(
@@ -234,7 +238,7 @@ def test_no_access_log_when_the_policy_says_so(
     install(host, "reader", READER)
     fire(host, services)
     host.flush()
-    assert host.access_log is None
+    assert host.access_buffer is None
     assert storage.batches == []
     assert host.registry.access_log() == []
 
@@ -278,3 +282,114 @@ def test_records_past_retention_are_pruned_at_a_flush_at_most_once_per_interval(
     assert "old-again" in {r.method for r in host.registry.access_log()}
     assert host.prune_access() == 1
     assert "old-again" not in {r.method for r in host.registry.access_log()}
+
+
+def test_a_list_call_keeps_its_first_ids_and_how_many_it_returned(
+    make_host: Callable[..., PluginHost], install: Installer, services: FakeHostServices
+) -> None:
+    host = make_host()
+    install(
+        host,
+        "reader",
+        """
+        @hookimpl
+        def lead_created(self, lead, api):
+            api.list_leads(limit=500)
+        """,
+    )
+    made = [services.make_lead("acme", name=f"L{n}") for n in range(29)]
+    lead = fire(host, services)
+    [record] = host.access_log(plugin_id="reader")
+    listed = [lead.id, *(m.id for m in reversed(made))]  # the fake lists the newest first
+    assert record.count == 30
+    assert record.record_ids == tuple(listed[:MAX_ACCESS_IDS])
+    assert host.registry.access_log(record_id=listed[MAX_ACCESS_IDS]) == []
+
+
+class FlakyStorage(MemoryStorage):
+    """Refuses the first access batch, as a database that is briefly away."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused = 0
+
+    def record_access(self, records: Sequence[AccessRecord]) -> None:
+        if not self.refused:
+            self.refused = len(records)
+            raise StorageError("the database is away")
+        super().record_access(records)
+
+
+def test_a_refused_batch_waits_for_the_next_flush(
+    hosts: Hosts, install: Installer, services: FakeHostServices
+) -> None:
+    storage = FlakyStorage()
+    host = cast(
+        "PluginHost",
+        hosts(storage=storage, sandbox=SandboxPolicy(trusted={"reader"}), flush_interval=3600),
+    )
+    install(host, "reader", READER)
+    fire(host, services)
+    host.flush()
+    assert storage.refused == 2
+    assert host.registry.access_log() == []
+    fire(host, services)
+    host.flush()
+    assert [r.method for r in host.registry.access_log()] == ["list_leads", "get_lead"] * 2
+
+
+class NoAccessStorage:
+    """A storage written before the access log: every Storage method, none of AccessStorage's."""
+
+    def __init__(self) -> None:
+        self._inner = MemoryStorage()
+
+    def __getattr__(self, name: str) -> Any:
+        if name in {"record_access", "access_log", "prune_access"}:
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+def test_a_storage_without_an_access_log_runs_without_one(
+    hosts: Hosts, install: Installer, services: FakeHostServices
+) -> None:
+    host = cast(
+        "PluginHost",
+        hosts(storage=NoAccessStorage(), sandbox=SandboxPolicy(trusted={"reader"})),
+    )
+    install(host, "reader", READER)
+    fire(host, services)
+    host.flush()
+    assert host.access_buffer is None
+    with pytest.raises(StorageError, match="NoAccessStorage keeps no data-access log"):
+        host.registry.access_log()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("buffer", 0), ("buffer", True), ("retention", timedelta(0)), ("prune_interval", 5)],
+)
+def test_a_bad_policy_names_its_field(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=f"AccessPolicy.{field} must be"):
+        AccessPolicy(**{field: value})
+
+
+def test_a_sqlite_database_of_the_previous_schema_gets_the_access_log(tmp_path: Path) -> None:
+    path = tmp_path / "registry.db"
+    SQLiteStorage(path).close()
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("DROP TABLE access_log")
+        conn.execute("DELETE FROM schema_migrations WHERE version = 6")
+    storage = SQLiteStorage(path)
+    try:
+        record = AccessRecord(
+            plugin_id="p",
+            tenant="acme",
+            method="get_lead",
+            permission="read_leads",
+            at=datetime.now(timezone.utc),
+        )
+        storage.record_access([record])
+        assert [r.method for r in storage.access_log(AccessQuery())] == ["get_lead"]
+    finally:
+        storage.close()
