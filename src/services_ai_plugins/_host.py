@@ -242,7 +242,6 @@ class PluginHost:
         self._api_class: Final = api_class
         self._on_denied: Final = on_denied
         self._actor: Final = actor
-        #: The plugins' store quotas and send rates, shared by every API object built here.
         access = access if access is not None else AccessPolicy()
         #: What the host keeps of the data-access log.
         self.access_policy: Final = access
@@ -252,6 +251,7 @@ class PluginHost:
         self._access_storage: Final = cast("AccessStorage", storage)
         self._access_prune_ns: Final = int(access.prune_interval.total_seconds() * 1e9)
         self._next_prune = perf_counter_ns()
+        #: The plugins' store quotas and send rates, shared by every API object built here.
         self.meter: Final = ApiMeter(limits, ledger=storage, access=self.access_buffer)
         #: The worker processes sandboxed plugins run in (started on first use).
         self.sandbox: Final = Sandbox(
