@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from datetime import datetime, timedelta, timezone
@@ -25,6 +26,7 @@ from services_ai_plugins._storage._protocol import MAX_ACCESS_IDS
 from services_ai_plugins.errors import StorageError
 from services_ai_plugins.events import Context, Lead
 from services_ai_plugins.storage import AccessQuery, AccessRecord, SQLiteStorage
+from services_ai_plugins.types import AccessLog
 from services_ai_plugins_testing.fakes import FakeHostServices
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the process sandbox needs fork")
@@ -393,3 +395,26 @@ def test_a_sqlite_database_of_the_previous_schema_gets_the_access_log(tmp_path: 
         assert [r.method for r in storage.access_log(AccessQuery())] == ["get_lead"]
     finally:
         storage.close()
+
+
+def test_the_buffer_counts_every_drop_under_concurrent_calls(services: FakeHostServices) -> None:
+    """Threads adding at once: the buffer keeps its bound and every entry is either kept or
+    counted as dropped."""
+    log = AccessLog(500)
+    lead = services.make_lead("acme")
+
+    def add() -> None:
+        for _ in range(1000):
+            log.add("p", "acme", "get_lead", "read_leads", lead)
+
+    threads = [threading.Thread(target=add) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads)
+    records, dropped = log.take()
+    assert len(records) == 500
+    assert dropped == log.dropped == 7500
+    assert {r.record_ids for r in records} == {(lead.id,)}
+    assert log.take() == ([], 0)
