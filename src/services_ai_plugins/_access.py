@@ -148,7 +148,11 @@ class AccessLog:
 
 def _record(entry: _Entry) -> AccessRecord:
     plugin_id, tenant, method, permission, result, at = entry
-    record_type, ids, count = result if isinstance(result, _Listed) else _records_of(result)
+    try:
+        record_type, ids, count = result if isinstance(result, _Listed) else _records_of(result)
+    except Exception:  # a host's own record whose id cannot be read: the call is still kept
+        _logger.exception("cannot read the record %s() returned for the access log", method)
+        record_type, ids, count = type(result).__name__.lower(), (), 1
     return AccessRecord(
         plugin_id=plugin_id,
         tenant=tenant,

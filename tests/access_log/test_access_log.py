@@ -418,3 +418,22 @@ def test_the_buffer_counts_every_drop_under_concurrent_calls(services: FakeHostS
     assert dropped == log.dropped == 7500
     assert {r.record_ids for r in records} == {(lead.id,)}
     assert log.take() == ([], 0)
+
+
+class Odd:
+    """A host's own record whose id cannot be read."""
+
+    @property
+    def id(self) -> str:
+        raise RuntimeError("no id today")
+
+
+def test_a_record_whose_id_cannot_be_read_still_leaves_its_call_in_the_log() -> None:
+    log = AccessLog(10)
+    log.add("p", "acme", "get_odd", "read_odd", Odd())
+    log.add("p", "acme", "get_lead", "read_leads", None)
+    records, _ = log.take()
+    assert [(r.method, r.record_type, r.record_ids, r.count) for r in records] == [
+        ("get_odd", "odd", (), 1),
+        ("get_lead", None, (), 0),
+    ]
