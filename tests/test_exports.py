@@ -194,6 +194,7 @@ def test_public_api_is_pinned() -> None:
     """Changing the public API is a deliberate act: this list changes with it."""
     assert services_ai_plugins.__all__ == [
         "HOST_API_VERSION",
+        "AccessPolicy",
         "AuditEvent",
         "BreakerPolicy",
         "ConflictError",
@@ -289,6 +290,9 @@ FACES = {
         "WorkerCrashed",
     ],
     "storage": [
+        "AccessQuery",
+        "AccessRecord",
+        "AccessStorage",
         "ArtifactInfo",
         "ArtifactStore",
         "AuditEvent",
@@ -355,6 +359,7 @@ FACES = {
     "types": [
         "DEFAULT_PERMISSIONS",
         "MAX_MANIFEST_BYTES",
+        "AccessLog",
         "ApiLimits",
         "ApiMeter",
         "BoundedExecutor",

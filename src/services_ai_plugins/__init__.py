@@ -14,6 +14,7 @@ from ._markers import hookimpl
 from ._version import HOST_API_VERSION, __version__
 
 if TYPE_CHECKING:
+    from ._access import AccessPolicy
     from ._api import HostServices, PluginAPI, requires
     from ._check import check_plugin
     from ._config import HostConfig
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 
 # Where each lazily imported name lives.
 _LAZY: dict[str, str] = {
+    "AccessPolicy": "._access",
     "AuditEvent": "._storage._protocol",
     "BreakerPolicy": "._dispatch",
     "ConflictError": ".errors",
@@ -110,6 +112,7 @@ __getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 __all__ = [
     "HOST_API_VERSION",
+    "AccessPolicy",
     "AuditEvent",
     "BreakerPolicy",
     "ConflictError",

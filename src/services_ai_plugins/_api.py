@@ -34,6 +34,7 @@ from typing import Any, Final, Protocol, TypeVar, cast, final, runtime_checkable
 
 import attrs
 
+from ._access import AccessLog
 from ._context import context_for
 from ._egress import HostRule, HttpResponse, NetworkPolicy, fetch, parse_rule
 from ._json import JSONValue, check_json
@@ -375,6 +376,9 @@ class ApiMeter:
     :param limits: the limits (default :class:`ApiLimits`).
     :param ledger: where store usage is kept (a :class:`Storage`).
     :param clock: seconds, for the rates (default ``time.monotonic``).
+    :param access: the data-access log's buffer: every granted call of a method
+        that needs a permission, made for a tenant, is added to it (a
+        :class:`PluginHost` passes its own, flushed with its metrics).
     """
 
     def __init__(
@@ -383,6 +387,7 @@ class ApiMeter:
         *,
         ledger: _Ledger | None = None,
         clock: Callable[[], float] = time.monotonic,
+        access: AccessLog | None = None,
     ) -> None:
         missing = [name for name in ("charge_store", "store_usage") if not hasattr(ledger, name)]
         if ledger is not None and missing:
@@ -396,6 +401,8 @@ class ApiMeter:
         kept = all(hasattr(self._ledger, name) for name in _KEPT_STORE_METHODS)
         self._store: Final = cast("_KeptStore", self._ledger) if kept else None
         self._clock: Final = clock
+        #: Where granted calls on tenant data are recorded (None: not recorded).
+        self.access: Final = access
         self._lock: Final = threading.Lock()
         # (plugin, tenant, method) -> [tokens, when they were counted, refusing since then]
         self._buckets: dict[tuple[str, str, str], list[float]] = {}
@@ -559,10 +566,15 @@ def requires(permission: str | None) -> Callable[[F], F]:
                 if args or kwargs:
                     arguments.check(args, kwargs)
                 try:
-                    return method(self, *args, **kwargs)
+                    result = method(self, *args, **kwargs)
                 except NotSupported as missing:
                     self._unsupported(name, missing)
                     raise
+                # The data-access log: a granted call that returned (refusals are DeniedCalls).
+                access = self._meter.access
+                if access is not None and self._tenant is not None:
+                    access.add(self._plugin_id, self._tenant, name, permission, result)
+                return result
 
         checked.__name__ = name
         checked.__qualname__ = method.__qualname__

@@ -18,13 +18,15 @@ import threading
 import types
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 from time import perf_counter_ns
-from typing import Any, Final, Generic, TypeVar, final
+from typing import Any, Final, Generic, TypeVar, cast, final
 
 import attrs
 import pluggy
 
+from ._access import AccessLog, AccessPolicy
 from ._api import ApiLimits, ApiMeter, DeniedHook, HostServices, PluginAPI
 from ._changes import ChangeListener, ChangeListeners
 from ._config import HostConfig
@@ -64,6 +66,8 @@ from ._sources._loader import (
 )
 from ._storage._protocol import (
     MAX_EXC_TYPE,
+    AccessRecord,
+    AccessStorage,
     ArtifactStore,
     ChangeFeed,
     FailureRecord,
@@ -186,6 +190,10 @@ class PluginHost:
     :param async_threads: on the async path (``host.ahook``), run plain in-process
         implementations in a pool of this many threads instead of inline on the
         event loop (None, the default: inline; a blocking plugin then blocks the loop).
+    :param access: what the host keeps of the data-access log (default
+        :class:`AccessPolicy`: every granted API call on tenant data, 90 days),
+        written at each flush; a storage without an access log
+        (:class:`~services_ai_plugins.storage.AccessStorage`) keeps none.
     :param deferred: where ``host.defer`` calls run (a :class:`DeferredExecutor`;
         default :class:`BoundedExecutor`: 2 threads, at most 1000 calls waiting).
         The host shuts it down in :meth:`close`.
@@ -215,6 +223,7 @@ class PluginHost:
         config: HostConfig | None = None,
         upgrades: UpgradePolicy | None = None,
         artifacts: ArtifactStore | None = None,
+        access: AccessPolicy | None = None,
     ) -> None:
         if refresh_interval < 0 or flush_interval < 0:
             raise ValueError("refresh_interval and flush_interval must be >= 0 seconds")
@@ -233,8 +242,17 @@ class PluginHost:
         self._api_class: Final = api_class
         self._on_denied: Final = on_denied
         self._actor: Final = actor
+        access = access if access is not None else AccessPolicy()
+        #: What the host keeps of the data-access log.
+        self.access_policy: Final = access
+        #: The data-access log's buffer (None: not kept, by policy or because the storage
+        #: has no access log).
+        self.access_buffer: Final = self._access_buffer(access, storage)
+        self._access_storage: Final = cast("AccessStorage", storage)
+        self._access_prune_ns: Final = int(access.prune_interval.total_seconds() * 1e9)
+        self._next_prune = perf_counter_ns()
         #: The plugins' store quotas and send rates, shared by every API object built here.
-        self.meter: Final = ApiMeter(limits, ledger=storage)
+        self.meter: Final = ApiMeter(limits, ledger=storage, access=self.access_buffer)
         #: The worker processes sandboxed plugins run in (started on first use).
         self.sandbox: Final = Sandbox(
             sandbox or SandboxPolicy(), api_methods={*api_class.permissions(), "has_permission"}
@@ -1122,6 +1140,73 @@ class PluginHost:
             except StorageError:
                 _logger.exception("cannot store plugin metrics; will retry")
                 self._dispatcher.put_back_metrics(deltas)
+        if self.access_buffer is not None:
+            self._write_access(self.access_buffer)
+
+    @staticmethod
+    def _access_buffer(policy: AccessPolicy, storage: Storage) -> AccessLog | None:
+        if not policy.enabled:
+            return None
+        if not isinstance(storage, AccessStorage):
+            _logger.info(
+                "%s keeps no data-access log (no record_access/access_log/prune_access): "
+                "granted API calls are not recorded",
+                type(storage).__name__,
+            )
+            return None
+        return AccessLog(policy.buffer)
+
+    def _write_access(self, log: AccessLog) -> None:
+        """Write the access records gathered since the last write (one batch), and prune the
+        records past retention, at most once per ``AccessPolicy.prune_interval``."""
+        records, _ = log.take()
+        if records:
+            try:
+                self._access_storage.record_access(records)
+            except StorageError:
+                _logger.exception("cannot store %d data-access records; will retry", len(records))
+                log.put_back(records)
+        now = perf_counter_ns()
+        if now >= self._next_prune:
+            self._next_prune = now + self._access_prune_ns
+            self.prune_access()
+
+    def prune_access(self) -> int:
+        """Forget the access records older than ``AccessPolicy.retention``; return how many."""
+        if self.access_buffer is None:
+            return 0
+        before = datetime.now(timezone.utc) - self.access_policy.retention
+        try:
+            return self._access_storage.prune_access(before)
+        except StorageError:
+            _logger.exception("cannot prune the data-access log; will retry at a later flush")
+            return 0
+
+    def access_log(
+        self,
+        *,
+        plugin_id: str | None = None,
+        tenant: str | None = None,
+        method: str | None = None,
+        record_type: str | None = None,
+        record_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[AccessRecord]:
+        """The data-access log, newest first, every process together (this one's flushed
+        first): see :meth:`Registry.access_log`."""
+        self.flush()
+        return self.registry.access_log(
+            plugin_id=plugin_id,
+            tenant=tenant,
+            method=method,
+            record_type=record_type,
+            record_id=record_id,
+            since=since,
+            until=until,
+            limit=limit,
+        )
 
     def _store_one_by_one(self, failures: list[FailureRecord]) -> None:
         """A batch of failures was refused: store each alone, so one bad record stops no other.

@@ -23,6 +23,9 @@ from ._permissions import PermissionCatalogue
 from ._secrets import SecretBox, SecretKeys, is_sealed
 from ._settings import SettingType
 from ._storage._protocol import (
+    AccessQuery,
+    AccessRecord,
+    AccessStorage,
     ArtifactStore,
     AuditEvent,
     AuditQuery,
@@ -59,6 +62,7 @@ from .errors import (
     RequirementsError,
     SecretKeyError,
     SettingsError,
+    StorageError,
     TransitionError,
     UpgradeError,
     VersionError,
@@ -1767,6 +1771,43 @@ class Registry:
             limit=limit,
         )
         return self._storage.audit(query)
+
+    def access_log(
+        self,
+        *,
+        plugin_id: str | None = None,
+        tenant: str | None = None,
+        method: str | None = None,
+        record_type: str | None = None,
+        record_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[AccessRecord]:
+        """The data-access log: granted API calls on tenant data, newest first, filtered by
+        every argument given (``record_id``: records whose ids hold it).
+
+        What the hosts flushed so far (a host flushes every ``flush_interval``;
+        :meth:`PluginHost.access` flushes its own first). Refused calls are not here:
+        they went to the host's ``on_denied`` as :class:`DeniedCall` reports.
+
+        :raises StorageError: when the storage keeps no access log.
+        :raises ValueError: when ``limit`` is negative or a moment is naive.
+        """
+        storage = self._storage
+        if not isinstance(storage, AccessStorage):
+            raise StorageError(f"{type(storage).__name__} keeps no data-access log")
+        query = AccessQuery(
+            plugin_id=plugin_id,
+            tenant=tenant,
+            method=method,
+            record_type=record_type,
+            record_id=record_id,
+            since=since,
+            until=until,
+            limit=limit,
+        )
+        return storage.access_log(query)
 
     # -- helpers ---------------------------------------------------------------------------------
 

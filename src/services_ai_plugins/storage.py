@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from ._storage._memory import MemoryStorage
     from ._storage._postgres._storage import PostgresStorage
     from ._storage._protocol import (
+        AccessQuery,
+        AccessRecord,
+        AccessStorage,
         ArtifactInfo,
         ArtifactStore,
         AuditEvent,
@@ -43,6 +46,9 @@ if TYPE_CHECKING:
 
 # Where each lazily imported name lives.
 _LAZY: dict[str, str] = {
+    "AccessQuery": "._storage._protocol",
+    "AccessRecord": "._storage._protocol",
+    "AccessStorage": "._storage._protocol",
     "ArtifactInfo": "._storage._protocol",
     "ArtifactStore": "._storage._protocol",
     "AuditEvent": "._storage._protocol",
@@ -72,6 +78,9 @@ __getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = [
+    "AccessQuery",
+    "AccessRecord",
+    "AccessStorage",
     "ArtifactInfo",
     "ArtifactStore",
     "AuditEvent",

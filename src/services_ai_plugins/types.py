@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from ._lazy import lazy_names
 
 if TYPE_CHECKING:
+    from ._access import AccessLog
     from ._api import ApiLimits, ApiMeter, DeniedCall, Rate
     from ._context import RequestScope
     from ._deferred import BoundedExecutor, DeferredExecutor
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
 
 # Where each lazily imported name lives.
 _LAZY: dict[str, str] = {
+    "AccessLog": "._access",
     "ApiLimits": "._api",
     "ApiMeter": "._api",
     "BoundedExecutor": "._deferred",
@@ -126,6 +128,7 @@ __getattr__, __dir__ = lazy_names(__name__, _LAZY)
 __all__ = [
     "DEFAULT_PERMISSIONS",
     "MAX_MANIFEST_BYTES",
+    "AccessLog",
     "ApiLimits",
     "ApiMeter",
     "BoundedExecutor",

@@ -44,6 +44,12 @@ The suite checks, for each part of the protocol:
 * failures and metrics: stored in batches, queried (by plugin, by resolved,
   with a checked ``limit``), resolved (all, per tenant, or by id) and summed,
   without moving the generation;
+* the data-access log: ``record_access`` stores batches of
+  :class:`~services_ai_plugins.storage.AccessRecord` (every field round-trips,
+  the storage gives the ids), ``access_log`` filters by every field of
+  :class:`~services_ai_plugins.storage.AccessQuery` (``record_id``: one of a
+  record's ids) newest first with a limit, ``prune_access`` forgets the records
+  before a moment and says how many, and none of it moves the generation;
 * the store quota ledger: ``charge_store`` counts keys and bytes per (plugin,
   tenant), returns a key's previous size, refuses a charge past ``max_keys``
   or ``max_bytes`` with ``QuotaExceeded`` (writing nothing) but lets a store
@@ -91,6 +97,9 @@ from services_ai_plugins import (
     TenantRecord,
 )
 from services_ai_plugins.storage import (
+    AccessQuery,
+    AccessRecord,
+    AccessStorage,
     ArtifactInfo,
     AuditQuery,
     Change,
@@ -110,6 +119,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BASE_TIME",
     "StorageContract",
+    "make_access",
     "make_audit",
     "make_failure",
     "make_kept",
@@ -348,6 +358,39 @@ def make_failure(
         at=at,
         resolved=resolved,
     )
+
+
+def make_access(
+    plugin_id: str = "example-plugin",
+    *,
+    tenant: str = "acme",
+    method: str = "get_lead",
+    permission: str = "read_leads",
+    record_type: str | None = "lead",
+    record_ids: Sequence[str] = ("lead-1",),
+    count: int = 1,
+    at: datetime = BASE_TIME,
+) -> AccessRecord:
+    """Build an :class:`~services_ai_plugins.storage.AccessRecord` without an id (the storage
+    gives it): by default one lead read."""
+    return AccessRecord(
+        plugin_id=plugin_id,
+        tenant=tenant,
+        method=method,
+        permission=permission,
+        record_type=record_type,
+        record_ids=tuple(record_ids),
+        count=count,
+        at=at,
+    )
+
+
+def _access(storage: Storage) -> AccessStorage:
+    assert isinstance(storage, AccessStorage), (
+        f"{type(storage).__name__} keeps no data-access log: it needs record_access, "
+        "access_log and prune_access (AccessStorage)"
+    )
+    return storage
 
 
 def make_metrics(
@@ -1511,6 +1554,111 @@ class StorageContract:
         storage.record_metrics([make_metrics(), make_metrics(hook="other")])
         expect_same(storage.generation(), 1, "generation() after recording metrics")
         expect_same(len(storage.audit(AuditQuery())), 1, "audit events after recording metrics")
+
+    # -- the data-access log -----------------------------------------------------------------
+
+    def test_access_records_round_trip_newest_first(self, storage: Storage) -> None:
+        """Every field of an access record comes back, with an id the storage gave; newest
+        first, records of one moment by id (the later stored first); empty batches are fine."""
+        access = _access(storage)
+        first = make_access(record_ids=["lead-1", "lead-2"], method="list_leads", count=7)
+        second = make_access(
+            record_type=None,
+            record_ids=[],
+            count=0,
+            method="send_email",
+            permission="send_email",
+            at=BASE_TIME + timedelta(seconds=1),
+        )
+        third = make_access(tenant="globex", at=BASE_TIME)
+        access.record_access([first, second])
+        access.record_access([])
+        access.record_access([third])
+        found = access.access_log(AccessQuery())
+        expect_same(
+            [attrs.evolve(r, id=None) for r in found],
+            [second, third, first],
+            "access_log() of three records, newest first",
+        )
+        ids = [r.id for r in found]
+        expect_same(all(isinstance(i, int) for i in ids), True, f"ids given: {ids}")
+        expect_same(len(set(ids)), 3, f"distinct ids: {ids}")
+        expect_same(found[0].at.utcoffset(), timedelta(0), "the moment of a stored record (UTC)")
+
+    def test_access_log_filters_by_every_field(self, storage: Storage) -> None:
+        """Each field of AccessQuery narrows the records; record_id matches one of the ids."""
+        access = _access(storage)
+        access.record_access(
+            [
+                make_access("alpha", record_ids=["lead-1", "lead-2"], method="list_leads"),
+                make_access("alpha", tenant="globex", at=BASE_TIME + timedelta(hours=1)),
+                make_access(
+                    "beta",
+                    record_type="booking",
+                    record_ids=["booking-1"],
+                    method="get_booking",
+                    permission="read_bookings",
+                    at=BASE_TIME + timedelta(hours=2),
+                ),
+            ]
+        )
+
+        def methods(**query: Any) -> list[tuple[str, str, str]]:
+            return [
+                (r.plugin_id, r.tenant, r.method) for r in access.access_log(AccessQuery(**query))
+            ]
+
+        expect_same(
+            methods(plugin_id="alpha", tenant="acme"),
+            [("alpha", "acme", "list_leads")],
+            "access_log(plugin_id, tenant)",
+        )
+        expect_same(methods(tenant="globex"), [("alpha", "globex", "get_lead")], "by tenant")
+        expect_same(methods(method="get_booking"), [("beta", "acme", "get_booking")], "by method")
+        expect_same(
+            methods(record_type="lead"),
+            [("alpha", "globex", "get_lead"), ("alpha", "acme", "list_leads")],
+            "by type",
+        )
+        expect_same(methods(record_id="lead-2"), [("alpha", "acme", "list_leads")], "by an id")
+        expect_same(
+            methods(record_id="lead-1"),
+            [("alpha", "globex", "get_lead"), ("alpha", "acme", "list_leads")],
+            "by an id",
+        )
+        expect_same(methods(record_id="lead"), [], "an id that is only a prefix matches nothing")
+        expect_same(
+            methods(since=BASE_TIME + timedelta(hours=1)),
+            [("beta", "acme", "get_booking"), ("alpha", "globex", "get_lead")],
+            "since",
+        )
+        expect_same(
+            methods(until=BASE_TIME + timedelta(hours=1)),
+            [("alpha", "acme", "list_leads")],
+            "until (excluded)",
+        )
+        expect_same(methods(limit=1), [("beta", "acme", "get_booking")], "limit")
+        expect_same(methods(limit=0), [], "limit=0")
+        expect_same(methods(plugin_id="gamma"), [], "a plugin without records")
+
+    def test_prune_access_forgets_older_records(self, storage: Storage) -> None:
+        """prune_access(before) forgets the records before ``before`` and returns how many."""
+        access = _access(storage)
+        access.record_access(
+            [make_access(at=BASE_TIME - timedelta(days=d), method=f"m{d}") for d in (0, 10, 100)]
+        )
+        expect_same(access.prune_access(BASE_TIME - timedelta(days=10)), 1, "pruned")
+        expect_same([r.method for r in access.access_log(AccessQuery())], ["m0", "m10"], "kept")
+        expect_same(access.prune_access(BASE_TIME - timedelta(days=10)), 0, "pruned again")
+
+    def test_access_does_not_move_the_generation(self, storage: Storage) -> None:
+        """Recording and pruning access records leave the generation and the audit alone."""
+        access = _access(storage)
+        _commit_plugin(storage, make_plugin())
+        access.record_access([make_access(), make_access(tenant="globex")])
+        access.prune_access(BASE_TIME + timedelta(days=1))
+        expect_same(storage.generation(), 1, "generation() after recording access")
+        expect_same(len(storage.audit(AuditQuery())), 1, "audit events after recording access")
 
     # -- the store quota ledger ------------------------------------------------------------
 

@@ -170,6 +170,7 @@ class Calls:
 # Opening and migrating.
 
 TABLES = [
+    "access_log",
     "audit_events",
     "failures",
     "hook_metrics",

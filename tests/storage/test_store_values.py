@@ -148,7 +148,7 @@ def test_a_sqlite_database_of_the_previous_schema_migrates(tmp_path: Path) -> No
         storage.close()
     with closing(sqlite3.connect(path)) as conn:
         versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
-    assert versions == [1, 2, 3, 4, 5]
+    assert versions == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_postgres_schema_of_the_previous_version_migrates(

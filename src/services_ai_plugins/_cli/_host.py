@@ -21,14 +21,14 @@ import logging
 import math
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn, final
 
 from .._json import json_type_name
 from .._logs import plugin_output, sdk_log_handler
 from .._registry import Registry, Suspension
-from .._storage._protocol import FailureRecord, HookMetrics, PluginStatus, Storage
+from .._storage._protocol import AccessRecord, FailureRecord, HookMetrics, PluginStatus, Storage
 from ..errors import HookCallError, NoHostServices, Problem, TransitionError
 from ._common import (
     Result,
@@ -37,6 +37,7 @@ from ._common import (
     command_adder,
     current_site,
     duration,
+    open_registry,
     open_storage,
     plugins_path,
     positive,
@@ -650,8 +651,67 @@ def _resolve(args: argparse.Namespace) -> Result:
     return document, [f"resolved {count} failure{'s' if count != 1 else ''} of {args.name}{where}"]
 
 
+# -- the data-access log -------------------------------------------------------------------------
+
+_AGO: Final = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def moment(text: str) -> datetime:
+    """A moment of ``--since``/``--until``: ISO 8601 (a naive one is UTC), or ``7d``, ``12h``,
+    ``30m``, ``2w`` ago."""
+    unit = _AGO.get(text[-1:])
+    if unit is not None and text[:-1].isdigit():
+        return datetime.now(timezone.utc) - timedelta(**{unit: int(text[:-1])})
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an ISO 8601 date or time (2026-01-31, 2026-01-31T09:00) or an age such as "
+            f"7d, 12h, 30m, 2w (got {text!r})"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+def _access_document(record: AccessRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "at": record.at.isoformat(),
+        "plugin_id": record.plugin_id,
+        "tenant": record.tenant,
+        "method": record.method,
+        "permission": record.permission,
+        "record_type": record.record_type,
+        "record_ids": list(record.record_ids),
+        "count": record.count,
+    }
+
+
+def _access(args: argparse.Namespace) -> Result:
+    with open_registry(args, create=False) as registry:
+        records = registry.access_log(
+            plugin_id=args.plugin,
+            tenant=args.tenant,
+            method=args.method,
+            record_type=args.type,
+            record_id=args.record,
+            since=args.since,
+            until=args.until,
+            limit=args.limit,
+        )
+    lines = []
+    for r in records:
+        ids = ", ".join(r.record_ids)
+        more = f" (+{r.count - len(r.record_ids)} more)" if r.count > len(r.record_ids) else ""
+        what = f" {r.record_type} {ids}{more}" if r.record_type else ""
+        lines.append(
+            f"{r.at:%Y-%m-%d %H:%M:%S} {r.plugin_id} [{r.tenant}] {r.method} ({r.permission})"
+            + what
+        )
+    return {"access": [_access_document(r) for r in records]}, lines or ["no data access"]
+
+
 def add_host_commands(commands: Any, common: argparse.ArgumentParser, prog: str) -> None:
-    """Add the host commands (call, failures, metrics, suspend, resume, resolve)."""
+    """Add the host commands (call, failures, metrics, access, suspend, resume, resolve)."""
     add = command_adder(commands, common, prog)
 
     call = add("call", "fire one hook through a plugin host and show each plugin's part", _call)
@@ -675,6 +735,22 @@ def add_host_commands(commands: Any, common: argparse.ArgumentParser, prog: str)
 
     metrics = add("metrics", "show call counts and durations per plugin and hook", _metrics)
     metrics.add_argument("name", nargs="?", help="only this plugin's")
+
+    access = add(
+        "access",
+        "show the data-access log: granted API calls on tenant data, newest first",
+        _access,
+    )
+    access.add_argument("--plugin", help="only this plugin's calls")
+    access.add_argument("--tenant", help="only calls for this tenant")
+    access.add_argument("--method", help="only calls of this API method (get_lead, ...)")
+    access.add_argument("--type", help="only calls that returned this kind of record (lead, ...)")
+    access.add_argument("--record", metavar="ID", help="only calls that returned this record id")
+    access.add_argument(
+        "--since", type=moment, help="at or after this moment (ISO 8601, or an age: 7d, 12h)"
+    )
+    access.add_argument("--until", type=moment, help="before this moment (as --since)")
+    access.add_argument("--limit", type=positive, default=50, help="at most this many (default 50)")
 
     suspend = add("suspend", "stop an approved plugin everywhere, or for one tenant", _suspend)
     suspend.add_argument("name")

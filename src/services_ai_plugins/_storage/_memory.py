@@ -12,6 +12,8 @@ import attrs
 
 from .._json import JSONValue
 from ._protocol import (
+    AccessQuery,
+    AccessRecord,
     ArtifactInfo,
     AuditEvent,
     AuditQuery,
@@ -56,6 +58,7 @@ class MemoryStorage:
         self._audit: list[AuditEvent] = []
         self._failures: list[FailureRecord] = []
         self._metrics: dict[tuple[str, str], HookMetrics] = {}
+        self._access: list[AccessRecord] = []
         self._ids = itertools.count(1)
         self._ledger = StoreLedger()
 
@@ -186,6 +189,24 @@ class MemoryStorage:
             for delta in deltas:
                 key = (delta.plugin_id, delta.hook)
                 self._metrics[key] = add_metrics(self._metrics.get(key), delta)
+
+    def record_access(self, records: Sequence[AccessRecord]) -> None:
+        with self._lock:
+            self._access.extend(attrs.evolve(r, id=next(self._ids)) for r in records)
+
+    def access_log(self, query: AccessQuery) -> list[AccessRecord]:
+        check_limit(query.limit)
+        with self._lock:
+            found = [r for r in self._access if _access_matches(r, query)]
+        found.sort(key=lambda r: (r.at, r.id or 0), reverse=True)
+        return found[: query.limit]
+
+    def prune_access(self, before: datetime) -> int:
+        with self._lock:
+            kept = [r for r in self._access if r.at >= before]
+            pruned = len(self._access) - len(kept)
+            self._access = kept
+            return pruned
 
     def metrics(self, plugin_id: str | None = None) -> list[HookMetrics]:
         with self._lock:
@@ -388,4 +409,16 @@ def _matches(event: AuditEvent, query: AuditQuery) -> bool:
         and (query.action is None or event.action == query.action)
         and (query.since is None or event.at >= query.since)
         and (query.until is None or event.at < query.until)
+    )
+
+
+def _access_matches(record: AccessRecord, query: AccessQuery) -> bool:
+    return (
+        (query.plugin_id is None or record.plugin_id == query.plugin_id)
+        and (query.tenant is None or record.tenant == query.tenant)
+        and (query.method is None or record.method == query.method)
+        and (query.record_type is None or record.record_type == query.record_type)
+        and (query.record_id is None or query.record_id in record.record_ids)
+        and (query.since is None or record.at >= query.since)
+        and (query.until is None or record.at < query.until)
     )

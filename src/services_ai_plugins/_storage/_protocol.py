@@ -28,6 +28,10 @@ from .._kinds import PluginStatus, SourceKind
 from ..errors import ConflictError, QuotaExceeded, RemoteError
 
 __all__ = [
+    "MAX_ACCESS_IDS",
+    "AccessQuery",
+    "AccessRecord",
+    "AccessStorage",
     "ArtifactInfo",
     "ArtifactStore",
     "AuditEvent",
@@ -383,6 +387,59 @@ class AuditQuery:
     since: datetime | None = None
     #: Events before this moment.
     until: datetime | None = None
+    limit: int = attrs.field(default=1000, validator=attrs.validators.ge(0))
+
+
+#: How many record ids one access record keeps (a list call's first ids; ``count`` says how many
+#: records the call returned in all).
+MAX_ACCESS_IDS: Final = 20
+
+
+def _access_ids(value: object) -> tuple[str, ...]:
+    if isinstance(value, (str, bytes)):
+        raise ValueError(f"record_ids must be a sequence of str ids (got {value!r})")
+    ids = tuple(str(i) for i in value)  # type: ignore[attr-defined]
+    return ids[:MAX_ACCESS_IDS]
+
+
+@attrs.frozen(kw_only=True)
+class AccessRecord:
+    """One granted API call of a plugin that read or wrote tenant data (the data-access log).
+
+    Refused calls are not here: they are :class:`~services_ai_plugins.DeniedCall` reports.
+    """
+
+    plugin_id: str
+    tenant: str
+    #: The API method called (``get_lead``, ``update_booking``, ...).
+    method: str
+    #: The permission the call was granted under.
+    permission: str
+    #: The kind of the records the call returned (``lead``, ``booking``, ...), or None.
+    record_type: str | None = None
+    #: Their ids: at most :data:`MAX_ACCESS_IDS` (a list call's first ones).
+    record_ids: tuple[str, ...] = attrs.field(default=(), converter=_access_ids)
+    #: How many records the call returned in all (``len(record_ids)`` or more).
+    count: int = 0
+    at: datetime = attrs.field(validator=_aware)
+    #: Set by the storage.
+    id: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AccessQuery:
+    """Which access records to list: every given field must match (newest first)."""
+
+    plugin_id: str | None = None
+    tenant: str | None = None
+    method: str | None = None
+    record_type: str | None = None
+    #: Records whose ``record_ids`` hold this id.
+    record_id: str | None = None
+    #: Records at or after this moment.
+    since: datetime | None = attrs.field(default=None, validator=_aware)
+    #: Records before this moment.
+    until: datetime | None = attrs.field(default=None, validator=_aware)
     limit: int = attrs.field(default=1000, validator=attrs.validators.ge(0))
 
 
@@ -932,3 +989,23 @@ class StorageArtifacts:
 
     def list(self) -> list[ArtifactInfo]:
         return self.storage.artifacts()
+
+
+@runtime_checkable
+class AccessStorage(Protocol):
+    """A storage that keeps the data-access log (memory and SQLite today).
+
+    A :class:`PluginHost` over a storage without these methods keeps no access log.
+    """
+
+    def record_access(self, records: Sequence[AccessRecord]) -> None:
+        """Store a batch of access records in one transaction (does not move the counter)."""
+        ...
+
+    def access_log(self, query: AccessQuery) -> list[AccessRecord]:
+        """Access records matching ``query``, newest first (by ``at``, then ``id``)."""
+        ...
+
+    def prune_access(self, before: datetime) -> int:
+        """Forget the access records older than ``before``; return how many."""
+        ...

@@ -25,6 +25,8 @@ import attrs
 from .._json import JSONValue
 from ..errors import StorageError
 from ._protocol import (
+    AccessQuery,
+    AccessRecord,
     ArtifactInfo,
     AuditEvent,
     AuditQuery,
@@ -224,6 +226,25 @@ CREATE TABLE plugin_artifacts (
 );
 """
 
+# The data-access log: one row per granted API call on tenant data (issue 22). record_ids is
+# a JSON array of at most MAX_ACCESS_IDS ids; count is how many records the call returned.
+_ACCESS_LOG: Final = """
+CREATE TABLE access_log (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    plugin_id   TEXT NOT NULL,
+    tenant      TEXT NOT NULL,
+    method      TEXT NOT NULL,
+    permission  TEXT NOT NULL,
+    record_type TEXT,
+    record_ids  TEXT NOT NULL,
+    count       INTEGER NOT NULL,
+    at          TEXT NOT NULL
+);
+CREATE INDEX access_log_plugin_tenant ON access_log (plugin_id, tenant, at);
+CREATE INDEX access_log_tenant ON access_log (tenant, at);
+CREATE INDEX access_log_at ON access_log (at);
+"""
+
 #: The schema, step by step. Append-only: a release that changes the schema
 #: adds the next version at the end and never edits a published step, since
 #: databases in the field have already applied it.
@@ -237,6 +258,7 @@ _MIGRATIONS: tuple[_Migration, ...] = (
     _Migration(3, "the ledger of plugin store quotas", _STORE_LEDGER),
     _Migration(4, "the plugins' key-value stores kept by the SDK", _STORE_VALUES),
     _Migration(5, "staged and kept plugin versions, and the plugins' archives", _VERSIONS),
+    _Migration(6, "the data-access log", _ACCESS_LOG),
 )
 
 _CREATE_MIGRATIONS: Final = """
@@ -320,6 +342,11 @@ ON CONFLICT (plugin_id, version) DO UPDATE SET
 _INSERT_AUDIT: Final = """
 INSERT INTO audit_events (at, actor, action, plugin_id, tenant, before_json, after_json)
 VALUES (:at, :actor, :action, :plugin_id, :tenant, :before_json, :after_json)
+"""
+
+_INSERT_ACCESS: Final = """
+INSERT INTO access_log (plugin_id, tenant, method, permission, record_type, record_ids, count, at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 _INSERT_FAILURE: Final = """
@@ -571,6 +598,60 @@ class SQLiteStorage:
             # One row at a time, in order: a batch may hold one (plugin, hook) twice.
             conn.executemany(_ADD_METRICS, params)
 
+    def record_access(self, records: Sequence[AccessRecord]) -> None:
+        params = [
+            (
+                r.plugin_id,
+                r.tenant,
+                r.method,
+                r.permission,
+                r.record_type,
+                _dumps(list(r.record_ids), "record ids"),
+                r.count,
+                _text(r.at),
+            )
+            for r in records
+        ]
+        if not params:
+            with self._using():
+                return
+        with self._transaction() as conn:
+            conn.executemany(_INSERT_ACCESS, params)
+
+    def access_log(self, query: AccessQuery) -> list[AccessRecord]:
+        check_limit(query.limit)
+        where: list[str] = []
+        params: list[object] = []
+        for column, value in (
+            ("plugin_id", query.plugin_id),
+            ("tenant", query.tenant),
+            ("method", query.method),
+            ("record_type", query.record_type),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if query.record_id is not None:
+            where.append("EXISTS (SELECT 1 FROM json_each(record_ids) WHERE value = ?)")
+            params.append(query.record_id)
+        if query.since is not None:
+            where.append("at >= ?")
+            params.append(_text(query.since))
+        if query.until is not None:
+            where.append("at < ?")
+            params.append(_text(query.until))
+        sql = "SELECT * FROM access_log"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY at DESC, id DESC LIMIT ?"
+        with self._using() as conn:
+            rows = conn.execute(sql, (*params, query.limit)).fetchall()
+            return [_access(row) for row in rows]
+
+    def prune_access(self, before: datetime) -> int:
+        with self._transaction() as conn:
+            return conn.execute("DELETE FROM access_log WHERE at < ?", (_text(before),)).rowcount
+
     def metrics(self, plugin_id: str | None = None) -> list[HookMetrics]:
         with self._using() as conn:
             if plugin_id is None:
@@ -814,6 +895,20 @@ def _dumps(value: object, what: str) -> str:
 
 
 # Decoding: rows to records.
+
+
+def _access(row: sqlite3.Row) -> AccessRecord:
+    return AccessRecord(
+        id=row["id"],
+        plugin_id=row["plugin_id"],
+        tenant=row["tenant"],
+        method=row["method"],
+        permission=row["permission"],
+        record_type=row["record_type"],
+        record_ids=tuple(json.loads(row["record_ids"])),
+        count=row["count"],
+        at=datetime.fromisoformat(row["at"]),
+    )
 
 
 def _revision(conn: sqlite3.Connection, sql: str, *params: str) -> int:

@@ -18,6 +18,7 @@ from django.db import models
 from .._json import exact_json_text
 
 __all__ = [
+    "AccessEntry",
     "AuditEntry",
     "Failure",
     "Generation",
@@ -205,6 +206,32 @@ class Failure(models.Model):
     class Meta:
         db_table = "services_ai_plugins_failure"
         indexes = [models.Index(fields=["plugin_id", "resolved", "id"], name="sap_failure_plugin")]
+
+
+class AccessEntry(models.Model):
+    """One granted API call of a plugin on tenant data (the data-access log).
+
+    ``record_ids`` holds the ids the call returned (at most ``MAX_ACCESS_IDS``) as the JSON
+    texts of the ids, each followed by a comma, after a leading comma
+    (``,"lead-1","lead-2",``): a substring search finds an id exactly on every database.
+    """
+
+    plugin_id = models.CharField(max_length=200)
+    tenant = models.CharField(max_length=200)
+    method = models.CharField(max_length=200)
+    permission = models.CharField(max_length=200)
+    record_type = models.CharField(max_length=200, null=True, blank=True)
+    record_ids = models.TextField()
+    count = models.IntegerField()
+    at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        db_table = "services_ai_plugins_access"
+        verbose_name_plural = "access entries"
+        indexes = [
+            models.Index(fields=["plugin_id", "tenant", "at"], name="sap_access_plugin"),
+            models.Index(fields=["tenant", "at"], name="sap_access_tenant"),
+        ]
 
 
 class HookMetric(models.Model):

@@ -31,6 +31,8 @@ from django.db.models import Count, Exists, F, OuterRef, Sum
 
 from .._json import JSONValue
 from .._storage._protocol import (
+    AccessQuery,
+    AccessRecord,
     ArtifactInfo,
     AuditEvent,
     AuditQuery,
@@ -56,6 +58,7 @@ from .._storage._protocol import (
 from .._storage._rows import RowCodec
 from ..errors import StorageError
 from .models import (
+    AccessEntry,
     AuditEntry,
     Failure,
     Generation,
@@ -412,6 +415,61 @@ class DjangoStorage:
                     last_call=max(row.last_call, values["last_call"]),
                 )
 
+    def record_access(self, records: Sequence[AccessRecord]) -> None:
+        rows = [
+            AccessEntry(
+                plugin_id=r.plugin_id,
+                tenant=r.tenant,
+                method=r.method,
+                permission=r.permission,
+                record_type=r.record_type,
+                record_ids=_access_ids(r.record_ids),
+                count=r.count,
+                at=_moment(r.at),
+            )
+            for r in records
+        ]
+        if not rows:
+            self._check_open()
+            return
+        with self._transaction(f"store {len(rows)} data-access records"):
+            AccessEntry.objects.using(self._alias).bulk_create(rows)
+
+    def access_log(self, query: AccessQuery) -> list[AccessRecord]:
+        check_limit(query.limit)
+        rows = AccessEntry.objects.using(self._alias).all()
+        for field in ("plugin_id", "tenant", "method", "record_type"):
+            value = getattr(query, field)
+            if value is not None:
+                rows = rows.filter(**{field: value})
+        wanted = None
+        if query.record_id is not None:
+            wanted = _access_ids([query.record_id])
+            rows = rows.filter(record_ids__contains=wanted)
+        if query.since is not None:
+            rows = rows.filter(at__gte=_moment(query.since))
+        if query.until is not None:
+            rows = rows.filter(at__lt=_moment(query.until))
+        found: list[AccessRecord] = []
+        if query.limit == 0:
+            self._check_open()
+            return found
+        with self._using("read the data-access log"):
+            for row in rows.order_by("-at", "-id").values().iterator():
+                # LIKE may ignore case (SQLite, MySQL): the exact id is checked here.
+                if wanted is not None and wanted not in row["record_ids"]:
+                    continue
+                found.append(_access_record(row))
+                if len(found) >= query.limit:
+                    break
+        return found
+
+    def prune_access(self, before: datetime) -> int:
+        rows = AccessEntry.objects.using(self._alias).filter(at__lt=_moment(before))
+        with self._transaction("prune the data-access log"):
+            deleted, _ = rows.delete()
+            return int(deleted)
+
     def metrics(self, plugin_id: str | None = None) -> list[HookMetrics]:
         rows = HookMetric.objects.using(self._alias).all()
         if plugin_id is not None:
@@ -707,6 +765,28 @@ def _json(value: object, what: str) -> Any:
 
 
 # -- model rows to records -------------------------------------------------------------------
+
+
+def _access_ids(ids: Sequence[str]) -> str:
+    """``,"a","b",``: each id's JSON text followed by a comma, after a leading comma. An
+    unescaped quote after a comma starts an id, so ``,"a",`` is found only for the id ``a``."""
+    return "," + "".join(json.dumps(i, ensure_ascii=False) + "," for i in ids)
+
+
+def _access_record(row: dict[str, Any]) -> AccessRecord:
+    text = row["record_ids"]
+    ids = json.loads("[" + text[1:-1] + "]") if len(text) > 1 else []
+    return AccessRecord(
+        id=row["id"],
+        plugin_id=row["plugin_id"],
+        tenant=row["tenant"],
+        method=row["method"],
+        permission=row["permission"],
+        record_type=row["record_type"],
+        record_ids=tuple(ids),
+        count=row["count"],
+        at=_time(row["at"]),
+    )
 
 
 def _time(value: datetime) -> datetime:

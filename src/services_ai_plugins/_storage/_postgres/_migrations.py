@@ -195,6 +195,26 @@ CREATE TABLE {s}.plugin_artifacts (
 ALTER TABLE {s}.plugin_artifacts ALTER COLUMN data SET STORAGE EXTERNAL;
 """
 
+# The data-access log: one row per granted API call on tenant data (issue 22). record_ids holds
+# at most MAX_ACCESS_IDS ids; count is how many records the call returned.
+_ACCESS_LOG: Final = """
+CREATE TABLE {s}.access_log (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    plugin_id   TEXT COLLATE "C" NOT NULL,
+    tenant      TEXT COLLATE "C" NOT NULL,
+    method      TEXT COLLATE "C" NOT NULL,
+    permission  TEXT COLLATE "C" NOT NULL,
+    record_type TEXT COLLATE "C",
+    record_ids  TEXT[] NOT NULL,
+    count       INTEGER NOT NULL,
+    at          TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX access_log_plugin_tenant ON {s}.access_log (plugin_id, tenant, at);
+CREATE INDEX access_log_tenant ON {s}.access_log (tenant, at);
+CREATE INDEX access_log_at ON {s}.access_log (at);
+CREATE INDEX access_log_ids ON {s}.access_log USING GIN (record_ids);
+"""
+
 #: The schema, step by step. Append-only: a release that changes the schema
 #: adds the next version at the end and never edits a published step, since
 #: databases in the field have already applied it.
@@ -203,6 +223,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "the ledger of plugin store quotas", _STORE_LEDGER),
     Migration(3, "the plugins' key-value stores kept by the SDK", _STORE_VALUES),
     Migration(4, "staged and kept plugin versions, and the plugins' archives", _VERSIONS),
+    Migration(5, "the data-access log", _ACCESS_LOG),
 )
 
 _CREATE_MIGRATIONS: Final = """

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Final, cast, final
 from ..._json import JSONValue, exact_json_text
 from ...errors import StorageError
 from .._protocol import (
+    AccessQuery,
+    AccessRecord,
     ArtifactInfo,
     AuditEvent,
     AuditQuery,
@@ -213,6 +215,12 @@ INSERT INTO {s}.audit_events (
     %(at)s, %(actor)s, %(action)s, %(plugin_id)s, %(tenant)s, %(before_json)s::jsonb,
     %(after_json)s::jsonb
 )
+"""
+
+_INSERT_ACCESS: Final = """
+INSERT INTO {s}.access_log (
+    plugin_id, tenant, method, permission, record_type, record_ids, count, at
+) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
 """
 
 _INSERT_FAILURE: Final = """
@@ -635,6 +643,74 @@ class PostgresStorage:
         with self._transaction() as conn, conn.cursor() as cursor:
             # One row at a time, in order: a batch may hold one (plugin, hook) twice.
             cursor.executemany(self._sql(_ADD_METRICS), params)
+
+    def record_access(self, records: Sequence[AccessRecord]) -> None:
+        params = [
+            (
+                r.plugin_id,
+                r.tenant,
+                r.method,
+                r.permission,
+                r.record_type,
+                list(r.record_ids),
+                r.count,
+                r.at,
+            )
+            for r in records
+        ]
+        if not params:
+            self._check_open()
+            return
+        with self._transaction() as conn, conn.cursor() as cursor:
+            cursor.executemany(self._sql(_INSERT_ACCESS), params)
+
+    def access_log(self, query: AccessQuery) -> list[AccessRecord]:
+        check_limit(query.limit)
+        where: list[str] = []
+        params: list[object] = []
+        for column, value in (
+            ("plugin_id", query.plugin_id),
+            ("tenant", query.tenant),
+            ("method", query.method),
+            ("record_type", query.record_type),
+        ):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+        if query.record_id is not None:
+            where.append("record_ids @> ARRAY[%s]::text[]")
+            params.append(query.record_id)
+        if query.since is not None:
+            where.append("at >= %s")
+            params.append(query.since)
+        if query.until is not None:
+            where.append("at < %s")
+            params.append(query.until)
+        sql = "SELECT * FROM {s}.access_log"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY at DESC, id DESC LIMIT %s"
+        with self._connection() as conn:
+            rows = conn.execute(self._sql(sql), (*params, query.limit)).fetchall()
+        return [
+            AccessRecord(
+                id=row["id"],
+                plugin_id=row["plugin_id"],
+                tenant=row["tenant"],
+                method=row["method"],
+                permission=row["permission"],
+                record_type=row["record_type"],
+                record_ids=tuple(row["record_ids"]),
+                count=row["count"],
+                at=row["at"],
+            )
+            for row in rows
+        ]
+
+    def prune_access(self, before: datetime) -> int:
+        with self._transaction() as conn:
+            cursor = conn.execute(self._sql("DELETE FROM {s}.access_log WHERE at < %s"), (before,))
+            return cursor.rowcount
 
     def metrics(self, plugin_id: str | None = None) -> list[HookMetrics]:
         with self._connection() as conn:
