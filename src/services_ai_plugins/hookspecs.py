@@ -1054,6 +1054,32 @@ def plugin_suspended(
     """
 
 
+@spec(HookKind.NOTIFY, tenant_scoped=False, host_only=True)
+def plugin_failing(
+    plugin_id: str, digest: Mapping[str, JSONValue], notice: int, origin: bool
+) -> None:
+    """A plugin started failing: new failures since its last notice (a host notification).
+
+    Fires: in every process of the app, once per notice, at the host's refresh after
+    a host recorded the plugin's new failures and wrote a ``failing`` audit event for
+    them; at most one notice per plugin per ``notice_interval`` (15 minutes unless
+    the host is told otherwise). A host started later does not hear older notices.
+
+    Receives: the plugin's ``plugin_id``; ``digest``, what failed since the last
+    notice (``count``, ``hooks``, ``tenants``, ``messages``: the newest few, each
+    cut short; ``since``); ``notice``, the audit event's id (the same in every
+    process); ``origin``, True only in the process that wrote the notice (so one
+    process acts once for all, as :class:`~services_ai_plugins.FailureMailer` does).
+
+    Returns: nothing; a return value is ignored.
+
+    The messages are what the plugin's exceptions said: a hostile plugin writes
+    them. Escape them wherever they are shown.
+
+    Permission: none (plugins do not receive it).
+    """
+
+
 def _collect(namespace: Mapping[str, object]) -> dict[str, HookInfo]:
     found: dict[str, HookInfo] = {}
     for value in namespace.values():
