@@ -309,6 +309,9 @@ class PluginHost:
         self._notice_generation = storage.generation()
         newest = storage.audit(AuditQuery(action=FAILING, limit=1))
         self._notice_cursor = newest[0].id or 0 if newest else 0
+        trips = storage.audit(AuditQuery(actor=BREAKER_ACTOR, action="suspend", limit=1))
+        self._trip_cursor = trips[0].id or 0 if trips else 0
+        self._tripped_here: set[tuple[str, str | None]] = set()  # fired here already
         # The loaded plugins, the snapshot the call loop reads, its views and plans.
         self._loading: Final = PluginSet(
             storage=storage,
@@ -1091,6 +1094,7 @@ class PluginHost:
         suspended = False
         for attempt in (1, 2):
             try:
+                self._tripped_here.add((plugin_id, tenant))  # its audit event is not heard again
                 self.registry.suspend(plugin_id, actor=BREAKER_ACTOR, reason=reason, tenant=tenant)
                 suspended = True
             except ConflictError:
@@ -1103,6 +1107,7 @@ class PluginHost:
                 _logger.exception("cannot suspend plugin %r", plugin_id)
             break
         if not suspended:
+            self._tripped_here.discard((plugin_id, tenant))
             return
         _logger.warning(
             "plugin %r suspended%s: %s",
@@ -1197,10 +1202,40 @@ class PluginHost:
                 self._notice_cursor = event.id or 0
                 if self._counts(event):
                     self._fire_notice(event)
+            self._hear_trips()
         except StorageError:
             _logger.exception("cannot read the failure notices")
         finally:
             self._notice_lock.release()
+
+    def _hear_trips(self) -> None:
+        """Fire ``plugin_suspended`` for the breaker's suspensions written by other processes.
+
+        The process whose breaker tripped fired it already, with the call's context;
+        the others hear it here, at their refresh, without one (``context`` None).
+        """
+        query = AuditQuery(actor=BREAKER_ACTOR, action="suspend", limit=_NOTICES_READ)
+        events = self._storage.audit(query)
+        fresh = sorted(
+            (e for e in events if (e.id or 0) > self._trip_cursor), key=lambda e: e.id or 0
+        )
+        for event in fresh:
+            self._trip_cursor = event.id or 0
+            key = (event.plugin_id, event.tenant)
+            if key in self._tripped_here:
+                self._tripped_here.discard(key)
+                continue
+            after = event.after or {}
+            reason = after.get("suspended_reason", after.get("reason"))
+            try:
+                self.hook.plugin_suspended(
+                    plugin_id=event.plugin_id,
+                    reason=str(reason) if reason is not None else "",
+                    tenant=event.tenant,
+                    context=None,
+                )
+            except Exception:  # a host listener's own trouble: the next ones still fire
+                _logger.exception("a plugin_suspended listener failed for %r", event.plugin_id)
 
     def _counts(self, event: AuditEvent) -> bool:
         """Whether a notice counts: the plugin's previous notice is older than the interval.

@@ -1036,13 +1036,15 @@ def plugin_suspended(
 
     Fires: when the circuit breaker suspends a plugin after repeated failures; its
     code then runs no more for ``tenant`` (or for any tenant, when ``tenant`` is
-    None) until an admin resumes it.
+    None) until an admin resumes it. It fires in every process of the app, once: at
+    once in the process whose breaker tripped, and at their next refresh in the
+    others (from the suspension's audit event; there ``context`` is None).
 
     Receives: the suspended plugin's ``plugin_id``; ``reason``, a sentence saying
     why (the failures that tripped the breaker); ``tenant``, the tenant it is
     suspended for, or None when it is suspended everywhere; ``context``, the call
     in which the last failure happened, or None when it happened outside a
-    tenant's call.
+    tenant's call or in another process.
 
     Returns: nothing; a return value is ignored.
 

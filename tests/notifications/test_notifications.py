@@ -15,7 +15,13 @@ from typing import Any
 import pytest
 
 from conftest import Hosts, Installer
-from services_ai_plugins import FailureMailer, PluginHost, SandboxPolicy, hookimpl
+from services_ai_plugins import (
+    BreakerPolicy,
+    FailureMailer,
+    PluginHost,
+    SandboxPolicy,
+    hookimpl,
+)
 from services_ai_plugins._json import JSONValue
 from services_ai_plugins.events import Context
 from services_ai_plugins.storage import SourceKind, SQLiteStorage
@@ -50,6 +56,13 @@ class Heard:
 
     def __init__(self) -> None:
         self.failing: list[tuple[str, dict[str, JSONValue], int, bool]] = []
+        self.suspended: list[tuple[str, str | None, str, bool]] = []
+
+    @hookimpl
+    def plugin_suspended(
+        self, plugin_id: str, reason: str, tenant: str | None, context: Context | None
+    ) -> None:
+        self.suspended.append((plugin_id, tenant, reason, context is not None))
 
     @hookimpl
     def plugin_failing(
@@ -317,3 +330,41 @@ def test_a_hostile_plugins_messages_are_bounded_and_escaped_in_the_email(
     [event] = host.registry.audit_log(plugin_id="hostile", action="failing")
     assert event.after is not None
     assert all(len(str(m)) <= 700 for m in event.after["messages"])
+
+
+def test_a_breaker_suspension_is_heard_once_in_every_process(
+    hosts: Hosts,
+    install: Installer,
+    services: FakeHostServices,
+    shared_storage: Callable[[], Any],
+    tmp_path: Path,
+) -> None:
+    """The process whose breaker tripped hears it with the call's context; the other at its
+    refresh, without one; each once. A host started after it does not hear it."""
+    made, heard = [], []
+    for _ in range(2):
+        host = hosts(
+            storage=shared_storage(),
+            plugins_dir=tmp_path / "plugins",
+            sandbox=SANDBOXED,
+            breaker=BreakerPolicy(consecutive_failures=2, failure_rate=0),
+            **QUIET,
+        )
+        heard.append(Heard())
+        host.add_listener(heard[-1])
+        made.append(host)
+    a, b = made
+    install(a, "flaky", FAILING)
+    b.refresh(force=True)
+    fail(a, services, 2)
+    tick(a, b)
+    tick(a, b)
+    [(_, _, reason, _)] = heard[0].suspended
+    assert "2 consecutive failures" in reason
+    assert heard[0].suspended == [("flaky", "acme", reason, True)]
+    assert heard[1].suspended == [("flaky", "acme", reason, False)]
+    later = hosts(storage=shared_storage(), plugins_dir=tmp_path / "plugins", **QUIET)
+    late = Heard()
+    later.add_listener(late)
+    tick(later)
+    assert late.suspended == []
