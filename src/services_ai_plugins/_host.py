@@ -607,7 +607,8 @@ class PluginHost:
         return HookTrace(hook=name, tenant=tenant, result=result, outcomes=tuple(outcomes))
 
     def add_listener(self, listener: object, *, name: str | None = None) -> str:
-        """Register the host's own implementations of host-only hooks (``plugin_suspended``).
+        """Register the host's own implementations of host-only hooks (``plugin_suspended``,
+        ``plugin_failing``; see docs/notifications.md).
 
         Plugins never receive these hooks; listeners receive nothing else.
         Returns the name it is registered under.
