@@ -1244,9 +1244,12 @@ class PluginHost:
         Every process decides alike (the same events, the same rule), so a notice two
         processes wrote at once counts once: the first.
         """
-        query = AuditQuery(plugin_id=event.plugin_id, action=FAILING, until=event.at, limit=2)
+        query = AuditQuery(plugin_id=event.plugin_id, action=FAILING, limit=_NOTICES_READ)
         before = [e for e in self._storage.audit(query) if (e.id or 0) < (event.id or 0)]
-        return not before or event.at - before[0].at >= self._notice_interval
+        if not before:
+            return True
+        previous = max(before, key=lambda e: e.id or 0)  # by id: clocks of processes may differ
+        return event.at - previous.at >= self._notice_interval
 
     def _fire_notice(self, event: AuditEvent) -> None:
         digest = dict(event.after or {})
