@@ -199,6 +199,7 @@ def test_public_api_is_pinned() -> None:
         "BreakerPolicy",
         "ConflictError",
         "DependencyError",
+        "FailureMailer",
         "FailureRecord",
         "HookMetrics",
         "HostConfig",

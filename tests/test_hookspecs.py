@@ -68,6 +68,7 @@ EXPECTED_KINDS: dict[str, HookKind] = {
     "plugin_upgraded": HookKind.NOTIFY,
     "plugin_uninstalled": HookKind.NOTIFY,
     "plugin_suspended": HookKind.NOTIFY,
+    "plugin_failing": HookKind.NOTIFY,
 }
 
 #: Hooks that run without a tenant.
@@ -77,6 +78,7 @@ TENANT_FREE = {
     "plugin_approved",
     "plugin_uninstalled",
     "plugin_suspended",
+    "plugin_failing",
 }
 
 FILTER_PHRASE = "return the new value; return the value unchanged to pass"

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ._dispatch import BreakerPolicy
     from ._host import PluginHealth, PluginHost
     from ._manifest import Manifest
+    from ._notices import FailureMailer
     from ._registry import Registry, RegistryEvent, Suspension
     from ._sandbox._policy import SandboxPolicy
     from ._schema import manifest_json_schema
@@ -64,6 +65,7 @@ _LAZY: dict[str, str] = {
     "BreakerPolicy": "._dispatch",
     "ConflictError": ".errors",
     "DependencyError": ".errors",
+    "FailureMailer": "._notices",
     "FailureRecord": "._storage._protocol",
     "HookMetrics": "._storage._protocol",
     "HostConfig": "._config",
@@ -117,6 +119,7 @@ __all__ = [
     "BreakerPolicy",
     "ConflictError",
     "DependencyError",
+    "FailureMailer",
     "FailureRecord",
     "HookMetrics",
     "HostConfig",

@@ -18,7 +18,7 @@ import threading
 import types
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from time import perf_counter_ns
 from typing import Any, Final, Generic, TypeVar, cast, final
@@ -47,7 +47,7 @@ from ._dispatch import (
 from ._host_events import HostEvent
 from ._loading import Loaded, PluginSet
 from ._manifest import Manifest
-from ._registry import Registry, RegistryEvent, Suspension
+from ._registry import FAILING, Registry, RegistryEvent, Suspension
 from ._routing import PluginRoute, RouteMatch, RouteTable, compile_routes, guard_of
 from ._sandbox._policy import SandboxPolicy
 from ._sandbox._pool import Sandbox
@@ -69,6 +69,8 @@ from ._storage._protocol import (
     AccessRecord,
     AccessStorage,
     ArtifactStore,
+    AuditEvent,
+    AuditQuery,
     ChangeFeed,
     FailureRecord,
     HookMetrics,
@@ -108,6 +110,8 @@ _PASSING_FAILURES: Final = frozenset({"SandboxTimeout", "WorkerCrashed", "Sandbo
 BREAKER_ACTOR: Final = "circuit-breaker"
 
 #: The registry steps whose lifecycle hooks the host fires (see PluginHost._registry_event).
+#: The most failure notices one refresh reads.
+_NOTICES_READ: Final = 1000
 _LIFECYCLE: Final = frozenset({"approve", "enable", "disable", "set settings", "uninstall"})
 
 _logger = logging.getLogger("services_ai_plugins.host")
@@ -197,6 +201,8 @@ class PluginHost:
     :param deferred: where ``host.defer`` calls run (a :class:`DeferredExecutor`;
         default :class:`BoundedExecutor`: 2 threads, at most 1000 calls waiting).
         The host shuts it down in :meth:`close`.
+    :param notice_interval: at most one ``plugin_failing`` notice per plugin per this
+        interval (default 15 minutes; see docs/notifications.md).
     """
 
     def __init__(  # noqa: PLR0915 - the one place that wires every part together
@@ -224,6 +230,7 @@ class PluginHost:
         upgrades: UpgradePolicy | None = None,
         artifacts: ArtifactStore | None = None,
         access: AccessPolicy | None = None,
+        notice_interval: timedelta = timedelta(minutes=15),
     ) -> None:
         if refresh_interval < 0 or flush_interval < 0:
             raise ValueError("refresh_interval and flush_interval must be >= 0 seconds")
@@ -295,6 +302,16 @@ class PluginHost:
         self._infos: dict[str, HookInfo] = {}
         self._listeners: dict[str, object] = {}
         self._changes: Final = ChangeListeners()
+        # Failure notices (docs/notifications.md): heard from the newest one at startup on.
+        self._notice_interval: Final = notice_interval
+        self._notice_lock = threading.Lock()
+        self._notice_tokens: set[str] = set()  # the notices this process wrote
+        self._notice_generation = storage.generation()
+        newest = storage.audit(AuditQuery(action=FAILING, limit=1))
+        self._notice_cursor = newest[0].id or 0 if newest else 0
+        trips = storage.audit(AuditQuery(actor=BREAKER_ACTOR, action="suspend", limit=1))
+        self._trip_cursor = trips[0].id or 0 if trips else 0
+        self._tripped_here: set[tuple[str, str | None]] = set()  # fired here already
         # The loaded plugins, the snapshot the call loop reads, its views and plans.
         self._loading: Final = PluginSet(
             storage=storage,
@@ -590,7 +607,8 @@ class PluginHost:
         return HookTrace(hook=name, tenant=tenant, result=result, outcomes=tuple(outcomes))
 
     def add_listener(self, listener: object, *, name: str | None = None) -> str:
-        """Register the host's own implementations of host-only hooks (``plugin_suspended``).
+        """Register the host's own implementations of host-only hooks (``plugin_suspended``,
+        ``plugin_failing``; see docs/notifications.md).
 
         Plugins never receive these hooks; listeners receive nothing else.
         Returns the name it is registered under.
@@ -693,6 +711,7 @@ class PluginHost:
         applied first.
         """
         self._apply_trips()
+        self._hear_notices()
         if force or self._storage.generation() != self._loading.snapshot.generation:
             # Outside the loading lock: the snapshot in use serves on while a migration runs.
             self._upgrader.run_due(self._storage.list_plugins(PluginStatus.APPROVED))
@@ -1076,6 +1095,7 @@ class PluginHost:
         suspended = False
         for attempt in (1, 2):
             try:
+                self._tripped_here.add((plugin_id, tenant))  # its audit event is not heard again
                 self.registry.suspend(plugin_id, actor=BREAKER_ACTOR, reason=reason, tenant=tenant)
                 suspended = True
             except ConflictError:
@@ -1088,6 +1108,7 @@ class PluginHost:
                 _logger.exception("cannot suspend plugin %r", plugin_id)
             break
         if not suspended:
+            self._tripped_here.discard((plugin_id, tenant))
             return
         _logger.warning(
             "plugin %r suspended%s: %s",
@@ -1133,6 +1154,7 @@ class PluginHost:
                 self._storage.record_failures(failures)
             except StorageError:
                 self._store_one_by_one(failures)
+            self._write_notices({f.plugin_id for f in failures} - self._listeners.keys())
         deltas = self._dispatcher.take_metrics()
         if deltas:
             try:
@@ -1142,6 +1164,106 @@ class PluginHost:
                 self._dispatcher.put_back_metrics(deltas)
         if self.access_buffer is not None:
             self._write_access(self.access_buffer)
+
+    # -- failure notices ---------------------------------------------------------------------------
+
+    def _write_notices(self, plugin_ids: set[str]) -> None:
+        """Write a ``failing`` notice for each plugin that failed, unless its last is too young.
+
+        Only a host with a ``plugin_failing`` listener writes notices (an app registers the
+        same listeners in each of its processes): without one, failures write nothing more.
+        """
+        if not plugin_ids or not self.pm.hook.plugin_failing.get_hookimpls():
+            return
+        for plugin_id in sorted(plugin_ids):
+            try:
+                event = self.registry.notice_failing(
+                    plugin_id, actor=BREAKER_ACTOR, interval=self._notice_interval
+                )
+            except (PluginError, StorageError):
+                _logger.exception("cannot write the failure notice of plugin %r", plugin_id)
+                continue
+            if event is not None and event.after is not None:
+                self._notice_tokens.add(str(event.after.get("token")))
+
+    def _hear_notices(self) -> None:
+        """Fire ``plugin_failing`` for each notice written (by any process) since the last look."""
+        if self._closed or not self._notice_lock.acquire(blocking=False):
+            return  # another thread looks now
+        try:
+            generation = self._storage.generation()
+            if generation == self._notice_generation:
+                return
+            self._notice_generation = generation
+            events = self._storage.audit(AuditQuery(action=FAILING, limit=_NOTICES_READ))
+            fresh = sorted(
+                (e for e in events if (e.id or 0) > self._notice_cursor), key=lambda e: e.id or 0
+            )
+            for event in fresh:
+                self._notice_cursor = event.id or 0
+                if self._counts(event):
+                    self._fire_notice(event)
+            self._hear_trips()
+        except StorageError:
+            _logger.exception("cannot read the failure notices")
+        finally:
+            self._notice_lock.release()
+
+    def _hear_trips(self) -> None:
+        """Fire ``plugin_suspended`` for the breaker's suspensions written by other processes.
+
+        The process whose breaker tripped fired it already, with the call's context;
+        the others hear it here, at their refresh, without one (``context`` None).
+        """
+        query = AuditQuery(actor=BREAKER_ACTOR, action="suspend", limit=_NOTICES_READ)
+        events = self._storage.audit(query)
+        fresh = sorted(
+            (e for e in events if (e.id or 0) > self._trip_cursor), key=lambda e: e.id or 0
+        )
+        for event in fresh:
+            self._trip_cursor = event.id or 0
+            key = (event.plugin_id, event.tenant)
+            if key in self._tripped_here:
+                self._tripped_here.discard(key)
+                continue
+            after = event.after or {}
+            reason = after.get("suspended_reason", after.get("reason"))
+            try:
+                self.hook.plugin_suspended(
+                    plugin_id=event.plugin_id,
+                    reason=str(reason) if reason is not None else "",
+                    tenant=event.tenant,
+                    context=None,
+                )
+            except Exception:  # a host listener's own trouble: the next ones still fire
+                _logger.exception("a plugin_suspended listener failed for %r", event.plugin_id)
+
+    def _counts(self, event: AuditEvent) -> bool:
+        """Whether a notice counts: the plugin's previous notice is older than the interval.
+
+        Every process decides alike (the same events, the same rule), so a notice two
+        processes wrote at once counts once: the first.
+        """
+        query = AuditQuery(plugin_id=event.plugin_id, action=FAILING, limit=_NOTICES_READ)
+        before = [e for e in self._storage.audit(query) if (e.id or 0) < (event.id or 0)]
+        if not before:
+            return True
+        previous = max(before, key=lambda e: e.id or 0)  # by id: clocks of processes may differ
+        return event.at - previous.at >= self._notice_interval
+
+    def _fire_notice(self, event: AuditEvent) -> None:
+        digest = dict(event.after or {})
+        token = digest.pop("token", None)
+        try:
+            self.hook.plugin_failing(
+                plugin_id=event.plugin_id,
+                digest=digest,
+                notice=event.id or 0,
+                origin=token in self._notice_tokens,
+            )
+        except Exception:  # a host listener's own trouble: the next notices still fire
+            _logger.exception("a plugin_failing listener failed for %r", event.plugin_id)
+        self._notice_tokens.discard(str(token))
 
     @staticmethod
     def _access_buffer(policy: AccessPolicy, storage: Storage) -> AccessLog | None:

@@ -198,6 +198,16 @@ class TenantView:
     settings: Mapping[str, Mapping[str, JSONValue]]
 
 
+#: The audit action of a failure notice (:meth:`Registry.notice_failing`).
+FAILING: Final = "failing"
+#: The most failure messages a notice's digest keeps (the newest).
+NOTICE_MESSAGES: Final = 5
+#: The most characters a notice keeps of each failure's type and of its message.
+NOTICE_MESSAGE: Final = 300
+#: The most failures one notice reads back.
+_NOTICE_READ: Final = 1000
+
+
 @final
 class Registry:
     """The lifecycle state machine of plugins, over any :class:`Storage`.
@@ -1728,6 +1738,50 @@ class Registry:
             )
             self._commit(Change(plugin_id=plugin_id, audit=event))
         return count
+
+    def notice_failing(
+        self, plugin_id: str, *, actor: str, interval: timedelta
+    ) -> AuditEvent | None:
+        """Write a ``failing`` notice for the plugin's failures since its last notice, and
+        return it; None when its last notice is younger than ``interval`` or nothing new failed.
+
+        The notice is an audit event (action ``failing``) whose ``after`` is a digest:
+        ``count``, ``hooks``, ``tenants``, the newest ``messages`` (at most
+        :data:`NOTICE_MESSAGES`, each cut to :data:`NOTICE_MESSAGE` characters), ``since``
+        (the last notice's time, or None), ``last_failure`` (the newest failure's id: the
+        next notice counts the failures after it) and a ``token`` naming the writer's
+        notice. Every host hears it at its refresh (:meth:`PluginHost.refresh`).
+        """
+        _require_text(actor, "actor")
+        now = self._clock()
+        last = self._storage.audit(AuditQuery(plugin_id=plugin_id, action=FAILING, limit=1))
+        if last and now - last[0].at < interval:
+            return None
+        # New: after the newest failure the last notice counted (ids grow; clocks may not).
+        seen = last[0].after.get("last_failure") if last and last[0].after else None
+        floor = seen if isinstance(seen, int) else 0
+        new = [
+            f
+            for f in self._storage.failures(plugin_id, resolved=False, limit=_NOTICE_READ)
+            if (f.id or 0) > floor
+        ]
+        if not new:
+            return None
+        digest: dict[str, JSONValue] = {
+            "count": len(new),
+            "hooks": list[JSONValue](sorted({f.hook for f in new})),
+            "tenants": list[JSONValue](sorted({f.tenant for f in new if f.tenant is not None})),
+            "messages": [  # the newest first
+                f"{f.exc_type[:NOTICE_MESSAGE]}: {f.message[:NOTICE_MESSAGE]}"
+                for f in new[:NOTICE_MESSAGES]
+            ],
+            "since": last[0].at.isoformat() if last else None,
+            "last_failure": max(f.id or 0 for f in new),
+            "token": uuid.uuid4().hex,
+        }
+        event = self._audit(now, actor, FAILING, plugin_id, after=digest)
+        self._commit(Change(plugin_id=plugin_id, audit=event))
+        return event
 
     def load_failure(self, record: PluginRecord) -> FailureRecord | None:
         """Why an approved plugin cannot load: its newest unresolved ``load`` failure since

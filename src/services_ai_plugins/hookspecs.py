@@ -1036,19 +1036,47 @@ def plugin_suspended(
 
     Fires: when the circuit breaker suspends a plugin after repeated failures; its
     code then runs no more for ``tenant`` (or for any tenant, when ``tenant`` is
-    None) until an admin resumes it.
+    None) until an admin resumes it. It fires in every process of the app, once: at
+    once in the process whose breaker tripped, and at their next refresh in the
+    others (from the suspension's audit event; there ``context`` is None).
 
     Receives: the suspended plugin's ``plugin_id``; ``reason``, a sentence saying
     why (the failures that tripped the breaker); ``tenant``, the tenant it is
     suspended for, or None when it is suspended everywhere; ``context``, the call
     in which the last failure happened, or None when it happened outside a
-    tenant's call.
+    tenant's call or in another process.
 
     Returns: nothing; a return value is ignored.
 
     Only the host's own implementations (alerts, dashboards) are called, never
     plugins': ``context`` belongs to one tenant, and plugins never see another
     tenant's calls. That is why the hook has no ``api``.
+
+    Permission: none (plugins do not receive it).
+    """
+
+
+@spec(HookKind.NOTIFY, tenant_scoped=False, host_only=True)
+def plugin_failing(
+    plugin_id: str, digest: Mapping[str, JSONValue], notice: int, origin: bool
+) -> None:
+    """A plugin started failing: new failures since its last notice (a host notification).
+
+    Fires: in every process of the app, once per notice, at the host's refresh after
+    a host recorded the plugin's new failures and wrote a ``failing`` audit event for
+    them; at most one notice per plugin per ``notice_interval`` (15 minutes unless
+    the host is told otherwise). A host started later does not hear older notices.
+
+    Receives: the plugin's ``plugin_id``; ``digest``, what failed since the last
+    notice (``count``, ``hooks``, ``tenants``, ``messages``: the newest few, each
+    cut short; ``since``); ``notice``, the audit event's id (the same in every
+    process); ``origin``, True only in the process that wrote the notice (so one
+    process acts once for all, as :class:`~services_ai_plugins.FailureMailer` does).
+
+    Returns: nothing; a return value is ignored.
+
+    The messages are what the plugin's exceptions said: a hostile plugin writes
+    them. Escape them wherever they are shown.
 
     Permission: none (plugins do not receive it).
     """
