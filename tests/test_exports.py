@@ -25,6 +25,7 @@ PUBLIC_MODULES = {
     "errors",
     "events",
     "hookspecs",
+    "prometheus",
     "sandbox",
     "storage",
     "tooling",
@@ -404,6 +405,7 @@ FACES = {
         "Url",
         "VersionSide",
     ],
+    "prometheus": ["PREFIX", "PluginCollector"],
     "web": [
         "DEFAULT_MAX_BODY",
         "footer_html",

@@ -24,6 +24,7 @@ import inspect
 import logging
 import threading
 import types
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -238,6 +239,7 @@ class Stats:
     """One (plugin, hook)'s counters in this process, shared by every tenant's plan."""
 
     __slots__ = (
+        "buckets",
         "calls",
         "errors",
         "failing",
@@ -249,6 +251,7 @@ class Stats:
         "mark",
         "max_ns",
         "plugin_id",
+        "shown_first",
         "slow_ns",
         "total_ns",
     )
@@ -259,6 +262,13 @@ class Stats:
         self.calls = 0
         self.errors = 0
         self.total_ns = 0
+        #: Calls (failed ones too) by duration: ``buckets[i]`` counts those of at most
+        #: ``LATENCY_BUCKETS_NS[i]`` and more than the bound before; the last, the rest.
+        #: ``buckets[0]`` stays 0: the calls not in another bucket are in it (the usual
+        #: call costs the loop one comparison). Cumulative for the process, never flushed.
+        self.buckets = [0] * (len(LATENCY_BUCKETS_NS) + 1)
+        #: The first bucket's count the last scrape saw (:meth:`Dispatcher.live`).
+        self.shown_first = 0
         #: The slowest call since the last flush.
         self.max_ns = 0
         self.last_ns = 0
@@ -272,6 +282,45 @@ class Stats:
         #: A call longer than this takes the loop's rare path (:meth:`Dispatcher._long`):
         #: ``min(max_ns, slow_ns, LONG_NS)``, so the usual call costs one comparison.
         self.mark = 0
+
+
+#: The latency histogram's upper bounds, in seconds (docs/metrics.md): fixed, so every
+#: process's histograms add up. A call of exactly a bound counts in that bound's bucket.
+LATENCY_BUCKETS: Final = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+#: :data:`LATENCY_BUCKETS` in nanoseconds, for the call loop's ``bisect_left``.
+LATENCY_BUCKETS_NS: Final = tuple(round(bound * 1e9) for bound in LATENCY_BUCKETS)
+FIRST_BUCKET_NS: Final = LATENCY_BUCKETS_NS[0]
+
+
+class LiveStats(NamedTuple):
+    """One (plugin, hook)'s counters since the process started (:meth:`Dispatcher.live`)."""
+
+    plugin_id: str
+    hook: str
+    calls: int
+    errors: int
+    #: Seconds spent in the calls, failed ones too.
+    total_duration: float
+    #: Calls per bucket of :data:`LATENCY_BUCKETS`, the last one past the largest bound
+    #: (not cumulative: a Prometheus exporter adds them up).
+    buckets: tuple[int, ...]
 
 
 #: No time limit, in nanoseconds.
@@ -478,6 +527,9 @@ class Dispatcher:
             stats.errors += 1
         else:
             elapsed = now - started
+            # The bucket before the count: a scrape reads the count first (Dispatcher.live).
+            if elapsed > FIRST_BUCKET_NS:  # the first bucket is the rest: one comparison
+                stats.buckets[bisect_left(LATENCY_BUCKETS_NS, elapsed)] += 1
             stats.calls += 1
             stats.errors += 1
             stats.total_ns += elapsed
@@ -532,6 +584,9 @@ class Dispatcher:
                 CURRENT_CONTEXT.reset(token)
         after = perf_counter_ns()
         elapsed = after - before
+        # The bucket before the count: a scrape reads the count first (Dispatcher.live).
+        if elapsed > FIRST_BUCKET_NS:  # the first bucket is the rest: one comparison
+            stats.buckets[bisect_left(LATENCY_BUCKETS_NS, elapsed)] += 1
         stats.calls += 1
         stats.total_ns += elapsed
         stats.last_ns = after
@@ -717,6 +772,34 @@ class Dispatcher:
             )
             stats.flushed_calls, stats.flushed_errors, stats.flushed_ns = calls, errors, total
         return deltas
+
+    def live(self) -> list[LiveStats]:
+        """Every (plugin, hook)'s counters in this process since it started, for a scrape.
+
+        Read without the lock, as the loop writes them: a call finishing meanwhile
+        may show in one count and not yet in another (the next scrape has it). The
+        buckets never go down from one scrape to the next.
+        """
+        found = []
+        for stats in list(self._stats.values()):
+            # The count first: the loop counts a call's bucket before the call, so the
+            # buckets read next hold every call counted (a first bucket too small at
+            # worst, never too large; and never below what a scrape showed before).
+            calls = stats.calls
+            later = stats.buckets[1:]
+            first = max(calls - sum(later), stats.shown_first)
+            stats.shown_first = first
+            found.append(
+                LiveStats(
+                    stats.plugin_id,
+                    stats.hook,
+                    calls,
+                    stats.errors,
+                    stats.total_ns / 1e9,
+                    (first, *later),
+                )
+            )
+        return found
 
     def put_back_metrics(self, deltas: list[MetricsDelta]) -> None:
         """Count deltas a flush could not store again, so the next flush carries them."""
@@ -958,6 +1041,9 @@ class HostHook:
                     continue
                 after = perf_counter_ns()
                 elapsed = after - before
+                # The bucket before the count: a scrape reads the count first (Dispatcher.live).
+                if elapsed > FIRST_BUCKET_NS:  # the first bucket is the rest: one comparison
+                    stats.buckets[bisect_left(LATENCY_BUCKETS_NS, elapsed)] += 1
                 stats.calls += 1
                 stats.total_ns += elapsed
                 stats.last_ns = after
@@ -1216,6 +1302,9 @@ class AsyncHostHook:
                     continue
                 after = perf_counter_ns()
                 elapsed = after - before
+                # The bucket before the count: a scrape reads the count first (Dispatcher.live).
+                if elapsed > FIRST_BUCKET_NS:  # the first bucket is the rest: one comparison
+                    stats.buckets[bisect_left(LATENCY_BUCKETS_NS, elapsed)] += 1
                 stats.calls += 1
                 stats.total_ns += elapsed
                 stats.last_ns = after
@@ -1506,6 +1595,9 @@ class RouteGuard:
         stats = self._stats
         after = perf_counter_ns()
         elapsed = after - before
+        # The bucket before the count: a scrape reads the count first (Dispatcher.live).
+        if elapsed > FIRST_BUCKET_NS:  # the first bucket is the rest: one comparison
+            stats.buckets[bisect_left(LATENCY_BUCKETS_NS, elapsed)] += 1
         stats.calls += 1
         stats.total_ns += elapsed
         stats.last_ns = after
