@@ -37,7 +37,7 @@ from ._sandbox._pool import Sandbox
 from ._sandbox._stand_in import SandboxedPlugin
 from ._sources._discovery import DiscoveredPlugin
 from ._sources._loader import load_failure, load_plugin, unload_plugin, verify_plugin
-from ._sources._materialise import local_code
+from ._sources._materialise import version_code
 from ._storage._protocol import PluginRecord, PluginStatus, SourceKind, Storage
 from ._version import __version__
 from .errors import PackageError, PluginError, Problem, RequirementsError, StorageError
@@ -424,14 +424,8 @@ class PluginSet:
         if record.source is SourceKind.ENTRY_POINT:
             return record
         try:
-            folder = local_code(
-                record.id,
-                record.version,
-                record.code_hash,
-                record.package_path,
-                record.artifact,
-                plugins_dir=self._plugins_dir,
-                artifacts=self._registry.artifacts,
+            folder = version_code(
+                record.id, record, plugins_dir=self._plugins_dir, artifacts=self._registry.artifacts
             )
         except PluginError as error:
             self._failed_loads[record.id] = key

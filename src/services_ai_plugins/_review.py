@@ -18,7 +18,7 @@ from ._manifest import Isolation, Manifest
 from ._permissions import PermissionCatalogue
 from ._sandbox._policy import isolation_of
 from ._settings import SettingSpec, SettingType
-from ._sources._materialise import local_code
+from ._sources._materialise import version_code
 from ._storage._protocol import (
     AuditEvent,
     KeptVersion,
@@ -108,14 +108,8 @@ def code_to_check(host: PluginHost, record: PluginRecord) -> Path:
             f"{version.source.value} plugin): there is no code to check here",
             path=record.id,
         )
-    return local_code(
-        record.id,
-        version.version,
-        version.code_hash,
-        version.package_path,
-        version.artifact,
-        plugins_dir=host.plugins_dir,
-        artifacts=host.registry.artifacts,
+    return version_code(
+        record.id, version, plugins_dir=host.plugins_dir, artifacts=host.registry.artifacts
     )
 
 

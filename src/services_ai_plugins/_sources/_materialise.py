@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Final
 
 from .._manifest import Manifest
-from .._storage._protocol import ArtifactStore
+from .._storage._protocol import ArtifactStore, KeptVersion, PluginRecord, StagedVersion
 from ..errors import ArchiveError, IntegrityError, PackageError, PluginError
 from ._archive import ArchiveLimits, place_archive
 from ._loader import check_code
 
-__all__ = ["local_code"]
+__all__ = ["local_code", "version_code"]
 
 _logger = logging.getLogger("services_ai_plugins.host")
 
@@ -93,6 +93,26 @@ def local_code(
         plugins=plugins,
         limits=limits,
         stale=stale,
+    )
+
+
+def version_code(
+    plugin_id: str,
+    version: PluginRecord | StagedVersion | KeptVersion,
+    *,
+    plugins_dir: str | os.PathLike[str],
+    artifacts: ArtifactStore,
+) -> Path:
+    """:func:`local_code` for one version as the registry records it: the running one
+    (a :class:`PluginRecord`), a staged one or a kept one."""
+    return local_code(
+        plugin_id,
+        version.version,
+        version.code_hash,
+        version.package_path,
+        version.artifact,
+        plugins_dir=plugins_dir,
+        artifacts=artifacts,
     )
 
 
