@@ -40,7 +40,7 @@ from ._manifest import Isolation, Manifest
 from ._registry import Registry, UpgradePlan, switch_holder
 from ._sandbox._pool import Sandbox
 from ._sources._loader import check_code, import_plugin, unload_plugin
-from ._sources._materialise import local_code
+from ._sources._materialise import version_code
 from ._storage._protocol import PluginRecord, PluginStatus
 from .errors import (
     ConflictError,
@@ -178,42 +178,28 @@ class Upgrader:
             _logger.exception("cannot record the failed upgrade of %r", plan.plugin_id)
         return False
 
-    def _refusal(self, plan: UpgradePlan, step: str, error: BaseException) -> UpgradeError:
-        refusal = UpgradeError(
-            plan.plugin_id,
-            plan.from_version,
-            plan.to_version,
-            step,
-            f"{type(error).__name__}: {error}",
-        )
-        refusal.__cause__ = error
-        return refusal
-
     def _code(self, plan: UpgradePlan) -> Path | None:
         """The new version's folder here, verified (None for an entry-point plugin)."""
         staged = plan.staged
         if staged.source is SourceKind.ENTRY_POINT:
             return None
         try:
-            folder = local_code(
+            folder = version_code(
                 plan.plugin_id,
-                staged.version,
-                staged.code_hash,
-                staged.package_path,
-                staged.artifact,
+                staged,
                 plugins_dir=self._plugins_dir,
                 artifacts=self._registry.artifacts,
             )
             check_code(plan.plugin_id, folder, staged.code_hash)
         except IntegrityError as error:
-            raise self._refusal(plan, "integrity", error) from error
+            raise _refusal(plan, "integrity", error) from error
         except PluginError as error:
-            raise self._refusal(plan, "load", error) from error
+            raise _refusal(plan, "load", error) from error
         if self._check_requirements():
             unmet = check_environment(plan.manifest)
             if unmet:
                 refused = RequirementsError(plan.plugin_id, unmet)
-                raise self._refusal(plan, "load", refused) from refused
+                raise _refusal(plan, "load", refused) from refused
         return folder
 
     def _load(self, plan: UpgradePlan, key: str, folder: Path | None, sandboxed: bool) -> object:
@@ -242,7 +228,7 @@ class Upgrader:
                 return found.plugin
             return import_plugin(key, folder, manifest).plugin
         except Exception as error:
-            raise self._refusal(plan, "load", error) from error
+            raise _refusal(plan, "load", error) from error
 
     def _migrate(
         self, plan: UpgradePlan, candidate: object, sandboxed: bool
@@ -333,13 +319,21 @@ def _call(
     if error is not None:
         assert isinstance(error, BaseException)
         step = "timeout" if isinstance(error, SandboxTimeout) else "migration"
-        refusal = UpgradeError(
-            plan.plugin_id,
-            plan.from_version,
-            plan.to_version,
-            step,
-            f"{type(error).__name__}: {error}",
-            tenant=tenant,
-        )
-        raise refusal from error
+        raise _refusal(plan, step, error, tenant=tenant) from error
     return outcome.get("result")
+
+
+def _refusal(
+    plan: UpgradePlan, step: str, error: BaseException, *, tenant: str | None = None
+) -> UpgradeError:
+    """The :class:`UpgradeError` of ``step`` failing with ``error`` (its cause)."""
+    refusal = UpgradeError(
+        plan.plugin_id,
+        plan.from_version,
+        plan.to_version,
+        step,
+        f"{type(error).__name__}: {error}",
+        tenant=tenant,
+    )
+    refusal.__cause__ = error
+    return refusal
