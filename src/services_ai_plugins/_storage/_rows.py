@@ -19,6 +19,7 @@ import attrs
 
 from .._json import JSONValue
 from ._protocol import (
+    AccessQuery,
     ArtifactInfo,
     AuditEvent,
     AuditQuery,
@@ -88,6 +89,34 @@ class RowCodec:
             if value is not None:
                 where.append(f"{column} = {self.marker}")
                 params.append(value)
+        if query.since is not None:
+            where.append(f"at >= {self.marker}")
+            params.append(self.moment(query.since))
+        if query.until is not None:
+            where.append(f"at < {self.marker}")
+            params.append(self.moment(query.until))
+        return where, params
+
+    def access_filter(self, query: AccessQuery, holds_id: str) -> tuple[list[str], list[object]]:
+        """The conditions of an :class:`AccessQuery`: every given field must match.
+
+        ``holds_id`` is the backend's condition that ``record_ids`` holds one id, with
+        one parameter marker for it (a JSON array in SQLite, a text array elsewhere).
+        """
+        where: list[str] = []
+        params: list[object] = []
+        for column, value in (
+            ("plugin_id", query.plugin_id),
+            ("tenant", query.tenant),
+            ("method", query.method),
+            ("record_type", query.record_type),
+        ):
+            if value is not None:
+                where.append(f"{column} = {self.marker}")
+                params.append(value)
+        if query.record_id is not None:
+            where.append(holds_id)
+            params.append(query.record_id)
         if query.since is not None:
             where.append(f"at >= {self.marker}")
             params.append(self.moment(query.since))

@@ -620,26 +620,9 @@ class SQLiteStorage:
 
     def access_log(self, query: AccessQuery) -> list[AccessRecord]:
         check_limit(query.limit)
-        where: list[str] = []
-        params: list[object] = []
-        for column, value in (
-            ("plugin_id", query.plugin_id),
-            ("tenant", query.tenant),
-            ("method", query.method),
-            ("record_type", query.record_type),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if query.record_id is not None:
-            where.append("EXISTS (SELECT 1 FROM json_each(record_ids) WHERE value = ?)")
-            params.append(query.record_id)
-        if query.since is not None:
-            where.append("at >= ?")
-            params.append(_text(query.since))
-        if query.until is not None:
-            where.append("at < ?")
-            params.append(_text(query.until))
+        where, params = _CODEC.access_filter(
+            query, "EXISTS (SELECT 1 FROM json_each(record_ids) WHERE value = ?)"
+        )
         sql = "SELECT * FROM access_log"
         if where:
             sql += " WHERE " + " AND ".join(where)

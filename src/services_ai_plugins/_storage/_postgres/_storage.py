@@ -666,26 +666,7 @@ class PostgresStorage:
 
     def access_log(self, query: AccessQuery) -> list[AccessRecord]:
         check_limit(query.limit)
-        where: list[str] = []
-        params: list[object] = []
-        for column, value in (
-            ("plugin_id", query.plugin_id),
-            ("tenant", query.tenant),
-            ("method", query.method),
-            ("record_type", query.record_type),
-        ):
-            if value is not None:
-                where.append(f"{column} = %s")
-                params.append(value)
-        if query.record_id is not None:
-            where.append("record_ids @> ARRAY[%s]::text[]")
-            params.append(query.record_id)
-        if query.since is not None:
-            where.append("at >= %s")
-            params.append(query.since)
-        if query.until is not None:
-            where.append("at < %s")
-            params.append(query.until)
+        where, params = _CODEC.access_filter(query, "record_ids @> ARRAY[%s]::text[]")
         sql = "SELECT * FROM {s}.access_log"
         if where:
             sql += " WHERE " + " AND ".join(where)
