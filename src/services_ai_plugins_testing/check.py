@@ -174,7 +174,7 @@ class HookSummary:
     failed: int
     #: Seconds, all calls together.
     total_duration: float
-    #: Seconds, the slowest call.
+    #: Seconds, the slowest call (a call over ``slow_ms`` is timed again: the faster counts).
     max_duration: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -695,8 +695,11 @@ class _Check:
         for outcome in trace.outcomes:
             run.calls += 1
             run.total += outcome.duration
-            run.slowest = max(run.slowest, outcome.duration)
-            if outcome.duration * 1000 > self.slow_ms:
+            duration = outcome.duration
+            if duration * 1000 > self.slow_ms and outcome.failure is None:
+                duration = self.retime(host, run, arguments, duration)
+            run.slowest = max(run.slowest, duration)
+            if duration * 1000 > self.slow_ms:
                 run.slow += 1
             failure = outcome.failure
             if failure is None:
@@ -715,10 +718,39 @@ class _Check:
                 )
                 run.crashes[failure.exc_type] = (count + 1, first_failure, first_label)
 
+    def retime(
+        self, host: PluginHost, run: _Run, arguments: Mapping[str, Any], first: float
+    ) -> float:
+        """A slow call's time, confirmed by calling it again with the same arguments.
+
+        A single call's time is not the plugin's alone: the first call of a hook
+        also builds the SDK's codecs (in the host and the sandbox's worker), and a
+        busy machine can stall any one call. So a call over the limit is repeated
+        once and the faster of the two counts, as ``timeit`` takes the best of its
+        repeats: a hook that is slow every time is reported, a one-time cost is a
+        note. The repeat's refusals and failures are not counted again, and a call
+        that failed is never repeated (its time is the time it took to fail).
+        """
+        try:
+            trace = host.trace_hook(run.info.name, **copy.deepcopy(dict(arguments)))
+        except (TypeError, KeyError, ValueError):  # pragma: no cover - the first call fitted
+            return first
+        repeats = [o.duration for o in trace.outcomes if o.failure is None]
+        if not repeats:
+            return first
+        again = min(repeats)
+        if again * 1000 <= self.slow_ms:
+            self.note(
+                f"{run.info.name}: one call took {first * 1000:.1f} ms, then "
+                f"{again * 1000:.1f} ms when repeated: a one-time cost (an import, a cache "
+                "filled, a busy machine), not a slow hook"
+            )
+        return min(first, again)
+
     def denied(self, call: DeniedCall) -> None:
         """The host's ``on_denied``: a refused API call, put down to the hook being called."""
         run = self.current
-        if run is None:  # pragma: no cover - API objects are only used during calls here
+        if run is None:  # a repeat that only retimes a call: its refusals were counted
             return
         self.denied_in_call.setdefault((call.method, call.permission), call)
 

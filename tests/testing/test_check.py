@@ -92,6 +92,22 @@ class Plugin:
         time.sleep(0.03)
 """
 
+SLOW_ONCE = """\
+import time
+
+from services_ai_plugins import hookimpl
+
+
+class Plugin:
+    first = True
+
+    @hookimpl
+    def lead_created(self, lead):
+        if Plugin.first:
+            Plugin.first = False
+            time.sleep(0.05)
+"""
+
 READER = """\
 from services_ai_plugins import hookimpl
 
@@ -350,6 +366,25 @@ def test_a_slow_hook_is_a_warning(write_plugin: PluginWriter) -> None:
     assert problem_lines[0].startswith("warning  slow-hook          lead_created: slowest call")
     assert "over the limit of 5 ms (in 1 of 1 call)" in problem_lines[0]
     assert check_plugin(folder, slow_ms=10_000, examples=0).problems == ()
+
+
+def test_a_slow_call_is_timed_again_before_it_is_reported(write_plugin: PluginWriter) -> None:
+    """A call that is slow once (an import, a cache filled, a stalled machine) is a note.
+
+    The check repeats a call over the limit with the same arguments and counts
+    the faster time, so a one-time cost is not a slow hook, but one that is slow
+    every time (the sleeper above) still is.
+    """
+    folder = write(write_plugin, SLOW_ONCE)
+    report = check_plugin(folder, slow_ms=20, examples=0)
+    assert report.problems == ()
+    (note,) = report.notes
+    assert note.startswith("lead_created: one call took ")
+    assert "ms when repeated: a one-time cost" in note
+    (hook,) = report.hooks
+    assert hook.calls == 1
+    assert hook.max_duration < 0.02
+    assert hook.total_duration >= 0.05  # the call as it ran: the repeat is not a call
 
 
 def test_a_call_without_a_tenant_of_a_tenant_method(write_plugin: PluginWriter) -> None:
