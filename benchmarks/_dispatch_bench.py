@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from _harness import Contender, compare, install_plugin
-from services_ai_plugins import PluginAPI, PluginHost, SandboxPolicy, SQLiteStorage
+from services_ai_plugins import MetricsPolicy, PluginAPI, PluginHost, SandboxPolicy, SQLiteStorage
 from services_ai_plugins.events import Context, Lead
 from services_ai_plugins.hookspecs import plugin_manager
 from services_ai_plugins.storage import SourceKind, Storage
@@ -41,7 +41,9 @@ class Plugin:
 """
 
 
-def make_host(count: int, root: Path, storage: Storage | None = None) -> PluginHost:
+def make_host(
+    count: int, root: Path, storage: Storage | None = None, metrics: MetricsPolicy | None = None
+) -> PluginHost:
     """A host with ``count`` plugins enabled for acme and five more for globex."""
     host = PluginHost(
         FakeHostServices(),
@@ -50,6 +52,7 @@ def make_host(count: int, root: Path, storage: Storage | None = None) -> PluginH
         entry_points=False,
         # The in-process call loop is the question here (bench_sandbox.py times workers).
         sandbox=SandboxPolicy(isolation=dict.fromkeys(SourceKind, Isolation.INPROCESS)),
+        metrics=metrics,
     )
     for number in range(count + EXTRA):
         tenant = "acme" if number < count else "globex"

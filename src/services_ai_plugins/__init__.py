@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         TenantRecord,
     )
     from ._storage._sqlite import SQLiteStorage
+    from ._telemetry import MetricsPolicy
     from ._versions import UpgradePolicy, VersionDiff
     from .errors import (
         ConflictError,
@@ -73,6 +74,7 @@ _LAZY: dict[str, str] = {
     "Manifest": "._manifest",
     "ManifestError": ".errors",
     "MemoryStorage": "._storage._memory",
+    "MetricsPolicy": "._telemetry",
     "PackageError": ".errors",
     "PermissionDenied": ".errors",
     "PluginAPI": "._api",
@@ -127,6 +129,7 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "MemoryStorage",
+    "MetricsPolicy",
     "PackageError",
     "PermissionDenied",
     "PluginAPI",

@@ -423,6 +423,8 @@ class Dispatcher:
         self._dropped = 0
         self._tripped: dict[str, set[str | None]] = {}
         self._trips: list[Trip] = []
+        #: The breaker's trips per plugin since the process started (for metrics).
+        self.trip_counts: Final[dict[str, int]] = {}
         self._lock = threading.Lock()
         self._trace = threading.local()
         #: What happened to the host itself (busy workers, a full queue): never a plugin's failure.
@@ -717,6 +719,7 @@ class Dispatcher:
     ) -> None:
         tripped = self._tripped.setdefault(plugin_id, set())
         tripped.add(tenant)
+        self.trip_counts[plugin_id] = self.trip_counts.get(plugin_id, 0) + 1
         everywhere = tenant is None or len(tripped) >= self.policy.tenants_for_global
         if everywhere and tenant is not None:
             reason = f"{reason}; suspended for {len(tripped)} tenants, so everywhere"

@@ -81,6 +81,7 @@ from ._storage._protocol import (
     bounded,
     storable,
 )
+from ._telemetry import LiveHookMetrics, LiveMetrics, MetricsPolicy, Telemetry
 from ._upgrades import Upgrader
 from ._versions import UpgradePolicy
 from .errors import (
@@ -203,6 +204,10 @@ class PluginHost:
         The host shuts it down in :meth:`close`.
     :param notice_interval: at most one ``plugin_failing`` notice per plugin per this
         interval (default 15 minutes; see docs/notifications.md).
+    :param metrics: a breakdown of the metrics by tenant, and OpenTelemetry
+        spans and metrics around plugin calls (:class:`MetricsPolicy`; see
+        docs/metrics.md). By default: no breakdown, and OpenTelemetry once the
+        app configures its SDK.
     """
 
     def __init__(  # noqa: PLR0915 - the one place that wires every part together
@@ -231,6 +236,7 @@ class PluginHost:
         artifacts: ArtifactStore | None = None,
         access: AccessPolicy | None = None,
         notice_interval: timedelta = timedelta(minutes=15),
+        metrics: MetricsPolicy | None = None,
     ) -> None:
         if refresh_interval < 0 or flush_interval < 0:
             raise ValueError("refresh_interval and flush_interval must be >= 0 seconds")
@@ -312,6 +318,9 @@ class PluginHost:
         trips = storage.audit(AuditQuery(actor=BREAKER_ACTOR, action="suspend", limit=1))
         self._trip_cursor = trips[0].id or 0 if trips else 0
         self._tripped_here: set[tuple[str, str | None]] = set()  # fired here already
+        #: What the host measures beyond its per-(plugin, hook) counters.
+        self.metrics_policy: Final = metrics if metrics is not None else MetricsPolicy()
+        self._telemetry: Final = Telemetry(self.metrics_policy, self.live_metrics)
         # The loaded plugins, the snapshot the call loop reads, its views and plans.
         self._loading: Final = PluginSet(
             storage=storage,
@@ -329,6 +338,7 @@ class PluginHost:
             info=self._info,
             on_tick=self._tick,
             on_snapshot=self._changes.notify,
+            telemetry=self._telemetry,
         )
         # Switches to approved new versions, made at a refresh while the old version serves.
         self._upgrader: Final = Upgrader(
@@ -771,6 +781,8 @@ class PluginHost:
             return
         try:
             self._apply_trips()
+            if self._telemetry.poll():  # the app configured OpenTelemetry: plans with spans
+                self._loading.invalidate()
             now = perf_counter_ns()
             if now >= self._next_refresh:
                 try:
@@ -1397,6 +1409,43 @@ class PluginHost:
             return self.registry.resolve_failures(plugin_id, actor=actor, tenant=tenant, ids=ids)
         return self._storage.resolve_failures(
             plugin_id, tenant, ids=list(ids) if ids is not None else None
+        )
+
+    def live_metrics(self) -> LiveMetrics:
+        """This process's metrics now, as a Prometheus collector or a meter reads them.
+
+        Per plugin and hook (and per tenant, as :class:`MetricsPolicy` allows):
+        calls, errors and latency histograms since the process started; the
+        breaker's suspensions and trips; the live sandbox workers and the calls
+        that waited for one; the host's own events. Nothing is read from storage
+        (:meth:`metrics` has what every process flushed).
+        """
+        dispatcher = self._dispatcher
+        hooks = tuple(
+            LiveHookMetrics(
+                live.plugin_id,
+                live.hook,
+                None,
+                live.calls,
+                live.errors,
+                live.total_duration,
+                live.buckets,
+            )
+            for live in sorted(dispatcher.live())
+        )
+        workers: dict[str, int] = {}
+        for worker in self.sandbox.workers():
+            workers[worker.plugin_id] = workers.get(worker.plugin_id, 0) + 1
+        waits = self.sandbox.waits()
+        return LiveMetrics(
+            hooks=hooks,
+            tenants=self._telemetry.by_tenant(),
+            suspended={p: len(t) for p, t in sorted(dispatcher.tripped().items())},
+            trips=dict(sorted(dispatcher.trip_counts.items())),
+            workers=dict(sorted(workers.items())),
+            queue_waits={p: count for p, (count, _) in sorted(waits.items())},
+            queue_wait_seconds={p: seconds for p, (_, seconds) in sorted(waits.items())},
+            events=dict(sorted(dispatcher.events.counts().items())),
         )
 
     def metrics(self, plugin_id: str | None = None) -> list[HookMetrics]:

@@ -39,6 +39,7 @@ from ._sources._discovery import DiscoveredPlugin
 from ._sources._loader import load_failure, load_plugin, unload_plugin, verify_plugin
 from ._sources._materialise import version_code
 from ._storage._protocol import PluginRecord, PluginStatus, SourceKind, Storage
+from ._telemetry import Telemetry
 from ._version import __version__
 from .errors import PackageError, PluginError, Problem, RequirementsError, StorageError
 from .hookspecs import HookInfo, HookKind
@@ -117,6 +118,7 @@ class PluginSet:
         info: Callable[[str], HookInfo],
         on_tick: Callable[[], None],
         on_snapshot: Callable[[], None] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._storage: Final = storage
         self._registry: Final = registry
@@ -134,6 +136,9 @@ class PluginSet:
         self._on_tick: Final = on_tick
         # Told after rebuild() took a new snapshot (the host's change listeners).
         self._on_snapshot: Final = on_snapshot
+        # Wraps the plugins' implementations in the plans when metrics by tenant or
+        # OpenTelemetry are on (None, or both off: the plans hold the implementations).
+        self._telemetry: Final = telemetry
         #: When the next call must call :meth:`tick` (``perf_counter_ns``); the host sets it.
         self.due = 0
         #: The snapshot the call loop reads; a new object whenever plans must be rebuilt.
@@ -274,13 +279,18 @@ class PluginSet:
                 function = impl.function
                 if inspect.iscoroutinefunction(function):  # awaited on the async path
                     function = run_to_completion(function)
+                timeout = self.timeout(plugin_id)
+                if self._telemetry is not None:
+                    function = self._telemetry.wrap(
+                        plugin_id, info.name, tenant, function, sandboxed=timeout is not None
+                    )
                 entries.append(
                     entry(
                         plugin_id,
                         function,
                         impl.argnames,
                         inject,
-                        self._dispatcher.timed(plugin_id, info.name, self.timeout(plugin_id)),
+                        self._dispatcher.timed(plugin_id, info.name, timeout),
                     )
                 )
         return Plan(info, tenant, tuple(entries))

@@ -19,6 +19,7 @@ to annotate with, construct for ``PluginHost`` options, or ``isinstance``-check:
 - tracing: :class:`HookTrace` and :class:`PluginOutcome` (``PluginHost.trace_hook``);
 - registry: :class:`TenantView` (``Registry.tenant_view``: a tenant's grants and settings);
 - the host's own events: :class:`HostEvent` (``PluginHost.host_events``: busy workers, full queues);
+- live metrics: :class:`LiveMetrics` and :class:`LiveHookMetrics` (``PluginHost.live_metrics``);
 - routes: :class:`PluginRoute` (``PluginHost.routes()``: the route table the host serves);
 - requests and deferred calls: :class:`RequestScope` (``PluginHost.request_context``),
   :class:`DeferredExecutor` and the default :class:`BoundedExecutor` (``PluginHost(deferred=...)``).
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from ._registry import TenantView, UpgradePlan
     from ._routing import PluginRoute
     from ._settings import SettingSpec, SettingType
+    from ._telemetry import LiveHookMetrics, LiveMetrics
     from ._versions import (
         FileChange,
         FileEntry,
@@ -92,6 +94,8 @@ _LAZY: dict[str, str] = {
     "HookName": "._fields",
     "HookTrace": "._dispatch",
     "HostEvent": "._host_events",
+    "LiveHookMetrics": "._telemetry",
+    "LiveMetrics": "._telemetry",
     "HttpResponse": "._egress",
     "Isolation": "._manifest",
     "JSONValue": "._json",
@@ -148,6 +152,8 @@ __all__ = [
     "HttpResponse",
     "Isolation",
     "JSONValue",
+    "LiveHookMetrics",
+    "LiveMetrics",
     "NetworkHost",
     "NetworkPolicy",
     "Number",

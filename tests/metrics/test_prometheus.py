@@ -179,8 +179,119 @@ def test_suspensions_and_host_events_are_scraped(
     assert "services_ai_plugins_suspended_tenants" not in scrape(host)
     for _ in range(3):
         host.hook.lead_created(lead=services.make_lead("acme", name="Ada"), context=ACME)
-    suspended = scrape(host)["services_ai_plugins_suspended_tenants"]
-    assert suspended[(("plugin", "broken"),)] == 1
+    samples = scrape(host)
+    assert samples["services_ai_plugins_suspended_tenants"][(("plugin", "broken"),)] == 1
+    assert samples["services_ai_plugins_breaker_trips_total"] == {(("plugin", "broken"),): 1}
+    # Resumed, then tripped again: the suspension is back to one tenant, the trips add up.
+    host.resume("broken", actor="ops", tenant="acme")
+    for _ in range(3):
+        host.hook.lead_created(lead=services.make_lead("acme", name="Ada"), context=ACME)
+    samples = scrape(host)
+    assert samples["services_ai_plugins_suspended_tenants"][(("plugin", "broken"),)] == 1
+    assert samples["services_ai_plugins_breaker_trips_total"] == {(("plugin", "broken"),): 2}
+
+
+def test_calls_by_tenant_within_the_cardinality_cap(
+    hosts: Hosts, install: Installer, services: FakeHostServices
+) -> None:
+    """MetricsPolicy(tenants=True, max_tenants=2): two tenants by name, the third as (other).
+
+    Sandboxed, so the plugin cannot touch the counters; the totals per plugin and
+    hook stay as they are, and a host without the policy has no tenant families.
+    """
+    from services_ai_plugins import MetricsPolicy
+
+    host = cast(
+        "PluginHost",
+        hosts(
+            sandbox=SandboxPolicy(timeout=10.0),
+            metrics=MetricsPolicy(tenants=True, max_tenants=2),
+        ),
+    )
+    install(host, "flaky", FLAKY, tenants=("acme", "globex", "initech"))
+    for tenant, calls in (("acme", 2), ("globex", 1), ("initech", 2)):
+        for _ in range(calls):
+            host.hook.lead_created(
+                lead=services.make_lead(tenant, name="Ada"), context=Context(tenant=tenant)
+            )
+    samples = scrape(host)
+    by_tenant = samples["services_ai_plugins_tenant_hook_calls_total"]
+
+    def labels(tenant: str) -> tuple[tuple[str, str], ...]:
+        return (("hook", "lead_created"), ("plugin", "flaky"), ("tenant", tenant))
+
+    assert by_tenant == {labels("acme"): 2, labels("globex"): 1, labels("(other)"): 2}
+    errors = samples["services_ai_plugins_tenant_hook_errors_total"]
+    assert sum(errors.values()) == 3  # calls 1, 3 and 5 raised: acme 1, globex 1, (other) 1
+    assert errors[labels("globex")] == 1
+    counts = samples["services_ai_plugins_tenant_hook_duration_seconds_count"]
+    assert counts[labels("(other)")] == 2
+    assert samples["services_ai_plugins_hook_calls_total"][hook_labels("flaky")] == 5
+    plain = cast("PluginHost", hosts(sandbox=SandboxPolicy(timeout=10.0)))
+    install(plain, "quiet", QUIET)
+    plain.hook.lead_created(lead=services.make_lead("acme", name="Ada"), context=ACME)
+    assert not [name for name in scrape(plain) if "tenant_hook" in name]
+
+
+def test_only_the_tenants_named_are_broken_out(
+    hosts: Hosts, install: Installer, services: FakeHostServices
+) -> None:
+    """MetricsPolicy(tenants={"globex"}): globex by name, every other tenant as (other)."""
+    from services_ai_plugins import MetricsPolicy
+
+    host = cast(
+        "PluginHost",
+        hosts(
+            sandbox=SandboxPolicy(isolation=dict.fromkeys(SourceKind, Isolation.INPROCESS)),
+            metrics=MetricsPolicy(tenants={"globex"}),
+        ),
+    )
+    install(host, "quiet", QUIET, tenants=("acme", "globex", "initech"))
+    for tenant in ("acme", "globex", "initech", "globex"):
+        host.hook.lead_created(
+            lead=services.make_lead(tenant, name="Ada"), context=Context(tenant=tenant)
+        )
+    calls = scrape(host)["services_ai_plugins_tenant_hook_calls_total"]
+    assert {dict(labels)["tenant"]: value for labels, value in calls.items()} == {
+        "globex": 2,
+        "(other)": 2,
+    }
+
+
+def test_calls_waiting_for_a_sandbox_worker_are_counted(
+    hosts: Hosts, install: Installer, services: FakeHostServices
+) -> None:
+    """Two calls at once on one worker: the second waits, and the wait is scraped."""
+    import threading
+
+    host = cast("PluginHost", hosts(sandbox=SandboxPolicy(timeout=10.0, wait_timeout=10.0)))
+    install(
+        host,
+        "slow",
+        """
+        @hookimpl
+        def lead_created(self, lead, api):
+            time.sleep(0.5)
+        """,
+    )
+    host.hook.lead_created(lead=services.make_lead("acme", name="Ada"), context=ACME)  # started
+    assert "services_ai_plugins_sandbox_queue_waits_total" not in scrape(host)
+    callers = [
+        threading.Thread(
+            target=host.hook.lead_created,
+            kwargs={"lead": services.make_lead("acme", name="Ada"), "context": ACME},
+        )
+        for _ in range(2)
+    ]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(30)
+    samples = scrape(host)
+    assert samples["services_ai_plugins_sandbox_queue_waits_total"] == {(("plugin", "slow"),): 1}
+    waited = samples["services_ai_plugins_sandbox_queue_wait_seconds_total"][(("plugin", "slow"),)]
+    assert 0 < waited <= 10.0
+    assert samples["services_ai_plugins_hook_calls_total"][hook_labels("slow")] == 3
 
 
 def test_nothing_imports_prometheus_client_unless_asked(tmp_path: Path) -> None:

@@ -87,6 +87,8 @@ class Sandbox:
         self._plugins: dict[str, PluginWorkers] = {}
         #: Live workers (of every plugin and tenant), oldest first.
         self._live: dict[WorkerProcess, None] = {}
+        # Per plugin: (calls that waited for a free worker, seconds waited), since start.
+        self._waits: dict[str, tuple[int, float]] = {}
         #: Workers still starting (not live yet): closing cuts their start short too.
         self._starting: set[WorkerProcess] = set()
         self._notes: set[str] = set()
@@ -290,6 +292,17 @@ class Sandbox:
     def _gone(self, worker: WorkerProcess) -> None:
         with self._lock:
             self._live.pop(worker, None)
+
+    def waited(self, plugin_id: str, seconds: float) -> None:
+        """Count a call of the plugin that waited ``seconds`` for a free worker (got one or not)."""
+        with self._lock:
+            count, total = self._waits.get(plugin_id, (0, 0.0))
+            self._waits[plugin_id] = (count + 1, total + seconds)
+
+    def waits(self) -> dict[str, tuple[int, float]]:
+        """Per plugin: the calls that waited for a free worker, and the seconds they waited."""
+        with self._lock:
+            return dict(self._waits)
 
 
 _INHERITED: list[object] = []

@@ -102,6 +102,8 @@ class WorkerPool(Protocol):
 
     def _gone(self, worker: WorkerProcess) -> None: ...
 
+    def waited(self, plugin_id: str, seconds: float) -> None: ...
+
     def _note(self, note: str) -> None: ...
 
 
@@ -414,11 +416,14 @@ class PluginWorkers:
                     raise SandboxError(self.plugin_id, "it was unloaded")
                 slot = pool.take()
                 if slot is not None:
+                    if deadline:
+                        self.sandbox.waited(self.plugin_id, monotonic() - began)
                     return slot, False
                 now = monotonic()
                 if not deadline:  # the clock is read only once the call must wait
                     began, deadline = now, now + self.sandbox.policy.wait_timeout
                 if now >= deadline:
+                    self.sandbox.waited(self.plugin_id, now - began)
                     raise self._busy(pool, hook, now - began)
                 pool.sleep(deadline - now)
 
@@ -431,6 +436,7 @@ class PluginWorkers:
         loop = asyncio.get_running_loop()
         began = monotonic()
         deadline = began + self.sandbox.policy.wait_timeout
+        waited = False
         while True:
             with pool.cond:  # held by others only for a few operations, never across a wait
                 if self.closed:
@@ -438,12 +444,16 @@ class PluginWorkers:
                 slot = pool.take()
                 if slot is not None:
                     slot.loop = loop
+                    if waited:
+                        self.sandbox.waited(self.plugin_id, monotonic() - began)
                     return slot, False
                 freed: asyncio.Future[None] = loop.create_future()
                 pool.waiters.append(functools.partial(_wake_soon, loop, freed, pool))
+            waited = True
             remaining = deadline - monotonic()
             if remaining <= 0:
                 freed.cancel()  # no longer waiting: a release wakes the next task instead
+                self.sandbox.waited(self.plugin_id, monotonic() - began)
                 raise self._busy(pool, hook, monotonic() - began)
             try:
                 await asyncio.wait_for(freed, remaining)
