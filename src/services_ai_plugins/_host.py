@@ -715,7 +715,6 @@ class PluginHost:
         applied first.
         """
         self._apply_trips()
-        self._hear_notices()
         if force or self._storage.generation() != self._loading.snapshot.generation:
             # Outside the loading lock: the snapshot in use serves on while a migration runs.
             self._upgrader.run_due(self._storage.list_plugins(PluginStatus.APPROVED))
@@ -723,9 +722,13 @@ class PluginHost:
             self._next_refresh = perf_counter_ns() + self._refresh_ns
             self._reschedule()
             approved = self._loading.rebuild(force=force)
-            if approved is None:
-                return False
-            self._reconcile_trips(approved)
+            if approved is not None:
+                self._reconcile_trips(approved)
+        # After the rebuild: the listeners see the new snapshot (a suspension heard is in
+        # force), and their calls find no refresh due (none nested in this one).
+        self._hear_notices()
+        if approved is None:
+            return False
         self._fire_due()  # the lifecycle hooks of plugins loaded just now
         return True
 
@@ -1126,11 +1129,10 @@ class PluginHost:
     ) -> None:
         """Suspend a plugin for one tenant, or everywhere, by an admin's decision.
 
-        This host's ``plugin_suspended`` listeners hear of it at once (``context``
-        None), other processes' at their next refresh.
+        The ``plugin_suspended`` listeners of every host hear of it at its next
+        refresh (this one's: at its next call), with ``context`` None.
         """
         self.registry.suspend(plugin_id, actor=actor, reason=reason, tenant=tenant)
-        self._hear()
 
     def resume(self, plugin_id: str, *, actor: str, tenant: str | None = None) -> None:
         """Let a suspended plugin run again (for one tenant, or everywhere), its counts reset."""

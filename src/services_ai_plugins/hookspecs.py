@@ -1039,9 +1039,10 @@ def plugin_suspended(
     the admin pages) or the host finding that the plugin's code changed since it
     was installed. Its code then runs no more for ``tenant`` (or for any tenant,
     when ``tenant`` is None) until an admin resumes it. It fires in every process
-    of the app, once: at once in the process that suspended it through its host,
-    and at their next refresh in the others (from the suspension's audit event). A
-    host started later does not hear older suspensions; resuming fires nothing.
+    of the app, once, from the suspension's audit event: at once in the process
+    whose breaker tripped or whose worker start found changed code, at their next
+    refresh in the others. A host started later does not hear older suspensions;
+    resuming fires nothing.
 
     Receives: the suspended plugin's ``plugin_id``; ``reason``, a sentence saying
     why (the failures that tripped the breaker, the admin's reason, the code
