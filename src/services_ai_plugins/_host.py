@@ -315,9 +315,13 @@ class PluginHost:
         self._notice_generation = storage.generation()
         newest = storage.audit(AuditQuery(action=FAILING, limit=1))
         self._notice_cursor = newest[0].id or 0 if newest else 0
-        trips = storage.audit(AuditQuery(actor=BREAKER_ACTOR, action="suspend", limit=1))
-        self._trip_cursor = trips[0].id or 0 if trips else 0
-        self._tripped_here: set[tuple[str, str | None]] = set()  # fired here already
+        # Suspensions (by anyone): heard from the newest one at startup on.
+        suspensions = storage.audit(AuditQuery(action="suspend", limit=1))
+        self._suspension_cursor = suspensions[0].id or 0 if suspensions else 0
+        # The breaker's suspensions made here, until heard: (plugin, tenant) -> (seq, context).
+        self._contexts: dict[tuple[str, str | None], tuple[int, Context | None]] = {}
+        self._contexts_seq = 0
+        self._contexts_lock = threading.Lock()
         #: What the host measures beyond its per-(plugin, hook) counters.
         self.metrics_policy: Final = metrics if metrics is not None else MetricsPolicy()
         self._telemetry: Final = Telemetry(self.metrics_policy, self.live_metrics)
@@ -721,7 +725,6 @@ class PluginHost:
         applied first.
         """
         self._apply_trips()
-        self._hear_notices()
         if force or self._storage.generation() != self._loading.snapshot.generation:
             # Outside the loading lock: the snapshot in use serves on while a migration runs.
             self._upgrader.run_due(self._storage.list_plugins(PluginStatus.APPROVED))
@@ -729,9 +732,13 @@ class PluginHost:
             self._next_refresh = perf_counter_ns() + self._refresh_ns
             self._reschedule()
             approved = self._loading.rebuild(force=force)
-            if approved is None:
-                return False
-            self._reconcile_trips(approved)
+            if approved is not None:
+                self._reconcile_trips(approved)
+        # After the rebuild: the listeners see the new snapshot (a suspension heard is in
+        # force), and their calls find no refresh due (none nested in this one).
+        self._hear_notices()
+        if approved is None:
+            return False
         self._fire_due()  # the lifecycle hooks of plugins loaded just now
         return True
 
@@ -835,9 +842,7 @@ class PluginHost:
         except (ConflictError, StorageError):
             _logger.exception("cannot suspend plugin %r", plugin_id)
             return
-        self.hook.plugin_suspended(
-            plugin_id=plugin_id, reason=str(error), tenant=None, context=None
-        )
+        self._hear()  # plugin_suspended here at once, from its audit event
 
     # -- lifecycle hooks -------------------------------------------------------------------------
 
@@ -1097,6 +1102,7 @@ class PluginHost:
                 _logger.exception("cannot apply the suspension of plugin %r", trip.plugin_id)
         if trips:
             self._write()  # the failures that tripped it, for the dashboard at once
+            self._hear()  # plugin_suspended here at once, with the failing calls' contexts
 
     def _trip(
         self, plugin_id: str, tenant: str | None, reason: str, context: Context | None
@@ -1107,7 +1113,6 @@ class PluginHost:
         suspended = False
         for attempt in (1, 2):
             try:
-                self._tripped_here.add((plugin_id, tenant))  # its audit event is not heard again
                 self.registry.suspend(plugin_id, actor=BREAKER_ACTOR, reason=reason, tenant=tenant)
                 suspended = True
             except ConflictError:
@@ -1120,7 +1125,6 @@ class PluginHost:
                 _logger.exception("cannot suspend plugin %r", plugin_id)
             break
         if not suspended:
-            self._tripped_here.discard((plugin_id, tenant))
             return
         _logger.warning(
             "plugin %r suspended%s: %s",
@@ -1128,14 +1132,18 @@ class PluginHost:
             f" for tenant {tenant!r}" if tenant is not None else " everywhere",
             reason,
         )
-        self.hook.plugin_suspended(
-            plugin_id=plugin_id, reason=reason, tenant=tenant, context=context
-        )
+        with self._contexts_lock:  # plugin_suspended fires when its audit event is heard
+            self._contexts_seq += 1
+            self._contexts[(plugin_id, tenant)] = (self._contexts_seq, context)
 
     def suspend(
         self, plugin_id: str, *, actor: str, reason: str, tenant: str | None = None
     ) -> None:
-        """Suspend a plugin for one tenant, or everywhere, by an admin's decision."""
+        """Suspend a plugin for one tenant, or everywhere, by an admin's decision.
+
+        The ``plugin_suspended`` listeners of every host hear of it at its next
+        refresh (this one's: at its next call), with ``context`` None.
+        """
         self.registry.suspend(plugin_id, actor=actor, reason=reason, tenant=tenant)
 
     def resume(self, plugin_id: str, *, actor: str, tenant: str | None = None) -> None:
@@ -1187,6 +1195,7 @@ class PluginHost:
         """
         if not plugin_ids or not self.pm.hook.plugin_failing.get_hookimpls():
             return
+        wrote = False
         for plugin_id in sorted(plugin_ids):
             try:
                 event = self.registry.notice_failing(
@@ -1197,10 +1206,19 @@ class PluginHost:
                 continue
             if event is not None and event.after is not None:
                 self._notice_tokens.add(str(event.after.get("token")))
+                wrote = True
+        if wrote:
+            self._hear()  # at once: the e-mail goes out with the write, not at a later refresh
 
     def _hear_notices(self) -> None:
-        """Fire ``plugin_failing`` for each notice written (by any process) since the last look."""
-        if self._closed or not self._notice_lock.acquire(blocking=False):
+        """Fire the host's notifications written (by any process) since the last look."""
+        if not self._closed:
+            self._hear()
+
+    def _hear(self) -> None:
+        """Fire ``plugin_failing`` and ``plugin_suspended`` for each notice and suspension
+        written (by any process) since the last look, once each; also while closing."""
+        if not self._notice_lock.acquire(blocking=False):
             return  # another thread looks now
         try:
             generation = self._storage.generation()
@@ -1215,29 +1233,30 @@ class PluginHost:
                 self._notice_cursor = event.id or 0
                 if self._counts(event):
                     self._fire_notice(event)
-            self._hear_trips()
+            self._hear_suspensions()
         except StorageError:
             _logger.exception("cannot read the failure notices")
         finally:
             self._notice_lock.release()
 
-    def _hear_trips(self) -> None:
-        """Fire ``plugin_suspended`` for the breaker's suspensions written by other processes.
+    def _hear_suspensions(self) -> None:
+        """Fire ``plugin_suspended`` for each suspension written since the last look, once.
 
-        The process whose breaker tripped fired it already, with the call's context;
-        the others hear it here, at their refresh, without one (``context`` None).
+        Every suspension, whoever made it and where: the breaker's, an admin's
+        (:meth:`Registry.suspend`, the CLI, the admin pages), a code change's. A
+        breaker's suspension made in this process gets the failing call's
+        ``context`` (kept by :meth:`_trip` until heard); every other one has None.
         """
-        query = AuditQuery(actor=BREAKER_ACTOR, action="suspend", limit=_NOTICES_READ)
+        with self._contexts_lock:
+            made = self._contexts_seq  # those kept up to now are committed: the read finds them
+        query = AuditQuery(action="suspend", limit=_NOTICES_READ)
         events = self._storage.audit(query)
         fresh = sorted(
-            (e for e in events if (e.id or 0) > self._trip_cursor), key=lambda e: e.id or 0
+            (e for e in events if (e.id or 0) > self._suspension_cursor), key=lambda e: e.id or 0
         )
         for event in fresh:
-            self._trip_cursor = event.id or 0
-            key = (event.plugin_id, event.tenant)
-            if key in self._tripped_here:
-                self._tripped_here.discard(key)
-                continue
+            self._suspension_cursor = event.id or 0
+            context = self._context_of(event.plugin_id, event.tenant, made)
             after = event.after or {}
             reason = after.get("suspended_reason", after.get("reason"))
             try:
@@ -1245,10 +1264,22 @@ class PluginHost:
                     plugin_id=event.plugin_id,
                     reason=str(reason) if reason is not None else "",
                     tenant=event.tenant,
-                    context=None,
+                    context=context,
                 )
             except Exception:  # a host listener's own trouble: the next ones still fire
                 _logger.exception("a plugin_suspended listener failed for %r", event.plugin_id)
+        with self._contexts_lock:  # those left found the plugin suspended already: no event
+            for key in [k for k, (seq, _) in self._contexts.items() if seq <= made]:
+                del self._contexts[key]
+
+    def _context_of(self, plugin_id: str, tenant: str | None, made: int) -> Context | None:
+        """The context kept for a suspension made here (before the read began), taken once."""
+        with self._contexts_lock:
+            seq, context = self._contexts.get((plugin_id, tenant), (made + 1, None))
+            if seq > made:
+                return None  # none kept, or kept after the read began: its own event comes later
+            del self._contexts[(plugin_id, tenant)]
+            return context
 
     def _counts(self, event: AuditEvent) -> bool:
         """Whether a notice counts: the plugin's previous notice is older than the interval.

@@ -1032,19 +1032,23 @@ def plugin_uninstalled(plugin_id: str, api: PluginAPI) -> None:
 def plugin_suspended(
     plugin_id: str, reason: str, tenant: str | None, context: Context | None
 ) -> None:
-    """The host suspended a plugin that kept failing (a host notification).
+    """A plugin was suspended (a host notification).
 
-    Fires: when the circuit breaker suspends a plugin after repeated failures; its
-    code then runs no more for ``tenant`` (or for any tenant, when ``tenant`` is
-    None) until an admin resumes it. It fires in every process of the app, once: at
-    once in the process whose breaker tripped, and at their next refresh in the
-    others (from the suspension's audit event; there ``context`` is None).
+    Fires: for every suspension, whoever made it: the circuit breaker after
+    repeated failures, an admin (``host.suspend``, ``Registry.suspend``, the CLI,
+    the admin pages) or the host finding that the plugin's code changed since it
+    was installed. Its code then runs no more for ``tenant`` (or for any tenant,
+    when ``tenant`` is None) until an admin resumes it. It fires in every process
+    of the app, once, from the suspension's audit event: at once in the process
+    whose breaker tripped or whose worker start found changed code, at their next
+    refresh in the others. A host started later does not hear older suspensions;
+    resuming fires nothing.
 
     Receives: the suspended plugin's ``plugin_id``; ``reason``, a sentence saying
-    why (the failures that tripped the breaker); ``tenant``, the tenant it is
-    suspended for, or None when it is suspended everywhere; ``context``, the call
-    in which the last failure happened, or None when it happened outside a
-    tenant's call or in another process.
+    why (the failures that tripped the breaker, the admin's reason, the code
+    change); ``tenant``, the tenant it is suspended for, or None when it is
+    suspended everywhere; ``context``, the call in which the last failure
+    happened, only in the process whose breaker tripped; else None.
 
     Returns: nothing; a return value is ignored.
 

@@ -6,6 +6,9 @@ two hosts on one storage stand for two processes of one app.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -14,11 +17,14 @@ from typing import Any
 
 import pytest
 
+import services_ai_plugins
 from conftest import Hosts, Installer
 from services_ai_plugins import (
     BreakerPolicy,
     FailureMailer,
     PluginHost,
+    PluginStatus,
+    Registry,
     SandboxPolicy,
     hookimpl,
 )
@@ -368,3 +374,187 @@ def test_a_breaker_suspension_is_heard_once_in_every_process(
     later.add_listener(late)
     tick(later)
     assert late.suspended == []
+
+
+def test_an_admin_suspension_is_heard_once_in_every_process(
+    hosts: Hosts,
+    install: Installer,
+    shared_storage: Callable[[], Any],
+    tmp_path: Path,
+) -> None:
+    """An admin's suspension, from a process without a host (a Registry of its own) or
+    through a host, reaches every host at its refresh: each once, without a context.
+    Resuming fires nothing; a host started later replays none."""
+    (a, b), heard, _ = two_hosts(hosts, install, shared_storage, tmp_path)
+    admin = Registry(shared_storage())  # another process: the admin pages, a script
+    admin.suspend("flaky", actor="admin", reason="acme asked", tenant="acme")
+    assert heard[0].suspended == heard[1].suspended == []  # nobody looked yet
+    tick(a, b)
+    tick(a, b)
+    assert heard[0].suspended == heard[1].suspended == [("flaky", "acme", "acme asked", False)]
+    a.suspend("flaky", actor="admin", reason="under review")
+    everywhere = ("flaky", None, "under review", False)
+    tick(a, b)
+    tick(a, b)
+    assert heard[0].suspended[1:] == heard[1].suspended[1:] == [everywhere]
+    admin.resume("flaky", actor="admin")
+    b.resume("flaky", actor="admin", tenant="acme")
+    tick(a, b)
+    assert len(heard[0].suspended) == len(heard[1].suspended) == 2  # no hook for resuming
+    later = hosts(storage=shared_storage(), plugins_dir=tmp_path / "plugins", **QUIET)
+    late = Heard()
+    later.add_listener(late)
+    tick(later)
+    assert late.suspended == []
+    admin.suspend("flaky", actor="admin", reason="again", tenant="acme")
+    tick(a, b, later)
+    again = ("flaky", "acme", "again", False)
+    assert heard[0].suspended[2:] == heard[1].suspended[2:] == late.suspended == [again]
+
+
+def test_a_suspension_made_with_the_cli_is_heard_by_a_running_host(
+    hosts: Hosts, install: Installer, services: FakeHostServices, tmp_path: Path
+) -> None:
+    """``python -m services_ai_plugins suspend`` in its own process: the running host hears
+    it once at its refresh; the CLI again (already suspended, nothing written) adds nothing."""
+    db = tmp_path / "registry.db"
+    host = hosts(storage=SQLiteStorage(db), sandbox=IN_PROCESS, **QUIET)
+    heard = Heard()
+    host.add_listener(heard)
+    install(host, "flaky", FAILING)
+    source = str(Path(services_ai_plugins.__file__).parents[1])
+    command = [
+        sys.executable,
+        "-m",
+        "services_ai_plugins",
+        "suspend",
+        "flaky",
+        "--tenant",
+        "acme",
+        "--reason",
+        "seen in the CLI",
+        "--db",
+        str(db),
+        "--plugins-dir",
+        str(tmp_path / "plugins"),
+        "--actor",
+        "ops@test",
+    ]
+    env = {**os.environ, "PYTHONPATH": source}
+    for _ in range(2):
+        run = subprocess.run(
+            command, check=False, capture_output=True, text=True, timeout=120, env=env
+        )
+        assert run.returncode == 0, run.stderr
+        tick(host)
+        assert heard.suspended == [("flaky", "acme", "seen in the CLI", False)]
+    trace = host.trace_hook("lead_created", lead=services.make_lead("acme"), context=ACME)
+    assert trace.ran == ()  # and the host honours it
+
+
+def tamper(host: PluginHost, plugin_id: str) -> None:
+    """Change the installed code of the plugin (the folder every host of the app loads)."""
+    folder = host.registry.plugin(plugin_id).package_path
+    assert folder is not None
+    main = Path(folder) / "main.py"
+    main.write_text(main.read_text() + "\n# changed after the install\n")
+
+
+def test_a_code_change_found_by_a_worker_start_is_heard_once_in_every_process(
+    hosts: Hosts,
+    install: Installer,
+    services: FakeHostServices,
+    shared_storage: Callable[[], Any],
+    tmp_path: Path,
+) -> None:
+    """A sandboxed plugin's code changed under live hosts: the host whose worker start finds
+    it suspends the plugin everywhere and hears it at once; the other at its refresh."""
+    made, heard = [], []
+    for policy in (SANDBOXED, IN_PROCESS):
+        host = hosts(
+            storage=shared_storage(), plugins_dir=tmp_path / "plugins", sandbox=policy, **QUIET
+        )
+        heard.append(Heard())
+        host.add_listener(heard[-1])
+        made.append(host)
+    a, b = made
+    install(a, "flaky", FAILING)
+    for host in made:
+        host.refresh(force=True)
+        assert "flaky" in host.plugins()  # loaded (verified), no worker started yet
+    tamper(a, "flaky")
+    fail(a, services)  # the first worker start hashes the folder: no code of it runs
+    [(plugin_id, tenant, reason, context)] = heard[0].suspended
+    assert (plugin_id, tenant, context) == ("flaky", None, False)
+    assert "changed since it was installed" in reason
+    assert a.registry.plugin("flaky").status is PluginStatus.SUSPENDED
+    tick(a, b)
+    tick(a, b)
+    assert heard[0].suspended == heard[1].suspended == [("flaky", None, reason, False)]
+
+
+def test_a_code_change_found_at_load_is_heard_once_in_every_process(
+    hosts: Hosts,
+    install: Installer,
+    shared_storage: Callable[[], Any],
+    tmp_path: Path,
+) -> None:
+    """A plugin's code changed between its upload and its approval: the first host to load
+    it refuses and suspends it; every host (that one too) hears it once, at its refresh."""
+    made, heard = [], []
+    for _ in range(2):
+        host = hosts(
+            storage=shared_storage(), plugins_dir=tmp_path / "plugins", sandbox=IN_PROCESS, **QUIET
+        )
+        heard.append(Heard())
+        host.add_listener(heard[-1])
+        made.append(host)
+    a, b = made
+    install(a, "flaky", FAILING, approve=False)
+    tamper(a, "flaky")
+    a.registry.approve("flaky", actor="admin")
+    tick(a, b)
+    tick(a, b)
+    assert "flaky" not in a.plugins()
+    assert "flaky" not in b.plugins()
+    [(plugin_id, tenant, reason, context)] = heard[0].suspended
+    assert (plugin_id, tenant, context) == ("flaky", None, False)
+    assert "changed since it was installed" in reason
+    assert heard[1].suspended == heard[0].suspended
+
+
+def test_the_process_that_writes_a_notice_mails_it_with_that_write(
+    hosts: Hosts,
+    install: Installer,
+    services: FakeHostServices,
+    shared_storage: Callable[[], Any],
+    tmp_path: Path,
+) -> None:
+    """The writer hears its notice in the flush that wrote it: a process that dies before its
+    next refresh has mailed already, and the others (origin False) mail nothing."""
+    (a, b), heard, mail = two_hosts(hosts, install, shared_storage, tmp_path)
+    fail(a, services, 2)
+    a.flush()  # writes the failures and the notice; a dies here, before any refresh
+    [email] = mail[0].emails()
+    assert "failed 2 time(s)" in email.body
+    assert [origin for *_, origin in heard[0].failing] == [True]
+    tick(b)
+    tick(b)
+    assert [origin for *_, origin in heard[1].failing] == [False]
+    assert mail[1].emails() == []
+
+
+def test_a_host_closing_mails_the_notice_its_last_flush_writes(
+    hosts: Hosts, install: Installer, services: FakeHostServices
+) -> None:
+    """Closing flushes (the sandboxed plugin's failures, their notice): the notice is mailed."""
+    host = hosts(sandbox=SANDBOXED, **QUIET)
+    admin = FakeHostServices()
+    host.add_listener(FailureMailer(admin, to=["ops@example.com"], tenant="ops"))
+    install(host, "hostile", HOSTILE)
+    fail(host, services, 3)
+    assert admin.emails() == []
+    host.close()
+    [email] = admin.emails()
+    assert "failed 3 time(s)" in email.body
+    assert "\x1b" not in email.body
