@@ -580,8 +580,15 @@ def requires(permission: str | None) -> Callable[[F], F]:
                 # The data-access log: a granted call that returned (refusals are DeniedCalls).
                 access = self._meter.access
                 if access is not None and self._tenant is not None:
-                    # A call that returned no record is kept with what it asked for.
-                    asked = asks(args, kwargs) if asks and carries_no_id(result) else None
+                    # A call that returned no record is kept with what it asked for (a record
+                    # with an id, the common case, costs one getattr here).
+                    asked = (
+                        asks(args, kwargs)
+                        if asks is not None
+                        and getattr(result, "id", None) is None
+                        and carries_no_id(result)
+                        else None
+                    )
                     if asked is None:
                         access.add(self._plugin_id, self._tenant, name, permission, result)
                     else:
