@@ -11,22 +11,33 @@ records vanish unseen.
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, Final, final
+from typing import Any, Final, TypeVar, final
 
 import attrs
 
 from ._storage._protocol import MAX_ACCESS_IDS, AccessRecord
 
-__all__ = ["AccessLog", "AccessPolicy"]
+__all__ = ["AccessLog", "AccessPolicy", "AskedFor", "addresses", "asked_for", "carries_no_id"]
 
 _logger: Final = logging.getLogger("services_ai_plugins.host")
 _now: Final = time.time
+
+#: The longest asked-for id kept (longer ones are cut): an argument of the plugin's, which
+#: may be anything, not an id the host services gave.
+MAX_ASKED_ID: Final = 200
+
+#: What a call asked for, read from its arguments: (kind, ids), or None when nothing.
+AskedFor = Callable[[tuple[Any, ...], dict[str, Any]], "tuple[str, tuple[str, ...]] | None"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -101,6 +112,24 @@ class AccessLog:
         if isinstance(result, (list, tuple)):
             result = _Listed(_records_of(result))
         entry = (plugin_id, tenant, method, permission, result, _now())
+        with self._lock:
+            entries = self._entries
+            if len(entries) >= self.capacity:
+                entries.popleft()
+                self.dropped += 1
+                self._pending_drops += 1
+            entries.append(entry)
+
+    def add_asked(
+        self,
+        plugin_id: str,
+        tenant: str,
+        method: str,
+        permission: str,
+        asked: tuple[str, tuple[str, ...]],
+    ) -> None:
+        """Keep one granted call that returned no record, with what it asked for: (kind, ids)."""
+        entry = (plugin_id, tenant, method, permission, _Listed((*asked, 0)), _now())
         with self._lock:
             entries = self._entries
             if len(entries) >= self.capacity:
@@ -185,3 +214,68 @@ def _kind(record: object) -> str | None:
     if getattr(record, "id", None) is None:
         return None
     return type(record).__name__.lower()
+
+
+def carries_no_id(result: object) -> bool:
+    """Whether a call's result identifies no record (None, an empty list, a value without an id)."""
+    if result is None:
+        return True
+    if isinstance(result, (list, tuple)):
+        return not result
+    return getattr(result, "id", None) is None
+
+
+def addresses(kind: str, parameter: str) -> Callable[[_F], _F]:
+    """Mark an API method whose ``parameter`` names what it addresses, as ids of ``kind`` in the
+    access log (``send_email``'s recipients); put it under ``@requires``."""
+
+    def mark(method: _F) -> _F:
+        method.__services_ai_addresses__ = (kind, parameter)  # type: ignore[attr-defined]
+        return method
+
+    return mark
+
+
+def asked_for(method: Callable[..., Any]) -> AskedFor | None:
+    """How to read, from a call's arguments, the ids a call of ``method`` asked for.
+
+    The parameter marked with :func:`addresses`, else the first one named ``<kind>_id`` (one
+    id) or ``<kind>_ids`` (several): ``get_lead(lead_id)`` asks for a ``lead``. None when the
+    method has no such parameter.
+    """
+    marked = getattr(method, "__services_ai_addresses__", None)
+    names = list(inspect.signature(method).parameters)[1:]  # after self
+    if marked is not None:
+        kind, name = marked
+    else:
+        for name in names:
+            if name.endswith("_id") and len(name) > 3:
+                kind = name[:-3]
+                break
+            if name.endswith("_ids") and len(name) > 4:
+                kind = name[:-4]
+                break
+        else:
+            return None
+    position = names.index(name)
+
+    def asked(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, tuple[str, ...]] | None:
+        if name in kwargs:
+            value = kwargs[name]
+        elif position < len(args):
+            value = args[position]
+        else:
+            return None
+        ids = _asked_ids(value)
+        return (kind, ids) if ids else None
+
+    return asked
+
+
+def _asked_ids(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value[:MAX_ASKED_ID],)
+    if isinstance(value, (list, tuple)):
+        texts = (v[:MAX_ASKED_ID] for v in value if isinstance(v, str))
+        return tuple(itertools.islice(texts, MAX_ACCESS_IDS))
+    return ()  # anything else (a generator the call consumed, a number): nothing to tell

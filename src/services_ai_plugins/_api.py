@@ -34,7 +34,7 @@ from typing import Any, Final, Protocol, TypeVar, cast, final, runtime_checkable
 
 import attrs
 
-from ._access import AccessLog
+from ._access import AccessLog, addresses, asked_for, carries_no_id
 from ._context import context_for
 from ._egress import HostRule, HttpResponse, NetworkPolicy, fetch, parse_rule
 from ._json import JSONValue, check_json
@@ -541,6 +541,12 @@ def requires(permission: str | None) -> Callable[[F], F]:
     classes. A wrong type raises ``TypeError`` naming the method and the
     argument, and nothing reaches the host services; annotations that cannot
     be resolved at run time, and ``JSONValue``, are not checked here.
+
+    A granted call made with a tenant goes into the host's data-access log,
+    with the records it returned; when it returned none, with the ids it asked
+    for, read from its first parameter named ``<kind>_id`` (one id) or
+    ``<kind>_ids`` (several): ``get_ticket(ticket_id)`` of an unknown id is
+    logged as asking for ``ticket`` ``ticket_id``.
     """
 
     def decorate(method: F) -> F:
@@ -559,6 +565,7 @@ def requires(permission: str | None) -> Callable[[F], F]:
                     raise
 
         else:
+            asks = asked_for(method)
 
             def checked(self: PluginAPI, *args: Any, **kwargs: Any) -> Any:
                 if permission not in self._grants:
@@ -573,7 +580,19 @@ def requires(permission: str | None) -> Callable[[F], F]:
                 # The data-access log: a granted call that returned (refusals are DeniedCalls).
                 access = self._meter.access
                 if access is not None and self._tenant is not None:
-                    access.add(self._plugin_id, self._tenant, name, permission, result)
+                    # A call that returned no record is kept with what it asked for (a record
+                    # with an id, the common case, costs one getattr here).
+                    asked = (
+                        asks(args, kwargs)
+                        if asks is not None
+                        and getattr(result, "id", None) is None
+                        and carries_no_id(result)
+                        else None
+                    )
+                    if asked is None:
+                        access.add(self._plugin_id, self._tenant, name, permission, result)
+                    else:
+                        access.add_asked(self._plugin_id, self._tenant, name, permission, asked)
                 return result
 
         checked.__name__ = name
@@ -949,6 +968,7 @@ class PluginAPI:
     # -- messages ------------------------------------------------------------------------------
 
     @requires("send_notifications")
+    @addresses("notification", "recipient")
     def send_notification(
         self,
         message: str,
@@ -966,6 +986,7 @@ class PluginAPI:
         self._services.send_notification(tenant, notification)
 
     @requires("send_email")
+    @addresses("email", "to")
     def send_email(
         self,
         to: str | Iterable[str],
@@ -985,6 +1006,7 @@ class PluginAPI:
         self._services.send_email(tenant, email)
 
     @requires("send_sms")
+    @addresses("sms", "to")
     def send_sms(self, to: str, text: str) -> None:
         """Send a text message on the tenant's behalf."""
         tenant = self._scope("send_sms")
