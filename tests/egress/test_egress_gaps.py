@@ -279,3 +279,139 @@ def test_credentials_are_dropped_on_a_redirect_to_another_origin_and_kept_on_the
     assert "cookie" not in back
     assert [entry[1] for entry in seen_b] == ["/headers", f"/to/{a}/headers"]
     assert len(seen_a) == 5
+
+
+# -- await api.ahttp_request in a sandboxed plugin -------------------------------------------
+
+#: An async hook that awaits a slow request while a task of its own keeps ticking, then one
+#: refused request; it also uses a plain (blocking) API method from the same hook.
+ASYNC_BODY = """
+@hookimpl
+async def lead_created(self, lead, api):
+    import asyncio
+
+    state = {"in_flight": False, "done": False, "ticks": 0}
+
+    async def request():
+        state["in_flight"] = True
+        try:
+            return await api.ahttp_request("GET", "BASE/slow", timeout=30.0)
+        finally:
+            state["in_flight"] = False
+            state["done"] = True
+
+    async def ticker():
+        while not state["done"]:
+            if state["in_flight"]:
+                state["ticks"] += 1
+            await asyncio.sleep(0.01)
+
+    reply, _ = await asyncio.gather(request(), ticker())
+    kind = type(reply).__name__
+    api.store_set("slow", {"status": reply.status, "text": reply.text, "type": kind})
+    api.store_set("ticks_while_waiting", state["ticks"])
+    try:
+        await api.ahttp_request("GET", "https://evil.example.org/")
+    except EgressRefused as refused:
+        api.store_set("refused", {"reason": refused.reason, "url": refused.url})
+"""
+
+
+@pytest.mark.parametrize("path", ["sync", "async"])
+def test_a_sandboxed_async_hook_awaits_ahttp_request_without_blocking_its_loop(
+    hosts: Hosts, install: Installer, services: FakeHostServices, path: str
+) -> None:
+    """``await api.ahttp_request(...)`` in a sandboxed ``async def`` hook, fired on the host's
+    sync path and on its async path: the host makes the request (the worker has no network),
+    the hook's other task runs while it waits, and a refusal arrives as EgressRefused."""
+    import asyncio
+
+    with serve(slow=1.0) as (port, seen):
+        base = f"http://127.0.0.1:{port}"
+        host = hosts(sandbox=SandboxPolicy(timeout=60.0), network=LOCAL)
+        install(
+            host,
+            "caller",
+            ASYNC_BODY.replace("BASE", base),
+            permissions=("http_requests", "read_leads"),
+            manifest={"network": [base]},
+        )
+        lead = services.make_lead("acme", name="Ada")
+        if path == "sync":
+            host.hook.lead_created(lead=lead, context=Context(tenant="acme"))
+        else:
+            asyncio.run(host.ahook.lead_created(lead=lead, context=Context(tenant="acme")))
+        assert [entry[:2] for entry in seen] == [("GET", "/slow")]
+        assert {worker.plugin_id for worker in host.sandbox.workers()} == {"caller"}
+    got = services.stored("acme", "caller")
+    assert got["slow"] == {"status": 200, "text": "late", "type": "HttpResponse"}
+    assert got["ticks_while_waiting"] > 0
+    assert got["refused"] == {"reason": "host", "url": "https://evil.example.org/"}
+    assert host.failures("caller") == []
+
+
+NESTED_BODY = """
+@hookimpl
+async def lead_created(self, lead, api):
+    import asyncio, os
+
+    await asyncio.sleep(0)
+    api.update_lead(lead.id, {"status": "contacted"})  # fires lead_updated, nested, here
+    await asyncio.sleep(0)  # this hook's own loop runs again afterwards
+    reply = await api.ahttp_request("GET", "BASE/ok")
+    api.store_set("outer", [os.getpid(), reply.status])
+
+@hookimpl
+async def lead_updated(self, lead, api):
+    import asyncio, os
+
+    await asyncio.sleep(0)
+    reply = await api.ahttp_request("GET", "BASE/ok")
+    api.store_set("inner", [os.getpid(), lead.status, reply.status])
+"""
+
+
+def test_an_async_hook_nested_in_an_async_hooks_api_request_runs_in_the_same_worker(
+    tmp_path: Path, install: Installer
+) -> None:
+    """A host service that fires a hook while it serves an async hook's (blocking) API
+    request: the nested ``async def`` hook runs in the same worker, on a loop of its own, and
+    the outer hook's loop goes on afterwards."""
+    from services_ai_plugins import MemoryStorage, PluginHost
+    from services_ai_plugins.events import Lead
+
+    class Firing(FakeHostServices):
+        host: PluginHost
+
+        def update_lead(self, tenant: str, lead_id: str, changes: Any) -> Lead:
+            lead = super().update_lead(tenant, lead_id, changes)
+            self.host.hook.lead_updated(lead=lead, changes={}, context=Context(tenant=tenant))
+            return lead
+
+    services = Firing()
+    with (
+        serve() as (port, seen),
+        PluginHost(
+            services,
+            storage=MemoryStorage(),
+            plugins_dir=tmp_path / "plugins",
+            entry_points=False,
+            sandbox=SandboxPolicy(timeout=60.0),
+            network=LOCAL,
+        ) as host,
+    ):
+        services.host = host
+        base = f"http://127.0.0.1:{port}"
+        install(
+            host,
+            "echo",
+            NESTED_BODY.replace("BASE", base),
+            permissions=("read_leads", "write_leads", "http_requests"),
+            manifest={"network": [base]},
+        )
+        _fire(host, services)
+        stored = services.stored("acme", "echo")
+        assert stored["inner"] == [stored["outer"][0], "contacted", 200]
+        assert stored["outer"][1] == 200
+        assert host.failures("echo") == []
+        assert len(seen) == 2
