@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALLOW_PRIVATE_ENV",
+    "DNS_LOOKUPS",
+    "DNS_LOOKUPS_PER_PLUGIN",
     "HostRule",
     "HttpResponse",
     "NetworkPolicy",
