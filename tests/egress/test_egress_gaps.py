@@ -415,3 +415,40 @@ def test_an_async_hook_nested_in_an_async_hooks_api_request_runs_in_the_same_wor
         assert stored["outer"][1] == 200
         assert host.failures("echo") == []
         assert len(seen) == 2
+
+
+STALE_BODY = """
+KEPT = []
+
+@hookimpl
+async def lead_created(self, lead, api):
+    if self.KEPT:  # a later call: the api kept from the first one
+        try:
+            await self.KEPT[0].ahttp_request("GET", "BASE/ok")
+        except RuntimeError as error:
+            api.store_set("stale", str(error))
+        return
+    self.KEPT.append(api)
+"""
+
+
+def test_an_api_kept_from_an_earlier_call_cannot_send_an_async_request(
+    hosts: Hosts, install: Installer, services: FakeHostServices
+) -> None:
+    """``ahttp_request`` obeys the rule of every sandboxed API method: only during the call
+    that received the api; nothing reaches the server."""
+    with serve() as (port, seen):
+        base = f"http://127.0.0.1:{port}"
+        host = hosts(sandbox=SandboxPolicy(timeout=60.0), network=LOCAL)
+        install(
+            host,
+            "caller",
+            STALE_BODY.replace("BASE", base),
+            permissions=("http_requests", "read_leads"),
+            manifest={"network": [base]},
+        )
+        _fire(host, services)
+        _fire(host, services)
+        assert seen == []
+    stale = services.stored("acme", "caller")["stale"]
+    assert "only during the hook call that received this api" in stale
