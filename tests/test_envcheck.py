@@ -284,16 +284,29 @@ def test_an_async_implementation_runs_to_completion_in_process_on_the_sync_path(
     assert "lead_created: async generator implementations are not supported" in failure.message
 
 
-def test_an_async_implementation_is_refused_at_load_in_a_worker(
+def test_an_async_implementation_runs_in_a_worker_and_an_async_generator_is_refused(
     make_host: Callable[..., PluginHost],
     install: Installer,
     services: FakeHostServices,
 ) -> None:
-    """A worker runs plain functions only: an ``async def`` hook there is refused, saying why."""
+    """A worker runs an ``async def`` hook to its end on an event loop of its own (made
+    without a socket: the worker may make none); an async generator is refused, saying why."""
     host = make_host("process")
     install(
         host,
         "eager",
+        """
+        @hookimpl
+        async def lead_created(self, lead, api):
+            import asyncio
+
+            await asyncio.sleep(0)
+            api.store_set("ran", True)
+        """,
+    )
+    install(
+        host,
+        "streamer",
         """
         @hookimpl
         def dashboard_widget(self, context):
@@ -301,18 +314,19 @@ def test_an_async_implementation_is_refused_at_load_in_a_worker(
 
         @hookimpl
         async def lead_created(self, lead, api):
-            api.store_set("ran", True)
+            yield api.store_set("ran", True)
         """,
         permissions=("read_leads", "dashboard_widgets"),
     )
     install(host, "healthy", QUIET)
     fire(host, services)
     assert services.stored("acme", "healthy") == {"ran": True}
-    assert "eager" not in host.plugins()
-    assert services.stored("acme", "eager") == {}
-    [failure] = host.failures("eager")
+    assert services.stored("acme", "eager") == {"ran": True}
+    assert "streamer" not in host.plugins()
+    assert services.stored("acme", "streamer") == {}
+    [failure] = host.failures("streamer")
     assert failure.hook == "load"
-    assert "lead_created: async def implementations are not supported" in failure.message
+    assert "lead_created: async generator implementations are not supported" in failure.message
     assert host.hook.dashboard_widget(context=ACME) == []  # none of its hooks run
 
 

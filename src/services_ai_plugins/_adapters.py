@@ -10,6 +10,7 @@ One settings shape for every adapter (Django's ``SERVICES_AI_PLUGINS`` setting, 
         "PLUGINS_DIR": "/var/lib/crm/plugins",
         "SANDBOX": {"timeout": 5.0},  # SandboxPolicy(...)
         "BREAKER": {"consecutive_failures": 5},  # BreakerPolicy(...)
+        "NETWORK": {"timeout": 5.0},  # NetworkPolicy(...): plugins' api.http_request
         "HOST": {"refresh_interval": 1.0},  # more PluginHost(...) arguments
         "ACTOR": "crm",
         "ADMIN_UPLOAD_LIMIT": 20 * 2**20,
@@ -35,6 +36,7 @@ import attrs
 from ._api import HostServices, PluginAPI
 from ._config import HostConfig, is_database_url
 from ._dispatch import BreakerPolicy
+from ._egress import NetworkPolicy
 from ._sandbox._policy import SandboxPolicy
 from .errors import ConfigError
 from .events import User
@@ -54,6 +56,7 @@ KEYS: Final = frozenset(
         "PLUGINS_DIR",
         "SANDBOX",
         "BREAKER",
+        "NETWORK",
         "HOST",
         "ACTOR",
         "ADMIN_UPLOAD_LIMIT",
@@ -118,6 +121,8 @@ class AdapterSettings:
     admin_upload_limit: int
     #: Insert sandboxed plugins' HTML (head, footer, widgets) as it is, instead of escaped.
     trust_sandboxed_html: bool = False
+    #: How plugins' ``api.http_request`` calls go out (None: the host's default policy).
+    network: NetworkPolicy | None = None
 
     @classmethod
     def from_mapping(
@@ -165,6 +170,7 @@ class AdapterSettings:
             raise ConfigError(
                 "BREAKER", f"is not a valid breaker policy: {exc}", where=where
             ) from exc
+        network = _network(given.get("NETWORK"), given.get("HOST"), where)
         limit = given.get("ADMIN_UPLOAD_LIMIT", 20 * 2**20)
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise ConfigError(
@@ -195,6 +201,7 @@ class AdapterSettings:
             actor=actor,
             admin_upload_limit=limit,
             trust_sandboxed_html=trust,
+            network=network,
         )
 
     def folder(self) -> Path:
@@ -215,6 +222,8 @@ class AdapterSettings:
         options = dict(self.host_options)
         if api_class is not None:
             options.setdefault("api_class", api_class)
+        if self.network is not None:
+            options["network"] = self.network
         try:
             services = self.services()
         except Exception as exc:
@@ -235,6 +244,24 @@ class AdapterSettings:
         except Exception:
             storage.close()
             raise
+
+
+def _network(value: object, host: object, where: str) -> NetworkPolicy | None:
+    """``NETWORK``: the keyword arguments of a NetworkPolicy, or None."""
+    if value is None:
+        return None
+    if isinstance(host, Mapping) and "network" in host:
+        raise ConfigError(
+            "NETWORK",
+            "and HOST['network'] are both given: set the network policy in one place",
+            where=where,
+        )
+    if isinstance(value, NetworkPolicy):
+        return value
+    try:
+        return NetworkPolicy(**_options("NETWORK", value, where))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("NETWORK", f"is not a valid network policy: {exc}", where=where) from exc
 
 
 def _storage(

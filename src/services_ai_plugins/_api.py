@@ -1127,8 +1127,8 @@ class PluginAPI:
 
         The request goes out only over the scheme and port the rule allows, to a public
         address the host resolved and connected to itself; redirects are followed (each
-        hop checked again). Limits: :class:`NetworkPolicy` in ``ApiLimits.network`` and
-        the ``http_request`` rate.
+        hop checked again). Limits: the host's :class:`NetworkPolicy`
+        (``PluginHost(network=...)``) and the ``http_request`` rate.
 
         :raises EgressRefused: when a guard refuses (its ``reason``: ``"host"``,
             ``"address"``, ``"too_large"``, ``"timeout"``, ...).
@@ -1170,7 +1170,8 @@ class PluginAPI:
         body: bytes | str | None = None,
         timeout: float | None = None,
     ) -> HttpResponse:
-        """:meth:`http_request` for async hooks: the request runs in a thread, not the loop."""
+        """:meth:`http_request` for async hooks: the request runs in a thread, not the loop
+        (a sandboxed plugin's ``async def`` hook awaits it too: see docs/network.md)."""
         return await asyncio.to_thread(
             self.http_request,
             method,

@@ -20,6 +20,7 @@ import os
 import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
@@ -34,12 +35,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALLOW_PRIVATE_ENV",
+    "DNS_LOOKUPS",
+    "DNS_LOOKUPS_PER_PLUGIN",
     "HostRule",
     "HttpResponse",
     "NetworkPolicy",
     "Resolver",
     "call_deadline",
     "fetch",
+    "is_default",
     "parse_rule",
     "rule_problem",
 ]
@@ -75,6 +79,9 @@ _FORBIDDEN_HEADERS: Final = frozenset(
     }
 )
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+#: Request headers dropped on a redirect to another origin (scheme, host, port), as browsers
+#: and httpx do: the credentials were meant for the first origin only.
+_CREDENTIAL_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "cookie"})
 _NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
 
 
@@ -206,11 +213,13 @@ def _positive(instance: object, attribute: attrs.Attribute[Any], value: object) 
 
 @attrs.frozen(kw_only=True)
 class NetworkPolicy:
-    """How a host lets plugins' ``http_request`` calls out (part of :class:`ApiLimits`).
+    """How a host lets plugins' ``http_request`` calls out.
 
     ::
 
-        PluginHost(services, limits=ApiLimits(network=NetworkPolicy(timeout=5.0)))
+        PluginHost(services, network=NetworkPolicy(timeout=5.0))
+
+    (the same as ``limits=ApiLimits(network=...)``; a host given both refuses them).
 
     ``allow_private`` lets requests reach private, loopback and link-local addresses:
     only for tests and trusted networks, never by default.
@@ -240,6 +249,13 @@ class NetworkPolicy:
         values = os.environ if environ is None else environ
         flag = values.get(ALLOW_PRIVATE_ENV, "").strip().lower()
         return cls(allow_private=flag in ("1", "true", "yes", "on"))
+
+
+def is_default(policy: NetworkPolicy) -> bool:
+    """Whether ``policy`` is ``NetworkPolicy()``, its TLS check and resolver included."""
+    return (
+        policy == NetworkPolicy() and policy.verify is True and policy.resolver is _default_resolver
+    )
 
 
 @attrs.frozen
@@ -341,17 +357,98 @@ def _check_url(plugin_id: str, url: str, rules: Sequence[HostRule]) -> _Target:
     return _Target(url, scheme, host, port, target)
 
 
-def _address(plugin_id: str, target: _Target, policy: NetworkPolicy) -> str:
+#: DNS lookups in progress at once, in the whole process, and for one plugin: a lookup that
+#: hangs keeps its slot until it ends (a thread cannot be stopped), so a flood of slow
+#: lookups is refused (``reason="dns"``) rather than left to take the host's threads.
+DNS_LOOKUPS: Final = 32
+DNS_LOOKUPS_PER_PLUGIN: Final = 4
+
+
+class _Lookups:
+    """The lookups in progress, each in a daemon thread of its own, bounded in number."""
+
+    def __init__(self, total: int, per_plugin: int) -> None:
+        self.total = total
+        self.per_plugin = per_plugin
+        self._lock = threading.Lock()
+        self._running: dict[str, int] = {}
+
+    def in_progress(self, plugin_id: str | None = None) -> int:
+        """Lookups running now (for one plugin, or all)."""
+        with self._lock:
+            if plugin_id is not None:
+                return self._running.get(plugin_id, 0)
+            return sum(self._running.values())
+
+    def _take(self, plugin_id: str) -> str | None:
+        with self._lock:
+            if sum(self._running.values()) >= self.total:
+                return f"{self.total} DNS lookups are in progress on this host"
+            if self._running.get(plugin_id, 0) >= self.per_plugin:
+                return f"{self.per_plugin} of the plugin's DNS lookups are in progress"
+            self._running[plugin_id] = self._running.get(plugin_id, 0) + 1
+            return None
+
+    def _give(self, plugin_id: str) -> None:
+        with self._lock:
+            left = self._running[plugin_id] - 1
+            if left:
+                self._running[plugin_id] = left
+            else:
+                del self._running[plugin_id]
+
+    def resolve(
+        self, plugin_id: str, target: _Target, resolver: Resolver, deadline: float, limit: float
+    ) -> list[str]:
+        """``resolver(host, port)``, given until ``deadline`` (``time.monotonic()``)."""
+        full = self._take(plugin_id)
+        if full is not None:
+            raise _refused(plugin_id, "dns", target.url, f"{full}: try again later")
+        done = threading.Event()
+        outcome: list[Any] = []
+
+        def lookup() -> None:
+            try:
+                outcome.append(list(resolver(target.host, target.port)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
+                outcome.append(exc)
+            finally:
+                self._give(plugin_id)
+                done.set()
+
+        try:
+            threading.Thread(target=lookup, name="services-ai-plugins-dns", daemon=True).start()
+        except RuntimeError:  # no thread could be started
+            self._give(plugin_id)
+            raise _refused(plugin_id, "dns", target.url, "no thread for the DNS lookup") from None
+        if not done.wait(max(0.0, deadline - time.monotonic())):
+            raise _refused(
+                plugin_id,
+                "timeout",
+                target.url,
+                f"the DNS lookup of {target.host!r} took longer than the request's {limit:g} s",
+            )
+        result = outcome[0]
+        if isinstance(result, OSError):
+            raise _refused(
+                plugin_id, "dns", target.url, f"{target.host!r} does not resolve ({result})"
+            ) from None
+        if isinstance(result, BaseException):
+            raise result
+        return list(result)
+
+
+_LOOKUPS: Final = _Lookups(DNS_LOOKUPS, DNS_LOOKUPS_PER_PLUGIN)
+
+
+def _address(
+    plugin_id: str, target: _Target, policy: NetworkPolicy, deadline: float, limit: float
+) -> str:
     literal = _ip(target.host)
     if literal is not None:
         found: Sequence[str] = [str(literal)]
     else:
-        try:
-            found = list(policy.resolver(target.host, target.port))
-        except OSError as exc:
-            raise _refused(
-                plugin_id, "dns", target.url, f"{target.host!r} does not resolve ({exc})"
-            ) from None
+        found = _LOOKUPS.resolve(plugin_id, target, policy.resolver, deadline, limit)
     addresses = [address for address in (_ip(text.split("%")[0]) for text in found) if address]
     if not addresses:
         raise _refused(plugin_id, "dns", target.url, f"{target.host!r} has no address")
@@ -437,9 +534,13 @@ def fetch(
             url,
             f"a body of {len(body)} bytes is over the limit of {policy.max_request_bytes}",
         )
+    origin: tuple[str, str, int] | None = None
     for _hop in range(policy.max_redirects + 1):
         target = _check_url(plugin_id, url, rules)
-        address = _address(plugin_id, target, policy)
+        if origin is not None and origin != (target.scheme, target.host, target.port):
+            extra = [(k, v) for k, v in extra if k.lower() not in _CREDENTIAL_HEADERS]
+        origin = (target.scheme, target.host, target.port)
+        address = _address(plugin_id, target, policy, deadline, limit)
         netloc = f"[{address}]" if ":" in address else address
         default = target.port == _DEFAULT_PORTS[target.scheme]
         host_header = target.host if ":" not in target.host else f"[{target.host}]"

@@ -44,6 +44,7 @@ from ._dispatch import (
     PluginOutcome,
     native_values,
 )
+from ._egress import NetworkPolicy, is_default
 from ._host_events import HostEvent
 from ._loading import Loaded, PluginSet
 from ._manifest import Manifest
@@ -190,6 +191,11 @@ class PluginHost:
         (default :class:`SandboxPolicy`: uploaded archives do, with a 5 s timeout).
     :param limits: what each plugin may keep in its store and send, per tenant
         (default :class:`ApiLimits`); store usage is kept in ``storage``.
+    :param network: how plugins' ``api.http_request`` calls go out (default
+        :class:`NetworkPolicy`: public addresses only, 10 s, 1 MiB out, 5 MiB in; see
+        docs/network.md). The same as ``limits=ApiLimits(network=...)``: a host given
+        both ``network`` and a ``limits`` whose ``network`` is not the default raises
+        ``TypeError``.
     :param secret_keys: the Fernet keys that encrypt ``secret`` settings, newest
         first; default: ``$SERVICES_AI_PLUGINS_SECRET_KEYS`` (see :class:`Registry`).
     :param async_threads: on the async path (``host.ahook``), run plain in-process
@@ -228,6 +234,7 @@ class PluginHost:
         actor: str = "host",
         sandbox: SandboxPolicy | None = None,
         limits: ApiLimits | None = None,
+        network: NetworkPolicy | None = None,
         secret_keys: SecretKeys | None = None,
         async_threads: int | None = None,
         deferred: DeferredExecutor | None = None,
@@ -243,6 +250,7 @@ class PluginHost:
         if async_threads is not None and async_threads < 1:
             raise ValueError(f"async_threads must be None or at least 1 (got {async_threads})")
         SecretBox(secret_keys)  # bad keys are refused before anything is opened
+        limits = _with_network(limits, network)
         self._owns_storage = storage is None
         if storage is None or plugins_dir is None:
             config = config if config is not None else HostConfig.from_env()
@@ -1672,3 +1680,22 @@ def _native_refused(request: ApiRequest, match: RouteMatch) -> ApiResponse:
     return ApiResponse.json(
         request.tenant, {"error": "served by the adapter", "plugin": route.plugin_id}, 501
     )
+
+
+def _with_network(limits: ApiLimits | None, network: NetworkPolicy | None) -> ApiLimits | None:
+    """``limits`` with ``network`` in it (PluginHost's two ways to give the network policy).
+
+    :raises TypeError: when both give one: which of the two is meant is not clear.
+    """
+    if network is None:
+        return limits
+    if not isinstance(network, NetworkPolicy):
+        raise TypeError(f"PluginHost(network=...) takes a NetworkPolicy, not {network!r}")
+    if limits is None:
+        return ApiLimits(network=network)
+    if not is_default(limits.network):
+        raise TypeError(
+            "PluginHost() got both network=NetworkPolicy(...) and limits=ApiLimits(network=...): "
+            "give the network policy in one place (network=...)"
+        )
+    return attrs.evolve(limits, network=network)

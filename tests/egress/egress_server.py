@@ -49,6 +49,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, json.dumps(reply).encode(), {"Content-Type": "application/json"})
         elif path.startswith("/to/"):
             self._send(302, b"", {"Location": path[len("/to/") :]})
+        elif path == "/headers":  # what the request carried, names in lowercase
+            reply = {name.lower(): value for name, value in self.headers.items()}
+            self._send(200, json.dumps(reply).encode(), {"Content-Type": "application/json"})
         elif path == "/loop":
             self._send(302, b"", {"Location": "/loop"})
         elif path == "/big":

@@ -16,6 +16,7 @@ This module runs only in those processes; the host never imports plugin code.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
 import importlib
@@ -32,7 +33,7 @@ import sys
 import threading
 import traceback
 import types
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
@@ -183,16 +184,11 @@ def _worker_main(
     os._exit(0)
 
 
-#: Why an ``async def`` implementation is refused at load (nothing would ever await it).
+#: Why an async generator implementation is refused at load (as in the host's process).
 ASYNC_REFUSAL: Final = (
-    "async def implementations are not supported: hooks are called synchronously, "
-    "so it would never run; make it a plain def"
+    "async generator implementations are not supported: a hook returns one result; "
+    "make it an async def that returns it (or a plain def)"
 )
-
-
-def is_async(function: Callable[..., Any]) -> bool:
-    """Whether calling ``function`` gives a coroutine or an async generator, not a result."""
-    return inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
 
 
 class _WorkerLoop:
@@ -257,7 +253,7 @@ class _WorkerLoop:
             for impl in caller.get_hookimpls():
                 if impl.plugin is not plugin:
                     continue
-                if is_async(impl.function):  # refused here: the report has no place for it
+                if inspect.isasyncgenfunction(impl.function):  # the report has no place for it
                     raise PackageError(
                         f"its hooks are refused: {caller.name}: {ASYNC_REFUSAL}",
                         path=self.plugin_id,
@@ -353,6 +349,8 @@ class _WorkerLoop:
                 result = function(values["request"], **extra)
             else:
                 result = function(*[values[name] for name in argnames])
+                if inspect.iscoroutine(result):  # an async def hook: run to its end here
+                    result = _run_to_end(result)
             if hook == "register_routes" and result is not None:
                 answer: Result | Raise = Result(call_id, {"$routes": self._routes(result)})
             else:
@@ -400,10 +398,41 @@ class _WorkerLoop:
         return routes
 
     def api_call(
+        self,
+        call: _Call,
+        method: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        *,
+        thread: int | None = None,
+    ) -> Any:
+        """Ask the host to run an API method for the running call; serve nested calls meanwhile.
+
+        ``thread``: the thread the request was made from, when another one waits for it
+        (``api.ahttp_request`` waits in a thread, off the hook's event loop).
+        """
+        with call.lock:
+            return self._api_call(call, method, args, kwargs, thread)
+
+    async def api_call_async(
         self, call: _Call, method: str, args: Sequence[Any], kwargs: dict[str, Any]
     ) -> Any:
-        """Ask the host to run an API method for the running call; serve nested calls meanwhile."""
-        if not self.calls or self.calls[-1] is not call or threading.get_ident() != call.thread:
+        """:meth:`api_call` awaited in an async hook: the wait for the host's answer runs in
+        a thread, so the hook's other tasks go on meanwhile."""
+        return await asyncio.to_thread(
+            self.api_call, call, method, args, kwargs, thread=threading.get_ident()
+        )
+
+    def _api_call(
+        self,
+        call: _Call,
+        method: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        thread: int | None,
+    ) -> Any:
+        caller = threading.get_ident() if thread is None else thread
+        if not self.calls or self.calls[-1] is not call or caller != call.thread:
             raise RuntimeError(
                 f"api.{method}() can be used only during the hook call that received this api, "
                 "from the thread running it"
@@ -452,6 +481,10 @@ class _Call:
     tenant: str | None
     context: Context | None
     thread: int
+    #: Held for each of the call's API requests while it is with the host: an async hook's
+    #: tasks may make requests from several threads (``api.ahttp_request`` waits in one),
+    #: one at a time. (A call nested in a request has a lock of its own.)
+    lock: threading.Lock = attrs.field(factory=threading.Lock, eq=False, repr=False)
 
 
 class SandboxAPI:
@@ -485,6 +518,13 @@ class SandboxAPI:
         """The hook call's context, during the call (None once it is over)."""
         return context_for(self._call.tenant)
 
+    async def ahttp_request(self, method: str, url: str, **options: Any) -> Any:
+        """``api.http_request`` for an ``async def`` hook: awaiting it leaves the hook's
+        event loop free (see the host's :meth:`PluginAPI.ahttp_request`)."""
+        if "http_request" not in self._worker.methods:
+            raise AttributeError("'PluginAPI' object has no attribute 'ahttp_request'")
+        return await self._worker.api_call_async(self._call, "http_request", (method, url), options)
+
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_") or name not in self._worker.methods:
             raise AttributeError(f"'PluginAPI' object has no attribute {name!r}")
@@ -498,6 +538,77 @@ class SandboxAPI:
 
     def __repr__(self) -> str:
         return f"PluginAPI(plugin_id={self.plugin_id!r}, tenant={self.tenant!r}) [sandboxed]"
+
+
+class _PipeLoop(asyncio.SelectorEventLoop):
+    """An event loop that wakes itself through a pipe, not a socket pair: a worker may make no
+    sockets (its audit hook and seccomp filter refuse them), AF_UNIX ones included.
+
+    asyncio's own loop makes a socket pair in ``_make_self_pipe``; these four methods are
+    its self-pipe, the same on Python 3.10 to 3.13, with a pipe's two ends instead.
+    """
+
+    _read_end: int
+    _write_end: int | None
+
+    def _make_self_pipe(self) -> None:
+        loop: Any = self
+        self._read_end, self._write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        loop._internal_fds += 1
+        loop._add_reader(self._read_end, self._read_from_self)
+
+    def _close_self_pipe(self) -> None:
+        loop: Any = self
+        loop._remove_reader(self._read_end)
+        write_end, self._write_end = self._write_end, None
+        os.close(self._read_end)
+        if write_end is not None:
+            os.close(write_end)
+        loop._internal_fds -= 1
+
+    def _read_from_self(self) -> None:
+        while True:
+            try:
+                if not os.read(self._read_end, 4096):
+                    return
+            except InterruptedError:
+                continue
+            except BlockingIOError:
+                return
+
+    def _write_to_self(self) -> None:
+        # Called from other threads (a to_thread call ending), even while the loop closes.
+        write_end = self._write_end
+        if write_end is not None:
+            with contextlib.suppress(OSError):
+                os.write(write_end, b"\0")
+
+
+def _run_to_end(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """An ``async def`` hook's coroutine, run to its end on an event loop of its own, in this
+    thread (the one its API requests must come from), as ``asyncio.run`` does: the tasks it
+    left are cancelled, its threads joined and the loop closed before the call returns.
+
+    A call nested in an async hook's blocking API request finds that hook's loop running in
+    this thread: it is set aside while the nested hook's own loop runs, and put back after.
+    """
+    running = asyncio._get_running_loop()
+    asyncio._set_running_loop(None)
+    loop = _PipeLoop()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        try:
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            if left:
+                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+            asyncio._set_running_loop(running)
 
 
 def _rebuild(type_name: object, message: object, fields: object) -> BaseException:
