@@ -1,8 +1,8 @@
 """Outbound HTTP for plugins: ``api.http_request`` goes out only where the approved manifest says.
 
 Every plugin here is a real archive installed, approved and enabled on a real ``PluginHost``
-(trusted to run in the host's process: the sandboxed path is not wired yet); it makes its
-requests from a hook and records what it got, catching each refusal as ``EgressRefused``.
+(trusted to run in the host's process; test_egress_gaps.py and test_egress_cli.py drive
+sandboxed ones); it makes its requests from a hook and records what it got, catching each refusal as ``EgressRefused``.
 The servers are real, on 127.0.0.1; the private-address rule is relaxed only where a test
 says so, with ``NetworkPolicy(allow_private=True)``.
 """
