@@ -111,14 +111,7 @@ class AccessLog:
         """Keep one granted call, with the records it returned (``result``)."""
         if isinstance(result, (list, tuple)):
             result = _Listed(_records_of(result))
-        entry = (plugin_id, tenant, method, permission, result, _now())
-        with self._lock:
-            entries = self._entries
-            if len(entries) >= self.capacity:
-                entries.popleft()
-                self.dropped += 1
-                self._pending_drops += 1
-            entries.append(entry)
+        self._append((plugin_id, tenant, method, permission, result, _now()))
 
     def add_asked(
         self,
@@ -129,10 +122,12 @@ class AccessLog:
         asked: tuple[str, tuple[str, ...]],
     ) -> None:
         """Keep one granted call that returned no record, with what it asked for: (kind, ids)."""
-        entry = (plugin_id, tenant, method, permission, _Listed((*asked, 0)), _now())
+        self._append((plugin_id, tenant, method, permission, _Listed((*asked, 0)), _now()))
+
+    def _append(self, entry: tuple[str, str, str, str, object, float]) -> None:
         with self._lock:
             entries = self._entries
-            if len(entries) >= self.capacity:
+            if len(entries) >= self.capacity:  # full: the oldest goes, counted
                 entries.popleft()
                 self.dropped += 1
                 self._pending_drops += 1

@@ -20,6 +20,7 @@ again.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import weakref
@@ -253,32 +254,53 @@ def _observe(meter: Any, source: Callable[[], LiveMetrics | None]) -> None:
 
         return callback
 
-    meter.create_observable_counter(
+    for name, kind, unit, pick, description in _OBSERVED:
+        create = (
+            meter.create_observable_counter if kind == "counter" else meter.create_observable_gauge
+        )
+        create(name, unit=unit, callbacks=[per_plugin(pick)], description=description)
+
+
+#: The host-wide instruments: (name, counter or gauge, unit, what of LiveMetrics, description).
+_OBSERVED: Final[
+    tuple[tuple[str, str, str, Callable[[LiveMetrics], Mapping[str, float]], str], ...]
+] = (
+    (
         "services_ai_plugins.breaker.trips",
-        callbacks=[per_plugin(lambda live: live.trips)],
-        description="Circuit-breaker trips in this process.",
-    )
-    meter.create_observable_gauge(
+        "counter",
+        "",
+        lambda live: live.trips,
+        "Circuit-breaker trips in this process.",
+    ),
+    (
         "services_ai_plugins.breaker.suspended_tenants",
-        callbacks=[per_plugin(lambda live: live.suspended)],
-        description="Tenants where this process's breaker suspended the plugin (everywhere: 1).",
-    )
-    meter.create_observable_gauge(
+        "gauge",
+        "",
+        lambda live: live.suspended,
+        "Tenants where this process's breaker suspended the plugin (everywhere: 1).",
+    ),
+    (
         "services_ai_plugins.sandbox.workers",
-        callbacks=[per_plugin(lambda live: live.workers)],
-        description="Live sandbox workers.",
-    )
-    meter.create_observable_counter(
+        "gauge",
+        "",
+        lambda live: live.workers,
+        "Live sandbox workers.",
+    ),
+    (
         "services_ai_plugins.sandbox.queue_waits",
-        callbacks=[per_plugin(lambda live: live.queue_waits)],
-        description="Sandboxed calls that waited for a free worker.",
-    )
-    meter.create_observable_counter(
+        "counter",
+        "",
+        lambda live: live.queue_waits,
+        "Sandboxed calls that waited for a free worker.",
+    ),
+    (
         "services_ai_plugins.sandbox.queue_wait.time",
-        unit="s",
-        callbacks=[per_plugin(lambda live: live.queue_wait_seconds)],
-        description="Seconds sandboxed calls waited for a free worker.",
-    )
+        "counter",
+        "s",
+        lambda live: live.queue_wait_seconds,
+        "Seconds sandboxed calls waited for a free worker.",
+    ),
+)
 
 
 def error_type(error: BaseException) -> str:
@@ -347,6 +369,12 @@ class _Observed:
         tracer = self.tracer
         if tracer is None:
             return self._measured(args)
+        with self._span(tracer):
+            return self._measured(args)
+
+    @contextlib.contextmanager
+    def _span(self, tracer: Tracer) -> Iterator[None]:
+        """The call's span, current while it runs, marked failed with what it raised."""
         with tracer.start_as_current_span(
             self.name,
             attributes=self.attributes,
@@ -354,7 +382,7 @@ class _Observed:
             set_status_on_exception=False,
         ) as span:
             try:
-                return self._measured(args)
+                yield
             except BaseException as exc:
                 _failed(span, exc)
                 raise
@@ -385,17 +413,8 @@ class _Observed:
             tracer = self.tracer
             if tracer is None:
                 return await self._ameasured(awaitable, args)
-            with tracer.start_as_current_span(
-                self.name,
-                attributes=self.attributes,
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as span:
-                try:
-                    return await self._ameasured(awaitable, args)
-                except BaseException as exc:
-                    _failed(span, exc)
-                    raise
+            with self._span(tracer):
+                return await self._ameasured(awaitable, args)
 
         return run
 
