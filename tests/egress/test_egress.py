@@ -2,7 +2,8 @@
 
 Every plugin here is a real archive installed, approved and enabled on a real ``PluginHost``
 (trusted to run in the host's process; test_egress_gaps.py and test_egress_cli.py drive
-sandboxed ones); it makes its requests from a hook and records what it got, catching each refusal as ``EgressRefused``.
+sandboxed ones); it makes its requests from a hook and records what it got, catching each
+refusal as ``EgressRefused``.
 The servers are real, on 127.0.0.1; the private-address rule is relaxed only where a test
 says so, with ``NetworkPolicy(allow_private=True)``.
 """

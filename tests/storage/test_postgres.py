@@ -769,6 +769,8 @@ def test_dropped_feed_connection_calls_back_and_reconnects(
     listener = watcher._listener
     assert listener is not None
     pid = listener.backend_pid
+    random.seed(20261205)
+    state = random.getstate()
     with raw(postgres_url) as conn:
         conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
     assert calls.wait_for(1, 2), "the loss of the connection did not call back"
@@ -776,6 +778,8 @@ def test_dropped_feed_connection_calls_back_and_reconnects(
     while listener.backend_pid in (None, pid):
         assert time.monotonic() < deadline, "the feed did not reconnect"
         time.sleep(0.02)
+    # The reconnection's jitter has a generator of its own: the app's seeded random is untouched.
+    assert random.getstate() == state
     assert calls.wait_for(2, 2), "the feed did not call back once it listened again"
     install(writer)
     assert calls.wait_for(3), "a commit after the reconnection did not call back"

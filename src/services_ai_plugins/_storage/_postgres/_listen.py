@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 
 __all__ = ["CHANNEL", "Listener"]
 
+#: The reconnection jitter's own generator: a library's background thread must not draw
+#: from (and so move) the app's global ``random`` state, which an app or its tests may seed.
+_JITTER: Final = random.Random()  # noqa: S311 - jitter, not secrecy
+
 _logger = logging.getLogger("services_ai_plugins.storage")
 
 #: The channel every commit notifies; the payload is JSON naming the schema and
@@ -126,7 +130,7 @@ class Listener:
                 self.backend_pid = None
                 self._ready.set()
             # Jitter: processes that lost the server together do not come back in step.
-            if self._stopping.wait(delay * random.uniform(0.5, 1.0)):  # noqa: S311 - jitter, not secrecy
+            if self._stopping.wait(delay * _JITTER.uniform(0.5, 1.0)):
                 break
             delay = min(delay * 2, _RETRY_MAX)
 
