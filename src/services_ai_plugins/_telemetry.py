@@ -429,6 +429,39 @@ class _Observed:
         return result
 
 
+@final
+class _Counted:
+    """A plugin's implementation counted by tenant, without OpenTelemetry: the lean wrapper
+    (the counting inline, a call and two clock readings more per plugin call)."""
+
+    __slots__ = ("aio", "counts", "function")
+
+    def __init__(self, function: Callable[..., Any], counts: _Counts) -> None:
+        self.function = function
+        self.counts = counts
+        awaitable = getattr(function, AIO, None)
+        if awaitable is not None:  # the async path: the same counting around the await
+            self.aio = _Observed(awaitable, counts, None, "", {}, {})._awaitable(awaitable)
+
+    def __call__(self, *args: Any) -> Any:
+        start = perf_counter_ns()
+        try:
+            result = self.function(*args)
+        except BaseException:
+            self.counts.add(perf_counter_ns() - start, True)
+            raise
+        elapsed = perf_counter_ns() - start
+        counts = self.counts
+        # As _Counts.add, inline: the bucket before the count (a scrape reads the count first).
+        if elapsed <= FIRST_BUCKET_NS:
+            counts.buckets[0] += 1
+        else:
+            counts.buckets[bisect_left(LATENCY_BUCKETS_NS, elapsed)] += 1
+        counts.calls += 1
+        counts.total_ns += elapsed
+        return result
+
+
 # -- the host's part -------------------------------------------------------------------------------
 
 
@@ -523,6 +556,8 @@ class Telemetry:
             attributes[TENANT_ATTRIBUTE] = tenant  # a span is one call: no cardinality to cap
         if label is not None:
             measured[TENANT_ATTRIBUTE] = label
+        if otel is None and counts is not None:
+            return _Counted(function, counts)
         return _Observed(function, counts, otel, f"{hook} {plugin_id}", attributes, measured)
 
     def by_tenant(self) -> tuple[LiveHookMetrics, ...]:
