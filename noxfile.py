@@ -89,14 +89,33 @@ def typecheck(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Regenerate the reference files in docs/ from the code.
 
-    tests/test_schema.py fails when a committed file no longer matches the code.
+    tests/test_schema.py and tests/test_reference.py fail when a committed file no longer
+    matches the code.
     """
+    _regenerate(session)
+
+
+def _regenerate(session: nox.Session) -> None:
+    """Write docs/reference/: the manifest's JSON Schema, and the hook, PluginAPI and
+    permission pages (the function the ``docs`` command prints them with)."""
     session.install("-e", ".")
     schema = session.run("python", "-m", "services_ai_plugins", "schema", silent=True, log=False)
     assert isinstance(schema, str)
     SCHEMA_FILE.parent.mkdir(parents=True, exist_ok=True)
     SCHEMA_FILE.write_text(json.dumps(json.loads(schema), indent=2) + "\n", encoding="utf-8")
     session.log(f"wrote {SCHEMA_FILE.relative_to(ROOT)}")
+    written = session.run(
+        "python",
+        "-c",
+        "import sys; from services_ai_plugins._reference import write_pages; "
+        "print(*write_pages(sys.argv[1]), sep='\\n')",
+        str(SCHEMA_FILE.parent),
+        silent=True,
+        log=False,
+    )
+    assert isinstance(written, str)
+    for path in written.splitlines():
+        session.log(f"wrote {Path(path).relative_to(ROOT)}")
 
 
 @nox.session

@@ -17,15 +17,25 @@ import attrs
 
 from ._egress import rule_problem
 
+#: A plugin id: a slug of 3-64 lowercase letters, digits and ``-`` (``lead-notifier``).
 PluginId = NewType("PluginId", str)
+#: A name shown to people: one non-empty line without surrounding spaces.
 DisplayName = NewType("DisplayName", str)
+#: A permission name from the host's catalogue (``read_leads``).
 PermissionName = NewType("PermissionName", str)
+#: A hook name (``lead_created``).
 HookName = NewType("HookName", str)
+#: A setting's key: an identifier (``api_key``).
 SettingName = NewType("SettingName", str)
+#: The module that holds a plugin: a file inside it (``main.py``) or a dotted module.
 EntryPoint = NewType("EntryPoint", str)
+#: A class name defined in a plugin's entry point module (``MyPlugin``).
 ClassName = NewType("ClassName", str)
+#: A file inside a plugin, as a relative path using ``/``.
 RelativePath = NewType("RelativePath", str)
+#: An e-mail address.
 EmailAddress = NewType("EmailAddress", str)
+#: An ``http://`` or ``https://`` URL.
 Url = NewType("Url", str)
 #: An entry of ``network``: a host a plugin may reach, with optional scheme and port.
 NetworkHost = NewType("NetworkHost", str)

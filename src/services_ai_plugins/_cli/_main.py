@@ -26,6 +26,7 @@ from ..errors import PackageError, PluginError, ProblemsError
 from ._authoring import add_authoring_commands
 from ._check import add_check_command
 from ._common import Site, running_at
+from ._docs import add_docs_command
 from ._host import add_host_commands
 from ._lifecycle import add_lifecycle_commands
 from ._sandbox import add_sandbox_commands
@@ -88,6 +89,7 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
 
     add_authoring_commands(commands, common, prog)
     add_check_command(commands, common)
+    add_docs_command(commands, common)
     add_demo_command(commands)
     add_lifecycle_commands(commands, common, prog)
     add_settings_commands(commands, common, prog)
