@@ -87,9 +87,11 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Regenerate the reference files in docs/ from the code.
+    """Regenerate the reference files in docs/ from the code, then build the site into site/.
 
-    tests/test_schema.py fails when a committed file no longer matches the code.
+    tests/test_schema.py and tests/test_site.py fail when a committed file no longer matches
+    the code. The site is built with ``mkdocs build --strict``: any warning (a broken link or
+    anchor, a page left out of the nav, a docstring griffe cannot read) fails the session.
     """
     session.install("-e", ".")
     schema = session.run("python", "-m", "services_ai_plugins", "schema", silent=True, log=False)
@@ -97,6 +99,23 @@ def docs(session: nox.Session) -> None:
     SCHEMA_FILE.parent.mkdir(parents=True, exist_ok=True)
     SCHEMA_FILE.write_text(json.dumps(json.loads(schema), indent=2) + "\n", encoding="utf-8")
     session.log(f"wrote {SCHEMA_FILE.relative_to(ROOT)}")
+    _build_site(session)
+
+
+def _build_site(session: nox.Session) -> None:
+    """Write the CLI and manifest reference pages (scripts/docs_pages.py) and build the site."""
+    session.install(*_group("docs"))
+    session.run("python", "scripts/docs_pages.py")
+    # Material's notice about MkDocs 2 is not a warning about these docs.
+    session.run(
+        "mkdocs",
+        "build",
+        "--strict",
+        "--clean",
+        "--site-dir",
+        "site",
+        env={"NO_MKDOCS_2_WARNING": "1"},
+    )
 
 
 @nox.session
