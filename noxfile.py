@@ -87,12 +87,15 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Regenerate the reference files in docs/ from the code.
+    """Regenerate the reference files in docs/ from the code, then build the site into site/.
 
-    tests/test_schema.py and tests/test_reference.py fail when a committed file no longer
-    matches the code.
+    tests/test_schema.py, tests/test_reference.py and tests/test_site.py fail when a
+    committed file no longer matches the code. The site is built with ``mkdocs build
+    --strict``: any warning (a broken link or anchor, a page left out of the nav, a docstring
+    griffe cannot read) fails the session.
     """
     _regenerate(session)
+    _build_site(session)
 
 
 def _regenerate(session: nox.Session) -> None:
@@ -116,6 +119,22 @@ def _regenerate(session: nox.Session) -> None:
     assert isinstance(written, str)
     for path in written.splitlines():
         session.log(f"wrote {Path(path).relative_to(ROOT)}")
+
+
+def _build_site(session: nox.Session) -> None:
+    """Write the CLI and manifest reference pages (scripts/docs_pages.py) and build the site."""
+    session.install(*_group("docs"))
+    session.run("python", "scripts/docs_pages.py")
+    # Material's notice about MkDocs 2 is not a warning about these docs.
+    session.run(
+        "mkdocs",
+        "build",
+        "--strict",
+        "--clean",
+        "--site-dir",
+        "site",
+        env={"NO_MKDOCS_2_WARNING": "1"},
+    )
 
 
 @nox.session
