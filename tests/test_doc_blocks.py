@@ -187,9 +187,10 @@ def page_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     monkeypatch.setenv("SERVICES_AI_PLUGINS_DIR", str(tmp_path / "plugins"))
     before = set(sys.modules)
     yield tmp_path
-    for name in set(sys.modules) - before:
+    for name in set(sys.modules) - before:  # the page's own modules (a namespace one too)
         module = sys.modules[name]
-        if str(getattr(module, "__file__", "") or "").startswith(str(tmp_path)):
+        where = [getattr(module, "__file__", None) or "", *getattr(module, "__path__", ())]
+        if any(str(path).startswith(str(tmp_path)) for path in where):
             del sys.modules[name]
 
 
