@@ -110,3 +110,9 @@ def test_output_the_guide_shows_must_be_printed(tmp_path: Path) -> None:
         follow(page, tmp_path, tmp_path)
     page.write_text("```console\n$ services-ai-plugins --version\nservices-ai-plugins ...\n```\n")
     assert follow(page, tmp_path, tmp_path) == 1
+
+
+@pytest.mark.slow
+def test_testing_plugins_runs_as_the_guide_shows(tmp_path: Path) -> None:
+    """The guide's plugin and its tests (unit, host, sandbox, properties) pass: pytest -q."""
+    assert follow(GUIDES / "testing-plugins.md", tmp_path) == 1
