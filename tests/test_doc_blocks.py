@@ -33,6 +33,7 @@ import asyncio
 import inspect
 import re
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,9 +73,9 @@ class DocSyntaxError(Exception):
 
 
 def _end(lines: list[str], start: int, closing: str, where: str) -> int:
-    """The index of the first line after ``start`` that is ``closing`` (stripped on the right)."""
+    """The index of the first line after ``start`` that is ``closing`` (indentation aside)."""
     for end in range(start + 1, len(lines)):
-        if lines[end].rstrip() == closing:
+        if lines[end].strip() == closing.strip():
             return end
     raise DocSyntaxError(f"{where}: never closed (no {closing.strip()!r} line after it)")
 
@@ -98,7 +99,7 @@ def parse_page(page: Path, root: Path = ROOT) -> list[Block]:
         invisible, marker, fence = INVISIBLE.match(line), SKIP.match(line), FENCE.match(line)
         if invisible:
             end = _end(lines, index, "-->", where)
-            code = "\n".join(lines[index + 1 : end]) + "\n"
+            code = textwrap.dedent("\n".join(lines[index + 1 : end]) + "\n")
             options = _options(invisible["options"].split())
             blocks.append(Block(page, name, index + 2, "python", options, code, invisible=True))
         elif marker:
