@@ -68,6 +68,10 @@ class Block:
         return f"{self.name}:{self.line}"
 
 
+class BlockFailed(AssertionError):
+    """A block of a page raised (the page's failure, named by page and line)."""
+
+
 class DocSyntaxError(Exception):
     """A page's markers or fences are malformed (named by page and line)."""
 
@@ -200,10 +204,14 @@ def page_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 )
 def test_the_python_blocks_of_a_page_run(page: Path, page_folder: Path, hosts: list[Any]) -> None:
     """Each ```python block of the page runs, in order, in one namespace; skips say why."""
-    blocks = parse_page(page)
+    run_page(parse_page(page), page_folder, hosts)
+
+
+def run_page(blocks: list[Block], folder: Path, hosts: list[Any]) -> dict[str, Any]:
+    """Write the page's files into ``folder``, run its blocks in order; return the namespace."""
     for block in blocks:
         if "file" in block.options:
-            target = page_folder / block.options["file"]
+            target = folder / block.options["file"]
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(block.code, encoding="utf-8")
     namespace: dict[str, Any] = {"__name__": "__doc__", "ROOT": ROOT}
@@ -216,11 +224,31 @@ def test_the_python_blocks_of_a_page_run(page: Path, page_folder: Path, hosts: l
                 continue
             try:
                 run_block(block, namespace)
-            except BaseException as exc:
-                exc.add_note(f"in the ```python block at {block.where}")
-                raise
+            except Exception as exc:  # the page and line, on Python 3.10 too (no add_note)
+                message = f"the ```python block at {block.where} failed: {exc!r}"
+                raise BlockFailed(message) from exc
     finally:
         close_what_is_open(namespace, hosts)
+    return namespace
+
+
+def test_a_page_runs_in_order_with_its_files_and_stops_at_the_failing_block(
+    tmp_path: Path, page_folder: Path, hosts: list[Any]
+) -> None:
+    """Files first, blocks in order in one namespace, awaits in a loop; a failure names its line."""
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```python file=helper.py\nVALUE = 41\n```\n\n"
+        "```python\nfrom helper import VALUE\nimport asyncio\n```\n\n"
+        "```python\nawait asyncio.sleep(0)\nVALUE += 1\n```\n\n"
+        ">>> doctests are pytest's\n\n"
+        "<!-- skip: shows a failure -->\n```python\nraise SystemExit\n```\n"
+    )
+    namespace = run_page(parse_page(page, tmp_path), page_folder, hosts)
+    assert namespace["VALUE"] == 42
+    page.write_text(page.read_text() + "\n```python\nVALUE = 1 / 0\n```\n")
+    with pytest.raises(BlockFailed, match=r"block at page\.md:23 failed: ZeroDivisionError"):
+        run_page(parse_page(page, tmp_path), page_folder, hosts)
 
 
 def test_every_skip_names_its_reason_and_a_block() -> None:
