@@ -1,11 +1,13 @@
 """Every ```python block in docs/ runs: the pages' examples are code that works.
 
 The blocks of one page run in order in one namespace, as a doctest does, in a temporary
-folder that holds the page's files (blocks fenced ```<lang> file=PATH are written there before
-anything runs, and that folder is on ``sys.path``, so a later block can ``import main``). The
-SDK's default registry and plugins folder point into that folder too, so a page that makes a
-``PluginHost()`` touches nothing of the machine's. A block whose code awaits runs in an event
-loop of its own. Whatever a page leaves open (a host, a storage) is closed after it.
+folder that holds the page's files: a block fenced ```<lang> title="PATH" is a file (MkDocs'
+superfences shows the title above it), written there before anything runs, and compiled if
+it is Python; ``file=PATH`` is read the same way. That folder is the working folder and on
+``sys.path``, so a later block can ``import main``. The SDK's default registry and plugins
+folder point into it too, so a page that makes a ``PluginHost()`` touches nothing of the
+machine's. A block whose code awaits runs in an event loop of its own. Whatever a page
+leaves open (its hosts, the storages in its namespace) is closed after it.
 
 Two markers, each an HTML comment that the rendered page does not show:
 
@@ -85,7 +87,13 @@ def _end(lines: list[str], start: int, closing: str, where: str) -> int:
 
 
 def _options(words: list[str]) -> dict[str, str]:
-    return dict(word.split("=", 1) for word in words if "=" in word)
+    """A fence's ``key=value`` words (quotes off); its ``title`` is the file it shows."""
+    options = {
+        key: value.strip("\"'") for key, _, value in (w.partition("=") for w in words if "=" in w)
+    }
+    if "title" in options:
+        options.setdefault("file", options["title"])
+    return options
 
 
 def parse_page(page: Path, root: Path = ROOT) -> list[Block]:
