@@ -14,7 +14,9 @@ from services_ai_plugins.tooling import scaffold_plugin
 pytest_plugins = ["pytester"]
 
 GUIDE = ROOT / "docs" / "testing.md"
-FILE_BLOCK = re.compile(r"^```\w+ file=(?P<path>\S+)\n(?P<body>.*?)^```$", re.MULTILINE | re.DOTALL)
+FILE_BLOCK = re.compile(
+    r'^```\w+ title="(?P<path>[^"]+)"\n(?P<body>.*?)^```$', re.MULTILINE | re.DOTALL
+)
 
 
 def guide_files() -> dict[str, str]:
