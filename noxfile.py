@@ -89,7 +89,7 @@ def typecheck(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Regenerate the reference files in docs/ from the code, then build the site into site/.
 
-    tests/test_schema.py, tests/test_reference.py and tests/test_site.py fail when a
+    tests/test_schema.py, tests/test_reference.py and tests/test_docs_site.py fail when a
     committed file no longer matches the code. The site is built with ``mkdocs build
     --strict``: any warning (a broken link or anchor, a page left out of the nav, a docstring
     griffe cannot read) fails the session.

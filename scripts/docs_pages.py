@@ -2,7 +2,7 @@
 
 ``python scripts/docs_pages.py`` (run by ``nox -s docs``) writes docs/reference/cli.md from
 the command line's argparse parser and docs/reference/manifest.md from the manifest's JSON
-Schema. The pages are committed, so they read well on a code host too; tests/test_site.py
+Schema. The pages are committed, so they read well on a code host too; tests/test_docs_site.py
 fails when one no longer matches the code, as tests/test_schema.py does for the schema file.
 """
 
