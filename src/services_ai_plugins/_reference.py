@@ -617,7 +617,7 @@ def _hooks_page(reference: Reference) -> str:
         "not None form a list), `first_result` (the first result that is not None wins), "
         "`filter` (each implementation returns the new value of one argument). "
         "The example payloads are the JSON form of `services_ai_plugins.tooling.example`; "
-        "the permissions are described in [permissions.md](permissions.md).",
+        "the permissions are described in [the permission reference](permissions.md).",
         "",
         "| Hook | Kind | Tenant | Permission to receive it |",
         "|---|---|---|---|",
@@ -697,7 +697,7 @@ def _api_page(reference: Reference) -> str:
         "plugin and the call's tenant. Each method declared with `@requires` checks the "
         "plugin's grants for that tenant before anything runs: without the permission it "
         "raises `PermissionDenied`. The permissions are described in "
-        "[permissions.md](permissions.md).",
+        "[the permission reference](permissions.md).",
         "",
         "| Member | Kind | Permission |",
         "|---|---|---|",
@@ -740,8 +740,8 @@ def _permissions_page(reference: Reference) -> str:
         "The permission catalogue: what a plugin may list under `permissions` (or "
         "`optional_permissions`) in its manifest, what each allows and how risky granting "
         "it is (admins see the risk when approving). A plugin receives a hook only with "
-        "the permissions the hook lists ([hooks.md](hooks.md)), and calls an API method "
-        "only with the permission the method needs ([plugin-api.md](plugin-api.md)).",
+        "the permissions the hook lists ([the hook reference](hooks.md)), and calls an API method "
+        "only with the permission the method needs ([the plugin API reference](plugin-api.md)).",
         "",
         "| Permission | Risk | Description |",
         "|---|---|---|",
