@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import importlib
 import inspect
 import re
 import sys
@@ -222,6 +223,22 @@ def run_page(blocks: list[Block], folder: Path, hosts: list[Any]) -> dict[str, A
             target = folder / block.options["file"]
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(block.code, encoding="utf-8")
+            # Its folders as regular packages, as in a real project: a namespace portion
+            # would lose to a regular package of the same name further down sys.path.
+            for package in target.relative_to(folder).parents:
+                if package != Path():
+                    (folder / package / "__init__.py").touch()
+    # The folder's listing may be cached by an import since it went on sys.path, and a new
+    # file within the same timestamp tick would not be seen: the import system is told.
+    importlib.invalidate_caches()
+    # A module of the same name imported by another test (examples/django_app's ``crm``, say)
+    # would stand in for the page's own: set aside while the page runs, put back after.
+    tops = {
+        Path(b.options["file"]).parts[0].removesuffix(".py") for b in blocks if "file" in b.options
+    }
+    aside = {
+        name: sys.modules.pop(name) for name in list(sys.modules) if name.partition(".")[0] in tops
+    }
     namespace: dict[str, Any] = {"__name__": "__doc__", "ROOT": ROOT}
     try:
         for block in blocks:
@@ -237,6 +254,9 @@ def run_page(blocks: list[Block], folder: Path, hosts: list[Any]) -> dict[str, A
                 raise BlockFailed(message) from exc
     finally:
         close_what_is_open(namespace, hosts)
+        for name in [n for n in sys.modules if n.partition(".")[0] in tops]:
+            del sys.modules[name]  # the page's own
+        sys.modules.update(aside)
     return namespace
 
 
