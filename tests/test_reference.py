@@ -6,6 +6,7 @@ import importlib
 import inspect
 import json
 import re
+import subprocess
 import sys
 import types
 from collections.abc import Iterator
@@ -245,6 +246,33 @@ def test_the_committed_pages_are_current(page: str) -> None:
     assert committed == markdown_pages(REFERENCE)[page], (
         f"docs/reference/{page} no longer matches the code: run `nox -s docs` and commit it"
     )
+
+
+def test_the_pages_do_not_depend_on_what_resolved_the_records_types() -> None:
+    """The reference reads the records' annotations as written, never ``field.type``, which
+    ``attrs.resolve_types`` replaces in place with the evaluated type (its text expands
+    ``JSONValue``): a fresh interpreter that resolved every record, and this one, agree with the
+    committed pages (CI's workers once generated `JSONValue` expanded)."""
+    script = (
+        "import attrs, sys\n"
+        "from services_ai_plugins.events import PAYLOAD_TYPES\n"
+        "for record in PAYLOAD_TYPES:\n"
+        "    if attrs.has(record): attrs.resolve_types(record)\n"
+        "from services_ai_plugins._reference import markdown_pages\n"
+        "sys.stdout.write(markdown_pages()['hooks.md'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == markdown_pages()["hooks.md"]
+    assert "ForwardRef" not in done.stdout
+    assert "| `data` | `Mapping[str, JSONValue]` |" in done.stdout
 
 
 def test_write_pages_writes_what_markdown_pages_gives(tmp_path: Path) -> None:

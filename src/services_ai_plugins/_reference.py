@@ -408,15 +408,31 @@ def _records(kind: object) -> Iterator[RecordReference]:
             pending.extend(t for t in _record_types(hint) if t not in seen)
 
 
+def _written(record: type) -> dict[str, object]:
+    """The record's annotations as its source wrote them (strings under postponed evaluation).
+
+    Not ``field.type``: ``attrs.resolve_types`` (cattrs calls it when it first converts the
+    record) replaces that with the evaluated type in place, whose text expands aliases such as
+    ``JSONValue``; the reference must read the same whatever ran before it.
+    """
+    written: dict[str, object] = {}
+    for klass in reversed(record.__mro__):
+        written.update(vars(klass).get("__annotations__", {}))
+    return written
+
+
 def _record(record: type) -> RecordReference:
     comments = attribute_docs(record)
+    written = _written(record)
     return RecordReference(
         name=record.__name__,
         summary=_summary(inspect.getdoc(record) or ""),
         fields=tuple(
             FieldReference(
                 name=field.name,
-                type=_annotation(field.type) if field.type is not None else "",
+                type=_annotation(written.get(field.name, field.type))
+                if field.type is not None or field.name in written
+                else "",
                 required=field.default is attrs.NOTHING,
                 description=comments.get(field.name, ""),
             )
