@@ -20,6 +20,7 @@ import attrs
 from .._json import JSONValue
 from ._protocol import (
     AccessQuery,
+    AccessRecord,
     ArtifactInfo,
     AuditEvent,
     AuditQuery,
@@ -78,24 +79,16 @@ class RowCodec:
 
     def audit_filter(self, query: AuditQuery) -> tuple[list[str], list[object]]:
         """The conditions of an :class:`AuditQuery`: every given field must match."""
-        where: list[str] = []
-        params: list[object] = []
-        for column, value in (
-            ("plugin_id", query.plugin_id),
-            ("tenant", query.tenant),
-            ("actor", query.actor),
-            ("action", query.action),
-        ):
-            if value is not None:
-                where.append(f"{column} = {self.marker}")
-                params.append(value)
-        if query.since is not None:
-            where.append(f"at >= {self.marker}")
-            params.append(self.moment(query.since))
-        if query.until is not None:
-            where.append(f"at < {self.marker}")
-            params.append(self.moment(query.until))
-        return where, params
+        return self._matching(
+            (
+                ("plugin_id", query.plugin_id),
+                ("tenant", query.tenant),
+                ("actor", query.actor),
+                ("action", query.action),
+            ),
+            query.since,
+            query.until,
+        )
 
     def access_filter(self, query: AccessQuery, holds_id: str) -> tuple[list[str], list[object]]:
         """The conditions of an :class:`AccessQuery`: every given field must match.
@@ -103,26 +96,40 @@ class RowCodec:
         ``holds_id`` is the backend's condition that ``record_ids`` holds one id, with
         one parameter marker for it (a JSON array in SQLite, a text array elsewhere).
         """
-        where: list[str] = []
-        params: list[object] = []
-        for column, value in (
-            ("plugin_id", query.plugin_id),
-            ("tenant", query.tenant),
-            ("method", query.method),
-            ("record_type", query.record_type),
-        ):
-            if value is not None:
-                where.append(f"{column} = {self.marker}")
-                params.append(value)
+        where, params = self._matching(
+            (
+                ("plugin_id", query.plugin_id),
+                ("tenant", query.tenant),
+                ("method", query.method),
+                ("record_type", query.record_type),
+            ),
+            query.since,
+            query.until,
+        )
         if query.record_id is not None:
             where.append(holds_id)
             params.append(query.record_id)
-        if query.since is not None:
+        return where, params
+
+    def _matching(
+        self,
+        equal: tuple[tuple[str, str | None], ...],
+        since: datetime | None,
+        until: datetime | None,
+    ) -> tuple[list[str], list[object]]:
+        """Each given column equal to its value, and ``at`` within [since, until)."""
+        where: list[str] = []
+        params: list[object] = []
+        for column, value in equal:
+            if value is not None:
+                where.append(f"{column} = {self.marker}")
+                params.append(value)
+        if since is not None:
             where.append(f"at >= {self.marker}")
-            params.append(self.moment(query.since))
-        if query.until is not None:
+            params.append(self.moment(since))
+        if until is not None:
             where.append(f"at < {self.marker}")
-            params.append(self.moment(query.until))
+            params.append(self.moment(until))
         return where, params
 
     def failure_filter(
@@ -233,6 +240,18 @@ class RowCodec:
             "resolved": self.flag(failure.resolved),
         }
 
+    def access_params(self, record: AccessRecord) -> Params:
+        return {
+            "plugin_id": record.plugin_id,
+            "tenant": record.tenant,
+            "method": record.method,
+            "permission": record.permission,
+            "record_type": record.record_type,
+            "record_ids": self.strings(record.record_ids, "record ids"),
+            "count": record.count,
+            "at": self.moment(record.at),
+        }
+
     def metrics_params(self, delta: MetricsDelta) -> Params:
         return {
             "plugin_id": delta.plugin_id,
@@ -338,6 +357,19 @@ class RowCodec:
             traceback=row["traceback"],
             at=self.read_time(row["at"]),
             resolved=bool(row["resolved"]),
+        )
+
+    def access(self, row: Row) -> AccessRecord:
+        return AccessRecord(
+            id=row["id"],
+            plugin_id=row["plugin_id"],
+            tenant=row["tenant"],
+            method=row["method"],
+            permission=row["permission"],
+            record_type=row["record_type"],
+            record_ids=self.read_strings(row["record_ids"]),
+            count=row["count"],
+            at=self.read_time(row["at"]),
         )
 
     def metrics(self, row: Row) -> HookMetrics:

@@ -346,7 +346,7 @@ VALUES (:at, :actor, :action, :plugin_id, :tenant, :before_json, :after_json)
 
 _INSERT_ACCESS: Final = """
 INSERT INTO access_log (plugin_id, tenant, method, permission, record_type, record_ids, count, at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (:plugin_id, :tenant, :method, :permission, :record_type, :record_ids, :count, :at)
 """
 
 _INSERT_FAILURE: Final = """
@@ -599,19 +599,7 @@ class SQLiteStorage:
             conn.executemany(_ADD_METRICS, params)
 
     def record_access(self, records: Sequence[AccessRecord]) -> None:
-        params = [
-            (
-                r.plugin_id,
-                r.tenant,
-                r.method,
-                r.permission,
-                r.record_type,
-                _dumps(list(r.record_ids), "record ids"),
-                r.count,
-                _text(r.at),
-            )
-            for r in records
-        ]
+        params = [_CODEC.access_params(record) for record in records]
         if not params:
             with self._using():
                 return
@@ -629,7 +617,7 @@ class SQLiteStorage:
         sql += " ORDER BY at DESC, id DESC LIMIT ?"
         with self._using() as conn:
             rows = conn.execute(sql, (*params, query.limit)).fetchall()
-            return [_access(row) for row in rows]
+            return [_CODEC.access(row) for row in rows]
 
     def prune_access(self, before: datetime) -> int:
         with self._transaction() as conn:
@@ -878,20 +866,6 @@ def _dumps(value: object, what: str) -> str:
 
 
 # Decoding: rows to records.
-
-
-def _access(row: sqlite3.Row) -> AccessRecord:
-    return AccessRecord(
-        id=row["id"],
-        plugin_id=row["plugin_id"],
-        tenant=row["tenant"],
-        method=row["method"],
-        permission=row["permission"],
-        record_type=row["record_type"],
-        record_ids=tuple(json.loads(row["record_ids"])),
-        count=row["count"],
-        at=datetime.fromisoformat(row["at"]),
-    )
 
 
 def _revision(conn: sqlite3.Connection, sql: str, *params: str) -> int:

@@ -220,7 +220,10 @@ INSERT INTO {s}.audit_events (
 _INSERT_ACCESS: Final = """
 INSERT INTO {s}.access_log (
     plugin_id, tenant, method, permission, record_type, record_ids, count, at
-) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+) VALUES (
+    %(plugin_id)s, %(tenant)s, %(method)s, %(permission)s, %(record_type)s, %(record_ids)s,
+    %(count)s, %(at)s
+)
 """
 
 _INSERT_FAILURE: Final = """
@@ -645,19 +648,7 @@ class PostgresStorage:
             cursor.executemany(self._sql(_ADD_METRICS), params)
 
     def record_access(self, records: Sequence[AccessRecord]) -> None:
-        params = [
-            (
-                r.plugin_id,
-                r.tenant,
-                r.method,
-                r.permission,
-                r.record_type,
-                list(r.record_ids),
-                r.count,
-                r.at,
-            )
-            for r in records
-        ]
+        params = [_CODEC.access_params(record) for record in records]
         if not params:
             self._check_open()
             return
@@ -673,20 +664,7 @@ class PostgresStorage:
         sql += " ORDER BY at DESC, id DESC LIMIT %s"
         with self._connection() as conn:
             rows = conn.execute(self._sql(sql), (*params, query.limit)).fetchall()
-        return [
-            AccessRecord(
-                id=row["id"],
-                plugin_id=row["plugin_id"],
-                tenant=row["tenant"],
-                method=row["method"],
-                permission=row["permission"],
-                record_type=row["record_type"],
-                record_ids=tuple(row["record_ids"]),
-                count=row["count"],
-                at=row["at"],
-            )
-            for row in rows
-        ]
+        return [_CODEC.access(row) for row in rows]
 
     def prune_access(self, before: datetime) -> int:
         with self._transaction() as conn:
