@@ -431,17 +431,15 @@ class _Observed:
 
 @final
 class _Counted:
-    """A plugin's implementation counted by tenant, without OpenTelemetry: the lean wrapper
-    (the counting inline, a call and two clock readings more per plugin call)."""
+    """An in-process implementation counted by tenant, without OpenTelemetry: the lean
+    wrapper (the counting inline, a call and two clock readings more per plugin call). One
+    with an awaitable form (a sandboxed plugin's) is an :class:`_Observed`, which has both."""
 
-    __slots__ = ("aio", "counts", "function")
+    __slots__ = ("counts", "function")
 
     def __init__(self, function: Callable[..., Any], counts: _Counts) -> None:
         self.function = function
         self.counts = counts
-        awaitable = getattr(function, AIO, None)
-        if awaitable is not None:  # the async path: the same counting around the await
-            self.aio = _Observed(awaitable, counts, None, "", {}, {})._awaitable(awaitable)
 
     def __call__(self, *args: Any) -> Any:
         start = perf_counter_ns()
@@ -520,9 +518,7 @@ class Telemetry:
                     self._labelled.add(tenant)
                     return tenant
             return OTHER
-        if wanted is False:  # pragma: no cover - wrap() asks only with a breakdown
-            return OTHER
-        return tenant if tenant in wanted else OTHER
+        return tenant if isinstance(wanted, frozenset) and tenant in wanted else OTHER
 
     def wrap(
         self,
@@ -556,7 +552,7 @@ class Telemetry:
             attributes[TENANT_ATTRIBUTE] = tenant  # a span is one call: no cardinality to cap
         if label is not None:
             measured[TENANT_ATTRIBUTE] = label
-        if otel is None and counts is not None:
+        if otel is None and counts is not None and getattr(function, AIO, None) is None:
             return _Counted(function, counts)
         return _Observed(function, counts, otel, f"{hook} {plugin_id}", attributes, measured)
 
